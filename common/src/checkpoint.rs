@@ -1,0 +1,561 @@
+//! Checkpoint bookkeeping, no I/O.
+//!
+//! Primary: [`Staging::capture`] copies dirty pages and state into frames laid out in a buffer
+//! allocated at start-up (this is the part done while the guest is suspended); [`Staging::seal`]
+//! then fills CRCs and MACs and appends the `End` record, after the guest has resumed.
+//!
+//! Standby: [`Receiver`] stages checkpoint N whole, checks it against its `End` record, and only
+//! then lets [`Receiver::apply`] write it into the replica. Any error discards the staged
+//! checkpoint: the replica stays exactly at N-1.
+
+use std::fmt;
+
+use crate::domain::{CheckpointSource, DomainError, Replica};
+use crate::frame::{self, FrameError, Header, Kind, HEADER_LEN};
+use crate::msg::{self, Begin, End, Pages, PagesHead, State, MAX_STATE_LEN, PAGES_PER_FRAME};
+use crate::session::{self, Session};
+use crate::PAGE_SIZE;
+
+/// Bytes reserved for the head of a `Pages` body (ckpt and up to 64 pfn varints, data length).
+const PAGES_HEAD_MAX: usize = 10 + 1 + PAGES_PER_FRAME * 10 + 10;
+/// Bytes reserved for a small record frame.
+const SMALL_FRAME: usize = HEADER_LEN + 64;
+
+/// Staging buffer size needed for a full checkpoint of `pages` pages.
+pub fn staging_capacity(pages: u64) -> usize {
+    let frames = (pages as usize).div_ceil(PAGES_PER_FRAME);
+    frames * (HEADER_LEN + PAGES_HEAD_MAX) + pages as usize * PAGE_SIZE
+        + 2 * SMALL_FRAME
+        + HEADER_LEN
+        + 16
+        + MAX_STATE_LEN
+}
+
+/// What one capture did (for logs and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CaptureStats {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Full synchronisation.
+    pub full: bool,
+    /// Pages captured.
+    pub pages: u64,
+    /// Bytes staged before sealing.
+    pub bytes: usize,
+}
+
+/// A checkpoint error on either side.
+#[derive(Debug)]
+pub enum CheckpointError {
+    /// The staging buffer is too small (a configuration bug on the primary).
+    StagingFull { need: usize, have: usize },
+    /// The domain backend failed.
+    Domain(DomainError),
+    /// A frame or record was invalid.
+    Frame(FrameError),
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckpointError::StagingFull { need, have } => {
+                write!(f, "staging buffer of {have} bytes cannot hold {need}")
+            }
+            CheckpointError::Domain(e) => write!(f, "{e}"),
+            CheckpointError::Frame(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+impl From<DomainError> for CheckpointError {
+    fn from(e: DomainError) -> Self {
+        CheckpointError::Domain(e)
+    }
+}
+
+impl From<FrameError> for CheckpointError {
+    fn from(e: FrameError) -> Self {
+        CheckpointError::Frame(e)
+    }
+}
+
+/// The primary's staging buffer: one checkpoint, laid out as ready-to-send frames.
+#[derive(Debug)]
+pub struct Staging {
+    buf: Vec<u8>,
+    len: usize,
+    pfns: Vec<u64>,
+    ckpt: u64,
+}
+
+impl Staging {
+    /// Allocate for a domain of `pages` pages (all memory is allocated here, once).
+    pub fn new(pages: u64) -> Staging {
+        Staging {
+            buf: vec![0u8; staging_capacity(pages)],
+            len: 0,
+            pfns: Vec::with_capacity(pages as usize),
+            ckpt: 0,
+        }
+    }
+
+    /// The staged bytes (after [`Staging::seal`]: the frames to send).
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Bytes allocated.
+    pub fn capacity(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Capture checkpoint `ckpt` from a **suspended** domain: dirty pages (all pages if `full`)
+    /// and state, into unsealed frames. Only copies: CRC and MAC come later in [`Staging::seal`].
+    pub fn capture(
+        &mut self,
+        dom: &mut dyn CheckpointSource,
+        ckpt: u64,
+        epoch: u64,
+        full: bool,
+    ) -> Result<CaptureStats, CheckpointError> {
+        self.len = 0;
+        self.ckpt = ckpt;
+        self.pfns.clear();
+        dom.take_dirty(full, &mut self.pfns)?;
+        let pages = self.pfns.len() as u64;
+        let begin = Begin { ckpt, full, pages, epoch };
+        self.put_record(Kind::Begin, &begin)?;
+        for chunk in self.pfns.chunks(PAGES_PER_FRAME) {
+            let start = self.len;
+            let room = self.buf.len() - start;
+            let need = HEADER_LEN + PAGES_HEAD_MAX + chunk.len() * PAGE_SIZE;
+            if room < need {
+                return Err(CheckpointError::StagingFull { need: start + need, have: self.buf.len() });
+            }
+            let body = &mut self.buf[start + HEADER_LEN..];
+            let mut n = msg::encode(&PagesHead { ckpt, pfns: chunk }, body).map_err(|_| {
+                CheckpointError::StagingFull { need: start + need, have: start }
+            })?;
+            let data_len = chunk.len() * PAGE_SIZE;
+            n += msg::write_varint(data_len as u64, &mut body[n..]);
+            dom.read_pages(chunk, &mut body[n..n + data_len])?;
+            n += data_len;
+            Header { kind: Kind::Pages, body_len: n as u32, seq: 0 }.emit(&mut self.buf[start..]);
+            self.len = start + HEADER_LEN + n;
+        }
+        // State: body is postcard(State { ckpt, data }) = varint ckpt, varint len, bytes.
+        let start = self.len;
+        let mut state = [0u8; MAX_STATE_LEN];
+        let slen = dom.save_state(&mut state)?;
+        let st = State { ckpt, data: &state[..slen] };
+        self.put_record(Kind::State, &st)?;
+        debug_assert!(self.len > start);
+        Ok(CaptureStats { ckpt, full, pages, bytes: self.len })
+    }
+
+    fn put_record<M: serde::Serialize>(&mut self, kind: Kind, m: &M) -> Result<(), CheckpointError> {
+        let start = self.len;
+        let n = session::write_unsealed(kind, m, &mut self.buf[start..]).map_err(|_| {
+            CheckpointError::StagingFull { need: start + SMALL_FRAME, have: self.buf.len() }
+        })?;
+        self.len = start + n;
+        Ok(())
+    }
+
+    /// Seal every staged frame for `session` and append the `End` record. Done after the guest
+    /// has resumed: this is the CRC and MAC pass over the checkpoint.
+    pub fn seal(&mut self, session: &mut Session) -> Result<usize, CheckpointError> {
+        let mut ckpt_crc = crc32fast::Hasher::new();
+        let mut total: u64 = 0;
+        let mut pos = 0;
+        while pos < self.len {
+            let h = Header::parse(&self.buf[pos..self.len], frame::MAX_BODY_LEN)?;
+            let end = pos + h.frame_len();
+            let body_hash = frame::body_crc(&self.buf[pos + HEADER_LEN..end]);
+            ckpt_crc.combine(&body_hash);
+            total += h.body_len as u64;
+            session.seal_with(&mut self.buf[pos..end], &body_hash);
+            pos = end;
+        }
+        let end = End {
+            ckpt: self.ckpt,
+            pages: self.pfns.len() as u64,
+            total_len: total,
+            crc: ckpt_crc.finalize(),
+        };
+        let start = self.len;
+        let n = session
+            .write(Kind::End, &end, &mut self.buf[start..])
+            .map_err(|_| CheckpointError::StagingFull { need: start + SMALL_FRAME, have: self.buf.len() })?;
+        self.len = start + n;
+        Ok(self.len)
+    }
+}
+
+/// A checkpoint the receiver has staged completely and verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Complete {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Whether it was a full synchronisation.
+    pub full: bool,
+    /// Pages in it.
+    pub pages: u64,
+    /// Bytes of its records.
+    pub bytes: u64,
+}
+
+/// The standby's checkpoint receiver: stage whole, verify, then apply.
+#[derive(Debug)]
+pub struct Receiver {
+    domain_pages: u64,
+    begin: Option<Begin>,
+    pfns: Vec<u64>,
+    data: Vec<u8>,
+    state: Vec<u8>,
+    state_seen: bool,
+    crc: crc32fast::Hasher,
+    total: u64,
+    complete: Option<Complete>,
+    /// Last checkpoint applied in the current session; `None` until a full sync is applied.
+    session_base: Option<u64>,
+    applied: Option<u64>,
+}
+
+impl Receiver {
+    /// A receiver for a replica of `domain_pages` pages; allocates staging for a full sync.
+    pub fn new(domain_pages: u64) -> Receiver {
+        Receiver {
+            domain_pages,
+            begin: None,
+            pfns: Vec::with_capacity(domain_pages as usize),
+            data: Vec::with_capacity(domain_pages as usize * PAGE_SIZE),
+            state: Vec::with_capacity(MAX_STATE_LEN),
+            state_seen: false,
+            crc: crc32fast::Hasher::new(),
+            total: 0,
+            complete: None,
+            session_base: None,
+            applied: None,
+        }
+    }
+
+    /// Last checkpoint applied to the replica, if any.
+    pub fn applied(&self) -> Option<u64> {
+        self.applied
+    }
+
+    /// Whether a checkpoint is being staged.
+    pub fn staging(&self) -> bool {
+        self.begin.is_some()
+    }
+
+    /// Bytes allocated for staging.
+    pub fn capacity(&self) -> usize {
+        self.data.capacity() + self.pfns.capacity() * 8 + self.state.capacity()
+    }
+
+    /// A new session (new connection): discard anything staged, and require a full
+    /// synchronisation before any incremental checkpoint (never patch across a gap).
+    pub fn new_session(&mut self) {
+        self.discard();
+        self.session_base = None;
+    }
+
+    /// Drop the checkpoint being staged (after an error); the replica is untouched.
+    pub fn discard(&mut self) {
+        self.begin = None;
+        self.complete = None;
+        self.pfns.clear();
+        self.data.clear();
+        self.state.clear();
+        self.state_seen = false;
+        self.crc = crc32fast::Hasher::new();
+        self.total = 0;
+    }
+
+    fn fail(&mut self, kind: Kind, why: &'static str) -> FrameError {
+        self.discard();
+        FrameError::Body { kind, why }
+    }
+
+    /// Feed one verified frame (already authenticated by the session). Returns the completed
+    /// checkpoint when its `End` arrives and checks out. On error, the staged checkpoint is
+    /// discarded and the caller drops the session.
+    pub fn on_frame(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        body_hash: &crc32fast::Hasher,
+    ) -> Result<Option<Complete>, FrameError> {
+        if self.complete.is_some() {
+            self.discard();
+            return Err(FrameError::Unexpected { kind, state: "a checkpoint awaits apply" });
+        }
+        match kind {
+            Kind::Begin => {
+                let b: Begin = msg::decode(kind, body).inspect_err(|_| self.discard())?;
+                if self.begin.is_some() {
+                    self.discard();
+                    return Err(FrameError::Unexpected { kind, state: "staging a checkpoint" });
+                }
+                match (b.full, self.session_base) {
+                    (false, None) => {
+                        return Err(self.fail(kind, "incremental checkpoint before a full sync"))
+                    }
+                    (false, Some(base)) if b.ckpt != base + 1 => {
+                        return Err(self.fail(kind, "checkpoint number gap"))
+                    }
+                    (true, _) if b.pages != self.domain_pages => {
+                        return Err(self.fail(kind, "full sync does not cover the domain"))
+                    }
+                    _ => {}
+                }
+                if b.pages > self.domain_pages {
+                    return Err(self.fail(kind, "more pages than the domain has"));
+                }
+                if let Some(a) = self.applied {
+                    if b.ckpt <= a && !b.full {
+                        return Err(self.fail(kind, "checkpoint number went backwards"));
+                    }
+                }
+                self.begin = Some(b);
+                self.account(body, body_hash);
+                Ok(None)
+            }
+            Kind::Pages => {
+                let Some(begin) = self.begin else {
+                    return Err(self.fail(kind, "pages outside a checkpoint"));
+                };
+                let p: Pages = msg::decode(kind, body).inspect_err(|_| self.discard())?;
+                if p.ckpt != begin.ckpt {
+                    return Err(self.fail(kind, "pages of another checkpoint"));
+                }
+                if p.data.len() != p.pfns.len() * PAGE_SIZE {
+                    return Err(self.fail(kind, "page data length does not match page count"));
+                }
+                if self.pfns.len() as u64 + p.pfns.len() as u64 > begin.pages {
+                    return Err(self.fail(kind, "more pages than announced"));
+                }
+                if p.pfns.iter().any(|&pfn| pfn >= self.domain_pages) {
+                    return Err(self.fail(kind, "page number beyond the domain"));
+                }
+                // Capacity was reserved for a full domain and pages <= domain_pages: no growth.
+                self.pfns.extend_from_slice(&p.pfns);
+                self.data.extend_from_slice(p.data);
+                self.account(body, body_hash);
+                Ok(None)
+            }
+            Kind::State => {
+                let Some(begin) = self.begin else {
+                    return Err(self.fail(kind, "state outside a checkpoint"));
+                };
+                let s: State = msg::decode(kind, body).inspect_err(|_| self.discard())?;
+                if s.ckpt != begin.ckpt || self.state_seen {
+                    return Err(self.fail(kind, "state of another checkpoint, or twice"));
+                }
+                if s.data.len() > MAX_STATE_LEN {
+                    return Err(self.fail(kind, "state record too large"));
+                }
+                self.state.extend_from_slice(s.data);
+                self.state_seen = true;
+                self.account(body, body_hash);
+                Ok(None)
+            }
+            Kind::End => {
+                let Some(begin) = self.begin else {
+                    return Err(self.fail(kind, "end outside a checkpoint"));
+                };
+                let e: End = msg::decode(kind, body).inspect_err(|_| self.discard())?;
+                if e.ckpt != begin.ckpt {
+                    return Err(self.fail(kind, "end of another checkpoint"));
+                }
+                if e.pages != begin.pages || self.pfns.len() as u64 != begin.pages {
+                    return Err(self.fail(kind, "page count does not match"));
+                }
+                if !self.state_seen {
+                    return Err(self.fail(kind, "checkpoint without state record"));
+                }
+                if e.total_len != self.total {
+                    return Err(self.fail(kind, "checkpoint length does not match"));
+                }
+                if e.crc != self.crc.clone().finalize() {
+                    return Err(self.fail(kind, "checkpoint CRC does not match"));
+                }
+                let c = Complete { ckpt: begin.ckpt, full: begin.full, pages: begin.pages, bytes: self.total };
+                self.complete = Some(c);
+                Ok(Some(c))
+            }
+            _ => {
+                self.discard();
+                Err(FrameError::Unexpected { kind, state: "receiving checkpoints" })
+            }
+        }
+    }
+
+    fn account(&mut self, body: &[u8], body_hash: &crc32fast::Hasher) {
+        self.crc.combine(body_hash);
+        self.total += body.len() as u64;
+    }
+
+    /// Apply the completed checkpoint to the replica. After this returns `Ok(n)`, the replica
+    /// is at checkpoint n and the caller sends ack(n).
+    pub fn apply(&mut self, replica: &mut dyn Replica) -> Result<u64, CheckpointError> {
+        let Some(c) = self.complete else {
+            return Err(CheckpointError::Frame(FrameError::Unexpected {
+                kind: Kind::End,
+                state: "nothing complete to apply",
+            }));
+        };
+        let res = replica
+            .write_pages(&self.pfns, &self.data)
+            .and_then(|_| replica.load_state(&self.state));
+        self.discard();
+        res?;
+        self.applied = Some(c.ckpt);
+        self.session_base = Some(c.ckpt);
+        Ok(c.ckpt)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::key::ClusterKey;
+    use crate::model::{ModelDomain, MIN_PAGES};
+    use crate::session::Side;
+    use crate::time::Nanos;
+
+    fn sessions() -> (Session, Session) {
+        let k = ClusterKey::from_bytes([3; 32]);
+        (
+            Session::new(&k, &[1; 16], &[2; 16], Side::Initiator),
+            Session::new(&k, &[1; 16], &[2; 16], Side::Responder),
+        )
+    }
+
+    fn capture(st: &mut Staging, d: &mut ModelDomain, tx: &mut Session, ckpt: u64, full: bool) -> Vec<u8> {
+        d.suspend().unwrap();
+        st.capture(d, ckpt, 1, full).unwrap();
+        d.resume().unwrap();
+        st.seal(tx).unwrap();
+        st.bytes().to_vec()
+    }
+
+    /// Feed a byte stream of frames; returns the first error or the completed checkpoints.
+    fn feed(rx: &mut Receiver, sess: &mut Session, bytes: &[u8], rep: &mut ModelDomain) -> Result<Vec<u64>, FrameError> {
+        let mut pos = 0;
+        let mut done = vec![];
+        while pos < bytes.len() {
+            let h = Header::parse(&bytes[pos..], frame::MAX_BODY_LEN)?;
+            let end = pos + h.frame_len();
+            if end > bytes.len() {
+                return Err(FrameError::Truncated { have: bytes.len() - pos, need: h.frame_len() });
+            }
+            let hash = sess.open(&bytes[pos..end])?;
+            if rx.on_frame(h.kind, &bytes[pos + HEADER_LEN..end], &hash)?.is_some() {
+                done.push(rx.apply(rep).unwrap());
+            }
+            pos = end;
+        }
+        Ok(done)
+    }
+
+    #[test]
+    fn full_then_incremental_checkpoints_reproduce_the_domain() {
+        let mut d = ModelDomain::new(MIN_PAGES + 300, 2000, 5);
+        let mut rep = ModelDomain::blank(d.page_count());
+        let mut st = Staging::new(d.page_count());
+        let (mut tx, mut rxs) = sessions();
+        let mut rx = Receiver::new(d.page_count());
+        let b = capture(&mut st, &mut d, &mut tx, 1, true);
+        assert_eq!(feed(&mut rx, &mut rxs, &b, &mut rep).unwrap(), vec![1]);
+        assert_eq!(rep.digest(), d.digest());
+        for n in 2..10u64 {
+            d.run(Nanos::from_millis(n * 25));
+            d.handle("INCR");
+            let b = capture(&mut st, &mut d, &mut tx, n, false);
+            assert_eq!(feed(&mut rx, &mut rxs, &b, &mut rep).unwrap(), vec![n]);
+            assert_eq!(rep.digest(), d.digest(), "checkpoint {n}");
+        }
+        assert_eq!(rep.counter(), 8);
+    }
+
+    #[test]
+    fn torn_or_corrupt_checkpoint_leaves_replica_at_previous() {
+        let mut d = ModelDomain::new(MIN_PAGES + 300, 5000, 9);
+        let mut rep = ModelDomain::blank(d.page_count());
+        let mut st = Staging::new(d.page_count());
+        let (mut tx, mut rxs) = sessions();
+        let mut rx = Receiver::new(d.page_count());
+        let b = capture(&mut st, &mut d, &mut tx, 1, true);
+        feed(&mut rx, &mut rxs, &b, &mut rep).unwrap();
+        let good = rep.digest();
+        d.run(Nanos(1));
+        d.run(Nanos::from_millis(40));
+        d.handle("INCR");
+        let b2 = capture(&mut st, &mut d, &mut tx, 2, false);
+        assert!(b2.len() > 3 * HEADER_LEN);
+        // Truncated: every prefix that is not the whole checkpoint leaves the replica at 1.
+        for cut in [HEADER_LEN, b2.len() / 2, b2.len() - 1] {
+            let (_, mut r2) = sessions();
+            let mut rx2 = Receiver::new(d.page_count());
+            let mut rep2 = ModelDomain::blank(d.page_count());
+            let (mut tx1, _) = sessions();
+            let mut st1 = Staging::new(d.page_count());
+            let mut d1 = ModelDomain::new(MIN_PAGES + 300, 0, 1);
+            let full = capture(&mut st1, &mut d1, &mut tx1, 1, true);
+            feed(&mut rx2, &mut r2, &full, &mut rep2).unwrap();
+            let before = rep2.digest();
+            let _ = feed(&mut rx2, &mut r2, &b2[..cut], &mut rep2);
+            assert_eq!(rep2.digest(), before);
+        }
+        // Corrupt one byte in the middle: rejected, replica unchanged.
+        let mut bad = b2.clone();
+        let mid = bad.len() / 2;
+        bad[mid] ^= 0x40;
+        assert!(feed(&mut rx, &mut rxs, &bad, &mut rep).is_err());
+        assert_eq!(rep.digest(), good);
+        assert_eq!(rx.applied(), Some(1));
+    }
+
+    #[test]
+    fn incremental_without_full_sync_or_with_gap_is_refused() {
+        let mut d = ModelDomain::new(MIN_PAGES + 10, 0, 1);
+        let mut rep = ModelDomain::blank(d.page_count());
+        let mut st = Staging::new(d.page_count());
+        let (mut tx, mut rxs) = sessions();
+        let mut rx = Receiver::new(d.page_count());
+        let mut v = Vec::with_capacity(d.page_count() as usize);
+        d.take_dirty(false, &mut v).unwrap();
+        d.handle("INCR");
+        let b = capture(&mut st, &mut d, &mut tx, 5, false);
+        let e = feed(&mut rx, &mut rxs, &b, &mut rep).unwrap_err();
+        assert_eq!(e, FrameError::Body { kind: Kind::Begin, why: "incremental checkpoint before a full sync" });
+        assert!(!rep.formatted());
+        // Full sync, then a gap.
+        let (mut tx, mut rxs) = sessions();
+        rx.new_session();
+        let b = capture(&mut st, &mut d, &mut tx, 6, true);
+        feed(&mut rx, &mut rxs, &b, &mut rep).unwrap();
+        d.handle("INCR");
+        let b = capture(&mut st, &mut d, &mut tx, 8, false);
+        assert!(feed(&mut rx, &mut rxs, &b, &mut rep).is_err());
+        assert_eq!(rep.counter(), 1);
+    }
+
+    #[test]
+    fn staging_capacity_holds_a_full_sync_of_64_mib() {
+        let pages = (64u64 << 20) / PAGE_SIZE as u64;
+        let mut d = ModelDomain::new(pages, 0, 1);
+        let mut st = Staging::new(pages);
+        d.suspend().unwrap();
+        let s = st.capture(&mut d, 1, 1, true).unwrap();
+        d.resume().unwrap();
+        assert_eq!(s.pages, pages);
+        let (mut tx, _) = sessions();
+        assert!(st.seal(&mut tx).unwrap() <= st.capacity());
+    }
+}

@@ -1,0 +1,522 @@
+//! Configuration: one `key = value` file per daemon plus `--set key=value` overrides.
+//!
+//! Each daemon declares a schema (a table of [`KeySpec`]); the loader checks every key and
+//! value against it before the daemon acts, so errors name the file, the line, the key and
+//! what was expected. The same schema prints the configuration reference (`config-reference`).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Largest configuration file accepted.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// The type of a configuration value.
+#[derive(Debug, Clone, Copy)]
+pub enum ValueKind {
+    /// Any text.
+    Str,
+    /// A file system path.
+    Path,
+    /// `ip:port`.
+    Addr,
+    /// Comma-separated `ip:port` list (may be empty).
+    AddrList,
+    /// A duration: `25ms`, `2s`, `1.5s`, `500us`.
+    Duration,
+    /// A byte size: `4096`, `64KiB`, `64MiB`, `1GiB`.
+    Size,
+    /// An unsigned integer within bounds.
+    Int { min: u64, max: u64 },
+    /// `true` / `false` (also yes/no, on/off).
+    Bool,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+}
+
+impl ValueKind {
+    fn expected(&self) -> String {
+        match self {
+            ValueKind::Str => "text".into(),
+            ValueKind::Path => "a path".into(),
+            ValueKind::Addr => "an address ip:port, e.g. 127.0.0.1:7100".into(),
+            ValueKind::AddrList => "a comma-separated list of ip:port addresses".into(),
+            ValueKind::Duration => "a duration like 25ms, 2s or 500us".into(),
+            ValueKind::Size => "a size like 4096, 64KiB, 64MiB or 1GiB".into(),
+            ValueKind::Int { min, max } => format!("an integer from {min} to {max}"),
+            ValueKind::Bool => "true or false".into(),
+            ValueKind::Choice(c) => format!("one of: {}", c.join(", ")),
+        }
+    }
+
+    fn check(&self, v: &str) -> Result<(), ()> {
+        match self {
+            ValueKind::Str | ValueKind::Path => Ok(()),
+            ValueKind::Addr => parse_addr(v).map(|_| ()),
+            ValueKind::AddrList => parse_addr_list(v).map(|_| ()),
+            ValueKind::Duration => parse_duration(v).map(|_| ()),
+            ValueKind::Size => parse_size(v).map(|_| ()),
+            ValueKind::Int { min, max } => match v.parse::<u64>() {
+                Ok(n) if n >= *min && n <= *max => Ok(()),
+                _ => Err(()),
+            },
+            ValueKind::Bool => parse_bool(v).map(|_| ()),
+            ValueKind::Choice(c) => {
+                if c.contains(&v) {
+                    Ok(())
+                } else {
+                    Err(())
+                }
+            }
+        }
+    }
+}
+
+/// One key of a daemon's schema.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    /// The key, e.g. `epoch_period` or `model.memory`.
+    pub key: &'static str,
+    /// Its type.
+    pub kind: ValueKind,
+    /// Default value as text; `None` makes the key required.
+    pub default: Option<&'static str>,
+    /// One line of help.
+    pub help: &'static str,
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A line of the configuration file.
+    File(usize),
+    /// A `--set` on the command line.
+    CommandLine,
+    /// The schema default.
+    Default,
+}
+
+/// A configuration error: file, line, key and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, or `<command line>`.
+    pub source: String,
+    /// Line number in the file, if any.
+    pub line: Option<usize>,
+    /// The key concerned (empty for syntax errors without a key).
+    pub key: String,
+    /// What was wrong or expected.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.source)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": key '{}'", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// A loaded, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    source: String,
+    schema: &'static [KeySpec],
+    values: BTreeMap<&'static str, (String, Origin)>,
+}
+
+impl Config {
+    /// Load `path` (optional) and apply `overrides` (`key=value`), validating all against
+    /// `schema`.
+    pub fn load(
+        schema: &'static [KeySpec],
+        path: Option<&Path>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let (source, text) = match path {
+            Some(p) => (p.display().to_string(), read_bounded(p)?),
+            None => ("<defaults>".to_string(), String::new()),
+        };
+        Config::from_text(schema, &source, &text, overrides)
+    }
+
+    /// Like [`Config::load`] from text already read (tests, embedded defaults).
+    pub fn from_text(
+        schema: &'static [KeySpec],
+        source: &str,
+        text: &str,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut values = BTreeMap::new();
+        let err = |line: Option<usize>, key: &str, message: String| ConfigError {
+            source: source.to_string(),
+            line,
+            key: key.to_string(),
+            message,
+        };
+        for (i, raw) in text.lines().enumerate() {
+            let n = i + 1;
+            let line = strip_comment(raw).trim();
+            if line.is_empty() {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(err(Some(n), "", format!("expected 'key = value', got '{line}'")));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            let spec = find(schema, k).ok_or_else(|| err(Some(n), k, unknown_key(schema, k)))?;
+            if values.contains_key(spec.key) {
+                return Err(err(Some(n), k, "set twice in this file".into()));
+            }
+            spec.kind
+                .check(v)
+                .map_err(|_| err(Some(n), k, format!("expected {}, got '{v}'", spec.kind.expected())))?;
+            values.insert(spec.key, (v.to_string(), Origin::File(n)));
+        }
+        for o in overrides {
+            let cl = |k: &str, m: String| ConfigError {
+                source: "<command line>".into(),
+                line: None,
+                key: k.to_string(),
+                message: m,
+            };
+            let Some((k, v)) = o.split_once('=') else {
+                return Err(cl("", format!("--set expects key=value, got '{o}'")));
+            };
+            let (k, v) = (k.trim(), v.trim());
+            let spec = find(schema, k).ok_or_else(|| cl(k, unknown_key(schema, k)))?;
+            spec.kind
+                .check(v)
+                .map_err(|_| cl(k, format!("expected {}, got '{v}'", spec.kind.expected())))?;
+            values.insert(spec.key, (v.to_string(), Origin::CommandLine));
+        }
+        for spec in schema {
+            if values.contains_key(spec.key) {
+                continue;
+            }
+            match spec.default {
+                Some(d) => {
+                    values.insert(spec.key, (d.to_string(), Origin::Default));
+                }
+                None => {
+                    return Err(err(
+                        None,
+                        spec.key,
+                        format!("required ({}), expected {}", spec.help, spec.kind.expected()),
+                    ))
+                }
+            }
+        }
+        Ok(Config {
+            source: source.to_string(),
+            schema,
+            values,
+        })
+    }
+
+    fn raw(&self, key: &str) -> Result<(&str, &Origin), ConfigError> {
+        self.values
+            .get(key)
+            .map(|(v, o)| (v.as_str(), o))
+            .ok_or_else(|| ConfigError {
+                source: self.source.clone(),
+                line: None,
+                key: key.to_string(),
+                message: "not in this daemon's schema (a bug: please report)".into(),
+            })
+    }
+
+    fn typed<T>(&self, key: &str, parse: impl Fn(&str) -> Result<T, ()>) -> Result<T, ConfigError> {
+        let (v, origin) = self.raw(key)?;
+        parse(v).map_err(|_| self.error(key, origin, &format!("cannot use '{v}'")))
+    }
+
+    /// An error about `key`, located where its value came from.
+    pub fn error_at(&self, key: &str, message: &str) -> ConfigError {
+        let origin = self
+            .values
+            .get(key)
+            .map(|(_, o)| o.clone())
+            .unwrap_or(Origin::Default);
+        self.error(key, &origin, message)
+    }
+
+    fn error(&self, key: &str, origin: &Origin, message: &str) -> ConfigError {
+        let (source, line) = match origin {
+            Origin::File(n) => (self.source.clone(), Some(*n)),
+            Origin::CommandLine => ("<command line>".to_string(), None),
+            Origin::Default => (format!("{} (default)", self.source), None),
+        };
+        ConfigError {
+            source,
+            line,
+            key: key.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Text value.
+    pub fn str(&self, key: &str) -> Result<String, ConfigError> {
+        Ok(self.raw(key)?.0.to_string())
+    }
+    /// Path value.
+    pub fn path(&self, key: &str) -> Result<PathBuf, ConfigError> {
+        Ok(PathBuf::from(self.raw(key)?.0))
+    }
+    /// Address value.
+    pub fn addr(&self, key: &str) -> Result<SocketAddr, ConfigError> {
+        self.typed(key, parse_addr)
+    }
+    /// Address list value.
+    pub fn addrs(&self, key: &str) -> Result<Vec<SocketAddr>, ConfigError> {
+        self.typed(key, parse_addr_list)
+    }
+    /// Duration value.
+    pub fn duration(&self, key: &str) -> Result<Duration, ConfigError> {
+        self.typed(key, parse_duration)
+    }
+    /// Size value in bytes.
+    pub fn size(&self, key: &str) -> Result<u64, ConfigError> {
+        self.typed(key, parse_size)
+    }
+    /// Integer value.
+    pub fn int(&self, key: &str) -> Result<u64, ConfigError> {
+        self.typed(key, |v| v.parse::<u64>().map_err(|_| ()))
+    }
+    /// Boolean value.
+    pub fn bool(&self, key: &str) -> Result<bool, ConfigError> {
+        self.typed(key, parse_bool)
+    }
+
+    /// Every key with its value and where it came from, for `show-config` and logs.
+    pub fn dump(&self) -> String {
+        let mut s = String::new();
+        for spec in self.schema {
+            if let Some((v, o)) = self.values.get(spec.key) {
+                let from = match o {
+                    Origin::File(n) => format!("{}:{n}", self.source),
+                    Origin::CommandLine => "command line".into(),
+                    Origin::Default => "default".into(),
+                };
+                s.push_str(&format!("{} = {}    # {}\n", spec.key, v, from));
+            }
+        }
+        s
+    }
+}
+
+/// The configuration reference of a schema, as a markdown table.
+pub fn reference_markdown(schema: &[KeySpec]) -> String {
+    let mut s = String::from("| key | type | default | meaning |\n|---|---|---|---|\n");
+    for k in schema {
+        s.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            k.key,
+            k.kind.expected(),
+            k.default.map(|d| format!("`{d}`")).unwrap_or_else(|| "required".into()),
+            k.help
+        ));
+    }
+    s
+}
+
+fn read_bounded(p: &Path) -> Result<String, ConfigError> {
+    let e = |m: String| ConfigError {
+        source: p.display().to_string(),
+        line: None,
+        key: String::new(),
+        message: m,
+    };
+    let meta = std::fs::metadata(p).map_err(|x| e(format!("cannot read: {x}")))?;
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(e(format!("file of {} bytes exceeds 1 MiB", meta.len())));
+    }
+    std::fs::read_to_string(p).map_err(|x| e(format!("cannot read: {x}")))
+}
+
+fn strip_comment(line: &str) -> &str {
+    match line.find('#') {
+        Some(i) => &line[..i],
+        None => line,
+    }
+}
+
+fn find(schema: &'static [KeySpec], key: &str) -> Option<&'static KeySpec> {
+    schema.iter().find(|s| s.key == key)
+}
+
+fn unknown_key(schema: &[KeySpec], key: &str) -> String {
+    let near: Vec<&str> = schema
+        .iter()
+        .map(|s| s.key)
+        .filter(|k| edit_distance(k, key) <= 2 || (key.len() >= 4 && k.contains(key)))
+        .collect();
+    if near.is_empty() {
+        format!(
+            "unknown key; known keys: {}",
+            schema.iter().map(|s| s.key).collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        format!("unknown key; did you mean {}?", near.join(" or "))
+    }
+}
+
+/// Levenshtein distance, for "did you mean" (keys are short; bounded by the schema).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Parse `ip:port` (no name resolution: the binaries are static).
+pub fn parse_addr(v: &str) -> Result<SocketAddr, ()> {
+    v.trim().parse::<SocketAddr>().map_err(|_| ())
+}
+
+/// Parse a comma-separated address list.
+pub fn parse_addr_list(v: &str) -> Result<Vec<SocketAddr>, ()> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(parse_addr)
+        .collect()
+}
+
+/// Parse `25ms`, `2s`, `1.5s`, `500us`, `100ns`, `1m`.
+pub fn parse_duration(v: &str) -> Result<Duration, ()> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or(())?;
+    let (num, unit) = v.split_at(split);
+    let n: f64 = num.parse().map_err(|_| ())?;
+    let scale = match unit.trim() {
+        "ns" => 1e-9,
+        "us" | "µs" => 1e-6,
+        "ms" => 1e-3,
+        "s" => 1.0,
+        "m" | "min" => 60.0,
+        _ => return Err(()),
+    };
+    let secs = n * scale;
+    if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
+        return Err(());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parse `4096`, `64KiB`, `64MiB`, `1GiB` (also K/M/G and KB/MB/GB as binary multiples).
+pub fn parse_size(v: &str) -> Result<u64, ()> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let n: u64 = num.parse().map_err(|_| ())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        _ => return Err(()),
+    };
+    n.checked_mul(mult).ok_or(())
+}
+
+/// Parse a boolean.
+pub fn parse_bool(v: &str) -> Result<bool, ()> {
+    match v.trim() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static SCHEMA: &[KeySpec] = &[
+        KeySpec { key: "listen", kind: ValueKind::Addr, default: None, help: "where to listen" },
+        KeySpec { key: "epoch_period", kind: ValueKind::Duration, default: Some("25ms"), help: "checkpoint period" },
+        KeySpec { key: "model.memory", kind: ValueKind::Size, default: Some("64MiB"), help: "guest memory" },
+        KeySpec { key: "policy", kind: ValueKind::Choice(&["a", "b"]), default: Some("a"), help: "policy" },
+        KeySpec { key: "n", kind: ValueKind::Int { min: 1, max: 9 }, default: Some("3"), help: "n" },
+    ];
+
+    #[test]
+    fn loads_values_defaults_and_overrides() {
+        let c = Config::from_text(
+            SCHEMA,
+            "p.conf",
+            "# comment\nlisten = 127.0.0.1:7100  # trailing\nmodel.memory = 8MiB\n",
+            &["epoch_period=10ms".into()],
+        )
+        .unwrap();
+        assert_eq!(c.addr("listen").unwrap(), "127.0.0.1:7100".parse().unwrap());
+        assert_eq!(c.duration("epoch_period").unwrap(), Duration::from_millis(10));
+        assert_eq!(c.size("model.memory").unwrap(), 8 << 20);
+        assert_eq!(c.int("n").unwrap(), 3);
+        assert!(c.dump().contains("epoch_period = 10ms    # command line"));
+    }
+
+    #[test]
+    fn errors_name_file_line_key_and_expectation() {
+        let e = Config::from_text(SCHEMA, "p.conf", "listen = 1.2.3.4:5\nepoch_period = fast\n", &[])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "p.conf:2: key 'epoch_period': expected a duration like 25ms, 2s or 500us, got 'fast'"
+        );
+        let e = Config::from_text(SCHEMA, "p.conf", "lisen = 1.2.3.4:5\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("did you mean listen"), "{e}");
+        let e = Config::from_text(SCHEMA, "p.conf", "", &[]).unwrap_err();
+        assert!(e.to_string().contains("key 'listen': required"), "{e}");
+        let e = Config::from_text(SCHEMA, "p.conf", "listen\n", &[]).unwrap_err();
+        assert!(e.to_string().contains("p.conf:1: expected 'key = value'"), "{e}");
+        let e = Config::from_text(SCHEMA, "p.conf", "listen=1.2.3.4:5\nlisten=1.2.3.4:6", &[])
+            .unwrap_err();
+        assert!(e.to_string().contains("set twice"));
+        let e = Config::from_text(SCHEMA, "p", "listen=1.2.3.4:5", &["n=10".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "<command line>: key 'n': expected an integer from 1 to 9, got '10'"
+        );
+        let e = Config::from_text(SCHEMA, "p", "listen=1.2.3.4:5", &["policy=c".into()]).unwrap_err();
+        assert!(e.to_string().contains("one of: a, b"));
+        assert!(Config::load(SCHEMA, Some(Path::new("/nonexistent/x.conf")), &[])
+            .unwrap_err()
+            .to_string()
+            .starts_with("/nonexistent/x.conf: cannot read"));
+    }
+
+    #[test]
+    fn value_parsers() {
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("500us"), Ok(Duration::from_micros(500)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("-5s").is_err());
+        assert!(parse_duration("1e999s").is_err());
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("99999999999999999999G").is_err());
+        assert!(parse_size("12XB").is_err());
+        assert_eq!(parse_addr_list(""), Ok(vec![]));
+        assert!(parse_addr("localhost:80").is_err());
+        assert!(reference_markdown(SCHEMA).contains("| `listen` |"));
+    }
+}

@@ -1,0 +1,33 @@
+//! hsb-common: what the three hsb daemons share.
+//!
+//! - [`frame`]: the authenticated, CRC-checked frame every message travels in.
+//! - [`msg`]: the postcard message bodies.
+//! - [`session`]: per-connection keys, nonces and sequence numbers (replay protection).
+//! - [`key`]: the pre-shared cluster key file.
+//! - [`config`]: configuration files with typed, located errors.
+//! - [`checkpoint`]: checkpoint encoding (primary) and staging/verification (standby), no I/O.
+//! - [`output`]: output-commit bookkeeping: replies of checkpoint N leave only after ack(N).
+//! - [`model`]: the `model` domain, a test double for the hypervisor (DESIGN.md §3).
+//! - [`domain`]: the narrow interface between the replication engine and a hypervisor.
+//! - [`conn`], [`ctl`]: thin non-blocking I/O shells shared by the daemons.
+
+#![forbid(unsafe_code)]
+
+pub mod checkpoint;
+pub mod config;
+pub mod conn;
+pub mod ctl;
+pub mod domain;
+pub mod frame;
+pub mod key;
+pub mod logging;
+pub mod model;
+pub mod msg;
+pub mod output;
+pub mod rng;
+pub mod session;
+pub mod stats;
+pub mod time;
+
+/// Size of a guest page in bytes (x86 4 KiB pages).
+pub const PAGE_SIZE: usize = 4096;

@@ -1,0 +1,462 @@
+//! The `model` domain: a **test double for the hypervisor** (DESIGN.md §3).
+//!
+//! N pages of memory with dirty tracking, a workload that writes pages at a set rate, and a small
+//! line-protocol service (INCR, GET, PUT key value, PING) whose whole state lives in those pages.
+//! It implements both sides of [`crate::domain`], so the replication engine exercises the same
+//! paths as with Xen: suspend, dirty pages, state record, replica writes, activation.
+//!
+//! Memory layout: page 0 holds a header (magic, counter, request count); pages 1..=64 hold a
+//! hash table of 2048 slots of 128 bytes for PUT/GET; the remaining pages are the workload's.
+
+use crate::domain::{CheckpointSource, DomainError, Replica};
+use crate::rng::SplitMix64;
+use crate::time::Nanos;
+use crate::PAGE_SIZE;
+
+const MAGIC: &[u8; 8] = b"HSBMODEL";
+const OFF_COUNTER: usize = 8;
+const OFF_REQUESTS: usize = 16;
+const KV_FIRST_PAGE: u64 = 1;
+const KV_PAGES: u64 = 64;
+const SLOT: usize = 128;
+const SLOTS_PER_PAGE: usize = PAGE_SIZE / SLOT;
+const KV_SLOTS: usize = KV_PAGES as usize * SLOTS_PER_PAGE;
+/// Longest key accepted by PUT/GET.
+pub const MAX_KEY: usize = 40;
+/// Longest value accepted by PUT.
+pub const MAX_VALUE: usize = 84;
+/// Smallest model domain: header, table and one workload page.
+pub const MIN_PAGES: u64 = KV_FIRST_PAGE + KV_PAGES + 1;
+/// Length of the model's state record ("vCPU context").
+pub const STATE_LEN: usize = 40;
+/// Longest request line the service accepts.
+pub const MAX_LINE: usize = 256;
+
+/// The model's "vCPU": what is not in memory but must be replicated with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ModelCpu {
+    /// Workload PRNG state.
+    pub rng: u64,
+    /// Next workload page (offset into the workload region).
+    pub cursor: u64,
+    /// Pages written by the workload so far.
+    pub writes: u64,
+    /// Fractional pages owed to the workload, in millionths.
+    pub carry_micro: u64,
+    /// Checkpoints captured.
+    pub checkpoints: u64,
+}
+
+impl ModelCpu {
+    fn encode(&self, out: &mut [u8; STATE_LEN]) {
+        for (i, v) in [self.rng, self.cursor, self.writes, self.carry_micro, self.checkpoints]
+            .iter()
+            .enumerate()
+        {
+            out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    fn decode(b: &[u8]) -> Option<ModelCpu> {
+        if b.len() != STATE_LEN {
+            return None;
+        }
+        let w = |i: usize| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[i * 8..i * 8 + 8]);
+            u64::from_le_bytes(a)
+        };
+        Some(ModelCpu {
+            rng: w(0),
+            cursor: w(1),
+            writes: w(2),
+            carry_micro: w(3),
+            checkpoints: w(4),
+        })
+    }
+}
+
+/// The model domain.
+#[derive(Debug)]
+pub struct ModelDomain {
+    mem: Vec<u8>,
+    dirty: Vec<u64>,
+    pages: u64,
+    cpu: ModelCpu,
+    suspended: bool,
+    /// Workload rate in pages per second.
+    rate: u64,
+    last_run: Option<Nanos>,
+}
+
+impl ModelDomain {
+    /// A zeroed domain of `pages` pages (at least [`MIN_PAGES`]) with a formatted header,
+    /// every page dirty (nothing has been replicated yet).
+    pub fn new(pages: u64, rate: u64, seed: u64) -> ModelDomain {
+        let mut d = ModelDomain::blank(pages.max(MIN_PAGES));
+        d.rate = rate;
+        d.cpu.rng = seed;
+        d.mem[..8].copy_from_slice(MAGIC);
+        for w in d.dirty.iter_mut() {
+            *w = !0;
+        }
+        d
+    }
+
+    /// An all-zero replica of `pages` pages, to be filled by checkpoints.
+    pub fn blank(pages: u64) -> ModelDomain {
+        let pages = pages.max(MIN_PAGES);
+        ModelDomain {
+            mem: vec![0u8; pages as usize * PAGE_SIZE],
+            dirty: vec![0u64; pages.div_ceil(64) as usize],
+            pages,
+            cpu: ModelCpu::default(),
+            suspended: false,
+            rate: 0,
+            last_run: None,
+        }
+    }
+
+    /// Number of pages.
+    pub fn page_count(&self) -> u64 {
+        self.pages
+    }
+
+    /// Whether the memory holds a formatted model (false for a replica never synchronised).
+    pub fn formatted(&self) -> bool {
+        &self.mem[..8] == MAGIC
+    }
+
+    /// Set the workload rate (pages per second).
+    pub fn set_rate(&mut self, rate: u64) {
+        self.rate = rate;
+    }
+
+    /// The replicated "vCPU" state.
+    pub fn cpu(&self) -> ModelCpu {
+        self.cpu
+    }
+
+    /// Whether the guest is suspended.
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+    }
+
+    /// CRC32 of memory and state: equal digests mean identical domains.
+    pub fn digest(&self) -> u32 {
+        let mut h = crc32fast::Hasher::new();
+        h.update(&self.mem);
+        let mut s = [0u8; STATE_LEN];
+        self.cpu.encode(&mut s);
+        h.update(&s);
+        h.finalize()
+    }
+
+    fn mark(&mut self, pfn: u64) {
+        self.dirty[(pfn / 64) as usize] |= 1 << (pfn % 64);
+    }
+
+    fn read_u64(&self, off: usize) -> u64 {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&self.mem[off..off + 8]);
+        u64::from_le_bytes(a)
+    }
+
+    fn write_u64(&mut self, off: usize, v: u64) {
+        self.mem[off..off + 8].copy_from_slice(&v.to_le_bytes());
+        self.mark((off / PAGE_SIZE) as u64);
+    }
+
+    /// The counter.
+    pub fn counter(&self) -> u64 {
+        self.read_u64(OFF_COUNTER)
+    }
+
+    /// Run the workload up to `now`: writes `rate` pages per second, spread over the workload
+    /// region in order. Bounded: at most one pass over the region per call.
+    pub fn run(&mut self, now: Nanos) {
+        if self.suspended {
+            return;
+        }
+        let Some(last) = self.last_run.replace(now) else {
+            return;
+        };
+        let region = self.pages - (KV_FIRST_PAGE + KV_PAGES);
+        let micro = self.rate as u128 * now.since(last).as_nanos() / 1_000 + self.cpu.carry_micro as u128;
+        let due = (micro / 1_000_000) as u64;
+        self.cpu.carry_micro = (micro % 1_000_000) as u64;
+        for _ in 0..due.min(region) {
+            let pfn = KV_FIRST_PAGE + KV_PAGES + self.cpu.cursor;
+            self.cpu.cursor = (self.cpu.cursor + 1) % region;
+            let mut rng = SplitMix64::new(self.cpu.rng);
+            let v = rng.next_u64();
+            self.cpu.rng = rng.state();
+            let off = pfn as usize * PAGE_SIZE + (v % (PAGE_SIZE as u64 / 8)) as usize * 8;
+            self.mem[off..off + 8].copy_from_slice(&v.to_le_bytes());
+            self.mark(pfn);
+            self.cpu.writes += 1;
+        }
+    }
+
+    /// Forget the workload's time base (after activation on another host).
+    pub fn reset_clock(&mut self) {
+        self.last_run = None;
+    }
+
+    /// Handle one request line of the service; returns the reply line (without newline).
+    pub fn handle(&mut self, line: &str) -> String {
+        debug_assert!(!self.suspended, "requests are never handled while suspended");
+        let reqs = self.read_u64(OFF_REQUESTS);
+        self.write_u64(OFF_REQUESTS, reqs.wrapping_add(1));
+        let mut it = line.split_ascii_whitespace();
+        let cmd = it.next().unwrap_or("");
+        match (cmd.to_ascii_uppercase().as_str(), it.next(), it.next(), it.next()) {
+            ("PING", None, _, _) => "PONG".into(),
+            ("INCR", None, _, _) => {
+                let v = self.counter().wrapping_add(1);
+                self.write_u64(OFF_COUNTER, v);
+                v.to_string()
+            }
+            ("GET", None, _, _) => self.counter().to_string(),
+            ("GET", Some(k), None, _) => match self.kv_find(k.as_bytes()) {
+                Ok(Some(slot)) => {
+                    let off = self.slot_off(slot);
+                    let vlen = self.mem[off + 2] as usize;
+                    String::from_utf8_lossy(&self.mem[off + 4 + MAX_KEY..off + 4 + MAX_KEY + vlen])
+                        .into_owned()
+                }
+                Ok(None) => "NIL".into(),
+                Err(e) => format!("ERR {e}"),
+            },
+            ("PUT", Some(k), Some(v), None) => match self.kv_put(k.as_bytes(), v.as_bytes()) {
+                Ok(()) => "OK".into(),
+                Err(e) => format!("ERR {e}"),
+            },
+            ("", _, _, _) => "ERR empty request".into(),
+            _ => "ERR unknown request; use PING, INCR, GET, GET key, PUT key value".into(),
+        }
+    }
+
+    fn slot_off(&self, slot: usize) -> usize {
+        (KV_FIRST_PAGE as usize + slot / SLOTS_PER_PAGE) * PAGE_SIZE + (slot % SLOTS_PER_PAGE) * SLOT
+    }
+
+    /// Find a key's slot (`Ok(None)` if absent).
+    fn kv_find(&self, key: &[u8]) -> Result<Option<usize>, &'static str> {
+        if key.len() > MAX_KEY {
+            return Err("key longer than 40 bytes");
+        }
+        let start = fnv(key) as usize % KV_SLOTS;
+        for i in 0..KV_SLOTS {
+            let slot = (start + i) % KV_SLOTS;
+            let off = self.slot_off(slot);
+            if self.mem[off] == 0 {
+                return Ok(None);
+            }
+            let klen = self.mem[off + 1] as usize;
+            if &self.mem[off + 4..off + 4 + klen] == key {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
+    fn kv_put(&mut self, key: &[u8], value: &[u8]) -> Result<(), &'static str> {
+        if value.len() > MAX_VALUE {
+            return Err("value longer than 84 bytes");
+        }
+        let slot = match self.kv_find(key)? {
+            Some(s) => s,
+            None => {
+                let start = fnv(key) as usize % KV_SLOTS;
+                (0..KV_SLOTS)
+                    .map(|i| (start + i) % KV_SLOTS)
+                    .find(|&s| self.mem[self.slot_off(s)] == 0)
+                    .ok_or("table full")?
+            }
+        };
+        let off = self.slot_off(slot);
+        self.mem[off] = 1;
+        self.mem[off + 1] = key.len() as u8;
+        self.mem[off + 2] = value.len() as u8;
+        self.mem[off + 4..off + 4 + key.len()].copy_from_slice(key);
+        self.mem[off + 4 + MAX_KEY..off + 4 + MAX_KEY + value.len()].copy_from_slice(value);
+        self.mark((off / PAGE_SIZE) as u64);
+        Ok(())
+    }
+
+    fn check_range(&self, op: &'static str, pfns: &[u64], data_len: usize) -> Result<(), DomainError> {
+        if data_len != pfns.len() * PAGE_SIZE {
+            return Err(DomainError {
+                op,
+                detail: format!("{} bytes for {} pages", data_len, pfns.len()),
+            });
+        }
+        if let Some(bad) = pfns.iter().find(|&&p| p >= self.pages) {
+            return Err(DomainError {
+                op,
+                detail: format!("page {bad} beyond the domain's {} pages", self.pages),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn fnv(b: &[u8]) -> u64 {
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
+}
+
+impl CheckpointSource for ModelDomain {
+    fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    fn suspend(&mut self) -> Result<(), DomainError> {
+        if self.suspended {
+            return Err(DomainError { op: "suspend", detail: "already suspended".into() });
+        }
+        self.suspended = true;
+        Ok(())
+    }
+
+    fn resume(&mut self) -> Result<(), DomainError> {
+        if !self.suspended {
+            return Err(DomainError { op: "resume", detail: "not suspended".into() });
+        }
+        self.suspended = false;
+        self.cpu.checkpoints += 1;
+        Ok(())
+    }
+
+    fn take_dirty(&mut self, full: bool, out: &mut Vec<u64>) -> Result<(), DomainError> {
+        if out.capacity() - out.len() < self.pages as usize {
+            return Err(DomainError { op: "take_dirty", detail: "output list too small".into() });
+        }
+        for (i, w) in self.dirty.iter_mut().enumerate() {
+            let mut bits = if full { !0 } else { *w };
+            *w = 0;
+            while bits != 0 {
+                let b = bits.trailing_zeros() as u64;
+                bits &= bits - 1;
+                let pfn = i as u64 * 64 + b;
+                if pfn < self.pages {
+                    out.push(pfn);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn read_pages(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError> {
+        self.check_range("read_pages", pfns, dst.len())?;
+        for (i, &pfn) in pfns.iter().enumerate() {
+            let src = pfn as usize * PAGE_SIZE;
+            dst[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(&self.mem[src..src + PAGE_SIZE]);
+        }
+        Ok(())
+    }
+
+    fn save_state(&mut self, dst: &mut [u8]) -> Result<usize, DomainError> {
+        let mut s = [0u8; STATE_LEN];
+        // The state record is taken while suspended; resume() will count this checkpoint.
+        let mut cpu = self.cpu;
+        cpu.checkpoints += 1;
+        cpu.encode(&mut s);
+        let d = dst.get_mut(..STATE_LEN).ok_or(DomainError {
+            op: "save_state",
+            detail: "buffer too small".into(),
+        })?;
+        d.copy_from_slice(&s);
+        Ok(STATE_LEN)
+    }
+}
+
+impl Replica for ModelDomain {
+    fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    fn write_pages(&mut self, pfns: &[u64], data: &[u8]) -> Result<(), DomainError> {
+        self.check_range("write_pages", pfns, data.len())?;
+        for (i, &pfn) in pfns.iter().enumerate() {
+            let dst = pfn as usize * PAGE_SIZE;
+            self.mem[dst..dst + PAGE_SIZE].copy_from_slice(&data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
+        }
+        Ok(())
+    }
+
+    fn load_state(&mut self, state: &[u8]) -> Result<(), DomainError> {
+        self.cpu = ModelCpu::decode(state).ok_or(DomainError {
+            op: "load_state",
+            detail: format!("state record of {} bytes, expected {STATE_LEN}", state.len()),
+        })?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_state_lives_in_pages() {
+        let mut d = ModelDomain::new(MIN_PAGES + 10, 0, 1);
+        let mut v = Vec::with_capacity(d.pages as usize);
+        d.take_dirty(false, &mut v).unwrap();
+        assert_eq!(v.len() as u64, d.pages, "a new domain is all dirty");
+        assert_eq!(d.handle("INCR"), "1");
+        assert_eq!(d.handle("incr"), "2");
+        assert_eq!(d.handle("GET"), "2");
+        assert_eq!(d.handle("PUT k hello"), "OK");
+        assert_eq!(d.handle("GET k"), "hello");
+        assert_eq!(d.handle("GET nope"), "NIL");
+        assert_eq!(d.handle("PING"), "PONG");
+        assert!(d.handle("FROB").starts_with("ERR"));
+        assert!(d.handle(&format!("PUT {} v", "k".repeat(41))).starts_with("ERR"));
+        v.clear();
+        d.take_dirty(false, &mut v).unwrap();
+        assert!(v.contains(&0));
+        assert!(v.iter().any(|&p| (KV_FIRST_PAGE..KV_FIRST_PAGE + KV_PAGES).contains(&p)));
+        // Copy every page and the state into a replica: identical domains.
+        let mut r = ModelDomain::blank(d.pages);
+        let all: Vec<u64> = (0..d.pages).collect();
+        let mut buf = vec![0u8; all.len() * PAGE_SIZE];
+        d.read_pages(&all, &mut buf).unwrap();
+        r.write_pages(&all, &buf).unwrap();
+        let mut s = [0u8; STATE_LEN];
+        let n = d.save_state(&mut s).unwrap();
+        r.load_state(&s[..n]).unwrap();
+        d.cpu.checkpoints += 1;
+        assert_eq!(r.digest(), d.digest());
+        assert_eq!(r.handle("GET k"), "hello");
+        assert_eq!(r.handle("INCR"), "3");
+    }
+
+    #[test]
+    fn workload_writes_at_its_rate_and_not_while_suspended() {
+        let mut d = ModelDomain::new(MIN_PAGES + 5000, 1000, 7);
+        let mut v = Vec::with_capacity(d.pages as usize);
+        d.take_dirty(false, &mut v).unwrap();
+        d.run(Nanos(0));
+        d.run(Nanos::from_millis(100));
+        v.clear();
+        d.take_dirty(false, &mut v).unwrap();
+        assert_eq!(v.len(), 100);
+        d.suspend().unwrap();
+        d.run(Nanos::from_millis(200));
+        v.clear();
+        d.take_dirty(false, &mut v).unwrap();
+        assert!(v.is_empty());
+        assert!(d.suspend().is_err());
+        d.resume().unwrap();
+    }
+
+    #[test]
+    fn replica_rejects_bad_input() {
+        let mut r = ModelDomain::blank(MIN_PAGES);
+        assert!(r.write_pages(&[MIN_PAGES], &[0u8; PAGE_SIZE]).is_err());
+        assert!(r.write_pages(&[0], &[0u8; 10]).is_err());
+        assert!(r.load_state(&[1, 2, 3]).is_err());
+        assert!(!r.formatted());
+    }
+}

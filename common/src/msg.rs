@@ -1,0 +1,264 @@
+//! Message bodies, encoded with postcard inside a [`crate::frame`].
+//!
+//! Replication stream (TCP, primary → standby unless noted):
+//! `Hello` (both ways) → `Begin` → `Pages`* → `State` → `End` → (standby) `Ack`.
+//! "ckpt" is the checkpoint number N whose output is released by ack(N); "epoch" is the
+//! activation epoch of DESIGN.md rule 8.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{FrameError, Kind};
+
+/// Pages per `Pages` frame: 64 pages = 256 KiB of data per frame.
+pub const PAGES_PER_FRAME: usize = 64;
+/// Largest `State` record.
+pub const MAX_STATE_LEN: usize = 256 * 1024;
+/// Longest node name.
+pub const NODE_NAME_LEN: usize = 32;
+/// Longest refusal reason.
+pub const REASON_LEN: usize = 160;
+
+/// Who is speaking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// hsb-primary.
+    Primary,
+    /// hsb-standby.
+    Standby,
+    /// hsb-witness.
+    Witness,
+}
+
+/// Opens a session. The initiator's nonce and the responder's nonce together derive the session
+/// keys ([`crate::session`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Sender's role.
+    pub role: Role,
+    /// Sender's node name (for logs).
+    pub node: heapless::String<NODE_NAME_LEN>,
+    /// Sender's activation epoch.
+    pub epoch: u64,
+    /// Fresh random nonce of this session.
+    pub nonce: [u8; 16],
+    /// Pages of the protected domain (the replica must match).
+    pub domain_pages: u64,
+    /// Last checkpoint the sender applied (standby) or acknowledged (primary), 0 if none.
+    pub last_ckpt: u64,
+}
+
+/// Start of checkpoint `ckpt`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Begin {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Full synchronisation (every page follows) rather than incremental.
+    pub full: bool,
+    /// Number of pages that follow in `Pages` frames.
+    pub pages: u64,
+    /// Sender's activation epoch.
+    pub epoch: u64,
+}
+
+/// A batch of at most [`PAGES_PER_FRAME`] pages: `data` holds `pfns.len()` pages in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pages<'a> {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Page frame numbers.
+    pub pfns: heapless::Vec<u64, PAGES_PER_FRAME>,
+    /// Page contents, 4 KiB each.
+    #[serde(borrow)]
+    pub data: &'a [u8],
+}
+
+/// The head of a [`Pages`] body, so the primary can write page data straight after it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PagesHead<'a> {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Page frame numbers.
+    pub pfns: &'a [u64],
+}
+
+/// vCPU and platform state of checkpoint `ckpt` (backend-defined bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State<'a> {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Opaque state record.
+    #[serde(borrow)]
+    pub data: &'a [u8],
+}
+
+/// End of checkpoint `ckpt`: the standby checks these against what it staged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct End {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Pages sent.
+    pub pages: u64,
+    /// Bytes of all `Begin`, `Pages` and `State` bodies.
+    pub total_len: u64,
+    /// CRC32 of those bodies, concatenated.
+    pub crc: u32,
+}
+
+/// Standby → primary: checkpoint `ckpt` is applied to the replica.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Standby's activation epoch.
+    pub epoch: u64,
+}
+
+/// Refusal of a session, before the sender closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refuse {
+    /// Why, for the peer's log.
+    pub reason: heapless::String<REASON_LEN>,
+}
+
+/// Decode a body of a known kind; errors are [`FrameError::Body`], never panics.
+pub fn decode<'a, M: Deserialize<'a>>(kind: Kind, body: &'a [u8]) -> Result<M, FrameError> {
+    match postcard::take_from_bytes::<M>(body) {
+        Ok((m, rest)) if rest.is_empty() => Ok(m),
+        Ok(_) => Err(FrameError::Body {
+            kind,
+            why: "trailing bytes",
+        }),
+        Err(e) => Err(FrameError::Body {
+            kind,
+            why: postcard_why(&e),
+        }),
+    }
+}
+
+/// Encode a body into `out`, returning its length.
+pub fn encode<M: Serialize>(msg: &M, out: &mut [u8]) -> Result<usize, postcard::Error> {
+    postcard::to_slice(msg, out).map(|s| s.len())
+}
+
+fn postcard_why(e: &postcard::Error) -> &'static str {
+    use postcard::Error as E;
+    match e {
+        E::DeserializeUnexpectedEnd => "ends early",
+        E::DeserializeBadVarint => "bad varint",
+        E::DeserializeBadBool => "bad bool",
+        E::DeserializeBadUtf8 => "bad UTF-8",
+        E::DeserializeBadEnum => "bad enum tag",
+        E::DeserializeBadOption => "bad option tag",
+        E::DeserializeBadChar => "bad char",
+        _ => "invalid encoding or a bound exceeded",
+    }
+}
+
+/// Write `v` as an unsigned LEB128 varint (postcard's integer encoding); returns bytes written.
+/// `out` must have room for 10 bytes.
+pub fn write_varint(mut v: u64, out: &mut [u8]) -> usize {
+    let mut i = 0;
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out[i] = b;
+            return i + 1;
+        }
+        out[i] = b | 0x80;
+        i += 1;
+    }
+}
+
+/// A node name for [`Hello`], truncated to [`NODE_NAME_LEN`] bytes on a character boundary.
+pub fn node_name(s: &str) -> heapless::String<NODE_NAME_LEN> {
+    let mut out = heapless::String::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+/// A refusal reason, truncated to [`REASON_LEN`] bytes.
+pub fn reason(s: &str) -> heapless::String<REASON_LEN> {
+    let mut out = heapless::String::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    #[test]
+    fn pages_head_plus_varint_equals_postcard_pages() {
+        let mut rng = SplitMix64::new(1);
+        for n in [0usize, 1, 7, PAGES_PER_FRAME] {
+            let pfns: Vec<u64> = (0..n).map(|_| rng.next_u64() >> rng.below(64)).collect();
+            let mut data = vec![0u8; n * 4096];
+            rng.fill(&mut data);
+            let pages = Pages {
+                ckpt: rng.next_u64(),
+                pfns: heapless::Vec::from_slice(&pfns).unwrap(),
+                data: &data,
+            };
+            let mut a = vec![0u8; 300_000];
+            let la = encode(&pages, &mut a).unwrap();
+            let mut b = vec![0u8; 300_000];
+            let mut lb = encode(&PagesHead { ckpt: pages.ckpt, pfns: &pfns }, &mut b).unwrap();
+            lb += write_varint(data.len() as u64, &mut b[lb..]);
+            b[lb..lb + data.len()].copy_from_slice(&data);
+            lb += data.len();
+            assert_eq!(&a[..la], &b[..lb]);
+            let back: Pages = decode(Kind::Pages, &a[..la]).unwrap();
+            assert_eq!(back, pages);
+        }
+    }
+
+    #[test]
+    fn literal_ack_body() {
+        let mut b = [0u8; 16];
+        let n = encode(&Ack { ckpt: 300, epoch: 2 }, &mut b).unwrap();
+        assert_eq!(&b[..n], &[0xac, 0x02, 0x02]);
+    }
+
+    #[test]
+    fn too_many_pfns_is_an_error_not_a_panic() {
+        let pfns: Vec<u64> = (0..65).collect();
+        let mut b = vec![0u8; 4096];
+        let mut n = encode(&PagesHead { ckpt: 1, pfns: &pfns }, &mut b).unwrap();
+        n += write_varint(0, &mut b[n..]);
+        assert!(matches!(
+            decode::<Pages>(Kind::Pages, &b[..n]),
+            Err(FrameError::Body { .. })
+        ));
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = SplitMix64::new(99);
+        let mut buf = [0u8; 64];
+        for _ in 0..20_000 {
+            let n = rng.below(64) as usize;
+            rng.fill(&mut buf[..n]);
+            let _ = decode::<Hello>(Kind::Hello, &buf[..n]);
+            let _ = decode::<Pages>(Kind::Pages, &buf[..n]);
+            let _ = decode::<End>(Kind::End, &buf[..n]);
+            let _ = decode::<Refuse>(Kind::Refuse, &buf[..n]);
+        }
+    }
+
+    #[test]
+    fn trailing_bytes_rejected() {
+        let mut b = [0u8; 16];
+        let n = encode(&Ack { ckpt: 1, epoch: 1 }, &mut b).unwrap();
+        assert!(decode::<Ack>(Kind::Ack, &b[..n + 1]).is_err());
+    }
+}
