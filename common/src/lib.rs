@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod ctl;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod msg;
 pub mod output;
 pub mod rng;
+pub mod service;
 pub mod session;
 pub mod stats;
 pub mod time;

@@ -84,6 +84,11 @@ impl<C: Copy + PartialEq> OutputCommit<C> {
         }
     }
 
+    /// Whether any output is held for `client`.
+    pub fn holds(&self, client: C) -> bool {
+        self.held.iter().any(|h| h.client == client)
+    }
+
     /// Drop held output of a client that went away.
     pub fn forget(&mut self, client: C) {
         let mut freed = 0;

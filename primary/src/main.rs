@@ -1,1 +1,694 @@
-fn main() {}
+//! hsb-primary: runs beside the protected domain, checkpoints it every epoch and streams the
+//! checkpoints to hsb-standby; output of checkpoint N leaves only after ack(N).
+//!
+//! One single-threaded mio loop: the replication connection, the model domain's service (with
+//! the `model` backend), the control socket, and the epoch timer.
+
+mod config;
+
+use std::collections::VecDeque;
+use std::io;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+use hsb_common::checkpoint::Staging;
+use hsb_common::cli::Args;
+use hsb_common::config::{reference_markdown, Config};
+use hsb_common::conn::{write_some, Fill, FrameReader, OutQueue};
+use hsb_common::ctl::{self, CtlServer};
+use hsb_common::domain::CheckpointSource;
+use hsb_common::frame::{FrameError, Kind};
+use hsb_common::key::ClusterKey;
+use hsb_common::model::ModelDomain;
+use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
+use hsb_common::output::OutputCommit;
+use hsb_common::service::{ClientId, Handler, Service};
+use hsb_common::session::{self, Session, Side};
+use hsb_common::stats::{ms, Histogram};
+use hsb_common::time::{Clock, Nanos};
+
+use config::{Settings, SCHEMA};
+
+const REPL: Token = Token(1);
+const CTL_BASE: usize = 10;
+const SERVICE_BASE: usize = 1000;
+/// Largest frame the standby sends us (Hello, Ack, Refuse).
+const REPL_RX_MAX_BODY: usize = 4096;
+
+const USAGE: &str = "\
+hsb-primary: checkpoint a domain and stream it to hsb-standby
+
+usage:
+  hsb-primary run -c FILE [--set key=value]...   run the daemon
+  hsb-primary status [-c FILE | --control PATH]  show the running daemon's state
+  hsb-primary check -c FILE [--set key=value]... validate the configuration and key, then exit
+  hsb-primary keygen PATH                        create a new cluster key file (mode 0600)
+  hsb-primary config-reference                   print every configuration key
+  hsb-primary --version
+
+Logging: HSB_LOG=debug|info|warn (default info).";
+
+fn main() -> ExitCode {
+    let args = match Args::parse(std::env::args().skip(1), &[]) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hsb-primary: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.flag("help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    if args.flag("version") {
+        println!("hsb-primary {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    match args.command.as_deref() {
+        Some("run") => run(&args),
+        Some("check") => match load(&args) {
+            Ok((s, _)) => {
+                println!("configuration ok: standby {}, epoch {:?}, model {} pages", s.standby, s.epoch_period, s.model_pages);
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Some("status") => status(&args),
+        Some("keygen") => match args.rest.first().or(None).map(PathBuf::from) {
+            Some(p) => match ClusterKey::generate(&p) {
+                Ok(_) => {
+                    println!("wrote a new cluster key to {} (mode 0600); copy it to every hsb node", p.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            },
+            None => fail("keygen needs a path: hsb-primary keygen /etc/hsb/cluster.key"),
+        },
+        Some("config-reference") => {
+            print!("{}", reference_markdown(SCHEMA));
+            ExitCode::SUCCESS
+        }
+        Some(other) => {
+            eprintln!("hsb-primary: unknown command '{other}'\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        None => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("hsb-primary: {msg}");
+    ExitCode::FAILURE
+}
+
+fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
+    let cfg = Config::load(SCHEMA, args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
+    let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
+    let key = ClusterKey::load(&s.cluster_key).map_err(|e| e.to_string())?;
+    Ok((s, key))
+}
+
+fn status(args: &Args) -> ExitCode {
+    let path = match (&args.control, &args.config) {
+        (Some(p), _) => p.clone(),
+        (None, _) => match Config::load(SCHEMA, args.config.as_deref(), &args.sets) {
+            Ok(c) => match c.path("control") {
+                Ok(p) => p,
+                Err(e) => return fail(&e.to_string()),
+            },
+            Err(_) if args.config.is_none() => PathBuf::from("/run/hsb/primary.sock"),
+            Err(e) => return fail(&e.to_string()),
+        },
+    };
+    let cmd = if args.rest.is_empty() { "status".to_string() } else { args.rest.join(" ") };
+    match ctl::request(&path, &cmd, Duration::from_secs(5)) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+fn run(args: &Args) -> ExitCode {
+    hsb_common::logging::init("primary");
+    let (s, key) = match load(args) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    match Primary::new(s, key).and_then(|p| p.run()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    AwaitHello,
+    Streaming,
+}
+
+struct Repl {
+    stream: TcpStream,
+    phase: Phase,
+    nonce: [u8; 16],
+    session: Option<Session>,
+    reader: FrameReader,
+    out: OutQueue,
+    peer: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    pause: Histogram,
+    ack_rtt: Histogram,
+    checkpoints: u64,
+    full_syncs: u64,
+    stretched: u64,
+    stretched_logged: u64,
+    bytes_sent: u64,
+    pages_sent: u64,
+    last_dirty: u64,
+    requests: u64,
+    frame_errors: [u64; FrameError::COUNTERS.len()],
+    sessions: u64,
+    window_ckpts: u64,
+    window_bytes: u64,
+    window_pages: u64,
+}
+
+struct Primary {
+    s: Settings,
+    key: ClusterKey,
+    clock: Clock,
+    poll: Poll,
+    dom: ModelDomain,
+    staging: Staging,
+    output: OutputCommit<ClientId>,
+    service: Service,
+    ctl: CtlServer,
+    repl: Option<Repl>,
+    /// Bytes of the sealed staging buffer already written, while a checkpoint is being sent.
+    sending: Option<usize>,
+    unacked: VecDeque<(u64, Nanos)>,
+    next_ckpt: u64,
+    acked: u64,
+    need_full: bool,
+    epoch: u64,
+    next_epoch: Nanos,
+    reconnect_at: Option<Nanos>,
+    backoff: Duration,
+    next_stats: Nanos,
+    stats: Stats,
+}
+
+/// Requests of the model service, answered by the domain and held under output commit.
+struct Requests<'a> {
+    dom: &'a mut ModelDomain,
+    output: &'a mut OutputCommit<ClientId>,
+    requests: &'a mut u64,
+}
+
+impl Handler for Requests<'_> {
+    fn can_take(&mut self) -> bool {
+        !self.output.full()
+    }
+    fn handle(&mut self, id: ClientId, line: &str) -> Option<String> {
+        *self.requests += 1;
+        let mut reply = self.dom.handle(line);
+        reply.push('\n');
+        self.output.hold(id, reply.as_bytes());
+        None
+    }
+    fn holds(&self, id: ClientId) -> bool {
+        self.output.holds(id)
+    }
+    fn closed(&mut self, id: ClientId) {
+        self.output.forget(id);
+    }
+}
+
+impl Primary {
+    fn new(s: Settings, key: ClusterKey) -> io::Result<Primary> {
+        let poll = Poll::new()?;
+        let clock = Clock::new();
+        let dom = ModelDomain::new(s.model_pages, s.dirty_rate, s.seed);
+        let staging = Staging::new(s.model_pages);
+        let service = Service::bind(s.service, poll.registry(), SERVICE_BASE, s.max_clients)
+            .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", s.service)))?;
+        let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE)
+            .map_err(|e| io::Error::new(e.kind(), format!("control socket {}: {e}", s.control.display())))?;
+        log::info!(
+            "node {} (model backend: the hypervisor test double): {} pages ({} MiB), workload {} pages/s, service on {}",
+            s.node,
+            s.model_pages,
+            s.model_pages * 4096 >> 20,
+            s.dirty_rate,
+            service.addr()
+        );
+        log::info!(
+            "checkpoint every {:?} to standby {}; staging buffer {} MiB allocated; output limit {} KiB",
+            s.epoch_period,
+            s.standby,
+            staging.capacity() >> 20,
+            s.output_limit >> 10
+        );
+        let now = clock.now();
+        Ok(Primary {
+            output: OutputCommit::new(s.output_limit, 1),
+            next_epoch: now.add(s.epoch_period),
+            next_stats: now.add(s.stats_interval),
+            backoff: s.reconnect_interval,
+            reconnect_at: Some(now),
+            s,
+            key,
+            clock,
+            poll,
+            dom,
+            staging,
+            service,
+            ctl,
+            repl: None,
+            sending: None,
+            unacked: VecDeque::new(),
+            next_ckpt: 1,
+            acked: 0,
+            need_full: true,
+            epoch: 1,
+            stats: Stats::default(),
+        })
+    }
+
+    fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = self.clock.now();
+            let mut deadline = self.next_epoch;
+            if let Some(r) = self.reconnect_at {
+                deadline = deadline.min(r);
+            }
+            if self.s.stats_interval > Duration::ZERO {
+                deadline = deadline.min(self.next_stats);
+            }
+            let timeout = deadline.since(now);
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = self.clock.now();
+            self.dom.run(now);
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == REPL {
+                    self.on_repl(now);
+                } else if self.ctl.owns(t) {
+                    let text = self.status_text(now);
+                    let registry = self.poll.registry();
+                    self.ctl.on_event(registry, t, |cmd| match cmd {
+                        "status" | "" => text.clone(),
+                        other => format!("error: unknown command '{other}'; try: status\n"),
+                    });
+                } else if self.service.owns(t) {
+                    let mut h = Requests { dom: &mut self.dom, output: &mut self.output, requests: &mut self.stats.requests };
+                    self.service.on_event(self.poll.registry(), t, &mut h);
+                }
+            }
+            let now = self.clock.now();
+            if now >= self.next_epoch {
+                self.epoch_tick(now);
+            }
+            if self.reconnect_at.is_some_and(|r| now >= r) {
+                self.connect(now);
+            }
+            if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
+                self.log_stats(now);
+                self.next_stats = now.add(self.s.stats_interval);
+            }
+        }
+    }
+
+    fn connect(&mut self, now: Nanos) {
+        self.reconnect_at = None;
+        let mut nonce = [0u8; 16];
+        if let Err(e) = hsb_common::rng::os_random(&mut nonce) {
+            log::error!("cannot read /dev/urandom for a session nonce: {e}");
+            self.retry_later(now);
+            return;
+        }
+        match TcpStream::connect(self.s.standby) {
+            Ok(mut stream) => {
+                if let Err(e) = self.poll.registry().register(&mut stream, REPL, Interest::READABLE | Interest::WRITABLE) {
+                    log::error!("cannot register the standby connection: {e}");
+                    self.retry_later(now);
+                    return;
+                }
+                self.repl = Some(Repl {
+                    stream,
+                    phase: Phase::Connecting,
+                    nonce,
+                    session: None,
+                    reader: FrameReader::new(REPL_RX_MAX_BODY),
+                    out: OutQueue::new(4096),
+                    peer: self.s.standby.to_string(),
+                });
+            }
+            Err(e) => {
+                log::warn!("standby {}: connect failed: {e}", self.s.standby);
+                self.retry_later(now);
+            }
+        }
+    }
+
+    fn retry_later(&mut self, now: Nanos) {
+        self.reconnect_at = Some(now.add(self.backoff));
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+    }
+
+    /// The standby connection is gone: unacked checkpoints are void, held output waits for the
+    /// next full synchronisation's ack.
+    fn lose_standby(&mut self, now: Nanos, why: &str) {
+        if let Some(mut r) = self.repl.take() {
+            let _ = self.poll.registry().deregister(&mut r.stream);
+            if r.phase == Phase::Streaming {
+                log::warn!(
+                    "standby {} lost: {why}; last acked checkpoint {}; {} unacked voided; holding output ({} bytes) until a fresh full sync is acked",
+                    r.peer,
+                    self.acked,
+                    self.unacked.len(),
+                    self.output.held_bytes()
+                );
+            } else {
+                log::warn!("standby {}: {why}", r.peer);
+            }
+        }
+        self.sending = None;
+        self.unacked.clear();
+        self.output.rebase(self.next_ckpt);
+        self.need_full = true;
+        self.retry_later(now);
+    }
+
+    fn on_repl(&mut self, now: Nanos) {
+        let Some(r) = self.repl.as_mut() else { return };
+        if r.phase == Phase::Connecting {
+            match r.stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => return self.lose_standby(now, &format!("connect failed: {e}")),
+            }
+            match r.stream.peer_addr() {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.lose_standby(now, &format!("connect failed: {e}")),
+            }
+            let _ = r.stream.set_nodelay(true);
+            let hello = Hello {
+                role: Role::Primary,
+                node: msg::node_name(&self.s.node),
+                epoch: self.epoch,
+                nonce: r.nonce,
+                domain_pages: self.s.model_pages,
+                last_ckpt: self.acked,
+            };
+            let mut buf = [0u8; 256];
+            match session::write_hello(&self.key, &hello, &mut buf) {
+                Ok(n) => {
+                    r.out.push(&buf[..n]);
+                }
+                Err(e) => return self.lose_standby(now, &format!("cannot encode hello: {e}")),
+            }
+            r.phase = Phase::AwaitHello;
+            log::info!("standby {}: connected, opening session", r.peer);
+        }
+        if let Err(e) = r.out.flush(&mut r.stream) {
+            return self.lose_standby(now, &format!("write failed: {e}"));
+        }
+        // Read acks and control frames.
+        loop {
+            let Some(r) = self.repl.as_mut() else { return };
+            match r.reader.fill(&mut r.stream) {
+                Ok(Fill::Data(_)) => {}
+                Ok(Fill::WouldBlock) => break,
+                Ok(Fill::Eof) => return self.lose_standby(now, "connection closed by the standby"),
+                Err(e) => return self.lose_standby(now, &format!("read failed: {e}")),
+            }
+            loop {
+                let Some(r) = self.repl.as_mut() else { return };
+                let frame = match r.reader.next_frame() {
+                    Ok(Some((h, f))) => (h, f.to_vec()),
+                    Ok(None) => break,
+                    Err(e) => return self.frame_error(now, e),
+                };
+                if let Err(e) = self.on_frame(now, frame.0.kind, &frame.1) {
+                    return self.frame_error(now, e);
+                }
+            }
+        }
+        self.send_staged(now);
+    }
+
+    fn frame_error(&mut self, now: Nanos, e: FrameError) {
+        if let Some(i) = FrameError::COUNTERS.iter().position(|c| *c == e.counter()) {
+            self.stats.frame_errors[i] += 1;
+        }
+        self.lose_standby(now, &format!("bad frame from the standby: {e}"));
+    }
+
+    fn on_frame(&mut self, now: Nanos, kind: Kind, frame: &[u8]) -> Result<(), FrameError> {
+        let Some(r) = self.repl.as_mut() else { return Ok(()) };
+        let body = &frame[hsb_common::frame::HEADER_LEN..];
+        match (r.phase, kind) {
+            (Phase::AwaitHello, Kind::Hello) => {
+                let h: Hello = msg::decode(kind, body)?;
+                let mut sess = Session::new(&self.key, &r.nonce, &h.nonce, Side::Initiator);
+                sess.open(frame)?;
+                if h.role != Role::Standby {
+                    return Err(FrameError::Body { kind, why: "peer is not a standby" });
+                }
+                r.session = Some(sess);
+                r.phase = Phase::Streaming;
+                self.stats.sessions += 1;
+                self.backoff = self.s.reconnect_interval;
+                log::info!(
+                    "standby {} ({}) session open: epoch {}, its last applied checkpoint {}; starting full synchronisation",
+                    r.peer,
+                    h.node,
+                    h.epoch,
+                    h.last_ckpt
+                );
+                self.need_full = true;
+                Ok(())
+            }
+            (Phase::Streaming, Kind::Ack) => {
+                let sess = r.session.as_mut().ok_or(FrameError::Unexpected { kind, state: "no session" })?;
+                sess.open(frame)?;
+                let a: Ack = msg::decode(kind, body)?;
+                match self.unacked.front() {
+                    Some(&(n, sent)) if n == a.ckpt => {
+                        self.unacked.pop_front();
+                        self.acked = n;
+                        self.stats.ack_rtt.record(now.since(sent));
+                        self.release(n);
+                        Ok(())
+                    }
+                    _ => Err(FrameError::Body { kind, why: "ack for a checkpoint not awaiting one" }),
+                }
+            }
+            (Phase::Streaming, Kind::Refuse) => {
+                if let Some(sess) = r.session.as_mut() {
+                    sess.open(frame)?;
+                }
+                let rf: Refuse = msg::decode(kind, body)?;
+                log::error!("standby {} refused replication: {}", r.peer, rf.reason);
+                Err(FrameError::Unexpected { kind, state: "refused by the standby" })
+            }
+            (phase, kind) => Err(FrameError::Unexpected {
+                kind,
+                state: match phase {
+                    Phase::Connecting => "connecting",
+                    Phase::AwaitHello => "waiting for the standby's Hello",
+                    Phase::Streaming => "streaming checkpoints",
+                },
+            }),
+        }
+    }
+
+    /// Release output acked by ack(`ckpt`) to its clients.
+    fn release(&mut self, ckpt: u64) {
+        let mut out = Vec::new();
+        self.output.release(ckpt, |h| out.push(h));
+        let registry = self.poll.registry();
+        let mut h = Requests { dom: &mut self.dom, output: &mut self.output, requests: &mut self.stats.requests };
+        for held in out {
+            self.service.send(registry, held.client, &held.data, &mut h);
+        }
+        // Room freed: take requests that were waiting.
+        self.service.pump(registry, &mut h);
+    }
+
+    fn epoch_tick(&mut self, now: Nanos) {
+        // Next deadline on the fixed schedule; skip ticks we are too late for.
+        self.next_epoch = self.next_epoch.add(self.s.epoch_period);
+        if self.next_epoch <= now {
+            self.next_epoch = now.add(self.s.epoch_period);
+        }
+        let streaming = self.repl.as_ref().is_some_and(|r| r.phase == Phase::Streaming);
+        if !streaming {
+            return;
+        }
+        if self.sending.is_some() || self.unacked.len() >= self.s.max_unacked {
+            // Backpressure: the epoch stretches; the guest keeps running, output keeps waiting.
+            self.stats.stretched += 1;
+            return;
+        }
+        self.checkpoint(now);
+    }
+
+    fn checkpoint(&mut self, now: Nanos) {
+        let ckpt = self.next_ckpt;
+        let full = self.need_full;
+        let t0 = self.clock.now();
+        if let Err(e) = self.dom.suspend() {
+            log::error!("cannot suspend the domain: {e}");
+            return;
+        }
+        self.output.close(ckpt);
+        let cap = self.staging.capture(&mut self.dom, ckpt, self.epoch, full);
+        if let Err(e) = self.dom.resume() {
+            log::error!("cannot resume the domain: {e}");
+        }
+        let pause = self.clock.now().since(t0);
+        let st = match cap {
+            Ok(st) => st,
+            Err(e) => {
+                log::error!("checkpoint {ckpt} capture failed: {e}");
+                return self.lose_standby(now, "capture failed");
+            }
+        };
+        let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else { return };
+        let len = match self.staging.seal(sess) {
+            Ok(n) => n,
+            Err(e) => {
+                log::error!("checkpoint {ckpt} seal failed: {e}");
+                return self.lose_standby(now, "seal failed");
+            }
+        };
+        self.stats.pause.record(pause);
+        self.stats.checkpoints += 1;
+        self.stats.window_ckpts += 1;
+        self.stats.last_dirty = st.pages;
+        self.stats.pages_sent += st.pages;
+        self.stats.window_pages += st.pages;
+        self.stats.bytes_sent += len as u64;
+        self.stats.window_bytes += len as u64;
+        if full {
+            self.stats.full_syncs += 1;
+            log::info!("checkpoint {ckpt}: full synchronisation, {} pages, {} KiB, pause {} ms", st.pages, len >> 10, ms(pause));
+        } else {
+            log::debug!("checkpoint {ckpt}: {} pages, {} bytes, pause {} ms", st.pages, len, ms(pause));
+        }
+        self.need_full = false;
+        self.next_ckpt += 1;
+        self.unacked.push_back((ckpt, self.clock.now()));
+        self.sending = Some(0);
+        self.send_staged(now);
+    }
+
+    fn send_staged(&mut self, now: Nanos) {
+        let (Some(pos), Some(r)) = (self.sending.as_mut(), self.repl.as_mut()) else { return };
+        match write_some(&mut r.stream, self.staging.bytes(), pos) {
+            Ok(true) => self.sending = None,
+            Ok(false) => {}
+            Err(e) => self.lose_standby(now, &format!("write failed: {e}")),
+        }
+    }
+
+    fn log_stats(&mut self, now: Nanos) {
+        let secs = self.s.stats_interval.as_secs_f64().max(1e-9);
+        let state = match self.repl.as_ref().map(|r| r.phase) {
+            Some(Phase::Streaming) => "protected",
+            Some(_) => "connecting",
+            None => "standby unreachable",
+        };
+        log::info!(
+            "{state}: {:.1} ckpt/s, {:.0} pages/s, {:.1} MiB/s; acked {} ; pause p50 {} p99 {} max {} ms; ack rtt p99 {} ms; stretched {}; held output {} B; clients {}",
+            self.stats.window_ckpts as f64 / secs,
+            self.stats.window_pages as f64 / secs,
+            self.stats.window_bytes as f64 / secs / (1u64 << 20) as f64,
+            self.acked,
+            ms(self.stats.pause.quantile(0.5)),
+            ms(self.stats.pause.quantile(0.99)),
+            ms(self.stats.pause.max()),
+            ms(self.stats.ack_rtt.quantile(0.99)),
+            self.stats.stretched,
+            self.output.held_bytes(),
+            self.service.clients()
+        );
+        if self.stats.stretched > self.stats.stretched_logged {
+            log::warn!(
+                "{} epochs stretched since the last report: the standby or the link is slower than the dirty rate (unacked {}, send in progress: {})",
+                self.stats.stretched - self.stats.stretched_logged,
+                self.unacked.len(),
+                self.sending.is_some()
+            );
+            self.stats.stretched_logged = self.stats.stretched;
+        }
+        let _ = now;
+        self.stats.window_ckpts = 0;
+        self.stats.window_pages = 0;
+        self.stats.window_bytes = 0;
+    }
+
+    fn status_text(&self, now: Nanos) -> String {
+        let st = &self.stats;
+        let state = match self.repl.as_ref().map(|r| r.phase) {
+            Some(Phase::Streaming) => "protected",
+            Some(Phase::AwaitHello) | Some(Phase::Connecting) => "connecting",
+            None => "standby-unreachable",
+        };
+        let mut s = String::new();
+        let mut kv = |k: &str, v: String| s.push_str(&format!("{k} {v}\n"));
+        kv("role", "primary".into());
+        kv("node", self.s.node.clone());
+        kv("backend", "model (hypervisor test double)".into());
+        kv("state", state.into());
+        kv("standby", self.s.standby.to_string());
+        kv("epoch", self.epoch.to_string());
+        kv("uptime_s", format!("{:.1}", now.as_millis_f64() / 1e3));
+        kv("epoch_period_ms", ms(self.s.epoch_period));
+        kv("next_checkpoint", self.next_ckpt.to_string());
+        kv("acked_checkpoint", self.acked.to_string());
+        kv("unacked", self.unacked.len().to_string());
+        kv("sending", self.sending.is_some().to_string());
+        kv("checkpoints", st.checkpoints.to_string());
+        kv("full_syncs", st.full_syncs.to_string());
+        kv("sessions", st.sessions.to_string());
+        kv("stretched_epochs", st.stretched.to_string());
+        kv("last_dirty_pages", st.last_dirty.to_string());
+        kv("pages_sent", st.pages_sent.to_string());
+        kv("bytes_sent", st.bytes_sent.to_string());
+        kv("pause_ms_p50", ms(st.pause.quantile(0.5)));
+        kv("pause_ms_p99", ms(st.pause.quantile(0.99)));
+        kv("pause_ms_max", ms(st.pause.max()));
+        kv("ack_rtt_ms_p50", ms(st.ack_rtt.quantile(0.5)));
+        kv("ack_rtt_ms_p99", ms(st.ack_rtt.quantile(0.99)));
+        kv("held_output_bytes", self.output.held_bytes().to_string());
+        kv("service", self.service.addr().to_string());
+        kv("clients", self.service.clients().to_string());
+        kv("requests", st.requests.to_string());
+        kv("counter", self.dom.counter().to_string());
+        kv("staging_bytes", self.staging.capacity().to_string());
+        for (name, n) in FrameError::COUNTERS.iter().zip(st.frame_errors.iter()) {
+            kv(&format!("frame_errors_{name}"), n.to_string());
+        }
+        s
+    }
+}

@@ -1,0 +1,81 @@
+//! Minimal command-line parsing shared by the daemons: `hsb-x [COMMAND] [-c FILE] [--set k=v]...`.
+
+use std::path::PathBuf;
+
+/// Parsed command line.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Args {
+    /// The command (first bare word), e.g. `run`, `status`, `activate`.
+    pub command: Option<String>,
+    /// `-c FILE` / `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--set key=value` overrides, in order.
+    pub sets: Vec<String>,
+    /// `--control PATH`.
+    pub control: Option<PathBuf>,
+    /// Boolean flags such as `--force` (without the dashes).
+    pub flags: Vec<String>,
+    /// Further bare words after the command.
+    pub rest: Vec<String>,
+}
+
+impl Args {
+    /// Parse `args` (without the program name). Flags that take no value are listed in
+    /// `bool_flags`.
+    pub fn parse(args: impl IntoIterator<Item = String>, bool_flags: &[&str]) -> Result<Args, String> {
+        let mut a = Args::default();
+        let mut it = args.into_iter();
+        while let Some(arg) = it.next() {
+            let mut value = |name: &str| it.next().ok_or_else(|| format!("{name} needs a value"));
+            match arg.as_str() {
+                "-c" | "--config" => a.config = Some(PathBuf::from(value(&arg)?)),
+                "--control" => a.control = Some(PathBuf::from(value(&arg)?)),
+                "--set" => a.sets.push(value(&arg)?),
+                "-h" | "--help" => a.flags.push("help".into()),
+                "-V" | "--version" => a.flags.push("version".into()),
+                s if s.starts_with("--set=") => a.sets.push(s["--set=".len()..].to_string()),
+                s if s.starts_with("--config=") => a.config = Some(PathBuf::from(&s["--config=".len()..])),
+                s if s.starts_with("--") => {
+                    let name = &s[2..];
+                    if bool_flags.contains(&name) {
+                        a.flags.push(name.to_string());
+                    } else {
+                        return Err(format!("unknown option '{s}' (see --help)"));
+                    }
+                }
+                s if s.starts_with('-') && s.len() > 1 => {
+                    return Err(format!("unknown option '{s}' (see --help)"))
+                }
+                _ if a.command.is_none() => a.command = Some(arg),
+                _ => a.rest.push(arg),
+            }
+        }
+        Ok(a)
+    }
+
+    /// Whether a boolean flag was given.
+    pub fn flag(&self, name: &str) -> bool {
+        self.flags.iter().any(|f| f == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn parses_commands_options_and_errors() {
+        let a = Args::parse(v("run -c /etc/p.conf --set a=1 --set=b=2 --force x"), &["force"]).unwrap();
+        assert_eq!(a.command.as_deref(), Some("run"));
+        assert_eq!(a.config, Some(PathBuf::from("/etc/p.conf")));
+        assert_eq!(a.sets, vec!["a=1", "b=2"]);
+        assert!(a.flag("force"));
+        assert_eq!(a.rest, vec!["x"]);
+        assert!(Args::parse(v("--bogus"), &[]).unwrap_err().contains("unknown option '--bogus'"));
+        assert!(Args::parse(v("-c"), &[]).unwrap_err().contains("needs a value"));
+    }
+}

@@ -1,0 +1,81 @@
+//! hsb-primary configuration schema and typed settings.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
+use hsb_common::PAGE_SIZE;
+
+/// Every key hsb-primary accepts.
+pub static SCHEMA: &[KeySpec] = &[
+    KeySpec { key: "node", kind: ValueKind::Str, default: Some("primary"), help: "this node's name, for logs and peers" },
+    KeySpec { key: "backend", kind: ValueKind::Choice(&["model", "xen"]), default: Some("model"), help: "domain backend: `model` (the hypervisor test double) or `xen`" },
+    KeySpec { key: "cluster_key", kind: ValueKind::Path, default: None, help: "pre-shared cluster key file (mode 0600, from `hsb-primary keygen`)" },
+    KeySpec { key: "standby", kind: ValueKind::Addr, default: None, help: "the standby's replication address" },
+    KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/primary.sock"), help: "control socket for `hsb-primary status`" },
+    KeySpec { key: "epoch_period", kind: ValueKind::Duration, default: Some("25ms"), help: "checkpoint period (a period, not a sleep after each commit)" },
+    KeySpec { key: "max_unacked", kind: ValueKind::Int { min: 1, max: 16 }, default: Some("4"), help: "checkpoints sent but not yet acknowledged before epochs stretch" },
+    KeySpec { key: "output_limit", kind: ValueKind::Size, default: Some("8MiB"), help: "output held under commit before the service stops reading requests" },
+    KeySpec { key: "reconnect_interval", kind: ValueKind::Duration, default: Some("200ms"), help: "first retry delay after the standby connection fails (doubles up to 5s)" },
+    KeySpec { key: "stats_interval", kind: ValueKind::Duration, default: Some("5s"), help: "how often a summary line is logged (0s: never)" },
+    KeySpec { key: "max_clients", kind: ValueKind::Int { min: 1, max: 4096 }, default: Some("256"), help: "model service: most client connections" },
+    KeySpec { key: "model.memory", kind: ValueKind::Size, default: Some("64MiB"), help: "model domain memory" },
+    KeySpec { key: "model.service", kind: ValueKind::Addr, default: Some("127.0.0.1:7000"), help: "model domain's TCP service address" },
+    KeySpec { key: "model.dirty_rate", kind: ValueKind::Int { min: 0, max: 100_000_000 }, default: Some("2000"), help: "model workload: pages written per second" },
+    KeySpec { key: "model.seed", kind: ValueKind::Int { min: 0, max: u64::MAX }, default: Some("1"), help: "model workload seed" },
+];
+
+/// Typed settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub node: String,
+    pub cluster_key: PathBuf,
+    pub standby: SocketAddr,
+    pub control: PathBuf,
+    pub epoch_period: Duration,
+    pub max_unacked: usize,
+    pub output_limit: usize,
+    pub reconnect_interval: Duration,
+    pub stats_interval: Duration,
+    pub max_clients: usize,
+    pub model_pages: u64,
+    pub service: SocketAddr,
+    pub dirty_rate: u64,
+    pub seed: u64,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
+        if c.str("backend")? == "xen" {
+            return Err(c.error_at(
+                "backend",
+                "the xen backend is not available in this build yet; use `model`",
+            ));
+        }
+        let mem = c.size("model.memory")?;
+        if mem % PAGE_SIZE as u64 != 0 || mem < (hsb_common::model::MIN_PAGES * PAGE_SIZE as u64) || mem > (64u64 << 30) {
+            return Err(c.error_at("model.memory", "expected a multiple of 4KiB between 264KiB and 64GiB"));
+        }
+        let epoch_period = c.duration("epoch_period")?;
+        if epoch_period < Duration::from_millis(1) {
+            return Err(c.error_at("epoch_period", "expected at least 1ms"));
+        }
+        Ok(Settings {
+            node: c.str("node")?,
+            cluster_key: c.path("cluster_key")?,
+            standby: c.addr("standby")?,
+            control: c.path("control")?,
+            epoch_period,
+            max_unacked: c.int("max_unacked")? as usize,
+            output_limit: c.size("output_limit")? as usize,
+            reconnect_interval: c.duration("reconnect_interval")?,
+            stats_interval: c.duration("stats_interval")?,
+            max_clients: c.int("max_clients")? as usize,
+            model_pages: mem / PAGE_SIZE as u64,
+            service: c.addr("model.service")?,
+            dirty_rate: c.int("model.dirty_rate")?,
+            seed: c.int("model.seed")?,
+        })
+    }
+}
