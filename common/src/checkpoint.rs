@@ -24,7 +24,8 @@ const SMALL_FRAME: usize = HEADER_LEN + 64;
 /// Staging buffer size needed for a full checkpoint of `pages` pages.
 pub fn staging_capacity(pages: u64) -> usize {
     let frames = (pages as usize).div_ceil(PAGES_PER_FRAME);
-    frames * (HEADER_LEN + PAGES_HEAD_MAX) + pages as usize * PAGE_SIZE
+    frames * (HEADER_LEN + PAGES_HEAD_MAX)
+        + pages as usize * PAGE_SIZE
         + 2 * SMALL_FRAME
         + HEADER_LEN
         + 16
@@ -125,40 +126,71 @@ impl Staging {
         self.pfns.clear();
         dom.take_dirty(full, &mut self.pfns)?;
         let pages = self.pfns.len() as u64;
-        let begin = Begin { ckpt, full, pages, epoch };
+        let begin = Begin {
+            ckpt,
+            full,
+            pages,
+            epoch,
+        };
         self.put_record(Kind::Begin, &begin)?;
         for chunk in self.pfns.chunks(PAGES_PER_FRAME) {
             let start = self.len;
             let room = self.buf.len() - start;
             let need = HEADER_LEN + PAGES_HEAD_MAX + chunk.len() * PAGE_SIZE;
             if room < need {
-                return Err(CheckpointError::StagingFull { need: start + need, have: self.buf.len() });
+                return Err(CheckpointError::StagingFull {
+                    need: start + need,
+                    have: self.buf.len(),
+                });
             }
             let body = &mut self.buf[start + HEADER_LEN..];
             let mut n = msg::encode(&PagesHead { ckpt, pfns: chunk }, body).map_err(|_| {
-                CheckpointError::StagingFull { need: start + need, have: start }
+                CheckpointError::StagingFull {
+                    need: start + need,
+                    have: start,
+                }
             })?;
             let data_len = chunk.len() * PAGE_SIZE;
             n += msg::write_varint(data_len as u64, &mut body[n..]);
             dom.read_pages(chunk, &mut body[n..n + data_len])?;
             n += data_len;
-            Header { kind: Kind::Pages, body_len: n as u32, seq: 0 }.emit(&mut self.buf[start..]);
+            Header {
+                kind: Kind::Pages,
+                body_len: n as u32,
+                seq: 0,
+            }
+            .emit(&mut self.buf[start..]);
             self.len = start + HEADER_LEN + n;
         }
         // State: body is postcard(State { ckpt, data }) = varint ckpt, varint len, bytes.
         let start = self.len;
         let mut state = [0u8; MAX_STATE_LEN];
         let slen = dom.save_state(&mut state)?;
-        let st = State { ckpt, data: &state[..slen] };
+        let st = State {
+            ckpt,
+            data: &state[..slen],
+        };
         self.put_record(Kind::State, &st)?;
         debug_assert!(self.len > start);
-        Ok(CaptureStats { ckpt, full, pages, bytes: self.len })
+        Ok(CaptureStats {
+            ckpt,
+            full,
+            pages,
+            bytes: self.len,
+        })
     }
 
-    fn put_record<M: serde::Serialize>(&mut self, kind: Kind, m: &M) -> Result<(), CheckpointError> {
+    fn put_record<M: serde::Serialize>(
+        &mut self,
+        kind: Kind,
+        m: &M,
+    ) -> Result<(), CheckpointError> {
         let start = self.len;
         let n = session::write_unsealed(kind, m, &mut self.buf[start..]).map_err(|_| {
-            CheckpointError::StagingFull { need: start + SMALL_FRAME, have: self.buf.len() }
+            CheckpointError::StagingFull {
+                need: start + SMALL_FRAME,
+                have: self.buf.len(),
+            }
         })?;
         self.len = start + n;
         Ok(())
@@ -188,7 +220,10 @@ impl Staging {
         let start = self.len;
         let n = session
             .write(Kind::End, &end, &mut self.buf[start..])
-            .map_err(|_| CheckpointError::StagingFull { need: start + SMALL_FRAME, have: self.buf.len() })?;
+            .map_err(|_| CheckpointError::StagingFull {
+                need: start + SMALL_FRAME,
+                have: self.buf.len(),
+            })?;
         self.len = start + n;
         Ok(self.len)
     }
@@ -292,14 +327,20 @@ impl Receiver {
     ) -> Result<Option<Complete>, FrameError> {
         if self.complete.is_some() {
             self.discard();
-            return Err(FrameError::Unexpected { kind, state: "a checkpoint awaits apply" });
+            return Err(FrameError::Unexpected {
+                kind,
+                state: "a checkpoint awaits apply",
+            });
         }
         match kind {
             Kind::Begin => {
                 let b: Begin = msg::decode(kind, body).inspect_err(|_| self.discard())?;
                 if self.begin.is_some() {
                     self.discard();
-                    return Err(FrameError::Unexpected { kind, state: "staging a checkpoint" });
+                    return Err(FrameError::Unexpected {
+                        kind,
+                        state: "staging a checkpoint",
+                    });
                 }
                 match (b.full, self.session_base) {
                     (false, None) => {
@@ -384,13 +425,21 @@ impl Receiver {
                 if e.crc != self.crc.clone().finalize() {
                     return Err(self.fail(kind, "checkpoint CRC does not match"));
                 }
-                let c = Complete { ckpt: begin.ckpt, full: begin.full, pages: begin.pages, bytes: self.total };
+                let c = Complete {
+                    ckpt: begin.ckpt,
+                    full: begin.full,
+                    pages: begin.pages,
+                    bytes: self.total,
+                };
                 self.complete = Some(c);
                 Ok(Some(c))
             }
             _ => {
                 self.discard();
-                Err(FrameError::Unexpected { kind, state: "receiving checkpoints" })
+                Err(FrameError::Unexpected {
+                    kind,
+                    state: "receiving checkpoints",
+                })
             }
         }
     }
@@ -436,7 +485,13 @@ mod tests {
         )
     }
 
-    fn capture(st: &mut Staging, d: &mut ModelDomain, tx: &mut Session, ckpt: u64, full: bool) -> Vec<u8> {
+    fn capture(
+        st: &mut Staging,
+        d: &mut ModelDomain,
+        tx: &mut Session,
+        ckpt: u64,
+        full: bool,
+    ) -> Vec<u8> {
         d.suspend().unwrap();
         st.capture(d, ckpt, 1, full).unwrap();
         d.resume().unwrap();
@@ -445,17 +500,28 @@ mod tests {
     }
 
     /// Feed a byte stream of frames; returns the first error or the completed checkpoints.
-    fn feed(rx: &mut Receiver, sess: &mut Session, bytes: &[u8], rep: &mut ModelDomain) -> Result<Vec<u64>, FrameError> {
+    fn feed(
+        rx: &mut Receiver,
+        sess: &mut Session,
+        bytes: &[u8],
+        rep: &mut ModelDomain,
+    ) -> Result<Vec<u64>, FrameError> {
         let mut pos = 0;
         let mut done = vec![];
         while pos < bytes.len() {
             let h = Header::parse(&bytes[pos..], frame::MAX_BODY_LEN)?;
             let end = pos + h.frame_len();
             if end > bytes.len() {
-                return Err(FrameError::Truncated { have: bytes.len() - pos, need: h.frame_len() });
+                return Err(FrameError::Truncated {
+                    have: bytes.len() - pos,
+                    need: h.frame_len(),
+                });
             }
             let hash = sess.open(&bytes[pos..end])?;
-            if rx.on_frame(h.kind, &bytes[pos + HEADER_LEN..end], &hash)?.is_some() {
+            if rx
+                .on_frame(h.kind, &bytes[pos + HEADER_LEN..end], &hash)?
+                .is_some()
+            {
                 done.push(rx.apply(rep).unwrap());
             }
             pos = end;
@@ -533,7 +599,13 @@ mod tests {
         d.handle("INCR");
         let b = capture(&mut st, &mut d, &mut tx, 5, false);
         let e = feed(&mut rx, &mut rxs, &b, &mut rep).unwrap_err();
-        assert_eq!(e, FrameError::Body { kind: Kind::Begin, why: "incremental checkpoint before a full sync" });
+        assert_eq!(
+            e,
+            FrameError::Body {
+                kind: Kind::Begin,
+                why: "incremental checkpoint before a full sync"
+            }
+        );
         assert!(!rep.formatted());
         // Full sync, then a gap.
         let (mut tx, mut rxs) = sessions();

@@ -22,7 +22,10 @@ pub struct Args {
 impl Args {
     /// Parse `args` (without the program name). Flags that take no value are listed in
     /// `bool_flags`.
-    pub fn parse(args: impl IntoIterator<Item = String>, bool_flags: &[&str]) -> Result<Args, String> {
+    pub fn parse(
+        args: impl IntoIterator<Item = String>,
+        bool_flags: &[&str],
+    ) -> Result<Args, String> {
         let mut a = Args::default();
         let mut it = args.into_iter();
         while let Some(arg) = it.next() {
@@ -34,7 +37,9 @@ impl Args {
                 "-h" | "--help" => a.flags.push("help".into()),
                 "-V" | "--version" => a.flags.push("version".into()),
                 s if s.starts_with("--set=") => a.sets.push(s["--set=".len()..].to_string()),
-                s if s.starts_with("--config=") => a.config = Some(PathBuf::from(&s["--config=".len()..])),
+                s if s.starts_with("--config=") => {
+                    a.config = Some(PathBuf::from(&s["--config=".len()..]))
+                }
                 s if s.starts_with("--") => {
                     let name = &s[2..];
                     if bool_flags.contains(&name) {
@@ -69,13 +74,21 @@ mod tests {
 
     #[test]
     fn parses_commands_options_and_errors() {
-        let a = Args::parse(v("run -c /etc/p.conf --set a=1 --set=b=2 --force x"), &["force"]).unwrap();
+        let a = Args::parse(
+            v("run -c /etc/p.conf --set a=1 --set=b=2 --force x"),
+            &["force"],
+        )
+        .unwrap();
         assert_eq!(a.command.as_deref(), Some("run"));
         assert_eq!(a.config, Some(PathBuf::from("/etc/p.conf")));
         assert_eq!(a.sets, vec!["a=1", "b=2"]);
         assert!(a.flag("force"));
         assert_eq!(a.rest, vec!["x"]);
-        assert!(Args::parse(v("--bogus"), &[]).unwrap_err().contains("unknown option '--bogus'"));
-        assert!(Args::parse(v("-c"), &[]).unwrap_err().contains("needs a value"));
+        assert!(Args::parse(v("--bogus"), &[])
+            .unwrap_err()
+            .contains("unknown option '--bogus'"));
+        assert!(Args::parse(v("-c"), &[])
+            .unwrap_err()
+            .contains("needs a value"));
     }
 }

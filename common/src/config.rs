@@ -13,6 +13,10 @@ use std::time::Duration;
 /// Largest configuration file accepted.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
+/// A value that does not parse as its type (the caller reports what was expected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadValue;
+
 /// The type of a configuration value.
 #[derive(Debug, Clone, Copy)]
 pub enum ValueKind {
@@ -51,7 +55,7 @@ impl ValueKind {
         }
     }
 
-    fn check(&self, v: &str) -> Result<(), ()> {
+    fn check(&self, v: &str) -> Result<(), BadValue> {
         match self {
             ValueKind::Str | ValueKind::Path => Ok(()),
             ValueKind::Addr => parse_addr(v).map(|_| ()),
@@ -60,14 +64,14 @@ impl ValueKind {
             ValueKind::Size => parse_size(v).map(|_| ()),
             ValueKind::Int { min, max } => match v.parse::<u64>() {
                 Ok(n) if n >= *min && n <= *max => Ok(()),
-                _ => Err(()),
+                _ => Err(BadValue),
             },
             ValueKind::Bool => parse_bool(v).map(|_| ()),
             ValueKind::Choice(c) => {
                 if c.contains(&v) {
                     Ok(())
                 } else {
-                    Err(())
+                    Err(BadValue)
                 }
             }
         }
@@ -170,16 +174,24 @@ impl Config {
                 continue;
             }
             let Some((k, v)) = line.split_once('=') else {
-                return Err(err(Some(n), "", format!("expected 'key = value', got '{line}'")));
+                return Err(err(
+                    Some(n),
+                    "",
+                    format!("expected 'key = value', got '{line}'"),
+                ));
             };
             let (k, v) = (k.trim(), v.trim());
             let spec = find(schema, k).ok_or_else(|| err(Some(n), k, unknown_key(schema, k)))?;
             if values.contains_key(spec.key) {
                 return Err(err(Some(n), k, "set twice in this file".into()));
             }
-            spec.kind
-                .check(v)
-                .map_err(|_| err(Some(n), k, format!("expected {}, got '{v}'", spec.kind.expected())))?;
+            spec.kind.check(v).map_err(|_| {
+                err(
+                    Some(n),
+                    k,
+                    format!("expected {}, got '{v}'", spec.kind.expected()),
+                )
+            })?;
             values.insert(spec.key, (v.to_string(), Origin::File(n)));
         }
         for o in overrides {
@@ -211,7 +223,11 @@ impl Config {
                     return Err(err(
                         None,
                         spec.key,
-                        format!("required ({}), expected {}", spec.help, spec.kind.expected()),
+                        format!(
+                            "required ({}), expected {}",
+                            spec.help,
+                            spec.kind.expected()
+                        ),
                     ))
                 }
             }
@@ -235,7 +251,11 @@ impl Config {
             })
     }
 
-    fn typed<T>(&self, key: &str, parse: impl Fn(&str) -> Result<T, ()>) -> Result<T, ConfigError> {
+    fn typed<T>(
+        &self,
+        key: &str,
+        parse: impl Fn(&str) -> Result<T, BadValue>,
+    ) -> Result<T, ConfigError> {
         let (v, origin) = self.raw(key)?;
         parse(v).map_err(|_| self.error(key, origin, &format!("cannot use '{v}'")))
     }
@@ -290,7 +310,7 @@ impl Config {
     }
     /// Integer value.
     pub fn int(&self, key: &str) -> Result<u64, ConfigError> {
-        self.typed(key, |v| v.parse::<u64>().map_err(|_| ()))
+        self.typed(key, |v| v.parse::<u64>().map_err(|_| BadValue))
     }
     /// Boolean value.
     pub fn bool(&self, key: &str) -> Result<bool, ConfigError> {
@@ -322,7 +342,9 @@ pub fn reference_markdown(schema: &[KeySpec]) -> String {
             "| `{}` | {} | {} | {} |\n",
             k.key,
             k.kind.expected(),
-            k.default.map(|d| format!("`{d}`")).unwrap_or_else(|| "required".into()),
+            k.default
+                .map(|d| format!("`{d}`"))
+                .unwrap_or_else(|| "required".into()),
             k.help
         ));
     }
@@ -386,12 +408,12 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// Parse `ip:port` (no name resolution: the binaries are static).
-pub fn parse_addr(v: &str) -> Result<SocketAddr, ()> {
-    v.trim().parse::<SocketAddr>().map_err(|_| ())
+pub fn parse_addr(v: &str) -> Result<SocketAddr, BadValue> {
+    v.trim().parse::<SocketAddr>().map_err(|_| BadValue)
 }
 
 /// Parse a comma-separated address list.
-pub fn parse_addr_list(v: &str) -> Result<Vec<SocketAddr>, ()> {
+pub fn parse_addr_list(v: &str) -> Result<Vec<SocketAddr>, BadValue> {
     v.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
@@ -400,50 +422,50 @@ pub fn parse_addr_list(v: &str) -> Result<Vec<SocketAddr>, ()> {
 }
 
 /// Parse `25ms`, `2s`, `1.5s`, `500us`, `100ns`, `1m`.
-pub fn parse_duration(v: &str) -> Result<Duration, ()> {
+pub fn parse_duration(v: &str) -> Result<Duration, BadValue> {
     let v = v.trim();
     let split = v
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .ok_or(())?;
+        .ok_or(BadValue)?;
     let (num, unit) = v.split_at(split);
-    let n: f64 = num.parse().map_err(|_| ())?;
+    let n: f64 = num.parse().map_err(|_| BadValue)?;
     let scale = match unit.trim() {
         "ns" => 1e-9,
         "us" | "µs" => 1e-6,
         "ms" => 1e-3,
         "s" => 1.0,
         "m" | "min" => 60.0,
-        _ => return Err(()),
+        _ => return Err(BadValue),
     };
     let secs = n * scale;
     if !secs.is_finite() || !(0.0..=86_400.0 * 365.0).contains(&secs) {
-        return Err(());
+        return Err(BadValue);
     }
     Ok(Duration::from_secs_f64(secs))
 }
 
 /// Parse `4096`, `64KiB`, `64MiB`, `1GiB` (also K/M/G and KB/MB/GB as binary multiples).
-pub fn parse_size(v: &str) -> Result<u64, ()> {
+pub fn parse_size(v: &str) -> Result<u64, BadValue> {
     let v = v.trim();
     let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
     let (num, unit) = v.split_at(split);
-    let n: u64 = num.parse().map_err(|_| ())?;
+    let n: u64 = num.parse().map_err(|_| BadValue)?;
     let mult: u64 = match unit.trim() {
         "" | "B" => 1,
         "K" | "KB" | "KiB" | "k" => 1 << 10,
         "M" | "MB" | "MiB" => 1 << 20,
         "G" | "GB" | "GiB" => 1 << 30,
-        _ => return Err(()),
+        _ => return Err(BadValue),
     };
-    n.checked_mul(mult).ok_or(())
+    n.checked_mul(mult).ok_or(BadValue)
 }
 
 /// Parse a boolean.
-pub fn parse_bool(v: &str) -> Result<bool, ()> {
+pub fn parse_bool(v: &str) -> Result<bool, BadValue> {
     match v.trim() {
         "true" | "yes" | "on" | "1" => Ok(true),
         "false" | "no" | "off" | "0" => Ok(false),
-        _ => Err(()),
+        _ => Err(BadValue),
     }
 }
 
@@ -452,11 +474,36 @@ mod tests {
     use super::*;
 
     static SCHEMA: &[KeySpec] = &[
-        KeySpec { key: "listen", kind: ValueKind::Addr, default: None, help: "where to listen" },
-        KeySpec { key: "epoch_period", kind: ValueKind::Duration, default: Some("25ms"), help: "checkpoint period" },
-        KeySpec { key: "model.memory", kind: ValueKind::Size, default: Some("64MiB"), help: "guest memory" },
-        KeySpec { key: "policy", kind: ValueKind::Choice(&["a", "b"]), default: Some("a"), help: "policy" },
-        KeySpec { key: "n", kind: ValueKind::Int { min: 1, max: 9 }, default: Some("3"), help: "n" },
+        KeySpec {
+            key: "listen",
+            kind: ValueKind::Addr,
+            default: None,
+            help: "where to listen",
+        },
+        KeySpec {
+            key: "epoch_period",
+            kind: ValueKind::Duration,
+            default: Some("25ms"),
+            help: "checkpoint period",
+        },
+        KeySpec {
+            key: "model.memory",
+            kind: ValueKind::Size,
+            default: Some("64MiB"),
+            help: "guest memory",
+        },
+        KeySpec {
+            key: "policy",
+            kind: ValueKind::Choice(&["a", "b"]),
+            default: Some("a"),
+            help: "policy",
+        },
+        KeySpec {
+            key: "n",
+            kind: ValueKind::Int { min: 1, max: 9 },
+            default: Some("3"),
+            help: "n",
+        },
     ];
 
     #[test]
@@ -469,7 +516,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.addr("listen").unwrap(), "127.0.0.1:7100".parse().unwrap());
-        assert_eq!(c.duration("epoch_period").unwrap(), Duration::from_millis(10));
+        assert_eq!(
+            c.duration("epoch_period").unwrap(),
+            Duration::from_millis(10)
+        );
         assert_eq!(c.size("model.memory").unwrap(), 8 << 20);
         assert_eq!(c.int("n").unwrap(), 3);
         assert!(c.dump().contains("epoch_period = 10ms    # command line"));
@@ -477,8 +527,13 @@ mod tests {
 
     #[test]
     fn errors_name_file_line_key_and_expectation() {
-        let e = Config::from_text(SCHEMA, "p.conf", "listen = 1.2.3.4:5\nepoch_period = fast\n", &[])
-            .unwrap_err();
+        let e = Config::from_text(
+            SCHEMA,
+            "p.conf",
+            "listen = 1.2.3.4:5\nepoch_period = fast\n",
+            &[],
+        )
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
             "p.conf:2: key 'epoch_period': expected a duration like 25ms, 2s or 500us, got 'fast'"
@@ -488,7 +543,10 @@ mod tests {
         let e = Config::from_text(SCHEMA, "p.conf", "", &[]).unwrap_err();
         assert!(e.to_string().contains("key 'listen': required"), "{e}");
         let e = Config::from_text(SCHEMA, "p.conf", "listen\n", &[]).unwrap_err();
-        assert!(e.to_string().contains("p.conf:1: expected 'key = value'"), "{e}");
+        assert!(
+            e.to_string().contains("p.conf:1: expected 'key = value'"),
+            "{e}"
+        );
         let e = Config::from_text(SCHEMA, "p.conf", "listen=1.2.3.4:5\nlisten=1.2.3.4:6", &[])
             .unwrap_err();
         assert!(e.to_string().contains("set twice"));
@@ -497,12 +555,15 @@ mod tests {
             e.to_string(),
             "<command line>: key 'n': expected an integer from 1 to 9, got '10'"
         );
-        let e = Config::from_text(SCHEMA, "p", "listen=1.2.3.4:5", &["policy=c".into()]).unwrap_err();
+        let e =
+            Config::from_text(SCHEMA, "p", "listen=1.2.3.4:5", &["policy=c".into()]).unwrap_err();
         assert!(e.to_string().contains("one of: a, b"));
-        assert!(Config::load(SCHEMA, Some(Path::new("/nonexistent/x.conf")), &[])
-            .unwrap_err()
-            .to_string()
-            .starts_with("/nonexistent/x.conf: cannot read"));
+        assert!(
+            Config::load(SCHEMA, Some(Path::new("/nonexistent/x.conf")), &[])
+                .unwrap_err()
+                .to_string()
+                .starts_with("/nonexistent/x.conf: cannot read")
+        );
     }
 
     #[test]

@@ -27,7 +27,12 @@ pub enum Fill {
 impl FrameReader {
     /// A reader accepting bodies of at most `max_body` bytes.
     pub fn new(max_body: usize) -> FrameReader {
-        FrameReader { buf: vec![0u8; HEADER_LEN + max_body], start: 0, end: 0, max_body }
+        FrameReader {
+            buf: vec![0u8; HEADER_LEN + max_body],
+            start: 0,
+            end: 0,
+            max_body,
+        }
     }
 
     /// Bytes buffered but not yet returned as frames.
@@ -109,7 +114,11 @@ pub struct OutQueue {
 impl OutQueue {
     /// A queue holding at most `limit` unsent bytes.
     pub fn new(limit: usize) -> OutQueue {
-        OutQueue { buf: Vec::new(), pos: 0, limit }
+        OutQueue {
+            buf: Vec::new(),
+            pos: 0,
+            limit,
+        }
     }
 
     /// Append bytes; `false` if that would exceed the limit (nothing is appended).
@@ -166,7 +175,12 @@ mod tests {
 
     fn frame(len: usize, seq: u64) -> Vec<u8> {
         let mut f = vec![0x5au8; HEADER_LEN + len];
-        Header { kind: Kind::Pages, body_len: len as u32, seq }.emit(&mut f);
+        Header {
+            kind: Kind::Pages,
+            body_len: len as u32,
+            seq,
+        }
+        .emit(&mut f);
         seal(&mut f, &MacKey([0; 32]));
         f
     }
@@ -179,7 +193,11 @@ mod tests {
         }
         for step in [1usize, 7, 36, 1000, 1 << 20] {
             let mut r = FrameReader::new(70_000);
-            let mut src = Trickle { data: stream.clone(), pos: 0, step };
+            let mut src = Trickle {
+                data: stream.clone(),
+                pos: 0,
+                step,
+            };
             let mut seqs = vec![];
             loop {
                 while let Some((h, _)) = r.next_frame().unwrap() {
@@ -196,9 +214,16 @@ mod tests {
     #[test]
     fn oversized_header_is_rejected_before_reading_the_body() {
         let mut r = FrameReader::new(100);
-        let mut src = Trickle { data: frame(101, 0), pos: 0, step: 1 << 20 };
+        let mut src = Trickle {
+            data: frame(101, 0),
+            pos: 0,
+            step: 1 << 20,
+        };
         r.fill(&mut src).unwrap();
-        assert!(matches!(r.next_frame(), Err(FrameError::Oversized { len: 101, max: 100 })));
+        assert!(matches!(
+            r.next_frame(),
+            Err(FrameError::Oversized { len: 101, max: 100 })
+        ));
     }
 
     #[test]

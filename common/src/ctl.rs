@@ -19,7 +19,10 @@ pub fn request(path: &Path, command: &str, timeout: Duration) -> io::Result<Stri
     let mut s = UnixStream::connect(path).map_err(|e| {
         io::Error::new(
             e.kind(),
-            format!("cannot reach the daemon's control socket {}: {e} (is it running?)", path.display()),
+            format!(
+                "cannot reach the daemon's control socket {}: {e} (is it running?)",
+                path.display()
+            ),
         )
     })?;
     s.set_read_timeout(Some(timeout))?;
@@ -60,14 +63,21 @@ impl CtlServer {
             if UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!("control socket {} is in use by a running daemon", path.display()),
+                    format!(
+                        "control socket {} is in use by a running daemon",
+                        path.display()
+                    ),
                 ));
             }
             std::fs::remove_file(path)?;
         }
         let mut listener = UnixListener::bind(path)?;
         registry.register(&mut listener, Token(base), Interest::READABLE)?;
-        Ok(CtlServer { listener, conns: (0..MAX_CONNS).map(|_| None).collect(), base })
+        Ok(CtlServer {
+            listener,
+            conns: (0..MAX_CONNS).map(|_| None).collect(),
+            base,
+        })
     }
 
     /// Whether a token is this server's.
@@ -75,8 +85,10 @@ impl CtlServer {
         t.0 >= self.base && t.0 <= self.base + MAX_CONNS
     }
 
-    /// Handle an event; `answer` turns a command line into the response text.
-    pub fn on_event(&mut self, registry: &Registry, t: Token, mut answer: impl FnMut(&str) -> String) {
+    /// Handle an event. Returns a complete command line received on connection `conn`, which the
+    /// daemon executes and then answers with [`CtlServer::answer`] (so the answer reflects the
+    /// command's effect).
+    pub fn on_event(&mut self, registry: &Registry, t: Token) -> Option<(usize, String)> {
         if t.0 == self.base {
             loop {
                 match self.listener.accept() {
@@ -90,8 +102,13 @@ impl CtlServer {
                             .register(&mut stream, tok, Interest::READABLE | Interest::WRITABLE)
                             .is_ok()
                         {
-                            self.conns[i] = Some(CtlConn { stream, inbuf: Vec::new(), out: Vec::new(), pos: 0, answered: false });
-                            self.service(registry, i, &mut answer);
+                            self.conns[i] = Some(CtlConn {
+                                stream,
+                                inbuf: Vec::new(),
+                                out: Vec::new(),
+                                pos: 0,
+                                answered: false,
+                            });
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -101,21 +118,31 @@ impl CtlServer {
                     }
                 }
             }
-            return;
+            return None;
         }
         let i = t.0 - self.base - 1;
-        self.service(registry, i, &mut answer);
+        self.service(registry, i)
     }
 
-    fn service(&mut self, registry: &Registry, i: usize, answer: &mut impl FnMut(&str) -> String) {
-        let Some(c) = self.conns.get_mut(i).and_then(Option::as_mut) else { return };
+    /// Answer the command received on `conn`.
+    pub fn answer(&mut self, registry: &Registry, conn: usize, text: &str) {
+        if let Some(c) = self.conns.get_mut(conn).and_then(Option::as_mut) {
+            c.out = text.as_bytes().to_vec();
+            c.answered = true;
+        }
+        self.service(registry, conn);
+    }
+
+    fn service(&mut self, registry: &Registry, i: usize) -> Option<(usize, String)> {
+        let c = self.conns.get_mut(i).and_then(Option::as_mut)?;
         let mut close = false;
+        let mut command = None;
         if !c.answered {
             let mut b = [0u8; 512];
             loop {
                 match c.stream.read(&mut b) {
                     Ok(0) => {
-                        close = c.inbuf.is_empty();
+                        close = !c.inbuf.contains(&b'\n');
                         break;
                     }
                     Ok(n) => {
@@ -133,11 +160,13 @@ impl CtlServer {
                     }
                 }
             }
-            if !c.answered {
+            if !c.answered && !close {
                 if let Some(nl) = c.inbuf.iter().position(|&x| x == b'\n') {
-                    let line = String::from_utf8_lossy(&c.inbuf[..nl]).trim().to_string();
-                    c.out = answer(&line).into_bytes();
-                    c.answered = true;
+                    command = Some((
+                        i,
+                        String::from_utf8_lossy(&c.inbuf[..nl]).trim().to_string(),
+                    ));
+                    c.inbuf.clear();
                 }
             }
         }
@@ -151,6 +180,8 @@ impl CtlServer {
             if let Some(mut c) = self.conns[i].take() {
                 let _ = registry.deregister(&mut c.stream);
             }
+            return None;
         }
+        command
     }
 }

@@ -161,11 +161,17 @@ impl fmt::Display for FrameError {
                 write!(f, "frame body of {len} bytes exceeds the limit of {max}")
             }
             FrameError::BadCrc { expected, got } => {
-                write!(f, "CRC mismatch: header says {expected:08x}, data gives {got:08x}")
+                write!(
+                    f,
+                    "CRC mismatch: header says {expected:08x}, data gives {got:08x}"
+                )
             }
             FrameError::BadMac => write!(f, "MAC mismatch: forged, corrupted or wrong cluster key"),
             FrameError::Replay { expected, got } => {
-                write!(f, "sequence {got}, expected {expected}: replayed or reordered frame")
+                write!(
+                    f,
+                    "sequence {got}, expected {expected}: replayed or reordered frame"
+                )
             }
             FrameError::Unexpected { kind, state } => {
                 write!(f, "unexpected {kind:?} frame while {state}")
@@ -448,18 +454,36 @@ mod tests {
         );
         let mut b = buf.clone();
         b[0] = b'X';
-        assert!(matches!(Header::parse(&b, MAX_BODY_LEN), Err(FrameError::BadMagic(_))));
+        assert!(matches!(
+            Header::parse(&b, MAX_BODY_LEN),
+            Err(FrameError::BadMagic(_))
+        ));
         let mut b = buf.clone();
         b[2] = 9;
-        assert_eq!(Header::parse(&b, MAX_BODY_LEN), Err(FrameError::UnsupportedVersion(9)));
+        assert_eq!(
+            Header::parse(&b, MAX_BODY_LEN),
+            Err(FrameError::UnsupportedVersion(9))
+        );
         let mut b = buf.clone();
         b[3] = 200;
-        assert_eq!(Header::parse(&b, MAX_BODY_LEN), Err(FrameError::UnknownKind(200)));
+        assert_eq!(
+            Header::parse(&b, MAX_BODY_LEN),
+            Err(FrameError::UnknownKind(200))
+        );
         let mut b = buf.clone();
         b[4..8].copy_from_slice(&(2u32 << 20).to_le_bytes());
-        assert!(matches!(Header::parse(&b, MAX_BODY_LEN), Err(FrameError::Oversized { .. })));
-        assert!(matches!(Header::parse(&buf, 2), Err(FrameError::Oversized { len: 3, max: 2 })));
-        assert!(matches!(verify(&buf[..38], &KEY), Err(FrameError::Truncated { .. })));
+        assert!(matches!(
+            Header::parse(&b, MAX_BODY_LEN),
+            Err(FrameError::Oversized { .. })
+        ));
+        assert!(matches!(
+            Header::parse(&buf, 2),
+            Err(FrameError::Oversized { len: 3, max: 2 })
+        ));
+        assert!(matches!(
+            verify(&buf[..38], &KEY),
+            Err(FrameError::Truncated { .. })
+        ));
     }
 
     #[test]
@@ -475,15 +499,24 @@ mod tests {
     #[test]
     fn wrong_key_is_bad_mac() {
         let buf = sample();
-        assert_eq!(verify(&buf, &MacKey([8u8; 32])).unwrap_err(), FrameError::BadMac);
+        assert_eq!(
+            verify(&buf, &MacKey([8u8; 32])).unwrap_err(),
+            FrameError::BadMac
+        );
     }
 
     #[test]
     fn counters_cover_every_error() {
         for e in [
             FrameError::BadMac,
-            FrameError::Replay { expected: 1, got: 0 },
-            FrameError::Body { kind: Kind::Ack, why: "x" },
+            FrameError::Replay {
+                expected: 1,
+                got: 0,
+            },
+            FrameError::Body {
+                kind: Kind::Ack,
+                why: "x",
+            },
         ] {
             assert!(FrameError::COUNTERS.contains(&e.counter()));
             assert!(!e.to_string().is_empty());

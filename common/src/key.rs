@@ -159,7 +159,10 @@ mod tests {
         let q = dir.join("bad");
         std::fs::write(&q, "zz").unwrap();
         std::fs::set_permissions(&q, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(ClusterKey::load(&q), Err(KeyError::Malformed { .. })));
+        assert!(matches!(
+            ClusterKey::load(&q),
+            Err(KeyError::Malformed { .. })
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

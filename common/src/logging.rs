@@ -5,7 +5,10 @@ use std::io::Write;
 /// Initialise env_logger with a compact, timestamped format naming the daemon.
 pub fn init(daemon: &'static str) {
     let env = env_logger::Env::new()
-        .filter_or("HSB_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+        .filter_or(
+            "HSB_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .write_style("HSB_LOG_STYLE");
     let _ = env_logger::Builder::from_env(env)
         .format(move |buf, rec| {

@@ -49,9 +49,15 @@ pub struct ModelCpu {
 
 impl ModelCpu {
     fn encode(&self, out: &mut [u8; STATE_LEN]) {
-        for (i, v) in [self.rng, self.cursor, self.writes, self.carry_micro, self.checkpoints]
-            .iter()
-            .enumerate()
+        for (i, v) in [
+            self.rng,
+            self.cursor,
+            self.writes,
+            self.carry_micro,
+            self.checkpoints,
+        ]
+        .iter()
+        .enumerate()
         {
             out[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
         }
@@ -182,7 +188,8 @@ impl ModelDomain {
             return;
         };
         let region = self.pages - (KV_FIRST_PAGE + KV_PAGES);
-        let micro = self.rate as u128 * now.since(last).as_nanos() / 1_000 + self.cpu.carry_micro as u128;
+        let micro =
+            self.rate as u128 * now.since(last).as_nanos() / 1_000 + self.cpu.carry_micro as u128;
         let due = (micro / 1_000_000) as u64;
         self.cpu.carry_micro = (micro % 1_000_000) as u64;
         for _ in 0..due.min(region) {
@@ -205,12 +212,20 @@ impl ModelDomain {
 
     /// Handle one request line of the service; returns the reply line (without newline).
     pub fn handle(&mut self, line: &str) -> String {
-        debug_assert!(!self.suspended, "requests are never handled while suspended");
+        debug_assert!(
+            !self.suspended,
+            "requests are never handled while suspended"
+        );
         let reqs = self.read_u64(OFF_REQUESTS);
         self.write_u64(OFF_REQUESTS, reqs.wrapping_add(1));
         let mut it = line.split_ascii_whitespace();
         let cmd = it.next().unwrap_or("");
-        match (cmd.to_ascii_uppercase().as_str(), it.next(), it.next(), it.next()) {
+        match (
+            cmd.to_ascii_uppercase().as_str(),
+            it.next(),
+            it.next(),
+            it.next(),
+        ) {
             ("PING", None, _, _) => "PONG".into(),
             ("INCR", None, _, _) => {
                 let v = self.counter().wrapping_add(1);
@@ -238,7 +253,8 @@ impl ModelDomain {
     }
 
     fn slot_off(&self, slot: usize) -> usize {
-        (KV_FIRST_PAGE as usize + slot / SLOTS_PER_PAGE) * PAGE_SIZE + (slot % SLOTS_PER_PAGE) * SLOT
+        (KV_FIRST_PAGE as usize + slot / SLOTS_PER_PAGE) * PAGE_SIZE
+            + (slot % SLOTS_PER_PAGE) * SLOT
     }
 
     /// Find a key's slot (`Ok(None)` if absent).
@@ -285,7 +301,12 @@ impl ModelDomain {
         Ok(())
     }
 
-    fn check_range(&self, op: &'static str, pfns: &[u64], data_len: usize) -> Result<(), DomainError> {
+    fn check_range(
+        &self,
+        op: &'static str,
+        pfns: &[u64],
+        data_len: usize,
+    ) -> Result<(), DomainError> {
         if data_len != pfns.len() * PAGE_SIZE {
             return Err(DomainError {
                 op,
@@ -303,7 +324,9 @@ impl ModelDomain {
 }
 
 fn fnv(b: &[u8]) -> u64 {
-    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| (h ^ x as u64).wrapping_mul(0x100_0000_01b3))
+    b.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &x| {
+        (h ^ x as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 impl CheckpointSource for ModelDomain {
@@ -313,7 +336,10 @@ impl CheckpointSource for ModelDomain {
 
     fn suspend(&mut self) -> Result<(), DomainError> {
         if self.suspended {
-            return Err(DomainError { op: "suspend", detail: "already suspended".into() });
+            return Err(DomainError {
+                op: "suspend",
+                detail: "already suspended".into(),
+            });
         }
         self.suspended = true;
         Ok(())
@@ -321,7 +347,10 @@ impl CheckpointSource for ModelDomain {
 
     fn resume(&mut self) -> Result<(), DomainError> {
         if !self.suspended {
-            return Err(DomainError { op: "resume", detail: "not suspended".into() });
+            return Err(DomainError {
+                op: "resume",
+                detail: "not suspended".into(),
+            });
         }
         self.suspended = false;
         self.cpu.checkpoints += 1;
@@ -330,7 +359,10 @@ impl CheckpointSource for ModelDomain {
 
     fn take_dirty(&mut self, full: bool, out: &mut Vec<u64>) -> Result<(), DomainError> {
         if out.capacity() - out.len() < self.pages as usize {
-            return Err(DomainError { op: "take_dirty", detail: "output list too small".into() });
+            return Err(DomainError {
+                op: "take_dirty",
+                detail: "output list too small".into(),
+            });
         }
         for (i, w) in self.dirty.iter_mut().enumerate() {
             let mut bits = if full { !0 } else { *w };
@@ -351,7 +383,8 @@ impl CheckpointSource for ModelDomain {
         self.check_range("read_pages", pfns, dst.len())?;
         for (i, &pfn) in pfns.iter().enumerate() {
             let src = pfn as usize * PAGE_SIZE;
-            dst[i * PAGE_SIZE..(i + 1) * PAGE_SIZE].copy_from_slice(&self.mem[src..src + PAGE_SIZE]);
+            dst[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]
+                .copy_from_slice(&self.mem[src..src + PAGE_SIZE]);
         }
         Ok(())
     }
@@ -380,7 +413,8 @@ impl Replica for ModelDomain {
         self.check_range("write_pages", pfns, data.len())?;
         for (i, &pfn) in pfns.iter().enumerate() {
             let dst = pfn as usize * PAGE_SIZE;
-            self.mem[dst..dst + PAGE_SIZE].copy_from_slice(&data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
+            self.mem[dst..dst + PAGE_SIZE]
+                .copy_from_slice(&data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
         }
         Ok(())
     }
@@ -388,7 +422,10 @@ impl Replica for ModelDomain {
     fn load_state(&mut self, state: &[u8]) -> Result<(), DomainError> {
         self.cpu = ModelCpu::decode(state).ok_or(DomainError {
             op: "load_state",
-            detail: format!("state record of {} bytes, expected {STATE_LEN}", state.len()),
+            detail: format!(
+                "state record of {} bytes, expected {STATE_LEN}",
+                state.len()
+            ),
         })?;
         Ok(())
     }
@@ -412,11 +449,15 @@ mod tests {
         assert_eq!(d.handle("GET nope"), "NIL");
         assert_eq!(d.handle("PING"), "PONG");
         assert!(d.handle("FROB").starts_with("ERR"));
-        assert!(d.handle(&format!("PUT {} v", "k".repeat(41))).starts_with("ERR"));
+        assert!(d
+            .handle(&format!("PUT {} v", "k".repeat(41)))
+            .starts_with("ERR"));
         v.clear();
         d.take_dirty(false, &mut v).unwrap();
         assert!(v.contains(&0));
-        assert!(v.iter().any(|&p| (KV_FIRST_PAGE..KV_FIRST_PAGE + KV_PAGES).contains(&p)));
+        assert!(v
+            .iter()
+            .any(|&p| (KV_FIRST_PAGE..KV_FIRST_PAGE + KV_PAGES).contains(&p)));
         // Copy every page and the state into a replica: identical domains.
         let mut r = ModelDomain::blank(d.pages);
         let all: Vec<u64> = (0..d.pages).collect();

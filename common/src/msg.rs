@@ -123,7 +123,7 @@ pub struct Refuse {
 /// Decode a body of a known kind; errors are [`FrameError::Body`], never panics.
 pub fn decode<'a, M: Deserialize<'a>>(kind: Kind, body: &'a [u8]) -> Result<M, FrameError> {
     match postcard::take_from_bytes::<M>(body) {
-        Ok((m, rest)) if rest.is_empty() => Ok(m),
+        Ok((m, [])) => Ok(m),
         Ok(_) => Err(FrameError::Body {
             kind,
             why: "trailing bytes",
@@ -212,7 +212,14 @@ mod tests {
             let mut a = vec![0u8; 300_000];
             let la = encode(&pages, &mut a).unwrap();
             let mut b = vec![0u8; 300_000];
-            let mut lb = encode(&PagesHead { ckpt: pages.ckpt, pfns: &pfns }, &mut b).unwrap();
+            let mut lb = encode(
+                &PagesHead {
+                    ckpt: pages.ckpt,
+                    pfns: &pfns,
+                },
+                &mut b,
+            )
+            .unwrap();
             lb += write_varint(data.len() as u64, &mut b[lb..]);
             b[lb..lb + data.len()].copy_from_slice(&data);
             lb += data.len();
@@ -225,7 +232,14 @@ mod tests {
     #[test]
     fn literal_ack_body() {
         let mut b = [0u8; 16];
-        let n = encode(&Ack { ckpt: 300, epoch: 2 }, &mut b).unwrap();
+        let n = encode(
+            &Ack {
+                ckpt: 300,
+                epoch: 2,
+            },
+            &mut b,
+        )
+        .unwrap();
         assert_eq!(&b[..n], &[0xac, 0x02, 0x02]);
     }
 
@@ -233,7 +247,14 @@ mod tests {
     fn too_many_pfns_is_an_error_not_a_panic() {
         let pfns: Vec<u64> = (0..65).collect();
         let mut b = vec![0u8; 4096];
-        let mut n = encode(&PagesHead { ckpt: 1, pfns: &pfns }, &mut b).unwrap();
+        let mut n = encode(
+            &PagesHead {
+                ckpt: 1,
+                pfns: &pfns,
+            },
+            &mut b,
+        )
+        .unwrap();
         n += write_varint(0, &mut b[n..]);
         assert!(matches!(
             decode::<Pages>(Kind::Pages, &b[..n]),

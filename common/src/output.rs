@@ -27,7 +27,12 @@ pub struct OutputCommit<C> {
 impl<C: Copy + PartialEq> OutputCommit<C> {
     /// Hold at most `limit` bytes; the first checkpoint to close is `first_ckpt`.
     pub fn new(limit: usize, first_ckpt: u64) -> OutputCommit<C> {
-        OutputCommit { held: VecDeque::new(), bytes: 0, limit, open: first_ckpt }
+        OutputCommit {
+            held: VecDeque::new(),
+            bytes: 0,
+            limit,
+            open: first_ckpt,
+        }
     }
 
     /// The checkpoint whose ack will release output produced now.
@@ -54,7 +59,11 @@ impl<C: Copy + PartialEq> OutputCommit<C> {
                 return;
             }
         }
-        self.held.push_back(Held { ckpt: self.open, client, data: data.to_vec() });
+        self.held.push_back(Held {
+            ckpt: self.open,
+            client,
+            data: data.to_vec(),
+        });
     }
 
     /// Close the open checkpoint (it is being captured as `ckpt`); later output waits for the

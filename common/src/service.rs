@@ -54,11 +54,22 @@ pub struct Service {
 
 impl Service {
     /// Bind `addr` and register; at most `max` clients.
-    pub fn bind(addr: SocketAddr, registry: &Registry, base: usize, max: usize) -> io::Result<Service> {
+    pub fn bind(
+        addr: SocketAddr,
+        registry: &Registry,
+        base: usize,
+        max: usize,
+    ) -> io::Result<Service> {
         let mut listener = TcpListener::bind(addr)?;
         registry.register(&mut listener, Token(base), Interest::READABLE)?;
         let addr = listener.local_addr()?;
-        Ok(Service { listener, clients: (0..max).map(|_| None).collect(), base, gen: 0, addr })
+        Ok(Service {
+            listener,
+            clients: (0..max).map(|_| None).collect(),
+            base,
+            gen: 0,
+            addr,
+        })
     }
 
     /// The bound address.
@@ -78,12 +89,7 @@ impl Service {
 
     /// Handle an event. `can_take` says whether another request may be taken now (output commit
     /// has room); `handle` answers or holds a request line.
-    pub fn on_event(
-        &mut self,
-        registry: &Registry,
-        t: Token,
-        h: &mut dyn Handler,
-    ) {
+    pub fn on_event(&mut self, registry: &Registry, t: Token, h: &mut dyn Handler) {
         if t.0 == self.base {
             self.accept(registry);
             return;
@@ -93,11 +99,7 @@ impl Service {
     }
 
     /// Give stalled clients another chance after output was released.
-    pub fn pump(
-        &mut self,
-        registry: &Registry,
-        h: &mut dyn Handler,
-    ) {
+    pub fn pump(&mut self, registry: &Registry, h: &mut dyn Handler) {
         for slot in 0..self.clients.len() {
             if self.clients[slot].as_ref().is_some_and(|c| c.stalled) && h.can_take() {
                 self.serve(registry, slot, h);
@@ -110,12 +112,17 @@ impl Service {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
                     let Some(slot) = self.clients.iter().position(Option::is_none) else {
-                        log::warn!("service: {peer} refused: all {} client slots in use", self.clients.len());
+                        log::warn!(
+                            "service: {peer} refused: all {} client slots in use",
+                            self.clients.len()
+                        );
                         continue;
                     };
                     let _ = stream.set_nodelay(true);
                     let tok = Token(self.base + 1 + slot);
-                    if let Err(e) = registry.register(&mut stream, tok, Interest::READABLE | Interest::WRITABLE) {
+                    if let Err(e) =
+                        registry.register(&mut stream, tok, Interest::READABLE | Interest::WRITABLE)
+                    {
                         log::warn!("service: cannot register {peer}: {e}");
                         continue;
                     }
@@ -140,8 +147,13 @@ impl Service {
     }
 
     fn serve(&mut self, registry: &Registry, slot: usize, h: &mut dyn Handler) {
-        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else { return };
-        let id = ClientId { slot: slot as u32, gen: c.gen };
+        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
+        let id = ClientId {
+            slot: slot as u32,
+            gen: c.gen,
+        };
         let mut drop_it = false;
         c.stalled = false;
         'outer: loop {
@@ -200,7 +212,9 @@ impl Service {
     /// Queue bytes for a client (e.g. released output) and try to send them.
     pub fn send(&mut self, registry: &Registry, id: ClientId, data: &[u8], h: &mut dyn Handler) {
         let slot = id.slot as usize;
-        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else { return };
+        let Some(c) = self.clients.get_mut(slot).and_then(Option::as_mut) else {
+            return;
+        };
         if c.gen != id.gen {
             return;
         }
@@ -214,7 +228,10 @@ impl Service {
     fn close(&mut self, registry: &Registry, slot: usize, h: &mut dyn Handler) {
         if let Some(mut c) = self.clients[slot].take() {
             let _ = registry.deregister(&mut c.stream);
-            h.closed(ClientId { slot: slot as u32, gen: c.gen });
+            h.closed(ClientId {
+                slot: slot as u32,
+                gen: c.gen,
+            });
         }
     }
 }

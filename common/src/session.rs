@@ -171,13 +171,20 @@ mod tests {
     fn frames_flow_and_replays_are_rejected() {
         let (mut a, mut b) = pair();
         let mut f0 = [0u8; 64];
-        let n0 = a.write(Kind::Ack, &Ack { ckpt: 1, epoch: 1 }, &mut f0).unwrap();
+        let n0 = a
+            .write(Kind::Ack, &Ack { ckpt: 1, epoch: 1 }, &mut f0)
+            .unwrap();
         let mut f1 = [0u8; 64];
-        let n1 = a.write(Kind::Ack, &Ack { ckpt: 2, epoch: 1 }, &mut f1).unwrap();
+        let n1 = a
+            .write(Kind::Ack, &Ack { ckpt: 2, epoch: 1 }, &mut f1)
+            .unwrap();
         b.open(&f0[..n0]).unwrap();
         assert_eq!(
             b.open(&f0[..n0]).unwrap_err(),
-            FrameError::Replay { expected: 1, got: 0 }
+            FrameError::Replay {
+                expected: 1,
+                got: 0
+            }
         );
         b.open(&f1[..n1]).unwrap();
     }
@@ -186,7 +193,9 @@ mod tests {
     fn reflected_and_cross_session_frames_fail_mac() {
         let (mut a, _b) = pair();
         let mut f = [0u8; 64];
-        let n = a.write(Kind::Ack, &Ack { ckpt: 1, epoch: 1 }, &mut f).unwrap();
+        let n = a
+            .write(Kind::Ack, &Ack { ckpt: 1, epoch: 1 }, &mut f)
+            .unwrap();
         // Reflected back at its sender: the receive key differs from the send key.
         let (mut a2, _) = pair();
         assert_eq!(a2.open(&f[..n]).unwrap_err(), FrameError::BadMac);
@@ -211,6 +220,9 @@ mod tests {
         let n = write_hello(&k, &h, &mut buf).unwrap();
         assert_eq!(open_hello(&k, &buf[..n]).unwrap(), h);
         let other = ClusterKey::from_bytes([6; 32]);
-        assert_eq!(open_hello(&other, &buf[..n]).unwrap_err(), FrameError::BadMac);
+        assert_eq!(
+            open_hello(&other, &buf[..n]).unwrap_err(),
+            FrameError::BadMac
+        );
     }
 }

@@ -22,7 +22,12 @@ impl std::fmt::Debug for Histogram {
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram { counts: Box::new([0; BUCKETS]), n: 0, max: 0, sum: 0 }
+        Histogram {
+            counts: Box::new([0; BUCKETS]),
+            n: 0,
+            max: 0,
+            sum: 0,
+        }
     }
 }
 

@@ -30,7 +30,7 @@ impl Nanos {
     }
 
     /// `self + d`, saturating.
-    pub fn add(self, d: Duration) -> Nanos {
+    pub fn plus(self, d: Duration) -> Nanos {
         Nanos(self.0.saturating_add(Nanos::from_duration(d).0))
     }
 
@@ -83,7 +83,13 @@ mod tests {
     #[test]
     fn arithmetic_saturates() {
         assert_eq!(Nanos(5).since(Nanos(9)), Duration::ZERO);
-        assert_eq!(Nanos(u64::MAX).add(Duration::from_secs(1)), Nanos(u64::MAX));
-        assert_eq!(Nanos::from_millis(25).as_duration(), Duration::from_millis(25));
+        assert_eq!(
+            Nanos(u64::MAX).plus(Duration::from_secs(1)),
+            Nanos(u64::MAX)
+        );
+        assert_eq!(
+            Nanos::from_millis(25).as_duration(),
+            Duration::from_millis(25)
+        );
     }
 }

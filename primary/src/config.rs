@@ -9,21 +9,102 @@ use hsb_common::PAGE_SIZE;
 
 /// Every key hsb-primary accepts.
 pub static SCHEMA: &[KeySpec] = &[
-    KeySpec { key: "node", kind: ValueKind::Str, default: Some("primary"), help: "this node's name, for logs and peers" },
-    KeySpec { key: "backend", kind: ValueKind::Choice(&["model", "xen"]), default: Some("model"), help: "domain backend: `model` (the hypervisor test double) or `xen`" },
-    KeySpec { key: "cluster_key", kind: ValueKind::Path, default: None, help: "pre-shared cluster key file (mode 0600, from `hsb-primary keygen`)" },
-    KeySpec { key: "standby", kind: ValueKind::Addr, default: None, help: "the standby's replication address" },
-    KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/primary.sock"), help: "control socket for `hsb-primary status`" },
-    KeySpec { key: "epoch_period", kind: ValueKind::Duration, default: Some("25ms"), help: "checkpoint period (a period, not a sleep after each commit)" },
-    KeySpec { key: "max_unacked", kind: ValueKind::Int { min: 1, max: 16 }, default: Some("4"), help: "checkpoints sent but not yet acknowledged before epochs stretch" },
-    KeySpec { key: "output_limit", kind: ValueKind::Size, default: Some("8MiB"), help: "output held under commit before the service stops reading requests" },
-    KeySpec { key: "reconnect_interval", kind: ValueKind::Duration, default: Some("200ms"), help: "first retry delay after the standby connection fails (doubles up to 5s)" },
-    KeySpec { key: "stats_interval", kind: ValueKind::Duration, default: Some("5s"), help: "how often a summary line is logged (0s: never)" },
-    KeySpec { key: "max_clients", kind: ValueKind::Int { min: 1, max: 4096 }, default: Some("256"), help: "model service: most client connections" },
-    KeySpec { key: "model.memory", kind: ValueKind::Size, default: Some("64MiB"), help: "model domain memory" },
-    KeySpec { key: "model.service", kind: ValueKind::Addr, default: Some("127.0.0.1:7000"), help: "model domain's TCP service address" },
-    KeySpec { key: "model.dirty_rate", kind: ValueKind::Int { min: 0, max: 100_000_000 }, default: Some("2000"), help: "model workload: pages written per second" },
-    KeySpec { key: "model.seed", kind: ValueKind::Int { min: 0, max: u64::MAX }, default: Some("1"), help: "model workload seed" },
+    KeySpec {
+        key: "node",
+        kind: ValueKind::Str,
+        default: Some("primary"),
+        help: "this node's name, for logs and peers",
+    },
+    KeySpec {
+        key: "backend",
+        kind: ValueKind::Choice(&["model", "xen"]),
+        default: Some("model"),
+        help: "domain backend: `model` (the hypervisor test double) or `xen`",
+    },
+    KeySpec {
+        key: "cluster_key",
+        kind: ValueKind::Path,
+        default: None,
+        help: "pre-shared cluster key file (mode 0600, from `hsb-primary keygen`)",
+    },
+    KeySpec {
+        key: "standby",
+        kind: ValueKind::Addr,
+        default: None,
+        help: "the standby's replication address",
+    },
+    KeySpec {
+        key: "control",
+        kind: ValueKind::Path,
+        default: Some("/run/hsb/primary.sock"),
+        help: "control socket for `hsb-primary status`",
+    },
+    KeySpec {
+        key: "epoch_period",
+        kind: ValueKind::Duration,
+        default: Some("25ms"),
+        help: "checkpoint period (a period, not a sleep after each commit)",
+    },
+    KeySpec {
+        key: "max_unacked",
+        kind: ValueKind::Int { min: 1, max: 16 },
+        default: Some("4"),
+        help: "checkpoints sent but not yet acknowledged before epochs stretch",
+    },
+    KeySpec {
+        key: "output_limit",
+        kind: ValueKind::Size,
+        default: Some("8MiB"),
+        help: "output held under commit before the service stops reading requests",
+    },
+    KeySpec {
+        key: "reconnect_interval",
+        kind: ValueKind::Duration,
+        default: Some("200ms"),
+        help: "first retry delay after the standby connection fails (doubles up to 5s)",
+    },
+    KeySpec {
+        key: "stats_interval",
+        kind: ValueKind::Duration,
+        default: Some("5s"),
+        help: "how often a summary line is logged (0s: never)",
+    },
+    KeySpec {
+        key: "max_clients",
+        kind: ValueKind::Int { min: 1, max: 4096 },
+        default: Some("256"),
+        help: "model service: most client connections",
+    },
+    KeySpec {
+        key: "model.memory",
+        kind: ValueKind::Size,
+        default: Some("64MiB"),
+        help: "model domain memory",
+    },
+    KeySpec {
+        key: "model.service",
+        kind: ValueKind::Addr,
+        default: Some("127.0.0.1:7000"),
+        help: "model domain's TCP service address",
+    },
+    KeySpec {
+        key: "model.dirty_rate",
+        kind: ValueKind::Int {
+            min: 0,
+            max: 100_000_000,
+        },
+        default: Some("2000"),
+        help: "model workload: pages written per second",
+    },
+    KeySpec {
+        key: "model.seed",
+        kind: ValueKind::Int {
+            min: 0,
+            max: u64::MAX,
+        },
+        default: Some("1"),
+        help: "model workload seed",
+    },
 ];
 
 /// Typed settings.
@@ -54,8 +135,14 @@ impl Settings {
             ));
         }
         let mem = c.size("model.memory")?;
-        if mem % PAGE_SIZE as u64 != 0 || mem < (hsb_common::model::MIN_PAGES * PAGE_SIZE as u64) || mem > (64u64 << 30) {
-            return Err(c.error_at("model.memory", "expected a multiple of 4KiB between 264KiB and 64GiB"));
+        if mem % PAGE_SIZE as u64 != 0
+            || mem < (hsb_common::model::MIN_PAGES * PAGE_SIZE as u64)
+            || mem > (64u64 << 30)
+        {
+            return Err(c.error_at(
+                "model.memory",
+                "expected a multiple of 4KiB between 264KiB and 64GiB",
+            ));
         }
         let epoch_period = c.duration("epoch_period")?;
         if epoch_period < Duration::from_millis(1) {

@@ -72,7 +72,10 @@ fn main() -> ExitCode {
         Some("run") => run(&args),
         Some("check") => match load(&args) {
             Ok((s, _)) => {
-                println!("configuration ok: standby {}, epoch {:?}, model {} pages", s.standby, s.epoch_period, s.model_pages);
+                println!(
+                    "configuration ok: standby {}, epoch {:?}, model {} pages",
+                    s.standby, s.epoch_period, s.model_pages
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
@@ -81,7 +84,10 @@ fn main() -> ExitCode {
         Some("keygen") => match args.rest.first().or(None).map(PathBuf::from) {
             Some(p) => match ClusterKey::generate(&p) {
                 Ok(_) => {
-                    println!("wrote a new cluster key to {} (mode 0600); copy it to every hsb node", p.display());
+                    println!(
+                        "wrote a new cluster key to {} (mode 0600); copy it to every hsb node",
+                        p.display()
+                    );
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e.to_string()),
@@ -109,7 +115,8 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
-    let cfg = Config::load(SCHEMA, args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
+    let cfg =
+        Config::load(SCHEMA, args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let key = ClusterKey::load(&s.cluster_key).map_err(|e| e.to_string())?;
     Ok((s, key))
@@ -127,7 +134,11 @@ fn status(args: &Args) -> ExitCode {
             Err(e) => return fail(&e.to_string()),
         },
     };
-    let cmd = if args.rest.is_empty() { "status".to_string() } else { args.rest.join(" ") };
+    let cmd = if args.rest.is_empty() {
+        "status".to_string()
+    } else {
+        args.rest.join(" ")
+    };
     match ctl::request(&path, &cmd, Duration::from_secs(5)) {
         Ok(out) => {
             print!("{out}");
@@ -244,13 +255,17 @@ impl Primary {
         let staging = Staging::new(s.model_pages);
         let service = Service::bind(s.service, poll.registry(), SERVICE_BASE, s.max_clients)
             .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", s.service)))?;
-        let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE)
-            .map_err(|e| io::Error::new(e.kind(), format!("control socket {}: {e}", s.control.display())))?;
+        let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("control socket {}: {e}", s.control.display()),
+            )
+        })?;
         log::info!(
             "node {} (model backend: the hypervisor test double): {} pages ({} MiB), workload {} pages/s, service on {}",
             s.node,
             s.model_pages,
-            s.model_pages * 4096 >> 20,
+            (s.model_pages * 4096) >> 20,
             s.dirty_rate,
             service.addr()
         );
@@ -264,8 +279,8 @@ impl Primary {
         let now = clock.now();
         Ok(Primary {
             output: OutputCommit::new(s.output_limit, 1),
-            next_epoch: now.add(s.epoch_period),
-            next_stats: now.add(s.stats_interval),
+            next_epoch: now.plus(s.epoch_period),
+            next_stats: now.plus(s.stats_interval),
             backoff: s.reconnect_interval,
             reconnect_at: Some(now),
             s,
@@ -311,14 +326,19 @@ impl Primary {
                 if t == REPL {
                     self.on_repl(now);
                 } else if self.ctl.owns(t) {
-                    let text = self.status_text(now);
-                    let registry = self.poll.registry();
-                    self.ctl.on_event(registry, t, |cmd| match cmd {
-                        "status" | "" => text.clone(),
-                        other => format!("error: unknown command '{other}'; try: status\n"),
-                    });
+                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t) {
+                        let text = match cmd.as_str() {
+                            "status" | "" => self.status_text(now),
+                            other => format!("error: unknown command '{other}'; try: status\n"),
+                        };
+                        self.ctl.answer(self.poll.registry(), conn, &text);
+                    }
                 } else if self.service.owns(t) {
-                    let mut h = Requests { dom: &mut self.dom, output: &mut self.output, requests: &mut self.stats.requests };
+                    let mut h = Requests {
+                        dom: &mut self.dom,
+                        output: &mut self.output,
+                        requests: &mut self.stats.requests,
+                    };
                     self.service.on_event(self.poll.registry(), t, &mut h);
                 }
             }
@@ -331,7 +351,7 @@ impl Primary {
             }
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 self.log_stats(now);
-                self.next_stats = now.add(self.s.stats_interval);
+                self.next_stats = now.plus(self.s.stats_interval);
             }
         }
     }
@@ -346,7 +366,11 @@ impl Primary {
         }
         match TcpStream::connect(self.s.standby) {
             Ok(mut stream) => {
-                if let Err(e) = self.poll.registry().register(&mut stream, REPL, Interest::READABLE | Interest::WRITABLE) {
+                if let Err(e) = self.poll.registry().register(
+                    &mut stream,
+                    REPL,
+                    Interest::READABLE | Interest::WRITABLE,
+                ) {
                     log::error!("cannot register the standby connection: {e}");
                     self.retry_later(now);
                     return;
@@ -369,7 +393,7 @@ impl Primary {
     }
 
     fn retry_later(&mut self, now: Nanos) {
-        self.reconnect_at = Some(now.add(self.backoff));
+        self.reconnect_at = Some(now.plus(self.backoff));
         self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
     }
 
@@ -402,7 +426,9 @@ impl Primary {
         if r.phase == Phase::Connecting {
             match r.stream.take_error() {
                 Ok(None) => {}
-                Ok(Some(e)) | Err(e) => return self.lose_standby(now, &format!("connect failed: {e}")),
+                Ok(Some(e)) | Err(e) => {
+                    return self.lose_standby(now, &format!("connect failed: {e}"))
+                }
             }
             match r.stream.peer_addr() {
                 Ok(_) => {}
@@ -463,7 +489,9 @@ impl Primary {
     }
 
     fn on_frame(&mut self, now: Nanos, kind: Kind, frame: &[u8]) -> Result<(), FrameError> {
-        let Some(r) = self.repl.as_mut() else { return Ok(()) };
+        let Some(r) = self.repl.as_mut() else {
+            return Ok(());
+        };
         let body = &frame[hsb_common::frame::HEADER_LEN..];
         match (r.phase, kind) {
             (Phase::AwaitHello, Kind::Hello) => {
@@ -471,7 +499,10 @@ impl Primary {
                 let mut sess = Session::new(&self.key, &r.nonce, &h.nonce, Side::Initiator);
                 sess.open(frame)?;
                 if h.role != Role::Standby {
-                    return Err(FrameError::Body { kind, why: "peer is not a standby" });
+                    return Err(FrameError::Body {
+                        kind,
+                        why: "peer is not a standby",
+                    });
                 }
                 r.session = Some(sess);
                 r.phase = Phase::Streaming;
@@ -488,7 +519,10 @@ impl Primary {
                 Ok(())
             }
             (Phase::Streaming, Kind::Ack) => {
-                let sess = r.session.as_mut().ok_or(FrameError::Unexpected { kind, state: "no session" })?;
+                let sess = r.session.as_mut().ok_or(FrameError::Unexpected {
+                    kind,
+                    state: "no session",
+                })?;
                 sess.open(frame)?;
                 let a: Ack = msg::decode(kind, body)?;
                 match self.unacked.front() {
@@ -499,7 +533,10 @@ impl Primary {
                         self.release(n);
                         Ok(())
                     }
-                    _ => Err(FrameError::Body { kind, why: "ack for a checkpoint not awaiting one" }),
+                    _ => Err(FrameError::Body {
+                        kind,
+                        why: "ack for a checkpoint not awaiting one",
+                    }),
                 }
             }
             (Phase::Streaming, Kind::Refuse) => {
@@ -508,7 +545,10 @@ impl Primary {
                 }
                 let rf: Refuse = msg::decode(kind, body)?;
                 log::error!("standby {} refused replication: {}", r.peer, rf.reason);
-                Err(FrameError::Unexpected { kind, state: "refused by the standby" })
+                Err(FrameError::Unexpected {
+                    kind,
+                    state: "refused by the standby",
+                })
             }
             (phase, kind) => Err(FrameError::Unexpected {
                 kind,
@@ -526,7 +566,11 @@ impl Primary {
         let mut out = Vec::new();
         self.output.release(ckpt, |h| out.push(h));
         let registry = self.poll.registry();
-        let mut h = Requests { dom: &mut self.dom, output: &mut self.output, requests: &mut self.stats.requests };
+        let mut h = Requests {
+            dom: &mut self.dom,
+            output: &mut self.output,
+            requests: &mut self.stats.requests,
+        };
         for held in out {
             self.service.send(registry, held.client, &held.data, &mut h);
         }
@@ -536,11 +580,14 @@ impl Primary {
 
     fn epoch_tick(&mut self, now: Nanos) {
         // Next deadline on the fixed schedule; skip ticks we are too late for.
-        self.next_epoch = self.next_epoch.add(self.s.epoch_period);
+        self.next_epoch = self.next_epoch.plus(self.s.epoch_period);
         if self.next_epoch <= now {
-            self.next_epoch = now.add(self.s.epoch_period);
+            self.next_epoch = now.plus(self.s.epoch_period);
         }
-        let streaming = self.repl.as_ref().is_some_and(|r| r.phase == Phase::Streaming);
+        let streaming = self
+            .repl
+            .as_ref()
+            .is_some_and(|r| r.phase == Phase::Streaming);
         if !streaming {
             return;
         }
@@ -573,7 +620,9 @@ impl Primary {
                 return self.lose_standby(now, "capture failed");
             }
         };
-        let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else { return };
+        let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else {
+            return;
+        };
         let len = match self.staging.seal(sess) {
             Ok(n) => n,
             Err(e) => {
@@ -591,9 +640,19 @@ impl Primary {
         self.stats.window_bytes += len as u64;
         if full {
             self.stats.full_syncs += 1;
-            log::info!("checkpoint {ckpt}: full synchronisation, {} pages, {} KiB, pause {} ms", st.pages, len >> 10, ms(pause));
+            log::info!(
+                "checkpoint {ckpt}: full synchronisation, {} pages, {} KiB, pause {} ms",
+                st.pages,
+                len >> 10,
+                ms(pause)
+            );
         } else {
-            log::debug!("checkpoint {ckpt}: {} pages, {} bytes, pause {} ms", st.pages, len, ms(pause));
+            log::debug!(
+                "checkpoint {ckpt}: {} pages, {} bytes, pause {} ms",
+                st.pages,
+                len,
+                ms(pause)
+            );
         }
         self.need_full = false;
         self.next_ckpt += 1;
@@ -603,7 +662,9 @@ impl Primary {
     }
 
     fn send_staged(&mut self, now: Nanos) {
-        let (Some(pos), Some(r)) = (self.sending.as_mut(), self.repl.as_mut()) else { return };
+        let (Some(pos), Some(r)) = (self.sending.as_mut(), self.repl.as_mut()) else {
+            return;
+        };
         match write_some(&mut r.stream, self.staging.bytes(), pos) {
             Ok(true) => self.sending = None,
             Ok(false) => {}

@@ -9,17 +9,75 @@ use hsb_common::PAGE_SIZE;
 
 /// Every key hsb-standby accepts.
 pub static SCHEMA: &[KeySpec] = &[
-    KeySpec { key: "node", kind: ValueKind::Str, default: Some("standby"), help: "this node's name, for logs and peers" },
-    KeySpec { key: "backend", kind: ValueKind::Choice(&["model", "xen"]), default: Some("model"), help: "domain backend: `model` (the hypervisor test double) or `xen`" },
-    KeySpec { key: "cluster_key", kind: ValueKind::Path, default: None, help: "pre-shared cluster key file (mode 0600)" },
-    KeySpec { key: "listen", kind: ValueKind::Addr, default: None, help: "replication address the primary connects to" },
-    KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/standby.sock"), help: "control socket for `hsb-standby status` and `activate`" },
-    KeySpec { key: "frame_max", kind: ValueKind::Size, default: Some("1MiB"), help: "largest frame body accepted (at least 264KiB, at most 1MiB)" },
-    KeySpec { key: "stats_interval", kind: ValueKind::Duration, default: Some("5s"), help: "how often a summary line is logged (0s: never)" },
-    KeySpec { key: "max_clients", kind: ValueKind::Int { min: 1, max: 4096 }, default: Some("256"), help: "model service after activation: most client connections" },
-    KeySpec { key: "model.memory", kind: ValueKind::Size, default: Some("64MiB"), help: "model domain memory (must match the primary)" },
-    KeySpec { key: "model.service", kind: ValueKind::Addr, default: Some("127.0.0.1:7001"), help: "where the activated replica serves the model service" },
-    KeySpec { key: "model.dirty_rate", kind: ValueKind::Int { min: 0, max: 100_000_000 }, default: Some("2000"), help: "model workload after activation: pages written per second" },
+    KeySpec {
+        key: "node",
+        kind: ValueKind::Str,
+        default: Some("standby"),
+        help: "this node's name, for logs and peers",
+    },
+    KeySpec {
+        key: "backend",
+        kind: ValueKind::Choice(&["model", "xen"]),
+        default: Some("model"),
+        help: "domain backend: `model` (the hypervisor test double) or `xen`",
+    },
+    KeySpec {
+        key: "cluster_key",
+        kind: ValueKind::Path,
+        default: None,
+        help: "pre-shared cluster key file (mode 0600)",
+    },
+    KeySpec {
+        key: "listen",
+        kind: ValueKind::Addr,
+        default: None,
+        help: "replication address the primary connects to",
+    },
+    KeySpec {
+        key: "control",
+        kind: ValueKind::Path,
+        default: Some("/run/hsb/standby.sock"),
+        help: "control socket for `hsb-standby status` and `activate`",
+    },
+    KeySpec {
+        key: "frame_max",
+        kind: ValueKind::Size,
+        default: Some("1MiB"),
+        help: "largest frame body accepted (at least 264KiB, at most 1MiB)",
+    },
+    KeySpec {
+        key: "stats_interval",
+        kind: ValueKind::Duration,
+        default: Some("5s"),
+        help: "how often a summary line is logged (0s: never)",
+    },
+    KeySpec {
+        key: "max_clients",
+        kind: ValueKind::Int { min: 1, max: 4096 },
+        default: Some("256"),
+        help: "model service after activation: most client connections",
+    },
+    KeySpec {
+        key: "model.memory",
+        kind: ValueKind::Size,
+        default: Some("64MiB"),
+        help: "model domain memory (must match the primary)",
+    },
+    KeySpec {
+        key: "model.service",
+        kind: ValueKind::Addr,
+        default: Some("127.0.0.1:7001"),
+        help: "where the activated replica serves the model service",
+    },
+    KeySpec {
+        key: "model.dirty_rate",
+        kind: ValueKind::Int {
+            min: 0,
+            max: 100_000_000,
+        },
+        default: Some("2000"),
+        help: "model workload after activation: pages written per second",
+    },
 ];
 
 /// Typed settings.
@@ -40,16 +98,32 @@ pub struct Settings {
 impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
         if c.str("backend")? == "xen" {
-            return Err(c.error_at("backend", "the xen backend is not available in this build yet; use `model`"));
+            return Err(c.error_at(
+                "backend",
+                "the xen backend is not available in this build yet; use `model`",
+            ));
         }
         let mem = c.size("model.memory")?;
-        if mem % PAGE_SIZE as u64 != 0 || mem < (hsb_common::model::MIN_PAGES * PAGE_SIZE as u64) || mem > (64u64 << 30) {
-            return Err(c.error_at("model.memory", "expected a multiple of 4KiB between 264KiB and 64GiB"));
+        if mem % PAGE_SIZE as u64 != 0
+            || mem < (hsb_common::model::MIN_PAGES * PAGE_SIZE as u64)
+            || mem > (64u64 << 30)
+        {
+            return Err(c.error_at(
+                "model.memory",
+                "expected a multiple of 4KiB between 264KiB and 64GiB",
+            ));
         }
         let frame_max = c.size("frame_max")? as usize;
-        let min = hsb_common::frame::HEADER_LEN + 700 + hsb_common::msg::PAGES_PER_FRAME * PAGE_SIZE;
+        let min =
+            hsb_common::frame::HEADER_LEN + 700 + hsb_common::msg::PAGES_PER_FRAME * PAGE_SIZE;
         if frame_max < min || frame_max > hsb_common::frame::MAX_BODY_LEN {
-            return Err(c.error_at("frame_max", &format!("expected between {min} and {} bytes", hsb_common::frame::MAX_BODY_LEN)));
+            return Err(c.error_at(
+                "frame_max",
+                &format!(
+                    "expected between {min} and {} bytes",
+                    hsb_common::frame::MAX_BODY_LEN
+                ),
+            ));
         }
         Ok(Settings {
             node: c.str("node")?,

@@ -71,14 +71,24 @@ fn main() -> ExitCode {
         Some("run") => run(&args),
         Some("check") => match load(&args) {
             Ok((s, _)) => {
-                println!("configuration ok: listening on {}, model {} pages", s.listen, s.model_pages);
+                println!(
+                    "configuration ok: listening on {}, model {} pages",
+                    s.listen, s.model_pages
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => fail(&e),
         },
         Some("status") => control(&args, "status"),
         Some("digest") => control(&args, "digest"),
-        Some("activate") => control(&args, if args.flag("force") { "activate --force" } else { "activate" }),
+        Some("activate") => control(
+            &args,
+            if args.flag("force") {
+                "activate --force"
+            } else {
+                "activate"
+            },
+        ),
         Some("config-reference") => {
             print!("{}", reference_markdown(SCHEMA));
             ExitCode::SUCCESS
@@ -100,7 +110,8 @@ fn fail(msg: &str) -> ExitCode {
 }
 
 fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
-    let cfg = Config::load(SCHEMA, args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
+    let cfg =
+        Config::load(SCHEMA, args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let key = ClusterKey::load(&s.cluster_key).map_err(|e| e.to_string())?;
     Ok((s, key))
@@ -212,24 +223,30 @@ impl Handler for Direct<'_> {
 impl Standby {
     fn new(s: Settings, key: ClusterKey) -> io::Result<Standby> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(s.listen)
-            .map_err(|e| io::Error::new(e.kind(), format!("replication address {}: {e}", s.listen)))?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE)
-            .map_err(|e| io::Error::new(e.kind(), format!("control socket {}: {e}", s.control.display())))?;
+        let mut listener = TcpListener::bind(s.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("replication address {}: {e}", s.listen))
+        })?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("control socket {}: {e}", s.control.display()),
+            )
+        })?;
         let receiver = Receiver::new(s.model_pages);
         log::info!(
             "node {} (model backend: the hypervisor test double): replica of {} pages ({} MiB), staging {} MiB allocated; waiting for the primary on {}",
             s.node,
             s.model_pages,
-            s.model_pages * 4096 >> 20,
+            (s.model_pages * 4096) >> 20,
             receiver.capacity() >> 20,
             s.listen
         );
         let clock = Clock::new();
         Ok(Standby {
             replica: ModelDomain::blank(s.model_pages),
-            next_stats: clock.now().add(s.stats_interval),
+            next_stats: clock.now().plus(s.stats_interval),
             receiver,
             s,
             key,
@@ -255,7 +272,11 @@ impl Standby {
             } else {
                 Duration::from_secs(60)
             };
-            let timeout = if self.activated.is_some() { timeout.min(Duration::from_millis(25)) } else { timeout };
+            let timeout = if self.activated.is_some() {
+                timeout.min(Duration::from_millis(25))
+            } else {
+                timeout
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -272,33 +293,16 @@ impl Standby {
                 } else if (CONN_BASE..CONN_BASE + CONN_SLOTS).contains(&t.0) {
                     self.on_conn(now, t.0 - CONN_BASE);
                 } else if self.ctl.owns(t) {
-                    let mut cmd_seen = None;
-                    let text = self.status_text(now);
-                    let digest = self.replica.digest();
-                    let applied = self.receiver.applied();
-                    let registry = self.poll.registry();
-                    let activated = self.activated;
-                    self.ctl.on_event(registry, t, |cmd| match cmd {
-                        "status" | "" => text.clone(),
-                        "digest" => format!("applied_checkpoint {}\ndigest {digest:08x}\n", applied.map_or("none".into(), |a| a.to_string())),
-                        "activate" | "activate --force" => {
-                            cmd_seen = Some(cmd.to_string());
-                            match (activated, applied) {
-                                (Some(n), _) => format!("already active since checkpoint {n}\n"),
-                                (None, None) => "error: nothing to activate: no checkpoint has been applied yet\n".to_string(),
-                                (None, Some(n)) => format!("activated: the replica at checkpoint {n} is now serving\n"),
-                            }
-                        }
-                        other => format!("error: unknown command '{other}'; try: status, digest, activate\n"),
-                    });
-                    if cmd_seen.is_some() && self.activated.is_none() {
-                        if let Err(e) = self.activate(now) {
-                            log::error!("activation failed: {e}");
-                        }
+                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t) {
+                        let text = self.command(now, &cmd);
+                        self.ctl.answer(self.poll.registry(), conn, &text);
                     }
                 } else if let Some(svc) = self.service.as_mut() {
                     if svc.owns(t) {
-                        let mut h = Direct { dom: &mut self.replica, requests: &mut self.stats.requests };
+                        let mut h = Direct {
+                            dom: &mut self.replica,
+                            requests: &mut self.stats.requests,
+                        };
                         svc.on_event(self.poll.registry(), t, &mut h);
                     }
                 }
@@ -306,8 +310,41 @@ impl Standby {
             let now = self.clock.now();
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 self.log_stats(now);
-                self.next_stats = now.add(self.s.stats_interval);
+                self.next_stats = now.plus(self.s.stats_interval);
             }
+        }
+    }
+
+    /// Execute a control command and return its answer.
+    fn command(&mut self, now: Nanos, cmd: &str) -> String {
+        match cmd {
+            "status" | "" => self.status_text(now),
+            "digest" => format!(
+                "applied_checkpoint {}\ndigest {:08x}\n",
+                self.receiver
+                    .applied()
+                    .map_or("none".into(), |a| a.to_string()),
+                self.replica.digest()
+            ),
+            "activate" | "activate --force" => match (self.activated, self.receiver.applied()) {
+                (Some(n), _) => format!("already active since checkpoint {n}\n"),
+                (None, None) => {
+                    "error: nothing to activate: no checkpoint has been applied yet\n".to_string()
+                }
+                (None, Some(n)) => match self.activate(now) {
+                    Ok(()) => format!(
+                        "activated: the replica at checkpoint {n} is now serving on {}\n",
+                        self.service
+                            .as_ref()
+                            .map_or("?".into(), |s| s.addr().to_string())
+                    ),
+                    Err(e) => {
+                        log::error!("activation failed: {e}");
+                        format!("error: activation failed: {e}\n")
+                    }
+                },
+            },
+            other => format!("error: unknown command '{other}'; try: status, digest, activate\n"),
         }
     }
 
@@ -317,7 +354,9 @@ impl Standby {
                 Ok((mut stream, peer)) => {
                     // Prefer a free slot; otherwise replace a connection that never authenticated.
                     let slot = self.conns.iter().position(Option::is_none).or_else(|| {
-                        self.conns.iter().position(|c| c.as_ref().is_some_and(|c| !c.authenticated))
+                        self.conns
+                            .iter()
+                            .position(|c| c.as_ref().is_some_and(|c| !c.authenticated))
                     });
                     let Some(i) = slot else {
                         log::warn!("replication: refusing {peer}: a session is active and another is opening");
@@ -325,7 +364,11 @@ impl Standby {
                     };
                     self.close(i, "replaced by a newer connection");
                     let _ = stream.set_nodelay(true);
-                    if let Err(e) = self.poll.registry().register(&mut stream, Token(CONN_BASE + i), Interest::READABLE | Interest::WRITABLE) {
+                    if let Err(e) = self.poll.registry().register(
+                        &mut stream,
+                        Token(CONN_BASE + i),
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
                         log::warn!("replication: cannot register {peer}: {e}");
                         continue;
                     }
@@ -361,8 +404,14 @@ impl Standby {
                     "replication from {} ({}) ended: {why}; replica stays at checkpoint {}{}",
                     c.peer,
                     c.node,
-                    self.receiver.applied().map_or("none".into(), |a| a.to_string()),
-                    if staged { " (partial checkpoint discarded)" } else { "" }
+                    self.receiver
+                        .applied()
+                        .map_or("none".into(), |a| a.to_string()),
+                    if staged {
+                        " (partial checkpoint discarded)"
+                    } else {
+                        ""
+                    }
                 );
             } else {
                 log::info!("replication: connection from {} closed: {why}", c.peer);
@@ -372,7 +421,9 @@ impl Standby {
 
     fn on_conn(&mut self, now: Nanos, i: usize) {
         loop {
-            let Some(c) = self.conns[i].as_mut() else { return };
+            let Some(c) = self.conns[i].as_mut() else {
+                return;
+            };
             if let Err(e) = c.out.flush(&mut c.stream) {
                 return self.close(i, &format!("write failed: {e}"));
             }
@@ -389,7 +440,9 @@ impl Standby {
                 Err(e) => return self.close(i, &format!("read failed: {e}")),
             }
             loop {
-                let Some(c) = self.conns[i].as_mut() else { return };
+                let Some(c) = self.conns[i].as_mut() else {
+                    return;
+                };
                 let (kind, frame) = match c.reader.next_frame() {
                     Ok(Some((h, f))) => (h.kind, f.to_vec()),
                     Ok(None) => break,
@@ -406,18 +459,35 @@ impl Standby {
         if let Some(k) = FrameError::COUNTERS.iter().position(|c| *c == e.counter()) {
             self.stats.frame_errors[k] += 1;
         }
-        let peer = self.conns[i].as_ref().map(|c| c.peer.to_string()).unwrap_or_default();
-        log::warn!("replication: bad frame from {peer} ({}): {e}; dropping the connection", e.counter());
+        let peer = self.conns[i]
+            .as_ref()
+            .map(|c| c.peer.to_string())
+            .unwrap_or_default();
+        log::warn!(
+            "replication: bad frame from {peer} ({}): {e}; dropping the connection",
+            e.counter()
+        );
         self.close(i, &format!("bad frame: {e}"));
     }
 
-    fn on_frame(&mut self, now: Nanos, i: usize, kind: Kind, frame: &[u8]) -> Result<(), FrameError> {
-        let Some(c) = self.conns[i].as_mut() else { return Ok(()) };
+    fn on_frame(
+        &mut self,
+        now: Nanos,
+        i: usize,
+        kind: Kind,
+        frame: &[u8],
+    ) -> Result<(), FrameError> {
+        let Some(c) = self.conns[i].as_mut() else {
+            return Ok(());
+        };
         let Some(sess) = c.session.as_mut() else {
             // First frame: the primary's Hello, under the hello key.
             let h = session::open_hello(&self.key, frame)?;
             let mut nonce = [0u8; 16];
-            hsb_common::rng::os_random(&mut nonce).map_err(|_| FrameError::Body { kind, why: "no randomness for a nonce" })?;
+            hsb_common::rng::os_random(&mut nonce).map_err(|_| FrameError::Body {
+                kind,
+                why: "no randomness for a nonce",
+            })?;
             let mut sess = Session::new(&self.key, &h.nonce, &nonce, Side::Responder);
             let mine = Hello {
                 role: Role::Standby,
@@ -428,7 +498,12 @@ impl Standby {
                 last_ckpt: self.receiver.applied().unwrap_or(0),
             };
             let mut buf = [0u8; 512];
-            let n = sess.write(Kind::Hello, &mine, &mut buf).map_err(|_| FrameError::Body { kind, why: "cannot encode" })?;
+            let n = sess
+                .write(Kind::Hello, &mine, &mut buf)
+                .map_err(|_| FrameError::Body {
+                    kind,
+                    why: "cannot encode",
+                })?;
             c.out.push(&buf[..n]);
             c.node = h.node.to_string();
             let refuse = if h.role != Role::Primary {
@@ -439,13 +514,27 @@ impl Standby {
                     h.domain_pages, self.s.model_pages
                 ))
             } else {
-                self.activated.map(|n| format!("standby {} is active since checkpoint {n}; it takes no checkpoints", self.s.node))
+                self.activated.map(|n| {
+                    format!(
+                        "standby {} is active since checkpoint {n}; it takes no checkpoints",
+                        self.s.node
+                    )
+                })
             };
             if let Some(reason) = refuse {
                 log::warn!("replication: refusing {} ({}): {reason}", c.peer, c.node);
                 let n = sess
-                    .write(Kind::Refuse, &Refuse { reason: msg::reason(&reason) }, &mut buf)
-                    .map_err(|_| FrameError::Body { kind, why: "cannot encode" })?;
+                    .write(
+                        Kind::Refuse,
+                        &Refuse {
+                            reason: msg::reason(&reason),
+                        },
+                        &mut buf,
+                    )
+                    .map_err(|_| FrameError::Body {
+                        kind,
+                        why: "cannot encode",
+                    })?;
                 c.out.push(&buf[..n]);
                 c.closing = true;
             }
@@ -470,14 +559,22 @@ impl Standby {
             log::info!("replication: session with {peer} ({node}) authenticated; expecting a full synchronisation");
         }
         if self.current != Some(i) {
-            return Err(FrameError::Unexpected { kind, state: "not the current session" });
+            return Err(FrameError::Unexpected {
+                kind,
+                state: "not the current session",
+            });
         }
         let body = &frame[HEADER_LEN..];
-        let Some(done) = self.receiver.on_frame(kind, body, &hash)? else { return Ok(()) };
+        let Some(done) = self.receiver.on_frame(kind, body, &hash)? else {
+            return Ok(());
+        };
         let t0 = self.clock.now();
         let ckpt = self.receiver.apply(&mut self.replica).map_err(|e| {
             log::error!("applying checkpoint {} failed: {e}", done.ckpt);
-            FrameError::Body { kind, why: "apply failed" }
+            FrameError::Body {
+                kind,
+                why: "apply failed",
+            }
         })?;
         let took = self.clock.now().since(t0);
         self.stats.apply.record(took);
@@ -489,23 +586,46 @@ impl Standby {
         self.stats.last_applied_at = Some(now);
         if done.full {
             self.stats.full_syncs += 1;
-            log::info!("checkpoint {ckpt}: full synchronisation applied ({} pages) in {} ms", done.pages, ms(took));
+            log::info!(
+                "checkpoint {ckpt}: full synchronisation applied ({} pages) in {} ms",
+                done.pages,
+                ms(took)
+            );
         }
-        let Some(c) = self.conns[i].as_mut() else { return Ok(()) };
-        let Some(sess) = c.session.as_mut() else { return Ok(()) };
+        let Some(c) = self.conns[i].as_mut() else {
+            return Ok(());
+        };
+        let Some(sess) = c.session.as_mut() else {
+            return Ok(());
+        };
         let mut buf = [0u8; 128];
         let n = sess
-            .write(Kind::Ack, &Ack { ckpt, epoch: self.epoch }, &mut buf)
-            .map_err(|_| FrameError::Body { kind, why: "cannot encode" })?;
+            .write(
+                Kind::Ack,
+                &Ack {
+                    ckpt,
+                    epoch: self.epoch,
+                },
+                &mut buf,
+            )
+            .map_err(|_| FrameError::Body {
+                kind,
+                why: "cannot encode",
+            })?;
         if !c.out.push(&buf[..n]) {
-            return Err(FrameError::Unexpected { kind, state: "ack queue full: the primary does not read" });
+            return Err(FrameError::Unexpected {
+                kind,
+                state: "ack queue full: the primary does not read",
+            });
         }
         let _ = c.out.flush(&mut c.stream);
         Ok(())
     }
 
     fn activate(&mut self, now: Nanos) -> io::Result<()> {
-        let Some(ckpt) = self.receiver.applied() else { return Ok(()) };
+        let Some(ckpt) = self.receiver.applied() else {
+            return Ok(());
+        };
         for i in 0..CONN_SLOTS {
             self.close(i, "standby activated");
         }
@@ -514,8 +634,13 @@ impl Standby {
         self.replica.reset_clock();
         self.replica.set_rate(self.s.dirty_rate);
         self.replica.run(now);
-        let svc = Service::bind(self.s.service, self.poll.registry(), SERVICE_BASE, self.s.max_clients)
-            .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", self.s.service)))?;
+        let svc = Service::bind(
+            self.s.service,
+            self.poll.registry(),
+            SERVICE_BASE,
+            self.s.max_clients,
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", self.s.service)))?;
         log::warn!(
             "ACTIVATED by operator: replica at checkpoint {ckpt} (counter {}) now serves on {}; epoch {}",
             self.replica.counter(),
@@ -529,15 +654,23 @@ impl Standby {
     fn log_stats(&mut self, now: Nanos) {
         let secs = self.s.stats_interval.as_secs_f64().max(1e-9);
         if self.activated.is_some() {
-            log::info!("active: counter {}, {} requests served", self.replica.counter(), self.stats.requests);
+            log::info!(
+                "active: counter {}, {} requests served",
+                self.replica.counter(),
+                self.stats.requests
+            );
         } else {
             log::info!(
                 "{}: applied {} ({:.1} ckpt/s, {:.1} MiB/s); last {} ms ago; apply p99 {} ms",
                 self.state(),
-                self.receiver.applied().map_or("none".into(), |a| a.to_string()),
+                self.receiver
+                    .applied()
+                    .map_or("none".into(), |a| a.to_string()),
                 self.stats.window_applied as f64 / secs,
                 self.stats.window_bytes as f64 / secs / (1u64 << 20) as f64,
-                self.stats.last_applied_at.map_or("-".into(), |t| ms(now.since(t))),
+                self.stats
+                    .last_applied_at
+                    .map_or("-".into(), |t| ms(now.since(t))),
                 ms(self.stats.apply.quantile(0.99)),
             );
         }
@@ -564,21 +697,48 @@ impl Standby {
         kv("state", self.state().into());
         kv("epoch", self.epoch.to_string());
         kv("listen", self.s.listen.to_string());
-        let primary = self.current.and_then(|i| self.conns[i].as_ref()).map(|c| format!("{} ({})", c.peer, c.node));
+        let primary = self
+            .current
+            .and_then(|i| self.conns[i].as_ref())
+            .map(|c| format!("{} ({})", c.peer, c.node));
         kv("primary", primary.unwrap_or_else(|| "none".into()));
-        kv("applied_checkpoint", self.receiver.applied().map_or("none".into(), |a| a.to_string()));
-        kv("activated_at", self.activated.map_or("none".into(), |a| a.to_string()));
+        kv(
+            "applied_checkpoint",
+            self.receiver
+                .applied()
+                .map_or("none".into(), |a| a.to_string()),
+        );
+        kv(
+            "activated_at",
+            self.activated.map_or("none".into(), |a| a.to_string()),
+        );
         kv("checkpoints_applied", st.applied.to_string());
         kv("full_syncs", st.full_syncs.to_string());
         kv("sessions", st.sessions.to_string());
         kv("bytes_applied", st.bytes.to_string());
         kv("pages_applied", st.pages.to_string());
-        kv("last_applied_ms_ago", st.last_applied_at.map_or("none".into(), |t| ms(now.since(t))));
+        kv(
+            "last_applied_ms_ago",
+            st.last_applied_at
+                .map_or("none".into(), |t| ms(now.since(t))),
+        );
         kv("apply_ms_p99", ms(st.apply.quantile(0.99)));
-        kv("staging", if self.receiver.staging() { "in-progress".into() } else { "idle".into() });
+        kv(
+            "staging",
+            if self.receiver.staging() {
+                "in-progress".into()
+            } else {
+                "idle".into()
+            },
+        );
         kv("staging_bytes", self.receiver.capacity().to_string());
         kv("counter", self.replica.counter().to_string());
-        kv("service", self.service.as_ref().map_or("none".into(), |s| s.addr().to_string()));
+        kv(
+            "service",
+            self.service
+                .as_ref()
+                .map_or("none".into(), |s| s.addr().to_string()),
+        );
         kv("requests", st.requests.to_string());
         for (name, n) in FrameError::COUNTERS.iter().zip(st.frame_errors.iter()) {
             kv(&format!("frame_errors_{name}"), n.to_string());

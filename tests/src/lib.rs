@@ -1,1 +1,328 @@
+//! Test harness: real hsb daemons as child processes, talking over real loopback sockets.
+//!
+//! Binaries are taken from `HSB_BIN_DIR` if set (e.g. the static release build), otherwise from
+//! the cargo target directory of the running test (`just test` builds them first).
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub mod proxy;
+
+/// Path of an hsb binary.
+pub fn bin(name: &str) -> PathBuf {
+    if let Ok(dir) = std::env::var("HSB_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let p = dir.join(name);
+    assert!(p.exists(), "{} not found: build the daemons first (`cargo build --workspace --bins`, or run `just test`)", p.display());
+    p
+}
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!(
+            "hsb-{tag}-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::env::var_os("HSB_KEEP_TEST_DIRS").is_none() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A free loopback port (bound and released; fine for tests).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
+}
+
+/// A running daemon.
+pub struct Daemon {
+    pub name: String,
+    pub child: Option<Child>,
+    pub log: PathBuf,
+    pub control: PathBuf,
+}
+
+impl Daemon {
+    /// Start `binary run -c config` with stderr to `log`.
+    pub fn start(
+        binary: &str,
+        config: &Path,
+        control: &Path,
+        log: &Path,
+        extra: &[&str],
+    ) -> Daemon {
+        let err = std::fs::File::create(log).expect("log file");
+        let mut cmd = Command::new(bin(binary));
+        cmd.arg("run")
+            .arg("-c")
+            .arg(config)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err);
+        if std::env::var_os("HSB_LOG").is_none() {
+            cmd.env("HSB_LOG", "info");
+        }
+        let child = cmd.spawn().expect("spawn daemon");
+        Daemon {
+            name: binary.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+            control: control.to_path_buf(),
+        }
+    }
+
+    /// One control command's answer.
+    pub fn ctl(&self, cmd: &str) -> std::io::Result<String> {
+        hsb_common::ctl::request(&self.control, cmd, Duration::from_secs(5))
+    }
+
+    /// `status` as a map (empty if the daemon does not answer).
+    pub fn status(&self) -> HashMap<String, String> {
+        parse_status(&self.ctl("status").unwrap_or_default())
+    }
+
+    /// Wait until `pred` holds on the status, or panic with the log after `timeout`.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&HashMap<String, String>) -> bool,
+    ) -> HashMap<String, String> {
+        let t = Instant::now();
+        loop {
+            let s = self.status();
+            if !s.is_empty() && pred(&s) {
+                return s;
+            }
+            if t.elapsed() > timeout {
+                panic!(
+                    "{}: timed out waiting for {what}; last status {s:?}\n--- log ---\n{}",
+                    self.name,
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// kill -9.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Parse `key value` status lines.
+pub fn parse_status(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A number from a status map (0 if absent or not a number).
+pub fn num(s: &HashMap<String, String>, k: &str) -> u64 {
+    s.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// A primary and a standby on loopback with the model domain.
+pub struct Pair {
+    pub dir: TempDir,
+    pub primary: Daemon,
+    pub standby: Daemon,
+    pub primary_service: SocketAddr,
+    pub standby_service: SocketAddr,
+    pub repl: SocketAddr,
+}
+
+/// Options for [`Pair::start`].
+#[derive(Clone)]
+pub struct PairOpts {
+    pub memory: &'static str,
+    pub dirty_rate: u64,
+    pub epoch: &'static str,
+    /// Where the primary sends checkpoints (a proxy), if not straight to the standby.
+    pub primary_target: Option<SocketAddr>,
+    pub extra_primary: Vec<String>,
+}
+
+impl Default for PairOpts {
+    fn default() -> Self {
+        PairOpts {
+            memory: "8MiB",
+            dirty_rate: 2000,
+            epoch: "25ms",
+            primary_target: None,
+            extra_primary: vec![],
+        }
+    }
+}
+
+impl Pair {
+    /// Start a standby, then a primary, and wait for the first full synchronisation.
+    pub fn start(o: PairOpts) -> Pair {
+        let dir = TempDir::new("pair");
+        let key = dir.path("cluster.key");
+        hsb_common::key::ClusterKey::generate(&key).expect("key");
+        let repl = free_addr();
+        let (ps, ss) = (free_addr(), free_addr());
+        let standby_conf = dir.path("standby.conf");
+        std::fs::write(
+            &standby_conf,
+            format!(
+                "node = standby\ncluster_key = {}\nlisten = {repl}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ss}\nstats_interval = 1s\n",
+                key.display(),
+                dir.path("standby.sock").display(),
+                o.memory
+            ),
+        )
+        .expect("write config");
+        let standby = Daemon::start(
+            "hsb-standby",
+            &standby_conf,
+            &dir.path("standby.sock"),
+            &dir.path("standby.log"),
+            &[],
+        );
+        standby.wait_for("standby up", Duration::from_secs(10), |_| true);
+        let primary_conf = dir.path("primary.conf");
+        let mut text = format!(
+            "node = primary\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ps}\nmodel.dirty_rate = {}\nepoch_period = {}\nstats_interval = 1s\nreconnect_interval = 50ms\n",
+            key.display(),
+            o.primary_target.unwrap_or(repl),
+            dir.path("primary.sock").display(),
+            o.memory,
+            o.dirty_rate,
+            o.epoch
+        );
+        for l in &o.extra_primary {
+            text.push_str(l);
+            text.push('\n');
+        }
+        std::fs::write(&primary_conf, text).expect("write config");
+        let primary = Daemon::start(
+            "hsb-primary",
+            &primary_conf,
+            &dir.path("primary.sock"),
+            &dir.path("primary.log"),
+            &[],
+        );
+        primary.wait_for("first checkpoint acked", Duration::from_secs(30), |s| {
+            num(s, "acked_checkpoint") >= 1
+        });
+        Pair {
+            dir,
+            primary,
+            standby,
+            primary_service: ps,
+            standby_service: ss,
+            repl,
+        }
+    }
+
+    /// Both logs, for failure messages.
+    pub fn logs(&self) -> String {
+        format!(
+            "--- primary ---\n{}\n--- standby ---\n{}",
+            self.primary.log_text(),
+            self.standby.log_text()
+        )
+    }
+}
+
+/// A blocking line client of the model service.
+pub struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Client> {
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        s.set_nodelay(true)?;
+        Ok(Client {
+            reader: BufReader::new(s.try_clone()?),
+            writer: s,
+        })
+    }
+
+    /// Send a request; the reply line, or an error (timeout, closed).
+    pub fn request(&mut self, line: &str) -> std::io::Result<String> {
+        self.writer.write_all(format!("{line}\n").as_bytes())?;
+        self.read_line()
+    }
+
+    pub fn send_only(&mut self, line: &str) -> std::io::Result<()> {
+        self.writer.write_all(format!("{line}\n").as_bytes())
+    }
+
+    pub fn read_line(&mut self) -> std::io::Result<String> {
+        let mut l = String::new();
+        let n = self.reader.read_line(&mut l)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(l.trim_end().to_string())
+    }
+
+    pub fn set_timeout(&self, t: Duration) {
+        let _ = self.writer.set_read_timeout(Some(t));
+    }
+}
+
+/// Read a whole stream (used by proxy tests).
+pub fn drain(mut s: impl Read) -> Vec<u8> {
+    let mut v = Vec::new();
+    let _ = s.read_to_end(&mut v);
+    v
+}

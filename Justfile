@@ -1,0 +1,46 @@
+# hsb: client-oriented hot standby for Xen VMs. `just --list` shows every recipe.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+target := "x86_64-unknown-linux-gnu"
+
+# The whole test suite: format, lints, unit and integration tests.
+test: fmt-check clippy
+    cargo build --workspace --bins
+    cargo test --workspace
+
+# Primary, standby and a client on loopback with the model domain: checkpoints, a kill -9, activation.
+demo:
+    cargo build --release --workspace --bins
+    ./target/release/hsb-demo
+
+# Benchmarks (release build); results are printed as markdown for BENCHMARKS.md.
+bench:
+    cargo build --release --workspace --bins
+    ./target/release/hsb-bench
+
+# All three daemons as static binaries (glibc with crt-static; musl where that target is installed).
+static:
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target {{target}} -p hsb-primary -p hsb-standby -p hsb-witness
+    @for b in hsb-primary hsb-standby hsb-witness; do \
+        f=target/{{target}}/release/$b; \
+        if readelf -l "$f" | grep -q INTERP || readelf -d "$f" | grep -q NEEDED; then echo "$f is NOT static"; exit 1; fi; \
+        echo "$f: static ($(du -h $f | cut -f1))"; \
+    done
+
+# Static binaries, then the integration tests run against them.
+test-static: static
+    HSB_BIN_DIR=$PWD/target/{{target}}/release cargo test -p hsb-tests
+
+# Fuzz the frame and message decoders (needs nightly and cargo-fuzz).
+fuzz seconds="60":
+    cd common && cargo +nightly fuzz run decode -- -max_total_time={{seconds}}
+
+fmt-check:
+    cargo fmt --all -- --check
+
+clippy:
+    cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+    cargo fmt --all
