@@ -20,6 +20,7 @@ pub mod conn;
 pub mod ctl;
 pub mod domain;
 pub mod frame;
+pub mod fuzzing;
 pub mod key;
 pub mod logging;
 pub mod model;
