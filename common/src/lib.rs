@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod conn;
 pub mod ctl;
+pub mod datagram;
 pub mod domain;
 pub mod frame;
 pub mod fuzzing;
