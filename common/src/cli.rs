@@ -17,6 +17,8 @@ pub struct Args {
     pub flags: Vec<String>,
     /// Further bare words after the command.
     pub rest: Vec<String>,
+    /// `--name value` options declared by the caller.
+    pub values: Vec<(String, String)>,
 }
 
 impl Args {
@@ -25,6 +27,15 @@ impl Args {
     pub fn parse(
         args: impl IntoIterator<Item = String>,
         bool_flags: &[&str],
+    ) -> Result<Args, String> {
+        Args::parse_with_values(args, bool_flags, &[])
+    }
+
+    /// Like [`Args::parse`], also accepting `--name value` for each of `value_opts`.
+    pub fn parse_with_values(
+        args: impl IntoIterator<Item = String>,
+        bool_flags: &[&str],
+        value_opts: &[&str],
     ) -> Result<Args, String> {
         let mut a = Args::default();
         let mut it = args.into_iter();
@@ -39,6 +50,10 @@ impl Args {
                 s if s.starts_with("--set=") => a.sets.push(s["--set=".len()..].to_string()),
                 s if s.starts_with("--config=") => {
                     a.config = Some(PathBuf::from(&s["--config=".len()..]))
+                }
+                s if s.starts_with("--") && value_opts.contains(&&s[2..]) => {
+                    let v = value(s)?;
+                    a.values.push((s[2..].to_string(), v));
                 }
                 s if s.starts_with("--") => {
                     let name = &s[2..];
@@ -56,6 +71,15 @@ impl Args {
             }
         }
         Ok(a)
+    }
+
+    /// The value of a `--name value` option, if given (the last one wins).
+    pub fn value(&self, name: &str) -> Option<&str> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Whether a boolean flag was given.

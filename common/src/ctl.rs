@@ -185,3 +185,36 @@ impl CtlServer {
         command
     }
 }
+
+/// The CLI side of `hsb-X status` and friends: find the control socket (`--control`, else the
+/// configuration's `control` key, else `default`), send `command`, print the answer. Returns the
+/// process exit status: 0 on an answer that is not an `error:`.
+pub fn cli(
+    daemon: &str,
+    args: &crate::cli::Args,
+    schema: &'static [crate::config::KeySpec],
+    default: &str,
+    command: &str,
+) -> u8 {
+    let path = match &args.control {
+        Some(p) => p.clone(),
+        None => match crate::config::Config::load(schema, args.config.as_deref(), &args.sets) {
+            Ok(c) => c.path("control").unwrap_or_else(|_| default.into()),
+            Err(_) if args.config.is_none() => default.into(),
+            Err(e) => {
+                eprintln!("{daemon}: {e}");
+                return 1;
+            }
+        },
+    };
+    match request(&path, command, Duration::from_secs(10)) {
+        Ok(out) => {
+            print!("{out}");
+            u8::from(out.starts_with("error"))
+        }
+        Err(e) => {
+            eprintln!("{daemon}: {e}");
+            1
+        }
+    }
+}

@@ -19,7 +19,9 @@ pub mod config;
 pub mod conn;
 pub mod ctl;
 pub mod datagram;
+pub mod decision;
 pub mod domain;
+pub mod failover;
 pub mod frame;
 pub mod fuzzing;
 pub mod key;
@@ -27,11 +29,13 @@ pub mod logging;
 pub mod model;
 pub mod msg;
 pub mod output;
+pub mod recorder;
 pub mod rng;
 pub mod service;
 pub mod session;
 pub mod stats;
 pub mod time;
+pub mod wire;
 
 /// Size of a guest page in bytes (x86 4 KiB pages).
 pub const PAGE_SIZE: usize = 4096;

@@ -2,13 +2,27 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
+use hsb_common::decision::{self, Policy, WitnessId};
 use hsb_common::PAGE_SIZE;
 
+static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
+
 /// Every key hsb-primary accepts.
-pub static SCHEMA: &[KeySpec] = &[
+pub fn schema() -> &'static [KeySpec] {
+    hsb_common::failover::schema(OWN, &CELL)
+}
+
+static OWN: &[KeySpec] = &[
+    KeySpec { key: "failover", kind: ValueKind::Bool, default: Some("false"), help: "take part in automatic failover (heartbeats, witness leases, self-fencing); off: output needs acks, nothing else" },
+    KeySpec { key: "heartbeat_peers", kind: ValueKind::AddrList, default: Some(""), help: "the standby's heartbeat_listen addresses, one per link" },
+    KeySpec { key: "witness_listen", kind: ValueKind::Addr, default: Some("127.0.0.1:7301"), help: "UDP address for witness traffic (witnesses' `primary`)" },
+    KeySpec { key: "witness_peers", kind: ValueKind::Str, default: Some(""), help: "witness addresses: ID=IP:PORT, comma-separated, one per failover.witnesses id" },
+    KeySpec { key: "standby_witness", kind: ValueKind::Addr, default: Some("127.0.0.1:7300"), help: "the standby's witness_listen address (switchover confirmations)" },
+    KeySpec { key: "decision_log", kind: ValueKind::Path, default: Some(""), help: "file for the decision log (inputs and evidence, JSON lines); empty: none" },
     KeySpec {
         key: "node",
         kind: ValueKind::Str,
@@ -124,6 +138,13 @@ pub struct Settings {
     pub service: SocketAddr,
     pub dirty_rate: u64,
     pub seed: u64,
+    pub failover: bool,
+    pub heartbeat_peers: Vec<SocketAddr>,
+    pub witness_listen: SocketAddr,
+    pub witness_peers: Vec<(WitnessId, SocketAddr)>,
+    pub standby_witness: SocketAddr,
+    pub decision_log: PathBuf,
+    pub decision: decision::Config,
 }
 
 impl Settings {
@@ -148,7 +169,34 @@ impl Settings {
         if epoch_period < Duration::from_millis(1) {
             return Err(c.error_at("epoch_period", "expected at least 1ms"));
         }
+        let failover = c.bool("failover")?;
+        let decision = hsb_common::failover::build(c)?;
+        let heartbeat_peers = c.addrs("heartbeat_peers")?;
+        let witness_peers = hsb_common::recorder::parse_witness_peers(&c.str("witness_peers")?)
+            .map_err(|e| c.error_at("witness_peers", &e))?;
+        if failover {
+            if heartbeat_peers.len() != decision.heartbeat.links as usize {
+                return Err(c.error_at(
+                    "heartbeat_peers",
+                    &format!(
+                        "expected {} address(es), one per heartbeat link (failover.hb-links)",
+                        decision.heartbeat.links
+                    ),
+                ));
+            }
+            if decision.policy == Policy::ClientOriented {
+                hsb_common::recorder::check_peers(&witness_peers, &decision)
+                    .map_err(|e| c.error_at("witness_peers", &e))?;
+            }
+        }
         Ok(Settings {
+            failover,
+            decision,
+            heartbeat_peers,
+            witness_peers,
+            witness_listen: c.addr("witness_listen")?,
+            standby_witness: c.addr("standby_witness")?,
+            decision_log: c.path("decision_log")?,
             node: c.str("node")?,
             cluster_key: c.path("cluster_key")?,
             standby: c.addr("standby")?,

@@ -8,34 +8,40 @@ mod config;
 
 use std::collections::VecDeque;
 use std::io;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mio::net::TcpStream;
+use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use hsb_common::checkpoint::Staging;
 use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::conn::{write_some, Fill, FrameReader, OutQueue};
-use hsb_common::ctl::{self, CtlServer};
+use hsb_common::ctl::CtlServer;
+use hsb_common::datagram::{Inbox, Outbox, Sender, MAX_DATAGRAM};
+use hsb_common::decision::primary::{Action as PAction, Input as PInput, Mode};
+use hsb_common::decision::record::AnyInput;
+use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority};
 use hsb_common::domain::CheckpointSource;
 use hsb_common::frame::{FrameError, Kind};
 use hsb_common::key::ClusterKey;
 use hsb_common::model::ModelDomain;
 use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
 use hsb_common::output::OutputCommit;
+use hsb_common::recorder::Recorder;
 use hsb_common::service::{ClientId, Handler, Service};
 use hsb_common::session::{self, Session, Side};
 use hsb_common::stats::{ms, Histogram};
 use hsb_common::time::{Clock, Nanos};
+use hsb_common::wire::{self, Dgram};
 
-use config::{Settings, SCHEMA};
+use config::{schema, Settings};
 
 const REPL: Token = Token(1);
 const CTL_BASE: usize = 10;
 const SERVICE_BASE: usize = 1000;
+const WITNESS_UDP: Token = Token(5);
 /// Largest frame the standby sends us (Hello, Ack, Refuse).
 const REPL_RX_MAX_BODY: usize = 4096;
 
@@ -81,7 +87,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Some("status") => status(&args),
-        Some("keygen") => match args.rest.first().or(None).map(PathBuf::from) {
+        Some("keygen") => match args.rest.first().map(std::path::PathBuf::from) {
             Some(p) => match ClusterKey::generate(&p) {
                 Ok(_) => {
                     println!(
@@ -95,7 +101,7 @@ fn main() -> ExitCode {
             None => fail("keygen needs a path: hsb-primary keygen /etc/hsb/cluster.key"),
         },
         Some("config-reference") => {
-            print!("{}", reference_markdown(SCHEMA));
+            print!("{}", reference_markdown(schema()));
             ExitCode::SUCCESS
         }
         Some(other) => {
@@ -116,36 +122,25 @@ fn fail(msg: &str) -> ExitCode {
 
 fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
     let cfg =
-        Config::load(SCHEMA, args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
+        Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let key = ClusterKey::load(&s.cluster_key).map_err(|e| e.to_string())?;
     Ok((s, key))
 }
 
 fn status(args: &Args) -> ExitCode {
-    let path = match (&args.control, &args.config) {
-        (Some(p), _) => p.clone(),
-        (None, _) => match Config::load(SCHEMA, args.config.as_deref(), &args.sets) {
-            Ok(c) => match c.path("control") {
-                Ok(p) => p,
-                Err(e) => return fail(&e.to_string()),
-            },
-            Err(_) if args.config.is_none() => PathBuf::from("/run/hsb/primary.sock"),
-            Err(e) => return fail(&e.to_string()),
-        },
-    };
     let cmd = if args.rest.is_empty() {
         "status".to_string()
     } else {
         args.rest.join(" ")
     };
-    match ctl::request(&path, &cmd, Duration::from_secs(5)) {
-        Ok(out) => {
-            print!("{out}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => fail(&e.to_string()),
-    }
+    ExitCode::from(hsb_common::ctl::cli(
+        "hsb-primary",
+        args,
+        schema(),
+        "/run/hsb/primary.sock",
+        &cmd,
+    ))
 }
 
 fn run(args: &Args) -> ExitCode {
@@ -219,6 +214,44 @@ struct Primary {
     backoff: Duration,
     next_stats: Nanos,
     stats: Stats,
+    failover: Option<Failover>,
+}
+
+/// Automatic failover on the primary's side (when `failover = true`): heartbeats to the
+/// standby, the witness endpoint, and the authority that gates output (DESIGN.md rules 3, 4).
+struct Failover {
+    authority: PrimaryAuthority,
+    udp: UdpSocket,
+    inbox: Inbox,
+    outbox: Outbox,
+    recorder: Recorder,
+    next_heartbeat: Nanos,
+    fenced: bool,
+    stepped_down: bool,
+    last_evidence: Option<String>,
+    heartbeats: u64,
+    bad_datagrams: u64,
+}
+
+impl Failover {
+    fn send(&mut self, m: &Dgram, to: std::net::SocketAddr) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        match wire::seal(&mut self.outbox, m, &mut buf) {
+            Ok(n) => {
+                if let Err(e) = self.udp.send_to(&buf[..n], to) {
+                    log::debug!("send {} to {to}: {e}", m.name());
+                }
+            }
+            Err(e) => log::error!("cannot encode {}: {e}", m.name()),
+        }
+    }
+
+    fn evidence(&mut self, level: log::Level, e: &Evidence) {
+        let line = e.to_json_line();
+        log::log!(level, "decision {line}");
+        self.recorder.evidence(e);
+        self.last_evidence = Some(line);
+    }
 }
 
 /// Requests of the model service, answered by the domain and held under output commit.
@@ -226,11 +259,13 @@ struct Requests<'a> {
     dom: &'a mut ModelDomain,
     output: &'a mut OutputCommit<ClientId>,
     requests: &'a mut u64,
+    /// Fenced (rule 4): the domain is paused and takes no requests.
+    fenced: bool,
 }
 
 impl Handler for Requests<'_> {
     fn can_take(&mut self) -> bool {
-        !self.output.full()
+        !self.output.full() && !self.fenced
     }
     fn handle(&mut self, id: ClientId, line: &str) -> Option<String> {
         *self.requests += 1;
@@ -277,6 +312,63 @@ impl Primary {
             s.output_limit >> 10
         );
         let now = clock.now();
+        let failover = if s.failover {
+            let mut udp = UdpSocket::bind(s.witness_listen).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("witness address {}: {e}", s.witness_listen),
+                )
+            })?;
+            poll.registry()
+                .register(&mut udp, WITNESS_UDP, Interest::READABLE)?;
+            let mut inc = [0u8; 8];
+            hsb_common::rng::os_random(&mut inc)?;
+            let recorder = Recorder::open(
+                &s.decision_log,
+                now,
+                hsb_common::decision::Role::Primary,
+                Epoch::FIRST,
+                None,
+                None,
+                &s.decision,
+            )
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("decision log {}: {e}", s.decision_log.display()),
+                )
+            })?;
+            log::info!(
+                "automatic failover on: policy {}; heartbeats every {:?} to {:?}; witnesses {:?}; output needs a fresh ack, or a witness-quorum lease once the standby is lost",
+                s.decision.policy,
+                s.decision.heartbeat.interval,
+                s.heartbeat_peers,
+                s.witness_peers
+            );
+            Some(Failover {
+                authority: PrimaryAuthority::new(s.decision.clone(), Epoch::FIRST, now),
+                udp,
+                inbox: Inbox::new(&key),
+                outbox: Outbox::new(
+                    &key,
+                    Sender {
+                        role: Role::Primary,
+                        id: 0,
+                    },
+                    inc,
+                    1,
+                ),
+                recorder,
+                next_heartbeat: now,
+                fenced: false,
+                stepped_down: false,
+                last_evidence: None,
+                heartbeats: 0,
+                bad_datagrams: 0,
+            })
+        } else {
+            None
+        };
         Ok(Primary {
             output: OutputCommit::new(s.output_limit, 1),
             next_epoch: now.plus(s.epoch_period),
@@ -299,6 +391,7 @@ impl Primary {
             need_full: true,
             epoch: 1,
             stats: Stats::default(),
+            failover,
         })
     }
 
@@ -312,6 +405,11 @@ impl Primary {
             }
             if self.s.stats_interval > Duration::ZERO {
                 deadline = deadline.min(self.next_stats);
+            }
+            if let Some(f) = &self.failover {
+                deadline = deadline
+                    .min(f.next_heartbeat)
+                    .min(now.plus(Duration::from_millis(2)));
             }
             let timeout = deadline.since(now);
             match self.poll.poll(&mut events, Some(timeout)) {
@@ -333,11 +431,15 @@ impl Primary {
                         };
                         self.ctl.answer(self.poll.registry(), conn, &text);
                     }
+                } else if t == WITNESS_UDP {
+                    self.on_udp(now);
                 } else if self.service.owns(t) {
+                    let fenced = self.fenced();
                     let mut h = Requests {
                         dom: &mut self.dom,
                         output: &mut self.output,
                         requests: &mut self.stats.requests,
+                        fenced,
                     };
                     self.service.on_event(self.poll.registry(), t, &mut h);
                 }
@@ -348,6 +450,9 @@ impl Primary {
             }
             if self.reconnect_at.is_some_and(|r| now >= r) {
                 self.connect(now);
+            }
+            if self.failover.is_some() {
+                self.failover_tick(now);
             }
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 self.log_stats(now);
@@ -530,7 +635,18 @@ impl Primary {
                         self.unacked.pop_front();
                         self.acked = n;
                         self.stats.ack_rtt.record(now.since(sent));
-                        self.release(n);
+                        if self.failover.is_some() {
+                            self.authority_step(
+                                now,
+                                PInput::Ack {
+                                    ckpt: n,
+                                    epoch: Epoch(a.epoch),
+                                },
+                            );
+                            self.release_under_authority(now);
+                        } else {
+                            self.release(n);
+                        }
                         Ok(())
                     }
                     _ => Err(FrameError::Body {
@@ -566,10 +682,12 @@ impl Primary {
         let mut out = Vec::new();
         self.output.release(ckpt, |h| out.push(h));
         let registry = self.poll.registry();
+        let fenced = self.fenced();
         let mut h = Requests {
             dom: &mut self.dom,
             output: &mut self.output,
             requests: &mut self.stats.requests,
+            fenced,
         };
         for held in out {
             self.service.send(registry, held.client, &held.data, &mut h);
@@ -589,6 +707,9 @@ impl Primary {
             .as_ref()
             .is_some_and(|r| r.phase == Phase::Streaming);
         if !streaming {
+            return;
+        }
+        if self.fenced() {
             return;
         }
         if self.sending.is_some() || self.unacked.len() >= self.s.max_unacked {
@@ -657,6 +778,9 @@ impl Primary {
         self.need_full = false;
         self.next_ckpt += 1;
         self.unacked.push_back((ckpt, self.clock.now()));
+        if self.failover.is_some() {
+            self.authority_step(now, PInput::CheckpointSent { ckpt });
+        }
         self.sending = Some(0);
         self.send_staged(now);
     }
@@ -746,10 +870,176 @@ impl Primary {
         kv("clients", self.service.clients().to_string());
         kv("requests", st.requests.to_string());
         kv("counter", self.dom.counter().to_string());
+        if let Some(f) = &self.failover {
+            kv("failover", format!("on ({})", self.s.decision.policy));
+            kv("authority", f.authority.mode(now).name().to_string());
+            kv("fenced", f.fenced.to_string());
+            kv("stepped_down", f.stepped_down.to_string());
+            kv("heartbeats_sent", f.heartbeats.to_string());
+            kv("bad_datagrams", f.bad_datagrams.to_string());
+            kv(
+                "last_decision",
+                f.last_evidence.clone().unwrap_or_else(|| "none".into()),
+            );
+        } else {
+            kv("failover", "off".into());
+        }
         kv("staging_bytes", self.staging.capacity().to_string());
         for (name, n) in FrameError::COUNTERS.iter().zip(st.frame_errors.iter()) {
             kv(&format!("frame_errors_{name}"), n.to_string());
         }
         s
+    }
+}
+
+impl Primary {
+    fn fenced(&self) -> bool {
+        self.failover.as_ref().is_some_and(|f| f.fenced)
+    }
+
+    /// Heartbeats, the authority's timers, and output release.
+    fn failover_tick(&mut self, now: Nanos) {
+        let acked = self.acked;
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if now >= f.next_heartbeat && !f.stepped_down {
+            f.next_heartbeat = now.plus(self.s.decision.heartbeat.interval);
+            for (link, addr) in self.s.heartbeat_peers.clone().into_iter().enumerate() {
+                f.send(
+                    &Dgram::Heartbeat {
+                        link: link as u8,
+                        acked,
+                    },
+                    addr,
+                );
+                f.heartbeats += 1;
+            }
+        }
+        self.authority_step(now, PInput::Tick);
+        self.release_under_authority(now);
+        if let Some(f) = self.failover.as_mut() {
+            f.recorder.flush();
+        }
+    }
+
+    /// Release what the authority allows: acknowledged output while protected, everything under
+    /// a witness-quorum lease (or the baselines' unprotected mode), nothing otherwise.
+    fn release_under_authority(&mut self, now: Nanos) {
+        let Some(f) = self.failover.as_ref() else {
+            return;
+        };
+        let upto = match f.authority.mode(now) {
+            Mode::Protected => self.acked,
+            Mode::Unprotected => u64::MAX,
+            _ => return,
+        };
+        if self.output.held_bytes() > 0 {
+            self.release(upto);
+        }
+    }
+
+    fn authority_step(&mut self, now: Nanos, input: PInput) {
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        let actions = f.authority.step(now, input);
+        if input != PInput::Tick || !actions.is_empty() {
+            f.recorder.input(now, AnyInput::Primary(input));
+        }
+        for a in actions {
+            let Some(f) = self.failover.as_mut() else {
+                return;
+            };
+            match a {
+                PAction::RequestLeases(r) => {
+                    log::debug!(
+                        "asking the witnesses for a lease (request {}, last acked {})",
+                        r.req,
+                        r.last_acked
+                    );
+                    for (_, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::LeaseRequest(r), addr);
+                    }
+                }
+                PAction::NotifyProtected(n) => {
+                    for (_, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::Protected(n), addr);
+                    }
+                }
+                PAction::Fence { evidence } => {
+                    f.evidence(log::Level::Error, &evidence);
+                    if !f.fenced {
+                        f.fenced = true;
+                        let _ = self.dom.suspend();
+                        log::error!("FENCED: no authority to release output; the domain is paused and output held ({} bytes)", self.output.held_bytes());
+                    }
+                }
+                PAction::Unfence { evidence } => {
+                    f.evidence(log::Level::Warn, &evidence);
+                    if f.fenced && !f.stepped_down {
+                        f.fenced = false;
+                        let _ = self.dom.resume();
+                        log::warn!("unfenced: authority regained; the domain runs again");
+                    }
+                }
+                PAction::StepDown { epoch, evidence } => {
+                    f.evidence(log::Level::Error, &evidence);
+                    f.stepped_down = true;
+                    if !f.fenced {
+                        f.fenced = true;
+                        let _ = self.dom.suspend();
+                    }
+                    log::error!(
+                        "STEPPED DOWN: epoch {} is active elsewhere; this domain stays paused and its held output is never released; restart this node as a standby to resynchronise",
+                        epoch.0
+                    );
+                }
+                PAction::RequestFullSync => {}
+                PAction::ConfirmFenced { epoch, ckpt } => {
+                    let to = self.s.standby_witness;
+                    f.send(&Dgram::Fenced { epoch, ckpt }, to);
+                }
+                PAction::Alert { evidence } => f.evidence(log::Level::Warn, &evidence),
+            }
+        }
+    }
+
+    fn on_udp(&mut self, now: Nanos) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        loop {
+            let Some(f) = self.failover.as_mut() else {
+                return;
+            };
+            let (n, from) = match f.udp.recv_from(&mut buf) {
+                Ok(v) => v,
+                Err(_) => return,
+            };
+            let (_env, m) = match wire::open(&mut f.inbox, &buf[..n]) {
+                Ok(v) => v,
+                Err(e) => {
+                    f.bad_datagrams += 1;
+                    log::warn!("dropped a datagram from {from} ({}): {e}", e.counter());
+                    continue;
+                }
+            };
+            match m {
+                Dgram::Ping { nonce } => {
+                    if !f.stepped_down {
+                        f.send(&Dgram::Pong { nonce }, from);
+                    }
+                }
+                Dgram::LeaseReply(r) => self.authority_step(now, PInput::LeaseReply(r)),
+                Dgram::FenceRequest { epoch } => {
+                    log::warn!(
+                        "the standby asks this primary to fence for a switchover to epoch {}",
+                        epoch.0
+                    );
+                    self.authority_step(now, PInput::FenceRequest { epoch });
+                }
+                Dgram::Report(_) => {}
+                other => log::debug!("ignored {} from {from}", other.name()),
+            }
+        }
     }
 }

@@ -2,83 +2,40 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
+use hsb_common::decision::{self, Policy, WitnessId};
 use hsb_common::PAGE_SIZE;
 
-/// Every key hsb-standby accepts.
-pub static SCHEMA: &[KeySpec] = &[
-    KeySpec {
-        key: "node",
-        kind: ValueKind::Str,
-        default: Some("standby"),
-        help: "this node's name, for logs and peers",
-    },
-    KeySpec {
-        key: "backend",
-        kind: ValueKind::Choice(&["model", "xen"]),
-        default: Some("model"),
-        help: "domain backend: `model` (the hypervisor test double) or `xen`",
-    },
-    KeySpec {
-        key: "cluster_key",
-        kind: ValueKind::Path,
-        default: None,
-        help: "pre-shared cluster key file (mode 0600)",
-    },
-    KeySpec {
-        key: "listen",
-        kind: ValueKind::Addr,
-        default: None,
-        help: "replication address the primary connects to",
-    },
-    KeySpec {
-        key: "control",
-        kind: ValueKind::Path,
-        default: Some("/run/hsb/standby.sock"),
-        help: "control socket for `hsb-standby status` and `activate`",
-    },
-    KeySpec {
-        key: "frame_max",
-        kind: ValueKind::Size,
-        default: Some("1MiB"),
-        help: "largest frame body accepted (at least 264KiB, at most 1MiB)",
-    },
-    KeySpec {
-        key: "stats_interval",
-        kind: ValueKind::Duration,
-        default: Some("5s"),
-        help: "how often a summary line is logged (0s: never)",
-    },
-    KeySpec {
-        key: "max_clients",
-        kind: ValueKind::Int { min: 1, max: 4096 },
-        default: Some("256"),
-        help: "model service after activation: most client connections",
-    },
-    KeySpec {
-        key: "model.memory",
-        kind: ValueKind::Size,
-        default: Some("64MiB"),
-        help: "model domain memory (must match the primary)",
-    },
-    KeySpec {
-        key: "model.service",
-        kind: ValueKind::Addr,
-        default: Some("127.0.0.1:7001"),
-        help: "where the activated replica serves the model service",
-    },
-    KeySpec {
-        key: "model.dirty_rate",
-        kind: ValueKind::Int {
-            min: 0,
-            max: 100_000_000,
-        },
-        default: Some("2000"),
-        help: "model workload after activation: pages written per second",
-    },
+static OWN: &[KeySpec] = &[
+    KeySpec { key: "node", kind: ValueKind::Str, default: Some("standby"), help: "this node's name, for logs and peers" },
+    KeySpec { key: "backend", kind: ValueKind::Choice(&["model", "xen"]), default: Some("model"), help: "domain backend: `model` (the hypervisor test double) or `xen`" },
+    KeySpec { key: "cluster_key", kind: ValueKind::Path, default: None, help: "pre-shared cluster key file (mode 0600)" },
+    KeySpec { key: "listen", kind: ValueKind::Addr, default: None, help: "replication address the primary connects to" },
+    KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/standby.sock"), help: "control socket for `hsb-standby status` and `activate`" },
+    KeySpec { key: "frame_max", kind: ValueKind::Size, default: Some("1MiB"), help: "largest frame body accepted (at least 264KiB, at most 1MiB)" },
+    KeySpec { key: "stats_interval", kind: ValueKind::Duration, default: Some("5s"), help: "how often a summary line is logged (0s: never)" },
+    KeySpec { key: "max_clients", kind: ValueKind::Int { min: 1, max: 4096 }, default: Some("256"), help: "model service after activation: most client connections" },
+    KeySpec { key: "model.memory", kind: ValueKind::Size, default: Some("64MiB"), help: "model domain memory (must match the primary)" },
+    KeySpec { key: "model.service", kind: ValueKind::Addr, default: Some("127.0.0.1:7001"), help: "where the activated replica serves the model service" },
+    KeySpec { key: "model.dirty_rate", kind: ValueKind::Int { min: 0, max: 100_000_000 }, default: Some("2000"), help: "model workload after activation: pages written per second" },
+    KeySpec { key: "failover", kind: ValueKind::Bool, default: Some("false"), help: "decide failovers automatically (heartbeats, witnesses); off: only `hsb-standby activate`" },
+    KeySpec { key: "heartbeat_listen", kind: ValueKind::AddrList, default: Some(""), help: "UDP addresses receiving the primary's heartbeats, one per link (failover.hb-links)" },
+    KeySpec { key: "witness_listen", kind: ValueKind::Addr, default: Some("127.0.0.1:7300"), help: "UDP address for witness traffic (witnesses' `standby`)" },
+    KeySpec { key: "witness_peers", kind: ValueKind::Str, default: Some(""), help: "witness addresses: ID=IP:PORT, comma-separated, one per failover.witnesses id" },
+    KeySpec { key: "primary_witness", kind: ValueKind::Addr, default: Some("127.0.0.1:7301"), help: "the primary's witness_listen address (switchover fencing requests)" },
+    KeySpec { key: "ping_node", kind: ValueKind::Str, default: Some(""), help: "ping-node baseline only: IP:PORT whose TCP answer counts as 'the network is fine'" },
+    KeySpec { key: "decision_log", kind: ValueKind::Path, default: Some(""), help: "file for the decision log (inputs and evidence, JSON lines) that `hsb-standby replay` reads; empty: none" },
 ];
+
+static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
+
+/// Every key hsb-standby accepts.
+pub fn schema() -> &'static [KeySpec] {
+    hsb_common::failover::schema(OWN, &SCHEMA)
+}
 
 /// Typed settings.
 #[derive(Debug, Clone)]
@@ -93,6 +50,14 @@ pub struct Settings {
     pub model_pages: u64,
     pub service: SocketAddr,
     pub dirty_rate: u64,
+    pub failover: bool,
+    pub heartbeat_listen: Vec<SocketAddr>,
+    pub witness_listen: SocketAddr,
+    pub witness_peers: Vec<(WitnessId, SocketAddr)>,
+    pub primary_witness: SocketAddr,
+    pub ping_node: Option<SocketAddr>,
+    pub decision_log: PathBuf,
+    pub decision: decision::Config,
 }
 
 impl Settings {
@@ -125,6 +90,41 @@ impl Settings {
                 ),
             ));
         }
+        let failover = c.bool("failover")?;
+        let decision = hsb_common::failover::build(c)?;
+        let heartbeat_listen = c.addrs("heartbeat_listen")?;
+        let witness_peers = hsb_common::recorder::parse_witness_peers(&c.str("witness_peers")?)
+            .map_err(|e| c.error_at("witness_peers", &e))?;
+        let ping = c.str("ping_node")?;
+        let ping_node = if ping.is_empty() {
+            None
+        } else {
+            Some(
+                hsb_common::config::parse_addr(&ping)
+                    .map_err(|_| c.error_at("ping_node", "expected IP:PORT"))?,
+            )
+        };
+        if failover {
+            if heartbeat_listen.len() != decision.heartbeat.links as usize {
+                return Err(c.error_at(
+                    "heartbeat_listen",
+                    &format!(
+                        "expected {} address(es), one per heartbeat link (failover.hb-links)",
+                        decision.heartbeat.links
+                    ),
+                ));
+            }
+            if decision.policy == Policy::ClientOriented {
+                hsb_common::recorder::check_peers(&witness_peers, &decision)
+                    .map_err(|e| c.error_at("witness_peers", &e))?;
+            }
+            if decision.policy == Policy::PingNode && ping_node.is_none() {
+                return Err(c.error_at(
+                    "ping_node",
+                    "the ping-node policy needs a ping_node IP:PORT",
+                ));
+            }
+        }
         Ok(Settings {
             node: c.str("node")?,
             cluster_key: c.path("cluster_key")?,
@@ -136,6 +136,14 @@ impl Settings {
             model_pages: mem / PAGE_SIZE as u64,
             service: c.addr("model.service")?,
             dirty_rate: c.int("model.dirty_rate")?,
+            failover,
+            heartbeat_listen,
+            witness_listen: c.addr("witness_listen")?,
+            witness_peers,
+            primary_witness: c.addr("primary_witness")?,
+            ping_node,
+            decision_log: c.path("decision_log")?,
+            decision,
         })
     }
 }

@@ -9,34 +9,45 @@ mod config;
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use mio::net::{TcpListener, TcpStream};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use hsb_common::checkpoint::Receiver;
 use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::conn::{Fill, FrameReader, OutQueue};
-use hsb_common::ctl::{self, CtlServer};
+use hsb_common::ctl::CtlServer;
+use hsb_common::datagram::{Inbox, Outbox, Sender, MAX_DATAGRAM};
+use hsb_common::decision::primary::{Action as PAction, Input as PInput};
+use hsb_common::decision::record::AnyInput;
+use hsb_common::decision::standby::{Action as SAction, Input as SInput};
+use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority, StandbyCore};
 use hsb_common::frame::{FrameError, Kind, HEADER_LEN};
 use hsb_common::key::ClusterKey;
 use hsb_common::model::ModelDomain;
 use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
+use hsb_common::recorder::Recorder;
 use hsb_common::service::{ClientId, Handler, Service};
 use hsb_common::session::{self, Session, Side};
 use hsb_common::stats::{ms, Histogram};
 use hsb_common::time::{Clock, Nanos};
+use hsb_common::wire::{self, Dgram};
 
-use config::{Settings, SCHEMA};
+use config::{schema, Settings};
 
 const LISTENER: Token = Token(1);
 const CONN_BASE: usize = 2;
 const CONN_SLOTS: usize = 2;
 const CTL_BASE: usize = 10;
 const SERVICE_BASE: usize = 1000;
+const WITNESS_UDP: Token = Token(5);
+const PING: Token = Token(6);
+const HEARTBEAT_BASE: usize = 20;
+/// Decision tick while failover is on.
+const TICK: Duration = Duration::from_millis(2);
 
 const USAGE: &str = "\
 hsb-standby: keep a verified replica of the protected domain and activate it on demand
@@ -44,7 +55,9 @@ hsb-standby: keep a verified replica of the protected domain and activate it on 
 usage:
   hsb-standby run -c FILE [--set key=value]...      run the daemon
   hsb-standby status [-c FILE | --control PATH]     show the running daemon's state
-  hsb-standby activate [-c FILE | --control PATH]   make the replica serve from the last applied checkpoint
+  hsb-standby activate [-c FILE | --control PATH]   operator override: serve from the last applied checkpoint now
+  hsb-standby force-stale [-c FILE | --control PATH] let the failover decision activate a stale replica (rule 5)
+  hsb-standby replay FILE [--policy P]              re-run a decision log through the decision core under policy P
   hsb-standby check -c FILE [--set key=value]...    validate the configuration and key, then exit
   hsb-standby config-reference                      print every configuration key
   hsb-standby --version
@@ -52,7 +65,7 @@ usage:
 Logging: HSB_LOG=debug|info|warn (default info).";
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1), &["force"]) {
+    let args = match Args::parse_with_values(std::env::args().skip(1), &["force"], &["policy"]) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("hsb-standby: {e}");
@@ -79,18 +92,12 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Some("status") => control(&args, "status"),
-        Some("digest") => control(&args, "digest"),
-        Some("activate") => control(
-            &args,
-            if args.flag("force") {
-                "activate --force"
-            } else {
-                "activate"
-            },
+        Some(cmd @ ("status" | "digest" | "activate" | "force-stale")) => ExitCode::from(
+            hsb_common::ctl::cli("hsb-standby", &args, schema(), "/run/hsb/standby.sock", cmd),
         ),
+        Some("replay") => replay(&args),
         Some("config-reference") => {
-            print!("{}", reference_markdown(SCHEMA));
+            print!("{}", reference_markdown(schema()));
             ExitCode::SUCCESS
         }
         Some(other) => {
@@ -111,34 +118,43 @@ fn fail(msg: &str) -> ExitCode {
 
 fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
     let cfg =
-        Config::load(SCHEMA, args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
+        Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let key = ClusterKey::load(&s.cluster_key).map_err(|e| e.to_string())?;
     Ok((s, key))
 }
 
-fn control(args: &Args, cmd: &str) -> ExitCode {
-    let path = match &args.control {
-        Some(p) => p.clone(),
-        None => match Config::load(SCHEMA, args.config.as_deref(), &args.sets) {
-            Ok(c) => match c.path("control") {
-                Ok(p) => p,
-                Err(e) => return fail(&e.to_string()),
-            },
-            Err(_) if args.config.is_none() => PathBuf::from("/run/hsb/standby.sock"),
-            Err(e) => return fail(&e.to_string()),
-        },
+fn replay(args: &Args) -> ExitCode {
+    let Some(path) = args.rest.first() else {
+        return fail("replay needs a decision log: hsb-standby replay FILE [--policy client-oriented|heartbeat-only|ping-node]");
     };
-    match ctl::request(&path, cmd, Duration::from_secs(10)) {
-        Ok(out) => {
-            print!("{out}");
-            if out.starts_with("error") {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
+    let policy =
+        match args.value("policy") {
+            Some(p) => match hsb_common::decision::Policy::parse(p) {
+                Some(p) => Some(p),
+                None => return fail(&format!(
+                    "unknown policy '{p}'; expected client-oriented, heartbeat-only or ping-node"
+                )),
+            },
+            None => None,
+        };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("{path}: {e}")),
+    };
+    let policy = policy.unwrap_or(hsb_common::decision::Policy::ClientOriented);
+    match hsb_common::decision::replay(text.lines(), policy) {
+        Ok(decisions) => {
+            for d in &decisions {
+                println!("{d}");
+                if let Some(e) = d.action.evidence() {
+                    println!("    {}", e.to_json_line());
+                }
             }
+            println!("{} decisions", decisions.len());
+            ExitCode::SUCCESS
         }
-        Err(e) => fail(&e.to_string()),
+        Err(e) => fail(&format!("{path}: {e}")),
     }
 }
 
@@ -165,6 +181,8 @@ struct Conn {
     /// Close once `out` is flushed (after a refusal).
     closing: bool,
     node: String,
+    /// The primary's epoch, from its Hello.
+    epoch: Epoch,
 }
 
 #[derive(Default)]
@@ -180,6 +198,26 @@ struct Stats {
     window_applied: u64,
     window_bytes: u64,
     requests: u64,
+    heartbeats: u64,
+    bad_datagrams: u64,
+    decisions: u64,
+}
+
+/// The automatic failover machinery (when `failover = true`).
+struct Failover {
+    core: StandbyCore,
+    /// After activation: this node's authority as the new primary.
+    authority: Option<PrimaryAuthority>,
+    witness_udp: UdpSocket,
+    heartbeat_udp: Vec<UdpSocket>,
+    inbox: Inbox,
+    outbox: Outbox,
+    recorder: Recorder,
+    ping: Option<(TcpStream, Nanos)>,
+    last_evidence: Option<String>,
+    /// The evidence of the activation, kept for status.
+    activation: Option<String>,
+    fenced: bool,
 }
 
 struct Standby {
@@ -198,17 +236,20 @@ struct Standby {
     epoch: u64,
     next_stats: Nanos,
     stats: Stats,
+    failover: Option<Failover>,
 }
 
 /// Requests of the activated replica's service: answered at once (no standby behind it).
 struct Direct<'a> {
     dom: &'a mut ModelDomain,
     requests: &'a mut u64,
+    /// Under automatic failover: whether this node holds authority to release output now.
+    authority: bool,
 }
 
 impl Handler for Direct<'_> {
     fn can_take(&mut self) -> bool {
-        true
+        self.authority
     }
     fn handle(&mut self, _id: ClientId, line: &str) -> Option<String> {
         *self.requests += 1;
@@ -244,7 +285,13 @@ impl Standby {
             s.listen
         );
         let clock = Clock::new();
+        let failover = if s.failover {
+            Some(Failover::new(&s, &key, poll.registry(), clock.now())?)
+        } else {
+            None
+        };
         Ok(Standby {
+            failover,
             replica: ModelDomain::blank(s.model_pages),
             next_stats: clock.now().plus(s.stats_interval),
             receiver,
@@ -277,6 +324,11 @@ impl Standby {
             } else {
                 timeout
             };
+            let timeout = if self.failover.is_some() {
+                timeout.min(TICK)
+            } else {
+                timeout
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -297,14 +349,33 @@ impl Standby {
                         let text = self.command(now, &cmd);
                         self.ctl.answer(self.poll.registry(), conn, &text);
                     }
+                } else if t == WITNESS_UDP || (HEARTBEAT_BASE..HEARTBEAT_BASE + 4).contains(&t.0) {
+                    self.on_udp(now, t);
+                } else if t == PING {
+                    self.on_ping(now, false);
                 } else if let Some(svc) = self.service.as_mut() {
                     if svc.owns(t) {
+                        let authority = self
+                            .failover
+                            .as_ref()
+                            .and_then(|f| f.authority.as_ref())
+                            .is_none_or(|a| a.may_release_output(now));
                         let mut h = Direct {
                             dom: &mut self.replica,
                             requests: &mut self.stats.requests,
+                            authority,
                         };
                         svc.on_event(self.poll.registry(), t, &mut h);
                     }
+                }
+            }
+            let now = self.clock.now();
+            if self.failover.is_some() {
+                self.on_ping(now, true);
+                self.decide(now, SInput::Tick);
+                self.authority_step(now, PInput::Tick);
+                if let Some(f) = self.failover.as_mut() {
+                    f.recorder.flush();
                 }
             }
             let now = self.clock.now();
@@ -326,12 +397,21 @@ impl Standby {
                     .map_or("none".into(), |a| a.to_string()),
                 self.replica.digest()
             ),
-            "activate" | "activate --force" => match (self.activated, self.receiver.applied()) {
+            "force-stale" => match self.failover.as_ref() {
+                None => "error: automatic failover is off (failover = false); use activate\n"
+                    .to_string(),
+                Some(_) => {
+                    log::warn!("operator forces activation of a stale replica (rule 5) if the witnesses vote for it");
+                    self.decide(now, SInput::OperatorForce);
+                    "forced: a stale replica may now be activated if a quorum votes for a takeover\n".to_string()
+                }
+            },
+            "activate" => match (self.activated, self.receiver.applied()) {
                 (Some(n), _) => format!("already active since checkpoint {n}\n"),
                 (None, None) => {
                     "error: nothing to activate: no checkpoint has been applied yet\n".to_string()
                 }
-                (None, Some(n)) => match self.activate(now) {
+                (None, Some(n)) => match self.activate(now, "operator", self.current_epoch() + 1) {
                     Ok(()) => format!(
                         "activated: the replica at checkpoint {n} is now serving on {}\n",
                         self.service
@@ -382,6 +462,7 @@ impl Standby {
                         authenticated: false,
                         closing: false,
                         node: String::new(),
+                        epoch: Epoch::FIRST,
                     });
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -477,6 +558,7 @@ impl Standby {
         kind: Kind,
         frame: &[u8],
     ) -> Result<(), FrameError> {
+        let my_epoch = self.current_epoch();
         let Some(c) = self.conns[i].as_mut() else {
             return Ok(());
         };
@@ -492,7 +574,7 @@ impl Standby {
             let mine = Hello {
                 role: Role::Standby,
                 node: msg::node_name(&self.s.node),
-                epoch: self.epoch,
+                epoch: my_epoch,
                 nonce,
                 domain_pages: self.s.model_pages,
                 last_ckpt: self.receiver.applied().unwrap_or(0),
@@ -539,6 +621,7 @@ impl Standby {
                 c.closing = true;
             }
             c.session = Some(sess);
+            c.epoch = Epoch(h.epoch);
             let _ = c.out.flush(&mut c.stream);
             return Ok(());
         };
@@ -592,7 +675,22 @@ impl Standby {
                 ms(took)
             );
         }
-        let Some(c) = self.conns[i].as_mut() else {
+        if self.failover.is_some() {
+            // The decision core decides whether this checkpoint may be acknowledged.
+            let epoch = self.conns[i].as_ref().map_or(Epoch::FIRST, |c| c.epoch);
+            if done.full {
+                self.decide(now, SInput::Resynced { epoch, ckpt });
+            }
+            self.decide(now, SInput::ReplicaApplied { ckpt, epoch });
+            return Ok(());
+        }
+        self.send_ack(ckpt, self.epoch)
+            .map_err(|why| FrameError::Unexpected { kind, state: why })
+    }
+
+    /// Send ack(`ckpt`) on the current replication session.
+    fn send_ack(&mut self, ckpt: u64, epoch: u64) -> Result<(), &'static str> {
+        let Some(c) = self.current.and_then(|i| self.conns[i].as_mut()) else {
             return Ok(());
         };
         let Some(sess) = c.session.as_mut() else {
@@ -600,29 +698,16 @@ impl Standby {
         };
         let mut buf = [0u8; 128];
         let n = sess
-            .write(
-                Kind::Ack,
-                &Ack {
-                    ckpt,
-                    epoch: self.epoch,
-                },
-                &mut buf,
-            )
-            .map_err(|_| FrameError::Body {
-                kind,
-                why: "cannot encode",
-            })?;
+            .write(Kind::Ack, &Ack { ckpt, epoch }, &mut buf)
+            .map_err(|_| "cannot encode an ack")?;
         if !c.out.push(&buf[..n]) {
-            return Err(FrameError::Unexpected {
-                kind,
-                state: "ack queue full: the primary does not read",
-            });
+            return Err("ack queue full: the primary does not read");
         }
         let _ = c.out.flush(&mut c.stream);
         Ok(())
     }
 
-    fn activate(&mut self, now: Nanos) -> io::Result<()> {
+    fn activate(&mut self, now: Nanos, by: &str, epoch: u64) -> io::Result<()> {
         let Some(ckpt) = self.receiver.applied() else {
             return Ok(());
         };
@@ -630,7 +715,7 @@ impl Standby {
             self.close(i, "standby activated");
         }
         self.activated = Some(ckpt);
-        self.epoch += 1;
+        self.epoch = epoch;
         self.replica.reset_clock();
         self.replica.set_rate(self.s.dirty_rate);
         self.replica.run(now);
@@ -642,7 +727,7 @@ impl Standby {
         )
         .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", self.s.service)))?;
         log::warn!(
-            "ACTIVATED by operator: replica at checkpoint {ckpt} (counter {}) now serves on {}; epoch {}",
+            "ACTIVATED by {by}: replica at checkpoint {ckpt} (counter {}) now serves on {}; epoch {}",
             self.replica.counter(),
             svc.addr(),
             self.epoch
@@ -739,10 +824,392 @@ impl Standby {
                 .as_ref()
                 .map_or("none".into(), |s| s.addr().to_string()),
         );
+        if let Some(f) = &self.failover {
+            kv("failover", format!("on ({})", self.s.decision.policy));
+            kv("decision_state", f.core.state().name().to_string());
+            kv(
+                "primary_suspected",
+                f.core.detector().suspected().to_string(),
+            );
+            kv("heartbeats", st.heartbeats.to_string());
+            kv("bad_datagrams", st.bad_datagrams.to_string());
+            kv("decisions", st.decisions.to_string());
+            kv(
+                "authority",
+                f.authority
+                    .as_ref()
+                    .map_or("none".into(), |a| a.mode(now).name().to_string()),
+            );
+            kv(
+                "last_decision",
+                f.last_evidence.clone().unwrap_or_else(|| "none".into()),
+            );
+            kv(
+                "activation",
+                f.activation.clone().unwrap_or_else(|| "none".into()),
+            );
+        } else {
+            kv("failover", "off (operator activation only)".into());
+        }
         kv("requests", st.requests.to_string());
         for (name, n) in FrameError::COUNTERS.iter().zip(st.frame_errors.iter()) {
             kv(&format!("frame_errors_{name}"), n.to_string());
         }
         s
+    }
+}
+
+impl Failover {
+    fn new(
+        s: &Settings,
+        key: &ClusterKey,
+        registry: &mio::Registry,
+        now: Nanos,
+    ) -> io::Result<Failover> {
+        let mut witness_udp = UdpSocket::bind(s.witness_listen).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("witness address {}: {e}", s.witness_listen),
+            )
+        })?;
+        registry.register(&mut witness_udp, WITNESS_UDP, Interest::READABLE)?;
+        let mut heartbeat_udp = Vec::new();
+        for (i, a) in s.heartbeat_listen.iter().enumerate() {
+            let mut u = UdpSocket::bind(*a)
+                .map_err(|e| io::Error::new(e.kind(), format!("heartbeat address {a}: {e}")))?;
+            registry.register(&mut u, Token(HEARTBEAT_BASE + i), Interest::READABLE)?;
+            heartbeat_udp.push(u);
+        }
+        let mut inc = [0u8; 8];
+        hsb_common::rng::os_random(&mut inc)?;
+        let core = StandbyCore::new(s.decision.clone(), Epoch::FIRST, now, None);
+        let recorder = Recorder::open(
+            &s.decision_log,
+            now,
+            hsb_common::decision::Role::Standby,
+            Epoch::FIRST,
+            None,
+            None,
+            &s.decision,
+        )
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("decision log {}: {e}", s.decision_log.display()),
+            )
+        })?;
+        log::info!(
+            "automatic failover on: policy {}, {} heartbeat link(s) on {:?} (every {:?}, suspect after {:?}), witnesses {:?} (quorum {}), witness traffic on {}",
+            s.decision.policy,
+            s.heartbeat_listen.len(),
+            s.heartbeat_listen,
+            s.decision.heartbeat.interval,
+            s.decision.heartbeat.timeout,
+            s.witness_peers,
+            s.decision.witnesses.quorum(),
+            s.witness_listen
+        );
+        Ok(Failover {
+            core,
+            authority: None,
+            witness_udp,
+            heartbeat_udp,
+            inbox: Inbox::new(key),
+            outbox: Outbox::new(
+                key,
+                Sender {
+                    role: Role::Standby,
+                    id: 0,
+                },
+                inc,
+                1,
+            ),
+            recorder,
+            ping: None,
+            last_evidence: None,
+            activation: None,
+            fenced: false,
+        })
+    }
+
+    fn send(&mut self, m: &Dgram, to: SocketAddr) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        match wire::seal(&mut self.outbox, m, &mut buf) {
+            Ok(n) => {
+                if let Err(e) = self.witness_udp.send_to(&buf[..n], to) {
+                    log::debug!("send {} to {to}: {e}", m.name());
+                }
+            }
+            Err(e) => log::error!("cannot encode {}: {e}", m.name()),
+        }
+    }
+
+    fn evidence(&mut self, level: log::Level, e: &Evidence) {
+        let line = e.to_json_line();
+        log::log!(level, "decision {line}");
+        self.recorder.evidence(e);
+        self.last_evidence = Some(line);
+    }
+}
+
+impl Standby {
+    /// This node's activation epoch as peers should see it.
+    fn current_epoch(&self) -> u64 {
+        match &self.failover {
+            Some(f) => f.authority.as_ref().map_or(f.core.epoch(), |a| a.epoch()).0,
+            None => self.epoch,
+        }
+    }
+
+    /// Feed the standby core and carry out its actions.
+    fn decide(&mut self, now: Nanos, input: SInput) {
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if f.authority.is_some() {
+            return;
+        }
+        let actions = f.core.step(now, input);
+        if input != SInput::Tick || !actions.is_empty() {
+            f.recorder.input(now, AnyInput::Standby(input));
+        }
+        for a in actions {
+            self.stats.decisions += u64::from(a.evidence().is_some());
+            match a {
+                SAction::Ack { ckpt, epoch } => {
+                    if let Err(why) = self.send_ack(ckpt, epoch.0) {
+                        log::warn!("ack {ckpt}: {why}");
+                    }
+                }
+                SAction::QueryWitnesses(q) => {
+                    log::info!(
+                        "heartbeat lost: asking the witnesses (query {}, {})",
+                        q.query,
+                        q.kind
+                    );
+                    let Some(f) = self.failover.as_mut() else {
+                        return;
+                    };
+                    for (_, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::VoteRequest(q), addr);
+                    }
+                }
+                SAction::Withdraw(w) => {
+                    let Some(f) = self.failover.as_mut() else {
+                        return;
+                    };
+                    for (_, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::Withdraw(w), addr);
+                    }
+                }
+                SAction::PingNode => self.start_ping(now),
+                SAction::Activate {
+                    epoch,
+                    leases,
+                    evidence,
+                } => {
+                    let Some(f) = self.failover.as_mut() else {
+                        return;
+                    };
+                    f.evidence(log::Level::Warn, &evidence);
+                    f.activation = f.last_evidence.clone();
+                    let last = self.receiver.applied().unwrap_or(0);
+                    f.authority = Some(PrimaryAuthority::activated(
+                        self.s.decision.clone(),
+                        epoch,
+                        now,
+                        &leases,
+                        last,
+                    ));
+                    f.outbox.set_epoch(epoch.0);
+                    if let Err(e) = self.activate(
+                        now,
+                        &format!("the failover decision ({})", evidence.rule),
+                        epoch.0,
+                    ) {
+                        log::error!("activation failed: {e}");
+                    }
+                }
+                SAction::Switchover { epoch, evidence } => {
+                    let Some(f) = self.failover.as_mut() else {
+                        return;
+                    };
+                    f.evidence(log::Level::Warn, &evidence);
+                    let to = self.s.primary_witness;
+                    f.send(&Dgram::FenceRequest { epoch }, to);
+                }
+                SAction::CannotDecide { evidence } | SAction::RefuseStale { evidence } => {
+                    if let Some(f) = self.failover.as_mut() {
+                        f.evidence(log::Level::Error, &evidence);
+                    }
+                }
+                SAction::Alert { evidence } | SAction::StepDown { evidence, .. } => {
+                    if let Some(f) = self.failover.as_mut() {
+                        f.evidence(log::Level::Warn, &evidence);
+                    }
+                }
+                SAction::RequestFullSync => {
+                    if let Some(i) = self.current {
+                        self.close(i, "the decision core asks for a full synchronisation");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feed the activated node's authority and carry out its actions.
+    fn authority_step(&mut self, now: Nanos, input: PInput) {
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        let Some(a) = f.authority.as_mut() else {
+            return;
+        };
+        let actions = a.step(now, input);
+        if input != PInput::Tick || !actions.is_empty() {
+            f.recorder.input(now, AnyInput::Primary(input));
+        }
+        for act in actions {
+            let Some(f) = self.failover.as_mut() else {
+                return;
+            };
+            match act {
+                PAction::RequestLeases(r) => {
+                    for (_, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::LeaseRequest(r), addr);
+                    }
+                }
+                PAction::NotifyProtected(n) => {
+                    for (_, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::Protected(n), addr);
+                    }
+                }
+                PAction::Fence { evidence } => {
+                    f.evidence(log::Level::Error, &evidence);
+                    f.fenced = true;
+                    let _ = hsb_common::domain::CheckpointSource::suspend(&mut self.replica);
+                }
+                PAction::Unfence { evidence } => {
+                    f.evidence(log::Level::Warn, &evidence);
+                    f.fenced = false;
+                    let _ = hsb_common::domain::CheckpointSource::resume(&mut self.replica);
+                }
+                PAction::StepDown { evidence, .. } => {
+                    f.evidence(log::Level::Error, &evidence);
+                    if !f.fenced {
+                        f.fenced = true;
+                        let _ = hsb_common::domain::CheckpointSource::suspend(&mut self.replica);
+                    }
+                }
+                PAction::Alert { evidence } => f.evidence(log::Level::Warn, &evidence),
+                PAction::RequestFullSync | PAction::ConfirmFenced { .. } => {}
+            }
+        }
+    }
+
+    fn on_udp(&mut self, now: Nanos, t: Token) {
+        let mut buf = [0u8; MAX_DATAGRAM];
+        loop {
+            let Some(f) = self.failover.as_mut() else {
+                return;
+            };
+            let sock = if t == WITNESS_UDP {
+                &f.witness_udp
+            } else {
+                &f.heartbeat_udp[t.0 - HEARTBEAT_BASE]
+            };
+            let (n, from) = match sock.recv_from(&mut buf) {
+                Ok(v) => v,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return,
+            };
+            let (env, m) = match wire::open(&mut f.inbox, &buf[..n]) {
+                Ok(v) => v,
+                Err(e) => {
+                    self.stats.bad_datagrams += 1;
+                    log::warn!("dropped a datagram from {from} ({}): {e}", e.counter());
+                    continue;
+                }
+            };
+            match m {
+                Dgram::Heartbeat { link, .. } => {
+                    self.stats.heartbeats += 1;
+                    self.decide(
+                        now,
+                        SInput::Heartbeat {
+                            link,
+                            epoch: Epoch(env.epoch),
+                        },
+                    );
+                }
+                Dgram::Ping { nonce } => f.send(&Dgram::Pong { nonce }, from),
+                Dgram::Report(r) => self.decide(now, SInput::Report(r)),
+                Dgram::Vote(v) => {
+                    log::info!(
+                        "vote from witness {}: {} (application {})",
+                        v.witness,
+                        v.verdict,
+                        v.view.app
+                    );
+                    self.decide(now, SInput::Vote(v));
+                }
+                Dgram::Fenced { epoch, ckpt } => {
+                    self.decide(now, SInput::PrimaryFenced { epoch, ckpt })
+                }
+                Dgram::LeaseReply(r) => self.authority_step(now, PInput::LeaseReply(r)),
+                other => log::debug!("ignored {} from {from}", other.name()),
+            }
+        }
+    }
+
+    /// Ping-node baseline: a TCP connect to the ping node; the answer feeds the core.
+    fn start_ping(&mut self, now: Nanos) {
+        let (Some(f), Some(addr)) = (self.failover.as_mut(), self.s.ping_node) else {
+            return;
+        };
+        if f.ping.is_some() {
+            return;
+        }
+        match TcpStream::connect(addr) {
+            Ok(mut st) => {
+                if self
+                    .poll
+                    .registry()
+                    .register(&mut st, PING, Interest::WRITABLE)
+                    .is_ok()
+                {
+                    f.ping = Some((st, now));
+                }
+            }
+            Err(_) => self.decide(now, SInput::Ping { ok: false }),
+        }
+    }
+
+    fn on_ping(&mut self, now: Nanos, timer: bool) {
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        let Some((st, started)) = f.ping.as_mut() else {
+            return;
+        };
+        let ok = if timer {
+            if now.since(*started) < self.s.decision.query_timeout {
+                return;
+            }
+            false
+        } else {
+            match st.take_error() {
+                Ok(None) => match st.peer_addr() {
+                    Ok(_) => true,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                    Err(_) => false,
+                },
+                _ => false,
+            }
+        };
+        if let Some((mut st, _)) = f.ping.take() {
+            let _ = self.poll.registry().deregister(&mut st);
+        }
+        self.decide(now, SInput::Ping { ok });
     }
 }

@@ -11,7 +11,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
 pub mod proxy;
+pub mod relay;
+pub mod sim;
 
 /// Path of an hsb binary.
 pub fn bin(name: &str) -> PathBuf {

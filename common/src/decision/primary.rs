@@ -1,0 +1,774 @@
+//! The primary's authority to release output (DESIGN.md rules 3, 4, 5, 8).
+//!
+//! - **Protected**: the standby acknowledged a checkpoint recently. An ack is a short lease: the
+//!   standby promises not to activate for `ack_lease` after sending it, and the primary counts it
+//!   from when it *sent* the checkpoint, minus the drift margin. Output of checkpoint N leaves only
+//!   after ack(N).
+//! - **Unprotected**: the standby is lost; a quorum of witnesses leased the primary authority,
+//!   counted from when it asked. Each lease request tells the witnesses the last acked checkpoint,
+//!   so they know the replica is stale (rule 5). Output leaves without acks.
+//! - **Holding**: neither: output is held. After `fence_after` the domain is paused as well
+//!   (**Fenced**, rule 4). Fenced is not final: a fresh ack or lease quorum resumes it.
+//! - **Stepped down**: a higher epoch exists (rule 8) or a switchover fenced it: it never releases
+//!   output again and asks for a full synchronisation as the new standby.
+//!
+//! Under the baselines (heartbeat-only, ping-node) a primary that loses its standby continues
+//! unprotected without any lease: the Remus behaviour that makes split brain possible.
+//!
+//! After unprotected output, a fresh ack brings back protected mode at once (only acked output
+//! leaves), but the witnesses are told the replica is current (`NotifyProtected`, which clears
+//! their stale-replica mark) only once the standby acknowledged a checkpoint that includes
+//! everything released unprotected.
+
+use core::time::Duration;
+
+use super::epoch::{compare, EpochOrder};
+use super::evidence::{ActionKind, Evidence, SaidKind, WitnessSaid};
+use super::proto::{AppVerdict, LeaseReply, LeaseRequest, ProtectedNotice, RefuseReason, Verdict};
+use super::{
+    elapsed, emit, later, nanos_of, Actions, Config, Epoch, LeaseSet, Nanos, Policy, Role, Rule,
+    WitnessId, MAX_WITNESSES,
+};
+
+/// Checkpoints remembered for matching acks to their send time.
+pub const SENT_WINDOW: usize = 64;
+/// Lease requests remembered for matching replies to their send time.
+pub const REQUEST_WINDOW: usize = 4;
+
+/// An input to the primary authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// Checkpoint `ckpt` was sent to the standby now.
+    CheckpointSent {
+        /// Checkpoint number.
+        ckpt: u64,
+    },
+    /// The standby acknowledged `ckpt`.
+    Ack {
+        /// Checkpoint number.
+        ckpt: u64,
+        /// The standby's epoch.
+        epoch: Epoch,
+    },
+    /// A witness answered a lease request.
+    LeaseReply(LeaseReply),
+    /// A message carried a higher epoch.
+    HigherEpoch {
+        /// That epoch.
+        epoch: Epoch,
+    },
+    /// The standby switches over to `epoch` and asks this primary to fence first (rule 6).
+    FenceRequest {
+        /// The epoch the standby starts.
+        epoch: Epoch,
+    },
+    /// Time passed.
+    Tick,
+}
+
+/// What the primary daemon must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send this lease request to every witness.
+    RequestLeases(LeaseRequest),
+    /// Send this to every witness: the replica is current again.
+    NotifyProtected(ProtectedNotice),
+    /// Hold output and pause the domain (rule 4).
+    Fence {
+        /// Why.
+        evidence: Box<Evidence>,
+    },
+    /// Resume the domain; output may leave again under the authority regained.
+    Unfence {
+        /// Why.
+        evidence: Box<Evidence>,
+    },
+    /// Stop being primary for good (the domain stays paused); become a standby of `epoch`.
+    StepDown {
+        /// The newer epoch.
+        epoch: Epoch,
+        /// Why.
+        evidence: Box<Evidence>,
+    },
+    /// Ask the new primary for a full synchronisation.
+    RequestFullSync,
+    /// Tell the switching standby that this primary is fenced, last checkpoint sent `ckpt`.
+    ConfirmFenced {
+        /// The standby's new epoch.
+        epoch: Epoch,
+        /// Last checkpoint sent.
+        ckpt: u64,
+    },
+    /// Tell the operator (e.g. running unprotected).
+    Alert {
+        /// What and why.
+        evidence: Box<Evidence>,
+    },
+}
+
+/// The primary's authority at some instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Release output of acknowledged checkpoints.
+    Protected,
+    /// Release output without acks (lease quorum, or a baseline policy).
+    Unprotected,
+    /// No authority: output held, domain running.
+    Holding,
+    /// No authority: output held, domain paused.
+    Fenced,
+    /// A newer epoch exists: never again.
+    SteppedDown,
+}
+
+impl Mode {
+    /// The text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Protected => "protected",
+            Mode::Unprotected => "unprotected",
+            Mode::Holding => "holding",
+            Mode::Fenced => "fenced",
+            Mode::SteppedDown => "stepped-down",
+        }
+    }
+}
+
+/// The primary authority state machine.
+#[derive(Debug, Clone)]
+pub struct PrimaryAuthority {
+    cfg: Config,
+    epoch: Epoch,
+    started: Nanos,
+    protected_until: Option<Nanos>,
+    last_acked: u64,
+    last_sent: u64,
+    sent: heapless::Deque<(u64, Nanos), SENT_WINDOW>,
+    leases: LeaseSet,
+    requests: heapless::Deque<(u32, Nanos), REQUEST_WINDOW>,
+    req_seq: u32,
+    last_request_at: Option<Nanos>,
+    /// Output may have left unprotected; protection needs an ack of at least this checkpoint.
+    resync_upto: Option<u64>,
+    /// Lease requests went out since the witnesses last heard "protected".
+    marked: bool,
+    notice_until: Option<Nanos>,
+    next_notice_at: Nanos,
+    paused: bool,
+    ever_authority: bool,
+    no_authority_since: Option<Nanos>,
+    stepped_down: bool,
+    unprotected_alerted: bool,
+    replies: heapless::Vec<(WitnessId, Verdict, Nanos), MAX_WITNESSES>,
+}
+
+impl PrimaryAuthority {
+    /// A primary of `epoch` starting at `now` with no authority yet (the first ack gives it).
+    pub fn new(cfg: Config, epoch: Epoch, now: Nanos) -> PrimaryAuthority {
+        PrimaryAuthority {
+            cfg,
+            epoch,
+            started: now,
+            protected_until: None,
+            last_acked: 0,
+            last_sent: 0,
+            sent: heapless::Deque::new(),
+            leases: LeaseSet::new(),
+            requests: heapless::Deque::new(),
+            req_seq: 0,
+            last_request_at: None,
+            resync_upto: None,
+            marked: false,
+            notice_until: None,
+            next_notice_at: now,
+            paused: false,
+            ever_authority: false,
+            no_authority_since: Some(now),
+            stepped_down: false,
+            unprotected_alerted: false,
+            replies: heapless::Vec::new(),
+        }
+    }
+
+    /// The activated standby's authority: epoch `epoch`, holding the takeover votes as leases
+    /// (from [`super::standby::Action::Activate`]); `last_ckpt` is the replica's checkpoint.
+    pub fn activated(
+        cfg: Config,
+        epoch: Epoch,
+        now: Nanos,
+        leases: &LeaseSet,
+        last_ckpt: u64,
+    ) -> PrimaryAuthority {
+        let mut p = PrimaryAuthority::new(cfg, epoch, now);
+        p.leases = leases.clone();
+        p.last_sent = last_ckpt;
+        p.last_acked = last_ckpt;
+        p.marked = true;
+        p.resync_upto = Some(last_ckpt.saturating_add(1));
+        p.ever_authority = true;
+        p
+    }
+
+    /// The epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// Last checkpoint the standby acknowledged (0 if none).
+    pub fn last_acked(&self) -> u64 {
+        self.last_acked
+    }
+
+    fn quorum(&self) -> usize {
+        self.cfg.witnesses.quorum()
+    }
+
+    /// A fresh ack: the standby is there. Output of acked checkpoints only; the lease (if any) is
+    /// not used for new output, so the standby can catch up with what left unprotected.
+    fn protected_at(&self, now: Nanos) -> bool {
+        self.protected_until.is_some_and(|u| now < u)
+    }
+
+    fn lease_at(&self, now: Nanos) -> bool {
+        self.cfg.policy == Policy::ClientOriented && self.leases.valid(now, self.quorum())
+    }
+
+    /// The authority at `now` (between steps, time alone can end a lease or an ack's validity).
+    pub fn mode(&self, now: Nanos) -> Mode {
+        if self.stepped_down {
+            Mode::SteppedDown
+        } else if self.paused {
+            Mode::Fenced
+        } else if self.protected_at(now) {
+            Mode::Protected
+        } else if self.cfg.policy != Policy::ClientOriented || self.lease_at(now) {
+            Mode::Unprotected
+        } else {
+            Mode::Holding
+        }
+    }
+
+    /// Whether output may be released at `now` (in `Protected` mode: only acknowledged output).
+    pub fn may_release_output(&self, now: Nanos) -> bool {
+        matches!(self.mode(now), Mode::Protected | Mode::Unprotected)
+    }
+
+    /// Until when the current authority lasts without further input (`None` if none).
+    pub fn authority_until(&self, now: Nanos) -> Option<Nanos> {
+        match self.mode(now) {
+            Mode::Protected => self.protected_until,
+            Mode::Unprotected if self.cfg.policy == Policy::ClientOriented => {
+                self.leases.quorum_until(self.quorum())
+            }
+            Mode::Unprotected => Some(Nanos(u64::MAX)),
+            _ => None,
+        }
+    }
+
+    /// One input at `now`.
+    pub fn step(&mut self, now: Nanos, input: Input) -> Actions<Action> {
+        let mut out = Actions::new();
+        if self.stepped_down {
+            return out;
+        }
+        match input {
+            Input::CheckpointSent { ckpt } => {
+                if self.sent.is_full() {
+                    self.sent.pop_front();
+                }
+                let _ = self.sent.push_back((ckpt, now));
+                self.last_sent = self.last_sent.max(ckpt);
+            }
+            Input::Ack { ckpt, epoch } => match compare(self.epoch, epoch) {
+                EpochOrder::Newer => return self.step_down(now, epoch, Rule::HigherEpoch, out),
+                EpochOrder::Stale => {}
+                EpochOrder::Current => {
+                    if let Some(&(_, sent_at)) = self.sent.iter().find(|(c, _)| *c == ckpt) {
+                        let l = &self.cfg.lease;
+                        let until = l.holder_until(sent_at, l.ack_lease);
+                        self.protected_until =
+                            Some(self.protected_until.map_or(until, |u| u.max(until)));
+                        self.last_acked = self.last_acked.max(ckpt);
+                    }
+                }
+            },
+            Input::LeaseReply(r) => {
+                if !self.cfg.witnesses.contains(r.witness) {
+                    return out;
+                }
+                if r.epoch > self.epoch {
+                    return self.step_down(now, r.epoch, Rule::HigherEpoch, out);
+                }
+                if let Verdict::Refuse(RefuseReason::StaleEpoch(e)) = r.verdict {
+                    if e > self.epoch {
+                        return self.step_down(now, e, Rule::HigherEpoch, out);
+                    }
+                }
+                if let Some(i) = self.replies.iter().position(|(w, _, _)| *w == r.witness) {
+                    self.replies.swap_remove(i);
+                }
+                let _ = self.replies.push((r.witness, r.verdict, now));
+                if r.verdict.granted() {
+                    if let Some(&(_, asked)) = self.requests.iter().find(|(q, _)| *q == r.req) {
+                        let until = self.cfg.lease.holder_until(asked, r.duration);
+                        self.leases.insert(r.witness, until);
+                    }
+                }
+            }
+            Input::HigherEpoch { epoch } => {
+                if epoch > self.epoch {
+                    return self.step_down(now, epoch, Rule::HigherEpoch, out);
+                }
+            }
+            Input::FenceRequest { epoch } => {
+                if epoch > self.epoch {
+                    let ckpt = self.last_sent;
+                    return self.step_down_with(now, epoch, Rule::FenceRequested, Some(ckpt), out);
+                }
+            }
+            Input::Tick => {}
+        }
+        self.evaluate(now, &mut out);
+        out
+    }
+
+    fn evaluate(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        let protected = self.protected_at(now);
+        let mut authority = protected;
+        if protected {
+            self.unprotected_alerted = false;
+            let caught_up = self.resync_upto.is_none_or(|u| self.last_acked >= u);
+            if caught_up && (self.resync_upto.is_some() || self.marked) {
+                // Back from unprotected: the replica includes everything released; tell the witnesses.
+                self.resync_upto = None;
+                self.marked = false;
+                self.leases.clear();
+                self.notice_until = Some(later(now, self.cfg.lease.duration));
+                self.next_notice_at = now;
+            }
+            if self.notice_until.is_some_and(|u| now < u) && now >= self.next_notice_at {
+                self.next_notice_at = later(now, self.cfg.lease.duration / 4);
+                emit(
+                    out,
+                    Action::NotifyProtected(ProtectedNotice {
+                        epoch: self.epoch,
+                        acked: self.last_acked,
+                    }),
+                );
+            }
+        } else {
+            self.notice_until = None;
+            match self.cfg.policy {
+                Policy::ClientOriented => {
+                    let lease = self.lease_at(now);
+                    let wait = if lease {
+                        self.cfg.lease.duration / 2
+                    } else {
+                        self.cfg.query_timeout
+                    };
+                    let grace_over = self.ever_authority
+                        || elapsed(now, self.started) >= self.cfg.lease.ack_lease;
+                    let due = self.last_request_at.is_none_or(|t| elapsed(now, t) >= wait);
+                    if grace_over && due {
+                        self.request_leases(now, out);
+                    }
+                    if lease {
+                        authority = true;
+                        // Output may now leave beyond the replica: protection needs a newer ack.
+                        self.resync_upto = Some(self.last_sent.saturating_add(1));
+                        if !self.unprotected_alerted {
+                            self.unprotected_alerted = true;
+                            let e =
+                                self.evidence(now, Rule::UnprotectedUnderLease, ActionKind::Stay);
+                            emit(
+                                out,
+                                Action::Alert {
+                                    evidence: Box::new(e),
+                                },
+                            );
+                        }
+                    }
+                }
+                Policy::HeartbeatOnly | Policy::PingNode => {
+                    authority = true;
+                    if self.ever_authority && !self.unprotected_alerted {
+                        self.unprotected_alerted = true;
+                        let e = self.evidence(now, Rule::UnprotectedBaseline, ActionKind::Stay);
+                        emit(
+                            out,
+                            Action::Alert {
+                                evidence: Box::new(e),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        if authority {
+            self.ever_authority = true;
+            self.no_authority_since = None;
+            if self.paused {
+                self.paused = false;
+                let e = self.evidence(now, Rule::AuthorityRegained, ActionKind::Unfence);
+                emit(
+                    out,
+                    Action::Unfence {
+                        evidence: Box::new(e),
+                    },
+                );
+            }
+        } else {
+            // Authority ended when the last ack or lease ran out, not at this (maybe late) tick.
+            let ended = self
+                .protected_until
+                .into_iter()
+                .chain(self.leases.quorum_until(self.quorum()))
+                .max()
+                .map_or(now, |t| t.min(now));
+            let since = *self.no_authority_since.get_or_insert(ended);
+            if !self.paused && self.ever_authority && elapsed(now, since) >= self.cfg.fence_after {
+                self.paused = true;
+                let e = self.evidence(now, Rule::NoAuthority, ActionKind::Fence);
+                emit(
+                    out,
+                    Action::Fence {
+                        evidence: Box::new(e),
+                    },
+                );
+            }
+        }
+    }
+
+    fn request_leases(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        self.req_seq = self.req_seq.wrapping_add(1);
+        if self.requests.is_full() {
+            self.requests.pop_front();
+        }
+        let _ = self.requests.push_back((self.req_seq, now));
+        self.last_request_at = Some(now);
+        self.marked = true;
+        emit(
+            out,
+            Action::RequestLeases(LeaseRequest {
+                epoch: self.epoch,
+                req: self.req_seq,
+                last_acked: self.last_acked,
+            }),
+        );
+    }
+
+    fn step_down(
+        &mut self,
+        now: Nanos,
+        epoch: Epoch,
+        rule: Rule,
+        out: Actions<Action>,
+    ) -> Actions<Action> {
+        self.step_down_with(now, epoch, rule, None, out)
+    }
+
+    fn step_down_with(
+        &mut self,
+        now: Nanos,
+        epoch: Epoch,
+        rule: Rule,
+        confirm: Option<u64>,
+        mut out: Actions<Action>,
+    ) -> Actions<Action> {
+        if !self.paused {
+            self.paused = true;
+            let e = self.evidence(now, rule, ActionKind::Fence);
+            emit(
+                &mut out,
+                Action::Fence {
+                    evidence: Box::new(e),
+                },
+            );
+        }
+        if let Some(ckpt) = confirm {
+            emit(&mut out, Action::ConfirmFenced { epoch, ckpt });
+        }
+        let mut e = self.evidence(now, rule, ActionKind::StepDown);
+        e.new_epoch = Some(epoch);
+        self.stepped_down = true;
+        self.epoch = epoch;
+        self.leases.clear();
+        self.protected_until = None;
+        emit(
+            &mut out,
+            Action::StepDown {
+                epoch,
+                evidence: Box::new(e),
+            },
+        );
+        emit(&mut out, Action::RequestFullSync);
+        out
+    }
+
+    fn evidence(&self, now: Nanos, rule: Rule, action: ActionKind) -> Evidence {
+        let mut e = Evidence::new(
+            now,
+            Role::Primary,
+            self.cfg.policy,
+            rule,
+            action,
+            self.epoch,
+        );
+        e.checkpoint = Some(self.last_acked);
+        e.configured = self.cfg.witnesses.len() as u8;
+        e.quorum = self.quorum() as u8;
+        e.grants = self.leases.valid_count(now) as u8;
+        e.answers = self.replies.len() as u8;
+        for &id in self.cfg.witnesses.ids() {
+            let (said, reason, age) = match self.replies.iter().find(|(w, _, _)| *w == id) {
+                Some((_, Verdict::Grant, at)) => (SaidKind::Grant, None, elapsed(now, *at)),
+                Some((_, Verdict::Refuse(r), at)) => {
+                    (SaidKind::Refuse, Some(*r), elapsed(now, *at))
+                }
+                None => (SaidKind::NoAnswer, None, Duration::ZERO),
+            };
+            e.push_witness(WitnessSaid {
+                id,
+                said,
+                reason,
+                app: AppVerdict::Unknown,
+                primary_host: true,
+                standby_host: false,
+                unprotected_after: None,
+                age_ns: nanos_of(age),
+            });
+        }
+        e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decision::proto::Verdict;
+
+    fn ms(n: u64) -> Nanos {
+        Nanos::from_millis(n)
+    }
+
+    fn grant(w: WitnessId, req: u32) -> Input {
+        Input::LeaseReply(LeaseReply {
+            witness: w,
+            req,
+            epoch: Epoch(1),
+            verdict: Verdict::Grant,
+            duration: Duration::from_secs(2),
+        })
+    }
+
+    fn names(a: &Actions<Action>) -> Vec<&'static str> {
+        a.iter()
+            .map(|a| match a {
+                Action::RequestLeases(_) => "request-leases",
+                Action::NotifyProtected(_) => "notify-protected",
+                Action::Fence { .. } => "fence",
+                Action::Unfence { .. } => "unfence",
+                Action::StepDown { .. } => "step-down",
+                Action::RequestFullSync => "request-full-sync",
+                Action::ConfirmFenced { .. } => "confirm-fenced",
+                Action::Alert { .. } => "alert",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ack_is_a_lease_counted_from_the_send() {
+        let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+        assert_eq!(p.mode(ms(0)), Mode::Holding);
+        p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+        p.step(
+            ms(30),
+            Input::Ack {
+                ckpt: 1,
+                epoch: Epoch(1),
+            },
+        );
+        // 80 ms ack lease minus (0.8 ms + 5 ms) margin, from the send at 0.
+        assert!(p.may_release_output(ms(74)));
+        assert_eq!(p.mode(Nanos(74_200_000 - 1)), Mode::Protected);
+        assert_eq!(p.mode(Nanos(74_200_000)), Mode::Holding);
+        // Unknown checkpoint or stale epoch: no authority.
+        p.step(
+            ms(75),
+            Input::Ack {
+                ckpt: 9,
+                epoch: Epoch(1),
+            },
+        );
+        p.step(
+            ms(75),
+            Input::Ack {
+                ckpt: 1,
+                epoch: Epoch(0),
+            },
+        );
+        assert!(!p.may_release_output(ms(75)));
+    }
+
+    #[test]
+    fn lost_standby_runs_under_a_lease_then_fences_without_one() {
+        let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+        p.step(ms(0), Input::CheckpointSent { ckpt: 7 });
+        p.step(
+            ms(1),
+            Input::Ack {
+                ckpt: 7,
+                epoch: Epoch(1),
+            },
+        );
+        assert!(names(&p.step(ms(50), Input::Tick)).is_empty());
+        p.step(ms(60), Input::CheckpointSent { ckpt: 8 });
+        let a = p.step(ms(75), Input::Tick);
+        assert_eq!(names(&a), ["request-leases"]);
+        assert!(matches!(
+            a[0],
+            Action::RequestLeases(LeaseRequest {
+                req: 1,
+                last_acked: 7,
+                ..
+            })
+        ));
+        assert_eq!(p.mode(ms(75)), Mode::Holding);
+        p.step(ms(76), grant(1, 1));
+        assert_eq!(names(&p.step(ms(76), grant(2, 1))), ["alert"]);
+        assert_eq!(p.mode(ms(76)), Mode::Unprotected);
+        // Valid until asked_at + 2 s - 25 ms.
+        assert!(p.may_release_output(Nanos(2_050_000_000 - 1)));
+        assert_eq!(
+            names(&p.step(ms(1_075), Input::Tick)),
+            ["request-leases"],
+            "renewal at half the lease"
+        );
+        assert_eq!(p.mode(ms(2_050)), Mode::Holding);
+        // No renewal granted: retries every query timeout, fenced after fence_after.
+        assert_eq!(names(&p.step(ms(2_100), Input::Tick)), ["request-leases"]);
+        assert_eq!(names(&p.step(ms(2_150), Input::Tick)), ["fence"]);
+        assert_eq!(p.mode(ms(2_150)), Mode::Fenced);
+        // A late ack of a checkpoint from before the unprotected output does not protect.
+        p.step(
+            ms(2_160),
+            Input::Ack {
+                ckpt: 8,
+                epoch: Epoch(1),
+            },
+        );
+        assert_eq!(p.mode(ms(2_160)), Mode::Fenced);
+        // A full resync acked: protected again, unfenced, witnesses told.
+        p.step(ms(2_200), Input::CheckpointSent { ckpt: 9 });
+        let a = p.step(
+            ms(2_201),
+            Input::Ack {
+                ckpt: 9,
+                epoch: Epoch(1),
+            },
+        );
+        assert_eq!(names(&a), ["notify-protected", "unfence"]);
+        assert!(matches!(
+            a[0],
+            Action::NotifyProtected(ProtectedNotice { acked: 9, .. })
+        ));
+        assert_eq!(p.mode(ms(2_201)), Mode::Protected);
+    }
+
+    #[test]
+    fn higher_epoch_steps_down_for_good() {
+        let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+        p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+        p.step(
+            ms(1),
+            Input::Ack {
+                ckpt: 1,
+                epoch: Epoch(1),
+            },
+        );
+        let a = p.step(
+            ms(2),
+            Input::LeaseReply(LeaseReply {
+                witness: 1,
+                req: 9,
+                epoch: Epoch(1),
+                verdict: Verdict::Refuse(RefuseReason::StaleEpoch(Epoch(2))),
+                duration: Duration::ZERO,
+            }),
+        );
+        assert_eq!(names(&a), ["fence", "step-down", "request-full-sync"]);
+        assert_eq!(p.mode(ms(2)), Mode::SteppedDown);
+        assert!(p
+            .step(
+                ms(3),
+                Input::Ack {
+                    ckpt: 1,
+                    epoch: Epoch(2)
+                }
+            )
+            .is_empty());
+        assert!(!p.may_release_output(ms(3)));
+    }
+
+    #[test]
+    fn switchover_fence_request() {
+        let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+        p.step(ms(0), Input::CheckpointSent { ckpt: 4 });
+        let a = p.step(ms(1), Input::FenceRequest { epoch: Epoch(2) });
+        assert_eq!(
+            names(&a),
+            ["fence", "confirm-fenced", "step-down", "request-full-sync"]
+        );
+        assert!(matches!(
+            a[1],
+            Action::ConfirmFenced {
+                epoch: Epoch(2),
+                ckpt: 4
+            }
+        ));
+        assert!(p
+            .step(ms(2), Input::FenceRequest { epoch: Epoch(2) })
+            .is_empty());
+    }
+
+    #[test]
+    fn baseline_continues_unprotected_without_lease() {
+        let cfg = Config {
+            policy: Policy::HeartbeatOnly,
+            ..Config::default()
+        };
+        let mut p = PrimaryAuthority::new(cfg, Epoch(1), ms(0));
+        p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+        p.step(
+            ms(1),
+            Input::Ack {
+                ckpt: 1,
+                epoch: Epoch(1),
+            },
+        );
+        assert_eq!(names(&p.step(ms(100), Input::Tick)), ["alert"]);
+        assert_eq!(p.mode(ms(100_000)), Mode::Unprotected);
+    }
+
+    #[test]
+    fn activated_standby_holds_its_votes_as_leases() {
+        let mut leases = LeaseSet::new();
+        leases.insert(1, ms(2_000));
+        leases.insert(2, ms(1_900));
+        let mut p = PrimaryAuthority::activated(Config::default(), Epoch(2), ms(100), &leases, 50);
+        assert_eq!(p.mode(ms(100)), Mode::Unprotected);
+        let a = p.step(ms(100), Input::Tick);
+        assert!(
+            matches!(
+                a.first(),
+                Some(Action::RequestLeases(LeaseRequest {
+                    epoch: Epoch(2),
+                    last_acked: 50,
+                    ..
+                }))
+            ),
+            "{a:?}"
+        );
+        assert_eq!(p.mode(ms(1_900)), Mode::Holding);
+    }
+}

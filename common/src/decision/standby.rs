@@ -1,0 +1,996 @@
+//! The standby's failover decision (DESIGN.md §4).
+//!
+//! Under the client-oriented policy:
+//! - A heartbeat suspicion never activates by itself (rule 1): it starts a witness query. The
+//!   replica is activated only when a quorum of witnesses votes that the primary's application does
+//!   not answer them. Each vote is a lease to the new epoch, counted from when the query was sent.
+//! - Without a quorum of answers the standby cannot decide and says so (rule 2).
+//! - It activates only after its own ack promise ran out (the primary's ack authority is over) and
+//!   while the votes are still valid (rule 3).
+//! - If any witness leased the primary authority after the replica's checkpoint, the replica is
+//!   stale: refuse and alert unless the operator forces it (rule 5).
+//! - With the heartbeat fine, a quorum of witness reports that cannot reach the primary but reach the
+//!   standby, held for `switchover_hold`, starts a coordinated switchover (rule 6); a quorum seeing the
+//!   guest itself fail gives an alert, never a failover (F5).
+//! - A higher epoch anywhere makes it step down and ask for a full synchronisation (rule 8).
+//!
+//! Under `heartbeat-only` it activates on suspicion; under `ping-node` on suspicion if the ping node
+//! answers. After `Activate` the core is done: the daemon continues as a
+//! [`super::PrimaryAuthority::activated`] primary.
+
+use core::fmt;
+use core::time::Duration;
+
+use super::detector::{Detector, DetectorEvent};
+use super::epoch::{compare, EpochOrder};
+use super::evidence::{ActionKind, Evidence, HeartbeatSummary, SaidKind, WitnessSaid};
+use super::proto::{
+    AppVerdict, RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport,
+};
+use super::{
+    elapsed, emit, later, nanos_of, Actions, Config, Epoch, LeaseSet, Nanos, Policy, QueryId, Role,
+    Rule, MAX_LINKS, MAX_WITNESSES,
+};
+
+/// An input to the standby core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// A heartbeat from the primary on `link`.
+    Heartbeat {
+        /// Link index.
+        link: u8,
+        /// The primary's epoch.
+        epoch: Epoch,
+    },
+    /// A witness's periodic report.
+    Report(WitnessReport),
+    /// A witness's vote.
+    Vote(Vote),
+    /// The replica applied checkpoint `ckpt` (complete and verified) of `epoch`.
+    ReplicaApplied {
+        /// Checkpoint number.
+        ckpt: u64,
+        /// The primary's epoch.
+        epoch: Epoch,
+    },
+    /// The ping node answered (`ok`) or not (ping-node baseline).
+    Ping {
+        /// Whether it answered.
+        ok: bool,
+    },
+    /// The operator forces activation of a stale replica (rule 5).
+    OperatorForce,
+    /// A message carried a higher epoch.
+    HigherEpoch {
+        /// That epoch.
+        epoch: Epoch,
+    },
+    /// The primary confirmed it fenced itself for the switchover to `epoch`.
+    PrimaryFenced {
+        /// The switchover's epoch.
+        epoch: Epoch,
+        /// The primary's last checkpoint sent.
+        ckpt: u64,
+    },
+    /// A full synchronisation from the primary of `epoch` completed at `ckpt`.
+    Resynced {
+        /// The primary's epoch.
+        epoch: Epoch,
+        /// Checkpoint number.
+        ckpt: u64,
+    },
+    /// Time passed.
+    Tick,
+}
+
+/// What the standby daemon must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send ack(`ckpt`) to the primary (the core withholds acks once it is deciding to activate).
+    Ack {
+        /// Checkpoint number.
+        ckpt: u64,
+        /// The standby's epoch.
+        epoch: Epoch,
+    },
+    /// Send this vote request to every witness.
+    QueryWitnesses(VoteRequest),
+    /// Send this to every witness: the votes of that query will not be used.
+    Withdraw(Withdraw),
+    /// Ping the configured ping node and report with [`Input::Ping`].
+    PingNode,
+    /// Activate the replica in `epoch`; continue as a primary holding `leases`.
+    Activate {
+        /// The new epoch.
+        epoch: Epoch,
+        /// The votes, as leases (empty under the baselines).
+        leases: Box<LeaseSet>,
+        /// Why.
+        evidence: Box<Evidence>,
+    },
+    /// Rule 6: send `FenceRequest(epoch)` to the primary; `Activate` follows when it confirms or its
+    /// ack authority has run out.
+    Switchover {
+        /// The new epoch.
+        epoch: Epoch,
+        /// Why.
+        evidence: Box<Evidence>,
+    },
+    /// Not enough information to act (alert).
+    CannotDecide {
+        /// Why.
+        evidence: Box<Evidence>,
+    },
+    /// The replica is stale; not activated (alert; the operator may force).
+    RefuseStale {
+        /// Why.
+        evidence: Box<Evidence>,
+    },
+    /// Tell the operator.
+    Alert {
+        /// What and why.
+        evidence: Box<Evidence>,
+    },
+    /// A newer epoch exists: drop the replica.
+    StepDown {
+        /// The newer epoch.
+        epoch: Epoch,
+        /// Why.
+        evidence: Box<Evidence>,
+    },
+    /// Ask the primary for a full synchronisation.
+    RequestFullSync,
+}
+
+impl Action {
+    /// The evidence, for decisions that carry one.
+    pub fn evidence(&self) -> Option<&Evidence> {
+        match self {
+            Action::Activate { evidence, .. }
+            | Action::Switchover { evidence, .. }
+            | Action::CannotDecide { evidence }
+            | Action::RefuseStale { evidence }
+            | Action::Alert { evidence }
+            | Action::StepDown { evidence, .. } => Some(evidence),
+            _ => None,
+        }
+    }
+}
+
+/// Where the standby is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No complete replica: nothing to activate.
+    Unsynced,
+    /// Replicating; the primary is trusted.
+    Following,
+    /// The heartbeat is lost: asking the witnesses (or the ping node).
+    Deciding,
+    /// A quorum voted; waiting for the primary's ack authority to run out.
+    Waiting,
+    /// Switchover decided; waiting for the primary to fence (or its ack authority to run out).
+    SwitchingOver,
+    /// A quorum voted but the replica is stale: refused (rule 5).
+    RefusedStale,
+    /// Activated: the core is done.
+    Activated,
+    /// A higher epoch exists: waiting for a full synchronisation.
+    SteppedDown,
+}
+
+impl State {
+    /// The text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Unsynced => "unsynced",
+            State::Following => "following",
+            State::Deciding => "deciding",
+            State::Waiting => "waiting",
+            State::SwitchingOver => "switching-over",
+            State::RefusedStale => "refused-stale",
+            State::Activated => "activated",
+            State::SteppedDown => "stepped-down",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Query {
+    id: QueryId,
+    kind: VoteKind,
+    sent_at: Nanos,
+    deadline: Nanos,
+    votes: heapless::Vec<(Vote, Nanos), MAX_WITNESSES>,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    kind: VoteKind,
+    query: QueryId,
+    leases: LeaseSet,
+    gate: Nanos,
+    fenced: bool,
+    evidence: Evidence,
+}
+
+/// Alerts said once per episode (an episode is one suspicion, or one switchover condition).
+#[derive(Debug, Clone, Copy, Default)]
+struct Said {
+    link_failure: bool,
+    no_quorum: bool,
+    guest: bool,
+    no_replica: bool,
+    ping: bool,
+}
+
+/// The standby decision state machine.
+#[derive(Debug, Clone)]
+pub struct StandbyCore {
+    cfg: Config,
+    epoch: Epoch,
+    state: State,
+    detector: Detector,
+    replica: Option<u64>,
+    last_ack_at: Option<Nanos>,
+    reports: heapless::Vec<(WitnessReport, Nanos), MAX_WITNESSES>,
+    query_seq: QueryId,
+    query: Option<Query>,
+    next_query_at: Nanos,
+    backoff: Duration,
+    pending: Option<Box<Pending>>,
+    said: Said,
+    episode_start: Nanos,
+    cond_since: Option<Nanos>,
+    switchover_not_before: Nanos,
+    force: bool,
+    ping_asked_at: Option<Nanos>,
+    ping: Option<(Nanos, bool)>,
+}
+
+impl StandbyCore {
+    /// A standby of `epoch` at `now`, with its replica at `replica` (`None`: not synchronised yet).
+    /// A switchover is not attempted before `now + switchover_min_interval` (anti-flap).
+    pub fn new(cfg: Config, epoch: Epoch, now: Nanos, replica: Option<u64>) -> StandbyCore {
+        let detector = Detector::new(cfg.heartbeat, now);
+        StandbyCore {
+            switchover_not_before: later(now, cfg.switchover_min_interval),
+            backoff: cfg.requery_min,
+            cfg,
+            epoch,
+            state: if replica.is_some() {
+                State::Following
+            } else {
+                State::Unsynced
+            },
+            detector,
+            replica,
+            last_ack_at: None,
+            reports: heapless::Vec::new(),
+            query_seq: 0,
+            query: None,
+            next_query_at: now,
+            pending: None,
+            said: Said::default(),
+            episode_start: now,
+            cond_since: None,
+            force: false,
+            ping_asked_at: None,
+            ping: None,
+        }
+    }
+
+    /// Where it is.
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Its epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The replica's applied checkpoint.
+    pub fn replica(&self) -> Option<u64> {
+        self.replica
+    }
+
+    /// The heartbeat detector (for status output).
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    /// Whether acks may be sent now (the core emits [`Action::Ack`] itself; this is for status).
+    pub fn may_ack(&self) -> bool {
+        matches!(
+            self.state,
+            State::Following | State::Deciding | State::RefusedStale
+        )
+    }
+
+    fn quorum(&self) -> usize {
+        self.cfg.witnesses.quorum()
+    }
+
+    /// One input at `now`.
+    pub fn step(&mut self, now: Nanos, input: Input) -> Actions<Action> {
+        let mut out = Actions::new();
+        if self.state == State::Activated {
+            return out;
+        }
+        match input {
+            Input::Heartbeat { link, epoch } => match compare(self.epoch, epoch) {
+                EpochOrder::Newer if self.fenced_for_us(epoch) => {}
+                EpochOrder::Newer => return self.step_down(now, epoch, out),
+                EpochOrder::Stale => {}
+                EpochOrder::Current => {
+                    if let Some(ev) = self.detector.heartbeat(link, now) {
+                        self.on_detector(now, ev, &mut out);
+                    }
+                }
+            },
+            Input::Report(r) => {
+                if !self.cfg.witnesses.contains(r.witness) {
+                    return out;
+                }
+                if r.epoch > self.epoch {
+                    return self.step_down(now, r.epoch, out);
+                }
+                if r.epoch == self.epoch {
+                    if let Some(i) = self
+                        .reports
+                        .iter()
+                        .position(|(x, _)| x.witness == r.witness)
+                    {
+                        self.reports.swap_remove(i);
+                    }
+                    let _ = self.reports.push((r, now));
+                    // The primary looks down to this witness: no need to wait for the backoff.
+                    if self.state == State::Deciding
+                        && self.query.is_none()
+                        && r.view.app == AppVerdict::Down
+                    {
+                        self.next_query_at = self.next_query_at.min(now);
+                    }
+                }
+            }
+            Input::Vote(v) => {
+                if !self.cfg.witnesses.contains(v.witness) {
+                    return out;
+                }
+                let newer = match v.verdict {
+                    Verdict::Refuse(RefuseReason::StaleEpoch(e)) => e.max(v.epoch),
+                    _ => v.epoch,
+                };
+                if newer > self.epoch {
+                    return self.step_down(now, newer, out);
+                }
+                if let Some(q) = self.query.as_mut() {
+                    if q.id == v.query && !q.votes.iter().any(|(x, _)| x.witness == v.witness) {
+                        let _ = q.votes.push((v, now));
+                        self.conclude(now, &mut out);
+                    }
+                }
+            }
+            Input::ReplicaApplied { ckpt, epoch } => match compare(self.epoch, epoch) {
+                EpochOrder::Newer => return self.step_down(now, epoch, out),
+                EpochOrder::Stale => {}
+                EpochOrder::Current => match self.state {
+                    State::Following | State::Deciding | State::RefusedStale => {
+                        self.replica = Some(ckpt);
+                        self.last_ack_at = Some(now);
+                        emit(
+                            &mut out,
+                            Action::Ack {
+                                ckpt,
+                                epoch: self.epoch,
+                            },
+                        );
+                    }
+                    // Applied but not acked: the primary's authority must run out.
+                    State::Waiting | State::SwitchingOver => self.replica = Some(ckpt),
+                    // Only a full synchronisation ([`Input::Resynced`]) makes a replica.
+                    _ => {}
+                },
+            },
+            Input::Ping { ok } => self.ping = Some((now, ok)),
+            Input::OperatorForce => {
+                self.force = true;
+                if self.state == State::RefusedStale {
+                    self.state = State::Deciding;
+                    self.next_query_at = now;
+                }
+            }
+            Input::HigherEpoch { epoch } => {
+                if epoch > self.epoch && !self.fenced_for_us(epoch) {
+                    return self.step_down(now, epoch, out);
+                }
+            }
+            Input::PrimaryFenced { epoch, .. } => {
+                if let Some(p) = self.pending.as_mut() {
+                    if self.state == State::SwitchingOver && epoch == self.epoch.next() {
+                        p.fenced = true;
+                    }
+                }
+            }
+            Input::Resynced { epoch, ckpt } => {
+                if epoch >= self.epoch {
+                    let fresh = StandbyCore::new(self.cfg.clone(), epoch, now, Some(ckpt));
+                    let seq = self.query_seq;
+                    *self = fresh;
+                    self.query_seq = seq;
+                }
+            }
+            Input::Tick => {}
+        }
+        self.tick(now, &mut out);
+        out
+    }
+
+    /// During a switchover the fenced primary steps down to the epoch we are starting, and says so
+    /// (heartbeats of that epoch): that is its confirmation, not a newer primary.
+    fn fenced_for_us(&mut self, epoch: Epoch) -> bool {
+        if self.state != State::SwitchingOver || epoch != self.epoch.next() {
+            return false;
+        }
+        if let Some(p) = self.pending.as_mut() {
+            p.fenced = true;
+        }
+        true
+    }
+
+    fn tick(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        let mut events: heapless::Vec<DetectorEvent, { MAX_LINKS + 1 }> = heapless::Vec::new();
+        self.detector.poll(now, &mut events);
+        for ev in events {
+            self.on_detector(now, ev, out);
+        }
+        match self.state {
+            State::Following => {
+                if self.query.is_some() {
+                    self.conclude(now, out);
+                } else {
+                    self.switchover_check(now, out);
+                }
+            }
+            State::Deciding => self.decide(now, out),
+            State::Waiting | State::SwitchingOver => self.drive_pending(now, out),
+            State::Unsynced | State::RefusedStale | State::Activated | State::SteppedDown => {}
+        }
+    }
+
+    fn on_detector(&mut self, now: Nanos, ev: DetectorEvent, out: &mut Actions<Action>) {
+        match ev {
+            DetectorEvent::Suspect => {
+                self.said.link_failure = false;
+                self.said.no_quorum = false;
+                self.said.no_replica = false;
+                self.said.ping = false;
+                self.episode_start = now;
+                self.backoff = self.cfg.requery_min;
+                match self.state {
+                    State::Following => {
+                        // A switchover query in flight is moot: the question is now a takeover.
+                        self.cancel_query(out);
+                        self.state = State::Deciding;
+                        self.next_query_at = now;
+                    }
+                    State::Unsynced => {
+                        let e = self.evidence(now, Rule::NoReplica, ActionKind::CannotDecide);
+                        emit(
+                            out,
+                            Action::CannotDecide {
+                                evidence: Box::new(e),
+                            },
+                        );
+                    }
+                    _ => {}
+                }
+            }
+            DetectorEvent::Trust => match self.state {
+                State::Deciding | State::RefusedStale => {
+                    self.cancel_query(out);
+                    self.state = State::Following;
+                }
+                State::Waiting => {
+                    // The primary is back before its authority ran out: ride through.
+                    self.abandon_pending(out);
+                    self.state = State::Following;
+                }
+                _ => {}
+            },
+            DetectorEvent::LinkDown(_) => {
+                let e = self.evidence(now, Rule::LinkDown, ActionKind::Stay);
+                emit(
+                    out,
+                    Action::Alert {
+                        evidence: Box::new(e),
+                    },
+                );
+            }
+            DetectorEvent::LinkUp(_) => {}
+        }
+    }
+
+    fn decide(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        match self.cfg.policy {
+            Policy::HeartbeatOnly => self.activate_baseline(now, Rule::HeartbeatLoss, out),
+            Policy::PingNode => match self.ping {
+                Some((at, ok)) if at >= self.episode_start && self.ping_asked_at.is_some() => {
+                    if ok {
+                        self.activate_baseline(now, Rule::PingNodeAnswers, out);
+                    } else {
+                        if !self.said.ping {
+                            self.said.ping = true;
+                            let e =
+                                self.evidence(now, Rule::PingNodeSilent, ActionKind::CannotDecide);
+                            emit(
+                                out,
+                                Action::CannotDecide {
+                                    evidence: Box::new(e),
+                                },
+                            );
+                        }
+                        self.ask_ping(now, out);
+                    }
+                }
+                _ => self.ask_ping(now, out),
+            },
+            Policy::ClientOriented => {
+                if self.query.is_some() {
+                    self.conclude(now, out);
+                } else if now >= self.next_query_at {
+                    self.start_query(now, VoteKind::Takeover, out);
+                }
+            }
+        }
+    }
+
+    fn ask_ping(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        let due = self
+            .ping_asked_at
+            .is_none_or(|t| t < self.episode_start || elapsed(now, t) >= self.cfg.ping_interval);
+        if due {
+            self.ping_asked_at = Some(now);
+            emit(out, Action::PingNode);
+        }
+    }
+
+    fn activate_baseline(&mut self, now: Nanos, rule: Rule, out: &mut Actions<Action>) {
+        if self.replica.is_none() {
+            return;
+        }
+        let mut e = self.evidence(now, rule, ActionKind::Activate);
+        e.new_epoch = Some(self.epoch.next());
+        self.activate(LeaseSet::new(), e, out);
+    }
+
+    fn activate(&mut self, leases: LeaseSet, evidence: Evidence, out: &mut Actions<Action>) {
+        let epoch = self.epoch.next();
+        self.state = State::Activated;
+        self.query = None;
+        self.pending = None;
+        emit(
+            out,
+            Action::Activate {
+                epoch,
+                leases: Box::new(leases),
+                evidence: Box::new(evidence),
+            },
+        );
+    }
+
+    fn start_query(&mut self, now: Nanos, kind: VoteKind, out: &mut Actions<Action>) {
+        self.query_seq = self.query_seq.wrapping_add(1);
+        self.query = Some(Query {
+            id: self.query_seq,
+            kind,
+            sent_at: now,
+            deadline: later(now, self.cfg.query_timeout),
+            votes: heapless::Vec::new(),
+        });
+        emit(
+            out,
+            Action::QueryWitnesses(VoteRequest {
+                epoch: self.epoch,
+                query: self.query_seq,
+                kind,
+            }),
+        );
+    }
+
+    fn cancel_query(&mut self, out: &mut Actions<Action>) {
+        if let Some(q) = self.query.take() {
+            emit(
+                out,
+                Action::Withdraw(Withdraw {
+                    epoch: self.epoch.next(),
+                    query: q.id,
+                }),
+            );
+        }
+    }
+
+    fn abandon_pending(&mut self, out: &mut Actions<Action>) {
+        if let Some(p) = self.pending.take() {
+            emit(
+                out,
+                Action::Withdraw(Withdraw {
+                    epoch: self.epoch.next(),
+                    query: p.query,
+                }),
+            );
+        }
+    }
+
+    fn vote_valid(&self, q: &Query, v: &Vote, now: Nanos) -> bool {
+        v.verdict.granted() && now < self.cfg.lease.holder_until(q.sent_at, v.duration)
+    }
+
+    /// Decide on the query in flight if its outcome is known (or its time is up).
+    fn conclude(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        let Some(q) = self.query.as_ref() else {
+            return;
+        };
+        let n = self.cfg.witnesses.len();
+        let need = self.quorum();
+        let grants = q
+            .votes
+            .iter()
+            .filter(|(v, _)| self.vote_valid(q, v, now))
+            .count();
+        let answers = q.votes.len();
+        if grants >= need {
+            self.succeed(now, out);
+        } else if now >= q.deadline || answers >= n || grants + (n - answers) < need {
+            self.fail(now, out);
+        }
+    }
+
+    fn stale_mark(&self, now: Nanos, q: &Query) -> Option<u64> {
+        let from_votes = q.votes.iter().filter_map(|(v, _)| v.unprotected_after);
+        let from_reports = self
+            .reports
+            .iter()
+            .filter(|(r, at)| r.epoch == self.epoch && elapsed(now, *at) <= self.cfg.report_fresh)
+            .filter_map(|(r, _)| r.unprotected_after);
+        from_votes.chain(from_reports).min()
+    }
+
+    fn succeed(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        let Some(q) = self.query.take() else {
+            return;
+        };
+        let withdraw = Withdraw {
+            epoch: self.epoch.next(),
+            query: q.id,
+        };
+        if self.replica.is_none() {
+            emit(out, Action::Withdraw(withdraw));
+            if !self.said.no_replica {
+                self.said.no_replica = true;
+                let e = self.evidence_q(now, Rule::NoReplica, ActionKind::CannotDecide, Some(&q));
+                emit(
+                    out,
+                    Action::CannotDecide {
+                        evidence: Box::new(e),
+                    },
+                );
+            }
+            return;
+        }
+        let stale = self.stale_mark(now, &q).is_some();
+        if stale && !self.force {
+            emit(out, Action::Withdraw(withdraw));
+            let e = self.evidence_q(now, Rule::StaleReplica, ActionKind::RefuseStale, Some(&q));
+            emit(
+                out,
+                Action::RefuseStale {
+                    evidence: Box::new(e),
+                },
+            );
+            self.state = State::RefusedStale;
+            return;
+        }
+        let mut leases = LeaseSet::new();
+        for (v, _) in q.votes.iter().filter(|(v, _)| self.vote_valid(&q, v, now)) {
+            leases.insert(
+                v.witness,
+                self.cfg.lease.holder_until(q.sent_at, v.duration),
+            );
+        }
+        let l = &self.cfg.lease;
+        let gate = self.last_ack_at.map_or(now, |t| {
+            later(t, l.ack_lease.saturating_add(l.margin(l.ack_lease)))
+        });
+        let rule = match (stale, q.kind) {
+            (true, _) => Rule::ForcedStale,
+            (false, VoteKind::Switchover) => Rule::Switchover,
+            (false, VoteKind::Takeover) => Rule::QuorumNoAnswer,
+        };
+        let mut e = self.evidence_q(now, rule, ActionKind::Activate, Some(&q));
+        e.new_epoch = Some(self.epoch.next());
+        e.forced = stale;
+        let pending = Pending {
+            kind: q.kind,
+            query: q.id,
+            leases,
+            gate,
+            fenced: false,
+            evidence: e,
+        };
+        match q.kind {
+            VoteKind::Takeover => {
+                self.state = State::Waiting;
+                self.pending = Some(Box::new(pending));
+                self.drive_pending(now, out);
+            }
+            VoteKind::Switchover => {
+                let mut se = pending.evidence.clone();
+                se.action = ActionKind::Switchover;
+                emit(
+                    out,
+                    Action::Switchover {
+                        epoch: self.epoch.next(),
+                        evidence: Box::new(se),
+                    },
+                );
+                self.state = State::SwitchingOver;
+                self.pending = Some(Box::new(pending));
+                self.drive_pending(now, out);
+            }
+        }
+    }
+
+    fn fail(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        let Some(q) = self.query.take() else {
+            return;
+        };
+        emit(
+            out,
+            Action::Withdraw(Withdraw {
+                epoch: self.epoch.next(),
+                query: q.id,
+            }),
+        );
+        let need = self.quorum();
+        let answers = q.votes.len();
+        let refused = |r: RefuseReason| {
+            q.votes
+                .iter()
+                .filter(|(v, _)| v.verdict == Verdict::Refuse(r))
+                .count()
+        };
+        let retry = q
+            .votes
+            .iter()
+            .filter_map(|(v, _)| match v.verdict {
+                Verdict::Refuse(r) => r.retry_after(),
+                Verdict::Grant => None,
+            })
+            .min();
+        let wait = match retry {
+            Some(r) => r.clamp(self.cfg.requery_min, self.backoff.max(self.cfg.requery_min)),
+            None => {
+                let b = self.backoff;
+                self.backoff = (self.backoff * 2).min(self.cfg.requery_max);
+                b
+            }
+        };
+        self.next_query_at = later(now, wait);
+        if q.kind == VoteKind::Switchover {
+            return; // a switchover that did not get its quorum changes nothing
+        }
+        if answers >= need {
+            let rule = if refused(RefuseReason::GuestFailure) >= need {
+                Some(Rule::GuestFailure)
+            } else if refused(RefuseReason::PrimaryAnswers) >= need {
+                Some(Rule::PrimaryAnswers)
+            } else {
+                None
+            };
+            if let Some(rule) = rule {
+                let flag = if rule == Rule::GuestFailure {
+                    &mut self.said.guest
+                } else {
+                    &mut self.said.link_failure
+                };
+                if !std::mem::replace(flag, true) {
+                    let e = self.evidence_q(now, rule, ActionKind::Stay, Some(&q));
+                    emit(
+                        out,
+                        Action::Alert {
+                            evidence: Box::new(e),
+                        },
+                    );
+                }
+            }
+        } else if !self.said.no_quorum {
+            self.said.no_quorum = true;
+            let e = self.evidence_q(now, Rule::NoQuorum, ActionKind::CannotDecide, Some(&q));
+            emit(
+                out,
+                Action::CannotDecide {
+                    evidence: Box::new(e),
+                },
+            );
+        }
+    }
+
+    fn drive_pending(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        let Some(p) = self.pending.as_ref() else {
+            self.state = State::Following;
+            return;
+        };
+        if !p.leases.valid(now, self.quorum()) {
+            // The votes ran out before it was safe to use them: ask again.
+            self.abandon_pending(out);
+            self.state = if self.detector.suspected() {
+                State::Deciding
+            } else {
+                State::Following
+            };
+            self.next_query_at = now;
+            return;
+        }
+        if now >= p.gate || (p.kind == VoteKind::Switchover && p.fenced) {
+            if let Some(p) = self.pending.take() {
+                let mut e = p.evidence;
+                e.at = now;
+                self.activate(p.leases, e, out);
+            }
+        }
+    }
+
+    fn switchover_check(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        if self.cfg.policy != Policy::ClientOriented {
+            return;
+        }
+        let need = self.quorum();
+        let fresh = || {
+            self.reports.iter().filter(|(r, at)| {
+                r.epoch == self.epoch && elapsed(now, *at) <= self.cfg.report_fresh
+            })
+        };
+        let down = fresh()
+            .filter(|(r, _)| r.view.app == AppVerdict::Down && r.view.standby_host)
+            .count();
+        let guest = fresh()
+            .filter(|(r, _)| r.view.app == AppVerdict::GuestFailure)
+            .count();
+        if guest >= need {
+            if !self.said.guest {
+                self.said.guest = true;
+                let e = self.evidence(now, Rule::GuestFailure, ActionKind::Stay);
+                emit(
+                    out,
+                    Action::Alert {
+                        evidence: Box::new(e),
+                    },
+                );
+            }
+        } else {
+            self.said.guest = false;
+        }
+        if !self.cfg.switchover || down < need {
+            self.cond_since = None;
+            return;
+        }
+        let since = *self.cond_since.get_or_insert(now);
+        if elapsed(now, since) >= self.cfg.switchover_hold
+            && now >= self.switchover_not_before
+            && now >= self.next_query_at
+            && self.replica.is_some()
+        {
+            self.start_query(now, VoteKind::Switchover, out);
+        }
+    }
+
+    fn step_down(&mut self, now: Nanos, epoch: Epoch, mut out: Actions<Action>) -> Actions<Action> {
+        self.query = None;
+        self.pending = None;
+        let mut e = self.evidence(now, Rule::HigherEpoch, ActionKind::StepDown);
+        e.new_epoch = Some(epoch);
+        self.epoch = epoch;
+        self.state = State::SteppedDown;
+        self.replica = None;
+        self.reports.clear();
+        emit(
+            &mut out,
+            Action::StepDown {
+                epoch,
+                evidence: Box::new(e),
+            },
+        );
+        emit(&mut out, Action::RequestFullSync);
+        out
+    }
+
+    fn evidence(&self, now: Nanos, rule: Rule, action: ActionKind) -> Evidence {
+        self.evidence_q(now, rule, action, self.query.as_ref())
+    }
+
+    fn evidence_q(
+        &self,
+        now: Nanos,
+        rule: Rule,
+        action: ActionKind,
+        q: Option<&Query>,
+    ) -> Evidence {
+        let mut e = Evidence::new(
+            now,
+            Role::Standby,
+            self.cfg.policy,
+            rule,
+            action,
+            self.epoch,
+        );
+        e.heartbeat = Some(HeartbeatSummary {
+            suspected: self.detector.suspected(),
+            silent_ns: nanos_of(self.detector.silent_for(now)),
+            timeout_ns: nanos_of(self.detector.timeout()),
+        });
+        e.checkpoint = self.replica;
+        e.configured = self.cfg.witnesses.len() as u8;
+        e.quorum = self.quorum() as u8;
+        e.forced = self.force && rule == Rule::ForcedStale;
+        if let Some(q) = q {
+            e.answers = q.votes.len() as u8;
+            e.grants = q
+                .votes
+                .iter()
+                .filter(|(v, _)| self.vote_valid(q, v, now))
+                .count() as u8;
+        }
+        for &id in self.cfg.witnesses.ids() {
+            let vote = q.and_then(|q| q.votes.iter().find(|(v, _)| v.witness == id));
+            let report = self.reports.iter().find(|(r, _)| r.witness == id);
+            let entry = match (vote, report) {
+                (Some((v, at)), _) => WitnessSaid {
+                    id,
+                    said: if v.verdict.granted() {
+                        SaidKind::Grant
+                    } else {
+                        SaidKind::Refuse
+                    },
+                    reason: match v.verdict {
+                        Verdict::Refuse(r) => Some(r),
+                        Verdict::Grant => None,
+                    },
+                    app: v.view.app,
+                    primary_host: v.view.primary_host,
+                    standby_host: v.view.standby_host,
+                    unprotected_after: v.unprotected_after,
+                    age_ns: nanos_of(elapsed(now, *at)),
+                },
+                (None, Some((r, at))) => WitnessSaid {
+                    id,
+                    said: SaidKind::NoAnswer,
+                    reason: None,
+                    app: r.view.app,
+                    primary_host: r.view.primary_host,
+                    standby_host: r.view.standby_host,
+                    unprotected_after: r.unprotected_after,
+                    age_ns: nanos_of(elapsed(now, *at)),
+                },
+                (None, None) => WitnessSaid {
+                    id,
+                    said: SaidKind::NoAnswer,
+                    reason: None,
+                    app: AppVerdict::Unknown,
+                    primary_host: false,
+                    standby_host: false,
+                    unprotected_after: None,
+                    age_ns: 0,
+                },
+            };
+            e.push_witness(entry);
+        }
+        e
+    }
+}

@@ -1,0 +1,143 @@
+//! The `failover.*` configuration keys shared by the three daemons: the decision core's
+//! settings ([`crate::decision::Config`]) plus where the peers are.
+
+use std::sync::OnceLock;
+
+use crate::config::{Config, ConfigError, KeySpec, ValueKind};
+use crate::decision::{self, CONFIG_KEYS};
+
+/// One line of help per decision key.
+fn help(key: &str) -> &'static str {
+    match key {
+        "policy" => "who decides: client-oriented (witness quorum), heartbeat-only (the Remus baseline) or ping-node (the Linux-HA baseline); must agree on all nodes",
+        "witnesses" => "ids of the configured witnesses, comma-separated (quorum is a strict majority)",
+        "hb-interval" => "heartbeat period, primary to standby, on every link",
+        "hb-timeout" => "silence on all links before the standby suspects the primary (a suspicion only queries the witnesses)",
+        "hb-links" => "number of heartbeat links (addresses in heartbeat_peers)",
+        "hb-max-backoff" => "most the timeout stretches after false suspicions (hysteresis), as a multiple",
+        "hb-calm" => "quiet time after which the stretched timeout shrinks back",
+        "hb-trust-after" => "heartbeats in a row before a suspected primary is trusted again",
+        "lease" => "lease and vote duration granted by witnesses",
+        "lease-max" => "longest lease any witness grants (a restarted witness waits this out before voting)",
+        "drift-ppm" => "clock drift allowance between hosts, parts per million",
+        "drift-fixed" => "fixed allowance added to every lease margin (scheduling, delivery)",
+        "ack-lease" => "how long an ack lets the primary release output; the standby waits this out before activating",
+        "query-timeout" => "how long the standby waits for votes",
+        "requery-min" => "shortest pause between two witness queries",
+        "requery-max" => "longest pause between two witness queries",
+        "report-fresh" => "witness reports older than this are ignored",
+        "switchover" => "rule 6: switch over when clients cannot reach the primary but reach the standby",
+        "switchover-hold" => "rule 6: how long the condition must hold first (anti-flap)",
+        "switchover-min-interval" => "rule 6: least time between two switchovers (anti-flap)",
+        "app-down-after" => "witness: the application counts as down after this long without an answer...",
+        "app-down-failures" => "witness: ...and this many failed probes in a row",
+        "host-fresh" => "witness: a daemon counts as reachable if it answered this recently",
+        "fence-after" => "primary: pause the domain after this long without authority (output is held at once)",
+        "ping-interval" => "ping-node baseline: ping period while the heartbeat is lost",
+        _ => "decision setting",
+    }
+}
+
+/// The `failover.*` keys with their defaults.
+pub fn keys() -> Vec<KeySpec> {
+    let defaults = decision::Config::default().fields();
+    CONFIG_KEYS
+        .iter()
+        .map(|k| {
+            let default = defaults
+                .iter()
+                .find(|(dk, _)| dk == k)
+                .map(|(_, v)| v.clone())
+                .unwrap_or_default();
+            let name: &'static str = Box::leak(format!("failover.{k}").into_boxed_str());
+            let default: &'static str = Box::leak(default.into_boxed_str());
+            KeySpec {
+                key: name,
+                kind: ValueKind::Str,
+                default: Some(default),
+                help: help(k),
+            }
+        })
+        .collect()
+}
+
+/// A daemon's schema: its own keys followed by the failover keys (built once).
+pub fn schema(
+    own: &'static [KeySpec],
+    cell: &'static OnceLock<Vec<KeySpec>>,
+) -> &'static [KeySpec] {
+    cell.get_or_init(|| {
+        let mut v = own.to_vec();
+        v.extend(keys());
+        v
+    })
+}
+
+/// Build the decision configuration from the `failover.*` keys, reporting errors at the key.
+pub fn build(c: &Config) -> Result<decision::Config, ConfigError> {
+    let mut d = decision::Config::default();
+    for k in CONFIG_KEYS {
+        let key = format!("failover.{k}");
+        let v = c.str(&key)?;
+        if v.is_empty() {
+            continue;
+        }
+        d.set(k, &v)
+            .map_err(|e| c.error_at(&key, &format!("expected {}, got '{v}'", e.expected)))?;
+    }
+    if d.policy == decision::Policy::ClientOriented && d.witnesses.is_empty() {
+        return Err(c.error_at(
+            "failover.witnesses",
+            "the client-oriented policy needs witnesses (e.g. 1,2,3)",
+        ));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    static OWN: &[KeySpec] = &[KeySpec {
+        key: "x",
+        kind: ValueKind::Str,
+        default: Some(""),
+        help: "x",
+    }];
+    static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
+
+    #[test]
+    fn keys_parse_and_errors_are_located() {
+        let s = schema(OWN, &CELL);
+        let c = Config::from_text(
+            s,
+            "f.conf",
+            "failover.witnesses = 1,2,3\nfailover.hb-timeout = 40ms\n",
+            &[],
+        )
+        .unwrap();
+        let d = build(&c).unwrap();
+        assert_eq!(d.witnesses.quorum(), 2);
+        assert_eq!(d.heartbeat.timeout, std::time::Duration::from_millis(40));
+        let c = Config::from_text(
+            s,
+            "f.conf",
+            "failover.witnesses = 1,2,3\nfailover.lease = soon\n",
+            &[],
+        )
+        .unwrap();
+        let e = build(&c).unwrap_err().to_string();
+        assert!(
+            e.starts_with("f.conf:2: key 'failover.lease': expected a duration"),
+            "{e}"
+        );
+        let c = Config::from_text(s, "f.conf", "", &[]).unwrap();
+        assert_eq!(
+            build(&c).unwrap().witnesses.len(),
+            3,
+            "default: witnesses 1,2,3"
+        );
+        let c = Config::from_text(s, "f.conf", "failover.policy = heartbeat-only\n", &[]).unwrap();
+        assert_eq!(build(&c).unwrap().policy, decision::Policy::HeartbeatOnly);
+    }
+}

@@ -1,0 +1,146 @@
+//! The decision log of a daemon: a config record, every input fed to its core, and every
+//! decision's evidence, one JSON line each (DESIGN.md rule 7). `hsb-standby replay FILE` feeds it
+//! back through the decision core under any policy.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+use crate::decision::record::{config_line, AnyInput};
+use crate::decision::{Config, Epoch, Evidence, Nanos, Role, WitnessId};
+
+/// Bytes written before the log stops growing (with one warning).
+pub const MAX_LOG_BYTES: u64 = 256 << 20;
+
+/// Appends decision records to a file (or nowhere).
+pub struct Recorder {
+    out: Option<BufWriter<File>>,
+    written: u64,
+}
+
+impl Recorder {
+    /// A recorder writing to `path` (empty path: record nothing); starts with the config record.
+    pub fn open(
+        path: &Path,
+        t: Nanos,
+        role: Role,
+        epoch: Epoch,
+        replica: Option<u64>,
+        witness: Option<WitnessId>,
+        cfg: &Config,
+    ) -> std::io::Result<Recorder> {
+        if path.as_os_str().is_empty() {
+            return Ok(Recorder {
+                out: None,
+                written: 0,
+            });
+        }
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let mut r = Recorder {
+            out: Some(BufWriter::new(f)),
+            written: 0,
+        };
+        r.line(&config_line(t, role, epoch, replica, witness, cfg));
+        Ok(r)
+    }
+
+    fn line(&mut self, l: &str) {
+        let Some(out) = self.out.as_mut() else { return };
+        if self.written + l.len() as u64 + 1 > MAX_LOG_BYTES {
+            log::warn!(
+                "decision log reached {} MiB; no further records",
+                MAX_LOG_BYTES >> 20
+            );
+            self.out = None;
+            return;
+        }
+        self.written += l.len() as u64 + 1;
+        let _ = writeln!(out, "{l}");
+    }
+
+    /// Record an input.
+    pub fn input(&mut self, t: Nanos, input: AnyInput) {
+        if self.out.is_some() {
+            self.line(&input.to_json_line(t));
+        }
+    }
+
+    /// Record a decision's evidence (also logged by the caller).
+    pub fn evidence(&mut self, e: &Evidence) {
+        if self.out.is_some() {
+            self.line(&e.to_json_line());
+        }
+    }
+
+    /// Flush to disk (called once per loop iteration at most).
+    pub fn flush(&mut self) {
+        if let Some(o) = self.out.as_mut() {
+            let _ = o.flush();
+        }
+    }
+}
+
+/// Parse `1=10.0.0.1:7300,2=10.0.0.2:7300` into (witness id, address) pairs.
+pub fn parse_witness_peers(s: &str) -> Result<Vec<(WitnessId, std::net::SocketAddr)>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (id, addr) = p
+                .split_once('=')
+                .ok_or_else(|| format!("'{p}' is not ID=IP:PORT"))?;
+            let id: WitnessId = id
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{id}' is not a witness id"))?;
+            let addr = addr
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{addr}' is not an address IP:PORT"))?;
+            Ok((id, addr))
+        })
+        .collect()
+}
+
+/// Check that the peers cover exactly the configured witnesses.
+pub fn check_peers(
+    peers: &[(WitnessId, std::net::SocketAddr)],
+    cfg: &Config,
+) -> Result<(), String> {
+    for id in cfg.witnesses.ids() {
+        if !peers.iter().any(|(p, _)| p == id) {
+            return Err(format!(
+                "no address for witness {id} (expected ID=IP:PORT for each of failover.witnesses)"
+            ));
+        }
+    }
+    if let Some((p, _)) = peers.iter().find(|(p, _)| !cfg.witnesses.contains(*p)) {
+        return Err(format!("witness {p} is not among failover.witnesses"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_check() {
+        let p = parse_witness_peers("1=127.0.0.1:1, 2=127.0.0.1:2,3=127.0.0.1:3").unwrap();
+        assert_eq!(p.len(), 3);
+        check_peers(&p, &Config::default()).unwrap();
+        assert!(check_peers(&p[..2], &Config::default())
+            .unwrap_err()
+            .contains("witness 3"));
+        assert!(parse_witness_peers("1:127.0.0.1:1").is_err());
+        assert!(parse_witness_peers("x=127.0.0.1:1").is_err());
+    }
+}

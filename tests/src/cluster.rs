@@ -1,0 +1,206 @@
+//! A whole hsb cluster on loopback for failover tests: primary, standby and witnesses as real
+//! processes, every path between them through a relay that a test can cut:
+//! - `repl`: replication, heartbeats and switchover messages between primary and standby;
+//! - `standby_witnesses`: the standby's traffic with every witness;
+//! - `primary_witnesses`: the primary's traffic with every witness;
+//! - `app`: the witnesses' probes of the primary's application.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::relay::{Link, TcpRelay, UdpRelay};
+use crate::{free_addr, num, Daemon, TempDir};
+
+/// Options for [`Cluster::start`].
+#[derive(Clone)]
+pub struct ClusterOpts {
+    pub policy: &'static str,
+    pub witnesses: usize,
+    /// Extra `key = value` lines for every daemon.
+    pub extra: Vec<String>,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            policy: "client-oriented",
+            witnesses: 3,
+            extra: vec![],
+        }
+    }
+}
+
+/// A running cluster.
+pub struct Cluster {
+    pub dir: TempDir,
+    pub primary: Daemon,
+    pub standby: Daemon,
+    pub witnesses: Vec<Daemon>,
+    pub primary_service: SocketAddr,
+    pub standby_service: SocketAddr,
+    pub repl: Link,
+    pub standby_witnesses: Link,
+    pub primary_witnesses: Link,
+    pub app: Link,
+    _tcp: Vec<TcpRelay>,
+    _udp: Vec<UdpRelay>,
+}
+
+impl Cluster {
+    /// Start witnesses, standby and primary; wait until the primary is protected.
+    pub fn start(o: ClusterOpts) -> Cluster {
+        let dir = TempDir::new("cluster");
+        let key = dir.path("cluster.key");
+        hsb_common::key::ClusterKey::generate(&key).expect("key");
+        let (repl, sw, pw, hb) = (
+            Link::default(),
+            Link::default(),
+            Link::default(),
+            Link::default(),
+        );
+        let app = Link::default();
+        let _ = hb;
+        let (psvc, ssvc) = (free_addr(), free_addr());
+        let (s_repl, s_hb, s_wit, p_wit) = (free_addr(), free_addr(), free_addr(), free_addr());
+        let ids: Vec<String> = (1..=o.witnesses).map(|i| i.to_string()).collect();
+        let wit_addrs: Vec<SocketAddr> = (0..o.witnesses).map(|_| free_addr()).collect();
+        let mut tcp = vec![];
+        let mut udp = vec![];
+        let repl_relay = TcpRelay::start(s_repl, repl.clone());
+        let hb_relay = UdpRelay::start(s_hb, vec![repl.clone()]);
+        let fence_to_primary = UdpRelay::start(p_wit, vec![repl.clone()]);
+        let fenced_to_standby = UdpRelay::start(s_wit, vec![repl.clone()]);
+        let app_relay = TcpRelay::start(psvc, app.clone());
+        let mut s_peers = vec![];
+        let mut p_peers = vec![];
+        let mut w_to_s = vec![];
+        let mut w_to_p = vec![];
+        for (i, w) in wit_addrs.iter().enumerate() {
+            let a = UdpRelay::start(*w, vec![sw.clone()]);
+            let b = UdpRelay::start(*w, vec![pw.clone()]);
+            let c = UdpRelay::start(s_wit, vec![sw.clone()]);
+            let d = UdpRelay::start(p_wit, vec![pw.clone()]);
+            s_peers.push(format!("{}={}", i + 1, a.addr));
+            p_peers.push(format!("{}={}", i + 1, b.addr));
+            w_to_s.push(c.addr);
+            w_to_p.push(d.addr);
+            udp.extend([a, b, c, d]);
+        }
+        let common = format!(
+            "cluster_key = {}\nfailover.policy = {}\nfailover.witnesses = {}\nstats_interval = 1s\n{}\n",
+            key.display(),
+            o.policy,
+            ids.join(","),
+            o.extra.join("\n")
+        );
+        let mut witnesses = vec![];
+        for (i, w) in wit_addrs.iter().enumerate() {
+            let conf = dir.path(&format!("w{}.conf", i + 1));
+            let text = format!(
+                "node = witness-{n}\nid = {n}\nlisten = {w}\nprimary = {}\nstandby = {}\nprobe = line {} PING PONG\nstate_file = {}\ncontrol = {}\n{}",
+                w_to_p[i],
+                w_to_s[i],
+                app_relay.addr,
+                dir.path(&format!("w{}.state", i + 1)).display(),
+                dir.path(&format!("w{}.sock", i + 1)).display(),
+                common.replace("stats_interval = 1s\n", ""),
+                n = i + 1
+            );
+            std::fs::write(&conf, text).expect("write");
+            witnesses.push(Daemon::start(
+                "hsb-witness",
+                &conf,
+                &dir.path(&format!("w{}.sock", i + 1)),
+                &dir.path(&format!("w{}.log", i + 1)),
+                &[],
+            ));
+        }
+        let sconf = dir.path("standby.conf");
+        std::fs::write(
+            &sconf,
+            format!(
+                "node = standby\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{common}",
+                dir.path("standby.sock").display(),
+                s_peers.join(","),
+                fence_to_primary.addr,
+                dir.path("standby.decisions").display()
+            ),
+        )
+        .expect("write");
+        let standby = Daemon::start(
+            "hsb-standby",
+            &sconf,
+            &dir.path("standby.sock"),
+            &dir.path("standby.log"),
+            &[],
+        );
+        standby.wait_for("standby up", Duration::from_secs(10), |_| true);
+        let pconf = dir.path("primary.conf");
+        std::fs::write(
+            &pconf,
+            format!(
+                "node = primary\nstandby = {}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{common}",
+                repl_relay.addr,
+                dir.path("primary.sock").display(),
+                hb_relay.addr,
+                p_peers.join(","),
+                fenced_to_standby.addr,
+                dir.path("primary.decisions").display()
+            ),
+        )
+        .expect("write");
+        let primary = Daemon::start(
+            "hsb-primary",
+            &pconf,
+            &dir.path("primary.sock"),
+            &dir.path("primary.log"),
+            &[],
+        );
+        primary.wait_for("protected", Duration::from_secs(30), |s| {
+            num(s, "acked_checkpoint") >= 1
+                && s.get("authority").map(String::as_str) == Some("protected")
+        });
+        tcp.extend([repl_relay, app_relay]);
+        udp.extend([hb_relay, fence_to_primary, fenced_to_standby]);
+        Cluster {
+            dir,
+            primary,
+            standby,
+            witnesses,
+            primary_service: psvc,
+            standby_service: ssvc,
+            repl,
+            standby_witnesses: sw,
+            primary_witnesses: pw,
+            app,
+            _tcp: tcp,
+            _udp: udp,
+        }
+    }
+
+    /// Wait until every witness is past its restart quiet period and sees the application up.
+    pub fn wait_witnesses_ready(&self) {
+        for w in &self.witnesses {
+            w.wait_for(
+                "witness sees the application",
+                Duration::from_secs(10),
+                |s| s.get("application").map(String::as_str) == Some("up"),
+            );
+        }
+        // A restarted witness grants nothing for the longest lease (default 2 s).
+        std::thread::sleep(Duration::from_millis(2200));
+    }
+
+    /// Every log, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = format!(
+            "--- primary ---\n{}\n--- standby ---\n{}\n",
+            self.primary.log_text(),
+            self.standby.log_text()
+        );
+        for w in &self.witnesses {
+            s.push_str(&format!("--- {} ---\n{}\n", w.log.display(), w.log_text()));
+        }
+        s
+    }
+}
