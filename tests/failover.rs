@@ -183,3 +183,25 @@ fn heartbeat_only_baseline_splits_the_brain_on_a_link_cut() {
     );
     assert!(num(&cl.primary.status(), "acked_checkpoint") > 0);
 }
+
+/// A primary without authority fences itself, but keeps replicating its paused domain, so the
+/// standby's first ack gives it authority back (bug: it used to stop checkpointing while fenced
+/// and waited for witness leases instead). The witnesses here grant nothing for 10 s.
+#[test]
+fn fenced_primary_regains_authority_through_acks() {
+    let cl = Cluster::start(ClusterOpts {
+        extra: vec!["failover.lease-max = 10s".into()],
+        ..ClusterOpts::default()
+    });
+    // Cluster::start returned: the primary is protected.
+    for w in &cl.witnesses {
+        let s = w.status();
+        assert_eq!(
+            num(&s, "leases_granted"),
+            0,
+            "authority came from a lease, not an ack: {s:?}"
+        );
+    }
+    let mut c = Client::connect(cl.primary_service, Duration::from_secs(5)).unwrap();
+    assert!(incr_for(&mut c, Duration::from_millis(200)) > 0);
+}

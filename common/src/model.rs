@@ -353,7 +353,6 @@ impl CheckpointSource for ModelDomain {
             });
         }
         self.suspended = false;
-        self.cpu.checkpoints += 1;
         Ok(())
     }
 
@@ -390,15 +389,14 @@ impl CheckpointSource for ModelDomain {
     }
 
     fn save_state(&mut self, dst: &mut [u8]) -> Result<usize, DomainError> {
-        let mut s = [0u8; STATE_LEN];
-        // The state record is taken while suspended; resume() will count this checkpoint.
-        let mut cpu = self.cpu;
-        cpu.checkpoints += 1;
-        cpu.encode(&mut s);
         let d = dst.get_mut(..STATE_LEN).ok_or(DomainError {
             op: "save_state",
             detail: "buffer too small".into(),
         })?;
+        // Counted here, in the state it is part of, so the replica's copy matches exactly.
+        self.cpu.checkpoints += 1;
+        let mut s = [0u8; STATE_LEN];
+        self.cpu.encode(&mut s);
         d.copy_from_slice(&s);
         Ok(STATE_LEN)
     }
@@ -467,7 +465,6 @@ mod tests {
         let mut s = [0u8; STATE_LEN];
         let n = d.save_state(&mut s).unwrap();
         r.load_state(&s[..n]).unwrap();
-        d.cpu.checkpoints += 1;
         assert_eq!(r.digest(), d.digest());
         assert_eq!(r.handle("GET k"), "hello");
         assert_eq!(r.handle("INCR"), "3");

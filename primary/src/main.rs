@@ -709,7 +709,9 @@ impl Primary {
         if !streaming {
             return;
         }
-        if self.fenced() {
+        // A fenced primary keeps replicating its paused domain: the standby's ack is how it
+        // regains authority. One that stepped down stops for good.
+        if self.failover.as_ref().is_some_and(|f| f.stepped_down) {
             return;
         }
         if self.sending.is_some() || self.unacked.len() >= self.s.max_unacked {
@@ -724,14 +726,20 @@ impl Primary {
         let ckpt = self.next_ckpt;
         let full = self.need_full;
         let t0 = self.clock.now();
-        if let Err(e) = self.dom.suspend() {
-            log::error!("cannot suspend the domain: {e}");
-            return;
+        // Fenced: the domain is already paused, and stays so after the capture.
+        let fenced = self.dom.is_suspended();
+        if !fenced {
+            if let Err(e) = self.dom.suspend() {
+                log::error!("cannot suspend the domain: {e}");
+                return;
+            }
         }
         self.output.close(ckpt);
         let cap = self.staging.capture(&mut self.dom, ckpt, self.epoch, full);
-        if let Err(e) = self.dom.resume() {
-            log::error!("cannot resume the domain: {e}");
+        if !fenced {
+            if let Err(e) = self.dom.resume() {
+                log::error!("cannot resume the domain: {e}");
+            }
         }
         let pause = self.clock.now().since(t0);
         let st = match cap {

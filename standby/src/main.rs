@@ -128,16 +128,17 @@ fn replay(args: &Args) -> ExitCode {
     let Some(path) = args.rest.first() else {
         return fail("replay needs a decision log: hsb-standby replay FILE [--policy client-oriented|heartbeat-only|ping-node]");
     };
-    let policy =
-        match args.value("policy") {
-            Some(p) => match hsb_common::decision::Policy::parse(p) {
-                Some(p) => Some(p),
-                None => return fail(&format!(
+    let policy = match args.value("policy") {
+        Some(p) => match hsb_common::decision::Policy::parse(p) {
+            Some(p) => Some(p),
+            None => {
+                return fail(&format!(
                     "unknown policy '{p}'; expected client-oriented, heartbeat-only or ping-node"
-                )),
-            },
-            None => None,
-        };
+                ))
+            }
+        },
+        None => None,
+    };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) => return fail(&format!("{path}: {e}")),

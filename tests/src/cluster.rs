@@ -18,6 +18,8 @@ pub struct ClusterOpts {
     pub witnesses: usize,
     /// Extra `key = value` lines for every daemon.
     pub extra: Vec<String>,
+    /// Model domain memory of primary and standby.
+    pub memory: &'static str,
 }
 
 impl Default for ClusterOpts {
@@ -26,6 +28,7 @@ impl Default for ClusterOpts {
             policy: "client-oriented",
             witnesses: 3,
             extra: vec![],
+            memory: "8MiB",
         }
     }
 }
@@ -119,11 +122,12 @@ impl Cluster {
         std::fs::write(
             &sconf,
             format!(
-                "node = standby\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{common}",
+                "node = standby\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{common}",
                 dir.path("standby.sock").display(),
                 s_peers.join(","),
                 fence_to_primary.addr,
-                dir.path("standby.decisions").display()
+                dir.path("standby.decisions").display(),
+                mem = o.memory
             ),
         )
         .expect("write");
@@ -139,13 +143,14 @@ impl Cluster {
         std::fs::write(
             &pconf,
             format!(
-                "node = primary\nstandby = {}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{common}",
+                "node = primary\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{common}",
                 repl_relay.addr,
                 dir.path("primary.sock").display(),
                 hb_relay.addr,
                 p_peers.join(","),
                 fenced_to_standby.addr,
-                dir.path("primary.decisions").display()
+                dir.path("primary.decisions").display(),
+                mem = o.memory
             ),
         )
         .expect("write");

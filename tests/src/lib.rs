@@ -60,10 +60,23 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback port (bound and released; fine for tests).
+static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
+
+/// A free loopback address for a daemon. Ports come from 20000-31999, below the kernel's
+/// ephemeral range, so sockets the tests bind to port 0 (relays, clients) can never take a port
+/// a daemon is about to bind; each is checked free for both TCP and UDP. Test processes running
+/// at the same time start at different offsets.
 pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    let start = (std::process::id() as usize * 7919) % 12000;
+    for _ in 0..12000 {
+        let n = NEXT_PORT.fetch_add(1, Ordering::Relaxed);
+        let port = 20000 + ((start + n * 13) % 12000) as u16;
+        let a: SocketAddr = SocketAddr::from(([127, 0, 0, 1], port));
+        if TcpListener::bind(a).is_ok() && std::net::UdpSocket::bind(a).is_ok() {
+            return a;
+        }
+    }
+    panic!("no free loopback port in 20000-31999");
 }
 
 /// A running daemon.
