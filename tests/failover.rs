@@ -205,3 +205,97 @@ fn fenced_primary_regains_authority_through_acks() {
     let mut c = Client::connect(cl.primary_service, Duration::from_secs(5)).unwrap();
     assert!(incr_for(&mut c, Duration::from_millis(200)) > 0);
 }
+
+/// Forged and replayed witness messages are rejected: while the heartbeat is really lost and the
+/// standby is asking, an attacker without the cluster key floods it with takeover grants for
+/// every plausible query, and replays a genuine datagram. Nothing activates; all are counted.
+#[test]
+fn forged_and_replayed_witness_messages_are_rejected() {
+    use hsb_common::datagram::{Outbox, Sender, MAX_DATAGRAM};
+    use hsb_common::decision::proto::{AppVerdict, Verdict, Vote, WitnessReport, WitnessView};
+    use hsb_common::decision::Epoch;
+    use hsb_common::key::ClusterKey;
+    use hsb_common::msg::Role;
+    use hsb_common::wire::{seal, Dgram};
+
+    let cl = Cluster::start(ClusterOpts::default());
+    cl.wait_witnesses_ready();
+    cl.repl.cut();
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let down = WitnessView {
+        app: AppVerdict::Down,
+        primary_host: false,
+        standby_host: true,
+    };
+    // A genuine datagram (made with the real key, as a witness would), delivered twice.
+    let key = ClusterKey::load(&cl.dir.path("cluster.key")).unwrap();
+    let mut out = Outbox::new(
+        &key,
+        Sender {
+            role: Role::Witness,
+            id: 9,
+        },
+        [9; 8],
+        1,
+    );
+    let r = WitnessReport {
+        witness: 9,
+        epoch: Epoch(1),
+        view: down,
+        unprotected_after: None,
+    };
+    let mut buf = [0u8; MAX_DATAGRAM];
+    let n = seal(&mut out, &Dgram::Report(r), &mut buf).unwrap();
+    for _ in 0..2 {
+        sock.send_to(&buf[..n], cl.standby_witness_addr).unwrap();
+    }
+    let wrong = ClusterKey::from_bytes([0x66; 32]);
+    let mut forged = 0;
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(2) {
+        for id in 1..=3u8 {
+            let mut out = Outbox::new(
+                &wrong,
+                Sender {
+                    role: Role::Witness,
+                    id,
+                },
+                [id; 8],
+                1,
+            );
+            for query in 0..64 {
+                let v = Vote {
+                    witness: id,
+                    query,
+                    epoch: Epoch(1),
+                    verdict: Verdict::Grant,
+                    duration: Duration::from_secs(2),
+                    view: down,
+                    unprotected_after: None,
+                };
+                let mut buf = [0u8; MAX_DATAGRAM];
+                let n = seal(&mut out, &Dgram::Vote(v), &mut buf).unwrap();
+                sock.send_to(&buf[..n], cl.standby_witness_addr).unwrap();
+                forged += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let st = cl.standby.status();
+    assert_ne!(
+        st["state"],
+        "active",
+        "forged votes activated the standby\n{}",
+        cl.logs()
+    );
+    assert!(
+        num(&st, "bad_datagrams") > forged as u64 / 2,
+        "forged datagrams not counted: {st:?} (sent {forged})"
+    );
+    assert!(
+        cl.standby.log_text().contains("(replay)"),
+        "the replayed datagram was not rejected as a replay"
+    );
+    assert!(cl.standby.log_text().contains("(bad_mac)"));
+}

@@ -224,6 +224,19 @@ impl Inbox {
     }
 }
 
+/// Log a rejected datagram (the `count`th): the first 20, then at powers of two, so a flood of
+/// forged datagrams cannot flood the log. Every one is counted in status output regardless.
+pub fn log_rejected(count: u64, from: std::net::SocketAddr, e: &DatagramError) {
+    if count <= 20 || count.is_power_of_two() {
+        log::warn!(
+            "dropped a datagram from {from} ({}): {e} [{count} rejected so far]",
+            e.counter()
+        );
+    } else {
+        log::debug!("dropped a datagram from {from} ({}): {e}", e.counter());
+    }
+}
+
 /// Decode a message body of a datagram (after [`Inbox::open`]).
 pub fn decode<'a, M: Deserialize<'a>>(kind: Kind, rest: &'a [u8]) -> Result<M, FrameError> {
     crate::msg::decode(kind, rest)

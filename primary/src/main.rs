@@ -1027,7 +1027,7 @@ impl Primary {
                 Ok(v) => v,
                 Err(e) => {
                     f.bad_datagrams += 1;
-                    log::warn!("dropped a datagram from {from} ({}): {e}", e.counter());
+                    hsb_common::datagram::log_rejected(f.bad_datagrams, from, &e);
                     continue;
                 }
             };

@@ -1128,7 +1128,7 @@ impl Standby {
                 Ok(v) => v,
                 Err(e) => {
                     self.stats.bad_datagrams += 1;
-                    log::warn!("dropped a datagram from {from} ({}): {e}", e.counter());
+                    hsb_common::datagram::log_rejected(self.stats.bad_datagrams, from, &e);
                     continue;
                 }
             };

@@ -45,6 +45,8 @@ pub struct Cluster {
     pub standby_witnesses: Link,
     pub primary_witnesses: Link,
     pub app: Link,
+    /// The standby's witness UDP address (direct, not through a relay).
+    pub standby_witness_addr: SocketAddr,
     _tcp: Vec<TcpRelay>,
     _udp: Vec<UdpRelay>,
 }
@@ -178,6 +180,7 @@ impl Cluster {
             standby_witnesses: sw,
             primary_witnesses: pw,
             app,
+            standby_witness_addr: s_wit,
             _tcp: tcp,
             _udp: udp,
         }

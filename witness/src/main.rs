@@ -373,7 +373,7 @@ impl Witness {
                 Ok(v) => v,
                 Err(e) => {
                     self.bad_datagrams += 1;
-                    log::warn!("dropped a datagram from {from} ({}): {e}", e.counter());
+                    hsb_common::datagram::log_rejected(self.bad_datagrams, from, &e);
                     continue;
                 }
             };
