@@ -32,6 +32,11 @@ static:
 test-static: static
     HSB_BIN_DIR=$PWD/target/{{target}}/release cargo test -p hsb-tests
 
+# The seeded decision simulator: F1-F12 under all three policies over many seeds (a table per fault).
+sim seeds="1000":
+    cargo build --release -p hsb-tests --bin hsb-sim
+    ./target/release/hsb-sim --seeds {{seeds}}
+
 # Fuzz the frame and message decoders (needs nightly and cargo-fuzz).
 fuzz seconds="60":
     cd common && cargo +nightly fuzz run decode -- -max_total_time={{seconds}}
