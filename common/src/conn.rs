@@ -35,6 +35,16 @@ impl FrameReader {
         }
     }
 
+    /// A reader with no buffer, standing in while the real one is borrowed out of a connection.
+    pub fn detached() -> FrameReader {
+        FrameReader {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            max_body: 0,
+        }
+    }
+
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.end - self.start

@@ -521,18 +521,28 @@ impl Standby {
                 Ok(Fill::Eof) => return self.close(i, "closed by the primary"),
                 Err(e) => return self.close(i, &format!("read failed: {e}")),
             }
-            loop {
-                let Some(c) = self.conns[i].as_mut() else {
-                    return;
-                };
-                let (kind, frame) = match c.reader.next_frame() {
-                    Ok(Some((h, f))) => (h.kind, f.to_vec()),
-                    Ok(None) => break,
-                    Err(e) => return self.frame_error(i, e),
-                };
-                if let Err(e) = self.on_frame(now, i, kind, &frame) {
-                    return self.frame_error(i, e);
+            // Frames are handled in place in the reader's buffer (no copy): the reader is taken
+            // out of the connection while they are, and put back if the connection survives.
+            let Some(c) = self.conns[i].as_mut() else {
+                return;
+            };
+            let mut reader = std::mem::replace(&mut c.reader, FrameReader::detached());
+            let result = loop {
+                match reader.next_frame() {
+                    Ok(Some((h, f))) => {
+                        if let Err(e) = self.on_frame(now, i, h.kind, f) {
+                            break Err(e);
+                        }
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(e) => break Err(e),
                 }
+            };
+            if let Some(c) = self.conns[i].as_mut() {
+                c.reader = reader;
+            }
+            if let Err(e) = result {
+                return self.frame_error(i, e);
             }
         }
     }
