@@ -299,3 +299,41 @@ fn forged_and_replayed_witness_messages_are_rejected() {
     );
     assert!(cl.standby.log_text().contains("(bad_mac)"));
 }
+
+/// F4: the primary is cut off from the clients (the witnesses reach neither its application nor
+/// its daemon) while the link to the standby is fine: after the hold time, a coordinated
+/// switchover; the old primary fences itself first, so the two never serve at once.
+#[test]
+fn f4_primary_cut_off_from_clients_switches_over_and_fences_the_old_primary() {
+    let cl = Cluster::start(ClusterOpts {
+        extra: vec![
+            "failover.switchover-hold = 500ms".into(),
+            "failover.switchover-min-interval = 1s".into(),
+        ],
+        ..ClusterOpts::default()
+    });
+    cl.wait_witnesses_ready();
+    let mut c = Client::connect(cl.primary_service, Duration::from_secs(5)).unwrap();
+    let acked = incr_for(&mut c, Duration::from_millis(300));
+    cl.app.cut();
+    cl.primary_witnesses.cut();
+    let st = cl
+        .standby
+        .wait_for("switchover", Duration::from_secs(15), |s| {
+            s["state"] == "active"
+        });
+    assert!(
+        st["activation"].contains("rule6") || st["last_decision"].contains("rule6"),
+        "{st:?}\n{}",
+        cl.logs()
+    );
+    let p = cl.primary.status();
+    assert!(
+        p["authority"] == "fenced" || p["fenced"] == "true" || p["stepped_down"] == "true",
+        "old primary still has authority: {p:?}\n{}",
+        cl.logs()
+    );
+    let mut s = Client::connect(cl.standby_service, Duration::from_secs(5)).unwrap();
+    let g: u64 = s.request("GET").unwrap().parse().unwrap();
+    assert!(g >= acked, "replica {g} < acknowledged {acked}");
+}
