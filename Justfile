@@ -7,7 +7,9 @@ target := "x86_64-unknown-linux-gnu"
 # The whole test suite: format, lints, unit and integration tests.
 test: fmt-check clippy
     cargo build --workspace --bins
-    cargo test --workspace
+    cargo test --workspace --exclude hsb-tests
+    # Integration tests start whole clusters of real processes: two at a time on small machines.
+    cargo test -p hsb-tests -- --test-threads=2
 
 # Primary, standby and a client on loopback with the model domain: checkpoints, a kill -9, activation.
 demo:
