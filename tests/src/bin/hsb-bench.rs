@@ -7,6 +7,8 @@
 //! 2. Pause per epoch (suspend, capture, resume) for about 1,000 and 10,000 dirty pages.
 //! 3. Reply latency added by output commit at 10 ms and 25 ms epochs.
 //! 4. Resident memory of the daemons.
+//! 5. Failover time after kill -9 of the primary (a whole cluster with three witnesses), and
+//!    false failovers under heartbeat loss (`tests/src/bench/failover.rs`).
 //!
 //! Targets are reported (met / not met), never asserted. Child daemons are killed on every path:
 //! on drop (the harness's `Daemon`), and by a panic hook and a watchdog that kill this process's
@@ -30,6 +32,9 @@ use hsb_common::session::{Session, Side};
 use hsb_common::time::Nanos;
 use hsb_common::PAGE_SIZE;
 use hsb_tests::{num, Client, Daemon, Pair, PairOpts, TempDir};
+
+#[path = "../bench/failover.rs"]
+mod failover;
 
 /// 64 MiB of 4 KiB pages.
 const MODEL_PAGES: u64 = (64 << 20) / PAGE_SIZE as u64;
@@ -115,6 +120,12 @@ fn main() -> std::process::ExitCode {
     if run("4") {
         progress("4: resident memory");
         out.emit(&section_4(mem_rows));
+    }
+    if run("5") {
+        progress("5: failover time (up to 40 runs, a fresh cluster each)");
+        let cpu = Cpu::now();
+        let text = failover::section_5().unwrap_or_else(failed("5. Failover time"));
+        out.section(&text, cpu);
     }
     out.emit(&format!(
         "Run took {:.0} s; other processes used {:.0}% of the machine's CPU time during it; load average at the end: {}.\n",
