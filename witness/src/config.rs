@@ -50,7 +50,8 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
-        let kind = ProbeKind::parse(&c.str("probe")?).map_err(|e| c.error_at("probe", &e))?;
+        let kind =
+            ProbeKind::parse(&c.str("probe")?).map_err(|e| c.error_at("probe", &e.to_string()))?;
         let decision = hsb_common::failover::build(c)?;
         let id = c.int("id")? as u8;
         if !decision.witnesses.contains(id) {

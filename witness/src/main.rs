@@ -7,6 +7,8 @@
 //! control socket, and timers.
 
 mod config;
+// The engine's API is complete (status, limits, defaults); the daemon uses part of it.
+#[allow(dead_code, unused_imports)]
 mod probe;
 
 use std::io;
@@ -30,10 +32,10 @@ use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
 
 use config::{schema, Settings};
-use probe::Prober;
+use probe::{Class, ProbeSet};
 
 const UDP: Token = Token(1);
-const PROBE: Token = Token(2);
+const PROBE_BASE: usize = 100;
 const CTL_BASE: usize = 10;
 
 const USAGE: &str = "\
@@ -139,7 +141,7 @@ struct Witness {
     inbox: Inbox,
     outbox: Outbox,
     core: WitnessCore,
-    prober: Prober,
+    probes: ProbeSet,
     ctl: CtlServer,
     pings: [Ping; 2],
     next_ping: Nanos,
@@ -222,13 +224,14 @@ impl Witness {
             saved.map_or("fresh".to_string(), |p| format!("epoch {} promised {:?}", p.epoch_seen.0, p.promised.map(|e| e.0))),
             s.decision.lease.max_duration
         );
-        let prober = Prober::new(s.probe.clone(), PROBE, now);
+        let probes = ProbeSet::new(vec![s.probe.clone()], PROBE_BASE)
+            .map_err(|e| io::Error::other(format!("probe: {e}")))?;
         Ok(Witness {
             inbox: Inbox::new(&key),
             saved: core.persisted(),
             core,
             outbox,
-            prober,
+            probes,
             ctl,
             pings: [Ping::default(), Ping::default()],
             next_ping: now,
@@ -249,11 +252,10 @@ impl Witness {
         let mut events = Events::with_capacity(64);
         loop {
             let now = self.clock.now();
-            let mut deadline = self
-                .prober
-                .deadline()
-                .min(self.next_ping)
-                .min(self.next_report);
+            let mut deadline = self.next_ping.min(self.next_report);
+            if let Some(d) = self.probes.poll_timeout(self.clock.instant(now)) {
+                deadline = deadline.min(now.plus(d));
+            }
             if let Some(d) = self.core.next_deadline() {
                 deadline = deadline.min(d);
             }
@@ -273,10 +275,9 @@ impl Witness {
                 let t = ev.token();
                 if t == UDP {
                     self.on_udp(now);
-                } else if self.prober.owns(t) {
-                    if let Some(r) = self.prober.on_event(self.poll.registry(), now) {
-                        self.probe_result(now, ProbeTarget::PrimaryApp, r.class, &r.detail);
-                    }
+                } else if self.probes.owns(t) {
+                    self.probes
+                        .on_event(self.poll.registry(), ev, self.clock.instant(now));
                 } else if self.ctl.owns(t) {
                     if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t) {
                         let text = match cmd.as_str() {
@@ -288,8 +289,17 @@ impl Witness {
                 }
             }
             let now = self.clock.now();
-            if let Some(r) = self.prober.tick(self.poll.registry(), now) {
-                self.probe_result(now, ProbeTarget::PrimaryApp, r.class, &r.detail);
+            self.probes
+                .on_tick(self.poll.registry(), self.clock.instant(now));
+            let results: Vec<_> = self.probes.take_results().collect();
+            for r in results {
+                let class = match r.class {
+                    Class::Ok => ProbeClass::Ok,
+                    Class::Refused => ProbeClass::Refused,
+                    Class::Timeout => ProbeClass::Timeout,
+                    Class::AppError => ProbeClass::AppError,
+                };
+                self.probe_result(now, ProbeTarget::PrimaryApp, class, &r.detail);
             }
             self.pings_tick(now);
             self.step(now, Input::Tick, None);
@@ -472,19 +482,23 @@ impl Witness {
         kv("application", v.app.to_string());
         kv("primary_daemon", v.primary_host.to_string());
         kv("standby_daemon", v.standby_host.to_string());
-        let last = self.prober.last.as_ref();
+        let stats = self.probes.stats(0);
+        let last = stats.and_then(|st| st.last.as_ref());
         kv(
             "probe_last",
             last.map_or("none".into(), |r| {
                 format!(
-                    "{} in {:.1}ms: {}",
+                    "{:?} in {:.1}ms: {}",
                     r.class,
                     r.latency.as_secs_f64() * 1e3,
                     r.detail
                 )
             }),
         );
-        kv("probes", self.prober.runs.to_string());
+        kv("probes", stats.map_or(0, |st| st.runs).to_string());
+        for l in self.probes.status_lines() {
+            kv("probe", l);
+        }
         let grant = self.core.grant().map(|(e, vote, until)| {
             format!(
                 "{} to epoch {} for {:.0} ms more",

@@ -1,499 +1,443 @@
-//! Application probes, driven by the witness's one mio loop: TCP connect, an HTTP request with an
-//! expected status, a request line with an expected reply prefix, or a command with a timeout (a
-//! child process whose stdout pipe the loop watches). Results are classified the way a client
-//! would see them: ok, refused, timeout, application error.
+//! Application probes: the witness asks the protected application what its clients ask it (a TCP
+//! connect, an HTTP request with an expected status, a request line with an expected reply
+//! prefix, or a command with a timeout) and classifies what it sees the way a client would: ok,
+//! refused, timeout, application error.
+//!
+//! The engine does no I/O of its own accord and reads no clock: the daemon's one mio loop drives
+//! it with readiness events and ticks, passing the time in. Each probe has at most one run in
+//! flight, its own interval and timeout, and its own mio token in the range given at
+//! construction. Commands are child processes whose output pipe the loop watches; a command that
+//! overruns its timeout is killed and reaped without blocking the loop.
 
-use std::io::{self, Read, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+mod run;
+mod spec;
 
-use mio::net::TcpStream;
-use mio::unix::pipe;
-use mio::{Interest, Registry, Token};
+use std::collections::VecDeque;
+use std::fmt;
+use std::ops::Range;
+use std::time::{Duration, Instant};
 
-use hsb_common::decision::proto::ProbeClass;
-use hsb_common::time::Nanos;
+use mio::event::Event;
+use mio::{Registry, Token};
 
-/// Largest reply read from a probed service or command.
-const MAX_REPLY: usize = 4096;
+use run::Probe;
+pub use run::MAX_REPLY;
+pub use spec::{
+    ProbeKind, ProbeSpec, ProbeSpecError, DEFAULT_INTERVAL, DEFAULT_TIMEOUT, MAX_PERIOD,
+};
 
-/// What to probe and how.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ProbeKind {
-    /// Ok when a TCP connection is established.
-    Tcp(SocketAddr),
-    /// `GET path`, ok when the status matches.
-    Http {
-        addr: SocketAddr,
-        path: String,
-        status: u16,
-    },
-    /// Send `request\n`, ok when the reply line starts with `expect`.
-    Line {
-        addr: SocketAddr,
-        request: String,
-        expect: String,
-    },
-    /// Run a command, ok when it exits 0.
-    Cmd(Vec<String>),
+/// Most probes one witness runs.
+pub const MAX_PROBES: usize = 16;
+/// Longest result detail, in bytes.
+pub const MAX_DETAIL: usize = 120;
+/// Most results waiting for [`ProbeSet::take_results`]; older ones are dropped (and counted).
+const MAX_PENDING: usize = 4 * MAX_PROBES;
+
+/// How a probe run ended, as a client would see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Class {
+    /// The application answered as expected.
+    Ok,
+    /// The connection was refused (or the address is unreachable).
+    Refused,
+    /// No complete answer within the timeout (a command was killed).
+    Timeout,
+    /// The application answered wrongly: another status, a bad reply, a failed command.
+    AppError,
 }
 
-/// A probe specification with its period and timeout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProbeSpec {
-    pub kind: ProbeKind,
-    pub interval: Duration,
-    pub timeout: Duration,
-}
+impl Class {
+    /// Every class, in the order of [`ProbeStats::by_class`].
+    pub const ALL: [Class; 4] = [Class::Ok, Class::Refused, Class::Timeout, Class::AppError];
 
-impl ProbeKind {
-    /// Parse `tcp IP:PORT`, `http IP:PORT PATH [STATUS]`, `line IP:PORT REQUEST PREFIX`,
-    /// `cmd PROGRAM [ARGS...]`.
-    pub fn parse(s: &str) -> Result<ProbeKind, String> {
-        let w: Vec<&str> = s.split_whitespace().collect();
-        let addr = |i: usize| -> Result<SocketAddr, String> {
-            w.get(i)
-                .ok_or_else(|| "missing address IP:PORT".to_string())?
-                .parse()
-                .map_err(|_| {
-                    format!(
-                        "'{}' is not an address IP:PORT (no host names: the binary is static)",
-                        w[i]
-                    )
-                })
-        };
-        match w.first().copied() {
-            Some("tcp") if w.len() == 2 => Ok(ProbeKind::Tcp(addr(1)?)),
-            Some("http") if (3..=4).contains(&w.len()) => Ok(ProbeKind::Http {
-                addr: addr(1)?,
-                path: w[2].to_string(),
-                status: match w.get(3) {
-                    Some(s) => s.parse().map_err(|_| format!("'{s}' is not an HTTP status"))?,
-                    None => 200,
-                },
-            }),
-            Some("line") if w.len() == 4 => Ok(ProbeKind::Line { addr: addr(1)?, request: w[2].to_string(), expect: w[3].to_string() }),
-            Some("cmd") if w.len() >= 2 => Ok(ProbeKind::Cmd(w[1..].iter().map(|s| s.to_string()).collect())),
-            _ => Err("expected `tcp IP:PORT`, `http IP:PORT PATH [STATUS]`, `line IP:PORT REQUEST PREFIX` or `cmd PROGRAM ARGS...`".into()),
+    fn index(self) -> usize {
+        match self {
+            Class::Ok => 0,
+            Class::Refused => 1,
+            Class::Timeout => 2,
+            Class::AppError => 3,
         }
     }
 }
 
-/// One finished probe.
+impl fmt::Display for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Class::Ok => "ok",
+            Class::Refused => "refused",
+            Class::Timeout => "timeout",
+            Class::AppError => "app-error",
+        })
+    }
+}
+
+/// One finished probe run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeResult {
-    pub class: ProbeClass,
+    /// Index of the probe in the specs given to [`ProbeSet::new`].
+    pub probe: usize,
+    pub class: Class,
+    /// From the start of the run to its end (zero if it could not start).
     pub latency: Duration,
+    /// What was seen: a status line, a reply, a command's first output line, an error; at most
+    /// [`MAX_DETAIL`] bytes, control characters replaced.
     pub detail: String,
+    /// When the run ended.
+    pub at: Instant,
 }
 
-enum Run {
-    Net {
-        stream: TcpStream,
-        connected: bool,
-        req: Vec<u8>,
-        sent: usize,
-        buf: Vec<u8>,
-    },
-    Child {
-        child: Child,
-        out: pipe::Receiver,
-        buf: Vec<u8>,
-        eof: bool,
-    },
-}
-
-/// One probe and its run in flight (at most one).
-pub struct Prober {
-    pub spec: ProbeSpec,
-    token: Token,
-    next_at: Nanos,
-    run: Option<(Run, Nanos)>,
-    pub last: Option<ProbeResult>,
+/// One probe's counts, for the status command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeStats {
+    /// Finished runs.
     pub runs: u64,
+    /// Finished runs by class, in the order of [`Class::ALL`].
+    pub by_class: [u64; 4],
+    /// How many results in a row had the class of the last one.
+    pub streak: u32,
+    pub last: Option<ProbeResult>,
 }
 
-impl Prober {
-    /// A prober using `token` for its sockets and pipes; first run at `now`.
-    pub fn new(spec: ProbeSpec, token: Token, now: Nanos) -> Prober {
-        Prober {
-            spec,
-            token,
-            next_at: now,
-            run: None,
-            last: None,
-            runs: 0,
-        }
-    }
-
-    /// When this prober next needs the loop: its deadline or its next start.
-    pub fn deadline(&self) -> Nanos {
-        match &self.run {
-            Some((Run::Child { .. }, started)) => started
-                .plus(self.spec.timeout)
-                .min(self.next_poll(*started)),
-            Some((_, started)) => started.plus(self.spec.timeout),
-            None => self.next_at,
-        }
-    }
-
-    fn next_poll(&self, started: Nanos) -> Nanos {
-        // A child may exit without closing stdout (its own children hold it): poll it often.
-        started.plus(Duration::from_millis(5))
-    }
-
-    /// Start a due probe, expire an overdue one, and poll a child; returns a finished result.
-    pub fn tick(&mut self, registry: &Registry, now: Nanos) -> Option<ProbeResult> {
-        if let Some((_, started)) = &self.run {
-            let started = *started;
-            if now >= started.plus(self.spec.timeout) {
-                return Some(self.finish(
-                    registry,
-                    now,
-                    ProbeClass::Timeout,
-                    format!("no answer within {:?}", self.spec.timeout),
-                ));
-            }
-            if matches!(self.run, Some((Run::Child { .. }, _))) {
-                return self.poll_child(registry, now);
-            }
-            return None;
-        }
-        if now < self.next_at {
-            return None;
-        }
-        self.next_at = now.plus(self.spec.interval);
+impl ProbeStats {
+    fn record(&mut self, r: &ProbeResult) {
         self.runs += 1;
-        match self.start(registry) {
-            Ok(run) => {
-                self.run = Some((run, now));
-                None
-            }
-            Err((class, detail)) => Some(self.result(now, now, class, detail)),
-        }
-    }
-
-    fn start(&self, registry: &Registry) -> Result<Run, (ProbeClass, String)> {
-        let net = |addr: SocketAddr, req: Vec<u8>| -> Result<Run, (ProbeClass, String)> {
-            let mut stream = TcpStream::connect(addr).map_err(|e| (classify(&e), e.to_string()))?;
-            registry
-                .register(
-                    &mut stream,
-                    self.token,
-                    Interest::READABLE | Interest::WRITABLE,
-                )
-                .map_err(|e| (ProbeClass::AppError, format!("register: {e}")))?;
-            Ok(Run::Net {
-                stream,
-                connected: false,
-                req,
-                sent: 0,
-                buf: Vec::new(),
-            })
-        };
-        match &self.spec.kind {
-            ProbeKind::Tcp(a) => net(*a, Vec::new()),
-            ProbeKind::Http { addr, path, .. } => {
-                net(*addr, format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: hsb-witness\r\nConnection: close\r\n\r\n").into_bytes())
-            }
-            ProbeKind::Line { addr, request, .. } => net(*addr, format!("{request}\n").into_bytes()),
-            ProbeKind::Cmd(argv) => {
-                let mut child = Command::new(&argv[0])
-                    .args(&argv[1..])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .map_err(|e| (ProbeClass::AppError, format!("cannot run {}: {e}", argv[0])))?;
-                let Some(stdout) = child.stdout.take() else {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err((ProbeClass::AppError, "no stdout pipe".into()));
-                };
-                let mut out = pipe::Receiver::from(stdout);
-                let setup = out.set_nonblocking(true).and_then(|_| registry.register(&mut out, self.token, Interest::READABLE));
-                if let Err(e) = setup {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err((ProbeClass::AppError, format!("watch child: {e}")));
-                }
-                Ok(Run::Child { child, out, buf: Vec::new(), eof: false })
-            }
-        }
-    }
-
-    /// Whether a token is this prober's.
-    pub fn owns(&self, t: Token) -> bool {
-        t == self.token
-    }
-
-    /// Progress the run in flight after an event.
-    pub fn on_event(&mut self, registry: &Registry, now: Nanos) -> Option<ProbeResult> {
-        let kind = self.spec.kind.clone();
-        let (run, _) = self.run.as_mut()?;
-        match run {
-            Run::Net {
-                stream,
-                connected,
-                req,
-                sent,
-                buf,
-            } => {
-                if !*connected {
-                    if let Ok(Some(e)) | Err(e) = stream.take_error() {
-                        return Some(self.finish(registry, now, classify(&e), e.to_string()));
-                    }
-                    match stream.peer_addr() {
-                        Ok(_) => *connected = true,
-                        Err(e) if e.kind() == io::ErrorKind::NotConnected => return None,
-                        Err(e) => {
-                            return Some(self.finish(registry, now, classify(&e), e.to_string()))
-                        }
-                    }
-                    if matches!(kind, ProbeKind::Tcp(_)) {
-                        return Some(self.finish(
-                            registry,
-                            now,
-                            ProbeClass::Ok,
-                            "connected".into(),
-                        ));
-                    }
-                }
-                while *sent < req.len() {
-                    match stream.write(&req[*sent..]) {
-                        Ok(n) => *sent += n,
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
-                        Err(e) => {
-                            return Some(self.finish(registry, now, classify(&e), e.to_string()))
-                        }
-                    }
-                }
-                let mut chunk = [0u8; 1024];
-                let mut eof = false;
-                loop {
-                    match stream.read(&mut chunk) {
-                        Ok(0) => {
-                            eof = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            let room = MAX_REPLY - buf.len();
-                            buf.extend_from_slice(&chunk[..n.min(room)]);
-                            if buf.len() >= MAX_REPLY {
-                                break;
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(e) => {
-                            return Some(self.finish(registry, now, classify(&e), e.to_string()))
-                        }
-                    }
-                }
-                let line_end = buf.iter().position(|&b| b == b'\n');
-                if line_end.is_none() && !eof && buf.len() < MAX_REPLY {
-                    return None;
-                }
-                let line = String::from_utf8_lossy(&buf[..line_end.unwrap_or(buf.len())])
-                    .trim_end()
-                    .to_string();
-                let (class, detail) = judge(&kind, &line);
-                Some(self.finish(registry, now, class, detail))
-            }
-            Run::Child { out, buf, eof, .. } => {
-                let mut chunk = [0u8; 1024];
-                loop {
-                    match out.read(&mut chunk) {
-                        Ok(0) => {
-                            *eof = true;
-                            break;
-                        }
-                        Ok(n) => {
-                            let room = MAX_REPLY - buf.len();
-                            buf.extend_from_slice(&chunk[..n.min(room)]);
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(_) => {
-                            *eof = true;
-                            break;
-                        }
-                    }
-                }
-                self.poll_child(registry, now)
-            }
-        }
-    }
-
-    fn poll_child(&mut self, registry: &Registry, now: Nanos) -> Option<ProbeResult> {
-        let Some((Run::Child { child, buf, .. }, _)) = self.run.as_mut() else {
-            return None;
-        };
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                let first = String::from_utf8_lossy(buf)
-                    .lines()
-                    .next()
-                    .unwrap_or("")
-                    .to_string();
-                let (class, detail) = if status.success() {
-                    (ProbeClass::Ok, first)
-                } else {
-                    (ProbeClass::AppError, format!("{status}: {first}"))
-                };
-                Some(self.finish(registry, now, class, detail))
-            }
-            Ok(None) => None,
-            Err(e) => Some(self.finish(registry, now, ProbeClass::AppError, format!("wait: {e}"))),
-        }
-    }
-
-    fn finish(
-        &mut self,
-        registry: &Registry,
-        now: Nanos,
-        class: ProbeClass,
-        detail: String,
-    ) -> ProbeResult {
-        let started = self.run.as_ref().map_or(now, |(_, s)| *s);
-        if let Some((run, _)) = self.run.take() {
-            match run {
-                Run::Net { mut stream, .. } => {
-                    let _ = registry.deregister(&mut stream);
-                }
-                Run::Child {
-                    mut child, mut out, ..
-                } => {
-                    let _ = registry.deregister(&mut out);
-                    // Never leave a child behind: kill (no-op if it exited) and reap.
-                    let _ = child.kill();
-                    let _ = child.wait();
-                }
-            }
-        }
-        self.result(started, now, class, detail)
-    }
-
-    fn result(
-        &mut self,
-        started: Nanos,
-        now: Nanos,
-        class: ProbeClass,
-        mut detail: String,
-    ) -> ProbeResult {
-        if detail.len() > 120 {
-            let mut cut = 120;
-            while !detail.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            detail.truncate(cut);
-        }
-        let r = ProbeResult {
-            class,
-            latency: now.since(started),
-            detail,
+        self.by_class[r.class.index()] += 1;
+        self.streak = match &self.last {
+            Some(last) if last.class == r.class => self.streak.saturating_add(1),
+            _ => 1,
         };
         self.last = Some(r.clone());
-        r
     }
 }
 
-fn classify(e: &io::Error) -> ProbeClass {
-    match e.kind() {
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionReset => ProbeClass::Refused,
-        io::ErrorKind::TimedOut => ProbeClass::Timeout,
-        _ => ProbeClass::Refused,
+/// Why a set of probes was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeSetError {
+    /// More than [`MAX_PROBES`] probes.
+    TooMany(usize),
+    /// The token range would not fit in a `usize`.
+    Tokens(usize),
+    /// One spec is invalid.
+    Spec { probe: usize, error: ProbeSpecError },
+}
+
+impl fmt::Display for ProbeSetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeSetError::TooMany(n) => {
+                write!(f, "{n} probes configured; expected at most {MAX_PROBES}")
+            }
+            ProbeSetError::Tokens(base) => {
+                write!(
+                    f,
+                    "token base {base} leaves no room for {MAX_PROBES} tokens"
+                )
+            }
+            ProbeSetError::Spec { probe, error } => write!(f, "probe {probe}: {error}"),
+        }
     }
 }
 
-fn judge(kind: &ProbeKind, line: &str) -> (ProbeClass, String) {
-    match kind {
-        ProbeKind::Http { status, .. } => {
-            let mut w = line.split_whitespace();
-            match (w.next(), w.next().and_then(|s| s.parse::<u16>().ok())) {
-                (Some(v), Some(got)) if v.starts_with("HTTP/") => {
-                    if got == *status {
-                        (ProbeClass::Ok, line.to_string())
-                    } else {
-                        (
-                            ProbeClass::AppError,
-                            format!("status {got}, expected {status}"),
-                        )
-                    }
+impl std::error::Error for ProbeSetError {}
+
+/// The witness's probes, driven by the daemon's mio loop.
+///
+/// Each loop iteration: poll with at most [`ProbeSet::poll_timeout`]; hand every event whose
+/// token [`ProbeSet::owns`] to [`ProbeSet::on_event`]; call [`ProbeSet::on_tick`]; then drain
+/// [`ProbeSet::take_results`].
+pub struct ProbeSet {
+    probes: Vec<Probe>,
+    token_base: usize,
+    results: VecDeque<ProbeResult>,
+    dropped: u64,
+}
+
+impl ProbeSet {
+    /// Probes `specs`, probe `i` using token `token_base + i`. Nothing runs before the first
+    /// [`ProbeSet::on_tick`], which starts every probe.
+    pub fn new(specs: Vec<ProbeSpec>, token_base: usize) -> Result<ProbeSet, ProbeSetError> {
+        if specs.len() > MAX_PROBES {
+            return Err(ProbeSetError::TooMany(specs.len()));
+        }
+        if token_base.checked_add(MAX_PROBES).is_none() {
+            return Err(ProbeSetError::Tokens(token_base));
+        }
+        let probes = specs
+            .into_iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                spec.validate()
+                    .map_err(|error| ProbeSetError::Spec { probe: i, error })?;
+                Ok(Probe::new(spec, i, Token(token_base + i)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ProbeSet {
+            probes,
+            token_base,
+            results: VecDeque::with_capacity(MAX_PENDING),
+            dropped: 0,
+        })
+    }
+
+    /// Number of probes.
+    pub fn len(&self) -> usize {
+        self.probes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.probes.is_empty()
+    }
+
+    /// The tokens this set registers sources with.
+    pub fn tokens(&self) -> Range<usize> {
+        self.token_base..self.token_base + self.probes.len()
+    }
+
+    /// Whether an event's token belongs to this set.
+    pub fn owns(&self, token: Token) -> bool {
+        self.tokens().contains(&token.0)
+    }
+
+    /// When the set next needs [`ProbeSet::on_tick`]: a start, a timeout, a check on a
+    /// command. `None` when there are no probes.
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
+        self.probes.iter().map(|p| p.next_deadline(now)).min()
+    }
+
+    /// How long the loop may sleep before the next [`ProbeSet::on_tick`] is due.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Duration> {
+        self.next_deadline(now)
+            .map(|d| d.saturating_duration_since(now))
+    }
+
+    /// Handle a readiness event; events for tokens outside [`ProbeSet::tokens`] are ignored.
+    pub fn on_event(&mut self, registry: &Registry, event: &Event, now: Instant) {
+        let Some(i) = event.token().0.checked_sub(self.token_base) else {
+            return;
+        };
+        if let Some(r) = self
+            .probes
+            .get_mut(i)
+            .and_then(|p| p.on_ready(registry, now))
+        {
+            self.push(r);
+        }
+    }
+
+    /// Start due probes, expire overdue runs (killing commands), check on commands, reap.
+    pub fn on_tick(&mut self, registry: &Registry, now: Instant) {
+        for i in 0..self.probes.len() {
+            if let Some(r) = self.probes[i].tick(registry, now) {
+                self.push(r);
+            }
+        }
+    }
+
+    /// Results finished since the last call, oldest first.
+    pub fn take_results(&mut self) -> impl Iterator<Item = ProbeResult> + '_ {
+        self.results.drain(..)
+    }
+
+    /// A probe's spec.
+    pub fn spec(&self, probe: usize) -> Option<&ProbeSpec> {
+        self.probes.get(probe).map(|p| &p.spec)
+    }
+
+    /// A probe's counts and last result.
+    pub fn stats(&self, probe: usize) -> Option<&ProbeStats> {
+        self.probes.get(probe).map(|p| &p.stats)
+    }
+
+    /// Runs in flight.
+    pub fn in_flight(&self) -> usize {
+        self.probes.iter().filter(|p| p.in_flight()).count()
+    }
+
+    /// Killed commands not reaped yet (normally none for more than a few milliseconds).
+    pub fn unreaped(&self) -> usize {
+        self.probes.iter().filter(|p| p.unreaped()).count()
+    }
+
+    /// One line per probe for the status command, and one for dropped results if any.
+    pub fn status_lines(&self) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .probes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let s = &p.stats;
+                let last = match &s.last {
+                    Some(r) => format!(
+                        "{} x{} (last in {:.1} ms: {})",
+                        r.class,
+                        s.streak,
+                        r.latency.as_secs_f64() * 1e3,
+                        r.detail
+                    ),
+                    None => "no result yet".into(),
+                };
+                let counts = Class::ALL
+                    .iter()
+                    .map(|c| format!("{} {c}", s.by_class[c.index()]))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let mut line = format!(
+                    "probe {i} `{}` every {:?}, timeout {:?}: {last}; {} runs: {counts}",
+                    p.spec.kind, p.spec.interval, p.spec.timeout, s.runs
+                );
+                if p.in_flight() {
+                    line.push_str("; running");
                 }
-                _ if line.is_empty() => (
-                    ProbeClass::AppError,
-                    "connection closed without a response".into(),
-                ),
-                _ => (ProbeClass::AppError, format!("malformed response '{line}'")),
-            }
+                if p.unreaped() {
+                    line.push_str("; a killed command is not reaped yet");
+                }
+                line
+            })
+            .collect();
+        if self.dropped > 0 {
+            lines.push(format!("probe results dropped untaken: {}", self.dropped));
         }
-        ProbeKind::Line { expect, .. } => {
-            if line.starts_with(expect.as_str()) {
-                (ProbeClass::Ok, line.to_string())
-            } else if line.is_empty() {
-                (
-                    ProbeClass::AppError,
-                    "connection closed without a reply".into(),
-                )
-            } else {
-                (
-                    ProbeClass::AppError,
-                    format!("reply '{line}', expected '{expect}...'"),
-                )
-            }
-        }
-        _ => (ProbeClass::Ok, line.to_string()),
+        lines
     }
+
+    fn push(&mut self, r: ProbeResult) {
+        log::debug!(
+            "probe {} {}: {} in {:?}: {}",
+            r.probe,
+            self.probes
+                .get(r.probe)
+                .map_or(String::new(), |p| p.spec.kind.to_string()),
+            r.class,
+            r.latency,
+            r.detail
+        );
+        if self.results.len() >= MAX_PENDING {
+            self.results.pop_front();
+            self.dropped += 1;
+        }
+        self.results.push_back(r);
+    }
+}
+
+/// Cut a string to at most `max` bytes on a character boundary.
+fn truncate(s: &mut String, max: usize) {
+    if s.len() > max {
+        let cut = (0..=max)
+            .rev()
+            .find(|&i| s.is_char_boundary(i))
+            .unwrap_or(0);
+        s.truncate(cut);
+    }
+}
+
+/// A result detail: control characters replaced, at most [`MAX_DETAIL`] bytes.
+fn bounded(detail: &str) -> String {
+    let mut s: String = detail
+        .chars()
+        .take(MAX_DETAIL)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    truncate(&mut s, MAX_DETAIL);
+    s
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hsb_common::time::Clock;
     use mio::{Events, Poll};
-    use std::net::TcpListener;
+    use std::io::{Read, Write};
+    use std::net::{SocketAddr, TcpListener, TcpStream};
+    use std::sync::mpsc;
 
-    fn drive(kind: ProbeKind, timeout: Duration) -> ProbeResult {
-        let mut poll = Poll::new().unwrap();
-        let clock = Clock::new();
-        let spec = ProbeSpec {
+    const BASE: usize = 100;
+
+    fn spec(kind: ProbeKind, timeout_ms: u64) -> ProbeSpec {
+        ProbeSpec {
             kind,
             interval: Duration::from_secs(10),
-            timeout,
-        };
-        let mut p = Prober::new(spec, Token(7), clock.now());
-        let mut events = Events::with_capacity(8);
-        loop {
-            let now = clock.now();
-            if let Some(r) = p.tick(poll.registry(), now) {
-                return r;
-            }
-            let wait = p.deadline().since(now).max(Duration::from_millis(1));
-            poll.poll(&mut events, Some(wait)).unwrap();
-            let now = clock.now();
-            for ev in events.iter() {
-                if p.owns(ev.token()) {
-                    if let Some(r) = p.on_event(poll.registry(), now) {
-                        return r;
-                    }
-                }
-            }
+            timeout: Duration::from_millis(timeout_ms),
         }
     }
 
-    fn server(reply: &'static [u8]) -> SocketAddr {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let a = l.local_addr().unwrap();
-        std::thread::spawn(move || {
-            if let Ok((mut s, _)) = l.accept() {
-                let mut b = [0u8; 512];
-                let _ = s.read(&mut b);
-                let _ = s.write_all(reply);
-            }
-        });
-        a
+    fn parse(s: &str, timeout_ms: u64) -> ProbeSpec {
+        spec(ProbeKind::parse(s).unwrap(), timeout_ms)
     }
 
+    /// A daemon-like loop: poll, route owned events, tick, take results; until `want` results.
+    fn drive(set: &mut ProbeSet, poll: &mut Poll, want: usize) -> Vec<ProbeResult> {
+        let mut events = Events::with_capacity(16);
+        let mut out = Vec::new();
+        let give_up = Instant::now() + Duration::from_secs(5);
+        loop {
+            set.on_tick(poll.registry(), Instant::now());
+            out.extend(set.take_results());
+            if out.len() >= want {
+                return out;
+            }
+            assert!(Instant::now() < give_up, "no result in 5 s: {out:?}");
+            poll_once(poll, &mut events, set.poll_timeout(Instant::now()));
+            let now = Instant::now();
+            for ev in events.iter() {
+                assert!(set.owns(ev.token()), "foreign token {:?}", ev.token());
+                set.on_event(poll.registry(), ev, now);
+            }
+            out.extend(set.take_results());
+        }
+    }
+
+    fn poll_once(poll: &mut Poll, events: &mut Events, timeout: Option<Duration>) {
+        match poll.poll(events, timeout) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => events.clear(),
+            r => r.unwrap(),
+        }
+    }
+
+    /// Run `specs` once each, concurrently; results by probe index.
+    fn run_all(specs: Vec<ProbeSpec>) -> Vec<ProbeResult> {
+        let n = specs.len();
+        let mut poll = Poll::new().unwrap();
+        let mut set = ProbeSet::new(specs, BASE).unwrap();
+        let mut rs = drive(&mut set, &mut poll, n);
+        assert_eq!(rs.len(), n, "{rs:?}");
+        rs.sort_by_key(|r| r.probe);
+        for (i, r) in rs.iter().enumerate() {
+            assert_eq!(r.probe, i);
+            assert!(r.detail.len() <= MAX_DETAIL);
+            assert_eq!(set.stats(i).unwrap().last.as_ref(), Some(r));
+        }
+        assert_eq!(set.in_flight(), 0);
+        rs
+    }
+
+    /// A server that reads the request, answers `reply` and closes; it sends the request back
+    /// to the test.
+    fn server(reply: &'static [u8]) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let a = l.local_addr().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut req = Vec::new();
+                let mut b = [0u8; 1024];
+                // A request line, or an HTTP header block.
+                let done = |r: &[u8]| match r.windows(10).any(|w| w == b"HTTP/1.1\r\n") {
+                    true => r.ends_with(b"\r\n\r\n"),
+                    false => r.ends_with(b"\n"),
+                };
+                while !done(&req) {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&b[..n]),
+                    }
+                }
+                let _ = s.write_all(reply);
+                let _ = tx.send(req);
+            }
+        });
+        (a, rx)
+    }
+
+    /// A port nothing listens on (bound, then closed).
     fn closed_port() -> SocketAddr {
         TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -501,147 +445,263 @@ mod tests {
             .unwrap()
     }
 
-    #[test]
-    fn tcp_ok_and_refused() {
+    /// A listener whose accept queue is full: new connections hang (SYNs are dropped).
+    fn full_listener() -> (TcpListener, Vec<TcpStream>) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        assert_eq!(
-            drive(
-                ProbeKind::Tcp(l.local_addr().unwrap()),
-                Duration::from_secs(1)
-            )
-            .class,
-            ProbeClass::Ok
-        );
-        assert_eq!(
-            drive(ProbeKind::Tcp(closed_port()), Duration::from_secs(1)).class,
-            ProbeClass::Refused
-        );
+        let a = l.local_addr().unwrap();
+        let mut held = Vec::new();
+        while held.len() < 10_000 {
+            match TcpStream::connect_timeout(&a, Duration::from_millis(30)) {
+                Ok(s) => held.push(s),
+                Err(_) => return (l, held),
+            }
+        }
+        panic!("accept queue never filled");
     }
 
     #[test]
-    fn http_status_ok_wrong_malformed_and_timeout() {
-        let ok = server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
-        assert_eq!(
-            drive(
-                ProbeKind::Http {
-                    addr: ok,
-                    path: "/".into(),
-                    status: 200
-                },
-                Duration::from_secs(1)
-            )
-            .class,
-            ProbeClass::Ok
-        );
-        let bad = server(b"HTTP/1.1 503 Unavailable\r\n\r\n");
-        let r = drive(
-            ProbeKind::Http {
-                addr: bad,
-                path: "/".into(),
-                status: 200,
-            },
-            Duration::from_secs(1),
-        );
-        assert_eq!(
-            (r.class, r.detail.as_str()),
-            (ProbeClass::AppError, "status 503, expected 200")
-        );
-        let junk = server(b"SSH-2.0-x\r\n");
-        assert_eq!(
-            drive(
-                ProbeKind::Http {
-                    addr: junk,
-                    path: "/".into(),
-                    status: 200
-                },
-                Duration::from_secs(1)
-            )
-            .class,
-            ProbeClass::AppError
-        );
-        // Accepts but never answers.
+    fn tcp_ok_refused_timeout() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let r = drive(
-            ProbeKind::Http {
-                addr: l.local_addr().unwrap(),
-                path: "/".into(),
-                status: 200,
-            },
-            Duration::from_millis(150),
+        let (full, _held) = full_listener();
+        let rs = run_all(vec![
+            spec(ProbeKind::Tcp(l.local_addr().unwrap()), 500),
+            spec(ProbeKind::Tcp(closed_port()), 500),
+            spec(ProbeKind::Tcp(full.local_addr().unwrap()), 150),
+        ]);
+        assert_eq!(
+            (rs[0].class, rs[0].detail.as_str()),
+            (Class::Ok, "connected")
         );
-        assert_eq!(r.class, ProbeClass::Timeout);
-        assert!(r.latency >= Duration::from_millis(150));
+        assert_eq!(rs[1].class, Class::Refused, "{:?}", rs[1]);
+        assert!(rs[1].detail.contains("refused"), "{:?}", rs[1]);
+        assert_eq!(
+            (rs[2].class, rs[2].detail.as_str()),
+            (Class::Timeout, "not connected within 150ms")
+        );
+        assert!(rs[2].latency >= Duration::from_millis(150));
+        assert!(rs[2].latency < Duration::from_millis(400));
     }
 
     #[test]
-    fn line_reply_prefix() {
-        let a = server(b"PONG\n");
+    fn http_ok_wrong_status_malformed_closed_timeout() {
+        let (ok, req) = server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        let (wrong, _r1) = server(b"HTTP/1.0 503 Service Unavailable\r\n\r\n");
+        let (junk, _r2) = server(b"SSH-2.0-OpenSSH_9.6\r\n");
+        let (closed, _r3) = server(b"");
+        let (long, _r4) = server(&[b'x'; 5000]);
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts nor answers
+        let rs = run_all(vec![
+            parse(&format!("http {ok} /health"), 500),
+            parse(&format!("http {wrong} /"), 500),
+            parse(&format!("http {junk} /"), 500),
+            parse(&format!("http {closed} HEAD / 204"), 500),
+            parse(&format!("http {long} /"), 500),
+            parse(&format!("http {} /", silent.local_addr().unwrap()), 150),
+        ]);
         assert_eq!(
-            drive(
-                ProbeKind::Line {
-                    addr: a,
-                    request: "PING".into(),
-                    expect: "PONG".into()
-                },
-                Duration::from_secs(1)
+            (rs[0].class, rs[0].detail.as_str()),
+            (Class::Ok, "HTTP/1.1 200 OK")
+        );
+        let sent = String::from_utf8(req.recv().unwrap()).unwrap();
+        assert!(
+            sent.starts_with(&format!("GET /health HTTP/1.1\r\nHost: {ok}\r\n")),
+            "{sent:?}"
+        );
+        assert!(sent.contains("\r\nConnection: close\r\n"), "{sent:?}");
+        assert_eq!(
+            (rs[1].class, rs[1].detail.as_str()),
+            (
+                Class::AppError,
+                "status 503, expected 200: HTTP/1.0 503 Service Unavailable"
             )
-            .class,
-            ProbeClass::Ok
         );
-        let b = server(b"ERR no\n");
         assert_eq!(
-            drive(
-                ProbeKind::Line {
-                    addr: b,
-                    request: "PING".into(),
-                    expect: "PONG".into()
-                },
-                Duration::from_secs(1)
+            (rs[2].class, rs[2].detail.as_str()),
+            (
+                Class::AppError,
+                "malformed status line 'SSH-2.0-OpenSSH_9.6'"
             )
-            .class,
-            ProbeClass::AppError
+        );
+        assert_eq!(
+            (rs[3].class, rs[3].detail.as_str()),
+            (Class::AppError, "closed without a status line")
+        );
+        assert_eq!(
+            (rs[4].class, rs[4].detail.as_str()),
+            (Class::AppError, "no line end in the first 4096 bytes")
+        );
+        assert_eq!(
+            (rs[5].class, rs[5].detail.as_str()),
+            (Class::Timeout, "no reply within 150ms")
         );
     }
 
     #[test]
-    fn commands_exit_status_and_timeout_without_zombies() {
+    fn line_ok_wrong_reply() {
+        let (ok, req) = server(b"PONG model=ok\n");
+        let (wrong, _r) = server(b"ERR overloaded\r\n");
+        let rs = run_all(vec![
+            parse(&format!("line {ok} PING PONG"), 500),
+            parse(&format!("line {wrong} PING PONG"), 500),
+            parse(&format!("line {} PING PONG", closed_port()), 500),
+        ]);
         assert_eq!(
-            drive(ProbeKind::Cmd(vec!["true".into()]), Duration::from_secs(2)).class,
-            ProbeClass::Ok
+            (rs[0].class, rs[0].detail.as_str()),
+            (Class::Ok, "PONG model=ok")
         );
-        let r = drive(
-            ProbeKind::Cmd(vec!["sh".into(), "-c".into(), "echo broken; exit 3".into()]),
-            Duration::from_secs(2),
+        assert_eq!(req.recv().unwrap(), b"PING\n");
+        assert_eq!(
+            (rs[1].class, rs[1].detail.as_str()),
+            (
+                Class::AppError,
+                "reply 'ERR overloaded', expected 'PONG...'"
+            )
         );
-        assert_eq!(r.class, ProbeClass::AppError);
-        assert!(r.detail.contains("broken"), "{}", r.detail);
-        let r = drive(
-            ProbeKind::Cmd(vec!["sleep".into(), "5".into()]),
-            Duration::from_millis(200),
-        );
-        assert_eq!(r.class, ProbeClass::Timeout);
-        assert!(r.latency < Duration::from_secs(2));
-        let r = drive(
-            ProbeKind::Cmd(vec!["/nonexistent/probe".into()]),
-            Duration::from_secs(1),
-        );
-        assert_eq!(r.class, ProbeClass::AppError);
+        assert_eq!(rs[2].class, Class::Refused);
     }
 
     #[test]
-    fn spec_parsing() {
+    fn commands_exit_status_output_and_errors() {
+        let rs = run_all(vec![
+            parse("cmd true", 2000),
+            parse("cmd sh -c 'echo; echo broken; echo more; exit 3'", 2000),
+            parse("cmd sh -c 'echo oops >&2; exit 2'", 2000),
+            parse("cmd /nonexistent/check", 2000),
+            // Closes its output early, exits later: found by polling.
+            parse("cmd sh -c 'exec >&- 2>&-; sleep 0.05'", 2000),
+            // Much output: drained, not kept.
+            parse(
+                "cmd sh -c 'head -c 300000 /dev/zero | tr \"\\000\" x; exit 0'",
+                2000,
+            ),
+            parse("cmd sh -c 'kill -TERM $$'", 2000),
+        ]);
+        assert_eq!((rs[0].class, rs[0].detail.as_str()), (Class::Ok, "exit 0"));
         assert_eq!(
-            ProbeKind::parse("tcp 10.0.0.5:80").unwrap(),
-            ProbeKind::Tcp("10.0.0.5:80".parse().unwrap())
+            (rs[1].class, rs[1].detail.as_str()),
+            (Class::AppError, "exit 3: broken")
         );
-        assert!(matches!(
-            ProbeKind::parse("http 10.0.0.5:80 /health").unwrap(),
-            ProbeKind::Http { status: 200, .. }
-        ));
-        assert!(ProbeKind::parse("tcp example.com:80")
-            .unwrap_err()
-            .contains("no host names"));
-        assert!(ProbeKind::parse("udp 1.2.3.4:5").is_err());
-        assert!(ProbeKind::parse("http 1.2.3.4:5 / abc").is_err());
+        assert_eq!(
+            (rs[2].class, rs[2].detail.as_str()),
+            (Class::AppError, "exit 2: oops")
+        );
+        assert_eq!(rs[3].class, Class::AppError);
+        assert!(
+            rs[3].detail.starts_with("cannot run /nonexistent/check"),
+            "{:?}",
+            rs[3]
+        );
+        assert_eq!((rs[4].class, rs[4].detail.as_str()), (Class::Ok, "exit 0"));
+        assert!(rs[4].latency >= Duration::from_millis(50));
+        assert_eq!(rs[5].class, Class::Ok);
+        assert_eq!(rs[5].detail, "x".repeat(MAX_DETAIL));
+        assert_eq!(
+            (rs[6].class, rs[6].detail.as_str()),
+            (Class::AppError, "killed by signal 15")
+        );
+    }
+
+    #[test]
+    fn command_timeout_kills_and_reaps() {
+        let mut poll = Poll::new().unwrap();
+        let mut set =
+            ProbeSet::new(vec![parse("cmd sh -c 'echo $$; exec sleep 5'", 200)], BASE).unwrap();
+        let start = Instant::now();
+        let r = drive(&mut set, &mut poll, 1).remove(0);
+        assert_eq!(r.class, Class::Timeout, "{r:?}");
+        assert!(r.latency >= Duration::from_millis(200), "{r:?}");
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // "no exit within 200ms, killed pid N: N"
+        let pid: u32 = r.detail.rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(
+            r.detail,
+            format!("no exit within 200ms, killed pid {pid}: {pid}")
+        );
+        let mut events = Events::with_capacity(4);
+        while set.unreaped() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(1), "not reaped");
+            poll_once(&mut poll, &mut events, set.poll_timeout(Instant::now()));
+            set.on_tick(poll.registry(), Instant::now());
+        }
+        // Reaped: no zombie left in /proc.
+        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn runs_repeat_at_their_interval_and_count() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut s = spec(ProbeKind::Tcp(l.local_addr().unwrap()), 100);
+        s.interval = Duration::from_millis(30);
+        let refused = ProbeSpec {
+            interval: Duration::from_millis(30),
+            ..spec(ProbeKind::Tcp(closed_port()), 100)
+        };
+        let mut poll = Poll::new().unwrap();
+        let mut set = ProbeSet::new(vec![s, refused], BASE).unwrap();
+        let rs = drive(&mut set, &mut poll, 6);
+        let oks: Vec<_> = rs.iter().filter(|r| r.probe == 0).collect();
+        assert!(oks.len() >= 3 && oks.iter().all(|r| r.class == Class::Ok));
+        for w in oks.windows(2) {
+            let gap = w[1].at - w[0].at;
+            assert!(gap >= Duration::from_millis(25), "{gap:?}");
+        }
+        let st = set.stats(0).unwrap();
+        assert_eq!(st.runs as usize, oks.len());
+        assert_eq!(st.streak as usize, oks.len());
+        assert_eq!(st.by_class, [st.runs, 0, 0, 0]);
+        let lines = set.status_lines();
+        assert_eq!(lines.len(), 2);
+        assert!(
+            lines[0].starts_with(&format!(
+                "probe 0 `tcp {}` every 30ms, timeout 100ms: ok x{} (last in ",
+                l.local_addr().unwrap(),
+                oks.len()
+            )),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[1].contains("refused x"), "{}", lines[1]);
+        // Between runs it sleeps until the next start, never past it.
+        let now = Instant::now();
+        let wait = set.poll_timeout(now).unwrap();
+        assert!(wait <= Duration::from_millis(30), "{wait:?}");
+    }
+
+    #[test]
+    fn limits_and_tokens() {
+        let one = || parse("tcp 127.0.0.1:1", 100);
+        assert_eq!(
+            ProbeSet::new(vec![one(); MAX_PROBES + 1], 0).err(),
+            Some(ProbeSetError::TooMany(MAX_PROBES + 1))
+        );
+        assert_eq!(
+            ProbeSet::new(vec![one()], usize::MAX - 3).err(),
+            Some(ProbeSetError::Tokens(usize::MAX - 3))
+        );
+        let mut zero = one();
+        zero.interval = Duration::ZERO;
+        let err = ProbeSet::new(vec![one(), zero], 0).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            format!("probe 1: {}", ProbeSpecError::Period("interval"))
+        );
+        let set = ProbeSet::new(vec![one(); 3], 7).unwrap();
+        assert_eq!(set.tokens(), 7..10);
+        assert!(!set.owns(Token(6)) && set.owns(Token(7)) && set.owns(Token(9)));
+        assert!(!set.owns(Token(10)));
+        // Before the first tick every probe is due.
+        let now = Instant::now();
+        assert_eq!(set.next_deadline(now), Some(now));
+        let empty = ProbeSet::new(Vec::new(), 0).unwrap();
+        assert_eq!(empty.poll_timeout(now), None);
+    }
+
+    #[test]
+    fn details_are_bounded_and_printable() {
+        assert_eq!(bounded("a\r\nb"), "a??b");
+        let long = "é".repeat(100); // 200 bytes
+        let b = bounded(&long);
+        assert!(b.len() <= MAX_DETAIL && b.chars().all(|c| c == 'é'));
+        assert_eq!(b.len(), MAX_DETAIL);
     }
 }
