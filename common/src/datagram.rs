@@ -21,6 +21,8 @@ pub const MAX_DATAGRAM_BODY: usize = 1200;
 pub const MAX_DATAGRAM: usize = HEADER_LEN + MAX_DATAGRAM_BODY;
 /// Earlier incarnations remembered per sender.
 const OLD_INCARNATIONS: usize = 8;
+/// How far out of order a datagram may arrive and still be accepted (once).
+pub const REPLAY_WINDOW: u64 = 64;
 /// Senders tracked.
 pub const MAX_SENDERS: usize = 32;
 
@@ -104,6 +106,8 @@ struct Peer {
     from: Sender,
     incarnation: [u8; 8],
     max_seq: u64,
+    /// Bit i set: sequence `max_seq - i` was seen (bit 0 is `max_seq` itself).
+    seen: u64,
     old: [[u8; 8]; OLD_INCARNATIONS],
     old_next: usize,
 }
@@ -200,17 +204,14 @@ impl Inbox {
                 from: env.from,
                 incarnation: env.incarnation,
                 max_seq: seq,
+                seen: 1,
                 old: [[0; 8]; OLD_INCARNATIONS],
                 old_next: 0,
             });
             return Ok(());
         };
         if p.incarnation == env.incarnation {
-            if seq <= p.max_seq {
-                return Err(DatagramError::Replay);
-            }
-            p.max_seq = seq;
-            return Ok(());
+            return p.accept(seq);
         }
         if p.old.contains(&env.incarnation) {
             return Err(DatagramError::OldIncarnation);
@@ -220,6 +221,31 @@ impl Inbox {
         p.old_next = (p.old_next + 1) % OLD_INCARNATIONS;
         p.incarnation = env.incarnation;
         p.max_seq = seq;
+        p.seen = 1;
+        Ok(())
+    }
+}
+
+impl Peer {
+    /// Anti-replay with a sliding window (as in IPsec): datagrams may arrive out of order by up
+    /// to [`REPLAY_WINDOW`] sequence numbers, each is accepted once, older ones never.
+    fn accept(&mut self, seq: u64) -> Result<(), DatagramError> {
+        if seq > self.max_seq {
+            let shift = seq - self.max_seq;
+            self.seen = if shift >= REPLAY_WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
+            self.seen |= 1;
+            self.max_seq = seq;
+            return Ok(());
+        }
+        let back = self.max_seq - seq;
+        if back >= REPLAY_WINDOW || self.seen & (1 << back) != 0 {
+            return Err(DatagramError::Replay);
+        }
+        self.seen |= 1 << back;
         Ok(())
     }
 }
@@ -287,6 +313,40 @@ mod tests {
             inbox.open(&b4[..n4]).unwrap_err(),
             DatagramError::OldIncarnation
         );
+    }
+
+    /// Reordering is not replay (regression: a vote overtaken by a report was dropped as a replay,
+    /// and the standby waited out its query timeout).
+    #[test]
+    fn reordered_datagrams_are_accepted_once_within_the_window() {
+        let from = Sender {
+            role: Role::Witness,
+            id: 1,
+        };
+        let mut out = Outbox::new(&key(), from, [1; 8], 1);
+        let mut inbox = Inbox::new(&key());
+        let frames: Vec<Vec<u8>> = (0..100)
+            .map(|i| {
+                let mut b = [0u8; MAX_DATAGRAM];
+                let n = out
+                    .seal(Kind::Witness, &Ack { ckpt: i, epoch: 1 }, &mut b)
+                    .unwrap();
+                b[..n].to_vec()
+            })
+            .collect();
+        inbox.open(&frames[5]).unwrap();
+        inbox.open(&frames[3]).unwrap(); // overtaken: accepted
+        inbox.open(&frames[4]).unwrap();
+        assert_eq!(inbox.open(&frames[3]).unwrap_err(), DatagramError::Replay);
+        inbox.open(&frames[90]).unwrap();
+        inbox.open(&frames[30]).unwrap(); // 60 behind: still in the window
+        assert_eq!(
+            inbox.open(&frames[20]).unwrap_err(),
+            DatagramError::Replay,
+            "beyond the window"
+        );
+        assert_eq!(inbox.open(&frames[90]).unwrap_err(), DatagramError::Replay);
+        inbox.open(&frames[91]).unwrap();
     }
 
     #[test]
