@@ -28,12 +28,14 @@ pub const WITNESSES: u8 = 3;
 
 /// The decision configuration the simulator runs (defaults, with a lease short enough for short runs).
 pub fn sim_config(policy: Policy) -> Config {
-    let mut c = Config::default();
-    c.policy = policy;
+    let mut c = Config {
+        policy,
+        switchover_hold: std::time::Duration::from_millis(300),
+        switchover_min_interval: std::time::Duration::from_millis(100),
+        ..Config::default()
+    };
     c.lease.duration = std::time::Duration::from_millis(400);
     c.lease.max_duration = std::time::Duration::from_millis(400);
-    c.switchover_hold = std::time::Duration::from_millis(300);
-    c.switchover_min_interval = std::time::Duration::from_millis(100);
     c
 }
 

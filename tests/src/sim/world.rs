@@ -541,7 +541,7 @@ impl World {
         let peer = Ep::Node(other(n));
         let node = &mut self.nodes[n as usize];
         let local = node.clock.local(now);
-        if (ms + node.phase) % HB_MS == 0 {
+        if (ms + node.phase).is_multiple_of(HB_MS) {
             let epoch = node.epoch();
             self.net
                 .send(now, Ep::Node(n), peer, Msg::Heartbeat { epoch }, false);
@@ -550,7 +550,7 @@ impl World {
             Role::Primary(a) => {
                 let mut v = Vec::new();
                 let mode = a.mode(local);
-                if (ms + node.phase) % CKPT_MS == 0 && mode != Mode::SteppedDown {
+                if (ms + node.phase).is_multiple_of(CKPT_MS) && mode != Mode::SteppedDown {
                     if mode != Mode::Fenced && !node.app_hung {
                         node.state += 1;
                         node.held.push_back((node.state, node.ckpt + 1));
@@ -594,7 +594,7 @@ impl World {
         self.apply(n, acts);
     }
 
-    fn to_witnesses(&mut self, n: u8, msg: &Msg) {
+    fn send_to_witnesses(&mut self, n: u8, msg: &Msg) {
         let now = self.now();
         for w in 0..self.wits.len() {
             self.net
@@ -623,9 +623,11 @@ impl World {
                             self.note(name(n), || {
                                 format!("query {} #{} epoch {}", r.kind, r.query, r.epoch)
                             });
-                            self.to_witnesses(n, &Msg::VoteRequest(r));
+                            self.send_to_witnesses(n, &Msg::VoteRequest(r));
                         }
-                        standby::Action::Withdraw(w) => self.to_witnesses(n, &Msg::Withdraw(w)),
+                        standby::Action::Withdraw(w) => {
+                            self.send_to_witnesses(n, &Msg::Withdraw(w))
+                        }
                         standby::Action::PingNode => {
                             self.nodes[n as usize].ping_out = Some(now);
                             self.net.send(now, Ep::Node(n), Ep::Ping, Msg::Ping, false);
@@ -689,10 +691,10 @@ impl World {
                     }
                     match a {
                         primary::Action::RequestLeases(r) => {
-                            self.to_witnesses(n, &Msg::LeaseRequest(r))
+                            self.send_to_witnesses(n, &Msg::LeaseRequest(r))
                         }
                         primary::Action::NotifyProtected(p) => {
-                            self.to_witnesses(n, &Msg::Protected(p))
+                            self.send_to_witnesses(n, &Msg::Protected(p))
                         }
                         primary::Action::StepDown { epoch, .. } => {
                             let node = &mut self.nodes[n as usize];
@@ -798,7 +800,7 @@ impl World {
             }
         }
         let mut sends = Vec::new();
-        if (ms + wit.phase) % PROBE_MS == 0 {
+        if (ms + wit.phase).is_multiple_of(PROBE_MS) {
             let p = wit.primary_node;
             for (target, node) in [
                 (ProbeTarget::PrimaryApp, p),
@@ -816,12 +818,12 @@ impl World {
                 ));
             }
         }
-        if (ms + wit.phase) % REPORT_MS == 0 {
+        if (ms + wit.phase).is_multiple_of(REPORT_MS) {
             let r = wit.core.report(local);
             sends.push((Ep::Node(0), Msg::Report(r)));
             sends.push((Ep::Node(1), Msg::Report(r)));
         }
-        if ms % 10 == 0 {
+        if ms.is_multiple_of(10) {
             wit.core.step(local, witness::Input::Tick);
         }
         for (to, m) in sends {
