@@ -120,7 +120,12 @@ fn hostile_frames_are_detected_and_survived() {
     // The proxy must know the standby's address before the pair starts: start a pair whose
     // primary targets the proxy, and the proxy targets the standby address chosen below.
     let proxy = FaultProxy::start(standby_repl);
-    let mut pair = start_pair_with_repl(standby_repl, proxy.addr);
+    let mut pair = Pair::start(PairOpts {
+        dirty_rate: 5000,
+        repl: Some(standby_repl),
+        primary_target: Some(proxy.addr),
+        ..PairOpts::default()
+    });
     let mut c = Client::connect(pair.primary_service, Duration::from_secs(10)).expect("connect");
     let cases = [
         (Fault::Corrupt, "frame_errors_bad_crc"),
@@ -178,61 +183,6 @@ fn hostile_frames_are_detected_and_survived() {
         .starts_with("activated"));
     let mut s = Client::connect(pair.standby_service, Duration::from_secs(5)).unwrap();
     assert_eq!(s.request("GET").unwrap(), ack2.to_string());
-}
-
-fn start_pair_with_repl(standby_repl: std::net::SocketAddr, proxy: std::net::SocketAddr) -> Pair {
-    // Pair::start picks its own replication port; to route through the proxy we start it with
-    // the primary pointed at the proxy and then swap the standby onto `standby_repl`.
-    let dir = hsb_tests::TempDir::new("hostile");
-    let key = dir.path("cluster.key");
-    hsb_common::key::ClusterKey::generate(&key).unwrap();
-    let (ps, ss) = (hsb_tests::free_addr(), hsb_tests::free_addr());
-    let sconf = dir.path("standby.conf");
-    std::fs::write(
-        &sconf,
-        format!(
-            "cluster_key = {}\nlisten = {standby_repl}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {ss}\nstats_interval = 1s\n",
-            key.display(),
-            dir.path("standby.sock").display()
-        ),
-    )
-    .unwrap();
-    let standby = hsb_tests::Daemon::start(
-        "hsb-standby",
-        &sconf,
-        &dir.path("standby.sock"),
-        &dir.path("standby.log"),
-        &[],
-    );
-    standby.wait_for("up", Duration::from_secs(10), |_| true);
-    let pconf = dir.path("primary.conf");
-    std::fs::write(
-        &pconf,
-        format!(
-            "cluster_key = {}\nstandby = {proxy}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {ps}\nmodel.dirty_rate = 5000\nreconnect_interval = 50ms\nstats_interval = 1s\n",
-            key.display(),
-            dir.path("primary.sock").display()
-        ),
-    )
-    .unwrap();
-    let primary = hsb_tests::Daemon::start(
-        "hsb-primary",
-        &pconf,
-        &dir.path("primary.sock"),
-        &dir.path("primary.log"),
-        &[],
-    );
-    primary.wait_for("first ack", Duration::from_secs(30), |s| {
-        num(s, "acked_checkpoint") >= 1
-    });
-    Pair {
-        dir,
-        primary,
-        standby,
-        primary_service: ps,
-        standby_service: ss,
-        repl: standby_repl,
-    }
 }
 
 /// Configuration and key errors are reported clearly before the daemon acts.

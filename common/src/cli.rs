@@ -88,6 +88,33 @@ impl Args {
     }
 }
 
+/// The daemons' common start: parse the command line; answer `--help` and `--version`.
+/// `Err` carries the exit status when there is nothing more to do (help shown, or a usage error
+/// reported as `daemon: message`, status 2).
+pub fn start(
+    daemon: &str,
+    version: &str,
+    usage: &str,
+    bool_flags: &[&str],
+    value_opts: &[&str],
+) -> Result<Args, std::process::ExitCode> {
+    use std::process::ExitCode;
+    let args =
+        Args::parse_with_values(std::env::args().skip(1), bool_flags, value_opts).map_err(|e| {
+            eprintln!("{daemon}: {e}");
+            ExitCode::from(2)
+        })?;
+    if args.flag("help") {
+        println!("{usage}");
+        return Err(ExitCode::SUCCESS);
+    }
+    if args.flag("version") {
+        println!("{daemon} {version}");
+        return Err(ExitCode::SUCCESS);
+    }
+    Ok(args)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

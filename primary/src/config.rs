@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
 use hsb_common::decision::{self, Policy, WitnessId};
-use hsb_common::PAGE_SIZE;
 
 static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
@@ -149,22 +148,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
-        if c.str("backend")? == "xen" {
-            return Err(c.error_at(
-                "backend",
-                "the xen backend is not available in this build yet; use `model`",
-            ));
-        }
-        let mem = c.size("model.memory")?;
-        if mem % PAGE_SIZE as u64 != 0
-            || mem < (hsb_common::model::MIN_PAGES * PAGE_SIZE as u64)
-            || mem > (64u64 << 30)
-        {
-            return Err(c.error_at(
-                "model.memory",
-                "expected a multiple of 4KiB between 264KiB and 64GiB",
-            ));
-        }
+        let model_pages = hsb_common::model::pages_from_config(c)?;
         let epoch_period = c.duration("epoch_period")?;
         if epoch_period < Duration::from_millis(1) {
             return Err(c.error_at("epoch_period", "expected at least 1ms"));
@@ -207,7 +191,7 @@ impl Settings {
             reconnect_interval: c.duration("reconnect_interval")?,
             stats_interval: c.duration("stats_interval")?,
             max_clients: c.int("max_clients")? as usize,
-            model_pages: mem / PAGE_SIZE as u64,
+            model_pages,
             service: c.addr("model.service")?,
             dirty_rate: c.int("model.dirty_rate")?,
             seed: c.int("model.seed")?,

@@ -59,21 +59,11 @@ usage:
 Logging: HSB_LOG=debug|info|warn (default info).";
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1), &[]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("hsb-primary: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if args.flag("help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if args.flag("version") {
-        println!("hsb-primary {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
+    let args =
+        match hsb_common::cli::start("hsb-primary", env!("CARGO_PKG_VERSION"), USAGE, &[], &[]) {
+            Ok(a) => a,
+            Err(code) => return code,
+        };
     match args.command.as_deref() {
         Some("run") => run(&args),
         Some("check") => match load(&args) {

@@ -62,22 +62,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
-        if c.str("backend")? == "xen" {
-            return Err(c.error_at(
-                "backend",
-                "the xen backend is not available in this build yet; use `model`",
-            ));
-        }
-        let mem = c.size("model.memory")?;
-        if mem % PAGE_SIZE as u64 != 0
-            || mem < (hsb_common::model::MIN_PAGES * PAGE_SIZE as u64)
-            || mem > (64u64 << 30)
-        {
-            return Err(c.error_at(
-                "model.memory",
-                "expected a multiple of 4KiB between 264KiB and 64GiB",
-            ));
-        }
+        let model_pages = hsb_common::model::pages_from_config(c)?;
         let frame_max = c.size("frame_max")? as usize;
         let min =
             hsb_common::frame::HEADER_LEN + 700 + hsb_common::msg::PAGES_PER_FRAME * PAGE_SIZE;
@@ -133,7 +118,7 @@ impl Settings {
             frame_max,
             stats_interval: c.duration("stats_interval")?,
             max_clients: c.int("max_clients")? as usize,
-            model_pages: mem / PAGE_SIZE as u64,
+            model_pages,
             service: c.addr("model.service")?,
             dirty_rate: c.int("model.dirty_rate")?,
             failover,

@@ -65,21 +65,16 @@ usage:
 Logging: HSB_LOG=debug|info|warn (default info).";
 
 fn main() -> ExitCode {
-    let args = match Args::parse_with_values(std::env::args().skip(1), &["force"], &["policy"]) {
+    let args = match hsb_common::cli::start(
+        "hsb-standby",
+        env!("CARGO_PKG_VERSION"),
+        USAGE,
+        &["force"],
+        &["policy"],
+    ) {
         Ok(a) => a,
-        Err(e) => {
-            eprintln!("hsb-standby: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if args.flag("help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if args.flag("version") {
-        println!("hsb-standby {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
     match args.command.as_deref() {
         Some("run") => run(&args),
         Some("check") => match load(&args) {

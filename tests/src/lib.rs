@@ -208,6 +208,9 @@ pub struct PairOpts {
     pub epoch: &'static str,
     /// Where the primary sends checkpoints (a proxy), if not straight to the standby.
     pub primary_target: Option<SocketAddr>,
+    /// The standby's replication address, if the test needs to know it in advance (to put a
+    /// proxy in front of it).
+    pub repl: Option<SocketAddr>,
     pub extra_primary: Vec<String>,
 }
 
@@ -218,6 +221,7 @@ impl Default for PairOpts {
             dirty_rate: 2000,
             epoch: "25ms",
             primary_target: None,
+            repl: None,
             extra_primary: vec![],
         }
     }
@@ -229,7 +233,7 @@ impl Pair {
         let dir = TempDir::new("pair");
         let key = dir.path("cluster.key");
         hsb_common::key::ClusterKey::generate(&key).expect("key");
-        let repl = free_addr();
+        let repl = o.repl.unwrap_or_else(free_addr);
         let (ps, ss) = (free_addr(), free_addr());
         let standby_conf = dir.path("standby.conf");
         std::fs::write(

@@ -51,21 +51,11 @@ usage:
 Logging: HSB_LOG=debug|info|warn (default info).";
 
 fn main() -> ExitCode {
-    let args = match Args::parse(std::env::args().skip(1), &[]) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("hsb-witness: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if args.flag("help") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    if args.flag("version") {
-        println!("hsb-witness {}", env!("CARGO_PKG_VERSION"));
-        return ExitCode::SUCCESS;
-    }
+    let args =
+        match hsb_common::cli::start("hsb-witness", env!("CARGO_PKG_VERSION"), USAGE, &[], &[]) {
+            Ok(a) => a,
+            Err(code) => return code,
+        };
     match args.command.as_deref() {
         Some("run") => {
             hsb_common::logging::init("witness");
