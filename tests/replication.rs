@@ -272,3 +272,47 @@ fn geometry_mismatch_is_refused() {
     let st = pair.primary.status();
     assert_eq!(st["state"], "protected", "{st:?}");
 }
+
+/// Activation runs the `on_activate` hook (e.g. to claim the service address) with the epoch,
+/// checkpoint and node in its environment.
+#[test]
+fn activation_runs_the_on_activate_hook() {
+    use std::os::unix::fs::PermissionsExt;
+    let scratch = hsb_tests::TempDir::new("hook");
+    let out = scratch.path("hook.out");
+    let script = scratch.path("claim-address");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$HSB_NODE $HSB_EPOCH $HSB_CHECKPOINT\" > {}\n",
+            out.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut pair = Pair::start(PairOpts {
+        extra_standby: vec![format!("on_activate = {}", script.display())],
+        ..PairOpts::default()
+    });
+    pair.primary.kill9();
+    let answer = pair.standby.ctl("activate").unwrap();
+    assert!(answer.starts_with("activated"), "{answer}");
+    let applied = num(&pair.standby.status(), "applied_checkpoint");
+    let t = Instant::now();
+    while !out.exists() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let text = std::fs::read_to_string(&out).expect("the hook ran");
+    assert_eq!(text.trim(), format!("standby 2 {applied}"));
+    let t = Instant::now();
+    while !pair.standby.log_text().contains("on_activate: done")
+        && t.elapsed() < Duration::from_secs(5)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        pair.standby.log_text().contains("on_activate: done"),
+        "{}",
+        pair.standby.log_text()
+    );
+}

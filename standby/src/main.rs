@@ -233,6 +233,8 @@ struct Standby {
     next_stats: Nanos,
     stats: Stats,
     failover: Option<Failover>,
+    /// The `on_activate` command while it runs (reaped from the loop).
+    hook: Option<(std::process::Child, Nanos)>,
 }
 
 /// Requests of the activated replica's service: answered at once (no standby behind it).
@@ -288,6 +290,7 @@ impl Standby {
         };
         Ok(Standby {
             failover,
+            hook: None,
             replica: ModelDomain::blank(s.model_pages),
             next_stats: clock.now().plus(s.stats_interval),
             receiver,
@@ -375,6 +378,7 @@ impl Standby {
                 }
             }
             let now = self.clock.now();
+            self.reap_hook(now);
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 self.log_stats(now);
                 self.next_stats = now.plus(self.s.stats_interval);
@@ -739,6 +743,7 @@ impl Standby {
             self.epoch
         );
         self.service = Some(svc);
+        self.run_hook(ckpt);
         Ok(())
     }
 
@@ -1217,5 +1222,53 @@ impl Standby {
             let _ = self.poll.registry().deregister(&mut st);
         }
         self.decide(now, SInput::Ping { ok });
+    }
+}
+
+impl Standby {
+    /// Start the `on_activate` command (not waited for: the loop reaps it).
+    fn run_hook(&mut self, ckpt: u64) {
+        let Some((prog, args)) = self.s.on_activate.split_first() else {
+            return;
+        };
+        let spawned = std::process::Command::new(prog)
+            .args(args)
+            .env("HSB_EPOCH", self.current_epoch().to_string())
+            .env("HSB_CHECKPOINT", ckpt.to_string())
+            .env("HSB_NODE", &self.s.node)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                log::info!(
+                    "on_activate: started {} (pid {})",
+                    self.s.on_activate.join(" "),
+                    child.id()
+                );
+                self.hook = Some((child, self.clock.now()));
+            }
+            Err(e) => log::error!("on_activate: cannot run {prog}: {e}"),
+        }
+    }
+
+    fn reap_hook(&mut self, now: Nanos) {
+        let Some((child, started)) = self.hook.as_mut() else {
+            return;
+        };
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => {
+                log::info!("on_activate: done in {} ms", ms(now.since(*started)));
+                self.hook = None;
+            }
+            Ok(Some(status)) => {
+                log::error!("on_activate: failed ({status}); clients may not reach this copy");
+                self.hook = None;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                log::error!("on_activate: {e}");
+                self.hook = None;
+            }
+        }
     }
 }

@@ -212,6 +212,7 @@ pub struct PairOpts {
     /// proxy in front of it).
     pub repl: Option<SocketAddr>,
     pub extra_primary: Vec<String>,
+    pub extra_standby: Vec<String>,
 }
 
 impl Default for PairOpts {
@@ -222,6 +223,7 @@ impl Default for PairOpts {
             epoch: "25ms",
             primary_target: None,
             repl: None,
+            extra_standby: vec![],
             extra_primary: vec![],
         }
     }
@@ -239,10 +241,11 @@ impl Pair {
         std::fs::write(
             &standby_conf,
             format!(
-                "node = standby\ncluster_key = {}\nlisten = {repl}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ss}\nstats_interval = 1s\n",
+                "node = standby\ncluster_key = {}\nlisten = {repl}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ss}\nstats_interval = 1s\n{}\n",
                 key.display(),
                 dir.path("standby.sock").display(),
-                o.memory
+                o.memory,
+                o.extra_standby.join("\n")
             ),
         )
         .expect("write config");
