@@ -337,3 +337,68 @@ fn f4_primary_cut_off_from_clients_switches_over_and_fences_the_old_primary() {
     let g: u64 = s.request("GET").unwrap().parse().unwrap();
     assert!(g >= acked, "replica {g} < acknowledged {acked}");
 }
+
+/// F5: the guest's application hangs (witnesses get no answer) while the primary host and the
+/// heartbeat are fine. The replica is the same guest, so failing over would not help: no
+/// failover, an alert naming the guest failure.
+#[test]
+fn f5_hung_application_alerts_without_failover() {
+    let cl = Cluster::start(ClusterOpts::default());
+    cl.wait_witnesses_ready();
+    cl.app.cut();
+    let t = Instant::now();
+    let mut alerted = false;
+    while t.elapsed() < Duration::from_secs(4) {
+        let st = cl.standby.status();
+        assert_ne!(
+            st["state"],
+            "active",
+            "failed over on a hung application\n{}",
+            cl.logs()
+        );
+        alerted |= st["last_decision"].contains("guest");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        alerted,
+        "no guest-failure alert: {:?}\n{}",
+        cl.standby.status(),
+        cl.logs()
+    );
+    assert_eq!(state(&cl.primary, "authority"), "protected");
+}
+
+/// F9: every witness unreachable and the heartbeat lost. The standby cannot decide and does not
+/// activate; the primary has neither acks nor a lease, so it holds its output and fences: no
+/// copy serves, which is the price of never having two.
+#[test]
+fn f9_no_witnesses_no_heartbeat_cannot_decide_and_nobody_serves() {
+    let cl = Cluster::start(ClusterOpts::default());
+    cl.wait_witnesses_ready();
+    cl.repl.cut();
+    cl.standby_witnesses.cut();
+    cl.primary_witnesses.cut();
+    let st = cl
+        .standby
+        .wait_for("cannot-decide", Duration::from_secs(10), |s| {
+            s["last_decision"].contains("cannot-decide") || s["last_decision"].contains("rule2")
+        });
+    assert_ne!(st["state"], "active");
+    let p = cl
+        .primary
+        .wait_for("no authority", Duration::from_secs(10), |s| {
+            s["authority"] != "protected" && s["authority"] != "unprotected"
+        });
+    assert!(
+        p["authority"] == "fenced" || p["authority"] == "holding",
+        "{p:?}"
+    );
+    let mut c = Client::connect(cl.primary_service, Duration::from_secs(5)).unwrap();
+    c.set_timeout(Duration::from_millis(500));
+    assert!(
+        c.request("INCR").is_err(),
+        "a reply left a primary without authority"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_ne!(state(&cl.standby, "state"), "active");
+}
