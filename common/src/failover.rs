@@ -94,6 +94,51 @@ pub fn build(c: &Config) -> Result<decision::Config, ConfigError> {
     Ok(d)
 }
 
+/// What a primary or standby needs for automatic failover, read and checked together.
+#[derive(Debug, Clone)]
+pub struct Peers {
+    /// `failover = true`.
+    pub enabled: bool,
+    /// The decision configuration (`failover.*`).
+    pub decision: decision::Config,
+    /// One address per heartbeat link (`heartbeat_key`).
+    pub heartbeat: Vec<std::net::SocketAddr>,
+    /// The witnesses' addresses (`witness_peers`).
+    pub witnesses: Vec<(decision::WitnessId, std::net::SocketAddr)>,
+}
+
+/// Read `failover`, the `failover.*` keys, the heartbeat addresses under `heartbeat_key` and
+/// `witness_peers`; when failover is on, check there is one heartbeat address per link and
+/// (client-oriented policy) one address per configured witness.
+pub fn peers(c: &Config, heartbeat_key: &str) -> Result<Peers, ConfigError> {
+    let enabled = c.bool("failover")?;
+    let decision = build(c)?;
+    let heartbeat = c.addrs(heartbeat_key)?;
+    let witnesses = crate::recorder::parse_witness_peers(&c.str("witness_peers")?)
+        .map_err(|e| c.error_at("witness_peers", &e))?;
+    if enabled {
+        if heartbeat.len() != decision.heartbeat.links as usize {
+            return Err(c.error_at(
+                heartbeat_key,
+                &format!(
+                    "expected {} address(es), one per heartbeat link (failover.hb-links)",
+                    decision.heartbeat.links
+                ),
+            ));
+        }
+        if decision.policy == decision::Policy::ClientOriented {
+            crate::recorder::check_peers(&witnesses, &decision)
+                .map_err(|e| c.error_at("witness_peers", &e))?;
+        }
+    }
+    Ok(Peers {
+        enabled,
+        decision,
+        heartbeat,
+        witnesses,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,6 @@
 //! - [`domain`]: the narrow interface between the replication engine and a hypervisor.
 //! - [`conn`], [`ctl`]: thin non-blocking I/O shells shared by the daemons.
 
-
 pub mod checkpoint;
 pub mod cli;
 pub mod config;

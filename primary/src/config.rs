@@ -6,7 +6,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
-use hsb_common::decision::{self, Policy, WitnessId};
+use hsb_common::decision::{self, WitnessId};
 
 static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
@@ -153,26 +153,12 @@ impl Settings {
         if epoch_period < Duration::from_millis(1) {
             return Err(c.error_at("epoch_period", "expected at least 1ms"));
         }
-        let failover = c.bool("failover")?;
-        let decision = hsb_common::failover::build(c)?;
-        let heartbeat_peers = c.addrs("heartbeat_peers")?;
-        let witness_peers = hsb_common::recorder::parse_witness_peers(&c.str("witness_peers")?)
-            .map_err(|e| c.error_at("witness_peers", &e))?;
-        if failover {
-            if heartbeat_peers.len() != decision.heartbeat.links as usize {
-                return Err(c.error_at(
-                    "heartbeat_peers",
-                    &format!(
-                        "expected {} address(es), one per heartbeat link (failover.hb-links)",
-                        decision.heartbeat.links
-                    ),
-                ));
-            }
-            if decision.policy == Policy::ClientOriented {
-                hsb_common::recorder::check_peers(&witness_peers, &decision)
-                    .map_err(|e| c.error_at("witness_peers", &e))?;
-            }
-        }
+        let hsb_common::failover::Peers {
+            enabled: failover,
+            decision,
+            heartbeat: heartbeat_peers,
+            witnesses: witness_peers,
+        } = hsb_common::failover::peers(c, "heartbeat_peers")?;
         Ok(Settings {
             failover,
             decision,

@@ -77,11 +77,12 @@ impl Settings {
                 ),
             ));
         }
-        let failover = c.bool("failover")?;
-        let decision = hsb_common::failover::build(c)?;
-        let heartbeat_listen = c.addrs("heartbeat_listen")?;
-        let witness_peers = hsb_common::recorder::parse_witness_peers(&c.str("witness_peers")?)
-            .map_err(|e| c.error_at("witness_peers", &e))?;
+        let hsb_common::failover::Peers {
+            enabled: failover,
+            decision,
+            heartbeat: heartbeat_listen,
+            witnesses: witness_peers,
+        } = hsb_common::failover::peers(c, "heartbeat_listen")?;
         let ping = c.str("ping_node")?;
         let ping_node = if ping.is_empty() {
             None
@@ -91,26 +92,11 @@ impl Settings {
                     .map_err(|_| c.error_at("ping_node", "expected IP:PORT"))?,
             )
         };
-        if failover {
-            if heartbeat_listen.len() != decision.heartbeat.links as usize {
-                return Err(c.error_at(
-                    "heartbeat_listen",
-                    &format!(
-                        "expected {} address(es), one per heartbeat link (failover.hb-links)",
-                        decision.heartbeat.links
-                    ),
-                ));
-            }
-            if decision.policy == Policy::ClientOriented {
-                hsb_common::recorder::check_peers(&witness_peers, &decision)
-                    .map_err(|e| c.error_at("witness_peers", &e))?;
-            }
-            if decision.policy == Policy::PingNode && ping_node.is_none() {
-                return Err(c.error_at(
-                    "ping_node",
-                    "the ping-node policy needs a ping_node IP:PORT",
-                ));
-            }
+        if failover && decision.policy == Policy::PingNode && ping_node.is_none() {
+            return Err(c.error_at(
+                "ping_node",
+                "the ping-node policy needs a ping_node IP:PORT",
+            ));
         }
         Ok(Settings {
             node: c.str("node")?,
