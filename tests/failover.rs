@@ -402,3 +402,69 @@ fn f9_no_witnesses_no_heartbeat_cannot_decide_and_nobody_serves() {
     std::thread::sleep(Duration::from_secs(1));
     assert_ne!(state(&cl.standby, "state"), "active");
 }
+
+/// F12 after F4: the switched-over standby hands its domain to hsb-primary (exec) and serves in
+/// the new epoch; the old primary, fenced for the switchover, learns of the newer epoch, steps
+/// down and rejoins as the standby (exec); the new primary synchronises it from scratch and is
+/// protected again. Clients' paths are healed on the way. One active copy throughout.
+#[test]
+fn f12_after_switchover_the_old_primary_rejoins_as_standby_and_is_resynchronised() {
+    let cl = Cluster::start(ClusterOpts {
+        rejoin: true,
+        extra: vec![
+            "failover.switchover-hold = 500ms".into(),
+            "failover.switchover-min-interval = 1s".into(),
+        ],
+        ..ClusterOpts::default()
+    });
+    cl.wait_witnesses_ready();
+    let mut c = Client::connect(cl.primary_service, Duration::from_secs(5)).unwrap();
+    let acked = incr_for(&mut c, Duration::from_millis(300));
+    cl.app.cut();
+    cl.primary_witnesses.cut();
+    let promoted = hsb_tests::Daemon {
+        name: "promoted primary (host B)".into(),
+        child: None,
+        log: cl.standby.log.clone(),
+        control: cl.promoted_control.clone(),
+    };
+    let st = promoted.wait_for("promoted to primary", Duration::from_secs(20), |s| {
+        s["role"] == "primary"
+    });
+    assert!(num(&st, "epoch") >= 2, "{st:?}");
+    // The old primary is fenced; the promoted one serves (under the witnesses' lease).
+    let mut b = Client::connect(cl.standby_service, Duration::from_secs(5)).unwrap();
+    b.set_timeout(Duration::from_secs(5));
+    let g: u64 = b.request("INCR").unwrap().parse().unwrap();
+    assert!(g > acked, "acknowledged increments lost: {g} after {acked}");
+    // Heal the clients' paths; the old primary steps down and rejoins as the standby.
+    cl.app.heal();
+    cl.primary_witnesses.heal();
+    let rejoined = hsb_tests::Daemon {
+        name: "rejoined standby (host A)".into(),
+        child: None,
+        log: cl.primary.log.clone(),
+        control: cl.rejoined_control.clone(),
+    };
+    rejoined.wait_for("rejoined as standby", Duration::from_secs(30), |s| {
+        s["role"] == "standby"
+    });
+    let p = promoted.wait_for(
+        "protected by the rejoined standby",
+        Duration::from_secs(30),
+        |s| s["authority"] == "protected",
+    );
+    assert!(num(&p, "full_syncs") >= 1, "{p:?}");
+    let v: u64 = b.request("INCR").unwrap().parse().unwrap();
+    assert!(v > g);
+    let r = rejoined.wait_for("replica caught up", Duration::from_secs(10), |s| {
+        num(s, "counter") >= v
+    });
+    assert!(num(&r, "counter") >= v, "{r:?}");
+    // Never two active: the old primary's process is now the standby and serves nothing.
+    assert!(
+        Client::connect(cl.primary_service, Duration::from_millis(300))
+            .and_then(|mut c| c.request("INCR"))
+            .is_err()
+    );
+}

@@ -14,6 +14,7 @@ use crate::time::Nanos;
 use crate::PAGE_SIZE;
 
 const MAGIC: &[u8; 8] = b"HSBMODEL";
+const IMAGE_MAGIC: &[u8; 8] = b"HSBIMG01";
 const OFF_COUNTER: usize = 8;
 const OFF_REQUESTS: usize = 16;
 const KV_FIRST_PAGE: u64 = 1;
@@ -146,6 +147,54 @@ impl ModelDomain {
     /// Number of pages.
     pub fn page_count(&self) -> u64 {
         self.pages
+    }
+
+    /// Write the domain (memory and vCPU state) to `path`: the model's stand-in for a
+    /// hypervisor keeping a domain while its daemon hands over to another (exec).
+    pub fn save_image(&self, path: &std::path::Path) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+        f.write_all(IMAGE_MAGIC)?;
+        f.write_all(&self.pages.to_le_bytes())?;
+        let mut st = [0u8; STATE_LEN];
+        self.cpu.encode(&mut st);
+        f.write_all(&st)?;
+        f.write_all(&self.mem)?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Read a domain written by [`ModelDomain::save_image`]; it must have `pages` pages. Every
+    /// page is dirty (a new primary starts with a full synchronisation anyway).
+    pub fn load_image(
+        path: &std::path::Path,
+        pages: u64,
+        rate: u64,
+    ) -> Result<ModelDomain, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let head = IMAGE_MAGIC.len() + 8 + STATE_LEN;
+        let want = head as u64 + pages * PAGE_SIZE as u64;
+        if bytes.len() as u64 != want || &bytes[..IMAGE_MAGIC.len()] != IMAGE_MAGIC {
+            return Err(format!(
+                "{}: not a model domain image of {pages} pages ({} bytes, expected {want})",
+                path.display(),
+                bytes.len()
+            ));
+        }
+        let mut n = [0u8; 8];
+        n.copy_from_slice(&bytes[IMAGE_MAGIC.len()..IMAGE_MAGIC.len() + 8]);
+        if u64::from_le_bytes(n) != pages {
+            return Err(format!("{}: image has another page count", path.display()));
+        }
+        let mut d = ModelDomain::blank(pages);
+        d.cpu = ModelCpu::decode(&bytes[IMAGE_MAGIC.len() + 8..head]).ok_or("bad state record")?;
+        d.mem.copy_from_slice(&bytes[head..]);
+        d.rate = rate;
+        for w in d.dirty.iter_mut() {
+            *w = !0;
+        }
+        Ok(d)
     }
 
     /// Whether the memory holds a formatted model (false for a replica never synchronised).
@@ -507,6 +556,25 @@ mod tests {
         assert!(v.is_empty());
         assert!(d.suspend().is_err());
         d.resume().unwrap();
+    }
+
+    #[test]
+    fn image_round_trip_and_bad_images() {
+        let mut d = ModelDomain::new(MIN_PAGES + 3, 0, 4);
+        d.handle("INCR");
+        d.handle("PUT a b");
+        let dir = std::env::temp_dir().join(format!("hsb-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("img");
+        d.save_image(&p).unwrap();
+        let back = ModelDomain::load_image(&p, d.page_count(), 0).unwrap();
+        assert_eq!(back.digest(), d.digest());
+        assert!(ModelDomain::load_image(&p, d.page_count() + 1, 0).is_err());
+        std::fs::write(&p, b"junk").unwrap();
+        assert!(ModelDomain::load_image(&p, d.page_count(), 0)
+            .unwrap_err()
+            .contains("not a model domain image"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub fn schema() -> &'static [KeySpec] {
 }
 
 static OWN: &[KeySpec] = &[
+    KeySpec { key: "start_image", kind: ValueKind::Path, default: Some(""), help: "model domain image to start from, at start_epoch (written by a standby promoting itself); empty: a fresh domain" },
+    KeySpec { key: "start_epoch", kind: ValueKind::Int { min: 1, max: u64::MAX }, default: Some("1"), help: "the activation epoch this primary starts in" },
+    KeySpec { key: "rejoin_config", kind: ValueKind::Path, default: Some(""), help: "after stepping down (a newer epoch is active), exec hsb-standby with this configuration, so this node rejoins as the standby and receives a full synchronisation; empty: stay paused" },
     KeySpec { key: "failover", kind: ValueKind::Bool, default: Some("false"), help: "take part in automatic failover (heartbeats, witness leases, self-fencing); off: output needs acks, nothing else" },
     KeySpec { key: "heartbeat_peers", kind: ValueKind::AddrList, default: Some(""), help: "the standby's heartbeat_listen addresses, one per link" },
     KeySpec { key: "witness_listen", kind: ValueKind::Addr, default: Some("127.0.0.1:7301"), help: "UDP address for witness traffic (witnesses' `primary`)" },
@@ -144,6 +147,9 @@ pub struct Settings {
     pub standby_witness: SocketAddr,
     pub decision_log: PathBuf,
     pub decision: decision::Config,
+    pub start_image: PathBuf,
+    pub start_epoch: u64,
+    pub rejoin_config: PathBuf,
 }
 
 impl Settings {
@@ -160,6 +166,9 @@ impl Settings {
             witnesses: witness_peers,
         } = hsb_common::failover::peers(c, "heartbeat_peers")?;
         Ok(Settings {
+            start_image: c.path("start_image")?,
+            start_epoch: c.int("start_epoch")?,
+            rejoin_config: c.path("rejoin_config")?,
             failover,
             decision,
             heartbeat_peers,

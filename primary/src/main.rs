@@ -276,7 +276,20 @@ impl Primary {
     fn new(s: Settings, key: ClusterKey) -> io::Result<Primary> {
         let poll = Poll::new()?;
         let clock = Clock::new();
-        let dom = ModelDomain::new(s.model_pages, s.dirty_rate, s.seed);
+        let dom = if s.start_image.as_os_str().is_empty() {
+            ModelDomain::new(s.model_pages, s.dirty_rate, s.seed)
+        } else {
+            let d = ModelDomain::load_image(&s.start_image, s.model_pages, s.dirty_rate).map_err(
+                |e| io::Error::new(io::ErrorKind::InvalidData, format!("start_image: {e}")),
+            )?;
+            log::info!(
+                "starting from the domain image {} in epoch {} (counter {})",
+                s.start_image.display(),
+                s.start_epoch,
+                d.counter()
+            );
+            d
+        };
         let staging = Staging::new(s.model_pages);
         let service = Service::bind(s.service, poll.registry(), SERVICE_BASE, s.max_clients)
             .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", s.service)))?;
@@ -336,7 +349,7 @@ impl Primary {
                 s.witness_peers
             );
             Some(Failover {
-                authority: PrimaryAuthority::new(s.decision.clone(), Epoch::FIRST, now),
+                authority: PrimaryAuthority::new(s.decision.clone(), Epoch(s.start_epoch), now),
                 udp,
                 inbox: Inbox::new(&key),
                 outbox: Outbox::new(
@@ -359,6 +372,7 @@ impl Primary {
         } else {
             None
         };
+        let epoch = s.start_epoch;
         Ok(Primary {
             output: OutputCommit::new(s.output_limit, 1),
             next_epoch: now.plus(s.epoch_period),
@@ -379,7 +393,7 @@ impl Primary {
             next_ckpt: 1,
             acked: 0,
             need_full: true,
-            epoch: 1,
+            epoch,
             stats: Stats::default(),
             failover,
         })
@@ -989,9 +1003,10 @@ impl Primary {
                         let _ = self.dom.suspend();
                     }
                     log::error!(
-                        "STEPPED DOWN: epoch {} is active elsewhere; this domain stays paused and its held output is never released; restart this node as a standby to resynchronise",
+                        "STEPPED DOWN: epoch {} is active elsewhere; this domain stays paused and its held output is never released",
                         epoch.0
                     );
+                    self.rejoin();
                 }
                 PAction::RequestFullSync => {}
                 PAction::ConfirmFenced { epoch, ckpt } => {
@@ -1039,5 +1054,39 @@ impl Primary {
                 other => log::debug!("ignored {} from {from}", other.name()),
             }
         }
+    }
+}
+
+impl Primary {
+    /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
+    /// which the new primary then synchronises from scratch. Returns only if that fails.
+    fn rejoin(&self) {
+        use std::os::unix::process::CommandExt;
+        if self.s.rejoin_config.as_os_str().is_empty() {
+            log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
+            return;
+        }
+        let standby = match std::env::current_exe() {
+            Ok(p) => p.with_file_name("hsb-standby"),
+            Err(e) => {
+                log::error!("rejoin: cannot find this executable: {e}");
+                return;
+            }
+        };
+        log::warn!(
+            "rejoining as the standby: exec {} run -c {}",
+            standby.display(),
+            self.s.rejoin_config.display()
+        );
+        log::logger().flush();
+        let e = std::process::Command::new(&standby)
+            .arg("run")
+            .arg("-c")
+            .arg(&self.s.rejoin_config)
+            .exec();
+        log::error!(
+            "rejoin: exec {} failed: {e}; staying paused",
+            standby.display()
+        );
     }
 }

@@ -27,6 +27,8 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "witness_peers", kind: ValueKind::Str, default: Some(""), help: "witness addresses: ID=IP:PORT, comma-separated, one per failover.witnesses id" },
     KeySpec { key: "primary_witness", kind: ValueKind::Addr, default: Some("127.0.0.1:7301"), help: "the primary's witness_listen address (switchover fencing requests)" },
     KeySpec { key: "ping_node", kind: ValueKind::Str, default: Some(""), help: "ping-node baseline only: IP:PORT whose TCP answer counts as 'the network is fine'" },
+    KeySpec { key: "promote_config", kind: ValueKind::Path, default: Some(""), help: "after activation, hand the domain over to hsb-primary with this configuration (exec), so this node replicates to a new standby; empty: keep serving from hsb-standby, unprotected" },
+    KeySpec { key: "promote_image", kind: ValueKind::Path, default: Some("/var/lib/hsb/promote.img"), help: "model backend: where the domain image is written for the hand-over to hsb-primary" },
     KeySpec { key: "on_activate", kind: ValueKind::Str, default: Some(""), help: "command run (no shell) when the replica is activated, e.g. to claim the service address and announce it; HSB_EPOCH, HSB_CHECKPOINT and HSB_NODE are set; empty: none" },
     KeySpec { key: "decision_log", kind: ValueKind::Path, default: Some(""), help: "file for the decision log (inputs and evidence, JSON lines) that `hsb-standby replay` reads; empty: none" },
 ];
@@ -59,6 +61,8 @@ pub struct Settings {
     pub ping_node: Option<SocketAddr>,
     pub decision_log: PathBuf,
     pub on_activate: Vec<String>,
+    pub promote_config: PathBuf,
+    pub promote_image: PathBuf,
     pub decision: decision::Config,
 }
 
@@ -116,6 +120,8 @@ impl Settings {
             primary_witness: c.addr("primary_witness")?,
             ping_node,
             decision_log: c.path("decision_log")?,
+            promote_config: c.path("promote_config")?,
+            promote_image: c.path("promote_image")?,
             on_activate: c
                 .str("on_activate")?
                 .split_whitespace()

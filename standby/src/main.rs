@@ -235,6 +235,8 @@ struct Standby {
     failover: Option<Failover>,
     /// The `on_activate` command while it runs (reaped from the loop).
     hook: Option<(std::process::Child, Nanos)>,
+    /// Activated with a promote_config: hand over to hsb-primary at the end of this iteration.
+    promote: bool,
 }
 
 /// Requests of the activated replica's service: answered at once (no standby behind it).
@@ -291,6 +293,7 @@ impl Standby {
         Ok(Standby {
             failover,
             hook: None,
+            promote: false,
             replica: ModelDomain::blank(s.model_pages),
             next_stats: clock.now().plus(s.stats_interval),
             receiver,
@@ -379,6 +382,10 @@ impl Standby {
             }
             let now = self.clock.now();
             self.reap_hook(now);
+            if self.promote {
+                self.promote = false;
+                self.hand_over();
+            }
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 self.log_stats(now);
                 self.next_stats = now.plus(self.s.stats_interval);
@@ -744,6 +751,7 @@ impl Standby {
         );
         self.service = Some(svc);
         self.run_hook(ckpt);
+        self.promote = !self.s.promote_config.as_os_str().is_empty();
         Ok(())
     }
 
@@ -1060,8 +1068,16 @@ impl Standby {
                     }
                 }
                 SAction::RequestFullSync => {
+                    // A session from an older primary is dropped; one from the primary of the
+                    // newer epoch starts with a full synchronisation anyway.
+                    let newest = self
+                        .failover
+                        .as_ref()
+                        .map_or(Epoch::FIRST, |f| f.core.epoch());
                     if let Some(i) = self.current {
-                        self.close(i, "the decision core asks for a full synchronisation");
+                        if self.conns[i].as_ref().is_some_and(|c| c.epoch < newest) {
+                            self.close(i, "the decision core asks for a full synchronisation from a newer primary");
+                        }
                     }
                 }
             }
@@ -1249,6 +1265,53 @@ impl Standby {
             }
             Err(e) => log::error!("on_activate: cannot run {prog}: {e}"),
         }
+    }
+
+    /// Become the primary: write the domain image and exec hsb-primary at this epoch with
+    /// `promote_config`. It starts unprotected under the witnesses' leases and synchronises the
+    /// standby it is configured for from scratch. Returns only if the hand-over fails, and then
+    /// this process keeps serving.
+    fn hand_over(&mut self) {
+        use std::os::unix::process::CommandExt;
+        let image = &self.s.promote_image;
+        if let Some(dir) = image.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = self.replica.save_image(image) {
+            log::error!(
+                "promote: cannot write the domain image {}: {e}; staying hsb-standby",
+                image.display()
+            );
+            return;
+        }
+        let primary = match std::env::current_exe() {
+            Ok(p) => p.with_file_name("hsb-primary"),
+            Err(e) => {
+                log::error!("promote: cannot find this executable: {e}");
+                return;
+            }
+        };
+        let epoch = self.current_epoch();
+        log::warn!(
+            "promoting: exec {} run -c {} in epoch {epoch} from {}",
+            primary.display(),
+            self.s.promote_config.display(),
+            image.display()
+        );
+        log::logger().flush();
+        let e = std::process::Command::new(&primary)
+            .arg("run")
+            .arg("-c")
+            .arg(&self.s.promote_config)
+            .arg("--set")
+            .arg(format!("start_image={}", image.display()))
+            .arg("--set")
+            .arg(format!("start_epoch={epoch}"))
+            .exec();
+        log::error!(
+            "promote: exec {} failed: {e}; staying hsb-standby",
+            primary.display()
+        );
     }
 
     fn reap_hook(&mut self, now: Nanos) {

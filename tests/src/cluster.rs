@@ -20,6 +20,9 @@ pub struct ClusterOpts {
     pub extra: Vec<String>,
     /// Model domain memory of primary and standby.
     pub memory: &'static str,
+    /// Hand-overs on: an activated standby promotes itself to hsb-primary (replicating to a
+    /// standby at new addresses), a primary that steps down rejoins as that standby.
+    pub rejoin: bool,
 }
 
 impl Default for ClusterOpts {
@@ -29,6 +32,7 @@ impl Default for ClusterOpts {
             witnesses: 3,
             extra: vec![],
             memory: "8MiB",
+            rejoin: false,
         }
     }
 }
@@ -47,6 +51,10 @@ pub struct Cluster {
     pub app: Link,
     /// The standby's witness UDP address (direct, not through a relay).
     pub standby_witness_addr: SocketAddr,
+    /// With `rejoin`: the control sockets of the promoted primary (host B) and of the rejoined
+    /// standby (host A).
+    pub promoted_control: std::path::PathBuf,
+    pub rejoined_control: std::path::PathBuf,
     _tcp: Vec<TcpRelay>,
     _udp: Vec<UdpRelay>,
 }
@@ -120,11 +128,48 @@ impl Cluster {
                 &[],
             ));
         }
+        // Host A's standby and host B's primary after the roles swap (direct addresses).
+        let (a_repl, a_hb) = (free_addr(), free_addr());
+        let policy_lines = common.clone();
+        if o.rejoin {
+            std::fs::write(
+                dir.path("promote.conf"),
+                format!(
+                    "node = host-b-primary\nstandby = {a_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {a_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nstandby_witness = {p_wit}\n{policy_lines}",
+                    dir.path("promoted.sock").display(),
+                    s_peers.join(","),
+                    mem = o.memory
+                ),
+            )
+            .expect("write");
+            std::fs::write(
+                dir.path("rejoin.conf"),
+                format!(
+                    "node = host-a-standby\nlisten = {a_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nfailover = true\nheartbeat_listen = {a_hb}\nwitness_listen = {p_wit}\nwitness_peers = {}\nprimary_witness = {s_wit}\n{policy_lines}",
+                    dir.path("rejoined.sock").display(),
+                    p_peers.join(","),
+                    mem = o.memory
+                ),
+            )
+            .expect("write");
+        }
+        let (promote_lines, rejoin_lines) = if o.rejoin {
+            (
+                format!(
+                    "promote_config = {}\npromote_image = {}\n",
+                    dir.path("promote.conf").display(),
+                    dir.path("promote.img").display()
+                ),
+                format!("rejoin_config = {}\n", dir.path("rejoin.conf").display()),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         let sconf = dir.path("standby.conf");
         std::fs::write(
             &sconf,
             format!(
-                "node = standby\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{common}",
+                "node = standby\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{promote_lines}{common}",
                 dir.path("standby.sock").display(),
                 s_peers.join(","),
                 fence_to_primary.addr,
@@ -145,7 +190,7 @@ impl Cluster {
         std::fs::write(
             &pconf,
             format!(
-                "node = primary\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{common}",
+                "node = primary\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{rejoin_lines}{common}",
                 repl_relay.addr,
                 dir.path("primary.sock").display(),
                 hb_relay.addr,
@@ -169,6 +214,8 @@ impl Cluster {
         });
         tcp.extend([repl_relay, app_relay]);
         udp.extend([hb_relay, fence_to_primary, fenced_to_standby]);
+        let (promoted_control, rejoined_control) =
+            (dir.path("promoted.sock"), dir.path("rejoined.sock"));
         Cluster {
             dir,
             primary,
@@ -181,6 +228,8 @@ impl Cluster {
             primary_witnesses: pw,
             app,
             standby_witness_addr: s_wit,
+            promoted_control,
+            rejoined_control,
             _tcp: tcp,
             _udp: udp,
         }
