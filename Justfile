@@ -34,6 +34,12 @@ static:
 test-static: static
     HSB_BIN_DIR=$PWD/target/{{target}}/release cargo test -p hsb-tests
 
+# The fault-injection suite on network namespaces (root, iproute2, nftables, arping): every fault
+# under the client-oriented policy and the heartbeat-only baseline; report in target/faults/.
+faults *only:
+    cargo build --workspace --bins
+    ./target/debug/hsb-faults {{only}}
+
 # The seeded decision simulator: F1-F12 under all three policies over many seeds (a table per fault).
 sim seeds="1000":
     cargo build --release -p hsb-tests --bin hsb-sim

@@ -12,6 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod faults;
+pub mod netns;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
@@ -114,6 +116,32 @@ impl Daemon {
             child: Some(child),
             log: log.to_path_buf(),
             control: control.to_path_buf(),
+        }
+    }
+
+    /// Start `cmd` (which runs a daemon's `run -c ...`) with stderr to `log`.
+    pub fn start_command(name: &str, mut cmd: Command, control: &Path, log: &Path) -> Daemon {
+        let err = std::fs::File::create(log).expect("log file");
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+        if std::env::var_os("HSB_LOG").is_none() {
+            cmd.env("HSB_LOG", "info");
+        }
+        let child = cmd.spawn().expect("spawn daemon");
+        Daemon {
+            name: name.to_string(),
+            child: Some(child),
+            log: log.to_path_buf(),
+            control: control.to_path_buf(),
+        }
+    }
+
+    /// Stop (SIGSTOP) or continue (SIGCONT) the process.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .arg(format!("-{sig}"))
+                .arg(c.id().to_string())
+                .status();
         }
     }
 

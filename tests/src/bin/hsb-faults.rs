@@ -1,0 +1,48 @@
+//! `just faults`: every fault of the suite under the client-oriented policy and the
+//! heartbeat-only baseline, on network namespaces; prints a markdown table and writes
+//! `target/faults/report.{md,json}`.
+
+use std::process::ExitCode;
+
+use hsb_tests::faults::{markdown, run_case, write_report, Fault};
+
+fn main() -> ExitCode {
+    if let Err(why) = hsb_tests::netns::available() {
+        println!("SKIPPED: the fault suite needs network namespaces: {why}");
+        return ExitCode::from(77);
+    }
+    let only: Option<String> = std::env::args().nth(1);
+    let mut outcomes = vec![];
+    for fault in Fault::ALL {
+        if only
+            .as_deref()
+            .is_some_and(|o| fault.name().split(' ').next() != Some(o))
+        {
+            continue;
+        }
+        for policy in ["client-oriented", "heartbeat-only"] {
+            eprintln!("running {} under {policy}", fault.name());
+            match run_case(fault, policy) {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    eprintln!("{} under {policy}: could not run: {e}", fault.name());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    print!("{}", markdown(&outcomes));
+    match write_report(&outcomes) {
+        Ok(dir) => println!("\nreport: {}/report.md and report.json", dir.display()),
+        Err(e) => eprintln!("cannot write the report: {e}"),
+    }
+    let wrong = outcomes
+        .iter()
+        .filter(|o| o.policy == "client-oriented" && !o.correct)
+        .count();
+    if wrong > 0 {
+        eprintln!("{wrong} wrong outcome(s) under the client-oriented policy");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}

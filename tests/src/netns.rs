@@ -1,0 +1,295 @@
+//! Real (virtual) hosts for fault tests: network namespaces joined by bridges, with faults made by
+//! taking links down and by nftables rules inside the namespaces.
+//!
+//! ```text
+//!  client network 10.77.N.0/24 (bridge hcN): test process .254, host A .1, host B .2,
+//!                                            witnesses .11 .12 .13, service address .100
+//!  replication network 10.78.N.0/24 (bridge hrN): host A .1, host B .2
+//! ```
+//! Everything is removed on drop (processes first, by their own `Daemon` guards), even when a
+//! test fails. Where namespaces cannot be made, [`available`] says why and the caller skips.
+
+use std::process::{Command, Stdio};
+
+/// The hosts of a topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    A,
+    B,
+    W(u8),
+}
+
+impl Host {
+    fn tag(self) -> String {
+        match self {
+            Host::A => "a".into(),
+            Host::B => "b".into(),
+            Host::W(i) => format!("w{i}"),
+        }
+    }
+
+    fn octet(self) -> u8 {
+        match self {
+            Host::A => 1,
+            Host::B => 2,
+            Host::W(i) => 10 + i,
+        }
+    }
+}
+
+/// Which network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Net {
+    Client,
+    Replication,
+}
+
+/// Run a command, returning its stderr on failure.
+pub fn sh(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", args[0]))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Whether this machine lets the tests make namespaces (root, iproute2, nftables); the reason if not.
+pub fn available() -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().next())
+        .unwrap_or("?");
+    if uid != "0" {
+        return Err(format!("network namespaces need root (uid is {uid})"));
+    }
+    for tool in ["ip", "nft"] {
+        if Command::new(tool)
+            .arg("-V")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
+        {
+            return Err(format!(
+                "`{tool}` is not installed (Debian: iproute2, nftables)"
+            ));
+        }
+    }
+    let ns = format!("hsbp{}", std::process::id());
+    sh(&["ip", "netns", "add", &ns])?;
+    let _ = sh(&["ip", "netns", "del", &ns]);
+    Ok(())
+}
+
+/// A topology of namespaces and bridges.
+pub struct Topology {
+    n: u32,
+    hosts: Vec<Host>,
+}
+
+impl Topology {
+    /// Make hosts A, B and `witnesses` witness hosts; A and B are on both networks.
+    pub fn new(witnesses: u8) -> Result<Topology, String> {
+        // A small per-process number keeps concurrent suites apart (bridge names are <= 15 chars).
+        let n = std::process::id() % 200 + 20;
+        let mut t = Topology { n, hosts: vec![] };
+        t.cleanup_leftovers();
+        for (br, net) in [
+            (t.bridge(Net::Client), Net::Client),
+            (t.bridge(Net::Replication), Net::Replication),
+        ] {
+            sh(&["ip", "link", "add", &br, "type", "bridge"])?;
+            sh(&["ip", "link", "set", &br, "up"])?;
+            if net == Net::Client {
+                sh(&[
+                    "ip",
+                    "addr",
+                    "add",
+                    &format!("{}/24", t.ip_str(Net::Client, 254)),
+                    "dev",
+                    &br,
+                ])?;
+            }
+        }
+        let mut hosts = vec![Host::A, Host::B];
+        hosts.extend((1..=witnesses).map(Host::W));
+        for h in hosts {
+            t.add_host(h)?;
+        }
+        Ok(t)
+    }
+
+    fn cleanup_leftovers(&self) {
+        for h in [
+            Host::A,
+            Host::B,
+            Host::W(1),
+            Host::W(2),
+            Host::W(3),
+            Host::W(4),
+            Host::W(5),
+        ] {
+            let _ = sh(&["ip", "netns", "del", &self.ns_name(h)]);
+            for net in [Net::Client, Net::Replication] {
+                let _ = sh(&["ip", "link", "del", &self.veth(h, net)]);
+            }
+        }
+        let _ = sh(&["ip", "link", "del", &self.bridge(Net::Client)]);
+        let _ = sh(&["ip", "link", "del", &self.bridge(Net::Replication)]);
+    }
+
+    fn bridge(&self, net: Net) -> String {
+        match net {
+            Net::Client => format!("hsbc{}", self.n),
+            Net::Replication => format!("hsbr{}", self.n),
+        }
+    }
+
+    /// The namespace name of a host.
+    pub fn ns_name(&self, h: Host) -> String {
+        format!("hsb{}{}", self.n, h.tag())
+    }
+
+    fn veth(&self, h: Host, net: Net) -> String {
+        format!(
+            "hv{}{}{}",
+            self.n,
+            h.tag(),
+            if net == Net::Client { "c" } else { "r" }
+        )
+    }
+
+    fn ip_str(&self, net: Net, octet: u8) -> String {
+        match net {
+            Net::Client => format!("10.77.{}.{octet}", self.n),
+            Net::Replication => format!("10.78.{}.{octet}", self.n),
+        }
+    }
+
+    /// A host's address on a network.
+    pub fn ip(&self, h: Host, net: Net) -> String {
+        self.ip_str(net, h.octet())
+    }
+
+    /// The service address that moves with the active copy.
+    pub fn service_ip(&self) -> String {
+        self.ip_str(Net::Client, 100)
+    }
+
+    fn add_host(&mut self, h: Host) -> Result<(), String> {
+        let ns = self.ns_name(h);
+        sh(&["ip", "netns", "add", &ns])?;
+        self.hosts.push(h);
+        sh(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        // Hosts may bind the service address before they hold it (the standby binds at activation).
+        sh(&[
+            "ip",
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_nonlocal_bind=1",
+        ])?;
+        let nets: &[Net] = if matches!(h, Host::W(_)) {
+            &[Net::Client]
+        } else {
+            &[Net::Client, Net::Replication]
+        };
+        for (i, net) in nets.iter().enumerate() {
+            let outside = self.veth(h, *net);
+            let inside = format!("{outside}i");
+            sh(&[
+                "ip", "link", "add", &outside, "type", "veth", "peer", "name", &inside,
+            ])?;
+            sh(&["ip", "link", "set", &inside, "netns", &ns])?;
+            let dev = format!("eth{i}");
+            sh(&["ip", "-n", &ns, "link", "set", &inside, "name", &dev])?;
+            sh(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{}/24", self.ip(h, *net)),
+                "dev",
+                &dev,
+            ])?;
+            sh(&["ip", "-n", &ns, "link", "set", &dev, "up"])?;
+            sh(&["ip", "link", "set", &outside, "master", &self.bridge(*net)])?;
+            sh(&["ip", "link", "set", &outside, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// A command run inside a host's namespace.
+    pub fn command(&self, h: Host, program: &std::path::Path) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_name(h)]).arg(program);
+        c
+    }
+
+    /// Run a command inside a host's namespace.
+    pub fn exec(&self, h: Host, args: &[&str]) -> Result<(), String> {
+        let ns = self.ns_name(h);
+        let mut v = vec!["ip", "netns", "exec", ns.as_str()];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Take a host's link on a network down (both directions, like a pulled cable) or up again.
+    pub fn link(&self, h: Host, net: Net, up: bool) -> Result<(), String> {
+        sh(&[
+            "ip",
+            "link",
+            "set",
+            &self.veth(h, net),
+            if up { "up" } else { "down" },
+        ])
+    }
+
+    /// Drop, inside host `h`, what arrives on its interface for `net` (one direction only),
+    /// with probability `percent` (100: everything). Replaces earlier rules of `h`.
+    pub fn drop_arriving(&self, h: Host, net: Net, percent: u8) -> Result<(), String> {
+        self.clear_rules(h);
+        let dev = if net == Net::Client { "eth0" } else { "eth1" };
+        let rule = if percent >= 100 {
+            format!("add rule inet hsbfault in iifname \"{dev}\" drop")
+        } else {
+            format!("add rule inet hsbfault in iifname \"{dev}\" numgen random mod 100 < {percent} drop")
+        };
+        let script = format!("add table inet hsbfault\nadd chain inet hsbfault in {{ type filter hook input priority 0; }}\n{rule}\n");
+        let path = std::env::temp_dir().join(format!("hsb-nft-{}-{}.nft", self.n, h.tag()));
+        std::fs::write(&path, script).map_err(|e| e.to_string())?;
+        self.exec(h, &["nft", "-f", &path.display().to_string()])
+    }
+
+    /// Remove the fault rules of a host.
+    pub fn clear_rules(&self, h: Host) {
+        let _ = self.exec(h, &["nft", "delete", "table", "inet", "hsbfault"]);
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = sh(&["ip", "netns", "del", &self.ns_name(*h)]);
+            for net in [Net::Client, Net::Replication] {
+                let _ = sh(&["ip", "link", "del", &self.veth(*h, net)]);
+            }
+        }
+        let _ = sh(&["ip", "link", "del", &self.bridge(Net::Client)]);
+        let _ = sh(&["ip", "link", "del", &self.bridge(Net::Replication)]);
+    }
+}
