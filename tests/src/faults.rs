@@ -31,19 +31,25 @@ pub enum Fault {
     F6Long,
     /// Host B is cut off from everything.
     F7,
+    /// Host A is cut off from the client network; the replication network is fine.
+    F4,
+    /// Every witness unreachable and the replication link cut.
+    F9,
     /// 30% loss of what B receives on the replication network (heartbeats and checkpoints).
     F10,
 }
 
 impl Fault {
     /// Every fault, in order.
-    pub const ALL: [Fault; 7] = [
+    pub const ALL: [Fault; 9] = [
         Fault::F1,
         Fault::F2,
         Fault::F3,
+        Fault::F4,
         Fault::F6Short,
         Fault::F6Long,
         Fault::F7,
+        Fault::F9,
         Fault::F10,
     ];
 
@@ -56,6 +62,8 @@ impl Fault {
             Fault::F6Short => "F6 primary paused 0.5 s",
             Fault::F6Long => "F6 primary paused 4 s (2x lease)",
             Fault::F7 => "F7 host B isolated",
+            Fault::F4 => "F4 host A cut off from clients",
+            Fault::F9 => "F9 witnesses unreachable, link cut",
             Fault::F10 => "F10 30% loss A->B",
         }
     }
@@ -63,7 +71,7 @@ impl Fault {
     /// Whether failing over is the right decision (`None`: either, as long as one copy serves).
     pub fn failover_expected(self) -> Option<bool> {
         match self {
-            Fault::F1 => Some(true),
+            Fault::F1 | Fault::F4 => Some(true),
             // A frozen primary looks dead to its clients after a detection time: failing over
             // is right as long as it is fenced when it resumes (never two active).
             Fault::F6Short | Fault::F6Long => None,
@@ -99,7 +107,7 @@ pub struct Outcome {
 
 /// Check a sequential client's history: acknowledged values must increase, by at most one more
 /// than the number of unacknowledged requests in between. Returns (acked, lost, doubled,
-/// longest time without an acknowledged reply).
+/// longest time without an acknowledged reply, counted from the first request to the last).
 pub fn check_history(ops: &[Op]) -> (u64, u64, u64, Duration) {
     let (mut acked, mut lost, mut doubled) = (0, 0, 0);
     let mut prev: Option<(u64, Instant)> = None;
@@ -122,6 +130,11 @@ pub fn check_history(ops: &[Op]) -> (u64, u64, u64, Duration) {
                 unacked_since = 0;
             }
         }
+    }
+    // An outage that lasts to the end of the run counts too (or a run with no reply at all).
+    let last_ok = prev.map(|(_, t)| t).or(ops.first().map(|o| o.start));
+    if let (Some(t), Some(end)) = (last_ok, ops.last().map(|o| o.end)) {
+        gap = gap.max(end.duration_since(t));
     }
     (acked, lost, doubled, gap)
 }
@@ -151,7 +164,7 @@ fn start(policy: &str) -> Result<Nodes, String> {
     let peers: Vec<String> = (1..=3)
         .map(|i| format!("{i}={}:7400", ip(Host::W(i), Net::Client)))
         .collect();
-    let common = format!("cluster_key = {}\nfailover = true\nfailover.policy = {policy}\nfailover.witnesses = 1,2,3\nwitness_peers = {}\nmodel.memory = 8MiB\nmodel.service = {vip}:7000\nstats_interval = 1s\n", key.display(), peers.join(","));
+    let common = format!("cluster_key = {}\nfailover = true\nfailover.policy = {policy}\nfailover.witnesses = 1,2,3\nfailover.switchover-hold = 1s\nfailover.switchover-min-interval = 2s\nwitness_peers = {}\nmodel.memory = 8MiB\nmodel.service = {vip}:7000\nstats_interval = 1s\n", key.display(), peers.join(","));
     let claim = dir.path("claim-address");
     std::fs::write(&claim, format!("#!/bin/sh\nip addr add {vip}/24 dev eth0 2>/dev/null\narping -q -U -c 2 -w 1 -I eth0 {vip} || true\n")).map_err(|e| e.to_string())?;
     {
@@ -333,6 +346,13 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
             topo.link(Host::B, Net::Replication, false)?;
         }
         Fault::F10 => topo.drop_arriving(Host::B, Net::Replication, 30)?,
+        Fault::F4 => topo.link(Host::A, Net::Client, false)?,
+        Fault::F9 => {
+            for i in 1..=3 {
+                topo.link(Host::W(i), Net::Client, false)?;
+            }
+            topo.link(Host::A, Net::Replication, false)?;
+        }
     }
     let hold = match fault {
         Fault::F6Short => Duration::from_millis(500),
@@ -349,6 +369,29 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         Fault::F7 => {
             topo.link(Host::B, Net::Client, true)?;
             topo.link(Host::B, Net::Replication, true)?;
+        }
+        Fault::F4 => {
+            // The fenced old primary still holds the address: take it back, as a VM that moved
+            // would no longer have it.
+            topo.exec(
+                Host::A,
+                &[
+                    "ip",
+                    "addr",
+                    "del",
+                    &format!("{}/24", topo.service_ip()),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+            topo.link(Host::A, Net::Client, true)?;
+            note.push_str("address removed from A before its link came back; ");
+        }
+        Fault::F9 => {
+            for i in 1..=3 {
+                topo.link(Host::W(i), Net::Client, true)?;
+            }
+            topo.link(Host::A, Net::Replication, true)?;
         }
     }
     std::thread::sleep(Duration::from_secs(3));
