@@ -15,6 +15,7 @@
 //! - [`foreign`]: [`ForeignMap`], mapping guest frames with per-page errors.
 //! - [`hvm_context`]: a bounded parser of HVM context blobs.
 //! - [`evtchn`]: [`Evtchn`], binding and notifying event channels.
+//! - [`netlink`]: [`PlugQdisc`], output commit through the `plug` qdisc over rtnetlink.
 //! - [`error`]: [`XenError`] and [`Error`].
 //!
 //! Target: x86_64 Linux dom0, Xen 4.17 to 4.22 (domctl interface versions 0x15 to 0x18).
@@ -33,6 +34,7 @@ pub mod evtchn;
 pub mod foreign;
 pub mod hvm_context;
 pub mod ioctl;
+pub mod netlink;
 pub mod privcmd;
 mod sys;
 
@@ -41,6 +43,7 @@ pub use buffer::{BufSource, HypercallBuf};
 pub use error::{Error, XenError};
 pub use evtchn::Evtchn;
 pub use foreign::{ForeignMap, Prot};
+pub use netlink::{PlugAction, PlugQdisc};
 pub use hvm_context::{parse_hvm_context, HvmContextError, HvmRecord};
 pub use privcmd::{Privcmd, ShadowOp, ShadowStats, XenVersion};
 /// Linux errno values used in this crate's errors.

@@ -25,6 +25,12 @@ extern "C" {
     pub fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
     /// `int mlock(const void *addr, size_t len)`.
     pub fn mlock(addr: *const c_void, len: usize) -> c_int;
+    /// `int socket(int domain, int type, int protocol)`.
+    pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
+    /// `ssize_t send(int fd, const void *buf, size_t len, int flags)`.
+    pub fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize;
+    /// `ssize_t recv(int fd, void *buf, size_t len, int flags)`.
+    pub fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize;
 }
 
 /// `PROT_READ`.
