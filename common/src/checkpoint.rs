@@ -246,6 +246,11 @@ pub struct Complete {
 #[derive(Debug)]
 pub struct Receiver {
     domain_pages: u64,
+    /// Page frame numbers are below this.
+    pfn_limit: u64,
+    /// A full synchronisation must carry exactly `domain_pages` pages (the model domain); a
+    /// Xen guest's full sync carries its RAM, whose count only the primary knows.
+    exact_full: bool,
     begin: Option<Begin>,
     pfns: Vec<u64>,
     data: Vec<u8>,
@@ -262,8 +267,18 @@ pub struct Receiver {
 impl Receiver {
     /// A receiver for a replica of `domain_pages` pages; allocates staging for a full sync.
     pub fn new(domain_pages: u64) -> Receiver {
+        Receiver::for_layout(domain_pages, domain_pages, true)
+    }
+
+    /// Stage for a replica whose frame numbers are below `pfn_limit`, with at most
+    /// `max_pages` pages per checkpoint; `exact_full`: a full sync must carry exactly
+    /// `max_pages` pages.
+    pub fn for_layout(pfn_limit: u64, max_pages: u64, exact_full: bool) -> Receiver {
+        let domain_pages = max_pages;
         Receiver {
             domain_pages,
+            pfn_limit,
+            exact_full,
             begin: None,
             pfns: Vec::with_capacity(domain_pages as usize),
             data: Vec::with_capacity(domain_pages as usize * PAGE_SIZE),
@@ -349,7 +364,7 @@ impl Receiver {
                     (false, Some(base)) if b.ckpt != base + 1 => {
                         return Err(self.fail(kind, "checkpoint number gap"))
                     }
-                    (true, _) if b.pages != self.domain_pages => {
+                    (true, _) if self.exact_full && b.pages != self.domain_pages => {
                         return Err(self.fail(kind, "full sync does not cover the domain"))
                     }
                     _ => {}
@@ -380,7 +395,7 @@ impl Receiver {
                 if self.pfns.len() as u64 + p.pfns.len() as u64 > begin.pages {
                     return Err(self.fail(kind, "more pages than announced"));
                 }
-                if p.pfns.iter().any(|&pfn| pfn >= self.domain_pages) {
+                if p.pfns.iter().any(|&pfn| pfn >= self.pfn_limit) {
                     return Err(self.fail(kind, "page number beyond the domain"));
                 }
                 // Capacity was reserved for a full domain and pages <= domain_pages: no growth.
@@ -527,6 +542,38 @@ mod tests {
             pos = end;
         }
         Ok(done)
+    }
+
+    /// A Xen replica's layout: frame numbers up to the p2m size, a full sync that carries the
+    /// guest's RAM (not every frame), pfns beyond the p2m refused.
+    #[test]
+    fn layout_with_holes_accepts_partial_full_sync_and_bounds_pfns() {
+        let n = MIN_PAGES + 40;
+        let mut d = ModelDomain::new(n, 2000, 9);
+        let mut st = Staging::new(n);
+        let (mut tx, mut rxs) = sessions();
+        let b = capture(&mut st, &mut d, &mut tx, 1, true);
+
+        // A larger frame space and capacity than this full sync covers: accepted when the
+        // full sync need not be exact.
+        let mut rep = ModelDomain::blank(n + 64);
+        let mut rx = Receiver::for_layout(n + 64, n + 32, false);
+        assert_eq!(feed(&mut rx, &mut rxs, &b, &mut rep).unwrap(), vec![1]);
+
+        // The same stream to a receiver that wants exact full syncs is refused.
+        let (mut tx, mut rxs) = sessions();
+        let b = capture(&mut st, &mut d, &mut tx, 1, true);
+        let mut rx = Receiver::for_layout(n + 64, n + 32, true);
+        let e = feed(&mut rx, &mut rxs, &b, &mut rep).unwrap_err();
+        assert!(e.to_string().contains("full sync does not cover"), "{e}");
+
+        // Frames beyond the frame space are refused, and nothing is applied.
+        let (mut tx, mut rxs) = sessions();
+        let b = capture(&mut st, &mut d, &mut tx, 1, true);
+        let mut rx = Receiver::for_layout(n - 1, n, false);
+        let e = feed(&mut rx, &mut rxs, &b, &mut rep).unwrap_err();
+        assert!(e.to_string().contains("beyond the domain"), "{e}");
+        assert_eq!(rx.applied(), None);
     }
 
     #[test]

@@ -27,6 +27,11 @@ impl std::error::Error for DomainError {}
 pub trait CheckpointSource {
     /// Number of guest pages (page frame numbers are `0..pages()`).
     fn pages(&self) -> u64;
+    /// The most pages one checkpoint can carry (guest RAM; smaller than `pages()` when the
+    /// frame space has holes, as a Xen guest's p2m does).
+    fn max_pages(&self) -> u64 {
+        self.pages()
+    }
     /// Stop the guest at a consistent point.
     fn suspend(&mut self) -> Result<(), DomainError>;
     /// Let the guest run again ("suspend cancelled": it keeps its devices).
@@ -42,8 +47,12 @@ pub trait CheckpointSource {
 
 /// The paused replica, seen from the standby.
 pub trait Replica {
-    /// Number of guest pages.
+    /// Number of guest pages (page frame numbers are `0..pages()`).
     fn pages(&self) -> u64;
+    /// The most pages one checkpoint can carry (see [`CheckpointSource::max_pages`]).
+    fn max_pages(&self) -> u64 {
+        self.pages()
+    }
     /// Overwrite pages `pfns` with `data` (4 KiB each, in order).
     fn write_pages(&mut self, pfns: &[u64], data: &[u8]) -> Result<(), DomainError>;
     /// Load a state record written by [`CheckpointSource::save_state`].

@@ -66,8 +66,18 @@ pub fn schema(
     own: &'static [KeySpec],
     cell: &'static OnceLock<Vec<KeySpec>>,
 ) -> &'static [KeySpec] {
+    schema_with(own, &[], cell)
+}
+
+/// A daemon's schema: its own keys, then `more` (e.g. a backend's keys), then the failover keys.
+pub fn schema_with(
+    own: &'static [KeySpec],
+    more: &'static [KeySpec],
+    cell: &'static OnceLock<Vec<KeySpec>>,
+) -> &'static [KeySpec] {
     cell.get_or_init(|| {
         let mut v = own.to_vec();
+        v.extend_from_slice(more);
         v.extend(keys());
         v
     })

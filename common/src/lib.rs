@@ -34,6 +34,7 @@ pub mod session;
 pub mod stats;
 pub mod time;
 pub mod wire;
+pub mod xen;
 
 /// Size of a guest page in bytes (x86 4 KiB pages).
 pub const PAGE_SIZE: usize = 4096;

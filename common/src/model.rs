@@ -36,12 +36,6 @@ pub const MAX_LINE: usize = 256;
 /// The domain size in pages from a daemon's `backend` and `model.memory` keys (shared by
 /// primary and standby, which must agree).
 pub fn pages_from_config(c: &crate::config::Config) -> Result<u64, crate::config::ConfigError> {
-    if c.str("backend")? == "xen" {
-        return Err(c.error_at(
-            "backend",
-            "the xen backend is not available in this build yet; use `model`",
-        ));
-    }
     let mem = c.size("model.memory")?;
     let page = PAGE_SIZE as u64;
     if mem % page != 0 || mem < MIN_PAGES * page || mem > (64u64 << 30) {

@@ -12,7 +12,7 @@ static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// Every key hsb-primary accepts.
 pub fn schema() -> &'static [KeySpec] {
-    hsb_common::failover::schema(OWN, &CELL)
+    hsb_common::failover::schema_with(OWN, hsb_common::xen::KEYS, &CELL)
 }
 
 static OWN: &[KeySpec] = &[
@@ -147,6 +147,8 @@ pub struct Settings {
     pub standby_witness: SocketAddr,
     pub decision_log: PathBuf,
     pub decision: decision::Config,
+    /// `backend = xen`: the guest and how to hold its output.
+    pub xen: Option<hsb_common::xen::XenSettings>,
     pub start_image: PathBuf,
     pub start_epoch: u64,
     pub rejoin_config: PathBuf,
@@ -165,7 +167,9 @@ impl Settings {
             heartbeat: heartbeat_peers,
             witnesses: witness_peers,
         } = hsb_common::failover::peers(c, "heartbeat_peers")?;
+        let xen = hsb_common::xen::XenSettings::from_config(c)?;
         Ok(Settings {
+            xen,
             start_image: c.path("start_image")?,
             start_epoch: c.int("start_epoch")?,
             rejoin_config: c.path("rejoin_config")?,

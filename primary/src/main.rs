@@ -5,6 +5,7 @@
 //! the `model` backend), the control socket, and the epoch timer.
 
 mod config;
+mod guest;
 
 use std::collections::VecDeque;
 use std::io;
@@ -23,7 +24,6 @@ use hsb_common::datagram::{Inbox, Outbox, Sender, MAX_DATAGRAM};
 use hsb_common::decision::primary::{Action as PAction, Input as PInput, Mode};
 use hsb_common::decision::record::AnyInput;
 use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority};
-use hsb_common::domain::CheckpointSource;
 use hsb_common::frame::{FrameError, Kind};
 use hsb_common::key::ClusterKey;
 use hsb_common::model::ModelDomain;
@@ -37,6 +37,7 @@ use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
 
 use config::{schema, Settings};
+use guest::{Guest, PlugOutput};
 
 const REPL: Token = Token(1);
 const CTL_BASE: usize = 10;
@@ -186,10 +187,13 @@ struct Primary {
     key: ClusterKey,
     clock: Clock,
     poll: Poll,
-    dom: ModelDomain,
+    dom: Guest,
     staging: Staging,
     output: OutputCommit<ClientId>,
-    service: Service,
+    /// Xen: the guest's network output, held in the `plug` qdisc until acks.
+    plug: Option<PlugOutput>,
+    /// Model backend: the domain's TCP service (a Xen guest serves its clients itself).
+    service: Option<Service>,
     ctl: CtlServer,
     repl: Option<Repl>,
     /// Bytes of the sealed staging buffer already written, while a checkpoint is being sent.
@@ -276,37 +280,57 @@ impl Primary {
     fn new(s: Settings, key: ClusterKey) -> io::Result<Primary> {
         let poll = Poll::new()?;
         let clock = Clock::new();
-        let dom = if s.start_image.as_os_str().is_empty() {
-            ModelDomain::new(s.model_pages, s.dirty_rate, s.seed)
-        } else {
-            let d = ModelDomain::load_image(&s.start_image, s.model_pages, s.dirty_rate).map_err(
-                |e| io::Error::new(io::ErrorKind::InvalidData, format!("start_image: {e}")),
-            )?;
-            log::info!(
-                "starting from the domain image {} in epoch {} (counter {})",
-                s.start_image.display(),
-                s.start_epoch,
-                d.counter()
-            );
-            d
+        let (dom, plug, service) = match &s.xen {
+            Some(x) => {
+                let (g, plug) = guest::open_xen(x)
+                    .map_err(|e| io::Error::other(format!("xen backend: {e}")))?;
+                (g, plug, None)
+            }
+            None => {
+                let dom = if s.start_image.as_os_str().is_empty() {
+                    ModelDomain::new(s.model_pages, s.dirty_rate, s.seed)
+                } else {
+                    let d = ModelDomain::load_image(&s.start_image, s.model_pages, s.dirty_rate)
+                        .map_err(|e| {
+                            io::Error::new(io::ErrorKind::InvalidData, format!("start_image: {e}"))
+                        })?;
+                    log::info!(
+                        "starting from the domain image {} in epoch {} (counter {})",
+                        s.start_image.display(),
+                        s.start_epoch,
+                        d.counter()
+                    );
+                    d
+                };
+                let service =
+                    Service::bind(s.service, poll.registry(), SERVICE_BASE, s.max_clients)
+                        .map_err(|e| {
+                            io::Error::new(e.kind(), format!("model service {}: {e}", s.service))
+                        })?;
+                log::info!(
+                    "node {} (model backend: the hypervisor test double): {} pages ({} MiB), workload {} pages/s, service on {}",
+                    s.node,
+                    s.model_pages,
+                    (s.model_pages * 4096) >> 20,
+                    s.dirty_rate,
+                    service.addr()
+                );
+                (Guest::Model(dom), None, Some(service))
+            }
         };
-        let staging = Staging::new(s.model_pages);
-        let service = Service::bind(s.service, poll.registry(), SERVICE_BASE, s.max_clients)
-            .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", s.service)))?;
+        let mut dom = dom;
+        let staging = Staging::new(dom.source().max_pages());
+        if plug.is_some() && s.max_unacked > 1 {
+            log::info!(
+                "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"
+            );
+        }
         let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("control socket {}: {e}", s.control.display()),
             )
         })?;
-        log::info!(
-            "node {} (model backend: the hypervisor test double): {} pages ({} MiB), workload {} pages/s, service on {}",
-            s.node,
-            s.model_pages,
-            (s.model_pages * 4096) >> 20,
-            s.dirty_rate,
-            service.addr()
-        );
         log::info!(
             "checkpoint every {:?} to standby {}; staging buffer {} MiB allocated; output limit {} KiB",
             s.epoch_period,
@@ -385,6 +409,7 @@ impl Primary {
             poll,
             dom,
             staging,
+            plug,
             service,
             ctl,
             repl: None,
@@ -437,15 +462,17 @@ impl Primary {
                     }
                 } else if t == WITNESS_UDP {
                     self.on_udp(now);
-                } else if self.service.owns(t) {
+                } else if self.service.as_ref().is_some_and(|svc| svc.owns(t)) {
                     let fenced = self.fenced();
-                    let mut h = Requests {
-                        dom: &mut self.dom,
-                        output: &mut self.output,
-                        requests: &mut self.stats.requests,
-                        fenced,
-                    };
-                    self.service.on_event(self.poll.registry(), t, &mut h);
+                    if let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) {
+                        let mut h = Requests {
+                            dom,
+                            output: &mut self.output,
+                            requests: &mut self.stats.requests,
+                            fenced,
+                        };
+                        svc.on_event(self.poll.registry(), t, &mut h);
+                    }
                 }
             }
             let now = self.clock.now();
@@ -550,7 +577,7 @@ impl Primary {
                 node: msg::node_name(&self.s.node),
                 epoch: self.epoch,
                 nonce: r.nonce,
-                domain_pages: self.s.model_pages,
+                domain_pages: self.dom.source().pages(),
                 last_ckpt: self.acked,
             };
             let mut buf = [0u8; 256];
@@ -683,21 +710,31 @@ impl Primary {
 
     /// Release output acked by ack(`ckpt`) to its clients.
     fn release(&mut self, ckpt: u64) {
+        if let Some(p) = self.plug.as_mut() {
+            if ckpt == u64::MAX {
+                p.release_all();
+            } else {
+                p.release(ckpt);
+            }
+        }
         let mut out = Vec::new();
         self.output.release(ckpt, |h| out.push(h));
         let registry = self.poll.registry();
         let fenced = self.fenced();
+        let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) else {
+            return;
+        };
         let mut h = Requests {
-            dom: &mut self.dom,
+            dom,
             output: &mut self.output,
             requests: &mut self.stats.requests,
             fenced,
         };
         for held in out {
-            self.service.send(registry, held.client, &held.data, &mut h);
+            svc.send(registry, held.client, &held.data, &mut h);
         }
         // Room freed: take requests that were waiting.
-        self.service.pump(registry, &mut h);
+        svc.pump(registry, &mut h);
     }
 
     fn epoch_tick(&mut self, now: Nanos) {
@@ -718,7 +755,12 @@ impl Primary {
         if self.failover.as_ref().is_some_and(|f| f.stepped_down) {
             return;
         }
-        if self.sending.is_some() || self.unacked.len() >= self.s.max_unacked {
+        let max_unacked = if self.plug.is_some() {
+            1
+        } else {
+            self.s.max_unacked
+        };
+        if self.sending.is_some() || self.unacked.len() >= max_unacked {
             // Backpressure: the epoch stretches; the guest keeps running, output keeps waiting.
             self.stats.stretched += 1;
             return;
@@ -730,18 +772,28 @@ impl Primary {
         let ckpt = self.next_ckpt;
         let full = self.need_full;
         let t0 = self.clock.now();
-        // Fenced: the domain is already paused, and stays so after the capture.
+        // Paused without a consistent suspend point (a fence the guest did not cooperate
+        // with): nothing restorable to capture.
+        if self.dom.hard_paused() {
+            return;
+        }
+        // Fenced: the domain is already suspended, and stays so after the capture.
         let fenced = self.dom.is_suspended();
         if !fenced {
-            if let Err(e) = self.dom.suspend() {
+            if let Err(e) = self.dom.source().suspend() {
                 log::error!("cannot suspend the domain: {e}");
                 return;
             }
         }
         self.output.close(ckpt);
-        let cap = self.staging.capture(&mut self.dom, ckpt, self.epoch, full);
+        if let Some(p) = self.plug.as_mut() {
+            p.close(ckpt);
+        }
+        let cap = self
+            .staging
+            .capture(self.dom.source(), ckpt, self.epoch, full);
         if !fenced {
-            if let Err(e) = self.dom.resume() {
+            if let Err(e) = self.dom.source().resume() {
                 log::error!("cannot resume the domain: {e}");
             }
         }
@@ -827,7 +879,7 @@ impl Primary {
             ms(self.stats.ack_rtt.quantile(0.99)),
             self.stats.stretched,
             self.output.held_bytes(),
-            self.service.clients()
+            self.service.as_ref().map_or(0, |s| s.clients())
         );
         if self.stats.stretched > self.stats.stretched_logged {
             log::warn!(
@@ -855,7 +907,7 @@ impl Primary {
         let mut kv = |k: &str, v: String| s.push_str(&format!("{k} {v}\n"));
         kv("role", "primary".into());
         kv("node", self.s.node.clone());
-        kv("backend", "model (hypervisor test double)".into());
+        kv("backend", self.dom.describe());
         kv("state", state.into());
         kv("standby", self.s.standby.to_string());
         kv("epoch", self.epoch.to_string());
@@ -878,10 +930,23 @@ impl Primary {
         kv("ack_rtt_ms_p50", ms(st.ack_rtt.quantile(0.5)));
         kv("ack_rtt_ms_p99", ms(st.ack_rtt.quantile(0.99)));
         kv("held_output_bytes", self.output.held_bytes().to_string());
-        kv("service", self.service.addr().to_string());
-        kv("clients", self.service.clients().to_string());
-        kv("requests", st.requests.to_string());
-        kv("counter", self.dom.counter().to_string());
+        if let Some(svc) = &self.service {
+            kv("service", svc.addr().to_string());
+            kv("clients", svc.clients().to_string());
+            kv("requests", st.requests.to_string());
+        }
+        if let Some(c) = self.dom.counter() {
+            kv("counter", c.to_string());
+        }
+        if let Some(p) = &self.plug {
+            kv("output_commit", "plug".into());
+            kv(
+                "output_held_for",
+                p.pending()
+                    .map_or("none".into(), |c| format!("checkpoint {c}")),
+            );
+            kv("output_releases", p.releases.to_string());
+        }
         if let Some(f) = &self.failover {
             kv("failover", format!("on ({})", self.s.decision.policy));
             kv("authority", f.authority.mode(now).name().to_string());
@@ -946,7 +1011,11 @@ impl Primary {
             Mode::Unprotected => u64::MAX,
             _ => return,
         };
-        if self.output.held_bytes() > 0 {
+        let plug_waiting = self.plug.as_ref().is_some_and(|p| match upto {
+            u64::MAX => p.holding(),
+            n => p.pending().is_some_and(|c| c <= n),
+        });
+        if self.output.held_bytes() > 0 || plug_waiting {
             self.release(upto);
         }
     }
@@ -983,7 +1052,7 @@ impl Primary {
                     f.evidence(log::Level::Error, &evidence);
                     if !f.fenced {
                         f.fenced = true;
-                        let _ = self.dom.suspend();
+                        self.dom.fence();
                         log::error!("FENCED: no authority to release output; the domain is paused and output held ({} bytes)", self.output.held_bytes());
                     }
                 }
@@ -991,7 +1060,7 @@ impl Primary {
                     f.evidence(log::Level::Warn, &evidence);
                     if f.fenced && !f.stepped_down {
                         f.fenced = false;
-                        let _ = self.dom.resume();
+                        self.dom.unfence();
                         log::warn!("unfenced: authority regained; the domain runs again");
                     }
                 }
@@ -1000,7 +1069,7 @@ impl Primary {
                     f.stepped_down = true;
                     if !f.fenced {
                         f.fenced = true;
-                        let _ = self.dom.suspend();
+                        self.dom.fence();
                     }
                     log::error!(
                         "STEPPED DOWN: epoch {} is active elsewhere; this domain stays paused and its held output is never released",

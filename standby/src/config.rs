@@ -37,7 +37,7 @@ static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// Every key hsb-standby accepts.
 pub fn schema() -> &'static [KeySpec] {
-    hsb_common::failover::schema(OWN, &SCHEMA)
+    hsb_common::failover::schema_with(OWN, hsb_common::xen::KEYS, &SCHEMA)
 }
 
 /// Typed settings.
@@ -64,6 +64,8 @@ pub struct Settings {
     pub promote_config: PathBuf,
     pub promote_image: PathBuf,
     pub decision: decision::Config,
+    /// `backend = xen`: the guest and how to hold its output.
+    pub xen: Option<hsb_common::xen::XenSettings>,
 }
 
 impl Settings {
@@ -102,7 +104,9 @@ impl Settings {
                 "the ping-node policy needs a ping_node IP:PORT",
             ));
         }
+        let xen = hsb_common::xen::XenSettings::from_config(c)?;
         Ok(Settings {
+            xen,
             node: c.str("node")?,
             cluster_key: c.path("cluster_key")?,
             listen: c.addr("listen")?,

@@ -6,6 +6,7 @@
 //! and (after activation, with the `model` backend) the model domain's service.
 
 mod config;
+mod replica;
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,6 +38,7 @@ use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
 
 use config::{schema, Settings};
+use replica::Rep;
 
 const LISTENER: Token = Token(1);
 const CONN_BASE: usize = 2;
@@ -225,7 +227,7 @@ struct Standby {
     conns: Vec<Option<Conn>>,
     current: Option<usize>,
     receiver: Receiver,
-    replica: ModelDomain,
+    replica: Rep,
     ctl: CtlServer,
     service: Option<Service>,
     activated: Option<u64>,
@@ -275,12 +277,18 @@ impl Standby {
                 format!("control socket {}: {e}", s.control.display()),
             )
         })?;
-        let receiver = Receiver::new(s.model_pages);
+        let replica = Rep::open(&s).map_err(|e| io::Error::other(format!("replica: {e}")))?;
+        let (pfn_limit, max_pages) = replica.layout();
+        let receiver = match &replica {
+            Rep::Model(_) => Receiver::new(s.model_pages),
+            Rep::Xen(_) => Receiver::for_layout(pfn_limit, max_pages, false),
+        };
         log::info!(
-            "node {} (model backend: the hypervisor test double): replica of {} pages ({} MiB), staging {} MiB allocated; waiting for the primary on {}",
+            "node {} ({}): replica of {} pages ({} MiB), staging {} MiB allocated; waiting for the primary on {}",
             s.node,
-            s.model_pages,
-            (s.model_pages * 4096) >> 20,
+            replica.describe(),
+            max_pages,
+            (max_pages * 4096) >> 20,
             receiver.capacity() >> 20,
             s.listen
         );
@@ -294,7 +302,7 @@ impl Standby {
             failover,
             hook: None,
             promote: false,
-            replica: ModelDomain::blank(s.model_pages),
+            replica,
             next_stats: clock.now().plus(s.stats_interval),
             receiver,
             s,
@@ -362,12 +370,14 @@ impl Standby {
                             .as_ref()
                             .and_then(|f| f.authority.as_ref())
                             .is_none_or(|a| a.may_release_output(now));
-                        let mut h = Direct {
-                            dom: &mut self.replica,
-                            requests: &mut self.stats.requests,
-                            authority,
-                        };
-                        svc.on_event(self.poll.registry(), t, &mut h);
+                        if let Some(dom) = self.replica.model() {
+                            let mut h = Direct {
+                                dom,
+                                requests: &mut self.stats.requests,
+                                authority,
+                            };
+                            svc.on_event(self.poll.registry(), t, &mut h);
+                        }
                     }
                 }
             }
@@ -402,7 +412,7 @@ impl Standby {
                 self.receiver
                     .applied()
                     .map_or("none".into(), |a| a.to_string()),
-                self.replica.digest()
+                self.replica.digest().unwrap_or(0)
             ),
             "force-stale" => match self.failover.as_ref() {
                 None => "error: automatic failover is off (failover = false); use activate\n"
@@ -593,7 +603,7 @@ impl Standby {
                 node: msg::node_name(&self.s.node),
                 epoch: my_epoch,
                 nonce,
-                domain_pages: self.s.model_pages,
+                domain_pages: self.replica.layout().0,
                 last_ckpt: self.receiver.applied().unwrap_or(0),
             };
             let mut buf = [0u8; 512];
@@ -607,10 +617,11 @@ impl Standby {
             c.node = h.node.to_string();
             let refuse = if h.role != Role::Primary {
                 Some(format!("peer role {:?} is not a primary", h.role))
-            } else if h.domain_pages != self.s.model_pages {
+            } else if h.domain_pages != self.replica.layout().0 {
                 Some(format!(
-                    "domain size mismatch: primary has {} pages, this replica {}; set model.memory alike on both",
-                    h.domain_pages, self.s.model_pages
+                    "domain size mismatch: primary has {} pages, this replica {}; set model.memory alike on both (xen: the replica must be restored from the protected guest)",
+                    h.domain_pages,
+                    self.replica.layout().0
                 ))
             } else {
                 self.activated.map(|n| {
@@ -669,7 +680,7 @@ impl Standby {
             return Ok(());
         };
         let t0 = self.clock.now();
-        let ckpt = self.receiver.apply(&mut self.replica).map_err(|e| {
+        let ckpt = self.receiver.apply(self.replica.replica()).map_err(|e| {
             log::error!("applying checkpoint {} failed: {e}", done.ckpt);
             FrameError::Body {
                 kind,
@@ -733,9 +744,23 @@ impl Standby {
         }
         self.activated = Some(ckpt);
         self.epoch = epoch;
-        self.replica.reset_clock();
-        self.replica.set_rate(self.s.dirty_rate);
-        self.replica.run(now);
+        if let Rep::Xen(x) = &mut self.replica {
+            x.activate()
+                .map_err(|e| io::Error::other(format!("activate the replica: {e}")))?;
+            log::warn!(
+                "ACTIVATED by {by}: Xen replica domain {} runs from checkpoint {ckpt}; epoch {}",
+                x.domid(),
+                self.epoch
+            );
+            self.run_hook(ckpt);
+            self.promote = !self.s.promote_config.as_os_str().is_empty();
+            return Ok(());
+        }
+        if let Some(d) = self.replica.model() {
+            d.reset_clock();
+            d.set_rate(self.s.dirty_rate);
+            d.run(now);
+        }
         let svc = Service::bind(
             self.s.service,
             self.poll.registry(),
@@ -745,7 +770,7 @@ impl Standby {
         .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", self.s.service)))?;
         log::warn!(
             "ACTIVATED by {by}: replica at checkpoint {ckpt} (counter {}) now serves on {}; epoch {}",
-            self.replica.counter(),
+            self.replica.counter().unwrap_or(0),
             svc.addr(),
             self.epoch
         );
@@ -760,7 +785,7 @@ impl Standby {
         if self.activated.is_some() {
             log::info!(
                 "active: counter {}, {} requests served",
-                self.replica.counter(),
+                self.replica.counter().unwrap_or(0),
                 self.stats.requests
             );
         } else {
@@ -797,7 +822,7 @@ impl Standby {
         let mut kv = |k: &str, v: String| s.push_str(&format!("{k} {v}\n"));
         kv("role", "standby".into());
         kv("node", self.s.node.clone());
-        kv("backend", "model (hypervisor test double)".into());
+        kv("backend", self.replica.describe());
         kv("state", self.state().into());
         kv("epoch", self.epoch.to_string());
         kv("listen", self.s.listen.to_string());
@@ -836,7 +861,9 @@ impl Standby {
             },
         );
         kv("staging_bytes", self.receiver.capacity().to_string());
-        kv("counter", self.replica.counter().to_string());
+        if let Some(c) = self.replica.counter() {
+            kv("counter", c.to_string());
+        }
         kv(
             "service",
             self.service
@@ -1114,18 +1141,18 @@ impl Standby {
                 PAction::Fence { evidence } => {
                     f.evidence(log::Level::Error, &evidence);
                     f.fenced = true;
-                    let _ = hsb_common::domain::CheckpointSource::suspend(&mut self.replica);
+                    self.replica.fence();
                 }
                 PAction::Unfence { evidence } => {
                     f.evidence(log::Level::Warn, &evidence);
                     f.fenced = false;
-                    let _ = hsb_common::domain::CheckpointSource::resume(&mut self.replica);
+                    self.replica.unfence();
                 }
                 PAction::StepDown { evidence, .. } => {
                     f.evidence(log::Level::Error, &evidence);
                     if !f.fenced {
                         f.fenced = true;
-                        let _ = hsb_common::domain::CheckpointSource::suspend(&mut self.replica);
+                        self.replica.fence();
                     }
                 }
                 PAction::Alert { evidence } => f.evidence(log::Level::Warn, &evidence),
@@ -1277,13 +1304,22 @@ impl Standby {
         if let Some(dir) = image.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Err(e) = self.replica.save_image(image) {
-            log::error!(
-                "promote: cannot write the domain image {}: {e}; staying hsb-standby",
-                image.display()
-            );
-            return;
-        }
+        // A Xen guest stays where it runs: hsb-primary attaches to it (xen.domain in
+        // promote_config). The model domain lives in this process and moves as an image.
+        let saved = match &self.replica {
+            Rep::Model(d) => d.save_image(image).map(|()| true),
+            Rep::Xen(_) => Ok(false),
+        };
+        let with_image = match saved {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!(
+                    "promote: cannot write the domain image {}: {e}; staying hsb-standby",
+                    image.display()
+                );
+                return;
+            }
+        };
         let primary = match std::env::current_exe() {
             Ok(p) => p.with_file_name("hsb-primary"),
             Err(e) => {
@@ -1304,7 +1340,11 @@ impl Standby {
             .arg("-c")
             .arg(&self.s.promote_config)
             .arg("--set")
-            .arg(format!("start_image={}", image.display()))
+            .arg(if with_image {
+                format!("start_image={}", image.display())
+            } else {
+                "start_image=".to_string()
+            })
             .arg("--set")
             .arg(format!("start_epoch={epoch}"))
             .exec();

@@ -43,8 +43,8 @@ pub use buffer::{BufSource, HypercallBuf};
 pub use error::{Error, XenError};
 pub use evtchn::Evtchn;
 pub use foreign::{ForeignMap, Prot};
-pub use netlink::{PlugAction, PlugQdisc};
 pub use hvm_context::{parse_hvm_context, HvmContextError, HvmRecord};
+pub use netlink::{PlugAction, PlugQdisc};
 pub use privcmd::{Privcmd, ShadowOp, ShadowStats, XenVersion};
 /// Linux errno values used in this crate's errors.
 pub use sys::errno;

@@ -136,9 +136,9 @@ pub fn ifindex(name: &str) -> Result<u32, Error> {
     }
     let text = std::fs::read_to_string(format!("/sys/class/net/{name}/ifindex"))
         .map_err(|e| XenError::new(OP, e.raw_os_error().unwrap_or(errno::ENODEV)))?;
-    text.trim().parse().map_err(|_| {
-        Error::Xen(XenError::new(OP, errno::EINVAL))
-    })
+    text.trim()
+        .parse()
+        .map_err(|_| Error::Xen(XenError::new(OP, errno::EINVAL)))
 }
 
 /// The root `plug` qdisc of one network device, with the one-outstanding-epoch rule enforced.
@@ -243,7 +243,10 @@ mod tests {
         assert_eq!(m, want);
         let l = plug_request(8, 3, PlugAction::Limit(10_000_000));
         assert_eq!(&l[52..60], &[3, 0, 0, 0, 0x80, 0x96, 0x98, 0]);
-        assert_eq!(&plug_request(1, 3, PlugAction::Buffer)[52..56], &[0, 0, 0, 0]);
+        assert_eq!(
+            &plug_request(1, 3, PlugAction::Buffer)[52..56],
+            &[0, 0, 0, 0]
+        );
         assert_eq!(
             &plug_request(1, 3, PlugAction::ReleaseIndefinite)[52..56],
             &[2, 0, 0, 0]
@@ -284,11 +287,15 @@ mod tests {
             }
         };
         // lo's root qdisc is not "plug": the kernel answers with an error, never success.
-        let e = q.command(PlugAction::ReleaseOne).expect_err("lo has no plug qdisc");
+        let e = q
+            .command(PlugAction::ReleaseOne)
+            .expect_err("lo has no plug qdisc");
         assert!(e.errno().is_some(), "{e}");
         assert!(!q.outstanding());
         q.outstanding = true;
-        let e = q.command(PlugAction::Buffer).expect_err("one outstanding epoch");
+        let e = q
+            .command(PlugAction::Buffer)
+            .expect_err("one outstanding epoch");
         assert!(matches!(e, Error::InvalidArgument { .. }));
     }
 }

@@ -1,0 +1,288 @@
+//! The protected domain behind hsb-primary: the `model` test double or a real Xen guest, and
+//! how each holds its output until the standby acknowledges (DESIGN.md §2-3).
+//!
+//! The model domain answers its TCP service inside this process, so its output is held in
+//! user space ([`hsb_common::output::OutputCommit`], driven by main.rs). A Xen guest's output
+//! is its network traffic: [`PlugOutput`] puts the guest's vif behind an ifb device whose root
+//! qdisc is `plug`, closes an epoch at each checkpoint and releases it on the ack.
+
+use std::process::Command;
+
+use hsb_common::domain::{CheckpointSource, DomainError};
+use hsb_common::model::ModelDomain;
+use hsb_common::time::Nanos;
+use hsb_common::xen::XenSource;
+use xen_sys::{PlugAction, PlugQdisc};
+
+/// The protected domain.
+pub enum Guest {
+    /// The hypervisor test double.
+    Model(ModelDomain),
+    /// A Xen PVH guest on this dom0.
+    Xen(Box<XenGuest>),
+}
+
+/// A Xen guest and its fence state.
+pub struct XenGuest {
+    pub src: XenSource,
+    /// Paused without its cooperation (a fence when it would not suspend): not checkpointable.
+    pub hard_paused: bool,
+}
+
+impl Guest {
+    /// The checkpoint interface.
+    pub fn source(&mut self) -> &mut dyn CheckpointSource {
+        match self {
+            Guest::Model(d) => d,
+            Guest::Xen(x) => &mut x.src,
+        }
+    }
+
+    /// The model domain, if this is one.
+    pub fn model(&mut self) -> Option<&mut ModelDomain> {
+        match self {
+            Guest::Model(d) => Some(d),
+            Guest::Xen(_) => None,
+        }
+    }
+
+    /// Whether the guest is suspended at a consistent point (by a checkpoint or a fence).
+    pub fn is_suspended(&self) -> bool {
+        match self {
+            Guest::Model(d) => d.is_suspended(),
+            Guest::Xen(x) => x.src.is_suspended(),
+        }
+    }
+
+    /// Paused without a consistent suspend point: checkpoints must wait.
+    pub fn hard_paused(&self) -> bool {
+        matches!(self, Guest::Xen(x) if x.hard_paused)
+    }
+
+    /// Let the model's workload run up to `now` (a Xen guest runs by itself).
+    pub fn run(&mut self, now: Nanos) {
+        if let Guest::Model(d) = self {
+            d.run(now);
+        }
+    }
+
+    /// The model service's counter, for status.
+    pub fn counter(&self) -> Option<u64> {
+        match self {
+            Guest::Model(d) => Some(d.counter()),
+            Guest::Xen(_) => None,
+        }
+    }
+
+    /// What the status output says the backend is.
+    pub fn describe(&self) -> String {
+        match self {
+            Guest::Model(_) => "model (hypervisor test double)".into(),
+            Guest::Xen(x) => format!("xen (domain {})", x.src.domid()),
+        }
+    }
+
+    /// Fence (rule 4): stop the guest. A Xen guest is suspended cooperatively so it can still
+    /// be checkpointed; one that does not suspend is paused outright.
+    pub fn fence(&mut self) {
+        match self {
+            Guest::Model(d) => {
+                let _ = d.suspend();
+            }
+            Guest::Xen(x) => {
+                if x.src.is_suspended() || x.hard_paused {
+                    return;
+                }
+                if let Err(e) = x.src.suspend() {
+                    log::error!("fence: {e}; pausing the guest without its cooperation");
+                    match x.src.hard_pause() {
+                        Ok(()) => x.hard_paused = true,
+                        Err(e) => log::error!("fence: cannot pause the guest: {e}"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Undo [`Guest::fence`].
+    pub fn unfence(&mut self) {
+        match self {
+            Guest::Model(d) => {
+                let _ = d.resume();
+            }
+            Guest::Xen(x) => {
+                if x.hard_paused {
+                    match x.src.hard_unpause() {
+                        Ok(()) => x.hard_paused = false,
+                        Err(e) => log::error!("unfence: cannot unpause the guest: {e}"),
+                    }
+                } else if x.src.is_suspended() {
+                    if let Err(e) = x.src.resume() {
+                        log::error!("unfence: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Output commit for a Xen guest through the `plug` qdisc.
+///
+/// Guest transmit traffic arrives on the vif's ingress in dom0; an ingress `matchall` filter
+/// redirects all of it (every protocol, so ARP and IPv6 are held too, unlike libxl's `proto ip`
+/// filter) to an ifb device whose root qdisc is `plug`. At each checkpoint the epoch's packets
+/// are closed with `BUFFER`; `RELEASE_ONE` lets them out on the ack. `sch_plug` keeps one
+/// closed epoch, so a checkpoint taken while one is outstanding does not close another: its
+/// packets join the next, and go out only after a later ack (never before one).
+pub struct PlugOutput {
+    qdisc: PlugQdisc,
+    vif: String,
+    ifb: String,
+    /// The checkpoint whose ack releases the closed epoch.
+    pending: Option<u64>,
+    /// Passing everything (unprotected under a lease) until the next checkpoint.
+    indefinite: bool,
+    pub releases: u64,
+}
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+impl PlugOutput {
+    /// Put `vif`'s guest traffic behind a fresh ifb with a `plug` root qdisc (starts holding).
+    pub fn setup(vif: &str, domid: u16) -> Result<PlugOutput, String> {
+        let ifb = format!("hsbifb{domid}");
+        xen_sys::netlink::ifindex(vif).map_err(|e| format!("guest vif {vif}: {e}"))?;
+        // Leftovers of an earlier run.
+        let _ = run(&["tc", "qdisc", "del", "dev", vif, "ingress"]);
+        let _ = run(&["ip", "link", "del", &ifb]);
+        run(&["ip", "link", "add", "name", &ifb, "type", "ifb"])
+            .map_err(|e| format!("{e} (is the ifb module loaded?)"))?;
+        let steps: [&[&str]; 4] = [
+            &["ip", "link", "set", &ifb, "up"],
+            &[
+                "tc", "qdisc", "add", "dev", &ifb, "root", "plug", "limit", "10000000",
+            ],
+            &["tc", "qdisc", "add", "dev", vif, "ingress"],
+            &[
+                "tc", "filter", "add", "dev", vif, "parent", "ffff:", "protocol", "all",
+                "matchall", "action", "mirred", "egress", "redirect", "dev", &ifb,
+            ],
+        ];
+        for s in steps {
+            if let Err(e) = run(s) {
+                let _ = run(&["tc", "qdisc", "del", "dev", vif, "ingress"]);
+                let _ = run(&["ip", "link", "del", &ifb]);
+                return Err(format!(
+                    "{e} (output commit needs sch_plug, sch_ingress, cls_matchall and act_mirred)"
+                ));
+            }
+        }
+        let idx = xen_sys::netlink::ifindex(&ifb).map_err(|e| format!("{ifb}: {e}"))?;
+        let qdisc = PlugQdisc::open(idx).map_err(|e| e.to_string())?;
+        log::info!("output commit: {vif} -> {ifb} (plug): guest output waits for acks");
+        Ok(PlugOutput {
+            qdisc,
+            vif: vif.to_string(),
+            ifb,
+            pending: None,
+            indefinite: false,
+            releases: 0,
+        })
+    }
+
+    /// A checkpoint `ckpt` is being captured: close the epoch's output.
+    pub fn close(&mut self, ckpt: u64) {
+        if self.pending.is_none() {
+            if let Err(e) = self.qdisc.command(PlugAction::Buffer) {
+                log::error!("output commit: {e}");
+                return;
+            }
+            self.indefinite = false;
+        }
+        self.pending = Some(ckpt);
+    }
+
+    /// `ack(upto)` arrived: release the closed epoch if that checkpoint covers it.
+    pub fn release(&mut self, upto: u64) {
+        if self.pending.is_some_and(|p| p <= upto) {
+            match self.qdisc.command(PlugAction::ReleaseOne) {
+                Ok(()) => {
+                    self.pending = None;
+                    self.releases += 1;
+                }
+                Err(e) => log::error!("output commit: {e}"),
+            }
+        }
+    }
+
+    /// Unprotected under a lease: let everything out until the next checkpoint.
+    pub fn release_all(&mut self) {
+        if self.indefinite {
+            return;
+        }
+        match self.qdisc.command(PlugAction::ReleaseIndefinite) {
+            Ok(()) => {
+                self.pending = None;
+                self.indefinite = true;
+            }
+            Err(e) => log::error!("output commit: {e}"),
+        }
+    }
+
+    /// Whether output is held (an epoch closed and unreleased, or the plug shut).
+    pub fn holding(&self) -> bool {
+        !self.indefinite
+    }
+
+    /// The checkpoint whose ack releases the closed epoch.
+    pub fn pending(&self) -> Option<u64> {
+        self.pending
+    }
+}
+
+impl std::fmt::Debug for PlugOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PlugOutput({} -> {})", self.vif, self.ifb)
+    }
+}
+
+/// Open the guest named in the settings.
+pub fn open_xen(
+    x: &hsb_common::xen::XenSettings,
+) -> Result<(Guest, Option<PlugOutput>), DomainError> {
+    let domid = hsb_common::xen::resolve(&x.domain)?;
+    let src = XenSource::open(domid, x.suspend_timeout)?;
+    let plug = if x.plug {
+        let vif = x.vif.clone().unwrap_or_else(|| format!("vif{domid}.0"));
+        Some(
+            PlugOutput::setup(&vif, domid).map_err(|detail| DomainError {
+                op: "output commit",
+                detail,
+            })?,
+        )
+    } else {
+        log::warn!("xen.output = none: guest output is NOT held until acks; a failover may lose what clients saw");
+        None
+    };
+    Ok((
+        Guest::Xen(Box::new(XenGuest {
+            src,
+            hard_paused: false,
+        })),
+        plug,
+    ))
+}

@@ -1,0 +1,104 @@
+//! The replica behind hsb-standby: the `model` test double or a paused Xen domain.
+
+use hsb_common::domain::{CheckpointSource, DomainError, Replica};
+use hsb_common::model::ModelDomain;
+use hsb_common::time::Nanos;
+use hsb_common::xen::XenReplica;
+
+/// The replica.
+pub enum Rep {
+    /// The hypervisor test double.
+    Model(ModelDomain),
+    /// A paused Xen domain created by the toolstack (`xl restore -p`).
+    Xen(Box<XenReplica>),
+}
+
+impl Rep {
+    /// Open the configured replica.
+    pub fn open(s: &crate::config::Settings) -> Result<Rep, DomainError> {
+        match &s.xen {
+            None => Ok(Rep::Model(ModelDomain::blank(s.model_pages))),
+            Some(x) => {
+                let domid = hsb_common::xen::resolve(&x.domain)?;
+                Ok(Rep::Xen(Box::new(XenReplica::open(domid)?)))
+            }
+        }
+    }
+
+    /// The checkpoint interface.
+    pub fn replica(&mut self) -> &mut dyn Replica {
+        match self {
+            Rep::Model(d) => d,
+            Rep::Xen(x) => x.as_mut(),
+        }
+    }
+
+    /// The frame-number space and the most pages a checkpoint can carry.
+    pub fn layout(&self) -> (u64, u64) {
+        match self {
+            Rep::Model(d) => (d.page_count(), d.page_count()),
+            Rep::Xen(x) => (Replica::pages(x.as_ref()), Replica::max_pages(x.as_ref())),
+        }
+    }
+
+    /// The model domain, if this is one.
+    pub fn model(&mut self) -> Option<&mut ModelDomain> {
+        match self {
+            Rep::Model(d) => Some(d),
+            Rep::Xen(_) => None,
+        }
+    }
+
+    /// Let the activated model's workload run (a Xen guest runs by itself).
+    pub fn run(&mut self, now: Nanos) {
+        if let Rep::Model(d) = self {
+            d.run(now);
+        }
+    }
+
+    /// The model's memory digest.
+    pub fn digest(&self) -> Option<u32> {
+        match self {
+            Rep::Model(d) => Some(d.digest()),
+            Rep::Xen(_) => None,
+        }
+    }
+
+    /// The model service's counter.
+    pub fn counter(&self) -> Option<u64> {
+        match self {
+            Rep::Model(d) => Some(d.counter()),
+            Rep::Xen(_) => None,
+        }
+    }
+
+    /// What status says the backend is.
+    pub fn describe(&self) -> String {
+        match self {
+            Rep::Model(_) => "model (hypervisor test double)".into(),
+            Rep::Xen(x) => format!("xen (replica domain {})", x.domid()),
+        }
+    }
+
+    /// Stop the activated copy (rule 4).
+    pub fn fence(&mut self) {
+        let r = match self {
+            Rep::Model(d) => d.suspend(),
+            Rep::Xen(x) => x.pause(),
+        };
+        if let Err(e) = r {
+            log::error!("fence: {e}");
+        }
+    }
+
+    /// Undo [`Rep::fence`].
+    pub fn unfence(&mut self) {
+        let r = match self {
+            Rep::Model(d) => d.resume(),
+            Rep::Xen(x) => x.unpause(),
+        };
+        if let Err(e) = r {
+            log::error!("unfence: {e}");
+        }
+    }
+}
