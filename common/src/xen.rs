@@ -160,6 +160,97 @@ pub fn resolve(d: &DomainRef) -> Result<DomId, DomainError> {
     }
 }
 
+/// A read-only look at a domain, for `hsb-primary xen-info` and bring-up: what Xen and the
+/// domain look like to this backend, without changing anything (no log-dirty, no mapping).
+pub fn describe(d: &DomainRef) -> Result<String, DomainError> {
+    let domid = resolve(d)?;
+    let mut xc = Privcmd::open().map_err(|e| err("open", e))?;
+    let v = xc.xen_version().map_err(|e| err("xen_version", e))?;
+    let dv = xc
+        .domctl_interface_version()
+        .map_err(|e| err("domctl version", e))?;
+    let info = xc
+        .getdomaininfo(domid)
+        .map_err(|e| err("getdomaininfo", e))?;
+    let mut out = String::new();
+    let mut kv = |k: &str, v: String| out.push_str(&format!("{k} {v}\n"));
+    kv("xen_version", v.to_string());
+    kv("domctl_interface", format!("{dv:#x}"));
+    kv(
+        "hypercall_buffers",
+        if xc.has_hypercall_device() {
+            "/dev/xen/hypercall"
+        } else {
+            "locked anonymous memory"
+        }
+        .into(),
+    );
+    kv("domain", domid.to_string());
+    kv("hvm_or_pvh", info.is_hvm().to_string());
+    kv("hap", info.has_hap().to_string());
+    kv("paused", info.is_paused().to_string());
+    kv(
+        "shutdown_reason",
+        info.shutdown_reason()
+            .map_or("none".into(), |r| r.to_string()),
+    );
+    kv("vcpus", (info.max_vcpu_id + 1).to_string());
+    kv("tot_pages", info.tot_pages.to_string());
+    kv("max_pages", info.max_pages.to_string());
+    let max = xc.maximum_gpfn(domid).map_err(|e| err("maximum_gpfn", e))?;
+    kv("p2m_frames", (max + 1).to_string());
+    if info.is_hvm() {
+        let size = xc
+            .hvm_context_size(domid)
+            .map_err(|e| err("hvm context", e))?;
+        kv("hvm_context_bytes", size.to_string());
+        let blob = xc.hvm_context(domid).map_err(|e| err("hvm context", e))?;
+        match xen_sys::parse_hvm_context(&blob, 4096) {
+            Ok(recs) => {
+                let mut names: Vec<String> = recs
+                    .iter()
+                    .map(|r| format!("{}/{}", r.typecode(), r.instance()))
+                    .collect();
+                names.dedup();
+                kv("hvm_context_records", names.join(","));
+            }
+            Err(e) => kv("hvm_context_records", format!("unparsable: {e}")),
+        }
+        let tsc = xc.get_tsc_info(domid).map_err(|e| err("tsc info", e))?;
+        kv(
+            "tsc",
+            format!(
+                "mode {} khz {} incarnation {}",
+                tsc.tsc_mode, tsc.gtsc_khz, tsc.incarnation
+            ),
+        );
+        for &p in hvm_param::CHECKPOINT_PARAMS.iter() {
+            if let Ok(v) = xc.hvm_get_param(domid, p) {
+                if v != 0 {
+                    kv(&format!("hvm_param_{p}"), format!("{v:#x}"));
+                }
+            }
+        }
+        let cb = xc
+            .hvm_get_param(domid, hvm_param::CALLBACK_IRQ)
+            .unwrap_or(0);
+        kv("pv_drivers", (cb != 0).to_string());
+    }
+    if let Ok(xs) = XsUnix::new() {
+        let name = xs
+            .read(&format!("/local/domain/{domid}/name"))
+            .map(|n| n.to_string())
+            .unwrap_or_else(|e| format!("? ({e})"));
+        kv("name", name);
+        let feat = xs
+            .read(&format!("/local/domain/{domid}/control/feature-suspend"))
+            .map(|n| n.to_string())
+            .unwrap_or_else(|_| "absent".into());
+        kv("xenstore_feature_suspend", feat);
+    }
+    Ok(out)
+}
+
 /// The vCPU and platform state of one checkpoint, as carried in its `State` record.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct XenState<'a> {
@@ -708,6 +799,63 @@ mod tests {
             .contains("version 9"));
     }
 
+    fn settings(text: &str) -> Result<Option<XenSettings>, ConfigError> {
+        static SCHEMA: std::sync::OnceLock<Vec<KeySpec>> = std::sync::OnceLock::new();
+        let schema = SCHEMA.get_or_init(|| {
+            let mut v = KEYS.to_vec();
+            v.push(KeySpec {
+                key: "backend",
+                kind: ValueKind::Choice(&["model", "xen"]),
+                default: Some("model"),
+                help: "",
+            });
+            v
+        });
+        let c = Config::from_text(schema, "t.conf", text, &[])?;
+        XenSettings::from_config(&c)
+    }
+
+    #[test]
+    fn settings_from_config() {
+        assert_eq!(
+            settings("").unwrap(),
+            None,
+            "model backend: no xen settings"
+        );
+        let x = settings("backend = xen\nxen.domain = guest\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(x.domain, DomainRef::Name("guest".into()));
+        assert!(x.plug);
+        assert_eq!(x.vif, None);
+        assert_eq!(x.suspend_timeout, Duration::from_secs(2));
+        let x = settings("backend = xen\nxen.domain = 7\nxen.output = none\nxen.vif = vif7.0\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(x.domain, DomainRef::Id(7));
+        assert!(!x.plug);
+        assert_eq!(x.vif.as_deref(), Some("vif7.0"));
+        for (text, want) in [
+            ("backend = xen\n", "key 'xen.domain': the xen backend needs"),
+            ("backend = xen\nxen.domain = 0\n", "not dom0"),
+            (
+                "backend = xen\nxen.domain = a/b\n",
+                "expected a domain name or id",
+            ),
+            (
+                "backend = xen\nxen.domain = g\nxen.vif = a/b\n",
+                "expected a network device name",
+            ),
+            (
+                "backend = xen\nxen.domain = g\nxen.output = tc\n",
+                "xen.output",
+            ),
+        ] {
+            let e = settings(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+
     #[test]
     fn without_xen_opening_says_so() {
         if std::path::Path::new("/dev/xen/privcmd").exists() {
@@ -716,6 +864,8 @@ mod tests {
         let e = XenSource::open(1, Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("not a Xen dom0"), "{e}");
         let e = XenReplica::open(1).unwrap_err();
+        assert!(e.to_string().contains("not a Xen dom0"), "{e}");
+        let e = describe(&DomainRef::Id(1)).unwrap_err();
         assert!(e.to_string().contains("not a Xen dom0"), "{e}");
     }
 }

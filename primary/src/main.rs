@@ -54,6 +54,7 @@ usage:
   hsb-primary status [-c FILE | --control PATH]  show the running daemon's state
   hsb-primary check -c FILE [--set key=value]... validate the configuration and key, then exit
   hsb-primary keygen PATH                        create a new cluster key file (mode 0600)
+  hsb-primary xen-info DOMAIN                       show what the xen backend sees of a domain (read-only)
   hsb-primary config-reference                   print every configuration key
   hsb-primary --version
 
@@ -69,9 +70,13 @@ fn main() -> ExitCode {
         Some("run") => run(&args),
         Some("check") => match load(&args) {
             Ok((s, _)) => {
+                let backend = match &s.xen {
+                    Some(x) => format!("xen {}", x.domain),
+                    None => format!("model {} pages", s.model_pages),
+                };
                 println!(
-                    "configuration ok: standby {}, epoch {:?}, model {} pages",
-                    s.standby, s.epoch_period, s.model_pages
+                    "configuration ok: standby {}, epoch {:?}, {backend}",
+                    s.standby, s.epoch_period
                 );
                 ExitCode::SUCCESS
             }
@@ -90,6 +95,22 @@ fn main() -> ExitCode {
                 Err(e) => fail(&e.to_string()),
             },
             None => fail("keygen needs a path: hsb-primary keygen /etc/hsb/cluster.key"),
+        },
+        Some("xen-info") => match args.rest.first() {
+            Some(d) => {
+                let r = match d.parse::<u16>() {
+                    Ok(id) => hsb_common::xen::DomainRef::Id(id),
+                    Err(_) => hsb_common::xen::DomainRef::Name(d.clone()),
+                };
+                match hsb_common::xen::describe(&r) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e.to_string()),
+                }
+            }
+            None => fail("xen-info needs a domain name or id: hsb-primary xen-info guest"),
         },
         Some("config-reference") => {
             print!("{}", reference_markdown(schema()));

@@ -61,6 +61,7 @@ usage:
   hsb-standby force-stale [-c FILE | --control PATH] let the failover decision activate a stale replica (rule 5)
   hsb-standby replay FILE [--policy P]              re-run a decision log through the decision core under policy P
   hsb-standby check -c FILE [--set key=value]...    validate the configuration and key, then exit
+  hsb-standby xen-info DOMAIN                       show what the xen backend sees of a domain (read-only)
   hsb-standby config-reference                      print every configuration key
   hsb-standby --version
 
@@ -93,6 +94,22 @@ fn main() -> ExitCode {
             hsb_common::ctl::cli("hsb-standby", &args, schema(), "/run/hsb/standby.sock", cmd),
         ),
         Some("replay") => replay(&args),
+        Some("xen-info") => match args.rest.first() {
+            Some(d) => {
+                let r = match d.parse::<u16>() {
+                    Ok(id) => hsb_common::xen::DomainRef::Id(id),
+                    Err(_) => hsb_common::xen::DomainRef::Name(d.clone()),
+                };
+                match hsb_common::xen::describe(&r) {
+                    Ok(text) => {
+                        print!("{text}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e.to_string()),
+                }
+            }
+            None => fail("xen-info needs a domain name or id: hsb-standby xen-info guest"),
+        },
         Some("config-reference") => {
             print!("{}", reference_markdown(schema()));
             ExitCode::SUCCESS
