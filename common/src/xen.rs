@@ -125,7 +125,14 @@ pub fn resolve(d: &DomainRef) -> Result<DomId, DomainError> {
     match d {
         DomainRef::Id(id) => Ok(*id),
         DomainRef::Name(name) => {
-            let xs = XsUnix::new().map_err(|e| err("find domain", format!("xenstore: {e}")))?;
+            let xs = XsUnix::new().map_err(|e| {
+                err(
+                    "find domain",
+                    format!(
+                        "cannot reach xenstore ({e}): is this a Xen dom0 with xenstored running?"
+                    ),
+                )
+            })?;
             let ids = xs
                 .directory("/local/domain")
                 .map_err(|e| err("find domain", format!("xenstore /local/domain: {e}")))?;
@@ -430,6 +437,7 @@ pub struct XenSource {
     bitmap: HypercallBuf,
     hvm: HypercallBuf,
     suspended: bool,
+    suspend_requested: Option<Instant>,
     suspend_timeout: Duration,
     skipped_holes: u64,
 }
@@ -465,6 +473,7 @@ impl XenSource {
             bitmap,
             hvm,
             suspended: false,
+            suspend_requested: None,
             suspend_timeout,
             skipped_holes: 0,
         })
@@ -488,6 +497,62 @@ impl XenSource {
     /// Pause the guest without its cooperation (a fence when it does not suspend).
     pub fn hard_pause(&mut self) -> Result<(), DomainError> {
         self.xc.pause(self.domid).map_err(|e| err("pause", e))
+    }
+
+    /// Ask the guest to suspend (xenstore `control/shutdown` = `suspend`) without waiting:
+    /// the caller polls [`XenSource::poll_suspend`] from its event loop, so heartbeats and
+    /// witness traffic go on while the guest reaches its suspend point.
+    pub fn request_suspend(&mut self) -> Result<(), DomainError> {
+        if self.suspended {
+            return Ok(());
+        }
+        self.xs
+            .write(&self.control_path(), "suspend")
+            .map_err(|e| err("suspend", format!("xenstore write control/shutdown: {e}")))?;
+        self.suspend_requested = Some(Instant::now());
+        Ok(())
+    }
+
+    /// Whether the guest has suspended since [`XenSource::request_suspend`]. Errors when it
+    /// shut down otherwise, or did not suspend within the timeout (the request is withdrawn).
+    pub fn poll_suspend(&mut self) -> Result<bool, DomainError> {
+        if self.suspended {
+            return Ok(true);
+        }
+        let Some(t0) = self.suspend_requested else {
+            return Err(err("suspend", "no suspend was requested"));
+        };
+        let info = self
+            .xc
+            .getdomaininfo(self.domid)
+            .map_err(|e| err("suspend", e))?;
+        if info.is_suspended() {
+            self.suspend_requested = None;
+            self.suspended = true;
+            return Ok(true);
+        }
+        if info.is_dying() || info.shutdown_reason().is_some_and(|r| r != 2) {
+            self.suspend_requested = None;
+            return Err(err("suspend", "the guest shut down or crashed"));
+        }
+        if t0.elapsed() > self.suspend_timeout {
+            self.suspend_requested = None;
+            // Withdraw the request so a late guest does not suspend on its own.
+            let _ = self.xs.write(&self.control_path(), "");
+            return Err(err(
+                "suspend",
+                format!(
+                    "the guest did not suspend within {:?} (does it have PV drivers / xenbus?)",
+                    self.suspend_timeout
+                ),
+            ));
+        }
+        Ok(false)
+    }
+
+    /// Whether a suspend was requested and has not completed.
+    pub fn suspending(&self) -> bool {
+        self.suspend_requested.is_some()
     }
 
     /// Undo [`XenSource::hard_pause`].
@@ -521,36 +586,13 @@ impl CheckpointSource for XenSource {
         if self.suspended {
             return Err(err("suspend", "already suspended"));
         }
-        let t0 = Instant::now();
-        self.xs
-            .write(&self.control_path(), "suspend")
-            .map_err(|e| err("suspend", format!("xenstore write control/shutdown: {e}")))?;
+        self.request_suspend()?;
         loop {
-            let info = self
-                .xc
-                .getdomaininfo(self.domid)
-                .map_err(|e| err("suspend", e))?;
-            if info.is_suspended() {
-                break;
-            }
-            if info.is_dying() || info.shutdown_reason().is_some_and(|r| r != 2) {
-                return Err(err("suspend", "the guest shut down or crashed"));
-            }
-            if t0.elapsed() > self.suspend_timeout {
-                // Withdraw the request so a late guest does not suspend on its own.
-                let _ = self.xs.write(&self.control_path(), "");
-                return Err(err(
-                    "suspend",
-                    format!(
-                        "the guest did not suspend within {:?} (does it have PV drivers / xenbus?)",
-                        self.suspend_timeout
-                    ),
-                ));
+            if self.poll_suspend()? {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_micros(200));
         }
-        self.suspended = true;
-        Ok(())
     }
 
     fn resume(&mut self) -> Result<(), DomainError> {

@@ -187,6 +187,8 @@ struct Repl {
 #[derive(Default)]
 struct Stats {
     pause: Histogram,
+    /// Xen: from the suspend request to the guest's suspend point (part of the pause).
+    suspend_wait: Histogram,
     ack_rtt: Histogram,
     checkpoints: u64,
     full_syncs: u64,
@@ -219,6 +221,8 @@ struct Primary {
     repl: Option<Repl>,
     /// Bytes of the sealed staging buffer already written, while a checkpoint is being sent.
     sending: Option<usize>,
+    /// Xen: a checkpoint waits for the guest to reach its suspend point (since this time).
+    suspending: Option<Nanos>,
     unacked: VecDeque<(u64, Nanos)>,
     next_ckpt: u64,
     acked: u64,
@@ -435,6 +439,7 @@ impl Primary {
             ctl,
             repl: None,
             sending: None,
+            suspending: None,
             unacked: VecDeque::new(),
             next_ckpt: 1,
             acked: 0,
@@ -460,6 +465,9 @@ impl Primary {
                 deadline = deadline
                     .min(f.next_heartbeat)
                     .min(now.plus(Duration::from_millis(2)));
+            }
+            if self.suspending.is_some() {
+                deadline = deadline.min(now.plus(Duration::from_millis(1)));
             }
             let timeout = deadline.since(now);
             match self.poll.poll(&mut events, Some(timeout)) {
@@ -497,6 +505,7 @@ impl Primary {
                 }
             }
             let now = self.clock.now();
+            self.poll_suspend(now);
             if now >= self.next_epoch {
                 self.epoch_tick(now);
             }
@@ -781,7 +790,8 @@ impl Primary {
         } else {
             self.s.max_unacked
         };
-        if self.sending.is_some() || self.unacked.len() >= max_unacked {
+        if self.sending.is_some() || self.unacked.len() >= max_unacked || self.suspending.is_some()
+        {
             // Backpressure: the epoch stretches; the guest keeps running, output keeps waiting.
             self.stats.stretched += 1;
             return;
@@ -790,8 +800,6 @@ impl Primary {
     }
 
     fn checkpoint(&mut self, now: Nanos) {
-        let ckpt = self.next_ckpt;
-        let full = self.need_full;
         let t0 = self.clock.now();
         // Paused without a consistent suspend point (a fence the guest did not cooperate
         // with): nothing restorable to capture.
@@ -801,11 +809,51 @@ impl Primary {
         // Fenced: the domain is already suspended, and stays so after the capture.
         let fenced = self.dom.is_suspended();
         if !fenced {
+            if let Guest::Xen(x) = &mut self.dom {
+                // A Xen guest takes a while to reach its suspend point: the loop polls for it
+                // (see poll_suspend) and keeps serving heartbeats and witnesses meanwhile.
+                match x.src.request_suspend() {
+                    Ok(()) => self.suspending = Some(t0),
+                    Err(e) => log::error!("cannot suspend the domain: {e}"),
+                }
+                return;
+            }
             if let Err(e) = self.dom.source().suspend() {
                 log::error!("cannot suspend the domain: {e}");
                 return;
             }
         }
+        self.capture_and_send(now, t0, !fenced);
+    }
+
+    /// A Xen checkpoint waits for the guest's suspend: finish it once the guest is there.
+    fn poll_suspend(&mut self, now: Nanos) {
+        let Some(t0) = self.suspending else { return };
+        let Guest::Xen(x) = &mut self.dom else {
+            self.suspending = None;
+            return;
+        };
+        match x.src.poll_suspend() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.suspending = None;
+                self.stats.suspend_wait.record(self.clock.now().since(t0));
+                // A fence that came meanwhile keeps the guest suspended after the capture.
+                let resume = !self.fenced();
+                self.capture_and_send(now, t0, resume);
+            }
+            Err(e) => {
+                self.suspending = None;
+                log::error!("checkpoint {} skipped: {e}", self.next_ckpt);
+            }
+        }
+    }
+
+    /// Capture the suspended domain into staging, resume it (unless fenced), seal and send.
+    fn capture_and_send(&mut self, now: Nanos, t0: Nanos, resume: bool) {
+        let ckpt = self.next_ckpt;
+        let full = self.need_full;
+        let fenced = !resume;
         self.output.close(ckpt);
         if let Some(p) = self.plug.as_mut() {
             p.close(ckpt);
@@ -948,6 +996,10 @@ impl Primary {
         kv("pause_ms_p50", ms(st.pause.quantile(0.5)));
         kv("pause_ms_p99", ms(st.pause.quantile(0.99)));
         kv("pause_ms_max", ms(st.pause.max()));
+        if matches!(self.dom, Guest::Xen(_)) {
+            kv("suspend_wait_ms_p50", ms(st.suspend_wait.quantile(0.5)));
+            kv("suspend_wait_ms_p99", ms(st.suspend_wait.quantile(0.99)));
+        }
         kv("ack_rtt_ms_p50", ms(st.ack_rtt.quantile(0.5)));
         kv("ack_rtt_ms_p99", ms(st.ack_rtt.quantile(0.99)));
         kv("held_output_bytes", self.output.held_bytes().to_string());
