@@ -86,15 +86,20 @@ pub fn schema_with(
 /// Build the decision configuration from the `failover.*` keys, reporting errors at the key.
 pub fn build(c: &Config) -> Result<decision::Config, ConfigError> {
     let mut d = decision::Config::default();
+    let mut pairs = Vec::new();
     for k in CONFIG_KEYS {
-        let key = format!("failover.{k}");
-        let v = c.str(&key)?;
-        if v.is_empty() {
-            continue;
+        let v = c.str(&format!("failover.{k}"))?;
+        if !v.is_empty() {
+            pairs.push((*k, v));
         }
-        d.set(k, &v)
-            .map_err(|e| c.error_at(&key, &format!("expected {}, got '{v}'", e.expected)))?;
     }
+    let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    d.set_many(&refs).map_err(|e| {
+        c.error_at(
+            &format!("failover.{}", e.key),
+            &format!("expected {}, got '{}'", e.expected, e.value),
+        )
+    })?;
     if d.policy == decision::Policy::ClientOriented && d.witnesses.is_empty() {
         return Err(c.error_at(
             "failover.witnesses",
@@ -194,5 +199,25 @@ mod tests {
         );
         let c = Config::from_text(s, "f.conf", "failover.policy = heartbeat-only\n", &[]).unwrap();
         assert_eq!(build(&c).unwrap().policy, decision::Policy::HeartbeatOnly);
+    }
+
+    /// Regression: keys that must move together were checked one at a time in schema order, so
+    /// a lease longer than the default lease-max was refused even with lease-max raised too.
+    #[test]
+    fn related_keys_are_checked_together_in_any_order() {
+        let s = schema(OWN, &CELL);
+        for text in [
+            "failover.lease = 6s\nfailover.lease-max = 6s\n",
+            "failover.lease-max = 6s\nfailover.lease = 6s\n",
+        ] {
+            let c = Config::from_text(s, "f.conf", text, &[]).unwrap();
+            let d = build(&c).unwrap();
+            assert_eq!(d.lease.duration, std::time::Duration::from_secs(6));
+        }
+        // A real conflict is still refused, at the key the rule names.
+        let c = Config::from_text(s, "f.conf", "failover.lease = 6s\n", &[]).unwrap();
+        let e = build(&c).unwrap_err().to_string();
+        assert!(e.contains("key 'failover.lease-max'"), "{e}");
+        assert!(e.contains("at least the lease duration"), "{e}");
     }
 }

@@ -341,6 +341,19 @@ impl Config {
         Ok(())
     }
 
+    /// Set several keys, then check the relations between all values once: values that must
+    /// move together (e.g. `lease` above the default `lease-max`) can be given in any order.
+    /// On error nothing changes.
+    pub fn set_many(&mut self, pairs: &[(&str, &str)]) -> Result<(), ConfigError> {
+        let mut next = self.clone();
+        for (k, v) in pairs {
+            next.set_unchecked(k, v)?;
+        }
+        next.check()?;
+        *self = next;
+        Ok(())
+    }
+
     fn set_unchecked(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
         let Some(&k) = CONFIG_KEYS.iter().find(|k| **k == key) else {
             return Err(ConfigError {

@@ -1,0 +1,666 @@
+//! hsb end to end on the two-host Xen rig (`tests/xen-rig`, real Xen 4.17 under QEMU).
+//!
+//! Boots both hosts with the static hsb binaries and their configuration in each dom0, starts
+//! the rig's PVH guest on host 1, makes the paused replica on host 2 the way an operator would
+//! (`xl save -c` on host 1, copied over the replication network, `xl restore -p` on host 2),
+//! starts hsb-primary (host 1), hsb-standby (host 2) and three hsb-witness processes in the
+//! rig's namespace, and a client that increments the guest's counter and records its history.
+//! Then the cases, each checked from the client's history (no acknowledged increment lost,
+//! none applied twice):
+//!
+//! - F2: the replication network is cut while the witnesses still reach the guest: no
+//!   failover; the guest keeps answering from host 1 (unprotected under the witnesses' lease).
+//!   Healed: the standby is synchronised from scratch.
+//! - F1: host 1's QEMU is killed: the standby activates the replica; the counter continues.
+//!
+//! ```text
+//! hsb-xen-e2e [smoke|all] [--keep]     smoke: protect + F1; all: protect + F2 + heal + F1
+//! hsb-xen-e2e client ADDR SECONDS      (internal) the client, run inside the rig namespace
+//! ```
+//!
+//! Needs root, the rig's images (`just xen-rig-images`) and `HSB_BIN_DIR` with static
+//! hsb-primary, hsb-standby and hsb-witness (`just static`). Every wait is bounded; the rig is
+//! torn down on every exit path unless `--keep`. The report goes to
+//! `target/xen-rig/e2e-report.md`.
+
+use std::fmt::Write as _;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hsb_tests::faults::{check_history, Op};
+use hsb_tests::parse_status;
+
+const NS: &str = "hsb-rig";
+const GUEST: &str = "hsb-guest";
+const GUEST_SERVICE: &str = "10.99.0.21:7000";
+const MACHINE: &str = "10.99.0.254";
+
+/// Failover timing for hosts under TCG emulation, where everything is 10-100 times slower than
+/// on hardware: a checkpoint's cooperative suspend alone takes hundreds of milliseconds.
+const TCG_TIMING: &str = "\
+failover.hb-interval = 100ms
+failover.hb-timeout = 1500ms
+failover.lease = 6s
+failover.lease-max = 6s
+failover.ack-lease = 4s
+failover.fence-after = 3s
+failover.query-timeout = 2s
+failover.requery-min = 200ms
+failover.requery-max = 2s
+failover.report-fresh = 3s
+failover.app-down-after = 1500ms
+failover.app-down-failures = 3
+failover.host-fresh = 1500ms
+failover.drift-fixed = 200ms
+failover.switchover = false
+";
+
+fn rig_sh() -> PathBuf {
+    std::env::var_os("HSB_RIG_SH").map_or_else(
+        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/xen-rig/rig.sh")),
+        PathBuf::from,
+    )
+}
+
+fn log(msg: &str) {
+    eprintln!("[xen-e2e {}] {msg}", clock());
+}
+
+fn clock() -> String {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let s = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    format!("+{s:6.1}s")
+}
+
+/// `rig.sh ARGS...`: output and success.
+fn rig(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("bash")
+        .arg(rig_sh())
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("rig.sh {}: {e}", args.join(" ")))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!(
+            "rig.sh {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            text.trim()
+        ))
+    }
+}
+
+/// Run a shell command in host `n`'s dom0.
+fn on(n: u8, cmd: &str) -> Result<String, String> {
+    rig(&["run", &n.to_string(), cmd])
+}
+
+/// Poll `f` every `every` until it returns `Some`, for at most `limit`.
+fn wait<T>(
+    what: &str,
+    limit: Duration,
+    every: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Result<T, String> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if t.elapsed() > limit {
+            return Err(format!("timed out after {limit:?} waiting for {what}"));
+        }
+        std::thread::sleep(every);
+    }
+}
+
+fn status(n: u8, daemon: &str) -> Option<std::collections::HashMap<String, String>> {
+    let out = on(
+        n,
+        &format!("{daemon} status -c /etc/hsb/{}.conf", &daemon[4..]),
+    )
+    .ok()?;
+    let st = parse_status(&out);
+    (!st.is_empty()).then_some(st)
+}
+
+fn num(st: &std::collections::HashMap<String, String>, k: &str) -> u64 {
+    st.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// The rig, torn down on drop unless kept.
+struct Rig {
+    keep: bool,
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if self.keep {
+            log("--keep: the rig stays up (tests/xen-rig/rig.sh down removes it)");
+        } else {
+            log("tearing the rig down");
+            let _ = rig(&["down"]);
+        }
+    }
+}
+
+fn write_etc(dir: &Path, bin: &Path) -> Result<(), String> {
+    let etc = dir.join("etc");
+    std::fs::create_dir_all(&etc).map_err(|e| e.to_string())?;
+    let key = etc.join("cluster.key");
+    let _ = std::fs::remove_file(&key);
+    let out = Command::new(bin.join("hsb-primary"))
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .map_err(|e| format!("hsb-primary keygen: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "keygen: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let peers = "1=10.99.0.254:7401,2=10.99.0.254:7402,3=10.99.0.254:7403";
+    let common = format!(
+        "cluster_key = /etc/hsb/cluster.key\nbackend = xen\nxen.domain = {GUEST}\nfailover = true\nfailover.witnesses = 1,2,3\nwitness_peers = {peers}\nstats_interval = 5s\n{TCG_TIMING}"
+    );
+    let primary = format!(
+        "{common}node = host1\nstandby = 10.98.0.2:7100\nheartbeat_peers = 10.98.0.2:7200\nwitness_listen = 10.99.0.1:7301\nstandby_witness = 10.99.0.2:7300\ncontrol = /run/hsb/primary.sock\nepoch_period = 200ms\nxen.output = plug\nxen.suspend_timeout = 5s\ndecision_log = /var/log/hsb-primary.decisions\n"
+    );
+    let standby = format!(
+        "{common}node = host2\nlisten = 10.98.0.2:7100\nheartbeat_listen = 10.98.0.2:7200\nwitness_listen = 10.99.0.2:7300\nprimary_witness = 10.99.0.1:7301\ncontrol = /run/hsb/standby.sock\ndecision_log = /var/log/hsb-standby.decisions\n"
+    );
+    let write = |name: &str, text: &str| {
+        std::fs::write(etc.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    write("primary.conf", &primary)?;
+    write("standby.conf", &standby)?;
+    for i in 1..=3 {
+        let w = format!(
+            "id = {i}\nnode = witness-{i}\ncluster_key = {}\nlisten = {MACHINE}:740{i}\nprimary = 10.99.0.1:7301\nstandby = 10.99.0.2:7300\nprobe = line {GUEST_SERVICE} PING PONG\nprobe_interval = 200ms\nprobe_timeout = 1s\nreport_interval = 300ms\nstate_file = {}\ncontrol = {}\nfailover.witnesses = 1,2,3\n{TCG_TIMING}",
+            key.display(),
+            dir.join(format!("w{i}.state")).display(),
+            dir.join(format!("w{i}.sock")).display(),
+        );
+        std::fs::write(dir.join(format!("w{i}.conf")), w).map_err(|e| e.to_string())?;
+    }
+    // Check every configuration here, before any host boots.
+    for (b, f) in [
+        ("hsb-primary", etc.join("primary.conf")),
+        ("hsb-standby", etc.join("standby.conf")),
+        ("hsb-witness", dir.join("w1.conf")),
+    ] {
+        let mut cmd = Command::new(bin.join(b));
+        cmd.arg("check").arg("-c").arg(&f);
+        if b != "hsb-witness" {
+            cmd.arg("--set")
+                .arg(format!("cluster_key={}", key.display()));
+        }
+        let out = cmd.output().map_err(|e| format!("{b} check: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{b} check {}: {}",
+                f.display(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The client: a child in the rig namespace whose stdout lines the parent timestamps.
+struct ClientRun {
+    child: Child,
+    ops: Arc<Mutex<Vec<Op>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClientRun {
+    fn start(seconds: u64) -> Result<ClientRun, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", NS])
+            .arg(exe)
+            .args(["client", GUEST_SERVICE, &seconds.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("client: {e}"))?;
+        let out = child.stdout.take().ok_or("client: no stdout")?;
+        let ops = Arc::new(Mutex::new(Vec::new()));
+        let sink = ops.clone();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let end = Instant::now();
+                let mut it = line.split_whitespace();
+                let (Some(kind), Some(us)) = (it.next(), it.next()) else {
+                    continue;
+                };
+                let took = Duration::from_micros(us.parse().unwrap_or(0));
+                let value = match kind {
+                    "ok" => it.next().and_then(|v| v.parse().ok()),
+                    _ => None,
+                };
+                let start = end.checked_sub(took).unwrap_or(end);
+                if let Ok(mut v) = sink.lock() {
+                    v.push(Op { start, end, value });
+                }
+            }
+        });
+        Ok(ClientRun {
+            child,
+            ops,
+            reader: Some(reader),
+        })
+    }
+
+    fn snapshot(&self) -> Vec<Op> {
+        self.ops.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+
+    fn stop(mut self) -> Vec<Op> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        self.snapshot()
+    }
+}
+
+impl Drop for ClientRun {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The client loop (inside the namespace): INCR, one at a time, reconnecting after errors;
+/// one line per request: `ok MICROS VALUE` or `err MICROS`.
+fn client(addr: &str, seconds: u64) -> ExitCode {
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        eprintln!("client: bad address {addr}");
+        return ExitCode::from(2);
+    };
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut out = std::io::stdout();
+    let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+    while Instant::now() < until {
+        let t = Instant::now();
+        let r = (|| -> std::io::Result<String> {
+            if conn.is_none() {
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.set_nodelay(true)?;
+                let r = BufReader::new(s.try_clone()?);
+                conn = Some((s, r));
+            }
+            let Some((s, r)) = conn.as_mut() else {
+                return Err(std::io::Error::other("no connection"));
+            };
+            s.write_all(b"INCR\n")?;
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::other("closed"));
+            }
+            Ok(line.trim().to_string())
+        })();
+        let us = t.elapsed().as_micros();
+        let line = match r {
+            Ok(v) if v.parse::<u64>().is_ok() => format!("ok {us} {v}\n"),
+            _ => {
+                conn = None;
+                std::thread::sleep(Duration::from_millis(200));
+                format!("err {us}\n")
+            }
+        };
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Default)]
+struct Report {
+    lines: Vec<String>,
+    ok: bool,
+}
+
+impl Report {
+    fn add(&mut self, s: impl Into<String>) {
+        let s = s.into();
+        log(&s);
+        self.lines.push(s);
+    }
+}
+
+fn history_line(name: &str, ops: &[Op]) -> (String, bool) {
+    let (acked, lost, doubled, gap) = check_history(ops);
+    let ok = lost == 0 && doubled == 0 && acked > 0;
+    (
+        format!(
+            "{name}: {} requests, {acked} acknowledged, lost {lost}, applied twice {doubled}, longest gap {:.1} s: {}",
+            ops.len(),
+            gap.as_secs_f64(),
+            if ok { "ok" } else { "WRONG" }
+        ),
+        ok,
+    )
+}
+
+fn acked_between(ops: &[Op], from: Instant, to: Instant) -> usize {
+    ops.iter()
+        .filter(|o| o.value.is_some() && o.end >= from && o.end <= to)
+        .count()
+}
+
+fn run(all: bool, keep: bool) -> Result<Report, String> {
+    let bin =
+        PathBuf::from(std::env::var("HSB_BIN_DIR").map_err(|_| {
+            "HSB_BIN_DIR must name the static hsb binaries (just static)".to_string()
+        })?);
+    let dir = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/xen-rig/e2e"
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    write_etc(&dir, &bin)?;
+    let mut rep = Report::default();
+
+    log("booting the rig (two Xen hosts under QEMU TCG)");
+    let t = Instant::now();
+    std::env::set_var("HSB_BIN_DIR", &bin);
+    std::env::set_var("HSB_RIG_ETC", dir.join("etc"));
+    let _rig = Rig { keep };
+    rig(&["up"])?;
+    rep.add(format!(
+        "rig up in {:.0} s (both hosts: Xen 4.17, Debian dom0)",
+        t.elapsed().as_secs_f64()
+    ));
+    let t = Instant::now();
+    rig(&["guest-up", "1"])?;
+    rep.add(format!(
+        "guest {GUEST} (PVH, 128 MiB) answering on host 1 after {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
+    rep.add(format!(
+        "xen-info on host 1 (what hsb's xen-sys reads from real Xen):\n```\n{}```",
+        on(1, &format!("hsb-primary xen-info {GUEST}"))?
+    ));
+
+    // The replica, made once by the toolstack.
+    let t = Instant::now();
+    on(1, &format!("xl save -c {GUEST} /var/tmp/guest.img"))?;
+    on(
+        2,
+        "rm -f /var/tmp/guest.img; (socat -u TCP-LISTEN:9100,reuseaddr CREATE:/var/tmp/guest.img >/var/log/recv.log 2>&1 &) ; sleep 1",
+    )?;
+    on(
+        1,
+        "socat -u OPEN:/var/tmp/guest.img TCP:10.98.0.2:9100 && rm -f /var/tmp/guest.img",
+    )?;
+    wait(
+        "the image on host 2",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || {
+            on(2, "pgrep -f 'TCP-LISTEN:9100' >/dev/null || echo done")
+                .ok()
+                .filter(|o| o.contains("done"))
+        },
+    )?;
+    on(
+        2,
+        &format!("xl restore -p /etc/xen/{GUEST}.cfg /var/tmp/guest.img && rm -f /var/tmp/guest.img && xl list"),
+    )?;
+    rep.add(format!(
+        "replica: xl save -c on host 1, copied, xl restore -p on host 2 in {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
+
+    // The daemons.
+    on(
+        2,
+        "mkdir -p /run/hsb; HSB_LOG=info nohup hsb-standby run -c /etc/hsb/standby.conf >/var/log/hsb-standby.log 2>&1 & sleep 2; tail -5 /var/log/hsb-standby.log",
+    )?;
+    on(
+        1,
+        "mkdir -p /run/hsb; for m in ifb sch_plug sch_ingress cls_matchall act_mirred; do modprobe $m; done; HSB_LOG=info nohup hsb-primary run -c /etc/hsb/primary.conf >/var/log/hsb-primary.log 2>&1 & sleep 2; tail -5 /var/log/hsb-primary.log",
+    )?;
+    let mut witnesses = Vec::new();
+    for i in 1..=3 {
+        let logf =
+            std::fs::File::create(dir.join(format!("w{i}.log"))).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", NS])
+            .arg(bin.join("hsb-witness"))
+            .args(["run", "-c"])
+            .arg(dir.join(format!("w{i}.conf")))
+            .env("HSB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .map_err(|e| format!("witness {i}: {e}"))?;
+        witnesses.push(KillOnDrop(child));
+    }
+    let t = Instant::now();
+    let st = wait(
+        "the first checkpoints applied on host 2",
+        Duration::from_secs(600),
+        Duration::from_secs(3),
+        || status(2, "hsb-standby").filter(|s| num(s, "checkpoints_applied") >= 3),
+    )
+    .map_err(|e| {
+        let p = on(1, "tail -20 /var/log/hsb-primary.log").unwrap_or_default();
+        let s = on(2, "tail -20 /var/log/hsb-standby.log").unwrap_or_default();
+        format!("{e}\n--- primary ---\n{p}\n--- standby ---\n{s}")
+    })?;
+    rep.add(format!(
+        "protected: full synchronisation and {} checkpoints applied after {:.0} s",
+        num(&st, "checkpoints_applied"),
+        t.elapsed().as_secs_f64()
+    ));
+
+    // Steady state with a client.
+    let client = ClientRun::start(3600)?;
+    let p0 = status(1, "hsb-primary").unwrap_or_default();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(20));
+    let p1 = status(1, "hsb-primary").unwrap_or_default();
+    let secs = t0.elapsed().as_secs_f64();
+    let ckpts = num(&p1, "checkpoints").saturating_sub(num(&p0, "checkpoints"));
+    rep.add(format!(
+        "steady state (TCG): {:.1} checkpoints/s at a 200 ms epoch period; pause per epoch p50 {} ms, p99 {} ms, of which the guest's suspend p50 {} ms; ack round trip p50 {} ms; last dirty pages {}; {} client increments acknowledged in {:.0} s",
+        ckpts as f64 / secs,
+        p1.get("pause_ms_p50").cloned().unwrap_or_default(),
+        p1.get("pause_ms_p99").cloned().unwrap_or_default(),
+        p1.get("suspend_wait_ms_p50").cloned().unwrap_or_default(),
+        p1.get("ack_rtt_ms_p50").cloned().unwrap_or_default(),
+        p1.get("last_dirty_pages").cloned().unwrap_or_default(),
+        acked_between(&client.snapshot(), t0, Instant::now()),
+        secs
+    ));
+    let mut ok = true;
+
+    if all {
+        // F2: the replication network cut; the witnesses still reach the guest.
+        let syncs_before = status(2, "hsb-standby").map_or(0, |s| num(&s, "full_syncs"));
+        rig(&["cut-repl"])?;
+        let cut = Instant::now();
+        std::thread::sleep(Duration::from_secs(30));
+        let s2 = status(2, "hsb-standby").unwrap_or_default();
+        let p2 = status(1, "hsb-primary").unwrap_or_default();
+        let served = acked_between(
+            &client.snapshot(),
+            cut + Duration::from_secs(10),
+            Instant::now(),
+        );
+        let stayed = s2.get("state").map(String::as_str) != Some("active");
+        rig(&["heal-repl"])?;
+        let f2_ok = stayed && served > 0;
+        ok &= f2_ok;
+        rep.add(format!(
+            "F2 replication link cut 30 s: standby state {:?} (no failover: {}), primary authority {:?}, {served} increments acknowledged from host 1 during the last 20 s of the cut: {}",
+            s2.get("state").cloned().unwrap_or_default(),
+            stayed,
+            p2.get("authority").cloned().unwrap_or_default(),
+            if f2_ok { "correct" } else { "WRONG" }
+        ));
+        let t = Instant::now();
+        let healed = wait(
+            "a fresh full synchronisation after the heal",
+            Duration::from_secs(300),
+            Duration::from_secs(3),
+            || {
+                status(2, "hsb-standby")
+                    .filter(|s| num(s, "full_syncs") > syncs_before && s["state"] == "replicating")
+            },
+        );
+        match healed {
+            Ok(s) => rep.add(format!(
+                "heal: standby resynchronised from scratch ({} full syncs) {:.0} s after the heal",
+                num(&s, "full_syncs"),
+                t.elapsed().as_secs_f64()
+            )),
+            Err(e) => {
+                ok = false;
+                rep.add(format!("heal: WRONG: {e}"));
+            }
+        }
+    }
+
+    // F1: host 1 dies.
+    std::thread::sleep(Duration::from_secs(5));
+    let before_kill = client.snapshot();
+    let last_acked = before_kill.iter().rev().find_map(|o| o.value);
+    rig(&["kill", "1"])?;
+    let killed = Instant::now();
+    let active = wait(
+        "the standby's activation",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || status(2, "hsb-standby").filter(|s| s["state"] == "active"),
+    );
+    let decided = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(20));
+    let ops = client.stop();
+    let first_after = ops
+        .iter()
+        .find(|o| o.value.is_some() && o.start >= killed)
+        .map(|o| o.end.duration_since(killed));
+    let after = ops
+        .iter()
+        .filter(|o| o.start >= killed)
+        .find_map(|o| o.value);
+    let f1_ok = active.is_ok() && first_after.is_some();
+    ok &= f1_ok;
+    rep.add(format!(
+        "F1 host 1 killed: standby {} after {:.1} s (status polled every 1 s through the serial console); first client reply from the replica {:.1} s after the kill; last acknowledged value before {:?}, first after {:?}: {}",
+        if active.is_ok() { "activated" } else { "did NOT activate" },
+        decided.as_secs_f64(),
+        first_after.map_or(f64::NAN, |d| d.as_secs_f64()),
+        last_acked,
+        after,
+        if f1_ok { "correct" } else { "WRONG" }
+    ));
+    if let Err(e) = active {
+        rep.add(format!(
+            "standby log:\n```\n{}```",
+            on(2, "tail -30 /var/log/hsb-standby.log").unwrap_or(e)
+        ));
+    }
+    let (line, hist_ok) = history_line("client history", &ops);
+    ok &= hist_ok;
+    rep.add(line);
+    rep.ok = ok;
+    drop(witnesses);
+    Ok(rep)
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("client") {
+        return match (args.get(1), args.get(2).and_then(|s| s.parse().ok())) {
+            (Some(a), Some(secs)) => client(a, secs),
+            _ => {
+                eprintln!("usage: hsb-xen-e2e client ADDR SECONDS");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let all = !args.iter().any(|a| a == "smoke");
+    let keep = args.iter().any(|a| a == "--keep");
+    if let Some(bad) = args
+        .iter()
+        .find(|a| !matches!(a.as_str(), "smoke" | "all" | "--keep"))
+    {
+        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all] [--keep]");
+        return ExitCode::from(2);
+    }
+    let started = Instant::now();
+    let result = run(all, keep);
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# hsb on the two-host Xen rig ({}; {:.0} s)\n",
+        if all { "all cases" } else { "smoke" },
+        started.elapsed().as_secs_f64()
+    );
+    let code = match result {
+        Ok(rep) => {
+            for l in &rep.lines {
+                let _ = writeln!(md, "- {l}");
+            }
+            let _ = writeln!(
+                md,
+                "\nResult: {}",
+                if rep.ok {
+                    "all correct"
+                } else {
+                    "WRONG outcomes above"
+                }
+            );
+            if rep.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            let _ = writeln!(md, "FAILED: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/xen-rig/e2e-report.md"
+    ));
+    let _ = std::fs::write(&path, &md);
+    println!("{md}");
+    eprintln!("report: {}", path.display());
+    code
+}
