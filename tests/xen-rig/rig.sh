@@ -8,6 +8,7 @@
 #   rig.sh guest-up HOST         xl create the guest on HOST, wait until its counter answers
 #   rig.sh counter [REQ]         send REQ (default GET) to the guest's counter from the rig namespace
 #   rig.sh kill HOST             kill HOST's QEMU at once (monitor `quit`): a host crash
+#   rig.sh boot HOST             boot a killed host again (same disks: none; same addresses)
 #   rig.sh cut-repl | heal-repl  drop / restore all traffic between the hosts on the replication net
 #   rig.sh cut-rig | heal-rig    the same between the two hosts on the rig network (machine<->host kept)
 #   rig.sh ns CMD...             run CMD in the rig's network namespace (where witnesses/clients live)
@@ -234,6 +235,21 @@ cmd_guest_up() { # HOST
     log "host$n: guest counter answers on $GUEST_IP:$GUEST_PORT ($(($(date +%s) - t))s after xl create returned)"
 }
 
+cmd_boot() { # HOST: boot a host again (after `kill`), e.g. to rejoin as the new standby
+    local n initrd
+    n=$(host_n "${1:-}")
+    [ -z "$(qemu_pid "$n")" ] || die "host$n is already running"
+    ip netns list 2>/dev/null | grep -qw "^$NS" || die "the rig is not up (rig.sh up)"
+    initrd="$RIG/dom0.cpio"
+    [ -s "$RUN/initrd.cpio" ] && initrd="$RUN/initrd.cpio"
+    log "booting host$n again"
+    boot_host "$n" "$initrd"
+    python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n" ||
+        die "host$n: no dom0 shell after ${BOOT_TIMEOUT}s (log $RUN/host$n.log)"
+    python3 "$CONSOLE" run "$RUN/host$n.ser" 60 true >/dev/null || die "host$n: dom0 shell does not answer"
+    log "host$n: dom0 up"
+}
+
 cmd_kill() { # HOST
     local n p
     n=$(host_n "${1:-}")
@@ -258,7 +274,7 @@ cmd_status() {
     local n p
     for n in 1 2; do
         p=$(qemu_pid "$n")
-        echo "host$n: ${p:+running (qemu pid $p)}${p:-not running}  dom0 10.99.0.$n  repl 10.98.0.$n  console $RUN/host$n.ser  log $RUN/host$n.log"
+        echo "host$n: $([ -n "$p" ] && echo "running (qemu pid $p)" || echo "not running")  dom0 10.99.0.$n  repl 10.98.0.$n  console $RUN/host$n.ser  log $RUN/host$n.log"
     done
     echo "machine: $MACHINE_IP (rigbr0), 10.98.0.254 (rigbr1) in netns $NS; guest $GUEST_IP:$GUEST_PORT"
     if ip netns list 2>/dev/null | grep -qw "^$NS"; then nsx nft list set bridge hsbrig cuts 2>/dev/null | grep elements || echo "no cuts"; fi
@@ -315,6 +331,7 @@ case "$cmd" in
     guest-up) cmd_guest_up "$@" ;;
     counter) cmd_counter "$@" ;;
     kill) cmd_kill "$@" ;;
+    boot) cmd_boot "$@" ;;
     cut-repl) cmd_cut_repl ;;
     heal-repl) cmd_heal_repl ;;
     cut-rig) cmd_cut_rig ;;
