@@ -11,6 +11,8 @@
 #   rig.sh boot HOST             boot a killed host again (same disks: none; same addresses)
 #   rig.sh cut-repl | heal-repl  drop / restore all traffic between the hosts on the replication net
 #   rig.sh cut-rig | heal-rig    the same between the two hosts on the rig network (machine<->host kept)
+#   rig.sh isolate HOST [repl]   drop all of HOST's traffic on the rig network (or the replication
+#   rig.sh unisolate HOST [repl] network), machine included; unisolate undoes it
 #   rig.sh ns CMD...             run CMD in the rig's network namespace (where witnesses/clients live)
 #   rig.sh status                which hosts run, addresses, files
 #   rig.sh console HOST          interactive serial console (socat; Ctrl-C leaves)
@@ -101,9 +103,19 @@ make_net() {
     nsx nft -f - <<'EOF'
 table bridge hsbrig {
     set cuts { type ifname . ifname; }
-    chain hsbfwd { type filter hook forward priority 0; policy accept; iifname . oifname @cuts drop; }
+    set iso { type ifname; }
+    chain hsbfwd {
+        type filter hook forward priority 0; policy accept;
+        iifname . oifname @cuts drop
+        iifname @iso drop
+        oifname @iso drop
+    }
+    chain hsbin { type filter hook input priority 0; policy accept; iifname @iso drop; }
+    chain hsbout { type filter hook output priority 0; policy accept; oifname @iso drop; }
 }
 EOF
+    # Extra machine-side addresses for witnesses and clients that want one each.
+    for n in 101 102 103; do nsx ip addr add "10.99.0.$n/24" dev rigbr0; done
 }
 
 make_initrd() { # -> path of the dom0 initrd to boot
@@ -270,6 +282,21 @@ cmd_heal_repl() { cut delete repl && log "replication network healed"; }
 cmd_cut_rig() { cut add rig && log "rig network cut between host1 and host2 (machine still reaches both)"; }
 cmd_heal_rig() { cut delete rig && log "rig network healed"; }
 
+cmd_isolate() { # HOST [repl]: drop every frame to or from HOST on the rig network (or replication)
+    local n s=rig
+    n=$(host_n "${1:-}")
+    [ "${2:-}" = repl ] && s=repl
+    nsx nft add element bridge hsbrig iso "{ h$n-$s }"
+    log "host$n isolated on the ${s} network"
+}
+cmd_unisolate() {
+    local n s=rig
+    n=$(host_n "${1:-}")
+    [ "${2:-}" = repl ] && s=repl
+    nsx nft delete element bridge hsbrig iso "{ h$n-$s }"
+    log "host$n back on the ${s} network"
+}
+
 cmd_status() {
     local n p
     for n in 1 2; do
@@ -277,7 +304,7 @@ cmd_status() {
         echo "host$n: $([ -n "$p" ] && echo "running (qemu pid $p)" || echo "not running")  dom0 10.99.0.$n  repl 10.98.0.$n  console $RUN/host$n.ser  log $RUN/host$n.log"
     done
     echo "machine: $MACHINE_IP (rigbr0), 10.98.0.254 (rigbr1) in netns $NS; guest $GUEST_IP:$GUEST_PORT"
-    if ip netns list 2>/dev/null | grep -qw "^$NS"; then nsx nft list set bridge hsbrig cuts 2>/dev/null | grep elements || echo "no cuts"; fi
+    if ip netns list 2>/dev/null | grep -qw "^$NS"; then nsx nft list table bridge hsbrig 2>/dev/null | grep -A2 elements || echo "no cuts, no isolated hosts"; fi
 }
 
 cmd_console() {
@@ -336,6 +363,8 @@ case "$cmd" in
     heal-repl) cmd_heal_repl ;;
     cut-rig) cmd_cut_rig ;;
     heal-rig) cmd_heal_rig ;;
+    isolate) cmd_isolate "$@" ;;
+    unisolate) cmd_unisolate "$@" ;;
     ns) nsx "$@" ;;
     status) cmd_status ;;
     console) cmd_console "$@" ;;
