@@ -57,3 +57,16 @@ clippy:
 
 fmt:
     cargo fmt --all
+
+# Images of the two-host Xen test rig (tests/xen-rig), from Debian packages; cached in target/xen-rig.
+xen-rig-images:
+    tests/xen-rig/build-images.sh
+
+# The Xen rig (root, TCG, about 2 min): both hosts up, guest on host 1, xl list, counter replies, torn
+# down again; `just xen-rig keep` leaves it up for tests/xen-rig/rig.sh run/push/kill/... (README).
+xen-rig *keep: xen-rig-images
+    tests/xen-rig/rig.sh demo {{keep}}
+
+# Kill the Xen rig's hosts and remove its taps, bridges and network namespace.
+xen-rig-down:
+    tests/xen-rig/rig.sh down
