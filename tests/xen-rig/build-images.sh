@@ -123,6 +123,10 @@ gw=$(sed -n 's/.*hsb\.gw=\([^ ]*\).*/\1/p' /proc/cmdline)
 hostname hsb-guest
 ip link set lo up
 i=0; while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 100 ]; do sleep 0.2; i=$((i+1)); done
+# Announce the address when the vif reconnects after a migration or a failover (netfront calls
+# netdev_notify_peers; IPv4 sends a gratuitous ARP only with arp_notify), as live migration needs.
+echo 1 >/proc/sys/net/ipv4/conf/all/arp_notify
+echo 1 >/proc/sys/net/ipv4/conf/default/arp_notify
 ip link set eth0 up
 [ -n "$ip" ] && ip addr add "$ip" dev eth0
 [ -n "$gw" ] && ip route add default via "$gw"

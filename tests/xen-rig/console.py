@@ -8,7 +8,8 @@
 
 The command runs as `{ CMD\n} </dev/null >FILE 2>&1` in dom0's interactive bash and its output is
 printed between two markers made unique per call, so echoed input, prompts and interleaved
-(XEN)/kernel messages never count as output. One client at a time: callers hold a lock per socket.
+(XEN)/kernel messages never count as output. The serial line drops characters when the machine
+is loaded, so the end marker (with the exit status) is sent three times: one intact copy is enough. One client at a time: callers hold a lock per socket.
 """
 import os
 import re
@@ -25,7 +26,7 @@ def run(sock_path, timeout, cmd):
     # The markers are split by quotes so the typed command itself never contains them.
     line = (
         "{ %s\n} </dev/null >%s 2>&1; __r=$?; echo '@@HSB''BEG %s@@'; cat %s; "
-        "echo '@@HSB''END %s '$__r'@@'; rm -f %s\n" % (cmd, out, tag, out, tag, out)
+        "for __i in 1 2 3; do echo '@@HSB''END %s '$__r'@@'; done; rm -f %s\n" % (cmd, out, tag, out, tag, out)
     )
     if "\x01" in line or "\x03" in line or len(line) > 3800:
         print("console.py: command too long or contains control characters; use `rig.sh push`", file=sys.stderr)
