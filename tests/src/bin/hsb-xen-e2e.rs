@@ -103,6 +103,23 @@ fn on(n: u8, cmd: &str) -> Result<String, String> {
     rig(&["run", &n.to_string(), cmd])
 }
 
+/// Like [`on`], giving up after `secs` (for polls, which are retried).
+fn on_quick(n: u8, cmd: &str, secs: u32) -> Result<String, String> {
+    let out = Command::new("bash")
+        .arg(rig_sh())
+        .args(["run", &n.to_string(), cmd])
+        .env("HSB_RIG_RUN_TIMEOUT", secs.to_string())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("rig.sh run: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("rig.sh run {n} {cmd} failed ({})", out.status))
+    }
+}
+
 /// Poll `f` every `every` until it returns `Some`, for at most `limit`.
 fn wait<T>(
     what: &str,
@@ -407,24 +424,22 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
     // The replica, made once by the toolstack.
     let t = Instant::now();
     on(1, &format!("xl save -c {GUEST} /var/tmp/guest.img"))?;
-    on(
-        2,
-        "rm -f /var/tmp/guest.img; (socat -u TCP-LISTEN:9100,reuseaddr CREATE:/var/tmp/guest.img >/var/log/recv.log 2>&1 &) ; sleep 1",
-    )?;
+    // Host 2 receives in the foreground of its console while host 1 sends from its own.
+    let recv = std::thread::spawn(|| {
+        on(
+            2,
+            "rm -f /var/tmp/guest.img; timeout 280 socat -u TCP-LISTEN:9100,reuseaddr CREATE:/var/tmp/guest.img && ls -l /var/tmp/guest.img",
+        )
+    });
+    std::thread::sleep(Duration::from_secs(5));
     on(
         1,
-        "socat -u OPEN:/var/tmp/guest.img TCP:10.98.0.2:9100 && rm -f /var/tmp/guest.img",
+        "socat -u OPEN:/var/tmp/guest.img TCP:10.98.0.2:9100,retry=20 && ls -l /var/tmp/guest.img && rm -f /var/tmp/guest.img",
     )?;
-    wait(
-        "the image on host 2",
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-        || {
-            on(2, "pgrep -f 'TCP-LISTEN:9100' >/dev/null || echo done")
-                .ok()
-                .filter(|o| o.contains("done"))
-        },
-    )?;
+    let got = recv
+        .join()
+        .map_err(|_| "the receiving thread panicked".to_string())??;
+    log(&format!("image on host 2: {}", got.trim()));
     on(
         2,
         &format!("xl restore -p /etc/xen/{GUEST}.cfg /var/tmp/guest.img && rm -f /var/tmp/guest.img && xl list"),
@@ -617,7 +632,7 @@ fn remus_up(rep: &mut Report, keep: bool) -> Result<Rig, String> {
         Duration::from_secs(300),
         Duration::from_secs(3),
         || {
-            on(2, &format!("xl list | grep -c {GUEST} || true"))
+            on_quick(2, &format!("xl list | grep -c {GUEST} || true"), 45)
                 .ok()
                 .filter(|o| {
                     o.lines()
