@@ -301,12 +301,17 @@ impl<'a> XenState<'a> {
     }
 }
 
+/// Frames the standby may populate in a replica (beyond what it had at start-up).
+pub const MAX_POPULATED: usize = 4096;
+
 /// All guest RAM of one domain, mapped once.
 #[derive(Debug)]
 struct GuestMemory {
     chunks: Vec<Option<ForeignMap>>,
     populated: Vec<u64>,
     p2m: u64,
+    /// Replica frames populated after start-up (the primary has RAM there), one map each.
+    extra: std::collections::BTreeMap<u64, ForeignMap>,
 }
 
 impl GuestMemory {
@@ -359,6 +364,7 @@ impl GuestMemory {
             chunks,
             populated,
             p2m,
+            extra: std::collections::BTreeMap::new(),
         })
     }
 
@@ -379,21 +385,88 @@ impl GuestMemory {
         m.read_pages(i, dst).map_err(|e| err("read_pages", e))
     }
 
-    fn write(&mut self, pfn: u64, src: &[u8]) -> Result<(), DomainError> {
+    /// Write a run of consecutive frames of one chunk in one copy; `false` (nothing written)
+    /// if any of them is not mapped there.
+    fn write_run(&mut self, first: u64, src: &[u8]) -> bool {
+        let i = (first % CHUNK_PFNS) as usize;
+        self.chunks
+            .get_mut((first / CHUNK_PFNS) as usize)
+            .and_then(|c| c.as_mut())
+            .is_some_and(|m| m.write_pages(i, src).is_ok())
+    }
+
+    /// Write one frame of the replica. A frame the primary has as RAM but the replica does
+    /// not (for example one the guest mapped its grant table or shared info into) is first
+    /// populated, as libxc's restore does (`populate_pfns`), at most [`MAX_POPULATED`] of them.
+    fn write(
+        &mut self,
+        xc: &mut Privcmd,
+        domid: DomId,
+        pfn: u64,
+        src: &[u8],
+    ) -> Result<(), DomainError> {
+        if pfn >= self.p2m {
+            return Err(err(
+                "write_pages",
+                format!(
+                    "frame {pfn:#x} is beyond the replica's p2m ({} frames)",
+                    self.p2m
+                ),
+            ));
+        }
         let i = (pfn % CHUNK_PFNS) as usize;
-        let m = self
+        if let Some(m) = self
             .chunks
             .get_mut((pfn / CHUNK_PFNS) as usize)
             .and_then(|c| c.as_mut())
             .filter(|m| m.page_error(i).is_none())
-            .ok_or_else(|| {
-                err(
+        {
+            return m.write_pages(i, src).map_err(|e| err("write_pages", e));
+        }
+        if !self.extra.contains_key(&pfn) {
+            if self.extra.len() >= MAX_POPULATED {
+                return Err(err(
                     "write_pages",
-                    format!("frame {pfn:#x} is not RAM in the replica (was it restored from the same guest?)"),
-                )
-            })?;
-        m.write_pages(i, src).map_err(|e| err("write_pages", e))
+                    format!("frame {pfn:#x}: more than {MAX_POPULATED} frames missing from the replica (was it restored from the same guest?)"),
+                ));
+            }
+            xc.populate_physmap(domid, &[pfn])
+                .map_err(|e| err("write_pages", format!("populate frame {pfn:#x}: {e}")))?;
+            let m = ForeignMap::map(xc, domid, &[pfn], Prot::ReadWrite)
+                .map_err(|e| err("write_pages", format!("map frame {pfn:#x}: {e}")))?;
+            if let Some(e) = m.page_error(0) {
+                return Err(err(
+                    "write_pages",
+                    format!("frame {pfn:#x} does not map after populating it (errno {e})"),
+                ));
+            }
+            log::info!(
+                "replica frame {pfn:#x} was not RAM: populated it ({} so far)",
+                self.extra.len() + 1
+            );
+            self.extra.insert(pfn, m);
+        }
+        match self.extra.get_mut(&pfn) {
+            Some(m) => m.write_pages(0, src).map_err(|e| err("write_pages", e)),
+            None => Err(err(
+                "write_pages",
+                format!("frame {pfn:#x} lost its mapping"),
+            )),
+        }
     }
+}
+
+/// Length of the run of consecutive frames at the start of `pfns` that stays in one chunk.
+fn run_len(pfns: &[u64]) -> usize {
+    let Some(&first) = pfns.first() else { return 0 };
+    let mut n = 1;
+    while n < pfns.len()
+        && pfns[n] == first + n as u64
+        && !(first + n as u64).is_multiple_of(CHUNK_PFNS)
+    {
+        n += 1;
+    }
+    n
 }
 
 /// Open privcmd and check the domain exists, is HVM/PVH and has HAP (log-dirty needs it).
@@ -650,8 +723,20 @@ impl CheckpointSource for XenSource {
         if dst.len() != pfns.len() * PAGE_SIZE {
             return Err(err("read_pages", "buffer size does not match page count"));
         }
-        for (&pfn, d) in pfns.iter().zip(dst.chunks_exact_mut(PAGE_SIZE)) {
-            self.mem.read(pfn, d)?;
+        // Runs of consecutive frames in one chunk are copied in one go (a full sync is one
+        // long run per chunk); ForeignMap checks every page of a run is mapped.
+        let mut i = 0;
+        while i < pfns.len() {
+            let first = pfns[i];
+            let n = run_len(&pfns[i..]);
+            let d = &mut dst[i * PAGE_SIZE..(i + n) * PAGE_SIZE];
+            if n == 1 || self.mem.read(first, d).is_err() {
+                // A run crossing a hole: page by page, naming the frame that fails.
+                for (k, page) in d.chunks_exact_mut(PAGE_SIZE).enumerate() {
+                    self.mem.read(first + k as u64, page)?;
+                }
+            }
+            i += n;
         }
         Ok(())
     }
@@ -715,10 +800,13 @@ impl XenReplica {
         let hvm = xc
             .alloc_buf(MAX_HVM_CONTEXT)
             .map_err(|e| err("hvm context buffer", e))?;
+        // A checkpoint carries the primary's RAM, which may hold a few frames more than the
+        // replica had at start-up (see GuestMemory::write): room for those too.
+        let ram = (mem.populated.len() as u64).max(info.max_pages) + MAX_POPULATED as u64;
         Ok(XenReplica {
             xc,
             domid,
-            ram: mem.populated.len() as u64,
+            ram,
             p2m: mem.p2m,
             mem: Some(mem),
             hvm,
@@ -770,8 +858,17 @@ impl Replica for XenReplica {
         if data.len() != pfns.len() * PAGE_SIZE {
             return Err(err("write_pages", "data size does not match page count"));
         }
-        for (&pfn, d) in pfns.iter().zip(data.chunks_exact(PAGE_SIZE)) {
-            mem.write(pfn, d)?;
+        let mut i = 0;
+        while i < pfns.len() {
+            let first = pfns[i];
+            let n = run_len(&pfns[i..]);
+            let d = &data[i * PAGE_SIZE..(i + n) * PAGE_SIZE];
+            if !(n > 1 && mem.write_run(first, d)) {
+                for (k, page) in d.chunks_exact(PAGE_SIZE).enumerate() {
+                    mem.write(&mut self.xc, self.domid, first + k as u64, page)?;
+                }
+            }
+            i += n;
         }
         Ok(())
     }
@@ -803,6 +900,16 @@ impl Replica for XenReplica {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_stop_at_gaps_and_chunk_edges() {
+        assert_eq!(run_len(&[]), 0);
+        assert_eq!(run_len(&[5]), 1);
+        assert_eq!(run_len(&[5, 6, 7, 9]), 3);
+        assert_eq!(run_len(&[CHUNK_PFNS - 2, CHUNK_PFNS - 1, CHUNK_PFNS]), 2);
+        assert_eq!(run_len(&[CHUNK_PFNS, CHUNK_PFNS + 1]), 2);
+        assert_eq!(run_len(&[3, 3]), 1);
+    }
 
     #[test]
     fn state_record_round_trip_and_checks() {
