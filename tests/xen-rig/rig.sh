@@ -3,7 +3,8 @@
 # network namespace with a rig/client bridge and a replication bridge. See README.md.
 #
 #   rig.sh up                    boot both hosts, wait for their dom0 shells (tears down on failure)
-#   rig.sh run HOST CMD...       run CMD in HOST's dom0 (1|2|host1|host2); prints output, returns rc
+#   rig.sh run [-t S] HOST CMD   run CMD in HOST's dom0 (1|2|host1|host2) in a subshell; prints its
+#                                output, returns its status (124 after S s, default 300: Ctrl-C sent)
 #   rig.sh push HOST SRC DST     copy a local file into HOST's dom0 (over the rig network)
 #   rig.sh guest-up HOST         xl create the guest on HOST, wait until its counter answers
 #   rig.sh counter [REQ]         send REQ (default GET) to the guest's counter from the rig namespace
@@ -193,16 +194,17 @@ cmd_up() {
 }
 
 # ---------------------------------------------------------------- using it
-cmd_run() { # HOST CMD...
-    local n
+cmd_run() { # [-t SECS] HOST CMD...
+    local n tmo=$RUN_TIMEOUT
+    if [ "${1:-}" = -t ]; then tmo=${2:?run -t needs seconds}; shift 2; fi
     n=$(host_n "${1:-}"); shift
     [ $# -gt 0 ] || die "run: no command"
     [ -n "$(qemu_pid "$n")" ] || die "host$n is not running"
     # One console client at a time per host.
     exec 9>"$RUN/host$n.lock"
-    flock -w "$RUN_TIMEOUT" 9 || die "host$n: console busy"
+    flock -w "$tmo" 9 || die "host$n: console busy"
     local rc=0
-    python3 "$CONSOLE" run "$RUN/host$n.ser" "$RUN_TIMEOUT" "$*" || rc=$?
+    python3 "$CONSOLE" run "$RUN/host$n.ser" "$tmo" "$*" || rc=$?
     exec 9>&-
     return "$rc"
 }
