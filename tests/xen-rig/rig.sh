@@ -44,6 +44,10 @@ T0=$(date +%s)
 log() { printf '[rig +%4ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { printf '[rig] ERROR: %s\n' "$*" >&2; exit 1; }
 nsx() { ip netns exec "$NS" "$@"; }
+# Long waits run in the background so INT/TERM interrupt `wait` at once and the EXIT trap tears down
+# (bash defers a trap while a foreground child runs, and drops SIGINT if the child survives it).
+CHILD=""
+bgwait() { "$@" & CHILD=$!; local rc=0; wait "$CHILD" || rc=$?; CHILD=""; return "$rc"; }
 
 host_n() { # 1|2|host1|host2 -> 1|2
     case "${1:-}" in
@@ -180,7 +184,7 @@ cmd_up() {
     log "booting host1 and host2 (Xen + dom0 under TCG; logs $RUN/host{1,2}.log)"
     for n in 1 2; do boot_host "$n" "$initrd"; done
     for n in 1 2; do
-        if ! python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n"; then
+        if ! bgwait python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n"; then
             tail -30 "$RUN/host$n.log" >&2
             die "host$n: no dom0 shell after ${BOOT_TIMEOUT}s (log $RUN/host$n.log)"
         fi
@@ -258,7 +262,7 @@ cmd_boot() { # HOST: boot a host again (after `kill`), e.g. to rejoin as the new
     [ -s "$RUN/initrd.cpio" ] && initrd="$RUN/initrd.cpio"
     log "booting host$n again"
     boot_host "$n" "$initrd"
-    python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n" ||
+    bgwait python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n" ||
         die "host$n: no dom0 shell after ${BOOT_TIMEOUT}s (log $RUN/host$n.log)"
     python3 "$CONSOLE" run "$RUN/host$n.ser" 60 true >/dev/null || die "host$n: dom0 shell does not answer"
     log "host$n: dom0 up"
@@ -342,6 +346,7 @@ cmd_demo() {
 TEARDOWN=0
 on_exit() {
     local rc=$?
+    [ -n "$CHILD" ] && kill "$CHILD" 2>/dev/null
     if [ "$TEARDOWN" = 1 ]; then
         [ "$rc" = 0 ] || log "failed (status $rc): tearing the rig down"
         cmd_down
