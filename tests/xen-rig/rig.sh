@@ -23,13 +23,13 @@
 # Environment: HSB_RIG_DIR (images, default <repo>/target/xen-rig), HSB_BIN_DIR (files appended to
 # the dom0 initrd as /usr/local/sbin/*), HSB_RIG_ETC (files appended as /etc/hsb/*; an executable
 # rig-boot.sh there runs at boot), HSB_RIG_NS (namespace, default hsb-rig), HSB_RIG_MEM (1536),
-# HSB_RIG_SMP (1), HSB_RIG_BOOT_TIMEOUT (400 s), HSB_RIG_RUN_TIMEOUT (default timeout of `run`, 300 s).
+# HSB_RIG_SMP (1), HSB_RIG_RUN (sockets, logs, pid files; default $HSB_RIG_DIR/run), HSB_RIG_BOOT_TIMEOUT (400 s), HSB_RIG_RUN_TIMEOUT (default timeout of `run`, 300 s).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 RIG="${HSB_RIG_DIR:-$repo/target/xen-rig}"
-RUN="$RIG/run"
+RUN="${HSB_RIG_RUN:-$RIG/run}"
 NS="${HSB_RIG_NS:-hsb-rig}"
 MEM="${HSB_RIG_MEM:-1536}"
 SMP="${HSB_RIG_SMP:-1}"
