@@ -10,6 +10,7 @@
 #   rig.sh counter [REQ]         send REQ (default GET) to the guest's counter from the rig namespace
 #   rig.sh kill HOST             kill HOST's QEMU at once (monitor `quit`): a host crash
 #   rig.sh boot HOST             boot a killed host again (same disks: none; same addresses)
+#   rig.sh remus FROM TO [MS]    protect the guest on FROM with xl remus to TO (the baseline)
 #   rig.sh cut-repl | heal-repl  drop / restore all traffic between the hosts on the replication net
 #   rig.sh cut-rig | heal-rig    the same between the two hosts on the rig network (machine<->host kept)
 #   rig.sh isolate HOST [repl]   drop all of HOST's traffic on the rig network (or the replication
@@ -268,6 +269,18 @@ cmd_boot() { # HOST: boot a host again (after `kill`), e.g. to rejoin as the new
     log "host$n: dom0 up"
 }
 
+cmd_remus() { # FROM TO [INTERVAL_MS]: the xl remus baseline over the replication network
+    local a b i=${3:-200}
+    a=$(host_n "${1:-}"); b=$(host_n "${2:-}")
+    [ "$a" != "$b" ] || die "remus: two different hosts"
+    cmd_run "$b" "setsid socat TCP-LISTEN:8002,reuseaddr,keepalive,keepidle=2,keepintvl=1,keepcnt=3 EXEC:'xl -v migrate-receive -r -e',nofork >/var/log/remus-recv.log 2>&1 </dev/null & sleep 1; ss -ltn | grep -q :8002" ||
+        die "host$b: remus receiver did not start"
+    # -n: Debian's libxl has no network buffering (libnl); -F allows that unsafe mode.
+    cmd_run "$a" "setsid xl -v remus -F -n -e -i $i -s '' hsb-guest 'socat - TCP:10.98.0.$b:8002' >/var/log/remus.log 2>&1 </dev/null &" ||
+        die "host$a: xl remus did not start"
+    log "xl remus host$a -> host$b every ${i} ms; logs /var/log/remus.log (host$a), /var/log/remus-recv.log (host$b)"
+}
+
 cmd_kill() { # HOST
     local n p
     n=$(host_n "${1:-}")
@@ -366,6 +379,7 @@ case "$cmd" in
     counter) cmd_counter "$@" ;;
     kill) cmd_kill "$@" ;;
     boot) cmd_boot "$@" ;;
+    remus) cmd_remus "$@" ;;
     cut-repl) cmd_cut_repl ;;
     heal-repl) cmd_heal_repl ;;
     cut-rig) cmd_cut_rig ;;
