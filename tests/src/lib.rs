@@ -17,6 +17,7 @@ pub mod netns;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
+pub mod xenrig;
 
 /// Path of an hsb binary.
 pub fn bin(name: &str) -> PathBuf {

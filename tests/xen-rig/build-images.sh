@@ -162,14 +162,18 @@ if [ ! -e "$R/.debootstrap-done" ]; then
     bounded 1800 debootstrap --variant=minbase \
         --include=xen-utils-4.17,xenstore-utils,iproute2,kmod,busybox-static,procps,iputils-ping,socat \
         "$SUITE" "$R" "$MIRROR" >"$RIG/debootstrap.log" 2>&1 || { tail -20 "$RIG/debootstrap.log"; die "debootstrap failed (log $RIG/debootstrap.log)"; }
-    log "trimming the root filesystem"
-    rm -rf "$R"/usr/share/{doc,man,info,locale,i18n,zoneinfo,lintian,linda,bash-completion} \
-        "$R"/var/cache/apt/* "$R"/var/lib/apt/lists/* "$R"/var/cache/debconf/*-old \
-        "$R"/usr/lib/x86_64-linux-gnu/gconv "$R"/boot/*
-    rm -rf "$R"/usr/lib/xen-4.17/boot "$R"/usr/share/qemu* 2>/dev/null || true
     touch "$R/.debootstrap-done"
-    log "dom0 root: $(du -sh "$R" | cut -f1)"
 fi
+# Trimmed every time (idempotent): the whole root is unpacked into RAM at each boot, under TCG,
+# so every MB costs boot time. Nothing here is used without systemd/udev/apt; Xen's python tools
+# (pygrub, ...) are not needed for PVH guests with a direct kernel.
+rm -rf "$R"/usr/share/{doc,man,info,locale,i18n,zoneinfo,lintian,linda,bash-completion} \
+    "$R"/var/cache/* "$R"/var/lib/apt/lists/* "$R"/var/lib/dpkg/info "$R"/var/log/*.log \
+    "$R"/usr/lib/x86_64-linux-gnu/gconv "$R"/boot/* "$R"/usr/lib/udev/hwdb.d "$R"/usr/lib/udev/hwdb.bin \
+    "$R"/usr/lib/python3* "$R"/usr/bin/python3* "$R"/usr/share/python3 "$R"/usr/lib/apt \
+    "$R"/usr/lib/xen-4.17/boot "$R"/usr/share/qemu* 2>/dev/null || true
+mkdir -p "$R/var/lib/dpkg/info" "$R/var/cache"
+log "dom0 root: $(du -sh --exclude=lib/modules "$R" | cut -f1) (trimmed)"
 
 log "dom0: modules, /init, guest files"
 rm -rf "$R/lib/modules"

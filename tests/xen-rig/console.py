@@ -6,7 +6,7 @@
                                     (124 on timeout, 125 if the console cannot be reached)
   console.py wait LOG TIMEOUT TEXT  wait until TEXT appears in LOG (exit 0) or TIMEOUT s pass (124)
 
-The command runs as `{ CMD\n} </dev/null >FILE 2>&1` in dom0's interactive bash and its output is
+The command runs as `( CMD\n) </dev/null >FILE 2>&1` (a subshell: no job notices, no state kept) in dom0's interactive bash and its output is
 printed between two markers made unique per call, so echoed input, prompts and interleaved
 (XEN)/kernel messages never count as output. The serial line drops characters when the machine
 is loaded, so the end marker (with the exit status) is sent three times: one intact copy is enough. One client at a time: callers hold a lock per socket.
@@ -25,7 +25,7 @@ def run(sock_path, timeout, cmd):
     out = "/tmp/.hsb-run.%s" % tag
     # The markers are split by quotes so the typed command itself never contains them.
     line = (
-        "{ %s\n} </dev/null >%s 2>&1; __r=$?; echo '@@HSB''BEG %s@@'; cat %s; "
+        "( %s\n) </dev/null >%s 2>&1; __r=$?; echo '@@HSB''BEG %s@@'; cat %s; "
         "for __i in 1 2 3; do echo '@@HSB''END %s '$__r'@@'; done; rm -f %s\n" % (cmd, out, tag, out, tag, out)
     )
     if "\x01" in line or "\x03" in line or len(line) > 3800:
@@ -52,8 +52,12 @@ def run(sock_path, timeout, cmd):
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            sys.stdout.write(buf.decode("utf-8", "replace"))
-            print("console.py: timeout after %ss waiting for the command to finish" % timeout, file=sys.stderr)
+            # Interrupt the command (SIGINT through the tty) so the shell is free for the next caller.
+            try:
+                s.sendall(b"\x03\n")
+            except OSError:
+                pass
+            print("console.py: timeout after %ss waiting for the command to finish; sent Ctrl-C" % timeout, file=sys.stderr)
             return 124
         s.settimeout(min(left, 1.0))
         try:

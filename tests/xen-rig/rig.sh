@@ -3,12 +3,14 @@
 # network namespace with a rig/client bridge and a replication bridge. See README.md.
 #
 #   rig.sh up                    boot both hosts, wait for their dom0 shells (tears down on failure)
-#   rig.sh run HOST CMD...       run CMD in HOST's dom0 (1|2|host1|host2); prints output, returns rc
+#   rig.sh run [-t S] HOST CMD   run CMD in HOST's dom0 (1|2|host1|host2) in a subshell; prints its
+#                                output, returns its status (124 after S s, default 300: Ctrl-C sent)
 #   rig.sh push HOST SRC DST     copy a local file into HOST's dom0 (over the rig network)
 #   rig.sh guest-up HOST         xl create the guest on HOST, wait until its counter answers
 #   rig.sh counter [REQ]         send REQ (default GET) to the guest's counter from the rig namespace
 #   rig.sh kill HOST             kill HOST's QEMU at once (monitor `quit`): a host crash
 #   rig.sh boot HOST             boot a killed host again (same disks: none; same addresses)
+#   rig.sh remus FROM TO [MS]    protect the guest on FROM with xl remus to TO (the baseline)
 #   rig.sh cut-repl | heal-repl  drop / restore all traffic between the hosts on the replication net
 #   rig.sh cut-rig | heal-rig    the same between the two hosts on the rig network (machine<->host kept)
 #   rig.sh isolate HOST [repl]   drop all of HOST's traffic on the rig network (or the replication
@@ -22,13 +24,13 @@
 # Environment: HSB_RIG_DIR (images, default <repo>/target/xen-rig), HSB_BIN_DIR (files appended to
 # the dom0 initrd as /usr/local/sbin/*), HSB_RIG_ETC (files appended as /etc/hsb/*; an executable
 # rig-boot.sh there runs at boot), HSB_RIG_NS (namespace, default hsb-rig), HSB_RIG_MEM (1536),
-# HSB_RIG_SMP (1), HSB_RIG_BOOT_TIMEOUT (400 s), HSB_RIG_RUN_TIMEOUT (default timeout of `run`, 300 s).
+# HSB_RIG_SMP (1), HSB_RIG_RUN (sockets, logs, pid files; default $HSB_RIG_DIR/run), HSB_RIG_BOOT_TIMEOUT (400 s), HSB_RIG_RUN_TIMEOUT (default timeout of `run`, 300 s).
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 RIG="${HSB_RIG_DIR:-$repo/target/xen-rig}"
-RUN="$RIG/run"
+RUN="${HSB_RIG_RUN:-$RIG/run}"
 NS="${HSB_RIG_NS:-hsb-rig}"
 MEM="${HSB_RIG_MEM:-1536}"
 SMP="${HSB_RIG_SMP:-1}"
@@ -43,6 +45,10 @@ T0=$(date +%s)
 log() { printf '[rig +%4ss] %s\n' "$(($(date +%s) - T0))" "$*" >&2; }
 die() { printf '[rig] ERROR: %s\n' "$*" >&2; exit 1; }
 nsx() { ip netns exec "$NS" "$@"; }
+# Long waits run in the background so INT/TERM interrupt `wait` at once and the EXIT trap tears down
+# (bash defers a trap while a foreground child runs, and drops SIGINT if the child survives it).
+CHILD=""
+bgwait() { "$@" & CHILD=$!; local rc=0; wait "$CHILD" || rc=$?; CHILD=""; return "$rc"; }
 
 host_n() { # 1|2|host1|host2 -> 1|2
     case "${1:-}" in
@@ -179,7 +185,7 @@ cmd_up() {
     log "booting host1 and host2 (Xen + dom0 under TCG; logs $RUN/host{1,2}.log)"
     for n in 1 2; do boot_host "$n" "$initrd"; done
     for n in 1 2; do
-        if ! python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n"; then
+        if ! bgwait python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n"; then
             tail -30 "$RUN/host$n.log" >&2
             die "host$n: no dom0 shell after ${BOOT_TIMEOUT}s (log $RUN/host$n.log)"
         fi
@@ -193,16 +199,17 @@ cmd_up() {
 }
 
 # ---------------------------------------------------------------- using it
-cmd_run() { # HOST CMD...
-    local n
+cmd_run() { # [-t SECS] HOST CMD...
+    local n tmo=$RUN_TIMEOUT
+    if [ "${1:-}" = -t ]; then tmo=${2:?run -t needs seconds}; shift 2; fi
     n=$(host_n "${1:-}"); shift
     [ $# -gt 0 ] || die "run: no command"
     [ -n "$(qemu_pid "$n")" ] || die "host$n is not running"
     # One console client at a time per host.
     exec 9>"$RUN/host$n.lock"
-    flock -w "$RUN_TIMEOUT" 9 || die "host$n: console busy"
+    flock -w "$tmo" 9 || die "host$n: console busy"
     local rc=0
-    python3 "$CONSOLE" run "$RUN/host$n.ser" "$RUN_TIMEOUT" "$*" || rc=$?
+    python3 "$CONSOLE" run "$RUN/host$n.ser" "$tmo" "$*" || rc=$?
     exec 9>&-
     return "$rc"
 }
@@ -256,10 +263,22 @@ cmd_boot() { # HOST: boot a host again (after `kill`), e.g. to rejoin as the new
     [ -s "$RUN/initrd.cpio" ] && initrd="$RUN/initrd.cpio"
     log "booting host$n again"
     boot_host "$n" "$initrd"
-    python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n" ||
+    bgwait python3 "$CONSOLE" wait "$RUN/host$n.log" "$BOOT_TIMEOUT" "HSB-RIG-READY host$n" ||
         die "host$n: no dom0 shell after ${BOOT_TIMEOUT}s (log $RUN/host$n.log)"
     python3 "$CONSOLE" run "$RUN/host$n.ser" 60 true >/dev/null || die "host$n: dom0 shell does not answer"
     log "host$n: dom0 up"
+}
+
+cmd_remus() { # FROM TO [INTERVAL_MS]: the xl remus baseline over the replication network
+    local a b i=${3:-200}
+    a=$(host_n "${1:-}"); b=$(host_n "${2:-}")
+    [ "$a" != "$b" ] || die "remus: two different hosts"
+    cmd_run "$b" "setsid socat TCP-LISTEN:8002,reuseaddr,keepalive,keepidle=2,keepintvl=1,keepcnt=3 EXEC:'xl -v migrate-receive -r -e',nofork >/var/log/remus-recv.log 2>&1 </dev/null & sleep 1; ss -ltn | grep -q :8002" ||
+        die "host$b: remus receiver did not start"
+    # -n: Debian's libxl has no network buffering (libnl); -F allows that unsafe mode.
+    cmd_run "$a" "setsid xl -v remus -F -n -e -i $i -s '' hsb-guest 'socat - TCP:10.98.0.$b:8002' >/var/log/remus.log 2>&1 </dev/null &" ||
+        die "host$a: xl remus did not start"
+    log "xl remus host$a -> host$b every ${i} ms; logs /var/log/remus.log (host$a), /var/log/remus-recv.log (host$b)"
 }
 
 cmd_kill() { # HOST
@@ -340,6 +359,7 @@ cmd_demo() {
 TEARDOWN=0
 on_exit() {
     local rc=$?
+    [ -n "$CHILD" ] && kill "$CHILD" 2>/dev/null
     if [ "$TEARDOWN" = 1 ]; then
         [ "$rc" = 0 ] || log "failed (status $rc): tearing the rig down"
         cmd_down
@@ -359,6 +379,7 @@ case "$cmd" in
     counter) cmd_counter "$@" ;;
     kill) cmd_kill "$@" ;;
     boot) cmd_boot "$@" ;;
+    remus) cmd_remus "$@" ;;
     cut-repl) cmd_cut_repl ;;
     heal-repl) cmd_heal_repl ;;
     cut-rig) cmd_cut_rig ;;
