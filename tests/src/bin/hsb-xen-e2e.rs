@@ -27,6 +27,7 @@
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
@@ -38,7 +39,6 @@ use hsb_tests::parse_status;
 const NS: &str = "hsb-rig";
 const GUEST: &str = "hsb-guest";
 const GUEST_SERVICE: &str = "10.99.0.21:7000";
-const MACHINE: &str = "10.99.0.254";
 
 /// Failover timing for hosts under TCG emulation, where everything is 10-100 times slower than
 /// on hardware: a checkpoint's cooperative suspend alone takes hundreds of milliseconds.
@@ -185,7 +185,8 @@ fn write_etc(dir: &Path, bin: &Path) -> Result<(), String> {
             String::from_utf8_lossy(&out.stderr).trim()
         ));
     }
-    let peers = "1=10.99.0.254:7401,2=10.99.0.254:7402,3=10.99.0.254:7403";
+    // Each witness on its own address of the rig network, as on three client machines.
+    let peers = "1=10.99.0.101:7400,2=10.99.0.102:7400,3=10.99.0.103:7400";
     let common = format!(
         "cluster_key = /etc/hsb/cluster.key\nbackend = xen\nxen.domain = {GUEST}\nfailover = true\nfailover.witnesses = 1,2,3\nwitness_peers = {peers}\nstats_interval = 5s\n{TCG_TIMING}"
     );
@@ -202,7 +203,7 @@ fn write_etc(dir: &Path, bin: &Path) -> Result<(), String> {
     write("standby.conf", &standby)?;
     for i in 1..=3 {
         let w = format!(
-            "id = {i}\nnode = witness-{i}\ncluster_key = {}\nlisten = {MACHINE}:740{i}\nprimary = 10.99.0.1:7301\nstandby = 10.99.0.2:7300\nprobe = line {GUEST_SERVICE} PING PONG\nprobe_interval = 200ms\nprobe_timeout = 1s\nreport_interval = 300ms\nstate_file = {}\ncontrol = {}\nfailover.witnesses = 1,2,3\n{TCG_TIMING}",
+            "id = {i}\nnode = witness-{i}\ncluster_key = {}\nlisten = 10.99.0.10{i}:7400\nprimary = 10.99.0.1:7301\nstandby = 10.99.0.2:7300\nprobe = line {GUEST_SERVICE} PING PONG\nprobe_interval = 200ms\nprobe_timeout = 1s\nreport_interval = 300ms\nstate_file = {}\ncontrol = {}\nfailover.witnesses = 1,2,3\n{TCG_TIMING}",
             key.display(),
             dir.join(format!("w{i}.state")).display(),
             dir.join(format!("w{i}.sock")).display(),
@@ -247,6 +248,7 @@ impl ClientRun {
             .args(["netns", "exec", NS])
             .arg(exe)
             .args(["client", GUEST_SERVICE, &seconds.to_string()])
+            .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -452,11 +454,11 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
     // The daemons.
     on(
         2,
-        "mkdir -p /run/hsb; HSB_LOG=info nohup hsb-standby run -c /etc/hsb/standby.conf >/var/log/hsb-standby.log 2>&1 & sleep 2; tail -5 /var/log/hsb-standby.log",
+        "mkdir -p /run/hsb; HSB_LOG=info setsid hsb-standby run -c /etc/hsb/standby.conf >/var/log/hsb-standby.log 2>&1 </dev/null & sleep 2; tail -5 /var/log/hsb-standby.log",
     )?;
     on(
         1,
-        "mkdir -p /run/hsb; for m in ifb sch_plug sch_ingress cls_matchall act_mirred; do modprobe $m; done; HSB_LOG=info nohup hsb-primary run -c /etc/hsb/primary.conf >/var/log/hsb-primary.log 2>&1 & sleep 2; tail -5 /var/log/hsb-primary.log",
+        "mkdir -p /run/hsb; for m in ifb sch_plug sch_ingress cls_matchall act_mirred; do modprobe $m; done; HSB_LOG=info setsid hsb-primary run -c /etc/hsb/primary.conf >/var/log/hsb-primary.log 2>&1 </dev/null & sleep 2; tail -5 /var/log/hsb-primary.log",
     )?;
     let mut witnesses = Vec::new();
     for i in 1..=3 {
@@ -468,6 +470,7 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
             .args(["run", "-c"])
             .arg(dir.join(format!("w{i}.conf")))
             .env("HSB_LOG", "info")
+            .process_group(0)
             .stdout(Stdio::null())
             .stderr(logf)
             .spawn()
