@@ -36,7 +36,10 @@ use std::time::{Duration, Instant};
 use hsb_tests::faults::{check_history, Op};
 use hsb_tests::parse_status;
 
-const NS: &str = "hsb-rig";
+/// The rig's network namespace (`HSB_RIG_NS`, as rig.sh reads it).
+fn ns() -> String {
+    std::env::var("HSB_RIG_NS").unwrap_or_else(|_| "hsb-rig".into())
+}
 const GUEST: &str = "hsb-guest";
 const GUEST_SERVICE: &str = "10.99.0.21:7000";
 
@@ -245,7 +248,7 @@ impl ClientRun {
     fn start(seconds: u64) -> Result<ClientRun, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new("ip")
-            .args(["netns", "exec", NS])
+            .args(["netns", "exec", &ns()])
             .arg(exe)
             .args(["client", GUEST_SERVICE, &seconds.to_string()])
             .process_group(0)
@@ -465,7 +468,7 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
         let logf =
             std::fs::File::create(dir.join(format!("w{i}.log"))).map_err(|e| e.to_string())?;
         let child = Command::new("ip")
-            .args(["netns", "exec", NS])
+            .args(["netns", "exec", &ns()])
             .arg(bin.join("hsb-witness"))
             .args(["run", "-c"])
             .arg(dir.join(format!("w{i}.conf")))
