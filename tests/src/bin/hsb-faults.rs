@@ -11,19 +11,21 @@ fn main() -> ExitCode {
         println!("SKIPPED: the fault suite needs network namespaces: {why}");
         return ExitCode::from(77);
     }
-    let only: Option<String> = std::env::args().nth(1);
+    // `hsb-faults F5 F8`: only those faults (every variant of each), both policies.
+    let only: Vec<String> = std::env::args().skip(1).collect();
     let mut outcomes = vec![];
     for fault in Fault::ALL {
-        if only
-            .as_deref()
-            .is_some_and(|o| fault.name().split(' ').next() != Some(o))
-        {
+        let number = fault.name().split(' ').next().unwrap_or_default();
+        if !only.is_empty() && !only.iter().any(|o| o == number) {
             continue;
         }
         for policy in ["client-oriented", "heartbeat-only"] {
             eprintln!("running {} under {policy}", fault.name());
             match run_case(fault, policy) {
                 Ok(o) => outcomes.push(o),
+                Err(e) if e.starts_with("time namespaces unavailable") => {
+                    println!("SKIPPED: {} under {policy}: {e}", fault.name());
+                }
                 Err(e) => {
                     eprintln!("{} under {policy}: could not run: {e}", fault.name());
                     return ExitCode::FAILURE;
