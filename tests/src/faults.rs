@@ -310,8 +310,10 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
     let (c, r) = (Net::Client, Net::Replication);
     let primary_repl = via(r, 17100, format!("{b_r}:7100"), true)?;
     let primary_hb = via(r, 17200, format!("{b_r}:7200"), false)?;
-    let primary_fence = via(c, 17321, format!("{b_c}:7300"), false)?;
-    let standby_fence = via(c, 17320, format!("{a_c}:7301"), false)?;
+    // Fence requests and confirmations between primary and standby go with the replication
+    // network (the daemons' witness sockets listen on both networks).
+    let primary_fence = via(r, 17321, format!("{b_r}:7300"), false)?;
+    let standby_fence = via(r, 17320, format!("{a_r}:7301"), false)?;
     let (mut s_peers, mut p_peers, mut w_standby, mut w_primary, mut w_probe) =
         (vec![], vec![], vec![], vec![], vec![]);
     for i in 1..=3u8 {
@@ -379,7 +381,7 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
         std::fs::write(
             &promote,
             format!(
-                "node = host-b-primary\nstandby = {a_r}:7100\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {a_r}:7200\nwitness_listen = {b_c}:7300\nwitness_peers = {}\nstandby_witness = {a_c}:7301\non_fence = {}\ndecision_log = {}\n{common}",
+                "node = host-b-primary\nstandby = {a_r}:7100\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {a_r}:7200\nwitness_listen = 0.0.0.0:7300\nwitness_peers = {}\nstandby_witness = {a_r}:7301\non_fence = {}\ndecision_log = {}\n{common}",
                 dir.path("promoted.sock").display(),
                 s_peers.join(","),
                 release.display(),
@@ -390,7 +392,7 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
         std::fs::write(
             &rejoin,
             format!(
-                "node = host-a-standby\nlisten = {a_r}:7100\ncontrol = {}\nheartbeat_listen = {a_r}:7200\nwitness_listen = {a_c}:7301\nwitness_peers = {}\nprimary_witness = {b_c}:7300\non_activate = {}\ndecision_log = {}\n{common}",
+                "node = host-a-standby\nlisten = {a_r}:7100\ncontrol = {}\nheartbeat_listen = {a_r}:7200\nwitness_listen = 0.0.0.0:7301\nwitness_peers = {}\nprimary_witness = {b_r}:7300\non_activate = {}\ndecision_log = {}\n{common}",
                 dir.path("rejoined.sock").display(),
                 p_peers.join(","),
                 claim.display(),
@@ -415,7 +417,7 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
     std::fs::write(
         &sconf,
         format!(
-            "node = host-b\nlisten = {b_r}:7100\ncontrol = {}\nheartbeat_listen = {b_r}:7200\nwitness_listen = {b_c}:7300\nwitness_peers = {}\nprimary_witness = {standby_fence}\non_activate = {}\ndecision_log = {}\n{promote_lines}{common}",
+            "node = host-b\nlisten = {b_r}:7100\ncontrol = {}\nheartbeat_listen = {b_r}:7200\nwitness_listen = 0.0.0.0:7300\nwitness_peers = {}\nprimary_witness = {standby_fence}\non_activate = {}\ndecision_log = {}\n{promote_lines}{common}",
             dir.path("b.sock").display(),
             s_peers.join(","),
             claim.display(),
@@ -440,7 +442,7 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
     std::fs::write(
         &pconf,
         format!(
-            "node = host-a\nstandby = {primary_repl}\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {primary_hb}\nwitness_listen = {a_c}:7301\nwitness_peers = {}\nstandby_witness = {primary_fence}\non_fence = {}\ndecision_log = {}\n{rejoin_lines}{common}",
+            "node = host-a\nstandby = {primary_repl}\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {primary_hb}\nwitness_listen = 0.0.0.0:7301\nwitness_peers = {}\nstandby_witness = {primary_fence}\non_fence = {}\ndecision_log = {}\n{rejoin_lines}{common}",
             dir.path("a.sock").display(),
             p_peers.join(","),
             release.display(),
@@ -466,6 +468,9 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
     }
     // Witnesses grant nothing for the longest lease after they start.
     std::thread::sleep(Duration::from_millis(2300));
+    if standby.status().get("state").is_some_and(|s| s == "active") {
+        return Err(STARTUP_ACTIVATION.into());
+    }
     let service = parse_addr(&format!("{vip}:7000"))?;
     Ok(Nodes {
         primary,
@@ -479,6 +484,11 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
         topo,
     })
 }
+
+/// Why [`start`] gives up on a cluster whose standby activated before any fault (the
+/// heartbeat-only baseline does when the primary's first full synchronisation delays its first
+/// heartbeats past the detector's timeout).
+const STARTUP_ACTIVATION: &str = "the standby activated during startup, before the fault";
 
 /// What the monitor saw, sampling every daemon's status every 20 ms.
 #[derive(Debug, Default)]
@@ -520,8 +530,9 @@ fn monitor(dir: &std::path::Path, stop: Arc<AtomicBool>) -> std::thread::JoinHan
         let mut seen = Seen::default();
         let (mut last, mut suspected, mut authority) = (Instant::now(), false, None::<String>);
         while !stop.load(Ordering::Relaxed) {
-            let (sa, sb) = (status(&a), status(&b));
-            let (sp, sr) = (status(&promoted), status(&rejoined));
+            // B's side first: A counted as serving after B was seen serving is a real overlap.
+            let (sb, sp) = (status(&b), status(&promoted));
+            let (sa, sr) = (status(&a), status(&rejoined));
             let now = Instant::now();
             let a_serves = has_authority(&sa) || sr.get("state").is_some_and(|s| s == "active");
             let b_serves = sb.get("state").is_some_and(|s| s == "active") || has_authority(&sp);
@@ -594,13 +605,24 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     if setup.clocks {
         crate::netns::time_namespaces_available()?;
     }
-    let mut n = start(policy, setup)?;
+    let mut discarded = 0;
+    let mut n = loop {
+        match start(policy, setup) {
+            Err(e) if e == STARTUP_ACTIVATION && discarded < 3 => discarded += 1,
+            other => break other?,
+        }
+    };
     let stop = Arc::new(AtomicBool::new(false));
     let client = client(n.service, stop.clone());
     let monitor = monitor(&n.dir.0, stop.clone());
     std::thread::sleep(Duration::from_secs(1));
     let injected = Instant::now();
     let mut note = String::new();
+    if discarded > 0 {
+        note.push_str(&format!(
+            "{discarded} start(s) discarded: the standby activated before the fault; "
+        ));
+    }
     let (a_c, b_c) = (
         n.topo.ip(Host::A, Net::Client),
         n.topo.ip(Host::B, Net::Client),
@@ -745,6 +767,12 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     stop.store(true, Ordering::Relaxed);
     let ops = client.join().unwrap_or_default();
     let seen = monitor.join().unwrap_or_default();
+    let vip = n.topo.service_ip();
+    let holders: Vec<&str> = [(Host::A, "A"), (Host::B, "B")]
+        .iter()
+        .filter(|(h, _)| n.topo.has_addr(*h, &vip))
+        .map(|(_, name)| *name)
+        .collect();
     let (acked, lost, doubled, gap) = check_history(&ops);
     if let Some(path) = std::env::var_os("HSB_FAULTS_HISTORY") {
         // For debugging a case: the client's history, one request a line.
@@ -785,6 +813,16 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         note.push_str(&format!(
             "{} suspicion(s), {} authority change(s) on A; ",
             seen.suspicions, seen.authority_changes
+        ));
+    }
+    if holders.len() != 1 || holders == ["B"] {
+        note.push_str(&format!(
+            "service address at the end on {}; ",
+            if holders.is_empty() {
+                "no host".to_string()
+            } else {
+                holders.join(" and ")
+            }
         ));
     }
     if setup.clocks {

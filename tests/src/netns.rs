@@ -336,6 +336,19 @@ impl Topology {
         sh(&v)
     }
 
+    /// Whether host `h` has address `ip` on one of its interfaces.
+    pub fn has_addr(&self, h: Host, ip: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.ns_name(h), "-o", "addr", "show"])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|w| w.split('/').next() == Some(ip))
+            })
+    }
+
     /// Take a host's link on a network down (both directions, like a pulled cable) or up again.
     pub fn link(&self, h: Host, net: Net, up: bool) -> Result<(), String> {
         sh(&[
