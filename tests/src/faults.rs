@@ -237,7 +237,7 @@ pub fn check_history(ops: &[Op]) -> (u64, u64, u64, Duration) {
 /// Fields drop in order: the daemons stop before the relays, namespaces and files go.
 struct Nodes {
     primary: Daemon,
-    _standby: Daemon,
+    standby: Daemon,
     _witnesses: Vec<Daemon>,
     /// Daemons a case starts later (host A restarted as a standby).
     extra: Vec<Daemon>,
@@ -464,7 +464,9 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
         if primary.status().get("authority").map(String::as_str) == Some("protected") {
             break;
         }
-        if standby.status().get("state").is_some_and(|s| s == "active") {
+        if standby.status().get("state").is_some_and(|s| s == "active")
+            || promoted_status(&dir.0).contains_key("role")
+        {
             return Err(STARTUP_ACTIVATION.into());
         }
         if t.elapsed() > Duration::from_secs(30) {
@@ -482,13 +484,15 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
     }
     // Witnesses grant nothing for the longest lease after they start.
     std::thread::sleep(Duration::from_millis(2300));
-    if standby.status().get("state").is_some_and(|s| s == "active") {
+    if standby.status().get("state").is_some_and(|s| s == "active")
+        || promoted_status(&dir.0).contains_key("role")
+    {
         return Err(STARTUP_ACTIVATION.into());
     }
     let service = parse_addr(&format!("{vip}:7000"))?;
     Ok(Nodes {
         primary,
-        _standby: standby,
+        standby,
         _witnesses: witnesses,
         extra: vec![],
         service,
@@ -506,6 +510,27 @@ const STARTUP_ACTIVATION: &str = "the standby activated during startup, before t
 
 /// Starts a case tries before it reports a startup activation as its outcome.
 const STARTS: u32 = 6;
+
+/// The status of B's promoted primary (empty while there is none).
+fn promoted_status(dir: &std::path::Path) -> std::collections::HashMap<String, String> {
+    crate::parse_status(
+        &hsb_common::ctl::request(
+            &dir.join("promoted.sock"),
+            "status",
+            Duration::from_millis(200),
+        )
+        .unwrap_or_default(),
+    )
+}
+
+/// Whether B's copy serves: the standby activated, or it promoted itself to primary.
+fn b_serving(n: &Nodes) -> bool {
+    n.standby
+        .status()
+        .get("state")
+        .is_some_and(|s| s == "active")
+        || promoted_status(&n.dir.0).contains_key("role")
+}
 
 /// What the monitor saw, sampling every daemon's status every 20 ms.
 #[derive(Debug, Default)]
@@ -623,8 +648,22 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         crate::netns::time_namespaces_available()?;
     }
     let mut discarded = 0;
-    let mut n = loop {
-        match start(policy, setup) {
+    let (mut n, stop, client, monitor) = loop {
+        let started = start(policy, setup).and_then(|n| {
+            // Traffic and sampling start before the fault; B must not be serving yet.
+            let stop = Arc::new(AtomicBool::new(false));
+            let client = client(n.service, stop.clone());
+            let monitor = monitor(&n.dir.0, stop.clone());
+            std::thread::sleep(Duration::from_secs(1));
+            if b_serving(&n) {
+                stop.store(true, Ordering::Relaxed);
+                let _ = client.join();
+                let _ = monitor.join();
+                return Err(STARTUP_ACTIVATION.to_string());
+            }
+            Ok((n, stop, client, monitor))
+        });
+        match started {
             Err(e) if e == STARTUP_ACTIVATION && discarded < STARTS - 1 => discarded += 1,
             Err(e) if e == STARTUP_ACTIVATION => {
                 // A result too: this policy cannot even start a protected pair on this machine
@@ -646,10 +685,6 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
             other => break other?,
         }
     };
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = client(n.service, stop.clone());
-    let monitor = monitor(&n.dir.0, stop.clone());
-    std::thread::sleep(Duration::from_secs(1));
     let injected = Instant::now();
     let mut note = String::new();
     if discarded > 0 {
