@@ -33,6 +33,11 @@ fn assert_client_oriented_correct(outcomes: &[Outcome]) {
             );
             assert_eq!(o.split_ms, 0);
             assert_eq!(o.lost, 0);
+            assert!(
+                !o.healable || o.healed_ms.is_some(),
+                "client-oriented did not heal after {}:\n{table}",
+                o.fault.name()
+            );
         }
     }
 }

@@ -356,7 +356,7 @@ impl Primary {
                     &key,
                     Sender {
                         role: Role::Primary,
-                        id: 0,
+                        id: hsb_common::datagram::node_sender_id(&s.node),
                     },
                     inc,
                     1,

@@ -134,7 +134,9 @@ impl Fault {
         Setup {
             clocks: matches!(self, Fault::F11Crash | Fault::F11Cut),
             relays: self == Fault::F10Delay,
-            rejoin: matches!(self, Fault::F12AfterF1 | Fault::F12AfterF4),
+            // Hand-overs are configured in every case, so every case ends with the healing
+            // check (F12); only where host A stays down is there nothing to heal.
+            rejoin: true,
         }
     }
 }
@@ -148,7 +150,7 @@ struct Setup {
     /// namespace whose delay the case sets.
     relays: bool,
     /// Hand-overs: an activated standby promotes itself to hsb-primary, a primary that steps
-    /// down rejoins as its standby.
+    /// down rejoins as its standby (every case).
     rejoin: bool,
 }
 
@@ -189,6 +191,11 @@ pub struct Outcome {
     pub acked: u64,
     pub lost: u64,
     pub doubled: u64,
+    /// F12 after this fault: `Some(ms)` if, that long after healing, one copy served protected by
+    /// the other, which it had synchronised from scratch; `None` if not within the bound; not
+    /// checked (`healable == false`) where host A stays down.
+    pub healed_ms: Option<u64>,
+    pub healable: bool,
     pub note: String,
 }
 
@@ -508,6 +515,9 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
 /// heartbeats past the detector's timeout).
 const STARTUP_ACTIVATION: &str = "the standby activated during startup, before the fault";
 
+/// How long after healing a case waits for one copy protected by the other (F12).
+const HEAL_WAIT: Duration = Duration::from_secs(20);
+
 /// Starts a case tries before it reports a startup activation as its outcome.
 const STARTS: u32 = 6;
 
@@ -679,11 +689,18 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
                     acked: 0,
                     lost: 0,
                     doubled: 0,
+                    healed_ms: None,
+                    healable: false,
                     note: format!("the standby activated during startup in all {STARTS} starts; fault not injected"),
                 });
             }
             other => break other?,
         }
+    };
+    // A's replication sessions and full synchronisations before the fault.
+    let a_before = {
+        let a = n.primary.status();
+        (num(&a, "sessions"), num(&a, "full_syncs"))
     };
     let injected = Instant::now();
     let mut note = String::new();
@@ -752,7 +769,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     let healed = Instant::now();
     let topo = &n.topo;
     match fault.base() {
-        Fault::F1 if setup.rejoin => {
+        Fault::F1 if fault == Fault::F12AfterF1 => {
             // Host A reboots: without the VM (so without its address), and starts hsb-standby
             // for the copy that now runs on B.
             let _ = topo.exec(
@@ -806,33 +823,44 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         }
         _ => {}
     }
-    // F12: the copy on B must end up protected by a standby on A that it synchronised from
-    // scratch (bounded wait), before the last stretch of traffic.
-    let mut resynced = None;
-    if setup.rejoin {
+    // F12: one copy must end up serving, protected by the other, synchronised from scratch after
+    // the fault (bounded wait), before the last stretch of traffic. If B took over: B's promoted
+    // primary protected by A rejoined as its standby. If not: A protected again, by a full
+    // synchronisation if its session with B was lost.
+    let healable = !(fault.base() == Fault::F1 && fault != Fault::F12AfterF1);
+    let mut healed_in = None;
+    if healable {
         let promoted = n.handle("promoted primary (host B)", "promoted.sock", "b.log");
         let rejoined = n.handle("rejoined standby (host A)", "rejoined.sock", "a.log");
         let t = Instant::now();
-        while t.elapsed() < Duration::from_secs(30) {
+        while t.elapsed() < HEAL_WAIT {
             let p = promoted.status();
-            let ok = p.get("authority").is_some_and(|a| a == "protected")
-                && num(&p, "full_syncs") >= 1
-                && rejoined
-                    .status()
-                    .get("role")
-                    .is_some_and(|r| r == "standby");
+            let b_took_over = !p.is_empty() || b_serving(&n);
+            let ok = if b_took_over {
+                let r = rejoined.status();
+                p.get("authority").is_some_and(|a| a == "protected")
+                    && num(&p, "full_syncs") >= 1
+                    && r.get("role").is_some_and(|r| r == "standby")
+                    && r.get("state").is_some_and(|s| s != "active")
+            } else {
+                let a = n.primary.status();
+                a.get("authority").is_some_and(|x| x == "protected")
+                    && (num(&a, "sessions") == a_before.0 || num(&a, "full_syncs") > a_before.1)
+            };
             if ok {
-                resynced = Some(healed.elapsed());
+                healed_in = Some(healed.elapsed());
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        match resynced {
-            Some(d) => note.push_str(&format!(
-                "B promoted, A resynchronised from scratch, B protected {} ms after healing; ",
-                d.as_millis()
-            )),
-            None => note.push_str("no rejoin: B not protected by a resynchronised A; "),
+        if matches!(fault, Fault::F12AfterF1 | Fault::F12AfterF4) {
+            match healed_in {
+                Some(d) => note.push_str(&format!(
+                    "B promoted, A resynchronised from scratch, B protected {} ms after healing; ",
+                    d.as_millis()
+                )),
+                None => note.push_str("no rejoin: B not protected by a resynchronised A; "),
+            }
         }
     }
     std::thread::sleep(Duration::from_secs(3));
@@ -841,7 +869,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     let seen = monitor.join().unwrap_or_default();
     let vip = n.topo.service_ip();
     // A host that crashed and stayed down holds nothing.
-    let a_down = fault.base() == Fault::F1 && !setup.rejoin;
+    let a_down = !healable;
     let holders: Vec<&str> = [(Host::A, "A"), (Host::B, "B")]
         .iter()
         .filter(|(h, _)| !(a_down && *h == Host::A) && n.topo.has_addr(*h, &vip))
@@ -880,8 +908,8 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
             "no guest-failure alert; "
         });
     }
-    if setup.rejoin {
-        decision_ok &= resynced.is_some();
+    if matches!(fault, Fault::F12AfterF1 | Fault::F12AfterF4) {
+        decision_ok &= healed_in.is_some();
     }
     if matches!(fault, Fault::F10 | Fault::F10Delay) {
         note.push_str(&format!(
@@ -902,12 +930,6 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     if setup.clocks {
         note.push_str("monotonic clocks A +10 h, B +3 d, W1 +1 h, W3 +30 d; ");
     }
-    if !setup.rejoin
-        && num(&n.primary.status(), "acked_checkpoint") == 0
-        && fault.base() != Fault::F1
-    {
-        note.push_str("primary status unavailable at the end; ");
-    }
     Ok(Outcome {
         fault,
         policy: policy.to_string(),
@@ -921,16 +943,29 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         acked,
         lost,
         doubled,
+        healed_ms: healed_in.map(|d| d.as_millis() as u64),
+        healable,
         note: note.trim_end_matches("; ").to_string(),
     })
 }
 
+impl Outcome {
+    /// The healing column: `yes, N ms`, `**no**`, or `-` where host A stays down.
+    pub fn healed(&self) -> String {
+        match (self.healable, self.healed_ms) {
+            (false, _) => "-".into(),
+            (true, Some(ms)) => format!("yes, {ms} ms"),
+            (true, None) => "**no**".into(),
+        }
+    }
+}
+
 /// A markdown table of outcomes.
 pub fn markdown(outcomes: &[Outcome]) -> String {
-    let mut s = String::from("| fault | policy | decision | correct | time to decide | longest unavailability | split brain | acked writes | acked lost | applied twice | note |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---|\n");
+    let mut s = String::from("| fault | policy | decision | correct | time to decide | longest unavailability | split brain | acked writes | acked lost | applied twice | healed (F12) | note |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|\n");
     for o in outcomes {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} ms | {} ms | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} ms | {} ms | {} | {} | {} | {} | {} |\n",
             o.fault.name(),
             o.policy,
             if o.failed_over { "failover" } else { "stay" },
@@ -941,6 +976,7 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             o.acked,
             o.lost,
             o.doubled,
+            o.healed(),
             o.note
         ));
     }
@@ -953,7 +989,7 @@ pub fn json(outcomes: &[Outcome]) -> String {
         .iter()
         .map(|o| {
             format!(
-                "{{\"fault\":\"{}\",\"policy\":\"{}\",\"failed_over\":{},\"correct\":{},\"decide_ms\":{},\"unavailable_ms\":{},\"split_brain_ms\":{},\"acked\":{},\"acked_lost\":{},\"applied_twice\":{},\"note\":\"{}\"}}",
+                "{{\"fault\":\"{}\",\"policy\":\"{}\",\"failed_over\":{},\"correct\":{},\"decide_ms\":{},\"unavailable_ms\":{},\"split_brain_ms\":{},\"acked\":{},\"acked_lost\":{},\"applied_twice\":{},\"healable\":{},\"healed_ms\":{},\"note\":\"{}\"}}",
                 o.fault.name(),
                 o.policy,
                 o.failed_over,
@@ -964,6 +1000,8 @@ pub fn json(outcomes: &[Outcome]) -> String {
                 o.acked,
                 o.lost,
                 o.doubled,
+                o.healable,
+                o.healed_ms.map_or("null".into(), |m| m.to_string()),
                 o.note.replace('"', "'")
             )
         })

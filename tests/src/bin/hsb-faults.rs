@@ -21,6 +21,10 @@ fn main() -> ExitCode {
             continue;
         }
         for policy in ["client-oriented", "heartbeat-only"] {
+            // HSB_FAULTS_POLICY=client-oriented: one policy only (for debugging a case).
+            if std::env::var("HSB_FAULTS_POLICY").is_ok_and(|p| p != policy) {
+                continue;
+            }
             eprintln!("running {} under {policy}", fault.name());
             // A case that panics (a daemon that never comes up) has cleaned up by the time the
             // panic is caught; the others still run.
@@ -45,7 +49,9 @@ fn main() -> ExitCode {
     }
     let wrong = outcomes
         .iter()
-        .filter(|o| o.policy == "client-oriented" && !o.correct)
+        .filter(|o| {
+            o.policy == "client-oriented" && (!o.correct || (o.healable && o.healed_ms.is_none()))
+        })
         .count();
     for f in &failed {
         println!("could not run: {f}");
