@@ -829,6 +829,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     // synchronisation if its session with B was lost.
     let healable = !(fault.base() == Fault::F1 && fault != Fault::F12AfterF1);
     let mut healed_in = None;
+    let mut took_over = false;
     if healable {
         let promoted = n.handle("promoted primary (host B)", "promoted.sock", "b.log");
         let rejoined = n.handle("rejoined standby (host A)", "rejoined.sock", "a.log");
@@ -836,6 +837,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         while t.elapsed() < HEAL_WAIT {
             let p = promoted.status();
             let b_took_over = !p.is_empty() || b_serving(&n);
+            took_over = b_took_over;
             let ok = if b_took_over {
                 let r = rejoined.status();
                 p.get("authority").is_some_and(|a| a == "protected")
@@ -854,12 +856,13 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
             std::thread::sleep(Duration::from_millis(50));
         }
         if matches!(fault, Fault::F12AfterF1 | Fault::F12AfterF4) {
-            match healed_in {
-                Some(d) => note.push_str(&format!(
+            match (healed_in, took_over) {
+                (Some(d), true) => note.push_str(&format!(
                     "B promoted, A resynchronised from scratch, B protected {} ms after healing; ",
                     d.as_millis()
                 )),
-                None => note.push_str("no rejoin: B not protected by a resynchronised A; "),
+                (Some(_), false) => note.push_str("no takeover, so no rejoin: A protected again; "),
+                (None, _) => note.push_str("no rejoin: B not protected by a resynchronised A; "),
             }
         }
     }
