@@ -36,9 +36,11 @@ test-static: static
 
 # The fault-injection suite on network namespaces (root, iproute2, nftables, arping): every fault
 # under the client-oriented policy and the heartbeat-only baseline; report in target/faults/.
+# Release builds: a debug primary's first full synchronisation pauses it longer than the
+# baseline's 50 ms heartbeat timeout on a loaded machine.
 faults *only:
-    cargo build --workspace --bins
-    ./target/debug/hsb-faults {{only}}
+    cargo build --release --workspace --bins
+    ./target/release/hsb-faults {{only}}
 
 # The seeded decision simulator: F1-F12 under all three policies over many seeds (a table per fault).
 sim seeds="1000":

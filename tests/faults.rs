@@ -1,27 +1,30 @@
 //! The fault suite's representative subset for `just test`: F1 and F2 on network namespaces
-//! under the client-oriented policy and the heartbeat-only baseline (the whole matrix is
-//! `just faults`). Skipped, saying so, where namespaces cannot be made.
+//! under the client-oriented policy and the heartbeat-only baseline, and under the
+//! client-oriented policy F10 with delay and jitter through the relays and F12 (the old primary
+//! gives up its address, rejoins as the standby and is resynchronised) after F4. The whole
+//! matrix is `just faults`. Skipped, saying so, where namespaces cannot be made.
 
-use hsb_tests::faults::{markdown, run_case, Fault};
+use hsb_tests::faults::{markdown, run_case, Fault, Outcome};
 
-#[test]
-fn f1_and_f2_on_real_network_namespaces() {
+fn run(cases: &[(Fault, &str)]) -> Option<Vec<Outcome>> {
     if let Err(why) = hsb_tests::netns::available() {
         eprintln!("SKIPPED: network namespaces unavailable: {why}");
-        return;
+        return None;
     }
     let mut outcomes = vec![];
-    for fault in [Fault::F1, Fault::F2] {
-        for policy in ["client-oriented", "heartbeat-only"] {
-            outcomes.push(
-                run_case(fault, policy)
-                    .unwrap_or_else(|e| panic!("{} under {policy}: {e}", fault.name())),
-            );
-        }
+    for (fault, policy) in cases {
+        outcomes.push(
+            run_case(*fault, policy)
+                .unwrap_or_else(|e| panic!("{} under {policy}: {e}", fault.name())),
+        );
     }
-    let table = markdown(&outcomes);
+    Some(outcomes)
+}
+
+fn assert_client_oriented_correct(outcomes: &[Outcome]) {
+    let table = markdown(outcomes);
     eprintln!("{table}");
-    for o in &outcomes {
+    for o in outcomes {
         if o.policy == "client-oriented" {
             assert!(
                 o.correct,
@@ -30,8 +33,28 @@ fn f1_and_f2_on_real_network_namespaces() {
             );
             assert_eq!(o.split_ms, 0);
             assert_eq!(o.lost, 0);
+            assert!(
+                !o.healable || o.healed_ms.is_some(),
+                "client-oriented did not heal after {}:\n{table}",
+                o.fault.name()
+            );
         }
     }
+}
+
+#[test]
+fn f1_and_f2_on_real_network_namespaces() {
+    let cases = [
+        (Fault::F1, "client-oriented"),
+        (Fault::F1, "heartbeat-only"),
+        (Fault::F2, "client-oriented"),
+        (Fault::F2, "heartbeat-only"),
+    ];
+    let Some(outcomes) = run(&cases) else {
+        return;
+    };
+    assert_client_oriented_correct(&outcomes);
+    let table = markdown(&outcomes);
     let f2_baseline = outcomes
         .iter()
         .find(|o| o.fault == Fault::F2 && o.policy == "heartbeat-only");
@@ -39,4 +62,49 @@ fn f1_and_f2_on_real_network_namespaces() {
         f2_baseline.is_some_and(|o| o.failed_over),
         "the Remus baseline fails over on a link cut:\n{table}"
     );
+}
+
+#[test]
+fn f10_delay_and_f12_rejoin_after_f4_on_real_network_namespaces() {
+    let cases = [
+        (Fault::F10Delay, "client-oriented"),
+        (Fault::F12AfterF4, "client-oriented"),
+    ];
+    let Some(outcomes) = run(&cases) else {
+        return;
+    };
+    assert_client_oriented_correct(&outcomes);
+}
+
+/// F11's other half: the daemons read only monotonic clocks, so a step of the wall clock (which
+/// no namespace can give one process) cannot change a decision. Log timestamps are the one
+/// wall-clock read, in the logger.
+#[test]
+fn daemons_never_read_the_wall_clock() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut found = vec![];
+    let mut stack: Vec<std::path::PathBuf> =
+        ["common/src", "primary/src", "standby/src", "witness/src"]
+            .iter()
+            .map(|d| root.join(d))
+            .collect();
+    while let Some(p) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&p) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|x| x == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                for needle in ["SystemTime", "UNIX_EPOCH", "CLOCK_REALTIME", "chrono::"] {
+                    if text.contains(needle) {
+                        found.push(format!("{}: {needle}", path.display()));
+                    }
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "wall-clock reads: {found:?}");
 }

@@ -31,8 +31,23 @@ pub const MAX_SENDERS: usize = 32;
 pub struct Sender {
     /// Role of the sender.
     pub role: Role,
-    /// Node id: 0 for primary and standby, the witness id for witnesses.
+    /// Node id: for primary and standby one derived from the node's name
+    /// ([`node_sender_id`]), the witness id for witnesses.
     pub id: u8,
+}
+
+/// The sender id of a primary or standby, from its node name (the low byte of its FNV-1a
+/// hash). Two nodes in the same role should differ: after a failover the promoted primary on
+/// one host and the old primary on the other run at once, and a receiver keeps one incarnation
+/// per sender, so with one shared id the old primary's datagrams (asking for leases) are
+/// dropped as an earlier incarnation and it never learns that a newer epoch is active: it stays
+/// fenced (safe) but does not step down and rejoin by itself. Two names collide with a chance
+/// of 1 in 256 (then the old primary must be restarted as the standby by hand).
+pub fn node_sender_id(node: &str) -> u8 {
+    let h = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    h.to_le_bytes()[0]
 }
 
 /// The envelope inside every datagram body, before the message.
@@ -374,5 +389,23 @@ mod tests {
         f[n - 1] ^= 1;
         assert!(inbox.open(&f[..n]).is_err());
         assert!(inbox.open(&b[..n]).is_ok());
+    }
+
+    #[test]
+    fn node_sender_ids_are_stable_and_tell_the_usual_nodes_apart() {
+        assert_eq!(node_sender_id("host-a"), node_sender_id("host-a"));
+        let names = [
+            "primary",
+            "standby",
+            "host-a",
+            "host-b",
+            "host-a-standby",
+            "host-b-primary",
+        ];
+        for (i, a) in names.iter().enumerate() {
+            for b in &names[i + 1..] {
+                assert_ne!(node_sender_id(a), node_sender_id(b), "{a} and {b}");
+            }
+        }
     }
 }

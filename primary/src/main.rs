@@ -405,7 +405,7 @@ impl Primary {
                     &key,
                     Sender {
                         role: Role::Primary,
-                        id: 0,
+                        id: hsb_common::datagram::node_sender_id(&s.node),
                     },
                     inc,
                     1,
@@ -1139,6 +1139,7 @@ impl Primary {
                 }
                 PAction::StepDown { epoch, evidence } => {
                     f.evidence(log::Level::Error, &evidence);
+                    let first = !f.stepped_down;
                     f.stepped_down = true;
                     if !f.fenced {
                         f.fenced = true;
@@ -1148,6 +1149,9 @@ impl Primary {
                         "STEPPED DOWN: epoch {} is active elsewhere; this domain stays paused and its held output is never released",
                         epoch.0
                     );
+                    if first {
+                        self.on_fence(epoch.0);
+                    }
                     self.rejoin();
                 }
                 PAction::RequestFullSync => {}
@@ -1200,6 +1204,53 @@ impl Primary {
 }
 
 impl Primary {
+    /// Run the `on_fence` command once this primary has stepped down, waiting for it (at most
+    /// 2 s: the domain is paused for good, so the loop has nothing else to serve).
+    fn on_fence(&self, epoch: u64) {
+        let Some((prog, args)) = self.s.on_fence.split_first() else {
+            return;
+        };
+        let spawned = std::process::Command::new(prog)
+            .args(args)
+            .env("HSB_EPOCH", epoch.to_string())
+            .env("HSB_NODE", &self.s.node)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("on_fence: cannot run {prog}: {e}");
+                return;
+            }
+        };
+        let started = std::time::Instant::now();
+        loop {
+            match child.try_wait() {
+                Ok(Some(s)) if s.success() => {
+                    log::info!("on_fence: done in {} ms", started.elapsed().as_millis());
+                    return;
+                }
+                Ok(Some(s)) => {
+                    log::error!("on_fence: failed ({s})");
+                    return;
+                }
+                Ok(None) if started.elapsed() < Duration::from_secs(2) => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Ok(None) => {
+                    log::error!("on_fence: still running after 2 s; killed");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+                Err(e) => {
+                    log::error!("on_fence: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
     /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
     /// which the new primary then synchronises from scratch. Returns only if that fails.
     fn rejoin(&self) {

@@ -982,7 +982,7 @@ impl Failover {
                 key,
                 Sender {
                     role: Role::Standby,
-                    id: 0,
+                    id: hsb_common::datagram::node_sender_id(&s.node),
                 },
                 inc,
                 1,

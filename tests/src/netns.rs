@@ -92,6 +92,75 @@ pub fn available() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether this machine can start programs in time namespaces with an offset monotonic clock
+/// (`unshare --time`, Linux 5.6+, util-linux 2.36+); the reason if not.
+pub fn time_namespaces_available() -> Result<(), String> {
+    sh(&[
+        "unshare",
+        "--time",
+        "--monotonic",
+        "3600",
+        "--boottime",
+        "3600",
+        "true",
+    ])
+    .map_err(|e| format!("time namespaces unavailable: {e}"))
+}
+
+/// Where suites record which topology number they use (one file per number, naming the pid).
+fn owner_file(n: u32) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("hsb-netns-{n}.owner"))
+}
+
+/// Take a topology number 20..=219 no live process holds: suites running at the same time (in
+/// other worktrees too) never share names or subnets, and leftovers of a suite that died are
+/// only cleaned under their own number once its process is gone. Names are `hsbN*`, `hvN*`
+/// (N a number), so they never meet other rigs' names such as `hsb-rig` or `rigbr0`.
+fn claim_number() -> Result<u32, String> {
+    let start = std::process::id() % 200;
+    for i in 0..200 {
+        let n = 20 + (start + i) % 200;
+        let f = owner_file(n);
+        let mine = std::process::id().to_string();
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&f)
+        {
+            Ok(mut file) => {
+                use std::io::Write;
+                file.write_all(mine.as_bytes())
+                    .map_err(|e| format!("{}: {e}", f.display()))?;
+                return Ok(n);
+            }
+            Err(_) => {
+                let owner = std::fs::read_to_string(&f).unwrap_or_default();
+                let owner = owner.trim();
+                // An empty file is being written by its owner right now.
+                let alive =
+                    owner.is_empty() || std::path::Path::new(&format!("/proc/{owner}")).exists();
+                if !alive {
+                    // Its suite is gone : take the number over.
+                    let _ = std::fs::remove_file(&f);
+                    if std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&f)
+                        .and_then(|mut file| {
+                            use std::io::Write;
+                            file.write_all(mine.as_bytes())
+                        })
+                        .is_ok()
+                    {
+                        return Ok(n);
+                    }
+                }
+            }
+        }
+    }
+    Err("every topology number 20..=219 is in use".into())
+}
+
 /// A topology of namespaces and bridges.
 pub struct Topology {
     n: u32,
@@ -101,26 +170,23 @@ pub struct Topology {
 impl Topology {
     /// Make hosts A, B and `witnesses` witness hosts; A and B are on both networks.
     pub fn new(witnesses: u8) -> Result<Topology, String> {
-        // A small per-process number keeps concurrent suites apart (bridge names are <= 15 chars).
-        let n = std::process::id() % 200 + 20;
+        let n = claim_number()?;
         let mut t = Topology { n, hosts: vec![] };
         t.cleanup_leftovers();
-        for (br, net) in [
-            (t.bridge(Net::Client), Net::Client),
-            (t.bridge(Net::Replication), Net::Replication),
-        ] {
+        for br in [t.bridge(Net::Client), t.bridge(Net::Replication)] {
             sh(&["ip", "link", "add", &br, "type", "bridge"])?;
             sh(&["ip", "link", "set", &br, "up"])?;
-            if net == Net::Client {
-                sh(&[
-                    "ip",
-                    "addr",
-                    "add",
-                    &format!("{}/24", t.ip_str(Net::Client, 254)),
-                    "dev",
-                    &br,
-                ])?;
-            }
+        }
+        // The test process (the client, and relays that sit on a path) is .254 on both.
+        for net in [Net::Client, Net::Replication] {
+            sh(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{}/24", t.relay_ip(net)),
+                "dev",
+                &t.bridge(net),
+            ])?;
         }
         let mut hosts = vec![Host::A, Host::B];
         hosts.extend((1..=witnesses).map(Host::W));
@@ -128,6 +194,11 @@ impl Topology {
             t.add_host(h)?;
         }
         Ok(t)
+    }
+
+    /// The test process's own address on a network (where relays listen).
+    pub fn relay_ip(&self, net: Net) -> String {
+        self.ip_str(net, 254)
     }
 
     fn cleanup_leftovers(&self) {
@@ -240,12 +311,42 @@ impl Topology {
         c
     }
 
+    /// A command run inside a host's namespace and in a new time namespace whose monotonic and
+    /// boot-time clocks are `offset` ahead of this machine's (set before the program starts: the
+    /// kernel allows no change once a process is inside). The wall clock is not namespaced.
+    pub fn command_with_clock(
+        &self,
+        h: Host,
+        program: &std::path::Path,
+        offset: std::time::Duration,
+    ) -> Command {
+        let s = offset.as_secs().to_string();
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.ns_name(h)])
+            .args(["unshare", "--time", "--monotonic", &s, "--boottime", &s])
+            .arg(program);
+        c
+    }
+
     /// Run a command inside a host's namespace.
     pub fn exec(&self, h: Host, args: &[&str]) -> Result<(), String> {
         let ns = self.ns_name(h);
         let mut v = vec!["ip", "netns", "exec", ns.as_str()];
         v.extend_from_slice(args);
         sh(&v)
+    }
+
+    /// Whether host `h` has address `ip` on one of its interfaces.
+    pub fn has_addr(&self, h: Host, ip: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.ns_name(h), "-o", "addr", "show"])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .any(|w| w.split('/').next() == Some(ip))
+            })
     }
 
     /// Take a host's link on a network down (both directions, like a pulled cable) or up again.
@@ -262,17 +363,38 @@ impl Topology {
     /// Drop, inside host `h`, what arrives on its interface for `net` (one direction only),
     /// with probability `percent` (100: everything). Replaces earlier rules of `h`.
     pub fn drop_arriving(&self, h: Host, net: Net, percent: u8) -> Result<(), String> {
-        self.clear_rules(h);
         let dev = if net == Net::Client { "eth0" } else { "eth1" };
         let rule = if percent >= 100 {
-            format!("add rule inet hsbfault in iifname \"{dev}\" drop")
+            format!("in iifname \"{dev}\" drop")
         } else {
-            format!("add rule inet hsbfault in iifname \"{dev}\" numgen random mod 100 < {percent} drop")
+            format!("in iifname \"{dev}\" numgen random mod 100 < {percent} drop")
         };
-        let script = format!("add table inet hsbfault\nadd chain inet hsbfault in {{ type filter hook input priority 0; }}\n{rule}\n");
+        self.set_rules(h, &[rule])
+    }
+
+    /// Cut host `h` off from `peers` (addresses) both ways, inside `h`. Replaces earlier rules.
+    pub fn isolate_from(&self, h: Host, peers: &[String]) -> Result<(), String> {
+        let mut rules = vec![];
+        for p in peers {
+            rules.push(format!("in ip saddr {p} drop"));
+            rules.push(format!("out ip daddr {p} drop"));
+        }
+        self.set_rules(h, &rules)
+    }
+
+    /// Install nftables rules inside host `h`, each `in ...` (input hook) or `out ...` (output
+    /// hook), in a table of the suite's own, replacing earlier rules of `h`.
+    pub fn set_rules(&self, h: Host, rules: &[String]) -> Result<(), String> {
+        self.clear_rules(h);
+        let mut script = String::from("add table inet hsbfault\nadd chain inet hsbfault in { type filter hook input priority 0; }\nadd chain inet hsbfault out { type filter hook output priority 0; }\n");
+        for r in rules {
+            script.push_str(&format!("add rule inet hsbfault {r}\n"));
+        }
         let path = std::env::temp_dir().join(format!("hsb-nft-{}-{}.nft", self.n, h.tag()));
         std::fs::write(&path, script).map_err(|e| e.to_string())?;
-        self.exec(h, &["nft", "-f", &path.display().to_string()])
+        let r = self.exec(h, &["nft", "-f", &path.display().to_string()]);
+        let _ = std::fs::remove_file(&path);
+        r
     }
 
     /// Remove the fault rules of a host.
@@ -291,5 +413,6 @@ impl Drop for Topology {
         }
         let _ = sh(&["ip", "link", "del", &self.bridge(Net::Client)]);
         let _ = sh(&["ip", "link", "del", &self.bridge(Net::Replication)]);
+        let _ = std::fs::remove_file(owner_file(self.n));
     }
 }
