@@ -72,3 +72,15 @@ xen-rig *keep: xen-rig-images
 # Kill the Xen rig's hosts and remove its taps, bridges and network namespace.
 xen-rig-down:
     tests/xen-rig/rig.sh down
+
+# hsb on the two-host Xen rig: replica via xl save -c / restore -p, witnesses, a client history,
+# F2 (replication cut, heal, fresh full sync) and F1 (host 1 killed). `just xen-e2e smoke`: F1 only.
+# Report in target/xen-rig/e2e-report.md.
+xen-e2e *args: static xen-rig-images
+    cargo build --release -p hsb-tests --bin hsb-xen-e2e
+    HSB_BIN_DIR=$PWD/target/{{target}}/release ./target/release/hsb-xen-e2e {{args}}
+
+# The same guest under `xl remus` (the baseline) on the same rig: F1 and F2.
+xen-e2e-remus: static xen-rig-images
+    cargo build --release -p hsb-tests --bin hsb-xen-e2e
+    HSB_BIN_DIR=$PWD/target/{{target}}/release ./target/release/hsb-xen-e2e remus
