@@ -73,9 +73,9 @@ xen-rig *keep: xen-rig-images
 xen-rig-down:
     tests/xen-rig/rig.sh down
 
-# hsb on the two-host Xen rig: replica via xl save -c / restore -p, witnesses, a client history,
-# F2 (replication cut, heal, fresh full sync) and F1 (host 1 killed). `just xen-e2e smoke`: F1 only.
-# Report in target/xen-rig/e2e-report.md.
+# Replica via xl save -c / restore -p, witnesses, a client history, F2 (replication cut, heal,
+# fresh full sync) and F1 (host 1 killed); `smoke`: F1 only; report in target/xen-rig/e2e-report.md.
+# hsb on the two-host Xen rig (real Xen 4.17 under QEMU TCG).
 xen-e2e *args: static xen-rig-images
     cargo build --release -p hsb-tests --bin hsb-xen-e2e
     HSB_BIN_DIR=$PWD/target/{{target}}/release ./target/release/hsb-xen-e2e {{args}}
