@@ -309,6 +309,9 @@ fn f4_primary_cut_off_from_clients_switches_over_and_fences_the_old_primary() {
         extra: vec![
             "failover.switchover-hold = 500ms".into(),
             "failover.switchover-min-interval = 1s".into(),
+            // The heartbeat is fine in F4: a load stall of the primary process on a busy test
+            // machine must not turn the switchover into a heartbeat-loss failover.
+            "failover.hb-timeout = 1s".into(),
         ],
         ..ClusterOpts::default()
     });
@@ -414,6 +417,9 @@ fn f12_after_switchover_the_old_primary_rejoins_as_standby_and_is_resynchronised
         extra: vec![
             "failover.switchover-hold = 500ms".into(),
             "failover.switchover-min-interval = 1s".into(),
+            // The heartbeat is fine in F4: a load stall of the primary process on a busy test
+            // machine must not turn the switchover into a heartbeat-loss failover.
+            "failover.hb-timeout = 1s".into(),
         ],
         ..ClusterOpts::default()
     });
