@@ -167,6 +167,29 @@ pub fn resolve(d: &DomainRef) -> Result<DomId, DomainError> {
     }
 }
 
+/// `hsb-primary xen-info DOMAIN` / `hsb-standby xen-info DOMAIN`: print [`describe`] of the
+/// domain named (by id or name) in `rest`; returns the exit code.
+pub fn info_command(daemon: &str, rest: &[String]) -> u8 {
+    let Some(d) = rest.first() else {
+        eprintln!("{daemon}: xen-info needs a domain name or id: {daemon} xen-info guest");
+        return 1;
+    };
+    let r = match d.parse::<u16>() {
+        Ok(id) => DomainRef::Id(id),
+        Err(_) => DomainRef::Name(d.clone()),
+    };
+    match describe(&r) {
+        Ok(text) => {
+            print!("{text}");
+            0
+        }
+        Err(e) => {
+            eprintln!("{daemon}: {e}");
+            1
+        }
+    }
+}
+
 /// A read-only look at a domain, for `hsb-primary xen-info` and bring-up: what Xen and the
 /// domain look like to this backend, without changing anything (no log-dirty, no mapping).
 pub fn describe(d: &DomainRef) -> Result<String, DomainError> {

@@ -96,22 +96,9 @@ fn main() -> ExitCode {
             },
             None => fail("keygen needs a path: hsb-primary keygen /etc/hsb/cluster.key"),
         },
-        Some("xen-info") => match args.rest.first() {
-            Some(d) => {
-                let r = match d.parse::<u16>() {
-                    Ok(id) => hsb_common::xen::DomainRef::Id(id),
-                    Err(_) => hsb_common::xen::DomainRef::Name(d.clone()),
-                };
-                match hsb_common::xen::describe(&r) {
-                    Ok(text) => {
-                        print!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => fail(&e.to_string()),
-                }
-            }
-            None => fail("xen-info needs a domain name or id: hsb-primary xen-info guest"),
-        },
+        Some("xen-info") => {
+            ExitCode::from(hsb_common::xen::info_command("hsb-primary", &args.rest))
+        }
         Some("config-reference") => {
             print!("{}", reference_markdown(schema()));
             ExitCode::SUCCESS

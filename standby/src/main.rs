@@ -94,22 +94,9 @@ fn main() -> ExitCode {
             hsb_common::ctl::cli("hsb-standby", &args, schema(), "/run/hsb/standby.sock", cmd),
         ),
         Some("replay") => replay(&args),
-        Some("xen-info") => match args.rest.first() {
-            Some(d) => {
-                let r = match d.parse::<u16>() {
-                    Ok(id) => hsb_common::xen::DomainRef::Id(id),
-                    Err(_) => hsb_common::xen::DomainRef::Name(d.clone()),
-                };
-                match hsb_common::xen::describe(&r) {
-                    Ok(text) => {
-                        print!("{text}");
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => fail(&e.to_string()),
-                }
-            }
-            None => fail("xen-info needs a domain name or id: hsb-standby xen-info guest"),
-        },
+        Some("xen-info") => {
+            ExitCode::from(hsb_common::xen::info_command("hsb-standby", &args.rest))
+        }
         Some("config-reference") => {
             print!("{}", reference_markdown(schema()));
             ExitCode::SUCCESS

@@ -385,6 +385,15 @@ fn history_line(name: &str, ops: &[Op]) -> (String, bool) {
     )
 }
 
+/// After a kill at `killed`: how long until the first acknowledged reply, and its value.
+fn after_kill(ops: &[Op], killed: Instant) -> (Option<Duration>, Option<u64>) {
+    let first = ops.iter().find(|o| o.value.is_some() && o.start >= killed);
+    (
+        first.map(|o| o.end.duration_since(killed)),
+        first.and_then(|o| o.value),
+    )
+}
+
 fn acked_between(ops: &[Op], from: Instant, to: Instant) -> usize {
     ops.iter()
         .filter(|o| o.value.is_some() && o.end >= from && o.end <= to)
@@ -581,14 +590,7 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
     let decided = killed.elapsed();
     std::thread::sleep(Duration::from_secs(20));
     let ops = client.stop();
-    let first_after = ops
-        .iter()
-        .find(|o| o.value.is_some() && o.start >= killed)
-        .map(|o| o.end.duration_since(killed));
-    let after = ops
-        .iter()
-        .filter(|o| o.start >= killed)
-        .find_map(|o| o.value);
+    let (first_after, after) = after_kill(&ops, killed);
     let f1_ok = active.is_ok() && first_after.is_some();
     ok &= f1_ok;
     rep.add(format!(
@@ -670,14 +672,7 @@ fn remus(keep: bool) -> Result<Report, String> {
         let killed = Instant::now();
         std::thread::sleep(Duration::from_secs(40));
         let ops = client.stop();
-        let first_after = ops
-            .iter()
-            .find(|o| o.value.is_some() && o.start >= killed)
-            .map(|o| o.end.duration_since(killed));
-        let after = ops
-            .iter()
-            .filter(|o| o.start >= killed)
-            .find_map(|o| o.value);
+        let (first_after, after) = after_kill(&ops, killed);
         rep.add(format!(
             "xl remus F1 host 1 killed: first client reply from host 2 {} after the kill; last acknowledged value before {last:?}, first after {after:?}",
             first_after.map_or("never (40 s)".into(), |d| format!("{:.1} s", d.as_secs_f64()))
