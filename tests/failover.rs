@@ -161,6 +161,10 @@ fn f7_isolated_standby_never_acts() {
 fn heartbeat_only_baseline_splits_the_brain_on_a_link_cut() {
     let cl = Cluster::start(ClusterOpts {
         policy: "heartbeat-only",
+        // The baseline activates on any heartbeat gap, also one at start-up on a loaded test
+        // machine (then the cluster never becomes protected): a timeout that rides out load
+        // stalls still shows the split on a real cut.
+        extra: vec!["failover.hb-timeout = 1s".into()],
         ..ClusterOpts::default()
     });
     let mut c = Client::connect(cl.primary_service, Duration::from_secs(5)).unwrap();

@@ -385,6 +385,26 @@ fn history_line(name: &str, ops: &[Op]) -> (String, bool) {
     )
 }
 
+/// The client's history, one request a line: start and end in ms relative to the kill, and the
+/// value (or `-` for no acknowledged reply), for a look after the run.
+fn save_history(path: &Path, ops: &[Op], killed: Instant) {
+    let ms = |t: Instant| {
+        if t >= killed {
+            t.duration_since(killed).as_secs_f64() * 1e3
+        } else {
+            -(killed.duration_since(t).as_secs_f64() * 1e3)
+        }
+    };
+    let mut text = String::from("# start_ms end_ms value (relative to the kill of host 1)\n");
+    for o in ops {
+        let v = o.value.map_or("-".to_string(), |v| v.to_string());
+        let _ = writeln!(text, "{:.0} {:.0} {v}", ms(o.start), ms(o.end));
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        log(&format!("cannot write {}: {e}", path.display()));
+    }
+}
+
 /// After a kill at `killed`: how long until the first acknowledged reply, and its value.
 fn after_kill(ops: &[Op], killed: Instant) -> (Option<Duration>, Option<u64>) {
     let first = ops.iter().find(|o| o.value.is_some() && o.start >= killed);
@@ -611,6 +631,7 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
     let (line, hist_ok) = history_line("client history", &ops);
     ok &= hist_ok;
     rep.add(line);
+    save_history(&dir.join("history.txt"), &ops, killed);
     rep.ok = ok;
     drop(witnesses);
     Ok(rep)
