@@ -121,6 +121,17 @@ fn f2_link_cut_no_failover_primary_runs_under_lease() {
     let after = incr_for(&mut c, Duration::from_millis(300));
     assert!(after > during);
     assert_ne!(state(&cl.standby, "state"), "active");
+    // The cut outlasted a lease: the primary ended the session, so the healed standby was
+    // synchronised from scratch (DESIGN.md §2), not patched on from where the stream stopped.
+    cl.standby.wait_for(
+        "a fresh full synchronisation",
+        Duration::from_secs(15),
+        |s| num(s, "full_syncs") >= 2,
+    );
+    assert!(cl
+        .primary
+        .log_text()
+        .contains("fresh full synchronisation when it is back"));
 }
 
 /// F7: the standby is isolated from everything. It cannot decide and does not activate; the

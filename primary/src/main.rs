@@ -1055,8 +1055,33 @@ impl Primary {
         }
         self.authority_step(now, PInput::Tick);
         self.release_under_authority(now);
+        self.drop_silent_standby(now);
         if let Some(f) = self.failover.as_mut() {
             f.recorder.flush();
+        }
+    }
+
+    /// Running unprotected under the witnesses' lease while a checkpoint has waited longer than
+    /// a lease for its ack: the standby is gone for now (a cut link keeps the TCP connection
+    /// open for many minutes). End the session, so that when the link heals the standby gets a
+    /// fresh full synchronisation (DESIGN.md §2) rather than the stream resuming where it stopped.
+    fn drop_silent_standby(&mut self, now: Nanos) {
+        let Some(f) = self.failover.as_ref() else {
+            return;
+        };
+        let streaming = self
+            .repl
+            .as_ref()
+            .is_some_and(|r| r.phase == Phase::Streaming);
+        let waited = self.unacked.front().map(|&(_, sent)| now.since(sent));
+        if streaming
+            && f.authority.mode(now) == Mode::Unprotected
+            && waited.is_some_and(|w| w > self.s.decision.lease.duration)
+        {
+            self.lose_standby(
+                now,
+                "no acknowledgement for longer than a lease while running unprotected under the witnesses' lease; it gets a fresh full synchronisation when it is back",
+            );
         }
     }
 
