@@ -216,9 +216,22 @@ impl PlugOutput {
         self.pending = Some(ckpt);
     }
 
-    /// `ack(upto)` arrived: release the closed epoch if that checkpoint covers it.
+    /// Release what checkpoint `upto`'s ack covers: the closed epoch if `upto` covers it, or,
+    /// with `u64::MAX` (unprotected under a lease), everything until the next checkpoint.
+    /// Nothing is sent to the kernel when there is nothing to release.
     pub fn release(&mut self, upto: u64) {
-        if self.pending.is_some_and(|p| p <= upto) {
+        if upto == u64::MAX {
+            if self.indefinite {
+                return;
+            }
+            match self.qdisc.command(PlugAction::ReleaseIndefinite) {
+                Ok(()) => {
+                    self.pending = None;
+                    self.indefinite = true;
+                }
+                Err(e) => log::error!("output commit: {e}"),
+            }
+        } else if self.pending.is_some_and(|p| p <= upto) {
             match self.qdisc.command(PlugAction::ReleaseOne) {
                 Ok(()) => {
                     self.pending = None;
@@ -227,25 +240,6 @@ impl PlugOutput {
                 Err(e) => log::error!("output commit: {e}"),
             }
         }
-    }
-
-    /// Unprotected under a lease: let everything out until the next checkpoint.
-    pub fn release_all(&mut self) {
-        if self.indefinite {
-            return;
-        }
-        match self.qdisc.command(PlugAction::ReleaseIndefinite) {
-            Ok(()) => {
-                self.pending = None;
-                self.indefinite = true;
-            }
-            Err(e) => log::error!("output commit: {e}"),
-        }
-    }
-
-    /// Whether output is held (an epoch closed and unreleased, or the plug shut).
-    pub fn holding(&self) -> bool {
-        !self.indefinite
     }
 
     /// The checkpoint whose ack releases the closed epoch.

@@ -289,10 +289,10 @@ impl Handler for Requests<'_> {
 }
 
 impl Primary {
-    fn new(s: Settings, key: ClusterKey) -> io::Result<Primary> {
+    fn new(mut s: Settings, key: ClusterKey) -> io::Result<Primary> {
         let poll = Poll::new()?;
         let clock = Clock::new();
-        let (dom, plug, service) = match &s.xen {
+        let (mut dom, plug, service) = match &s.xen {
             Some(x) => {
                 let (g, plug) = guest::open_xen(x)
                     .map_err(|e| io::Error::other(format!("xen backend: {e}")))?;
@@ -330,12 +330,12 @@ impl Primary {
                 (Guest::Model(dom), None, Some(service))
             }
         };
-        let mut dom = dom;
         let staging = Staging::new(dom.source().max_pages());
         if plug.is_some() && s.max_unacked > 1 {
             log::info!(
                 "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"
             );
+            s.max_unacked = 1;
         }
         let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE).map_err(|e| {
             io::Error::new(
@@ -728,11 +728,7 @@ impl Primary {
     /// Release output acked by ack(`ckpt`) to its clients.
     fn release(&mut self, ckpt: u64) {
         if let Some(p) = self.plug.as_mut() {
-            if ckpt == u64::MAX {
-                p.release_all();
-            } else {
-                p.release(ckpt);
-            }
+            p.release(ckpt);
         }
         let mut out = Vec::new();
         self.output.release(ckpt, |h| out.push(h));
@@ -772,12 +768,9 @@ impl Primary {
         if self.failover.as_ref().is_some_and(|f| f.stepped_down) {
             return;
         }
-        let max_unacked = if self.plug.is_some() {
-            1
-        } else {
-            self.s.max_unacked
-        };
-        if self.sending.is_some() || self.unacked.len() >= max_unacked || self.suspending.is_some()
+        if self.sending.is_some()
+            || self.unacked.len() >= self.s.max_unacked
+            || self.suspending.is_some()
         {
             // Backpressure: the epoch stretches; the guest keeps running, output keeps waiting.
             self.stats.stretched += 1;
@@ -1096,11 +1089,8 @@ impl Primary {
             Mode::Unprotected => u64::MAX,
             _ => return,
         };
-        let plug_waiting = self.plug.as_ref().is_some_and(|p| match upto {
-            u64::MAX => p.holding(),
-            n => p.pending().is_some_and(|c| c <= n),
-        });
-        if self.output.held_bytes() > 0 || plug_waiting {
+        // The plug's release is a no-op when nothing it holds is covered.
+        if self.output.held_bytes() > 0 || self.plug.is_some() {
             self.release(upto);
         }
     }
