@@ -21,7 +21,7 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use xen_sys::abi::{hvm_param, DomctlTscInfo};
+use xen_sys::abi::{hvm_param, DomctlGetDomainInfo, DomctlTscInfo};
 use xen_sys::{DomId, ForeignMap, HypercallBuf, Privcmd, Prot};
 use xenstore_rs::unix::XsUnix;
 use xenstore_rs::Xs;
@@ -492,8 +492,19 @@ fn run_len(pfns: &[u64]) -> usize {
     n
 }
 
+/// The runs of `pfns` as (index of the first, its frame, length), in order; see [`run_len`].
+fn runs(pfns: &[u64]) -> impl Iterator<Item = (usize, u64, usize)> + '_ {
+    let mut i = 0;
+    std::iter::from_fn(move || {
+        let n = run_len(pfns.get(i..)?);
+        let run = (i, *pfns.get(i)?, n);
+        i += n;
+        Some(run)
+    })
+}
+
 /// Open privcmd and check the domain exists, is HVM/PVH and has HAP (log-dirty needs it).
-fn open_domain(domid: DomId) -> Result<Privcmd, DomainError> {
+fn open_domain(domid: DomId) -> Result<(Privcmd, DomctlGetDomainInfo), DomainError> {
     let mut xc = Privcmd::open().map_err(|e| err("open", e))?;
     let v = xc.xen_version().map_err(|e| err("open", e))?;
     let dv = xc.domctl_interface_version().map_err(|e| err("open", e))?;
@@ -512,7 +523,7 @@ fn open_domain(domid: DomId) -> Result<Privcmd, DomainError> {
         info.tot_pages,
         info.has_hap()
     );
-    Ok(xc)
+    Ok((xc, info))
 }
 
 fn hvm_buf(xc: &mut Privcmd, domid: DomId) -> Result<HypercallBuf, DomainError> {
@@ -552,7 +563,7 @@ impl std::fmt::Debug for XenSource {
 impl XenSource {
     /// Attach to running guest `domid`: map its RAM, enable log-dirty.
     pub fn open(domid: DomId, suspend_timeout: Duration) -> Result<XenSource, DomainError> {
-        let mut xc = open_domain(domid)?;
+        let (mut xc, _) = open_domain(domid)?;
         let xs = XsUnix::new().map_err(|e| err("open xenstore", e))?;
         let mem = GuestMemory::map(&mut xc, domid, Prot::Read)?;
         let bitmap = xc
@@ -748,10 +759,7 @@ impl CheckpointSource for XenSource {
         }
         // Runs of consecutive frames in one chunk are copied in one go (a full sync is one
         // long run per chunk); ForeignMap checks every page of a run is mapped.
-        let mut i = 0;
-        while i < pfns.len() {
-            let first = pfns[i];
-            let n = run_len(&pfns[i..]);
+        for (i, first, n) in runs(pfns) {
             let d = &mut dst[i * PAGE_SIZE..(i + n) * PAGE_SIZE];
             if n == 1 || self.mem.read(first, d).is_err() {
                 // A run crossing a hole: page by page, naming the frame that fails.
@@ -759,7 +767,6 @@ impl CheckpointSource for XenSource {
                     self.mem.read(first + k as u64, page)?;
                 }
             }
-            i += n;
         }
         Ok(())
     }
@@ -811,8 +818,7 @@ pub struct XenReplica {
 impl XenReplica {
     /// Attach to the paused replica `domid` (created by `xl restore -p`) and map its RAM.
     pub fn open(domid: DomId) -> Result<XenReplica, DomainError> {
-        let mut xc = open_domain(domid)?;
-        let info = xc.getdomaininfo(domid).map_err(|e| err("open", e))?;
+        let (mut xc, info) = open_domain(domid)?;
         if !info.is_paused() {
             return Err(err(
                 "open",
@@ -881,17 +887,13 @@ impl Replica for XenReplica {
         if data.len() != pfns.len() * PAGE_SIZE {
             return Err(err("write_pages", "data size does not match page count"));
         }
-        let mut i = 0;
-        while i < pfns.len() {
-            let first = pfns[i];
-            let n = run_len(&pfns[i..]);
+        for (i, first, n) in runs(pfns) {
             let d = &data[i * PAGE_SIZE..(i + n) * PAGE_SIZE];
             if !(n > 1 && mem.write_run(first, d)) {
                 for (k, page) in d.chunks_exact(PAGE_SIZE).enumerate() {
                     mem.write(&mut self.xc, self.domid, first + k as u64, page)?;
                 }
             }
-            i += n;
         }
         Ok(())
     }
@@ -932,6 +934,9 @@ mod tests {
         assert_eq!(run_len(&[CHUNK_PFNS - 2, CHUNK_PFNS - 1, CHUNK_PFNS]), 2);
         assert_eq!(run_len(&[CHUNK_PFNS, CHUNK_PFNS + 1]), 2);
         assert_eq!(run_len(&[3, 3]), 1);
+        let r: Vec<_> = runs(&[5, 6, 7, 9, 10, 12]).collect();
+        assert_eq!(r, vec![(0, 5, 3), (3, 9, 2), (5, 12, 1)]);
+        assert_eq!(runs(&[]).count(), 0);
     }
 
     #[test]
