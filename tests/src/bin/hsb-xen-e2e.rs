@@ -64,10 +64,7 @@ failover.switchover = false
 ";
 
 fn rig_sh() -> PathBuf {
-    std::env::var_os("HSB_RIG_SH").map_or_else(
-        || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/xen-rig/rig.sh")),
-        PathBuf::from,
-    )
+    std::env::var_os("HSB_RIG_SH").map_or_else(hsb_tests::xenrig::script, PathBuf::from)
 }
 
 fn log(msg: &str) {
@@ -108,19 +105,7 @@ fn on(n: u8, cmd: &str) -> Result<String, String> {
 
 /// Like [`on`], giving up after `secs` (for polls, which are retried).
 fn on_quick(n: u8, cmd: &str, secs: u32) -> Result<String, String> {
-    let out = Command::new("bash")
-        .arg(rig_sh())
-        .args(["run", &n.to_string(), cmd])
-        .env("HSB_RIG_RUN_TIMEOUT", secs.to_string())
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| format!("rig.sh run: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if out.status.success() {
-        Ok(text)
-    } else {
-        Err(format!("rig.sh run {n} {cmd} failed ({})", out.status))
-    }
+    rig(&["run", "-t", &secs.to_string(), &n.to_string(), cmd])
 }
 
 /// Poll `f` every `every` until it returns `Some`, for at most `limit`.
