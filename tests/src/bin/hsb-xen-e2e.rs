@@ -17,12 +17,14 @@
 //! hsb-xen-e2e [smoke|all] [--keep]     smoke: protect + F1; all: protect + F2 + heal + F1
 //! hsb-xen-e2e remus                    the same guest under `xl remus` (the baseline): F1, F2
 //! hsb-xen-e2e client ADDR SECONDS      (internal) the client, run inside the rig namespace
+//! hsb-xen-e2e probe ADDR SECONDS       (internal) the reply-time probe, likewise
 //! ```
 //!
 //! Needs root, the rig's images (`just xen-rig-images`) and `HSB_BIN_DIR` with static
 //! hsb-primary, hsb-standby and hsb-witness (`just static`). Every wait is bounded; the rig is
 //! torn down on every exit path unless `--keep`. The report goes to
-//! `target/xen-rig/e2e-report.md`.
+//! `target/xen-rig/e2e-report.md`. Exit status: 0 all correct, 1 a wrong outcome or a failed
+//! step, 3 the rig's hosts or guest did not come up (nothing of hsb was tried).
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
@@ -342,6 +344,156 @@ fn client(addr: &str, seconds: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// The reply-time probe (inside the namespace): `GET` one at a time, 5 ms apart, on one
+/// connection, for `seconds`; prints one summary line (see [`Probe::parse`]). Without output
+/// commit a reply is late only while the guest is stopped, so its slow replies measure the
+/// pause per checkpoint from the client's side; with output commit they measure the commit.
+fn probe(addr: &str, seconds: u64) -> ExitCode {
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        eprintln!("probe: bad address {addr}");
+        return ExitCode::from(2);
+    };
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let mut lat = Vec::new();
+    let mut errors = 0u64;
+    let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+    while Instant::now() < until {
+        let t = Instant::now();
+        let r = (|| -> std::io::Result<()> {
+            if conn.is_none() {
+                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.set_nodelay(true)?;
+                let r = BufReader::new(s.try_clone()?);
+                conn = Some((s, r));
+            }
+            let Some((s, r)) = conn.as_mut() else {
+                return Err(std::io::Error::other("no connection"));
+            };
+            s.write_all(b"GET\n")?;
+            let mut line = String::new();
+            if r.read_line(&mut line)? == 0 {
+                return Err(std::io::Error::other("closed"));
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => lat.push(t.elapsed().as_micros() as u64),
+            Err(_) => {
+                errors += 1;
+                conn = None;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let secs = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let q = |v: &[u64], f: f64| {
+        v.get(((v.len() as f64 * f) as usize).min(v.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let slow: Vec<u64> = lat.iter().copied().filter(|&u| u > 100_000).collect();
+    println!(
+        "probe n={} err={errors} secs={secs:.1} p50_us={} p99_us={} max_us={} slow={} slow_p50_us={} slow_p99_us={}",
+        lat.len(),
+        q(&lat, 0.5),
+        q(&lat, 0.99),
+        lat.last().copied().unwrap_or(0),
+        slow.len(),
+        q(&slow, 0.5),
+        q(&slow, 0.99),
+    );
+    ExitCode::SUCCESS
+}
+
+/// A [`probe`]'s summary, read back by the harness.
+#[derive(Debug, Default)]
+struct Probe {
+    n: u64,
+    errors: u64,
+    secs: f64,
+    p50: f64,
+    p99: f64,
+    max: f64,
+    slow: u64,
+    slow_p50: f64,
+    slow_p99: f64,
+}
+
+impl Probe {
+    /// Run the probe in the rig namespace for `seconds`.
+    fn run(seconds: u64) -> Result<Probe, String> {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let out = Command::new("timeout")
+            .arg((seconds + 60).to_string())
+            .args(["ip", "netns", "exec", &ns()])
+            .arg(exe)
+            .args(["probe", GUEST_SERVICE, &seconds.to_string()])
+            .stderr(Stdio::inherit())
+            .output()
+            .map_err(|e| format!("probe: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        Probe::parse(&text).ok_or_else(|| format!("probe printed no summary: {text:?}"))
+    }
+
+    /// `probe n=.. err=.. secs=.. p50_us=.. ...` (times in ms afterwards).
+    fn parse(line: &str) -> Option<Probe> {
+        let line = line.lines().find(|l| l.starts_with("probe "))?;
+        let kv: std::collections::HashMap<&str, &str> = line
+            .split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .collect();
+        let f = |k: &str| kv.get(k).and_then(|v| v.parse::<f64>().ok());
+        let ms = |k: &str| f(k).map(|u| u / 1000.0);
+        Some(Probe {
+            n: f("n")? as u64,
+            errors: f("err")? as u64,
+            secs: f("secs")?,
+            p50: ms("p50_us")?,
+            p99: ms("p99_us")?,
+            max: ms("max_us")?,
+            slow: f("slow")? as u64,
+            slow_p50: ms("slow_p50_us")?,
+            slow_p99: ms("slow_p99_us")?,
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{} GET replies in {:.0} s ({} errors): p50 {:.1} ms, p99 {:.0} ms, max {:.0} ms; {} replies over 100 ms ({:.2}/s), their p50 {:.0} ms, p99 {:.0} ms",
+            self.n,
+            self.secs,
+            self.errors,
+            self.p50,
+            self.p99,
+            self.max,
+            self.slow,
+            self.slow as f64 / self.secs.max(1.0),
+            self.slow_p50,
+            self.slow_p99
+        )
+    }
+}
+
+/// Exit status when the rig itself could not be brought up (hosts or guest did not boot), so
+/// nothing of hsb was exercised: CI tells this apart from an hsb failure (status 1).
+const RIG_UNAVAILABLE: u8 = 3;
+
+/// Why a run ended early: the rig could not be brought up, or a step of the run failed.
+enum Fail {
+    Rig(String),
+    Run(String),
+}
+
+impl From<String> for Fail {
+    fn from(e: String) -> Fail {
+        Fail::Run(e)
+    }
+}
+
 #[derive(Default)]
 struct Report {
     lines: Vec<String>,
@@ -405,7 +557,7 @@ fn acked_between(ops: &[Op], from: Instant, to: Instant) -> usize {
         .count()
 }
 
-fn run(all: bool, keep: bool) -> Result<Report, String> {
+fn run(all: bool, keep: bool) -> Result<Report, Fail> {
     let bin =
         PathBuf::from(std::env::var("HSB_BIN_DIR").map_err(|_| {
             "HSB_BIN_DIR must name the static hsb binaries (just static)".to_string()
@@ -424,13 +576,13 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
     std::env::set_var("HSB_BIN_DIR", &bin);
     std::env::set_var("HSB_RIG_ETC", dir.join("etc"));
     let _rig = Rig { keep };
-    rig(&["up"])?;
+    rig(&["up"]).map_err(Fail::Rig)?;
     rep.add(format!(
         "rig up in {:.0} s (both hosts: Xen 4.17, Debian dom0)",
         t.elapsed().as_secs_f64()
     ));
     let t = Instant::now();
-    rig(&["guest-up", "1"])?;
+    rig(&["guest-up", "1"]).map_err(Fail::Rig)?;
     rep.add(format!(
         "guest {GUEST} (PVH, 128 MiB) answering on host 1 after {:.0} s",
         t.elapsed().as_secs_f64()
@@ -516,7 +668,7 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
     let client = ClientRun::start(3600)?;
     let p0 = status(1, "hsb-primary").unwrap_or_default();
     let t0 = Instant::now();
-    std::thread::sleep(Duration::from_secs(20));
+    let probe = Probe::run(20);
     let p1 = status(1, "hsb-primary").unwrap_or_default();
     let secs = t0.elapsed().as_secs_f64();
     let ckpts = num(&p1, "checkpoints").saturating_sub(num(&p0, "checkpoints"));
@@ -531,6 +683,13 @@ fn run(all: bool, keep: bool) -> Result<Report, String> {
         acked_between(&client.snapshot(), t0, Instant::now()),
         secs
     ));
+    rep.add(match probe {
+        Ok(p) => format!(
+            "reply-time probe meanwhile (every reply held until its checkpoint is acknowledged): {}",
+            p.describe()
+        ),
+        Err(e) => format!("reply-time probe failed: {e}"),
+    });
     let mut ok = true;
 
     if all {
@@ -633,7 +792,10 @@ fn remus_up(rep: &mut Report, keep: bool) -> Result<Rig, String> {
     rig(&["guest-up", "1"])?;
     on(
         2,
-        "(socat TCP-LISTEN:8002,reuseaddr,keepalive,keepidle=2,keepintvl=1,keepcnt=3 EXEC:'xl -v migrate-receive -r -e',nofork >/var/log/remus-recv.log 2>&1 &); sleep 1",
+        // Debug logging on the receiver, each line stamped (bash's EPOCHREALTIME), so the
+        // checkpoints can be counted on host 2 (one `Record: 4` per checkpoint end) without
+        // slowing the sender, whose log stays at -v.
+        "(socat TCP-LISTEN:8002,reuseaddr,keepalive,keepidle=2,keepintvl=1,keepcnt=3 EXEC:'xl -vvv migrate-receive -r -e',nofork 2>&1 | while IFS= read -r l; do printf '%s %s\\n' \"$EPOCHREALTIME\" \"$l\"; done >/var/log/remus-recv.log &); sleep 1",
     )?;
     on(
         1,
@@ -662,6 +824,25 @@ fn remus_up(rep: &mut Report, keep: bool) -> Result<Rig, String> {
     Ok(r)
 }
 
+/// Checkpoints per second of `xl remus` over the last `window` seconds of host 2's clock,
+/// from the receiver's stamped log.
+fn remus_checkpoint_rate(window: f64) -> Result<f64, String> {
+    let out = on(
+        2,
+        "grep 'Record: 4,' /var/log/remus-recv.log | tail -400 | cut -d' ' -f1",
+    )?;
+    let stamps: Vec<f64> = out
+        .lines()
+        .filter_map(|l| l.trim().parse::<f64>().ok())
+        .collect();
+    let last = *stamps.last().ok_or("no checkpoint records on host 2")?;
+    let recent: Vec<f64> = stamps.into_iter().filter(|&t| t >= last - window).collect();
+    match (recent.first(), recent.len()) {
+        (Some(&first), n) if n >= 2 && last > first => Ok((n - 1) as f64 / (last - first)),
+        _ => Err("fewer than two checkpoints on host 2".into()),
+    }
+}
+
 fn remus(keep: bool) -> Result<Report, String> {
     let mut rep = Report {
         ok: true,
@@ -672,7 +853,19 @@ fn remus(keep: bool) -> Result<Report, String> {
     {
         let _rig = remus_up(&mut rep, keep)?;
         let client = ClientRun::start(3600)?;
-        std::thread::sleep(Duration::from_secs(15));
+        let probe = Probe::run(20);
+        let rate = remus_checkpoint_rate(20.0);
+        rep.add(format!(
+            "xl remus steady state (TCG): {} at a 200 ms interval (counted on host 2, checkpoint-end records in the last 20 s)",
+            rate.map_or_else(|e| format!("checkpoints/s unknown ({e})"), |r| format!("{r:.1} checkpoints/s"))
+        ));
+        rep.add(match probe {
+            Ok(p) => format!(
+                "xl remus reply-time probe meanwhile (no output commit, so a slow reply is the guest stopped for a checkpoint): {}",
+                p.describe()
+            ),
+            Err(e) => format!("xl remus reply-time probe failed: {e}"),
+        });
         let last = client.snapshot().iter().rev().find_map(|o| o.value);
         rig(&["kill", "1"])?;
         let killed = Instant::now();
@@ -734,6 +927,15 @@ impl Drop for KillOnDrop {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("probe") {
+        return match (args.get(1), args.get(2).and_then(|s| s.parse().ok())) {
+            (Some(a), Some(secs)) => probe(a, secs),
+            _ => {
+                eprintln!("usage: hsb-xen-e2e probe ADDR SECONDS");
+                ExitCode::from(2)
+            }
+        };
+    }
     if args.first().map(String::as_str) == Some("client") {
         return match (args.get(1), args.get(2).and_then(|s| s.parse().ok())) {
             (Some(a), Some(secs)) => client(a, secs),
@@ -755,7 +957,7 @@ fn main() -> ExitCode {
     }
     let started = Instant::now();
     let result = if baseline {
-        remus(keep)
+        remus(keep).map_err(Fail::Run)
     } else {
         run(all, keep)
     };
@@ -792,9 +994,13 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => {
+        Err(Fail::Run(e)) => {
             let _ = writeln!(md, "FAILED: {e}");
             ExitCode::FAILURE
+        }
+        Err(Fail::Rig(e)) => {
+            let _ = writeln!(md, "RIG UNAVAILABLE (nothing of hsb was tried): {e}");
+            ExitCode::from(RIG_UNAVAILABLE)
         }
     };
     let path = PathBuf::from(concat!(
