@@ -273,7 +273,7 @@ fn forged_and_replayed_witness_messages_are_rejected() {
                 &wrong,
                 Sender {
                     role: Role::Witness,
-                    id,
+                    id: u32::from(id),
                 },
                 [id; 8],
                 1,

@@ -33,21 +33,21 @@ pub struct Sender {
     pub role: Role,
     /// Node id: for primary and standby one derived from the node's name
     /// ([`node_sender_id`]), the witness id for witnesses.
-    pub id: u8,
+    pub id: u32,
 }
 
-/// The sender id of a primary or standby, from its node name (the low byte of its FNV-1a
-/// hash). Two nodes in the same role should differ: after a failover the promoted primary on
-/// one host and the old primary on the other run at once, and a receiver keeps one incarnation
-/// per sender, so with one shared id the old primary's datagrams (asking for leases) are
-/// dropped as an earlier incarnation and it never learns that a newer epoch is active: it stays
-/// fenced (safe) but does not step down and rejoin by itself. Two names collide with a chance
-/// of 1 in 256 (then the old primary must be restarted as the standby by hand).
-pub fn node_sender_id(node: &str) -> u8 {
+/// The sender id of a primary or standby, from its node name (the low 32 bits of its FNV-1a
+/// hash). Two nodes in the same role must differ: after a failover the promoted primary on one
+/// host and the old primary on the other run at once, and a receiver keeps one incarnation per
+/// sender, so with one shared id the old primary's datagrams (asking for leases) would be
+/// dropped as an earlier incarnation and it would never learn that a newer epoch is active: it
+/// would stay fenced (safe) but not step down and rejoin by itself. With 32 bits two names
+/// collide with a chance of about 1 in 4 billion (it was 1 in 256 with one byte).
+pub fn node_sender_id(node: &str) -> u32 {
     let h = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
     });
-    h.to_le_bytes()[0]
+    h as u32
 }
 
 /// The envelope inside every datagram body, before the message.
@@ -394,6 +394,21 @@ mod tests {
     #[test]
     fn node_sender_ids_are_stable_and_tell_the_usual_nodes_apart() {
         assert_eq!(node_sender_id("host-a"), node_sender_id("host-a"));
+        // FNV-1a of "a" (0xaf63dc4c8601ec8c): the low 32 bits, so ids stay stable across builds.
+        assert_eq!(node_sender_id("a"), 0x8601_ec8c);
+        // Names whose one-byte ids collided before (the same low byte) now differ.
+        let mut by_low_byte = std::collections::HashMap::new();
+        let mut collided = None;
+        for i in 0..1000 {
+            let name = format!("node-{i}");
+            let id = node_sender_id(&name);
+            if let Some(other) = by_low_byte.insert(id as u8, name.clone()) {
+                collided = Some((other, name));
+                break;
+            }
+        }
+        let (a, b) = collided.expect("1000 names share a low byte somewhere");
+        assert_ne!(node_sender_id(&a), node_sender_id(&b), "{a} and {b}");
         let names = [
             "primary",
             "standby",

@@ -196,7 +196,7 @@ impl Witness {
             &key,
             Sender {
                 role: Role::Witness,
-                id: s.id,
+                id: u32::from(s.id),
             },
             inc,
             core.epoch_seen().0,
