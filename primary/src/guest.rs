@@ -14,6 +14,15 @@ use hsb_common::time::Nanos;
 use hsb_common::xen::XenSource;
 use xen_sys::{PlugAction, PlugQdisc};
 
+/// What [`Guest::fence`] leaves to its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fence {
+    /// The guest is stopped (suspended, paused, or the model's workload stopped).
+    Done,
+    /// A Xen guest was asked to suspend: poll for it, and pause it outright if it does not.
+    Suspending,
+}
+
 /// The protected domain.
 pub enum Guest {
     /// The hypervisor test double.
@@ -82,24 +91,42 @@ impl Guest {
         }
     }
 
-    /// Fence (rule 4): stop the guest. A Xen guest is suspended cooperatively so it can still
-    /// be checkpointed; one that does not suspend is paused outright.
-    pub fn fence(&mut self) {
+    /// Fence (rule 4): stop the guest. The model's workload stops at once. A Xen guest is
+    /// asked to suspend cooperatively, so it can still be checkpointed, without waiting: the
+    /// caller polls it like a checkpoint's suspend ([`Fence::Suspending`]) and pauses it
+    /// outright ([`Guest::pause_outright`]) if it does not get there. Its output is held by the
+    /// plug meanwhile, as at any time before an ack.
+    pub fn fence(&mut self) -> Fence {
         match self {
             Guest::Model(d) => {
                 let _ = d.suspend();
+                Fence::Done
             }
             Guest::Xen(x) => {
                 if x.src.is_suspended() || x.hard_paused {
-                    return;
+                    return Fence::Done;
                 }
-                if let Err(e) = x.src.suspend() {
-                    log::error!("fence: {e}; pausing the guest without its cooperation");
-                    match x.src.hard_pause() {
-                        Ok(()) => x.hard_paused = true,
-                        Err(e) => log::error!("fence: cannot pause the guest: {e}"),
+                match x.src.request_suspend() {
+                    Ok(()) => Fence::Suspending,
+                    Err(e) => {
+                        log::error!("fence: {e}; pausing the guest without its cooperation");
+                        self.pause_outright();
+                        Fence::Done
                     }
                 }
+            }
+        }
+    }
+
+    /// A fenced Xen guest that did not suspend: pause it without its cooperation.
+    pub fn pause_outright(&mut self) {
+        if let Guest::Xen(x) = self {
+            if x.hard_paused || x.src.is_suspended() {
+                return;
+            }
+            match x.src.hard_pause() {
+                Ok(()) => x.hard_paused = true,
+                Err(e) => log::error!("fence: cannot pause the guest: {e}"),
             }
         }
     }

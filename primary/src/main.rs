@@ -37,7 +37,7 @@ use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
 
 use config::{schema, Settings};
-use guest::{Guest, PlugOutput};
+use guest::{Fence, Guest, PlugOutput};
 
 const REPL: Token = Token(1);
 const CTL_BASE: usize = 10;
@@ -806,7 +806,8 @@ impl Primary {
         self.capture_and_send(now, t0, !fenced);
     }
 
-    /// A Xen checkpoint waits for the guest's suspend: finish it once the guest is there.
+    /// A Xen guest's suspend, asked for by a checkpoint or a fence, is polled from the loop:
+    /// once the guest is there, capture (when staging is free) and resume it unless fenced.
     fn poll_suspend(&mut self, now: Nanos) {
         let Some(t0) = self.suspending else { return };
         let Guest::Xen(x) = &mut self.dom else {
@@ -820,11 +821,37 @@ impl Primary {
                 self.stats.suspend_wait.record(self.clock.now().since(t0));
                 // A fence that came meanwhile keeps the guest suspended after the capture.
                 let resume = !self.fenced();
+                let streaming = self
+                    .repl
+                    .as_ref()
+                    .is_some_and(|r| r.phase == Phase::Streaming);
+                let stepped_down = self.failover.as_ref().is_some_and(|f| f.stepped_down);
+                if !streaming
+                    || stepped_down
+                    || self.sending.is_some()
+                    || self.unacked.len() >= self.s.max_unacked
+                {
+                    // A fence's suspend with no checkpoint to take now (no standby session, or
+                    // the last checkpoint still unacknowledged or being sent). A fenced guest
+                    // stays suspended (an epoch tick captures it when it may); one unfenced
+                    // meanwhile runs on.
+                    if resume {
+                        if let Err(e) = self.dom.source().resume() {
+                            log::error!("cannot resume the domain: {e}");
+                        }
+                    }
+                    return;
+                }
                 self.capture_and_send(now, t0, resume);
             }
             Err(e) => {
                 self.suspending = None;
-                log::error!("checkpoint {} skipped: {e}", self.next_ckpt);
+                if self.fenced() {
+                    log::error!("fence: {e}; pausing the guest without its cooperation");
+                    self.dom.pause_outright();
+                } else {
+                    log::error!("checkpoint {} skipped: {e}", self.next_ckpt);
+                }
             }
         }
     }
@@ -1127,7 +1154,9 @@ impl Primary {
                     f.evidence(log::Level::Error, &evidence);
                     if !f.fenced {
                         f.fenced = true;
-                        self.dom.fence();
+                        if self.dom.fence() == Fence::Suspending && self.suspending.is_none() {
+                            self.suspending = Some(self.clock.now());
+                        }
                         log::error!("FENCED: no authority to release output; the domain is paused and output held ({} bytes)", self.output.held_bytes());
                     }
                 }
@@ -1145,7 +1174,9 @@ impl Primary {
                     f.stepped_down = true;
                     if !f.fenced {
                         f.fenced = true;
-                        self.dom.fence();
+                        if self.dom.fence() == Fence::Suspending && self.suspending.is_none() {
+                            self.suspending = Some(self.clock.now());
+                        }
                     }
                     log::error!(
                         "STEPPED DOWN: epoch {} is active elsewhere; this domain stays paused and its held output is never released",

@@ -12,9 +12,13 @@
 //!   failover; the guest keeps answering from host 1 (unprotected under the witnesses' lease).
 //!   Healed: the standby is synchronised from scratch.
 //! - F1: host 1's QEMU is killed: the standby activates the replica; the counter continues.
+//! - Isolation (`isolate`, instead of F1): host 1 is cut off from both networks but keeps
+//!   running: its primary fences its guest, the standby activates the replica, and after the
+//!   heal the old primary steps down with its guest still stopped.
 //!
 //! ```text
 //! hsb-xen-e2e [smoke|all] [--keep]     smoke: protect + F1; all: protect + F2 + heal + F1
+//! hsb-xen-e2e isolate [--keep]         protect + host 1 isolated alive (fence, failover) + heal
 //! hsb-xen-e2e remus                    the same guest under `xl remus` (the baseline): F1, F2
 //! hsb-xen-e2e client ADDR SECONDS      (internal) the client, run inside the rig namespace
 //! hsb-xen-e2e probe ADDR SECONDS       (internal) the reply-time probe, likewise
@@ -557,7 +561,18 @@ fn acked_between(ops: &[Op], from: Instant, to: Instant) -> usize {
         .count()
 }
 
-fn run(all: bool, keep: bool) -> Result<Report, Fail> {
+/// Which cases a run of the hsb rig covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Protect, F1 (the CI smoke).
+    Smoke,
+    /// Protect, F2, heal, F1.
+    All,
+    /// Protect, host 1 isolated while alive (fence, failover), heal (step down).
+    Isolate,
+}
+
+fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
     let bin =
         PathBuf::from(std::env::var("HSB_BIN_DIR").map_err(|_| {
             "HSB_BIN_DIR must name the static hsb binaries (just static)".to_string()
@@ -692,7 +707,7 @@ fn run(all: bool, keep: bool) -> Result<Report, Fail> {
     });
     let mut ok = true;
 
-    if all {
+    if mode == Mode::All {
         // F2: the replication network cut; the witnesses still reach the guest.
         let syncs_before = status(2, "hsb-standby").map_or(0, |s| num(&s, "full_syncs"));
         rig(&["cut-repl"])?;
@@ -739,6 +754,18 @@ fn run(all: bool, keep: bool) -> Result<Report, Fail> {
         }
     }
 
+    if mode == Mode::Isolate {
+        let (iso_ok, ops, at) = isolate_host1(&mut rep, client)?;
+        ok &= iso_ok;
+        let (line, hist_ok) = history_line("client history", &ops);
+        ok &= hist_ok;
+        rep.add(line);
+        save_history(&dir.join("history.txt"), &ops, at);
+        rep.ok = ok;
+        drop(witnesses);
+        return Ok(rep);
+    }
+
     // F1: host 1 dies.
     std::thread::sleep(Duration::from_secs(5));
     let before_kill = client.snapshot();
@@ -779,6 +806,84 @@ fn run(all: bool, keep: bool) -> Result<Report, Fail> {
     rep.ok = ok;
     drop(witnesses);
     Ok(rep)
+}
+
+/// Host 1 isolated from everything while it keeps running (both of its networks dropped): its
+/// primary loses the standby's acks and the witnesses' leases and must fence its own guest
+/// (suspended, output held) before the standby, told by the witnesses that the guest cannot be
+/// reached, activates the replica. Then the heal: the old primary hears of the newer epoch and
+/// steps down, its guest still stopped, so there is one active copy. Returns whether all that
+/// held, the client's history and when the isolation began.
+fn isolate_host1(rep: &mut Report, client: ClientRun) -> Result<(bool, Vec<Op>, Instant), String> {
+    std::thread::sleep(Duration::from_secs(5));
+    let last_acked = client.snapshot().iter().rev().find_map(|o| o.value);
+    rig(&["isolate", "1"])?;
+    rig(&["isolate", "1", "repl"])?;
+    let cut = Instant::now();
+    let active = wait(
+        "the standby's activation",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || status(2, "hsb-standby").filter(|s| s["state"] == "active"),
+    );
+    let decided = cut.elapsed();
+    std::thread::sleep(Duration::from_secs(15));
+    // The serial consoles still reach host 1: what its primary and Xen say while it is cut off.
+    let p1 = status(1, "hsb-primary").unwrap_or_default();
+    let xl1 = on(1, &format!("xl list {GUEST} | tail -1")).unwrap_or_default();
+    rig(&["unisolate", "1"])?;
+    rig(&["unisolate", "1", "repl"])?;
+    let stepped = wait(
+        "the old primary to step down after the heal",
+        Duration::from_secs(90),
+        Duration::from_secs(2),
+        || {
+            status(1, "hsb-primary")
+                .filter(|s| s.get("stepped_down").map(String::as_str) == Some("true"))
+        },
+    );
+    let xl1b = on(1, &format!("xl list {GUEST} | tail -1")).unwrap_or_default();
+    let s2 = status(2, "hsb-standby").unwrap_or_default();
+    std::thread::sleep(Duration::from_secs(10));
+    let ops = client.stop();
+    let (first_after, after) = after_kill(&ops, cut);
+    let fenced = p1.get("fenced").map(String::as_str) == Some("true");
+    // `xl list` state column: r running, b blocked, p paused, s shut down (suspended).
+    let stopped = |l: &str| {
+        l.split_whitespace()
+            .nth(4)
+            .is_some_and(|st| !st.contains('r') && !st.contains('b'))
+    };
+    let one_active = stopped(&xl1b) && s2.get("state").map(String::as_str) == Some("active");
+    let ok = active.is_ok()
+        && first_after.is_some()
+        && fenced
+        && stopped(&xl1)
+        && stepped.is_ok()
+        && one_active;
+    rep.add(format!(
+        "host 1 isolated (alive): its primary fenced: {fenced} (authority {:?}), its guest stopped: {} (`{}`); standby {} after {:.1} s; first client reply from the replica {:.1} s after the isolation; last acknowledged value before {last_acked:?}, first after {after:?}",
+        p1.get("authority").cloned().unwrap_or_default(),
+        stopped(&xl1),
+        xl1.trim(),
+        if active.is_ok() { "activated" } else { "did NOT activate" },
+        decided.as_secs_f64(),
+        first_after.map_or(f64::NAN, |d| d.as_secs_f64()),
+    ));
+    rep.add(format!(
+        "heal: old primary {}; its guest `{}`; standby state {:?}; one active copy: {one_active}: {}",
+        if stepped.is_ok() { "stepped down" } else { "did NOT step down" },
+        xl1b.trim(),
+        s2.get("state").cloned().unwrap_or_default(),
+        if ok { "correct" } else { "WRONG" }
+    ));
+    if !ok {
+        rep.add(format!(
+            "primary log (host 1):\n```\n{}```",
+            on(1, "tail -30 /var/log/hsb-primary.log").unwrap_or_default()
+        ));
+    }
+    Ok((ok, ops, cut))
 }
 
 /// Boot the rig with the guest on host 1 and `xl remus` protecting it to host 2, as Xen ships
@@ -945,21 +1050,27 @@ fn main() -> ExitCode {
             }
         };
     }
-    let all = !args.iter().any(|a| a == "smoke");
+    let mode = if args.iter().any(|a| a == "smoke") {
+        Mode::Smoke
+    } else if args.iter().any(|a| a == "isolate") {
+        Mode::Isolate
+    } else {
+        Mode::All
+    };
     let baseline = args.iter().any(|a| a == "remus");
     let keep = args.iter().any(|a| a == "--keep");
     if let Some(bad) = args
         .iter()
-        .find(|a| !matches!(a.as_str(), "smoke" | "all" | "remus" | "--keep"))
+        .find(|a| !matches!(a.as_str(), "smoke" | "all" | "isolate" | "remus" | "--keep"))
     {
-        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all] [--keep]");
+        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|remus] [--keep]");
         return ExitCode::from(2);
     }
     let started = Instant::now();
     let result = if baseline {
         remus(keep).map_err(Fail::Run)
     } else {
-        run(all, keep)
+        run(mode, keep)
     };
     let mut md = String::new();
     let _ = writeln!(
@@ -967,10 +1078,12 @@ fn main() -> ExitCode {
         "# hsb on the two-host Xen rig ({}; {:.0} s)\n",
         if baseline {
             "xl remus baseline"
-        } else if all {
-            "hsb, all cases"
         } else {
-            "hsb, smoke"
+            match mode {
+                Mode::All => "hsb, all cases",
+                Mode::Smoke => "hsb, smoke",
+                Mode::Isolate => "hsb, host 1 isolated",
+            }
         },
         started.elapsed().as_secs_f64()
     );
