@@ -74,8 +74,9 @@ xen-rig-down:
     tests/xen-rig/rig.sh down
 
 # Replica via xl save -c / restore -p, witnesses, a client history, F2 (replication cut, heal,
-# fresh full sync) and F1 (host 1 killed); `smoke`: F1 only; report in target/xen-rig/e2e-report.md.
-# hsb on the two-host Xen rig (real Xen 4.17 under QEMU TCG).
+# fresh full sync) and F1 (host 1 killed); `smoke`: F1 only; `isolate`: host 1 cut off while alive
+# (fence, failover, step down at the heal); exit status 3 when the rig itself does not boot.
+# hsb on the two-host Xen rig (real Xen 4.17 under QEMU TCG); report in target/xen-rig/e2e-report.md.
 xen-e2e *args: static xen-rig-images
     cargo build --release -p hsb-tests --bin hsb-xen-e2e
     HSB_BIN_DIR=$PWD/target/{{target}}/release ./target/release/hsb-xen-e2e {{args}}
