@@ -627,6 +627,45 @@ mod tests {
         assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists());
     }
 
+    /// Process state from /proc: None when gone, else the state letter ('Z' for a zombie).
+    fn proc_state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')').next()?.trim_start().chars().next()
+    }
+
+    #[test]
+    fn command_timeout_kills_what_the_command_started() {
+        // A script that starts a long job and waits: killing only the shell would leave the
+        // job running after every timed-out probe.
+        let mut poll = Poll::new().unwrap();
+        let mut set = ProbeSet::new(
+            vec![parse("cmd sh -c 'sleep 30 & echo $!; wait'", 300)],
+            BASE,
+        )
+        .unwrap();
+        let r = drive(&mut set, &mut poll, 1).remove(0);
+        assert_eq!(r.class, Class::Timeout, "{r:?}");
+        let job: u32 = r.detail.rsplit(' ').next().unwrap().parse().unwrap();
+        let start = Instant::now();
+        let mut events = Events::with_capacity(4);
+        while set.unreaped() > 0 {
+            assert!(start.elapsed() < Duration::from_secs(2), "not reaped");
+            poll_once(&mut poll, &mut events, set.poll_timeout(Instant::now()));
+            set.on_tick(poll.registry(), Instant::now());
+        }
+        // The job is dead: gone, or a zombie waiting for whoever adopted it.
+        loop {
+            match proc_state(job) {
+                None | Some('Z') => break,
+                Some(st) => assert!(
+                    start.elapsed() < Duration::from_secs(2),
+                    "the command's job {job} survived its probe (state {st})"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     #[test]
     fn runs_repeat_at_their_interval_and_count() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
@@ -210,7 +210,7 @@ impl Probe {
                 let (mut child, mut out) = spawn(program, args)
                     .map_err(|e| (Class::AppError, format!("cannot run {program}: {e}")))?;
                 if let Err(e) = registry.register(&mut out, self.token, Interest::READABLE) {
-                    let _ = child.kill();
+                    kill_tree(&mut child);
                     debug_assert!(self.killed.is_none(), "at most one child per probe");
                     self.killed = parked(child, now);
                     return Err((Class::AppError, format!("cannot watch {program}: {e}")));
@@ -385,8 +385,11 @@ impl Probe {
                     if let Some(mut rx) = out {
                         let _ = registry.deregister(&mut rx);
                     }
-                    if !matches!(child.try_wait(), Ok(Some(_))) {
-                        let _ = child.kill();
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        // Exited (and reaped): what it left running in its group goes too.
+                        kill_tree(&mut child);
+                    } else {
+                        kill_tree(&mut child);
                         debug_assert!(self.killed.is_none(), "at most one child per probe");
                         self.killed = parked(child, now);
                     }
@@ -430,10 +433,25 @@ impl Drop for Probe {
             killed,
         ];
         for mut child in children.into_iter().flatten() {
-            let _ = child.kill();
+            kill_tree(&mut child);
             let _ = child.wait();
         }
     }
+}
+
+/// Kill a command probe's whole process group (the child leads its own, see [`spawn`]), so
+/// what a script started (a `curl` under `sh -c`, say) does not outlive a timed-out run, then
+/// the child itself. The group is signalled before the child is reaped, while its id cannot
+/// have been reused.
+fn kill_tree(child: &mut Child) {
+    if let Some(pgid) = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        // ESRCH (the group is gone) is the usual answer for a command that exited by itself.
+        let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
+    }
+    let _ = child.kill();
 }
 
 /// A killed child: reaped now if it is gone already, else kept to retry on ticks (a child in
@@ -446,7 +464,8 @@ fn parked(mut child: Child, now: Instant) -> Option<(Child, Instant)> {
 }
 
 /// Start a command with stdin empty and stdout and stderr on one pipe whose reading end, non
-/// blocking, the loop watches.
+/// blocking, the loop watches. The command leads a process group of its own, so a timed-out
+/// run is killed with everything it started ([`kill_tree`]).
 fn spawn(program: &str, args: &[String]) -> io::Result<(Child, pipe::Receiver)> {
     let (tx, rx) = pipe::new()?;
     // The child's end blocks, as programs expect; ours stays non-blocking.
@@ -457,6 +476,7 @@ fn spawn(program: &str, args: &[String]) -> io::Result<(Child, pipe::Receiver)> 
     // statement, so end of file comes when the child (and its children) close theirs.
     let child = Command::new(program)
         .args(args)
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr))
