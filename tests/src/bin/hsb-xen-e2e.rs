@@ -297,6 +297,29 @@ impl Drop for ClientRun {
     }
 }
 
+/// A connection to the guest's counter, made on first use and again after an error.
+type Conn = Option<(TcpStream, BufReader<TcpStream>)>;
+
+/// Send one request line on `conn` (connecting first if needed) and read the reply line.
+fn request(conn: &mut Conn, addr: SocketAddr, req: &[u8]) -> std::io::Result<String> {
+    if conn.is_none() {
+        let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        s.set_nodelay(true)?;
+        let r = BufReader::new(s.try_clone()?);
+        *conn = Some((s, r));
+    }
+    let Some((s, r)) = conn.as_mut() else {
+        return Err(std::io::Error::other("no connection"));
+    };
+    s.write_all(req)?;
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(std::io::Error::other("closed"));
+    }
+    Ok(line.trim().to_string())
+}
+
 /// The client loop (inside the namespace): INCR, one at a time, reconnecting after errors;
 /// one line per request: `ok MICROS VALUE` or `err MICROS`.
 fn client(addr: &str, seconds: u64) -> ExitCode {
@@ -306,27 +329,10 @@ fn client(addr: &str, seconds: u64) -> ExitCode {
     };
     let until = Instant::now() + Duration::from_secs(seconds);
     let mut out = std::io::stdout();
-    let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+    let mut conn: Conn = None;
     while Instant::now() < until {
         let t = Instant::now();
-        let r = (|| -> std::io::Result<String> {
-            if conn.is_none() {
-                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                s.set_nodelay(true)?;
-                let r = BufReader::new(s.try_clone()?);
-                conn = Some((s, r));
-            }
-            let Some((s, r)) = conn.as_mut() else {
-                return Err(std::io::Error::other("no connection"));
-            };
-            s.write_all(b"INCR\n")?;
-            let mut line = String::new();
-            if r.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::other("closed"));
-            }
-            Ok(line.trim().to_string())
-        })();
+        let r = request(&mut conn, addr, b"INCR\n");
         let us = t.elapsed().as_micros();
         let line = match r {
             Ok(v) if v.parse::<u64>().is_ok() => format!("ok {us} {v}\n"),
@@ -361,29 +367,11 @@ fn probe(addr: &str, seconds: u64) -> ExitCode {
     let until = started + Duration::from_secs(seconds);
     let mut lat = Vec::new();
     let mut errors = 0u64;
-    let mut conn: Option<(TcpStream, BufReader<TcpStream>)> = None;
+    let mut conn: Conn = None;
     while Instant::now() < until {
         let t = Instant::now();
-        let r = (|| -> std::io::Result<()> {
-            if conn.is_none() {
-                let s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-                s.set_read_timeout(Some(Duration::from_secs(5)))?;
-                s.set_nodelay(true)?;
-                let r = BufReader::new(s.try_clone()?);
-                conn = Some((s, r));
-            }
-            let Some((s, r)) = conn.as_mut() else {
-                return Err(std::io::Error::other("no connection"));
-            };
-            s.write_all(b"GET\n")?;
-            let mut line = String::new();
-            if r.read_line(&mut line)? == 0 {
-                return Err(std::io::Error::other("closed"));
-            }
-            Ok(())
-        })();
-        match r {
-            Ok(()) => lat.push(t.elapsed().as_micros() as u64),
+        match request(&mut conn, addr, b"GET\n") {
+            Ok(_) => lat.push(t.elapsed().as_micros() as u64),
             Err(_) => {
                 errors += 1;
                 conn = None;
