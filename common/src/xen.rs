@@ -51,7 +51,7 @@ pub static KEYS: &[KeySpec] = &[
     KeySpec { key: "xen.domain", kind: ValueKind::Str, default: Some(""), help: "xen backend: the guest (primary) or the paused replica (standby), by name or domain id" },
     KeySpec { key: "xen.vif", kind: ValueKind::Str, default: Some(""), help: "xen backend, primary: the guest's network backend device whose output is held until ack (empty: vif<domid>.0)" },
     KeySpec { key: "xen.output", kind: ValueKind::Choice(&["plug", "none"]), default: Some("plug"), help: "xen backend, primary: hold the guest's network output until its checkpoint is acknowledged with the `plug` qdisc (needs sch_plug, ifb, act_mirred, cls_matchall), or `none` (no output commit: what a client saw may be lost on failover)" },
-    KeySpec { key: "xen.suspend_timeout", kind: ValueKind::Duration, default: Some("2s"), help: "xen backend, primary: how long a guest may take to suspend for a checkpoint" },
+    KeySpec { key: "xen.suspend_timeout", kind: ValueKind::Duration, default: Some("2s"), help: "xen backend, primary: how long a guest may take to suspend for a checkpoint or a fence (polled, never blocking the loop); a fenced guest that does not suspend in time is paused outright" },
 ];
 
 /// Which domain: by id or by name.
