@@ -610,7 +610,10 @@ impl XenSource {
     /// the caller polls [`XenSource::poll_suspend`] from its event loop, so heartbeats and
     /// witness traffic go on while the guest reaches its suspend point.
     pub fn request_suspend(&mut self) -> Result<(), DomainError> {
-        if self.suspended {
+        // One request at a time: the guest clears `control/shutdown` when it takes the request,
+        // so writing it again while one is under way would make the guest suspend a second
+        // time after its resume, with nobody waiting for it.
+        if !request_needed(self.suspended, self.suspend_requested.is_some()) {
             return Ok(());
         }
         self.xs
@@ -670,6 +673,13 @@ impl XenSource {
     fn control_path(&self) -> String {
         format!("/local/domain/{}/control/shutdown", self.domid)
     }
+}
+
+/// Whether a suspend request must be written to `control/shutdown`: not when the guest is
+/// suspended already, nor while an earlier request is under way (see
+/// [`XenSource::request_suspend`]).
+fn request_needed(suspended: bool, pending: bool) -> bool {
+    !suspended && !pending
 }
 
 impl Drop for XenSource {
@@ -925,6 +935,15 @@ impl Replica for XenReplica {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_suspend_is_requested_once_until_it_completes_or_expires() {
+        assert!(request_needed(false, false));
+        // A fence arriving while a checkpoint's suspend is under way must not write the
+        // request again: the guest would suspend a second time after its resume.
+        assert!(!request_needed(false, true));
+        assert!(!request_needed(true, false));
+    }
 
     #[test]
     fn runs_stop_at_gaps_and_chunk_edges() {
