@@ -60,6 +60,11 @@ clippy:
 fmt:
     cargo fmt --all
 
+# Regenerate README.md's configuration reference from the daemons (tests/docs.rs checks it).
+readme-config:
+    cargo build --workspace --bins
+    tests/readme-config.py target/debug
+
 # Images of the two-host Xen test rig (tests/xen-rig), from Debian packages; cached in target/xen-rig.
 xen-rig-images:
     tests/xen-rig/build-images.sh

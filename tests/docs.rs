@@ -28,7 +28,7 @@ fn readme_configuration_reference_matches_the_daemons() {
     }
     assert!(
         missing.is_empty(),
-        "README.md's configuration reference is out of date (regenerate it with `hsb-X config-reference`); missing or different rows:\n{}",
+        "README.md's configuration reference is out of date (regenerate it with `just readme-config`); missing or different rows:\n{}",
         missing.join("\n")
     );
 }

@@ -316,3 +316,23 @@ fn activation_runs_the_on_activate_hook() {
         pair.standby.log_text()
     );
 }
+
+/// A full synchronisation is copied while the guest runs (pre-copy); only what the guest wrote
+/// meanwhile is copied again while it is suspended, so the replica is still exact.
+#[test]
+fn full_sync_is_precopied_and_exact() {
+    let pair = Pair::start(PairOpts::default());
+    let mut c = Client::connect(pair.primary_service, Duration::from_secs(5)).expect("connect");
+    for _ in 0..5 {
+        c.request("INCR").expect("reply");
+    }
+    let log = pair.primary.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("full synchronisation,") && l.contains("pause"))
+        .unwrap_or_else(|| panic!("no full synchronisation in the primary's log:\n{log}"));
+    assert!(line.contains("pre-copied"), "{line}");
+    eprintln!("{line}");
+    let st = pair.standby.status();
+    assert!(num(&st, "counter") >= 5, "{st:?}");
+}

@@ -89,6 +89,32 @@ pub struct Staging {
     len: usize,
     pfns: Vec<u64>,
     ckpt: u64,
+    /// A full synchronisation being copied while the guest runs.
+    precopy: Option<Precopy>,
+    /// Where each staged `Pages` frame's page data starts (pre-copy only).
+    frame_data: Vec<usize>,
+    /// Pages dirtied during a pre-copy (bounded like `pfns`).
+    dirty: Vec<u64>,
+}
+
+/// Progress of a pre-copied full synchronisation.
+#[derive(Debug, Clone, Copy)]
+struct Precopy {
+    /// The epoch its `Begin` record names.
+    epoch: u64,
+    /// Index into `pfns` of the next page to copy.
+    next: usize,
+}
+
+/// What [`Staging::finish_precopy`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrecopyStats {
+    /// The checkpoint as captured (a full synchronisation).
+    pub capture: CaptureStats,
+    /// Pages copied again while suspended: dirtied since the pre-copy began.
+    pub recopied: u64,
+    /// Dirtied pages outside the full synchronisation's set, skipped (frames that were holes).
+    pub skipped: u64,
 }
 
 impl Staging {
@@ -99,6 +125,9 @@ impl Staging {
             len: 0,
             pfns: Vec::with_capacity(pages as usize),
             ckpt: 0,
+            precopy: None,
+            frame_data: Vec::with_capacity((pages as usize).div_ceil(PAGES_PER_FRAME)),
+            dirty: Vec::with_capacity(pages as usize),
         }
     }
 
@@ -121,61 +150,206 @@ impl Staging {
         epoch: u64,
         full: bool,
     ) -> Result<CaptureStats, CheckpointError> {
+        self.precopy = None;
+        self.begin(dom, ckpt, epoch, full)?;
+        for i in (0..self.pfns.len()).step_by(PAGES_PER_FRAME) {
+            self.put_pages(dom, i, false)?;
+        }
+        self.put_state(dom, full)
+    }
+
+    /// Start a full synchronisation while the guest **runs** (pre-copy): take every page's
+    /// frame number and clear the dirty log, so that [`Staging::precopy_step`] can copy the
+    /// pages bit by bit and [`Staging::finish_precopy`], with the guest suspended, copies again
+    /// only what was written meanwhile. The guest's pause for a full synchronisation is then
+    /// the pages dirtied during the copy, not all of its memory. Frames need to come in
+    /// ascending order (both backends list them so); otherwise this errs and the caller takes a
+    /// plain [`Staging::capture`].
+    pub fn start_precopy(
+        &mut self,
+        dom: &mut dyn CheckpointSource,
+        ckpt: u64,
+        epoch: u64,
+    ) -> Result<(), CheckpointError> {
+        self.precopy = None;
+        self.begin(dom, ckpt, epoch, true)?;
+        if !self.pfns.is_sorted() {
+            return Err(CheckpointError::Domain(DomainError {
+                op: "pre-copy",
+                detail: "the domain's frames are not in ascending order".into(),
+            }));
+        }
+        self.frame_data.clear();
+        self.precopy = Some(Precopy { epoch, next: 0 });
+        Ok(())
+    }
+
+    /// Whether a pre-copy is under way (started and not finished or abandoned).
+    pub fn precopying(&self) -> bool {
+        self.precopy.is_some()
+    }
+
+    /// Copy up to `max_pages` more pages of the pre-copy (whole frames); returns whether every
+    /// page is copied (then [`Staging::finish_precopy`] may run once the guest is suspended).
+    pub fn precopy_step(
+        &mut self,
+        dom: &mut dyn CheckpointSource,
+        max_pages: usize,
+    ) -> Result<bool, CheckpointError> {
+        let Some(mut pc) = self.precopy else {
+            return Ok(true);
+        };
+        let stop = pc
+            .next
+            .saturating_add(max_pages.max(PAGES_PER_FRAME))
+            .min(self.pfns.len());
+        while pc.next < stop {
+            if let Err(e) = self.put_pages(dom, pc.next, true) {
+                self.precopy = None;
+                return Err(e);
+            }
+            pc.next += PAGES_PER_FRAME;
+        }
+        let done = pc.next >= self.pfns.len();
+        self.precopy = Some(pc);
+        Ok(done)
+    }
+
+    /// Finish a pre-copy with the guest **suspended**: copy what is left, then copy again every
+    /// page dirtied since [`Staging::start_precopy`] into its place, and stage the state.
+    /// `ckpt` and `epoch` must be those the pre-copy began with.
+    pub fn finish_precopy(
+        &mut self,
+        dom: &mut dyn CheckpointSource,
+        ckpt: u64,
+        epoch: u64,
+    ) -> Result<PrecopyStats, CheckpointError> {
+        let Some(pc) = self.precopy else {
+            return Err(CheckpointError::Domain(DomainError {
+                op: "pre-copy",
+                detail: "no pre-copy under way".into(),
+            }));
+        };
+        if (self.ckpt, pc.epoch) != (ckpt, epoch) {
+            self.precopy = None;
+            return Err(CheckpointError::Domain(DomainError {
+                op: "pre-copy",
+                detail: format!(
+                    "begun for checkpoint {} in epoch {}, finished for {ckpt} in {epoch}",
+                    self.ckpt, pc.epoch
+                ),
+            }));
+        }
+        debug_assert!(pc.next <= self.pfns.len() + PAGES_PER_FRAME);
+        if let Err(e) = self.precopy_step(dom, usize::MAX) {
+            self.precopy = None;
+            return Err(e);
+        }
+        self.precopy = None;
+        self.dirty.clear();
+        dom.take_dirty(false, &mut self.dirty)?;
+        let (mut recopied, mut skipped) = (0u64, 0u64);
+        for k in 0..self.dirty.len() {
+            let pfn = self.dirty[k];
+            let Ok(i) = self.pfns.binary_search(&pfn) else {
+                skipped += 1;
+                continue;
+            };
+            let at = self.frame_data[i / PAGES_PER_FRAME] + (i % PAGES_PER_FRAME) * PAGE_SIZE;
+            dom.read_pages(&[pfn], &mut self.buf[at..at + PAGE_SIZE])?;
+            recopied += 1;
+        }
+        let capture = self.put_state(dom, true)?;
+        Ok(PrecopyStats {
+            capture,
+            recopied,
+            skipped,
+        })
+    }
+
+    /// Reset and take the checkpoint's frame list (every page if `full`), then its `Begin`.
+    fn begin(
+        &mut self,
+        dom: &mut dyn CheckpointSource,
+        ckpt: u64,
+        epoch: u64,
+        full: bool,
+    ) -> Result<(), CheckpointError> {
         self.len = 0;
         self.ckpt = ckpt;
         self.pfns.clear();
         dom.take_dirty(full, &mut self.pfns)?;
-        let pages = self.pfns.len() as u64;
         let begin = Begin {
             ckpt,
             full,
-            pages,
+            pages: self.pfns.len() as u64,
             epoch,
         };
-        self.put_record(Kind::Begin, &begin)?;
-        for chunk in self.pfns.chunks(PAGES_PER_FRAME) {
-            let start = self.len;
-            let room = self.buf.len() - start;
-            let need = HEADER_LEN + PAGES_HEAD_MAX + chunk.len() * PAGE_SIZE;
-            if room < need {
-                return Err(CheckpointError::StagingFull {
-                    need: start + need,
-                    have: self.buf.len(),
-                });
-            }
-            let body = &mut self.buf[start + HEADER_LEN..];
-            let mut n = msg::encode(&PagesHead { ckpt, pfns: chunk }, body).map_err(|_| {
-                CheckpointError::StagingFull {
-                    need: start + need,
-                    have: start,
-                }
-            })?;
-            let data_len = chunk.len() * PAGE_SIZE;
-            n += msg::write_varint(data_len as u64, &mut body[n..]);
-            dom.read_pages(chunk, &mut body[n..n + data_len])?;
-            n += data_len;
-            Header {
-                kind: Kind::Pages,
-                body_len: n as u32,
-                seq: 0,
-            }
-            .emit(&mut self.buf[start..]);
-            self.len = start + HEADER_LEN + n;
-        }
-        // State: body is postcard(State { ckpt, data }) = varint ckpt, varint len, bytes.
+        self.put_record(Kind::Begin, &begin)
+    }
+
+    /// Stage the `Pages` frame holding `pfns[first..]` (at most one frame's worth), noting where
+    /// its page data starts if `note`.
+    fn put_pages(
+        &mut self,
+        dom: &mut dyn CheckpointSource,
+        first: usize,
+        note: bool,
+    ) -> Result<(), CheckpointError> {
+        let ckpt = self.ckpt;
+        let end = (first + PAGES_PER_FRAME).min(self.pfns.len());
+        let chunk = &self.pfns[first..end];
         let start = self.len;
+        let room = self.buf.len() - start;
+        let need = HEADER_LEN + PAGES_HEAD_MAX + chunk.len() * PAGE_SIZE;
+        if room < need {
+            return Err(CheckpointError::StagingFull {
+                need: start + need,
+                have: self.buf.len(),
+            });
+        }
+        let body = &mut self.buf[start + HEADER_LEN..];
+        let mut n = msg::encode(&PagesHead { ckpt, pfns: chunk }, body).map_err(|_| {
+            CheckpointError::StagingFull {
+                need: start + need,
+                have: start,
+            }
+        })?;
+        let data_len = chunk.len() * PAGE_SIZE;
+        n += msg::write_varint(data_len as u64, &mut body[n..]);
+        dom.read_pages(chunk, &mut body[n..n + data_len])?;
+        if note {
+            self.frame_data.push(start + HEADER_LEN + n);
+        }
+        n += data_len;
+        Header {
+            kind: Kind::Pages,
+            body_len: n as u32,
+            seq: 0,
+        }
+        .emit(&mut self.buf[start..]);
+        self.len = start + HEADER_LEN + n;
+        Ok(())
+    }
+
+    /// Stage the `State` record, last; the capture's figures.
+    fn put_state(
+        &mut self,
+        dom: &mut dyn CheckpointSource,
+        full: bool,
+    ) -> Result<CaptureStats, CheckpointError> {
+        // State: body is postcard(State { ckpt, data }) = varint ckpt, varint len, bytes.
         let mut state = [0u8; MAX_STATE_LEN];
         let slen = dom.save_state(&mut state)?;
         let st = State {
-            ckpt,
+            ckpt: self.ckpt,
             data: &state[..slen],
         };
         self.put_record(Kind::State, &st)?;
-        debug_assert!(self.len > start);
         Ok(CaptureStats {
-            ckpt,
+            ckpt: self.ckpt,
             full,
-            pages,
+            pages: self.pfns.len() as u64,
             bytes: self.len,
         })
     }
@@ -594,6 +768,74 @@ mod tests {
             assert_eq!(rep.digest(), d.digest(), "checkpoint {n}");
         }
         assert_eq!(rep.counter(), 8);
+    }
+
+    #[test]
+    fn precopied_full_sync_is_the_domain_at_its_suspend_point() {
+        let mut d = ModelDomain::new(MIN_PAGES + 300, 20_000, 7);
+        let mut rep = ModelDomain::blank(d.page_count());
+        let mut st = Staging::new(d.page_count());
+        let (mut tx, mut rxs) = sessions();
+        let mut rx = Receiver::new(d.page_count());
+        // The guest runs and serves while its pages are copied, a few frames at a time.
+        st.start_precopy(&mut d, 1, 1).unwrap();
+        assert!(st.precopying());
+        let mut t = 0;
+        while !st.precopy_step(&mut d, PAGES_PER_FRAME).unwrap() {
+            t += 1;
+            d.run(Nanos::from_millis(t));
+            d.handle("INCR");
+        }
+        assert!(t > 3, "the copy took several steps");
+        d.run(Nanos::from_millis(t + 1));
+        d.handle("INCR");
+        d.suspend().unwrap();
+        let stats = st.finish_precopy(&mut d, 1, 1).unwrap();
+        // (Saving the state counts the checkpoint in the model's state, so compare after it.)
+        let at_suspend = d.digest();
+        d.resume().unwrap();
+        assert!(!st.precopying());
+        assert!(stats.capture.full);
+        assert_eq!(stats.capture.pages, d.page_count());
+        assert!(
+            stats.recopied > 0,
+            "pages were written during the copy: {stats:?}"
+        );
+        assert!(stats.recopied < d.page_count() / 2, "{stats:?}");
+        assert_eq!(stats.skipped, 0);
+        st.seal(&mut tx).unwrap();
+        let b = st.bytes().to_vec();
+        assert_eq!(feed(&mut rx, &mut rxs, &b, &mut rep).unwrap(), vec![1]);
+        assert_eq!(rep.digest(), at_suspend);
+        assert_eq!(rep.counter(), t + 1);
+        // The dirty log restarted at the suspend point: incremental checkpoints follow on.
+        for n in 2..5u64 {
+            d.run(Nanos::from_millis(t + n * 25));
+            d.handle("INCR");
+            let b = capture(&mut st, &mut d, &mut tx, n, false);
+            assert_eq!(feed(&mut rx, &mut rxs, &b, &mut rep).unwrap(), vec![n]);
+            assert_eq!(rep.digest(), d.digest(), "checkpoint {n}");
+        }
+    }
+
+    #[test]
+    fn a_capture_abandons_a_precopy() {
+        let mut d = ModelDomain::new(MIN_PAGES + 40, 2000, 3);
+        let mut st = Staging::new(d.page_count());
+        let (mut tx, mut rxs) = sessions();
+        let mut rx = Receiver::new(d.page_count());
+        let mut rep = ModelDomain::blank(d.page_count());
+        st.start_precopy(&mut d, 1, 1).unwrap();
+        st.precopy_step(&mut d, PAGES_PER_FRAME).unwrap();
+        let b = capture(&mut st, &mut d, &mut tx, 1, true);
+        assert!(!st.precopying());
+        assert!(st.finish_precopy(&mut d, 1, 1).is_err());
+        st.start_precopy(&mut d, 2, 1).unwrap();
+        let e = st.finish_precopy(&mut d, 2, 2).unwrap_err();
+        assert!(e.to_string().contains("epoch 1"), "{e}");
+        assert!(!st.precopying());
+        assert_eq!(feed(&mut rx, &mut rxs, &b, &mut rep).unwrap(), vec![1]);
+        assert_eq!(rep.digest(), d.digest());
     }
 
     #[test]

@@ -69,6 +69,12 @@ static OWN: &[KeySpec] = &[
         help: "checkpoints sent but not yet acknowledged before epochs stretch",
     },
     KeySpec {
+        key: "precopy",
+        kind: ValueKind::Bool,
+        default: Some("true"),
+        help: "copy a full synchronisation while the guest runs, then, suspended, only the pages it wrote meanwhile (the pause is then those pages, not all memory); false: copy it all while suspended",
+    },
+    KeySpec {
         key: "output_limit",
         kind: ValueKind::Size,
         default: Some("8MiB"),
@@ -133,6 +139,7 @@ pub struct Settings {
     pub control: PathBuf,
     pub epoch_period: Duration,
     pub max_unacked: usize,
+    pub precopy: bool,
     pub output_limit: usize,
     pub reconnect_interval: Duration,
     pub stats_interval: Duration,
@@ -193,6 +200,7 @@ impl Settings {
             control: c.path("control")?,
             epoch_period,
             max_unacked: c.int("max_unacked")? as usize,
+            precopy: c.bool("precopy")?,
             output_limit: c.size("output_limit")? as usize,
             reconnect_interval: c.duration("reconnect_interval")?,
             stats_interval: c.duration("stats_interval")?,

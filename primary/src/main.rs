@@ -39,6 +39,9 @@ use hsb_common::wire::{self, Dgram};
 use config::{schema, Settings};
 use guest::{Fence, Guest, PlugOutput};
 
+/// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
+/// heartbeats and witnesses are served between steps.
+const PRECOPY_STEP_PAGES: usize = 16384;
 const REPL: Token = Token(1);
 const CTL_BASE: usize = 10;
 const SERVICE_BASE: usize = 1000;
@@ -453,7 +456,7 @@ impl Primary {
                     .min(f.next_heartbeat)
                     .min(now.plus(Duration::from_millis(2)));
             }
-            if self.suspending.is_some() {
+            if self.suspending.is_some() || self.precopy_pending() {
                 deadline = deadline.min(now.plus(Duration::from_millis(1)));
             }
             let timeout = deadline.since(now);
@@ -495,6 +498,9 @@ impl Primary {
             self.poll_suspend(now);
             if now >= self.next_epoch {
                 self.epoch_tick(now);
+            } else if self.precopy_pending() {
+                // A pre-copy goes on between epochs, one step per turn of the loop.
+                self.checkpoint(now);
             }
             if self.reconnect_at.is_some_and(|r| now >= r) {
                 self.connect(now);
@@ -768,10 +774,7 @@ impl Primary {
         if self.failover.as_ref().is_some_and(|f| f.stepped_down) {
             return;
         }
-        if self.sending.is_some()
-            || self.unacked.len() >= self.s.max_unacked
-            || self.suspending.is_some()
-        {
+        if !self.may_checkpoint() {
             // Backpressure: the epoch stretches; the guest keeps running, output keeps waiting.
             self.stats.stretched += 1;
             return;
@@ -779,8 +782,25 @@ impl Primary {
         self.checkpoint(now);
     }
 
+    /// A pre-copy that can take its next step now.
+    fn precopy_pending(&self) -> bool {
+        self.staging.precopying() && !self.dom.hard_paused() && self.may_checkpoint()
+    }
+
+    /// Whether a checkpoint (or the next step of a pre-copy) may start now: a session streams,
+    /// this primary has not stepped down, and staging is free (nothing being sent, room under
+    /// `max_unacked`, no suspend under way).
+    fn may_checkpoint(&self) -> bool {
+        self.repl
+            .as_ref()
+            .is_some_and(|r| r.phase == Phase::Streaming)
+            && !self.failover.as_ref().is_some_and(|f| f.stepped_down)
+            && self.sending.is_none()
+            && self.unacked.len() < self.s.max_unacked
+            && self.suspending.is_none()
+    }
+
     fn checkpoint(&mut self, now: Nanos) {
-        let t0 = self.clock.now();
         // Paused without a consistent suspend point (a fence the guest did not cooperate
         // with): nothing restorable to capture.
         if self.dom.hard_paused() {
@@ -788,6 +808,11 @@ impl Primary {
         }
         // Fenced: the domain is already suspended, and stays so after the capture.
         let fenced = self.dom.is_suspended();
+        if !fenced && self.need_full && self.s.precopy && !self.precopy_done() {
+            return;
+        }
+        // The pause starts here: a pre-copy's copying ran with the guest running.
+        let t0 = self.clock.now();
         if !fenced {
             if let Guest::Xen(x) = &mut self.dom {
                 // A Xen guest takes a while to reach its suspend point: the loop polls for it
@@ -806,6 +831,38 @@ impl Primary {
         self.capture_and_send(now, t0, !fenced);
     }
 
+    /// A full synchronisation is pre-copied while the guest runs, one step per call: start it,
+    /// or copy its next pages. Whether the copy is complete, so the guest may be suspended for
+    /// the rest; also true when a pre-copy cannot be made (the full sync is then copied while
+    /// suspended, as with `precopy = false`).
+    fn precopy_done(&mut self) -> bool {
+        let ckpt = self.next_ckpt;
+        if !self.staging.precopying() {
+            match self
+                .staging
+                .start_precopy(self.dom.source(), ckpt, self.epoch)
+            {
+                Ok(()) => log::info!(
+                    "checkpoint {ckpt}: full synchronisation, copying the guest's memory while it runs"
+                ),
+                Err(e) => {
+                    log::warn!("checkpoint {ckpt}: no pre-copy ({e}); the full synchronisation is copied while the guest is suspended");
+                    return true;
+                }
+            }
+        }
+        match self
+            .staging
+            .precopy_step(self.dom.source(), PRECOPY_STEP_PAGES)
+        {
+            Ok(done) => done,
+            Err(e) => {
+                log::warn!("checkpoint {ckpt}: pre-copy failed ({e}); the full synchronisation is copied while the guest is suspended");
+                true
+            }
+        }
+    }
+
     /// A Xen guest's suspend, asked for by a checkpoint or a fence, is polled from the loop:
     /// once the guest is there, capture (when staging is free) and resume it unless fenced.
     fn poll_suspend(&mut self, now: Nanos) {
@@ -821,16 +878,7 @@ impl Primary {
                 self.stats.suspend_wait.record(self.clock.now().since(t0));
                 // A fence that came meanwhile keeps the guest suspended after the capture.
                 let resume = !self.fenced();
-                let streaming = self
-                    .repl
-                    .as_ref()
-                    .is_some_and(|r| r.phase == Phase::Streaming);
-                let stepped_down = self.failover.as_ref().is_some_and(|f| f.stepped_down);
-                if !streaming
-                    || stepped_down
-                    || self.sending.is_some()
-                    || self.unacked.len() >= self.s.max_unacked
-                {
+                if !self.may_checkpoint() {
                     // A fence's suspend with no checkpoint to take now (no standby session, or
                     // the last checkpoint still unacknowledged or being sent). A fenced guest
                     // stays suspended (an epoch tick captures it when it may); one unfenced
@@ -865,9 +913,28 @@ impl Primary {
         if let Some(p) = self.plug.as_mut() {
             p.close(ckpt);
         }
-        let cap = self
-            .staging
-            .capture(self.dom.source(), ckpt, self.epoch, full);
+        let mut recopied = None;
+        let cap = if full && self.staging.precopying() {
+            match self
+                .staging
+                .finish_precopy(self.dom.source(), ckpt, self.epoch)
+            {
+                Ok(p) => {
+                    recopied = Some(p.recopied);
+                    Ok(p.capture)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "checkpoint {ckpt}: pre-copy not usable ({e}); copying all of it now"
+                    );
+                    self.staging
+                        .capture(self.dom.source(), ckpt, self.epoch, full)
+                }
+            }
+        } else {
+            self.staging
+                .capture(self.dom.source(), ckpt, self.epoch, full)
+        };
         if !fenced {
             if let Err(e) = self.dom.source().resume() {
                 log::error!("cannot resume the domain: {e}");
@@ -902,8 +969,11 @@ impl Primary {
         if full {
             self.stats.full_syncs += 1;
             log::info!(
-                "checkpoint {ckpt}: full synchronisation, {} pages, {} KiB, pause {} ms",
+                "checkpoint {ckpt}: full synchronisation, {} pages{}, {} KiB, pause {} ms",
                 st.pages,
+                recopied.map_or(String::new(), |r| format!(
+                    " (pre-copied; {r} written meanwhile, copied again while suspended)"
+                )),
                 len >> 10,
                 ms(pause)
             );
