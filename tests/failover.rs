@@ -354,6 +354,20 @@ fn f4_primary_cut_off_from_clients_switches_over_and_fences_the_old_primary() {
     let mut s = Client::connect(cl.standby_service, Duration::from_secs(5)).unwrap();
     let g: u64 = s.request("GET").unwrap().parse().unwrap();
     assert!(g >= acked, "replica {g} < acknowledged {acked}");
+    // Stepped down, the old primary leaves the now active standby alone: it used to reopen a
+    // session every reconnect_interval, each refused, logging four lines every 200 ms.
+    cl.primary
+        .wait_for("the step-down", Duration::from_secs(10), |p| {
+            p["stepped_down"] == "true"
+        });
+    std::thread::sleep(Duration::from_secs(2));
+    let log = cl.primary.log_text();
+    let after = log.split("STEPPED DOWN").nth(1).unwrap_or("");
+    let sessions = after.matches("session open").count();
+    assert!(
+        sessions <= 1,
+        "{sessions} sessions opened after stepping down:\n{after}"
+    );
 }
 
 /// F5: the guest's application hangs (witnesses get no answer) while the primary host and the

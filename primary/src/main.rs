@@ -39,6 +39,25 @@ use hsb_common::wire::{self, Dgram};
 use config::{schema, Settings};
 use guest::{Fence, Guest, PlugOutput};
 
+/// Whether the standby has been silent too long for its session to be kept (DESIGN §2: a
+/// link that broke and healed must not resume the old session, the standby gets a fresh full
+/// synchronisation): the oldest unacknowledged checkpoint has waited longer than a lease. A
+/// full synchronisation is exempt: ending its session would only start the same full sync
+/// again, and a large one may take longer than a lease to copy and apply (on the Xen rig,
+/// 128 MiB were ended four times in a row before one got through).
+fn silent_too_long(
+    oldest: Option<(u64, Nanos)>,
+    full_unacked: Option<u64>,
+    now: Nanos,
+    lease: Duration,
+) -> bool {
+    match oldest {
+        Some((ckpt, _)) if full_unacked == Some(ckpt) => false,
+        Some((_, sent)) => now.since(sent) > lease,
+        None => false,
+    }
+}
+
 /// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
 /// heartbeats and witnesses are served between steps.
 const PRECOPY_STEP_PAGES: usize = 16384;
@@ -214,6 +233,8 @@ struct Primary {
     /// Xen: a checkpoint waits for the guest to reach its suspend point (since this time).
     suspending: Option<Nanos>,
     unacked: VecDeque<(u64, Nanos)>,
+    /// The full synchronisation among `unacked`, if one is.
+    full_unacked: Option<u64>,
     next_ckpt: u64,
     acked: u64,
     need_full: bool,
@@ -431,6 +452,7 @@ impl Primary {
             sending: None,
             suspending: None,
             unacked: VecDeque::new(),
+            full_unacked: None,
             next_ckpt: 1,
             acked: 0,
             need_full: true,
@@ -552,6 +574,12 @@ impl Primary {
     }
 
     fn retry_later(&mut self, now: Nanos) {
+        if self.failover.as_ref().is_some_and(|f| f.stepped_down) {
+            // A primary that stepped down replicates no more (a newer epoch is active).
+            self.reconnect_at = None;
+            log::info!("stepped down: not reconnecting to the standby");
+            return;
+        }
         self.reconnect_at = Some(now.plus(self.backoff));
         self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
     }
@@ -575,6 +603,7 @@ impl Primary {
         }
         self.sending = None;
         self.unacked.clear();
+        self.full_unacked = None;
         self.output.rebase(self.next_ckpt);
         self.need_full = true;
         self.retry_later(now);
@@ -666,7 +695,6 @@ impl Primary {
                 r.session = Some(sess);
                 r.phase = Phase::Streaming;
                 self.stats.sessions += 1;
-                self.backoff = self.s.reconnect_interval;
                 log::info!(
                     "standby {} ({}) session open: epoch {}, its last applied checkpoint {}; starting full synchronisation",
                     r.peer,
@@ -687,6 +715,13 @@ impl Primary {
                 match self.unacked.front() {
                     Some(&(n, sent)) if n == a.ckpt => {
                         self.unacked.pop_front();
+                        // A session that acknowledges works: reconnect promptly next time. (Not
+                        // at session open: a standby that refuses every session, being active
+                        // itself, would otherwise be asked again every reconnect_interval.)
+                        self.backoff = self.s.reconnect_interval;
+                        if self.full_unacked == Some(n) {
+                            self.full_unacked = None;
+                        }
                         self.acked = n;
                         self.stats.ack_rtt.record(now.since(sent));
                         if self.failover.is_some() {
@@ -988,6 +1023,9 @@ impl Primary {
         self.need_full = false;
         self.next_ckpt += 1;
         self.unacked.push_back((ckpt, self.clock.now()));
+        if full {
+            self.full_unacked = Some(ckpt);
+        }
         if self.failover.is_some() {
             self.authority_step(now, PInput::CheckpointSent { ckpt });
         }
@@ -1163,10 +1201,14 @@ impl Primary {
             .repl
             .as_ref()
             .is_some_and(|r| r.phase == Phase::Streaming);
-        let waited = self.unacked.front().map(|&(_, sent)| now.since(sent));
         if streaming
             && f.authority.mode(now) == Mode::Unprotected
-            && waited.is_some_and(|w| w > self.s.decision.lease.duration)
+            && silent_too_long(
+                self.unacked.front().copied(),
+                self.full_unacked,
+                now,
+                self.s.decision.lease.duration,
+            )
         {
             self.lose_standby(
                 now,
@@ -1384,5 +1426,26 @@ impl Primary {
             "rejoin: exec {} failed: {e}; staying paused",
             standby.display()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_silent_standby_is_dropped_after_a_lease_but_never_during_a_full_sync() {
+        let lease = Duration::from_secs(6);
+        let t = |s: u64| Nanos::from_millis(s * 1000);
+        // Nothing outstanding: nothing to wait for.
+        assert!(!silent_too_long(None, None, t(100), lease));
+        // An incremental checkpoint unacknowledged for longer than a lease: drop the session.
+        assert!(!silent_too_long(Some((7, t(10))), None, t(16), lease));
+        assert!(silent_too_long(Some((7, t(10))), None, t(17), lease));
+        // The full synchronisation (checkpoint 1) still outstanding: keep waiting, however
+        // long it takes to copy and apply (the rig's 128 MiB took longer than its lease).
+        assert!(!silent_too_long(Some((1, t(10))), Some(1), t(60), lease));
+        // Once it is acknowledged, the incremental ones after it are held to the lease again.
+        assert!(silent_too_long(Some((2, t(10))), None, t(17), lease));
     }
 }
