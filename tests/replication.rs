@@ -268,6 +268,10 @@ fn geometry_mismatch_is_refused() {
         "{}",
         p2.log_text()
     );
+    // A refusal ends the session as such, not as a bad frame.
+    let log = p2.log_text();
+    assert!(log.contains("it refused replication"), "{log}");
+    assert!(!log.contains("bad frame"), "{log}");
     // The first primary's session is unaffected.
     let st = pair.primary.status();
     assert_eq!(st["state"], "protected", "{st:?}");

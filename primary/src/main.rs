@@ -750,10 +750,9 @@ impl Primary {
                 }
                 let rf: Refuse = msg::decode(kind, body)?;
                 log::error!("standby {} refused replication: {}", r.peer, rf.reason);
-                Err(FrameError::Unexpected {
-                    kind,
-                    state: "refused by the standby",
-                })
+                // A well-formed refusal is not a bad frame: end the session for what it is.
+                self.lose_standby(now, "it refused replication");
+                Ok(())
             }
             (phase, kind) => Err(FrameError::Unexpected {
                 kind,
