@@ -241,10 +241,8 @@ impl Staging {
             }));
         }
         debug_assert!(pc.next <= self.pfns.len() + PAGES_PER_FRAME);
-        if let Err(e) = self.precopy_step(dom, usize::MAX) {
-            self.precopy = None;
-            return Err(e);
-        }
+        // (A failed step has ended the pre-copy already.)
+        self.precopy_step(dom, usize::MAX)?;
         self.precopy = None;
         self.dirty.clear();
         dom.take_dirty(false, &mut self.dirty)?;

@@ -58,6 +58,15 @@ fn silent_too_long(
     }
 }
 
+/// Fence the guest; a Xen guest's cooperative suspend is then polled like a checkpoint's
+/// (`suspending`, see `Primary::poll_suspend`) unless one is under way already. (A function of
+/// the two fields, not a method: the callers hold the failover state borrowed.)
+fn start_fence(dom: &mut Guest, suspending: &mut Option<Nanos>, now: Nanos) {
+    if dom.fence() == Fence::Suspending && suspending.is_none() {
+        *suspending = Some(now);
+    }
+}
+
 /// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
 /// heartbeats and witnesses are served between steps.
 const PRECOPY_STEP_PAGES: usize = 16384;
@@ -1265,9 +1274,7 @@ impl Primary {
                     f.evidence(log::Level::Error, &evidence);
                     if !f.fenced {
                         f.fenced = true;
-                        if self.dom.fence() == Fence::Suspending && self.suspending.is_none() {
-                            self.suspending = Some(self.clock.now());
-                        }
+                        start_fence(&mut self.dom, &mut self.suspending, self.clock.now());
                         log::error!("FENCED: no authority to release output; the domain is paused and output held ({} bytes)", self.output.held_bytes());
                     }
                 }
@@ -1285,9 +1292,7 @@ impl Primary {
                     f.stepped_down = true;
                     if !f.fenced {
                         f.fenced = true;
-                        if self.dom.fence() == Fence::Suspending && self.suspending.is_none() {
-                            self.suspending = Some(self.clock.now());
-                        }
+                        start_fence(&mut self.dom, &mut self.suspending, self.clock.now());
                     }
                     log::error!(
                         "STEPPED DOWN: epoch {} is active elsewhere; this domain stays paused and its held output is never released",

@@ -385,11 +385,10 @@ impl Probe {
                     if let Some(mut rx) = out {
                         let _ = registry.deregister(&mut rx);
                     }
-                    if matches!(child.try_wait(), Ok(Some(_))) {
-                        // Exited (and reaped): what it left running in its group goes too.
-                        kill_tree(&mut child);
-                    } else {
-                        kill_tree(&mut child);
+                    // Whether it exited or not, what it left running in its group goes too.
+                    let exited = matches!(child.try_wait(), Ok(Some(_)));
+                    kill_tree(&mut child);
+                    if !exited {
                         debug_assert!(self.killed.is_none(), "at most one child per probe");
                         self.killed = parked(child, now);
                     }
@@ -441,8 +440,8 @@ impl Drop for Probe {
 
 /// Kill a command probe's whole process group (the child leads its own, see [`spawn`]), so
 /// what a script started (a `curl` under `sh -c`, say) does not outlive a timed-out run, then
-/// the child itself. The group is signalled before the child is reaped, while its id cannot
-/// have been reused.
+/// the child itself. While any member of the group lives, its id stays reserved, so the
+/// signal cannot reach an unrelated group even when the child itself was reaped first.
 fn kill_tree(child: &mut Child) {
     if let Some(pgid) = i32::try_from(child.id())
         .ok()
