@@ -215,6 +215,15 @@ pub fn describe(d: &DomainRef) -> Result<String, DomainError> {
         }
         .into(),
     );
+    // The event-channel path (the suspend channel of guests that offer one) checked on a
+    // channel from dom0 to itself: bind, notify, delivery, unmask, unbind.
+    kv(
+        "evtchn_loopback",
+        match xen_sys::Evtchn::open().and_then(|ev| ev.loopback_check(Duration::from_secs(1))) {
+            Ok((a, b)) => format!("ok (ports {a} and {b})"),
+            Err(e) => format!("failed: {e}"),
+        },
+    );
     kv("domain", domid.to_string());
     kv("hvm_or_pvh", info.is_hvm().to_string());
     kv("hap", info.has_hap().to_string());

@@ -391,6 +391,15 @@ pub struct EvtchnBindInterdomain {
 }
 const _: () = assert!(size_of::<EvtchnBindInterdomain>() == 8);
 
+/// `struct ioctl_evtchn_bind_unbound_port`: a new port that `remote_domain` may bind to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EvtchnBindUnbound {
+    /// The domain allowed to bind to the new port.
+    pub remote_domain: u32,
+}
+const _: () = assert!(size_of::<EvtchnBindUnbound>() == 4);
+
 /// `struct ioctl_evtchn_notify` and `struct ioctl_evtchn_unbind` (both a single port).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -6,7 +6,9 @@
 //! produce (checked with a C probe against `linux-libc-dev` 6.1 `<xen/privcmd.h>` and
 //! `<xen/evtchn.h>`).
 
-use crate::abi::{EvtchnBindInterdomain, EvtchnPort, PrivcmdHypercall, PrivcmdMmapbatchV2};
+use crate::abi::{
+    EvtchnBindInterdomain, EvtchnBindUnbound, EvtchnPort, PrivcmdHypercall, PrivcmdMmapbatchV2,
+};
 use core::mem::size_of;
 
 /// `_IOC_NONE`.
@@ -35,6 +37,9 @@ pub const IOCTL_PRIVCMD_MMAP_RESOURCE: u64 = ioc(IOC_NONE, b'P', 7, 32);
 /// `IOCTL_EVTCHN_BIND_INTERDOMAIN`: returns the new local port.
 pub const IOCTL_EVTCHN_BIND_INTERDOMAIN: u64 =
     ioc(IOC_NONE, b'E', 1, size_of::<EvtchnBindInterdomain>());
+/// `IOCTL_EVTCHN_BIND_UNBOUND_PORT`: returns the new local port.
+pub const IOCTL_EVTCHN_BIND_UNBOUND_PORT: u64 =
+    ioc(IOC_NONE, b'E', 2, size_of::<EvtchnBindUnbound>());
 /// `IOCTL_EVTCHN_UNBIND`.
 pub const IOCTL_EVTCHN_UNBIND: u64 = ioc(IOC_NONE, b'E', 3, size_of::<EvtchnPort>());
 /// `IOCTL_EVTCHN_NOTIFY`.
@@ -47,6 +52,7 @@ const _: () = assert!(IOCTL_PRIVCMD_MMAPBATCH_V2 == 0x20_5004);
 const _: () = assert!(IOCTL_PRIVCMD_RESTRICT == 0x2_5006);
 const _: () = assert!(IOCTL_PRIVCMD_MMAP_RESOURCE == 0x20_5007);
 const _: () = assert!(IOCTL_EVTCHN_BIND_INTERDOMAIN == 0x8_4501);
+const _: () = assert!(IOCTL_EVTCHN_BIND_UNBOUND_PORT == 0x4_4502);
 const _: () = assert!(IOCTL_EVTCHN_UNBIND == 0x4_4503);
 const _: () = assert!(IOCTL_EVTCHN_NOTIFY == 0x4_4504);
 const _: () = assert!(IOCTL_EVTCHN_RESET == 0x4505);

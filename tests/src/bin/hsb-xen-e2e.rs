@@ -590,10 +590,19 @@ fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
         "guest {GUEST} (PVH, 128 MiB) answering on host 1 after {:.0} s",
         t.elapsed().as_secs_f64()
     ));
+    let info = on(1, &format!("hsb-primary xen-info {GUEST}"))?;
     rep.add(format!(
-        "xen-info on host 1 (what hsb's xen-sys reads from real Xen):\n```\n{}```",
-        on(1, &format!("hsb-primary xen-info {GUEST}"))?
+        "xen-info on host 1 (what hsb's xen-sys reads from real Xen):\n```\n{info}```"
     ));
+    // xen-sys's event-channel path (bind, notify, delivery, unmask, unbind), which the rig's
+    // guest gives no suspend channel to exercise, checked on a dom0 loopback channel.
+    let evtchn = info
+        .lines()
+        .find(|l| l.starts_with("evtchn_loopback"))
+        .unwrap_or("evtchn_loopback missing");
+    if !evtchn.starts_with("evtchn_loopback ok") {
+        return Err(Fail::Run(format!("xen-info on host 1: {evtchn}")));
+    }
 
     // The replica, made once by the toolstack.
     let t = Instant::now();
