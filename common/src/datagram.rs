@@ -93,6 +93,11 @@ impl Outbox {
         self.env.epoch = epoch;
     }
 
+    /// Speak in another role from now on (an activated standby answers as the primary).
+    pub fn set_role(&mut self, role: Role) {
+        self.env.from.role = role;
+    }
+
     /// Encode `msg` of `kind` into `out`; returns the datagram length.
     pub fn seal<M: Serialize>(
         &mut self,

@@ -67,6 +67,13 @@ fn start_fence(dom: &mut Guest, suspending: &mut Option<Nanos>, now: Nanos) {
     }
 }
 
+/// A random 32-bit number (request and query numbers start at one per process).
+fn random_u32() -> io::Result<u32> {
+    let mut b = [0u8; 4];
+    hsb_common::rng::os_random(&mut b)?;
+    Ok(u32::from_le_bytes(b))
+}
+
 /// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
 /// heartbeats and witnesses are served between steps.
 const PRECOPY_STEP_PAGES: usize = 16384;
@@ -418,7 +425,9 @@ impl Primary {
                 s.witness_peers
             );
             Some(Failover {
-                authority: PrimaryAuthority::new(s.decision.clone(), Epoch(s.start_epoch), now),
+                authority: PrimaryAuthority::new(s.decision.clone(), Epoch(s.start_epoch), now)
+                    .resume_at(s.start_checkpoint)
+                    .with_request_base(random_u32()?),
                 udp,
                 inbox: Inbox::new(&key),
                 outbox: Outbox::new(
@@ -428,7 +437,9 @@ impl Primary {
                         id: hsb_common::datagram::node_sender_id(&s.node),
                     },
                     inc,
-                    1,
+                    // Heartbeats and requests carry this primary's epoch (a promoted primary's
+                    // are not epoch 1: its standby drops lower epochs as stale).
+                    s.start_epoch,
                 ),
                 recorder,
                 next_heartbeat: now,
@@ -442,8 +453,9 @@ impl Primary {
             None
         };
         let epoch = s.start_epoch;
+        let first_ckpt = s.start_checkpoint + 1;
         Ok(Primary {
-            output: OutputCommit::new(s.output_limit, 1),
+            output: OutputCommit::new(s.output_limit, first_ckpt),
             next_epoch: now.plus(s.epoch_period),
             next_stats: now.plus(s.stats_interval),
             backoff: s.reconnect_interval,
@@ -462,8 +474,8 @@ impl Primary {
             suspending: None,
             unacked: VecDeque::new(),
             full_unacked: None,
-            next_ckpt: 1,
-            acked: 0,
+            next_ckpt: first_ckpt,
+            acked: first_ckpt - 1,
             need_full: true,
             epoch,
             stats: Stats::default(),
@@ -1288,6 +1300,7 @@ impl Primary {
                 }
                 PAction::StepDown { epoch, evidence } => {
                     f.evidence(log::Level::Error, &evidence);
+                    f.outbox.set_epoch(epoch.0);
                     let first = !f.stepped_down;
                     f.stepped_down = true;
                     if !f.fenced {

@@ -932,7 +932,10 @@ impl Failover {
         }
         let mut inc = [0u8; 8];
         hsb_common::rng::os_random(&mut inc)?;
-        let core = StandbyCore::new(s.decision.clone(), Epoch::FIRST, now, None);
+        let mut qb = [0u8; 4];
+        hsb_common::rng::os_random(&mut qb)?;
+        let core = StandbyCore::new(s.decision.clone(), Epoch::FIRST, now, None)
+            .with_query_base(u32::from_le_bytes(qb));
         let recorder = Recorder::open(
             &s.decision_log,
             now,
@@ -1072,6 +1075,8 @@ impl Standby {
                         last,
                     ));
                     f.outbox.set_epoch(epoch.0);
+                    // Witnesses learn which host is the primary from the daemons' answers.
+                    f.outbox.set_role(Role::Primary);
                     if let Err(e) = self.activate(
                         now,
                         &format!("the failover decision ({})", evidence.rule),
@@ -1332,8 +1337,11 @@ impl Standby {
             }
         };
         let epoch = self.current_epoch();
+        // Checkpoint numbers go on from the replica's: witnesses hold this epoch's stale mark
+        // against them (rule 10: they never go back).
+        let ckpt = self.receiver.applied().unwrap_or(0);
         log::warn!(
-            "promoting: exec {} run -c {} in epoch {epoch} from {}",
+            "promoting: exec {} run -c {} in epoch {epoch} from {} (checkpoint {ckpt})",
             primary.display(),
             self.s.promote_config.display(),
             image.display()
@@ -1351,6 +1359,8 @@ impl Standby {
             })
             .arg("--set")
             .arg(format!("start_epoch={epoch}"))
+            .arg("--set")
+            .arg(format!("start_checkpoint={ckpt}"))
             .exec();
         log::error!(
             "promote: exec {} failed: {e}; staying hsb-standby",

@@ -614,7 +614,7 @@ fn monitor(dir: &std::path::Path, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 }
 
 /// A sequential client of the service address, recording its history until `stop`.
-fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Op>> {
+pub fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Op>> {
     std::thread::spawn(move || {
         let mut history = vec![];
         let mut c: Option<Client> = None;

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod faults;
+pub mod life;
 pub mod netns;
 pub mod proxy;
 pub mod relay;

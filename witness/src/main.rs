@@ -7,6 +7,7 @@
 //! control socket, and timers.
 
 mod config;
+mod hosts;
 // The engine's API is complete (status, limits, defaults); the daemon uses part of it.
 #[allow(dead_code, unused_imports)]
 mod probe;
@@ -24,7 +25,7 @@ use hsb_common::config::{reference_markdown, Config};
 use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::{Inbox, Outbox, Sender, MAX_DATAGRAM};
 use hsb_common::decision::proto::{ProbeClass, ProbeTarget};
-use hsb_common::decision::witness::{Action, Input, Persisted};
+use hsb_common::decision::witness::{Action, Input, Persisted, StaleMark};
 use hsb_common::decision::{Epoch, WitnessCore};
 use hsb_common::key::ClusterKey;
 use hsb_common::msg::Role;
@@ -32,6 +33,7 @@ use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
 
 use config::{schema, Settings};
+use hosts::HostRoles;
 use probe::{Class, ProbeSet};
 
 const UDP: Token = Token(1);
@@ -133,7 +135,10 @@ struct Witness {
     core: WitnessCore,
     probes: ProbeSet,
     ctl: CtlServer,
+    /// Pings of the two configured daemon addresses (`primary`, `standby`: slots 0 and 1).
     pings: [Ping; 2],
+    /// Which slot hosts the primary now (learned from the daemons' pongs).
+    hosts: HostRoles,
     next_ping: Nanos,
     next_report: Nanos,
     saved: Persisted,
@@ -152,6 +157,20 @@ fn load_state(path: &std::path::Path) -> Option<Persisted> {
             Some(("epoch_seen", v)) => p.epoch_seen = Epoch(v.trim().parse().ok()?),
             Some(("promised", "none")) => p.promised = None,
             Some(("promised", v)) => p.promised = Some(Epoch(v.trim().parse().ok()?)),
+            Some(("mark", "none")) => p.mark = None,
+            Some(("mark", v)) => {
+                let mut it = v.split_whitespace().map(str::parse::<u64>);
+                let (Some(Ok(epoch)), Some(Ok(after)), Some(Ok(upto))) =
+                    (it.next(), it.next(), it.next())
+                else {
+                    return None;
+                };
+                p.mark = Some(StaleMark {
+                    epoch: Epoch(epoch),
+                    after,
+                    upto,
+                });
+            }
             _ => {}
         }
     }
@@ -164,9 +183,15 @@ fn save_state(path: &std::path::Path, p: &Persisted) -> io::Result<()> {
     }
     let tmp = path.with_extension("tmp");
     let promised = p.promised.map_or("none".to_string(), |e| e.0.to_string());
+    let mark = p.mark.map_or("none".to_string(), |m| {
+        format!("{} {} {}", m.epoch.0, m.after, m.upto)
+    });
     std::fs::write(
         &tmp,
-        format!("epoch_seen {}\npromised {promised}\n", p.epoch_seen.0),
+        format!(
+            "epoch_seen {}\npromised {promised}\nmark {mark}\n",
+            p.epoch_seen.0
+        ),
     )?;
     std::fs::rename(&tmp, path)
 }
@@ -224,6 +249,7 @@ impl Witness {
             probes,
             ctl,
             pings: [Ping::default(), Ping::default()],
+            hosts: HostRoles::new(),
             next_ping: now,
             next_report: now,
             bad_datagrams: 0,
@@ -314,15 +340,22 @@ impl Witness {
         }
     }
 
+    /// The probe target the daemon at `slot` stands for now.
+    fn slot_target(&self, slot: usize) -> ProbeTarget {
+        if slot == self.hosts.primary_slot() {
+            ProbeTarget::PrimaryHost
+        } else {
+            ProbeTarget::StandbyHost
+        }
+    }
+
     fn pings_tick(&mut self, now: Nanos) {
-        for (i, target) in [ProbeTarget::PrimaryHost, ProbeTarget::StandbyHost]
-            .into_iter()
-            .enumerate()
-        {
+        for i in 0..2 {
             if let Some(sent) = self.pings[i].sent {
                 if now >= sent.plus(self.s.probe.timeout) {
                     self.pings[i].sent = None;
                     self.pings[i].missed += 1;
+                    let target = self.slot_target(i);
                     self.probe_result(now, target, ProbeClass::Timeout, "no pong");
                 }
             }
@@ -335,7 +368,8 @@ impl Witness {
             if self.pings[i].sent.is_some() {
                 continue;
             }
-            self.pings[i].nonce = self.pings[i].nonce.wrapping_add(1);
+            // The low bit names the slot, so a pong answers exactly the ping it echoes.
+            self.pings[i].nonce = (self.pings[i].nonce.wrapping_add(2) & !1) | i as u64;
             self.pings[i].sent = Some(now);
             let m = Dgram::Ping {
                 nonce: self.pings[i].nonce,
@@ -379,19 +413,29 @@ impl Witness {
             };
             match m {
                 Dgram::Pong { nonce } => {
-                    let i = match env.from.role {
-                        Role::Primary => 0,
-                        Role::Standby => 1,
-                        Role::Witness => continue,
-                    };
+                    let i = (nonce & 1) as usize;
+                    if env.from.role == Role::Witness {
+                        continue;
+                    }
                     if self.pings[i].sent.is_some() && self.pings[i].nonce == nonce {
                         self.pings[i].sent = None;
                         self.pings[i].answered += 1;
-                        let target = if i == 0 {
-                            ProbeTarget::PrimaryHost
-                        } else {
-                            ProbeTarget::StandbyHost
-                        };
+                        let before = self.hosts.primary_slot();
+                        self.hosts.heard(i, env.from.role, Epoch(env.epoch));
+                        if self.hosts.primary_slot() != before {
+                            let addr = if i == 0 {
+                                self.s.primary
+                            } else {
+                                self.s.standby
+                            };
+                            log::info!(
+                                "the primary's host is now {} (its daemon at {addr} answers as {:?} in epoch {})",
+                                if self.hosts.primary_slot() == 0 { self.s.primary } else { self.s.standby },
+                                env.from.role,
+                                env.epoch
+                            );
+                        }
+                        let target = self.slot_target(i);
                         self.probe_result(now, target, ProbeClass::Ok, "pong");
                     }
                 }
@@ -472,6 +516,27 @@ impl Witness {
         kv("application", v.app.to_string());
         kv("primary_daemon", v.primary_host.to_string());
         kv("standby_daemon", v.standby_host.to_string());
+        let slot = self.hosts.primary_slot();
+        let addrs = [self.s.primary, self.s.standby];
+        kv("primary_host", addrs[slot].to_string());
+        kv("standby_host", addrs[1 - slot].to_string());
+        for (i, a) in addrs.iter().enumerate() {
+            kv(
+                &format!("daemon_{a}"),
+                self.hosts.role_of(i).map_or("not heard".into(), |(r, e)| {
+                    format!("{r:?} in epoch {}", e.0)
+                }),
+            );
+        }
+        kv(
+            "stale_mark",
+            self.core.mark().map_or("none".into(), |m| {
+                format!(
+                    "epoch {} replica at {} (leases granted up to checkpoint {})",
+                    m.epoch.0, m.after, m.upto
+                )
+            }),
+        );
         let stats = self.probes.stats(0);
         let last = stats.and_then(|st| st.last.as_ref());
         kv(

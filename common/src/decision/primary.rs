@@ -152,7 +152,6 @@ pub struct PrimaryAuthority {
     resync_upto: Option<u64>,
     /// Lease requests went out since the witnesses last heard "protected".
     marked: bool,
-    notice_until: Option<Nanos>,
     next_notice_at: Nanos,
     paused: bool,
     ever_authority: bool,
@@ -165,6 +164,7 @@ pub struct PrimaryAuthority {
 impl PrimaryAuthority {
     /// A primary of `epoch` starting at `now` with no authority yet (the first ack gives it).
     pub fn new(cfg: Config, epoch: Epoch, now: Nanos) -> PrimaryAuthority {
+        let first_notice = later(now, cfg.lease.duration / 2);
         PrimaryAuthority {
             cfg,
             epoch,
@@ -179,8 +179,7 @@ impl PrimaryAuthority {
             last_request_at: None,
             resync_upto: None,
             marked: false,
-            notice_until: None,
-            next_notice_at: now,
+            next_notice_at: first_notice,
             paused: false,
             ever_authority: false,
             no_authority_since: Some(now),
@@ -207,6 +206,22 @@ impl PrimaryAuthority {
         p.resync_upto = Some(last_ckpt.saturating_add(1));
         p.ever_authority = true;
         p
+    }
+
+    /// Continue checkpoint numbers after `ckpt` (a promoted or restarted primary: checkpoint
+    /// numbers never go back within an epoch's life, rule 10); `ckpt` counts as sent and as
+    /// what the standby has.
+    pub fn resume_at(mut self, ckpt: u64) -> PrimaryAuthority {
+        self.last_sent = self.last_sent.max(ckpt);
+        self.last_acked = self.last_acked.max(ckpt);
+        self
+    }
+
+    /// Start lease request numbers at `req` (random per process, so a reply captured from an
+    /// earlier process cannot answer a request of this one).
+    pub fn with_request_base(mut self, req: u32) -> PrimaryAuthority {
+        self.req_seq = req;
+        self
     }
 
     /// The epoch.
@@ -338,26 +353,29 @@ impl PrimaryAuthority {
         if protected {
             self.unprotected_alerted = false;
             let caught_up = self.resync_upto.is_none_or(|u| self.last_acked >= u);
-            if caught_up && (self.resync_upto.is_some() || self.marked) {
-                // Back from unprotected: the replica includes everything released; tell the witnesses.
-                self.resync_upto = None;
-                self.marked = false;
-                self.leases.clear();
-                self.notice_until = Some(later(now, self.cfg.lease.duration));
-                self.next_notice_at = now;
-            }
-            if self.notice_until.is_some_and(|u| now < u) && now >= self.next_notice_at {
-                self.next_notice_at = later(now, self.cfg.lease.duration / 4);
-                emit(
-                    out,
-                    Action::NotifyProtected(ProtectedNotice {
-                        epoch: self.epoch,
-                        acked: self.last_acked,
-                    }),
-                );
+            if caught_up {
+                if self.resync_upto.take().is_some() || self.marked {
+                    // Back from unprotected: the replica includes everything released; tell
+                    // the witnesses now rather than at the next periodic notice.
+                    self.marked = false;
+                    self.leases.clear();
+                    self.next_notice_at = now;
+                }
+                // Periodically while protected, so a lost notice is not the last word: a
+                // witness clears its stale-replica mark only with a notice acknowledging more
+                // than every request it granted had captured (see `LeaseRequest::last_sent`).
+                if now >= self.next_notice_at {
+                    self.next_notice_at = later(now, self.cfg.lease.duration / 2);
+                    emit(
+                        out,
+                        Action::NotifyProtected(ProtectedNotice {
+                            epoch: self.epoch,
+                            acked: self.last_acked,
+                        }),
+                    );
+                }
             }
         } else {
-            self.notice_until = None;
             match self.cfg.policy {
                 Policy::ClientOriented => {
                     let lease = self.lease_at(now);
@@ -453,6 +471,7 @@ impl PrimaryAuthority {
                 epoch: self.epoch,
                 req: self.req_seq,
                 last_acked: self.last_acked,
+                last_sent: self.last_sent,
             }),
         );
     }

@@ -263,6 +263,12 @@ pub struct LeaseRequest {
     pub req: u32,
     /// Last checkpoint the standby acknowledged (0 if none): output after it exists only here.
     pub last_acked: u64,
+    /// Newest checkpoint this primary has captured so far (its checkpoint numbers never go
+    /// back). Output released under this lease belongs to later checkpoints, so only a
+    /// [`ProtectedNotice`] acknowledging a checkpoint beyond it can clear the witness's
+    /// stale-replica mark; a notice sent before this request (delayed, reordered, replayed)
+    /// cannot.
+    pub last_sent: u64,
 }
 
 /// Witness → primary: the answer to a [`LeaseRequest`].
@@ -289,7 +295,8 @@ pub struct Withdraw {
     pub query: QueryId,
 }
 
-/// Primary → witnesses: protected again (a fresh standby acked `acked`): the replica is current.
+/// Primary → witnesses: protected (the standby acknowledged `acked`, which includes everything
+/// this primary released): the replica is current. Sent periodically while protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProtectedNotice {
     /// The primary's epoch.

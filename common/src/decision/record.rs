@@ -376,6 +376,7 @@ impl AnyInput {
                         ("epoch", e(r.epoch)),
                         ("req", r.req.to_string()),
                         ("last-acked", r.last_acked.to_string()),
+                        ("last-sent", r.last_sent.to_string()),
                     ],
                 ),
                 witness::Input::Withdraw(w) => (
@@ -597,6 +598,7 @@ fn parse_witness(name: &str, f: &mut Fields, d: Defaults) -> Result<witness::Inp
                 expected: "a 32-bit request id",
             })?,
             last_acked: f.u64_or("last-acked", 0)?,
+            last_sent: f.u64_or("last-sent", 0)?,
         }),
         "withdraw" => I::Withdraw(Withdraw {
             epoch: f.epoch_or("epoch", d.epoch.next())?,
@@ -695,8 +697,8 @@ impl fmt::Display for primary::Action {
         match self {
             A::RequestLeases(r) => write!(
                 f,
-                "request-leases req={} epoch={} last-acked={}",
-                r.req, r.epoch, r.last_acked
+                "request-leases req={} epoch={} last-acked={} last-sent={}",
+                r.req, r.epoch, r.last_acked, r.last_sent
             ),
             A::NotifyProtected(n) => {
                 write!(f, "notify-protected epoch={} acked={}", n.epoch, n.acked)
@@ -836,6 +838,7 @@ mod tests {
                 epoch: Epoch(1),
                 req: 3,
                 last_acked: 12,
+                last_sent: 15,
             })),
             AnyInput::Witness(witness::Input::Withdraw(Withdraw {
                 epoch: Epoch(2),

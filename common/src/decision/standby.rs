@@ -285,6 +285,13 @@ impl StandbyCore {
         }
     }
 
+    /// Start witness query numbers after `q` (random per process, so a vote captured from an
+    /// earlier process cannot answer a query of this one).
+    pub fn with_query_base(mut self, q: QueryId) -> StandbyCore {
+        self.query_seq = q;
+        self
+    }
+
     /// Where it is.
     pub fn state(&self) -> State {
         self.state

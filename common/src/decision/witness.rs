@@ -59,6 +59,24 @@ pub struct Persisted {
     pub epoch_seen: Epoch,
     /// Epoch of an outstanding takeover promise.
     pub promised: Option<Epoch>,
+    /// The stale-replica mark (rule 5): a restart must not forget that it leased the primary
+    /// authority beyond the replica.
+    pub mark: Option<StaleMark>,
+}
+
+/// Rule 5: this witness leased the primary of `epoch` authority while the replica was at
+/// `after`; the grants it gave were asked for with the primary at checkpoint `upto` at most.
+/// Only a protected notice acknowledging a checkpoint beyond `upto` clears it: such a notice
+/// was sent after every request this witness granted (checkpoint numbers never go back), so it
+/// covers all output released under those grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StaleMark {
+    /// The primary's epoch.
+    pub epoch: Epoch,
+    /// The replica's last acknowledged checkpoint when the first grant was given.
+    pub after: u64,
+    /// The newest checkpoint the primary had captured in any request granted since.
+    pub upto: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,12 +98,6 @@ struct Promise {
     query: Option<QueryId>,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Mark {
-    epoch: Epoch,
-    after: u64,
-}
-
 #[derive(Debug, Clone, Copy, Default)]
 struct TargetView {
     last_ok: Option<Nanos>,
@@ -103,7 +115,7 @@ pub struct WitnessCore {
     epoch_seen: Epoch,
     promise: Option<Promise>,
     grant: Option<Grant>,
-    mark: Option<Mark>,
+    mark: Option<StaleMark>,
     views: [TargetView; 3],
 }
 
@@ -117,6 +129,7 @@ impl WitnessCore {
         if let Some(p) = saved {
             w.epoch_seen = p.epoch_seen.max(Epoch::FIRST);
             w.promise = p.promised.map(|epoch| Promise { epoch, query: None });
+            w.mark = p.mark.filter(|m| m.epoch >= w.epoch_seen);
         }
         w
     }
@@ -141,7 +154,13 @@ impl WitnessCore {
         Persisted {
             epoch_seen: self.epoch_seen,
             promised: self.promise.map(|p| p.epoch),
+            mark: self.mark,
         }
+    }
+
+    /// The stale-replica mark, if this witness holds one (rule 5).
+    pub fn mark(&self) -> Option<StaleMark> {
+        self.mark
     }
 
     /// This witness's id.
@@ -179,7 +198,7 @@ impl WitnessCore {
             Input::Protected(n) => {
                 self.learn_epoch(n.epoch);
                 if let Some(m) = self.mark {
-                    if m.epoch == n.epoch && n.acked > m.after {
+                    if m.epoch == n.epoch && n.acked > m.upto {
                         self.mark = None;
                     }
                 }
@@ -351,13 +370,20 @@ impl WitnessCore {
                 kind: GrantKind::Lease,
                 free_at: self.cfg.lease.grantor_free_at(now, self.cfg.lease.duration),
             });
-            // Rule 5: the primary may release output the replica (at `last_acked`) does not have.
-            if self.mark_for(r.epoch).is_none() {
-                self.mark = Some(Mark {
+            // Rule 5: the primary may release output the replica (at `last_acked`) does not have,
+            // of checkpoints after `last_sent`.
+            let upto = r.last_sent.max(r.last_acked);
+            self.mark = Some(match self.mark.filter(|m| m.epoch == r.epoch) {
+                Some(m) => StaleMark {
+                    upto: m.upto.max(upto),
+                    ..m
+                },
+                None => StaleMark {
                     epoch: r.epoch,
                     after: r.last_acked,
-                });
-            }
+                    upto,
+                },
+            });
         }
         LeaseReply {
             witness: self.id,
@@ -435,12 +461,24 @@ mod tests {
     }
 
     fn lease(w: &mut WitnessCore, t: u64, epoch: u64, req: u32, last_acked: u64) -> LeaseReply {
+        lease_sent(w, t, epoch, req, last_acked, last_acked)
+    }
+
+    fn lease_sent(
+        w: &mut WitnessCore,
+        t: u64,
+        epoch: u64,
+        req: u32,
+        last_acked: u64,
+        last_sent: u64,
+    ) -> LeaseReply {
         let a = w.step(
             ms(t),
             Input::LeaseRequest(LeaseRequest {
                 epoch: Epoch(epoch),
                 req,
                 last_acked,
+                last_sent,
             }),
         );
         match a.first() {
@@ -600,6 +638,7 @@ mod tests {
             Some(Persisted {
                 epoch_seen: Epoch(3),
                 promised: Some(Epoch(4)),
+                mark: None,
             }),
         );
         primary_dead(&mut w, 0, 2_100);
@@ -623,7 +662,8 @@ mod tests {
             w.persisted(),
             Persisted {
                 epoch_seen: Epoch(3),
-                promised: Some(Epoch(4))
+                promised: Some(Epoch(4)),
+                mark: None,
             }
         );
     }
@@ -680,6 +720,7 @@ mod tests {
                                 epoch,
                                 req: 1,
                                 last_acked: 0,
+                                last_sent: 0,
                             }),
                         ) {
                             if let Action::LeaseReply(r) = a {
@@ -726,5 +767,84 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Regression (the second automatic failover was refused as stale in 19 of 19 rounds): a
+    /// notice sent before a granted request, however late it arrives, must not clear the mark,
+    /// and one sent after every granted request must, even long after re-protection.
+    #[test]
+    fn only_a_notice_beyond_every_granted_request_clears_the_mark() {
+        let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+        // The promoted primary: replica at 5000, captured up to 5000 when it asked.
+        assert!(lease_sent(&mut w, 100, 2, 1, 5000, 5000).verdict.granted());
+        let m = w.mark().expect("marked");
+        assert_eq!((m.epoch, m.after, m.upto), (Epoch(2), 5000, 5000));
+        // A renewal after more checkpoints: the mark keeps `after`, raises `upto`.
+        assert!(lease_sent(&mut w, 1_100, 2, 2, 5000, 5040)
+            .verdict
+            .granted());
+        assert_eq!(w.mark().map(|m| (m.after, m.upto)), Some((5000, 5040)));
+        // A notice from before the renewal (acked 5030 < 5040) arrives late: the mark stays.
+        w.step(
+            ms(1_200),
+            Input::Protected(ProtectedNotice {
+                epoch: Epoch(2),
+                acked: 5030,
+            }),
+        );
+        assert_eq!(w.report(ms(1_200)).unprotected_after, Some(5000));
+        // Equal is not beyond.
+        w.step(
+            ms(1_300),
+            Input::Protected(ProtectedNotice {
+                epoch: Epoch(2),
+                acked: 5040,
+            }),
+        );
+        assert!(w.mark().is_some());
+        // Another epoch's notice says nothing about this mark.
+        w.step(
+            ms(1_400),
+            Input::Protected(ProtectedNotice {
+                epoch: Epoch(1),
+                acked: 9_999,
+            }),
+        );
+        assert!(w.mark().is_some());
+        // A periodic notice long after re-protection still clears it.
+        w.step(
+            ms(60_000),
+            Input::Protected(ProtectedNotice {
+                epoch: Epoch(2),
+                acked: 5041,
+            }),
+        );
+        assert_eq!(w.mark(), None);
+        assert_eq!(w.report(ms(60_000)).unprotected_after, None);
+    }
+
+    /// The mark is part of the rollback guard: a restart keeps it.
+    #[test]
+    fn a_restart_keeps_the_stale_mark() {
+        let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+        assert!(lease_sent(&mut w, 100, 1, 1, 41, 45).verdict.granted());
+        let saved = w.persisted();
+        assert_eq!(
+            saved.mark,
+            Some(StaleMark {
+                epoch: Epoch(1),
+                after: 41,
+                upto: 45
+            })
+        );
+        let w2 = WitnessCore::new(cfg(), 1, ms(0), Some(saved));
+        assert_eq!(w2.report(ms(10)).unprotected_after, Some(41));
+        // A mark of an epoch older than the one known is moot.
+        let old = Persisted {
+            epoch_seen: Epoch(3),
+            ..saved
+        };
+        let w3 = WitnessCore::new(cfg(), 1, ms(0), Some(old));
+        assert_eq!(w3.mark(), None);
     }
 }
