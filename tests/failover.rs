@@ -226,7 +226,7 @@ fn fenced_primary_regains_authority_through_acks() {
 /// every plausible query, and replays a genuine datagram. Nothing activates; all are counted.
 #[test]
 fn forged_and_replayed_witness_messages_are_rejected() {
-    use hsb_common::datagram::{Outbox, Sender, MAX_DATAGRAM};
+    use hsb_common::datagram::{Dest, Outbox, Sender, MAX_DATAGRAM};
     use hsb_common::decision::proto::{AppVerdict, Verdict, Vote, WitnessReport, WitnessView};
     use hsb_common::decision::Epoch;
     use hsb_common::key::ClusterKey;
@@ -250,7 +250,7 @@ fn forged_and_replayed_witness_messages_are_rejected() {
             role: Role::Witness,
             id: 9,
         },
-        [9; 8],
+        9,
         1,
     );
     let r = WitnessReport {
@@ -260,7 +260,8 @@ fn forged_and_replayed_witness_messages_are_rejected() {
         unprotected_after: None,
     };
     let mut buf = [0u8; MAX_DATAGRAM];
-    let n = seal(&mut out, &Dgram::Report(r), &mut buf).unwrap();
+    let to = Some(Dest::role(Role::Standby));
+    let n = seal(&mut out, &Dgram::Report(r), to, &mut buf).unwrap();
     for _ in 0..2 {
         sock.send_to(&buf[..n], cl.standby_witness_addr).unwrap();
     }
@@ -275,7 +276,7 @@ fn forged_and_replayed_witness_messages_are_rejected() {
                     role: Role::Witness,
                     id: u32::from(id),
                 },
-                [id; 8],
+                u64::from(id),
                 1,
             );
             for query in 0..64 {
@@ -289,7 +290,7 @@ fn forged_and_replayed_witness_messages_are_rejected() {
                     unprotected_after: None,
                 };
                 let mut buf = [0u8; MAX_DATAGRAM];
-                let n = seal(&mut out, &Dgram::Vote(v), &mut buf).unwrap();
+                let n = seal(&mut out, &Dgram::Vote(v), to, &mut buf).unwrap();
                 sock.send_to(&buf[..n], cl.standby_witness_addr).unwrap();
                 forged += 1;
             }
@@ -501,5 +502,53 @@ fn f12_after_switchover_the_old_primary_rejoins_as_standby_and_is_resynchronised
         Client::connect(cl.primary_service, Duration::from_millis(300))
             .and_then(|mut c| c.request("INCR"))
             .is_err()
+    );
+}
+
+/// Regression (issue: one replayed datagram silences a witness): an attacker on the client
+/// network captures one datagram of each of two witnesses; the witnesses and the standby
+/// restart; the attacker replays the captured datagrams to the standby. The standby used to
+/// take each as a restart of its witness and then drop every live datagram of it "from an
+/// earlier incarnation": a killed primary was never replaced (`rule2:no-quorum` for 15 s). Now
+/// the live incarnations win, and the failover happens as without the replay.
+#[test]
+fn replayed_datagrams_of_restarted_witnesses_do_not_silence_them() {
+    let mut cl = Cluster::start(ClusterOpts::default());
+    cl.wait_witnesses_ready();
+    let captured: Vec<Vec<u8>> = cl.witness_to_standby[..2]
+        .iter()
+        .map(|st| st.captured.lock().unwrap()[0].clone())
+        .collect();
+    cl.restart_witness(1);
+    cl.restart_witness(2);
+    cl.restart_standby();
+    cl.standby
+        .wait_for("resynchronised", Duration::from_secs(20), |s| {
+            num(s, "checkpoints_applied") >= 2
+        });
+    // The standby has heard the live witnesses; now the replays arrive, from anywhere.
+    std::thread::sleep(Duration::from_millis(300));
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in &captured {
+        sock.send_to(d, cl.standby_witness_addr).unwrap();
+    }
+    cl.wait_witnesses_ready();
+    for d in &captured {
+        sock.send_to(d, cl.standby_witness_addr).unwrap();
+    }
+    cl.primary.kill9();
+    let st = cl
+        .standby
+        .wait_for("failover after the replays", Duration::from_secs(10), |s| {
+            s.get("state").map(String::as_str) == Some("active")
+        });
+    assert!(
+        st["last_decision"].contains("quorum-no-answer") || st["activation"].contains("quorum"),
+        "{st:?}"
+    );
+    assert!(
+        cl.standby.log_text().contains("(replay)"),
+        "the replays were not rejected\n{}",
+        cl.logs()
     );
 }

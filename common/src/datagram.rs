@@ -1,12 +1,26 @@
 //! Authenticated datagrams (UDP) for heartbeats and witness traffic.
 //!
 //! A datagram is one [`crate::frame`] whose MAC key is derived from the cluster key for
-//! datagrams, and whose body starts with the sender's identity and a per-process random
-//! incarnation nonce. Sequence numbers are per incarnation and must increase: a receiver keeps,
-//! per sender, the current incarnation, the highest sequence seen, and a ring of earlier
-//! incarnations it will never accept again. Replies that matter for safety (votes, lease
-//! grants) additionally echo a fresh request nonce, so they cannot be replayed into another
-//! request.
+//! datagrams, and whose body starts with an [`Envelope`]: the sender's identity, its
+//! incarnation, its activation epoch and the datagram's destination. The MAC covers all of it.
+//!
+//! Replays (DESIGN.md §6) are rejected in three ways, none of which lets a replayed, reordered or
+//! forged datagram make a receiver ignore a live sender:
+//! - **Destination.** Every datagram names the node it is for (role, and the node id once the
+//!   sender knows it); a receiver drops datagrams addressed to anyone else, so a datagram
+//!   captured on its way to one daemon cannot be delivered to another.
+//! - **Ordered incarnations.** A sender's incarnation is a number that grows with each start
+//!   of the process ([`next_incarnation`]: above the last one saved, and above the wall clock in
+//!   microseconds). A receiver keeps the highest incarnation it has seen per sender and drops
+//!   lower ones for good; a higher one replaces it. A captured datagram of an earlier
+//!   incarnation, replayed after a restart of sender or receiver, can therefore never displace
+//!   the live incarnation (it used to: any unknown incarnation was taken as a restart, and the
+//!   live one was then dropped as "earlier").
+//! - **Sequence numbers per destination**, with a sliding window per (sender, destination) as
+//!   in IPsec: each datagram is accepted once, in any order within [`REPLAY_WINDOW`].
+//!
+//! Replies that matter for safety (votes, lease grants) also echo a request number that starts
+//! at random in each process, so they cannot answer another process's request.
 
 use serde::{Deserialize, Serialize};
 
@@ -14,17 +28,22 @@ use crate::frame::{self, FrameError, Header, Kind, MacKey, HEADER_LEN};
 use crate::key::ClusterKey;
 use crate::msg::Role;
 
-const DATAGRAM_CONTEXT: &str = "hsb 2026-11-23 datagram key v1";
+const DATAGRAM_CONTEXT: &str = "hsb 2026-12-06 datagram key v2";
 /// Largest datagram body accepted.
 pub const MAX_DATAGRAM_BODY: usize = 1200;
 /// Largest datagram on the wire.
 pub const MAX_DATAGRAM: usize = HEADER_LEN + MAX_DATAGRAM_BODY;
-/// Earlier incarnations remembered per sender.
-const OLD_INCARNATIONS: usize = 8;
-/// How far out of order a datagram may arrive and still be accepted (once).
-pub const REPLAY_WINDOW: u64 = 64;
+/// How far out of order a datagram may arrive (per sender and destination) and still be
+/// accepted, once.
+pub const REPLAY_WINDOW: u64 = 256;
 /// Senders tracked.
 pub const MAX_SENDERS: usize = 32;
+/// Destinations one sender keeps sequence numbers for (bounded by configuration: witnesses,
+/// the peer daemon in its two roles, with and without a known node id).
+pub const MAX_DESTINATIONS: usize = 48;
+/// Destinations one receiver keeps windows for, per sender (unaddressed pings, its role with
+/// and without its id, in at most two roles over a process's life).
+const WINDOWS_PER_SENDER: usize = 6;
 
 /// Who sent a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -36,13 +55,40 @@ pub struct Sender {
     pub id: u32,
 }
 
+/// Whom a datagram is for: a role, and the node id when the sender knows it (a witness learns
+/// the daemons' ids from their pongs; daemons learn each other's from the replication Hello).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Dest {
+    /// The receiver's role.
+    pub role: Role,
+    /// The receiver's node id, if known.
+    pub id: Option<u32>,
+}
+
+impl Dest {
+    /// Exactly this node.
+    pub fn node(s: Sender) -> Dest {
+        Dest {
+            role: s.role,
+            id: Some(s.id),
+        }
+    }
+
+    /// Whichever node has `role` (before its id is known).
+    pub fn role(role: Role) -> Dest {
+        Dest { role, id: None }
+    }
+
+    /// Whether a datagram addressed to `self` is for `me`.
+    pub fn matches(&self, me: Sender) -> bool {
+        self.role == me.role && self.id.is_none_or(|i| i == me.id)
+    }
+}
+
 /// The sender id of a primary or standby, from its node name (the low 32 bits of its FNV-1a
 /// hash). Two nodes in the same role must differ: after a failover the promoted primary on one
-/// host and the old primary on the other run at once, and a receiver keeps one incarnation per
-/// sender, so with one shared id the old primary's datagrams (asking for leases) would be
-/// dropped as an earlier incarnation and it would never learn that a newer epoch is active: it
-/// would stay fenced (safe) but not step down and rejoin by itself. With 32 bits two names
-/// collide with a chance of about 1 in 4 billion (it was 1 in 256 with one byte).
+/// host and the old primary on the other run at once. With 32 bits two names collide with a
+/// chance of about 1 in 4 billion (it was 1 in 256 with one byte).
 pub fn node_sender_id(node: &str) -> u32 {
     let h = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
@@ -50,15 +96,33 @@ pub fn node_sender_id(node: &str) -> u32 {
     h as u32
 }
 
+/// The incarnation of a process starting now: above the last one it saved (if its state file
+/// keeps one) and above the wall clock in microseconds (so a process whose state was lost
+/// still starts above its predecessors unless the clock went back, too).
+pub fn next_incarnation(saved: Option<u64>, wall_clock_micros: u64) -> u64 {
+    saved
+        .map_or(1, |s| s.saturating_add(1))
+        .max(wall_clock_micros)
+}
+
+/// The wall clock in microseconds since 1970 (0 if it is before that).
+pub fn wall_clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 /// The envelope inside every datagram body, before the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     /// Sender identity.
     pub from: Sender,
-    /// Random per process start.
-    pub incarnation: [u8; 8],
+    /// Grows with each start of the sender ([`next_incarnation`]).
+    pub incarnation: u64,
     /// Sender's activation epoch.
     pub epoch: u64,
+    /// The destination; `None` only for a ping (any daemon may answer it).
+    pub to: Option<Dest>,
 }
 
 /// The datagram MAC key.
@@ -66,70 +130,179 @@ pub fn datagram_key(cluster: &ClusterKey) -> MacKey {
     MacKey(blake3::derive_key(DATAGRAM_CONTEXT, cluster.as_bytes()))
 }
 
-/// The sending side: identity, incarnation and sequence.
+/// Why a datagram could not be sealed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealError {
+    /// The message does not fit a datagram.
+    Encode(postcard::Error),
+    /// More distinct destinations than [`MAX_DESTINATIONS`].
+    TooManyDestinations,
+}
+
+impl std::fmt::Display for SealError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SealError::Encode(e) => write!(f, "cannot encode: {e}"),
+            SealError::TooManyDestinations => write!(
+                f,
+                "more than {MAX_DESTINATIONS} destinations (a configuration this large is not supported)"
+            ),
+        }
+    }
+}
+
+/// The sending side: identity, incarnation and a sequence number per destination.
 #[derive(Debug)]
 pub struct Outbox {
     key: MacKey,
-    env: Envelope,
-    seq: u64,
+    from: Sender,
+    incarnation: u64,
+    epoch: u64,
+    seqs: heapless::Vec<(Option<Dest>, u64), MAX_DESTINATIONS>,
 }
 
 impl Outbox {
-    /// A sender with a fresh incarnation nonce.
-    pub fn new(cluster: &ClusterKey, from: Sender, incarnation: [u8; 8], epoch: u64) -> Outbox {
+    /// A sender of incarnation `incarnation` ([`next_incarnation`]).
+    pub fn new(cluster: &ClusterKey, from: Sender, incarnation: u64, epoch: u64) -> Outbox {
         Outbox {
             key: datagram_key(cluster),
-            env: Envelope {
-                from,
-                incarnation,
-                epoch,
-            },
-            seq: 1,
+            from,
+            incarnation,
+            epoch,
+            seqs: heapless::Vec::new(),
         }
     }
 
     /// Set the epoch carried in later datagrams.
     pub fn set_epoch(&mut self, epoch: u64) {
-        self.env.epoch = epoch;
+        self.epoch = epoch;
     }
 
     /// Speak in another role from now on (an activated standby answers as the primary).
     pub fn set_role(&mut self, role: Role) {
-        self.env.from.role = role;
+        self.from.role = role;
     }
 
-    /// Encode `msg` of `kind` into `out`; returns the datagram length.
+    /// Who this sender is.
+    pub fn sender(&self) -> Sender {
+        self.from
+    }
+
+    /// This sender's incarnation.
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Encode `m` of `kind` for `to` into `out`; returns the datagram length.
     pub fn seal<M: Serialize>(
         &mut self,
         kind: Kind,
         m: &M,
+        to: Option<Dest>,
         out: &mut [u8; MAX_DATAGRAM],
-    ) -> Result<usize, postcard::Error> {
+    ) -> Result<usize, SealError> {
+        let i = match self.seqs.iter().position(|(d, _)| *d == to) {
+            Some(i) => i,
+            None => {
+                self.seqs
+                    .push((to, 1))
+                    .map_err(|_| SealError::TooManyDestinations)?;
+                self.seqs.len() - 1
+            }
+        };
+        let env = Envelope {
+            from: self.from,
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+            to,
+        };
         let body = &mut out[HEADER_LEN..];
-        let n1 = postcard::to_slice(&self.env, body)?.len();
-        let n2 = postcard::to_slice(m, &mut body[n1..])?.len();
+        let n1 = postcard::to_slice(&env, body)
+            .map_err(SealError::Encode)?
+            .len();
+        let n2 = postcard::to_slice(m, &mut body[n1..])
+            .map_err(SealError::Encode)?
+            .len();
         let len = n1 + n2;
+        let seq = &mut self.seqs[i].1;
         Header {
             kind,
             body_len: len as u32,
-            seq: self.seq,
+            seq: *seq,
         }
         .emit(&mut out[..]);
         frame::seal(&mut out[..HEADER_LEN + len], &self.key);
-        self.seq += 1;
+        *seq += 1;
         Ok(HEADER_LEN + len)
+    }
+}
+
+/// Anti-replay with a sliding window (as in IPsec): datagrams may arrive out of order by up to
+/// [`REPLAY_WINDOW`] sequence numbers, each is accepted once, older ones never.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    max_seq: u64,
+    /// Bit i set: sequence `max_seq - i` was seen (bit 0 is `max_seq` itself).
+    seen: [u64; (REPLAY_WINDOW / 64) as usize],
+}
+
+impl Window {
+    fn first(seq: u64) -> Window {
+        let mut seen = [0u64; (REPLAY_WINDOW / 64) as usize];
+        seen[0] = 1;
+        Window { max_seq: seq, seen }
+    }
+
+    fn bit(&self, back: u64) -> bool {
+        self.seen[(back / 64) as usize] & (1 << (back % 64)) != 0
+    }
+
+    fn set(&mut self, back: u64) {
+        self.seen[(back / 64) as usize] |= 1 << (back % 64);
+    }
+
+    /// Shift the bitmap by `n` positions towards older sequence numbers.
+    fn shift(&mut self, n: u64) {
+        if n >= REPLAY_WINDOW {
+            self.seen = [0; (REPLAY_WINDOW / 64) as usize];
+            return;
+        }
+        let words = (n / 64) as usize;
+        let bits = (n % 64) as u32;
+        let len = self.seen.len();
+        for i in (0..len).rev() {
+            let lo = i.checked_sub(words).map_or(0, |j| self.seen[j]);
+            let carry = if bits == 0 {
+                0
+            } else {
+                i.checked_sub(words + 1)
+                    .map_or(0, |j| self.seen[j] >> (64 - bits))
+            };
+            self.seen[i] = if bits == 0 { lo } else { (lo << bits) | carry };
+        }
+    }
+
+    fn accept(&mut self, seq: u64) -> Result<(), DatagramError> {
+        if seq > self.max_seq {
+            self.shift(seq - self.max_seq);
+            self.max_seq = seq;
+            self.set(0);
+            return Ok(());
+        }
+        let back = self.max_seq - seq;
+        if back >= REPLAY_WINDOW || self.bit(back) {
+            return Err(DatagramError::Replay);
+        }
+        self.set(back);
+        Ok(())
     }
 }
 
 #[derive(Debug, Clone)]
 struct Peer {
     from: Sender,
-    incarnation: [u8; 8],
-    max_seq: u64,
-    /// Bit i set: sequence `max_seq - i` was seen (bit 0 is `max_seq` itself).
-    seen: u64,
-    old: [[u8; 8]; OLD_INCARNATIONS],
-    old_next: usize,
+    incarnation: u64,
+    windows: heapless::Vec<(Option<Dest>, Window), WINDOWS_PER_SENDER>,
 }
 
 /// Why a datagram was dropped (beyond frame errors).
@@ -137,11 +310,13 @@ struct Peer {
 pub enum DatagramError {
     /// Bad frame, MAC, or body.
     Frame(FrameError),
-    /// Sequence not above the highest seen in this incarnation.
+    /// Sequence number seen before, or older than the window.
     Replay,
-    /// An incarnation this receiver has seen replaced.
+    /// An incarnation lower than one this receiver has seen of the same sender.
     OldIncarnation,
-    /// Too many distinct senders.
+    /// Addressed to another node (or unaddressed and not a ping).
+    Misaddressed,
+    /// Too many distinct senders, or destinations of one sender.
     TooManySenders,
 }
 
@@ -149,10 +324,11 @@ impl std::fmt::Display for DatagramError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DatagramError::Frame(e) => write!(f, "{e}"),
-            DatagramError::Replay => write!(f, "replayed datagram (sequence not increasing)"),
+            DatagramError::Replay => write!(f, "replayed datagram (sequence number seen before)"),
             DatagramError::OldIncarnation => {
                 write!(f, "datagram from an earlier incarnation of its sender")
             }
+            DatagramError::Misaddressed => write!(f, "datagram addressed to another node"),
             DatagramError::TooManySenders => write!(f, "too many distinct senders"),
         }
     }
@@ -164,6 +340,7 @@ impl DatagramError {
         match self {
             DatagramError::Frame(e) => e.counter(),
             DatagramError::Replay | DatagramError::OldIncarnation => "replay",
+            DatagramError::Misaddressed => "misaddressed",
             DatagramError::TooManySenders => "too_many_senders",
         }
     }
@@ -175,23 +352,31 @@ impl From<FrameError> for DatagramError {
     }
 }
 
-/// The receiving side: verifies datagrams and rejects replays, per sender.
+/// The receiving side: verifies datagrams, checks they are for this node, rejects replays.
 #[derive(Debug)]
 pub struct Inbox {
     key: MacKey,
+    me: Sender,
     peers: Vec<Peer>,
 }
 
 impl Inbox {
-    /// A receiver for the cluster's datagrams.
-    pub fn new(cluster: &ClusterKey) -> Inbox {
+    /// A receiver for the cluster's datagrams addressed to `me`.
+    pub fn new(cluster: &ClusterKey, me: Sender) -> Inbox {
         Inbox {
             key: datagram_key(cluster),
+            me,
             peers: Vec::with_capacity(MAX_SENDERS),
         }
     }
 
-    /// Verify a datagram; returns its kind, envelope and the message bytes (postcard).
+    /// Take datagrams for another role from now on (an activated standby is the primary).
+    pub fn set_role(&mut self, role: Role) {
+        self.me.role = role;
+    }
+
+    /// Verify a datagram; returns its kind, envelope and the message bytes (postcard). An
+    /// unaddressed datagram (`to: None`) passes here; the caller accepts it only as a ping.
     pub fn open<'a>(
         &mut self,
         dgram: &'a [u8],
@@ -211,6 +396,9 @@ impl Inbox {
                 kind: h.kind,
                 why: "bad envelope",
             })?;
+        if env.to.is_some_and(|d| !d.matches(self.me)) {
+            return Err(DatagramError::Misaddressed);
+        }
         self.check(&env, h.seq)?;
         Ok((h.kind, env, rest))
     }
@@ -220,53 +408,30 @@ impl Inbox {
             if self.peers.len() >= MAX_SENDERS {
                 return Err(DatagramError::TooManySenders);
             }
+            let mut windows = heapless::Vec::new();
+            let _ = windows.push((env.to, Window::first(seq)));
             self.peers.push(Peer {
                 from: env.from,
                 incarnation: env.incarnation,
-                max_seq: seq,
-                seen: 1,
-                old: [[0; 8]; OLD_INCARNATIONS],
-                old_next: 0,
+                windows,
             });
             return Ok(());
         };
-        if p.incarnation == env.incarnation {
-            return p.accept(seq);
-        }
-        if p.old.contains(&env.incarnation) {
+        if env.incarnation < p.incarnation {
             return Err(DatagramError::OldIncarnation);
         }
-        // The sender restarted.
-        p.old[p.old_next] = p.incarnation;
-        p.old_next = (p.old_next + 1) % OLD_INCARNATIONS;
-        p.incarnation = env.incarnation;
-        p.max_seq = seq;
-        p.seen = 1;
-        Ok(())
-    }
-}
-
-impl Peer {
-    /// Anti-replay with a sliding window (as in IPsec): datagrams may arrive out of order by up
-    /// to [`REPLAY_WINDOW`] sequence numbers, each is accepted once, older ones never.
-    fn accept(&mut self, seq: u64) -> Result<(), DatagramError> {
-        if seq > self.max_seq {
-            let shift = seq - self.max_seq;
-            self.seen = if shift >= REPLAY_WINDOW {
-                0
-            } else {
-                self.seen << shift
-            };
-            self.seen |= 1;
-            self.max_seq = seq;
-            return Ok(());
+        if env.incarnation > p.incarnation {
+            // The sender restarted: its sequence numbers start again.
+            p.incarnation = env.incarnation;
+            p.windows.clear();
         }
-        let back = self.max_seq - seq;
-        if back >= REPLAY_WINDOW || self.seen & (1 << back) != 0 {
-            return Err(DatagramError::Replay);
+        match p.windows.iter_mut().find(|(d, _)| *d == env.to) {
+            Some((_, w)) => w.accept(seq),
+            None => p
+                .windows
+                .push((env.to, Window::first(seq)))
+                .map_err(|_| DatagramError::TooManySenders),
         }
-        self.seen |= 1 << back;
-        Ok(())
     }
 }
 
@@ -297,95 +462,235 @@ mod tests {
         ClusterKey::from_bytes([9; 32])
     }
 
+    const W3: Sender = Sender {
+        role: Role::Witness,
+        id: 3,
+    };
+    const STANDBY: Sender = Sender {
+        role: Role::Standby,
+        id: 77,
+    };
+    const PRIMARY: Sender = Sender {
+        role: Role::Primary,
+        id: 55,
+    };
+
+    fn dgram(out: &mut Outbox, to: Sender, ckpt: u64) -> Vec<u8> {
+        let mut b = [0u8; MAX_DATAGRAM];
+        let n = out
+            .seal(
+                Kind::Witness,
+                &Ack { ckpt, epoch: 1 },
+                Some(Dest::node(to)),
+                &mut b,
+            )
+            .expect("seal");
+        b[..n].to_vec()
+    }
+
     #[test]
     fn round_trip_replay_and_restart() {
-        let from = Sender {
-            role: Role::Witness,
-            id: 3,
-        };
-        let mut out = Outbox::new(&key(), from, [1; 8], 5);
-        let mut inbox = Inbox::new(&key());
-        let mut b1 = [0u8; MAX_DATAGRAM];
-        let n1 = out
-            .seal(Kind::Witness, &Ack { ckpt: 1, epoch: 5 }, &mut b1)
-            .unwrap();
-        let mut b2 = [0u8; MAX_DATAGRAM];
-        let n2 = out
-            .seal(Kind::Witness, &Ack { ckpt: 2, epoch: 5 }, &mut b2)
-            .unwrap();
-        let (k, env, rest) = inbox.open(&b1[..n1]).unwrap();
-        assert_eq!((k, env.from, env.epoch), (Kind::Witness, from, 5));
-        assert_eq!(decode::<Ack>(k, rest).unwrap(), Ack { ckpt: 1, epoch: 5 });
-        inbox.open(&b2[..n2]).unwrap();
-        assert_eq!(inbox.open(&b1[..n1]).unwrap_err(), DatagramError::Replay);
-        // A restart (new incarnation) is accepted; the old incarnation never again.
-        let mut out2 = Outbox::new(&key(), from, [2; 8], 5);
-        let mut b3 = [0u8; MAX_DATAGRAM];
-        let n3 = out2
-            .seal(Kind::Witness, &Ack { ckpt: 3, epoch: 5 }, &mut b3)
-            .unwrap();
-        inbox.open(&b3[..n3]).unwrap();
-        let mut b4 = [0u8; MAX_DATAGRAM];
-        let n4 = out
-            .seal(Kind::Witness, &Ack { ckpt: 4, epoch: 5 }, &mut b4)
-            .unwrap();
+        let mut out = Outbox::new(&key(), W3, 100, 5);
+        let mut inbox = Inbox::new(&key(), STANDBY);
+        let b1 = dgram(&mut out, STANDBY, 1);
+        let b2 = dgram(&mut out, STANDBY, 2);
+        let (k, env, rest) = inbox.open(&b1).unwrap();
+        assert_eq!((k, env.from, env.epoch), (Kind::Witness, W3, 5));
+        assert_eq!(env.to, Some(Dest::node(STANDBY)));
+        assert_eq!(decode::<Ack>(k, rest).unwrap(), Ack { ckpt: 1, epoch: 1 });
+        inbox.open(&b2).unwrap();
+        assert_eq!(inbox.open(&b1).unwrap_err(), DatagramError::Replay);
+        // A restart (a higher incarnation) is accepted; the old incarnation never again.
+        let mut out2 = Outbox::new(&key(), W3, 101, 5);
+        inbox.open(&dgram(&mut out2, STANDBY, 3)).unwrap();
         assert_eq!(
-            inbox.open(&b4[..n4]).unwrap_err(),
+            inbox.open(&dgram(&mut out, STANDBY, 4)).unwrap_err(),
             DatagramError::OldIncarnation
         );
     }
 
-    /// Reordering is not replay (regression: a vote overtaken by a report was dropped as a replay,
-    /// and the standby waited out its query timeout).
+    /// Regression (issue: one replayed datagram silences a witness): a datagram captured from an
+    /// earlier incarnation of a witness, replayed to a receiver that restarted, used to be taken
+    /// as a restart of the witness, after which every live datagram was dropped as "from an
+    /// earlier incarnation". Whatever the order, the live incarnation wins.
+    #[test]
+    fn a_replayed_old_incarnation_never_displaces_the_live_one() {
+        let mut old = Outbox::new(&key(), W3, next_incarnation(None, 1_000), 1);
+        let captured = dgram(&mut old, STANDBY, 1);
+        // Ten restarts of the witness later (each above the last saved incarnation).
+        let mut inc = old.incarnation();
+        for _ in 0..10 {
+            inc = next_incarnation(Some(inc), 900);
+        }
+        let mut live = Outbox::new(&key(), W3, inc, 1);
+        // The receiver (restarted: it knows nobody) hears the live witness first, then the replay.
+        let mut inbox = Inbox::new(&key(), STANDBY);
+        inbox.open(&dgram(&mut live, STANDBY, 2)).unwrap();
+        assert_eq!(
+            inbox.open(&captured).unwrap_err(),
+            DatagramError::OldIncarnation
+        );
+        for i in 3..100 {
+            inbox
+                .open(&dgram(&mut live, STANDBY, i))
+                .expect("live accepted");
+        }
+        // The replay first, then the live witness: the live one replaces it.
+        let mut inbox = Inbox::new(&key(), STANDBY);
+        inbox.open(&captured).unwrap();
+        for i in 100..200 {
+            inbox
+                .open(&dgram(&mut live, STANDBY, i))
+                .expect("live accepted");
+        }
+        assert_eq!(
+            inbox.open(&captured).unwrap_err(),
+            DatagramError::OldIncarnation
+        );
+    }
+
+    #[test]
+    fn incarnations_grow_across_restarts_even_when_the_clock_goes_back() {
+        assert_eq!(next_incarnation(None, 5_000), 5_000);
+        assert_eq!(
+            next_incarnation(Some(5_000), 4_000),
+            5_001,
+            "clock went back"
+        );
+        assert_eq!(next_incarnation(Some(5_000), 9_000), 9_000);
+        assert_eq!(next_incarnation(Some(u64::MAX), 0), u64::MAX);
+        assert!(wall_clock_micros() > 1_700_000_000_000_000);
+    }
+
+    /// Regression (issue item 9): a genuine witness datagram addressed to the primary, re-sent
+    /// to the standby, was accepted (205 of 205). The destination is under the MAC now.
+    #[test]
+    fn a_datagram_for_another_node_is_rejected() {
+        let mut out = Outbox::new(&key(), W3, 1, 1);
+        let to_primary = dgram(&mut out, PRIMARY, 1);
+        let mut standby = Inbox::new(&key(), STANDBY);
+        assert_eq!(
+            standby.open(&to_primary).unwrap_err(),
+            DatagramError::Misaddressed
+        );
+        // Another standby (another node id) does not take this standby's datagrams either.
+        let other = Sender {
+            role: Role::Standby,
+            id: 78,
+        };
+        let mut b = [0u8; MAX_DATAGRAM];
+        let n = out
+            .seal(
+                Kind::Witness,
+                &Ack { ckpt: 2, epoch: 1 },
+                Some(Dest::node(STANDBY)),
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(
+            Inbox::new(&key(), other).open(&b[..n]).unwrap_err(),
+            DatagramError::Misaddressed
+        );
+        // A datagram for "the standby" (id not known yet) is taken by a standby.
+        let n = out
+            .seal(
+                Kind::Witness,
+                &Ack { ckpt: 3, epoch: 1 },
+                Some(Dest::role(Role::Standby)),
+                &mut b,
+            )
+            .unwrap();
+        assert!(Inbox::new(&key(), other).open(&b[..n]).is_ok());
+        // After activation the standby takes datagrams for the primary role.
+        let mut act = Inbox::new(&key(), STANDBY);
+        act.set_role(Role::Primary);
+        let for_p = dgram(
+            &mut out,
+            Sender {
+                role: Role::Primary,
+                id: 77,
+            },
+            4,
+        );
+        assert!(act.open(&for_p).is_ok());
+    }
+
+    /// Sequence numbers are per destination: datagrams to other nodes leave no gaps in a
+    /// receiver's window, and reordering is tolerated per destination.
     #[test]
     fn reordered_datagrams_are_accepted_once_within_the_window() {
-        let from = Sender {
-            role: Role::Witness,
-            id: 1,
-        };
-        let mut out = Outbox::new(&key(), from, [1; 8], 1);
-        let mut inbox = Inbox::new(&key());
-        let frames: Vec<Vec<u8>> = (0..100)
+        let mut out = Outbox::new(&key(), W3, 1, 1);
+        let mut inbox = Inbox::new(&key(), STANDBY);
+        let frames: Vec<Vec<u8>> = (0..400)
             .map(|i| {
-                let mut b = [0u8; MAX_DATAGRAM];
-                let n = out
-                    .seal(Kind::Witness, &Ack { ckpt: i, epoch: 1 }, &mut b)
-                    .unwrap();
-                b[..n].to_vec()
+                // Interleaved with traffic to the primary, which must not use up the window.
+                let _ = dgram(&mut out, PRIMARY, i);
+                dgram(&mut out, STANDBY, i)
             })
             .collect();
         inbox.open(&frames[5]).unwrap();
         inbox.open(&frames[3]).unwrap(); // overtaken: accepted
         inbox.open(&frames[4]).unwrap();
         assert_eq!(inbox.open(&frames[3]).unwrap_err(), DatagramError::Replay);
-        inbox.open(&frames[90]).unwrap();
-        inbox.open(&frames[30]).unwrap(); // 60 behind: still in the window
+        inbox.open(&frames[300]).unwrap();
+        inbox.open(&frames[60]).unwrap(); // 240 behind: still in the window
+        inbox.open(&frames[100]).unwrap();
         assert_eq!(
-            inbox.open(&frames[20]).unwrap_err(),
+            inbox.open(&frames[40]).unwrap_err(),
             DatagramError::Replay,
             "beyond the window"
         );
-        assert_eq!(inbox.open(&frames[90]).unwrap_err(), DatagramError::Replay);
-        inbox.open(&frames[91]).unwrap();
+        assert_eq!(inbox.open(&frames[300]).unwrap_err(), DatagramError::Replay);
+        inbox.open(&frames[301]).unwrap();
+        inbox.open(&frames[399]).unwrap();
+        for f in &frames[250..=399] {
+            let _ = inbox.open(f);
+        }
+        for f in &frames[250..=399] {
+            assert_eq!(inbox.open(f).unwrap_err(), DatagramError::Replay);
+        }
+    }
+
+    #[test]
+    fn window_shift_keeps_bits_across_words() {
+        let mut w = Window::first(1000);
+        for s in [999, 990, 940, 900, 800] {
+            w.accept(s).unwrap();
+        }
+        w.accept(1070).unwrap(); // shift by 70: crosses a word
+        for s in [1070, 1000, 999, 990, 940, 900] {
+            assert!(w.accept(s).is_err(), "{s} seen");
+        }
+        for s in [1069, 1001, 901, 816] {
+            w.accept(s).expect("unseen, within the window");
+        }
+        assert!(w.accept(814).is_err(), "beyond the window");
+        w.accept(1070 + 128).unwrap(); // exactly two words
+        assert!(w.accept(1070).is_err());
+        assert!(w.accept(1069).is_err());
+        w.accept(1068).unwrap();
+        w.accept(5000).unwrap(); // far: everything older is gone
+        assert!(w.accept(1068 + 2000).is_err());
     }
 
     #[test]
     fn forged_truncated_and_wrong_key_are_rejected() {
-        let from = Sender {
-            role: Role::Primary,
-            id: 0,
-        };
-        let mut out = Outbox::new(&key(), from, [1; 8], 1);
+        let mut out = Outbox::new(&key(), PRIMARY, 1, 1);
         let mut b = [0u8; MAX_DATAGRAM];
         let n = out
-            .seal(Kind::Heartbeat, &Ack { ckpt: 1, epoch: 1 }, &mut b)
+            .seal(
+                Kind::Heartbeat,
+                &Ack { ckpt: 1, epoch: 1 },
+                Some(Dest::node(STANDBY)),
+                &mut b,
+            )
             .unwrap();
-        let mut inbox = Inbox::new(&ClusterKey::from_bytes([8; 32]));
+        let mut inbox = Inbox::new(&ClusterKey::from_bytes([8; 32]), STANDBY);
         assert_eq!(
             inbox.open(&b[..n]).unwrap_err(),
             DatagramError::Frame(FrameError::BadMac)
         );
-        let mut inbox = Inbox::new(&key());
+        let mut inbox = Inbox::new(&key(), STANDBY);
         assert!(matches!(
             inbox.open(&b[..n - 1]),
             Err(DatagramError::Frame(FrameError::Truncated { .. }))
@@ -397,23 +702,51 @@ mod tests {
     }
 
     #[test]
+    fn destinations_and_senders_are_bounded() {
+        let mut out = Outbox::new(&key(), PRIMARY, 1, 1);
+        let mut b = [0u8; MAX_DATAGRAM];
+        for id in 0..MAX_DESTINATIONS as u32 {
+            let to = Dest::node(Sender {
+                role: Role::Witness,
+                id,
+            });
+            out.seal(Kind::Witness, &Ack { ckpt: 1, epoch: 1 }, Some(to), &mut b)
+                .unwrap();
+        }
+        let to = Dest::node(Sender {
+            role: Role::Witness,
+            id: 999,
+        });
+        assert_eq!(
+            out.seal(Kind::Witness, &Ack { ckpt: 1, epoch: 1 }, Some(to), &mut b),
+            Err(SealError::TooManyDestinations)
+        );
+        let mut inbox = Inbox::new(&key(), STANDBY);
+        for id in 0..MAX_SENDERS as u32 + 1 {
+            let mut o = Outbox::new(
+                &key(),
+                Sender {
+                    role: Role::Witness,
+                    id,
+                },
+                1,
+                1,
+            );
+            let d = dgram(&mut o, STANDBY, 1);
+            let r = inbox.open(&d).map(|_| ());
+            if (id as usize) < MAX_SENDERS {
+                r.unwrap();
+            } else {
+                assert_eq!(r.unwrap_err(), DatagramError::TooManySenders);
+            }
+        }
+    }
+
+    #[test]
     fn node_sender_ids_are_stable_and_tell_the_usual_nodes_apart() {
         assert_eq!(node_sender_id("host-a"), node_sender_id("host-a"));
         // FNV-1a of "a" (0xaf63dc4c8601ec8c): the low 32 bits, so ids stay stable across builds.
         assert_eq!(node_sender_id("a"), 0x8601_ec8c);
-        // Names whose one-byte ids collided before (the same low byte) now differ.
-        let mut by_low_byte = std::collections::HashMap::new();
-        let mut collided = None;
-        for i in 0..1000 {
-            let name = format!("node-{i}");
-            let id = node_sender_id(&name);
-            if let Some(other) = by_low_byte.insert(id as u8, name.clone()) {
-                collided = Some((other, name));
-                break;
-            }
-        }
-        let (a, b) = collided.expect("1000 names share a low byte somewhere");
-        assert_ne!(node_sender_id(&a), node_sender_id(&b), "{a} and {b}");
         let names = [
             "primary",
             "standby",

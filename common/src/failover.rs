@@ -154,6 +154,22 @@ pub fn peers(c: &Config, heartbeat_key: &str) -> Result<Peers, ConfigError> {
     })
 }
 
+/// The `node` key of a primary or standby: 1 to 32 bytes (it travels in the replication Hello,
+/// and peers derive the node's datagram id from it, so it must arrive whole).
+pub fn node_name(c: &Config) -> Result<String, ConfigError> {
+    let node = c.str("node")?;
+    if node.is_empty() || node.len() > crate::msg::NODE_NAME_LEN {
+        return Err(c.error_at(
+            "node",
+            &format!(
+                "expected a name of 1 to {} bytes",
+                crate::msg::NODE_NAME_LEN
+            ),
+        ));
+    }
+    Ok(node)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::Path;
 
-use crate::decision::record::{config_line, AnyInput};
+use crate::decision::record::{config_line, AnyInput, Start};
 use crate::decision::{Config, Epoch, Evidence, Nanos, Role, WitnessId};
 
 /// Bytes written before the log stops growing (with one warning).
@@ -25,9 +25,8 @@ impl Recorder {
         t: Nanos,
         role: Role,
         epoch: Epoch,
-        replica: Option<u64>,
-        witness: Option<WitnessId>,
         cfg: &Config,
+        start: Start,
     ) -> std::io::Result<Recorder> {
         if path.as_os_str().is_empty() {
             return Ok(Recorder {
@@ -48,7 +47,7 @@ impl Recorder {
             out: Some(BufWriter::new(f)),
             written: 0,
         };
-        r.line(&config_line(t, role, epoch, replica, witness, cfg));
+        r.line(&config_line(t, role, epoch, cfg, start));
         Ok(r)
     }
 

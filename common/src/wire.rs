@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::datagram::{self, Envelope, Inbox, Outbox, MAX_DATAGRAM};
+use crate::datagram::{
+    self, DatagramError, Dest, Envelope, Inbox, Outbox, SealError, MAX_DATAGRAM,
+};
 use crate::decision::proto::{
     LeaseReply, LeaseRequest, ProtectedNotice, Vote, VoteRequest, Withdraw, WitnessReport,
 };
@@ -86,13 +88,16 @@ impl Dgram {
     }
 }
 
-/// Seal a message into `buf`; returns the datagram length.
+/// Seal a message for `to` into `buf`; returns the datagram length. Only a ping may go
+/// unaddressed (`to: None`): the pinger may not know who answers at an address yet.
 pub fn seal(
     out: &mut Outbox,
     m: &Dgram,
+    to: Option<Dest>,
     buf: &mut [u8; MAX_DATAGRAM],
-) -> Result<usize, postcard::Error> {
-    out.seal(m.kind(), m, buf)
+) -> Result<usize, SealError> {
+    debug_assert!(to.is_some() || matches!(m, Dgram::Ping { .. }));
+    out.seal(m.kind(), m, to, buf)
 }
 
 /// Verify and decode a received datagram.
@@ -106,6 +111,9 @@ pub fn open(inbox: &mut Inbox, bytes: &[u8]) -> Result<(Envelope, Dgram), datagr
         }
         .into());
     }
+    if env.to.is_none() && !matches!(m, Dgram::Ping { .. }) {
+        return Err(DatagramError::Misaddressed);
+    }
     Ok((env, m))
 }
 
@@ -116,21 +124,29 @@ mod tests {
     use crate::key::ClusterKey;
     use crate::msg::Role;
 
+    const P: Sender = Sender {
+        role: Role::Primary,
+        id: 0,
+    };
+    const S: Sender = Sender {
+        role: Role::Standby,
+        id: 1,
+    };
+
     #[test]
     fn heartbeat_round_trip_and_kind_mismatch() {
         let k = ClusterKey::from_bytes([4; 32]);
-        let mut out = Outbox::new(
-            &k,
-            Sender {
-                role: Role::Primary,
-                id: 0,
-            },
-            [1; 8],
-            3,
-        );
-        let mut inbox = Inbox::new(&k);
+        let mut out = Outbox::new(&k, P, 1, 3);
+        let mut inbox = Inbox::new(&k, S);
         let mut b = [0u8; MAX_DATAGRAM];
-        let n = seal(&mut out, &Dgram::Heartbeat { link: 1, acked: 9 }, &mut b).unwrap();
+        let to = Some(Dest::node(S));
+        let n = seal(
+            &mut out,
+            &Dgram::Heartbeat { link: 1, acked: 9 },
+            to,
+            &mut b,
+        )
+        .unwrap();
         let (env, m) = open(&mut inbox, &b[..n]).unwrap();
         assert_eq!(env.epoch, 3);
         assert_eq!(m, Dgram::Heartbeat { link: 1, acked: 9 });
@@ -138,9 +154,36 @@ mod tests {
             .seal(
                 Kind::Witness,
                 &Dgram::Heartbeat { link: 1, acked: 10 },
+                to,
                 &mut b,
             )
             .unwrap();
         assert!(open(&mut inbox, &b[..n]).is_err());
+    }
+
+    /// Only a ping may go unaddressed: anything else without a destination is dropped.
+    #[test]
+    fn only_pings_go_unaddressed() {
+        let k = ClusterKey::from_bytes([4; 32]);
+        let mut out = Outbox::new(&k, P, 1, 3);
+        let mut inbox = Inbox::new(&k, S);
+        let mut b = [0u8; MAX_DATAGRAM];
+        let n = seal(&mut out, &Dgram::Ping { nonce: 7 }, None, &mut b).unwrap();
+        assert_eq!(
+            open(&mut inbox, &b[..n]).unwrap().1,
+            Dgram::Ping { nonce: 7 }
+        );
+        let n = out
+            .seal(
+                Kind::Heartbeat,
+                &Dgram::Heartbeat { link: 0, acked: 1 },
+                None,
+                &mut b,
+            )
+            .unwrap();
+        assert_eq!(
+            open(&mut inbox, &b[..n]).unwrap_err(),
+            DatagramError::Misaddressed
+        );
     }
 }

@@ -197,7 +197,7 @@ impl Settings {
             witness_listen: c.addr("witness_listen")?,
             standby_witness: c.addr("standby_witness")?,
             decision_log: c.path("decision_log")?,
-            node: c.str("node")?,
+            node: hsb_common::failover::node_name(c)?,
             cluster_key: c.path("cluster_key")?,
             standby: c.addr("standby")?,
             control: c.path("control")?,

@@ -20,9 +20,9 @@ use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::conn::{write_some, Fill, FrameReader, OutQueue};
 use hsb_common::ctl::CtlServer;
-use hsb_common::datagram::{Inbox, Outbox, Sender, MAX_DATAGRAM};
+use hsb_common::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
 use hsb_common::decision::primary::{Action as PAction, Input as PInput, Mode};
-use hsb_common::decision::record::AnyInput;
+use hsb_common::decision::record::{AnyInput, Start};
 use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority};
 use hsb_common::frame::{FrameError, Kind};
 use hsb_common::key::ClusterKey;
@@ -65,6 +65,14 @@ fn start_fence(dom: &mut Guest, suspending: &mut Option<Nanos>, now: Nanos) {
     if dom.fence() == Fence::Suspending && suspending.is_none() {
         *suspending = Some(now);
     }
+}
+
+/// Witness `id` as a datagram destination.
+fn witness(id: u8) -> Dest {
+    Dest::node(Sender {
+        role: Role::Witness,
+        id: u32::from(id),
+    })
 }
 
 /// A random 32-bit number (request and query numbers start at one per process).
@@ -277,12 +285,22 @@ struct Failover {
     last_evidence: Option<String>,
     heartbeats: u64,
     bad_datagrams: u64,
+    /// The standby's node id, from its Hello (datagrams to it name it once known).
+    standby_id: Option<u32>,
 }
 
 impl Failover {
-    fn send(&mut self, m: &Dgram, to: std::net::SocketAddr) {
+    /// The standby, as a datagram destination.
+    fn standby(&self) -> Dest {
+        Dest {
+            role: Role::Standby,
+            id: self.standby_id,
+        }
+    }
+
+    fn send(&mut self, m: &Dgram, to: std::net::SocketAddr, dest: Dest) {
         let mut buf = [0u8; MAX_DATAGRAM];
-        match wire::seal(&mut self.outbox, m, &mut buf) {
+        match wire::seal(&mut self.outbox, m, Some(dest), &mut buf) {
             Ok(n) => {
                 if let Err(e) = self.udp.send_to(&buf[..n], to) {
                     log::debug!("send {} to {to}: {e}", m.name());
@@ -400,16 +418,26 @@ impl Primary {
             })?;
             poll.registry()
                 .register(&mut udp, WITNESS_UDP, Interest::READABLE)?;
-            let mut inc = [0u8; 8];
-            hsb_common::rng::os_random(&mut inc)?;
+            let inc = hsb_common::datagram::next_incarnation(
+                None,
+                hsb_common::datagram::wall_clock_micros(),
+            );
+            let me = Sender {
+                role: Role::Primary,
+                id: hsb_common::datagram::node_sender_id(&s.node),
+            };
+            let req_base = random_u32()?;
             let recorder = Recorder::open(
                 &s.decision_log,
                 now,
                 hsb_common::decision::Role::Primary,
-                Epoch::FIRST,
-                None,
-                None,
+                Epoch(s.start_epoch),
                 &s.decision,
+                Start {
+                    seq_base: req_base,
+                    resume_at: s.start_checkpoint,
+                    ..Start::default()
+                },
             )
             .map_err(|e| {
                 io::Error::new(
@@ -427,15 +455,12 @@ impl Primary {
             Some(Failover {
                 authority: PrimaryAuthority::new(s.decision.clone(), Epoch(s.start_epoch), now)
                     .resume_at(s.start_checkpoint)
-                    .with_request_base(random_u32()?),
+                    .with_request_base(req_base),
                 udp,
-                inbox: Inbox::new(&key),
+                inbox: Inbox::new(&key, me),
                 outbox: Outbox::new(
                     &key,
-                    Sender {
-                        role: Role::Primary,
-                        id: hsb_common::datagram::node_sender_id(&s.node),
-                    },
+                    me,
                     inc,
                     // Heartbeats and requests carry this primary's epoch (a promoted primary's
                     // are not epoch 1: its standby drops lower epochs as stale).
@@ -448,6 +473,7 @@ impl Primary {
                 last_evidence: None,
                 heartbeats: 0,
                 bad_datagrams: 0,
+                standby_id: None,
             })
         } else {
             None
@@ -716,6 +742,9 @@ impl Primary {
                 r.session = Some(sess);
                 r.phase = Phase::Streaming;
                 self.stats.sessions += 1;
+                if let Some(f) = self.failover.as_mut() {
+                    f.standby_id = Some(hsb_common::datagram::node_sender_id(&h.node));
+                }
                 log::info!(
                     "standby {} ({}) session open: epoch {}, its last applied checkpoint {}; starting full synchronisation",
                     r.peer,
@@ -1191,12 +1220,14 @@ impl Primary {
         if now >= f.next_heartbeat && !f.stepped_down {
             f.next_heartbeat = now.plus(self.s.decision.heartbeat.interval);
             for (link, addr) in self.s.heartbeat_peers.clone().into_iter().enumerate() {
+                let to = f.standby();
                 f.send(
                     &Dgram::Heartbeat {
                         link: link as u8,
                         acked,
                     },
                     addr,
+                    to,
                 );
                 f.heartbeats += 1;
             }
@@ -1273,13 +1304,13 @@ impl Primary {
                         r.req,
                         r.last_acked
                     );
-                    for (_, addr) in self.s.witness_peers.clone() {
-                        f.send(&Dgram::LeaseRequest(r), addr);
+                    for (id, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::LeaseRequest(r), addr, witness(id));
                     }
                 }
                 PAction::NotifyProtected(n) => {
-                    for (_, addr) in self.s.witness_peers.clone() {
-                        f.send(&Dgram::Protected(n), addr);
+                    for (id, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::Protected(n), addr, witness(id));
                     }
                 }
                 PAction::Fence { evidence } => {
@@ -1319,7 +1350,8 @@ impl Primary {
                 PAction::RequestFullSync => {}
                 PAction::ConfirmFenced { epoch, ckpt } => {
                     let to = self.s.standby_witness;
-                    f.send(&Dgram::Fenced { epoch, ckpt }, to);
+                    let dest = f.standby();
+                    f.send(&Dgram::Fenced { epoch, ckpt }, to, dest);
                 }
                 PAction::Alert { evidence } => f.evidence(log::Level::Warn, &evidence),
             }
@@ -1336,7 +1368,7 @@ impl Primary {
                 Ok(v) => v,
                 Err(_) => return,
             };
-            let (_env, m) = match wire::open(&mut f.inbox, &buf[..n]) {
+            let (env, m) = match wire::open(&mut f.inbox, &buf[..n]) {
                 Ok(v) => v,
                 Err(e) => {
                     f.bad_datagrams += 1;
@@ -1347,7 +1379,7 @@ impl Primary {
             match m {
                 Dgram::Ping { nonce } => {
                     if !f.stepped_down {
-                        f.send(&Dgram::Pong { nonce }, from);
+                        f.send(&Dgram::Pong { nonce }, from, Dest::node(env.from));
                     }
                 }
                 Dgram::LeaseReply(r) => self.authority_step(now, PInput::LeaseReply(r)),

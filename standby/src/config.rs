@@ -107,7 +107,7 @@ impl Settings {
         let xen = hsb_common::xen::XenSettings::from_config(c)?;
         Ok(Settings {
             xen,
-            node: c.str("node")?,
+            node: hsb_common::failover::node_name(c)?,
             cluster_key: c.path("cluster_key")?,
             listen: c.addr("listen")?,
             control: c.path("control")?,

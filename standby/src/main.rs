@@ -21,9 +21,9 @@ use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::conn::{Fill, FrameReader, OutQueue};
 use hsb_common::ctl::CtlServer;
-use hsb_common::datagram::{Inbox, Outbox, Sender, MAX_DATAGRAM};
+use hsb_common::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
 use hsb_common::decision::primary::{Action as PAction, Input as PInput};
-use hsb_common::decision::record::AnyInput;
+use hsb_common::decision::record::{AnyInput, Start};
 use hsb_common::decision::standby::{Action as SAction, Input as SInput};
 use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority, StandbyCore};
 use hsb_common::frame::{FrameError, Kind, HEADER_LEN};
@@ -48,6 +48,14 @@ const SERVICE_BASE: usize = 1000;
 const WITNESS_UDP: Token = Token(5);
 const PING: Token = Token(6);
 const HEARTBEAT_BASE: usize = 20;
+/// Witness `id` as a datagram destination.
+fn witness(id: u8) -> Dest {
+    Dest::node(Sender {
+        role: Role::Witness,
+        id: u32::from(id),
+    })
+}
+
 /// Decision tick while failover is on.
 const TICK: Duration = Duration::from_millis(2);
 
@@ -930,20 +938,27 @@ impl Failover {
             registry.register(&mut u, Token(HEARTBEAT_BASE + i), Interest::READABLE)?;
             heartbeat_udp.push(u);
         }
-        let mut inc = [0u8; 8];
-        hsb_common::rng::os_random(&mut inc)?;
+        let inc =
+            hsb_common::datagram::next_incarnation(None, hsb_common::datagram::wall_clock_micros());
+        let me = Sender {
+            role: Role::Standby,
+            id: hsb_common::datagram::node_sender_id(&s.node),
+        };
         let mut qb = [0u8; 4];
         hsb_common::rng::os_random(&mut qb)?;
+        let query_base = u32::from_le_bytes(qb);
         let core = StandbyCore::new(s.decision.clone(), Epoch::FIRST, now, None)
-            .with_query_base(u32::from_le_bytes(qb));
+            .with_query_base(query_base);
         let recorder = Recorder::open(
             &s.decision_log,
             now,
             hsb_common::decision::Role::Standby,
             Epoch::FIRST,
-            None,
-            None,
             &s.decision,
+            Start {
+                seq_base: query_base,
+                ..Start::default()
+            },
         )
         .map_err(|e| {
             io::Error::new(
@@ -967,16 +982,8 @@ impl Failover {
             authority: None,
             witness_udp,
             heartbeat_udp,
-            inbox: Inbox::new(key),
-            outbox: Outbox::new(
-                key,
-                Sender {
-                    role: Role::Standby,
-                    id: hsb_common::datagram::node_sender_id(&s.node),
-                },
-                inc,
-                1,
-            ),
+            inbox: Inbox::new(key, me),
+            outbox: Outbox::new(key, me, inc, 1),
             recorder,
             ping: None,
             last_evidence: None,
@@ -985,9 +992,9 @@ impl Failover {
         })
     }
 
-    fn send(&mut self, m: &Dgram, to: SocketAddr) {
+    fn send(&mut self, m: &Dgram, to: SocketAddr, dest: Dest) {
         let mut buf = [0u8; MAX_DATAGRAM];
-        match wire::seal(&mut self.outbox, m, &mut buf) {
+        match wire::seal(&mut self.outbox, m, Some(dest), &mut buf) {
             Ok(n) => {
                 if let Err(e) = self.witness_udp.send_to(&buf[..n], to) {
                     log::debug!("send {} to {to}: {e}", m.name());
@@ -1043,16 +1050,16 @@ impl Standby {
                     let Some(f) = self.failover.as_mut() else {
                         return;
                     };
-                    for (_, addr) in self.s.witness_peers.clone() {
-                        f.send(&Dgram::VoteRequest(q), addr);
+                    for (id, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::VoteRequest(q), addr, witness(id));
                     }
                 }
                 SAction::Withdraw(w) => {
                     let Some(f) = self.failover.as_mut() else {
                         return;
                     };
-                    for (_, addr) in self.s.witness_peers.clone() {
-                        f.send(&Dgram::Withdraw(w), addr);
+                    for (id, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::Withdraw(w), addr, witness(id));
                     }
                 }
                 SAction::PingNode => self.start_ping(now),
@@ -1075,8 +1082,10 @@ impl Standby {
                         last,
                     ));
                     f.outbox.set_epoch(epoch.0);
-                    // Witnesses learn which host is the primary from the daemons' answers.
+                    // Witnesses learn which host is the primary from the daemons' answers, and
+                    // address it as the primary from then on.
                     f.outbox.set_role(Role::Primary);
+                    f.inbox.set_role(Role::Primary);
                     if let Err(e) = self.activate(
                         now,
                         &format!("the failover decision ({})", evidence.rule),
@@ -1091,7 +1100,18 @@ impl Standby {
                     };
                     f.evidence(log::Level::Warn, &evidence);
                     let to = self.s.primary_witness;
-                    f.send(&Dgram::FenceRequest { epoch }, to);
+                    let dest = Dest {
+                        role: Role::Primary,
+                        id: self
+                            .current
+                            .and_then(|i| self.conns[i].as_ref())
+                            .filter(|c| !c.node.is_empty())
+                            .map(|c| hsb_common::datagram::node_sender_id(&c.node)),
+                    };
+                    let Some(f) = self.failover.as_mut() else {
+                        return;
+                    };
+                    f.send(&Dgram::FenceRequest { epoch }, to, dest);
                 }
                 SAction::CannotDecide { evidence } | SAction::RefuseStale { evidence } => {
                     if let Some(f) = self.failover.as_mut() {
@@ -1138,13 +1158,13 @@ impl Standby {
             };
             match act {
                 PAction::RequestLeases(r) => {
-                    for (_, addr) in self.s.witness_peers.clone() {
-                        f.send(&Dgram::LeaseRequest(r), addr);
+                    for (id, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::LeaseRequest(r), addr, witness(id));
                     }
                 }
                 PAction::NotifyProtected(n) => {
-                    for (_, addr) in self.s.witness_peers.clone() {
-                        f.send(&Dgram::Protected(n), addr);
+                    for (id, addr) in self.s.witness_peers.clone() {
+                        f.send(&Dgram::Protected(n), addr, witness(id));
                     }
                 }
                 PAction::Fence { evidence } => {
@@ -1205,7 +1225,7 @@ impl Standby {
                         },
                     );
                 }
-                Dgram::Ping { nonce } => f.send(&Dgram::Pong { nonce }, from),
+                Dgram::Ping { nonce } => f.send(&Dgram::Pong { nonce }, from, Dest::node(env.from)),
                 Dgram::Report(r) => self.decide(now, SInput::Report(r)),
                 Dgram::Vote(v) => {
                     log::info!(

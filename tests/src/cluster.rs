@@ -55,6 +55,8 @@ pub struct Cluster {
     /// standby (host A).
     pub promoted_control: std::path::PathBuf,
     pub rejoined_control: std::path::PathBuf,
+    /// The relay of each witness's datagrams to the standby (what it captured).
+    pub witness_to_standby: Vec<std::sync::Arc<crate::relay::RelayStats>>,
     _tcp: Vec<TcpRelay>,
     _udp: Vec<UdpRelay>,
 }
@@ -88,6 +90,7 @@ impl Cluster {
         let mut p_peers = vec![];
         let mut w_to_s = vec![];
         let mut w_to_p = vec![];
+        let mut witness_to_standby = vec![];
         for (i, w) in wit_addrs.iter().enumerate() {
             let a = UdpRelay::start(*w, vec![sw.clone()]);
             let b = UdpRelay::start(*w, vec![pw.clone()]);
@@ -97,6 +100,7 @@ impl Cluster {
             p_peers.push(format!("{}={}", i + 1, b.addr));
             w_to_s.push(c.addr);
             w_to_p.push(d.addr);
+            witness_to_standby.push(c.stats.clone());
             udp.extend([a, b, c, d]);
         }
         let common = format!(
@@ -230,6 +234,7 @@ impl Cluster {
             standby_witness_addr: s_wit,
             promoted_control,
             rejoined_control,
+            witness_to_standby,
             _tcp: tcp,
             _udp: udp,
         }
@@ -246,6 +251,31 @@ impl Cluster {
         }
         // A restarted witness grants nothing for the longest lease (default 2 s).
         std::thread::sleep(Duration::from_millis(2200));
+    }
+
+    /// Restart witness `n` (1-based) with its configuration: a new process, a new incarnation.
+    pub fn restart_witness(&mut self, n: usize) {
+        let d = &mut self.witnesses[n - 1];
+        d.kill9();
+        *d = Daemon::start(
+            "hsb-witness",
+            &self.dir.path(&format!("w{n}.conf")),
+            &self.dir.path(&format!("w{n}.sock")),
+            &self.dir.path(&format!("w{n}.log")),
+            &[],
+        );
+    }
+
+    /// Restart the standby with its configuration (it resynchronises from scratch).
+    pub fn restart_standby(&mut self) {
+        self.standby.kill9();
+        self.standby = Daemon::start(
+            "hsb-standby",
+            &self.dir.path("standby.conf"),
+            &self.dir.path("standby.sock"),
+            &self.dir.path("standby.log"),
+            &[],
+        );
     }
 
     /// Every log, for failure messages.

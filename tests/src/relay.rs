@@ -221,7 +221,13 @@ pub struct RelayStats {
     pub queue_drops: AtomicU64,
     /// Datagrams or chunks forwarded.
     pub forwarded: AtomicU64,
+    /// The first [`CAPTURED`] datagrams a UDP relay received from its front (what an attacker on
+    /// that network could capture), for replay tests.
+    pub captured: Mutex<Vec<Vec<u8>>>,
 }
+
+/// Datagrams a UDP relay keeps in [`RelayStats::captured`].
+pub const CAPTURED: usize = 16;
 
 /// One direction of a relay: items from `rx` leave through `deliver` after the shaper's delay.
 /// Datagram lines (`ordered == false`) drop when full; stream lines stop taking from `rx`, so
@@ -455,6 +461,11 @@ impl UdpRelay {
                         if let Some(p) = &learn {
                             if let Ok(mut p) = p.lock() {
                                 *p = Some(from);
+                            }
+                            if let Ok(mut c) = stt.captured.lock() {
+                                if c.len() < CAPTURED {
+                                    c.push(buf[..n].to_vec());
+                                }
                             }
                         }
                         if !cut() && tx.try_send(buf[..n].to_vec()).is_err() {

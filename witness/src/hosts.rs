@@ -8,13 +8,14 @@
 //! failing that, the host other than one whose daemon says "standby"; failing that, the
 //! configured `primary`.
 
+use hsb_common::datagram::{Dest, Sender};
 use hsb_common::decision::Epoch;
 use hsb_common::msg::Role;
 
 /// What the witness last heard from each configured daemon address.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostRoles {
-    heard: [Option<(Role, Epoch)>; 2],
+    heard: [Option<(Sender, Epoch)>; 2],
 }
 
 impl HostRoles {
@@ -23,34 +24,51 @@ impl HostRoles {
         HostRoles::default()
     }
 
-    /// The daemon at `slot` answered as `role` in `epoch`.
-    pub fn heard(&mut self, slot: usize, role: Role, epoch: Epoch) {
+    /// The daemon at `slot` answered as `from` in `epoch`.
+    pub fn heard(&mut self, slot: usize, from: Sender, epoch: Epoch) {
         if let Some(h) = self.heard.get_mut(slot) {
-            *h = Some((role, epoch));
+            *h = Some((from, epoch));
+        }
+    }
+
+    /// Where datagrams for the daemon at `slot` are addressed: the node it said it is, or
+    /// before it has said anything, the role the configuration gives the slot.
+    pub fn dest(&self, slot: usize) -> Dest {
+        match self.heard.get(slot).copied().flatten() {
+            Some((s, _)) => Dest::node(s),
+            None => Dest::role(if slot == 0 {
+                Role::Primary
+            } else {
+                Role::Standby
+            }),
         }
     }
 
     /// The slot (0: configured `primary`, 1: configured `standby`) that hosts the primary.
     pub fn primary_slot(&self) -> usize {
         let primary_in = |i: usize| match self.heard[i] {
-            Some((Role::Primary, e)) => Some(e),
+            Some((s, e)) if s.role == Role::Primary => Some(e),
             _ => None,
         };
         match (primary_in(0), primary_in(1)) {
             (Some(a), Some(b)) => usize::from(b > a),
             (Some(_), None) => 0,
             (None, Some(_)) => 1,
-            (None, None) => match self.heard {
-                [Some((Role::Standby, _)), _] => 1,
-                [_, Some((Role::Standby, _))] => 0,
-                _ => 0,
-            },
+            (None, None) => {
+                let standby =
+                    |i: usize| self.heard[i].is_some_and(|(s, _)| s.role == Role::Standby);
+                usize::from(standby(0))
+            }
         }
     }
 
     /// What the daemon at `slot` last said it was.
     pub fn role_of(&self, slot: usize) -> Option<(Role, Epoch)> {
-        self.heard.get(slot).copied().flatten()
+        self.heard
+            .get(slot)
+            .copied()
+            .flatten()
+            .map(|(s, e)| (s.role, e))
     }
 }
 
@@ -58,30 +76,53 @@ impl HostRoles {
 mod tests {
     use super::*;
 
+    fn p(id: u32) -> Sender {
+        Sender {
+            role: Role::Primary,
+            id,
+        }
+    }
+
+    fn s(id: u32) -> Sender {
+        Sender {
+            role: Role::Standby,
+            id,
+        }
+    }
+
     #[test]
     fn the_primary_follows_the_daemons_not_the_configuration() {
         let mut h = HostRoles::new();
         assert_eq!(h.primary_slot(), 0, "configured primary until heard");
-        h.heard(0, Role::Primary, Epoch(1));
-        h.heard(1, Role::Standby, Epoch(1));
+        h.heard(0, p(10), Epoch(1));
+        h.heard(1, s(11), Epoch(1));
         assert_eq!(h.primary_slot(), 0);
         // Failover: B (slot 1) activated in epoch 2; A is dead (its last word stays).
-        h.heard(1, Role::Primary, Epoch(2));
+        h.heard(1, p(11), Epoch(2));
         assert_eq!(h.primary_slot(), 1, "the newer epoch's primary");
         // A rejoins as B's standby.
-        h.heard(0, Role::Standby, Epoch(2));
+        h.heard(0, s(10), Epoch(2));
         assert_eq!(h.primary_slot(), 1);
         // Second failover: A activated in epoch 3.
-        h.heard(0, Role::Primary, Epoch(3));
+        h.heard(0, p(10), Epoch(3));
         assert_eq!(h.primary_slot(), 0);
         // Only a standby heard: the primary is the other host.
         let mut h = HostRoles::new();
-        h.heard(0, Role::Standby, Epoch(4));
+        h.heard(0, s(10), Epoch(4));
         assert_eq!(h.primary_slot(), 1);
         let mut h = HostRoles::new();
-        h.heard(1, Role::Standby, Epoch(4));
+        h.heard(1, s(11), Epoch(4));
         assert_eq!(h.primary_slot(), 0);
-        h.heard(7, Role::Primary, Epoch(9)); // out of range: ignored
+        h.heard(7, p(1), Epoch(9)); // out of range: ignored
         assert_eq!(h.primary_slot(), 0);
+    }
+
+    #[test]
+    fn datagrams_name_the_node_once_heard() {
+        let mut h = HostRoles::new();
+        assert_eq!(h.dest(0), Dest::role(Role::Primary));
+        assert_eq!(h.dest(1), Dest::role(Role::Standby));
+        h.heard(1, p(11), Epoch(2));
+        assert_eq!(h.dest(1), Dest::node(p(11)));
     }
 }

@@ -23,7 +23,7 @@ use mio::{Events, Interest, Poll, Token};
 use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::ctl::CtlServer;
-use hsb_common::datagram::{Inbox, Outbox, Sender, MAX_DATAGRAM};
+use hsb_common::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
 use hsb_common::decision::proto::{ProbeClass, ProbeTarget};
 use hsb_common::decision::witness::{Action, Input, Persisted, StaleMark};
 use hsb_common::decision::{Epoch, WitnessCore};
@@ -215,17 +215,13 @@ impl Witness {
         // Always the safe constructor: it grants nothing until any lease an earlier incarnation
         // may have granted has run out.
         let core = WitnessCore::new(s.decision.clone(), s.id, now, saved);
-        let mut inc = [0u8; 8];
-        hsb_common::rng::os_random(&mut inc)?;
-        let outbox = Outbox::new(
-            &key,
-            Sender {
-                role: Role::Witness,
-                id: u32::from(s.id),
-            },
-            inc,
-            core.epoch_seen().0,
-        );
+        let inc =
+            hsb_common::datagram::next_incarnation(None, hsb_common::datagram::wall_clock_micros());
+        let me = Sender {
+            role: Role::Witness,
+            id: u32::from(s.id),
+        };
+        let outbox = Outbox::new(&key, me, inc, core.epoch_seen().0);
         log::info!(
             "witness {} (id {}) on {}: probing {:?} every {:?}; primary {}, standby {}; policy {}; rollback guard {}; no votes or leases for {:?} (longest lease)",
             s.node,
@@ -242,7 +238,7 @@ impl Witness {
         let probes = ProbeSet::new(vec![s.probe.clone()], PROBE_BASE)
             .map_err(|e| io::Error::other(format!("probe: {e}")))?;
         Ok(Witness {
-            inbox: Inbox::new(&key),
+            inbox: Inbox::new(&key, me),
             saved: core.persisted(),
             core,
             outbox,
@@ -322,8 +318,9 @@ impl Witness {
             if now >= self.next_report {
                 self.next_report = now.plus(self.s.report_interval);
                 let report = Dgram::Report(self.core.report(now));
-                self.send(&report, self.s.standby);
-                self.send(&report, self.s.primary);
+                let (p, s) = (self.s.primary, self.s.standby);
+                self.send(&report, s, Some(self.hosts.dest(1)));
+                self.send(&report, p, Some(self.hosts.dest(0)));
             }
         }
     }
@@ -374,13 +371,14 @@ impl Witness {
             let m = Dgram::Ping {
                 nonce: self.pings[i].nonce,
             };
-            self.send(&m, addr);
+            // Unaddressed: whoever answers at this address says who it is.
+            self.send(&m, addr, None);
         }
     }
 
-    fn send(&mut self, m: &Dgram, to: SocketAddr) {
+    fn send(&mut self, m: &Dgram, to: SocketAddr, dest: Option<Dest>) {
         let mut buf = [0u8; MAX_DATAGRAM];
-        match wire::seal(&mut self.outbox, m, &mut buf) {
+        match wire::seal(&mut self.outbox, m, dest, &mut buf) {
             Ok(n) => {
                 if let Err(e) = self.udp.send_to(&buf[..n], to) {
                     if e.kind() != io::ErrorKind::WouldBlock {
@@ -421,7 +419,7 @@ impl Witness {
                         self.pings[i].sent = None;
                         self.pings[i].answered += 1;
                         let before = self.hosts.primary_slot();
-                        self.hosts.heard(i, env.from.role, Epoch(env.epoch));
+                        self.hosts.heard(i, env.from, Epoch(env.epoch));
                         if self.hosts.primary_slot() != before {
                             let addr = if i == 0 {
                                 self.s.primary
@@ -439,17 +437,28 @@ impl Witness {
                         self.probe_result(now, target, ProbeClass::Ok, "pong");
                     }
                 }
-                Dgram::VoteRequest(r) => self.step(now, Input::VoteRequest(r), Some(from)),
-                Dgram::LeaseRequest(r) => self.step(now, Input::LeaseRequest(r), Some(from)),
-                Dgram::Withdraw(w) => self.step(now, Input::Withdraw(w), Some(from)),
-                Dgram::Protected(p) => self.step(now, Input::Protected(p), Some(from)),
-                Dgram::Ping { nonce } => self.send(&Dgram::Pong { nonce }, from),
+                Dgram::VoteRequest(r) => self.step(
+                    now,
+                    Input::VoteRequest(r),
+                    Some((from, Dest::node(env.from))),
+                ),
+                Dgram::LeaseRequest(r) => self.step(
+                    now,
+                    Input::LeaseRequest(r),
+                    Some((from, Dest::node(env.from))),
+                ),
+                Dgram::Withdraw(w) => self.step(now, Input::Withdraw(w), None),
+                Dgram::Protected(p) => self.step(now, Input::Protected(p), None),
+                Dgram::Ping { nonce } => {
+                    self.send(&Dgram::Pong { nonce }, from, Some(Dest::node(env.from)))
+                }
                 other => log::debug!("ignored {} from {from}", other.name()),
             }
         }
     }
 
-    fn step(&mut self, now: Nanos, input: Input, from: Option<SocketAddr>) {
+    /// One input of the core; `reply_to` is where the answer to a request goes.
+    fn step(&mut self, now: Nanos, input: Input, reply_to: Option<(SocketAddr, Dest)>) {
         let actions = self.core.step(now, input);
         for a in actions {
             match a {
@@ -463,8 +472,8 @@ impl Witness {
                         "{{\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{}}}",
                         v.witness, v.query, v.epoch.0, v.verdict, v.view.app, v.view.primary_host, v.view.standby_host
                     );
-                    if let Some(to) = from {
-                        self.send(&Dgram::Vote(v), to);
+                    if let Some((to, dest)) = reply_to {
+                        self.send(&Dgram::Vote(v), to, Some(dest));
                     }
                 }
                 Action::LeaseReply(r) => {
@@ -485,8 +494,8 @@ impl Witness {
                             r.verdict
                         );
                     }
-                    if let Some(to) = from {
-                        self.send(&Dgram::LeaseReply(r), to);
+                    if let Some((to, dest)) = reply_to {
+                        self.send(&Dgram::LeaseReply(r), to, Some(dest));
                     }
                 }
             }

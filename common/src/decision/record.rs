@@ -614,21 +614,34 @@ fn parse_witness(name: &str, f: &mut Fields, d: Defaults) -> Result<witness::Inp
 }
 
 /// A config record: creates a core of `role` at `t`.
-pub fn config_line(
-    t: Nanos,
-    role: Role,
-    epoch: Epoch,
-    replica: Option<u64>,
-    witness: Option<WitnessId>,
-    cfg: &Config,
-) -> String {
+/// Where a core's own numbering starts, so a replay numbers its queries (standby) or lease
+/// requests (primary) as the daemon did, and a primary resumes its checkpoint numbers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Start {
+    /// The standby's replica checkpoint at start, if it has one.
+    pub replica: Option<u64>,
+    /// The witness's id (witness cores).
+    pub witness: Option<WitnessId>,
+    /// The query or request number the core starts after (random per process).
+    pub seq_base: u32,
+    /// The checkpoint a primary resumes at ([`super::PrimaryAuthority::resume_at`]).
+    pub resume_at: u64,
+}
+
+/// The config record: the core's role, epoch and configuration, as its first log line.
+pub fn config_line(t: Nanos, role: Role, epoch: Epoch, cfg: &Config, start: Start) -> String {
     let mut o = ObjWriter::new();
     o.str("k", "config")
         .num("t", t.0)
         .str("role", role.name())
         .num("epoch", epoch.0);
-    o.opt_num("replica", replica);
-    o.opt_num("witness", witness.map(u64::from));
+    o.opt_num("replica", start.replica);
+    o.opt_num("witness", start.witness.map(u64::from));
+    o.opt_num(
+        "seq-base",
+        Some(u64::from(start.seq_base)).filter(|b| *b != 0),
+    );
+    o.opt_num("resume-at", Some(start.resume_at).filter(|c| *c != 0));
     for (k, v) in cfg.fields() {
         o.text(k, &v);
     }

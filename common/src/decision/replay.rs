@@ -191,6 +191,15 @@ pub fn replay<'a>(
                 let wid = f
                     .opt_u64("witness")
                     .map_err(|e| err(ReplayErrorKind::Field(e)))?;
+                let seq_base = f
+                    .opt_u64("seq-base")
+                    .map_err(|e| err(ReplayErrorKind::Field(e)))?
+                    .and_then(|b| u32::try_from(b).ok())
+                    .unwrap_or(0);
+                let resume_at = f
+                    .opt_u64("resume-at")
+                    .map_err(|e| err(ReplayErrorKind::Field(e)))?
+                    .unwrap_or(0);
                 let mut cfg = Config::default();
                 for (k, val) in f.rest() {
                     if !CONFIG_KEYS.contains(&k.as_str()) {
@@ -202,9 +211,17 @@ pub fn replay<'a>(
                 cfg.policy = policy;
                 match role {
                     Role::Standby => {
-                        cores.standby = Some(StandbyCore::new(cfg, epoch, now, replica))
+                        cores.standby = Some(
+                            StandbyCore::new(cfg, epoch, now, replica).with_query_base(seq_base),
+                        )
                     }
-                    Role::Primary => cores.primary = Some(PrimaryAuthority::new(cfg, epoch, now)),
+                    Role::Primary => {
+                        cores.primary = Some(
+                            PrimaryAuthority::new(cfg, epoch, now)
+                                .resume_at(resume_at)
+                                .with_request_base(seq_base),
+                        )
+                    }
                     Role::Witness => {
                         let id = u8::try_from(wid.unwrap_or(1)).map_err(|_| {
                             err(ReplayErrorKind::Field(FieldError::Bad {
@@ -290,7 +307,7 @@ fn feed(c: &mut Cores, now: Nanos, input: AnyInput, cfg: Config, out: &mut Vec<D
 mod tests {
     use super::*;
     use crate::decision::proto::{AppVerdict, Verdict, Vote, WitnessView};
-    use crate::decision::record::config_line;
+    use crate::decision::record::{config_line, Start};
     use core::time::Duration;
 
     fn ms(n: u64) -> Nanos {
@@ -305,9 +322,13 @@ mod tests {
             ms(0),
             Role::Standby,
             Epoch(1),
-            Some(0),
-            None,
             &cfg,
+            // The daemon numbers its queries from a random base: the replay must, too.
+            Start {
+                replica: Some(0),
+                seq_base: 4_000_000_000,
+                ..Start::default()
+            },
         )];
         let input = |t, i| AnyInput::Standby(i).to_json_line(ms(t));
         for t in (0..=100).step_by(10) {
@@ -334,7 +355,7 @@ mod tests {
                 300,
                 standby::Input::Vote(Vote {
                     witness: w,
-                    query: 2,
+                    query: 4_000_000_002,
                     epoch: Epoch(1),
                     verdict: Verdict::Grant,
                     duration: Duration::from_secs(2),
@@ -359,7 +380,7 @@ mod tests {
         let text: Vec<String> = d.iter().map(|d| d.action.to_string()).collect();
         assert!(
             text.iter()
-                .any(|t| t.starts_with("query kind=takeover query=1")),
+                .any(|t| t.starts_with("query kind=takeover query=4000000001")),
             "{text:?}"
         );
         let act = d
