@@ -8,7 +8,7 @@ use hsb_tests::xenrig::{self, addr, RigNet, XenRig};
 #[ignore = "boots two Xen hosts under QEMU (root, about 2 minutes): run with --ignored"]
 fn rig_hosts_guest_and_networks() {
     if let Err(why) = xenrig::available() {
-        eprintln!("skipping: {why}");
+        hsb_tests::skip("rig_hosts_guest_and_networks", &why);
         return;
     }
     let rig = XenRig::up(None, None).expect("rig up");

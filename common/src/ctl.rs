@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mio::net::{UnixListener, UnixStream as MioUnixStream};
@@ -196,16 +196,41 @@ pub fn cli(
     default: &str,
     command: &str,
 ) -> u8 {
+    cli_with(
+        daemon,
+        args,
+        schema,
+        |c| c.path("control"),
+        || Ok(default.into()),
+        command,
+    )
+}
+
+/// Like [`cli`], for a daemon whose control path is derived from its configuration (`resolve`,
+/// e.g. from its id) and whose default needs looking for (`default`, called only without
+/// `--control` and without a configuration file; its error is printed).
+pub fn cli_with(
+    daemon: &str,
+    args: &crate::cli::Args,
+    schema: &'static [crate::config::KeySpec],
+    resolve: impl Fn(&crate::config::Config) -> Result<PathBuf, crate::config::ConfigError>,
+    default: impl FnOnce() -> Result<PathBuf, String>,
+    command: &str,
+) -> u8 {
     let path = match &args.control {
-        Some(p) => p.clone(),
+        Some(p) => Ok(p.clone()),
         None => match crate::config::Config::load(schema, args.config.as_deref(), &args.sets) {
-            Ok(c) => c.path("control").unwrap_or_else(|_| default.into()),
-            Err(_) if args.config.is_none() => default.into(),
-            Err(e) => {
-                eprintln!("{daemon}: {e}");
-                return 1;
-            }
+            Ok(c) => resolve(&c).or_else(|_| default()),
+            Err(_) if args.config.is_none() => default(),
+            Err(e) => Err(e.to_string()),
         },
+    };
+    let path = match path {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{daemon}: {e}");
+            return 1;
+        }
     };
     match request(&path, command, Duration::from_secs(10)) {
         Ok(out) => {

@@ -35,6 +35,30 @@ pub fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Whether the tests run under CI (`CI=true`, as CI services set it; `1` too).
+pub fn under_ci() -> bool {
+    ci_value_means_ci(std::env::var("CI").ok().as_deref())
+}
+
+fn ci_value_means_ci(v: Option<&str>) -> bool {
+    v.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
+}
+
+/// A test that cannot run here (no root, no `nft`, no Xen rig): it says so, naming the test and
+/// the reason, and returns so the caller can return; under CI it panics instead, because a test
+/// that cannot run must not pass there. Every test that can skip goes through this.
+pub fn skip(test: &str, why: &str) {
+    skip_unless_ci(under_ci(), test, why);
+}
+
+fn skip_unless_ci(ci: bool, test: &str, why: &str) {
+    if ci {
+        panic!("{test} cannot run here, and under CI a test that cannot run fails: {why}");
+    }
+    eprintln!("SKIPPED: {test}: {why}");
+    println!("SKIPPED: {test}: {why}");
+}
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A fresh temporary directory, removed on drop.
@@ -378,4 +402,26 @@ pub fn drain(mut s: impl Read) -> Vec<u8> {
     let mut v = Vec::new();
     let _ = s.read_to_end(&mut v);
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_skip_prints_and_returns_outside_ci() {
+        skip_unless_ci(false, "some test", "no nft here");
+        assert!(!ci_value_means_ci(None));
+        assert!(!ci_value_means_ci(Some("false")));
+        assert!(!ci_value_means_ci(Some("")));
+    }
+
+    #[test]
+    #[should_panic(expected = "under CI a test that cannot run fails: no nft here")]
+    fn a_skip_panics_under_ci() {
+        assert!(ci_value_means_ci(Some("true")));
+        assert!(ci_value_means_ci(Some("TRUE")));
+        assert!(ci_value_means_ci(Some("1")));
+        skip_unless_ci(true, "some test", "no nft here");
+    }
 }

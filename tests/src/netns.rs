@@ -86,10 +86,21 @@ pub fn available() -> Result<(), String> {
             ));
         }
     }
-    let ns = format!("hsbp{}", std::process::id());
+    // A name no other call makes: tests of one process run on several threads, and a shared
+    // name made the loser fail with `File exists` (and skip a test that could run).
+    let ns = probe_name();
+    // A leftover of this name can only be from a dead process that had our pid.
+    let _ = sh(&["ip", "netns", "del", &ns]);
     sh(&["ip", "netns", "add", &ns])?;
     let _ = sh(&["ip", "netns", "del", &ns]);
     Ok(())
+}
+
+/// A probe namespace name unique to this call: the process id and a process-wide counter.
+fn probe_name() -> String {
+    static NEXT_PROBE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT_PROBE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("hsbp{}-{n}", std::process::id())
 }
 
 /// Whether this machine can start programs in time namespaces with an offset monotonic clock
@@ -414,5 +425,26 @@ impl Drop for Topology {
         let _ = sh(&["ip", "link", "del", &self.bridge(Net::Client)]);
         let _ = sh(&["ip", "link", "del", &self.bridge(Net::Replication)]);
         let _ = std::fs::remove_file(owner_file(self.n));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two tests of one process probing at once must not share a namespace name.
+    #[test]
+    fn probe_names_are_unique_across_threads() {
+        let names: Vec<String> = (0..8)
+            .map(|_| std::thread::spawn(probe_name))
+            .map(|h| h.join().expect("thread"))
+            .chain((0..8).map(|_| probe_name()))
+            .collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        // `ip netns` names are file names under /run/netns.
+        assert!(names.iter().all(|n| n.len() < 64 && !n.contains('/')));
     }
 }

@@ -4,13 +4,17 @@
 //! never grants a lease and a takeover vote at overlapping times (DESIGN.md rule 3).
 //!
 //! One single-threaded mio loop: the UDP endpoint, the probe (a socket or a child process), the
-//! control socket, and timers.
+//! control socket, and timers. The loop watches itself: if it did not run for longer than a
+//! probe interval (or half a probe timeout) past when it meant to, it tells the core, which then
+//! discards what timed out meanwhile (issue 10). The core's state is on disk before its answers
+//! leave (see [`state`]).
 
 mod config;
 mod hosts;
 // The engine's API is complete (status, limits, defaults); the daemon uses part of it.
 #[allow(dead_code, unused_imports)]
 mod probe;
+mod state;
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,17 +28,19 @@ use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
-use hsb_common::decision::proto::{ProbeClass, ProbeTarget};
-use hsb_common::decision::witness::{Action, Input, Persisted, StaleMark};
+use hsb_common::decision::proto::{ProbeClass, ProbeTarget, Verdict};
+use hsb_common::decision::witness::{Action, Input};
 use hsb_common::decision::{Epoch, WitnessCore};
 use hsb_common::key::ClusterKey;
+use hsb_common::logging::LogLimiter;
 use hsb_common::msg::Role;
-use hsb_common::time::{Clock, Nanos};
+use hsb_common::time::{Clock, Nanos, StallWatch};
 use hsb_common::wire::{self, Dgram};
 
 use config::{schema, Settings};
 use hosts::HostRoles;
 use probe::{Class, ProbeSet};
+use state::{FileStore, Guard};
 
 const UDP: Token = Token(1);
 const PROBE_BASE: usize = 100;
@@ -86,11 +92,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("status") => ExitCode::from(hsb_common::ctl::cli(
+        Some("status") => ExitCode::from(hsb_common::ctl::cli_with(
             "hsb-witness",
             &args,
             schema(),
-            "/run/hsb/witness.sock",
+            config::control_path,
+            || config::find_control(std::path::Path::new(config::RUN_DIR)),
             "status",
         )),
         Some("config-reference") => {
@@ -115,6 +122,47 @@ fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
     let key = ClusterKey::load(&s.cluster_key).map_err(|e| e.to_string())?;
     Ok((s, key))
 }
+
+/// Log lines that can repeat every probe interval or every query, rate-limited per cause: the
+/// fixed causes, then one per refusal reason for votes and one per reason for leases. Granted
+/// votes are always logged.
+mod cause {
+    use hsb_common::decision::proto::RefuseReason;
+
+    pub const VIEW_CHANGE: usize = 0;
+    pub const SAVE_FAILED: usize = 1;
+    pub const WITHHELD: usize = 2;
+    pub const STALL: usize = 3;
+    const REASONS: usize = 9;
+    pub const COUNT: usize = 4 + 2 * REASONS;
+
+    fn reason(r: &RefuseReason) -> usize {
+        match r {
+            RefuseReason::PrimaryAnswers => 0,
+            RefuseReason::NotYet(_) => 1,
+            RefuseReason::GuestFailure => 2,
+            RefuseReason::StandbyUnreachable => 3,
+            RefuseReason::LeaseActive(_) => 4,
+            RefuseReason::Restarting(_) => 5,
+            RefuseReason::StaleEpoch(_) => 6,
+            RefuseReason::Promised(_) => 7,
+            RefuseReason::NoData => 8,
+        }
+    }
+
+    pub fn vote_refused(r: &RefuseReason) -> usize {
+        4 + reason(r)
+    }
+
+    pub fn lease_refused(r: &RefuseReason) -> usize {
+        4 + REASONS + reason(r)
+    }
+}
+const CAUSES: usize = cause::COUNT;
+/// At most this many lines of one cause...
+const LOG_BURST: u32 = 5;
+/// ...in this long.
+const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 /// A host (daemon) ping in flight.
 #[derive(Default)]
@@ -141,59 +189,17 @@ struct Witness {
     hosts: HostRoles,
     next_ping: Nanos,
     next_report: Nanos,
-    saved: Persisted,
+    store: FileStore,
+    guard: Guard,
+    watch: StallWatch,
+    limits: LogLimiter<CAUSES>,
+    grants_withheld: u64,
+    save_failures: u64,
     bad_datagrams: u64,
     votes_granted: u64,
     votes_refused: u64,
     leases_granted: u64,
     leases_refused: u64,
-}
-
-fn load_state(path: &std::path::Path) -> Option<Persisted> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let mut p = Persisted::default();
-    for line in text.lines() {
-        match line.split_once(' ') {
-            Some(("epoch_seen", v)) => p.epoch_seen = Epoch(v.trim().parse().ok()?),
-            Some(("promised", "none")) => p.promised = None,
-            Some(("promised", v)) => p.promised = Some(Epoch(v.trim().parse().ok()?)),
-            Some(("mark", "none")) => p.mark = None,
-            Some(("mark", v)) => {
-                let mut it = v.split_whitespace().map(str::parse::<u64>);
-                let (Some(Ok(epoch)), Some(Ok(after)), Some(Ok(upto))) =
-                    (it.next(), it.next(), it.next())
-                else {
-                    return None;
-                };
-                p.mark = Some(StaleMark {
-                    epoch: Epoch(epoch),
-                    after,
-                    upto,
-                });
-            }
-            _ => {}
-        }
-    }
-    Some(p)
-}
-
-fn save_state(path: &std::path::Path, p: &Persisted) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    let promised = p.promised.map_or("none".to_string(), |e| e.0.to_string());
-    let mark = p.mark.map_or("none".to_string(), |m| {
-        format!("{} {} {}", m.epoch.0, m.after, m.upto)
-    });
-    std::fs::write(
-        &tmp,
-        format!(
-            "epoch_seen {}\npromised {promised}\nmark {mark}\n",
-            p.epoch_seen.0
-        ),
-    )?;
-    std::fs::rename(&tmp, path)
 }
 
 impl Witness {
@@ -211,10 +217,25 @@ impl Witness {
         })?;
         let clock = Clock::new();
         let now = clock.now();
-        let saved = load_state(&s.state_file);
+        let state_err = |what: &str, e: io::Error| {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "state file {} (key state_file): {what}: {e}",
+                    s.state_file.display()
+                ),
+            )
+        };
+        let saved = state::load(&s.state_file)
+            .map_err(|e| state_err("cannot read the rollback guard", e))?;
         // Always the safe constructor: it grants nothing until any lease an earlier incarnation
         // may have granted has run out.
         let core = WitnessCore::new(s.decision.clone(), s.id, now, saved);
+        // A witness that cannot keep its promises must not start granting: find out now.
+        let mut store = FileStore::new(&s.state_file);
+        state::Store::save(&mut store, &core.persisted())
+            .map_err(|e| state_err("cannot save the rollback guard", e))?;
+        let guard = Guard::new(core.persisted());
         let inc =
             hsb_common::datagram::next_incarnation(None, hsb_common::datagram::wall_clock_micros());
         let me = Sender {
@@ -237,9 +258,18 @@ impl Witness {
         );
         let probes = ProbeSet::new(vec![s.probe.clone()], PROBE_BASE)
             .map_err(|e| io::Error::other(format!("probe: {e}")))?;
+        // The loop should run at least every probe interval; a longer gap (or one longer than half
+        // a probe timeout, whichever is longer) means it was stopped, and the probes it ran then
+        // are no evidence.
+        let stall_bound = s.probe.interval.max(s.probe.timeout / 2);
         Ok(Witness {
             inbox: Inbox::new(&key, me),
-            saved: core.persisted(),
+            store,
+            guard,
+            watch: StallWatch::new(stall_bound),
+            limits: LogLimiter::new(LOG_BURST, LOG_WINDOW),
+            grants_withheld: 0,
+            save_failures: 0,
             core,
             outbox,
             probes,
@@ -263,7 +293,7 @@ impl Witness {
     fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(64);
         loop {
-            let now = self.clock.now();
+            let now = self.now();
             let mut deadline = self.next_ping.min(self.next_report);
             if let Some(d) = self.probes.poll_timeout(self.clock.instant(now)) {
                 deadline = deadline.min(now.plus(d));
@@ -277,12 +307,16 @@ impl Witness {
                 }
             }
             let timeout = deadline.since(now).max(Duration::from_micros(200));
+            if let Some(since) = self.watch.sleeping(now, timeout) {
+                self.stalled(since, now);
+            }
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = self.clock.now();
+            // Before anything that arrived or expired meanwhile is looked at.
+            let now = self.now();
             for ev in events.iter() {
                 let t = ev.token();
                 if t == UDP {
@@ -300,7 +334,7 @@ impl Witness {
                     }
                 }
             }
-            let now = self.clock.now();
+            let now = self.now();
             self.probes
                 .on_tick(self.poll.registry(), self.clock.instant(now));
             let results: Vec<_> = self.probes.take_results().collect();
@@ -311,7 +345,7 @@ impl Witness {
                     Class::Timeout => ProbeClass::Timeout,
                     Class::AppError => ProbeClass::AppError,
                 };
-                self.probe_result(now, ProbeTarget::PrimaryApp, class, &r.detail);
+                self.probe_finished(now, ProbeTarget::PrimaryApp, class, r.latency, &r.detail);
             }
             self.pings_tick(now);
             self.step(now, Input::Tick, None);
@@ -325,15 +359,55 @@ impl Witness {
         }
     }
 
-    fn probe_result(&mut self, now: Nanos, target: ProbeTarget, class: ProbeClass, detail: &str) {
+    /// The clock, read by the loop: if the loop did not run for too long since it last read
+    /// it, the core hears of the stall before anything else happens.
+    fn now(&mut self) -> Nanos {
+        let now = self.clock.now();
+        if let Some(since) = self.watch.running(now) {
+            self.stalled(since, now);
+        }
+        now
+    }
+
+    fn stalled(&mut self, since: Nanos, now: Nanos) {
+        self.step(now, Input::Stalled { since }, None);
+        if let Some(n) = self.limits.allow(cause::STALL, now) {
+            log::warn!(
+                "this witness's loop did not run for {:.0} ms (stopped, paused or starved): failures of probes that overlapped it are discarded, and the application and the primary daemon must be seen failing again before this witness votes{}",
+                now.since(since).as_secs_f64() * 1e3,
+                LogLimiter::<CAUSES>::note(n)
+            );
+        }
+    }
+
+    /// A probe that ran for `took` ended at `now`.
+    fn probe_finished(
+        &mut self,
+        now: Nanos,
+        target: ProbeTarget,
+        class: ProbeClass,
+        took: Duration,
+        detail: &str,
+    ) {
         let before = self.core.view(now);
-        self.step(now, Input::Probe { target, class }, None);
+        self.step(
+            now,
+            Input::Probe {
+                target,
+                class,
+                took,
+            },
+            None,
+        );
         let after = self.core.view(now);
         if before != after {
-            log::info!(
-                "view changed after {target} probe {class} ({detail}): application {} -> {}, primary daemon {} -> {}, standby daemon {} -> {}",
-                before.app, after.app, before.primary_host, after.primary_host, before.standby_host, after.standby_host
-            );
+            if let Some(n) = self.limits.allow(cause::VIEW_CHANGE, now) {
+                log::info!(
+                    "view changed after {target} probe {class} ({detail}): application {} -> {}, primary daemon {} -> {}, standby daemon {} -> {}{}",
+                    before.app, after.app, before.primary_host, after.primary_host, before.standby_host, after.standby_host,
+                    LogLimiter::<CAUSES>::note(n)
+                );
+            }
         }
     }
 
@@ -353,7 +427,8 @@ impl Witness {
                     self.pings[i].sent = None;
                     self.pings[i].missed += 1;
                     let target = self.slot_target(i);
-                    self.probe_result(now, target, ProbeClass::Timeout, "no pong");
+                    let took = now.since(sent);
+                    self.probe_finished(now, target, ProbeClass::Timeout, took, "no pong");
                 }
             }
         }
@@ -415,7 +490,7 @@ impl Witness {
                     if env.from.role == Role::Witness {
                         continue;
                     }
-                    if self.pings[i].sent.is_some() && self.pings[i].nonce == nonce {
+                    if let (Some(sent), true) = (self.pings[i].sent, self.pings[i].nonce == nonce) {
                         self.pings[i].sent = None;
                         self.pings[i].answered += 1;
                         let before = self.hosts.primary_slot();
@@ -434,7 +509,8 @@ impl Witness {
                             );
                         }
                         let target = self.slot_target(i);
-                        self.probe_result(now, target, ProbeClass::Ok, "pong");
+                        let took = now.since(sent);
+                        self.probe_finished(now, target, ProbeClass::Ok, took, "pong");
                     }
                 }
                 Dgram::VoteRequest(r) => self.step(
@@ -460,55 +536,90 @@ impl Witness {
     /// One input of the core; `reply_to` is where the answer to a request goes.
     fn step(&mut self, now: Nanos, input: Input, reply_to: Option<(SocketAddr, Dest)>) {
         let actions = self.core.step(now, input);
-        for a in actions {
+        // The promise is on disk before the grant that makes it leaves (rule 3 across crashes).
+        let out = self.guard.release(&mut self.store, &self.core, actions);
+        if let Some(e) = &out.error {
+            self.save_failures += 1;
+            if let Some(n) = self.limits.allow(cause::SAVE_FAILED, now) {
+                log::error!(
+                    "cannot save the rollback guard to {}: {e}; this witness grants nothing until it can{}",
+                    self.s.state_file.display(),
+                    LogLimiter::<CAUSES>::note(n)
+                );
+            }
+        }
+        for a in &out.withheld {
+            self.grants_withheld += 1;
+            if let Some(n) = self.limits.allow(cause::WITHHELD, now) {
+                let what = match a {
+                    Action::Vote(v) => format!("vote for query {}", v.query),
+                    Action::LeaseReply(r) => format!("lease {}", r.req),
+                };
+                log::error!(
+                    "{what} not sent: its promise is not on disk{}",
+                    LogLimiter::<CAUSES>::note(n)
+                );
+            }
+        }
+        for a in out.send {
             match a {
                 Action::Vote(v) => {
-                    if v.verdict.granted() {
-                        self.votes_granted += 1;
-                    } else {
-                        self.votes_refused += 1;
+                    // A standby requeries while a refusal holds (every 20 ms at first): the same
+                    // refusal is logged a few times per window, then with a count.
+                    let logged = match v.verdict {
+                        Verdict::Grant => {
+                            self.votes_granted += 1;
+                            Some(0)
+                        }
+                        Verdict::Refuse(r) => {
+                            self.votes_refused += 1;
+                            self.limits.allow(cause::vote_refused(&r), now)
+                        }
+                    };
+                    if let Some(n) = logged {
+                        let suppressed = if n > 0 {
+                            format!(",\"similar_suppressed\":{n}")
+                        } else {
+                            String::new()
+                        };
+                        log::info!(
+                            "{{\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{}{suppressed}}}",
+                            v.witness, v.query, v.epoch.0, v.verdict, v.view.app, v.view.primary_host, v.view.standby_host
+                        );
                     }
-                    log::info!(
-                        "{{\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{}}}",
-                        v.witness, v.query, v.epoch.0, v.verdict, v.view.app, v.view.primary_host, v.view.standby_host
-                    );
                     if let Some((to, dest)) = reply_to {
                         self.send(&Dgram::Vote(v), to, Some(dest));
                     }
                 }
                 Action::LeaseReply(r) => {
-                    if r.verdict.granted() {
-                        self.leases_granted += 1;
-                        log::debug!(
-                            "lease {} to the primary of epoch {} for {:?}",
-                            r.req,
-                            r.epoch.0,
-                            r.duration
-                        );
-                    } else {
-                        self.leases_refused += 1;
-                        log::info!(
-                            "lease {} refused to the primary of epoch {}: {}",
-                            r.req,
-                            r.epoch.0,
-                            r.verdict
-                        );
+                    match r.verdict {
+                        Verdict::Grant => {
+                            self.leases_granted += 1;
+                            log::debug!(
+                                "lease {} to the primary of epoch {} for {:?}",
+                                r.req,
+                                r.epoch.0,
+                                r.duration
+                            );
+                        }
+                        Verdict::Refuse(why) => {
+                            self.leases_refused += 1;
+                            if let Some(n) = self.limits.allow(cause::lease_refused(&why), now) {
+                                log::info!(
+                                    "lease {} refused to the primary of epoch {}: {}{}",
+                                    r.req,
+                                    r.epoch.0,
+                                    r.verdict,
+                                    LogLimiter::<CAUSES>::note(n)
+                                );
+                            }
+                        }
                     }
                     if let Some((to, dest)) = reply_to {
                         self.send(&Dgram::LeaseReply(r), to, Some(dest));
                     }
                 }
             }
-        }
-        let p = self.core.persisted();
-        if p != self.saved {
-            if let Err(e) = save_state(&self.s.state_file, &p) {
-                log::error!(
-                    "cannot save the rollback guard to {}: {e}",
-                    self.s.state_file.display()
-                );
-            }
-            self.saved = p;
         }
         self.outbox.set_epoch(self.core.epoch_seen().0);
     }
@@ -591,6 +702,50 @@ impl Witness {
             ),
         );
         kv("bad_datagrams", self.bad_datagrams.to_string());
+        let (stalls, discarded) = self.core.stalls();
+        kv("loop_stalls", stalls.to_string());
+        kv("failures_discarded", discarded.to_string());
+        kv("state_file", self.s.state_file.display().to_string());
+        kv("state_save_failures", self.save_failures.to_string());
+        kv("grants_withheld", self.grants_withheld.to_string());
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cause;
+    use hsb_common::decision::proto::RefuseReason;
+    use hsb_common::decision::Epoch;
+    use std::time::Duration;
+
+    /// Every refusal reason has its own log cause, for votes and for leases, all in range.
+    #[test]
+    fn log_causes_are_distinct_and_in_range() {
+        let reasons = [
+            RefuseReason::PrimaryAnswers,
+            RefuseReason::NotYet(Duration::ZERO),
+            RefuseReason::GuestFailure,
+            RefuseReason::StandbyUnreachable,
+            RefuseReason::LeaseActive(Duration::ZERO),
+            RefuseReason::Restarting(Duration::ZERO),
+            RefuseReason::StaleEpoch(Epoch(1)),
+            RefuseReason::Promised(Epoch(1)),
+            RefuseReason::NoData,
+        ];
+        let mut all = vec![
+            cause::VIEW_CHANGE,
+            cause::SAVE_FAILED,
+            cause::WITHHELD,
+            cause::STALL,
+        ];
+        all.extend(reasons.iter().map(cause::vote_refused));
+        all.extend(reasons.iter().map(cause::lease_refused));
+        let n = all.len();
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), n, "shared causes");
+        assert!(all.iter().all(|&c| c < cause::COUNT));
+        assert_eq!(n, cause::COUNT);
     }
 }

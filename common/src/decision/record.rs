@@ -355,12 +355,23 @@ impl AnyInput {
                 primary::Input::Tick => ("tick", vec![]),
             },
             AnyInput::Witness(i) => match i {
-                witness::Input::Probe { target, class } => (
-                    "probe",
-                    vec![
+                witness::Input::Probe {
+                    target,
+                    class,
+                    took,
+                } => {
+                    let mut v = vec![
                         ("target", target.name().into()),
                         ("class", class.name().into()),
-                    ],
+                    ];
+                    if !took.is_zero() {
+                        v.push(("took", format_duration(*took)));
+                    }
+                    ("probe", v)
+                }
+                witness::Input::Stalled { since } => (
+                    "stalled",
+                    vec![("since", format_duration(since.as_duration()))],
                 ),
                 witness::Input::VoteRequest(r) => (
                     "vote-request",
@@ -575,6 +586,13 @@ fn parse_witness(name: &str, f: &mut Fields, d: Defaults) -> Result<witness::Inp
                 "ok, refused, timeout or app-error",
                 ProbeClass::parse,
             )?,
+            took: f.dur_or("took", Duration::ZERO)?,
+        },
+        "stalled" => I::Stalled {
+            since: Nanos::from_duration(
+                f.parsed("since", "a time like 1250ms", parse_duration)?
+                    .ok_or(FieldError::Missing("since"))?,
+            ),
         },
         "vote-request" => I::VoteRequest(VoteRequest {
             epoch: f.epoch_or("epoch", d.epoch)?,
@@ -841,6 +859,15 @@ mod tests {
             AnyInput::Witness(witness::Input::Probe {
                 target: ProbeTarget::StandbyHost,
                 class: ProbeClass::AppError,
+                took: Duration::ZERO,
+            }),
+            AnyInput::Witness(witness::Input::Probe {
+                target: ProbeTarget::PrimaryApp,
+                class: ProbeClass::Timeout,
+                took: Duration::from_millis(50),
+            }),
+            AnyInput::Witness(witness::Input::Stalled {
+                since: Nanos::from_millis(1_250),
             }),
             AnyInput::Witness(witness::Input::VoteRequest(VoteRequest {
                 epoch: Epoch(1),

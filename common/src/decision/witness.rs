@@ -11,6 +11,13 @@
 //! It votes for a takeover only if its own probes say the primary's application does not answer and
 //! the primary daemon does not answer either (if the daemon answers, the guest itself failed and
 //! the replica is the same guest: F5). A switchover vote also needs the standby daemon reachable.
+//!
+//! A witness's own stall is no evidence. When its daemon reports that its loop did not run for a
+//! while ([`Input::Stalled`]: SIGSTOP, a paused VM, a starved CPU), failures of probes that were
+//! running during the stall are discarded (they timed out because nobody looked), the failures
+//! counted before it are forgotten, and silence is measured from the stall's end: the full
+//! `app_down_after` and `app_down_failures` must be seen again, and the primary daemon must be
+//! seen unreachable again (failed twice or silent for `host_fresh`), before it can say `Down`.
 
 use core::time::Duration;
 
@@ -19,7 +26,7 @@ use super::proto::{
     AppVerdict, LeaseReply, LeaseRequest, ProbeClass, ProbeTarget, ProtectedNotice, RefuseReason,
     Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
 };
-use super::{elapsed, emit, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
+use super::{elapsed, emit, nanos_of, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
 
 /// An input to the witness core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +37,15 @@ pub enum Input {
         target: ProbeTarget,
         /// What it got.
         class: ProbeClass,
+        /// How long it ran (it started at `now - took`); a failure of a probe that started before
+        /// the end of the last stall is discarded.
+        took: Duration,
+    },
+    /// The daemon's own loop did not run from `since` until now: the probes it was running could
+    /// not be watched, so what they say is no evidence.
+    Stalled {
+        /// The last moment the loop is known to have run.
+        since: Nanos,
     },
     /// The standby asks for a vote.
     VoteRequest(VoteRequest),
@@ -110,7 +126,10 @@ struct TargetView {
 pub struct WitnessCore {
     cfg: Config,
     id: WitnessId,
-    since: Nanos,
+    /// Evidence counts from here: the start, or the end of the last stall of the daemon's loop.
+    fresh_from: Nanos,
+    stalls: u64,
+    discarded: u64,
     quiet_until: Nanos,
     epoch_seen: Epoch,
     promise: Option<Promise>,
@@ -139,7 +158,9 @@ impl WitnessCore {
         WitnessCore {
             cfg,
             id,
-            since: now,
+            fresh_from: now,
+            stalls: 0,
+            discarded: 0,
             quiet_until: now,
             epoch_seen: Epoch::FIRST,
             promise: None,
@@ -183,7 +204,12 @@ impl WitnessCore {
     pub fn step(&mut self, now: Nanos, input: Input) -> Actions<Action> {
         let mut out = Actions::new();
         match input {
-            Input::Probe { target, class } => self.probe(now, target, class),
+            Input::Probe {
+                target,
+                class,
+                took,
+            } => self.probe(now, target, class, took),
+            Input::Stalled { since } => self.stalled(since, now),
             Input::VoteRequest(r) => emit(&mut out, Action::Vote(self.vote(now, r))),
             Input::LeaseRequest(r) => emit(&mut out, Action::LeaseReply(self.lease(now, r))),
             Input::Withdraw(w) => {
@@ -214,7 +240,14 @@ impl WitnessCore {
         out
     }
 
-    fn probe(&mut self, now: Nanos, target: ProbeTarget, class: ProbeClass) {
+    fn probe(&mut self, now: Nanos, target: ProbeTarget, class: ProbeClass, took: Duration) {
+        let started = Nanos(now.0.saturating_sub(nanos_of(took)));
+        if class != ProbeClass::Ok && started < self.fresh_from {
+            // It ran while our own loop stalled: it may have failed only because nobody looked.
+            // (An answer is evidence whenever it came.)
+            self.discarded = self.discarded.saturating_add(1);
+            return;
+        }
         let v = &mut self.views[target as usize];
         v.last = Some((now, class));
         if class == ProbeClass::Ok {
@@ -222,6 +255,18 @@ impl WitnessCore {
             v.fails = 0;
         } else {
             v.fails = v.fails.saturating_add(1);
+        }
+    }
+
+    /// Our own loop stalled from `since` to `now`: start counting evidence again.
+    fn stalled(&mut self, since: Nanos, now: Nanos) {
+        if now <= since {
+            return;
+        }
+        self.stalls = self.stalls.saturating_add(1);
+        self.fresh_from = self.fresh_from.max(now);
+        for v in &mut self.views {
+            v.fails = 0;
         }
     }
 
@@ -233,6 +278,18 @@ impl WitnessCore {
                 .is_some_and(|t| elapsed(now, t) <= self.cfg.host_fresh)
     }
 
+    /// How long until a host that is not reachable counts as unreachable on fresh evidence: zero
+    /// once it failed `app_down_failures` times, or stayed silent for `host_fresh`, since the
+    /// evidence started (the start, or the end of our last stall).
+    fn host_unreachable_in(&self, now: Nanos, target: ProbeTarget) -> Duration {
+        let v = &self.views[target as usize];
+        if v.fails >= self.cfg.app_down_failures {
+            return Duration::ZERO;
+        }
+        let heard = v.last_ok.unwrap_or(self.fresh_from).max(self.fresh_from);
+        self.cfg.host_fresh.saturating_sub(elapsed(now, heard))
+    }
+
     /// The application verdict, and for `Failing` how long until it could become `Down`.
     fn app(&self, now: Nanos) -> (AppVerdict, Duration) {
         let v = &self.views[ProbeTarget::PrimaryApp as usize];
@@ -242,16 +299,27 @@ impl WitnessCore {
         if class == ProbeClass::Ok {
             return (AppVerdict::Up, Duration::ZERO);
         }
-        let silent = elapsed(now, v.last_ok.unwrap_or(self.since));
+        let heard = v.last_ok.unwrap_or(self.fresh_from).max(self.fresh_from);
+        let silent = elapsed(now, heard);
         if v.fails < self.cfg.app_down_failures || silent < self.cfg.app_down_after {
             let wait = self.cfg.app_down_after.saturating_sub(silent);
             return (AppVerdict::Failing, wait.max(Duration::from_millis(1)));
         }
         if self.host_reachable(now, ProbeTarget::PrimaryHost) {
-            (AppVerdict::GuestFailure, Duration::ZERO)
-        } else {
-            (AppVerdict::Down, Duration::ZERO)
+            return (AppVerdict::GuestFailure, Duration::ZERO);
         }
+        // Not seen answering, but not seen failing since our last stall either: wait to know.
+        let wait = self.host_unreachable_in(now, ProbeTarget::PrimaryHost);
+        if wait > Duration::ZERO {
+            return (AppVerdict::Failing, wait.max(Duration::from_millis(1)));
+        }
+        (AppVerdict::Down, Duration::ZERO)
+    }
+
+    /// Stalls of the daemon's loop reported so far, and probe failures discarded because they
+    /// overlapped one.
+    pub fn stalls(&self) -> (u64, u64) {
+        (self.stalls, self.discarded)
     }
 
     /// What this witness sees now.
@@ -442,7 +510,18 @@ mod tests {
     }
 
     fn probe(w: &mut WitnessCore, t: u64, target: ProbeTarget, class: ProbeClass) {
-        w.step(ms(t), Input::Probe { target, class });
+        probe_took(w, t, target, class, 0);
+    }
+
+    fn probe_took(w: &mut WitnessCore, t: u64, target: ProbeTarget, class: ProbeClass, took: u64) {
+        w.step(
+            ms(t),
+            Input::Probe {
+                target,
+                class,
+                took: Duration::from_millis(took),
+            },
+        );
     }
 
     fn vote(w: &mut WitnessCore, t: u64, epoch: u64, query: u32, kind: VoteKind) -> Vote {
@@ -528,6 +607,111 @@ mod tests {
         assert_eq!(
             lease(&mut w, 200, 1, 2, 0).verdict,
             Verdict::Refuse(RefuseReason::StaleEpoch(Epoch(2)))
+        );
+    }
+
+    /// Issue 10 item 7: the witness's own loop stalls for a second while the primary is fine;
+    /// the probes it was running "time out" the moment it runs again. They are no evidence.
+    #[test]
+    fn no_vote_on_probes_that_timed_out_during_its_own_stall() {
+        let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+        for t in (0..=100).step_by(10) {
+            probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Ok);
+            probe(&mut w, t, ProbeTarget::PrimaryHost, ProbeClass::Ok);
+            probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
+        }
+        w.step(ms(1_100), Input::Stalled { since: ms(100) });
+        // Every probe in flight since 100 ms times out at once, and a late one too.
+        for target in ProbeTarget::ALL.iter().copied() {
+            probe_took(&mut w, 1_100, target, ProbeClass::Timeout, 1_000);
+        }
+        probe_took(
+            &mut w,
+            1_101,
+            ProbeTarget::PrimaryApp,
+            ProbeClass::Timeout,
+            30,
+        );
+        assert_eq!(w.stalls(), (1, 4));
+        assert_ne!(w.view(ms(1_101)).app, AppVerdict::Down);
+        let v = vote(&mut w, 1_101, 1, 1, VoteKind::Takeover);
+        assert_eq!(v.verdict, Verdict::Refuse(RefuseReason::PrimaryAnswers));
+        // Fresh probes answer: still up.
+        probe(&mut w, 1_120, ProbeTarget::PrimaryApp, ProbeClass::Ok);
+        assert_eq!(w.view(ms(1_120)).app, AppVerdict::Up);
+    }
+
+    /// The primary really was down before the stall: the evidence must be seen again, counted
+    /// from the stall's end (the full `app_down_after` and `app_down_failures`, and the primary
+    /// daemon failing or silent again), before the witness votes.
+    #[test]
+    fn after_a_stall_a_vote_needs_fresh_evidence() {
+        let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+        probe(&mut w, 0, ProbeTarget::PrimaryApp, ProbeClass::Ok);
+        primary_dead(&mut w, 10, 200);
+        assert_eq!(w.view(ms(200)).app, AppVerdict::Down);
+        w.step(ms(1_200), Input::Stalled { since: ms(200) });
+        assert!(matches!(
+            vote(&mut w, 1_200, 1, 1, VoteKind::Takeover).verdict,
+            Verdict::Refuse(RefuseReason::NotYet(_))
+        ));
+        // The runs in flight during the stall are discarded; fresh ones start at 1200 ms and
+        // fail (a refused connection, at once).
+        probe_took(
+            &mut w,
+            1_200,
+            ProbeTarget::PrimaryApp,
+            ProbeClass::Timeout,
+            1_000,
+        );
+        probe_took(
+            &mut w,
+            1_200,
+            ProbeTarget::PrimaryHost,
+            ProbeClass::Timeout,
+            1_000,
+        );
+        for t in [1_210, 1_220] {
+            probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Refused);
+        }
+        // Two fresh failures, but only 20 ms of silence since the stall (60 ms needed).
+        assert_eq!(
+            vote(&mut w, 1_220, 1, 2, VoteKind::Takeover).verdict,
+            Verdict::Refuse(RefuseReason::NotYet(Duration::from_millis(40)))
+        );
+        for t in [1_230, 1_240, 1_250, 1_260] {
+            probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Refused);
+        }
+        // 60 ms of fresh silence and failures; the primary daemon was not heard either, but it
+        // has not failed twice nor been silent for `host_fresh` (100 ms) since the stall.
+        assert_eq!(
+            vote(&mut w, 1_260, 1, 3, VoteKind::Takeover).verdict,
+            Verdict::Refuse(RefuseReason::NotYet(Duration::from_millis(40)))
+        );
+        assert_eq!(w.view(ms(1_260)).app, AppVerdict::Failing);
+        probe(&mut w, 1_270, ProbeTarget::PrimaryHost, ProbeClass::Timeout);
+        probe(&mut w, 1_280, ProbeTarget::PrimaryHost, ProbeClass::Timeout);
+        assert_eq!(
+            vote(&mut w, 1_280, 1, 4, VoteKind::Takeover).verdict,
+            Verdict::Grant
+        );
+    }
+
+    /// A silent primary daemon counts as unreachable after `host_fresh` since the stall, even
+    /// without failed pings (they may all be in flight).
+    #[test]
+    fn after_a_stall_a_silent_host_is_unreachable_after_host_fresh() {
+        let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+        primary_dead(&mut w, 0, 200);
+        w.step(ms(1_000), Input::Stalled { since: ms(200) });
+        for t in (1_000..=1_100).step_by(10) {
+            probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Refused);
+        }
+        assert_eq!(w.view(ms(1_099)).app, AppVerdict::Failing);
+        assert_eq!(w.view(ms(1_100)).app, AppVerdict::Down);
+        assert_eq!(
+            vote(&mut w, 1_100, 1, 1, VoteKind::Takeover).verdict,
+            Verdict::Grant
         );
     }
 
@@ -694,7 +878,23 @@ mod tests {
                     ProbeClass::Timeout
                 };
                 let target = ProbeTarget::ALL[rng.below(3) as usize];
-                w.step(now, Input::Probe { target, class });
+                let took = Duration::from_nanos(rng.below(100_000_000));
+                w.step(
+                    now,
+                    Input::Probe {
+                        target,
+                        class,
+                        took,
+                    },
+                );
+                if rng.below(20) == 0 {
+                    w.step(
+                        now,
+                        Input::Stalled {
+                            since: Nanos(t.saturating_sub(rng.below(2_000_000_000))),
+                        },
+                    );
+                }
                 let epoch = Epoch(1 + rng.below(3));
                 match rng.below(5) {
                     0 | 1 => {

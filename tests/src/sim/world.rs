@@ -737,12 +737,14 @@ impl World {
         let replies = match msg {
             Msg::ProbeReply { id } => {
                 if let Some(i) = wit.outstanding.iter().position(|o| o.0 == id) {
-                    let (_, target, _) = wit.outstanding.swap_remove(i);
+                    let (_, target, sent) = wit.outstanding.swap_remove(i);
+                    let took = local.since(wit.clock.local(sent));
                     wit.core.step(
                         local,
                         witness::Input::Probe {
                             target,
                             class: ProbeClass::Ok,
+                            took,
                         },
                     );
                 }
@@ -788,11 +790,13 @@ impl World {
             };
             if now >= sent + limit {
                 wit.outstanding.swap_remove(i);
+                let took = local.since(wit.clock.local(sent));
                 wit.core.step(
                     local,
                     witness::Input::Probe {
                         target,
                         class: ProbeClass::Timeout,
+                        took,
                     },
                 );
             } else {
