@@ -23,6 +23,7 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "report_interval", kind: ValueKind::Duration, default: Some("50ms"), help: "how often a report goes to the standby and the primary" },
     KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/witness.state"), help: "where the rollback guard (highest epoch, outstanding promise) survives restarts" },
     KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/witness.sock"), help: "control socket for `hsb-witness status`" },
+    hsb_common::ctl::CONTROL_GROUP_KEY,
 ];
 
 static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
@@ -45,6 +46,7 @@ pub struct Settings {
     pub report_interval: Duration,
     pub state_file: PathBuf,
     pub control: PathBuf,
+    pub control_group: Option<hsb_common::ctl::ControlGroup>,
     pub decision: decision::Config,
 }
 
@@ -72,6 +74,7 @@ impl Settings {
             report_interval: c.duration("report_interval")?,
             state_file: c.path("state_file")?,
             control: c.path("control")?,
+            control_group: hsb_common::ctl::control_group(c)?,
             decision,
         })
     }
