@@ -4,6 +4,7 @@
 //! The daemons answer `status` with `key value` lines; both conversions happen on the client
 //! side, from those lines, so the daemons' answers stay the single source.
 
+use std::collections::HashSet;
 use std::fmt::Write as _;
 
 /// `hsb-X status` exit code when nothing was asked: an unknown option or an unreadable
@@ -120,8 +121,11 @@ impl<'a> Status<'a> {
 
     /// One JSON object of strings, keys in the answer's order, followed by a newline. Values
     /// stay strings, numbers too (`"acked_checkpoint":"42"`), so every value has one type. A key
-    /// that repeats gets `_2`, `_3`... so the object's names are unique.
+    /// that repeats becomes `key_2`, `key_3`... (the first such name not taken), so the object's
+    /// names are unique.
     pub fn to_json(&self) -> String {
+        let given: HashSet<&str> = self.lines.iter().map(|(k, _)| *k).collect();
+        let mut used: HashSet<String> = HashSet::with_capacity(self.lines.len());
         let mut out = String::with_capacity(
             64 + self
                 .lines
@@ -134,12 +138,17 @@ impl<'a> Status<'a> {
             if i > 0 {
                 out.push(',');
             }
-            let n = self.lines[..i].iter().filter(|(p, _)| p == k).count();
-            if n == 0 {
-                json_string(&mut out, k);
+            let name = if used.contains(*k) {
+                // Not a name the answer itself uses (later) either.
+                (2u64..)
+                    .map(|n| format!("{k}_{n}"))
+                    .find(|c| !used.contains(c) && !given.contains(c.as_str()))
+                    .unwrap_or_default()
             } else {
-                json_string(&mut out, &format!("{k}_{}", n + 1));
-            }
+                (*k).to_string()
+            };
+            json_string(&mut out, &name);
+            used.insert(name);
             out.push(':');
             json_string(&mut out, v);
         }
@@ -290,5 +299,9 @@ mod tests {
             "{\"role\":\"witness\",\"probe_last\":\"Timeout in 50.0ms: \\\"GET /\\\" \\\\ odd\\u0001\\tx\",\"probe\":\"a\",\"probe_2\":\"b\",\"bare\":\"\",\"last_decision\":\"{\\\"k\\\":1}\",\"node\":\"n\u{e9}\"}\n"
         );
         assert_eq!(Status::parse("").to_json(), "{}\n");
+        assert_eq!(
+            Status::parse("a 1\na 2\na_2 3\na 4\n").to_json(),
+            "{\"a\":\"1\",\"a_3\":\"2\",\"a_2\":\"3\",\"a_4\":\"4\"}\n"
+        );
     }
 }
