@@ -340,3 +340,133 @@ fn full_sync_is_precopied_and_exact() {
     let st = pair.standby.status();
     assert!(num(&st, "counter") >= 5, "{st:?}");
 }
+
+/// `hsb-X status` for programs: `--json` prints one JSON object of strings, keys in the order
+/// of the text answer, and the exit status is the daemon's health (0 healthy, 1 degraded, 3 no
+/// daemon on the control socket, 4 a usage error).
+#[test]
+fn status_json_and_health_exit_codes() {
+    use std::path::Path;
+    let mut pair = Pair::start(PairOpts::default());
+    pair.standby
+        .wait_for("replicating", Duration::from_secs(10), |s| {
+            s.get("state").map(String::as_str) == Some("replicating")
+        });
+    let status = |daemon: &str, control: &Path, extra: &[&str]| {
+        let out = std::process::Command::new(hsb_tests::bin(daemon))
+            .arg("status")
+            .args(extra)
+            .arg("--control")
+            .arg(control)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, json, err) = status("hsb-standby", &pair.standby.control, &["--json"]);
+    assert_eq!(code, Some(0), "{json}{err}\n{}", pair.logs());
+    // A tiny check of the shape, independent of the reader below.
+    assert!(
+        json.starts_with("{\"role\":\"standby\",\"node\":\"standby\",") && json.ends_with("}\n"),
+        "{json}"
+    );
+    assert_eq!(json.lines().count(), 1, "{json}");
+    let object = hsb_common::fuzzing::json_strings(&json).expect("status --json is JSON");
+    let text = pair.standby.ctl("status").unwrap();
+    let keys: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
+    let json_keys: Vec<&str> = object.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(json_keys, keys);
+    let get = |k: &str| object.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    assert_eq!(get("state"), Some("replicating"));
+    assert_eq!(get("listen"), Some(pair.repl.to_string().as_str()));
+    assert!(get("applied_checkpoint").is_some_and(|v| v.parse::<u64>().is_ok()));
+    // The primary, protected: 0, in text.
+    let (code, text, err) = status("hsb-primary", &pair.primary.control, &[]);
+    assert_eq!(code, Some(0), "{text}{err}");
+    assert!(text.contains("\nstate protected\n"), "{text}");
+    // Nobody on the control socket: 3.
+    let (code, _, err) = status("hsb-standby", &pair.dir.path("nothing.sock"), &["--json"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("cannot reach"), "{err}");
+    // The primary gone: the standby waits for one, degraded: 1.
+    pair.primary.kill9();
+    pair.standby
+        .wait_for("primary gone", Duration::from_secs(10), |s| {
+            s.get("state").map(String::as_str) == Some("waiting-for-primary")
+        });
+    let (code, _, err) = status("hsb-standby", &pair.standby.control, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    // The standby gone (its socket file left behind): 3.
+    pair.standby.kill9();
+    let (code, _, err) = status("hsb-standby", &pair.standby.control, &[]);
+    assert_eq!(code, Some(3), "{err}");
+    // A usage error of `status` is not "down" (2): 4. Other commands keep 2.
+    let (code, _, err) = status("hsb-standby", &pair.standby.control, &["--bogus"]);
+    assert_eq!(code, Some(4), "{err}");
+    let out = std::process::Command::new(hsb_tests::bin("hsb-standby"))
+        .args(["activate", "--bogus"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// Issue 10 item 5: a standby started under umask 000 had a socket anyone could use, and user
+/// `nobody` activated it. The socket is 0600 whatever the umask, and with its mode loosened by
+/// hand the peer-credential check still keeps other users out. (The other-user part needs root.)
+#[test]
+fn control_socket_keeps_other_users_out_whatever_the_umask() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    let pair = Pair::start(PairOpts {
+        standby_umask: Some(0),
+        ..PairOpts::default()
+    });
+    let sock = pair.standby.control.clone();
+    let mode = std::fs::metadata(&sock).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode {mode:o} under umask 000");
+    let root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if !root {
+        eprintln!("not root: the part run as user nobody is skipped");
+        return;
+    }
+    let nobody = |cmd: &str| {
+        std::process::Command::new(hsb_tests::bin("hsb-standby"))
+            .args([cmd, "--control"])
+            .arg(&sock)
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let out = nobody("activate");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("ermission denied"),
+        "{out:?}"
+    );
+    assert_eq!(nobody("status").status.code(), Some(3));
+    // Loosened by hand: the socket lets nobody connect, the daemon still refuses.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = nobody("activate");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("error: permission denied: uid 65534 may not use this control socket"),
+        "{out:?}"
+    );
+    let out = nobody("status");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(
+        pair.standby.status().get("state").map(String::as_str),
+        Some("replicating"),
+        "{}",
+        pair.logs()
+    );
+    assert!(pair
+        .standby
+        .log_text()
+        .contains("control: refused uid 65534"));
+}

@@ -88,9 +88,38 @@ impl Args {
     }
 }
 
+/// The command word of a command line that may not parse: the first bare word, skipping the
+/// values of options that take one.
+pub fn command_word(args: &[String], value_opts: &[&str]) -> Option<String> {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-c" | "--config" | "--control" | "--set" => {
+                it.next();
+            }
+            s if s.starts_with("--") && value_opts.contains(&&s[2..]) => {
+                it.next();
+            }
+            s if s.starts_with('-') && s.len() > 1 => {}
+            s => return Some(s.to_string()),
+        }
+    }
+    None
+}
+
+/// The exit status of a usage error: 2, but for `status`, whose 2 means a daemon that is down,
+/// [`crate::ctl::status::USAGE_EXIT`].
+pub fn usage_exit(command: Option<&str>) -> u8 {
+    if command == Some("status") {
+        crate::ctl::status::USAGE_EXIT
+    } else {
+        2
+    }
+}
+
 /// The daemons' common start: parse the command line; answer `--help` and `--version`.
 /// `Err` carries the exit status when there is nothing more to do (help shown, or a usage error
-/// reported as `daemon: message`, status 2).
+/// reported as `daemon: message`, status [`usage_exit`]).
 pub fn start(
     daemon: &str,
     version: &str,
@@ -99,11 +128,11 @@ pub fn start(
     value_opts: &[&str],
 ) -> Result<Args, std::process::ExitCode> {
     use std::process::ExitCode;
-    let args =
-        Args::parse_with_values(std::env::args().skip(1), bool_flags, value_opts).map_err(|e| {
-            eprintln!("{daemon}: {e}");
-            ExitCode::from(2)
-        })?;
+    let words: Vec<String> = std::env::args().skip(1).collect();
+    let args = Args::parse_with_values(words.clone(), bool_flags, value_opts).map_err(|e| {
+        eprintln!("{daemon}: {e}");
+        ExitCode::from(usage_exit(command_word(&words, value_opts).as_deref()))
+    })?;
     if args.flag("help") {
         println!("{usage}");
         return Err(ExitCode::SUCCESS);
@@ -141,5 +170,17 @@ mod tests {
         assert!(Args::parse(v("-c"), &[])
             .unwrap_err()
             .contains("needs a value"));
+    }
+
+    #[test]
+    fn a_status_usage_error_does_not_exit_as_down() {
+        assert_eq!(
+            command_word(&v("-c status.conf --policy x status --bogus"), &["policy"]).as_deref(),
+            Some("status")
+        );
+        assert_eq!(command_word(&v("--set a=b --frobnicate"), &[]), None);
+        assert_eq!(usage_exit(Some("status")), 4);
+        assert_eq!(usage_exit(Some("activate")), 2);
+        assert_eq!(usage_exit(None), 2);
     }
 }

@@ -1,10 +1,13 @@
-//! The receive path as one function of arbitrary bytes, shared by the cargo-fuzz target
-//! (`common/fuzz`, `just fuzz`) and a seeded property test that runs in `just test`.
+//! Hostile-input paths as functions of arbitrary bytes, shared by the cargo-fuzz targets
+//! (`common/fuzz`, `just fuzz`) and seeded property tests that run in `just test`.
 //!
-//! Bytes go through the frame reader, the session (CRC, MAC, sequence), every message decoder
-//! and the checkpoint receiver. Nothing may panic or allocate beyond the configured bounds.
-//! A first byte of 0 makes the input a list of mutations of a valid sealed checkpoint stream,
-//! so the checks behind the MAC are reached too.
+//! [`decode`], the receive path: bytes go through the frame reader, the session (CRC, MAC,
+//! sequence), every message decoder and the checkpoint receiver. Nothing may panic or allocate
+//! beyond the configured bounds. A first byte of 0 makes the input a list of mutations of a
+//! valid sealed checkpoint stream, so the checks behind the MAC are reached too.
+//!
+//! [`control`], the control protocol: the server's command-line parsing, and the client's
+//! reading of an answer (`status --json`, the health exit code).
 
 use crate::checkpoint::{Receiver, Staging};
 use crate::conn::{Fill, FrameReader};
@@ -97,6 +100,128 @@ fn stream(data: &[u8], authenticated: bool) -> usize {
     }
 }
 
+/// Feed `data` to both ends of the control protocol. The first byte says where the bytes are
+/// split in two deliveries; the rest is what a client sent to the control socket, and also what
+/// a daemon answered. Checks: a command is bounded, trimmed and free of control characters; more
+/// bytes never change a command already complete; `to_json` is JSON that reads back as the same
+/// values under unique names. Returns the command's length, if there is one.
+pub fn control(data: &[u8]) -> Option<usize> {
+    use crate::ctl::{parse_command, CommandError, Health, Line, Status, MAX_COMMAND};
+    let (split, rest) = data.split_first()?;
+    let mut command = None;
+    for eof in [false, true] {
+        match parse_command(rest, eof) {
+            Ok(Line::Command(c)) => {
+                assert!(c.len() <= MAX_COMMAND);
+                assert!(!c.chars().any(|ch| ch.is_control() && ch != '\t'));
+                assert_eq!(c, c.trim());
+                command = Some(c.len());
+            }
+            Ok(Line::Incomplete) => {
+                assert!(rest.len() <= MAX_COMMAND && !rest.contains(&b'\n'));
+                assert!(!eof || rest.is_empty());
+            }
+            Err(CommandError::TooLong) => assert!(rest.len() > MAX_COMMAND),
+            Err(_) => {}
+        }
+    }
+    let k = usize::from(*split) % (rest.len() + 1);
+    if let Ok(Line::Command(c)) = parse_command(&rest[..k], false) {
+        assert_eq!(parse_command(rest, false), Ok(Line::Command(c)));
+    }
+    let text = String::from_utf8_lossy(rest);
+    let status = Status::parse(&text);
+    let json = status.to_json();
+    let back = json_strings(&json).expect("to_json writes JSON");
+    assert_eq!(back.len(), status.lines.len());
+    let mut names = std::collections::HashSet::new();
+    for ((name, value), (key, v)) in back.iter().zip(&status.lines) {
+        assert_eq!(value, v);
+        assert!(name.starts_with(key));
+        assert!(names.insert(name.clone()), "a repeated name: {name}");
+    }
+    for role in ["primary", "standby", "witness", ""] {
+        assert_ne!(Health::of(&status, role), Health::Unreachable);
+    }
+    command
+}
+
+/// Read the one JSON shape `status --json` writes: an object of string values followed by a
+/// newline. A strict reader for tests and the fuzz target (any whitespace or other value type
+/// is refused). `None` if `s` is not that shape.
+pub fn json_strings(s: &str) -> Option<Vec<(String, String)>> {
+    let mut it = s.strip_suffix('\n')?.chars().peekable();
+    let mut out = Vec::new();
+    if it.next()? != '{' {
+        return None;
+    }
+    if it.peek() == Some(&'}') {
+        it.next();
+        return it.next().is_none().then_some(out);
+    }
+    loop {
+        let k = json_string_body(&mut it)?;
+        if it.next()? != ':' {
+            return None;
+        }
+        let v = json_string_body(&mut it)?;
+        out.push((k, v));
+        match it.next()? {
+            ',' => {}
+            '}' => return it.next().is_none().then_some(out),
+            _ => return None,
+        }
+    }
+}
+
+fn json_string_body(it: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<String> {
+    if it.next()? != '"' {
+        return None;
+    }
+    let mut out = String::new();
+    loop {
+        match it.next()? {
+            '"' => return Some(out),
+            '\\' => match it.next()? {
+                '"' => out.push('"'),
+                '\\' => out.push('\\'),
+                '/' => out.push('/'),
+                'b' => out.push('\u{8}'),
+                'f' => out.push('\u{c}'),
+                'n' => out.push('\n'),
+                'r' => out.push('\r'),
+                't' => out.push('\t'),
+                'u' => {
+                    let hex = |it: &mut std::iter::Peekable<std::str::Chars<'_>>| {
+                        let mut n = 0u32;
+                        for _ in 0..4 {
+                            n = n * 16 + it.next()?.to_digit(16)?;
+                        }
+                        Some(n)
+                    };
+                    let hi = hex(it)?;
+                    let c = if (0xd800..0xdc00).contains(&hi) {
+                        if it.next()? != '\\' || it.next()? != 'u' {
+                            return None;
+                        }
+                        let lo = hex(it)?;
+                        if !(0xdc00..0xe000).contains(&lo) {
+                            return None;
+                        }
+                        char::from_u32(0x10000 + ((hi - 0xd800) << 10) + (lo - 0xdc00))?
+                    } else {
+                        char::from_u32(hi)?
+                    };
+                    out.push(c);
+                }
+                _ => return None,
+            },
+            c if u32::from(c) < 0x20 => return None,
+            c => out.push(c),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,6 +262,59 @@ mod tests {
                 buf[1..1 + k].copy_from_slice(&valid[..k]);
             }
             decode(&buf);
+        }
+    }
+
+    #[test]
+    fn control_protocol_examples() {
+        assert_eq!(control(b"\x03status\n"), Some(6));
+        assert_eq!(control(b"\x00"), None);
+        assert_eq!(control(b""), None);
+        assert_eq!(
+            json_strings("{\"a\":\"x\\u00e9\\ud83d\\ude00\\n\",\"b\":\"\"}\n"),
+            Some(vec![
+                ("a".into(), "x\u{e9}\u{1f600}\n".into()),
+                ("b".into(), String::new())
+            ])
+        );
+        assert_eq!(json_strings("{}\n"), Some(vec![]));
+        for bad in [
+            "{}",
+            "{\"a\":1}\n",
+            "{\"a\":\"b\"} \n",
+            "{\"a\":\"\n\"}\n",
+            "[]\n",
+        ] {
+            assert_eq!(json_strings(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn random_control_inputs_keep_the_invariants() {
+        let mut rng = SplitMix64::new(11);
+        let words: [&[u8]; 8] = [
+            b"status",
+            b"activate",
+            b"\n",
+            b"\r\n",
+            b" ",
+            b"\"",
+            b"\\",
+            b"role primary\nstate protected\n",
+        ];
+        for _ in 0..4000 {
+            let mut buf = vec![0u8; 1];
+            rng.fill(&mut buf);
+            while buf.len() < 1 + rng.below(400) as usize {
+                if rng.below(3) == 0 {
+                    let mut b = [0u8; 1];
+                    rng.fill(&mut b);
+                    buf.push(b[0]);
+                } else {
+                    buf.extend_from_slice(words[rng.below(words.len() as u64) as usize]);
+                }
+            }
+            control(&buf);
         }
     }
 }

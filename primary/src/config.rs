@@ -57,6 +57,7 @@ static OWN: &[KeySpec] = &[
         default: Some("/run/hsb/primary.sock"),
         help: "control socket for `hsb-primary status`",
     },
+    hsb_common::ctl::CONTROL_GROUP_KEY,
     KeySpec {
         key: "epoch_period",
         kind: ValueKind::Duration,
@@ -138,6 +139,7 @@ pub struct Settings {
     pub cluster_key: PathBuf,
     pub standby: SocketAddr,
     pub control: PathBuf,
+    pub control_group: Option<hsb_common::ctl::ControlGroup>,
     pub epoch_period: Duration,
     pub max_unacked: usize,
     pub precopy: bool,
@@ -201,6 +203,7 @@ impl Settings {
             cluster_key: c.path("cluster_key")?,
             standby: c.addr("standby")?,
             control: c.path("control")?,
+            control_group: hsb_common::ctl::control_group(c)?,
             epoch_period,
             max_unacked: c.int("max_unacked")? as usize,
             precopy: c.bool("precopy")?,

@@ -97,21 +97,32 @@ hsb-primary: checkpoint a domain and stream it to hsb-standby
 
 usage:
   hsb-primary run -c FILE [--set key=value]...   run the daemon
-  hsb-primary status [-c FILE | --control PATH]  show the running daemon's state
+  hsb-primary status [-c FILE | --control PATH] [--json]
+                                                 show the running daemon's state (--json: as one JSON object)
   hsb-primary check -c FILE [--set key=value]... validate the configuration and key, then exit
   hsb-primary keygen PATH                        create a new cluster key file (mode 0600)
   hsb-primary xen-info DOMAIN                       show what the xen backend sees of a domain (read-only)
   hsb-primary config-reference                   print every configuration key
   hsb-primary --version
 
+Exit status of `status`, for health checks: 0 healthy (protected); 1 degraded or unprotected
+(no standby acknowledging, output held, or released under witness leases); 2 fenced or stepped
+down; 3 unreachable (no answer on the control socket, or it refuses us); 4 usage or
+configuration error. Other commands exit 1 on failure and 2 on a usage error.
+
 Logging: HSB_LOG=debug|info|warn (default info).";
 
 fn main() -> ExitCode {
-    let args =
-        match hsb_common::cli::start("hsb-primary", env!("CARGO_PKG_VERSION"), USAGE, &[], &[]) {
-            Ok(a) => a,
-            Err(code) => return code,
-        };
+    let args = match hsb_common::cli::start(
+        "hsb-primary",
+        env!("CARGO_PKG_VERSION"),
+        USAGE,
+        &["json"],
+        &[],
+    ) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     match args.command.as_deref() {
         Some("run") => run(&args),
         Some("check") => match load(&args) {
@@ -174,17 +185,20 @@ fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
 }
 
 fn status(args: &Args) -> ExitCode {
-    let cmd = if args.rest.is_empty() {
-        "status".to_string()
-    } else {
-        args.rest.join(" ")
-    };
-    ExitCode::from(hsb_common::ctl::cli(
+    if !args.rest.is_empty() {
+        return ExitCode::from(hsb_common::ctl::cli(
+            "hsb-primary",
+            args,
+            schema(),
+            "/run/hsb/primary.sock",
+            &args.rest.join(" "),
+        ));
+    }
+    ExitCode::from(hsb_common::ctl::status_cli(
         "hsb-primary",
         args,
         schema(),
         "/run/hsb/primary.sock",
-        &cmd,
     ))
 }
 
@@ -395,12 +409,13 @@ impl Primary {
             );
             s.max_unacked = 1;
         }
-        let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("control socket {}: {e}", s.control.display()),
-            )
-        })?;
+        let ctl = CtlServer::bind(
+            &s.control,
+            s.control_group.as_ref(),
+            poll.registry(),
+            CTL_BASE,
+        )
+        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
         log::info!(
             "checkpoint every {:?} to standby {}; staging buffer {} MiB allocated; output limit {} KiB",
             s.epoch_period,
@@ -528,6 +543,9 @@ impl Primary {
             if self.suspending.is_some() || self.precopy_pending() {
                 deadline = deadline.min(now.plus(Duration::from_millis(1)));
             }
+            if let Some(d) = self.ctl.next_deadline() {
+                deadline = deadline.min(d);
+            }
             let timeout = deadline.since(now);
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
@@ -541,7 +559,7 @@ impl Primary {
                 if t == REPL {
                     self.on_repl(now);
                 } else if self.ctl.owns(t) {
-                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t) {
+                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
                         let text = match cmd.as_str() {
                             "status" | "" => self.status_text(now),
                             other => format!("error: unknown command '{other}'; try: status\n"),
@@ -564,6 +582,7 @@ impl Primary {
                 }
             }
             let now = self.clock.now();
+            self.ctl.tick(self.poll.registry(), now);
             self.poll_suspend(now);
             if now >= self.next_epoch {
                 self.epoch_tick(now);

@@ -64,7 +64,8 @@ hsb-standby: keep a verified replica of the protected domain and activate it on 
 
 usage:
   hsb-standby run -c FILE [--set key=value]...      run the daemon
-  hsb-standby status [-c FILE | --control PATH]     show the running daemon's state
+  hsb-standby status [-c FILE | --control PATH] [--json]
+                                                    show the running daemon's state (--json: as one JSON object)
   hsb-standby activate [-c FILE | --control PATH]   operator override: serve from the last applied checkpoint now
   hsb-standby force-stale [-c FILE | --control PATH] let the failover decision activate a stale replica (rule 5)
   hsb-standby replay FILE [--policy P]              re-run a decision log through the decision core under policy P
@@ -73,6 +74,12 @@ usage:
   hsb-standby config-reference                      print every configuration key
   hsb-standby --version
 
+Exit status of `status`, for health checks: 0 healthy (replicating, following the primary);
+1 degraded or unprotected (waiting for the primary, synchronising, deciding a failover, or
+activated and serving without a standby); 2 stepped down, or refusing to activate a stale
+replica; 3 unreachable (no answer on the control socket, or it refuses us); 4 usage or
+configuration error. Other commands exit 1 on failure and 2 on a usage error.
+
 Logging: HSB_LOG=debug|info|warn (default info).";
 
 fn main() -> ExitCode {
@@ -80,7 +87,7 @@ fn main() -> ExitCode {
         "hsb-standby",
         env!("CARGO_PKG_VERSION"),
         USAGE,
-        &["force"],
+        &["force", "json"],
         &["policy"],
     ) {
         Ok(a) => a,
@@ -98,7 +105,13 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Some(cmd @ ("status" | "digest" | "activate" | "force-stale")) => ExitCode::from(
+        Some("status") => ExitCode::from(hsb_common::ctl::status_cli(
+            "hsb-standby",
+            &args,
+            schema(),
+            "/run/hsb/standby.sock",
+        )),
+        Some(cmd @ ("digest" | "activate" | "force-stale")) => ExitCode::from(
             hsb_common::ctl::cli("hsb-standby", &args, schema(), "/run/hsb/standby.sock", cmd),
         ),
         Some("replay") => replay(&args),
@@ -283,12 +296,13 @@ impl Standby {
         })?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("control socket {}: {e}", s.control.display()),
-            )
-        })?;
+        let ctl = CtlServer::bind(
+            &s.control,
+            s.control_group.as_ref(),
+            poll.registry(),
+            CTL_BASE,
+        )
+        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
         let replica = Rep::open(&s).map_err(|e| io::Error::other(format!("replica: {e}")))?;
         let (pfn_limit, max_pages) = replica.layout();
         let receiver = match &replica {
@@ -351,6 +365,10 @@ impl Standby {
             } else {
                 timeout
             };
+            let timeout = match self.ctl.next_deadline() {
+                Some(d) => timeout.min(d.since(now)),
+                None => timeout,
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -367,7 +385,7 @@ impl Standby {
                 } else if (CONN_BASE..CONN_BASE + CONN_SLOTS).contains(&t.0) {
                     self.on_conn(now, t.0 - CONN_BASE);
                 } else if self.ctl.owns(t) {
-                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t) {
+                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
                         let text = self.command(now, &cmd);
                         self.ctl.answer(self.poll.registry(), conn, &text);
                     }
@@ -394,6 +412,7 @@ impl Standby {
                 }
             }
             let now = self.clock.now();
+            self.ctl.tick(self.poll.registry(), now);
             if self.failover.is_some() {
                 self.on_ping(now, true);
                 self.decide(now, SInput::Tick);

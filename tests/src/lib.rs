@@ -267,6 +267,8 @@ pub struct PairOpts {
     pub repl: Option<SocketAddr>,
     pub extra_primary: Vec<String>,
     pub extra_standby: Vec<String>,
+    /// Start the standby under this umask (through `sh -c 'umask ...; exec ...'`).
+    pub standby_umask: Option<u32>,
 }
 
 impl Default for PairOpts {
@@ -279,6 +281,7 @@ impl Default for PairOpts {
             repl: None,
             extra_standby: vec![],
             extra_primary: vec![],
+            standby_umask: None,
         }
     }
 }
@@ -303,13 +306,28 @@ impl Pair {
             ),
         )
         .expect("write config");
-        let standby = Daemon::start(
-            "hsb-standby",
-            &standby_conf,
-            &dir.path("standby.sock"),
-            &dir.path("standby.log"),
-            &[],
-        );
+        let standby = match o.standby_umask {
+            None => Daemon::start(
+                "hsb-standby",
+                &standby_conf,
+                &dir.path("standby.sock"),
+                &dir.path("standby.log"),
+                &[],
+            ),
+            Some(mask) => {
+                let mut cmd = Command::new("sh");
+                cmd.arg("-c")
+                    .arg(format!("umask {mask:03o} && exec \"$0\" run -c \"$1\""))
+                    .arg(bin("hsb-standby"))
+                    .arg(&standby_conf);
+                Daemon::start_command(
+                    "hsb-standby",
+                    cmd,
+                    &dir.path("standby.sock"),
+                    &dir.path("standby.log"),
+                )
+            }
+        };
         standby.wait_for("standby up", Duration::from_secs(10), |_| true);
         let primary_conf = dir.path("primary.conf");
         let mut text = format!(

@@ -26,6 +26,7 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "report_interval", kind: ValueKind::Duration, default: Some("50ms"), help: "how often a report goes to the standby and the primary" },
     KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/witness-{id}.state"), help: "where the rollback guard (highest epoch, outstanding promise) survives restarts; `{id}` is replaced by this witness's id" },
     KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/witness-{id}.sock"), help: "control socket for `hsb-witness status`; `{id}` is replaced by this witness's id" },
+    hsb_common::ctl::CONTROL_GROUP_KEY,
 ];
 
 static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
@@ -48,6 +49,7 @@ pub struct Settings {
     pub report_interval: Duration,
     pub state_file: PathBuf,
     pub control: PathBuf,
+    pub control_group: Option<hsb_common::ctl::ControlGroup>,
     pub decision: decision::Config,
 }
 
@@ -75,6 +77,7 @@ impl Settings {
             report_interval: c.duration("report_interval")?,
             state_file: with_id(&c.path("state_file")?, id),
             control: with_id(&c.path("control")?, id),
+            control_group: hsb_common::ctl::control_group(c)?,
             decision,
         })
     }

@@ -51,19 +51,31 @@ hsb-witness: probe the protected application as its clients do, and vote on fail
 
 usage:
   hsb-witness run -c FILE [--set key=value]...    run the witness
-  hsb-witness status [-c FILE | --control PATH]   what it sees, what it granted
+  hsb-witness status [-c FILE | --control PATH] [--json]
+                                                  what it sees, what it granted (--json: as one JSON object)
   hsb-witness check -c FILE [--set key=value]...  validate the configuration and key, then exit
   hsb-witness config-reference                    print every configuration key
   hsb-witness --version
 
+Exit status of `status`, for health checks: 0 healthy (the application answers and both
+daemons answer); 1 degraded (no probe result yet, the application failing, or a daemon out of
+reach); 2 the application is down (or failed inside the guest); 3 unreachable (no answer on the
+control socket, or it refuses us); 4 usage or configuration error. Other commands exit 1 on
+failure and 2 on a usage error.
+
 Logging: HSB_LOG=debug|info|warn (default info).";
 
 fn main() -> ExitCode {
-    let args =
-        match hsb_common::cli::start("hsb-witness", env!("CARGO_PKG_VERSION"), USAGE, &[], &[]) {
-            Ok(a) => a,
-            Err(code) => return code,
-        };
+    let args = match hsb_common::cli::start(
+        "hsb-witness",
+        env!("CARGO_PKG_VERSION"),
+        USAGE,
+        &["json"],
+        &[],
+    ) {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
     match args.command.as_deref() {
         Some("run") => {
             hsb_common::logging::init("witness");
@@ -92,13 +104,12 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Some("status") => ExitCode::from(hsb_common::ctl::cli_with(
+        Some("status") => ExitCode::from(hsb_common::ctl::status_cli_with(
             "hsb-witness",
             &args,
             schema(),
             config::control_path,
             || config::find_control(std::path::Path::new(config::RUN_DIR)),
-            "status",
         )),
         Some("config-reference") => {
             print!("{}", reference_markdown(schema()));
@@ -209,12 +220,13 @@ impl Witness {
             .map_err(|e| io::Error::new(e.kind(), format!("witness address {}: {e}", s.listen)))?;
         poll.registry()
             .register(&mut udp, UDP, Interest::READABLE)?;
-        let ctl = CtlServer::bind(&s.control, poll.registry(), CTL_BASE).map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("control socket {}: {e}", s.control.display()),
-            )
-        })?;
+        let ctl = CtlServer::bind(
+            &s.control,
+            s.control_group.as_ref(),
+            poll.registry(),
+            CTL_BASE,
+        )
+        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
         let clock = Clock::new();
         let now = clock.now();
         let state_err = |what: &str, e: io::Error| {
@@ -301,6 +313,9 @@ impl Witness {
             if let Some(d) = self.core.next_deadline() {
                 deadline = deadline.min(d);
             }
+            if let Some(d) = self.ctl.next_deadline() {
+                deadline = deadline.min(d);
+            }
             for p in &self.pings {
                 if let Some(t) = p.sent {
                     deadline = deadline.min(t.plus(self.s.probe.timeout));
@@ -325,7 +340,7 @@ impl Witness {
                     self.probes
                         .on_event(self.poll.registry(), ev, self.clock.instant(now));
                 } else if self.ctl.owns(t) {
-                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t) {
+                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
                         let text = match cmd.as_str() {
                             "status" | "" => self.status_text(now),
                             other => format!("error: unknown command '{other}'; try: status\n"),
@@ -335,6 +350,7 @@ impl Witness {
                 }
             }
             let now = self.now();
+            self.ctl.tick(self.poll.registry(), now);
             self.probes
                 .on_tick(self.poll.registry(), self.clock.instant(now));
             let results: Vec<_> = self.probes.take_results().collect();
