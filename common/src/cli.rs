@@ -99,11 +99,24 @@ pub fn start(
     value_opts: &[&str],
 ) -> Result<Args, std::process::ExitCode> {
     use std::process::ExitCode;
-    let args =
-        Args::parse_with_values(std::env::args().skip(1), bool_flags, value_opts).map_err(|e| {
-            eprintln!("{daemon}: {e}");
-            ExitCode::from(2)
-        })?;
+    let usage_error = |e: String| {
+        eprintln!("{daemon}: {e}");
+        ExitCode::from(2)
+    };
+    // `std::env::args` would panic on an argument that is not UTF-8.
+    let raw = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string().map_err(|a| {
+                format!(
+                    "argument '{}' is not UTF-8",
+                    crate::config::excerpt(&a.to_string_lossy())
+                )
+            })
+        })
+        .collect::<Result<Vec<String>, String>>()
+        .map_err(usage_error)?;
+    let args = Args::parse_with_values(raw, bool_flags, value_opts).map_err(usage_error)?;
     if args.flag("help") {
         println!("{usage}");
         return Err(ExitCode::SUCCESS);

@@ -10,8 +10,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Largest configuration file accepted.
+/// Largest configuration file accepted; also the most `--set` text taken together.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Most characters of a value or line quoted back in an error message.
+const MAX_EXCERPT: usize = 80;
 
 /// A value that does not parse as its type (the caller reports what was expected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,11 +180,12 @@ impl Config {
                 return Err(err(
                     Some(n),
                     "",
-                    format!("expected 'key = value', got '{line}'"),
+                    format!("expected 'key = value', got '{}'", excerpt(line)),
                 ));
             };
             let (k, v) = (k.trim(), v.trim());
-            let spec = find(schema, k).ok_or_else(|| err(Some(n), k, unknown_key(schema, k)))?;
+            let spec =
+                find(schema, k).ok_or_else(|| err(Some(n), &excerpt(k), unknown_key(schema, k)))?;
             if values.contains_key(spec.key) {
                 return Err(err(Some(n), k, "set twice in this file".into()));
             }
@@ -189,26 +193,39 @@ impl Config {
                 err(
                     Some(n),
                     k,
-                    format!("expected {}, got '{v}'", spec.kind.expected()),
+                    format!("expected {}, got '{}'", spec.kind.expected(), excerpt(v)),
                 )
             })?;
             values.insert(spec.key, (v.to_string(), Origin::File(n)));
         }
+        let cl = |k: &str, m: String| ConfigError {
+            source: "<command line>".into(),
+            line: None,
+            key: k.to_string(),
+            message: m,
+        };
+        let set_bytes: usize = overrides.iter().map(String::len).sum();
+        if set_bytes as u64 > MAX_CONFIG_BYTES {
+            return Err(cl(
+                "",
+                format!("--set values of {set_bytes} bytes in all exceed 1 MiB"),
+            ));
+        }
         for o in overrides {
-            let cl = |k: &str, m: String| ConfigError {
-                source: "<command line>".into(),
-                line: None,
-                key: k.to_string(),
-                message: m,
-            };
             let Some((k, v)) = o.split_once('=') else {
-                return Err(cl("", format!("--set expects key=value, got '{o}'")));
+                return Err(cl(
+                    "",
+                    format!("--set expects key=value, got '{}'", excerpt(o)),
+                ));
             };
             let (k, v) = (k.trim(), v.trim());
-            let spec = find(schema, k).ok_or_else(|| cl(k, unknown_key(schema, k)))?;
-            spec.kind
-                .check(v)
-                .map_err(|_| cl(k, format!("expected {}, got '{v}'", spec.kind.expected())))?;
+            let spec = find(schema, k).ok_or_else(|| cl(&excerpt(k), unknown_key(schema, k)))?;
+            spec.kind.check(v).map_err(|_| {
+                cl(
+                    k,
+                    format!("expected {}, got '{}'", spec.kind.expected(), excerpt(v)),
+                )
+            })?;
             values.insert(spec.key, (v.to_string(), Origin::CommandLine));
         }
         for spec in schema {
@@ -257,7 +274,7 @@ impl Config {
         parse: impl Fn(&str) -> Result<T, BadValue>,
     ) -> Result<T, ConfigError> {
         let (v, origin) = self.raw(key)?;
-        parse(v).map_err(|_| self.error(key, origin, &format!("cannot use '{v}'")))
+        parse(v).map_err(|_| self.error(key, origin, &format!("cannot use '{}'", excerpt(v))))
     }
 
     /// An error about `key`, located where its value came from.
@@ -351,18 +368,59 @@ pub fn reference_markdown(schema: &[KeySpec]) -> String {
     s
 }
 
+/// Read at most [`MAX_CONFIG_BYTES`] of `p` as UTF-8 text. The size is checked on what is read,
+/// not on what the file claims, so a growing file, a pipe or `/dev/zero` is refused too.
 fn read_bounded(p: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
     let e = |m: String| ConfigError {
         source: p.display().to_string(),
         line: None,
         key: String::new(),
         message: m,
     };
-    let meta = std::fs::metadata(p).map_err(|x| e(format!("cannot read: {x}")))?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(e(format!("file of {} bytes exceeds 1 MiB", meta.len())));
+    let f = std::fs::File::open(p).map_err(|x| e(format!("cannot read: {x}")))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(e(
+            "is a directory, expected a configuration file (key = value lines)".into(),
+        ));
     }
-    std::fs::read_to_string(p).map_err(|x| e(format!("cannot read: {x}")))
+    let mut bytes = Vec::new();
+    f.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|x| e(format!("cannot read: {x}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(e(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the most a configuration file may be"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|x| {
+        let at = x.utf8_error().valid_up_to();
+        let line = x.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        ConfigError {
+            source: p.display().to_string(),
+            line: Some(line),
+            key: String::new(),
+            message: format!("not UTF-8 text (invalid byte at offset {at})"),
+        }
+    })
+}
+
+/// `v` as quoted back in an error message: at most [`MAX_EXCERPT`] characters, control
+/// characters escaped, so a hostile value cannot flood or garble the terminal or the log.
+pub fn excerpt(v: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in v.chars().enumerate() {
+        if i == MAX_EXCERPT {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn strip_comment(line: &str) -> &str {
@@ -377,10 +435,15 @@ fn find(schema: &'static [KeySpec], key: &str) -> Option<&'static KeySpec> {
 }
 
 fn unknown_key(schema: &[KeySpec], key: &str) -> String {
+    // The distance is at least the difference in length: only near keys are compared, so a
+    // hostile megabyte-long key costs nothing.
     let near: Vec<&str> = schema
         .iter()
         .map(|s| s.key)
-        .filter(|k| edit_distance(k, key) <= 2 || (key.len() >= 4 && k.contains(key)))
+        .filter(|k| {
+            (k.len().abs_diff(key.len()) <= 2 && edit_distance(k, key) <= 2)
+                || (key.len() >= 4 && k.contains(key))
+        })
         .collect();
     if near.is_empty() {
         format!(

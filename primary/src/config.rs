@@ -6,7 +6,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
-use hsb_common::decision::{self, WitnessId};
+use hsb_common::decision::{self, WitnessId, MIN_PERIOD};
+
+/// Longest reconnect delay: the backoff doubles up to this.
+pub const MAX_RECONNECT: Duration = Duration::from_secs(5);
 
 static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
@@ -84,7 +87,7 @@ static OWN: &[KeySpec] = &[
         key: "reconnect_interval",
         kind: ValueKind::Duration,
         default: Some("200ms"),
-        help: "first retry delay after the standby connection fails (doubles up to 5s)",
+        help: "first retry delay after the standby connection fails (doubles up to 5s); from 1ms to 5s",
     },
     KeySpec {
         key: "stats_interval",
@@ -134,7 +137,6 @@ static OWN: &[KeySpec] = &[
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node: String,
-    pub cluster_key: PathBuf,
     pub standby: SocketAddr,
     pub control: PathBuf,
     pub epoch_period: Duration,
@@ -167,8 +169,20 @@ impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
         let model_pages = hsb_common::model::pages_from_config(c)?;
         let epoch_period = c.duration("epoch_period")?;
-        if epoch_period < Duration::from_millis(1) {
-            return Err(c.error_at("epoch_period", "expected at least 1ms"));
+        if epoch_period < MIN_PERIOD {
+            return Err(c.error_at(
+                "epoch_period",
+                &format!("expected at least 1ms, got {epoch_period:?}"),
+            ));
+        }
+        let reconnect_interval = c.duration("reconnect_interval")?;
+        if reconnect_interval < MIN_PERIOD || reconnect_interval > MAX_RECONNECT {
+            return Err(c.error_at(
+                "reconnect_interval",
+                &format!(
+                    "expected from 1ms to 5s (it doubles up to 5s; 0 would reconnect in a busy loop), got {reconnect_interval:?}"
+                ),
+            ));
         }
         let hsb_common::failover::Peers {
             enabled: failover,
@@ -176,6 +190,23 @@ impl Settings {
             heartbeat: heartbeat_peers,
             witnesses: witness_peers,
         } = hsb_common::failover::peers(c, "heartbeat_peers")?;
+        if failover {
+            // An ack must let output out until the next checkpoint can be acknowledged, or the
+            // primary is without authority between every two checkpoints.
+            let l = &decision.lease;
+            let usable = l.ack_lease.saturating_sub(l.margin(l.ack_lease));
+            if usable <= epoch_period {
+                return Err(c.error_at(
+                    "failover.ack-lease",
+                    &format!(
+                        "expected an ack lease that, less its drift margin ({}), is longer than epoch_period ({}), got '{}'",
+                        decision::format_duration(l.margin(l.ack_lease)),
+                        decision::format_duration(epoch_period),
+                        decision::format_duration(l.ack_lease)
+                    ),
+                ));
+            }
+        }
         let xen = hsb_common::xen::XenSettings::from_config(c)?;
         Ok(Settings {
             xen,
@@ -195,14 +226,13 @@ impl Settings {
             standby_witness: c.addr("standby_witness")?,
             decision_log: c.path("decision_log")?,
             node: c.str("node")?,
-            cluster_key: c.path("cluster_key")?,
             standby: c.addr("standby")?,
             control: c.path("control")?,
             epoch_period,
             max_unacked: c.int("max_unacked")? as usize,
             precopy: c.bool("precopy")?,
             output_limit: c.size("output_limit")? as usize,
-            reconnect_interval: c.duration("reconnect_interval")?,
+            reconnect_interval,
             stats_interval: c.duration("stats_interval")?,
             max_clients: c.int("max_clients")? as usize,
             model_pages,

@@ -44,7 +44,6 @@ pub fn schema() -> &'static [KeySpec] {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node: String,
-    pub cluster_key: PathBuf,
     pub listen: SocketAddr,
     pub control: PathBuf,
     pub frame_max: usize,
@@ -108,7 +107,6 @@ impl Settings {
         Ok(Settings {
             xen,
             node: c.str("node")?,
-            cluster_key: c.path("cluster_key")?,
             listen: c.addr("listen")?,
             control: c.path("control")?,
             frame_max,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
 use hsb_common::decision;
 
-use crate::probe::{ProbeKind, ProbeSpec};
+use crate::probe::{ProbeKind, ProbeSpec, MAX_PERIOD};
 
 static OWN: &[KeySpec] = &[
     KeySpec { key: "node", kind: ValueKind::Str, default: Some("witness"), help: "this witness's name" },
@@ -18,9 +18,9 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "primary", kind: ValueKind::Addr, default: None, help: "hsb-primary's witness address (its `witness_listen`)" },
     KeySpec { key: "standby", kind: ValueKind::Addr, default: None, help: "hsb-standby's witness address (its `witness_listen`)" },
     KeySpec { key: "probe", kind: ValueKind::Str, default: None, help: "how clients use the application: `tcp IP:PORT`, `http IP:PORT PATH [STATUS]`, `line IP:PORT REQUEST PREFIX` or `cmd PROGRAM ARGS...`" },
-    KeySpec { key: "probe_interval", kind: ValueKind::Duration, default: Some("20ms"), help: "how often the application and the daemons are probed" },
-    KeySpec { key: "probe_timeout", kind: ValueKind::Duration, default: Some("50ms"), help: "how long a probe may take before it counts as a timeout" },
-    KeySpec { key: "report_interval", kind: ValueKind::Duration, default: Some("50ms"), help: "how often a report goes to the standby and the primary" },
+    KeySpec { key: "probe_interval", kind: ValueKind::Duration, default: Some("20ms"), help: "how often the application and the daemons are probed (1ms to 1h)" },
+    KeySpec { key: "probe_timeout", kind: ValueKind::Duration, default: Some("50ms"), help: "how long a probe may take before it counts as a timeout (1ms to 1h; may exceed probe_interval: a probe in flight delays the next)" },
+    KeySpec { key: "report_interval", kind: ValueKind::Duration, default: Some("50ms"), help: "how often a report goes to the standby and the primary (at least 1ms, at most half of failover.report-fresh)" },
     KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/witness.state"), help: "where the rollback guard (highest epoch, outstanding promise) survives restarts" },
     KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/witness.sock"), help: "control socket for `hsb-witness status`" },
 ];
@@ -37,7 +37,6 @@ pub fn schema() -> &'static [KeySpec] {
 pub struct Settings {
     pub node: String,
     pub id: u8,
-    pub cluster_key: PathBuf,
     pub listen: SocketAddr,
     pub primary: SocketAddr,
     pub standby: SocketAddr,
@@ -57,22 +56,67 @@ impl Settings {
         if !decision.witnesses.contains(id) {
             return Err(c.error_at("id", &format!("{id} is not among failover.witnesses")));
         }
+        let d = decision::format_duration;
+        // A run still in flight delays the next one, so a timeout longer than the interval is
+        // fine: it only stretches the interval. Zero is not: the witness would probe in a busy
+        // loop, or every probe would time out.
+        let probe = ProbeSpec {
+            kind,
+            interval: period(c, "probe_interval", MAX_PERIOD)?,
+            timeout: period(c, "probe_timeout", MAX_PERIOD)?,
+        };
+        probe
+            .validate()
+            .map_err(|e| c.error_at("probe", &e.to_string()))?;
+        let report_interval = period(c, "report_interval", MAX_PERIOD)?;
+        if report_interval.saturating_mul(2) > decision.report_fresh {
+            return Err(c.error_at(
+                "report_interval",
+                &format!(
+                    "expected at most half of failover.report-fresh ({}), so that one lost report does not leave the standby without a fresh one, got '{}'",
+                    d(decision.report_fresh),
+                    d(report_interval)
+                ),
+            ));
+        }
+        // The daemons are pinged every probe_interval.
+        if decision.host_fresh < probe.interval.saturating_mul(2) {
+            return Err(c.error_at(
+                "failover.host-fresh",
+                &format!(
+                    "expected at least twice probe_interval ({}): the daemons are pinged once per probe_interval, and one lost ping must not make a live daemon look down, got '{}'",
+                    d(probe.interval),
+                    d(decision.host_fresh)
+                ),
+            ));
+        }
         Ok(Settings {
             node: c.str("node")?,
             id,
-            cluster_key: c.path("cluster_key")?,
             listen: c.addr("listen")?,
             primary: c.addr("primary")?,
             standby: c.addr("standby")?,
-            probe: ProbeSpec {
-                kind,
-                interval: c.duration("probe_interval")?,
-                timeout: c.duration("probe_timeout")?,
-            },
-            report_interval: c.duration("report_interval")?,
+            probe,
+            report_interval,
             state_file: c.path("state_file")?,
             control: c.path("control")?,
             decision,
         })
     }
+}
+
+/// A period or timeout from 1ms to `max`.
+fn period(c: &Config, key: &str, max: Duration) -> Result<Duration, ConfigError> {
+    let v = c.duration(key)?;
+    if v < decision::MIN_PERIOD || v > max {
+        return Err(c.error_at(
+            key,
+            &format!(
+                "expected from 1ms to {}, got '{}'",
+                decision::format_duration(max),
+                decision::format_duration(v)
+            ),
+        ));
+    }
+    Ok(v)
 }
