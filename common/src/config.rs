@@ -629,6 +629,87 @@ mod tests {
         );
     }
 
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("hsb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d.join(name)
+    }
+
+    /// A file is read to at most 1 MiB whatever it claims to be; the message says why.
+    #[test]
+    fn files_are_bounded_text() {
+        let big = scratch("big.conf");
+        let mut text = "listen = 1.2.3.4:5\n".to_string();
+        text.push_str(&"#".repeat(MAX_CONFIG_BYTES as usize));
+        std::fs::write(&big, &text).unwrap();
+        let e = Config::load(SCHEMA, Some(&big), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "big.conf: larger than 1048576 bytes (1 MiB), the most a configuration file may be"
+            ),
+            "{e}"
+        );
+        // A device that never ends is refused the same way, not read forever.
+        let e = Config::load(SCHEMA, Some(Path::new("/dev/zero")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
+        let dir = big.parent().unwrap();
+        let e = Config::load(SCHEMA, Some(dir), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(": is a directory, expected a configuration file (key = value lines)"),
+            "{e}"
+        );
+        let bin = scratch("bin.conf");
+        std::fs::write(&bin, b"listen = 1.2.3.4:5\n# \xff\xfe\n").unwrap();
+        let e = Config::load(SCHEMA, Some(&bin), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("bin.conf:2: not UTF-8 text (invalid byte at offset 21)"),
+            "{e}"
+        );
+        let ok = scratch("ok.conf");
+        std::fs::write(&ok, "listen = 1.2.3.4:5\n").unwrap();
+        Config::load(SCHEMA, Some(&ok), &[]).unwrap();
+        // --set text is bounded as a file is.
+        let huge = format!("n={}", "1".repeat(MAX_CONFIG_BYTES as usize));
+        let e = Config::load(SCHEMA, Some(&ok), &[huge])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("<command line>: --set values of 1048578 bytes in all exceed 1 MiB"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Values are quoted back in part, control characters escaped; a long unknown key is cheap.
+    #[test]
+    fn messages_quote_values_in_part() {
+        let long = "x".repeat(500_000);
+        let e = Config::from_text(SCHEMA, "p", &format!("epoch_period = {long}\u{1b}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 200, "{e}");
+        assert!(e.ends_with(&format!("got '{}...'", "x".repeat(80))), "{e}");
+        let e = Config::from_text(SCHEMA, "p", "epoch_period = 1\u{1b}[2J", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("got '1\\u{1b}[2J'"), "{e}");
+        let t = std::time::Instant::now();
+        let e = Config::from_text(SCHEMA, "p", &format!("{long} = 1"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400 && e.contains("unknown key"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(excerpt("a\tb"), "a\\tb");
+    }
+
     #[test]
     fn value_parsers() {
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));

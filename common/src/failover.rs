@@ -243,6 +243,118 @@ mod tests {
     }];
     static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
+    static PEERS_OWN: &[KeySpec] = &[
+        KeySpec {
+            key: "failover",
+            kind: ValueKind::Bool,
+            default: Some("true"),
+            help: "",
+        },
+        KeySpec {
+            key: "heartbeat",
+            kind: ValueKind::AddrList,
+            default: Some("127.0.0.1:9"),
+            help: "",
+        },
+        KeySpec {
+            key: "witness_peers",
+            kind: ValueKind::Str,
+            default: Some("1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3"),
+            help: "",
+        },
+    ];
+    static PEERS_CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
+
+    fn peers_of(text: &str) -> Result<Peers, String> {
+        let s = schema(PEERS_OWN, &PEERS_CELL);
+        let c = Config::from_text(s, "p.conf", text, &[]).map_err(|e| e.to_string())?;
+        peers(&c, "heartbeat").map_err(|e| e.to_string())
+    }
+
+    /// The rules are reported at the key and line, with the value as written.
+    #[test]
+    fn refusals_name_file_line_key_value_and_expectation() {
+        for (text, want) in [
+            (
+                "failover.witnesses = 1,2\n",
+                "p.conf:1: key 'failover.witnesses': expected an odd number of witnesses, at least 3 (got 2)",
+            ),
+            (
+                "failover.witnesses = 1,2,3,4\n",
+                "p.conf:1: key 'failover.witnesses': expected an odd number of witnesses, at least 3 (got 4)",
+            ),
+            (
+                "\nfailover.hb-interval = 0s\n",
+                "p.conf:2: key 'failover.hb-interval': expected at least 1ms (with 0, heartbeats would be sent in a busy loop), got '0s'",
+            ),
+            (
+                "failover.hb-interval = 50ms\n",
+                "p.conf (default): key 'failover.hb-timeout': expected at least twice hb-interval (50ms), so that one lost heartbeat is not a suspicion, got '50ms'",
+            ),
+            (
+                "failover.hb-interval = 100ms\nfailover.hb-timeout = 100ms\n",
+                "p.conf:2: key 'failover.hb-timeout': expected at least twice hb-interval (100ms)",
+            ),
+            ("failover.query-timeout = 0s\n", "p.conf:1: key 'failover.query-timeout': expected at least 1ms"),
+            ("failover.lease = 0s\n", "p.conf:1: key 'failover.lease': expected at least 1ms"),
+            ("failover.ack-lease = 0s\n", "p.conf:1: key 'failover.ack-lease': expected at least 1ms"),
+            ("failover.witnesses =\n", "p.conf:1: key 'failover.witnesses': the client-oriented policy needs witnesses"),
+        ] {
+            let e = peers_of(text).expect_err(text);
+            assert!(e.starts_with(want), "{text:?}:\n got  {e}\n want {want}");
+        }
+        // Without the witness quorum, no witness set is needed: an empty one is not refused.
+        peers_of("failover.policy = heartbeat-only\nfailover.witnesses =\nwitness_peers =\n")
+            .expect("heartbeat-only without witnesses");
+    }
+
+    #[test]
+    fn witness_peers_name_each_configured_witness_once() {
+        for (peers, want) in [
+            (
+                "1=127.0.0.1:1,1=127.0.0.1:2,2=127.0.0.1:3,3=127.0.0.1:4",
+                "key 'witness_peers': witness 1 is given twice",
+            ),
+            (
+                "1=127.0.0.1:1,2=127.0.0.1:1,3=127.0.0.1:4",
+                "key 'witness_peers': witnesses 1 and 2 share the address 127.0.0.1:1",
+            ),
+            (
+                "1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3,4=127.0.0.1:4",
+                "key 'witness_peers': witness 4 is not among failover.witnesses (1,2,3)",
+            ),
+            (
+                "1=127.0.0.1:1",
+                "key 'witness_peers': no address for witness 2, 3 (expected ID=IP:PORT for each of failover.witnesses: 1,2,3)",
+            ),
+            ("", "key 'witness_peers': no address for witness 1, 2, 3"),
+            ("1=127.0.0.1", "'127.0.0.1' is not an address IP:PORT"),
+            ("x=127.0.0.1:1", "'x' is not a witness id (0-255)"),
+            ("1:127.0.0.1:1", "'1:127.0.0.1:1' is not ID=IP:PORT"),
+        ] {
+            let text = format!("witness_peers = {peers}\n");
+            let e = peers_of(&text).expect_err(peers);
+            assert!(e.contains(want), "{peers:?}:\n got  {e}\n want {want}");
+            // Even with failover off, a list that is given must be right...
+            if !peers.is_empty() {
+                let e = peers_of(&format!("failover = false\n{text}")).expect_err(peers);
+                assert!(e.contains(want), "failover off, {peers:?}: {e}");
+            }
+        }
+        // ...but it need not be given.
+        peers_of("failover = false\nwitness_peers =\n").expect("failover off, no peers");
+        let many: Vec<String> = (1..=16).map(|i| format!("{i}=127.0.0.1:{i}")).collect();
+        let e = peers_of(&format!("witness_peers = {}\n", many.join(","))).expect_err("16");
+        assert!(e.contains("more than 15 witnesses"), "{e}");
+        let p = peers_of("").expect("defaults");
+        assert_eq!(p.witnesses.len(), 3);
+        let e = peers_of("heartbeat = 127.0.0.1:9,127.0.0.1:10\n").expect_err("two links");
+        assert!(
+            e.contains("key 'heartbeat': expected 1 address(es), one per heartbeat link (failover.hb-links), got 2"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn keys_parse_and_errors_are_located() {
         let s = schema(OWN, &CELL);

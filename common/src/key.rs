@@ -215,6 +215,60 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Regression: a directory was reported as "mode 755 lets group or others read it; run
+    /// `chmod 600`" (or, at mode 700, as "file too large").
+    #[test]
+    fn only_regular_files_are_keys() {
+        let dir = std::env::temp_dir().join(format!("hsb-key-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for mode in [0o755, 0o700] {
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = ClusterKey::load(&dir).unwrap_err();
+            assert!(matches!(e, KeyError::NotAFile { .. }), "{e}");
+            assert_eq!(
+                e.to_string(),
+                format!(
+                    "cluster key {}: is a directory, expected a file of 64 hex digits (mode 0600, as written by `hsb-primary keygen`)",
+                    dir.display()
+                )
+            );
+        }
+        let e = ClusterKey::load(Path::new("/dev/null")).unwrap_err();
+        assert!(e.to_string().contains("is not a regular file"), "{e}");
+        // Located at the configuration key, as every configuration error is.
+        static SCHEMA: &[crate::config::KeySpec] = &[crate::config::KeySpec {
+            key: "cluster_key",
+            kind: crate::config::ValueKind::Path,
+            default: None,
+            help: "",
+        }];
+        let c = Config::from_text(
+            SCHEMA,
+            "s.conf",
+            &format!("cluster_key = {}\n", dir.display()),
+            &[],
+        )
+        .unwrap();
+        let e = ClusterKey::load_configured(&c, "cluster_key")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("s.conf:1: key 'cluster_key': cluster key "),
+            "{e}"
+        );
+        assert!(e.contains("is a directory"), "{e}");
+        let c = Config::from_text(SCHEMA, "s.conf", "cluster_key =\n", &[]).unwrap();
+        let e = ClusterKey::load_configured(&c, "cluster_key")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "s.conf:1: key 'cluster_key': expected the path of the cluster key file"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn hex_round_trip_and_debug_hides_secret() {
         let k = ClusterKey::from_bytes([0xab; 32]);

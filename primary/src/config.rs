@@ -242,3 +242,54 @@ impl Settings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Result<Settings, String> {
+        let text = format!("cluster_key = k\nstandby = 127.0.0.1:1\n{extra}");
+        let c = Config::from_text(schema(), "p.conf", &text, &[]).map_err(|e| e.to_string())?;
+        Settings::from_config(&c).map_err(|e| e.to_string())
+    }
+
+    const FAILOVER: &str = "failover = true\nheartbeat_peers = 127.0.0.1:9\nwitness_peers = 1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3\n";
+
+    #[test]
+    fn periods_are_refused_where_they_cannot_work() {
+        settings("").expect("defaults");
+        settings(FAILOVER).expect("defaults with failover");
+        for (extra, want) in [
+            (
+                "epoch_period = 0s\n",
+                "p.conf:3: key 'epoch_period': expected at least 1ms",
+            ),
+            (
+                "reconnect_interval = 0s\n",
+                "p.conf:3: key 'reconnect_interval': expected from 1ms to 5s",
+            ),
+            (
+                "reconnect_interval = 6s\n",
+                "p.conf:3: key 'reconnect_interval': expected from 1ms to 5s",
+            ),
+            (
+                "failover.hb-interval = 0s\n",
+                "p.conf:3: key 'failover.hb-interval': expected at least 1ms",
+            ),
+        ] {
+            let e = settings(extra).expect_err(extra);
+            assert!(e.starts_with(want), "{extra:?}: {e}");
+        }
+        // With failover on, an ack must last until the next checkpoint can be acknowledged.
+        let e = settings(&format!("{FAILOVER}epoch_period = 100ms\n")).expect_err("ack-lease");
+        assert!(
+            e.starts_with("p.conf (default): key 'failover.ack-lease': expected an ack lease that, less its drift margin (5800us), is longer than epoch_period (100ms), got '80ms'"),
+            "{e}"
+        );
+        settings(&format!(
+            "{FAILOVER}epoch_period = 100ms\nfailover.ack-lease = 200ms\n"
+        ))
+        .expect("longer ack lease");
+        settings("epoch_period = 100ms\n").expect("no failover: acks are not leases");
+    }
+}

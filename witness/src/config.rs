@@ -120,3 +120,44 @@ fn period(c: &Config, key: &str, max: Duration) -> Result<Duration, ConfigError>
     }
     Ok(v)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Result<Settings, String> {
+        let text = format!("id = 1\ncluster_key = k\nlisten = 127.0.0.1:1\nprimary = 127.0.0.1:2\nstandby = 127.0.0.1:3\nprobe = tcp 127.0.0.1:4\n{extra}");
+        let c = Config::from_text(schema(), "w.conf", &text, &[]).map_err(|e| e.to_string())?;
+        Settings::from_config(&c).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn probe_report_and_freshness_periods_fit_together() {
+        settings("").expect("defaults");
+        // A probe in flight delays the next one: a timeout beyond the interval is fine.
+        let s = settings("probe_interval = 20ms\nprobe_timeout = 1s\n").expect("long timeout");
+        assert_eq!(s.probe.timeout, Duration::from_secs(1));
+        for (extra, want) in [
+            // `check` accepted these, `run` refused them (ProbeSet::new).
+            ("probe_interval = 0s\n", "w.conf:7: key 'probe_interval': expected from 1ms to 3600s, got '0'"),
+            ("probe_timeout = 0s\n", "w.conf:7: key 'probe_timeout': expected from 1ms to 3600s"),
+            ("probe_timeout = 2h\n", "w.conf:7: key 'probe_timeout': expected a duration"),
+            ("probe_timeout = 61m\n", "w.conf:7: key 'probe_timeout': expected from 1ms to 3600s, got '3660s'"),
+            ("report_interval = 0s\n", "w.conf:7: key 'report_interval': expected from 1ms"),
+            (
+                "report_interval = 200ms\n",
+                "w.conf:7: key 'report_interval': expected at most half of failover.report-fresh (300ms)",
+            ),
+            (
+                "probe_interval = 60ms\n",
+                "w.conf (default): key 'failover.host-fresh': expected at least twice probe_interval (60ms)",
+            ),
+            ("failover.witnesses = 1,2\n", "w.conf:7: key 'failover.witnesses': expected an odd number"),
+            ("failover.witnesses = 2,3,4\n", "w.conf:1: key 'id': 1 is not among failover.witnesses"),
+        ] {
+            let e = settings(extra).expect_err(extra);
+            assert!(e.starts_with(want), "{extra:?}: {e}");
+        }
+        settings("probe_interval = 60ms\nfailover.host-fresh = 120ms\n").expect("fresh enough");
+    }
+}
