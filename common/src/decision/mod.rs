@@ -474,7 +474,11 @@ impl Config {
                 h.timeout,
                 "every heartbeat gap would be a suspicion",
             ),
-            ("hb-calm", h.calm, "the stretched timeout would never hold"),
+            (
+                "hb-calm",
+                h.calm,
+                "a stretched timeout would shrink back at once",
+            ),
             ("lease", l.duration, "a lease would be worth nothing"),
             (
                 "lease-max",
