@@ -51,3 +51,14 @@ fn a_seed_replays_exactly() {
         Outcome::Correct
     );
 }
+
+/// The simulator builds its configuration by hand: it must still be one the daemons would
+/// accept (`Config::check`, the rules of README "Configuration rules").
+#[test]
+fn the_simulated_configuration_is_one_the_daemons_accept() {
+    for p in Policy::ALL {
+        hsb_tests::sim::sim_config(p)
+            .check()
+            .unwrap_or_else(|e| panic!("{p}: {e}"));
+    }
+}

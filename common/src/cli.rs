@@ -128,7 +128,22 @@ pub fn start(
     value_opts: &[&str],
 ) -> Result<Args, std::process::ExitCode> {
     use std::process::ExitCode;
-    let words: Vec<String> = std::env::args().skip(1).collect();
+    // `std::env::args` would panic on an argument that is not UTF-8.
+    let words = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            a.into_string().map_err(|a| {
+                format!(
+                    "argument '{}' is not UTF-8",
+                    crate::config::excerpt(&a.to_string_lossy())
+                )
+            })
+        })
+        .collect::<Result<Vec<String>, String>>()
+        .map_err(|e| {
+            eprintln!("{daemon}: {e}");
+            ExitCode::from(2)
+        })?;
     let args = Args::parse_with_values(words.clone(), bool_flags, value_opts).map_err(|e| {
         eprintln!("{daemon}: {e}");
         ExitCode::from(usage_exit(command_word(&words, value_opts).as_deref()))

@@ -10,8 +10,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Largest configuration file accepted.
+/// Largest configuration file accepted; also the most `--set` text taken together.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Most characters of a value or line quoted back in an error message.
+const MAX_EXCERPT: usize = 80;
 
 /// A value that does not parse as its type (the caller reports what was expected).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,11 +180,12 @@ impl Config {
                 return Err(err(
                     Some(n),
                     "",
-                    format!("expected 'key = value', got '{line}'"),
+                    format!("expected 'key = value', got '{}'", excerpt(line)),
                 ));
             };
             let (k, v) = (k.trim(), v.trim());
-            let spec = find(schema, k).ok_or_else(|| err(Some(n), k, unknown_key(schema, k)))?;
+            let spec =
+                find(schema, k).ok_or_else(|| err(Some(n), &excerpt(k), unknown_key(schema, k)))?;
             if values.contains_key(spec.key) {
                 return Err(err(Some(n), k, "set twice in this file".into()));
             }
@@ -189,26 +193,39 @@ impl Config {
                 err(
                     Some(n),
                     k,
-                    format!("expected {}, got '{v}'", spec.kind.expected()),
+                    format!("expected {}, got '{}'", spec.kind.expected(), excerpt(v)),
                 )
             })?;
             values.insert(spec.key, (v.to_string(), Origin::File(n)));
         }
+        let cl = |k: &str, m: String| ConfigError {
+            source: "<command line>".into(),
+            line: None,
+            key: k.to_string(),
+            message: m,
+        };
+        let set_bytes: usize = overrides.iter().map(String::len).sum();
+        if set_bytes as u64 > MAX_CONFIG_BYTES {
+            return Err(cl(
+                "",
+                format!("--set values of {set_bytes} bytes in all exceed 1 MiB"),
+            ));
+        }
         for o in overrides {
-            let cl = |k: &str, m: String| ConfigError {
-                source: "<command line>".into(),
-                line: None,
-                key: k.to_string(),
-                message: m,
-            };
             let Some((k, v)) = o.split_once('=') else {
-                return Err(cl("", format!("--set expects key=value, got '{o}'")));
+                return Err(cl(
+                    "",
+                    format!("--set expects key=value, got '{}'", excerpt(o)),
+                ));
             };
             let (k, v) = (k.trim(), v.trim());
-            let spec = find(schema, k).ok_or_else(|| cl(k, unknown_key(schema, k)))?;
-            spec.kind
-                .check(v)
-                .map_err(|_| cl(k, format!("expected {}, got '{v}'", spec.kind.expected())))?;
+            let spec = find(schema, k).ok_or_else(|| cl(&excerpt(k), unknown_key(schema, k)))?;
+            spec.kind.check(v).map_err(|_| {
+                cl(
+                    k,
+                    format!("expected {}, got '{}'", spec.kind.expected(), excerpt(v)),
+                )
+            })?;
             values.insert(spec.key, (v.to_string(), Origin::CommandLine));
         }
         for spec in schema {
@@ -257,7 +274,7 @@ impl Config {
         parse: impl Fn(&str) -> Result<T, BadValue>,
     ) -> Result<T, ConfigError> {
         let (v, origin) = self.raw(key)?;
-        parse(v).map_err(|_| self.error(key, origin, &format!("cannot use '{v}'")))
+        parse(v).map_err(|_| self.error(key, origin, &format!("cannot use '{}'", excerpt(v))))
     }
 
     /// An error about `key`, located where its value came from.
@@ -351,18 +368,59 @@ pub fn reference_markdown(schema: &[KeySpec]) -> String {
     s
 }
 
+/// Read at most [`MAX_CONFIG_BYTES`] of `p` as UTF-8 text. The size is checked on what is read,
+/// not on what the file claims, so a growing file, a pipe or `/dev/zero` is refused too.
 fn read_bounded(p: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
     let e = |m: String| ConfigError {
         source: p.display().to_string(),
         line: None,
         key: String::new(),
         message: m,
     };
-    let meta = std::fs::metadata(p).map_err(|x| e(format!("cannot read: {x}")))?;
-    if meta.len() > MAX_CONFIG_BYTES {
-        return Err(e(format!("file of {} bytes exceeds 1 MiB", meta.len())));
+    let f = std::fs::File::open(p).map_err(|x| e(format!("cannot read: {x}")))?;
+    if f.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(e(
+            "is a directory, expected a configuration file (key = value lines)".into(),
+        ));
     }
-    std::fs::read_to_string(p).map_err(|x| e(format!("cannot read: {x}")))
+    let mut bytes = Vec::new();
+    f.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|x| e(format!("cannot read: {x}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(e(format!(
+            "larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the most a configuration file may be"
+        )));
+    }
+    String::from_utf8(bytes).map_err(|x| {
+        let at = x.utf8_error().valid_up_to();
+        let line = x.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        ConfigError {
+            source: p.display().to_string(),
+            line: Some(line),
+            key: String::new(),
+            message: format!("not UTF-8 text (invalid byte at offset {at})"),
+        }
+    })
+}
+
+/// `v` as quoted back in an error message: at most [`MAX_EXCERPT`] characters, control
+/// characters escaped, so a hostile value cannot flood or garble the terminal or the log.
+pub fn excerpt(v: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in v.chars().enumerate() {
+        if i == MAX_EXCERPT {
+            out.push_str("...");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn strip_comment(line: &str) -> &str {
@@ -377,10 +435,15 @@ fn find(schema: &'static [KeySpec], key: &str) -> Option<&'static KeySpec> {
 }
 
 fn unknown_key(schema: &[KeySpec], key: &str) -> String {
+    // The distance is at least the difference in length: only near keys are compared, so a
+    // hostile megabyte-long key costs nothing.
     let near: Vec<&str> = schema
         .iter()
         .map(|s| s.key)
-        .filter(|k| edit_distance(k, key) <= 2 || (key.len() >= 4 && k.contains(key)))
+        .filter(|k| {
+            (k.len().abs_diff(key.len()) <= 2 && edit_distance(k, key) <= 2)
+                || (key.len() >= 4 && k.contains(key))
+        })
         .collect();
     if near.is_empty() {
         format!(
@@ -564,6 +627,87 @@ mod tests {
                 .to_string()
                 .starts_with("/nonexistent/x.conf: cannot read")
         );
+    }
+
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("hsb-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d.join(name)
+    }
+
+    /// A file is read to at most 1 MiB whatever it claims to be; the message says why.
+    #[test]
+    fn files_are_bounded_text() {
+        let big = scratch("big.conf");
+        let mut text = "listen = 1.2.3.4:5\n".to_string();
+        text.push_str(&"#".repeat(MAX_CONFIG_BYTES as usize));
+        std::fs::write(&big, &text).unwrap();
+        let e = Config::load(SCHEMA, Some(&big), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "big.conf: larger than 1048576 bytes (1 MiB), the most a configuration file may be"
+            ),
+            "{e}"
+        );
+        // A device that never ends is refused the same way, not read forever.
+        let e = Config::load(SCHEMA, Some(Path::new("/dev/zero")), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 1048576 bytes"), "{e}");
+        let dir = big.parent().unwrap();
+        let e = Config::load(SCHEMA, Some(dir), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(": is a directory, expected a configuration file (key = value lines)"),
+            "{e}"
+        );
+        let bin = scratch("bin.conf");
+        std::fs::write(&bin, b"listen = 1.2.3.4:5\n# \xff\xfe\n").unwrap();
+        let e = Config::load(SCHEMA, Some(&bin), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with("bin.conf:2: not UTF-8 text (invalid byte at offset 21)"),
+            "{e}"
+        );
+        let ok = scratch("ok.conf");
+        std::fs::write(&ok, "listen = 1.2.3.4:5\n").unwrap();
+        Config::load(SCHEMA, Some(&ok), &[]).unwrap();
+        // --set text is bounded as a file is.
+        let huge = format!("n={}", "1".repeat(MAX_CONFIG_BYTES as usize));
+        let e = Config::load(SCHEMA, Some(&ok), &[huge])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("<command line>: --set values of 1048578 bytes in all exceed 1 MiB"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Values are quoted back in part, control characters escaped; a long unknown key is cheap.
+    #[test]
+    fn messages_quote_values_in_part() {
+        let long = "x".repeat(500_000);
+        let e = Config::from_text(SCHEMA, "p", &format!("epoch_period = {long}\u{1b}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 200, "{e}");
+        assert!(e.ends_with(&format!("got '{}...'", "x".repeat(80))), "{e}");
+        let e = Config::from_text(SCHEMA, "p", "epoch_period = 1\u{1b}[2J", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.ends_with("got '1\\u{1b}[2J'"), "{e}");
+        let t = std::time::Instant::now();
+        let e = Config::from_text(SCHEMA, "p", &format!("{long} = 1"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.len() < 400 && e.contains("unknown key"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(excerpt("a\tb"), "a\\tb");
     }
 
     #[test]

@@ -1,39 +1,40 @@
 //! The `failover.*` configuration keys shared by the three daemons: the decision core's
 //! settings ([`crate::decision::Config`]) plus where the peers are.
 
+use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use crate::config::{Config, ConfigError, KeySpec, ValueKind};
-use crate::decision::{self, CONFIG_KEYS};
+use crate::config::{excerpt, Config, ConfigError, KeySpec, ValueKind};
+use crate::decision::{self, WitnessId, CONFIG_KEYS, MAX_WITNESSES};
 
 /// One line of help per decision key.
 fn help(key: &str) -> &'static str {
     match key {
         "policy" => "who decides: client-oriented (witness quorum), heartbeat-only (the Remus baseline) or ping-node (the Linux-HA baseline); must agree on all nodes",
-        "witnesses" => "ids of the configured witnesses, comma-separated (quorum is a strict majority)",
-        "hb-interval" => "heartbeat period, primary to standby, on every link",
-        "hb-timeout" => "silence on all links before the standby suspects the primary (a suspicion only queries the witnesses)",
-        "hb-links" => "number of heartbeat links (addresses in heartbeat_peers)",
-        "hb-max-backoff" => "most the timeout stretches after false suspicions (hysteresis), as a multiple",
-        "hb-calm" => "quiet time after which the stretched timeout shrinks back",
-        "hb-trust-after" => "heartbeats in a row before a suspected primary is trusted again",
-        "lease" => "lease and vote duration granted by witnesses",
-        "lease-max" => "longest lease any witness grants (a restarted witness waits this out before voting)",
-        "drift-ppm" => "clock drift allowance between hosts, parts per million",
-        "drift-fixed" => "fixed allowance added to every lease margin (scheduling, delivery)",
-        "ack-lease" => "how long an ack lets the primary release output; the standby waits this out before activating",
-        "query-timeout" => "how long the standby waits for votes",
-        "requery-min" => "shortest pause between two witness queries",
-        "requery-max" => "longest pause between two witness queries",
-        "report-fresh" => "witness reports older than this are ignored",
+        "witnesses" => "ids of the configured witnesses, comma-separated: an odd number, at least 3 (quorum is a strict majority)",
+        "hb-interval" => "heartbeat period, primary to standby, on every link (at least 1ms)",
+        "hb-timeout" => "silence on all links before the standby suspects the primary (a suspicion only queries the witnesses); at least twice hb-interval",
+        "hb-links" => "number of heartbeat links (addresses in heartbeat_peers), 1 to 4",
+        "hb-max-backoff" => "most the timeout stretches after false suspicions (hysteresis), as a multiple from 1 to 64",
+        "hb-calm" => "quiet time after which the stretched timeout shrinks back; at least hb-timeout",
+        "hb-trust-after" => "heartbeats in a row before a suspected primary is trusted again, 1 to 100",
+        "lease" => "lease and vote duration granted by witnesses; more than twice its drift margin (the primary renews at half the lease)",
+        "lease-max" => "longest lease any witness grants (a restarted witness waits this out before voting); at least lease",
+        "drift-ppm" => "clock drift allowance between hosts, parts per million (0 to 500000)",
+        "drift-fixed" => "fixed allowance added to every lease margin (scheduling, delivery); at least 1ms",
+        "ack-lease" => "how long an ack lets the primary release output; the standby waits this out before activating, so with its margin it is shorter than lease less its margin; primary: less its margin, longer than epoch_period",
+        "query-timeout" => "how long the standby waits for votes (at least 1ms, shorter than lease less its margin)",
+        "requery-min" => "shortest pause between two witness queries (at least 1ms)",
+        "requery-max" => "longest pause between two witness queries (at least requery-min)",
+        "report-fresh" => "witness reports older than this are ignored (at least 1ms; witness: at least twice report_interval)",
         "switchover" => "rule 6: switch over when clients cannot reach the primary but reach the standby",
-        "switchover-hold" => "rule 6: how long the condition must hold first (anti-flap)",
-        "switchover-min-interval" => "rule 6: least time between two switchovers (anti-flap)",
-        "app-down-after" => "witness: the application counts as down after this long without an answer...",
-        "app-down-failures" => "witness: ...and this many failed probes in a row",
-        "host-fresh" => "witness: a daemon counts as reachable if it answered this recently",
-        "fence-after" => "primary: pause the domain after this long without authority (output is held at once)",
-        "ping-interval" => "ping-node baseline: ping period while the heartbeat is lost",
+        "switchover-hold" => "rule 6: how long the condition must hold first (anti-flap; at least 1ms)",
+        "switchover-min-interval" => "rule 6: least time between two switchovers (anti-flap; 0: none)",
+        "app-down-after" => "witness: the application counts as down after this long without an answer (0: at once)...",
+        "app-down-failures" => "witness: ...and this many failed probes in a row (1 to 1000)",
+        "host-fresh" => "witness: a daemon counts as reachable if it answered this recently (at least twice probe_interval)",
+        "fence-after" => "primary: pause the domain after this long without authority (output is held at once; 0: pause at once too)",
+        "ping-interval" => "ping-node baseline: ping period while the heartbeat is lost (at least 1ms)",
         _ => "decision setting",
     }
 }
@@ -84,6 +85,7 @@ pub fn schema_with(
 }
 
 /// Build the decision configuration from the `failover.*` keys, reporting errors at the key.
+/// Every rule of [`decision::Config::check`] applies, so `check` and `run` refuse alike.
 pub fn build(c: &Config) -> Result<decision::Config, ConfigError> {
     let mut d = decision::Config::default();
     let mut pairs = Vec::new();
@@ -91,21 +93,27 @@ pub fn build(c: &Config) -> Result<decision::Config, ConfigError> {
         let v = c.str(&format!("failover.{k}"))?;
         if !v.is_empty() {
             pairs.push((*k, v));
+        } else if *k == "witnesses" {
+            // Said explicitly (the default is 1,2,3): not quietly the default set.
+            let policy = pairs.iter().find(|(k, _)| *k == "policy");
+            if policy.is_none_or(|(_, p)| p == decision::Policy::ClientOriented.name()) {
+                return Err(c.error_at(
+                    "failover.witnesses",
+                    "the client-oriented policy needs witnesses (e.g. 1,2,3)",
+                ));
+            }
         }
     }
     let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
     d.set_many(&refs).map_err(|e| {
+        let key = format!("failover.{}", e.key);
+        // Quote the value as it was written (`0s`, not the core's `0`).
+        let value = c.str(&key).unwrap_or(e.value);
         c.error_at(
-            &format!("failover.{}", e.key),
-            &format!("expected {}, got '{}'", e.expected, e.value),
+            &key,
+            &format!("expected {}, got '{}'", e.expected, excerpt(&value)),
         )
     })?;
-    if d.policy == decision::Policy::ClientOriented && d.witnesses.is_empty() {
-        return Err(c.error_at(
-            "failover.witnesses",
-            "the client-oriented policy needs witnesses (e.g. 1,2,3)",
-        ));
-    }
     Ok(d)
 }
 
@@ -123,28 +131,28 @@ pub struct Peers {
 }
 
 /// Read `failover`, the `failover.*` keys, the heartbeat addresses under `heartbeat_key` and
-/// `witness_peers`; when failover is on, check there is one heartbeat address per link and
-/// (client-oriented policy) one address per configured witness.
+/// `witness_peers`. `witness_peers`, when given, names each of `failover.witnesses` exactly
+/// once; when failover is on there is one heartbeat address per link and (client-oriented
+/// policy) `witness_peers` must be given.
 pub fn peers(c: &Config, heartbeat_key: &str) -> Result<Peers, ConfigError> {
     let enabled = c.bool("failover")?;
     let decision = build(c)?;
     let heartbeat = c.addrs(heartbeat_key)?;
-    let witnesses = crate::recorder::parse_witness_peers(&c.str("witness_peers")?)
+    let witnesses = parse_witness_peers(&c.str("witness_peers")?)
         .map_err(|e| c.error_at("witness_peers", &e))?;
-    if enabled {
-        if heartbeat.len() != decision.heartbeat.links as usize {
-            return Err(c.error_at(
-                heartbeat_key,
-                &format!(
-                    "expected {} address(es), one per heartbeat link (failover.hb-links)",
-                    decision.heartbeat.links
-                ),
-            ));
-        }
-        if decision.policy == decision::Policy::ClientOriented {
-            crate::recorder::check_peers(&witnesses, &decision)
-                .map_err(|e| c.error_at("witness_peers", &e))?;
-        }
+    let needed = enabled && decision.policy == decision::Policy::ClientOriented;
+    if needed || !witnesses.is_empty() {
+        check_peers(&witnesses, &decision).map_err(|e| c.error_at("witness_peers", &e))?;
+    }
+    if enabled && heartbeat.len() != decision.heartbeat.links as usize {
+        return Err(c.error_at(
+            heartbeat_key,
+            &format!(
+                "expected {} address(es), one per heartbeat link (failover.hb-links), got {}",
+                decision.heartbeat.links,
+                heartbeat.len()
+            ),
+        ));
     }
     Ok(Peers {
         enabled,
@@ -170,6 +178,75 @@ pub fn node_name(c: &Config) -> Result<String, ConfigError> {
     Ok(node)
 }
 
+/// Parse `1=10.0.0.1:7300,2=10.0.0.2:7300` into (witness id, address) pairs: at most
+/// [`MAX_WITNESSES`], each id and each address once (a witness is one daemon with one address).
+pub fn parse_witness_peers(s: &str) -> Result<Vec<(WitnessId, SocketAddr)>, String> {
+    let mut out: Vec<(WitnessId, SocketAddr)> = Vec::new();
+    for p in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        if out.len() == MAX_WITNESSES {
+            return Err(format!(
+                "more than {MAX_WITNESSES} witnesses (expected ID=IP:PORT for each of failover.witnesses)"
+            ));
+        }
+        let (id, addr) = p
+            .split_once('=')
+            .ok_or_else(|| format!("'{}' is not ID=IP:PORT", excerpt(p)))?;
+        let id: WitnessId = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{}' is not a witness id (0-255)", excerpt(id.trim())))?;
+        let addr: SocketAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("'{}' is not an address IP:PORT", excerpt(addr.trim())))?;
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(format!(
+                "witness {id} is given twice (expected one ID=IP:PORT per witness)"
+            ));
+        }
+        if let Some((other, _)) = out.iter().find(|(_, a)| *a == addr) {
+            return Err(format!(
+                "witnesses {other} and {id} share the address {addr} (each witness is its own daemon)"
+            ));
+        }
+        out.push((id, addr));
+    }
+    Ok(out)
+}
+
+/// Check that the peers cover exactly the configured witnesses.
+pub fn check_peers(
+    peers: &[(WitnessId, SocketAddr)],
+    cfg: &decision::Config,
+) -> Result<(), String> {
+    if let Some((p, _)) = peers.iter().find(|(p, _)| !cfg.witnesses.contains(*p)) {
+        return Err(format!(
+            "witness {p} is not among failover.witnesses ({})",
+            ids(cfg)
+        ));
+    }
+    let missing: Vec<String> = cfg
+        .witnesses
+        .ids()
+        .iter()
+        .filter(|id| !peers.iter().any(|(p, _)| p == *id))
+        .map(|id| id.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "no address for witness {} (expected ID=IP:PORT for each of failover.witnesses: {})",
+            missing.join(", "),
+            ids(cfg)
+        ));
+    }
+    Ok(())
+}
+
+fn ids(cfg: &decision::Config) -> String {
+    let v: Vec<String> = cfg.witnesses.ids().iter().map(|i| i.to_string()).collect();
+    v.join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +258,118 @@ mod tests {
         help: "x",
     }];
     static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
+
+    static PEERS_OWN: &[KeySpec] = &[
+        KeySpec {
+            key: "failover",
+            kind: ValueKind::Bool,
+            default: Some("true"),
+            help: "",
+        },
+        KeySpec {
+            key: "heartbeat",
+            kind: ValueKind::AddrList,
+            default: Some("127.0.0.1:9"),
+            help: "",
+        },
+        KeySpec {
+            key: "witness_peers",
+            kind: ValueKind::Str,
+            default: Some("1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3"),
+            help: "",
+        },
+    ];
+    static PEERS_CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
+
+    fn peers_of(text: &str) -> Result<Peers, String> {
+        let s = schema(PEERS_OWN, &PEERS_CELL);
+        let c = Config::from_text(s, "p.conf", text, &[]).map_err(|e| e.to_string())?;
+        peers(&c, "heartbeat").map_err(|e| e.to_string())
+    }
+
+    /// The rules are reported at the key and line, with the value as written.
+    #[test]
+    fn refusals_name_file_line_key_value_and_expectation() {
+        for (text, want) in [
+            (
+                "failover.witnesses = 1,2\n",
+                "p.conf:1: key 'failover.witnesses': expected an odd number of witnesses, at least 3 (got 2)",
+            ),
+            (
+                "failover.witnesses = 1,2,3,4\n",
+                "p.conf:1: key 'failover.witnesses': expected an odd number of witnesses, at least 3 (got 4)",
+            ),
+            (
+                "\nfailover.hb-interval = 0s\n",
+                "p.conf:2: key 'failover.hb-interval': expected at least 1ms (with 0, heartbeats would be sent in a busy loop), got '0s'",
+            ),
+            (
+                "failover.hb-interval = 50ms\n",
+                "p.conf (default): key 'failover.hb-timeout': expected at least twice hb-interval (50ms), so that one lost heartbeat is not a suspicion, got '50ms'",
+            ),
+            (
+                "failover.hb-interval = 100ms\nfailover.hb-timeout = 100ms\n",
+                "p.conf:2: key 'failover.hb-timeout': expected at least twice hb-interval (100ms)",
+            ),
+            ("failover.query-timeout = 0s\n", "p.conf:1: key 'failover.query-timeout': expected at least 1ms"),
+            ("failover.lease = 0s\n", "p.conf:1: key 'failover.lease': expected at least 1ms"),
+            ("failover.ack-lease = 0s\n", "p.conf:1: key 'failover.ack-lease': expected at least 1ms"),
+            ("failover.witnesses =\n", "p.conf:1: key 'failover.witnesses': the client-oriented policy needs witnesses"),
+        ] {
+            let e = peers_of(text).expect_err(text);
+            assert!(e.starts_with(want), "{text:?}:\n got  {e}\n want {want}");
+        }
+        // Without the witness quorum, no witness set is needed: an empty one is not refused.
+        peers_of("failover.policy = heartbeat-only\nfailover.witnesses =\nwitness_peers =\n")
+            .expect("heartbeat-only without witnesses");
+    }
+
+    #[test]
+    fn witness_peers_name_each_configured_witness_once() {
+        for (peers, want) in [
+            (
+                "1=127.0.0.1:1,1=127.0.0.1:2,2=127.0.0.1:3,3=127.0.0.1:4",
+                "key 'witness_peers': witness 1 is given twice",
+            ),
+            (
+                "1=127.0.0.1:1,2=127.0.0.1:1,3=127.0.0.1:4",
+                "key 'witness_peers': witnesses 1 and 2 share the address 127.0.0.1:1",
+            ),
+            (
+                "1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3,4=127.0.0.1:4",
+                "key 'witness_peers': witness 4 is not among failover.witnesses (1,2,3)",
+            ),
+            (
+                "1=127.0.0.1:1",
+                "key 'witness_peers': no address for witness 2, 3 (expected ID=IP:PORT for each of failover.witnesses: 1,2,3)",
+            ),
+            ("", "key 'witness_peers': no address for witness 1, 2, 3"),
+            ("1=127.0.0.1", "'127.0.0.1' is not an address IP:PORT"),
+            ("x=127.0.0.1:1", "'x' is not a witness id (0-255)"),
+            ("1:127.0.0.1:1", "'1:127.0.0.1:1' is not ID=IP:PORT"),
+        ] {
+            let text = format!("witness_peers = {peers}\n");
+            let e = peers_of(&text).expect_err(peers);
+            assert!(e.contains(want), "{peers:?}:\n got  {e}\n want {want}");
+            // Even with failover off, a list that is given must be right...
+            if !peers.is_empty() {
+                let e = peers_of(&format!("failover = false\n{text}")).expect_err(peers);
+                assert!(e.contains(want), "failover off, {peers:?}: {e}");
+            }
+        }
+        // ...but it need not be given.
+        peers_of("failover = false\nwitness_peers =\n").expect("failover off, no peers");
+        let many: Vec<String> = (1..=16).map(|i| format!("{i}=127.0.0.1:{i}")).collect();
+        let e = peers_of(&format!("witness_peers = {}\n", many.join(","))).expect_err("16");
+        assert!(e.contains("more than 15 witnesses"), "{e}");
+        let p = peers_of("").expect("defaults");
+        assert_eq!(p.witnesses.len(), 3);
+        let e = peers_of("heartbeat = 127.0.0.1:9,127.0.0.1:10\n").expect_err("two links");
+        assert!(
+            e.contains("key 'heartbeat': expected 1 address(es), one per heartbeat link (failover.hb-links), got 2"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn keys_parse_and_errors_are_located() {

@@ -7,7 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::decision::record::{config_line, AnyInput, Start};
-use crate::decision::{Config, Epoch, Evidence, Nanos, Role, WitnessId};
+use crate::decision::{Config, Epoch, Evidence, Nanos, Role};
 
 /// Bytes written before the log stops growing (with one warning).
 pub const MAX_LOG_BYTES: u64 = 256 << 20;
@@ -84,62 +84,5 @@ impl Recorder {
         if let Some(o) = self.out.as_mut() {
             let _ = o.flush();
         }
-    }
-}
-
-/// Parse `1=10.0.0.1:7300,2=10.0.0.2:7300` into (witness id, address) pairs.
-pub fn parse_witness_peers(s: &str) -> Result<Vec<(WitnessId, std::net::SocketAddr)>, String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (id, addr) = p
-                .split_once('=')
-                .ok_or_else(|| format!("'{p}' is not ID=IP:PORT"))?;
-            let id: WitnessId = id
-                .trim()
-                .parse()
-                .map_err(|_| format!("'{id}' is not a witness id"))?;
-            let addr = addr
-                .trim()
-                .parse()
-                .map_err(|_| format!("'{addr}' is not an address IP:PORT"))?;
-            Ok((id, addr))
-        })
-        .collect()
-}
-
-/// Check that the peers cover exactly the configured witnesses.
-pub fn check_peers(
-    peers: &[(WitnessId, std::net::SocketAddr)],
-    cfg: &Config,
-) -> Result<(), String> {
-    for id in cfg.witnesses.ids() {
-        if !peers.iter().any(|(p, _)| p == id) {
-            return Err(format!(
-                "no address for witness {id} (expected ID=IP:PORT for each of failover.witnesses)"
-            ));
-        }
-    }
-    if let Some((p, _)) = peers.iter().find(|(p, _)| !cfg.witnesses.contains(*p)) {
-        return Err(format!("witness {p} is not among failover.witnesses"));
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn peers_parse_and_check() {
-        let p = parse_witness_peers("1=127.0.0.1:1, 2=127.0.0.1:2,3=127.0.0.1:3").unwrap();
-        assert_eq!(p.len(), 3);
-        check_peers(&p, &Config::default()).unwrap();
-        assert!(check_peers(&p[..2], &Config::default())
-            .unwrap_err()
-            .contains("witness 3"));
-        assert!(parse_witness_peers("1:127.0.0.1:1").is_err());
-        assert!(parse_witness_peers("x=127.0.0.1:1").is_err());
     }
 }

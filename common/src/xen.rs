@@ -51,7 +51,7 @@ pub static KEYS: &[KeySpec] = &[
     KeySpec { key: "xen.domain", kind: ValueKind::Str, default: Some(""), help: "xen backend: the guest (primary) or the paused replica (standby), by name or domain id" },
     KeySpec { key: "xen.vif", kind: ValueKind::Str, default: Some(""), help: "xen backend, primary: the guest's network backend device whose output is held until ack (empty: vif<domid>.0)" },
     KeySpec { key: "xen.output", kind: ValueKind::Choice(&["plug", "none"]), default: Some("plug"), help: "xen backend, primary: hold the guest's network output until its checkpoint is acknowledged with the `plug` qdisc (needs sch_plug, ifb, act_mirred, cls_matchall), or `none` (no output commit: what a client saw may be lost on failover)" },
-    KeySpec { key: "xen.suspend_timeout", kind: ValueKind::Duration, default: Some("2s"), help: "xen backend, primary: how long a guest may take to suspend for a checkpoint or a fence (polled, never blocking the loop); a fenced guest that does not suspend in time is paused outright" },
+    KeySpec { key: "xen.suspend_timeout", kind: ValueKind::Duration, default: Some("2s"), help: "xen backend, primary: how long a guest may take to suspend for a checkpoint or a fence (polled, never blocking the loop; at least 1ms); a fenced guest that does not suspend in time is paused outright" },
 ];
 
 /// Which domain: by id or by name.
@@ -111,11 +111,20 @@ impl XenSettings {
         if vif.len() > 15 || vif.contains('/') {
             return Err(c.error_at("xen.vif", "expected a network device name"));
         }
+        let suspend_timeout = c.duration("xen.suspend_timeout")?;
+        if suspend_timeout < crate::decision::MIN_PERIOD {
+            return Err(c.error_at(
+                "xen.suspend_timeout",
+                &format!(
+                    "expected at least 1ms (with 0 every suspend would time out), got {suspend_timeout:?}"
+                ),
+            ));
+        }
         Ok(Some(XenSettings {
             domain,
             vif: (!vif.is_empty()).then_some(vif),
             plug: c.str("xen.output")? == "plug",
-            suspend_timeout: c.duration("xen.suspend_timeout")?,
+            suspend_timeout,
         }))
     }
 }
@@ -1054,6 +1063,10 @@ mod tests {
             (
                 "backend = xen\nxen.domain = g\nxen.output = tc\n",
                 "xen.output",
+            ),
+            (
+                "backend = xen\nxen.domain = g\nxen.suspend_timeout = 0s\n",
+                "t.conf:3: key 'xen.suspend_timeout': expected at least 1ms",
             ),
         ] {
             let e = settings(text).unwrap_err().to_string();

@@ -6,7 +6,10 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
-use hsb_common::decision::{self, WitnessId};
+use hsb_common::decision::{self, WitnessId, MIN_PERIOD};
+
+/// Longest reconnect delay: the backoff doubles up to this.
+pub const MAX_RECONNECT: Duration = Duration::from_secs(5);
 
 static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
@@ -86,7 +89,7 @@ static OWN: &[KeySpec] = &[
         key: "reconnect_interval",
         kind: ValueKind::Duration,
         default: Some("200ms"),
-        help: "first retry delay after the standby connection fails (doubles up to 5s)",
+        help: "first retry delay after the standby connection fails (doubles up to 5s); from 1ms to 5s",
     },
     KeySpec {
         key: "stats_interval",
@@ -136,7 +139,6 @@ static OWN: &[KeySpec] = &[
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node: String,
-    pub cluster_key: PathBuf,
     pub standby: SocketAddr,
     pub control: PathBuf,
     pub control_group: Option<hsb_common::ctl::ControlGroup>,
@@ -171,8 +173,20 @@ impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
         let model_pages = hsb_common::model::pages_from_config(c)?;
         let epoch_period = c.duration("epoch_period")?;
-        if epoch_period < Duration::from_millis(1) {
-            return Err(c.error_at("epoch_period", "expected at least 1ms"));
+        if epoch_period < MIN_PERIOD {
+            return Err(c.error_at(
+                "epoch_period",
+                &format!("expected at least 1ms, got {epoch_period:?}"),
+            ));
+        }
+        let reconnect_interval = c.duration("reconnect_interval")?;
+        if reconnect_interval < MIN_PERIOD || reconnect_interval > MAX_RECONNECT {
+            return Err(c.error_at(
+                "reconnect_interval",
+                &format!(
+                    "expected from 1ms to 5s (it doubles up to 5s; 0 would reconnect in a busy loop), got {reconnect_interval:?}"
+                ),
+            ));
         }
         let hsb_common::failover::Peers {
             enabled: failover,
@@ -180,6 +194,23 @@ impl Settings {
             heartbeat: heartbeat_peers,
             witnesses: witness_peers,
         } = hsb_common::failover::peers(c, "heartbeat_peers")?;
+        if failover {
+            // An ack must let output out until the next checkpoint can be acknowledged, or the
+            // primary is without authority between every two checkpoints.
+            let l = &decision.lease;
+            let usable = l.ack_lease.saturating_sub(l.margin(l.ack_lease));
+            if usable <= epoch_period {
+                return Err(c.error_at(
+                    "failover.ack-lease",
+                    &format!(
+                        "expected an ack lease that, less its drift margin ({}), is longer than epoch_period ({}), got '{}'",
+                        decision::format_duration(l.margin(l.ack_lease)),
+                        decision::format_duration(epoch_period),
+                        decision::format_duration(l.ack_lease)
+                    ),
+                ));
+            }
+        }
         let xen = hsb_common::xen::XenSettings::from_config(c)?;
         Ok(Settings {
             xen,
@@ -200,7 +231,6 @@ impl Settings {
             standby_witness: c.addr("standby_witness")?,
             decision_log: c.path("decision_log")?,
             node: hsb_common::failover::node_name(c)?,
-            cluster_key: c.path("cluster_key")?,
             standby: c.addr("standby")?,
             control: c.path("control")?,
             control_group: hsb_common::ctl::control_group(c)?,
@@ -208,7 +238,7 @@ impl Settings {
             max_unacked: c.int("max_unacked")? as usize,
             precopy: c.bool("precopy")?,
             output_limit: c.size("output_limit")? as usize,
-            reconnect_interval: c.duration("reconnect_interval")?,
+            reconnect_interval,
             stats_interval: c.duration("stats_interval")?,
             max_clients: c.int("max_clients")? as usize,
             model_pages,
@@ -216,5 +246,56 @@ impl Settings {
             dirty_rate: c.int("model.dirty_rate")?,
             seed: c.int("model.seed")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Result<Settings, String> {
+        let text = format!("cluster_key = k\nstandby = 127.0.0.1:1\n{extra}");
+        let c = Config::from_text(schema(), "p.conf", &text, &[]).map_err(|e| e.to_string())?;
+        Settings::from_config(&c).map_err(|e| e.to_string())
+    }
+
+    const FAILOVER: &str = "failover = true\nheartbeat_peers = 127.0.0.1:9\nwitness_peers = 1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3\n";
+
+    #[test]
+    fn periods_are_refused_where_they_cannot_work() {
+        settings("").expect("defaults");
+        settings(FAILOVER).expect("defaults with failover");
+        for (extra, want) in [
+            (
+                "epoch_period = 0s\n",
+                "p.conf:3: key 'epoch_period': expected at least 1ms",
+            ),
+            (
+                "reconnect_interval = 0s\n",
+                "p.conf:3: key 'reconnect_interval': expected from 1ms to 5s",
+            ),
+            (
+                "reconnect_interval = 6s\n",
+                "p.conf:3: key 'reconnect_interval': expected from 1ms to 5s",
+            ),
+            (
+                "failover.hb-interval = 0s\n",
+                "p.conf:3: key 'failover.hb-interval': expected at least 1ms",
+            ),
+        ] {
+            let e = settings(extra).expect_err(extra);
+            assert!(e.starts_with(want), "{extra:?}: {e}");
+        }
+        // With failover on, an ack must last until the next checkpoint can be acknowledged.
+        let e = settings(&format!("{FAILOVER}epoch_period = 100ms\n")).expect_err("ack-lease");
+        assert!(
+            e.starts_with("p.conf (default): key 'failover.ack-lease': expected an ack lease that, less its drift margin (5800us), is longer than epoch_period (100ms), got '80ms'"),
+            "{e}"
+        );
+        settings(&format!(
+            "{FAILOVER}epoch_period = 100ms\nfailover.ack-lease = 200ms\n"
+        ))
+        .expect("longer ack lease");
+        settings("epoch_period = 100ms\n").expect("no failover: acks are not leases");
     }
 }

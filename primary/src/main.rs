@@ -180,7 +180,7 @@ fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
     let cfg =
         Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
-    let key = ClusterKey::load(&s.cluster_key).map_err(|e| e.to_string())?;
+    let key = ClusterKey::load_configured(&cfg, "cluster_key").map_err(|e| e.to_string())?;
     Ok((s, key))
 }
 
@@ -647,7 +647,7 @@ impl Primary {
             return;
         }
         self.reconnect_at = Some(now.plus(self.backoff));
-        self.backoff = (self.backoff * 2).min(Duration::from_secs(5));
+        self.backoff = (self.backoff * 2).min(config::MAX_RECONNECT);
     }
 
     /// The standby connection is gone: unacked checkpoints are void, held output waits for the

@@ -45,7 +45,6 @@ pub fn schema() -> &'static [KeySpec] {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node: String,
-    pub cluster_key: PathBuf,
     pub listen: SocketAddr,
     pub control: PathBuf,
     pub control_group: Option<hsb_common::ctl::ControlGroup>,
@@ -110,7 +109,6 @@ impl Settings {
         Ok(Settings {
             xen,
             node: hsb_common::failover::node_name(c)?,
-            cluster_key: c.path("cluster_key")?,
             listen: c.addr("listen")?,
             control: c.path("control")?,
             control_group: hsb_common::ctl::control_group(c)?,
@@ -136,5 +134,43 @@ impl Settings {
                 .collect(),
             decision,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> Result<Settings, String> {
+        let text = format!("cluster_key = k\nlisten = 127.0.0.1:1\nfailover = true\nheartbeat_listen = 127.0.0.1:9\n{extra}");
+        let c = Config::from_text(schema(), "s.conf", &text, &[]).map_err(|e| e.to_string())?;
+        Settings::from_config(&c).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn failover_settings_are_checked_here_too() {
+        let peers = "witness_peers = 1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3\n";
+        settings(peers).expect("defaults");
+        for (extra, want) in [
+            (
+                "",
+                "s.conf (default): key 'witness_peers': no address for witness 1, 2, 3",
+            ),
+            (
+                "witness_peers = 1=127.0.0.1:1,1=127.0.0.1:2\n",
+                "s.conf:5: key 'witness_peers': witness 1 is given twice",
+            ),
+            (
+                &format!("{peers}failover.witnesses = 1,2,3,4\n"),
+                "s.conf:6: key 'failover.witnesses': expected an odd number",
+            ),
+            (
+                &format!("{peers}failover.hb-interval = 0s\n"),
+                "s.conf:6: key 'failover.hb-interval': expected at least 1ms",
+            ),
+        ] {
+            let e = settings(extra).expect_err(extra);
+            assert!(e.starts_with(want), "{extra:?}: {e}");
+        }
     }
 }

@@ -130,7 +130,7 @@ fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
     let cfg =
         Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
-    let key = ClusterKey::load(&s.cluster_key).map_err(|e| e.to_string())?;
+    let key = ClusterKey::load_configured(&cfg, "cluster_key").map_err(|e| e.to_string())?;
     Ok((s, key))
 }
 

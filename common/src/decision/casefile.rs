@@ -265,12 +265,17 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
                     .ok_or_else(|| err(n, "role: expected standby, primary or witness"))?;
             }
             "set" => {
+                let mut pairs = Vec::new();
                 for t in words {
                     let (k, v) = t
                         .split_once('=')
                         .ok_or_else(|| err(n, format!("set: expected key=value, got {t:?}")))?;
-                    case.config.set(k, v).map_err(|e| err(n, e.to_string()))?;
+                    pairs.push((k, v));
                 }
+                // The keys of one line together, then their relations (as a daemon does).
+                case.config
+                    .set_many(&pairs)
+                    .map_err(|e| err(n, e.to_string()))?;
             }
             "epoch" => {
                 case.epoch = Epoch(

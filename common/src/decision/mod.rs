@@ -52,6 +52,9 @@ pub const MAX_WITNESSES: usize = 15;
 pub const MAX_LINKS: usize = 4;
 /// Most actions one step can return.
 pub const MAX_ACTIONS: usize = 8;
+/// Shortest period, timeout or window a configuration may set: the daemons' loops sleep with
+/// millisecond timers (epoll), so anything shorter is zero to them.
+pub const MIN_PERIOD: Duration = Duration::from_millis(1);
 
 /// A witness's small integer id (configured identically on every node).
 pub type WitnessId = u8;
@@ -166,10 +169,10 @@ pub struct WitnessSet {
 impl WitnessSet {
     /// A set from distinct ids (1 to [`MAX_WITNESSES`] of them).
     pub fn new(ids: &[WitnessId]) -> Result<WitnessSet, ConfigError> {
-        let bad = |why| ConfigError {
+        let bad = |why: &str| ConfigError {
             key: "witnesses",
             value: format!("{ids:?}"),
-            expected: why,
+            expected: why.to_string(),
         };
         if ids.is_empty() {
             return Err(bad("at least one witness id"));
@@ -226,7 +229,7 @@ pub struct ConfigError {
     /// The offending value.
     pub value: String,
     /// What was expected.
-    pub expected: &'static str,
+    pub expected: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -359,21 +362,21 @@ impl Config {
             return Err(ConfigError {
                 key: "key",
                 value: key.to_string(),
-                expected: "a decision configuration key",
+                expected: "a decision configuration key".to_string(),
             });
         };
-        let bad = |expected| ConfigError {
+        let bad = |expected: &str| ConfigError {
             key: k,
             value: value.to_string(),
-            expected,
+            expected: expected.to_string(),
         };
         let dur = || parse_duration(value).ok_or_else(|| bad("a duration like 50ms or 2s"));
-        let int = |max: u64| {
+        let int = |min: u64, max: u64| {
             value
                 .parse::<u64>()
                 .ok()
-                .filter(|n| *n <= max)
-                .ok_or_else(|| bad("an unsigned integer in range"))
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| bad(&format!("an integer from {min} to {max}")))
         };
         match k {
             "policy" => {
@@ -389,23 +392,18 @@ impl Config {
                         .map_err(|_| bad("comma-separated witness ids 0-255"))?;
                     ids.push(id).map_err(|_| bad("at most 15 witness ids"))?;
                 }
-                self.witnesses = WitnessSet::new(&ids).map_err(|e| bad(e.expected))?;
+                self.witnesses = WitnessSet::new(&ids).map_err(|e| bad(&e.expected))?;
             }
             "hb-interval" => self.heartbeat.interval = dur()?,
             "hb-timeout" => self.heartbeat.timeout = dur()?,
-            "hb-links" => {
-                let n = int(MAX_LINKS as u64)?;
-                if n == 0 {
-                    return Err(bad("1 to 4 links"));
-                }
-                self.heartbeat.links = n as u8;
-            }
-            "hb-max-backoff" => self.heartbeat.max_backoff = int(64)?.max(1) as u32,
+            "hb-links" => self.heartbeat.links = int(1, MAX_LINKS as u64)? as u8,
+            // Zero is refused, not quietly taken as 1: a configuration means what it says.
+            "hb-max-backoff" => self.heartbeat.max_backoff = int(1, 64)? as u32,
             "hb-calm" => self.heartbeat.calm = dur()?,
-            "hb-trust-after" => self.heartbeat.trust_after = int(100)?.max(1) as u32,
+            "hb-trust-after" => self.heartbeat.trust_after = int(1, 100)? as u32,
             "lease" => self.lease.duration = dur()?,
             "lease-max" => self.lease.max_duration = dur()?,
-            "drift-ppm" => self.lease.drift_ppm = int(500_000)? as u32,
+            "drift-ppm" => self.lease.drift_ppm = int(0, 500_000)? as u32,
             "drift-fixed" => self.lease.drift_fixed = dur()?,
             "ack-lease" => self.lease.ack_lease = dur()?,
             "query-timeout" => self.query_timeout = dur()?,
@@ -422,7 +420,7 @@ impl Config {
             "switchover-hold" => self.switchover_hold = dur()?,
             "switchover-min-interval" => self.switchover_min_interval = dur()?,
             "app-down-after" => self.app_down_after = dur()?,
-            "app-down-failures" => self.app_down_failures = int(1000)?.max(1) as u32,
+            "app-down-failures" => self.app_down_failures = int(1, 1000)? as u32,
             "host-fresh" => self.host_fresh = dur()?,
             "fence-after" => self.fence_after = dur()?,
             "ping-interval" => self.ping_interval = dur()?,
@@ -431,29 +429,189 @@ impl Config {
         Ok(())
     }
 
-    /// Check the relations between values that keep the rules safe.
+    /// Check every value, and the relations between values, that the rules rely on. The
+    /// daemons refuse a configuration that fails here before they act (DESIGN.md §6: zero
+    /// intervals, an even witness set), and case files and replays are held to the same rules.
+    ///
+    /// Zero is still accepted where it means something: `fence-after` (pause as soon as
+    /// authority lapses: output is held at once anyway), `app-down-after` (the application is
+    /// down after `app-down-failures` failed probes, however quick) and `switchover-min-interval`
+    /// (no wait between two switchovers; `switchover-hold` is the anti-flap).
     pub fn check(&self) -> Result<(), ConfigError> {
-        let l = &self.lease;
-        if l.margin(l.duration) >= l.duration {
+        let d = format_duration;
+        let bad = |key: &'static str, value: Duration, expected: String| {
+            Err(ConfigError {
+                key,
+                value: d(value),
+                expected,
+            })
+        };
+        let n = self.witnesses.len();
+        if n < 3 || n.is_multiple_of(2) {
+            let ids: Vec<String> = self.witnesses.ids().iter().map(|i| i.to_string()).collect();
             return Err(ConfigError {
-                key: "lease",
-                value: format_duration(l.duration),
-                expected: "a lease longer than its drift margin",
+                key: "witnesses",
+                value: ids.join(","),
+                expected: format!(
+                    "an odd number of witnesses, at least 3 (got {n}): a majority of an even set \
+                     tolerates no more failures than the odd set one smaller and invites splits, \
+                     and a single witness is a single point of failure"
+                ),
             });
+        }
+        let h = &self.heartbeat;
+        let l = &self.lease;
+        // Periods (zero would send or ask in a busy loop), timeouts and windows (zero would
+        // never be met): at least what the loops' millisecond timers can honour.
+        for (key, v, what) in [
+            (
+                "hb-interval",
+                h.interval,
+                "heartbeats would be sent in a busy loop",
+            ),
+            (
+                "hb-timeout",
+                h.timeout,
+                "every heartbeat gap would be a suspicion",
+            ),
+            (
+                "hb-calm",
+                h.calm,
+                "a stretched timeout would shrink back at once",
+            ),
+            ("lease", l.duration, "a lease would be worth nothing"),
+            (
+                "lease-max",
+                l.max_duration,
+                "a lease would be worth nothing",
+            ),
+            (
+                "drift-fixed",
+                l.drift_fixed,
+                "the margin must cover scheduling and the loops' millisecond timers",
+            ),
+            ("ack-lease", l.ack_lease, "an ack would be worth nothing"),
+            (
+                "query-timeout",
+                self.query_timeout,
+                "no vote could arrive in time",
+            ),
+            (
+                "requery-min",
+                self.requery_min,
+                "queries would be sent in a busy loop",
+            ),
+            (
+                "requery-max",
+                self.requery_max,
+                "queries would be sent in a busy loop",
+            ),
+            (
+                "report-fresh",
+                self.report_fresh,
+                "every report would be stale",
+            ),
+            (
+                "switchover-hold",
+                self.switchover_hold,
+                "the switchover would have no anti-flap hold",
+            ),
+            (
+                "host-fresh",
+                self.host_fresh,
+                "no daemon would ever count as reachable",
+            ),
+            (
+                "ping-interval",
+                self.ping_interval,
+                "pings would be sent in a busy loop",
+            ),
+        ] {
+            if v < MIN_PERIOD {
+                return bad(key, v, format!("at least 1ms (with 0, {what})"));
+            }
+        }
+        if h.timeout < h.interval.saturating_mul(2) {
+            return bad(
+                "hb-timeout",
+                h.timeout,
+                format!(
+                    "at least twice hb-interval ({}), so that one lost heartbeat is not a suspicion",
+                    d(h.interval)
+                ),
+            );
+        }
+        if h.calm < h.timeout {
+            return bad(
+                "hb-calm",
+                h.calm,
+                format!(
+                    "at least hb-timeout ({}): a calm period must be able to see a gap of half the timeout",
+                    d(h.timeout)
+                ),
+            );
+        }
+        let lease_margin = l.margin(l.duration);
+        if lease_margin.saturating_mul(2) >= l.duration {
+            return bad(
+                "lease",
+                l.duration,
+                format!(
+                    "a lease more than twice its drift margin ({}, from drift-ppm and drift-fixed): \
+                     the primary renews its lease at half the lease",
+                    d(lease_margin)
+                ),
+            );
         }
         if l.max_duration < l.duration {
-            return Err(ConfigError {
-                key: "lease-max",
-                value: format_duration(l.max_duration),
-                expected: "at least the lease duration",
-            });
+            return bad(
+                "lease-max",
+                l.max_duration,
+                format!("at least the lease duration ({})", d(l.duration)),
+            );
         }
-        if l.margin(l.ack_lease) >= l.ack_lease {
-            return Err(ConfigError {
-                key: "ack-lease",
-                value: format_duration(l.ack_lease),
-                expected: "an ack lease longer than its drift margin",
-            });
+        let ack_margin = l.margin(l.ack_lease);
+        if ack_margin >= l.ack_lease {
+            return bad(
+                "ack-lease",
+                l.ack_lease,
+                format!(
+                    "an ack lease longer than its drift margin ({})",
+                    d(ack_margin)
+                ),
+            );
+        }
+        // What a takeover vote is worth to the standby: the lease less its margin.
+        let vote = l.duration.saturating_sub(lease_margin);
+        if l.ack_lease.saturating_add(ack_margin) >= vote {
+            return bad(
+                "ack-lease",
+                l.ack_lease,
+                format!(
+                    "an ack lease that, with its margin ({}), is shorter than the lease less its \
+                     margin ({}): the standby waits the last ack lease out while it holds its votes",
+                    d(ack_margin),
+                    d(vote)
+                ),
+            );
+        }
+        if self.query_timeout >= vote {
+            return bad(
+                "query-timeout",
+                self.query_timeout,
+                format!(
+                    "shorter than the lease less its margin ({}): votes must still be valid when \
+                     the query ends",
+                    d(vote)
+                ),
+            );
+        }
+        if self.requery_max < self.requery_min {
+            return bad(
+                "requery-max",
+                self.requery_max,
+                format!("at least requery-min ({})", d(self.requery_min)),
+            );
         }
         Ok(())
     }
@@ -587,6 +745,157 @@ mod tests {
         assert!(WitnessSet::new(&[]).is_err());
         assert!(WitnessSet::new(&[1, 1]).is_err());
         assert!(WitnessSet::new(&(0..16).collect::<Vec<u8>>()).is_err());
+    }
+
+    /// Each rule of `Config::check`: the pairs that break it, the key blamed and what it says.
+    #[test]
+    fn check_refuses_what_cannot_work() {
+        for (pairs, key, says) in [
+            (
+                &[("witnesses", "1,2")][..],
+                "witnesses",
+                "an odd number of witnesses, at least 3 (got 2)",
+            ),
+            (&[("witnesses", "1,2,3,4")], "witnesses", "an odd number"),
+            (&[("witnesses", "7")], "witnesses", "at least 3 (got 1)"),
+            (
+                &[("hb-interval", "0")],
+                "hb-interval",
+                "at least 1ms (with 0, heartbeats would be sent in a busy loop)",
+            ),
+            (&[("hb-interval", "999us")], "hb-interval", "at least 1ms"),
+            (&[("hb-timeout", "0")], "hb-timeout", "at least 1ms"),
+            (
+                &[("hb-interval", "50ms")],
+                "hb-timeout",
+                "at least twice hb-interval (50ms)",
+            ),
+            (
+                &[("hb-interval", "30ms"), ("hb-timeout", "59ms")],
+                "hb-timeout",
+                "at least twice",
+            ),
+            (&[("hb-calm", "0")], "hb-calm", "at least 1ms"),
+            (
+                &[("hb-calm", "49ms")],
+                "hb-calm",
+                "at least hb-timeout (50ms)",
+            ),
+            (
+                &[("hb-max-backoff", "0")],
+                "hb-max-backoff",
+                "an integer from 1 to 64",
+            ),
+            (
+                &[("hb-trust-after", "0")],
+                "hb-trust-after",
+                "an integer from 1 to 100",
+            ),
+            (&[("hb-links", "0")], "hb-links", "an integer from 1 to 4"),
+            (&[("lease", "0")], "lease", "at least 1ms"),
+            (
+                &[("lease", "10ms")],
+                "lease",
+                "a lease more than twice its drift margin (5100us",
+            ),
+            (
+                &[("lease", "1s"), ("drift-ppm", "500000")],
+                "lease",
+                "more than twice its drift margin",
+            ),
+            (
+                &[("lease-max", "1s")],
+                "lease-max",
+                "at least the lease duration (2s)",
+            ),
+            (&[("drift-fixed", "0")], "drift-fixed", "at least 1ms"),
+            (
+                &[("drift-ppm", "500001")],
+                "drift-ppm",
+                "an integer from 0 to 500000",
+            ),
+            (&[("ack-lease", "0")], "ack-lease", "at least 1ms"),
+            (
+                &[("ack-lease", "5ms")],
+                "ack-lease",
+                "longer than its drift margin (5050us)",
+            ),
+            (
+                &[("ack-lease", "2s")],
+                "ack-lease",
+                "shorter than the lease less its margin (1975ms)",
+            ),
+            (
+                &[("ack-lease", "1960ms")],
+                "ack-lease",
+                "the standby waits the last ack lease out",
+            ),
+            (&[("query-timeout", "0")], "query-timeout", "at least 1ms"),
+            (
+                &[("query-timeout", "1975ms")],
+                "query-timeout",
+                "votes must still be valid",
+            ),
+            (&[("requery-min", "0")], "requery-min", "at least 1ms"),
+            (&[("requery-max", "0")], "requery-max", "at least 1ms"),
+            (
+                &[("requery-max", "10ms")],
+                "requery-max",
+                "at least requery-min (20ms)",
+            ),
+            (
+                &[("report-fresh", "0")],
+                "report-fresh",
+                "every report would be stale",
+            ),
+            (&[("switchover-hold", "0")], "switchover-hold", "anti-flap"),
+            (&[("host-fresh", "0")], "host-fresh", "at least 1ms"),
+            (&[("ping-interval", "0")], "ping-interval", "busy loop"),
+            (
+                &[("app-down-failures", "0")],
+                "app-down-failures",
+                "an integer from 1 to 1000",
+            ),
+        ] {
+            let mut c = Config::default();
+            let e = c.set_many(pairs).expect_err(key);
+            assert_eq!(e.key, key, "{pairs:?}: {e}");
+            assert!(e.expected.contains(says), "{pairs:?}: {e}");
+            assert_eq!(c, Config::default(), "nothing changes on error");
+        }
+    }
+
+    #[test]
+    fn check_accepts_meaningful_zeros_and_real_configurations() {
+        Config::default().check().expect("defaults");
+        let mut c = Config::default();
+        c.set_many(&[
+            ("fence-after", "0"),
+            ("app-down-after", "0"),
+            ("switchover-min-interval", "0"),
+            ("witnesses", "1,2,3,4,5"),
+        ])
+        .expect("zeros that mean something");
+        // The Xen rig's timing (tests/src/bin/hsb-xen-e2e.rs, TCG_TIMING).
+        let mut c = Config::default();
+        c.set_many(&[
+            ("hb-interval", "100ms"),
+            ("hb-timeout", "1500ms"),
+            ("lease", "6s"),
+            ("lease-max", "6s"),
+            ("ack-lease", "4s"),
+            ("fence-after", "3s"),
+            ("query-timeout", "2s"),
+            ("requery-min", "200ms"),
+            ("requery-max", "2s"),
+            ("report-fresh", "3s"),
+            ("app-down-after", "1500ms"),
+            ("app-down-failures", "3"),
+            ("host-fresh", "1500ms"),
+            ("drift-fixed", "200ms"),
+            ("switchover", "false"),
+        ])
+        .expect("the rig's timing");
     }
 
     #[test]

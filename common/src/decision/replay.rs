@@ -201,13 +201,21 @@ pub fn replay<'a>(
                     .map_err(|e| err(ReplayErrorKind::Field(e)))?
                     .unwrap_or(0);
                 let mut cfg = Config::default();
-                for (k, val) in f.rest() {
-                    if !CONFIG_KEYS.contains(&k.as_str()) {
-                        return Err(err(ReplayErrorKind::Field(FieldError::Unknown(k))));
-                    }
-                    cfg.set(&k, &val)
-                        .map_err(|e| err(ReplayErrorKind::Config(e)))?;
+                let pairs = f.rest();
+                if let Some((k, _)) = pairs
+                    .iter()
+                    .find(|(k, _)| !CONFIG_KEYS.contains(&k.as_str()))
+                {
+                    return Err(err(ReplayErrorKind::Field(FieldError::Unknown(k.clone()))));
                 }
+                // All keys, then their relations: a recorded lease above the default lease-max
+                // comes before its lease-max.
+                let refs: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                cfg.set_many(&refs)
+                    .map_err(|e| err(ReplayErrorKind::Config(e)))?;
                 cfg.policy = policy;
                 match role {
                     Role::Standby => {
@@ -411,6 +419,32 @@ mod tests {
         assert!(act
             .to_string()
             .contains("standby activate epoch=2 rule=baseline:heartbeat-loss"));
+    }
+
+    /// Regression: the config record was replayed one key at a time, so the record of a daemon
+    /// with a lease above the default lease-max (the Xen rig's 6s) could not be replayed: its
+    /// `lease` came before its `lease-max`.
+    #[test]
+    fn config_records_replay_whatever_the_key_order() {
+        let mut cfg = Config::default();
+        cfg.set_many(&[
+            ("lease", "6s"),
+            ("lease-max", "6s"),
+            ("hb-interval", "100ms"),
+            ("hb-timeout", "1500ms"),
+        ])
+        .expect("config");
+        let line = config_line(
+            ms(0),
+            Role::Standby,
+            Epoch(1),
+            &cfg,
+            Start {
+                replica: Some(0),
+                ..Start::default()
+            },
+        );
+        replay([line.as_str()].into_iter(), Policy::ClientOriented).expect("replays");
     }
 
     #[test]
