@@ -58,3 +58,77 @@ fn heartbeat_only_rejoined_standby_does_not_activate_again() {
         );
     }
 }
+
+/// Restart matrix, hsb-primary (README): a primary whose daemon stops and is started again at
+/// once, with the model backend, lost its domain with its process. It must not serve a fresh
+/// domain in its epoch (that would roll back what clients saw): it comes back as the standby
+/// (exec rejoin_config), the other host takes over, and the cluster is whole again. The same
+/// for a promoted primary (epoch 2), and nothing acknowledged is lost.
+#[test]
+fn a_restarted_primary_comes_back_as_standby_when_its_domain_is_gone() {
+    let mut life = Life::start(LifeOpts::default());
+    life.start_client();
+    for round in 0..2 {
+        let p = life.primary;
+        life.kill(p);
+        life.spawn(p, "primary");
+        let took = life.wait_promoted(1 - p, Duration::from_secs(15));
+        eprintln!(
+            "round {round}: host {} took over after {took:?}",
+            HOSTS[1 - p]
+        );
+        life.wait_whole(Duration::from_secs(30));
+        let log = life.log_text(p);
+        assert!(
+            log.contains("not starting as the primary") && log.contains("rejoining as the standby"),
+            "host {} did not come back as the standby:\n{log}",
+            HOSTS[p]
+        );
+        assert!(
+            !log.contains("model service"),
+            "it bound the service:\n{log}"
+        );
+    }
+    let (acked, lost, doubled) = life.finish();
+    assert!(acked > 20, "the client got only {acked} replies");
+    assert_eq!((lost, doubled), (0, 0), "{}", life.logs());
+}
+
+/// Restart matrix: an old primary started again after its host was taken over (an operator
+/// starting the primary unit on the old host) is never active: the host's state says it is
+/// not the primary of the newest epoch, so it becomes that epoch's standby.
+#[test]
+fn an_old_primary_started_after_a_failover_is_never_active() {
+    let mut life = Life::start(LifeOpts::default());
+    let old = life.primary;
+    life.fail_primary(Duration::from_secs(15));
+    life.spawn(old, "primary");
+    life.wait_whole(Duration::from_secs(30));
+    let s = life.handle(old, "standby").status();
+    assert_eq!(s.get("epoch").map(String::as_str), Some("2"), "{s:?}");
+    assert!(life.handle(old, "primary").status().is_empty());
+}
+
+/// Restart matrix, hsb-standby: a standby killed and started again resynchronises from
+/// scratch, in the newest epoch its host knows (so it trusts the primary's heartbeats at once,
+/// rather than stepping down to them), in epoch 1 and after two failovers.
+#[test]
+fn a_restarted_standby_resynchronises_in_its_epoch() {
+    let mut life = Life::start(LifeOpts::default());
+    for _ in 0..2 {
+        let s = 1 - life.primary;
+        life.kill(s);
+        life.spawn(s, "standby");
+        life.wait_whole(Duration::from_secs(30));
+        let st = life.handle(s, "standby").status();
+        assert_eq!(st.get("epoch"), Some(&life.epoch.to_string()), "{st:?}");
+        assert!(
+            !life.log_text(s).contains("STEP"),
+            "the restarted standby stepped down to the epoch it should have known:\n{}",
+            life.log_text(s)
+        );
+        life.fail_primary(Duration::from_secs(15));
+        life.rejoin();
+        life.wait_whole(Duration::from_secs(30));
+    }
+}

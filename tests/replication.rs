@@ -244,7 +244,8 @@ fn geometry_mismatch_is_refused() {
     std::fs::write(
         &conf,
         format!(
-            "cluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = 16MiB\nmodel.service = {}\nreconnect_interval = 1s\n",
+            "state_file = {}\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = 16MiB\nmodel.service = {}\nreconnect_interval = 1s\n",
+            dir.path("p2.state").display(),
             dir.path("cluster.key").display(),
             pair.repl,
             dir.path("p2.sock").display(),

@@ -9,6 +9,7 @@
 //! - [`output`]: output-commit bookkeeping: replies of checkpoint N leave only after ack(N).
 //! - [`model`]: the `model` domain, a test double for the hypervisor (DESIGN.md §3).
 //! - [`domain`]: the narrow interface between the replication engine and a hypervisor.
+//! - [`node_state`]: what a primary or standby host keeps across restarts, and the restart rules.
 //! - [`conn`], [`ctl`]: thin non-blocking I/O shells shared by the daemons.
 
 pub mod checkpoint;
@@ -26,6 +27,7 @@ pub mod key;
 pub mod logging;
 pub mod model;
 pub mod msg;
+pub mod node_state;
 pub mod output;
 pub mod recorder;
 pub mod rng;

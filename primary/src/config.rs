@@ -22,6 +22,7 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "start_image", kind: ValueKind::Path, default: Some(""), help: "model domain image to start from, at start_epoch (written by a standby promoting itself); empty: a fresh domain" },
     KeySpec { key: "start_epoch", kind: ValueKind::Int { min: 1, max: u64::MAX }, default: Some("1"), help: "the activation epoch this primary starts in" },
     KeySpec { key: "start_checkpoint", kind: ValueKind::Int { min: 0, max: u64::MAX / 2 }, default: Some("0"), help: "the checkpoint this primary continues from: its first checkpoint is the next one (set by a standby promoting itself: checkpoint numbers never go back)" },
+    KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/hsb.state"), help: "this host's persistent state (newest epoch, its role in it, checkpoint numbers used, datagram incarnation), written durably before the daemon acts on it; the primary and standby configurations of one host must name the same file (a hand-over passes it on)" },
     KeySpec { key: "rejoin_config", kind: ValueKind::Path, default: Some(""), help: "after stepping down (a newer epoch is active), exec hsb-standby with this configuration, so this node rejoins as the standby and receives a full synchronisation; empty: stay paused" },
     KeySpec { key: "on_fence", kind: ValueKind::Str, default: Some(""), help: "command run (no shell) once when this primary is fenced for good, i.e. it steps down because a newer epoch is active elsewhere (a switchover's fence request, or a failover it learns of), e.g. to give up the service address; waited for up to 2 s, before any rejoin; HSB_EPOCH and HSB_NODE are set; empty: none" },
     KeySpec { key: "failover", kind: ValueKind::Bool, default: Some("false"), help: "take part in automatic failover (heartbeats, witness leases, self-fencing); off: output needs acks, nothing else" },
@@ -163,6 +164,7 @@ pub struct Settings {
     /// `backend = xen`: the guest and how to hold its output.
     pub xen: Option<hsb_common::xen::XenSettings>,
     pub start_image: PathBuf,
+    pub state_file: PathBuf,
     pub start_epoch: u64,
     pub start_checkpoint: u64,
     pub rejoin_config: PathBuf,
@@ -215,6 +217,7 @@ impl Settings {
         Ok(Settings {
             xen,
             start_image: c.path("start_image")?,
+            state_file: c.path("state_file")?,
             start_epoch: c.int("start_epoch")?,
             start_checkpoint: c.int("start_checkpoint")?,
             rejoin_config: c.path("rejoin_config")?,

@@ -22,12 +22,13 @@ use hsb_common::conn::{write_some, Fill, FrameReader, OutQueue};
 use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
 use hsb_common::decision::primary::{Action as PAction, Input as PInput, Mode};
-use hsb_common::decision::record::{AnyInput, Start};
+use hsb_common::decision::record::{self, AnyInput};
 use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority};
 use hsb_common::frame::{FrameError, Kind};
 use hsb_common::key::ClusterKey;
 use hsb_common::model::ModelDomain;
 use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
+use hsb_common::node_state::{primary_start, NodeRole, NodeState, PrimaryArgs, PrimaryStart};
 use hsb_common::output::OutputCommit;
 use hsb_common::recorder::Recorder;
 use hsb_common::service::{ClientId, Handler, Service};
@@ -204,14 +205,114 @@ fn status(args: &Args) -> ExitCode {
 
 fn run(args: &Args) -> ExitCode {
     hsb_common::logging::init("primary");
-    let (s, key) = match load(args) {
+    let (mut s, key) = match load(args) {
         Ok(v) => v,
         Err(e) => return fail(&e),
     };
-    match Primary::new(s, key).and_then(|p| p.run()) {
+    let start = match start(&mut s) {
+        Ok(st) => st,
+        Err(e) => return fail(&e),
+    };
+    match Primary::new(s, key, start).and_then(|p| p.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
+}
+
+/// What this process starts with, beside its settings: decided from the host's state file.
+#[derive(Debug, Clone, Copy)]
+struct Start {
+    /// The datagram incarnation of this process.
+    incarnation: u64,
+    /// Checkpoint numbers up to this are reserved in the state file.
+    reserved: u64,
+}
+
+/// Apply the restart rule (README: the restart matrix) before anything else: a host that is a
+/// standby, or whose primary stepped down, or whose model domain died with its daemon, never
+/// serves as the primary; it rejoins as the standby (exec `rejoin_config`) or refuses to start.
+/// Otherwise the epoch and first checkpoint are set in `s`, and the state is written durably
+/// (epoch, role, a block of checkpoint numbers, the incarnation) before the daemon acts.
+fn start(s: &mut Settings) -> Result<Start, String> {
+    let saved = NodeState::load(&s.state_file)
+        .map_err(|e| format!("state_file {}: {e}", s.state_file.display()))?;
+    let handed_over = !s.start_image.as_os_str().is_empty() && s.start_image.exists();
+    let args = PrimaryArgs {
+        start_epoch: s.start_epoch,
+        start_checkpoint: s.start_checkpoint,
+        handed_over,
+        domain_survives: s.xen.is_some(),
+    };
+    match primary_start(saved, args) {
+        PrimaryStart::Rejoin { epoch, why } => {
+            log::error!("not starting as the primary of epoch {epoch}: {why}");
+            if s.rejoin_config.as_os_str().is_empty() {
+                return Err(format!(
+                    "not the primary: {why}; start hsb-standby on this host (no rejoin_config is set)"
+                ));
+            }
+            let e = exec_standby(&s.rejoin_config, &s.state_file);
+            Err(format!("rejoin: {e}"))
+        }
+        PrimaryStart::Run {
+            epoch,
+            first_checkpoint,
+        } => {
+            s.start_epoch = epoch.0;
+            s.start_checkpoint = first_checkpoint.saturating_sub(1);
+            let incarnation = hsb_common::datagram::next_incarnation(
+                saved.map(|x| x.incarnation),
+                hsb_common::datagram::wall_clock_micros(),
+            );
+            let reserved = s
+                .start_checkpoint
+                .saturating_add(hsb_common::node_state::CHECKPOINT_BLOCK);
+            NodeState {
+                epoch,
+                role: NodeRole::Primary,
+                checkpoint: reserved,
+                incarnation,
+            }
+            .save(&s.state_file)
+            .map_err(|e| format!("cannot save state_file {}: {e}", s.state_file.display()))?;
+            if let Some(prev) = saved {
+                log::info!(
+                    "host state {}: epoch {} ({}), checkpoints up to {}; this primary runs in epoch {epoch} from checkpoint {first_checkpoint}",
+                    s.state_file.display(),
+                    prev.epoch,
+                    prev.role.name(),
+                    prev.checkpoint
+                );
+            }
+            Ok(Start {
+                incarnation,
+                reserved,
+            })
+        }
+    }
+}
+
+/// Become this host's standby: exec hsb-standby with `config`, passing the state file on.
+/// Returns only if the exec fails.
+fn exec_standby(config: &std::path::Path, state_file: &std::path::Path) -> io::Error {
+    use std::os::unix::process::CommandExt;
+    let standby = match std::env::current_exe() {
+        Ok(p) => p.with_file_name("hsb-standby"),
+        Err(e) => return e,
+    };
+    log::warn!(
+        "rejoining as the standby: exec {} run -c {}",
+        standby.display(),
+        config.display()
+    );
+    log::logger().flush();
+    std::process::Command::new(&standby)
+        .arg("run")
+        .arg("-c")
+        .arg(config)
+        .arg("--set")
+        .arg(format!("state_file={}", state_file.display()))
+        .exec()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,6 +384,8 @@ struct Primary {
     next_stats: Nanos,
     stats: Stats,
     failover: Option<Failover>,
+    /// What the host's state file says of this process (see [`start`]).
+    start: Start,
 }
 
 /// Automatic failover on the primary's side (when `failover = true`): heartbeats to the
@@ -361,7 +464,7 @@ impl Handler for Requests<'_> {
 }
 
 impl Primary {
-    fn new(mut s: Settings, key: ClusterKey) -> io::Result<Primary> {
+    fn new(mut s: Settings, key: ClusterKey, start: Start) -> io::Result<Primary> {
         let poll = Poll::new()?;
         let clock = Clock::new();
         let (mut dom, plug, service) = match &s.xen {
@@ -384,6 +487,16 @@ impl Primary {
                         s.start_epoch,
                         d.counter()
                     );
+                    // Consumed: a restart must not start from it again (it would roll back
+                    // what this primary served since).
+                    let mut used = s.start_image.clone().into_os_string();
+                    used.push(".used");
+                    if let Err(e) = std::fs::rename(&s.start_image, &used) {
+                        log::warn!(
+                            "cannot set the domain image aside as {}: {e}",
+                            used.to_string_lossy()
+                        );
+                    }
                     d
                 };
                 let service =
@@ -433,10 +546,7 @@ impl Primary {
             })?;
             poll.registry()
                 .register(&mut udp, WITNESS_UDP, Interest::READABLE)?;
-            let inc = hsb_common::datagram::next_incarnation(
-                None,
-                hsb_common::datagram::wall_clock_micros(),
-            );
+            let inc = start.incarnation;
             let me = Sender {
                 role: Role::Primary,
                 id: hsb_common::datagram::node_sender_id(&s.node),
@@ -448,10 +558,10 @@ impl Primary {
                 hsb_common::decision::Role::Primary,
                 Epoch(s.start_epoch),
                 &s.decision,
-                Start {
+                record::Start {
                     seq_base: req_base,
                     resume_at: s.start_checkpoint,
-                    ..Start::default()
+                    ..record::Start::default()
                 },
             )
             .map_err(|e| {
@@ -521,6 +631,7 @@ impl Primary {
             epoch,
             stats: Stats::default(),
             failover,
+            start,
         })
     }
 
@@ -1007,9 +1118,39 @@ impl Primary {
         }
     }
 
+    /// Reserve the next block of checkpoint numbers in the state file (durably) before using
+    /// `ckpt`; false if it cannot be written.
+    fn reserve_checkpoints(&mut self, ckpt: u64) -> bool {
+        let reserved = ckpt.saturating_add(hsb_common::node_state::CHECKPOINT_BLOCK);
+        let st = NodeState {
+            epoch: Epoch(self.epoch),
+            role: NodeRole::Primary,
+            checkpoint: reserved,
+            incarnation: self.start.incarnation,
+        };
+        match st.save(&self.s.state_file) {
+            Ok(()) => {
+                self.start.reserved = reserved;
+                true
+            }
+            Err(e) => {
+                log::error!(
+                    "checkpoint {ckpt} not taken: cannot reserve checkpoint numbers in {}: {e}",
+                    self.s.state_file.display()
+                );
+                false
+            }
+        }
+    }
+
     /// Capture the suspended domain into staging, resume it (unless fenced), seal and send.
     fn capture_and_send(&mut self, now: Nanos, t0: Nanos, resume: bool) {
         let ckpt = self.next_ckpt;
+        if ckpt > self.start.reserved && !self.reserve_checkpoints(ckpt) {
+            // Without the reservation on disk a restart could number checkpoints again:
+            // better no checkpoint (output stays held) than one that can go back.
+            return;
+        }
         let full = self.need_full;
         let fenced = !resume;
         self.output.close(ckpt);
@@ -1351,6 +1492,20 @@ impl Primary {
                 PAction::StepDown { epoch, evidence } => {
                     f.evidence(log::Level::Error, &evidence);
                     f.outbox.set_epoch(epoch.0);
+                    // Written before anything else: a restart of this host must never make it
+                    // the primary again (README: the restart matrix).
+                    let st = NodeState {
+                        epoch,
+                        role: NodeRole::SteppedDown,
+                        checkpoint: self.start.reserved,
+                        incarnation: self.start.incarnation,
+                    };
+                    if let Err(e) = st.save(&self.s.state_file) {
+                        log::error!(
+                            "cannot record the step-down in {}: {e}",
+                            self.s.state_file.display()
+                        );
+                    }
                     let first = !f.stepped_down;
                     f.stepped_down = true;
                     if !f.fenced {
@@ -1467,33 +1622,12 @@ impl Primary {
     /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
     /// which the new primary then synchronises from scratch. Returns only if that fails.
     fn rejoin(&self) {
-        use std::os::unix::process::CommandExt;
         if self.s.rejoin_config.as_os_str().is_empty() {
             log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
             return;
         }
-        let standby = match std::env::current_exe() {
-            Ok(p) => p.with_file_name("hsb-standby"),
-            Err(e) => {
-                log::error!("rejoin: cannot find this executable: {e}");
-                return;
-            }
-        };
-        log::warn!(
-            "rejoining as the standby: exec {} run -c {}",
-            standby.display(),
-            self.s.rejoin_config.display()
-        );
-        log::logger().flush();
-        let e = std::process::Command::new(&standby)
-            .arg("run")
-            .arg("-c")
-            .arg(&self.s.rejoin_config)
-            .exec();
-        log::error!(
-            "rejoin: exec {} failed: {e}; staying paused",
-            standby.display()
-        );
+        let e = exec_standby(&self.s.rejoin_config, &self.s.state_file);
+        log::error!("rejoin: exec hsb-standby failed: {e}; staying paused");
     }
 }
 

@@ -12,6 +12,7 @@ use hsb_common::PAGE_SIZE;
 static OWN: &[KeySpec] = &[
     KeySpec { key: "node", kind: ValueKind::Str, default: Some("standby"), help: "this node's name, for logs and peers" },
     KeySpec { key: "backend", kind: ValueKind::Choice(&["model", "xen"]), default: Some("model"), help: "domain backend: `model` (the hypervisor test double) or `xen`" },
+    KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/hsb.state"), help: "this host's persistent state (newest epoch, its role in it, checkpoint numbers used, datagram incarnation), written durably before the daemon acts on it; the primary and standby configurations of one host must name the same file (a hand-over passes it on)" },
     KeySpec { key: "cluster_key", kind: ValueKind::Path, default: None, help: "pre-shared cluster key file (mode 0600)" },
     KeySpec { key: "listen", kind: ValueKind::Addr, default: None, help: "replication address the primary connects to" },
     KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/standby.sock"), help: "control socket for `hsb-standby status` and `activate`" },
@@ -45,6 +46,7 @@ pub fn schema() -> &'static [KeySpec] {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub node: String,
+    pub state_file: PathBuf,
     pub listen: SocketAddr,
     pub control: PathBuf,
     pub control_group: Option<hsb_common::ctl::ControlGroup>,
@@ -109,6 +111,7 @@ impl Settings {
         Ok(Settings {
             xen,
             node: hsb_common::failover::node_name(c)?,
+            state_file: c.path("state_file")?,
             listen: c.addr("listen")?,
             control: c.path("control")?,
             control_group: hsb_common::ctl::control_group(c)?,

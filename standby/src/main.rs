@@ -30,6 +30,7 @@ use hsb_common::frame::{FrameError, Kind, HEADER_LEN};
 use hsb_common::key::ClusterKey;
 use hsb_common::model::ModelDomain;
 use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
+use hsb_common::node_state::{standby_start, NodeRole, NodeState};
 use hsb_common::recorder::Recorder;
 use hsb_common::service::{ClientId, Handler, Service};
 use hsb_common::session::{self, Session, Side};
@@ -187,10 +188,42 @@ fn run(args: &Args) -> ExitCode {
         Ok(v) => v,
         Err(e) => return fail(&e),
     };
-    match Standby::new(s, key).and_then(|p| p.run()) {
+    let host = match host_state(&s) {
+        Ok(h) => h,
+        Err(e) => return fail(&e),
+    };
+    match Standby::new(s, key, host).and_then(|p| p.run()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
+}
+
+/// Load the host's state, follow the newest epoch it knows, and write it back with this
+/// process's incarnation before anything is sent (README: the restart matrix).
+fn host_state(s: &Settings) -> Result<NodeState, String> {
+    let saved = NodeState::load(&s.state_file)
+        .map_err(|e| format!("state_file {}: {e}", s.state_file.display()))?;
+    let st = NodeState {
+        epoch: standby_start(saved),
+        role: NodeRole::Standby,
+        checkpoint: saved.map_or(0, |x| x.checkpoint),
+        incarnation: hsb_common::datagram::next_incarnation(
+            saved.map(|x| x.incarnation),
+            hsb_common::datagram::wall_clock_micros(),
+        ),
+    };
+    if let Some(prev) = saved {
+        log::info!(
+            "host state {}: epoch {} ({}); this standby follows epoch {}",
+            s.state_file.display(),
+            prev.epoch,
+            prev.role.name(),
+            st.epoch
+        );
+    }
+    st.save(&s.state_file)
+        .map_err(|e| format!("cannot save state_file {}: {e}", s.state_file.display()))?;
+    Ok(st)
 }
 
 struct Conn {
@@ -264,6 +297,8 @@ struct Standby {
     hook: Option<(std::process::Child, Nanos)>,
     /// Activated with a promote_config: hand over to hsb-primary at the end of this iteration.
     promote: bool,
+    /// The host's state as last written (see [`host_state`]).
+    host: NodeState,
 }
 
 /// Requests of the activated replica's service: answered at once (no standby behind it).
@@ -289,7 +324,7 @@ impl Handler for Direct<'_> {
 }
 
 impl Standby {
-    fn new(s: Settings, key: ClusterKey) -> io::Result<Standby> {
+    fn new(s: Settings, key: ClusterKey, host: NodeState) -> io::Result<Standby> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(s.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("replication address {}: {e}", s.listen))
@@ -320,7 +355,13 @@ impl Standby {
         );
         let clock = Clock::new();
         let failover = if s.failover {
-            Some(Failover::new(&s, &key, poll.registry(), clock.now())?)
+            Some(Failover::new(
+                &s,
+                &key,
+                poll.registry(),
+                clock.now(),
+                &host,
+            )?)
         } else {
             None
         };
@@ -341,7 +382,8 @@ impl Standby {
             ctl,
             service: None,
             activated: None,
-            epoch: 1,
+            epoch: host.epoch.0,
+            host,
             stats: Stats::default(),
         })
     }
@@ -770,6 +812,10 @@ impl Standby {
         let Some(ckpt) = self.receiver.applied() else {
             return Ok(());
         };
+        // The host is the primary of `epoch` from now on: on disk before the replica serves, so
+        // a restart never forgets it (README: the restart matrix).
+        self.record_host(Epoch(epoch), NodeRole::Primary, ckpt)
+            .map_err(|e| io::Error::new(e.kind(), format!("not activated: {e}")))?;
         for i in 0..CONN_SLOTS {
             self.close(i, "standby activated");
         }
@@ -808,6 +854,30 @@ impl Standby {
         self.service = Some(svc);
         self.run_hook(ckpt);
         self.promote = !self.s.promote_config.as_os_str().is_empty();
+        Ok(())
+    }
+
+    /// Write the host's state: `epoch`, this host's `role` in it, checkpoint numbers up to
+    /// `ckpt` used. Durable when it returns.
+    fn record_host(&mut self, epoch: Epoch, role: NodeRole, ckpt: u64) -> io::Result<()> {
+        let st = NodeState {
+            epoch,
+            role,
+            checkpoint: self.host.checkpoint.max(ckpt),
+            incarnation: self.host.incarnation,
+        };
+        if st != self.host {
+            st.save(&self.s.state_file).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot save state_file {}: {e}",
+                        self.s.state_file.display()
+                    ),
+                )
+            })?;
+            self.host = st;
+        }
         Ok(())
     }
 
@@ -855,7 +925,7 @@ impl Standby {
         kv("node", self.s.node.clone());
         kv("backend", self.replica.describe());
         kv("state", self.state().into());
-        kv("epoch", self.epoch.to_string());
+        kv("epoch", self.current_epoch().to_string());
         kv("listen", self.s.listen.to_string());
         let primary = self
             .current
@@ -942,6 +1012,7 @@ impl Failover {
         key: &ClusterKey,
         registry: &mio::Registry,
         now: Nanos,
+        host: &NodeState,
     ) -> io::Result<Failover> {
         let mut witness_udp = UdpSocket::bind(s.witness_listen).map_err(|e| {
             io::Error::new(
@@ -957,8 +1028,7 @@ impl Failover {
             registry.register(&mut u, Token(HEARTBEAT_BASE + i), Interest::READABLE)?;
             heartbeat_udp.push(u);
         }
-        let inc =
-            hsb_common::datagram::next_incarnation(None, hsb_common::datagram::wall_clock_micros());
+        let inc = host.incarnation;
         let me = Sender {
             role: Role::Standby,
             id: hsb_common::datagram::node_sender_id(&s.node),
@@ -966,13 +1036,13 @@ impl Failover {
         let mut qb = [0u8; 4];
         hsb_common::rng::os_random(&mut qb)?;
         let query_base = u32::from_le_bytes(qb);
-        let core = StandbyCore::new(s.decision.clone(), Epoch::FIRST, now, None)
-            .with_query_base(query_base);
+        let core =
+            StandbyCore::new(s.decision.clone(), host.epoch, now, None).with_query_base(query_base);
         let recorder = Recorder::open(
             &s.decision_log,
             now,
             hsb_common::decision::Role::Standby,
-            Epoch::FIRST,
+            host.epoch,
             &s.decision,
             Start {
                 seq_base: query_base,
@@ -1002,7 +1072,7 @@ impl Failover {
             witness_udp,
             heartbeat_udp,
             inbox: Inbox::new(key, me),
-            outbox: Outbox::new(key, me, inc, 1),
+            outbox: Outbox::new(key, me, inc, host.epoch.0),
             recorder,
             ping: None,
             last_evidence: None,
@@ -1051,6 +1121,13 @@ impl Standby {
         let actions = f.core.step(now, input);
         if input != SInput::Tick || !actions.is_empty() {
             f.recorder.input(now, AnyInput::Standby(input));
+        }
+        let epoch = f.core.epoch();
+        if epoch > self.host.epoch {
+            // A newer epoch is active: remembered before acting on it.
+            if let Err(e) = self.record_host(epoch, NodeRole::Standby, 0) {
+                log::error!("{e}");
+            }
         }
         for a in actions {
             self.stats.decisions += u64::from(a.evidence().is_some());
@@ -1400,6 +1477,8 @@ impl Standby {
             .arg(format!("start_epoch={epoch}"))
             .arg("--set")
             .arg(format!("start_checkpoint={ckpt}"))
+            .arg("--set")
+            .arg(format!("state_file={}", self.s.state_file.display()))
             .exec();
         log::error!(
             "promote: exec {} failed: {e}; staying hsb-standby",

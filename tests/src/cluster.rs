@@ -66,6 +66,9 @@ impl Cluster {
     pub fn start(o: ClusterOpts) -> Cluster {
         let dir = TempDir::new("cluster");
         let key = dir.path("cluster.key");
+        // Each host keeps its own state file, whichever role it runs.
+        let a_state = dir.path("a.state").display().to_string();
+        let b_state = dir.path("b.state").display().to_string();
         hsb_common::key::ClusterKey::generate(&key).expect("key");
         let (repl, sw, pw, hb) = (
             Link::default(),
@@ -139,7 +142,7 @@ impl Cluster {
             std::fs::write(
                 dir.path("promote.conf"),
                 format!(
-                    "node = host-b-primary\nstandby = {a_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {a_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nstandby_witness = {p_wit}\n{policy_lines}",
+                    "node = host-b-primary\nstate_file = {b_state}\nstandby = {a_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {a_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nstandby_witness = {p_wit}\n{policy_lines}",
                     dir.path("promoted.sock").display(),
                     s_peers.join(","),
                     mem = o.memory
@@ -149,7 +152,7 @@ impl Cluster {
             std::fs::write(
                 dir.path("rejoin.conf"),
                 format!(
-                    "node = host-a-standby\nlisten = {a_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nfailover = true\nheartbeat_listen = {a_hb}\nwitness_listen = {p_wit}\nwitness_peers = {}\nprimary_witness = {s_wit}\n{policy_lines}",
+                    "node = host-a-standby\nstate_file = {a_state}\nlisten = {a_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nfailover = true\nheartbeat_listen = {a_hb}\nwitness_listen = {p_wit}\nwitness_peers = {}\nprimary_witness = {s_wit}\n{policy_lines}",
                     dir.path("rejoined.sock").display(),
                     p_peers.join(","),
                     mem = o.memory
@@ -173,7 +176,7 @@ impl Cluster {
         std::fs::write(
             &sconf,
             format!(
-                "node = standby\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{promote_lines}{common}",
+                "node = standby\nstate_file = {b_state}\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{promote_lines}{common}",
                 dir.path("standby.sock").display(),
                 s_peers.join(","),
                 fence_to_primary.addr,
@@ -194,7 +197,7 @@ impl Cluster {
         std::fs::write(
             &pconf,
             format!(
-                "node = primary\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{rejoin_lines}{common}",
+                "node = primary\nstate_file = {a_state}\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{rejoin_lines}{common}",
                 repl_relay.addr,
                 dir.path("primary.sock").display(),
                 hb_relay.addr,

@@ -284,6 +284,9 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
     let topo = Topology::new(3)?;
     let dir = TempDir::new("faults");
     let key = dir.path("cluster.key");
+    // Each host keeps its own state file, whichever role it runs.
+    let a_state = dir.path("a.state").display().to_string();
+    let b_state = dir.path("b.state").display().to_string();
     hsb_common::key::ClusterKey::generate(&key).map_err(|e| e.to_string())?;
     let ip = |h, n| topo.ip(h, n);
     let (a_c, b_c, a_r, b_r) = (
@@ -388,7 +391,7 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
         std::fs::write(
             &promote,
             format!(
-                "node = host-b-primary\nstandby = {a_r}:7100\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {a_r}:7200\nwitness_listen = 0.0.0.0:7300\nwitness_peers = {}\nstandby_witness = {a_r}:7301\non_fence = {}\ndecision_log = {}\n{common}",
+                "node = host-b-primary\nstate_file = {b_state}\nstandby = {a_r}:7100\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {a_r}:7200\nwitness_listen = 0.0.0.0:7300\nwitness_peers = {}\nstandby_witness = {a_r}:7301\non_fence = {}\ndecision_log = {}\n{common}",
                 dir.path("promoted.sock").display(),
                 s_peers.join(","),
                 release.display(),
@@ -399,7 +402,7 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
         std::fs::write(
             &rejoin,
             format!(
-                "node = host-a-standby\nlisten = {a_r}:7100\ncontrol = {}\nheartbeat_listen = {a_r}:7200\nwitness_listen = 0.0.0.0:7301\nwitness_peers = {}\nprimary_witness = {b_r}:7300\non_activate = {}\ndecision_log = {}\n{common}",
+                "node = host-a-standby\nstate_file = {a_state}\nlisten = {a_r}:7100\ncontrol = {}\nheartbeat_listen = {a_r}:7200\nwitness_listen = 0.0.0.0:7301\nwitness_peers = {}\nprimary_witness = {b_r}:7300\non_activate = {}\ndecision_log = {}\n{common}",
                 dir.path("rejoined.sock").display(),
                 p_peers.join(","),
                 claim.display(),
@@ -424,7 +427,7 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
     std::fs::write(
         &sconf,
         format!(
-            "node = host-b\nlisten = {b_r}:7100\ncontrol = {}\nheartbeat_listen = {b_r}:7200\nwitness_listen = 0.0.0.0:7300\nwitness_peers = {}\nprimary_witness = {standby_fence}\non_activate = {}\ndecision_log = {}\n{promote_lines}{common}",
+            "node = host-b\nstate_file = {b_state}\nlisten = {b_r}:7100\ncontrol = {}\nheartbeat_listen = {b_r}:7200\nwitness_listen = 0.0.0.0:7300\nwitness_peers = {}\nprimary_witness = {standby_fence}\non_activate = {}\ndecision_log = {}\n{promote_lines}{common}",
             dir.path("b.sock").display(),
             s_peers.join(","),
             claim.display(),
@@ -449,7 +452,7 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
     std::fs::write(
         &pconf,
         format!(
-            "node = host-a\nstandby = {primary_repl}\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {primary_hb}\nwitness_listen = 0.0.0.0:7301\nwitness_peers = {}\nstandby_witness = {primary_fence}\non_fence = {}\ndecision_log = {}\n{rejoin_lines}{common}",
+            "node = host-a\nstate_file = {a_state}\nstandby = {primary_repl}\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {primary_hb}\nwitness_listen = 0.0.0.0:7301\nwitness_peers = {}\nstandby_witness = {primary_fence}\non_fence = {}\ndecision_log = {}\n{rejoin_lines}{common}",
             dir.path("a.sock").display(),
             p_peers.join(","),
             release.display(),

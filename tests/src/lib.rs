@@ -298,7 +298,8 @@ impl Pair {
         std::fs::write(
             &standby_conf,
             format!(
-                "node = standby\ncluster_key = {}\nlisten = {repl}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ss}\nstats_interval = 1s\n{}\n",
+                "node = standby\nstate_file = {}\ncluster_key = {}\nlisten = {repl}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ss}\nstats_interval = 1s\n{}\n",
+                dir.path("standby.state").display(),
                 key.display(),
                 dir.path("standby.sock").display(),
                 o.memory,
@@ -331,7 +332,8 @@ impl Pair {
         standby.wait_for("standby up", Duration::from_secs(10), |_| true);
         let primary_conf = dir.path("primary.conf");
         let mut text = format!(
-            "node = primary\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ps}\nmodel.dirty_rate = {}\nepoch_period = {}\nstats_interval = 1s\nreconnect_interval = 50ms\n",
+            "node = primary\nstate_file = {}\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ps}\nmodel.dirty_rate = {}\nepoch_period = {}\nstats_interval = 1s\nreconnect_interval = 50ms\n",
+            dir.path("primary.state").display(),
             key.display(),
             o.primary_target.unwrap_or(repl),
             dir.path("primary.sock").display(),

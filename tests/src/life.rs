@@ -118,10 +118,15 @@ impl Life {
         for h in 0..2 {
             let o = 1 - h;
             let name = HOSTS[h];
+            let state = life
+                .dir
+                .path(&format!("{name}.state"))
+                .display()
+                .to_string();
             std::fs::write(
                 life.conf(h, "primary"),
                 format!(
-                    "node = host-{name}\nstandby = {}\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {}\nwitness_listen = {}\nstandby_witness = {}\nrejoin_config = {}\ndecision_log = {}\n{common}",
+                    "node = host-{name}\nstate_file = {state}\nstandby = {}\ncontrol = {}\nreconnect_interval = 50ms\nheartbeat_peers = {}\nwitness_listen = {}\nstandby_witness = {}\nrejoin_config = {}\ndecision_log = {}\n{common}",
                     repl[o],
                     life.sock(h, "primary").display(),
                     hb[o],
@@ -135,7 +140,7 @@ impl Life {
             std::fs::write(
                 life.conf(h, "standby"),
                 format!(
-                    "node = host-{name}\nlisten = {}\ncontrol = {}\nheartbeat_listen = {}\nwitness_listen = {}\nprimary_witness = {}\npromote_config = {}\npromote_image = {}\ndecision_log = {}\n{common}",
+                    "node = host-{name}\nstate_file = {state}\nlisten = {}\ncontrol = {}\nheartbeat_listen = {}\nwitness_listen = {}\nprimary_witness = {}\npromote_config = {}\npromote_image = {}\ndecision_log = {}\n{common}",
                     repl[h],
                     life.sock(h, "standby").display(),
                     hb[h],
@@ -330,6 +335,47 @@ impl Life {
         self.primary = o;
         self.epoch += 1;
         took
+    }
+
+    /// kill -9 host `h`'s process (whatever role it runs).
+    pub fn kill(&mut self, h: usize) {
+        if let Some(mut d) = self.procs[h].take() {
+            d.kill9();
+        }
+    }
+
+    /// Wait until host `o` runs the promoted primary of epoch `self.epoch + 1`, then take that
+    /// as the cluster's state. Returns how long it took.
+    pub fn wait_promoted(&mut self, o: usize, timeout: Duration) -> Duration {
+        let t = Instant::now();
+        let want = (self.epoch + 1).to_string();
+        loop {
+            let s = self.handle(o, "primary").status();
+            if s.get("role").map(String::as_str) == Some("primary") && s.get("epoch") == Some(&want)
+            {
+                break;
+            }
+            if t.elapsed() > timeout {
+                let ss = self.handle(o, "standby").status();
+                panic!(
+                    "epoch {}: host {} was not promoted within {timeout:?}; its standby: decision {:?} last {:?}\n{}",
+                    self.epoch,
+                    HOSTS[o],
+                    ss.get("decision_state"),
+                    ss.get("last_decision"),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.primary = o;
+        self.epoch += 1;
+        t.elapsed()
+    }
+
+    /// The current log text of host `h`.
+    pub fn log_text(&self, h: usize) -> String {
+        std::fs::read_to_string(self.log(h)).unwrap_or_default()
     }
 
     /// Restart the host that does not run the primary as its standby.

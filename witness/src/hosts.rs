@@ -44,21 +44,25 @@ impl HostRoles {
         }
     }
 
-    /// The slot (0: configured `primary`, 1: configured `standby`) that hosts the primary.
-    pub fn primary_slot(&self) -> usize {
+    /// The slot (0: configured `primary`, 1: configured `standby`) that hosts the primary, or
+    /// `None` when both daemons answer as standbys: then no primary daemon is reachable at all
+    /// (a primary whose daemon restarted without its domain comes back as a standby, and its
+    /// silent application is a dead primary, not a hung guest).
+    pub fn primary_slot(&self) -> Option<usize> {
         let primary_in = |i: usize| match self.heard[i] {
             Some((s, e)) if s.role == Role::Primary => Some(e),
             _ => None,
         };
+        let standby = |i: usize| self.heard[i].is_some_and(|(s, _)| s.role == Role::Standby);
         match (primary_in(0), primary_in(1)) {
-            (Some(a), Some(b)) => usize::from(b > a),
-            (Some(_), None) => 0,
-            (None, Some(_)) => 1,
-            (None, None) => {
-                let standby =
-                    |i: usize| self.heard[i].is_some_and(|(s, _)| s.role == Role::Standby);
-                usize::from(standby(0))
-            }
+            (Some(a), Some(b)) => Some(usize::from(b > a)),
+            (Some(_), None) => Some(0),
+            (None, Some(_)) => Some(1),
+            (None, None) => match (standby(0), standby(1)) {
+                (true, true) => None,
+                (true, false) => Some(1),
+                _ => Some(0),
+            },
         }
     }
 
@@ -93,28 +97,32 @@ mod tests {
     #[test]
     fn the_primary_follows_the_daemons_not_the_configuration() {
         let mut h = HostRoles::new();
-        assert_eq!(h.primary_slot(), 0, "configured primary until heard");
+        assert_eq!(h.primary_slot(), Some(0), "configured primary until heard");
         h.heard(0, p(10), Epoch(1));
         h.heard(1, s(11), Epoch(1));
-        assert_eq!(h.primary_slot(), 0);
+        assert_eq!(h.primary_slot(), Some(0));
         // Failover: B (slot 1) activated in epoch 2; A is dead (its last word stays).
         h.heard(1, p(11), Epoch(2));
-        assert_eq!(h.primary_slot(), 1, "the newer epoch's primary");
+        assert_eq!(h.primary_slot(), Some(1), "the newer epoch's primary");
         // A rejoins as B's standby.
         h.heard(0, s(10), Epoch(2));
-        assert_eq!(h.primary_slot(), 1);
+        assert_eq!(h.primary_slot(), Some(1));
         // Second failover: A activated in epoch 3.
         h.heard(0, p(10), Epoch(3));
-        assert_eq!(h.primary_slot(), 0);
+        assert_eq!(h.primary_slot(), Some(0));
         // Only a standby heard: the primary is the other host.
         let mut h = HostRoles::new();
         h.heard(0, s(10), Epoch(4));
-        assert_eq!(h.primary_slot(), 1);
+        assert_eq!(h.primary_slot(), Some(1));
         let mut h = HostRoles::new();
         h.heard(1, s(11), Epoch(4));
-        assert_eq!(h.primary_slot(), 0);
+        assert_eq!(h.primary_slot(), Some(0));
         h.heard(7, p(1), Epoch(9)); // out of range: ignored
-        assert_eq!(h.primary_slot(), 0);
+        assert_eq!(h.primary_slot(), Some(0));
+        // Both answer as standbys (a model primary restarted without its domain): nobody is the
+        // primary, whatever the configuration says.
+        h.heard(0, s(10), Epoch(4));
+        assert_eq!(h.primary_slot(), None);
     }
 
     #[test]

@@ -429,7 +429,7 @@ impl Witness {
 
     /// The probe target the daemon at `slot` stands for now.
     fn slot_target(&self, slot: usize) -> ProbeTarget {
-        if slot == self.hosts.primary_slot() {
+        if Some(slot) == self.hosts.primary_slot() {
             ProbeTarget::PrimaryHost
         } else {
             ProbeTarget::StandbyHost
@@ -517,9 +517,13 @@ impl Witness {
                             } else {
                                 self.s.standby
                             };
+                            let now_at = match self.hosts.primary_slot() {
+                                Some(0) => self.s.primary.to_string(),
+                                Some(_) => self.s.standby.to_string(),
+                                None => "nowhere (both daemons answer as standbys)".to_string(),
+                            };
                             log::info!(
-                                "the primary's host is now {} (its daemon at {addr} answers as {:?} in epoch {})",
-                                if self.hosts.primary_slot() == 0 { self.s.primary } else { self.s.standby },
+                                "the primary's host is now {now_at} (its daemon at {addr} answers as {:?} in epoch {})",
                                 env.from.role,
                                 env.epoch
                             );
@@ -652,10 +656,17 @@ impl Witness {
         kv("application", v.app.to_string());
         kv("primary_daemon", v.primary_host.to_string());
         kv("standby_daemon", v.standby_host.to_string());
-        let slot = self.hosts.primary_slot();
         let addrs = [self.s.primary, self.s.standby];
-        kv("primary_host", addrs[slot].to_string());
-        kv("standby_host", addrs[1 - slot].to_string());
+        match self.hosts.primary_slot() {
+            Some(slot) => {
+                kv("primary_host", addrs[slot].to_string());
+                kv("standby_host", addrs[1 - slot].to_string());
+            }
+            None => kv(
+                "primary_host",
+                "none (both daemons answer as standbys)".into(),
+            ),
+        }
         for (i, a) in addrs.iter().enumerate() {
             kv(
                 &format!("daemon_{a}"),

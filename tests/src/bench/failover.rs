@@ -590,7 +590,8 @@ impl LossyCluster {
         let sconf = write(
             "standby.conf",
             format!(
-                "node = standby\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {peers}\nprimary_witness = {p_wit}\ndecision_log = {}\nstats_interval = 1s\n{common}",
+                "node = standby\nstate_file = {}\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {peers}\nprimary_witness = {p_wit}\ndecision_log = {}\nstats_interval = 1s\n{common}",
+                dir.path("standby.state").display(),
                 dir.path("standby.sock").display(),
                 dir.path("standby.decisions").display(),
             ),
@@ -606,7 +607,8 @@ impl LossyCluster {
         let pconf = write(
             "primary.conf",
             format!(
-                "node = primary\nstandby = {s_repl}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {peers}\nstandby_witness = {s_wit}\ndecision_log = {}\nstats_interval = 1s\n{common}",
+                "node = primary\nstate_file = {}\nstandby = {s_repl}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {peers}\nstandby_witness = {s_wit}\ndecision_log = {}\nstats_interval = 1s\n{common}",
+                dir.path("primary.state").display(),
                 dir.path("primary.sock").display(),
                 hb.addr,
                 dir.path("primary.decisions").display(),
