@@ -65,6 +65,18 @@ named! {
         UnprotectedBaseline => "baseline:unprotected",
         /// One heartbeat link is silent while another works.
         LinkDown => "detector:link-down",
+        /// Rule 9: the operator asked for an activation; it goes through the witnesses (a quorum
+        /// learns the new epoch first) and waits out the old primary's authority.
+        OperatorActivate => "rule9:operator-activate",
+        /// Rule 9: the operator asked for a planned switchover: the primary fences after a final
+        /// checkpoint, the standby applies it and activates.
+        OperatorSwitchover => "rule9:operator-switchover",
+        /// Rule 9: the operator forced the activation, saying the primary is stopped.
+        OperatorForced => "rule9:operator-forced",
+        /// Automatic takeovers paused by the operator (maintenance mode).
+        MaintenanceOn => "maintenance:on",
+        /// Automatic takeovers resumed by the operator.
+        MaintenanceOff => "maintenance:off",
     }
 }
 
@@ -87,6 +99,9 @@ named! {
         Unfence => "unfence",
         /// Step down and resynchronise.
         StepDown => "step-down",
+        /// The decision of the rule was not carried out: automatic takeovers are paused
+        /// (maintenance mode); logged so the operator sees what would have happened.
+        Paused => "paused",
     }
 }
 

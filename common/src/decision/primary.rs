@@ -159,6 +159,9 @@ pub struct PrimaryAuthority {
     stepped_down: bool,
     unprotected_alerted: bool,
     replies: heapless::Vec<(WitnessId, Verdict, Nanos), MAX_WITNESSES>,
+    /// Activated by the operator's force (rule 9: "the primary is stopped"): output may leave
+    /// on that word until a lease quorum or an ack gives the usual authority.
+    operator: bool,
 }
 
 impl PrimaryAuthority {
@@ -186,7 +189,17 @@ impl PrimaryAuthority {
             stepped_down: false,
             unprotected_alerted: false,
             replies: heapless::Vec::new(),
+            operator: false,
         }
+    }
+
+    /// An activation the operator forced, saying the old primary is stopped (rule 9): output
+    /// may leave without a lease quorum until one is granted (the lease requests carry the new
+    /// epoch to every witness that answers) or a standby acknowledges; a higher epoch still
+    /// makes it step down.
+    pub fn with_operator_authority(mut self) -> PrimaryAuthority {
+        self.operator = true;
+        self
     }
 
     /// The activated standby's authority: epoch `epoch`, holding the takeover votes as leases
@@ -256,7 +269,7 @@ impl PrimaryAuthority {
             Mode::Fenced
         } else if self.protected_at(now) {
             Mode::Protected
-        } else if self.cfg.policy != Policy::ClientOriented || self.lease_at(now) {
+        } else if self.cfg.policy != Policy::ClientOriented || self.lease_at(now) || self.operator {
             Mode::Unprotected
         } else {
             Mode::Holding
@@ -272,7 +285,7 @@ impl PrimaryAuthority {
     pub fn authority_until(&self, now: Nanos) -> Option<Nanos> {
         match self.mode(now) {
             Mode::Protected => self.protected_until,
-            Mode::Unprotected if self.cfg.policy == Policy::ClientOriented => {
+            Mode::Unprotected if self.cfg.policy == Policy::ClientOriented && !self.operator => {
                 self.leases.quorum_until(self.quorum())
             }
             Mode::Unprotected => Some(Nanos(u64::MAX)),
@@ -349,6 +362,10 @@ impl PrimaryAuthority {
 
     fn evaluate(&mut self, now: Nanos, out: &mut Actions<Action>) {
         let protected = self.protected_at(now);
+        if self.operator && (protected || self.lease_at(now)) {
+            // The usual authority is back: the operator's word is no longer needed.
+            self.operator = false;
+        }
         let mut authority = protected;
         if protected {
             self.unprotected_alerted = false;
@@ -378,7 +395,7 @@ impl PrimaryAuthority {
         } else {
             match self.cfg.policy {
                 Policy::ClientOriented => {
-                    let lease = self.lease_at(now);
+                    let lease = self.lease_at(now) || self.operator;
                     let wait = if lease {
                         self.cfg.lease.duration / 2
                     } else {
@@ -789,5 +806,71 @@ mod tests {
             "{a:?}"
         );
         assert_eq!(p.mode(ms(1_900)), Mode::Holding);
+    }
+
+    /// Rule 9: a forced activation serves on the operator's word, asks the witnesses for
+    /// leases (so they learn the new epoch), takes the usual authority once granted, and
+    /// steps down to a higher epoch like any primary.
+    #[test]
+    fn a_forced_activation_serves_until_the_usual_authority_takes_over() {
+        let cfg = Config::default();
+        let mut p = PrimaryAuthority::activated(cfg, Epoch(2), ms(0), &LeaseSet::new(), 30)
+            .with_operator_authority();
+        let a = p.step(ms(1), Input::Tick);
+        assert!(p.may_release_output(ms(1)), "no witness answered yet");
+        let req = a
+            .iter()
+            .find_map(|x| match x {
+                Action::RequestLeases(r) => Some(*r),
+                _ => None,
+            })
+            .expect("asks the witnesses at once");
+        assert_eq!(req.epoch, Epoch(2));
+        // Long without any answer: still serving, never fenced, still asking.
+        let mut last = req;
+        for t in (10..5_000).step_by(10) {
+            let a = p.step(ms(t), Input::Tick);
+            assert!(!a.iter().any(|x| matches!(x, Action::Fence { .. })));
+            for x in &a {
+                if let Action::RequestLeases(r) = x {
+                    last = *r;
+                }
+            }
+        }
+        assert_ne!(last.req, req.req, "it keeps asking");
+        assert!(p.may_release_output(ms(5_000)));
+        // A quorum grants: from now on, the lease rules.
+        for w in [1, 2] {
+            p.step(
+                ms(5_001),
+                Input::LeaseReply(LeaseReply {
+                    witness: w,
+                    req: last.req,
+                    epoch: Epoch(2),
+                    verdict: Verdict::Grant,
+                    duration: Duration::from_secs(2),
+                }),
+            );
+        }
+        assert!(p.may_release_output(ms(5_002)));
+        // Without renewals the grants run out, and then it holds output and fences like any
+        // primary.
+        let mut fenced = false;
+        for t in (5_010..9_000).step_by(10) {
+            fenced |= p
+                .step(ms(t), Input::Tick)
+                .iter()
+                .any(|x| matches!(x, Action::Fence { .. }));
+        }
+        assert!(
+            fenced,
+            "the operator's word ended with the first lease quorum"
+        );
+        let mut q =
+            PrimaryAuthority::activated(Config::default(), Epoch(2), ms(0), &LeaseSet::new(), 30)
+                .with_operator_authority();
+        let a = q.step(ms(1), Input::HigherEpoch { epoch: Epoch(3) });
+        assert!(a.iter().any(|x| matches!(x, Action::StepDown { .. })));
+        assert!(!q.may_release_output(ms(2)));
     }
 }

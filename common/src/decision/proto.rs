@@ -79,6 +79,10 @@ words! {
         Takeover => "takeover",
         /// Heartbeat fine but clients cannot reach the primary: coordinated switchover (rule 6).
         Switchover => "switchover",
+        /// The operator asked for the standby to become active (rule 9): granted whatever the
+        /// probes say, under the same lease and promise rules, so a quorum learns the new
+        /// epoch before the replica serves and stops leasing to the old one.
+        Operator => "operator",
     }
 }
 

@@ -315,6 +315,11 @@ impl AnyInput {
                 ),
                 standby::Input::Ping { ok } => ("ping", vec![("ok", ok.to_string())]),
                 standby::Input::OperatorForce => ("force", vec![]),
+                standby::Input::Operator { ask, force } => (
+                    "operator",
+                    vec![("ask", ask.name().into()), ("force", force.to_string())],
+                ),
+                standby::Input::Maintenance { on } => ("maintenance", vec![("on", on.to_string())]),
                 standby::Input::HigherEpoch { epoch } => {
                     ("higher-epoch", vec![("epoch", e(*epoch))])
                 }
@@ -516,6 +521,18 @@ fn parse_standby(name: &str, f: &mut Fields, d: Defaults) -> Result<standby::Inp
             ok: f.bool_or("ok", true)?,
         },
         "force" => I::OperatorForce,
+        "operator" => I::Operator {
+            ask: f.word_or(
+                "ask",
+                "activate or switchover",
+                standby::OperatorAsk::parse,
+                standby::OperatorAsk::Activate,
+            )?,
+            force: f.bool_or("force", false)?,
+        },
+        "maintenance" => I::Maintenance {
+            on: f.bool_or("on", true)?,
+        },
         "higher-epoch" => I::HigherEpoch {
             epoch: Epoch(f.u64("epoch")?),
         },
@@ -713,7 +730,13 @@ impl fmt::Display for standby::Action {
                 evidence.rule,
                 grants_of(evidence)
             ),
-            A::Alert { evidence } => write!(f, "alert rule={}", evidence.rule),
+            A::Alert { evidence } => {
+                write!(f, "alert rule={}", evidence.rule)?;
+                if evidence.action != super::evidence::ActionKind::Stay {
+                    write!(f, " action={}", evidence.action)?;
+                }
+                Ok(())
+            }
             A::StepDown { epoch, evidence } => {
                 write!(f, "step-down epoch={epoch} rule={}", evidence.rule)
             }
@@ -743,7 +766,13 @@ impl fmt::Display for primary::Action {
             A::ConfirmFenced { epoch, ckpt } => {
                 write!(f, "confirm-fenced epoch={epoch} ckpt={ckpt}")
             }
-            A::Alert { evidence } => write!(f, "alert rule={}", evidence.rule),
+            A::Alert { evidence } => {
+                write!(f, "alert rule={}", evidence.rule)?;
+                if evidence.action != super::evidence::ActionKind::Stay {
+                    write!(f, " action={}", evidence.action)?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -831,6 +860,11 @@ mod tests {
             }),
             AnyInput::Standby(standby::Input::Ping { ok: false }),
             AnyInput::Standby(standby::Input::OperatorForce),
+            AnyInput::Standby(standby::Input::Operator {
+                ask: standby::OperatorAsk::Switchover,
+                force: false,
+            }),
+            AnyInput::Standby(standby::Input::Maintenance { on: true }),
             AnyInput::Standby(standby::Input::HigherEpoch { epoch: Epoch(5) }),
             AnyInput::Standby(standby::Input::PrimaryFenced {
                 epoch: Epoch(2),

@@ -60,6 +60,19 @@ pub enum Input {
     },
     /// The operator forces activation of a stale replica (rule 5).
     OperatorForce,
+    /// The operator asks for this standby to become active (rule 9): through the witnesses,
+    /// unless `force` (the operator says the primary is stopped).
+    Operator {
+        /// Activation, or a planned switchover.
+        ask: OperatorAsk,
+        /// Activate without the witnesses (and whatever the replica's staleness).
+        force: bool,
+    },
+    /// The operator pauses (`on`) or resumes automatic takeovers (maintenance mode).
+    Maintenance {
+        /// Paused.
+        on: bool,
+    },
     /// A message carried a higher epoch.
     HigherEpoch {
         /// That epoch.
@@ -81,6 +94,45 @@ pub enum Input {
     },
     /// Time passed.
     Tick,
+}
+
+/// What the operator asks for (rule 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorAsk {
+    /// `hsb-standby activate`: serve from the replica now. The witnesses vote (a quorum learns
+    /// the new epoch, so the old primary cannot renew its leases); the primary is asked to
+    /// fence, and if it does not answer its ack authority is waited out.
+    Activate,
+    /// `hsb-standby switchover`: planned. As `Activate`, but the primary must confirm its fence
+    /// after a final checkpoint, which the standby applies before it activates (nothing the
+    /// primary processed is lost); without the primary's confirmation nothing happens.
+    Switchover,
+}
+
+impl OperatorAsk {
+    /// The text form.
+    pub fn name(self) -> &'static str {
+        match self {
+            OperatorAsk::Activate => "activate",
+            OperatorAsk::Switchover => "switchover",
+        }
+    }
+
+    /// From the text form.
+    pub fn parse(s: &str) -> Option<OperatorAsk> {
+        match s {
+            "activate" => Some(OperatorAsk::Activate),
+            "switchover" => Some(OperatorAsk::Switchover),
+            _ => None,
+        }
+    }
+
+    fn rule(self) -> Rule {
+        match self {
+            OperatorAsk::Activate => Rule::OperatorActivate,
+            OperatorAsk::Switchover => Rule::OperatorSwitchover,
+        }
+    }
 }
 
 /// What the standby daemon must do.
@@ -217,6 +269,14 @@ struct Pending {
     gate: Nanos,
     fenced: bool,
     evidence: Evidence,
+    /// An operator's request being carried out.
+    ask: Option<OperatorAsk>,
+    /// The primary's last checkpoint, from its fence confirmation: activate once applied.
+    final_ckpt: Option<u64>,
+    /// When the primary confirmed its fence.
+    fenced_at: Option<Nanos>,
+    /// A planned switchover gives up if the primary has not confirmed by then.
+    deadline: Nanos,
 }
 
 /// Alerts said once per episode (an episode is one suspicion, or one switchover condition).
@@ -227,6 +287,8 @@ struct Said {
     guest: bool,
     no_replica: bool,
     ping: bool,
+    paused: bool,
+    paused_switchover: bool,
 }
 
 /// The standby decision state machine.
@@ -251,6 +313,10 @@ pub struct StandbyCore {
     force: bool,
     ping_asked_at: Option<Nanos>,
     ping: Option<(Nanos, bool)>,
+    /// An operator's request whose witness query is under way.
+    operator: Option<OperatorAsk>,
+    /// Automatic takeovers paused (maintenance mode).
+    maintenance: bool,
 }
 
 impl StandbyCore {
@@ -282,7 +348,20 @@ impl StandbyCore {
             force: false,
             ping_asked_at: None,
             ping: None,
+            operator: None,
+            maintenance: false,
         }
+    }
+
+    /// Whether automatic takeovers are paused (maintenance mode).
+    pub fn maintenance(&self) -> bool {
+        self.maintenance
+    }
+
+    /// The operator's request under way, if any.
+    pub fn operator(&self) -> Option<OperatorAsk> {
+        self.operator
+            .or_else(|| self.pending.as_ref().and_then(|p| p.ask))
     }
 
     /// Start witness query numbers after `q` (random per process, so a vote captured from an
@@ -332,7 +411,7 @@ impl StandbyCore {
         }
         match input {
             Input::Heartbeat { link, epoch } => match compare(self.epoch, epoch) {
-                EpochOrder::Newer if self.fenced_for_us(epoch) => {}
+                EpochOrder::Newer if self.fenced_for_us(now, epoch) => {}
                 EpochOrder::Newer => return self.step_down(now, epoch, out),
                 EpochOrder::Stale => {}
                 EpochOrder::Current => {
@@ -414,23 +493,28 @@ impl StandbyCore {
                 }
             }
             Input::HigherEpoch { epoch } => {
-                if epoch > self.epoch && !self.fenced_for_us(epoch) {
+                if epoch > self.epoch && !self.fenced_for_us(now, epoch) {
                     return self.step_down(now, epoch, out);
                 }
             }
-            Input::PrimaryFenced { epoch, .. } => {
+            Input::Operator { ask, force } => self.operator_request(now, ask, force, &mut out),
+            Input::Maintenance { on } => self.set_maintenance(now, on, &mut out),
+            Input::PrimaryFenced { epoch, ckpt } => {
                 if let Some(p) = self.pending.as_mut() {
                     if self.state == State::SwitchingOver && epoch == self.epoch.next() {
                         p.fenced = true;
+                        p.fenced_at.get_or_insert(now);
+                        p.final_ckpt = Some(p.final_ckpt.map_or(ckpt, |c| c.max(ckpt)));
                     }
                 }
             }
             Input::Resynced { epoch, ckpt } => {
                 if epoch >= self.epoch {
                     let fresh = StandbyCore::new(self.cfg.clone(), epoch, now, Some(ckpt));
-                    let seq = self.query_seq;
+                    let (seq, maintenance) = (self.query_seq, self.maintenance);
                     *self = fresh;
                     self.query_seq = seq;
+                    self.maintenance = maintenance;
                 }
             }
             Input::Tick => {}
@@ -441,12 +525,13 @@ impl StandbyCore {
 
     /// During a switchover the fenced primary steps down to the epoch we are starting, and says so
     /// (heartbeats of that epoch): that is its confirmation, not a newer primary.
-    fn fenced_for_us(&mut self, epoch: Epoch) -> bool {
+    fn fenced_for_us(&mut self, now: Nanos, epoch: Epoch) -> bool {
         if self.state != State::SwitchingOver || epoch != self.epoch.next() {
             return false;
         }
         if let Some(p) = self.pending.as_mut() {
             p.fenced = true;
+            p.fenced_at.get_or_insert(now);
         }
         true
     }
@@ -483,9 +568,13 @@ impl StandbyCore {
                 match self.state {
                     State::Following => {
                         // A switchover query in flight is moot: the question is now a takeover.
-                        self.cancel_query(out);
+                        // (An operator's request goes on: it asks for activation anyway.)
+                        if self.operator.is_none() {
+                            self.cancel_query(out);
+                        }
                         self.state = State::Deciding;
                         self.next_query_at = now;
+                        self.said.paused = false;
                     }
                     State::Unsynced => {
                         let e = self.evidence(now, Rule::NoReplica, ActionKind::CannotDecide);
@@ -501,7 +590,9 @@ impl StandbyCore {
             }
             DetectorEvent::Trust => match self.state {
                 State::Deciding | State::RefusedStale => {
-                    self.cancel_query(out);
+                    if self.operator.is_none() {
+                        self.cancel_query(out);
+                    }
                     self.state = State::Following;
                 }
                 State::Waiting => {
@@ -525,6 +616,13 @@ impl StandbyCore {
     }
 
     fn decide(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        if self.query.is_some() {
+            // A query already asked (a takeover before the pause, or the operator's request).
+            return self.conclude(now, out);
+        }
+        if self.maintenance {
+            return self.paused(now, out);
+        }
         match self.cfg.policy {
             Policy::HeartbeatOnly => self.activate_baseline(now, Rule::HeartbeatLoss, out),
             Policy::PingNode => match self.ping {
@@ -558,6 +656,122 @@ impl StandbyCore {
         }
     }
 
+    /// Maintenance mode and the heartbeat is lost: no witness query (a granted vote would stop
+    /// the witnesses leasing to the primary) and no activation; what would have been decided is
+    /// logged once per episode, from the witnesses' fresh reports.
+    fn paused(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        if self.said.paused {
+            return;
+        }
+        self.said.paused = true;
+        let rule = match self.cfg.policy {
+            Policy::HeartbeatOnly => Rule::HeartbeatLoss,
+            Policy::PingNode => Rule::PingNodeAnswers,
+            Policy::ClientOriented => {
+                let down = self
+                    .reports
+                    .iter()
+                    .filter(|(r, at)| {
+                        r.epoch == self.epoch
+                            && elapsed(now, *at) <= self.cfg.report_fresh
+                            && r.view.app == AppVerdict::Down
+                    })
+                    .count();
+                if down >= self.quorum() {
+                    Rule::QuorumNoAnswer
+                } else {
+                    Rule::PrimaryAnswers
+                }
+            }
+        };
+        let e = self.evidence(now, rule, ActionKind::Paused);
+        emit(
+            out,
+            Action::Alert {
+                evidence: Box::new(e),
+            },
+        );
+    }
+
+    /// Rule 9: the operator's request.
+    fn operator_request(
+        &mut self,
+        now: Nanos,
+        ask: OperatorAsk,
+        force: bool,
+        out: &mut Actions<Action>,
+    ) {
+        if matches!(self.state, State::Activated) {
+            return;
+        }
+        let rule = if force {
+            Rule::OperatorForced
+        } else {
+            ask.rule()
+        };
+        if self.replica.is_none() || matches!(self.state, State::Unsynced | State::SteppedDown) {
+            let mut e = self.evidence(now, rule, ActionKind::CannotDecide);
+            e.checkpoint = None;
+            emit(
+                out,
+                Action::CannotDecide {
+                    evidence: Box::new(e),
+                },
+            );
+            return;
+        }
+        self.cancel_query(out);
+        self.abandon_pending(out);
+        if force {
+            // The operator says the primary is stopped: no witnesses, no waiting, whatever the
+            // replica's staleness. The new epoch still reaches every witness the new primary
+            // can reach (its lease requests carry it).
+            let mut e = self.evidence(now, rule, ActionKind::Activate);
+            e.new_epoch = Some(self.epoch.next());
+            e.forced = true;
+            self.operator = None;
+            return self.activate(LeaseSet::new(), e, out);
+        }
+        self.operator = Some(ask);
+        self.state = if self.detector.suspected() {
+            State::Deciding
+        } else {
+            State::Following
+        };
+        self.start_query(now, VoteKind::Operator, out);
+    }
+
+    fn set_maintenance(&mut self, now: Nanos, on: bool, out: &mut Actions<Action>) {
+        if self.maintenance == on {
+            return;
+        }
+        self.maintenance = on;
+        self.said.paused = false;
+        self.said.paused_switchover = false;
+        if on {
+            // A takeover under way stops here (the operator's own requests go on).
+            if self.operator.is_none() {
+                self.cancel_query(out);
+            }
+            if self.state == State::Waiting {
+                self.abandon_pending(out);
+                self.state = State::Deciding;
+            }
+        }
+        let rule = if on {
+            Rule::MaintenanceOn
+        } else {
+            Rule::MaintenanceOff
+        };
+        let e = self.evidence(now, rule, ActionKind::Stay);
+        emit(
+            out,
+            Action::Alert {
+                evidence: Box::new(e),
+            },
+        );
+    }
+
     fn ask_ping(&mut self, now: Nanos, out: &mut Actions<Action>) {
         let due = self
             .ping_asked_at
@@ -582,6 +796,7 @@ impl StandbyCore {
         self.state = State::Activated;
         self.query = None;
         self.pending = None;
+        self.operator = None;
         emit(
             out,
             Action::Activate {
@@ -692,6 +907,11 @@ impl StandbyCore {
             return;
         }
         let stale = self.stale_mark(now, &q).is_some();
+        let ask = if q.kind == VoteKind::Operator {
+            self.operator.take()
+        } else {
+            None
+        };
         if stale && !self.force {
             emit(out, Action::Withdraw(withdraw));
             let e = self.evidence_q(now, Rule::StaleReplica, ActionKind::RefuseStale, Some(&q));
@@ -701,7 +921,12 @@ impl StandbyCore {
                     evidence: Box::new(e),
                 },
             );
-            self.state = State::RefusedStale;
+            // An operator's request with the primary trusted leaves the standby following it.
+            self.state = if ask.is_some() && !self.detector.suspected() {
+                State::Following
+            } else {
+                State::RefusedStale
+            };
             return;
         }
         let mut leases = LeaseSet::new();
@@ -719,6 +944,7 @@ impl StandbyCore {
             (true, _) => Rule::ForcedStale,
             (false, VoteKind::Switchover) => Rule::Switchover,
             (false, VoteKind::Takeover) => Rule::QuorumNoAnswer,
+            (false, VoteKind::Operator) => ask.unwrap_or(OperatorAsk::Activate).rule(),
         };
         let mut e = self.evidence_q(now, rule, ActionKind::Activate, Some(&q));
         e.new_epoch = Some(self.epoch.next());
@@ -730,6 +956,10 @@ impl StandbyCore {
             gate,
             fenced: false,
             evidence: e,
+            ask,
+            final_ckpt: None,
+            fenced_at: None,
+            deadline: later(now, self.cfg.lease.duration),
         };
         match q.kind {
             VoteKind::Takeover => {
@@ -737,7 +967,7 @@ impl StandbyCore {
                 self.pending = Some(Box::new(pending));
                 self.drive_pending(now, out);
             }
-            VoteKind::Switchover => {
+            VoteKind::Switchover | VoteKind::Operator => {
                 let mut se = pending.evidence.clone();
                 se.action = ActionKind::Switchover;
                 emit(
@@ -793,6 +1023,18 @@ impl StandbyCore {
         if q.kind == VoteKind::Switchover {
             return; // a switchover that did not get its quorum changes nothing
         }
+        if q.kind == VoteKind::Operator {
+            // The operator's request did not get its quorum: refused, saying why (the votes).
+            let rule = self.operator.take().unwrap_or(OperatorAsk::Activate).rule();
+            let e = self.evidence_q(now, rule, ActionKind::CannotDecide, Some(&q));
+            emit(
+                out,
+                Action::CannotDecide {
+                    evidence: Box::new(e),
+                },
+            );
+            return;
+        }
         if answers >= need {
             let rule = if refused(RefuseReason::GuestFailure) >= need {
                 Some(Rule::GuestFailure)
@@ -834,23 +1076,64 @@ impl StandbyCore {
             self.state = State::Following;
             return;
         };
-        if !p.leases.valid(now, self.quorum()) {
+        // Once the primary confirmed its fence it has stepped down for good: nothing it could
+        // release remains, so the votes need not outlast the wait for its final checkpoint.
+        if !p.fenced && !p.leases.valid(now, self.quorum()) {
             // The votes ran out before it was safe to use them: ask again.
-            self.abandon_pending(out);
-            self.state = if self.detector.suspected() {
-                State::Deciding
-            } else {
-                State::Following
-            };
-            self.next_query_at = now;
-            return;
+            return self.give_up_pending(now, out);
         }
-        if now >= p.gate || (p.kind == VoteKind::Switchover && p.fenced) {
+        let planned = p.ask == Some(OperatorAsk::Switchover);
+        let ready = if p.fenced {
+            // Activate from the primary's final checkpoint once it is applied; if it does not
+            // come (lost on the way), from what the replica has: nothing acknowledged is lost.
+            let applied = match (p.final_ckpt, self.replica) {
+                (Some(f), Some(r)) => r >= f,
+                (None, _) => true,
+                (Some(_), None) => false,
+            };
+            let waited = p
+                .fenced_at
+                .is_some_and(|t| elapsed(now, t) >= self.cfg.lease.duration / 2);
+            applied || waited
+        } else {
+            match p.kind {
+                VoteKind::Takeover => now >= p.gate,
+                // A planned switchover needs the primary's confirmation (it is alive).
+                VoteKind::Operator if planned => false,
+                // Otherwise the primary's ack authority is waited out.
+                VoteKind::Switchover | VoteKind::Operator => now >= p.gate,
+            }
+        };
+        if ready {
             if let Some(p) = self.pending.take() {
                 let mut e = p.evidence;
                 e.at = now;
                 self.activate(p.leases, e, out);
             }
+        } else if planned && !p.fenced && now >= p.deadline {
+            self.give_up_pending(now, out);
+        }
+    }
+
+    /// The pending activation cannot go on: withdraw its votes, say so if it was the
+    /// operator's, and go back to deciding (or following).
+    fn give_up_pending(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        let ask = self.pending.as_ref().and_then(|p| p.ask);
+        self.abandon_pending(out);
+        self.state = if self.detector.suspected() {
+            State::Deciding
+        } else {
+            State::Following
+        };
+        self.next_query_at = now;
+        if let Some(ask) = ask {
+            let e = self.evidence(now, ask.rule(), ActionKind::CannotDecide);
+            emit(
+                out,
+                Action::CannotDecide {
+                    evidence: Box::new(e),
+                },
+            );
         }
     }
 
@@ -886,6 +1169,7 @@ impl StandbyCore {
         }
         if !self.cfg.switchover || down < need {
             self.cond_since = None;
+            self.said.paused_switchover = false;
             return;
         }
         let since = *self.cond_since.get_or_insert(now);
@@ -894,6 +1178,18 @@ impl StandbyCore {
             && now >= self.next_query_at
             && self.replica.is_some()
         {
+            if self.maintenance {
+                if !std::mem::replace(&mut self.said.paused_switchover, true) {
+                    let e = self.evidence(now, Rule::Switchover, ActionKind::Paused);
+                    emit(
+                        out,
+                        Action::Alert {
+                            evidence: Box::new(e),
+                        },
+                    );
+                }
+                return;
+            }
             self.start_query(now, VoteKind::Switchover, out);
         }
     }
@@ -901,6 +1197,7 @@ impl StandbyCore {
     fn step_down(&mut self, now: Nanos, epoch: Epoch, mut out: Actions<Action>) -> Actions<Action> {
         self.query = None;
         self.pending = None;
+        self.operator = None;
         let mut e = self.evidence(now, Rule::HigherEpoch, ActionKind::StepDown);
         e.new_epoch = Some(epoch);
         self.epoch = epoch;

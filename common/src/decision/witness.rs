@@ -412,6 +412,14 @@ impl WitnessCore {
         if let Some(reason) = self.busy(now, target) {
             return Verdict::Refuse(reason);
         }
+        if r.kind == VoteKind::Operator {
+            // The operator decided (rule 9); the vote is still a lease to the new epoch, given
+            // only when no lease to another epoch is out, and promising nothing older.
+            return match self.promise {
+                Some(p) if p.epoch > target => Verdict::Refuse(R::Promised(p.epoch)),
+                _ => Verdict::Grant,
+            };
+        }
         match self.app(now) {
             (AppVerdict::Unknown, _) => return Verdict::Refuse(R::NoData),
             (AppVerdict::Up, _) => return Verdict::Refuse(R::PrimaryAnswers),
@@ -1046,5 +1054,35 @@ mod tests {
         };
         let w3 = WitnessCore::new(cfg(), 1, ms(0), Some(old));
         assert_eq!(w3.mark(), None);
+    }
+
+    /// Rule 9: an operator's request is granted while the primary answers, but only when no
+    /// lease to the old epoch is out, and it promises the new epoch like a takeover vote does.
+    #[test]
+    fn an_operator_vote_needs_no_failure_but_keeps_the_lease_rules() {
+        let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+        for t in (0..200).step_by(10) {
+            probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Ok);
+            probe(&mut w, t, ProbeTarget::PrimaryHost, ProbeClass::Ok);
+        }
+        assert_eq!(
+            vote(&mut w, 200, 1, 1, VoteKind::Takeover).verdict,
+            Verdict::Refuse(RefuseReason::PrimaryAnswers)
+        );
+        // A lease to epoch 1 is out: the operator's vote waits for it.
+        assert!(lease(&mut w, 210, 1, 1, 5).verdict.granted());
+        assert!(matches!(
+            vote(&mut w, 220, 1, 2, VoteKind::Operator).verdict,
+            Verdict::Refuse(RefuseReason::LeaseActive(_))
+        ));
+        assert_eq!(
+            vote(&mut w, 2_300, 1, 3, VoteKind::Operator).verdict,
+            Verdict::Grant
+        );
+        // Promised epoch 2: no lease to epoch 1 any more.
+        assert_eq!(
+            lease(&mut w, 2_310, 1, 2, 5).verdict,
+            Verdict::Refuse(RefuseReason::Promised(Epoch(2)))
+        );
     }
 }
