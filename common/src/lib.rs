@@ -10,6 +10,8 @@
 //! - [`model`]: the `model` domain, a test double for the hypervisor (DESIGN.md §3).
 //! - [`domain`]: the narrow interface between the replication engine and a hypervisor.
 //! - [`conn`], [`ctl`]: thin non-blocking I/O shells shared by the daemons.
+//! - [`signals`]: what each signal asks of a daemon, delivered to its mio loop.
+//! - [`recorder`]: the decision log (rotated, reopened on SIGHUP, stamped with the wall clock).
 
 pub mod checkpoint;
 pub mod cli;
@@ -31,6 +33,7 @@ pub mod recorder;
 pub mod rng;
 pub mod service;
 pub mod session;
+pub mod signals;
 pub mod stats;
 pub mod time;
 pub mod wire;
