@@ -372,7 +372,9 @@ impl Log {
         self.stats.records += 1;
         self.pending_bytes += bytes.len();
         self.pending.push_back(Pending { t, bytes });
-        if self.pending_bytes >= FLUSH_AT {
+        // Between the loop's flushes; after a failure only the loop's flush tries again (one
+        // system call a turn), not every record.
+        if self.pending_bytes >= FLUSH_AT && self.due() {
             self.write_pending();
         }
     }
