@@ -58,6 +58,27 @@ impl ValueKind {
         }
     }
 
+    /// Whether two values of this kind mean the same (`5s` and `5000ms` do); values that do
+    /// not parse are compared as text.
+    fn same(&self, a: &str, b: &str) -> bool {
+        fn eq<T: PartialEq>(x: Result<T, BadValue>, y: Result<T, BadValue>) -> Option<bool> {
+            Some(x.ok()? == y.ok()?)
+        }
+        let parsed = match self {
+            ValueKind::Str | ValueKind::Path | ValueKind::Choice(_) => None,
+            ValueKind::Addr => eq(parse_addr(a), parse_addr(b)),
+            ValueKind::AddrList => eq(parse_addr_list(a), parse_addr_list(b)),
+            ValueKind::Duration => eq(parse_duration(a), parse_duration(b)),
+            ValueKind::Size => eq(parse_size(a), parse_size(b)),
+            ValueKind::Int { .. } => eq(
+                a.trim().parse::<u64>().map_err(|_| BadValue),
+                b.trim().parse::<u64>().map_err(|_| BadValue),
+            ),
+            ValueKind::Bool => eq(parse_bool(a), parse_bool(b)),
+        };
+        parsed.unwrap_or_else(|| a.trim() == b.trim())
+    }
+
     fn check(&self, v: &str) -> Result<(), BadValue> {
         match self {
             ValueKind::Str | ValueKind::Path => Ok(()),
@@ -332,6 +353,23 @@ impl Config {
     /// Boolean value.
     pub fn bool(&self, key: &str) -> Result<bool, ConfigError> {
         self.typed(key, parse_bool)
+    }
+
+    /// The keys whose values mean something else in `other` (a configuration of the same
+    /// schema, e.g. reloaded on SIGHUP), in schema order.
+    pub fn changed_keys(&self, other: &Config) -> Vec<&'static str> {
+        self.schema
+            .iter()
+            .filter(|spec| {
+                let a = self.values.get(spec.key).map(|(v, _)| v.as_str());
+                let b = other.values.get(spec.key).map(|(v, _)| v.as_str());
+                match (a, b) {
+                    (Some(a), Some(b)) => !spec.kind.same(a, b),
+                    (a, b) => a != b,
+                }
+            })
+            .map(|spec| spec.key)
+            .collect()
     }
 
     /// Every key with its value and where it came from, for `show-config` and logs.
@@ -708,6 +746,33 @@ mod tests {
         assert!(e.len() < 400 && e.contains("unknown key"), "{e}");
         assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
         assert_eq!(excerpt("a\tb"), "a\\tb");
+    }
+
+    #[test]
+    fn changed_keys_compare_meanings() {
+        let a = Config::from_text(
+            SCHEMA,
+            "p",
+            "listen = 127.0.0.1:7100\nepoch_period = 1s\n",
+            &[],
+        )
+        .unwrap();
+        let same = Config::from_text(
+            SCHEMA,
+            "p",
+            "# reordered, respelled\nepoch_period = 1000ms\nlisten = 127.0.0.1:7100\nmodel.memory = 64MiB\n",
+            &[],
+        )
+        .unwrap();
+        assert!(a.changed_keys(&same).is_empty());
+        let other = Config::from_text(
+            SCHEMA,
+            "p",
+            "listen = 127.0.0.1:7101\nepoch_period = 1s\nn = 4\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(a.changed_keys(&other), ["listen", "n"]);
     }
 
     #[test]

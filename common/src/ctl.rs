@@ -14,7 +14,7 @@ pub mod status;
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -237,6 +237,9 @@ pub struct CtlServer {
     accepted: u64,
     refused_log: LogLimit,
     dropped_log: LogLimit,
+    /// Where the socket was bound, and its file's (device, inode), to remove it at exit.
+    path: PathBuf,
+    file_id: Option<(u64, u64)>,
 }
 
 impl CtlServer {
@@ -291,7 +294,12 @@ impl CtlServer {
         registry
             .register(&mut listener, Token(base), Interest::READABLE)
             .map_err(io_err("cannot register", path))?;
+        let file_id = std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
         Ok(CtlServer {
+            path: path.to_path_buf(),
+            file_id,
             listener,
             conns: (0..MAX_CONNS).map(|_| None).collect(),
             base,
@@ -370,6 +378,25 @@ impl CtlServer {
                 );
             }
         }
+    }
+
+    /// Remove the socket file at a clean exit, if it is still the one this server bound (not
+    /// one another daemon bound at the same path since). Whether it was removed.
+    pub fn remove_socket(&self) -> io::Result<bool> {
+        match std::fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_socket() && Some((m.dev(), m.ino())) == self.file_id => {
+                std::fs::remove_file(&self.path)?;
+                Ok(true)
+            }
+            Ok(_) => Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Where the socket is.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Open connections (for tests and status).
@@ -795,6 +822,25 @@ mod tests {
         let mut out = String::new();
         let _ = s.read_to_string(&mut out);
         out
+    }
+
+    /// At a clean exit the socket file goes, but only the one this server bound.
+    #[test]
+    fn the_socket_file_is_removed_at_exit_if_it_is_ours() {
+        let rig = Rig::new("remove");
+        assert_eq!(rig.server.path(), rig.path.as_path());
+        assert!(rig.server.remove_socket().unwrap());
+        assert!(!rig.path.exists());
+        assert!(!rig.server.remove_socket().unwrap(), "already gone");
+        // Another file at the path since (a newer daemon's socket, or not a socket): kept.
+        let other = std::os::unix::net::UnixListener::bind(&rig.path).unwrap();
+        assert!(!rig.server.remove_socket().unwrap());
+        assert!(rig.path.exists());
+        drop(other);
+        std::fs::remove_file(&rig.path).unwrap();
+        std::fs::write(&rig.path, b"x").unwrap();
+        assert!(!rig.server.remove_socket().unwrap());
+        assert!(rig.path.exists());
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! - [`domain`]: the narrow interface between the replication engine and a hypervisor.
 //! - [`node_state`]: what a primary or standby host keeps across restarts, and the restart rules.
 //! - [`conn`], [`ctl`]: thin non-blocking I/O shells shared by the daemons.
+//! - [`signals`]: what each signal asks of a daemon, delivered to its mio loop.
+//! - [`recorder`]: the decision log (rotated, reopened on SIGHUP, stamped with the wall clock).
 
 pub mod checkpoint;
 pub mod cli;
@@ -33,6 +35,7 @@ pub mod recorder;
 pub mod rng;
 pub mod service;
 pub mod session;
+pub mod signals;
 pub mod stats;
 pub mod time;
 pub mod wire;

@@ -31,6 +31,8 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "witness_peers", kind: ValueKind::Str, default: Some(""), help: "witness addresses: ID=IP:PORT, comma-separated, one per failover.witnesses id" },
     KeySpec { key: "standby_witness", kind: ValueKind::Addr, default: Some("127.0.0.1:7300"), help: "the standby's witness_listen address (switchover confirmations)" },
     KeySpec { key: "decision_log", kind: ValueKind::Path, default: Some(""), help: "file for the decision log (inputs and evidence, JSON lines); empty: none" },
+    hsb_common::recorder::MAX_KEY,
+    hsb_common::recorder::KEEP_KEY,
     KeySpec {
         key: "node",
         kind: ValueKind::Str,
@@ -160,6 +162,8 @@ pub struct Settings {
     pub witness_peers: Vec<(WitnessId, SocketAddr)>,
     pub standby_witness: SocketAddr,
     pub decision_log: PathBuf,
+    /// When the decision log is rotated and how many rotated files are kept.
+    pub decision_log_rotation: hsb_common::recorder::Rotation,
     pub decision: decision::Config,
     /// `backend = xen`: the guest and how to hold its output.
     pub xen: Option<hsb_common::xen::XenSettings>,
@@ -233,6 +237,7 @@ impl Settings {
             witness_listen: c.addr("witness_listen")?,
             standby_witness: c.addr("standby_witness")?,
             decision_log: c.path("decision_log")?,
+            decision_log_rotation: hsb_common::recorder::Rotation::from_config(c)?,
             node: hsb_common::failover::node_name(c)?,
             standby: c.addr("standby")?,
             control: c.path("control")?,

@@ -269,6 +269,32 @@ impl PlugOutput {
         }
     }
 
+    /// At exit (SIGTERM): nothing more leaves. What the plug holds stays held: closing our
+    /// netlink socket sends no command, and `sch_plug` releases only on `RELEASE_ONE` or
+    /// `RELEASE_INDEFINITE`; the qdisc, the ifb and the redirect outlive this process, so the
+    /// guest's later output is held too. The next start's [`PlugOutput::setup`] deletes the
+    /// ifb, and what it held with it: dropped, never released. If the plug was passing
+    /// everything (unprotected, under a witness lease that nobody renews once this process is
+    /// gone), it is closed now with `BUFFER`. Whether the plug now holds everything: `false`
+    /// if it passes output and could not be closed (the caller then pauses the guest).
+    pub fn hold_on_exit(&mut self) -> bool {
+        if self.indefinite {
+            if let Err(e) = self.qdisc.command(PlugAction::Buffer) {
+                log::error!("output commit: cannot close the plug at exit: {e}");
+                return false;
+            }
+            self.indefinite = false;
+        }
+        log::info!(
+            "output commit: {} stays plugged{}: held output is never released; the next start drops it with {}",
+            self.ifb,
+            self.pending
+                .map_or(String::new(), |c| format!(" (holding the epoch of checkpoint {c})")),
+            self.ifb
+        );
+        true
+    }
+
     /// The checkpoint whose ack releases the closed epoch.
     pub fn pending(&self) -> Option<u64> {
         self.pending

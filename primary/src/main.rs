@@ -33,6 +33,7 @@ use hsb_common::output::OutputCommit;
 use hsb_common::recorder::Recorder;
 use hsb_common::service::{ClientId, Handler, Service};
 use hsb_common::session::{self, Session, Side};
+use hsb_common::signals::{Request, SignalHandler, SignalSource};
 use hsb_common::stats::{ms, Histogram};
 use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
@@ -90,6 +91,10 @@ const REPL: Token = Token(1);
 const CTL_BASE: usize = 10;
 const SERVICE_BASE: usize = 1000;
 const WITNESS_UDP: Token = Token(5);
+const SIGNALS: Token = Token(3);
+/// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
+/// `stats_interval` only paces a log line; `on_fence` is read when this primary steps down.
+const RELOADED: &[&str] = &["stats_interval", "on_fence"];
 /// Largest frame the standby sends us (Hello, Ack, Refuse).
 const REPL_RX_MAX_BODY: usize = 4096;
 
@@ -127,7 +132,7 @@ fn main() -> ExitCode {
     match args.command.as_deref() {
         Some("run") => run(&args),
         Some("check") => match load(&args) {
-            Ok((s, _)) => {
+            Ok((s, _, _)) => {
                 let backend = match &s.xen {
                     Some(x) => format!("xen {}", x.domain),
                     None => format!("model {} pages", s.model_pages),
@@ -177,12 +182,12 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
+fn load(args: &Args) -> Result<(Settings, ClusterKey, Config), String> {
     let cfg =
         Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let key = ClusterKey::load_configured(&cfg, "cluster_key").map_err(|e| e.to_string())?;
-    Ok((s, key))
+    Ok((s, key, cfg))
 }
 
 fn status(args: &Args) -> ExitCode {
@@ -205,7 +210,13 @@ fn status(args: &Args) -> ExitCode {
 
 fn run(args: &Args) -> ExitCode {
     hsb_common::logging::init("primary");
-    let (mut s, key) = match load(args) {
+    // Before the slow start-up (a Xen guest's memory is mapped then): a SIGTERM sent meanwhile
+    // waits in the self-pipe and stops the loop at its first turn.
+    let signals = match SignalSource::install() {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+    };
+    let (mut s, key, cfg) = match load(args) {
         Ok(v) => v,
         Err(e) => return fail(&e),
     };
@@ -213,7 +224,8 @@ fn run(args: &Args) -> ExitCode {
         Ok(st) => st,
         Err(e) => return fail(&e),
     };
-    match Primary::new(s, key, start).and_then(|p| p.run()) {
+    let signals = SignalHandler::new(signals, args, cfg);
+    match Primary::new(s, key, start).and_then(|p| p.run(signals)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
@@ -554,6 +566,7 @@ impl Primary {
             let req_base = random_u32()?;
             let recorder = Recorder::open(
                 &s.decision_log,
+                s.decision_log_rotation,
                 now,
                 hsb_common::decision::Role::Primary,
                 Epoch(s.start_epoch),
@@ -635,7 +648,8 @@ impl Primary {
         })
     }
 
-    fn run(mut self) -> io::Result<()> {
+    fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
+        signals.register(self.poll.registry(), SIGNALS)?;
         let mut events = Events::with_capacity(256);
         loop {
             let now = self.clock.now();
@@ -664,6 +678,19 @@ impl Primary {
                 Err(e) => return Err(e),
             }
             let now = self.clock.now();
+            // Signals first: a stop ends the loop before anything else of this turn is done.
+            if events.iter().any(|e| signals.owns(e.token())) {
+                for r in signals.take(now) {
+                    match r {
+                        Request::Stop(name) => {
+                            self.shutdown(name);
+                            return Ok(());
+                        }
+                        Request::Reload => self.reload(now, &signals),
+                        Request::Ignore(_) => {}
+                    }
+                }
+            }
             self.dom.run(now);
             for ev in events.iter() {
                 let t = ev.token();
@@ -712,6 +739,74 @@ impl Primary {
                 self.next_stats = now.plus(self.s.stats_interval);
             }
         }
+    }
+
+    /// SIGTERM, SIGINT or SIGQUIT: stop, releasing nothing more. Replies held under output
+    /// commit are dropped with this process, never sent; a Xen guest's held packets stay in
+    /// the plug (see [`PlugOutput::hold_on_exit`]). For the cluster this is a crash of the
+    /// primary: its standby and the witnesses decide (a planned stop is a switchover).
+    fn shutdown(&mut self, signal: &str) {
+        log::warn!(
+            "{signal}: stopping: no more checkpoints, and no more output released ({} bytes held under commit are dropped, never sent{})",
+            self.output.held_bytes(),
+            self.plug
+                .as_ref()
+                .map_or(String::new(), |p| format!("; {p:?} stays plugged"))
+        );
+        if let Some(p) = self.plug.as_mut() {
+            if !p.hold_on_exit() {
+                // The plug passes everything (unprotected, under a lease nobody will renew once
+                // this process is gone) and cannot be closed: stop the guest instead (rule 4).
+                log::error!("{signal}: the plug cannot hold the guest's output: pausing the guest");
+                self.dom.pause_outright();
+            }
+        }
+        if let Some(f) = self.failover.as_mut() {
+            f.recorder.flush();
+        }
+        if let Err(e) = self.ctl.remove_socket() {
+            log::warn!(
+                "{signal}: cannot remove the control socket {}: {e}",
+                self.ctl.path().display()
+            );
+        }
+        log::info!("{signal}: stopped cleanly (exit status 0)");
+    }
+
+    /// SIGHUP: reopen the decision log (logging itself goes to stderr, which this process
+    /// does not open: nothing to reopen there), reload the configuration, apply [`RELOADED`]
+    /// and log every other changed key as waiting for a restart. A configuration that does not
+    /// load or check changes nothing.
+    fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
+        log::info!(
+            "SIGHUP: reopening the decision log and reloading the configuration from {}",
+            signals.source()
+        );
+        if let Some(f) = self.failover.as_mut() {
+            f.recorder.sighup(now);
+        }
+        let (new, changed) = match signals.reload(schema(), Settings::from_config) {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
+                return;
+            }
+        };
+        if new.stats_interval != self.s.stats_interval {
+            log::info!(
+                "SIGHUP: stats_interval {:?} -> {:?}",
+                self.s.stats_interval,
+                new.stats_interval
+            );
+            self.s.stats_interval = new.stats_interval;
+            self.next_stats = now.plus(new.stats_interval);
+        }
+        if new.on_fence != self.s.on_fence {
+            log::info!("SIGHUP: on_fence is now '{}'", new.on_fence.join(" "));
+            self.s.on_fence = new.on_fence;
+        }
+        let waiting = SignalHandler::restart_needed(&changed, RELOADED);
+        log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
     }
 
     fn connect(&mut self, now: Nanos) {
@@ -1351,6 +1446,9 @@ impl Primary {
             kv("stepped_down", f.stepped_down.to_string());
             kv("heartbeats_sent", f.heartbeats.to_string());
             kv("bad_datagrams", f.bad_datagrams.to_string());
+            for (k, v) in f.recorder.status() {
+                kv(k, v);
+            }
             kv(
                 "last_decision",
                 f.last_evidence.clone().unwrap_or_else(|| "none".into()),

@@ -33,6 +33,8 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "promote_image", kind: ValueKind::Path, default: Some("/var/lib/hsb/promote.img"), help: "model backend: where the domain image is written for the hand-over to hsb-primary" },
     KeySpec { key: "on_activate", kind: ValueKind::Str, default: Some(""), help: "command run (no shell) when the replica is activated, e.g. to claim the service address and announce it; HSB_EPOCH, HSB_CHECKPOINT and HSB_NODE are set; empty: none" },
     KeySpec { key: "decision_log", kind: ValueKind::Path, default: Some(""), help: "file for the decision log (inputs and evidence, JSON lines) that `hsb-standby replay` reads; empty: none" },
+    hsb_common::recorder::MAX_KEY,
+    hsb_common::recorder::KEEP_KEY,
 ];
 
 static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
@@ -63,6 +65,8 @@ pub struct Settings {
     pub primary_witness: SocketAddr,
     pub ping_node: Option<SocketAddr>,
     pub decision_log: PathBuf,
+    /// When the decision log is rotated and how many rotated files are kept.
+    pub decision_log_rotation: hsb_common::recorder::Rotation,
     pub on_activate: Vec<String>,
     pub promote_config: PathBuf,
     pub promote_image: PathBuf,
@@ -128,6 +132,7 @@ impl Settings {
             primary_witness: c.addr("primary_witness")?,
             ping_node,
             decision_log: c.path("decision_log")?,
+            decision_log_rotation: hsb_common::recorder::Rotation::from_config(c)?,
             promote_config: c.path("promote_config")?,
             promote_image: c.path("promote_image")?,
             on_activate: c

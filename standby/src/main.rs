@@ -34,6 +34,7 @@ use hsb_common::node_state::{standby_start, NodeRole, NodeState};
 use hsb_common::recorder::Recorder;
 use hsb_common::service::{ClientId, Handler, Service};
 use hsb_common::session::{self, Session, Side};
+use hsb_common::signals::{Request, SignalHandler, SignalSource};
 use hsb_common::stats::{ms, Histogram};
 use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
@@ -49,6 +50,10 @@ const SERVICE_BASE: usize = 1000;
 const WITNESS_UDP: Token = Token(5);
 const PING: Token = Token(6);
 const HEARTBEAT_BASE: usize = 20;
+const SIGNALS: Token = Token(4);
+/// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
+/// `stats_interval` only paces a log line; `on_activate` is read when the replica activates.
+const RELOADED: &[&str] = &["stats_interval", "on_activate"];
 /// Witness `id` as a datagram destination.
 fn witness(id: u8) -> Dest {
     Dest::node(Sender {
@@ -97,7 +102,7 @@ fn main() -> ExitCode {
     match args.command.as_deref() {
         Some("run") => run(&args),
         Some("check") => match load(&args) {
-            Ok((s, _)) => {
+            Ok((s, _, _)) => {
                 println!(
                     "configuration ok: listening on {}, model {} pages",
                     s.listen, s.model_pages
@@ -139,12 +144,12 @@ fn fail(msg: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
+fn load(args: &Args) -> Result<(Settings, ClusterKey, Config), String> {
     let cfg =
         Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let key = ClusterKey::load_configured(&cfg, "cluster_key").map_err(|e| e.to_string())?;
-    Ok((s, key))
+    Ok((s, key, cfg))
 }
 
 fn replay(args: &Args) -> ExitCode {
@@ -184,7 +189,13 @@ fn replay(args: &Args) -> ExitCode {
 
 fn run(args: &Args) -> ExitCode {
     hsb_common::logging::init("standby");
-    let (s, key) = match load(args) {
+    // Before the start-up: a SIGTERM sent meanwhile waits in the self-pipe and stops the loop
+    // at its first turn.
+    let signals = match SignalSource::install() {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+    };
+    let (s, key, cfg) = match load(args) {
         Ok(v) => v,
         Err(e) => return fail(&e),
     };
@@ -192,7 +203,8 @@ fn run(args: &Args) -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(&e),
     };
-    match Standby::new(s, key, host).and_then(|p| p.run()) {
+    let signals = SignalHandler::new(signals, args, cfg);
+    match Standby::new(s, key, host).and_then(|p| p.run(signals)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }
@@ -388,7 +400,8 @@ impl Standby {
         })
     }
 
-    fn run(mut self) -> io::Result<()> {
+    fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
+        signals.register(self.poll.registry(), SIGNALS)?;
         let mut events = Events::with_capacity(256);
         loop {
             let now = self.clock.now();
@@ -417,6 +430,20 @@ impl Standby {
                 Err(e) => return Err(e),
             }
             let now = self.clock.now();
+            // Signals first: a stop ends the loop before anything else of this turn is done
+            // (no checkpoint applied, no decision taken, no activation).
+            if events.iter().any(|e| signals.owns(e.token())) {
+                for r in signals.take(now) {
+                    match r {
+                        Request::Stop(name) => {
+                            self.shutdown(name);
+                            return Ok(());
+                        }
+                        Request::Reload => self.reload(now, &signals),
+                        Request::Ignore(_) => {}
+                    }
+                }
+            }
             if self.activated.is_some() {
                 self.replica.run(now);
             }
@@ -474,6 +501,68 @@ impl Standby {
                 self.next_stats = now.plus(self.s.stats_interval);
             }
         }
+    }
+
+    /// SIGTERM, SIGINT or SIGQUIT: stop. A standby that stops does not activate (its replica
+    /// stays as it is, paused); an activated one stops serving. Its primary then runs on
+    /// without a standby (unprotected under the witnesses' leases, with automatic failover).
+    fn shutdown(&mut self, signal: &str) {
+        log::warn!(
+            "{signal}: stopping: {}; the replica is not activated by this stop",
+            match (self.activated, self.receiver.applied()) {
+                (Some(n), _) => format!(
+                    "active since checkpoint {n} (the model's service stops with this process; a Xen guest runs on)"
+                ),
+                (None, Some(n)) => format!("replica at checkpoint {n}"),
+                (None, None) => "no checkpoint applied".to_string(),
+            }
+        );
+        if let Some(f) = self.failover.as_mut() {
+            f.recorder.flush();
+        }
+        if let Err(e) = self.ctl.remove_socket() {
+            log::warn!(
+                "{signal}: cannot remove the control socket {}: {e}",
+                self.ctl.path().display()
+            );
+        }
+        log::info!("{signal}: stopped cleanly (exit status 0)");
+    }
+
+    /// SIGHUP: reopen the decision log (logging itself goes to stderr, which this process
+    /// does not open: nothing to reopen there), reload the configuration, apply [`RELOADED`]
+    /// and log every other changed key as waiting for a restart. A configuration that does not
+    /// load or check changes nothing.
+    fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
+        log::info!(
+            "SIGHUP: reopening the decision log and reloading the configuration from {}",
+            signals.source()
+        );
+        if let Some(f) = self.failover.as_mut() {
+            f.recorder.sighup(now);
+        }
+        let (new, changed) = match signals.reload(schema(), Settings::from_config) {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
+                return;
+            }
+        };
+        if new.stats_interval != self.s.stats_interval {
+            log::info!(
+                "SIGHUP: stats_interval {:?} -> {:?}",
+                self.s.stats_interval,
+                new.stats_interval
+            );
+            self.s.stats_interval = new.stats_interval;
+            self.next_stats = now.plus(new.stats_interval);
+        }
+        if new.on_activate != self.s.on_activate {
+            log::info!("SIGHUP: on_activate is now '{}'", new.on_activate.join(" "));
+            self.s.on_activate = new.on_activate;
+        }
+        let waiting = SignalHandler::restart_needed(&changed, RELOADED);
+        log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
     }
 
     /// Execute a control command and return its answer.
@@ -981,6 +1070,9 @@ impl Standby {
             kv("heartbeats", st.heartbeats.to_string());
             kv("bad_datagrams", st.bad_datagrams.to_string());
             kv("decisions", st.decisions.to_string());
+            for (k, v) in f.recorder.status() {
+                kv(k, v);
+            }
             kv(
                 "authority",
                 f.authority
@@ -1040,6 +1132,7 @@ impl Failover {
             StandbyCore::new(s.decision.clone(), host.epoch, now, None).with_query_base(query_base);
         let recorder = Recorder::open(
             &s.decision_log,
+            s.decision_log_rotation,
             now,
             hsb_common::decision::Role::Standby,
             host.epoch,

@@ -161,7 +161,7 @@ impl Daemon {
         }
     }
 
-    /// Stop (SIGSTOP) or continue (SIGCONT) the process.
+    /// Send a signal by name (`STOP`, `CONT`, `TERM`, `HUP`...), as `kill -NAME` does.
     pub fn signal(&self, sig: &str) {
         if let Some(c) = &self.child {
             let _ = Command::new("kill")

@@ -34,6 +34,7 @@ use hsb_common::decision::{Epoch, WitnessCore};
 use hsb_common::key::ClusterKey;
 use hsb_common::logging::LogLimiter;
 use hsb_common::msg::Role;
+use hsb_common::signals::{Request, SignalHandler, SignalSource};
 use hsb_common::time::{Clock, Nanos, StallWatch};
 use hsb_common::wire::{self, Dgram};
 
@@ -45,6 +46,12 @@ use state::{FileStore, Guard};
 const UDP: Token = Token(1);
 const PROBE_BASE: usize = 100;
 const CTL_BASE: usize = 10;
+const SIGNALS: Token = Token(2);
+/// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
+/// `report_interval` only paces reports (and must stay within half of the running
+/// `failover.report-fresh`). The probe's keys are not among them: the loop's stall bound and
+/// the freshness checks were sized from them at start.
+const RELOADED: &[&str] = &["report_interval"];
 
 const USAGE: &str = "\
 hsb-witness: probe the protected application as its clients do, and vote on failovers
@@ -77,22 +84,9 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match args.command.as_deref() {
-        Some("run") => {
-            hsb_common::logging::init("witness");
-            match load(&args).map_err(|e| e.to_string()).and_then(|(s, k)| {
-                Witness::new(s, k)
-                    .and_then(|w| w.run())
-                    .map_err(|e| e.to_string())
-            }) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("hsb-witness: {e}");
-                    ExitCode::FAILURE
-                }
-            }
-        }
+        Some("run") => run(&args),
         Some("check") => match load(&args) {
-            Ok((s, _)) => {
+            Ok((s, _, _)) => {
                 println!(
                     "configuration ok: witness {} (id {}) on {}, probing {:?}, primary {}, standby {}, policy {}",
                     s.node, s.id, s.listen, s.probe.kind, s.primary, s.standby, s.decision.policy
@@ -126,12 +120,35 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(args: &Args) -> Result<(Settings, ClusterKey), String> {
+fn load(args: &Args) -> Result<(Settings, ClusterKey, Config), String> {
     let cfg =
         Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
     let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
     let key = ClusterKey::load_configured(&cfg, "cluster_key").map_err(|e| e.to_string())?;
-    Ok((s, key))
+    Ok((s, key, cfg))
+}
+
+fn run(args: &Args) -> ExitCode {
+    hsb_common::logging::init("witness");
+    let fail = |e: &str| {
+        eprintln!("hsb-witness: {e}");
+        ExitCode::FAILURE
+    };
+    // Before the start-up: a SIGTERM sent meanwhile waits in the self-pipe and stops the loop
+    // at its first turn.
+    let signals = match SignalSource::install() {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+    };
+    let (s, key, cfg) = match load(args) {
+        Ok(v) => v,
+        Err(e) => return fail(&e),
+    };
+    let signals = SignalHandler::new(signals, args, cfg);
+    match Witness::new(s, key).and_then(|w| w.run(signals)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e.to_string()),
+    }
 }
 
 /// Log lines that can repeat every probe interval or every query, rate-limited per cause: the
@@ -302,7 +319,8 @@ impl Witness {
         })
     }
 
-    fn run(mut self) -> io::Result<()> {
+    fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
+        signals.register(self.poll.registry(), SIGNALS)?;
         let mut events = Events::with_capacity(64);
         loop {
             let now = self.now();
@@ -332,6 +350,19 @@ impl Witness {
             }
             // Before anything that arrived or expired meanwhile is looked at.
             let now = self.now();
+            // Signals first: a stop ends the loop before this turn answers anything.
+            if events.iter().any(|e| signals.owns(e.token())) {
+                for r in signals.take(now) {
+                    match r {
+                        Request::Stop(name) => {
+                            self.shutdown(name);
+                            return Ok(());
+                        }
+                        Request::Reload => self.reload(now, &signals),
+                        Request::Ignore(_) => {}
+                    }
+                }
+            }
             for ev in events.iter() {
                 let t = ev.token();
                 if t == UDP {
@@ -373,6 +404,62 @@ impl Witness {
                 self.send(&report, p, Some(self.hosts.dest(0)));
             }
         }
+    }
+
+    /// SIGTERM, SIGINT or SIGQUIT: stop. Every promise is on disk already (it is saved before
+    /// the answer that makes it leaves), so a restart keeps it; probes in flight are killed
+    /// with their process groups as the probe set is dropped.
+    fn shutdown(&mut self, signal: &str) {
+        log::warn!(
+            "{signal}: stopping: no more probes, reports or answers ({} probe(s) in flight abandoned; a command probe's process group is killed)",
+            self.probes.in_flight()
+        );
+        if let Err(e) = self.ctl.remove_socket() {
+            log::warn!(
+                "{signal}: cannot remove the control socket {}: {e}",
+                self.ctl.path().display()
+            );
+        }
+        log::info!("{signal}: stopped cleanly (exit status 0)");
+    }
+
+    /// SIGHUP: reload the configuration (a witness has no decision log; logging goes to
+    /// stderr, which this process does not open: nothing to reopen), apply [`RELOADED`] and log
+    /// every other changed key as waiting for a restart. A configuration that does not load or
+    /// check changes nothing.
+    fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
+        log::info!(
+            "SIGHUP: reloading the configuration from {}",
+            signals.source()
+        );
+        let (new, changed) = match signals.reload(schema(), Settings::from_config) {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
+                return;
+            }
+        };
+        let mut waiting = SignalHandler::restart_needed(&changed, RELOADED);
+        if new.report_interval != self.s.report_interval {
+            // Checked against the running report-fresh: a changed one waits for a restart.
+            if new.report_interval.saturating_mul(2) <= self.s.decision.report_fresh {
+                log::info!(
+                    "SIGHUP: report_interval {:?} -> {:?}",
+                    self.s.report_interval,
+                    new.report_interval
+                );
+                self.s.report_interval = new.report_interval;
+                self.next_report = self.next_report.min(now.plus(new.report_interval));
+            } else {
+                log::warn!(
+                    "SIGHUP: key report_interval changed to {:?}: more than half the running failover.report-fresh ({:?}); restart to apply (the running value is kept)",
+                    new.report_interval,
+                    self.s.decision.report_fresh
+                );
+                waiting += 1;
+            }
+        }
+        log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
     }
 
     /// The clock, read by the loop: if the loop did not run for too long since it last read

@@ -175,12 +175,17 @@ pub fn replay<'a>(
         }
         last_t = t;
         let now = Nanos(t);
-        let mut f =
-            Fields::from_json(&v, &["k", "t"]).map_err(|e| err(ReplayErrorKind::Field(e)))?;
+        // `wall` is the wall clock beside `t`, for people (crate::recorder): never an input.
+        let mut f = Fields::from_json(&v, &["k", "t", "wall", "continued"])
+            .map_err(|e| err(ReplayErrorKind::Field(e)))?;
         let role = f
             .word("role", "standby, primary or witness", Role::parse)
             .map_err(|e| err(ReplayErrorKind::Field(e)))?;
+        // A rotated or reopened log file starts with the config record again, marked
+        // `continued`: the same core goes on, unless this file is replayed alone.
+        let continued = v.get("continued") == Some(&Value::Bool(true));
         match kind.as_str() {
+            "config" if continued && has_core(&cores, role) => {}
             "config" => {
                 let epoch = f
                     .epoch_or("epoch", Epoch::FIRST)
@@ -262,6 +267,14 @@ pub fn replay<'a>(
         }
     }
     Ok(out)
+}
+
+fn has_core(c: &Cores, role: Role) -> bool {
+    match role {
+        Role::Standby => c.standby.is_some(),
+        Role::Primary => c.primary.is_some(),
+        Role::Witness => c.witness.is_some(),
+    }
 }
 
 fn current_epoch(c: &Cores, role: Role) -> Epoch {
@@ -445,6 +458,58 @@ mod tests {
             },
         );
         replay([line.as_str()].into_iter(), Policy::ClientOriented).expect("replays");
+    }
+
+    /// The decision log stamps every record with the wall clock (`wall`) and starts each
+    /// rotated or reopened file with a `continued` config record (crate::recorder): the replay
+    /// skips the stamp, and a continued record while the core runs, so the same decisions come
+    /// out; a continued file replayed alone starts a core of its own.
+    #[test]
+    fn wall_stamps_and_continued_files_replay_alike() {
+        let plain = log();
+        let stamp = |l: &String| {
+            let Some(i) = l.find(",\"role\"") else {
+                return l.clone();
+            };
+            format!(
+                "{},\"wall\":\"2025-06-01T12:00:00.123Z\"{}",
+                &l[..i],
+                &l[i..]
+            )
+        };
+        let mut stamped: Vec<String> = plain.iter().map(stamp).collect();
+        let at = stamped
+            .iter()
+            .position(|l| l.contains("\"t\":200000000,"))
+            .expect("a tick at 200 ms");
+        let cont = config_line(
+            ms(200),
+            Role::Standby,
+            Epoch(1),
+            &Config::default(),
+            Start {
+                replica: Some(5),
+                seq_base: 4_000_000_000,
+                ..Start::default()
+            },
+        )
+        .replacen("{", "{\"continued\":true,", 1);
+        stamped.insert(at, stamp(&cont));
+        for policy in [Policy::ClientOriented, Policy::HeartbeatOnly] {
+            let want = replay(plain.iter().map(String::as_str), policy).expect("plain");
+            let got = replay(stamped.iter().map(String::as_str), policy).expect("stamped");
+            assert_eq!(
+                got.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                want.iter().map(ToString::to_string).collect::<Vec<_>>()
+            );
+        }
+        // The second file alone: its continued record starts the core.
+        let tail = replay(
+            stamped[at..].iter().map(String::as_str),
+            Policy::ClientOriented,
+        )
+        .expect("a continued file replays alone");
+        assert!(!tail.is_empty());
     }
 
     #[test]
