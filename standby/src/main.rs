@@ -47,6 +47,9 @@ const LISTENER: Token = Token(1);
 /// Replication connections: tokens `CONN_BASE..CONN_BASE + CONN_SLOTS`.
 const CONN_BASE: usize = 100;
 const CONN_SLOTS: usize = slots::SLOTS;
+/// Connections accepted per turn of the loop at most, so that a flood of them cannot keep the
+/// loop from the live session (the rest wait in the listen backlog for the next turn).
+const ACCEPTS_PER_TURN: usize = 64;
 const CTL_BASE: usize = 10;
 const SERVICE_BASE: usize = 1000;
 const WITNESS_UDP: Token = Token(5);
@@ -296,6 +299,8 @@ struct Standby {
     incarnation: u64,
     /// Rate limits of the replication log lines peers can provoke.
     noise: LogLimiter<NOISE>,
+    /// The last accept stopped at [`ACCEPTS_PER_TURN`]: go on at the next turn of the loop.
+    more_to_accept: bool,
 }
 
 /// Requests of the activated replica's service: answered at once (no standby behind it).
@@ -365,6 +370,7 @@ impl Standby {
                 hsb_common::datagram::wall_clock_micros(),
             ),
             noise: LogLimiter::new(3, Duration::from_secs(10)),
+            more_to_accept: false,
             replica,
             next_stats: clock.now().plus(s.stats_interval),
             receiver,
@@ -410,6 +416,11 @@ impl Standby {
                 Some(d) => timeout.min(d.since(now)),
                 None => timeout,
             };
+            let timeout = if self.more_to_accept {
+                Duration::ZERO
+            } else {
+                timeout
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -454,6 +465,9 @@ impl Standby {
             }
             let now = self.clock.now();
             self.ctl.tick(self.poll.registry(), now);
+            if self.more_to_accept {
+                self.accept(now);
+            }
             self.expire_handshakes(now);
             if self.failover.is_some() {
                 self.on_ping(now, true);
@@ -522,7 +536,8 @@ impl Standby {
     /// outside `primary_allow` are closed at once; when the pending handshakes are full, the
     /// oldest gives way ([`slots::victim`]), never the live session.
     fn accept(&mut self, now: Nanos) {
-        loop {
+        self.more_to_accept = false;
+        for _ in 0..ACCEPTS_PER_TURN {
             let (mut stream, peer) = match self.listener.accept() {
                 Ok(v) => v,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -597,6 +612,7 @@ impl Standby {
             // connections of a flood can push this one out of the pool.
             self.on_conn(now, i);
         }
+        self.more_to_accept = true;
     }
 
     /// Connections waiting for their handshake (or refused and flushing the refusal).
