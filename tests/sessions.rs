@@ -108,6 +108,57 @@ fn a_second_primary_is_refused_and_the_first_keeps_its_session() {
     assert_eq!(s.request("GET").unwrap(), acked.to_string());
 }
 
+/// The same with automatic failover on (the issue saw the session taken over for about 66 ms
+/// each time, until the epochs met): the second primary, in the same epoch, is refused; the
+/// first stays protected by the standby's acks throughout.
+#[test]
+fn with_failover_on_a_second_primary_is_refused_too() {
+    let cl = hsb_tests::cluster::Cluster::start(hsb_tests::cluster::ClusterOpts::default());
+    cl.wait_witnesses_ready();
+    let listen = cl.standby.status()["listen"].clone();
+    let conf = cl.dir.path("intruder.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "node = intruder\ncluster_key = {}\nstandby = {listen}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {}\nreconnect_interval = 100ms\nstats_interval = 0s\n",
+            cl.dir.path("cluster.key").display(),
+            cl.dir.path("intruder.sock").display(),
+            free_addr()
+        ),
+    )
+    .unwrap();
+    let second = Daemon::start(
+        "hsb-primary",
+        &conf,
+        &cl.dir.path("intruder.sock"),
+        &cl.dir.path("intruder.log"),
+        &[],
+    );
+    let mut c = Client::connect(cl.primary_service, Duration::from_secs(5)).expect("connect");
+    let mut acked: u64 = c.request("INCR").unwrap().parse().unwrap();
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(3) {
+        let v: u64 = c.request("INCR").unwrap().parse().unwrap();
+        assert_eq!(v, acked + 1);
+        acked = v;
+        let st = cl.standby.status();
+        assert_eq!(num(&st, "sessions"), 1, "{st:?}\n{}", cl.logs());
+        assert!(num(&st, "counter") >= acked, "{st:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        second.log_text().contains("holds a live session"),
+        "{}",
+        second.log_text()
+    );
+    let st = cl.standby.status();
+    assert!(num(&st, "connections_refused") >= 3, "{st:?}");
+    assert_eq!(num(&st, "sessions_replaced"), 0, "{st:?}");
+    let p = cl.primary.status();
+    assert_eq!(p["authority"], "protected", "{p:?}");
+    assert_eq!(num(&p, "sessions"), 1, "{p:?}");
+}
+
 /// A primary killed with -9 on a host whose link is gone leaves the standby holding its TCP
 /// connection (no FIN arrives). Started again with the same configuration (its incarnation is
 /// higher), it gets its session back at once, not after the old one times out.
