@@ -222,7 +222,8 @@ struct Conn {
 }
 
 /// Causes of log lines that a hostile or broken peer could repeat at will: each is rate-limited
-/// on its own ([`LogLimiter`]) and counted in status.
+/// on its own ([`LogLimiter`]); status counts what they report (`connections_refused`,
+/// `handshakes_evicted`, `handshakes_expired`, `frame_errors_*`, `connections_disallowed`).
 #[derive(Debug, Clone, Copy)]
 enum Noise {
     Refused,
