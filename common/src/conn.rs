@@ -45,6 +45,22 @@ impl FrameReader {
         }
     }
 
+    /// The largest body this reader accepts.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// Accept bodies of up to `max_body` bytes from now on, keeping what is buffered: a
+    /// connection starts with a small reader and gets the full one only once its peer has
+    /// proved it holds the cluster key. The buffer never shrinks below what it holds.
+    pub fn set_max_body(&mut self, max_body: usize) {
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        self.buf.resize((HEADER_LEN + max_body).max(self.end), 0);
+        self.max_body = max_body;
+    }
+
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.end - self.start
@@ -234,6 +250,41 @@ mod tests {
             r.next_frame(),
             Err(FrameError::Oversized { len: 101, max: 100 })
         ));
+    }
+
+    #[test]
+    fn a_small_reader_grows_without_losing_what_it_buffered() {
+        let mut stream = frame(10, 0);
+        stream.extend(frame(4000, 1));
+        for grow in [false, true] {
+            let mut r = FrameReader::new(16);
+            let mut src = Trickle {
+                data: stream.clone(),
+                pos: 0,
+                step: 1 << 20,
+            };
+            // One read fills the small buffer: the first frame and the start of the second.
+            assert_eq!(r.fill(&mut src).unwrap(), Fill::Data(HEADER_LEN + 16));
+            assert_eq!(r.next_frame().unwrap().unwrap().0.seq, 0);
+            if !grow {
+                // The second frame's header announces 4000 bytes: too big for this reader.
+                r.fill(&mut src).unwrap();
+                assert!(matches!(
+                    r.next_frame(),
+                    Err(FrameError::Oversized { len: 4000, .. })
+                ));
+                continue;
+            }
+            r.set_max_body(4096);
+            assert_eq!(r.max_body(), 4096);
+            let got = loop {
+                if let Some((h, f)) = r.next_frame().unwrap() {
+                    break (h.seq, f.len());
+                }
+                assert_ne!(r.fill(&mut src).unwrap(), Fill::WouldBlock);
+            };
+            assert_eq!(got, (1, HEADER_LEN + 4000));
+        }
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Message bodies, encoded with postcard inside a [`crate::frame`].
 //!
 //! Replication stream (TCP, primary → standby unless noted):
-//! `Hello` (both ways) → `Begin` → `Pages`* → `State` → `End` → (standby) `Ack`.
+//! `Hello` (both ways) → `Hello` again, sealed under the session key (the primary's
+//! confirmation) → `Begin` → `Pages`* → `State` → `End` → (standby) `Ack`.
+//! A standby that will not take the session answers its `Hello` with a `Refuse`.
 //! "ckpt" is the checkpoint number N whose output is released by ack(N); "epoch" is the
 //! activation epoch of DESIGN.md rule 8.
 
@@ -17,6 +19,10 @@ pub const MAX_STATE_LEN: usize = 256 * 1024;
 pub const NODE_NAME_LEN: usize = 32;
 /// Longest refusal reason.
 pub const REASON_LEN: usize = 160;
+/// Largest encoded [`Hello`] body (the longest node name and every varint at its longest:
+/// 1 + 33 + 16 + 4 × 10 = 90 bytes), with room to spare. A connection that has not proved it
+/// holds the cluster key gets a frame reader of this size, not of the configured frame maximum.
+pub const HELLO_MAX_BODY: usize = 128;
 
 /// Who is speaking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -30,7 +36,9 @@ pub enum Role {
 }
 
 /// Opens a session. The initiator's nonce and the responder's nonce together derive the session
-/// keys ([`crate::session`]).
+/// keys ([`crate::session`]). Node, epoch and incarnation say which primary this is: a standby
+/// lets a new session replace a live one only if it is the newer primary
+/// ([`crate::session::admit`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
     /// Sender's role.
@@ -45,6 +53,10 @@ pub struct Hello {
     pub domain_pages: u64,
     /// Last checkpoint the sender applied (standby) or acknowledged (primary), 0 if none.
     pub last_ckpt: u64,
+    /// Grows with each start of the sender's process
+    /// ([`crate::datagram::next_incarnation`]): a restarted primary is newer than its
+    /// predecessor, whose connection the standby may still hold.
+    pub incarnation: u64,
 }
 
 /// Start of checkpoint `ckpt`.
@@ -311,6 +323,7 @@ mod tests {
                 nonce,
                 domain_pages: rng.next_u64(),
                 last_ckpt: rng.next_u64() >> rng.below(64),
+                incarnation: rng.next_u64() >> rng.below(64),
             };
             assert_eq!(round_trip(&h, &mut buf, Kind::Hello), h);
             let b = Begin {
@@ -345,6 +358,44 @@ mod tests {
             let n = encode(&st, &mut buf).unwrap();
             assert_eq!(decode::<State>(Kind::State, &buf[..n]).unwrap(), st);
         }
+    }
+
+    #[test]
+    fn the_largest_hello_fits_hello_max_body() {
+        let h = Hello {
+            role: Role::Witness,
+            node: node_name(&"\u{10FFFF}".repeat(NODE_NAME_LEN)),
+            epoch: u64::MAX,
+            nonce: [0xff; 16],
+            domain_pages: u64::MAX,
+            last_ckpt: u64::MAX,
+            incarnation: u64::MAX,
+        };
+        assert_eq!(h.node.len(), NODE_NAME_LEN);
+        let mut b = [0u8; 256];
+        let n = encode(&h, &mut b).unwrap();
+        assert_eq!(n, 90);
+        assert!(n <= HELLO_MAX_BODY);
+    }
+
+    #[test]
+    fn literal_hello_body() {
+        let h = Hello {
+            role: Role::Primary,
+            node: node_name("a"),
+            epoch: 2,
+            nonce: [7; 16],
+            domain_pages: 300,
+            last_ckpt: 0,
+            incarnation: 1,
+        };
+        let mut b = [0u8; 64];
+        let n = encode(&h, &mut b).unwrap();
+        let mut want = vec![0x00, 0x01, b'a', 0x02];
+        want.extend([7u8; 16]);
+        want.extend([0xac, 0x02, 0x00, 0x01]);
+        assert_eq!(&b[..n], &want[..]);
+        assert_eq!(decode::<Hello>(Kind::Hello, &want).unwrap(), h);
     }
 
     #[test]

@@ -1,6 +1,12 @@
 //! Sessions: keys derived from the cluster key and both sides' nonces, one per direction, and
 //! strictly consecutive sequence numbers. A frame from another session fails its MAC; a frame
 //! replayed, dropped or reordered within a session fails its sequence check.
+//!
+//! Opening one (DESIGN.md §6): the primary's `Hello` under the hello key, the standby's `Hello`
+//! under the session key, then the primary's confirmation, its `Hello` again under the session
+//! key ([`write_confirm`], [`open_confirm`]). A replayed `Hello` cannot produce the confirmation,
+//! so a session counts only from it. Whether a new session may replace a live one is
+//! [`admit`]: only the newer primary may.
 
 use serde::Serialize;
 
@@ -153,6 +159,207 @@ pub fn open_hello(cluster: &ClusterKey, buf: &[u8]) -> Result<msg::Hello, FrameE
     msg::decode(Kind::Hello, f.body())
 }
 
+/// The initiator's confirmation: its `Hello` again, sealed under the session key, as the
+/// session's first frame. It proves the initiator holds the cluster key now, in this session
+/// (a `Hello` under the hello key could be a recording).
+pub fn write_confirm(
+    sess: &mut Session,
+    hello: &msg::Hello,
+    out: &mut [u8],
+) -> Result<usize, postcard::Error> {
+    sess.write(Kind::Hello, hello, out)
+}
+
+/// Verify the initiator's confirmation ([`write_confirm`]) of `hello`.
+pub fn open_confirm(sess: &mut Session, buf: &[u8], hello: &msg::Hello) -> Result<(), FrameError> {
+    sess.open(buf)?;
+    let f = frame::Frame::new_checked(buf)?;
+    if f.kind_byte() != Kind::Hello as u8 {
+        return Err(FrameError::Unexpected {
+            kind: Kind::from_u8(f.kind_byte()).unwrap_or(Kind::Hello),
+            state: "waiting for the primary's confirmation of its Hello",
+        });
+    }
+    let h: msg::Hello = msg::decode(Kind::Hello, f.body())?;
+    if &h != hello {
+        return Err(FrameError::Body {
+            kind: Kind::Hello,
+            why: "the confirmation differs from the Hello",
+        });
+    }
+    Ok(())
+}
+
+/// Which primary a `Hello` says it is: what [`admit`] compares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// Node name.
+    pub node: heapless::String<{ msg::NODE_NAME_LEN }>,
+    /// Activation epoch.
+    pub epoch: u64,
+    /// Incarnation of the primary's process.
+    pub incarnation: u64,
+    /// The session's initiator nonce (fresh in every genuine `Hello`).
+    pub nonce: [u8; 16],
+}
+
+impl Claim {
+    /// The claim of a `Hello`.
+    pub fn of(h: &msg::Hello) -> Claim {
+        Claim {
+            node: h.node.clone(),
+            epoch: h.epoch,
+            incarnation: h.incarnation,
+            nonce: h.nonce,
+        }
+    }
+}
+
+/// The live session, as [`admit`] sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Live<'a> {
+    /// Its primary's claim.
+    pub claim: &'a Claim,
+    /// Nothing heard from its primary for longer than the standby's silence bound.
+    pub silent: bool,
+}
+
+/// Why a new session may take the place of the live one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// There is no live session.
+    NoSession,
+    /// The newcomer's epoch is higher: it is the primary of a later activation.
+    NewerEpoch,
+    /// The same node in the same epoch with a higher incarnation: the primary restarted.
+    Restarted,
+    /// The live session has gone silent.
+    Silent,
+}
+
+impl std::fmt::Display for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Admit::NoSession => "no session is live",
+            Admit::NewerEpoch => "a newer epoch than the live session's",
+            Admit::Restarted => "the same primary restarted (a higher incarnation)",
+            Admit::Silent => "the live session has gone silent",
+        })
+    }
+}
+
+/// Why a new session may not replace the live one (sent to its primary in a `Refuse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Its nonce is in use by another connection: a replayed or duplicated `Hello`.
+    Replayed,
+    /// Its epoch is lower than the live session's.
+    OlderEpoch {
+        /// The newcomer's epoch.
+        epoch: u64,
+        /// The live session's.
+        live: u64,
+    },
+    /// The live session's own node, in the same epoch, without a higher incarnation.
+    NotNewer {
+        /// The node.
+        node: heapless::String<{ msg::NODE_NAME_LEN }>,
+        /// The newcomer's incarnation.
+        incarnation: u64,
+        /// The live session's.
+        live: u64,
+    },
+    /// Another node, in the same epoch, while the live session's primary streams.
+    AnotherPrimary {
+        /// The live session's node.
+        live: heapless::String<{ msg::NODE_NAME_LEN }>,
+        /// The epoch both claim.
+        epoch: u64,
+    },
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Replayed => {
+                f.write_str("a connection with this session nonce exists: a replayed Hello")
+            }
+            Refusal::OlderEpoch { epoch, live } => write!(
+                f,
+                "epoch {epoch} is older than the live session's epoch {live}"
+            ),
+            Refusal::NotNewer {
+                node,
+                incarnation,
+                live,
+            } => write!(
+                f,
+                "a session of {node} (incarnation {live}) is live; incarnation {incarnation} is not newer"
+            ),
+            Refusal::AnotherPrimary { live, epoch } => write!(
+                f,
+                "primary {live} holds a live session in epoch {epoch}; another node needs a newer epoch, or that session to go silent"
+            ),
+        }
+    }
+}
+
+impl Refusal {
+    /// A short stable name for counters and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Refusal::Replayed => "replayed",
+            Refusal::OlderEpoch { .. } => "older-epoch",
+            Refusal::NotNewer { .. } => "not-newer",
+            Refusal::AnotherPrimary { .. } => "another-primary",
+        }
+    }
+}
+
+/// The replace-or-refuse rule (DESIGN.md §6): a session replaces the live one only if its
+/// primary proves it is the newer one: a higher epoch, or the same node in the same epoch with a
+/// higher incarnation (restarted), or the live session has gone silent. A lower epoch is never
+/// taken (rule 8). `nonce_in_use`: another connection already carries this `Hello`'s nonce.
+/// Pure: the standby applies it when the `Hello` arrives (to refuse early) and again when its
+/// confirmation does (the live session may have changed meanwhile).
+pub fn admit(live: Option<Live<'_>>, new: &Claim, nonce_in_use: bool) -> Result<Admit, Refusal> {
+    if nonce_in_use || live.is_some_and(|l| l.claim.nonce == new.nonce) {
+        return Err(Refusal::Replayed);
+    }
+    let Some(live) = live else {
+        return Ok(Admit::NoSession);
+    };
+    let cur = live.claim;
+    if new.epoch > cur.epoch {
+        return Ok(Admit::NewerEpoch);
+    }
+    if new.epoch < cur.epoch {
+        return Err(Refusal::OlderEpoch {
+            epoch: new.epoch,
+            live: cur.epoch,
+        });
+    }
+    let same_node = new.node == cur.node;
+    if same_node && new.incarnation > cur.incarnation {
+        return Ok(Admit::Restarted);
+    }
+    if live.silent {
+        return Ok(Admit::Silent);
+    }
+    if same_node {
+        Err(Refusal::NotNewer {
+            node: new.node.clone(),
+            incarnation: new.incarnation,
+            live: cur.incarnation,
+        })
+    } else {
+        Err(Refusal::AnotherPrimary {
+            live: cur.node.clone(),
+            epoch: cur.epoch,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,6 +422,7 @@ mod tests {
             nonce: [9; 16],
             domain_pages: 16384,
             last_ckpt: 0,
+            incarnation: 1_700_000_000_000_000,
         };
         let mut buf = [0u8; 128];
         let n = write_hello(&k, &h, &mut buf).unwrap();
@@ -224,5 +432,150 @@ mod tests {
             open_hello(&other, &buf[..n]).unwrap_err(),
             FrameError::BadMac
         );
+    }
+}
+
+#[cfg(test)]
+mod admission {
+    use super::*;
+
+    fn claim(node: &str, epoch: u64, incarnation: u64, nonce: u8) -> Claim {
+        Claim {
+            node: msg::node_name(node),
+            epoch,
+            incarnation,
+            nonce: [nonce; 16],
+        }
+    }
+
+    /// One case: the live session (claim, silent) or none, the newcomer, whether its nonce is in
+    /// use elsewhere, and the verdict's name.
+    type Case<'a> = (Option<(&'a Claim, bool)>, Claim, bool, &'static str);
+
+    /// The replace-or-refuse rule, one case a row: the live session (claim, silent) or none,
+    /// the newcomer, whether its nonce is in use elsewhere, and the verdict's name.
+    #[test]
+    fn replace_or_refuse_table() {
+        let a1 = claim("a", 1, 100, 1);
+        #[rustfmt::skip]
+        let cases: &[Case] = &[
+            // Nothing live: anyone with the key, unless its nonce is a replay.
+            (None, claim("b", 1, 5, 2), false, "no-session"),
+            (None, claim("b", 1, 5, 2), true, "replayed"),
+            // The live session's own Hello again (recorded and replayed): refused, even silent.
+            (Some((&a1, false)), claim("a", 1, 100, 1), false, "replayed"),
+            (Some((&a1, true)), claim("a", 1, 100, 1), false, "replayed"),
+            // A newer epoch always replaces; an older one never, even when the live one is silent.
+            (Some((&a1, false)), claim("b", 2, 1, 2), false, "newer-epoch"),
+            (Some((&a1, false)), claim("a", 2, 1, 2), false, "newer-epoch"),
+            (Some((&a1, false)), claim("a", 0, 999, 2), false, "older-epoch"),
+            (Some((&a1, true)), claim("b", 0, 999, 2), false, "older-epoch"),
+            // Same node, same epoch: a restart (higher incarnation) replaces at once.
+            (Some((&a1, false)), claim("a", 1, 101, 2), false, "restarted"),
+            (Some((&a1, true)), claim("a", 1, 101, 2), false, "restarted"),
+            // Same node without a higher incarnation: only once the live session is silent.
+            (Some((&a1, false)), claim("a", 1, 100, 2), false, "not-newer"),
+            (Some((&a1, false)), claim("a", 1, 99, 2), false, "not-newer"),
+            (Some((&a1, true)), claim("a", 1, 100, 2), false, "silent"),
+            (Some((&a1, true)), claim("a", 1, 99, 2), false, "silent"),
+            // Another node in the same epoch (issue 10 item 3): refused while the live one
+            // streams, whatever its incarnation; admitted once the live one is silent.
+            (Some((&a1, false)), claim("b", 1, 101, 2), false, "another-primary"),
+            (Some((&a1, false)), claim("b", 1, 1, 2), false, "another-primary"),
+            (Some((&a1, true)), claim("b", 1, 1, 2), false, "silent"),
+            (Some((&a1, true)), claim("b", 1, 1, 2), true, "replayed"),
+        ];
+        for (i, (live, new, in_use, want)) in cases.iter().enumerate() {
+            let live = live.map(|(claim, silent)| Live { claim, silent });
+            let got = match admit(live, new, *in_use) {
+                Ok(Admit::NoSession) => "no-session",
+                Ok(Admit::NewerEpoch) => "newer-epoch",
+                Ok(Admit::Restarted) => "restarted",
+                Ok(Admit::Silent) => "silent",
+                Err(r) => r.name(),
+            };
+            assert_eq!(got, *want, "case {i}: live {live:?}, new {new:?}");
+        }
+    }
+
+    #[test]
+    fn refusals_say_why_and_fit_a_refuse_frame() {
+        let long = "n".repeat(msg::NODE_NAME_LEN);
+        let live = claim(&long, u64::MAX, u64::MAX, 1);
+        for (new, want) in [
+            (claim("b", u64::MAX, 1, 2), "holds a live session in epoch"),
+            (claim(&long, u64::MAX, 1, 2), "is not newer"),
+            (
+                claim("b", 1, 1, 2),
+                "is older than the live session's epoch",
+            ),
+            (claim("b", 1, 1, 1), "replayed"),
+        ] {
+            let why = admit(
+                Some(Live {
+                    claim: &live,
+                    silent: false,
+                }),
+                &new,
+                false,
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(why.contains(want), "{why}");
+            assert!(why.len() <= msg::REASON_LEN, "{} bytes: {why}", why.len());
+        }
+    }
+
+    fn pair(k: &ClusterKey) -> (Session, Session) {
+        (
+            Session::new(k, &[2; 16], &[3; 16], Side::Initiator),
+            Session::new(k, &[2; 16], &[3; 16], Side::Responder),
+        )
+    }
+
+    #[test]
+    fn a_confirmation_must_repeat_the_hello_under_the_session_key() {
+        let k = ClusterKey::from_bytes([5; 32]);
+        let h = msg::Hello {
+            role: msg::Role::Primary,
+            node: msg::node_name("host-a"),
+            epoch: 3,
+            nonce: [2; 16],
+            domain_pages: 16384,
+            last_ckpt: 7,
+            incarnation: 9,
+        };
+        let mut buf = [0u8; 256];
+        // The genuine confirmation.
+        let (mut i, mut r) = pair(&k);
+        let n = write_confirm(&mut i, &h, &mut buf).unwrap();
+        open_confirm(&mut r, &buf[..n], &h).unwrap();
+        // The Hello frame itself (hello key), replayed in its place: wrong key.
+        let (_, mut r) = pair(&k);
+        let n = write_hello(&k, &h, &mut buf).unwrap();
+        assert_eq!(
+            open_confirm(&mut r, &buf[..n], &h).unwrap_err(),
+            FrameError::BadMac
+        );
+        // Another Hello under the session key: refused.
+        let (mut i, mut r) = pair(&k);
+        let other = msg::Hello {
+            incarnation: 10,
+            ..h.clone()
+        };
+        let n = write_confirm(&mut i, &other, &mut buf).unwrap();
+        assert!(matches!(
+            open_confirm(&mut r, &buf[..n], &h).unwrap_err(),
+            FrameError::Body { .. }
+        ));
+        // Another kind first: refused.
+        let (mut i, mut r) = pair(&k);
+        let n = i
+            .write(Kind::Ack, &msg::Ack { ckpt: 1, epoch: 3 }, &mut buf)
+            .unwrap();
+        assert!(matches!(
+            open_confirm(&mut r, &buf[..n], &h).unwrap_err(),
+            FrameError::Unexpected { .. }
+        ));
     }
 }

@@ -338,6 +338,8 @@ struct Repl {
     stream: TcpStream,
     phase: Phase,
     nonce: [u8; 16],
+    /// The Hello sent (confirmed under the session key once the standby answers).
+    hello: Option<Hello>,
     session: Option<Session>,
     reader: FrameReader,
     out: OutQueue,
@@ -393,6 +395,9 @@ struct Primary {
     next_epoch: Nanos,
     reconnect_at: Option<Nanos>,
     backoff: Duration,
+    /// This process's incarnation, in every replication Hello: a restarted primary is newer
+    /// than its predecessor, whose session the standby may still hold.
+    incarnation: u64,
     next_stats: Nanos,
     stats: Stats,
     failover: Option<Failover>,
@@ -624,6 +629,8 @@ impl Primary {
             next_stats: now.plus(s.stats_interval),
             backoff: s.reconnect_interval,
             reconnect_at: Some(now),
+            // The host state's: above every earlier process of this host (rule 10).
+            incarnation: start.incarnation,
             s,
             key,
             clock,
@@ -832,6 +839,7 @@ impl Primary {
                     stream,
                     phase: Phase::Connecting,
                     nonce,
+                    hello: None,
                     session: None,
                     reader: FrameReader::new(REPL_RX_MAX_BODY),
                     out: OutQueue::new(4096),
@@ -903,6 +911,7 @@ impl Primary {
                 nonce: r.nonce,
                 domain_pages: self.dom.source().pages(),
                 last_ckpt: self.acked,
+                incarnation: self.incarnation,
             };
             let mut buf = [0u8; 256];
             match session::write_hello(&self.key, &hello, &mut buf) {
@@ -911,6 +920,7 @@ impl Primary {
                 }
                 Err(e) => return self.lose_standby(now, &format!("cannot encode hello: {e}")),
             }
+            r.hello = Some(hello);
             r.phase = Phase::AwaitHello;
             log::info!("standby {}: connected, opening session", r.peer);
         }
@@ -963,6 +973,25 @@ impl Primary {
                         kind,
                         why: "peer is not a standby",
                     });
+                }
+                // Confirm our Hello under the session key: the standby counts the session only
+                // from this frame (a recorded Hello cannot produce it). It goes out before any
+                // checkpoint (send_staged flushes `out` first).
+                let mut buf = [0u8; 256];
+                let hello = r.hello.as_ref().ok_or(FrameError::Unexpected {
+                    kind,
+                    state: "no Hello sent",
+                })?;
+                let n = session::write_confirm(&mut sess, hello, &mut buf).map_err(|_| {
+                    FrameError::Body {
+                        kind,
+                        why: "cannot encode the confirmation",
+                    }
+                })?;
+                r.out.push(&buf[..n]);
+                if let Err(e) = r.out.flush(&mut r.stream) {
+                    self.lose_standby(now, &format!("write failed: {e}"));
+                    return Ok(());
                 }
                 r.session = Some(sess);
                 r.phase = Phase::Streaming;
@@ -1341,6 +1370,12 @@ impl Primary {
         let (Some(pos), Some(r)) = (self.sending.as_mut(), self.repl.as_mut()) else {
             return;
         };
+        // The session's confirmation, if still queued, goes first.
+        match r.out.flush(&mut r.stream) {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => return self.lose_standby(now, &format!("write failed: {e}")),
+        }
         match write_some(&mut r.stream, self.staging.bytes(), pos) {
             Ok(true) => self.sending = None,
             Ok(false) => {}

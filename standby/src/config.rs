@@ -1,6 +1,6 @@
 //! hsb-standby configuration schema and typed settings.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -15,6 +15,7 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/hsb.state"), help: "this host's persistent state (newest epoch, its role in it, checkpoint numbers used, datagram incarnation), written durably before the daemon acts on it; the primary and standby configurations of one host must name the same file (a hand-over passes it on)" },
     KeySpec { key: "cluster_key", kind: ValueKind::Path, default: None, help: "pre-shared cluster key file (mode 0600)" },
     KeySpec { key: "listen", kind: ValueKind::Addr, default: None, help: "replication address the primary connects to" },
+    KeySpec { key: "primary_allow", kind: ValueKind::Str, default: Some(""), help: "IP addresses the primary may connect from, comma-separated (IP[,IP...]); other connections to `listen` are closed at once, before they cost a handshake slot; empty: any address (the cluster key still decides)" },
     KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/standby.sock"), help: "control socket for `hsb-standby status` and `activate`" },
     hsb_common::ctl::CONTROL_GROUP_KEY,
     KeySpec { key: "frame_max", kind: ValueKind::Size, default: Some("1MiB"), help: "largest frame body accepted (at least 264KiB, at most 1MiB)" },
@@ -50,6 +51,8 @@ pub struct Settings {
     pub node: String,
     pub state_file: PathBuf,
     pub listen: SocketAddr,
+    /// `primary_allow`: empty lets any address connect.
+    pub primary_allow: Vec<IpAddr>,
     pub control: PathBuf,
     pub control_group: Option<hsb_common::ctl::ControlGroup>,
     pub frame_max: usize,
@@ -112,7 +115,10 @@ impl Settings {
             ));
         }
         let xen = hsb_common::xen::XenSettings::from_config(c)?;
+        let primary_allow =
+            parse_allow(&c.str("primary_allow")?).map_err(|e| c.error_at("primary_allow", &e))?;
         Ok(Settings {
+            primary_allow,
             xen,
             node: hsb_common::failover::node_name(c)?,
             state_file: c.path("state_file")?,
@@ -145,6 +151,27 @@ impl Settings {
     }
 }
 
+/// Longest `primary_allow` list.
+const MAX_ALLOW: usize = 64;
+
+/// `IP[,IP...]`, spaces allowed around each; empty is an empty list.
+fn parse_allow(text: &str) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        if part.is_empty() && text.trim().is_empty() {
+            break;
+        }
+        let ip = part.parse::<IpAddr>().map_err(|_| {
+            format!("expected IP addresses separated by commas (IP[,IP...]), got '{part}'")
+        })?;
+        if out.len() == MAX_ALLOW {
+            return Err(format!("expected at most {MAX_ALLOW} addresses"));
+        }
+        out.push(ip);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +180,30 @@ mod tests {
         let text = format!("cluster_key = k\nlisten = 127.0.0.1:1\nfailover = true\nheartbeat_listen = 127.0.0.1:9\n{extra}");
         let c = Config::from_text(schema(), "s.conf", &text, &[]).map_err(|e| e.to_string())?;
         Settings::from_config(&c).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn primary_allow_is_a_list_of_ip_addresses() {
+        let peers = "witness_peers = 1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3\n";
+        assert!(settings(peers).unwrap().primary_allow.is_empty());
+        let s = settings(&format!("{peers}primary_allow = 10.0.0.1, ::1\n")).unwrap();
+        assert_eq!(
+            s.primary_allow,
+            [
+                "10.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        for bad in ["10.0.0.1:7100", "10.0.0.1,", "host-a", ",10.0.0.1"] {
+            let e = settings(&format!("{peers}primary_allow = {bad}\n")).unwrap_err();
+            assert!(
+                e.starts_with("s.conf:6: key 'primary_allow': expected IP addresses"),
+                "{bad}: {e}"
+            );
+        }
+        let many = vec!["10.0.0.1"; MAX_ALLOW + 1].join(",");
+        let e = settings(&format!("{peers}primary_allow = {many}\n")).unwrap_err();
+        assert!(e.contains("at most 64"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod config;
 mod replica;
+mod slots;
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,12 +29,13 @@ use hsb_common::decision::standby::{Action as SAction, Input as SInput};
 use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority, StandbyCore};
 use hsb_common::frame::{FrameError, Kind, HEADER_LEN};
 use hsb_common::key::ClusterKey;
+use hsb_common::logging::LogLimiter;
 use hsb_common::model::ModelDomain;
 use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
 use hsb_common::node_state::{standby_start, NodeRole, NodeState};
 use hsb_common::recorder::Recorder;
 use hsb_common::service::{ClientId, Handler, Service};
-use hsb_common::session::{self, Session, Side};
+use hsb_common::session::{self, Admit, Claim, Live, Session, Side};
 use hsb_common::signals::{Request, SignalHandler, SignalSource};
 use hsb_common::stats::{ms, Histogram};
 use hsb_common::time::{Clock, Nanos};
@@ -41,10 +43,15 @@ use hsb_common::wire::{self, Dgram};
 
 use config::{schema, Settings};
 use replica::Rep;
+use slots::Stage;
 
 const LISTENER: Token = Token(1);
-const CONN_BASE: usize = 2;
-const CONN_SLOTS: usize = 2;
+/// Replication connections: tokens `CONN_BASE..CONN_BASE + CONN_SLOTS`.
+const CONN_BASE: usize = 100;
+const CONN_SLOTS: usize = slots::SLOTS;
+/// Connections accepted per turn of the loop at most, so that a flood of them cannot keep the
+/// loop from the live session (the rest wait in the listen backlog for the next turn).
+const ACCEPTS_PER_TURN: usize = 64;
 const CTL_BASE: usize = 10;
 const SERVICE_BASE: usize = 1000;
 const WITNESS_UDP: Token = Token(5);
@@ -241,17 +248,37 @@ fn host_state(s: &Settings) -> Result<NodeState, String> {
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
+    /// Sized for a `Hello` until the session is confirmed, then for `frame_max`.
     reader: FrameReader,
     session: Option<Session>,
     out: OutQueue,
-    /// A frame under the session key has arrived: the peer holds the cluster key and is live.
-    authenticated: bool,
-    /// Close once `out` is flushed (after a refusal).
-    closing: bool,
+    /// Handshake or live session ([`Stage::Live`] exactly when this is `current`); a refused
+    /// connection closes once `out` is flushed.
+    stage: Stage,
+    accepted: Nanos,
+    /// Last time its primary was heard from: a frame, or the end of applying one of its
+    /// checkpoints ([`slots::silent`]).
+    heard: Nanos,
+    /// The primary's Hello, once it has arrived.
+    hello: Option<Hello>,
     node: String,
     /// The primary's epoch, from its Hello.
     epoch: Epoch,
 }
+
+/// Causes of log lines that a hostile or broken peer could repeat at will: each is rate-limited
+/// on its own ([`LogLimiter`]); status counts what they report (`connections_refused`,
+/// `handshakes_evicted`, `handshakes_expired`, `frame_errors_*`, `connections_disallowed`).
+#[derive(Debug, Clone, Copy)]
+enum Noise {
+    Refused,
+    Evicted,
+    Expired,
+    BadFrame,
+    Disallowed,
+    Accept,
+}
+const NOISE: usize = 6;
 
 #[derive(Default)]
 struct Stats {
@@ -263,6 +290,11 @@ struct Stats {
     last_applied_at: Option<Nanos>,
     frame_errors: [u64; FrameError::COUNTERS.len()],
     sessions: u64,
+    sessions_replaced: u64,
+    connections_refused: u64,
+    connections_disallowed: u64,
+    handshakes_evicted: u64,
+    handshakes_expired: u64,
     window_applied: u64,
     window_bytes: u64,
     requests: u64,
@@ -311,6 +343,12 @@ struct Standby {
     promote: bool,
     /// The host's state as last written (see [`host_state`]).
     host: NodeState,
+    /// Sent in this node's replication Hello.
+    incarnation: u64,
+    /// Rate limits of the replication log lines peers can provoke.
+    noise: LogLimiter<NOISE>,
+    /// The last accept stopped at [`ACCEPTS_PER_TURN`]: go on at the next turn of the loop.
+    more_to_accept: bool,
 }
 
 /// Requests of the activated replica's service: answered at once (no standby behind it).
@@ -381,6 +419,10 @@ impl Standby {
             failover,
             hook: None,
             promote: false,
+            // The host state's: above every earlier process of this host (rule 10).
+            incarnation: host.incarnation,
+            noise: LogLimiter::new(3, Duration::from_secs(10)),
+            more_to_accept: false,
             replica,
             next_stats: clock.now().plus(s.stats_interval),
             receiver,
@@ -424,6 +466,15 @@ impl Standby {
                 Some(d) => timeout.min(d.since(now)),
                 None => timeout,
             };
+            let timeout = match self.next_handshake_deadline() {
+                Some(d) => timeout.min(d.since(now)),
+                None => timeout,
+            };
+            let timeout = if self.more_to_accept {
+                Duration::ZERO
+            } else {
+                timeout
+            };
             match self.poll.poll(&mut events, Some(timeout)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -450,7 +501,7 @@ impl Standby {
             for ev in events.iter() {
                 let t = ev.token();
                 if t == LISTENER {
-                    self.accept();
+                    self.accept(now);
                 } else if (CONN_BASE..CONN_BASE + CONN_SLOTS).contains(&t.0) {
                     self.on_conn(now, t.0 - CONN_BASE);
                 } else if self.ctl.owns(t) {
@@ -482,6 +533,10 @@ impl Standby {
             }
             let now = self.clock.now();
             self.ctl.tick(self.poll.registry(), now);
+            if self.more_to_accept {
+                self.accept(now);
+            }
+            self.expire_handshakes(now);
             if self.failover.is_some() {
                 self.on_ping(now, true);
                 self.decide(now, SInput::Tick);
@@ -607,49 +662,140 @@ impl Standby {
         }
     }
 
-    fn accept(&mut self) {
-        loop {
-            match self.listener.accept() {
-                Ok((mut stream, peer)) => {
-                    // Prefer a free slot; otherwise replace a connection that never authenticated.
-                    let slot = self.conns.iter().position(Option::is_none).or_else(|| {
-                        self.conns
-                            .iter()
-                            .position(|c| c.as_ref().is_some_and(|c| !c.authenticated))
-                    });
-                    let Some(i) = slot else {
-                        log::warn!("replication: refusing {peer}: a session is active and another is opening");
-                        continue;
-                    };
-                    self.close(i, "replaced by a newer connection");
-                    let _ = stream.set_nodelay(true);
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        Token(CONN_BASE + i),
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        log::warn!("replication: cannot register {peer}: {e}");
-                        continue;
-                    }
-                    log::info!("replication: connection from {peer}");
-                    self.conns[i] = Some(Conn {
-                        stream,
-                        peer,
-                        reader: FrameReader::new(self.s.frame_max),
-                        session: None,
-                        out: OutQueue::new(64 * 1024),
-                        authenticated: false,
-                        closing: false,
-                        node: String::new(),
-                        epoch: Epoch::FIRST,
-                    });
-                }
+    /// Accept every waiting connection into a handshake slot. Connections from addresses
+    /// outside `primary_allow` are closed at once; when the pending handshakes are full, the
+    /// oldest gives way ([`slots::victim`]), never the live session.
+    fn accept(&mut self, now: Nanos) {
+        self.more_to_accept = false;
+        for _ in 0..ACCEPTS_PER_TURN {
+            let (mut stream, peer) = match self.listener.accept() {
+                Ok(v) => v,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::warn!("replication: accept failed: {e}");
+                    // Out of descriptors, say: the listener stays readable and is tried again
+                    // with the next connection.
+                    self.noisy(Noise::Accept, now, || {
+                        format!("replication: accept failed: {e}")
+                    });
                     return;
                 }
+            };
+            if !slots::allowed(&self.s.primary_allow, peer.ip()) {
+                self.stats.connections_disallowed += 1;
+                self.noisy(Noise::Disallowed, now, || {
+                    format!("replication: closed a connection from {peer}: not in primary_allow")
+                });
+                continue;
             }
+            if self.pending_handshakes() >= slots::PENDING {
+                let mut view = [None; CONN_SLOTS];
+                for (v, c) in view.iter_mut().zip(&self.conns) {
+                    *v = c.as_ref().map(|c| (c.stage, c.accepted));
+                }
+                if let Some(v) = slots::victim(&view) {
+                    self.stats.handshakes_evicted += 1;
+                    let old = self.conns[v].as_ref().map(|c| c.peer);
+                    self.noisy(Noise::Evicted, now, || {
+                        format!(
+                            "replication: {} handshakes pending; the oldest ({}) gives way to {peer}",
+                            slots::PENDING,
+                            old.map_or("?".into(), |p| p.to_string())
+                        )
+                    });
+                    self.close(v, "gave way to a newer connection");
+                }
+            }
+            let Some(i) = self.conns.iter().position(Option::is_none) else {
+                // Not reached: one slot more than the pending handshakes, and the live session
+                // takes one.
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(CONN_BASE + i),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                self.noisy(Noise::Accept, now, || {
+                    format!("replication: cannot register {peer}: {e}")
+                });
+                continue;
+            }
+            log::debug!("replication: connection from {peer}");
+            self.conns[i] = Some(Conn {
+                stream,
+                peer,
+                // Until it proves it holds the cluster key, a connection gets room for a
+                // Hello, not for the largest frame.
+                reader: FrameReader::new(msg::HELLO_MAX_BODY),
+                session: None,
+                out: OutQueue::new(64 * 1024),
+                stage: Stage::AwaitHello,
+                accepted: now,
+                heard: now,
+                hello: None,
+                node: String::new(),
+                epoch: Epoch::FIRST,
+            });
+            // A primary sends its Hello as soon as it is connected: take it now, before later
+            // connections of a flood can push this one out of the pool.
+            self.on_conn(now, i);
+        }
+        self.more_to_accept = true;
+    }
+
+    /// Connections waiting for their handshake (or refused and flushing the refusal).
+    fn pending_handshakes(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.stage != Stage::Live)
+            .count()
+    }
+
+    /// When the next pending handshake runs out of time.
+    fn next_handshake_deadline(&self) -> Option<Nanos> {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.stage != Stage::Live)
+            .map(|c| c.accepted.plus(slots::HANDSHAKE_DEADLINE))
+            .min()
+    }
+
+    /// Close the handshakes that have not made a session within [`slots::HANDSHAKE_DEADLINE`].
+    fn expire_handshakes(&mut self, now: Nanos) {
+        for i in 0..CONN_SLOTS {
+            let Some(c) = self.conns[i].as_ref() else {
+                continue;
+            };
+            if c.stage == Stage::Live || now.since(c.accepted) <= slots::HANDSHAKE_DEADLINE {
+                continue;
+            }
+            if c.stage != Stage::Closing {
+                self.stats.handshakes_expired += 1;
+                let (peer, stage) = (c.peer, c.stage);
+                self.noisy(Noise::Expired, now, || {
+                    format!(
+                        "replication: no session from {peer} within {:?} of connecting ({}); closed",
+                        slots::HANDSHAKE_DEADLINE,
+                        if stage == Stage::AwaitHello {
+                            "no Hello"
+                        } else {
+                            "Hello not confirmed"
+                        }
+                    )
+                });
+            }
+            self.close(i, "handshake deadline");
+        }
+    }
+
+    /// A warning that a peer could repeat at will, rate-limited per cause.
+    fn noisy(&mut self, cause: Noise, now: Nanos, line: impl FnOnce() -> String) {
+        if let Some(suppressed) = self.noise.allow(cause as usize, now) {
+            log::warn!("{}{}", line(), LogLimiter::<NOISE>::note(suppressed));
         }
     }
 
@@ -674,7 +820,9 @@ impl Standby {
                     }
                 );
             } else {
-                log::info!("replication: connection from {} closed: {why}", c.peer);
+                // Handshakes come and go by the thousand under a flood: their notable ends are
+                // counted and logged (rate-limited) where they happen.
+                log::debug!("replication: connection from {} closed: {why}", c.peer);
             }
         }
     }
@@ -687,7 +835,7 @@ impl Standby {
             if let Err(e) = c.out.flush(&mut c.stream) {
                 return self.close(i, &format!("write failed: {e}"));
             }
-            if c.closing {
+            if c.stage == Stage::Closing {
                 if c.out.pending() == 0 {
                     self.close(i, "refused");
                 }
@@ -711,6 +859,15 @@ impl Standby {
                         if let Err(e) = self.on_frame(now, i, h.kind, f) {
                             break Err(e);
                         }
+                        // A confirmed session gets the full frame size (its checkpoint may
+                        // follow the confirmation in the same read).
+                        if reader.max_body() < self.s.frame_max
+                            && self.conns[i]
+                                .as_ref()
+                                .is_some_and(|c| c.stage == Stage::Live)
+                        {
+                            reader.set_max_body(self.s.frame_max);
+                        }
                     }
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
@@ -720,12 +877,12 @@ impl Standby {
                 c.reader = reader;
             }
             if let Err(e) = result {
-                return self.frame_error(i, e);
+                return self.frame_error(now, i, e);
             }
         }
     }
 
-    fn frame_error(&mut self, i: usize, e: FrameError) {
+    fn frame_error(&mut self, now: Nanos, i: usize, e: FrameError) {
         if let Some(k) = FrameError::COUNTERS.iter().position(|c| *c == e.counter()) {
             self.stats.frame_errors[k] += 1;
         }
@@ -733,11 +890,194 @@ impl Standby {
             .as_ref()
             .map(|c| c.peer.to_string())
             .unwrap_or_default();
-        log::warn!(
-            "replication: bad frame from {peer} ({}): {e}; dropping the connection",
-            e.counter()
-        );
+        let line = || {
+            format!(
+                "replication: bad frame from {peer} ({}): {e}; dropping the connection",
+                e.counter()
+            )
+        };
+        if self.current == Some(i) {
+            log::warn!("{}", line());
+        } else {
+            // Before a session, anyone can send garbage as often as they like.
+            self.noisy(Noise::BadFrame, now, line);
+        }
         self.close(i, &format!("bad frame: {e}"));
+    }
+
+    /// Whether the primary of `h` (on connection `i`) may have the session, or why not: it must
+    /// be a primary of this domain's size while this node is not active, and the newer primary
+    /// if a session is live ([`session::admit`]).
+    fn admission(&self, now: Nanos, i: usize, h: &Hello) -> Result<Admit, String> {
+        if h.role != Role::Primary {
+            return Err(format!("peer role {:?} is not a primary", h.role));
+        }
+        if h.domain_pages != self.replica.layout().0 {
+            return Err(format!(
+                "domain size mismatch: primary has {} pages, this replica {}; set model.memory alike on both (xen: the replica must be restored from the protected guest)",
+                h.domain_pages,
+                self.replica.layout().0
+            ));
+        }
+        if let Some(n) = self.activated {
+            return Err(format!(
+                "standby {} is active since checkpoint {n}; it takes no checkpoints",
+                self.s.node
+            ));
+        }
+        let nonce_in_use = self.conns.iter().enumerate().any(|(j, c)| {
+            j != i
+                && c.as_ref().is_some_and(|c| {
+                    matches!(c.stage, Stage::Admitted | Stage::Live)
+                        && c.hello.as_ref().is_some_and(|o| o.nonce == h.nonce)
+                })
+        });
+        let live = self
+            .current
+            .filter(|&j| j != i)
+            .and_then(|j| self.conns[j].as_ref())
+            .and_then(|c| {
+                c.hello
+                    .as_ref()
+                    .map(|o| (Claim::of(o), slots::silent(c.heard, now)))
+            });
+        session::admit(
+            live.as_ref().map(|(claim, silent)| Live {
+                claim,
+                silent: *silent,
+            }),
+            &Claim::of(h),
+            nonce_in_use,
+        )
+        .map_err(|r| r.to_string())
+    }
+
+    /// Refuse the session on connection `i` (a handshake with session keys): send `Refuse` with
+    /// the reason, then close once it is flushed.
+    fn refuse(&mut self, now: Nanos, i: usize, reason: &str) -> Result<(), FrameError> {
+        self.stats.connections_refused += 1;
+        let Some(c) = self.conns[i].as_mut() else {
+            return Ok(());
+        };
+        let (peer, node) = (c.peer, c.node.clone());
+        if let Some(sess) = c.session.as_mut() {
+            let mut buf = [0u8; 512];
+            let n = sess
+                .write(
+                    Kind::Refuse,
+                    &Refuse {
+                        reason: msg::reason(reason),
+                    },
+                    &mut buf,
+                )
+                .map_err(|_| FrameError::Body {
+                    kind: Kind::Refuse,
+                    why: "cannot encode",
+                })?;
+            c.out.push(&buf[..n]);
+        }
+        c.stage = Stage::Closing;
+        let _ = c.out.flush(&mut c.stream);
+        self.noisy(Noise::Refused, now, || {
+            format!("replication: refusing {peer} ({node}): {reason}")
+        });
+        Ok(())
+    }
+
+    /// The first frame of a connection: the primary's Hello, under the hello key. Answered
+    /// with this node's Hello (the session keys follow from both nonces), then either a
+    /// refusal or a wait for the primary's confirmation.
+    fn on_hello(&mut self, now: Nanos, i: usize, frame: &[u8]) -> Result<(), FrameError> {
+        let h = session::open_hello(&self.key, frame)?;
+        let verdict = self.admission(now, i, &h);
+        let mut nonce = [0u8; 16];
+        hsb_common::rng::os_random(&mut nonce).map_err(|_| FrameError::Body {
+            kind: Kind::Hello,
+            why: "no randomness for a nonce",
+        })?;
+        let mine = Hello {
+            role: Role::Standby,
+            node: msg::node_name(&self.s.node),
+            epoch: self.current_epoch(),
+            nonce,
+            domain_pages: self.replica.layout().0,
+            last_ckpt: self.receiver.applied().unwrap_or(0),
+            incarnation: self.incarnation,
+        };
+        let Some(c) = self.conns[i].as_mut() else {
+            return Ok(());
+        };
+        let mut sess = Session::new(&self.key, &h.nonce, &nonce, Side::Responder);
+        let mut buf = [0u8; 512];
+        let n = sess
+            .write(Kind::Hello, &mine, &mut buf)
+            .map_err(|_| FrameError::Body {
+                kind: Kind::Hello,
+                why: "cannot encode",
+            })?;
+        c.out.push(&buf[..n]);
+        c.node = h.node.to_string();
+        c.epoch = Epoch(h.epoch);
+        c.session = Some(sess);
+        c.heard = now;
+        let (peer, incarnation, epoch) = (c.peer, h.incarnation, h.epoch);
+        c.hello = Some(h);
+        match verdict {
+            Ok(why) => {
+                c.stage = Stage::Admitted;
+                let _ = c.out.flush(&mut c.stream);
+                log::debug!(
+                    "replication: Hello from {peer} ({}, epoch {epoch}, incarnation {incarnation}) may take the session ({why}); waiting for its confirmation",
+                    c.node
+                );
+                Ok(())
+            }
+            Err(reason) => self.refuse(now, i, &reason),
+        }
+    }
+
+    /// The primary's confirmation of its Hello: the session is proved fresh. If its primary is
+    /// still the newer one (the live session may have changed since the Hello), it becomes the
+    /// live session, replacing any other.
+    fn on_confirm(&mut self, now: Nanos, i: usize, frame: &[u8]) -> Result<(), FrameError> {
+        let Some(c) = self.conns[i].as_mut() else {
+            return Ok(());
+        };
+        let (Some(sess), Some(h)) = (c.session.as_mut(), c.hello.as_ref()) else {
+            return Err(FrameError::Unexpected {
+                kind: Kind::Hello,
+                state: "a handshake without a session",
+            });
+        };
+        session::open_confirm(sess, frame, h)?;
+        c.heard = now;
+        let h = h.clone();
+        let why = match self.admission(now, i, &h) {
+            Ok(why) => why,
+            Err(reason) => return self.refuse(now, i, &reason),
+        };
+        if let Some(j) = self.current.filter(|&j| j != i) {
+            self.stats.sessions_replaced += 1;
+            let by = self.conns[i]
+                .as_ref()
+                .map_or(String::new(), |c| format!("{} ({})", c.peer, c.node));
+            self.close(j, &format!("replaced by the session of {by}: {why}"));
+        }
+        let Some(c) = self.conns[i].as_mut() else {
+            return Ok(());
+        };
+        c.stage = Stage::Live;
+        self.current = Some(i);
+        self.receiver.new_session();
+        self.stats.sessions += 1;
+        log::info!(
+            "replication: session with {} ({}, epoch {}, incarnation {}) confirmed ({why}); expecting a full synchronisation",
+            c.peer,
+            c.node,
+            h.epoch,
+            h.incarnation
+        );
+        Ok(())
     }
 
     fn on_frame(
@@ -747,90 +1087,24 @@ impl Standby {
         kind: Kind,
         frame: &[u8],
     ) -> Result<(), FrameError> {
-        let my_epoch = self.current_epoch();
         let Some(c) = self.conns[i].as_mut() else {
             return Ok(());
         };
+        match c.stage {
+            // Refused: nothing it sends matters any more.
+            Stage::Closing => return Ok(()),
+            Stage::AwaitHello => return self.on_hello(now, i, frame),
+            Stage::Admitted => return self.on_confirm(now, i, frame),
+            Stage::Live => {}
+        }
         let Some(sess) = c.session.as_mut() else {
-            // First frame: the primary's Hello, under the hello key.
-            let h = session::open_hello(&self.key, frame)?;
-            let mut nonce = [0u8; 16];
-            hsb_common::rng::os_random(&mut nonce).map_err(|_| FrameError::Body {
+            return Err(FrameError::Unexpected {
                 kind,
-                why: "no randomness for a nonce",
-            })?;
-            let mut sess = Session::new(&self.key, &h.nonce, &nonce, Side::Responder);
-            let mine = Hello {
-                role: Role::Standby,
-                node: msg::node_name(&self.s.node),
-                epoch: my_epoch,
-                nonce,
-                domain_pages: self.replica.layout().0,
-                last_ckpt: self.receiver.applied().unwrap_or(0),
-            };
-            let mut buf = [0u8; 512];
-            let n = sess
-                .write(Kind::Hello, &mine, &mut buf)
-                .map_err(|_| FrameError::Body {
-                    kind,
-                    why: "cannot encode",
-                })?;
-            c.out.push(&buf[..n]);
-            c.node = h.node.to_string();
-            let refuse = if h.role != Role::Primary {
-                Some(format!("peer role {:?} is not a primary", h.role))
-            } else if h.domain_pages != self.replica.layout().0 {
-                Some(format!(
-                    "domain size mismatch: primary has {} pages, this replica {}; set model.memory alike on both (xen: the replica must be restored from the protected guest)",
-                    h.domain_pages,
-                    self.replica.layout().0
-                ))
-            } else {
-                self.activated.map(|n| {
-                    format!(
-                        "standby {} is active since checkpoint {n}; it takes no checkpoints",
-                        self.s.node
-                    )
-                })
-            };
-            if let Some(reason) = refuse {
-                log::warn!("replication: refusing {} ({}): {reason}", c.peer, c.node);
-                let n = sess
-                    .write(
-                        Kind::Refuse,
-                        &Refuse {
-                            reason: msg::reason(&reason),
-                        },
-                        &mut buf,
-                    )
-                    .map_err(|_| FrameError::Body {
-                        kind,
-                        why: "cannot encode",
-                    })?;
-                c.out.push(&buf[..n]);
-                c.closing = true;
-            }
-            c.session = Some(sess);
-            c.epoch = Epoch(h.epoch);
-            let _ = c.out.flush(&mut c.stream);
-            return Ok(());
+                state: "a session without keys",
+            });
         };
         let hash = sess.open(frame)?;
-        if !c.authenticated {
-            c.authenticated = true;
-            let peer = c.peer;
-            let node = c.node.clone();
-            // This connection now owns replication; an older one is dropped.
-            for j in 0..CONN_SLOTS {
-                if j != i && self.conns[j].is_some() {
-                    self.close(j, "superseded by a new session");
-                }
-            }
-            self.current = Some(i);
-            self.receiver.new_session();
-            self.stats.sessions += 1;
-            log::info!("replication: session with {peer} ({node}) authenticated; expecting a full synchronisation");
-        }
+        c.heard = now;
         if self.current != Some(i) {
             return Err(FrameError::Unexpected {
                 kind,
@@ -849,7 +1123,12 @@ impl Standby {
                 why: "apply failed",
             }
         })?;
-        let took = self.clock.now().since(t0);
+        let applied_at = self.clock.now();
+        let took = applied_at.since(t0);
+        // Applying takes a while for a large checkpoint; its primary was not silent meanwhile.
+        if let Some(c) = self.conns[i].as_mut() {
+            c.heard = applied_at;
+        }
         self.stats.apply.record(took);
         self.stats.applied += 1;
         self.stats.window_applied += 1;
@@ -1034,6 +1313,15 @@ impl Standby {
         kv("checkpoints_applied", st.applied.to_string());
         kv("full_syncs", st.full_syncs.to_string());
         kv("sessions", st.sessions.to_string());
+        kv("sessions_replaced", st.sessions_replaced.to_string());
+        kv("handshakes_pending", self.pending_handshakes().to_string());
+        kv("connections_refused", st.connections_refused.to_string());
+        kv(
+            "connections_disallowed",
+            st.connections_disallowed.to_string(),
+        );
+        kv("handshakes_evicted", st.handshakes_evicted.to_string());
+        kv("handshakes_expired", st.handshakes_expired.to_string());
         kv("bytes_applied", st.bytes.to_string());
         kv("pages_applied", st.pages.to_string());
         kv(
