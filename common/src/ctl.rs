@@ -345,6 +345,17 @@ impl CtlServer {
         command.map(|c| (i, c))
     }
 
+    /// Give the daemon until `until` to answer the command received on `conn` (an operator's
+    /// request that waits for the witnesses, the primary's final checkpoint, ...). The CLI
+    /// waits 10 s at most; keep `until` below that.
+    pub fn defer(&mut self, conn: usize, until: Nanos) {
+        if let Some(c) = self.conns.get_mut(conn).and_then(Option::as_mut) {
+            if c.phase == Phase::Executing {
+                c.deadline = c.deadline.max(until);
+            }
+        }
+    }
+
     /// Answer the command received on `conn`.
     pub fn answer(&mut self, registry: &Registry, conn: usize, text: &str) {
         if let Some(c) = self.conns.get_mut(conn).and_then(Option::as_mut) {
@@ -673,7 +684,13 @@ pub fn cli_with(
     match request(&path, command, Duration::from_secs(10)) {
         Ok(out) => {
             print!("{out}");
-            u8::from(out.starts_with("error") || out.is_empty())
+            // An operator's request refused, or not finished yet, is not a success either.
+            u8::from(
+                out.starts_with("error")
+                    || out.starts_with("refused")
+                    || out.starts_with("in progress")
+                    || out.is_empty(),
+            )
         }
         Err(e) => {
             eprintln!("{daemon}: {e}");

@@ -65,23 +65,28 @@ pub struct NodeState {
     pub checkpoint: u64,
     /// The last datagram incarnation a process of this host used.
     pub incarnation: u64,
+    /// The operator paused automatic takeovers here (maintenance mode): a restarted standby
+    /// stays paused.
+    pub maintenance: bool,
 }
 
 impl NodeState {
     /// The file's text.
     pub fn encode(&self) -> String {
         format!(
-            "epoch {}\nrole {}\ncheckpoint {}\nincarnation {}\n",
+            "epoch {}\nrole {}\ncheckpoint {}\nincarnation {}\nmaintenance {}\n",
             self.epoch.0,
             self.role.name(),
             self.checkpoint,
-            self.incarnation
+            self.incarnation,
+            if self.maintenance { "on" } else { "off" }
         )
     }
 
     /// Read the file's text; what is wrong with it, if anything.
     pub fn parse(text: &str) -> Result<NodeState, String> {
         let (mut epoch, mut role, mut checkpoint, mut incarnation) = (None, None, None, None);
+        let mut maintenance = false;
         for (i, line) in text.lines().enumerate() {
             let bad = |what: &str| format!("line {}: {what}, got {line:?}", i + 1);
             let Some((k, v)) = line.trim().split_once(' ') else {
@@ -105,6 +110,13 @@ impl NodeState {
                 }
                 "checkpoint" => checkpoint = Some(num()?),
                 "incarnation" => incarnation = Some(num()?),
+                "maintenance" => {
+                    maintenance = match v.trim() {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(bad("expected on or off")),
+                    }
+                }
                 _ => return Err(bad("unknown key")),
             }
         }
@@ -114,6 +126,7 @@ impl NodeState {
                 role,
                 checkpoint,
                 incarnation,
+                maintenance,
             }),
             _ => Err("expected epoch, role, checkpoint and incarnation".into()),
         }
@@ -283,6 +296,7 @@ mod tests {
             role,
             checkpoint,
             incarnation: 7,
+            maintenance: checkpoint == 3,
         })
     }
 

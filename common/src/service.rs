@@ -72,6 +72,29 @@ impl Service {
         })
     }
 
+    /// Like [`Service::bind`], but `None` while the address is busy or not (yet) local: the
+    /// copy that served before may still hold it for a moment after a switchover, and a
+    /// service address moved by a hook appears only once the hook ran. The caller tries again.
+    pub fn try_bind(
+        addr: SocketAddr,
+        registry: &Registry,
+        base: usize,
+        max: usize,
+    ) -> io::Result<Option<Service>> {
+        match Service::bind(addr, registry, base, max) {
+            Ok(s) => Ok(Some(s)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::AddrInUse | io::ErrorKind::AddrNotAvailable
+                ) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr

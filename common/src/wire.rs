@@ -58,6 +58,12 @@ pub enum Dgram {
         /// Last checkpoint sent.
         ckpt: u64,
     },
+    /// Standby → primary and witnesses: automatic takeovers are paused by the operator (sent
+    /// every second while on, once when off); receivers show it in their status.
+    Maintenance {
+        /// Paused.
+        on: bool,
+    },
 }
 
 impl Dgram {
@@ -84,6 +90,7 @@ impl Dgram {
             Dgram::Protected(_) => "protected",
             Dgram::FenceRequest { .. } => "fence-request",
             Dgram::Fenced { .. } => "fenced",
+            Dgram::Maintenance { .. } => "maintenance",
         }
     }
 }

@@ -21,6 +21,7 @@ pub fn schema() -> &'static [KeySpec] {
 static OWN: &[KeySpec] = &[
     KeySpec { key: "start_image", kind: ValueKind::Path, default: Some(""), help: "model domain image to start from, at start_epoch (written by a standby promoting itself); empty: a fresh domain" },
     KeySpec { key: "start_epoch", kind: ValueKind::Int { min: 1, max: u64::MAX }, default: Some("1"), help: "the activation epoch this primary starts in" },
+    KeySpec { key: "start_forced", kind: ValueKind::Bool, default: Some("false"), help: "set by a standby promoting itself after an activation the operator forced (`activate --force`): output may leave on the operator's word until a witness-quorum lease or an ack gives the usual authority" },
     KeySpec { key: "start_checkpoint", kind: ValueKind::Int { min: 0, max: u64::MAX / 2 }, default: Some("0"), help: "the checkpoint this primary continues from: its first checkpoint is the next one (set by a standby promoting itself: checkpoint numbers never go back)" },
     KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/hsb.state"), help: "this host's persistent state (newest epoch, its role in it, checkpoint numbers used, datagram incarnation), written durably before the daemon acts on it; the primary and standby configurations of one host must name the same file (a hand-over passes it on)" },
     KeySpec { key: "rejoin_config", kind: ValueKind::Path, default: Some(""), help: "after stepping down (a newer epoch is active), exec hsb-standby with this configuration, so this node rejoins as the standby and receives a full synchronisation; empty: stay paused" },
@@ -171,6 +172,7 @@ pub struct Settings {
     pub state_file: PathBuf,
     pub start_epoch: u64,
     pub start_checkpoint: u64,
+    pub start_forced: bool,
     pub rejoin_config: PathBuf,
     pub on_fence: Vec<String>,
 }
@@ -224,6 +226,7 @@ impl Settings {
             state_file: c.path("state_file")?,
             start_epoch: c.int("start_epoch")?,
             start_checkpoint: c.int("start_checkpoint")?,
+            start_forced: c.bool("start_forced")?,
             rejoin_config: c.path("rejoin_config")?,
             on_fence: c
                 .str("on_fence")?

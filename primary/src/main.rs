@@ -238,6 +238,8 @@ struct Start {
     incarnation: u64,
     /// Checkpoint numbers up to this are reserved in the state file.
     reserved: u64,
+    /// The host's maintenance mode, carried on for its standby role.
+    maintenance: bool,
 }
 
 /// Apply the restart rule (README: the restart matrix) before anything else: a host that is a
@@ -279,11 +281,13 @@ fn start(s: &mut Settings) -> Result<Start, String> {
             let reserved = s
                 .start_checkpoint
                 .saturating_add(hsb_common::node_state::CHECKPOINT_BLOCK);
+            let maintenance = saved.is_some_and(|x| x.maintenance);
             NodeState {
                 epoch,
                 role: NodeRole::Primary,
                 checkpoint: reserved,
                 incarnation,
+                maintenance,
             }
             .save(&s.state_file)
             .map_err(|e| format!("cannot save state_file {}: {e}", s.state_file.display()))?;
@@ -299,6 +303,7 @@ fn start(s: &mut Settings) -> Result<Start, String> {
             Ok(Start {
                 incarnation,
                 reserved,
+                maintenance,
             })
         }
     }
@@ -403,7 +408,12 @@ struct Primary {
     failover: Option<Failover>,
     /// What the host's state file says of this process (see [`start`]).
     start: Start,
+    /// A busy service address is tried again at this time.
+    service_retry_at: Nanos,
 }
+
+/// How often a busy service address is tried again.
+const SERVICE_RETRY: Duration = Duration::from_millis(20);
 
 /// Automatic failover on the primary's side (when `failover = true`): heartbeats to the
 /// standby, the witness endpoint, and the authority that gates output (DESIGN.md rules 3, 4).
@@ -421,6 +431,15 @@ struct Failover {
     bad_datagrams: u64,
     /// The standby's node id, from its Hello (datagrams to it name it once known).
     standby_id: Option<u32>,
+    /// A fence confirmation owed to a switching standby (its epoch, since when): sent after a
+    /// final checkpoint of the suspended domain is on its way (see `Primary::final_checkpoint`).
+    confirm: Option<(Epoch, Nanos)>,
+    /// The final checkpoint's number, once captured.
+    final_ckpt: Option<u64>,
+    /// Rejoin as the standby once the confirmation is sent.
+    rejoin_after_confirm: bool,
+    /// The standby's operator paused automatic takeovers (its notices renew this).
+    maintenance_until: Option<Nanos>,
 }
 
 impl Failover {
@@ -517,19 +536,20 @@ impl Primary {
                     d
                 };
                 let service =
-                    Service::bind(s.service, poll.registry(), SERVICE_BASE, s.max_clients)
+                    Service::try_bind(s.service, poll.registry(), SERVICE_BASE, s.max_clients)
                         .map_err(|e| {
                             io::Error::new(e.kind(), format!("model service {}: {e}", s.service))
                         })?;
                 log::info!(
-                    "node {} (model backend: the hypervisor test double): {} pages ({} MiB), workload {} pages/s, service on {}",
+                    "node {} (model backend: the hypervisor test double): {} pages ({} MiB), workload {} pages/s, service on {}{}",
                     s.node,
                     s.model_pages,
                     (s.model_pages * 4096) >> 20,
                     s.dirty_rate,
-                    service.addr()
+                    s.service,
+                    if service.is_none() { " (busy: retried until it is free)" } else { "" }
                 );
-                (Guest::Model(dom), None, Some(service))
+                (Guest::Model(dom), None, service)
             }
         };
         let staging = Staging::new(dom.source().max_pages());
@@ -596,9 +616,17 @@ impl Primary {
                 s.witness_peers
             );
             Some(Failover {
-                authority: PrimaryAuthority::new(s.decision.clone(), Epoch(s.start_epoch), now)
-                    .resume_at(s.start_checkpoint)
-                    .with_request_base(req_base),
+                authority: {
+                    let a = PrimaryAuthority::new(s.decision.clone(), Epoch(s.start_epoch), now)
+                        .resume_at(s.start_checkpoint)
+                        .with_request_base(req_base);
+                    if s.start_forced {
+                        log::warn!("serving on the operator's word (a forced activation) until a witness-quorum lease or an ack takes over");
+                        a.with_operator_authority()
+                    } else {
+                        a
+                    }
+                },
                 udp,
                 inbox: Inbox::new(&key, me),
                 outbox: Outbox::new(
@@ -617,6 +645,10 @@ impl Primary {
                 heartbeats: 0,
                 bad_datagrams: 0,
                 standby_id: None,
+                confirm: None,
+                final_ckpt: None,
+                rejoin_after_confirm: false,
+                maintenance_until: None,
             })
         } else {
             None
@@ -652,6 +684,7 @@ impl Primary {
             stats: Stats::default(),
             failover,
             start,
+            service_retry_at: now,
         })
     }
 
@@ -729,6 +762,8 @@ impl Primary {
             let now = self.clock.now();
             self.ctl.tick(self.poll.registry(), now);
             self.poll_suspend(now);
+            self.final_checkpoint(now);
+            self.bind_service(now);
             if now >= self.next_epoch {
                 self.epoch_tick(now);
             } else if self.precopy_pending() {
@@ -1242,6 +1277,31 @@ impl Primary {
         }
     }
 
+    /// The model service's address was busy at start (the copy that served before still held
+    /// it): try again.
+    fn bind_service(&mut self, now: Nanos) {
+        if self.service.is_some()
+            || !matches!(self.dom, Guest::Model(_))
+            || now < self.service_retry_at
+        {
+            return;
+        }
+        self.service_retry_at = now.plus(SERVICE_RETRY);
+        match Service::try_bind(
+            self.s.service,
+            self.poll.registry(),
+            SERVICE_BASE,
+            self.s.max_clients,
+        ) {
+            Ok(Some(svc)) => {
+                log::info!("model service on {}", svc.addr());
+                self.service = Some(svc);
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("model service {}: {e}", self.s.service),
+        }
+    }
+
     /// Reserve the next block of checkpoint numbers in the state file (durably) before using
     /// `ckpt`; false if it cannot be written.
     fn reserve_checkpoints(&mut self, ckpt: u64) -> bool {
@@ -1251,6 +1311,7 @@ impl Primary {
             role: NodeRole::Primary,
             checkpoint: reserved,
             incarnation: self.start.incarnation,
+            maintenance: self.start.maintenance,
         };
         match st.save(&self.s.state_file) {
             Ok(()) => {
@@ -1477,6 +1538,14 @@ impl Primary {
         if let Some(f) = &self.failover {
             kv("failover", format!("on ({})", self.s.decision.policy));
             kv("authority", f.authority.mode(now).name().to_string());
+            kv(
+                "maintenance",
+                if f.maintenance_until.is_some_and(|u| now < u) {
+                    "on (automatic takeovers paused by the standby's operator)".into()
+                } else {
+                    "off".into()
+                },
+            );
             kv("fenced", f.fenced.to_string());
             kv("stepped_down", f.stepped_down.to_string());
             kv("heartbeats_sent", f.heartbeats.to_string());
@@ -1632,6 +1701,7 @@ impl Primary {
                         role: NodeRole::SteppedDown,
                         checkpoint: self.start.reserved,
                         incarnation: self.start.incarnation,
+                        maintenance: self.start.maintenance,
                     };
                     if let Err(e) = st.save(&self.s.state_file) {
                         log::error!(
@@ -1652,13 +1722,20 @@ impl Primary {
                     if first {
                         self.on_fence(epoch.0);
                     }
-                    self.rejoin();
+                    match self.failover.as_mut() {
+                        // A switching standby waits for the final checkpoint: rejoin after it.
+                        Some(f) if f.confirm.is_some() => f.rejoin_after_confirm = true,
+                        _ => self.rejoin(),
+                    }
                 }
                 PAction::RequestFullSync => {}
-                PAction::ConfirmFenced { epoch, ckpt } => {
-                    let to = self.s.standby_witness;
-                    let dest = f.standby();
-                    f.send(&Dgram::Fenced { epoch, ckpt }, to, dest);
+                PAction::ConfirmFenced { epoch, .. } => {
+                    // Confirmed once a final checkpoint of the suspended domain is on its way,
+                    // so the standby activates with everything this primary did.
+                    log::warn!(
+                        "switchover to epoch {epoch}: a final checkpoint of the fenced domain, then the confirmation"
+                    );
+                    f.confirm = Some((epoch, self.clock.now()));
                 }
                 PAction::Alert { evidence } => f.evidence(log::Level::Warn, &evidence),
             }
@@ -1698,6 +1775,17 @@ impl Primary {
                     self.authority_step(now, PInput::FenceRequest { epoch });
                 }
                 Dgram::Report(_) => {}
+                Dgram::Maintenance { on } => {
+                    let Some(f) = self.failover.as_mut() else {
+                        return;
+                    };
+                    if on && f.maintenance_until.is_none() {
+                        log::warn!(
+                            "the standby's operator paused automatic takeovers (maintenance)"
+                        );
+                    }
+                    f.maintenance_until = on.then(|| now.plus(Duration::from_secs(3)));
+                }
                 other => log::debug!("ignored {} from {from}", other.name()),
             }
         }
@@ -1705,6 +1793,59 @@ impl Primary {
 }
 
 impl Primary {
+    /// A switchover's fence confirmation is owed: take a final checkpoint of the suspended
+    /// domain, and once it is written to the standby's connection, confirm with its number and
+    /// rejoin as the standby. Without a session, or if the checkpoint cannot be taken within
+    /// half a lease (the domain did not suspend cooperatively, say), confirm with the last
+    /// checkpoint sent: nothing acknowledged depends on the final one.
+    fn final_checkpoint(&mut self, now: Nanos) {
+        let Some((epoch, since)) = self.failover.as_ref().and_then(|f| f.confirm) else {
+            return;
+        };
+        let final_ckpt = self.failover.as_ref().and_then(|f| f.final_ckpt);
+        let streaming = self
+            .repl
+            .as_ref()
+            .is_some_and(|r| r.phase == Phase::Streaming);
+        let late = now.since(since) > self.s.decision.lease.duration / 2;
+        let confirm = match final_ckpt {
+            Some(n) if self.sending.is_none() => Some(n),
+            Some(_) if !streaming || late => Some(self.next_ckpt.saturating_sub(1)),
+            Some(_) => None,
+            None if !streaming || late => Some(self.next_ckpt.saturating_sub(1)),
+            None => {
+                if self.dom.is_suspended() && self.sending.is_none() && self.suspending.is_none() {
+                    let n = self.next_ckpt;
+                    self.capture_and_send(now, self.clock.now(), false);
+                    if self.next_ckpt > n {
+                        if let Some(f) = self.failover.as_mut() {
+                            f.final_ckpt = Some(n);
+                        }
+                        log::warn!("switchover: final checkpoint {n} captured");
+                    }
+                }
+                None
+            }
+        };
+        let Some(ckpt) = confirm else {
+            return;
+        };
+        let to = self.s.standby_witness;
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        let dest = f.standby();
+        // Sent twice: the standby waits for it, and a datagram can be lost.
+        for _ in 0..2 {
+            f.send(&Dgram::Fenced { epoch, ckpt }, to, dest);
+        }
+        f.confirm = None;
+        log::warn!("switchover to epoch {epoch}: fenced, final checkpoint {ckpt}; confirmed");
+        if std::mem::take(&mut f.rejoin_after_confirm) {
+            self.rejoin();
+        }
+    }
+
     /// Run the `on_fence` command once this primary has stepped down, waiting for it (at most
     /// 2 s: the domain is paused for good, so the loop has nothing else to serve).
     fn on_fence(&self, epoch: u64) {

@@ -25,8 +25,8 @@ use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
 use hsb_common::decision::primary::{Action as PAction, Input as PInput};
 use hsb_common::decision::record::{AnyInput, Start};
-use hsb_common::decision::standby::{Action as SAction, Input as SInput};
-use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority, StandbyCore};
+use hsb_common::decision::standby::{Action as SAction, Input as SInput, OperatorAsk};
+use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority, Rule, StandbyCore};
 use hsb_common::frame::{FrameError, Kind, HEADER_LEN};
 use hsb_common::key::ClusterKey;
 use hsb_common::logging::LogLimiter;
@@ -69,6 +69,20 @@ fn witness(id: u8) -> Dest {
     })
 }
 
+/// How long an operator's command waits for the decision before it answers "in progress"
+/// (the CLI gives up after 10 s).
+const OPERATOR_WAIT: Duration = Duration::from_secs(8);
+
+/// An operator's request under way (rule 9), and where its answer goes.
+struct Operator {
+    /// The control connection waiting for the answer (none yet while the command runs).
+    conn: Option<usize>,
+    /// Answer "in progress" after this.
+    deadline: Nanos,
+    /// The answer, once the decision ended.
+    answer: Option<String>,
+}
+
 /// Decision tick while failover is on.
 const TICK: Duration = Duration::from_millis(2);
 
@@ -79,7 +93,14 @@ usage:
   hsb-standby run -c FILE [--set key=value]...      run the daemon
   hsb-standby status [-c FILE | --control PATH] [--json]
                                                     show the running daemon's state (--json: as one JSON object)
-  hsb-standby activate [-c FILE | --control PATH]   operator override: serve from the last applied checkpoint now
+  hsb-standby activate [--force] [-c FILE | --control PATH]
+                                                    make this standby active (with failover on: through the
+                                                    witnesses, which must agree; --force: without them, and you
+                                                    guarantee the primary is stopped)
+  hsb-standby switchover [-c FILE | --control PATH] planned hand-over: the primary fences after a final checkpoint,
+                                                    this standby applies it and takes over (nothing is lost)
+  hsb-standby maintenance on|off [-c FILE | --control PATH]
+                                                    pause or resume automatic takeovers (decisions are still logged)
   hsb-standby force-stale [-c FILE | --control PATH] let the failover decision activate a stale replica (rule 5)
   hsb-standby replay FILE [--policy P]              re-run a decision log through the decision core under policy P
   hsb-standby check -c FILE [--set key=value]...    validate the configuration and key, then exit
@@ -124,9 +145,27 @@ fn main() -> ExitCode {
             schema(),
             "/run/hsb/standby.sock",
         )),
-        Some(cmd @ ("digest" | "activate" | "force-stale")) => ExitCode::from(
-            hsb_common::ctl::cli("hsb-standby", &args, schema(), "/run/hsb/standby.sock", cmd),
-        ),
+        Some(cmd @ ("digest" | "activate" | "force-stale" | "switchover" | "maintenance")) => {
+            let line = match cmd {
+                "activate" if args.flag("force") => "activate --force".to_string(),
+                "maintenance" => match args.rest.first().map(String::as_str) {
+                    Some(w @ ("on" | "off")) => format!("maintenance {w}"),
+                    None => "maintenance".to_string(),
+                    Some(other) => {
+                        eprintln!("hsb-standby: maintenance takes on or off, not '{other}'");
+                        return ExitCode::from(2);
+                    }
+                },
+                other => other.to_string(),
+            };
+            ExitCode::from(hsb_common::ctl::cli(
+                "hsb-standby",
+                &args,
+                schema(),
+                "/run/hsb/standby.sock",
+                &line,
+            ))
+        }
         Some("replay") => replay(&args),
         Some("xen-info") => {
             ExitCode::from(hsb_common::xen::info_command("hsb-standby", &args.rest))
@@ -230,6 +269,7 @@ fn host_state(s: &Settings) -> Result<NodeState, String> {
             saved.map(|x| x.incarnation),
             hsb_common::datagram::wall_clock_micros(),
         ),
+        maintenance: saved.is_some_and(|x| x.maintenance),
     };
     if let Some(prev) = saved {
         log::info!(
@@ -317,6 +357,9 @@ struct Failover {
     last_evidence: Option<String>,
     /// The evidence of the activation, kept for status.
     activation: Option<String>,
+    /// Maintenance notices: the last one said "on"; when the next is due.
+    maintenance_said: bool,
+    next_maintenance_notice: Nanos,
     fenced: bool,
 }
 
@@ -343,6 +386,8 @@ struct Standby {
     promote: bool,
     /// The host's state as last written (see [`host_state`]).
     host: NodeState,
+    /// An operator's request under way.
+    operator: Option<Operator>,
     /// Sent in this node's replication Hello.
     incarnation: u64,
     /// Rate limits of the replication log lines peers can provoke.
@@ -421,6 +466,7 @@ impl Standby {
             promote: false,
             // The host state's: above every earlier process of this host (rule 10).
             incarnation: host.incarnation,
+            operator: None,
             noise: LogLimiter::new(3, Duration::from_secs(10)),
             more_to_accept: false,
             replica,
@@ -443,6 +489,12 @@ impl Standby {
     }
 
     fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
+        if self.host.maintenance {
+            let now = self.clock.now();
+            log::warn!("MAINTENANCE: automatic takeovers stay paused (recorded in the host state)");
+            self.decide(now, SInput::Maintenance { on: true });
+            self.maintenance_notice(now);
+        }
         signals.register(self.poll.registry(), SIGNALS)?;
         let mut events = Events::with_capacity(256);
         loop {
@@ -506,8 +558,10 @@ impl Standby {
                     self.on_conn(now, t.0 - CONN_BASE);
                 } else if self.ctl.owns(t) {
                     if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
-                        let text = self.command(now, &cmd);
-                        self.ctl.answer(self.poll.registry(), conn, &text);
+                        match self.command(now, &cmd) {
+                            Some(text) => self.ctl.answer(self.poll.registry(), conn, &text),
+                            None => self.wait_for_operator(conn, now),
+                        }
                     }
                 } else if t == WITNESS_UDP || (HEARTBEAT_BASE..HEARTBEAT_BASE + 4).contains(&t.0) {
                     self.on_udp(now, t);
@@ -541,11 +595,20 @@ impl Standby {
                 self.on_ping(now, true);
                 self.decide(now, SInput::Tick);
                 self.authority_step(now, PInput::Tick);
+                if self
+                    .failover
+                    .as_ref()
+                    .is_some_and(|f| f.maintenance_said && now >= f.next_maintenance_notice)
+                {
+                    self.maintenance_notice(now);
+                }
+                self.operator_tick(now);
                 if let Some(f) = self.failover.as_mut() {
                     f.recorder.flush();
                 }
             }
             let now = self.clock.now();
+            self.bind_service();
             self.reap_hook(now);
             if self.promote {
                 self.promote = false;
@@ -621,8 +684,10 @@ impl Standby {
     }
 
     /// Execute a control command and return its answer.
-    fn command(&mut self, now: Nanos, cmd: &str) -> String {
-        match cmd {
+    /// Execute a control command and return its answer; `None` when the answer comes later
+    /// (an operator's request under way: see [`Standby::wait_for_operator`]).
+    fn command(&mut self, now: Nanos, cmd: &str) -> Option<String> {
+        let text = match cmd {
             "status" | "" => self.status_text(now),
             "digest" => format!(
                 "applied_checkpoint {}\ndigest {:08x}\n",
@@ -640,12 +705,47 @@ impl Standby {
                     "forced: a stale replica may now be activated if a quorum votes for a takeover\n".to_string()
                 }
             },
-            "activate" => match (self.activated, self.receiver.applied()) {
-                (Some(n), _) => format!("already active since checkpoint {n}\n"),
-                (None, None) => {
-                    "error: nothing to activate: no checkpoint has been applied yet\n".to_string()
-                }
-                (None, Some(n)) => match self.activate(now, "operator", self.current_epoch() + 1) {
+            "activate" | "activate --force" | "switchover" => {
+                let force = cmd == "activate --force";
+                let ask = if cmd == "switchover" {
+                    OperatorAsk::Switchover
+                } else {
+                    OperatorAsk::Activate
+                };
+                return self.operator_command(now, ask, force);
+            }
+            "maintenance" => format!(
+                "maintenance {}\n",
+                if self.maintenance() { "on" } else { "off" }
+            ),
+            "maintenance on" | "maintenance off" => self.set_maintenance(now, cmd.ends_with("on")),
+            other => format!(
+                "error: unknown command '{other}'; try: status, digest, activate [--force], switchover, maintenance on|off, force-stale\n"
+            ),
+        };
+        Some(text)
+    }
+
+    /// `activate [--force]` and `switchover`: with failover on, a decision of the standby core
+    /// (rule 9), answered when it ends; with failover off, the operator is the failover
+    /// decision: activate at once (a switchover needs failover on).
+    fn operator_command(&mut self, now: Nanos, ask: OperatorAsk, force: bool) -> Option<String> {
+        if let Some(n) = self.activated {
+            return Some(format!("already active since checkpoint {n}\n"));
+        }
+        if self.receiver.applied().is_none() {
+            return Some(
+                "error: nothing to activate: no checkpoint has been applied yet\n".to_string(),
+            );
+        }
+        if self.failover.is_none() {
+            if ask == OperatorAsk::Switchover {
+                return Some("error: a planned switchover needs failover = true (the primary fences on the standby's request); use activate after stopping the primary\n".to_string());
+            }
+            log::warn!("operator activation (failover off: no witnesses to ask)");
+            let n = self.receiver.applied().unwrap_or(0);
+            return Some(
+                match self.activate(now, "operator", self.current_epoch() + 1) {
                     Ok(()) => format!(
                         "activated: the replica at checkpoint {n} is now serving on {}\n",
                         self.service
@@ -657,8 +757,119 @@ impl Standby {
                         format!("error: activation failed: {e}\n")
                     }
                 },
-            },
-            other => format!("error: unknown command '{other}'; try: status, digest, activate\n"),
+            );
+        }
+        if self.operator.is_some() {
+            return Some("error: an operator's request is already under way; see status\n".into());
+        }
+        log::warn!(
+            "operator asks for {}{}",
+            ask.name(),
+            if force {
+                " (--force: without the witnesses; the operator guarantees the primary is stopped)"
+            } else {
+                ""
+            }
+        );
+        self.operator = Some(Operator {
+            conn: None,
+            deadline: now.plus(OPERATOR_WAIT),
+            answer: None,
+        });
+        self.decide(now, SInput::Operator { ask, force });
+        match self.operator.as_mut().and_then(|o| o.answer.take()) {
+            Some(text) => {
+                self.operator = None;
+                Some(text)
+            }
+            None => None,
+        }
+    }
+
+    /// The answer to the operator's request comes once the decision ends (or, at the latest,
+    /// after [`OPERATOR_WAIT`]: then it says the request is still under way).
+    fn wait_for_operator(&mut self, conn: usize, now: Nanos) {
+        match self.operator.as_mut() {
+            Some(o) => {
+                o.conn = Some(conn);
+                self.ctl
+                    .defer(conn, o.deadline.plus(Duration::from_millis(500)));
+            }
+            None => self
+                .ctl
+                .answer(self.poll.registry(), conn, "error: no request under way\n"),
+        }
+        let _ = now;
+    }
+
+    /// Answer the operator (when the decision ended, or it waited long enough).
+    fn operator_tick(&mut self, now: Nanos) {
+        let Some(o) = self.operator.as_mut() else {
+            return;
+        };
+        let text = match o.answer.take() {
+            Some(t) => t,
+            None if now >= o.deadline => {
+                "in progress: the decision is still under way (see status: decision_state, last_decision)\n".to_string()
+            }
+            None => return,
+        };
+        if let Some(conn) = o.conn {
+            self.operator = None;
+            self.ctl.answer(self.poll.registry(), conn, &text);
+        } else {
+            o.answer = Some(text);
+        }
+    }
+
+    /// `maintenance on|off`: recorded in the host state, then given to the decision core.
+    fn set_maintenance(&mut self, now: Nanos, on: bool) -> String {
+        if self.failover.is_none() {
+            return "error: automatic failover is off (failover = false): there are no automatic takeovers to pause\n".into();
+        }
+        let st = NodeState {
+            maintenance: on,
+            ..self.host
+        };
+        if let Err(e) = st.save(&self.s.state_file) {
+            return format!(
+                "error: cannot record maintenance mode in {}: {e}\n",
+                self.s.state_file.display()
+            );
+        }
+        self.host = st;
+        self.decide(now, SInput::Maintenance { on });
+        self.maintenance_notice(now);
+        if on {
+            log::warn!("MAINTENANCE: automatic takeovers paused by the operator");
+            "maintenance on: automatic takeovers are paused (decisions that would be taken are logged); resume with `maintenance off`\n".into()
+        } else {
+            log::warn!("maintenance off: automatic takeovers resumed");
+            "maintenance off: automatic takeovers resumed\n".into()
+        }
+    }
+
+    /// Whether automatic takeovers are paused.
+    fn maintenance(&self) -> bool {
+        self.failover.as_ref().is_some_and(|f| f.core.maintenance())
+    }
+
+    /// Tell the primary and the witnesses (every second while on, once when turned off).
+    fn maintenance_notice(&mut self, now: Nanos) {
+        let on = self.maintenance();
+        let to_primary = self.s.primary_witness;
+        let peers = self.s.witness_peers.clone();
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if on || f.maintenance_said {
+            f.maintenance_said = on;
+            f.next_maintenance_notice = now.plus(Duration::from_secs(1));
+            let m = Dgram::Maintenance { on };
+            f.send(&m, to_primary, Dest::role(Role::Primary));
+            for (id, addr) in peers {
+                f.send(&m, addr, witness(id));
+            }
         }
     }
 
@@ -1206,7 +1417,9 @@ impl Standby {
             d.set_rate(self.s.dirty_rate);
             d.run(now);
         }
-        let svc = Service::bind(
+        // The copy that served before may hold the address for a moment more: then it is tried
+        // again from the loop (see `bind_service`).
+        self.service = Service::try_bind(
             self.s.service,
             self.poll.registry(),
             SERVICE_BASE,
@@ -1214,15 +1427,35 @@ impl Standby {
         )
         .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", self.s.service)))?;
         log::warn!(
-            "ACTIVATED by {by}: replica at checkpoint {ckpt} (counter {}) now serves on {}; epoch {}",
+            "ACTIVATED by {by}: replica at checkpoint {ckpt} (counter {}) now serves on {}{}; epoch {}",
             self.replica.counter().unwrap_or(0),
-            svc.addr(),
+            self.s.service,
+            if self.service.is_none() { " (busy: retried until it is free)" } else { "" },
             self.epoch
         );
-        self.service = Some(svc);
         self.run_hook(ckpt);
         self.promote = !self.s.promote_config.as_os_str().is_empty();
         Ok(())
+    }
+
+    /// Activated with the service address still busy: try again.
+    fn bind_service(&mut self) {
+        if self.activated.is_none() || self.service.is_some() || self.replica.model().is_none() {
+            return;
+        }
+        match Service::try_bind(
+            self.s.service,
+            self.poll.registry(),
+            SERVICE_BASE,
+            self.s.max_clients,
+        ) {
+            Ok(Some(svc)) => {
+                log::warn!("now serving on {}", svc.addr());
+                self.service = Some(svc);
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("model service {}: {e}", self.s.service),
+        }
     }
 
     /// Write the host's state: `epoch`, this host's `role` in it, checkpoint numbers up to
@@ -1233,6 +1466,7 @@ impl Standby {
             role,
             checkpoint: self.host.checkpoint.max(ckpt),
             incarnation: self.host.incarnation,
+            maintenance: self.host.maintenance,
         };
         if st != self.host {
             st.save(&self.s.state_file).map_err(|e| {
@@ -1352,6 +1586,20 @@ impl Standby {
             kv("failover", format!("on ({})", self.s.decision.policy));
             kv("decision_state", f.core.state().name().to_string());
             kv(
+                "maintenance",
+                if f.core.maintenance() {
+                    "on (automatic takeovers paused by the operator)".into()
+                } else {
+                    "off".into()
+                },
+            );
+            kv(
+                "operator_request",
+                f.core
+                    .operator()
+                    .map_or("none".into(), |a| format!("{} under way", a.name())),
+            );
+            kv(
                 "primary_suspected",
                 f.core.detector().suspected().to_string(),
             );
@@ -1458,6 +1706,8 @@ impl Failover {
             ping: None,
             last_evidence: None,
             activation: None,
+            maintenance_said: false,
+            next_maintenance_notice: now,
             fenced: false,
         })
     }
@@ -1512,6 +1762,7 @@ impl Standby {
         }
         for a in actions {
             self.stats.decisions += u64::from(a.evidence().is_some());
+            self.operator_outcome(&a);
             match a {
                 SAction::Ack { ckpt, epoch } => {
                     if let Err(why) = self.send_ack(ckpt, epoch.0) {
@@ -1551,13 +1802,20 @@ impl Standby {
                     f.evidence(log::Level::Warn, &evidence);
                     f.activation = f.last_evidence.clone();
                     let last = self.receiver.applied().unwrap_or(0);
-                    f.authority = Some(PrimaryAuthority::activated(
+                    let authority = PrimaryAuthority::activated(
                         self.s.decision.clone(),
                         epoch,
                         now,
                         &leases,
                         last,
-                    ));
+                    );
+                    // Forced by the operator (the primary is stopped): serve on that word until
+                    // a lease quorum or an ack takes over.
+                    f.authority = Some(if evidence.rule == Rule::OperatorForced {
+                        authority.with_operator_authority()
+                    } else {
+                        authority
+                    });
                     f.outbox.set_epoch(epoch.0);
                     // Witnesses learn which host is the primary from the daemons' answers, and
                     // address it as the primary from then on.
@@ -1615,6 +1873,37 @@ impl Standby {
                 }
             }
         }
+    }
+
+    /// If an operator's request is under way, the answer an action gives it (the request ends
+    /// with an activation, or with a refusal that says why).
+    fn operator_outcome(&mut self, a: &SAction) {
+        let Some(o) = self.operator.as_mut() else {
+            return;
+        };
+        let answer = match a {
+            SAction::Activate { epoch, evidence, .. } => format!(
+                "activated: epoch {epoch} from checkpoint {}; {}\n",
+                self.receiver.applied().unwrap_or(0),
+                evidence.summary()
+            ),
+            SAction::CannotDecide { evidence } => {
+                format!("refused: {}\n", evidence.summary())
+            }
+            SAction::RefuseStale { evidence } => format!(
+                "refused: the replica is stale (the primary ran unprotected after its checkpoint: rule 5); `force-stale` or `activate --force` if you accept losing that output; {}\n",
+                evidence.summary()
+            ),
+            SAction::Switchover { epoch, evidence } => {
+                log::warn!(
+                    "operator's request: the witnesses agree ({}); asking the primary to fence for epoch {epoch}",
+                    evidence.summary()
+                );
+                return;
+            }
+            _ => return,
+        };
+        o.answer = Some(answer);
     }
 
     /// Feed the activated node's authority and carry out its actions.
@@ -1837,6 +2126,11 @@ impl Standby {
         // Checkpoint numbers go on from the replica's: witnesses hold this epoch's stale mark
         // against them (rule 10: they never go back).
         let ckpt = self.receiver.applied().unwrap_or(0);
+        let forced = self
+            .failover
+            .as_ref()
+            .and_then(|f| f.authority.as_ref())
+            .is_some_and(PrimaryAuthority::operator_authority);
         log::warn!(
             "promoting: exec {} run -c {} in epoch {epoch} from {} (checkpoint {ckpt})",
             primary.display(),
@@ -1860,6 +2154,8 @@ impl Standby {
             .arg(format!("start_checkpoint={ckpt}"))
             .arg("--set")
             .arg(format!("state_file={}", self.s.state_file.display()))
+            .arg("--set")
+            .arg(format!("start_forced={forced}"))
             .exec();
         log::error!(
             "promote: exec {} failed: {e}; staying hsb-standby",

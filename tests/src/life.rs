@@ -216,14 +216,35 @@ impl Life {
 
     /// Stop the client and check its whole history: (acknowledged, lost, doubled).
     pub fn finish(&mut self) -> (u64, u64, u64) {
+        let (acked, lost, doubled, _) = self.finish_with_gap();
+        (acked, lost, doubled)
+    }
+
+    /// Like [`Life::finish`], with the longest time the client went without an acknowledged
+    /// reply.
+    pub fn finish_with_gap(&mut self) -> (u64, u64, u64, Duration) {
         self.client_stop.store(true, Ordering::Relaxed);
         let ops = self
             .client
             .take()
             .map(|c| c.join().unwrap_or_default())
             .unwrap_or_default();
-        let (acked, lost, doubled, _) = check_history(&ops);
-        (acked, lost, doubled)
+        check_history(&ops)
+    }
+
+    /// Run `hsb-standby ARGS --control SOCK` against host `h`'s standby: (exit code, stdout).
+    pub fn standby_cli(&self, h: usize, args: &[&str]) -> (i32, String) {
+        let out = std::process::Command::new(crate::bin("hsb-standby"))
+            .args(args)
+            .arg("--control")
+            .arg(self.sock(h, "standby"))
+            .output()
+            .expect("hsb-standby");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
     }
 
     /// The current primary's status.

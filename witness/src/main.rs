@@ -215,6 +215,8 @@ struct Witness {
     pings: [Ping; 2],
     /// Which slot hosts the primary now (learned from the daemons' pongs).
     hosts: HostRoles,
+    /// The standby's operator paused automatic takeovers (its notices renew this).
+    maintenance_until: Option<Nanos>,
     next_ping: Nanos,
     next_report: Nanos,
     store: FileStore,
@@ -305,6 +307,7 @@ impl Witness {
             ctl,
             pings: [Ping::default(), Ping::default()],
             hosts: HostRoles::new(),
+            maintenance_until: None,
             next_ping: now,
             next_report: now,
             bad_datagrams: 0,
@@ -632,6 +635,14 @@ impl Witness {
                 ),
                 Dgram::Withdraw(w) => self.step(now, Input::Withdraw(w), None),
                 Dgram::Protected(p) => self.step(now, Input::Protected(p), None),
+                Dgram::Maintenance { on } => {
+                    if on && self.maintenance_until.is_none_or(|u| now >= u) {
+                        log::info!(
+                            "the standby's operator paused automatic takeovers (maintenance)"
+                        );
+                    }
+                    self.maintenance_until = on.then(|| now.plus(Duration::from_secs(3)));
+                }
                 Dgram::Ping { nonce } => {
                     self.send(&Dgram::Pong { nonce }, from, Some(Dest::node(env.from)))
                 }
@@ -740,6 +751,14 @@ impl Witness {
         kv("id", self.s.id.to_string());
         kv("policy", self.s.decision.policy.to_string());
         kv("epoch_seen", self.core.epoch_seen().0.to_string());
+        kv(
+            "maintenance",
+            if self.maintenance_until.is_some_and(|u| now < u) {
+                "on (automatic takeovers paused by the standby's operator)".into()
+            } else {
+                "off".into()
+            },
+        );
         kv("application", v.app.to_string());
         kv("primary_daemon", v.primary_host.to_string());
         kv("standby_daemon", v.standby_host.to_string());

@@ -218,6 +218,36 @@ impl Evidence {
         let _ = self.witnesses.push(w);
     }
 
+    /// One line for people: the rule, the action and what each witness said, e.g.
+    /// `rule9:operator-activate -> cannot-decide: 1 of 3 witnesses granted (quorum 2); witness
+    /// 1 granted, witness 2 refused (lease-active:1s), witness 3 did not answer`.
+    pub fn summary(&self) -> String {
+        let mut s = format!("{} -> {}", self.rule, self.action);
+        if let Some(e) = self.new_epoch {
+            s.push_str(&format!(" (epoch {e})"));
+        }
+        if self.witnesses.is_empty() {
+            return s;
+        }
+        s.push_str(&format!(
+            ": {} of {} witnesses granted (quorum {})",
+            self.grants, self.configured, self.quorum
+        ));
+        let said: Vec<String> = self
+            .witnesses
+            .iter()
+            .map(|w| match (w.said, w.reason) {
+                (SaidKind::Grant, _) => format!("witness {} granted", w.id),
+                (SaidKind::Refuse, Some(r)) => format!("witness {} refused ({r})", w.id),
+                (SaidKind::Refuse, None) => format!("witness {} refused", w.id),
+                (SaidKind::NoAnswer, _) => format!("witness {} did not answer", w.id),
+            })
+            .collect();
+        s.push_str("; ");
+        s.push_str(&said.join(", "));
+        s
+    }
+
     /// One JSON object on one line (no newline), `"k":"evidence"`.
     pub fn to_json_line(&self) -> String {
         let mut o = ObjWriter::new();

@@ -237,6 +237,11 @@ impl PrimaryAuthority {
         self
     }
 
+    /// Whether it still serves on the operator's word (see [`Self::with_operator_authority`]).
+    pub fn operator_authority(&self) -> bool {
+        self.operator
+    }
+
     /// The epoch.
     pub fn epoch(&self) -> Epoch {
         self.epoch

@@ -315,6 +315,9 @@ pub struct StandbyCore {
     ping: Option<(Nanos, bool)>,
     /// An operator's request whose witness query is under way.
     operator: Option<OperatorAsk>,
+    /// The operator's request asks again after refusals that expire by themselves (a lease
+    /// still running, a witness just restarted, a failure not yet long enough) until then.
+    operator_until: Nanos,
     /// Automatic takeovers paused (maintenance mode).
     maintenance: bool,
 }
@@ -349,6 +352,7 @@ impl StandbyCore {
             ping_asked_at: None,
             ping: None,
             operator: None,
+            operator_until: now,
             maintenance: false,
         }
     }
@@ -546,6 +550,8 @@ impl StandbyCore {
             State::Following => {
                 if self.query.is_some() {
                     self.conclude(now, out);
+                } else if self.operator.is_some() {
+                    self.operator_retry(now, out);
                 } else {
                     self.switchover_check(now, out);
                 }
@@ -619,6 +625,9 @@ impl StandbyCore {
         if self.query.is_some() {
             // A query already asked (a takeover before the pause, or the operator's request).
             return self.conclude(now, out);
+        }
+        if self.operator.is_some() {
+            return self.operator_retry(now, out);
         }
         if self.maintenance {
             return self.paused(now, out);
@@ -733,12 +742,26 @@ impl StandbyCore {
             return self.activate(LeaseSet::new(), e, out);
         }
         self.operator = Some(ask);
+        self.operator_until = later(
+            now,
+            self.cfg
+                .lease
+                .max_duration
+                .saturating_add(self.cfg.lease.duration),
+        );
         self.state = if self.detector.suspected() {
             State::Deciding
         } else {
             State::Following
         };
         self.start_query(now, VoteKind::Operator, out);
+    }
+
+    /// The operator's request asks the witnesses again when its refusals said to.
+    fn operator_retry(&mut self, now: Nanos, out: &mut Actions<Action>) {
+        if now >= self.next_query_at {
+            self.start_query(now, VoteKind::Operator, out);
+        }
     }
 
     fn set_maintenance(&mut self, now: Nanos, on: bool, out: &mut Actions<Action>) {
@@ -1024,6 +1047,26 @@ impl StandbyCore {
             return; // a switchover that did not get its quorum changes nothing
         }
         if q.kind == VoteKind::Operator {
+            // Refusals that expire by themselves (a lease to the old epoch still running, say,
+            // right after a failover): ask again when they say, while the request lasts.
+            let grants = q.votes.iter().filter(|(v, _)| v.verdict.granted()).count();
+            let could = grants
+                + q.votes
+                    .iter()
+                    .filter(|(v, _)| match v.verdict {
+                        Verdict::Refuse(r) => r.retry_after().is_some(),
+                        Verdict::Grant => false,
+                    })
+                    .count();
+            if could >= need {
+                if let Some(r) = retry {
+                    let at = later(now, r.max(self.cfg.requery_min));
+                    if at < self.operator_until {
+                        self.next_query_at = at;
+                        return;
+                    }
+                }
+            }
             // The operator's request did not get its quorum: refused, saying why (the votes).
             let rule = self.operator.take().unwrap_or(OperatorAsk::Activate).rule();
             let e = self.evidence_q(now, rule, ActionKind::CannotDecide, Some(&q));
