@@ -136,3 +136,19 @@ fn daemons_never_read_the_wall_clock() {
     }
     assert!(found.is_empty(), "wall-clock reads: {found:?}");
 }
+
+/// Rule 9 on real hosts: `hsb-standby activate` with the primary alive and serving moves the
+/// active role through the witnesses: never two copies serving (it split the brain for 8-18 s),
+/// nothing acknowledged lost, the old primary rejoins as the standby.
+#[test]
+fn operator_activate_with_the_primary_alive_on_real_network_namespaces() {
+    let cases = [(Fault::OperatorActivate, "client-oriented")];
+    let Some(outcomes) = run(
+        "operator_activate_with_the_primary_alive_on_real_network_namespaces",
+        &cases,
+    ) else {
+        return;
+    };
+    assert_client_oriented_correct(&outcomes);
+    assert!(outcomes.iter().all(|o| o.failed_over && o.split_ms == 0));
+}

@@ -57,11 +57,14 @@ pub enum Fault {
     /// F4 with hand-overs on: B switches over and promotes itself to primary, the old primary
     /// steps down and rejoins as B's standby; then A's client link heals.
     F12AfterF4,
+    /// Not a fault: the operator runs `hsb-standby activate` on B while the primary is alive
+    /// and serving (rule 9). It used to split the brain (both copies served for 8-18 s).
+    OperatorActivate,
 }
 
 impl Fault {
     /// Every fault, in order.
-    pub const ALL: [Fault; 17] = [
+    pub const ALL: [Fault; 18] = [
         Fault::F1,
         Fault::F2,
         Fault::F3,
@@ -79,6 +82,7 @@ impl Fault {
         Fault::F11Cut,
         Fault::F12AfterF1,
         Fault::F12AfterF4,
+        Fault::OperatorActivate,
     ];
 
     /// Name for reports.
@@ -101,6 +105,7 @@ impl Fault {
             Fault::F11Cut => "F11 clocks offset per host, link cut",
             Fault::F12AfterF1 => "F12 rejoin after F1",
             Fault::F12AfterF4 => "F12 rejoin after F4",
+            Fault::OperatorActivate => "R9 operator activate, primary alive",
         }
     }
 
@@ -112,7 +117,8 @@ impl Fault {
             | Fault::F8MajorityB
             | Fault::F11Crash
             | Fault::F12AfterF1
-            | Fault::F12AfterF4 => Some(true),
+            | Fault::F12AfterF4
+            | Fault::OperatorActivate => Some(true),
             // A frozen primary looks dead to its clients after a detection time: failing over
             // is right as long as it is fenced when it resumes (never two active).
             Fault::F6Short | Fault::F6Long => None,
@@ -761,6 +767,19 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
             n.shaper.set(DELAY, JITTER);
             topo.drop_arriving(Host::B, Net::Replication, 30)?;
         }
+        Fault::OperatorActivate => {
+            let out = std::process::Command::new(bin("hsb-standby"))
+                .arg("activate")
+                .arg("--control")
+                .arg(n.dir.path("b.sock"))
+                .output()
+                .map_err(|e| format!("hsb-standby activate: {e}"))?;
+            let answer = String::from_utf8_lossy(&out.stdout);
+            note.push_str(&format!(
+                "operator: `hsb-standby activate` said {:?}; ",
+                answer.trim()
+            ));
+        }
         other => return Err(format!("{other:?} has no injection of its own")),
     }
     let hold = match fault {
@@ -813,6 +832,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         }
         // A fenced old primary gives up the service address itself (`on_fence`).
         Fault::F4 => topo.link(Host::A, Net::Client, true)?,
+        Fault::OperatorActivate => {}
         Fault::F8MajorityA | Fault::F8MajorityB => {
             topo.clear_rules(Host::A);
             topo.clear_rules(Host::B);
