@@ -240,6 +240,8 @@ struct Start {
     reserved: u64,
     /// The host's maintenance mode, carried on for its standby role.
     maintenance: bool,
+    /// Promoted by a standby's hand-over (it passed its replica's checkpoint).
+    promoted: bool,
 }
 
 /// Apply the restart rule (README: the restart matrix) before anything else: a host that is a
@@ -248,6 +250,9 @@ struct Start {
 /// Otherwise the epoch and first checkpoint are set in `s`, and the state is written durably
 /// (epoch, role, a block of checkpoint numbers, the incarnation) before the daemon acts.
 fn start(s: &mut Settings) -> Result<Start, String> {
+    // A promoting standby passes its replica's checkpoint; a fresh or restarted primary has
+    // none in its configuration.
+    let promoted = s.start_checkpoint > 0;
     let saved = NodeState::load(&s.state_file)
         .map_err(|e| format!("state_file {}: {e}", s.state_file.display()))?;
     let handed_over = !s.start_image.as_os_str().is_empty() && s.start_image.exists();
@@ -304,6 +309,7 @@ fn start(s: &mut Settings) -> Result<Start, String> {
                 incarnation,
                 reserved,
                 maintenance,
+                promoted,
             })
         }
     }
@@ -620,6 +626,7 @@ impl Primary {
                     let a = PrimaryAuthority::new(s.decision.clone(), Epoch(s.start_epoch), now)
                         .resume_at(s.start_checkpoint)
                         .with_request_base(req_base);
+                    let a = if start.promoted { a.promoted() } else { a };
                     if s.start_forced {
                         log::warn!("serving on the operator's word (a forced activation) until a witness-quorum lease or an ack takes over");
                         a.with_operator_authority()

@@ -237,6 +237,14 @@ impl PrimaryAuthority {
         self
     }
 
+    /// A primary promoted by hand-over (its standby process had the witnesses' votes as leases
+    /// a moment ago): it asks for leases at once instead of giving a standby `ack_lease` to ack
+    /// first, and fences like any primary that lost its authority.
+    pub fn promoted(mut self) -> PrimaryAuthority {
+        self.ever_authority = true;
+        self
+    }
+
     /// Whether it still serves on the operator's word (see [`Self::with_operator_authority`]).
     pub fn operator_authority(&self) -> bool {
         self.operator
