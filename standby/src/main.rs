@@ -317,8 +317,10 @@ enum Noise {
     BadFrame,
     Disallowed,
     Accept,
+    /// Refused witness votes (grants are always logged: they are decisions' inputs).
+    VoteRefused,
 }
-const NOISE: usize = 6;
+const NOISE: usize = 7;
 
 #[derive(Default)]
 struct Stats {
@@ -1994,12 +1996,17 @@ impl Standby {
                 Dgram::Ping { nonce } => f.send(&Dgram::Pong { nonce }, from, Dest::node(env.from)),
                 Dgram::Report(r) => self.decide(now, SInput::Report(r)),
                 Dgram::Vote(v) => {
-                    log::info!(
-                        "vote from witness {}: {} (application {})",
-                        v.witness,
-                        v.verdict,
-                        v.view.app
-                    );
+                    let line = || {
+                        format!(
+                            "vote from witness {}: {} (application {})",
+                            v.witness, v.verdict, v.view.app
+                        )
+                    };
+                    if v.verdict.granted() {
+                        log::info!("{}", line());
+                    } else if let Some(n) = self.noise.allow(Noise::VoteRefused as usize, now) {
+                        log::info!("{}{}", line(), LogLimiter::<NOISE>::note(n));
+                    }
                     self.decide(now, SInput::Vote(v));
                 }
                 Dgram::Fenced { epoch, ckpt } => {

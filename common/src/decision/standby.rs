@@ -1034,8 +1034,12 @@ impl StandbyCore {
                 Verdict::Grant => None,
             })
             .min();
+        // A refusal's hint (lease active, restarting, not yet) is when that witness's answer can
+        // change at the earliest: asking sooner only repeats it (it used to re-ask every 20 ms
+        // while a lease ran for seconds). A report that the application is down still asks at
+        // once (see `Input::Report`).
         let wait = match retry {
-            Some(r) => r.clamp(self.cfg.requery_min, self.backoff.max(self.cfg.requery_min)),
+            Some(r) => r.clamp(self.cfg.requery_min, self.cfg.requery_max),
             None => {
                 let b = self.backoff;
                 self.backoff = (self.backoff * 2).min(self.cfg.requery_max);
