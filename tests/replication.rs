@@ -375,7 +375,7 @@ fn status_json_and_health_exit_codes() {
         "{json}"
     );
     assert_eq!(json.lines().count(), 1, "{json}");
-    let object = hsb_common::fuzzing::json_strings(&json).expect("status --json is JSON");
+    let object = hsb_testkit::fuzzing::json_strings(&json).expect("status --json is JSON");
     let text = pair.standby.ctl("status").unwrap();
     let keys: Vec<&str> = text.lines().filter_map(|l| l.split(' ').next()).collect();
     let json_keys: Vec<&str> = object.iter().map(|(k, _)| k.as_str()).collect();

@@ -73,7 +73,7 @@ pub enum Line<'a> {
 
 /// Parse the command line at the start of `buf`: up to the first newline, or all of `buf` once
 /// the peer has finished sending (`eof`). Bytes after the newline are ignored (one command a
-/// connection). Pure, so it is fuzzed (`hsb_common::fuzzing::control`).
+/// connection). Pure, so it is fuzzed (`hsb_testkit::fuzzing::control`).
 pub fn parse_command(buf: &[u8], eof: bool) -> Result<Line<'_>, CommandError> {
     let window = &buf[..buf.len().min(MAX_COMMAND + 1)];
     let line = match window.iter().position(|&b| b == b'\n') {

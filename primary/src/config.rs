@@ -15,7 +15,7 @@ static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// Every key hsb-primary accepts.
 pub fn schema() -> &'static [KeySpec] {
-    hsb_common::failover::schema_with(OWN, hsb_common::xen::KEYS, &CELL)
+    hsb_common::failover::schema_with(OWN, hsb_domain::xen::KEYS, &CELL)
 }
 
 static OWN: &[KeySpec] = &[
@@ -167,7 +167,7 @@ pub struct Settings {
     pub decision_log_rotation: hsb_common::recorder::Rotation,
     pub decision: decision::Config,
     /// `backend = xen`: the guest and how to hold its output.
-    pub xen: Option<hsb_common::xen::XenSettings>,
+    pub xen: Option<hsb_domain::xen::XenSettings>,
     pub start_image: PathBuf,
     pub state_file: PathBuf,
     pub start_epoch: u64,
@@ -179,7 +179,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
-        let model_pages = hsb_common::model::pages_from_config(c)?;
+        let model_pages = hsb_domain::model::pages_from_config(c)?;
         let epoch_period = c.duration("epoch_period")?;
         if epoch_period < MIN_PERIOD {
             return Err(c.error_at(
@@ -219,7 +219,7 @@ impl Settings {
                 ));
             }
         }
-        let xen = hsb_common::xen::XenSettings::from_config(c)?;
+        let xen = hsb_domain::xen::XenSettings::from_config(c)?;
         Ok(Settings {
             xen,
             start_image: c.path("start_image")?,

@@ -2,16 +2,16 @@
 //! how each holds its output until the standby acknowledges (DESIGN.md §2-3).
 //!
 //! The model domain answers its TCP service inside this process, so its output is held in
-//! user space ([`hsb_common::output::OutputCommit`], driven by main.rs). A Xen guest's output
+//! user space ([`hsb_domain::output::OutputCommit`], driven by main.rs). A Xen guest's output
 //! is its network traffic: [`PlugOutput`] puts the guest's vif behind an ifb device whose root
 //! qdisc is `plug`, closes an epoch at each checkpoint and releases it on the ack.
 
 use std::process::Command;
 
-use hsb_common::domain::{CheckpointSource, DomainError};
-use hsb_common::model::ModelDomain;
 use hsb_common::time::Nanos;
-use hsb_common::xen::XenSource;
+use hsb_domain::domain::{CheckpointSource, DomainError};
+use hsb_domain::model::ModelDomain;
+use hsb_domain::xen::XenSource;
 use xen_sys::{PlugAction, PlugQdisc};
 
 /// What [`Guest::fence`] leaves to its caller.
@@ -309,9 +309,9 @@ impl std::fmt::Debug for PlugOutput {
 
 /// Open the guest named in the settings.
 pub fn open_xen(
-    x: &hsb_common::xen::XenSettings,
+    x: &hsb_domain::xen::XenSettings,
 ) -> Result<(Guest, Option<PlugOutput>), DomainError> {
-    let domid = hsb_common::xen::resolve(&x.domain)?;
+    let domid = hsb_domain::xen::resolve(&x.domain)?;
     let src = XenSource::open(domid, x.suspend_timeout)?;
     let plug = if x.plug {
         let vif = x.vif.clone().unwrap_or_else(|| format!("vif{domid}.0"));

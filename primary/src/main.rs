@@ -15,7 +15,6 @@ use std::time::Duration;
 use mio::net::{TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
-use hsb_common::checkpoint::Staging;
 use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::conn::{write_some, Fill, FrameReader, OutQueue};
@@ -26,17 +25,18 @@ use hsb_common::decision::record::{self, AnyInput};
 use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority};
 use hsb_common::frame::{FrameError, Kind};
 use hsb_common::key::ClusterKey;
-use hsb_common::model::ModelDomain;
 use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
 use hsb_common::node_state::{primary_start, NodeRole, NodeState, PrimaryArgs, PrimaryStart};
-use hsb_common::output::OutputCommit;
 use hsb_common::recorder::Recorder;
-use hsb_common::service::{ClientId, Handler, Service};
 use hsb_common::session::{self, Session, Side};
 use hsb_common::signals::{Request, SignalHandler, SignalSource};
 use hsb_common::stats::{ms, Histogram};
 use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
+use hsb_domain::checkpoint::Staging;
+use hsb_domain::model::ModelDomain;
+use hsb_domain::output::OutputCommit;
+use hsb_domain::service::{ClientId, Handler, Service};
 
 use config::{schema, Settings};
 use guest::{Fence, Guest, PlugOutput};
@@ -160,7 +160,7 @@ fn main() -> ExitCode {
             None => fail("keygen needs a path: hsb-primary keygen /etc/hsb/cluster.key"),
         },
         Some("xen-info") => {
-            ExitCode::from(hsb_common::xen::info_command("hsb-primary", &args.rest))
+            ExitCode::from(hsb_domain::xen::info_command("hsb-primary", &args.rest))
         }
         Some("config-reference") => {
             print!("{}", reference_markdown(schema()));

@@ -42,7 +42,7 @@ static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// Every key hsb-standby accepts.
 pub fn schema() -> &'static [KeySpec] {
-    hsb_common::failover::schema_with(OWN, hsb_common::xen::KEYS, &SCHEMA)
+    hsb_common::failover::schema_with(OWN, hsb_domain::xen::KEYS, &SCHEMA)
 }
 
 /// Typed settings.
@@ -75,12 +75,12 @@ pub struct Settings {
     pub promote_image: PathBuf,
     pub decision: decision::Config,
     /// `backend = xen`: the guest and how to hold its output.
-    pub xen: Option<hsb_common::xen::XenSettings>,
+    pub xen: Option<hsb_domain::xen::XenSettings>,
 }
 
 impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
-        let model_pages = hsb_common::model::pages_from_config(c)?;
+        let model_pages = hsb_domain::model::pages_from_config(c)?;
         let frame_max = c.size("frame_max")? as usize;
         let min =
             hsb_common::frame::HEADER_LEN + 700 + hsb_common::msg::PAGES_PER_FRAME * PAGE_SIZE;
@@ -114,7 +114,7 @@ impl Settings {
                 "the ping-node policy needs a ping_node IP:PORT",
             ));
         }
-        let xen = hsb_common::xen::XenSettings::from_config(c)?;
+        let xen = hsb_domain::xen::XenSettings::from_config(c)?;
         let primary_allow =
             parse_allow(&c.str("primary_allow")?).map_err(|e| c.error_at("primary_allow", &e))?;
         Ok(Settings {

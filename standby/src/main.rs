@@ -17,7 +17,6 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
-use hsb_common::checkpoint::Receiver;
 use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::conn::{Fill, FrameReader, OutQueue};
@@ -30,16 +29,17 @@ use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority, Rule, StandbyCore}
 use hsb_common::frame::{FrameError, Kind, HEADER_LEN};
 use hsb_common::key::ClusterKey;
 use hsb_common::logging::LogLimiter;
-use hsb_common::model::ModelDomain;
 use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
 use hsb_common::node_state::{standby_start, NodeRole, NodeState};
 use hsb_common::recorder::Recorder;
-use hsb_common::service::{ClientId, Handler, Service};
 use hsb_common::session::{self, Admit, Claim, Live, Session, Side};
 use hsb_common::signals::{Request, SignalHandler, SignalSource};
 use hsb_common::stats::{ms, Histogram};
 use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
+use hsb_domain::checkpoint::Receiver;
+use hsb_domain::model::ModelDomain;
+use hsb_domain::service::{ClientId, Handler, Service};
 
 use config::{schema, Settings};
 use replica::Rep;
@@ -168,7 +168,7 @@ fn main() -> ExitCode {
         }
         Some("replay") => replay(&args),
         Some("xen-info") => {
-            ExitCode::from(hsb_common::xen::info_command("hsb-standby", &args.rest))
+            ExitCode::from(hsb_domain::xen::info_command("hsb-standby", &args.rest))
         }
         Some("config-reference") => {
             print!("{}", reference_markdown(schema()));

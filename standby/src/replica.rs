@@ -1,9 +1,9 @@
 //! The replica behind hsb-standby: the `model` test double or a paused Xen domain.
 
-use hsb_common::domain::{CheckpointSource, DomainError, Replica};
-use hsb_common::model::ModelDomain;
 use hsb_common::time::Nanos;
-use hsb_common::xen::XenReplica;
+use hsb_domain::domain::{CheckpointSource, DomainError, Replica};
+use hsb_domain::model::ModelDomain;
+use hsb_domain::xen::XenReplica;
 
 /// The replica.
 pub enum Rep {
@@ -19,7 +19,7 @@ impl Rep {
         match &s.xen {
             None => Ok(Rep::Model(ModelDomain::blank(s.model_pages))),
             Some(x) => {
-                let domid = hsb_common::xen::resolve(&x.domain)?;
+                let domid = hsb_domain::xen::resolve(&x.domain)?;
                 Ok(Rep::Xen(Box::new(XenReplica::open(domid)?)))
             }
         }

@@ -1,9 +1,9 @@
-//! cargo-fuzz target for the whole receive path; the body lives in `hsb_common::fuzzing` so the
+//! cargo-fuzz target for the whole receive path; the body lives in `hsb_testkit::fuzzing` so the
 //! same code also runs as a seeded property test in `just test`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hsb_common::fuzzing::decode(data);
+    hsb_testkit::fuzzing::decode(data);
 });

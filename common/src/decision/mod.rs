@@ -13,12 +13,13 @@
 //! - [`proto`]: the messages between the cores (serde, for postcard frames).
 //! - [`evidence`]: what every decision carries (rule 7), as one JSON line.
 //! - [`record`], [`replay`]: one-line input records and re-driving them through the cores.
-//! - [`casefile`]: the data-driven fault cases of `common/testdata/decision/`.
+//!
+//! The data-driven fault cases of `common/testdata/decision/` run through `hsb-testkit`'s
+//! `casefile`.
 //!
 //! Everything is bounded: at most [`MAX_WITNESSES`] witnesses, [`MAX_LINKS`] heartbeat links, a
 //! fixed number of actions per step, one query in flight.
 
-pub mod casefile;
 pub mod detector;
 pub mod epoch;
 pub mod evidence;

@@ -22,15 +22,15 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use hsb_common::checkpoint::{Receiver, Staging};
 use hsb_common::conn::{Fill, FrameReader};
-use hsb_common::domain::CheckpointSource;
 use hsb_common::frame::{self, Header, HEADER_LEN, MAX_BODY_LEN};
 use hsb_common::key::ClusterKey;
-use hsb_common::model::ModelDomain;
 use hsb_common::session::{Session, Side};
 use hsb_common::time::Nanos;
 use hsb_common::PAGE_SIZE;
+use hsb_domain::checkpoint::{Receiver, Staging};
+use hsb_domain::domain::CheckpointSource;
+use hsb_domain::model::ModelDomain;
 use hsb_tests::{num, Client, Daemon, Pair, PairOpts, TempDir};
 
 #[path = "../bench/failover.rs"]

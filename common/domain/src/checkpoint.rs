@@ -11,10 +11,10 @@
 use std::fmt;
 
 use crate::domain::{CheckpointSource, DomainError, Replica};
-use crate::frame::{self, FrameError, Header, Kind, HEADER_LEN};
-use crate::msg::{self, Begin, End, Pages, PagesHead, State, MAX_STATE_LEN, PAGES_PER_FRAME};
-use crate::session::{self, Session};
 use crate::PAGE_SIZE;
+use hsb_common::frame::{self, FrameError, Header, Kind, HEADER_LEN};
+use hsb_common::msg::{self, Begin, End, Pages, PagesHead, State, MAX_STATE_LEN, PAGES_PER_FRAME};
+use hsb_common::session::{self, Session};
 
 /// Bytes reserved for the head of a `Pages` body (ckpt and up to 64 pfn varints, data length).
 const PAGES_HEAD_MAX: usize = 10 + 1 + PAGES_PER_FRAME * 10 + 10;
@@ -659,10 +659,10 @@ impl Receiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::ClusterKey;
     use crate::model::{ModelDomain, MIN_PAGES};
-    use crate::session::Side;
-    use crate::time::Nanos;
+    use hsb_common::key::ClusterKey;
+    use hsb_common::session::Side;
+    use hsb_common::time::Nanos;
 
     fn sessions() -> (Session, Session) {
         let k = ClusterKey::from_bytes([3; 32]);

@@ -2,11 +2,11 @@
 
 use std::path::Path;
 
-use hsb_common::decision::casefile::{parse_cases, run_case};
+use hsb_testkit::casefile::{parse_cases, run_case};
 
 #[test]
 fn decision_cases() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/decision");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/decision");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .expect("testdata/decision")
         .filter_map(|e| e.ok().map(|e| e.path()))

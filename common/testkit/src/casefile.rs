@@ -28,7 +28,7 @@
 //!
 //! Streams and ticks run up to (excluding) each explicit input's time; an explicit input runs after
 //! them. An expected action matches if its first word equals the action's and each further token
-//! appears in the action's canonical text (see [`super::record`]); `at=T`, `at<=T`, `at>=T` check the
+//! appears in the action's canonical text (see [`hsb_common::decision::record`]); `at=T`, `at<=T`, `at>=T` check the
 //! action's time. Every action with evidence must also round-trip through its JSON line.
 //!
 //! Checks: standby `state`, `epoch`, `replica`, `suspected`, `may-ack`; primary `mode`,
@@ -38,13 +38,13 @@
 use core::fmt;
 use core::time::Duration;
 
-use super::record::{AnyInput, Defaults, Fields};
-use super::replay::AnyAction;
-use super::{
+use hsb_common::decision::record::{AnyInput, Defaults, Fields};
+use hsb_common::decision::replay::AnyAction;
+use hsb_common::decision::{
     elapsed, later, parse_duration, Config, Epoch, Evidence, Nanos, PrimaryAuthority, Role,
     StandbyCore, WitnessCore, WitnessId,
 };
-use crate::rng::SplitMix64;
+use hsb_common::rng::SplitMix64;
 
 /// Longest case file read.
 pub const MAX_FILE: usize = 1 << 20;
@@ -639,7 +639,7 @@ impl Runner<'_> {
                         let j = if st.jitter.is_zero() {
                             0
                         } else {
-                            st.rng.below(super::nanos_of(st.jitter))
+                            st.rng.below(hsb_common::decision::nanos_of(st.jitter))
                         };
                         (
                             st.line,

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
-use crate::conn::OutQueue;
 use crate::model::MAX_LINE;
+use hsb_common::conn::OutQueue;
 
 /// Unsent reply bytes a client may have before it is dropped as too slow.
 pub const CLIENT_OUT_LIMIT: usize = 1 << 20;

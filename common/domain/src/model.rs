@@ -9,9 +9,9 @@
 //! hash table of 2048 slots of 128 bytes for PUT/GET; the remaining pages are the workload's.
 
 use crate::domain::{CheckpointSource, DomainError, Replica};
-use crate::rng::SplitMix64;
-use crate::time::Nanos;
 use crate::PAGE_SIZE;
+use hsb_common::rng::SplitMix64;
+use hsb_common::time::Nanos;
 
 const MAGIC: &[u8; 8] = b"HSBMODEL";
 const IMAGE_MAGIC: &[u8; 8] = b"HSBIMG01";
@@ -35,7 +35,9 @@ pub const MAX_LINE: usize = 256;
 
 /// The domain size in pages from a daemon's `backend` and `model.memory` keys (shared by
 /// primary and standby, which must agree).
-pub fn pages_from_config(c: &crate::config::Config) -> Result<u64, crate::config::ConfigError> {
+pub fn pages_from_config(
+    c: &hsb_common::config::Config,
+) -> Result<u64, hsb_common::config::ConfigError> {
     let mem = c.size("model.memory")?;
     let page = PAGE_SIZE as u64;
     if mem % page != 0 || mem < MIN_PAGES * page || mem > (64u64 << 30) {

@@ -21,15 +21,15 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use crate::checkpoint::{Receiver, Staging};
-use crate::config::{Config, KeySpec, ValueKind};
-use crate::conn::{Fill, FrameReader};
-use crate::domain::CheckpointSource;
-use crate::frame::{Kind, HEADER_LEN};
-use crate::key::ClusterKey;
-use crate::model::{ModelDomain, MIN_PAGES};
-use crate::msg;
-use crate::session::{Session, Side};
+use hsb_common::config::{Config, KeySpec, ValueKind};
+use hsb_common::conn::{Fill, FrameReader};
+use hsb_common::frame::{Kind, HEADER_LEN};
+use hsb_common::key::ClusterKey;
+use hsb_common::msg;
+use hsb_common::session::{Session, Side};
+use hsb_domain::checkpoint::{Receiver, Staging};
+use hsb_domain::domain::CheckpointSource;
+use hsb_domain::model::{ModelDomain, MIN_PAGES};
 
 const PAGES: u64 = MIN_PAGES + 8;
 
@@ -94,7 +94,7 @@ fn stream(data: &[u8], authenticated: bool) -> usize {
             let hash = match rx.open(&frame) {
                 Ok(h) => h,
                 // Unauthenticated inputs still exercise the receiver's own checks.
-                Err(_) if !authenticated => crate::frame::body_crc(body),
+                Err(_) if !authenticated => hsb_common::frame::body_crc(body),
                 Err(_) => return applied,
             };
             match receiver.on_frame(kind, body, &hash) {
@@ -119,7 +119,7 @@ fn stream(data: &[u8], authenticated: bool) -> usize {
 /// bytes never change a command already complete; `to_json` is JSON that reads back as the same
 /// values under unique names. Returns the command's length, if there is one.
 pub fn control(data: &[u8]) -> Option<usize> {
-    use crate::ctl::{parse_command, CommandError, Health, Line, Status, MAX_COMMAND};
+    use hsb_common::ctl::{parse_command, CommandError, Health, Line, Status, MAX_COMMAND};
     let (split, rest) = data.split_first()?;
     let mut command = None;
     for eof in [false, true] {
@@ -304,12 +304,12 @@ static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// The schema [`config`] loads against.
 pub fn config_schema() -> &'static [KeySpec] {
-    crate::failover::schema_with(OWN, crate::xen::KEYS, &SCHEMA)
+    hsb_common::failover::schema_with(OWN, hsb_domain::xen::KEYS, &SCHEMA)
 }
 
 /// Most `--set` overrides taken from one input.
 const MAX_SETS: usize = 8;
-/// Longest error message accepted: values are quoted back only in part ([`crate::config::excerpt`]).
+/// Longest error message accepted: values are quoted back only in part ([`hsb_common::config::excerpt`]).
 pub const MAX_MESSAGE: usize = 4096;
 
 /// How far [`config`] got.
@@ -370,10 +370,10 @@ fn load_and_read(path: &std::path::Path, sets: &[String]) -> ConfigOutcome {
         assert!(ok, "key {k}: accepted by the loader, refused by its getter");
     }
     let _ = c.dump();
-    let settings = crate::failover::peers(&c, "heartbeat")
+    let settings = hsb_common::failover::peers(&c, "heartbeat")
         .map(|_| ())
-        .and_then(|()| crate::model::pages_from_config(&c).map(|_| ()))
-        .and_then(|()| crate::xen::XenSettings::from_config(&c).map(|_| ()));
+        .and_then(|()| hsb_domain::model::pages_from_config(&c).map(|_| ()))
+        .and_then(|()| hsb_domain::xen::XenSettings::from_config(&c).map(|_| ()));
     match settings {
         Ok(()) => ConfigOutcome::Accepted,
         Err(e) => {
@@ -401,9 +401,9 @@ fn scratch_file() -> PathBuf {
 /// The receiving side of the datagram layer (see the module docs). Returns how many datagrams
 /// were accepted.
 pub fn datagram(data: &[u8]) -> usize {
-    use crate::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
-    use crate::msg::Role;
-    use crate::wire::{self, Dgram};
+    use hsb_common::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
+    use hsb_common::msg::Role;
+    use hsb_common::wire::{self, Dgram};
     let key = ClusterKey::from_bytes([7; 32]);
     let me = Sender {
         role: Role::Standby,
@@ -509,7 +509,7 @@ pub fn datagram(data: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::SplitMix64;
+    use hsb_common::rng::SplitMix64;
 
     #[test]
     fn valid_stream_applies_two_checkpoints() {

@@ -26,9 +26,9 @@ use xen_sys::{DomId, ForeignMap, HypercallBuf, Privcmd, Prot};
 use xenstore_rs::unix::XsUnix;
 use xenstore_rs::Xs;
 
-use crate::config::{Config, ConfigError, KeySpec, ValueKind};
 use crate::domain::{CheckpointSource, DomainError, Replica};
 use crate::PAGE_SIZE;
+use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
 
 /// Frames per foreign-mapping chunk (64 MiB of address space each).
 pub const CHUNK_PFNS: u64 = 16384;
@@ -112,7 +112,7 @@ impl XenSettings {
             return Err(c.error_at("xen.vif", "expected a network device name"));
         }
         let suspend_timeout = c.duration("xen.suspend_timeout")?;
-        if suspend_timeout < crate::decision::MIN_PERIOD {
+        if suspend_timeout < hsb_common::decision::MIN_PERIOD {
             return Err(c.error_at(
                 "xen.suspend_timeout",
                 &format!(
