@@ -22,6 +22,7 @@ pub mod decision;
 pub mod failover;
 pub mod frame;
 pub mod key;
+pub mod kit;
 pub mod logging;
 pub mod msg;
 pub mod node_state;
