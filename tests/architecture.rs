@@ -36,3 +36,49 @@ fn the_witness_links_no_hypervisor_crate() {
         );
     }
 }
+
+/// Each daemon's node decides and does no I/O (STYLE.md, "the daemon shape"): it names no
+/// socket, file, process, thread or clock, so the daemons, the simulator and tests drive the
+/// same code. (`SocketAddr` is a value, not I/O.)
+#[test]
+fn nodes_import_no_io() {
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let banned = [
+        "mio",
+        "std::fs",
+        "std::process",
+        "std::thread",
+        "std::io",
+        "UdpSocket",
+        "TcpStream",
+        "TcpListener",
+        "UnixStream",
+        "Instant",
+        "SystemTime",
+        "Clock",
+        "File",
+    ];
+    let mut checked = 0;
+    for daemon in ["primary", "standby", "witness"] {
+        let path = root.join(daemon).join("src/node.rs");
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        checked += 1;
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for b in banned {
+                let hit = code
+                    .split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                    .any(|w| w == b || w.starts_with(&format!("{b}::")));
+                assert!(
+                    !hit,
+                    "{}:{}: the node names {b}: {line}",
+                    path.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    assert!(checked >= 1, "no node.rs found");
+}

@@ -11,8 +11,12 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use hsb_common::decision::witness::{Action, Persisted, StaleMark};
-use hsb_common::decision::{Epoch, WitnessCore};
+use hsb_common::datagram::Dest;
+use hsb_common::decision::witness::{Persisted, StaleMark};
+use hsb_common::wire::Dgram;
+
+use crate::node::{Effect, Effects, To, WitnessNode};
+use hsb_common::decision::{Epoch, Nanos};
 
 /// Longest state file read (it holds two short lines).
 pub const MAX_STATE_FILE: u64 = 4096;
@@ -150,70 +154,52 @@ impl Store for FileStore {
     }
 }
 
-/// What one core step's actions come to once its state was (or could not be) saved.
-#[derive(Debug)]
-pub struct Released {
-    /// Send these, in order.
-    pub send: Vec<Action>,
-    /// Grants the core made that must not leave: their promise is not on disk.
-    pub withheld: Vec<Action>,
-    /// Why the state could not be saved, if it could not.
-    pub error: Option<io::Error>,
-}
-
-/// Keeps track of what is on disk, and lets a grant leave only when the core's state is.
-#[derive(Debug, Clone, Copy)]
-pub struct Guard {
-    on_disk: Persisted,
-}
-
-impl Guard {
-    /// `on_disk`: what the state file holds now.
-    pub fn new(on_disk: Persisted) -> Guard {
-        Guard { on_disk }
-    }
-
-    /// After a core step: save the core's state if it differs from what is on disk, then hand
-    /// back what of the step's `actions` may be sent. Grants leave only if the disk holds the
-    /// core's state; otherwise they are withheld and the save is tried again at the next step.
-    pub fn release(
-        &mut self,
-        store: &mut impl Store,
-        core: &WitnessCore,
-        actions: impl IntoIterator<Item = Action>,
-    ) -> Released {
-        let current = core.persisted();
-        let mut error = None;
-        if current != self.on_disk {
-            match store.save(&current) {
-                Ok(()) => self.on_disk = current,
-                Err(e) => error = Some(e),
+/// Carry out a node step's effects: saves go to `store`, datagrams to `send(to, dest, msg)`,
+/// in order. A grant leaves only if the state it needs was saved in this batch; a failed save
+/// is told to the node, and so is every grant withheld for it (the node saves again at its next
+/// step). This is the one place where the order "promise on disk, then the grant" is kept.
+pub fn carry_out(
+    node: &mut WitnessNode,
+    now: Nanos,
+    effects: Effects,
+    store: &mut impl Store,
+    mut send: impl FnMut(To, Option<Dest>, Dgram),
+) {
+    // The state the disk holds after this batch's saves (None: not known to be saved).
+    let mut durable = None;
+    for e in effects {
+        match e {
+            Effect::Save(p) => {
+                let r = store.save(&p).map_err(|e| e.to_string());
+                if r.is_ok() {
+                    durable = Some(p);
+                }
+                node.saved(now, p, r);
+            }
+            Effect::Send {
+                to,
+                dest,
+                msg,
+                needs,
+            } => {
+                if needs.is_some() && needs != durable {
+                    node.withheld(now, &msg);
+                } else {
+                    send(to, dest, msg);
+                }
             }
         }
-        let durable = current == self.on_disk;
-        let (send, withheld) = actions.into_iter().partition(|a| durable || !is_grant(a));
-        Released {
-            send,
-            withheld,
-            error,
-        }
-    }
-}
-
-/// A vote or lease that grants something.
-pub fn is_grant(a: &Action) -> bool {
-    match a {
-        Action::Vote(v) => v.verdict.granted(),
-        Action::LeaseReply(r) => r.verdict.granted(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hsb_common::decision::proto::{ProbeClass, ProbeTarget, VoteKind, VoteRequest};
-    use hsb_common::decision::witness::Input;
-    use hsb_common::decision::{Config, Nanos};
+    use crate::node::{Event, NodeSettings};
+    use hsb_common::datagram::{Envelope, Sender};
+    use hsb_common::decision::proto::{ProbeClass, VoteKind, VoteRequest};
+    use hsb_common::decision::{Config, WitnessCore};
+    use hsb_common::msg::Role;
     use std::cell::RefCell;
     use std::rc::Rc;
     use std::time::Duration;
@@ -222,30 +208,52 @@ mod tests {
         Nanos::from_millis(n)
     }
 
-    /// A witness that sees the primary down for 200 ms and is asked for a vote: the core grants.
-    fn core_ready_to_vote() -> WitnessCore {
-        let mut w = WitnessCore::first_boot(Config::default(), 1, ms(0));
+    /// A node whose witness saw the primary down and may vote (first boot: no quiet period).
+    fn node_ready_to_vote() -> WitnessNode {
+        let core = WitnessCore::first_boot(Config::default(), 1, ms(0));
+        let p = core.persisted();
+        let mut n = WitnessNode::new(
+            NodeSettings {
+                probe_interval: Duration::from_millis(10),
+                probe_timeout: Duration::from_millis(30),
+                report_interval: Duration::from_millis(50),
+            },
+            core,
+            p,
+            ms(0),
+        );
         for t in (0..200).step_by(10) {
-            for target in [ProbeTarget::PrimaryApp, ProbeTarget::PrimaryHost] {
-                w.step(
-                    ms(t),
-                    Input::Probe {
-                        target,
-                        class: ProbeClass::Timeout,
-                        took: Duration::ZERO,
-                    },
-                );
-            }
+            n.step(
+                ms(t),
+                Event::AppProbe {
+                    class: ProbeClass::Timeout,
+                    took: Duration::ZERO,
+                    detail: String::new(),
+                },
+            );
+            n.step(ms(t), Event::Tick);
         }
-        w
+        n
     }
 
-    fn vote_request(query: u32) -> Input {
-        Input::VoteRequest(VoteRequest {
-            epoch: Epoch(1),
-            query,
-            kind: VoteKind::Takeover,
-        })
+    fn vote_request(epoch: u64, query: u32) -> Event {
+        Event::Datagram {
+            from: "127.0.0.1:9".parse().expect("addr"),
+            env: Envelope {
+                from: Sender {
+                    role: Role::Standby,
+                    id: 7,
+                },
+                incarnation: 1,
+                epoch,
+                to: None,
+            },
+            msg: Dgram::VoteRequest(VoteRequest {
+                epoch: Epoch(epoch),
+                query,
+                kind: VoteKind::Takeover,
+            }),
+        }
     }
 
     /// A store that writes into a shared journal, or fails.
@@ -266,8 +274,24 @@ mod tests {
         }
     }
 
-    /// The daemon's order, with the sending observable: the promise is saved before the vote
-    /// that makes it leaves.
+    /// Carry out one step, recording what was sent.
+    fn step(
+        n: &mut WitnessNode,
+        t: u64,
+        ev: Event,
+        store: &mut Journal,
+        log: &Rc<RefCell<Vec<String>>>,
+    ) {
+        let fx = n.step(ms(t), ev);
+        carry_out(n, ms(t), fx, store, |_, _, m| {
+            if let Dgram::Vote(v) = m {
+                log.borrow_mut()
+                    .push(format!("send grant={}", v.verdict.granted()));
+            }
+        });
+    }
+
+    /// The promise is saved before the vote that makes it leaves.
     #[test]
     fn the_promise_is_saved_before_the_vote_leaves() {
         let log = Rc::new(RefCell::new(Vec::new()));
@@ -275,25 +299,16 @@ mod tests {
             log: log.clone(),
             fail: false,
         };
-        let mut w = core_ready_to_vote();
-        let mut guard = Guard::new(w.persisted());
-        let actions = w.step(ms(200), vote_request(1));
-        let out = guard.release(&mut store, &w, actions);
-        assert!(out.error.is_none());
-        assert!(out.withheld.is_empty());
-        for a in &out.send {
-            log.borrow_mut().push(format!("send grant={}", is_grant(a)));
-        }
+        let mut n = node_ready_to_vote();
+        step(&mut n, 200, vote_request(1, 1), &mut store, &log);
         assert_eq!(*log.borrow(), ["save promised=Some(2)", "send grant=true"]);
         // Nothing changed: nothing saved again.
-        let actions = w.step(ms(201), Input::Tick);
-        let out = guard.release(&mut store, &w, actions);
-        assert!(out.send.is_empty() && out.error.is_none());
+        step(&mut n, 201, Event::Tick, &mut store, &log);
         assert_eq!(log.borrow().len(), 2);
     }
 
-    /// A failing save withholds the grant; refusals still go; the next step that saves lets
-    /// grants go again.
+    /// A failing save withholds the grant; refusals still go; once the disk works the state is
+    /// saved and grants leave again.
     #[test]
     fn a_grant_whose_promise_is_not_on_disk_is_withheld() {
         let log = Rc::new(RefCell::new(Vec::new()));
@@ -301,32 +316,25 @@ mod tests {
             log: log.clone(),
             fail: true,
         };
-        let mut w = core_ready_to_vote();
-        let mut guard = Guard::new(w.persisted());
-        let actions = w.step(ms(200), vote_request(1));
-        let out = guard.release(&mut store, &w, actions);
-        assert!(out.error.is_some());
-        assert!(out.send.is_empty(), "sent {:?}", out.send);
-        assert_eq!(out.withheld.len(), 1);
-        assert!(is_grant(&out.withheld[0]));
-        // A refusal (a stale epoch) still leaves while the disk lags.
-        let stale = Input::VoteRequest(VoteRequest {
-            epoch: Epoch(0),
-            query: 2,
-            kind: VoteKind::Takeover,
-        });
-        let actions = w.step(ms(201), stale);
-        let out = guard.release(&mut store, &w, actions);
-        assert_eq!(out.send.len(), 1);
-        assert!(!is_grant(&out.send[0]));
-        assert!(out.error.is_some(), "the save is retried");
-        // The disk works again: the state is saved at the next step, and grants leave.
+        let mut n = node_ready_to_vote();
+        step(&mut n, 200, vote_request(1, 1), &mut store, &log);
+        assert!(log.borrow().is_empty(), "sent {:?}", log.borrow());
+        assert_eq!(n.counters().grants_withheld, 1);
+        assert_eq!(n.counters().save_failures, 1);
+        // A refusal (a stale epoch) still leaves while the disk lags; the save is retried.
+        step(&mut n, 201, vote_request(0, 2), &mut store, &log);
+        assert_eq!(*log.borrow(), ["send grant=false"]);
+        assert_eq!(n.counters().save_failures, 2);
         store.fail = false;
-        let actions = w.step(ms(202), vote_request(1));
-        let out = guard.release(&mut store, &w, actions);
-        assert!(out.error.is_none());
-        assert_eq!(*log.borrow(), ["save promised=Some(2)"]);
-        assert!(out.send.iter().all(is_grant) && out.send.len() == 1);
+        step(&mut n, 202, vote_request(1, 1), &mut store, &log);
+        assert_eq!(
+            *log.borrow(),
+            [
+                "send grant=false",
+                "save promised=Some(2)",
+                "send grant=true"
+            ]
+        );
     }
 
     fn temp_dir(tag: &str) -> PathBuf {
@@ -344,14 +352,17 @@ mod tests {
         let d = temp_dir("uncreatable");
         fs::write(d.join("file"), "not a directory").expect("write");
         let mut store = FileStore::new(&d.join("file/witness.state"));
-        let mut w = core_ready_to_vote();
-        let mut guard = Guard::new(w.persisted());
-        let actions = w.step(ms(200), vote_request(1));
-        let out = guard.release(&mut store, &w, actions);
+        let mut n = node_ready_to_vote();
+        let fx = n.step(ms(200), vote_request(1, 1));
+        let mut grants = 0;
+        carry_out(&mut n, ms(200), fx, &mut store, |_, _, m| {
+            if matches!(m, Dgram::Vote(v) if v.verdict.granted()) {
+                grants += 1;
+            }
+        });
         let _ = fs::remove_dir_all(&d);
-        assert!(out.error.is_some());
-        assert!(out.send.iter().all(|a| !is_grant(a)), "{:?}", out.send);
-        assert_eq!(out.withheld.len(), 1);
+        assert_eq!(grants, 0);
+        assert_eq!(n.counters().grants_withheld, 1);
     }
 
     #[test]
