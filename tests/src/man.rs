@@ -173,8 +173,8 @@ mod tests {
         assert!(m.contains(".BR hsb-primary (8),\n.BR hsb-standby (8)\n"));
         // No line of running text starts with a dot or a quote unless it is a request.
         for l in m.lines() {
-            if l.starts_with('.') {
-                let request = l[1..].split_whitespace().next().unwrap_or_default();
+            if let Some(r) = l.strip_prefix('.') {
+                let request = r.split_whitespace().next().unwrap_or_default();
                 assert!(
                     ["\\\"", "TH", "SH", "nf", "fi", "PP", "TP", "BR"].contains(&request),
                     "{l}"
