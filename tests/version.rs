@@ -94,6 +94,13 @@ fn a_peer_of_another_wire_version_is_named_as_such() {
         log.contains(&said) && log.contains("same wire version"),
         "{log}"
     );
+    assert_eq!(
+        standby
+            .status()
+            .get("frame_errors_bad_version")
+            .map(String::as_str),
+        Some("1")
+    );
 
     // A witness meets a datagram of another version the same way.
     let wconf = dir.path("witness.conf");
