@@ -25,7 +25,11 @@ fn version_names_release_commit_and_wire_version() {
             hsb_common::cli::COMMIT,
             frame::VERSION
         );
-        assert_eq!(text.trim(), want);
+        assert_eq!(
+            text.trim(),
+            want,
+            "(a different commit: the daemons were built from another commit than the tests; `cargo build --workspace --bins`)"
+        );
         assert_ne!(
             hsb_common::cli::COMMIT,
             "unknown",
