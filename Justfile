@@ -30,6 +30,13 @@ static:
         echo "$f: static ($(du -h $f | cut -f1))"; \
     done
 
+# The release tarball target/dist/hsb-VERSION-x86_64-linux.tar.gz: the static daemons, systemd
+# units, example configurations, man pages made from the daemons' own help and configuration
+# reference, README and DEPLOY.md, SHA256SUMS inside and beside it (tests/dist.rs checks it).
+dist: static
+    cargo build -p hsb-tests --bin hsb-man
+    contrib/dist.sh target/{{target}}/release target/dist
+
 # Static binaries, then the integration tests run against them.
 test-static: static
     HSB_BIN_DIR=$PWD/target/{{target}}/release cargo test -p hsb-tests

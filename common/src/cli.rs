@@ -117,6 +117,19 @@ pub fn usage_exit(command: Option<&str>) -> u8 {
     }
 }
 
+/// The git commit this build was made from (`git rev-parse --short=12 HEAD` at build time, or
+/// `HSB_COMMIT` from the build's environment; "unknown" without either).
+pub const COMMIT: &str = env!("HSB_COMMIT");
+
+/// What `--version` prints: the release, the commit and the wire version. Daemons interoperate
+/// only with the same wire version ([`crate::frame::VERSION`]): DEPLOY.md, "Upgrades".
+pub fn version_line(daemon: &str, version: &str) -> String {
+    format!(
+        "{daemon} {version} (commit {COMMIT}, wire version {})",
+        crate::frame::VERSION
+    )
+}
+
 /// The daemons' common start: parse the command line; answer `--help` and `--version`.
 /// `Err` carries the exit status when there is nothing more to do (help shown, or a usage error
 /// reported as `daemon: message`, status [`usage_exit`]).
@@ -153,7 +166,7 @@ pub fn start(
         return Err(ExitCode::SUCCESS);
     }
     if args.flag("version") {
-        println!("{daemon} {version}");
+        println!("{}", version_line(daemon, version));
         return Err(ExitCode::SUCCESS);
     }
     Ok(args)
@@ -185,6 +198,17 @@ mod tests {
         assert!(Args::parse(v("-c"), &[])
             .unwrap_err()
             .contains("needs a value"));
+    }
+
+    #[test]
+    fn version_names_release_commit_and_wire_version() {
+        let v = version_line("hsb-witness", "1.2.3");
+        assert!(v.starts_with("hsb-witness 1.2.3 (commit "), "{v}");
+        assert!(
+            v.ends_with(&format!(", wire version {})", crate::frame::VERSION)),
+            "{v}"
+        );
+        assert!(!COMMIT.is_empty() && !COMMIT.contains(char::is_whitespace));
     }
 
     #[test]

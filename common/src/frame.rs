@@ -153,9 +153,13 @@ impl fmt::Display for FrameError {
                 write!(f, "truncated frame: {have} bytes, expected {need}")
             }
             FrameError::BadMagic(m) => write!(f, "bad magic {m:02x?}, expected \"HS\""),
-            FrameError::UnsupportedVersion(v) => {
-                write!(f, "protocol version {v}, this build speaks {VERSION}")
-            }
+            FrameError::UnsupportedVersion(v) => write!(
+                f,
+                "the peer speaks wire version {v}, this build (hsb {}) speaks wire version {VERSION}: \
+                 all daemons of a cluster must run releases with the same wire version \
+                 (`hsb-X --version` shows it; upgrade every node, see DEPLOY.md, Upgrades)",
+                env!("CARGO_PKG_VERSION")
+            ),
             FrameError::UnknownKind(k) => write!(f, "unknown message kind {k}"),
             FrameError::Oversized { len, max } => {
                 write!(f, "frame body of {len} bytes exceeds the limit of {max}")
@@ -463,6 +467,14 @@ mod tests {
         assert_eq!(
             Header::parse(&b, MAX_BODY_LEN),
             Err(FrameError::UnsupportedVersion(9))
+        );
+        // An operator reading the log must learn what to do, not only that a byte was wrong.
+        let said = FrameError::UnsupportedVersion(9).to_string();
+        assert!(
+            said.contains("the peer speaks wire version 9")
+                && said.contains(&format!("speaks wire version {VERSION}"))
+                && said.contains("same wire version"),
+            "{said}"
         );
         let mut b = buf.clone();
         b[3] = 200;

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 pub mod cluster;
 pub mod faults;
 pub mod life;
+pub mod man;
 pub mod netns;
 pub mod proxy;
 pub mod relay;
