@@ -5,7 +5,6 @@
 //! The loop sleeps until the earliest deadline (the node's, the control socket's, a hook's, a
 //! Xen guest's suspend being polled), never on a polling tick.
 
-use std::collections::VecDeque;
 use std::io;
 use std::time::Duration;
 
@@ -290,15 +289,14 @@ impl Daemon {
         d.max(now)
     }
 
-    /// Step the node with `ev` and carry out its effects; an effect's outcome is stepped
-    /// before anything else happens.
+    /// Step the node with `ev` and carry out its effects in order; an effect's answer is
+    /// stepped at once, before the next effect (the node's domain state is then never behind
+    /// the domain: a model suspended for a checkpoint is captured and resumed before any
+    /// request is served).
     pub(crate) fn feed(&mut self, now: Nanos, ev: Event) {
-        let mut queue = VecDeque::from([ev]);
-        while let Some(ev) = queue.pop_front() {
-            for e in self.node.step(now, ev) {
-                if let Some(answer) = self.carry_out(now, e) {
-                    queue.push_back(answer);
-                }
+        for e in self.node.step(now, ev) {
+            if let Some(answer) = self.carry_out(now, e) {
+                self.feed(now, answer);
             }
         }
         // A checkpoint just staged starts on its way at once (the rest when writable).

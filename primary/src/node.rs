@@ -369,7 +369,8 @@ pub struct PrimaryNode {
     need_full: bool,
     reserved: u64,
     next_period: Nanos,
-    /// Output released up to this while protected (checked against `acked`).
+    /// Output released up to this while protected (checked against `acked`; releases under a
+    /// lease are unprotected by definition).
     released: u64,
     stats: Stats,
     failover: Option<FailoverState>,
@@ -464,7 +465,10 @@ impl PrimaryNode {
                     self.suspend(&mut fx);
                 }
             }
-            Event::Suspended { waited } => self.on_suspended(waited, &mut fx),
+            Event::Suspended { waited } => {
+                self.on_suspended(waited, &mut fx);
+                self.reconcile(&mut fx);
+            }
             Event::SuspendFailed { why } => {
                 self.dom = Dom::Running;
                 if self.fenced() {
@@ -485,11 +489,16 @@ impl PrimaryNode {
                 } else {
                     Dom::Running
                 };
+                // A fence that stopped nothing is tried again at the next tick, not at once.
+                if self.dom != Dom::Running {
+                    self.reconcile(&mut fx);
+                }
             }
             Event::PausedOutright { ok } => {
                 self.busy = None;
                 if ok {
                     self.dom = Dom::HardPaused;
+                    self.reconcile(&mut fx);
                 }
             }
             Event::Captured {
@@ -509,6 +518,7 @@ impl PrimaryNode {
                     log::error!("checkpoint {ckpt}: {why}");
                 }
                 self.lose_standby(now, why, None, &mut fx);
+                self.reconcile(&mut fx);
             }
             Event::Datagram { from, env, msg } => self.on_datagram(now, from, env, msg, &mut fx),
         }
@@ -517,6 +527,7 @@ impl PrimaryNode {
     }
 
     fn tick(&mut self, now: Nanos, fx: &mut Effects) {
+        self.reconcile(fx);
         self.final_checkpoint(now, fx);
         if now >= self.next_period {
             // The next period on the fixed schedule; skip those we are too late for.
@@ -817,11 +828,24 @@ impl PrimaryNode {
         }
     }
 
-    /// Fence the domain (rule 4): a suspend under way keeps it suspended once there.
-    fn fence_domain(&mut self, fx: &mut Effects) {
-        if self.dom == Dom::Running {
-            self.dom = Dom::Suspending;
-            push(fx, Effect::Fence);
+    /// Bring the domain where the authority wants it: stopped while fenced (rule 4), running
+    /// otherwise. Never while a domain operation's answer is awaited (a suspend or capture
+    /// under way decides by `fenced` when it ends, and this runs again after every answer), so
+    /// no two domain operations overlap.
+    pub(super) fn reconcile(&mut self, fx: &mut Effects) {
+        if self.busy.is_some() || self.dom == Dom::Suspending {
+            return;
+        }
+        match (self.dom, self.fenced()) {
+            (Dom::Running, true) => {
+                self.dom = Dom::Suspending;
+                push(fx, Effect::Fence);
+            }
+            (Dom::Suspended | Dom::HardPaused, false) => {
+                self.dom = Dom::Running;
+                push(fx, Effect::Unfence);
+            }
+            _ => {}
         }
     }
 

@@ -182,10 +182,7 @@ impl PrimaryNode {
                 self.released = self.released.max(self.acked);
                 self.acked
             }
-            Mode::Unprotected => {
-                self.released = u64::MAX;
-                u64::MAX
-            }
+            Mode::Unprotected => u64::MAX,
             _ => return,
         };
         self.release(upto, fx);
@@ -219,19 +216,16 @@ impl PrimaryNode {
             Duty::Fence => {
                 if !f.fenced {
                     f.fenced = true;
-                    self.fence_domain(fx);
                     log::error!("FENCED: no authority to release output; the domain is paused and output held");
                 }
+                self.reconcile(fx);
             }
             Duty::Unfence => {
                 if f.fenced && !f.stepped_down {
                     f.fenced = false;
-                    if matches!(self.dom, Dom::Suspended | Dom::HardPaused) {
-                        self.dom = Dom::Running;
-                    }
-                    push(fx, Effect::Unfence);
                     log::warn!("unfenced: authority regained; the domain runs again");
                 }
+                self.reconcile(fx);
             }
             Duty::StepDown(epoch) => {
                 push(fx, Effect::SetEpoch(epoch));
@@ -245,10 +239,8 @@ impl PrimaryNode {
                 };
                 let first = !f.stepped_down;
                 f.stepped_down = true;
-                if !f.fenced {
-                    f.fenced = true;
-                    self.fence_domain(fx);
-                }
+                f.fenced = true;
+                self.reconcile(fx);
                 log::error!(
                     "STEPPED DOWN: epoch {} is active elsewhere; this domain stays paused and its held output is never released",
                     epoch.0
