@@ -11,25 +11,22 @@ use std::time::Duration;
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
-use hsb_common::conn::write_some;
 use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::Sender;
+use hsb_common::decision;
 use hsb_common::decision::record;
-use hsb_common::decision::{self, Epoch};
 use hsb_common::frame::FrameError;
 use hsb_common::key::ClusterKey;
 use hsb_common::kit::decisions::Decisions;
 use hsb_common::kit::endpoint::{Endpoint, Received};
 use hsb_common::kit::hooks::Hooks;
-use hsb_common::msg::{self, Hello, Role};
+use hsb_common::msg::Role;
 use hsb_common::recorder::Recorder;
-use hsb_common::session;
 use hsb_common::signals::{Request, SignalHandler};
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Staging;
-use hsb_domain::model::ModelDomain;
 use hsb_domain::output::OutputCommit;
-use hsb_domain::service::{ClientId, Handler, Service};
+use hsb_domain::service::{ClientId, Service};
 use hsb_primary::config::{self, schema, Settings};
 use hsb_primary::node::{Effect, Event, FailoverConfig, NodeConfig, PrimaryNode, Start};
 
@@ -38,17 +35,17 @@ use crate::repl;
 
 /// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
 /// heartbeats and witnesses are served between steps.
-const PRECOPY_STEP_PAGES: usize = 16384;
+pub(crate) const PRECOPY_STEP_PAGES: usize = 16384;
 pub(crate) const REPL: Token = Token(1);
 const SIGNALS: Token = Token(3);
 const WITNESS_UDP: Token = Token(5);
 const CTL_BASE: usize = 10;
-const SERVICE_BASE: usize = 1000;
+pub(crate) const SERVICE_BASE: usize = 1000;
 /// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
 /// `stats_interval` only paces a log line; `on_fence` is read when this primary steps down.
 const RELOADED: &[&str] = &["stats_interval", "on_fence"];
 /// How often a busy service address is tried again.
-const SERVICE_RETRY: Duration = Duration::from_millis(20);
+pub(crate) const SERVICE_RETRY: Duration = Duration::from_millis(20);
 /// How often a Xen guest's suspend is polled.
 const SUSPEND_POLL: Duration = Duration::from_millis(1);
 /// How long `on_fence` may run before it is killed with its process group.
@@ -65,7 +62,7 @@ pub(crate) struct Failover {
 pub struct Daemon {
     pub(crate) s: Settings,
     pub(crate) key: ClusterKey,
-    clock: Clock,
+    pub(crate) clock: Clock,
     pub(crate) poll: Poll,
     pub(crate) node: PrimaryNode,
     pub(crate) dom: Guest,
@@ -75,51 +72,23 @@ pub struct Daemon {
     pub(crate) plug: Option<PlugOutput>,
     /// Model backend: the domain's TCP service (a Xen guest serves its clients itself).
     pub(crate) service: Option<Service>,
-    ctl: CtlServer,
+    pub(crate) ctl: CtlServer,
     pub(crate) repl: Option<repl::Conn>,
     /// Bytes of the sealed staging buffer already written, while a checkpoint is being sent.
     pub(crate) send_pos: Option<usize>,
     /// Xen: a suspend asked for at this time, polled until the guest is there.
-    suspend_wait: Option<Nanos>,
+    pub(crate) suspend_wait: Option<Nanos>,
     /// When the domain's pause for the next capture began.
-    capture_t0: Option<Nanos>,
+    pub(crate) capture_t0: Option<Nanos>,
     pub(crate) failover: Option<Failover>,
-    hooks: Hooks,
+    pub(crate) hooks: Hooks,
     /// Become the standby once `on_fence` is done.
-    rejoin_pending: bool,
+    pub(crate) rejoin_pending: bool,
     pub(crate) frame_errors: [u64; FrameError::COUNTERS.len()],
     pub(crate) requests: u64,
-    next_stats: Nanos,
-    service_retry_at: Nanos,
+    pub(crate) next_stats: Nanos,
+    pub(crate) service_retry_at: Nanos,
     pub(crate) incarnation: u64,
-}
-
-/// Requests of the model service, answered by the domain and held under output commit.
-struct Requests<'a> {
-    dom: &'a mut ModelDomain,
-    output: &'a mut OutputCommit<ClientId>,
-    requests: &'a mut u64,
-    /// Fenced (rule 4): the domain is paused and takes no requests.
-    fenced: bool,
-}
-
-impl Handler for Requests<'_> {
-    fn can_take(&mut self) -> bool {
-        !self.output.full() && !self.fenced
-    }
-    fn handle(&mut self, id: ClientId, line: &str) -> Option<String> {
-        *self.requests += 1;
-        let mut reply = self.dom.handle(line);
-        reply.push('\n');
-        self.output.hold(id, reply.as_bytes());
-        None
-    }
-    fn holds(&self, id: ClientId) -> bool {
-        self.output.holds(id)
-    }
-    fn closed(&mut self, id: ClientId) {
-        self.output.forget(id);
-    }
 }
 
 /// The node's view of the configuration.
@@ -422,217 +391,6 @@ impl Daemon {
         None
     }
 
-    fn precopy_step(&mut self, ckpt: u64, epoch: Epoch) -> Event {
-        let done = |staging: &Staging| Event::PrecopyStepped {
-            precopying: staging.precopying(),
-            done: true,
-        };
-        if !self.staging.precopying() {
-            match self.staging.start_precopy(self.dom.source(), ckpt, epoch.0) {
-                Ok(()) => log::info!(
-                    "checkpoint {ckpt}: full synchronisation, copying the guest's memory while it runs"
-                ),
-                Err(e) => {
-                    log::warn!("checkpoint {ckpt}: no pre-copy ({e}); the full synchronisation is copied while the guest is suspended");
-                    return done(&self.staging);
-                }
-            }
-        }
-        match self
-            .staging
-            .precopy_step(self.dom.source(), PRECOPY_STEP_PAGES)
-        {
-            Ok(d) => Event::PrecopyStepped {
-                precopying: self.staging.precopying(),
-                done: d,
-            },
-            Err(e) => {
-                log::warn!("checkpoint {ckpt}: pre-copy failed ({e}); the full synchronisation is copied while the guest is suspended");
-                done(&self.staging)
-            }
-        }
-    }
-
-    fn suspend(&mut self) -> Option<Event> {
-        let t0 = self.clock.now();
-        if let Guest::Xen(x) = &mut self.dom {
-            // A Xen guest takes a while to reach its suspend point: the loop polls for it (see
-            // poll_suspend) and keeps serving heartbeats and witnesses meanwhile.
-            return match x.src.request_suspend() {
-                Ok(()) => {
-                    self.suspend_wait = Some(t0);
-                    self.capture_t0 = Some(t0);
-                    None
-                }
-                Err(e) => Some(Event::SuspendFailed {
-                    why: format!("cannot suspend the domain: {e}"),
-                }),
-            };
-        }
-        match self.dom.source().suspend() {
-            Ok(()) => {
-                self.capture_t0 = Some(t0);
-                Some(Event::Suspended { waited: None })
-            }
-            Err(e) => Some(Event::SuspendFailed {
-                why: format!("cannot suspend the domain: {e}"),
-            }),
-        }
-    }
-
-    /// A Xen guest's suspend, asked for by a checkpoint or a fence, is polled from the loop.
-    fn poll_suspend(&mut self, now: Nanos) {
-        let Some(t0) = self.suspend_wait else { return };
-        let Guest::Xen(x) = &mut self.dom else {
-            self.suspend_wait = None;
-            return;
-        };
-        match x.src.poll_suspend() {
-            Ok(false) => {}
-            Ok(true) => {
-                self.suspend_wait = None;
-                let waited = self.clock.now().since(t0);
-                self.feed(
-                    now,
-                    Event::Suspended {
-                        waited: Some(waited),
-                    },
-                );
-            }
-            Err(e) => {
-                self.suspend_wait = None;
-                self.capture_t0 = None;
-                self.feed(now, Event::SuspendFailed { why: e.to_string() });
-            }
-        }
-    }
-
-    /// Capture the suspended domain into staging, resume it (unless fenced), seal and send.
-    fn capture(&mut self, ckpt: u64, full: bool, resume: bool, epoch: Epoch) -> Event {
-        let t0 = self.capture_t0.take().unwrap_or_else(|| self.clock.now());
-        self.output.close(ckpt);
-        if let Some(p) = self.plug.as_mut() {
-            p.close(ckpt);
-        }
-        let mut recopied = None;
-        let cap = if full && self.staging.precopying() {
-            match self
-                .staging
-                .finish_precopy(self.dom.source(), ckpt, epoch.0)
-            {
-                Ok(p) => {
-                    recopied = Some(p.recopied);
-                    Ok(p.capture)
-                }
-                Err(e) => {
-                    log::warn!(
-                        "checkpoint {ckpt}: pre-copy not usable ({e}); copying all of it now"
-                    );
-                    self.staging.capture(self.dom.source(), ckpt, epoch.0, full)
-                }
-            }
-        } else {
-            self.staging.capture(self.dom.source(), ckpt, epoch.0, full)
-        };
-        if resume {
-            if let Err(e) = self.dom.source().resume() {
-                log::error!("cannot resume the domain: {e}");
-            }
-        }
-        let pause = self.clock.now().since(t0);
-        let failed = |why: String, staging: &Staging| Event::CaptureFailed {
-            why,
-            precopying: staging.precopying(),
-        };
-        let st = match cap {
-            Ok(st) => st,
-            Err(e) => return failed(format!("capture failed: {e}"), &self.staging),
-        };
-        let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else {
-            return failed("no session to send it on".into(), &self.staging);
-        };
-        let len = match self.staging.seal(sess) {
-            Ok(n) => n,
-            Err(e) => return failed(format!("seal failed: {e}"), &self.staging),
-        };
-        self.send_pos = Some(0);
-        Event::Captured {
-            ckpt,
-            pages: st.pages,
-            bytes: len as u64,
-            pause,
-            recopied,
-            precopying: self.staging.precopying(),
-        }
-    }
-
-    /// Write what is staged; the node hears when all of it is written.
-    pub(crate) fn send_staged(&mut self, now: Nanos) {
-        let (Some(pos), Some(r)) = (self.send_pos.as_mut(), self.repl.as_mut()) else {
-            return;
-        };
-        // The session's confirmation, if still queued, goes first.
-        let ev = match r.out.flush(&mut r.stream) {
-            Ok(true) => match write_some(&mut r.stream, self.staging.bytes(), pos) {
-                Ok(true) => {
-                    self.send_pos = None;
-                    Some(Event::Sent)
-                }
-                Ok(false) => None,
-                Err(e) => Some(Event::Lost {
-                    why: format!("write failed: {e}"),
-                    frame_error: None,
-                }),
-            },
-            Ok(false) => None,
-            Err(e) => Some(Event::Lost {
-                why: format!("write failed: {e}"),
-                frame_error: None,
-            }),
-        };
-        if let Some(ev) = ev {
-            self.feed(now, ev);
-        }
-    }
-
-    /// Release output acked by ack(`upto`) to its clients.
-    fn release(&mut self, upto: u64) {
-        if let Some(p) = self.plug.as_mut() {
-            p.release(upto);
-        }
-        let mut out = Vec::new();
-        self.output.release(upto, |h| out.push(h));
-        let registry = self.poll.registry();
-        let fenced = self.node.is_fenced();
-        let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) else {
-            return;
-        };
-        let mut h = Requests {
-            dom,
-            output: &mut self.output,
-            requests: &mut self.requests,
-            fenced,
-        };
-        for held in out {
-            svc.send(registry, held.client, &held.data, &mut h);
-        }
-        // Room freed: take requests that were waiting.
-        svc.pump(registry, &mut h);
-    }
-
-    fn on_service(&mut self, t: Token) {
-        let fenced = self.node.is_fenced();
-        if let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) {
-            let mut h = Requests {
-                dom,
-                output: &mut self.output,
-                requests: &mut self.requests,
-                fenced,
-            };
-            svc.on_event(self.poll.registry(), t, &mut h);
-        }
-    }
-
     fn on_udp(&mut self, now: Nanos) {
         loop {
             let Some(f) = self.failover.as_mut() else {
@@ -645,31 +403,6 @@ impl Daemon {
                 Received::Rejected => {}
                 Received::Empty => return,
             }
-        }
-    }
-
-    /// The model service's address was busy at start (the copy that served before still held
-    /// it): try again.
-    fn bind_service(&mut self, now: Nanos) {
-        if self.service.is_some()
-            || !matches!(self.dom, Guest::Model(_))
-            || now < self.service_retry_at
-        {
-            return;
-        }
-        self.service_retry_at = now.plus(SERVICE_RETRY);
-        match Service::try_bind(
-            self.s.service,
-            self.poll.registry(),
-            SERVICE_BASE,
-            self.s.max_clients,
-        ) {
-            Ok(Some(svc)) => {
-                log::info!("model service on {}", svc.addr());
-                self.service = Some(svc);
-            }
-            Ok(None) => {}
-            Err(e) => log::error!("model service {}: {e}", self.s.service),
         }
     }
 
@@ -825,77 +558,4 @@ fn open_failover(
         ep: Endpoint::new(key, me, start.incarnation, start.epoch.0),
         decisions: Decisions::new(recorder),
     })
-}
-
-/// Connection glue that needs the daemon's fields (see `repl.rs` for the rest).
-impl Daemon {
-    fn connect(&mut self) -> Option<Event> {
-        match repl::Conn::open(self.s.standby, self.poll.registry()) {
-            Ok(c) => {
-                self.repl = Some(c);
-                None
-            }
-            Err(e) => {
-                log::warn!("standby {}: {e}", self.s.standby);
-                Some(Event::ConnectFailed)
-            }
-        }
-    }
-
-    fn send_hello(&mut self, epoch: Epoch, last_ckpt: u64) -> Option<Event> {
-        let pages = self.dom.source().pages();
-        let node = msg::node_name(&self.s.node);
-        let (key, incarnation) = (&self.key, self.incarnation);
-        let r = self.repl.as_mut()?;
-        let hello = Hello {
-            role: Role::Primary,
-            node,
-            epoch: epoch.0,
-            nonce: r.nonce,
-            domain_pages: pages,
-            last_ckpt,
-            incarnation,
-        };
-        let mut buf = [0u8; 256];
-        match session::write_hello(key, &hello, &mut buf) {
-            Ok(n) => {
-                r.out.push(&buf[..n]);
-            }
-            Err(e) => {
-                return Some(Event::Lost {
-                    why: format!("cannot encode hello: {e}"),
-                    frame_error: None,
-                })
-            }
-        }
-        r.hello = Some(hello);
-        log::info!("standby {}: connected, opening session", self.s.standby);
-        None
-    }
-
-    fn disconnect(
-        &mut self,
-        why: &str,
-        frame_error: Option<FrameError>,
-        streaming: Option<(u64, usize)>,
-    ) {
-        self.send_pos = None;
-        if let Some(e) = frame_error {
-            if let Some(i) = FrameError::COUNTERS.iter().position(|c| *c == e.counter()) {
-                self.frame_errors[i] += 1;
-            }
-        }
-        let Some(mut r) = self.repl.take() else {
-            return;
-        };
-        let _ = self.poll.registry().deregister(&mut r.stream);
-        match streaming {
-            Some((acked, voided)) => log::warn!(
-                "standby {} lost: {why}; last acked checkpoint {acked}; {voided} unacked voided; holding output ({} bytes) until a fresh full sync is acked",
-                self.s.standby,
-                self.output.held_bytes()
-            ),
-            None => log::warn!("standby {}: {why}", self.s.standby),
-        }
-    }
 }

@@ -7,6 +7,7 @@
 //! domain in `guest.rs`) and what it tells (`status.rs`); `start.rs` applies the host state's
 //! restart rule first.
 
+mod backend;
 mod daemon;
 mod guest;
 mod repl;

@@ -201,3 +201,76 @@ impl Daemon {
         );
     }
 }
+
+/// The node's connection effects.
+impl Daemon {
+    pub(crate) fn connect(&mut self) -> Option<Event> {
+        match Conn::open(self.s.standby, self.poll.registry()) {
+            Ok(c) => {
+                self.repl = Some(c);
+                None
+            }
+            Err(e) => {
+                log::warn!("standby {}: {e}", self.s.standby);
+                Some(Event::ConnectFailed)
+            }
+        }
+    }
+
+    pub(crate) fn send_hello(&mut self, epoch: Epoch, last_ckpt: u64) -> Option<Event> {
+        let pages = self.dom.source().pages();
+        let node = msg::node_name(&self.s.node);
+        let (key, incarnation) = (&self.key, self.incarnation);
+        let r = self.repl.as_mut()?;
+        let hello = Hello {
+            role: Role::Primary,
+            node,
+            epoch: epoch.0,
+            nonce: r.nonce,
+            domain_pages: pages,
+            last_ckpt,
+            incarnation,
+        };
+        let mut buf = [0u8; 256];
+        match session::write_hello(key, &hello, &mut buf) {
+            Ok(n) => {
+                r.out.push(&buf[..n]);
+            }
+            Err(e) => {
+                return Some(Event::Lost {
+                    why: format!("cannot encode hello: {e}"),
+                    frame_error: None,
+                })
+            }
+        }
+        r.hello = Some(hello);
+        log::info!("standby {}: connected, opening session", self.s.standby);
+        None
+    }
+
+    pub(crate) fn disconnect(
+        &mut self,
+        why: &str,
+        frame_error: Option<FrameError>,
+        streaming: Option<(u64, usize)>,
+    ) {
+        self.send_pos = None;
+        if let Some(e) = frame_error {
+            if let Some(i) = FrameError::COUNTERS.iter().position(|c| *c == e.counter()) {
+                self.frame_errors[i] += 1;
+            }
+        }
+        let Some(mut r) = self.repl.take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut r.stream);
+        match streaming {
+            Some((acked, voided)) => log::warn!(
+                "standby {} lost: {why}; last acked checkpoint {acked}; {voided} unacked voided; holding output ({} bytes) until a fresh full sync is acked",
+                self.s.standby,
+                self.output.held_bytes()
+            ),
+            None => log::warn!("standby {}: {why}", self.s.standby),
+        }
+    }
+}
