@@ -106,7 +106,8 @@ usage:
   hsb-primary --version
 
 Exit status of `status`, for health checks: 0 healthy (protected); 1 degraded or unprotected
-(no standby acknowledging, output held, or released under witness leases); 2 fenced or stepped
+(protected-degraded: acks slower than the ack lease, output waits for them; no standby
+acknowledging, output held, or released under witness leases); 2 fenced or stepped
 down; 3 unreachable (no answer on the control socket, or it refuses us); 4 usage or
 configuration error. Other commands exit 1 on failure and 2 on a usage error.
 
@@ -301,6 +302,8 @@ struct Failover {
     bad_datagrams: u64,
     /// The standby's node id, from its Hello (datagrams to it name it once known).
     standby_id: Option<u32>,
+    /// Heartbeat replies received from the standby.
+    standby_replies: u64,
 }
 
 impl Failover {
@@ -489,6 +492,7 @@ impl Primary {
                 heartbeats: 0,
                 bad_datagrams: 0,
                 standby_id: None,
+                standby_replies: 0,
             })
         } else {
             None
@@ -1114,10 +1118,19 @@ impl Primary {
 
     fn log_stats(&mut self, now: Nanos) {
         let secs = self.s.stats_interval.as_secs_f64().max(1e-9);
-        let state = match self.repl.as_ref().map(|r| r.phase) {
-            Some(Phase::Streaming) => "protected",
-            Some(_) => "connecting",
-            None => "standby unreachable",
+        let (lag_ckpts, lag) = self.replica_lag(now);
+        let state = match (
+            self.repl.as_ref().map(|r| r.phase),
+            self.failover.as_ref().map(|f| f.authority.mode(now)),
+        ) {
+            (_, Some(Mode::Degraded)) => format!(
+                "protected, degraded (acks slower than the ack lease; replica lag {lag_ckpts} checkpoint(s), {} ms)",
+                ms(lag)
+            ),
+            (_, Some(Mode::Unprotected)) => "unprotected".to_string(),
+            (Some(Phase::Streaming), _) => "protected".to_string(),
+            (Some(_), _) => "connecting".to_string(),
+            (None, _) => "standby unreachable".to_string(),
         };
         log::info!(
             "{state}: {:.1} ckpt/s, {:.0} pages/s, {:.1} MiB/s; acked {} ; pause p50 {} p99 {} max {} ms; ack rtt p99 {} ms; stretched {}; held output {} B; clients {}",
@@ -1142,10 +1155,20 @@ impl Primary {
             );
             self.stats.stretched_logged = self.stats.stretched;
         }
-        let _ = now;
         self.stats.window_ckpts = 0;
         self.stats.window_pages = 0;
         self.stats.window_bytes = 0;
+    }
+
+    /// How far the replica is behind: checkpoints taken but not acknowledged, and how long the
+    /// oldest of them has waited for its ack.
+    fn replica_lag(&self, now: Nanos) -> (u64, Duration) {
+        let taken = self.next_ckpt.saturating_sub(1);
+        let age = self
+            .unacked
+            .front()
+            .map_or(Duration::ZERO, |&(_, sent)| now.since(sent));
+        (taken.saturating_sub(self.acked), age)
     }
 
     fn status_text(&self, now: Nanos) -> String {
@@ -1167,6 +1190,9 @@ impl Primary {
         kv("epoch_period_ms", ms(self.s.epoch_period));
         kv("next_checkpoint", self.next_ckpt.to_string());
         kv("acked_checkpoint", self.acked.to_string());
+        let (lag_ckpts, lag) = self.replica_lag(now);
+        kv("replica_lag_checkpoints", lag_ckpts.to_string());
+        kv("replica_lag_ms", ms(lag));
         kv("unacked", self.unacked.len().to_string());
         kv("sending", self.sending.is_some().to_string());
         kv("checkpoints", st.checkpoints.to_string());
@@ -1206,6 +1232,11 @@ impl Primary {
         if let Some(f) = &self.failover {
             kv("failover", format!("on ({})", self.s.decision.policy));
             kv("authority", f.authority.mode(now).name().to_string());
+            kv(
+                "standby_present",
+                f.authority.standby_present(now).to_string(),
+            );
+            kv("standby_replies", f.standby_replies.to_string());
             kv("fenced", f.fenced.to_string());
             kv("stepped_down", f.stepped_down.to_string());
             kv("heartbeats_sent", f.heartbeats.to_string());
@@ -1294,7 +1325,8 @@ impl Primary {
             return;
         };
         let upto = match f.authority.mode(now) {
-            Mode::Protected => self.acked,
+            // Protected, degraded too: output of acknowledged checkpoints, however late the ack.
+            Mode::Protected | Mode::Degraded => self.acked,
             Mode::Unprotected => u64::MAX,
             _ => return,
         };
@@ -1402,6 +1434,25 @@ impl Primary {
                     }
                 }
                 Dgram::LeaseReply(r) => self.authority_step(now, PInput::LeaseReply(r)),
+                Dgram::StandbyAlive {
+                    epoch,
+                    applied,
+                    heard,
+                    suspected,
+                } if env.from.role == Role::Standby => {
+                    f.standby_replies += 1;
+                    self.authority_step(
+                        now,
+                        PInput::StandbyAlive {
+                            epoch,
+                            applied,
+                            heard,
+                            suspected,
+                        },
+                    );
+                    // A reply can make the standby present again: release what is acked.
+                    self.release_under_authority(now);
+                }
                 Dgram::FenceRequest { epoch } => {
                     log::warn!(
                         "the standby asks this primary to fence for a switchover to epoch {}",

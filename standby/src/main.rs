@@ -241,6 +241,13 @@ struct Failover {
     /// The evidence of the activation, kept for status.
     activation: Option<String>,
     fenced: bool,
+    /// Where the primary's heartbeats come from, per heartbeat socket (its address and who it
+    /// is): the heartbeat replies go back the same way.
+    heartbeat_from: Vec<Option<(SocketAddr, Sender)>>,
+    /// When the next heartbeat replies are due.
+    next_alive: Nanos,
+    /// Heartbeat replies sent.
+    alives: u64,
 }
 
 struct Standby {
@@ -416,6 +423,7 @@ impl Standby {
             if self.failover.is_some() {
                 self.on_ping(now, true);
                 self.decide(now, SInput::Tick);
+                self.send_alives(now);
                 self.authority_step(now, PInput::Tick);
                 if let Some(f) = self.failover.as_mut() {
                     f.recorder.flush();
@@ -909,6 +917,7 @@ impl Standby {
                 f.core.detector().suspected().to_string(),
             );
             kv("heartbeats", st.heartbeats.to_string());
+            kv("heartbeat_replies", f.alives.to_string());
             kv("bad_datagrams", st.bad_datagrams.to_string());
             kv("decisions", st.decisions.to_string());
             kv(
@@ -1008,6 +1017,9 @@ impl Failover {
             last_evidence: None,
             activation: None,
             fenced: false,
+            heartbeat_from: vec![None; s.heartbeat_listen.len()],
+            next_alive: now,
+            alives: 0,
         })
     }
 
@@ -1236,6 +1248,12 @@ impl Standby {
             match m {
                 Dgram::Heartbeat { link, .. } => {
                     self.stats.heartbeats += 1;
+                    if let Some(slot) =
+                        t.0.checked_sub(HEARTBEAT_BASE)
+                            .and_then(|i| f.heartbeat_from.get_mut(i))
+                    {
+                        *slot = Some((from, env.from));
+                    }
                     self.decide(
                         now,
                         SInput::Heartbeat {
@@ -1260,6 +1278,52 @@ impl Standby {
                 }
                 Dgram::LeaseReply(r) => self.authority_step(now, PInput::LeaseReply(r)),
                 other => log::debug!("ignored {} from {from}", other.name()),
+            }
+        }
+    }
+
+    /// The heartbeat replies (issue 12): every heartbeat interval, on every link the primary's
+    /// heartbeats came in on, while the core may acknowledge (not once it is deciding to
+    /// activate: the primary must then stop counting on us). They say we are there, how much
+    /// of the primary we hear (heartbeats and replication bytes: this moves however slow the
+    /// link, so the primary waits for a slow standby rather than running unprotected), and
+    /// whether we suspect it.
+    fn send_alives(&mut self, now: Nanos) {
+        let heard = self.stats.heartbeats.wrapping_add(
+            self.current
+                .and_then(|i| self.conns[i].as_ref())
+                .map_or(0, |c| c.reader.received()),
+        );
+        let applied = self.receiver.applied();
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if now < f.next_alive {
+            return;
+        }
+        f.next_alive = now.plus(self.s.decision.heartbeat.interval);
+        if f.authority.is_some() || !f.core.may_ack() {
+            return;
+        }
+        let m = Dgram::StandbyAlive {
+            epoch: f.core.epoch(),
+            applied,
+            heard,
+            suspected: f.core.detector().suspected(),
+        };
+        for i in 0..f.heartbeat_from.len() {
+            let Some((to, who)) = f.heartbeat_from[i] else {
+                continue;
+            };
+            let mut buf = [0u8; MAX_DATAGRAM];
+            match wire::seal(&mut f.outbox, &m, Some(Dest::node(who)), &mut buf) {
+                Ok(n) => {
+                    f.alives += 1;
+                    if let Err(e) = f.heartbeat_udp[i].send_to(&buf[..n], to) {
+                        log::debug!("send {} to {to}: {e}", m.name());
+                    }
+                }
+                Err(e) => log::error!("cannot encode {}: {e}", m.name()),
             }
         }
     }

@@ -28,7 +28,7 @@ use hsb_common::cli::Args;
 use hsb_common::config::{reference_markdown, Config};
 use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::{Dest, Inbox, Outbox, Sender, MAX_DATAGRAM};
-use hsb_common::decision::proto::{ProbeClass, ProbeTarget, Verdict};
+use hsb_common::decision::proto::{ProbeClass, ProbeTarget, Verdict, WitnessView};
 use hsb_common::decision::witness::{Action, Input};
 use hsb_common::decision::{Epoch, WitnessCore};
 use hsb_common::key::ClusterKey;
@@ -416,11 +416,15 @@ impl Witness {
             None,
         );
         let after = self.core.view(now);
-        if before != after {
+        // The rates move with every probe; a change of the verdicts is what is worth a line.
+        let verdicts = |v: &WitnessView| (v.app, v.primary_host, v.standby_host);
+        if verdicts(&before) != verdicts(&after) {
             if let Some(n) = self.limits.allow(cause::VIEW_CHANGE, now) {
+                let pct = |r: Option<u8>| r.map_or("-".to_string(), |r| format!("{r}%"));
                 log::info!(
-                    "view changed after {target} probe {class} ({detail}): application {} -> {}, primary daemon {} -> {}, standby daemon {} -> {}{}",
+                    "view changed after {target} probe {class} ({detail}): application {} -> {}, primary daemon {} -> {}, standby daemon {} -> {}; answered over the rate window: application {}, primary daemon {}, standby daemon {}{}",
                     before.app, after.app, before.primary_host, after.primary_host, before.standby_host, after.standby_host,
+                    pct(after.rates.app), pct(after.rates.primary), pct(after.rates.standby),
                     LogLimiter::<CAUSES>::note(n)
                 );
             }
@@ -652,6 +656,11 @@ impl Witness {
         kv("application", v.app.to_string());
         kv("primary_daemon", v.primary_host.to_string());
         kv("standby_daemon", v.standby_host.to_string());
+        // Share of probes answered over failover.rate-window, percent ("none": too few yet).
+        let pct = |r: Option<u8>| r.map_or("none".to_string(), |r| r.to_string());
+        kv("application_rate", pct(v.rates.app));
+        kv("primary_daemon_rate", pct(v.rates.primary));
+        kv("standby_daemon_rate", pct(v.rates.standby));
         let slot = self.hosts.primary_slot();
         let addrs = [self.s.primary, self.s.standby];
         kv("primary_host", addrs[slot].to_string());

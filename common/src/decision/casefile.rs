@@ -32,8 +32,9 @@
 //! action's time. Every action with evidence must also round-trip through its JSON line.
 //!
 //! Checks: standby `state`, `epoch`, `replica`, `suspected`, `may-ack`; primary `mode`,
-//! `may-release`, `epoch`, `last-acked`; witness `epoch-seen`, `app`, `primary-host`,
-//! `standby-host`, `busy`.
+//! `may-release`, `epoch`, `last-acked`, `standby-present`; witness `epoch-seen`, `app`,
+//! `primary-host`, `standby-host`, `busy`, `app-rate`, `primary-rate`, `standby-rate` (percent
+//! or `none`).
 
 use core::fmt;
 use core::time::Duration;
@@ -453,9 +454,9 @@ fn input_tokens(case: &Case, n: usize, text: &str) -> Result<(String, Vec<String
 }
 
 enum Core {
-    Standby(StandbyCore),
-    Primary(PrimaryAuthority),
-    Witness(WitnessCore),
+    Standby(Box<StandbyCore>),
+    Primary(Box<PrimaryAuthority>),
+    Witness(Box<WitnessCore>),
 }
 
 struct Stream {
@@ -493,15 +494,22 @@ pub struct RunSummary {
 pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
     let cfg = case.config.clone();
     let core = match case.role {
-        Role::Standby => {
-            Core::Standby(StandbyCore::new(cfg, case.epoch, Nanos::ZERO, case.replica))
-        }
-        Role::Primary => Core::Primary(PrimaryAuthority::new(cfg, case.epoch, Nanos::ZERO)),
-        Role::Witness => Core::Witness(if case.restarted {
+        Role::Standby => Core::Standby(Box::new(StandbyCore::new(
+            cfg,
+            case.epoch,
+            Nanos::ZERO,
+            case.replica,
+        ))),
+        Role::Primary => Core::Primary(Box::new(PrimaryAuthority::new(
+            cfg,
+            case.epoch,
+            Nanos::ZERO,
+        ))),
+        Role::Witness => Core::Witness(Box::new(if case.restarted {
             WitnessCore::new(cfg, case.witness, Nanos::ZERO, None)
         } else {
             WitnessCore::first_boot(cfg, case.witness, Nanos::ZERO)
-        }),
+        })),
     };
     let mut r = Runner {
         case,
@@ -765,6 +773,7 @@ impl Runner<'_> {
 
     fn check(&self, line: usize, key: &str, want: &str) -> Result<(), CaseFailure> {
         let now = self.now;
+        let rate = |r: Option<u8>| r.map_or("none".into(), |r| r.to_string());
         let got: Option<String> = match &self.core {
             Core::Standby(c) => match key {
                 "state" => Some(c.state().name().into()),
@@ -779,6 +788,7 @@ impl Runner<'_> {
                 "may-release" => Some(c.may_release_output(now).to_string()),
                 "epoch" => Some(c.epoch().to_string()),
                 "last-acked" => Some(c.last_acked().to_string()),
+                "standby-present" => Some(c.standby_present(now).to_string()),
                 _ => None,
             },
             Core::Witness(c) => match key {
@@ -787,6 +797,9 @@ impl Runner<'_> {
                 "primary-host" => Some(c.view(now).primary_host.to_string()),
                 "standby-host" => Some(c.view(now).standby_host.to_string()),
                 "busy" => Some((!c.busy_for(now).is_zero()).to_string()),
+                "app-rate" => Some(rate(c.rates(now).app)),
+                "primary-rate" => Some(rate(c.rates(now).primary)),
+                "standby-rate" => Some(rate(c.rates(now).standby)),
                 _ => None,
             },
         };

@@ -19,15 +19,35 @@
 //! leaves), but the witnesses are told the replica is current (`NotifyProtected`, which clears
 //! their stale-replica mark) only once the standby acknowledged a checkpoint that includes
 //! everything released unprotected.
+//!
+//! **A slow standby is not a lost one** (DESIGN.md §2, last bullet). When acks come later than
+//! the ack lease but the standby is there, the primary is **protected, degraded**: output of
+//! checkpoint N still leaves only after ack(N), however late (the replica has N and activates
+//! from at least what it acked, so late release loses nothing), epochs stretch, and nothing is
+//! ever released unacknowledged. The standby is there while its heartbeat replies
+//! ([`Input::StandbyAlive`], every heartbeat interval while it may acknowledge) keep arriving
+//! (within [`Config::alive_window`]) and show progress: an ack, or a reply saying it heard more
+//! from this primary than before, within `standby-timeout`. (An ack alone is no presence: a
+//! retransmitted one may have been sent long before the standby decided to activate.) Only a standby that is
+//! not there lets output leave under the witnesses' lease (or, with `slow-standby = lease`, one
+//! whose acks are slower than the ack lease: availability over protection). Degraded is no
+//! reason to fence either: the domain runs and its output waits.
+//!
+//! A gap longer than `hb-timeout` between two steps means this primary's own loop stalled
+//! (SIGSTOP, a paused VM): replies and acks read right after it may have waited out the stall
+//! in a socket while the standby decided to activate, so they count as presence only once
+//! `hb-timeout` has passed since.
 
 use core::time::Duration;
 
 use super::epoch::{compare, EpochOrder};
-use super::evidence::{ActionKind, Evidence, SaidKind, WitnessSaid};
-use super::proto::{AppVerdict, LeaseReply, LeaseRequest, ProtectedNotice, RefuseReason, Verdict};
+use super::evidence::{ActionKind, Evidence, HeartbeatSummary, SaidKind, WitnessSaid};
+use super::proto::{
+    AppVerdict, LeaseReply, LeaseRequest, ProtectedNotice, Rates, RefuseReason, Verdict,
+};
 use super::{
     elapsed, emit, later, nanos_of, Actions, Config, Epoch, LeaseSet, Nanos, Policy, Role, Rule,
-    WitnessId, MAX_WITNESSES,
+    SlowStandby, WitnessId, MAX_WITNESSES,
 };
 
 /// Checkpoints remembered for matching acks to their send time.
@@ -61,6 +81,20 @@ pub enum Input {
     FenceRequest {
         /// The epoch the standby starts.
         epoch: Epoch,
+    },
+    /// The standby's heartbeat reply: it is there and may acknowledge (it sends them every
+    /// heartbeat interval while it may).
+    StandbyAlive {
+        /// The standby's epoch.
+        epoch: Epoch,
+        /// Its replica's applied checkpoint (`None`: it has no replica, e.g. it restarted).
+        applied: Option<u64>,
+        /// How much it has heard from this primary so far (heartbeats and replication bytes):
+        /// a count that moves means it still hears us, however slowly.
+        heard: u64,
+        /// Its heartbeat detector suspects this primary (it may be deciding to take over):
+        /// presence then needs progress within the alive window, not `standby-timeout`.
+        suspected: bool,
     },
     /// Time passed.
     Tick,
@@ -111,6 +145,9 @@ pub enum Action {
 pub enum Mode {
     /// Release output of acknowledged checkpoints.
     Protected,
+    /// Protected, degraded: acks come later than the ack lease but the standby is there;
+    /// output of acknowledged checkpoints only, as the acks arrive.
+    Degraded,
     /// Release output without acks (lease quorum, or a baseline policy).
     Unprotected,
     /// No authority: output held, domain running.
@@ -126,6 +163,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Protected => "protected",
+            Mode::Degraded => "protected-degraded",
             Mode::Unprotected => "unprotected",
             Mode::Holding => "holding",
             Mode::Fenced => "fenced",
@@ -159,6 +197,22 @@ pub struct PrimaryAuthority {
     stepped_down: bool,
     unprotected_alerted: bool,
     replies: heapless::Vec<(WitnessId, Verdict, Nanos), MAX_WITNESSES>,
+    /// Last heartbeat reply or ack of the standby (arrival).
+    alive_at: Option<Nanos>,
+    /// Last sign that the standby still hears us: an ack, or a reply whose count moved.
+    progress_at: Option<Nanos>,
+    /// The count of the last heartbeat reply.
+    heard: Option<u64>,
+    /// The last heartbeat reply said the standby suspects us.
+    alive_suspected: bool,
+    /// The standby acknowledges (an ack since it was last away) and has a replica.
+    acking: bool,
+    /// When this core last stepped (a longer gap than `hb-timeout` is a stall of its loop).
+    last_step: Nanos,
+    /// After a stall: replies and acks before this count as no presence.
+    quarantine_until: Option<Nanos>,
+    degraded_alerted: bool,
+    last_degraded: Option<Nanos>,
 }
 
 impl PrimaryAuthority {
@@ -186,6 +240,15 @@ impl PrimaryAuthority {
             stepped_down: false,
             unprotected_alerted: false,
             replies: heapless::Vec::new(),
+            alive_at: None,
+            progress_at: None,
+            heard: None,
+            alive_suspected: false,
+            acking: false,
+            last_step: now,
+            quarantine_until: None,
+            degraded_alerted: false,
+            last_degraded: None,
         }
     }
 
@@ -248,6 +311,59 @@ impl PrimaryAuthority {
         self.cfg.policy == Policy::ClientOriented && self.leases.valid(now, self.quorum())
     }
 
+    /// Until when the standby counts as there without further input: a heartbeat reply within
+    /// the alive window, and progress (an ack, or a reply whose count moved) within
+    /// `standby-timeout`.
+    fn present_until(&self) -> Option<Nanos> {
+        let window = self.cfg.alive_window();
+        let alive = later(self.alive_at?, window);
+        // A standby that suspects us may be deciding to take over: only fresh progress (it
+        // hears our stream, if not our heartbeats) keeps it counted as there.
+        let patience = if self.alive_suspected {
+            window
+        } else {
+            self.cfg.standby_timeout
+        };
+        let progress = later(self.progress_at?, patience);
+        Some(alive.min(progress))
+    }
+
+    /// Whether the standby is there at `now` (see the module documentation).
+    pub fn standby_present(&self, now: Nanos) -> bool {
+        self.present_until().is_some_and(|u| now < u)
+    }
+
+    /// Protected, degraded: the standby acknowledges, only slower than the ack lease.
+    fn degraded_at(&self, now: Nanos) -> bool {
+        self.cfg.slow_standby == SlowStandby::Wait && self.acking && self.standby_present(now)
+    }
+
+    /// The standby was heard from at `now`: present (`alive`: a heartbeat reply), and still
+    /// hearing us (`progress`).
+    fn heard_from_standby(&mut self, now: Nanos, alive: Option<Nanos>, progress: bool) {
+        if self.quarantine_until.is_some_and(|q| now < q) {
+            return;
+        }
+        if alive.is_some() {
+            self.alive_at = alive;
+        }
+        if progress {
+            self.progress_at = Some(now);
+        }
+    }
+
+    /// The loop did not step for longer than `hb-timeout`: what waited in sockets meanwhile
+    /// is stale.
+    fn notice_stall(&mut self, now: Nanos) {
+        let t = self.cfg.heartbeat.timeout;
+        if elapsed(now, self.last_step) > t {
+            self.alive_at = None;
+            self.progress_at = None;
+            self.quarantine_until = Some(later(now, t));
+        }
+        self.last_step = self.last_step.max(now);
+    }
+
     /// The authority at `now` (between steps, time alone can end a lease or an ack's validity).
     pub fn mode(&self, now: Nanos) -> Mode {
         if self.stepped_down {
@@ -256,6 +372,8 @@ impl PrimaryAuthority {
             Mode::Fenced
         } else if self.protected_at(now) {
             Mode::Protected
+        } else if self.degraded_at(now) {
+            Mode::Degraded
         } else if self.cfg.policy != Policy::ClientOriented || self.lease_at(now) {
             Mode::Unprotected
         } else {
@@ -263,15 +381,20 @@ impl PrimaryAuthority {
         }
     }
 
-    /// Whether output may be released at `now` (in `Protected` mode: only acknowledged output).
+    /// Whether output may be released at `now` (in `Protected` and `Degraded` mode: only
+    /// acknowledged output).
     pub fn may_release_output(&self, now: Nanos) -> bool {
-        matches!(self.mode(now), Mode::Protected | Mode::Unprotected)
+        matches!(
+            self.mode(now),
+            Mode::Protected | Mode::Degraded | Mode::Unprotected
+        )
     }
 
     /// Until when the current authority lasts without further input (`None` if none).
     pub fn authority_until(&self, now: Nanos) -> Option<Nanos> {
         match self.mode(now) {
             Mode::Protected => self.protected_until,
+            Mode::Degraded => self.present_until(),
             Mode::Unprotected if self.cfg.policy == Policy::ClientOriented => {
                 self.leases.quorum_until(self.quorum())
             }
@@ -286,6 +409,7 @@ impl PrimaryAuthority {
         if self.stepped_down {
             return out;
         }
+        self.notice_stall(now);
         match input {
             Input::CheckpointSent { ckpt } => {
                 if self.sent.is_full() {
@@ -304,6 +428,10 @@ impl PrimaryAuthority {
                         self.protected_until =
                             Some(self.protected_until.map_or(until, |u| u.max(until)));
                         self.last_acked = self.last_acked.max(ckpt);
+                        // Progress, not presence: a late ack (TCP retransmits) may have been
+                        // sent long ago; presence comes from the heartbeat replies alone.
+                        self.acking = true;
+                        self.heard_from_standby(now, None, true);
                     }
                 }
             },
@@ -341,6 +469,27 @@ impl PrimaryAuthority {
                     return self.step_down_with(now, epoch, Rule::FenceRequested, Some(ckpt), out);
                 }
             }
+            Input::StandbyAlive {
+                epoch,
+                applied,
+                heard,
+                suspected,
+            } => match compare(self.epoch, epoch) {
+                EpochOrder::Newer => return self.step_down(now, epoch, Rule::HigherEpoch, out),
+                EpochOrder::Stale => {}
+                EpochOrder::Current => {
+                    if applied.is_none() {
+                        // It has no replica (it restarted): nothing to keep protection with.
+                        self.acking = false;
+                    }
+                    let moved = self.heard != Some(heard);
+                    self.heard = Some(heard);
+                    if self.quarantine_until.is_none_or(|q| now >= q) {
+                        self.alive_suspected = suspected;
+                    }
+                    self.heard_from_standby(now, Some(now), moved);
+                }
+            },
             Input::Tick => {}
         }
         self.evaluate(now, &mut out);
@@ -349,8 +498,39 @@ impl PrimaryAuthority {
 
     fn evaluate(&mut self, now: Nanos, out: &mut Actions<Action>) {
         let protected = self.protected_at(now);
-        let mut authority = protected;
-        if protected {
+        // Degraded authority ends when the standby stops being there; it must then acknowledge
+        // again (a fresh full synchronisation, typically) before output waits for it again.
+        let degraded_end = if self.acking && self.cfg.slow_standby == SlowStandby::Wait {
+            self.present_until()
+        } else {
+            None
+        };
+        if self.acking && !self.standby_present(now) {
+            self.acking = false;
+        }
+        let degraded = !protected && self.degraded_at(now);
+        if degraded {
+            self.last_degraded = Some(now);
+            if !self.degraded_alerted {
+                self.degraded_alerted = true;
+                let e = self.evidence(now, Rule::SlowStandby, ActionKind::Stay);
+                emit(
+                    out,
+                    Action::Alert {
+                        evidence: Box::new(e),
+                    },
+                );
+            }
+        } else if protected
+            && self
+                .last_degraded
+                .is_none_or(|t| elapsed(now, t) >= self.cfg.standby_timeout)
+        {
+            // Protected for a while again: the next slow spell is worth an alert again.
+            self.degraded_alerted = false;
+        }
+        let mut authority = protected || degraded;
+        if protected || degraded {
             self.unprotected_alerted = false;
             let caught_up = self.resync_upto.is_none_or(|u| self.last_acked >= u);
             if caught_up {
@@ -441,6 +621,7 @@ impl PrimaryAuthority {
                 .protected_until
                 .into_iter()
                 .chain(self.leases.quorum_until(self.quorum()))
+                .chain(degraded_end)
                 .max()
                 .map_or(now, |t| t.min(now));
             let since = *self.no_authority_since.get_or_insert(ended);
@@ -534,6 +715,11 @@ impl PrimaryAuthority {
             self.epoch,
         );
         e.checkpoint = Some(self.last_acked);
+        e.heartbeat = Some(HeartbeatSummary {
+            suspected: !self.standby_present(now),
+            silent_ns: nanos_of(elapsed(now, self.progress_at.unwrap_or(self.started))),
+            timeout_ns: nanos_of(self.cfg.standby_timeout),
+        });
         e.configured = self.cfg.witnesses.len() as u8;
         e.quorum = self.quorum() as u8;
         e.grants = self.leases.valid_count(now) as u8;
@@ -553,6 +739,7 @@ impl PrimaryAuthority {
                 app: AppVerdict::Unknown,
                 primary_host: true,
                 standby_host: false,
+                rates: Rates::default(),
                 unprotected_after: None,
                 age_ns: nanos_of(age),
             });
@@ -767,6 +954,129 @@ mod tests {
         );
         assert_eq!(names(&p.step(ms(100), Input::Tick)), ["alert"]);
         assert_eq!(p.mode(ms(100_000)), Mode::Unprotected);
+    }
+
+    fn alive(heard: u64) -> Input {
+        Input::StandbyAlive {
+            epoch: Epoch(1),
+            applied: Some(1),
+            heard,
+            suspected: false,
+        }
+    }
+
+    /// Issue 12: a standby that is there and hears us, whose acks come later than the ack lease
+    /// (a slow link), is waited for: never a lease request (nothing unacknowledged can leave),
+    /// never a fence, and only acknowledged output may leave (the daemon releases up to
+    /// `last_acked` in this mode). Ack delays from 100 ms to 3 s, epochs stretched to one
+    /// checkpoint in flight, heartbeat replies every 10 ms.
+    #[test]
+    fn a_slow_standby_is_waited_for_however_slow() {
+        let mut rng = crate::rng::SplitMix64::new(12);
+        let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+        let mut t = 0u64;
+        let mut ckpt = 1u64;
+        p.step(ms(t), Input::CheckpointSent { ckpt });
+        let mut ack_at = 1;
+        let mut heard = 0;
+        let mut modes = std::collections::HashSet::new();
+        while t < 60_000 {
+            t += 1;
+            if t.is_multiple_of(10) {
+                heard += 1 + rng.below(50);
+                let a = p.step(ms(t), alive(heard));
+                assert!(
+                    names(&a)
+                        .iter()
+                        .all(|n| *n == "alert" || *n == "notify-protected"),
+                    "{t}: {a:?}"
+                );
+            }
+            if t == ack_at {
+                let a = p.step(
+                    ms(t),
+                    Input::Ack {
+                        ckpt,
+                        epoch: Epoch(1),
+                    },
+                );
+                assert!(
+                    names(&a)
+                        .iter()
+                        .all(|n| *n == "notify-protected" || n == &"alert"),
+                    "{t}: {a:?}"
+                );
+                // The next checkpoint once this one is acked (a stretched epoch).
+                ckpt += 1;
+                p.step(ms(t), Input::CheckpointSent { ckpt });
+                ack_at = t + if t < 1_000 {
+                    20
+                } else {
+                    100 + rng.below(3_000)
+                };
+            }
+            let a = p.step(ms(t), Input::Tick);
+            for n in names(&a) {
+                assert!(
+                    n == "alert" || n == "notify-protected",
+                    "{t}: {n} while the standby is slow but there"
+                );
+            }
+            let m = p.mode(ms(t));
+            assert!(matches!(m, Mode::Protected | Mode::Degraded), "{t}: {m:?}");
+            modes.insert(m.name());
+        }
+        assert_eq!(
+            modes.len(),
+            2,
+            "both protected and degraded seen: {modes:?}"
+        );
+        assert_eq!(p.last_acked(), ckpt - 1);
+    }
+
+    /// The same slow standby under `slow-standby = lease` (availability over protection): the
+    /// old trade, output under the witnesses' lease as soon as the ack lease runs out.
+    #[test]
+    fn slow_standby_lease_setting_keeps_the_old_trade() {
+        let cfg = Config {
+            slow_standby: SlowStandby::Lease,
+            ..Config::default()
+        };
+        let mut p = PrimaryAuthority::new(cfg, Epoch(1), ms(0));
+        p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+        p.step(ms(1), alive(1));
+        p.step(
+            ms(2),
+            Input::Ack {
+                ckpt: 1,
+                epoch: Epoch(1),
+            },
+        );
+        p.step(ms(10), Input::CheckpointSent { ckpt: 2 });
+        for t in (20..=70).step_by(10) {
+            p.step(ms(t), alive(t));
+        }
+        let a = p.step(ms(75), Input::Tick);
+        assert_eq!(names(&a), ["request-leases"]);
+        assert!(p.standby_present(ms(75)));
+        assert_eq!(p.mode(ms(75)), Mode::Holding);
+    }
+
+    /// A higher epoch in a heartbeat reply (the standby follows a newer primary): step down.
+    #[test]
+    fn a_reply_of_a_higher_epoch_steps_down() {
+        let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+        let a = p.step(
+            ms(1),
+            Input::StandbyAlive {
+                epoch: Epoch(3),
+                applied: None,
+                heard: 0,
+                suspected: false,
+            },
+        );
+        assert_eq!(names(&a), ["fence", "step-down", "request-full-sync"]);
+        assert_eq!(p.epoch(), Epoch(3));
     }
 
     #[test]

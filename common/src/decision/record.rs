@@ -17,8 +17,8 @@ use core::time::Duration;
 
 use super::json::{ObjWriter, Value};
 use super::proto::{
-    AppVerdict, LeaseReply, LeaseRequest, ProbeClass, ProbeTarget, ProtectedNotice, Verdict, Vote,
-    VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
+    AppVerdict, LeaseReply, LeaseRequest, ProbeClass, ProbeTarget, ProtectedNotice, Rates, Verdict,
+    Vote, VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
 };
 use super::{
     format_duration, parse_duration, primary, standby, witness, Config, Epoch, Nanos, Role,
@@ -284,6 +284,16 @@ impl AnyInput {
             v.push(("app", w.app.name().into()));
             v.push(("primary-host", w.primary_host.to_string()));
             v.push(("standby-host", w.standby_host.to_string()));
+            // Rates only when known (records from before them have none).
+            for (k, r) in [
+                ("app-rate", w.rates.app),
+                ("primary-rate", w.rates.primary),
+                ("standby-rate", w.rates.standby),
+            ] {
+                if let Some(r) = r {
+                    v.push((k, r.to_string()));
+                }
+            }
         };
         match self {
             AnyInput::Standby(i) => match i {
@@ -352,6 +362,20 @@ impl AnyInput {
                 primary::Input::FenceRequest { epoch } => {
                     ("fence-request", vec![("epoch", e(*epoch))])
                 }
+                primary::Input::StandbyAlive {
+                    epoch,
+                    applied,
+                    heard,
+                    suspected,
+                } => (
+                    "standby-alive",
+                    vec![
+                        ("epoch", e(*epoch)),
+                        ("applied", opt(*applied)),
+                        ("heard", heard.to_string()),
+                        ("suspected", suspected.to_string()),
+                    ],
+                ),
                 primary::Input::Tick => ("tick", vec![]),
             },
             AnyInput::Witness(i) => match i {
@@ -452,10 +476,30 @@ fn view(f: &mut Fields, app_default: Option<AppVerdict>) -> Result<WitnessView, 
         Some(d) => f.word_or("app", "an application verdict", AppVerdict::parse, d)?,
         None => f.word("app", "an application verdict", AppVerdict::parse)?,
     };
+    let mut rate = |key: &'static str| -> Result<Option<u8>, FieldError> {
+        f.opt_u64(key)?
+            .map(|n| {
+                u8::try_from(n)
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| FieldError::Bad {
+                        key: key.into(),
+                        value: n.to_string(),
+                        expected: "a percentage 0-100",
+                    })
+            })
+            .transpose()
+    };
+    let rates = Rates {
+        app: rate("app-rate")?,
+        primary: rate("primary-rate")?,
+        standby: rate("standby-rate")?,
+    };
     Ok(WitnessView {
         app,
         primary_host: f.bool_or("primary-host", false)?,
         standby_host: f.bool_or("standby-host", true)?,
+        rates,
     })
 }
 
@@ -566,6 +610,12 @@ fn parse_primary(name: &str, f: &mut Fields, d: Defaults) -> Result<primary::Inp
         },
         "fence-request" => I::FenceRequest {
             epoch: f.epoch_or("epoch", d.epoch.next())?,
+        },
+        "standby-alive" => I::StandbyAlive {
+            epoch: f.epoch_or("epoch", d.epoch)?,
+            applied: f.opt_u64("applied")?,
+            heard: f.u64("heard")?,
+            suspected: f.bool_or("suspected", false)?,
         },
         "tick" => I::Tick,
         other => return Err(FieldError::UnknownInput(other.to_string())),
@@ -804,6 +854,17 @@ mod tests {
             app: AppVerdict::Down,
             primary_host: false,
             standby_host: true,
+            rates: Rates::default(),
+        };
+        let lossy = WitnessView {
+            app: AppVerdict::Lossy,
+            primary_host: true,
+            standby_host: true,
+            rates: Rates {
+                app: Some(24),
+                primary: Some(0),
+                standby: Some(100),
+            },
         };
         vec![
             AnyInput::Standby(standby::Input::Heartbeat {
@@ -823,6 +884,12 @@ mod tests {
                 verdict: Verdict::Refuse(RefuseReason::NotYet(Duration::from_millis(12))),
                 duration: Duration::ZERO,
                 view,
+                unprotected_after: None,
+            })),
+            AnyInput::Standby(standby::Input::Report(WitnessReport {
+                witness: 3,
+                epoch: Epoch(2),
+                view: lossy,
                 unprotected_after: None,
             })),
             AnyInput::Standby(standby::Input::ReplicaApplied {
@@ -855,6 +922,18 @@ mod tests {
             })),
             AnyInput::Primary(primary::Input::HigherEpoch { epoch: Epoch(2) }),
             AnyInput::Primary(primary::Input::FenceRequest { epoch: Epoch(2) }),
+            AnyInput::Primary(primary::Input::StandbyAlive {
+                epoch: Epoch(1),
+                applied: Some(41),
+                heard: 12_345,
+                suspected: false,
+            }),
+            AnyInput::Primary(primary::Input::StandbyAlive {
+                epoch: Epoch(3),
+                applied: None,
+                heard: 0,
+                suspected: true,
+            }),
             AnyInput::Primary(primary::Input::Tick),
             AnyInput::Witness(witness::Input::Probe {
                 target: ProbeTarget::StandbyHost,

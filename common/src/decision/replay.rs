@@ -371,6 +371,7 @@ mod tests {
                         app: AppVerdict::Down,
                         primary_host: false,
                         standby_host: true,
+                        rates: Default::default(),
                     },
                     unprotected_after: None,
                 }),

@@ -25,7 +25,7 @@ use super::detector::{Detector, DetectorEvent};
 use super::epoch::{compare, EpochOrder};
 use super::evidence::{ActionKind, Evidence, HeartbeatSummary, SaidKind, WitnessSaid};
 use super::proto::{
-    AppVerdict, RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport,
+    AppVerdict, Rates, RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport,
 };
 use super::{
     elapsed, emit, later, nanos_of, Actions, Config, Epoch, LeaseSet, Nanos, Policy, QueryId, Role,
@@ -715,6 +715,17 @@ impl StandbyCore {
         let gate = self.last_ack_at.map_or(now, |t| {
             later(t, l.ack_lease.saturating_add(l.margin(l.ack_lease)))
         });
+        // A switchover leaves a standby that was not suspecting the primary, whose heartbeat
+        // replies (sent while acks may go, until now) the primary counts as presence for
+        // `alive_window` from their arrival: wait that out too, with its margin for the
+        // delivery. (A takeover follows a suspicion, which the replies said: the primary then
+        // counts them only with fresh progress, none of which came.)
+        let alive = self.cfg.alive_window();
+        let gate = if q.kind == VoteKind::Switchover {
+            gate.max(later(now, alive.saturating_add(l.margin(alive))))
+        } else {
+            gate
+        };
         let rule = match (stale, q.kind) {
             (true, _) => Rule::ForcedStale,
             (false, VoteKind::Switchover) => Rule::Switchover,
@@ -864,8 +875,12 @@ impl StandbyCore {
                 r.epoch == self.epoch && elapsed(now, *at) <= self.cfg.report_fresh
             })
         };
+        // Down, or a gray path (the application answers a fraction over a lossy path while the
+        // standby's host answers cleanly): either way clients are better served from here.
         let down = fresh()
-            .filter(|(r, _)| r.view.app == AppVerdict::Down && r.view.standby_host)
+            .filter(|(r, _)| {
+                matches!(r.view.app, AppVerdict::Down | AppVerdict::Lossy) && r.view.standby_host
+            })
             .count();
         let guest = fresh()
             .filter(|(r, _)| r.view.app == AppVerdict::GuestFailure)
@@ -972,6 +987,7 @@ impl StandbyCore {
                     app: v.view.app,
                     primary_host: v.view.primary_host,
                     standby_host: v.view.standby_host,
+                    rates: v.view.rates,
                     unprotected_after: v.unprotected_after,
                     age_ns: nanos_of(elapsed(now, *at)),
                 },
@@ -982,6 +998,7 @@ impl StandbyCore {
                     app: r.view.app,
                     primary_host: r.view.primary_host,
                     standby_host: r.view.standby_host,
+                    rates: r.view.rates,
                     unprotected_after: r.unprotected_after,
                     age_ns: nanos_of(elapsed(now, *at)),
                 },
@@ -992,6 +1009,7 @@ impl StandbyCore {
                     app: AppVerdict::Unknown,
                     primary_host: false,
                     standby_host: false,
+                    rates: Rates::default(),
                     unprotected_after: None,
                     age_ns: 0,
                 },
