@@ -42,7 +42,8 @@ faults *only:
     cargo build --release --workspace --bins
     ./target/release/hsb-faults {{only}}
 
-# The seeded decision simulator: F1-F12 under all three policies over many seeds (a table per fault).
+# The seeded decision simulator: F1-F12, the slow link (F13) and the gray client path (F14-20/50/80)
+# under all three policies over many seeds (a table per fault).
 sim seeds="1000":
     cargo build --release -p hsb-tests --bin hsb-sim
     ./target/release/hsb-sim --seeds {{seeds}}

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use hsb_common::decision::Policy;
 use hsb_tests::sim::{run_one, run_sweep, Fault, Outcome};
 
-const USAGE: &str = "usage: hsb-sim [--seeds N] [--first-seed S] [--fault F1..F12] [--policy client-oriented|heartbeat-only|ping-node] [--seed S [--trace]]";
+const USAGE: &str = "usage: hsb-sim [--seeds N] [--first-seed S] [--fault F1..F14-80] [--policy client-oriented|heartbeat-only|ping-node] [--seed S [--trace]]";
 
 fn main() -> ExitCode {
     let mut seeds = 100u64;
@@ -41,10 +41,10 @@ fn main() -> ExitCode {
                     .map(|n| one = Some(n))
                     .map_err(|_| format!("--seed {v}: not a number"))
             }),
-            "--fault" => value("F1..F12").and_then(|v| {
-                Fault::parse(&v)
-                    .map(|f| faults = vec![f])
-                    .ok_or(format!("--fault {v}: expected F1..F12"))
+            "--fault" => value("F1..F12, F13, F14-20, F14-50 or F14-80").and_then(|v| {
+                Fault::parse(&v).map(|f| faults = vec![f]).ok_or(format!(
+                    "--fault {v}: expected F1..F12, F13, F14-20, F14-50 or F14-80"
+                ))
             }),
             "--policy" => value("a policy").and_then(|v| {
                 Policy::parse(&v).map(|p| policies = vec![p]).ok_or(format!(

@@ -88,10 +88,16 @@ fn world_seed(fault: Fault, seed: u64) -> u64 {
 /// Run `fault` under `policy` with `seed`. The scenario depends on (fault, seed) only, so every
 /// policy faces the same fault.
 pub fn run_one(fault: Fault, policy: Policy, seed: u64, trace: bool) -> RunResult {
+    run_one_with(fault, sim_config(policy), seed, trace)
+}
+
+/// [`run_one`] with another decision configuration (e.g. `slow-standby = lease`).
+pub fn run_one_with(fault: Fault, cfg: Config, seed: u64, trace: bool) -> RunResult {
+    let policy = cfg.policy;
     let s = world_seed(fault, seed);
     let mut rng = SplitMix64::new(s);
     let plan = scenario::plan(fault, WITNESSES, &mut rng);
-    let mut world = World::new(sim_config(policy), WITNESSES, rng.next_u64(), trace);
+    let mut world = World::new(cfg, WITNESSES, rng.next_u64(), trace);
     let mut serving_at_check = Vec::new();
     let mut events = plan.events.clone();
     events.sort_by_key(|e| e.0);
@@ -154,6 +160,20 @@ fn judge(
         Expect::OneServes => {
             if serving.len() != 1 {
                 missed.push(format!("{} copies serving at the end", serving.len()));
+            }
+        }
+        Expect::SwitchoverOnce => {
+            let before: Vec<&Activation> = f
+                .activations
+                .iter()
+                .filter(|a| a.ms < plan.check_ms)
+                .collect();
+            if !b_activated {
+                missed.push("no switchover".to_string());
+            } else if before.len() > 1 {
+                wrong.push(format!("{} activations (flapping)", before.len()));
+            } else if !before.iter().all(|a| a.rule.contains("rule6:switchover")) {
+                missed.push(format!("not a switchover: {}", before[0].rule));
             }
         }
         Expect::Majority { b_side } => {
