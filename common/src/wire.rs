@@ -68,8 +68,6 @@ pub enum Dgram {
         /// Heartbeats and replication bytes heard from the primary so far (moves while it
         /// hears the primary, however slowly).
         heard: u64,
-        /// Its heartbeat detector suspects the primary.
-        suspected: bool,
     },
 }
 
@@ -185,7 +183,6 @@ mod tests {
             epoch: Epoch(2),
             applied: Some(41),
             heard: u64::MAX,
-            suspected: true,
         };
         let n = seal(&mut out, &m, Some(Dest::node(P)), &mut b).unwrap();
         let (env, got) = open(&mut inbox, &b[..n]).unwrap();

@@ -1438,7 +1438,6 @@ impl Primary {
                     epoch,
                     applied,
                     heard,
-                    suspected,
                 } if env.from.role == Role::Standby => {
                     f.standby_replies += 1;
                     self.authority_step(
@@ -1447,7 +1446,6 @@ impl Primary {
                             epoch,
                             applied,
                             heard,
-                            suspected,
                         },
                     );
                     // A reply can make the standby present again: release what is acked.

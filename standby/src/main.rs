@@ -248,6 +248,8 @@ struct Failover {
     next_alive: Nanos,
     /// Heartbeat replies sent.
     alives: u64,
+    /// Replication bytes read by the current session when the replies last went.
+    stream_bytes: u64,
 }
 
 struct Standby {
@@ -1020,6 +1022,7 @@ impl Failover {
             heartbeat_from: vec![None; s.heartbeat_listen.len()],
             next_alive: now,
             alives: 0,
+            stream_bytes: 0,
         })
     }
 
@@ -1284,16 +1287,15 @@ impl Standby {
 
     /// The heartbeat replies (issue 12): every heartbeat interval, on every link the primary's
     /// heartbeats came in on, while the core may acknowledge (not once it is deciding to
-    /// activate: the primary must then stop counting on us). They say we are there, how much
-    /// of the primary we hear (heartbeats and replication bytes: this moves however slow the
-    /// link, so the primary waits for a slow standby rather than running unprotected), and
-    /// whether we suspect it.
+    /// activate: the primary must then stop counting on us). They say we are there and how
+    /// much of the primary we hear (heartbeats and replication bytes: this moves however slow
+    /// the link, so the primary waits for a slow standby rather than running unprotected).
     fn send_alives(&mut self, now: Nanos) {
-        let heard = self.stats.heartbeats.wrapping_add(
-            self.current
-                .and_then(|i| self.conns[i].as_ref())
-                .map_or(0, |c| c.reader.received()),
-        );
+        let bytes = self
+            .current
+            .and_then(|i| self.conns[i].as_ref())
+            .map_or(0, |c| c.reader.received());
+        let heard = self.stats.heartbeats.wrapping_add(bytes);
         let applied = self.receiver.applied();
         let Some(f) = self.failover.as_mut() else {
             return;
@@ -1302,14 +1304,25 @@ impl Standby {
             return;
         }
         f.next_alive = now.plus(self.s.decision.heartbeat.interval);
-        if f.authority.is_some() || !f.core.may_ack() {
+        if f.authority.is_some() {
+            return;
+        }
+        // While the primary is suspected, the core needs to know whether its stream still
+        // gets through (its heartbeats may only be queued behind it on a slow link).
+        let moved = std::mem::replace(&mut f.stream_bytes, bytes) != bytes;
+        if moved && f.core.detector().suspected() {
+            self.decide(now, SInput::StreamProgress);
+        }
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if f.authority.is_some() || !f.core.may_send_alive(now) {
             return;
         }
         let m = Dgram::StandbyAlive {
             epoch: f.core.epoch(),
             applied,
             heard,
-            suspected: f.core.detector().suspected(),
         };
         for i in 0..f.heartbeat_from.len() {
             let Some((to, who)) = f.heartbeat_from[i] else {

@@ -57,11 +57,32 @@ pub enum Fault {
     /// F4 with hand-overs on: B switches over and promotes itself to primary, the old primary
     /// steps down and rejoins as B's standby; then A's client link heals.
     F12AfterF4,
+    /// Issue 12: A's replication link limited to 10 Mbit/s (htb) with a busy guest (50,000
+    /// pages/s), so acks come later than the ack lease while the standby is alive; after
+    /// [`SLOW_FOR`] host A crashes. Protection must hold throughout (output waits for the acks)
+    /// and the crash fail over with nothing acknowledged lost.
+    F13SlowLink,
+    /// Issue 12: 20% of what arrives at host A on the client network is lost (witness probes and
+    /// pings, clients) for [`GRAY_FOR`]; host B reachable cleanly. No switchover.
+    F14Gray20,
+    /// The same at 50%: one switchover (rule 6).
+    F14Gray50,
+    /// The same at 80%: one switchover.
+    F14Gray80,
 }
+
+/// How long F13's slow link lasts before host A crashes.
+pub const SLOW_FOR: Duration = Duration::from_secs(15);
+/// How long F14's loss lasts.
+pub const GRAY_FOR: Duration = Duration::from_secs(12);
+/// F13's replication link, Mbit/s.
+pub const SLOW_MBIT: u32 = 10;
+/// F13's guest: pages written per second.
+pub const BUSY_PAGES: u32 = 50_000;
 
 impl Fault {
     /// Every fault, in order.
-    pub const ALL: [Fault; 17] = [
+    pub const ALL: [Fault; 21] = [
         Fault::F1,
         Fault::F2,
         Fault::F3,
@@ -79,6 +100,10 @@ impl Fault {
         Fault::F11Cut,
         Fault::F12AfterF1,
         Fault::F12AfterF4,
+        Fault::F13SlowLink,
+        Fault::F14Gray20,
+        Fault::F14Gray50,
+        Fault::F14Gray80,
     ];
 
     /// Name for reports.
@@ -101,6 +126,10 @@ impl Fault {
             Fault::F11Cut => "F11 clocks offset per host, link cut",
             Fault::F12AfterF1 => "F12 rejoin after F1",
             Fault::F12AfterF4 => "F12 rejoin after F4",
+            Fault::F13SlowLink => "F13 slow link 10 Mbit/s, busy guest, then A crash",
+            Fault::F14Gray20 => "F14-20 gray client path, 20% loss to A",
+            Fault::F14Gray50 => "F14-50 gray client path, 50% loss to A",
+            Fault::F14Gray80 => "F14-80 gray client path, 80% loss to A",
         }
     }
 
@@ -112,7 +141,10 @@ impl Fault {
             | Fault::F8MajorityB
             | Fault::F11Crash
             | Fault::F12AfterF1
-            | Fault::F12AfterF4 => Some(true),
+            | Fault::F12AfterF4
+            | Fault::F13SlowLink
+            | Fault::F14Gray50
+            | Fault::F14Gray80 => Some(true),
             // A frozen primary looks dead to its clients after a detection time: failing over
             // is right as long as it is fenced when it resumes (never two active).
             Fault::F6Short | Fault::F6Long => None,
@@ -137,12 +169,19 @@ impl Fault {
             // Hand-overs are configured in every case, so every case ends with the healing
             // check (F12); only where host A stays down is there nothing to heal.
             rejoin: true,
+            dirty_rate: (self == Fault::F13SlowLink).then_some(BUSY_PAGES),
+            // Over a slow link a reply waits seconds for its ack: the client waits too.
+            client_timeout: if self == Fault::F13SlowLink {
+                Duration::from_secs(30)
+            } else {
+                Duration::from_millis(700)
+            },
         }
     }
 }
 
 /// How a case's cluster is set up beyond the defaults.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Setup {
     /// Each host's daemon in a time namespace with its own monotonic offset ([`CLOCKS`]).
     clocks: bool,
@@ -152,6 +191,10 @@ struct Setup {
     /// Hand-overs: an activated standby promotes itself to hsb-primary, a primary that steps
     /// down rejoins as its standby (every case).
     rejoin: bool,
+    /// The model guest's workload (pages written per second), if not the default.
+    dirty_rate: Option<u32>,
+    /// How long the client waits for each reply.
+    client_timeout: Duration,
 }
 
 /// Monotonic (and boot-time) clock offsets of hosts A, B and witnesses 1-3 in the F11 cases:
@@ -345,7 +388,10 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
             topo.command(h, &bin(program))
         }
     };
-    let common = format!("cluster_key = {}\nfailover = true\nfailover.policy = {policy}\nfailover.witnesses = 1,2,3\nfailover.switchover-hold = 1s\nfailover.switchover-min-interval = 2s\nmodel.memory = 8MiB\nmodel.service = {vip}:7000\nstats_interval = 1s\n", key.display());
+    let mut common = format!("cluster_key = {}\nfailover = true\nfailover.policy = {policy}\nfailover.witnesses = 1,2,3\nfailover.switchover-hold = 1s\nfailover.switchover-min-interval = 2s\nmodel.memory = 8MiB\nmodel.service = {vip}:7000\nstats_interval = 1s\n", key.display());
+    if let Some(rate) = setup.dirty_rate {
+        common.push_str(&format!("model.dirty_rate = {rate}\n"));
+    }
     let (claim, release) = (dir.path("claim-address"), dir.path("release-address"));
     write_script(&claim, &format!("#!/bin/sh\nip addr add {vip}/24 dev eth0 2>/dev/null\narping -q -U -c 2 -w 1 -I eth0 {vip} || true\n"))?;
     write_script(
@@ -558,9 +604,10 @@ struct Seen {
 }
 
 fn has_authority(s: &std::collections::HashMap<String, String>) -> bool {
+    // Protected, degraded counts too: it releases (acknowledged) output.
     matches!(
         s.get("authority").map(String::as_str),
-        Some("protected" | "unprotected")
+        Some("protected" | "protected-degraded" | "unprotected")
     )
 }
 
@@ -615,6 +662,15 @@ fn monitor(dir: &std::path::Path, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 
 /// A sequential client of the service address, recording its history until `stop`.
 pub fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Op>> {
+    client_with(svc, stop, Duration::from_millis(700))
+}
+
+/// [`client`], waiting up to `timeout` for each reply.
+pub fn client_with(
+    svc: SocketAddr,
+    stop: Arc<AtomicBool>,
+    timeout: Duration,
+) -> std::thread::JoinHandle<Vec<Op>> {
     std::thread::spawn(move || {
         let mut history = vec![];
         let mut c: Option<Client> = None;
@@ -623,7 +679,7 @@ pub fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
             if c.is_none() {
                 c = Client::connect(svc, Duration::from_millis(300)).ok();
                 if let Some(cl) = &c {
-                    cl.set_timeout(Duration::from_millis(700));
+                    cl.set_timeout(timeout);
                 }
             }
             let value = c
@@ -644,6 +700,40 @@ pub fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
     })
 }
 
+/// F14's loss, percent.
+fn gray_loss(fault: Fault) -> u8 {
+    match fault {
+        Fault::F14Gray20 => 20,
+        Fault::F14Gray50 => 50,
+        _ => 80,
+    }
+}
+
+/// The rates each witness reported in B's switchover decision (its decision log).
+fn switchover_rates(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let e = text
+        .lines()
+        .filter(|l| l.contains("\"k\":\"evidence\"") && l.contains("rule6:switchover"))
+        .find_map(|l| hsb_common::decision::Evidence::from_json_line(l).ok())?;
+    let pct = |r: Option<u8>| r.map_or("-".to_string(), |r| format!("{r}%"));
+    let ws: Vec<String> = e
+        .witnesses
+        .iter()
+        .map(|w| {
+            format!(
+                "w{} {} app {} primary {} standby {}",
+                w.id,
+                w.app,
+                pct(w.rates.app),
+                pct(w.rates.primary),
+                pct(w.rates.standby)
+            )
+        })
+        .collect();
+    Some(ws.join(", "))
+}
+
 /// Addresses of the witnesses, by number.
 fn witness_ips(topo: &Topology, ws: &[u8]) -> Vec<String> {
     ws.iter()
@@ -658,11 +748,13 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         crate::netns::time_namespaces_available()?;
     }
     let mut discarded = 0;
+    // F13: whether A was ever seen unprotected while its standby was slow but there.
+    let mut slow_unprotected = false;
     let (mut n, stop, client, monitor) = loop {
         let started = start(policy, setup).and_then(|n| {
             // Traffic and sampling start before the fault; B must not be serving yet.
             let stop = Arc::new(AtomicBool::new(false));
-            let client = client(n.service, stop.clone());
+            let client = client_with(n.service, stop.clone(), setup.client_timeout);
             let monitor = monitor(&n.dir.0, stop.clone());
             std::thread::sleep(Duration::from_secs(1));
             if b_serving(&n) {
@@ -702,7 +794,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         let a = n.primary.status();
         (num(&a, "sessions"), num(&a, "full_syncs"))
     };
-    let injected = Instant::now();
+    let mut injected = Instant::now();
     let mut note = String::new();
     if discarded > 0 {
         note.push_str(&format!(
@@ -758,14 +850,81 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
             n.shaper.set(DELAY, JITTER);
             topo.drop_arriving(Host::B, Net::Replication, 30)?;
         }
+        Fault::F13SlowLink => {
+            topo.shape(Host::A, Net::Replication, SLOW_MBIT)?;
+            // What protection looked like from A while the link was slow, sampled every 100 ms.
+            let mut modes: std::collections::BTreeMap<String, u32> = Default::default();
+            let (mut lag, mut lag_ms, mut ckpts) = (0u64, 0f64, (0u64, 0u64));
+            let t = Instant::now();
+            ckpts.0 = num(&n.primary.status(), "checkpoints");
+            while t.elapsed() < SLOW_FOR {
+                let a = n.primary.status();
+                if let Some(m) = a.get("authority") {
+                    *modes.entry(m.clone()).or_default() += 1;
+                }
+                lag = lag.max(num(&a, "replica_lag_checkpoints"));
+                lag_ms = lag_ms.max(
+                    a.get("replica_lag_ms")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0.0),
+                );
+                ckpts.1 = num(&a, "checkpoints");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let samples: Vec<String> = modes.iter().map(|(m, c)| format!("{m} {c}")).collect();
+            let unprotected = modes.get("unprotected").copied().unwrap_or(0);
+            if unprotected > 0 {
+                slow_unprotected = true;
+            }
+            note.push_str(&format!(
+                "{} Mbit/s for {} s: A's authority samples {}; {:.2} ckpt/s; replica lag up to {lag} checkpoint(s), {:.0} ms; then A crashed; ",
+                SLOW_MBIT,
+                SLOW_FOR.as_secs(),
+                samples.join(", "),
+                ckpts.1.saturating_sub(ckpts.0) as f64 / SLOW_FOR.as_secs_f64(),
+                lag_ms
+            ));
+            n.primary.kill9();
+            topo.link(Host::A, Net::Client, false)?;
+            topo.link(Host::A, Net::Replication, false)?;
+            injected = Instant::now();
+        }
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80 => {
+            topo.drop_arriving(Host::A, Net::Client, gray_loss(fault))?
+        }
         other => return Err(format!("{other:?} has no injection of its own")),
     }
     let hold = match fault {
         Fault::F6Short => Duration::from_millis(500),
         Fault::F6Long => Duration::from_secs(4),
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80 => GRAY_FOR,
         _ => Duration::from_secs(5),
     };
     std::thread::sleep(hold);
+    if matches!(
+        fault,
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80
+    ) {
+        // What the witnesses measured, at the end of the loss.
+        let rates: Vec<String> = n
+            ._witnesses
+            .iter()
+            .map(|w| {
+                let st = w.status();
+                let r = |k: &str| st.get(k).cloned().unwrap_or_else(|| "?".into());
+                format!(
+                    "{}/{}/{}",
+                    r("application_rate"),
+                    r("primary_daemon_rate"),
+                    r("standby_daemon_rate")
+                )
+            })
+            .collect();
+        note.push_str(&format!(
+            "witness rates at the end (application/primary/standby %): {}; ",
+            rates.join(", ")
+        ));
+    }
     let healed = Instant::now();
     let topo = &n.topo;
     match fault.base() {
@@ -798,6 +957,8 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         Fault::F1 => note.push_str("host A stays down; "),
         Fault::F2 => topo.link(Host::A, Net::Replication, true)?,
         Fault::F3 | Fault::F10 => topo.clear_rules(Host::B),
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80 => topo.clear_rules(Host::A),
+        Fault::F13SlowLink => note.push_str("host A stays down; "),
         Fault::F10Delay => {
             n.shaper.clear();
             topo.clear_rules(Host::B);
@@ -827,7 +988,8 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     // the fault (bounded wait), before the last stretch of traffic. If B took over: B's promoted
     // primary protected by A rejoined as its standby. If not: A protected again, by a full
     // synchronisation if its session with B was lost.
-    let healable = !(fault.base() == Fault::F1 && fault != Fault::F12AfterF1);
+    let healable =
+        !(fault.base() == Fault::F1 && fault != Fault::F12AfterF1) && fault != Fault::F13SlowLink;
     let mut healed_in = None;
     let mut took_over = false;
     if healable {
@@ -914,7 +1076,25 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     if matches!(fault, Fault::F12AfterF1 | Fault::F12AfterF4) {
         decision_ok &= healed_in.is_some();
     }
-    if matches!(fault, Fault::F10 | Fault::F10Delay) {
+    if fault == Fault::F13SlowLink && slow_unprotected {
+        // Issue 12: running unprotected is for a standby that is gone, not for a slow one.
+        decision_ok = false;
+        note.push_str("A ran unprotected while its standby was slow but there; ");
+    }
+    if matches!(
+        fault,
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80
+    ) {
+        // At most one switchover per incident: the serving copy's epoch.
+        let epoch = num(&promoted_status(&n.dir.0), "epoch");
+        let switchovers = epoch.saturating_sub(1);
+        note.push_str(&format!("{switchovers} switchover(s); "));
+        decision_ok &= switchovers <= 1;
+        if let Some(rates) = switchover_rates(&n.dir.path("b.decisions")) {
+            note.push_str(&format!("switchover evidence: {rates}; "));
+        }
+    }
+    if matches!(fault, Fault::F10 | Fault::F10Delay | Fault::F13SlowLink) {
         note.push_str(&format!(
             "{} suspicion(s), {} authority change(s) on A; ",
             seen.suspicions, seen.authority_changes

@@ -31,7 +31,7 @@
 //! appears in the action's canonical text (see [`super::record`]); `at=T`, `at<=T`, `at>=T` check the
 //! action's time. Every action with evidence must also round-trip through its JSON line.
 //!
-//! Checks: standby `state`, `epoch`, `replica`, `suspected`, `may-ack`; primary `mode`,
+//! Checks: standby `state`, `epoch`, `replica`, `suspected`, `may-ack`, `may-send-alive`; primary `mode`,
 //! `may-release`, `epoch`, `last-acked`, `standby-present`; witness `epoch-seen`, `app`,
 //! `primary-host`, `standby-host`, `busy`, `app-rate`, `primary-rate`, `standby-rate` (percent
 //! or `none`).
@@ -781,6 +781,7 @@ impl Runner<'_> {
                 "replica" => Some(c.replica().map_or("none".into(), |r| r.to_string())),
                 "suspected" => Some(c.detector().suspected().to_string()),
                 "may-ack" => Some(c.may_ack().to_string()),
+                "may-send-alive" => Some(c.may_send_alive(now).to_string()),
                 _ => None,
             },
             Core::Primary(c) => match key {

@@ -331,7 +331,7 @@ impl SlowStandby {
 
 impl Config {
     /// How long a heartbeat reply (or an ack) keeps the standby counted as present at the
-    /// primary: three heartbeat periods from its arrival. The standby, once it stops sending
+    /// primary: two heartbeat periods from its arrival (one reply may be lost or late). The standby, once it stops sending
     /// them (it is deciding to activate), waits this out plus its margin before activating.
     pub fn alive_window(&self) -> Duration {
         self.heartbeat.interval.saturating_mul(ALIVE_HEARTBEATS)
@@ -339,7 +339,7 @@ impl Config {
 }
 
 /// Heartbeat periods a heartbeat reply counts for at the primary (see [`Config::alive_window`]).
-pub const ALIVE_HEARTBEATS: u32 = 3;
+pub const ALIVE_HEARTBEATS: u32 = 2;
 
 impl Default for Config {
     fn default() -> Self {
@@ -706,7 +706,7 @@ impl Config {
                 "standby-timeout",
                 self.standby_timeout,
                 format!(
-                    "at least three heartbeat periods ({}): the standby's heartbeat replies come \
+                    "at least two heartbeat periods ({}): the standby's heartbeat replies come \
                      every hb-interval",
                     d(alive)
                 ),
@@ -976,9 +976,9 @@ mod tests {
                 "at least 1ms",
             ),
             (
-                &[("standby-timeout", "29ms")],
+                &[("standby-timeout", "19ms")],
                 "standby-timeout",
-                "at least three heartbeat periods (30ms)",
+                "at least two heartbeat periods (20ms)",
             ),
             (
                 &[("slow-standby", "sometimes")],

@@ -24,14 +24,19 @@
 //! the ack lease but the standby is there, the primary is **protected, degraded**: output of
 //! checkpoint N still leaves only after ack(N), however late (the replica has N and activates
 //! from at least what it acked, so late release loses nothing), epochs stretch, and nothing is
-//! ever released unacknowledged. The standby is there while its heartbeat replies
-//! ([`Input::StandbyAlive`], every heartbeat interval while it may acknowledge) keep arriving
-//! (within [`Config::alive_window`]) and show progress: an ack, or a reply saying it heard more
-//! from this primary than before, within `standby-timeout`. (An ack alone is no presence: a
-//! retransmitted one may have been sent long before the standby decided to activate.) Only a standby that is
-//! not there lets output leave under the witnesses' lease (or, with `slow-standby = lease`, one
-//! whose acks are slower than the ack lease: availability over protection). Degraded is no
-//! reason to fence either: the domain runs and its output waits.
+//! ever released unacknowledged. The standby's heartbeat replies ([`Input::StandbyAlive`],
+//! every heartbeat interval while it may acknowledge) say it is there (for
+//! [`Config::alive_window`] from their arrival) and how much it has heard from this primary: a
+//! count that moves, or an ack, is progress. (An ack alone is no presence: a retransmitted one
+//! may have been sent long before the standby decided to activate.) A standby that acknowledged
+//! is **lost** only after `standby-timeout` without progress; until then, if its replies pause
+//! (a slow link's stall), output is held and nothing else happens: no lease is asked and the
+//! domain is not fenced (that would stop the service on every slow spell). Only a lost standby
+//! (or, with `slow-standby = lease`, one whose acks are slower than the ack lease: availability
+//! over protection) lets output leave under the witnesses' lease. The standby stops its replies
+//! once it is deciding to activate, and waits out the alive window (plus its margin) after the
+//! last one before it does, so a degraded primary and an activated replica never overlap. A
+//! standby that sends no replies (an older one) is not waited for.
 //!
 //! A gap longer than `hb-timeout` between two steps means this primary's own loop stalled
 //! (SIGSTOP, a paused VM): replies and acks read right after it may have waited out the stall
@@ -92,9 +97,6 @@ pub enum Input {
         /// How much it has heard from this primary so far (heartbeats and replication bytes):
         /// a count that moves means it still hears us, however slowly.
         heard: u64,
-        /// Its heartbeat detector suspects this primary (it may be deciding to take over):
-        /// presence then needs progress within the alive window, not `standby-timeout`.
-        suspected: bool,
     },
     /// Time passed.
     Tick,
@@ -203,8 +205,6 @@ pub struct PrimaryAuthority {
     progress_at: Option<Nanos>,
     /// The count of the last heartbeat reply.
     heard: Option<u64>,
-    /// The last heartbeat reply said the standby suspects us.
-    alive_suspected: bool,
     /// The standby acknowledges (an ack since it was last away) and has a replica.
     acking: bool,
     /// When this core last stepped (a longer gap than `hb-timeout` is a stall of its loop).
@@ -243,7 +243,6 @@ impl PrimaryAuthority {
             alive_at: None,
             progress_at: None,
             heard: None,
-            alive_suspected: false,
             acking: false,
             last_step: now,
             quarantine_until: None,
@@ -315,16 +314,8 @@ impl PrimaryAuthority {
     /// the alive window, and progress (an ack, or a reply whose count moved) within
     /// `standby-timeout`.
     fn present_until(&self) -> Option<Nanos> {
-        let window = self.cfg.alive_window();
-        let alive = later(self.alive_at?, window);
-        // A standby that suspects us may be deciding to take over: only fresh progress (it
-        // hears our stream, if not our heartbeats) keeps it counted as there.
-        let patience = if self.alive_suspected {
-            window
-        } else {
-            self.cfg.standby_timeout
-        };
-        let progress = later(self.progress_at?, patience);
+        let alive = later(self.alive_at?, self.cfg.alive_window());
+        let progress = later(self.progress_at?, self.cfg.standby_timeout);
         Some(alive.min(progress))
     }
 
@@ -333,9 +324,25 @@ impl PrimaryAuthority {
         self.present_until().is_some_and(|u| now < u)
     }
 
+    /// When the standby counts as lost: no progress for `standby-timeout`.
+    fn lost_at(&self) -> Option<Nanos> {
+        self.progress_at.map(|t| later(t, self.cfg.standby_timeout))
+    }
+
+    /// Whether the standby is lost at `now` (or was never heard): only then may output leave
+    /// under the witnesses' lease.
+    pub fn standby_lost(&self, now: Nanos) -> bool {
+        self.lost_at().is_none_or(|u| now >= u)
+    }
+
+    /// The standby acknowledges and is not lost: output waits for it, however slow.
+    fn waits_for_standby(&self, now: Nanos) -> bool {
+        self.cfg.slow_standby == SlowStandby::Wait && self.acking && !self.standby_lost(now)
+    }
+
     /// Protected, degraded: the standby acknowledges, only slower than the ack lease.
     fn degraded_at(&self, now: Nanos) -> bool {
-        self.cfg.slow_standby == SlowStandby::Wait && self.acking && self.standby_present(now)
+        self.waits_for_standby(now) && self.standby_present(now)
     }
 
     /// The standby was heard from at `now`: present (`alive`: a heartbeat reply), and still
@@ -429,8 +436,9 @@ impl PrimaryAuthority {
                             Some(self.protected_until.map_or(until, |u| u.max(until)));
                         self.last_acked = self.last_acked.max(ckpt);
                         // Progress, not presence: a late ack (TCP retransmits) may have been
-                        // sent long ago; presence comes from the heartbeat replies alone.
-                        self.acking = true;
+                        // sent long ago; presence comes from the heartbeat replies alone. A
+                        // standby that sends none (an older one) is not waited for.
+                        self.acking = self.heard.is_some();
                         self.heard_from_standby(now, None, true);
                     }
                 }
@@ -473,7 +481,6 @@ impl PrimaryAuthority {
                 epoch,
                 applied,
                 heard,
-                suspected,
             } => match compare(self.epoch, epoch) {
                 EpochOrder::Newer => return self.step_down(now, epoch, Rule::HigherEpoch, out),
                 EpochOrder::Stale => {}
@@ -484,9 +491,6 @@ impl PrimaryAuthority {
                     }
                     let moved = self.heard != Some(heard);
                     self.heard = Some(heard);
-                    if self.quarantine_until.is_none_or(|q| now >= q) {
-                        self.alive_suspected = suspected;
-                    }
                     self.heard_from_standby(now, Some(now), moved);
                 }
             },
@@ -498,17 +502,21 @@ impl PrimaryAuthority {
 
     fn evaluate(&mut self, now: Nanos, out: &mut Actions<Action>) {
         let protected = self.protected_at(now);
-        // Degraded authority ends when the standby stops being there; it must then acknowledge
-        // again (a fresh full synchronisation, typically) before output waits for it again.
-        let degraded_end = if self.acking && self.cfg.slow_standby == SlowStandby::Wait {
-            self.present_until()
+        // Waiting for the standby ends when it is lost; it must then acknowledge again (a
+        // fresh full synchronisation, typically) before output waits for it again.
+        let lost_end = if self.acking && self.cfg.slow_standby == SlowStandby::Wait {
+            self.lost_at()
         } else {
             None
         };
-        if self.acking && !self.standby_present(now) {
+        if self.acking && self.standby_lost(now) {
             self.acking = false;
         }
         let degraded = !protected && self.degraded_at(now);
+        // Neither protected nor degraded, but the standby is not lost: it went quiet for less
+        // than `standby-timeout` (a slow link's stall, a busy loop). Hold output, ask nobody,
+        // fence nothing: it is most likely slow, not gone.
+        let waiting = !protected && !degraded && self.waits_for_standby(now);
         if degraded {
             self.last_degraded = Some(now);
             if !self.degraded_alerted {
@@ -555,6 +563,8 @@ impl PrimaryAuthority {
                     );
                 }
             }
+        } else if waiting {
+            // No authority, nothing asked: see above.
         } else {
             match self.cfg.policy {
                 Policy::ClientOriented => {
@@ -615,13 +625,18 @@ impl PrimaryAuthority {
                     },
                 );
             }
+        } else if waiting {
+            // Fencing a primary whose standby is only slow would stop the service on every
+            // slow spell: the clock for `fence-after` starts when the standby is lost.
+            self.no_authority_since = None;
         } else {
-            // Authority ended when the last ack or lease ran out, not at this (maybe late) tick.
+            // Authority ended when the last ack or lease ran out, or the standby was lost, not
+            // at this (maybe late) tick.
             let ended = self
                 .protected_until
                 .into_iter()
                 .chain(self.leases.quorum_until(self.quorum()))
-                .chain(degraded_end)
+                .chain(lost_end)
                 .max()
                 .map_or(now, |t| t.min(now));
             let since = *self.no_authority_since.get_or_insert(ended);
@@ -961,7 +976,6 @@ mod tests {
             epoch: Epoch(1),
             applied: Some(1),
             heard,
-            suspected: false,
         }
     }
 
@@ -1072,7 +1086,6 @@ mod tests {
                 epoch: Epoch(3),
                 applied: None,
                 heard: 0,
-                suspected: false,
             },
         );
         assert_eq!(names(&a), ["fence", "step-down", "request-full-sync"]);

@@ -336,6 +336,7 @@ impl AnyInput {
                     "resynced",
                     vec![("epoch", e(*epoch)), ("ckpt", ckpt.to_string())],
                 ),
+                standby::Input::StreamProgress => ("stream", vec![]),
                 standby::Input::Tick => ("tick", vec![]),
             },
             AnyInput::Primary(i) => match i {
@@ -366,14 +367,12 @@ impl AnyInput {
                     epoch,
                     applied,
                     heard,
-                    suspected,
                 } => (
                     "standby-alive",
                     vec![
                         ("epoch", e(*epoch)),
                         ("applied", opt(*applied)),
                         ("heard", heard.to_string()),
-                        ("suspected", suspected.to_string()),
                     ],
                 ),
                 primary::Input::Tick => ("tick", vec![]),
@@ -571,6 +570,7 @@ fn parse_standby(name: &str, f: &mut Fields, d: Defaults) -> Result<standby::Inp
             epoch: f.epoch_or("epoch", d.epoch)?,
             ckpt: f.u64("ckpt")?,
         },
+        "stream" => I::StreamProgress,
         "tick" => I::Tick,
         other => return Err(FieldError::UnknownInput(other.to_string())),
     })
@@ -615,7 +615,6 @@ fn parse_primary(name: &str, f: &mut Fields, d: Defaults) -> Result<primary::Inp
             epoch: f.epoch_or("epoch", d.epoch)?,
             applied: f.opt_u64("applied")?,
             heard: f.u64("heard")?,
-            suspected: f.bool_or("suspected", false)?,
         },
         "tick" => I::Tick,
         other => return Err(FieldError::UnknownInput(other.to_string())),
@@ -907,6 +906,7 @@ mod tests {
                 epoch: Epoch(2),
                 ckpt: 0,
             }),
+            AnyInput::Standby(standby::Input::StreamProgress),
             AnyInput::Standby(standby::Input::Tick),
             AnyInput::Primary(primary::Input::CheckpointSent { ckpt: 1 }),
             AnyInput::Primary(primary::Input::Ack {
@@ -926,13 +926,11 @@ mod tests {
                 epoch: Epoch(1),
                 applied: Some(41),
                 heard: 12_345,
-                suspected: false,
             }),
             AnyInput::Primary(primary::Input::StandbyAlive {
                 epoch: Epoch(3),
                 applied: None,
                 heard: 0,
-                suspected: true,
             }),
             AnyInput::Primary(primary::Input::Tick),
             AnyInput::Witness(witness::Input::Probe {

@@ -79,6 +79,9 @@ pub enum Input {
         /// Checkpoint number.
         ckpt: u64,
     },
+    /// Replication bytes arrived (the daemon says so while the primary is suspected, at most
+    /// once per heartbeat interval): a slow link's stream still gets through.
+    StreamProgress,
     /// Time passed.
     Tick,
 }
@@ -251,6 +254,10 @@ pub struct StandbyCore {
     force: bool,
     ping_asked_at: Option<Nanos>,
     ping: Option<(Nanos, bool)>,
+    /// Last replication bytes heard (see [`Input::StreamProgress`]).
+    stream_at: Option<Nanos>,
+    /// Last moment heartbeat replies could go ([`StandbyCore::may_send_alive`]).
+    alive_ok_at: Option<Nanos>,
 }
 
 impl StandbyCore {
@@ -282,6 +289,8 @@ impl StandbyCore {
             force: false,
             ping_asked_at: None,
             ping: None,
+            stream_at: None,
+            alive_ok_at: None,
         }
     }
 
@@ -320,12 +329,37 @@ impl StandbyCore {
         )
     }
 
+    /// Whether the daemon may send heartbeat replies now (every heartbeat interval): while acks
+    /// may go, and while the primary is not suspected or its replication bytes still get
+    /// through (a slow link delays heartbeats behind the stream). Never once deciding to
+    /// activate: the primary must then stop counting on us, and we wait out what it counts
+    /// the last reply for before activating.
+    pub fn may_send_alive(&self, now: Nanos) -> bool {
+        self.may_ack()
+            && (!self.detector.suspected()
+                || self
+                    .stream_at
+                    .is_some_and(|t| elapsed(now, t) < self.cfg.heartbeat.timeout))
+    }
+
     fn quorum(&self) -> usize {
         self.cfg.witnesses.quorum()
     }
 
     /// One input at `now`.
     pub fn step(&mut self, now: Nanos, input: Input) -> Actions<Action> {
+        // Replies may have gone until now (the daemon sends them between steps).
+        if self.may_send_alive(now) {
+            self.alive_ok_at = Some(now);
+        }
+        let out = self.step_input(now, input);
+        if self.may_send_alive(now) {
+            self.alive_ok_at = Some(now);
+        }
+        out
+    }
+
+    fn step_input(&mut self, now: Nanos, input: Input) -> Actions<Action> {
         let mut out = Actions::new();
         if self.state == State::Activated {
             return out;
@@ -429,10 +463,13 @@ impl StandbyCore {
                 if epoch >= self.epoch {
                     let fresh = StandbyCore::new(self.cfg.clone(), epoch, now, Some(ckpt));
                     let seq = self.query_seq;
+                    let alive = self.alive_ok_at;
                     *self = fresh;
                     self.query_seq = seq;
+                    self.alive_ok_at = alive;
                 }
             }
+            Input::StreamProgress => self.stream_at = Some(now),
             Input::Tick => {}
         }
         self.tick(now, &mut out);
@@ -715,16 +752,13 @@ impl StandbyCore {
         let gate = self.last_ack_at.map_or(now, |t| {
             later(t, l.ack_lease.saturating_add(l.margin(l.ack_lease)))
         });
-        // A switchover leaves a standby that was not suspecting the primary, whose heartbeat
-        // replies (sent while acks may go, until now) the primary counts as presence for
-        // `alive_window` from their arrival: wait that out too, with its margin for the
-        // delivery. (A takeover follows a suspicion, which the replies said: the primary then
-        // counts them only with fresh progress, none of which came.)
+        // Heartbeat replies stop now at the latest (the daemon sends them only while
+        // `may_send_alive`): the primary counts the last one as presence for `alive_window`
+        // from its arrival, so wait that out too, with its margin for the delivery.
         let alive = self.cfg.alive_window();
-        let gate = if q.kind == VoteKind::Switchover {
-            gate.max(later(now, alive.saturating_add(l.margin(alive))))
-        } else {
-            gate
+        let gate = match self.alive_ok_at {
+            Some(t) => gate.max(later(t, alive.saturating_add(l.margin(alive)))),
+            None => gate,
         };
         let rule = match (stale, q.kind) {
             (true, _) => Rule::ForcedStale,

@@ -88,7 +88,6 @@ pub enum Msg {
         epoch: Epoch,
         applied: Option<u64>,
         heard: u64,
-        suspected: bool,
     },
     /// Part of a checkpoint crossing a shaped link (the receiver sees bytes arrive).
     Bytes,
@@ -149,6 +148,9 @@ pub(crate) struct Node {
     phase: u64,
     /// Standby: heartbeats and replication bytes heard from the primary (its replies say it).
     heard: u64,
+    /// Standby: replication messages heard (checkpoints and their bytes), and that count when
+    /// the core was last told.
+    stream: (u64, u64),
 }
 
 impl Node {
@@ -174,6 +176,7 @@ impl Node {
             last_sync_req_ms: 0,
             phase: rng.below(CKPT_MS * HB_MS),
             heard: 0,
+            stream: (0, 0),
         }
     }
 
@@ -452,6 +455,11 @@ impl World {
         {
             node.heard += 1;
         }
+        if matches!(node.role, Role::Standby(_))
+            && matches!(msg, Msg::Checkpoint { .. } | Msg::Bytes)
+        {
+            node.stream.0 += 1;
+        }
         let acts = match (&mut node.role, msg) {
             (
                 Role::Primary(a),
@@ -459,7 +467,6 @@ impl World {
                     epoch,
                     applied,
                     heard,
-                    suspected,
                 },
             ) => Some(Acts::P(
                 a.step(
@@ -468,7 +475,6 @@ impl World {
                         epoch,
                         applied,
                         heard,
-                        suspected,
                     },
                 )
                 .to_vec(),
@@ -621,13 +627,21 @@ impl World {
             }
             Role::Standby(s) => {
                 let mut v: Vec<standby::Action> = s.step(local, standby::Input::Tick).to_vec();
-                // The heartbeat reply, while acks may go (never once deciding to activate).
-                if (ms + node.phase).is_multiple_of(HB_MS) && s.may_ack() {
+                // The heartbeat reply, every heartbeat period while the core says it may go
+                // (never once deciding to activate). While the primary is suspected, the core
+                // hears whether its stream still gets through.
+                if (ms + node.phase).is_multiple_of(HB_MS) {
+                    let moved = node.stream.0 != node.stream.1;
+                    node.stream.1 = node.stream.0;
+                    if moved && s.detector().suspected() {
+                        v.extend(s.step(local, standby::Input::StreamProgress));
+                    }
+                }
+                if (ms + node.phase).is_multiple_of(HB_MS) && s.may_send_alive(local) {
                     let m = Msg::Alive {
                         epoch: s.epoch(),
                         applied: s.replica(),
                         heard: node.heard,
-                        suspected: s.detector().suspected(),
                     };
                     self.net.send(now, Ep::Node(n), peer, m, false);
                 }
