@@ -293,6 +293,9 @@ pub struct Config {
     /// Witness: the application answering fewer than this share of probes (percent) over a lossy
     /// path to its host, while the standby's host answers cleanly, is a switchover candidate.
     pub gray_below: u8,
+    /// Witness: the path to the primary's host is lossy when its daemon answers fewer than this
+    /// share of pings (percent).
+    pub lossy_below: u8,
     /// Witness: a host answering at least this share of pings (percent) is reached cleanly.
     pub clean_above: u8,
 }
@@ -364,6 +367,7 @@ impl Default for Config {
             slow_standby: SlowStandby::Wait,
             rate_window: Duration::from_secs(2),
             gray_below: 40,
+            lossy_below: 70,
             clean_above: 90,
         }
     }
@@ -400,6 +404,7 @@ pub const CONFIG_KEYS: &[&str] = &[
     "slow-standby",
     "rate-window",
     "gray-below",
+    "lossy-below",
     "clean-above",
 ];
 
@@ -500,6 +505,7 @@ impl Config {
             }
             "rate-window" => self.rate_window = dur()?,
             "gray-below" => self.gray_below = int(1, 100)? as u8,
+            "lossy-below" => self.lossy_below = int(1, 100)? as u8,
             "clean-above" => self.clean_above = int(1, 100)? as u8,
             _ => return Err(bad("a decision configuration key")),
         }
@@ -712,6 +718,16 @@ impl Config {
                 ),
             );
         }
+        if self.lossy_below > self.clean_above {
+            return Err(ConfigError {
+                key: "lossy-below",
+                value: self.lossy_below.to_string(),
+                expected: format!(
+                    "at most clean-above ({}): a path cannot be both clean and lossy",
+                    self.clean_above
+                ),
+            });
+        }
         if self.gray_below > self.clean_above {
             return Err(ConfigError {
                 key: "gray-below",
@@ -759,6 +775,7 @@ impl Config {
             ("slow-standby", self.slow_standby.name().to_string()),
             ("rate-window", d(self.rate_window)),
             ("gray-below", self.gray_below.to_string()),
+            ("lossy-below", self.lossy_below.to_string()),
             ("clean-above", self.clean_above.to_string()),
         ]
     }
@@ -999,6 +1016,11 @@ mod tests {
             (
                 &[("gray-below", "95")],
                 "gray-below",
+                "at most clean-above (90)",
+            ),
+            (
+                &[("lossy-below", "95")],
+                "lossy-below",
                 "at most clean-above (90)",
             ),
         ] {

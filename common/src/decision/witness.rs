@@ -14,7 +14,7 @@
 //!
 //! A lossy path is not a hung guest (rule 6). Besides the last results, the witness keeps the
 //! share of probes answered over `rate-window`, per target. The application answering fewer than
-//! `gray-below` percent while the primary daemon misses pings too (below `clean-above`: the
+//! `gray-below` percent while the primary daemon misses pings too (below `lossy-below`: the
 //! path to that host is lossy) and the standby daemon answers cleanly (at least `clean-above`)
 //! is [`AppVerdict::Lossy`]: a switchover candidate, never a takeover. An application that
 //! answers nobody while its daemon answers everybody stays a guest failure.
@@ -326,7 +326,7 @@ impl WitnessCore {
             return false;
         };
         app < self.cfg.gray_below
-            && primary < self.cfg.clean_above
+            && primary < self.cfg.lossy_below
             && standby >= self.cfg.clean_above
             && (app > 0 || primary > 0)
     }

@@ -16,6 +16,31 @@ fn main() -> ExitCode {
             ExitCode::from(77)
         };
     }
+    // `hsb-faults --bench-link [seconds]`: BENCHMARKS.md's shaped replication link table.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--bench-link") {
+        let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+        let mut rows = vec![];
+        for (mbit, pages) in [
+            (0, 2_000),
+            (100, 2_000),
+            (10, 2_000),
+            (0, 50_000),
+            (100, 50_000),
+            (10, 50_000),
+        ] {
+            eprintln!("shaped link: {mbit} Mbit/s, {pages} pages/s, {secs} s");
+            match hsb_tests::faults::shaped_link_bench(mbit, pages, secs) {
+                Ok(r) => rows.push(r),
+                Err(e) => {
+                    eprintln!("shaped link {mbit} Mbit/s: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        print!("{}", hsb_tests::faults::link_bench_markdown(&rows));
+        return ExitCode::SUCCESS;
+    }
     // `hsb-faults F5 F8`: only those faults (every variant of each), both policies; `F14`
     // runs F14-20, F14-50 and F14-80, `F14-50` that one.
     let only: Vec<String> = std::env::args().skip(1).collect();

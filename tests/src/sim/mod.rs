@@ -341,6 +341,18 @@ pub fn run_sweep(
     policies: &[Policy],
     seeds: std::ops::Range<u64>,
 ) -> SweepReport {
+    run_sweep_with(faults, policies, seeds, &[])
+        .expect("the simulator's own configuration is valid")
+}
+
+/// [`run_sweep`] with decision keys set on top of [`sim_config`] (e.g. `slow-standby=lease`,
+/// to see what a rule changes); an invalid key or value is an error.
+pub fn run_sweep_with(
+    faults: &[Fault],
+    policies: &[Policy],
+    seeds: std::ops::Range<u64>,
+    sets: &[(&str, &str)],
+) -> Result<SweepReport, hsb_common::decision::ConfigError> {
     let mut rows = Vec::new();
     for &fault in faults {
         for &policy in policies {
@@ -357,8 +369,10 @@ pub fn run_sweep(
                 lost: 0,
                 failing: Vec::new(),
             };
+            let mut cfg = sim_config(policy);
+            cfg.set_many(sets)?;
             for seed in seeds.clone() {
-                let r = run_one(fault, policy, seed, false);
+                let r = run_one_with(fault, cfg.clone(), seed, false);
                 row.runs += 1;
                 match r.outcome {
                     Outcome::Correct => row.correct += 1,
@@ -379,8 +393,8 @@ pub fn run_sweep(
             rows.push(row);
         }
     }
-    SweepReport {
+    Ok(SweepReport {
         rows,
         seeds: seeds.end.saturating_sub(seeds.start),
-    }
+    })
 }
