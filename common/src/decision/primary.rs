@@ -39,9 +39,9 @@
 //! standby that sends no replies (an older one) is not waited for.
 //!
 //! A gap longer than `hb-timeout` between two steps means this primary's own loop stalled
-//! (SIGSTOP, a paused VM): replies and acks read right after it may have waited out the stall
-//! in a socket while the standby decided to activate, so they count as presence only once
-//! `hb-timeout` has passed since.
+//! (SIGSTOP, a paused VM, or just a busy loop): replies and acks read right after it may have
+//! waited out the stall in a socket while the standby decided to activate, so they count only
+//! once `hb-timeout` has passed since.
 
 use core::time::Duration;
 
@@ -360,12 +360,14 @@ impl PrimaryAuthority {
     }
 
     /// The loop did not step for longer than `hb-timeout`: what waited in sockets meanwhile
-    /// is stale.
+    /// is stale, so the standby counts as present again only on replies read once `hb-timeout`
+    /// has passed. (Progress is kept: a loop that was merely busy, e.g. copying a large
+    /// checkpoint, only holds output for a moment; one that was stopped for longer than
+    /// `standby-timeout` finds its standby lost anyway.)
     fn notice_stall(&mut self, now: Nanos) {
         let t = self.cfg.heartbeat.timeout;
         if elapsed(now, self.last_step) > t {
             self.alive_at = None;
-            self.progress_at = None;
             self.quarantine_until = Some(later(now, t));
         }
         self.last_step = self.last_step.max(now);

@@ -19,16 +19,24 @@ fn main() -> ExitCode {
     // `hsb-faults --bench-link [seconds]`: BENCHMARKS.md's shaped replication link table.
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "--bench-link") {
+        // `--bench-link SECONDS MBIT PAGES`: one row only.
         let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
-        let mut rows = vec![];
-        for (mbit, pages) in [
+        let mut cases = vec![
             (0, 2_000),
             (100, 2_000),
             (10, 2_000),
             (0, 50_000),
             (100, 50_000),
             (10, 50_000),
-        ] {
+        ];
+        if let (Some(m), Some(p)) = (
+            args.get(2).and_then(|s| s.parse().ok()),
+            args.get(3).and_then(|s| s.parse().ok()),
+        ) {
+            cases = vec![(m, p)];
+        }
+        let mut rows = vec![];
+        for (mbit, pages) in cases {
             eprintln!("shaped link: {mbit} Mbit/s, {pages} pages/s, {secs} s");
             match hsb_tests::faults::shaped_link_bench(mbit, pages, secs) {
                 Ok(r) => rows.push(r),
