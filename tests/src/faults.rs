@@ -1079,7 +1079,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     if fault == Fault::F13SlowLink && slow_unprotected {
         // Issue 12: running unprotected is for a standby that is gone, not for a slow one.
         decision_ok = false;
-        note.push_str("A ran unprotected while its standby was slow but there; ");
+        note.push_str("A ran unprotected during the slow link; ");
     }
     if matches!(
         fault,
