@@ -11,6 +11,12 @@ test: fmt-check clippy
     # Integration tests start whole clusters of real processes: two at a time on small machines.
     cargo test -p hsb-tests -- --test-threads=2
 
+# Protection over a slow replication link (htb at 10 and 100 Mbit/s on network namespaces; root):
+# reply latency, checkpoints per second and replica lag, as markdown for BENCHMARKS.md section 6.
+bench-link seconds="20":
+    cargo build --release --workspace --bins
+    ./target/release/hsb-faults --bench-link {{seconds}}
+
 # Primary, standby and a client on loopback with the model domain: checkpoints, a kill -9, activation.
 demo:
     cargo build --release --workspace --bins

@@ -6,7 +6,12 @@
 //!   not answer them. Each vote is a lease to the new epoch, counted from when the query was sent.
 //! - Without a quorum of answers the standby cannot decide and says so (rule 2).
 //! - It activates only after its own ack promise ran out (the primary's ack authority is over) and
-//!   while the votes are still valid (rule 3).
+//!   while the votes are still valid (rule 3). The daemon sends the primary a heartbeat reply
+//!   every heartbeat interval while [`StandbyCore::may_send_alive`] (acks may go, and once the
+//!   primary is suspected only while its replication stream still arrives,
+//!   [`Input::StreamProgress`]); the primary counts each as presence for
+//!   [`Config::alive_window`], so activation also waits that out, with its margin, after the last
+//!   moment a reply could go (a degraded primary and an activated replica never overlap).
 //! - If any witness leased the primary authority after the replica's checkpoint, the replica is
 //!   stale: refuse and alert unless the operator forces it (rule 5).
 //! - With the heartbeat fine, a quorum of witness reports that cannot reach the primary but reach the
