@@ -199,17 +199,18 @@ pub struct PrimaryAuthority {
     stepped_down: bool,
     unprotected_alerted: bool,
     replies: heapless::Vec<(WitnessId, Verdict, Nanos), MAX_WITNESSES>,
-    /// Last heartbeat reply or ack of the standby (arrival).
+    /// Arrival of the standby's last heartbeat reply.
     alive_at: Option<Nanos>,
     /// Last sign that the standby still hears us: an ack, or a reply whose count moved.
     progress_at: Option<Nanos>,
     /// The count of the last heartbeat reply.
     heard: Option<u64>,
-    /// The standby acknowledges (an ack since it was last away) and has a replica.
+    /// The standby acknowledges: an ack since it was last lost, from a standby that sends
+    /// heartbeat replies and has a replica.
     acking: bool,
     /// When this core last stepped (a longer gap than `hb-timeout` is a stall of its loop).
     last_step: Nanos,
-    /// After a stall: replies and acks before this count as no presence.
+    /// After a stall of our loop: replies and acks read before this count for nothing.
     quarantine_until: Option<Nanos>,
     degraded_alerted: bool,
     last_degraded: Option<Nanos>,
