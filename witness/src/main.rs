@@ -602,9 +602,11 @@ impl Witness {
                         } else {
                             String::new()
                         };
+                        let rate = |r: Option<u8>| r.map_or("null".to_string(), |r| r.to_string());
                         log::info!(
-                            "{{\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{}{suppressed}}}",
-                            v.witness, v.query, v.epoch.0, v.verdict, v.view.app, v.view.primary_host, v.view.standby_host
+                            "{{\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{},\"app_rate\":{},\"primary_rate\":{},\"standby_rate\":{}{suppressed}}}",
+                            v.witness, v.query, v.epoch.0, v.verdict, v.view.app, v.view.primary_host, v.view.standby_host,
+                            rate(v.view.rates.app), rate(v.view.rates.primary), rate(v.view.rates.standby)
                         );
                     }
                     if let Some((to, dest)) = reply_to {
