@@ -68,6 +68,8 @@ pub enum Dgram {
         /// Heartbeats and replication bytes heard from the primary so far (moves while it
         /// hears the primary, however slowly).
         heard: u64,
+        /// Of these, the replication bytes of the current session.
+        stream: u64,
     },
 }
 
@@ -183,6 +185,7 @@ mod tests {
             epoch: Epoch(2),
             applied: Some(41),
             heard: u64::MAX,
+            stream: 7,
         };
         let n = seal(&mut out, &m, Some(Dest::node(P)), &mut b).unwrap();
         let (env, got) = open(&mut inbox, &b[..n]).unwrap();

@@ -1438,6 +1438,7 @@ impl Primary {
                     epoch,
                     applied,
                     heard,
+                    stream,
                 } if env.from.role == Role::Standby => {
                     f.standby_replies += 1;
                     self.authority_step(
@@ -1446,6 +1447,7 @@ impl Primary {
                             epoch,
                             applied,
                             heard,
+                            stream,
                         },
                     );
                     // A reply can make the standby present again: release what is acked.

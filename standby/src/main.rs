@@ -1323,6 +1323,7 @@ impl Standby {
             epoch: f.core.epoch(),
             applied,
             heard,
+            stream: bytes,
         };
         for i in 0..f.heartbeat_from.len() {
             let Some((to, who)) = f.heartbeat_from[i] else {

@@ -32,7 +32,7 @@
 //! action's time. Every action with evidence must also round-trip through its JSON line.
 //!
 //! Checks: standby `state`, `epoch`, `replica`, `suspected`, `may-ack`, `may-send-alive`; primary `mode`,
-//! `may-release`, `epoch`, `last-acked`, `standby-present`; witness `epoch-seen`, `app`,
+//! `may-release`, `epoch`, `last-acked`, `standby-present`, `standby-lost`; witness `epoch-seen`, `app`,
 //! `primary-host`, `standby-host`, `busy`, `app-rate`, `primary-rate`, `standby-rate` (percent
 //! or `none`).
 
@@ -790,6 +790,7 @@ impl Runner<'_> {
                 "epoch" => Some(c.epoch().to_string()),
                 "last-acked" => Some(c.last_acked().to_string()),
                 "standby-present" => Some(c.standby_present(now).to_string()),
+                "standby-lost" => Some(c.standby_lost(now).to_string()),
                 _ => None,
             },
             Core::Witness(c) => match key {

@@ -29,7 +29,9 @@
 //! [`Config::alive_window`] from their arrival) and how much it has heard from this primary: a
 //! count that moves, or an ack, is progress. (An ack alone is no presence: a retransmitted one
 //! may have been sent long before the standby decided to activate.) A standby that acknowledged
-//! is **lost** only after `standby-timeout` without progress; until then, if its replies pause
+//! is **lost** only after `standby-timeout` without progress (or, while a checkpoint waits for its
+//! ack, [`STREAM_PATIENCE`] times that without a byte of the replication stream: heartbeats heard
+//! over a dead connection are no standby); until then, if its replies pause
 //! (a slow link's stall), output is held and nothing else happens: no lease is asked and the
 //! domain is not fenced (that would stop the service on every slow spell). Only a lost standby
 //! (or, with `slow-standby = lease`, one whose acks are slower than the ack lease: availability
@@ -57,6 +59,11 @@ use super::{
 
 /// Checkpoints remembered for matching acks to their send time.
 pub const SENT_WINDOW: usize = 64;
+/// A standby whose replication stream moved no byte for this many `standby-timeout`s while a
+/// checkpoint waits for its ack is lost, whatever its heartbeat replies say: its heartbeats get
+/// through, the stream does not (a dead connection). Long enough for a slow link's TCP to
+/// recover from a loss (a round trip of a full queue, seconds at 10 Mbit/s).
+pub const STREAM_PATIENCE: u32 = 10;
 /// Lease requests remembered for matching replies to their send time.
 pub const REQUEST_WINDOW: usize = 4;
 
@@ -97,6 +104,8 @@ pub enum Input {
         /// How much it has heard from this primary so far (heartbeats and replication bytes):
         /// a count that moves means it still hears us, however slowly.
         heard: u64,
+        /// Of these, the replication bytes of its current session (a stream that moves).
+        stream: u64,
     },
     /// Time passed.
     Tick,
@@ -205,6 +214,10 @@ pub struct PrimaryAuthority {
     progress_at: Option<Nanos>,
     /// The count of the last heartbeat reply.
     heard: Option<u64>,
+    /// The stream count of the last heartbeat reply, and when the stream last moved (or an
+    /// ack came).
+    stream: Option<u64>,
+    stream_at: Option<Nanos>,
     /// The standby acknowledges: an ack since it was last lost, from a standby that sends
     /// heartbeat replies and has a replica.
     acking: bool,
@@ -244,6 +257,8 @@ impl PrimaryAuthority {
             alive_at: None,
             progress_at: None,
             heard: None,
+            stream: None,
+            stream_at: None,
             acking: false,
             last_step: now,
             quarantine_until: None,
@@ -325,9 +340,17 @@ impl PrimaryAuthority {
         self.present_until().is_some_and(|u| now < u)
     }
 
-    /// When the standby counts as lost: no progress for `standby-timeout`.
+    /// When the standby counts as lost: no progress for `standby-timeout`, or, while a
+    /// checkpoint waits for its ack, no byte of the replication stream for
+    /// [`STREAM_PATIENCE`] times that (heartbeats heard over a dead stream are no standby).
     fn lost_at(&self) -> Option<Nanos> {
-        self.progress_at.map(|t| later(t, self.cfg.standby_timeout))
+        let t = self.cfg.standby_timeout;
+        let progress = later(self.progress_at?, t);
+        if self.last_sent <= self.last_acked {
+            return Some(progress);
+        }
+        let stream = self.stream_at.unwrap_or(self.progress_at?);
+        Some(progress.min(later(stream, t.saturating_mul(STREAM_PATIENCE))))
     }
 
     /// Whether the standby is lost at `now` (or was never heard): only then may output leave
@@ -443,6 +466,9 @@ impl PrimaryAuthority {
                         // standby that sends none (an older one) is not waited for.
                         self.acking = self.heard.is_some();
                         self.heard_from_standby(now, None, true);
+                        if self.quarantine_until.is_none_or(|q| now >= q) {
+                            self.stream_at = Some(now);
+                        }
                     }
                 }
             },
@@ -484,6 +510,7 @@ impl PrimaryAuthority {
                 epoch,
                 applied,
                 heard,
+                stream,
             } => match compare(self.epoch, epoch) {
                 EpochOrder::Newer => return self.step_down(now, epoch, Rule::HigherEpoch, out),
                 EpochOrder::Stale => {}
@@ -494,6 +521,11 @@ impl PrimaryAuthority {
                     }
                     let moved = self.heard != Some(heard);
                     self.heard = Some(heard);
+                    let flows = self.stream != Some(stream);
+                    self.stream = Some(stream);
+                    if flows && self.quarantine_until.is_none_or(|q| now >= q) {
+                        self.stream_at = Some(now);
+                    }
                     self.heard_from_standby(now, Some(now), moved);
                 }
             },
@@ -979,6 +1011,7 @@ mod tests {
             epoch: Epoch(1),
             applied: Some(1),
             heard,
+            stream: heard,
         }
     }
 
@@ -1089,6 +1122,7 @@ mod tests {
                 epoch: Epoch(3),
                 applied: None,
                 heard: 0,
+                stream: 0,
             },
         );
         assert_eq!(names(&a), ["fence", "step-down", "request-full-sync"]);

@@ -367,12 +367,14 @@ impl AnyInput {
                     epoch,
                     applied,
                     heard,
+                    stream,
                 } => (
                     "standby-alive",
                     vec![
                         ("epoch", e(*epoch)),
                         ("applied", opt(*applied)),
                         ("heard", heard.to_string()),
+                        ("stream", stream.to_string()),
                     ],
                 ),
                 primary::Input::Tick => ("tick", vec![]),
@@ -615,6 +617,7 @@ fn parse_primary(name: &str, f: &mut Fields, d: Defaults) -> Result<primary::Inp
             epoch: f.epoch_or("epoch", d.epoch)?,
             applied: f.opt_u64("applied")?,
             heard: f.u64("heard")?,
+            stream: f.u64_or("stream", 0)?,
         },
         "tick" => I::Tick,
         other => return Err(FieldError::UnknownInput(other.to_string())),
@@ -926,11 +929,13 @@ mod tests {
                 epoch: Epoch(1),
                 applied: Some(41),
                 heard: 12_345,
+                stream: 12_000,
             }),
             AnyInput::Primary(primary::Input::StandbyAlive {
                 epoch: Epoch(3),
                 applied: None,
                 heard: 0,
+                stream: 0,
             }),
             AnyInput::Primary(primary::Input::Tick),
             AnyInput::Witness(witness::Input::Probe {

@@ -88,6 +88,7 @@ pub enum Msg {
         epoch: Epoch,
         applied: Option<u64>,
         heard: u64,
+        stream: u64,
     },
     /// Part of a checkpoint crossing a shaped link (the receiver sees bytes arrive).
     Bytes,
@@ -467,6 +468,7 @@ impl World {
                     epoch,
                     applied,
                     heard,
+                    stream,
                 },
             ) => Some(Acts::P(
                 a.step(
@@ -475,6 +477,7 @@ impl World {
                         epoch,
                         applied,
                         heard,
+                        stream,
                     },
                 )
                 .to_vec(),
@@ -642,6 +645,7 @@ impl World {
                         epoch: s.epoch(),
                         applied: s.replica(),
                         heard: node.heard,
+                        stream: node.stream.0,
                     };
                     self.net.send(now, Ep::Node(n), peer, m, false);
                 }
