@@ -77,6 +77,8 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
         (Some(v), Some(f)) => {
             kv("failover", format!("on ({})", d.s.decision.policy));
             kv("authority", v.mode.name().to_string());
+            kv("standby_present", v.standby_present.to_string());
+            kv("standby_replies", v.standby_replies.to_string());
             kv(
                 "maintenance",
                 if v.maintenance {
@@ -106,13 +108,19 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
 /// The periodic statistics line (every `stats_interval`), and a warning when periods stretched.
 pub fn log_stats(d: &mut Daemon, now: Nanos) {
     let secs = d.s.stats_interval.as_secs_f64().max(1e-9);
+    let (lag_ckpts, lag) = d.node.replica_lag(now);
     let state = match d.node.failover_view(now).map(|v| v.mode) {
-        Some(AuthorityMode::Unprotected) => "unprotected",
+        Some(AuthorityMode::Degraded) => format!(
+            "protected, degraded (acks slower than the ack lease; replica lag {lag_ckpts} checkpoint(s), {} ms)",
+            ms(lag)
+        ),
+        Some(AuthorityMode::Unprotected) => "unprotected".to_string(),
         _ => match d.node.link() {
             Link::Streaming => "protected",
             Link::Down(_) => "standby unreachable",
             _ => "connecting",
-        },
+        }
+        .to_string(),
     };
     let held = d.output.held_bytes();
     let clients = d.service.as_ref().map_or(0, |s| s.clients());

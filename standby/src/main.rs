@@ -363,6 +363,15 @@ struct Failover {
     maintenance_said: bool,
     next_maintenance_notice: Nanos,
     fenced: bool,
+    /// Where the primary's heartbeats come from, per heartbeat socket (its address and who it
+    /// is): the heartbeat replies go back the same way.
+    heartbeat_from: Vec<Option<(SocketAddr, Sender)>>,
+    /// When the next heartbeat replies are due.
+    next_alive: Nanos,
+    /// Heartbeat replies sent.
+    alives: u64,
+    /// Replication bytes read by the current session when the replies last went.
+    stream_bytes: u64,
 }
 
 struct Standby {
@@ -596,6 +605,7 @@ impl Standby {
             if self.failover.is_some() {
                 self.on_ping(now, true);
                 self.decide(now, SInput::Tick);
+                self.send_alives(now);
                 self.authority_step(now, PInput::Tick);
                 if self
                     .failover
@@ -1606,6 +1616,7 @@ impl Standby {
                 f.core.detector().suspected().to_string(),
             );
             kv("heartbeats", st.heartbeats.to_string());
+            kv("heartbeat_replies", f.alives.to_string());
             kv("bad_datagrams", st.bad_datagrams.to_string());
             kv("decisions", st.decisions.to_string());
             for (k, v) in f.recorder.status() {
@@ -1711,6 +1722,10 @@ impl Failover {
             maintenance_said: false,
             next_maintenance_notice: now,
             fenced: false,
+            heartbeat_from: vec![None; s.heartbeat_listen.len()],
+            next_alive: now,
+            alives: 0,
+            stream_bytes: 0,
         })
     }
 
@@ -1985,6 +2000,12 @@ impl Standby {
             match m {
                 Dgram::Heartbeat { link, .. } => {
                     self.stats.heartbeats += 1;
+                    if let Some(slot) =
+                        t.0.checked_sub(HEARTBEAT_BASE)
+                            .and_then(|i| f.heartbeat_from.get_mut(i))
+                    {
+                        *slot = Some((from, env.from));
+                    }
                     self.decide(
                         now,
                         SInput::Heartbeat {
@@ -2014,6 +2035,63 @@ impl Standby {
                 }
                 Dgram::LeaseReply(r) => self.authority_step(now, PInput::LeaseReply(r)),
                 other => log::debug!("ignored {} from {from}", other.name()),
+            }
+        }
+    }
+
+    /// The heartbeat replies (issue 12): every heartbeat interval, on every link the primary's
+    /// heartbeats came in on, while the core may acknowledge (not once it is deciding to
+    /// activate: the primary must then stop counting on us). They say we are there and how
+    /// much of the primary we hear (heartbeats and replication bytes: this moves however slow
+    /// the link, so the primary waits for a slow standby rather than running unprotected).
+    fn send_alives(&mut self, now: Nanos) {
+        let bytes = self
+            .current
+            .and_then(|i| self.conns[i].as_ref())
+            .map_or(0, |c| c.reader.received());
+        let heard = self.stats.heartbeats.wrapping_add(bytes);
+        let applied = self.receiver.applied();
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if now < f.next_alive {
+            return;
+        }
+        f.next_alive = now.plus(self.s.decision.heartbeat.interval);
+        if f.authority.is_some() {
+            return;
+        }
+        // While the primary is suspected, the core needs to know whether its stream still
+        // gets through (its heartbeats may only be queued behind it on a slow link).
+        let moved = std::mem::replace(&mut f.stream_bytes, bytes) != bytes;
+        if moved && f.core.detector().suspected() {
+            self.decide(now, SInput::StreamProgress);
+        }
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if f.authority.is_some() || !f.core.may_send_alive(now) {
+            return;
+        }
+        let m = Dgram::StandbyAlive {
+            epoch: f.core.epoch(),
+            applied,
+            heard,
+            stream: bytes,
+        };
+        for i in 0..f.heartbeat_from.len() {
+            let Some((to, who)) = f.heartbeat_from[i] else {
+                continue;
+            };
+            let mut buf = [0u8; MAX_DATAGRAM];
+            match wire::seal(&mut f.outbox, &m, Some(Dest::node(who)), &mut buf) {
+                Ok(n) => {
+                    f.alives += 1;
+                    if let Err(e) = f.heartbeat_udp[i].send_to(&buf[..n], to) {
+                        log::debug!("send {} to {to}: {e}", m.name());
+                    }
+                }
+                Err(e) => log::error!("cannot encode {}: {e}", m.name()),
             }
         }
     }

@@ -1,6 +1,11 @@
 //! The simulated network: directed links that can be cut one way or both, with delay, jitter and
 //! loss. Datagrams are lost; stream messages (checkpoints, acks, sync and fence requests: TCP in the
 //! daemons) are delayed by a retransmission timeout instead, and dropped only while a link is cut.
+//!
+//! A link can also be shaped (a slow replication link, htb in the fault suite): one FIFO at a
+//! bandwidth, so a checkpoint takes a while to cross and whatever is sent behind it (heartbeats
+//! too) waits for it. Its bytes arrive as they cross ([`Msg::Bytes`], every few milliseconds),
+//! the checkpoint itself at the end.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -64,8 +69,13 @@ pub struct Net {
     loss: HashMap<(Ep, Ep), u64>,
     /// Extra jitter (ns) per directed link.
     jitter: HashMap<(Ep, Ep), u64>,
+    /// Shaped links: time (ns) a checkpoint takes to cross, and when the link is free again.
+    shaped: HashMap<(Ep, Ep), (u64, u64)>,
     rng: SplitMix64,
 }
+
+/// On a shaped link, a checkpoint's bytes are seen arriving this often (ns).
+pub const BYTES_EVERY_NS: u64 = 5_000_000;
 
 impl Net {
     /// An empty network with its own random stream.
@@ -76,6 +86,7 @@ impl Net {
             cut: HashSet::new(),
             loss: HashMap::new(),
             jitter: HashMap::new(),
+            shaped: HashMap::new(),
             rng: SplitMix64::new(seed ^ 0x6e65_7477_6f72_6b00),
         }
     }
@@ -112,11 +123,25 @@ impl Net {
         }
     }
 
+    /// Shape `a → b`: a checkpoint takes `ckpt_ns` to cross; everything queues behind it.
+    pub fn shape(&mut self, a: Ep, b: Ep, ckpt_ns: u64) {
+        self.shaped.insert((a, b), (ckpt_ns, 0));
+    }
+
+    /// Whether `a → b` is shaped and still busy with what was sent on it (the sender's
+    /// socket is full: its next checkpoint waits, and the epoch stretches).
+    pub fn busy(&self, a: Ep, b: Ep, now: u64) -> bool {
+        self.shaped
+            .get(&(a, b))
+            .is_some_and(|&(_, free)| free > now)
+    }
+
     /// Undo every cut and degradation.
     pub fn heal(&mut self) {
         self.cut.clear();
         self.loss.clear();
         self.jitter.clear();
+        self.shaped.clear();
     }
 
     /// Send a datagram (`stream == false`) or a stream message.
@@ -138,6 +163,23 @@ impl Net {
             } else if self.rng.below(1000) < loss {
                 return;
             }
+        }
+        if let Some(&(ckpt_ns, free)) = self.shaped.get(&(from, to)) {
+            // One FIFO: wait for what is ahead, then cross at the link's rate.
+            let start = free.max(now);
+            let cross = if matches!(msg, Msg::Checkpoint { .. }) {
+                ckpt_ns
+            } else {
+                0
+            };
+            self.shaped.insert((from, to), (ckpt_ns, start + cross));
+            let mut t = BYTES_EVERY_NS;
+            while t < cross {
+                self.push(start + t + delay, from, to, Msg::Bytes);
+                t += BYTES_EVERY_NS;
+            }
+            self.push(start + cross + delay, from, to, msg);
+            return;
         }
         self.push(now + delay, from, to, msg);
     }

@@ -83,6 +83,15 @@ pub enum Msg {
     Ping,
     /// Ping node to standby.
     Pong,
+    /// Standby to primary, every heartbeat period while it may acknowledge: the heartbeat reply.
+    Alive {
+        epoch: Epoch,
+        applied: Option<u64>,
+        heard: u64,
+        stream: u64,
+    },
+    /// Part of a checkpoint crossing a shaped link (the receiver sees bytes arrive).
+    Bytes,
 }
 
 /// A host's clocks: monotonic (offset, rate) and wall (offset only; the cores never see it).
@@ -138,6 +147,11 @@ pub(crate) struct Node {
     ping_out: Option<u64>,
     last_sync_req_ms: u64,
     phase: u64,
+    /// Standby: heartbeats and replication bytes heard from the primary (its replies say it).
+    heard: u64,
+    /// Standby: replication messages heard (checkpoints and their bytes), and that count when
+    /// the core was last told.
+    stream: (u64, u64),
 }
 
 impl Node {
@@ -162,6 +176,8 @@ impl Node {
             ping_out: None,
             last_sync_req_ms: 0,
             phase: rng.below(CKPT_MS * HB_MS),
+            heard: 0,
+            stream: (0, 0),
         }
     }
 
@@ -432,7 +448,40 @@ impl World {
             }
             return;
         }
+        if matches!(node.role, Role::Standby(_))
+            && matches!(
+                msg,
+                Msg::Heartbeat { .. } | Msg::Checkpoint { .. } | Msg::Bytes
+            )
+        {
+            node.heard += 1;
+        }
+        if matches!(node.role, Role::Standby(_))
+            && matches!(msg, Msg::Checkpoint { .. } | Msg::Bytes)
+        {
+            node.stream.0 += 1;
+        }
         let acts = match (&mut node.role, msg) {
+            (
+                Role::Primary(a),
+                Msg::Alive {
+                    epoch,
+                    applied,
+                    heard,
+                    stream,
+                },
+            ) => Some(Acts::P(
+                a.step(
+                    local,
+                    primary::Input::StandbyAlive {
+                        epoch,
+                        applied,
+                        heard,
+                        stream,
+                    },
+                )
+                .to_vec(),
+            )),
             (Role::Primary(a), Msg::Heartbeat { epoch })
             | (Role::Primary(a), Msg::Checkpoint { epoch, .. }) => (epoch > a.epoch()).then(|| {
                 Acts::P(
@@ -550,11 +599,21 @@ impl World {
             Role::Primary(a) => {
                 let mut v = Vec::new();
                 let mode = a.mode(local);
-                if (ms + node.phase).is_multiple_of(CKPT_MS) && mode != Mode::SteppedDown {
-                    if mode != Mode::Fenced && !node.app_hung {
-                        node.state += 1;
-                        node.held.push_back((node.state, node.ckpt + 1));
-                    }
+                // A slow link still busy with the last checkpoint: the epoch stretches (the
+                // guest runs on; its output goes with the next checkpoint).
+                let stretch = self.net.busy(Ep::Node(n), peer, now);
+                if (ms + node.phase).is_multiple_of(CKPT_MS)
+                    && mode != Mode::SteppedDown
+                    && mode != Mode::Fenced
+                    && !node.app_hung
+                {
+                    node.state += 1;
+                    node.held.push_back((node.state, node.ckpt + 1));
+                }
+                if (ms + node.phase).is_multiple_of(CKPT_MS)
+                    && mode != Mode::SteppedDown
+                    && !stretch
+                {
                     node.ckpt += 1;
                     let msg = Msg::Checkpoint {
                         epoch: a.epoch(),
@@ -571,6 +630,25 @@ impl World {
             }
             Role::Standby(s) => {
                 let mut v: Vec<standby::Action> = s.step(local, standby::Input::Tick).to_vec();
+                // The heartbeat reply, every heartbeat period while the core says it may go
+                // (never once deciding to activate). While the primary is suspected, the core
+                // hears whether its stream still gets through.
+                if (ms + node.phase).is_multiple_of(HB_MS) {
+                    let moved = node.stream.0 != node.stream.1;
+                    node.stream.1 = node.stream.0;
+                    if moved && s.detector().suspected() {
+                        v.extend(s.step(local, standby::Input::StreamProgress));
+                    }
+                }
+                if (ms + node.phase).is_multiple_of(HB_MS) && s.may_send_alive(local) {
+                    let m = Msg::Alive {
+                        epoch: s.epoch(),
+                        applied: s.replica(),
+                        heard: node.heard,
+                        stream: node.stream.0,
+                    };
+                    self.net.send(now, Ep::Node(n), peer, m, false);
+                }
                 if matches!(s.state(), State::Unsynced | State::SteppedDown)
                     && ms >= node.last_sync_req_ms + 100
                 {
@@ -848,7 +926,7 @@ impl World {
             };
             let local = node.clock.local(now);
             let limit = match a.mode(local) {
-                Mode::Protected => node.last_acked,
+                Mode::Protected | Mode::Degraded => node.last_acked,
                 Mode::Unprotected => u64::MAX,
                 _ => 0,
             };
