@@ -217,6 +217,7 @@ mod tests {
                 probe_interval: Duration::from_millis(10),
                 probe_timeout: Duration::from_millis(30),
                 report_interval: Duration::from_millis(50),
+                guest: String::new(),
             },
             core,
             p,
