@@ -16,6 +16,7 @@ pub mod faults;
 pub mod life;
 pub mod man;
 pub mod netns;
+pub mod prom;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
