@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod faults;
+pub mod guests;
 pub mod life;
 pub mod man;
 pub mod netns;
