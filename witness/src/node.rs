@@ -644,6 +644,11 @@ impl WitnessNode {
         self.maintenance_until.is_some_and(|u| now < u)
     }
 
+    /// The rollback guard the node knows to be on disk.
+    pub fn on_disk(&self) -> Persisted {
+        self.on_disk
+    }
+
     /// The counters.
     pub fn counters(&self) -> Counters {
         self.counters
