@@ -356,3 +356,199 @@ impl Guests {
         s
     }
 }
+
+/// A fault on one guest's cluster (guest g1), the other guests' clusters left alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestFault {
+    /// g1's VM and its hsb-primary crash on host A (kill -9, its address gone); host A and the
+    /// other guests run on. g1 must fail over.
+    Crash,
+    /// g1's replication and heartbeats are cut (host B drops its ports only). g1 must stay,
+    /// its primary unprotected under the witnesses' lease.
+    ReplicationCut,
+}
+
+impl GuestFault {
+    pub fn name(self) -> &'static str {
+        match self {
+            GuestFault::Crash => "g1's VM and primary crash on host A",
+            GuestFault::ReplicationCut => "g1's replication and heartbeats cut",
+        }
+    }
+}
+
+/// What one guest went through in a case.
+#[derive(Debug, Clone)]
+pub struct GuestOutcome {
+    pub guest: String,
+    /// Its replica served (its standby activated).
+    pub failed_over: bool,
+    /// Both its copies held authority at once, in total (sampled every 20 ms).
+    pub split_ms: u64,
+    pub acked: u64,
+    pub lost: u64,
+    pub doubled: u64,
+    pub unavailable_ms: u64,
+    /// Its primary's replication sessions and full synchronisations after the fault, less
+    /// before (a disturbed guest reconnects and resynchronises).
+    pub new_sessions: u64,
+    pub new_full_syncs: u64,
+    /// Its primary's authority at the end.
+    pub authority: String,
+}
+
+/// Run `fault` on g1 of three guests on network namespaces: each guest's client history, and
+/// what each guest's daemons did.
+pub fn run_guest_fault(
+    fault: GuestFault,
+    witnesses_extra: &str,
+) -> Result<Vec<GuestOutcome>, String> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let topo = Topology::new(3)?;
+    let layout = Layout::netns(topo, 3)?;
+    let mut g = Guests::start(layout, witnesses_extra)?;
+    let n = g.primaries.len();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = g
+        .layout
+        .guests
+        .iter()
+        .map(|x| crate::faults::client_every(x.a_svc, stop.clone(), Duration::from_millis(5)))
+        .collect();
+    // Every guest's copies, sampled: when both hold authority at once.
+    let socks: Vec<(std::path::PathBuf, std::path::PathBuf)> = (0..n)
+        .map(|i| {
+            (
+                g.primaries[i].control.clone(),
+                g.standbys[i].control.clone(),
+            )
+        })
+        .collect();
+    let monitor = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let status = |p: &std::path::Path| {
+                parse_status(
+                    &hsb_common::ctl::request(p, "status", Duration::from_millis(200))
+                        .unwrap_or_default(),
+                )
+            };
+            let mut split = vec![Duration::ZERO; socks.len()];
+            let mut served = vec![false; socks.len()];
+            let mut last = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                for (i, (a, b)) in socks.iter().enumerate() {
+                    let b_serves = status(b).get("state").is_some_and(|s| s == "active");
+                    let a_serves = matches!(
+                        status(a).get("authority").map(String::as_str),
+                        Some("protected" | "unprotected")
+                    );
+                    served[i] |= b_serves;
+                    if a_serves && b_serves {
+                        split[i] += last.elapsed();
+                    }
+                }
+                last = Instant::now();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (split, served)
+        })
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    let before: Vec<(u64, u64)> = g
+        .primaries
+        .iter()
+        .map(|p| {
+            let s = p.status();
+            (num(&s, "sessions"), num(&s, "full_syncs"))
+        })
+        .collect();
+    let topo = g.layout.topo.as_ref().ok_or("no topology")?;
+    let g1 = g.layout.guests[0].clone();
+    match fault {
+        GuestFault::Crash => {
+            g.primaries[0].kill9();
+            topo.exec(
+                Host::A,
+                &[
+                    "ip",
+                    "addr",
+                    "del",
+                    &format!("{}/24", g1.a_svc.ip()),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+        }
+        GuestFault::ReplicationCut => topo.set_rules(
+            Host::B,
+            &[
+                format!("in tcp dport {} drop", g1.repl.port()),
+                format!("in udp dport {} drop", g1.hb.port()),
+            ],
+        )?,
+    }
+    std::thread::sleep(Duration::from_secs(6));
+    stop.store(true, Ordering::Relaxed);
+    let histories: Vec<_> = clients
+        .into_iter()
+        .map(|c| c.join().unwrap_or_default())
+        .collect();
+    let (split, served) = monitor.join().map_err(|_| "monitor panicked")?;
+    let mut out = vec![];
+    for i in 0..n {
+        let (acked, lost, doubled, gap) = crate::faults::check_history(&histories[i]);
+        // A loaded machine can delay acks past the ack lease for a moment: the authority at the
+        // end is the one it settles on within a few seconds.
+        let t = Instant::now();
+        let mut s = g.primaries[i].status();
+        while i != 0
+            && s.get("authority").is_some_and(|a| a != "protected")
+            && t.elapsed() < Duration::from_secs(5)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            s = g.primaries[i].status();
+        }
+        out.push(GuestOutcome {
+            guest: g.name(i).to_string(),
+            failed_over: served[i] || g.b_serving(i),
+            split_ms: split[i].as_millis() as u64,
+            acked,
+            lost,
+            doubled,
+            unavailable_ms: gap.as_millis() as u64,
+            new_sessions: num(&s, "sessions").saturating_sub(before[i].0),
+            new_full_syncs: num(&s, "full_syncs").saturating_sub(before[i].1),
+            authority: s.get("authority").cloned().unwrap_or_else(|| "-".into()),
+        });
+    }
+    if fault == GuestFault::ReplicationCut {
+        topo.clear_rules(Host::B);
+    }
+    if std::env::var_os("HSB_GUESTS_LOGS").is_some() {
+        eprintln!("{}", g.logs());
+    }
+    Ok(out)
+}
+
+/// A markdown table of a case's outcomes.
+pub fn guest_markdown(fault: GuestFault, outcomes: &[GuestOutcome]) -> String {
+    let mut s = format!("{}\n\n| guest | decision | split brain | acked writes | acked lost | applied twice | longest unavailability | new sessions | new full syncs | authority at the end |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n", fault.name());
+    for o in outcomes {
+        s.push_str(&format!(
+            "| {} | {} | {} ms | {} | {} | {} | {} ms | {} | {} | {} |\n",
+            o.guest,
+            if o.failed_over { "failover" } else { "stay" },
+            o.split_ms,
+            o.acked,
+            o.lost,
+            o.doubled,
+            o.unavailable_ms,
+            o.new_sessions,
+            o.new_full_syncs,
+            o.authority
+        ));
+    }
+    s
+}
