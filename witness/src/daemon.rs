@@ -384,11 +384,17 @@ impl Daemon {
             );
             waiting += 1;
         }
+        let named = self.guests.len() > 1 || self.guests.iter().any(|g| g.s.name != DEFAULT_GUEST);
         for g in &mut self.guests {
             let Some(n) = new.guests.iter().find(|n| n.name == g.s.name) else {
                 continue;
             };
-            if new.guests.len() > 1 || g.s.name != DEFAULT_GUEST {
+            let tag = if named {
+                format!("guest {}: ", g.s.name)
+            } else {
+                String::new()
+            };
+            if named {
                 // The process-wide part was compared above; here each section's own keys.
                 let changed: Vec<&'static str> =
                     g.s.config
@@ -402,8 +408,7 @@ impl Daemon {
                 // Checked against the running report-fresh: a changed one waits for a restart.
                 if n.report_interval.saturating_mul(2) <= g.s.decision.report_fresh {
                     log::info!(
-                        "SIGHUP: guest {}: report_interval {:?} -> {:?}",
-                        g.s.name,
+                        "SIGHUP: {tag}report_interval {:?} -> {:?}",
                         g.s.report_interval,
                         n.report_interval
                     );
@@ -411,8 +416,7 @@ impl Daemon {
                     g.node.set_report_interval(now, n.report_interval);
                 } else {
                     log::warn!(
-                        "SIGHUP: guest {}: key report_interval changed to {:?}: more than half the running failover.report-fresh ({:?}); restart to apply (the running value is kept)",
-                        g.s.name,
+                        "SIGHUP: {tag}key report_interval changed to {:?}: more than half the running failover.report-fresh ({:?}); restart to apply (the running value is kept)",
                         n.report_interval,
                         g.s.decision.report_fresh
                     );
