@@ -244,6 +244,31 @@ pub fn build_info(e: &mut Exposition, daemon: &str, version: &str, commit: &str,
     );
 }
 
+/// `NAME{kind}` counters of a daemon's frame errors (`counts` in the order of
+/// [`crate::frame::FrameError::COUNTERS`]).
+pub fn frame_errors(e: &mut Exposition, name: &str, help: &str, counts: &[u64]) {
+    e.family(name, Kind::Counter, help);
+    for (kind, n) in crate::frame::FrameError::COUNTERS.iter().zip(counts) {
+        e.sample(name, &[("kind", kind)], *n as f64);
+    }
+}
+
+/// `NAME{rule,action}` counters of the decisions a daemon took (those taken at least once).
+pub fn decisions(e: &mut Exposition, name: &str, d: &super::decisions::Decisions) {
+    e.family(
+        name,
+        Kind::Counter,
+        "decisions taken, by the rule that fired and the action (rule 7: each with its evidence in the log)",
+    );
+    for (rule, action, n) in d.by_rule_and_action() {
+        e.sample(
+            name,
+            &[("rule", rule.name()), ("action", action.name())],
+            n as f64,
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
