@@ -286,3 +286,92 @@ fn a_witness_without_sections_labels_its_guest_default_and_metrics_are_off_by_de
     assert!(prom::find(&s, "hsb_witness_epoch_seen", &[("guest", "default")]).len() == 1);
     assert!(Path::new(&dir.path("w.state")).exists());
 }
+
+/// hsb-primary's metrics, scraped from a real primary replicating to a real standby, and its
+/// systemd notifications on a real unix datagram socket.
+#[test]
+fn a_primary_exports_replication_metrics_and_notifies_systemd() {
+    let test = "a_primary_exports_replication_metrics_and_notifies_systemd";
+    let m = free_addr();
+    let ndir = TempDir::new("metrics-primary-notify");
+    let npath = ndir.path("notify.sock");
+    let nsock = std::os::unix::net::UnixDatagram::bind(&npath).expect("bind");
+    nsock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let pair = hsb_tests::Pair::start(hsb_tests::PairOpts {
+        extra_primary: vec![format!("metrics_listen = {m}")],
+        primary_env: vec![
+            ("NOTIFY_SOCKET".into(), npath.display().to_string()),
+            ("WATCHDOG_USEC".into(), "400000".into()),
+        ],
+        ..Default::default()
+    });
+    let text = scrape_until(m, &pair.primary, "10 checkpoints acknowledged", |t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("hsb_primary_acked_checkpoint "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v >= 10.0)
+    });
+    // systemd's view: READY with the role and state, then the watchdog.
+    let mut notes = vec![];
+    let mut buf = [0u8; 1024];
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5)
+        && notes
+            .iter()
+            .filter(|n: &&String| n.as_str() == "WATCHDOG=1\n")
+            .count()
+            < 3
+    {
+        if let Ok(n) = nsock.recv(&mut buf) {
+            notes.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(
+        notes
+            .first()
+            .is_some_and(|n| n.starts_with("READY=1\nSTATUS=primary, epoch 1: ")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .filter(|n| n.as_str() == "WATCHDOG=1\n")
+            .count()
+            >= 3,
+        "{notes:?}"
+    );
+    let Some(s) = parse(test, &text) else {
+        return;
+    };
+    let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
+    assert_eq!(
+        prom::find(&s, "hsb_build_info", &[("daemon", "hsb-primary")]).len(),
+        1
+    );
+    assert_eq!(v("hsb_primary_epoch", &[]), 1.0);
+    assert_eq!(v("hsb_primary_replication", &[("state", "protected")]), 1.0);
+    let ckpts = v("hsb_primary_checkpoints_total", &[]);
+    assert!(ckpts >= 10.0);
+    // Every checkpoint's pause is in the histogram; acks of all but the unacked ones.
+    assert_eq!(v("hsb_primary_pause_seconds_count", &[]), ckpts);
+    assert!(v("hsb_primary_ack_rtt_seconds_count", &[]) >= 10.0);
+    assert!(
+        v("hsb_primary_sent_bytes_total", &[]) > 8.0 * 1024.0 * 1024.0,
+        "a full sync of 8 MiB at least"
+    );
+    assert_eq!(v("hsb_primary_full_syncs_total", &[]), 1.0);
+    assert!(v("hsb_primary_replica_lag_checkpoints", &[]) <= 5.0);
+    assert_eq!(
+        prom::find(&s, "hsb_primary_frame_errors_total", &[]).len(),
+        hsb_common::frame::FrameError::COUNTERS.len()
+    );
+    assert!(prom::find(&s, "hsb_primary_frame_errors_total", &[])
+        .iter()
+        .all(|x| x.value == 0.0));
+    assert!(
+        prom::find(&s, "hsb_primary_authority", &[]).is_empty(),
+        "failover is off"
+    );
+}

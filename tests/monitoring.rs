@@ -151,7 +151,16 @@ fn the_dashboard_and_the_alerts_name_only_metrics_the_daemons_export() {
     }
     let dir = TempDir::new("monitoring");
     let (_w, text) = witness_scrape(&dir);
-    let have = exported(&text);
+    let mut have = exported(&text);
+    // And a primary's (replicating to a standby).
+    let m = free_addr();
+    let pair = hsb_tests::Pair::start(hsb_tests::PairOpts {
+        extra_primary: vec![format!("metrics_listen = {m}")],
+        ..Default::default()
+    });
+    have.extend(exported(
+        &prom::scrape(m).unwrap_or_else(|e| panic!("{e}\n{}", pair.logs())),
+    ));
     for (what, named) in [
         ("dashboard", hsb_names(&dashboard)),
         ("alert rules", hsb_names(&rules)),

@@ -116,8 +116,10 @@ fn a_witness_notifies_ready_status_watchdog_and_stopping_and_its_watchdog_stops_
         .collect();
     assert!(dogs.len() >= 12, "{t:?}");
     let gaps: Vec<u128> = dogs.windows(2).map(|w| (w[1] - w[0]).as_millis()).collect();
-    // Half of WATCHDOG_USEC, from the loop's deadlines (a loaded machine may add a little).
-    assert!(gaps.iter().all(|g| (60..=400).contains(g)), "{gaps:?}");
+    // Half of WATCHDOG_USEC, from the loop's deadlines: never much later (a loaded machine may
+    // add a little); datagrams that waited for this thread arrive together, so the mean, not
+    // each gap, shows the period.
+    assert!(gaps.iter().all(|g| *g <= 600), "{gaps:?}");
     let mean = gaps.iter().sum::<u128>() / gaps.len() as u128;
     assert!((80..=200).contains(&mean), "mean {mean} ms: {gaps:?}");
 

@@ -32,7 +32,7 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "report_interval", kind: ValueKind::Duration, default: Some("50ms"), help: "how often a report goes to the standby and the primary (at least 1ms, at most half of failover.report-fresh)" },
     KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/witness-{id}.state"), help: "where the rollback guard (highest epoch, outstanding promise) survives restarts; `{id}` is replaced by this witness's id, `{guest}` by the guest's name; in a [guest NAME] section the default is /var/lib/hsb/witness-{id}-{guest}.state" },
     KeySpec { key: "control", kind: ValueKind::Path, default: Some("/run/hsb/witness-{id}.sock"), help: "control socket for `hsb-witness status`; `{id}` is replaced by this witness's id (with sections: the process-wide id, else the first guest's)" },
-    KeySpec { key: "metrics_listen", kind: ValueKind::Str, default: Some(""), help: "TCP address ip:port serving Prometheus metrics at /metrics (HTTP); empty: off" },
+    hsb_common::kit::http::METRICS_LISTEN_KEY,
     hsb_common::ctl::CONTROL_GROUP_KEY,
 ];
 
@@ -160,19 +160,7 @@ impl Settings {
                 }
             }
         }
-        let metrics = c.str("metrics_listen")?;
-        let metrics_listen = match metrics.trim() {
-            "" => None,
-            a => Some(hsb_common::config::parse_addr(a).map_err(|_| {
-                c.error_at(
-                    "metrics_listen",
-                    &format!(
-                        "expected an address ip:port, e.g. 127.0.0.1:9400, or nothing (off), got '{}'",
-                        hsb_common::config::excerpt(a)
-                    ),
-                )
-            })?),
-        };
+        let metrics_listen = hsb_common::kit::http::metrics_listen(c)?;
         Ok(Settings {
             node: c.str("node")?,
             control: control_path_of(s)?,

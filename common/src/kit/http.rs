@@ -38,6 +38,33 @@ pub const ACCEPTS_PER_TURN: usize = 16;
 /// Largest answer body (a larger exposition is answered with `500`).
 pub const MAX_BODY: usize = super::metrics::MAX_EXPOSITION;
 
+/// The `metrics_listen` key, the same for the three daemons.
+pub const METRICS_LISTEN_KEY: crate::config::KeySpec = crate::config::KeySpec {
+    key: "metrics_listen",
+    kind: crate::config::ValueKind::Str,
+    default: Some(""),
+    help: "TCP address ip:port serving Prometheus metrics at /metrics (HTTP); empty: off",
+};
+
+/// The `metrics_listen` address of a configuration (`None`: off).
+pub fn metrics_listen(
+    c: &crate::config::Config,
+) -> Result<Option<SocketAddr>, crate::config::ConfigError> {
+    let v = c.str("metrics_listen")?;
+    match v.trim() {
+        "" => Ok(None),
+        a => crate::config::parse_addr(a).map(Some).map_err(|_| {
+            c.error_at(
+                "metrics_listen",
+                &format!(
+                    "expected an address ip:port, e.g. 127.0.0.1:9400, or nothing (off), got '{}'",
+                    crate::config::excerpt(a)
+                ),
+            )
+        }),
+    }
+}
+
 /// What a request head asks, once complete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
