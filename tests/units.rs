@@ -104,6 +104,7 @@ fn both_dom0_units_carry_the_same_privileges_and_exclude_each_other() {
     assert!(s.contains("\nExecStart=/usr/local/sbin/hsb-standby run -c /etc/hsb/%i/standby.conf\n"));
     for u in [&p, &s] {
         assert!(u.contains("\nRestart=on-failure\n"));
+        // Type=simple until hsb-primary and hsb-standby notify (the witness does already).
         assert!(u.contains("\nType=simple\n") && u.contains("#   Type=notify\n"));
         for dev in ["privcmd", "hypercall", "xenbus"] {
             assert!(
@@ -128,6 +129,8 @@ fn the_witness_unit_is_unprivileged_and_makes_the_witness_default_paths() {
         "StateDirectory=hsb",
         "RuntimeDirectory=hsb",
         "Restart=on-failure",
+        "Type=notify",
+        "WatchdogSec=10s",
     ] {
         assert!(w.contains(&format!("\n{line}\n")), "{line}");
     }

@@ -727,14 +727,30 @@ pub fn status_cli_with(
     resolve: impl Fn(&crate::config::Config) -> Result<PathBuf, crate::config::ConfigError>,
     default: impl FnOnce() -> Result<PathBuf, String>,
 ) -> u8 {
-    let path = match control_path_with(args, schema, resolve, default) {
+    status_cli_at(
+        daemon,
+        args,
+        control_path_with(args, schema, resolve, default),
+        "status",
+    )
+}
+
+/// Like [`status_cli`], with the control socket already found (or why it could not be) and
+/// the status command to send (`status`, or e.g. `status GUEST` to a witness).
+pub fn status_cli_at(
+    daemon: &str,
+    args: &crate::cli::Args,
+    path: Result<PathBuf, String>,
+    command: &str,
+) -> u8 {
+    let path = match path {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{daemon}: {e}");
             return status::USAGE_EXIT;
         }
     };
-    let text = match request(&path, "status", Duration::from_secs(10)) {
+    let text = match request(&path, command, Duration::from_secs(10)) {
         Ok(t) if !t.starts_with("error") && !t.trim().is_empty() => t,
         Ok(t) => {
             eprintln!(

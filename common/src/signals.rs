@@ -202,6 +202,16 @@ impl SignalHandler {
             .map_or_else(|| "<defaults>".to_string(), |p| p.display().to_string())
     }
 
+    /// The configuration file the daemon started with, if any.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
+    /// The `--set` overrides the daemon started with.
+    pub fn sets(&self) -> &[String] {
+        &self.sets
+    }
+
     /// SIGHUP: read the configuration again (the same file and `--set` overrides) and check
     /// it as at start (`parse`, the daemon's settings). The new settings and the keys whose
     /// values differ from those the daemon started with; an error leaves everything as it is.

@@ -20,6 +20,8 @@ use hsb_common::key::ClusterKey;
 use hsb_common::kit::decisions::Decisions;
 use hsb_common::kit::endpoint::{Endpoint, Received};
 use hsb_common::kit::hooks::Hooks;
+use hsb_common::kit::http::MetricsServer;
+use hsb_common::kit::notify::Notifier;
 use hsb_common::msg::Role;
 use hsb_common::recorder::Recorder;
 use hsb_common::signals::{Request, SignalHandler};
@@ -40,6 +42,9 @@ pub(crate) const REPL: Token = Token(1);
 const SIGNALS: Token = Token(3);
 const WITNESS_UDP: Token = Token(5);
 const CTL_BASE: usize = 10;
+const METRICS_BASE: usize = 30;
+/// How often systemd's STATUS is brought up to date (when it changed).
+const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const SERVICE_BASE: usize = 1000;
 /// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
 /// `stats_interval` only paces a log line; `on_fence` is read when this primary steps down.
@@ -89,6 +94,11 @@ pub struct Daemon {
     pub(crate) next_stats: Nanos,
     pub(crate) service_retry_at: Nanos,
     pub(crate) incarnation: u64,
+    /// Prometheus metrics (`metrics_listen`).
+    pub(crate) metrics: Option<MetricsServer>,
+    /// systemd's notifications (`$NOTIFY_SOCKET`).
+    pub(crate) notify: Notifier,
+    next_notify_status: Nanos,
 }
 
 /// The node's view of the configuration.
@@ -143,6 +153,19 @@ impl Daemon {
             staging.capacity() >> 20,
             s.output_limit >> 10
         );
+        let metrics = match s.metrics_listen {
+            None => None,
+            Some(a) => {
+                let m = MetricsServer::bind(a, poll.registry(), METRICS_BASE).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("metrics address {a} (key metrics_listen): {e}"),
+                    )
+                })?;
+                log::info!("metrics at http://{}/metrics", m.local_addr()?);
+                Some(m)
+            }
+        };
         let now = clock.now();
         let failover = if s.failover {
             Some(open_failover(&s, &key, &start, &poll, now)?)
@@ -173,6 +196,9 @@ impl Daemon {
             frame_errors: [0; FrameError::COUNTERS.len()],
             requests: 0,
             service_retry_at: now,
+            metrics,
+            notify: Notifier::from_env(),
+            next_notify_status: now,
         })
     }
 
@@ -180,6 +206,9 @@ impl Daemon {
     pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
         signals.register(self.poll.registry(), SIGNALS)?;
         let mut events = Events::with_capacity(256);
+        let now = self.clock.now();
+        let summary = crate::status::summary(&self, now);
+        self.notify.ready(now, &summary);
         loop {
             let now = self.clock.now();
             let timeout = self.deadline(now).since(now);
@@ -194,6 +223,7 @@ impl Daemon {
                 for r in signals.take(now) {
                     match r {
                         Request::Stop(name) => {
+                            self.notify.stopping(now, &format!("{name}: stopping"));
                             self.shutdown(name);
                             return Ok(());
                         }
@@ -219,10 +249,21 @@ impl Daemon {
                     self.on_udp(now);
                 } else if self.service.as_ref().is_some_and(|svc| svc.owns(t)) {
                     self.on_service(t);
+                } else if self.metrics.as_ref().is_some_and(|m| m.owns(t)) {
+                    self.on_metrics(t, now);
                 }
             }
             let now = self.clock.now();
             self.ctl.tick(self.poll.registry(), now);
+            if let Some(m) = &mut self.metrics {
+                m.tick(self.poll.registry(), now);
+            }
+            self.notify.tick(now);
+            if now >= self.next_notify_status {
+                self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+                let summary = crate::status::summary(&self, now);
+                self.notify.status(now, &summary);
+            }
             self.poll_suspend(now);
             self.bind_service(now);
             self.feed(now, Event::Tick);
@@ -233,6 +274,19 @@ impl Daemon {
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 crate::status::log_stats(&mut self, now);
                 self.next_stats = now.plus(self.s.stats_interval);
+            }
+        }
+    }
+
+    /// A scrape: render the metrics and answer it.
+    fn on_metrics(&mut self, t: Token, now: Nanos) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        if let Some(conn) = m.on_event(self.poll.registry(), t, now) {
+            let text = crate::metrics::text(self, now);
+            if let Some(m) = &mut self.metrics {
+                m.answer(self.poll.registry(), conn, &text, now);
             }
         }
     }
@@ -249,9 +303,14 @@ impl Daemon {
         if self.service.is_none() && matches!(self.dom, Guest::Model(_)) {
             d = d.min(self.service_retry_at);
         }
-        for t in [self.ctl.next_deadline(), self.hooks.next_deadline()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.ctl.next_deadline(),
+            self.hooks.next_deadline(),
+            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+            self.notify.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
         {
             d = d.min(t);
         }

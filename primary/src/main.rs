@@ -10,6 +10,7 @@
 mod backend;
 mod daemon;
 mod guest;
+mod metrics;
 mod repl;
 mod start;
 mod status;

@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod faults;
+pub mod guests;
 pub mod life;
 pub mod man;
 pub mod netns;
+pub mod prom;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
@@ -270,6 +272,8 @@ pub struct PairOpts {
     pub extra_standby: Vec<String>,
     /// Start the standby under this umask (through `sh -c 'umask ...; exec ...'`).
     pub standby_umask: Option<u32>,
+    /// Environment variables of the primary (e.g. `NOTIFY_SOCKET`).
+    pub primary_env: Vec<(String, String)>,
 }
 
 impl Default for PairOpts {
@@ -283,6 +287,7 @@ impl Default for PairOpts {
             extra_standby: vec![],
             extra_primary: vec![],
             standby_umask: None,
+            primary_env: vec![],
         }
     }
 }
@@ -347,12 +352,16 @@ impl Pair {
             text.push('\n');
         }
         std::fs::write(&primary_conf, text).expect("write config");
-        let primary = Daemon::start(
+        let mut cmd = Command::new(bin("hsb-primary"));
+        cmd.arg("run").arg("-c").arg(&primary_conf);
+        for (k, v) in &o.primary_env {
+            cmd.env(k, v);
+        }
+        let primary = Daemon::start_command(
             "hsb-primary",
-            &primary_conf,
+            cmd,
             &dir.path("primary.sock"),
             &dir.path("primary.log"),
-            &[],
         );
         primary.wait_for("first checkpoint acked", Duration::from_secs(30), |s| {
             num(s, "acked_checkpoint") >= 1

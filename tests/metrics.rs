@@ -1,0 +1,377 @@
+//! Metrics (`metrics_listen`): each daemon serves the Prometheus text format from its own loop.
+//! A scrape of a real daemon is read by real parsers of the format (the Python client library's
+//! and `promtool check metrics`), and what it says is checked against what the daemon sees.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use hsb_tests::prom::{self, Sample};
+use hsb_tests::{free_addr, skip, Daemon, TempDir};
+
+/// A TCP service that accepts and closes every connection (a `tcp` probe's answer).
+fn service() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = l.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+    a
+}
+
+/// Parse with both parsers; `None` (after saying so) when one cannot run here.
+fn parse(test: &str, text: &str) -> Option<Vec<Sample>> {
+    let samples = match prom::parse_python(text) {
+        Ok(s) => s,
+        Err(Ok(why)) => {
+            skip(test, &format!("no Prometheus text parser: {}", why.0));
+            return None;
+        }
+        Err(Err(e)) => panic!("{e}\n--- text ---\n{text}"),
+    };
+    match prom::promtool_check(text) {
+        Ok(()) => {}
+        Err(Ok(why)) => {
+            skip(test, &format!("no promtool: {}", why.0));
+            return None;
+        }
+        Err(Err(e)) => panic!("{e}\n--- text ---\n{text}"),
+    }
+    let n = prom::check_histograms(&samples).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(n > 0, "no histogram series");
+    Some(samples)
+}
+
+fn witness_conf(dir: &TempDir, body: &str) -> std::path::PathBuf {
+    let p = dir.path("w.conf");
+    std::fs::write(&p, body).expect("write");
+    p
+}
+
+fn key(dir: &TempDir, name: &str) -> String {
+    let p = dir.path(name);
+    hsb_common::key::ClusterKey::generate(&p).expect("key");
+    p.display().to_string()
+}
+
+/// Wait until a scrape satisfies `pred`.
+fn scrape_until(addr: SocketAddr, w: &Daemon, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    let t = Instant::now();
+    loop {
+        if let Ok(text) = prom::scrape(addr) {
+            if pred(&text) {
+                return text;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{what}: not within 15 s\n{}",
+            w.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_witness_serving_two_guests_says_what_it_sees_per_guest() {
+    let test = "a_witness_serving_two_guests_says_what_it_sees_per_guest";
+    let dir = TempDir::new("metrics-witness");
+    let (m, up_svc, down_svc) = (free_addr(), service(), free_addr());
+    let conf = witness_conf(
+        &dir,
+        &format!(
+            "id = 1\nnode = client-1\ncontrol = {}\nmetrics_listen = {m}\nstate_file = {}\n\n[guest up]\ncluster_key = {}\nlisten = {}\nprimary = {}\nstandby = {}\nprobe = tcp {up_svc}\n\n[guest down]\ncluster_key = {}\nlisten = {}\nprimary = {}\nstandby = {}\nprobe = tcp {down_svc}\n",
+            dir.path("w.sock").display(),
+            dir.path("w-{guest}.state").display(),
+            key(&dir, "up.key"),
+            free_addr(),
+            free_addr(),
+            free_addr(),
+            key(&dir, "down.key"),
+            free_addr(),
+            free_addr(),
+            free_addr(),
+        ),
+    );
+    let w = Daemon::start(
+        "hsb-witness",
+        &conf,
+        &dir.path("w.sock"),
+        &dir.path("w.log"),
+        &[],
+    );
+    let text = scrape_until(m, &w, "guest up's application up, pings timed out", |t| {
+        t.contains("hsb_witness_application{guest=\"up\",state=\"up\"} 1\n")
+            && ["up", "down"].iter().all(|g| {
+                !t.contains(&format!(
+                    "hsb_witness_probes_total{{guest=\"{g}\",target=\"primary-daemon\",outcome=\"timeout\"}} 0\n"
+                ))
+            })
+    });
+    let Some(s) = parse(test, &text) else {
+        return;
+    };
+    let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
+    assert_eq!(v("hsb_witness_guests", &[]), 2.0);
+    let info = prom::find(&s, "hsb_build_info", &[("daemon", "hsb-witness")]);
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].label("version"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(info[0].kind, "gauge");
+    for g in ["up", "down"] {
+        // Exactly one state at a time.
+        let states: f64 = prom::find(&s, "hsb_witness_application", &[("guest", g)])
+            .iter()
+            .map(|x| x.value)
+            .sum();
+        assert_eq!(states, 1.0, "{g}");
+        assert_eq!(v("hsb_witness_epoch_seen", &[("guest", g)]), 1.0);
+        // No daemon answers: every ping times out; nothing is granted.
+        assert_eq!(
+            v(
+                "hsb_witness_daemon_up",
+                &[("guest", g), ("daemon", "primary")]
+            ),
+            0.0
+        );
+        assert!(
+            v(
+                "hsb_witness_probes_total",
+                &[
+                    ("guest", g),
+                    ("target", "primary-daemon"),
+                    ("outcome", "timeout")
+                ]
+            ) > 0.0
+        );
+        assert_eq!(
+            v(
+                "hsb_witness_votes_total",
+                &[("guest", g), ("answer", "granted")]
+            ),
+            0.0
+        );
+        assert_eq!(
+            prom::find(
+                &s,
+                "hsb_witness_votes_total",
+                &[("guest", g), ("answer", "refused")]
+            )
+            .len(),
+            9,
+            "one series per refusal reason"
+        );
+        // Every probe of the application has its latency in the histogram.
+        let runs: f64 = prom::find(
+            &s,
+            "hsb_witness_probes_total",
+            &[("guest", g), ("target", "application")],
+        )
+        .iter()
+        .map(|x| x.value)
+        .sum();
+        let count = v(
+            "hsb_witness_probe_duration_seconds_count",
+            &[("guest", g), ("target", "application")],
+        );
+        assert_eq!(runs, count, "{g}");
+        assert!(runs > 0.0);
+    }
+    assert!(
+        v(
+            "hsb_witness_probes_total",
+            &[
+                ("guest", "up"),
+                ("target", "application"),
+                ("outcome", "ok")
+            ]
+        ) > 0.0
+    );
+    assert_eq!(
+        v(
+            "hsb_witness_probes_total",
+            &[
+                ("guest", "down"),
+                ("target", "application"),
+                ("outcome", "ok")
+            ]
+        ),
+        0.0
+    );
+    assert_eq!(
+        v(
+            "hsb_witness_application",
+            &[("guest", "down"), ("state", "up")]
+        ),
+        0.0
+    );
+    for x in s
+        .iter()
+        .filter(|x| x.name.starts_with("hsb_witness_") && x.name.ends_with("_total"))
+    {
+        assert_eq!(x.kind, "counter", "{}", x.name);
+    }
+
+    // The responder: other paths, methods and versions are refused; HEAD has no body; the
+    // scrapes are counted.
+    let answer = |req: &[u8]| prom::http(m, req).expect("http");
+    assert!(answer(b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404 "));
+    assert!(
+        answer(b"POST /metrics HTTP/1.1\r\nContent-Length: 0\r\n\r\n").starts_with("HTTP/1.1 405 ")
+    );
+    assert!(answer(b"GET /metrics HTTP/2.0\r\n\r\n").starts_with("HTTP/1.1 505 "));
+    assert!(answer(b"GARBAGE\r\n\r\n").starts_with("HTTP/1.1 400 "));
+    let head = answer(b"HEAD /metrics HTTP/1.0\r\n\r\n");
+    assert!(
+        head.starts_with("HTTP/1.1 200 OK\r\n") && head.ends_with("\r\n\r\n"),
+        "{head}"
+    );
+    let text = prom::scrape(m).expect("scrape");
+    let s = prom::parse_python(&text).unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(prom::value(&s, "hsb_metrics_scrapes_total", &[]) >= 3.0);
+    assert!(prom::value(&s, "hsb_metrics_refused_total", &[]) >= 4.0);
+    let status = w.ctl("status").expect("status");
+    assert!(status.contains(&format!("\nmetrics {m} (")), "{status}");
+}
+
+#[test]
+fn a_witness_without_sections_labels_its_guest_default_and_metrics_are_off_by_default() {
+    let test = "a_witness_without_sections_labels_its_guest_default_and_metrics_are_off_by_default";
+    let dir = TempDir::new("metrics-witness-1");
+    let m = free_addr();
+    let base = format!(
+        "id = 2\ncluster_key = {}\ncontrol = {}\nstate_file = {}\nlisten = {}\nprimary = {}\nstandby = {}\nprobe = tcp {}\n",
+        key(&dir, "k"),
+        dir.path("w.sock").display(),
+        dir.path("w.state").display(),
+        free_addr(),
+        free_addr(),
+        free_addr(),
+        service()
+    );
+    // Off by default: nothing listens at an address no configuration names.
+    let conf = witness_conf(&dir, &base);
+    let mut w = Daemon::start(
+        "hsb-witness",
+        &conf,
+        &dir.path("w.sock"),
+        &dir.path("w.log"),
+        &[],
+    );
+    w.wait_for("up", Duration::from_secs(10), |_| true);
+    assert!(!w.status().contains_key("metrics"));
+    w.signal("TERM");
+    let t = Instant::now();
+    while w.alive() && t.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let conf = witness_conf(&dir, &format!("{base}metrics_listen = {m}\n"));
+    let w = Daemon::start(
+        "hsb-witness",
+        &conf,
+        &dir.path("w.sock"),
+        &dir.path("w2.log"),
+        &[],
+    );
+    let text = scrape_until(m, &w, "probes counted", |t| {
+        t.contains(
+            "hsb_witness_probes_total{guest=\"default\",target=\"application\",outcome=\"ok\"} ",
+        )
+    });
+    let Some(s) = parse(test, &text) else {
+        return;
+    };
+    assert_eq!(prom::value(&s, "hsb_witness_guests", &[]), 1.0);
+    assert!(prom::find(&s, "hsb_witness_epoch_seen", &[("guest", "default")]).len() == 1);
+    assert!(Path::new(&dir.path("w.state")).exists());
+}
+
+/// hsb-primary's metrics, scraped from a real primary replicating to a real standby, and its
+/// systemd notifications on a real unix datagram socket.
+#[test]
+fn a_primary_exports_replication_metrics_and_notifies_systemd() {
+    let test = "a_primary_exports_replication_metrics_and_notifies_systemd";
+    let m = free_addr();
+    let ndir = TempDir::new("metrics-primary-notify");
+    let npath = ndir.path("notify.sock");
+    let nsock = std::os::unix::net::UnixDatagram::bind(&npath).expect("bind");
+    nsock
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .expect("timeout");
+    let pair = hsb_tests::Pair::start(hsb_tests::PairOpts {
+        extra_primary: vec![format!("metrics_listen = {m}")],
+        primary_env: vec![
+            ("NOTIFY_SOCKET".into(), npath.display().to_string()),
+            ("WATCHDOG_USEC".into(), "400000".into()),
+        ],
+        ..Default::default()
+    });
+    let text = scrape_until(m, &pair.primary, "10 checkpoints acknowledged", |t| {
+        t.lines()
+            .find_map(|l| l.strip_prefix("hsb_primary_acked_checkpoint "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v >= 10.0)
+    });
+    // systemd's view: READY with the role and state, then the watchdog.
+    let mut notes = vec![];
+    let mut buf = [0u8; 1024];
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5)
+        && notes
+            .iter()
+            .filter(|n: &&String| n.as_str() == "WATCHDOG=1\n")
+            .count()
+            < 3
+    {
+        if let Ok(n) = nsock.recv(&mut buf) {
+            notes.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    assert!(
+        notes
+            .first()
+            .is_some_and(|n| n.starts_with("READY=1\nSTATUS=primary, epoch 1: ")),
+        "{notes:?}"
+    );
+    assert!(
+        notes
+            .iter()
+            .filter(|n| n.as_str() == "WATCHDOG=1\n")
+            .count()
+            >= 3,
+        "{notes:?}"
+    );
+    let Some(s) = parse(test, &text) else {
+        return;
+    };
+    let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
+    assert_eq!(
+        prom::find(&s, "hsb_build_info", &[("daemon", "hsb-primary")]).len(),
+        1
+    );
+    assert_eq!(v("hsb_primary_epoch", &[]), 1.0);
+    assert_eq!(v("hsb_primary_replication", &[("state", "protected")]), 1.0);
+    let ckpts = v("hsb_primary_checkpoints_total", &[]);
+    assert!(ckpts >= 10.0);
+    // Every checkpoint's pause is in the histogram; acks of all but the unacked ones.
+    assert_eq!(v("hsb_primary_pause_seconds_count", &[]), ckpts);
+    assert!(v("hsb_primary_ack_rtt_seconds_count", &[]) >= 10.0);
+    assert!(
+        v("hsb_primary_sent_bytes_total", &[]) > 8.0 * 1024.0 * 1024.0,
+        "a full sync of 8 MiB at least"
+    );
+    assert_eq!(v("hsb_primary_full_syncs_total", &[]), 1.0);
+    assert!(v("hsb_primary_replica_lag_checkpoints", &[]) <= 5.0);
+    assert_eq!(
+        prom::find(&s, "hsb_primary_frame_errors_total", &[]).len(),
+        hsb_common::frame::FrameError::COUNTERS.len()
+    );
+    assert!(prom::find(&s, "hsb_primary_frame_errors_total", &[])
+        .iter()
+        .all(|x| x.value == 0.0));
+    assert!(
+        prom::find(&s, "hsb_primary_authority", &[]).is_empty(),
+        "failover is off"
+    );
+}
