@@ -409,13 +409,7 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();
         }
-        if let Err(e) = self.ctl.remove_socket() {
-            log::warn!(
-                "{signal}: cannot remove the control socket {}: {e}",
-                self.ctl.path().display()
-            );
-        }
-        log::info!("{signal}: stopped cleanly (exit status 0)");
+        self.ctl.stopped(signal);
     }
 
     /// SIGHUP: reopen the decision log, reload the configuration, apply [`RELOADED`] and log
@@ -429,12 +423,8 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.sighup(now);
         }
-        let (new, changed) = match signals.reload(schema(), Settings::from_config) {
-            Ok(v) => v,
-            Err(e) => {
-                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
-                return;
-            }
+        let Some((new, changed)) = signals.reload_logged(schema(), Settings::from_config) else {
+            return;
         };
         if new.stats_interval != self.s.stats_interval {
             log::info!(

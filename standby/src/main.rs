@@ -18,9 +18,7 @@ mod status;
 
 use std::process::ExitCode;
 
-use hsb_common::cli::Args;
-use hsb_common::config::{reference_markdown, Config};
-use hsb_common::key::ClusterKey;
+use hsb_common::cli::{Args, Program};
 use hsb_common::signals::{SignalHandler, SignalSource};
 use hsb_standby::config::{schema, Settings};
 
@@ -54,9 +52,16 @@ configuration error. Other commands exit 1 on failure and 2 on a usage error.
 
 Logging: HSB_LOG=debug|info|warn (default info).";
 
+const PROGRAM: Program = Program {
+    name: "hsb-standby",
+    usage: USAGE,
+    schema,
+    control: "/run/hsb/standby.sock",
+};
+
 fn main() -> ExitCode {
     let args = match hsb_common::cli::start(
-        "hsb-standby",
+        PROGRAM.name,
         env!("CARGO_PKG_VERSION"),
         USAGE,
         &["force", "json"],
@@ -67,22 +72,17 @@ fn main() -> ExitCode {
     };
     match args.command.as_deref() {
         Some("run") => run(&args),
-        Some("check") => match load(&args) {
+        Some("check") => match PROGRAM.load(&args, Settings::from_config) {
             Ok((s, _, _)) => {
-                println!(
-                    "configuration ok: listening on {}, model {} pages",
-                    s.listen, s.model_pages
-                );
+                let backend = match &s.xen {
+                    Some(x) => format!("xen {}", x.domain),
+                    None => format!("model {} pages", s.model_pages),
+                };
+                println!("configuration ok: listening on {}, {backend}", s.listen);
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e),
+            Err(e) => PROGRAM.fail(&e),
         },
-        Some("status") => ExitCode::from(hsb_common::ctl::status_cli(
-            "hsb-standby",
-            &args,
-            schema(),
-            "/run/hsb/standby.sock",
-        )),
         Some(cmd @ ("digest" | "activate" | "force-stale" | "switchover" | "maintenance")) => {
             let line = match cmd {
                 "activate" if args.flag("force") => "activate --force".to_string(),
@@ -96,55 +96,23 @@ fn main() -> ExitCode {
                 },
                 other => other.to_string(),
             };
-            ExitCode::from(hsb_common::ctl::cli(
-                "hsb-standby",
-                &args,
-                schema(),
-                "/run/hsb/standby.sock",
-                &line,
-            ))
+            PROGRAM.control(&args, &line)
         }
         Some("replay") => replay(&args),
-        Some("xen-info") => {
-            ExitCode::from(hsb_domain::xen::info_command("hsb-standby", &args.rest))
-        }
-        Some("config-reference") => {
-            print!("{}", reference_markdown(schema()));
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("hsb-standby: unknown command '{other}'\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-        None => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        Some("xen-info") => ExitCode::from(hsb_domain::xen::info_command(PROGRAM.name, &args.rest)),
+        _ => PROGRAM.common(&args),
     }
-}
-
-fn fail(msg: &str) -> ExitCode {
-    eprintln!("hsb-standby: {msg}");
-    ExitCode::FAILURE
-}
-
-fn load(args: &Args) -> Result<(Settings, ClusterKey, Config), String> {
-    let cfg =
-        Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
-    let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
-    let key = ClusterKey::load_configured(&cfg, "cluster_key").map_err(|e| e.to_string())?;
-    Ok((s, key, cfg))
 }
 
 fn replay(args: &Args) -> ExitCode {
     let Some(path) = args.rest.first() else {
-        return fail("replay needs a decision log: hsb-standby replay FILE [--policy client-oriented|heartbeat-only|ping-node]");
+        return PROGRAM.fail("replay needs a decision log: hsb-standby replay FILE [--policy client-oriented|heartbeat-only|ping-node]");
     };
     let policy = match args.value("policy") {
         Some(p) => match hsb_common::decision::Policy::parse(p) {
             Some(p) => Some(p),
             None => {
-                return fail(&format!(
+                return PROGRAM.fail(&format!(
                     "unknown policy '{p}'; expected client-oriented, heartbeat-only or ping-node"
                 ))
             }
@@ -153,7 +121,7 @@ fn replay(args: &Args) -> ExitCode {
     };
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) => return fail(&format!("{path}: {e}")),
+        Err(e) => return PROGRAM.fail(&format!("{path}: {e}")),
     };
     let policy = policy.unwrap_or(hsb_common::decision::Policy::ClientOriented);
     match hsb_common::decision::replay(text.lines(), policy) {
@@ -167,7 +135,7 @@ fn replay(args: &Args) -> ExitCode {
             println!("{} decisions", decisions.len());
             ExitCode::SUCCESS
         }
-        Err(e) => fail(&format!("{path}: {e}")),
+        Err(e) => PROGRAM.fail(&format!("{path}: {e}")),
     }
 }
 
@@ -177,19 +145,19 @@ fn run(args: &Args) -> ExitCode {
     // at its first turn.
     let signals = match SignalSource::install() {
         Ok(s) => s,
-        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+        Err(e) => return PROGRAM.fail(&format!("cannot install signal handlers: {e}")),
     };
-    let (s, key, cfg) = match load(args) {
+    let (s, key, cfg) = match PROGRAM.load(args, Settings::from_config) {
         Ok(v) => v,
-        Err(e) => return fail(&e),
+        Err(e) => return PROGRAM.fail(&e),
     };
     let host = match start::host_state(&s) {
         Ok(h) => h,
-        Err(e) => return fail(&e),
+        Err(e) => return PROGRAM.fail(&e),
     };
     let signals = SignalHandler::new(signals, args, cfg);
     match daemon::Daemon::new(s, key, host).and_then(|d| d.run(signals)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e.to_string()),
+        Err(e) => PROGRAM.fail(&e.to_string()),
     }
 }

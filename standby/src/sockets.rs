@@ -4,7 +4,7 @@
 
 use std::io;
 
-use mio::net::{TcpStream, UdpSocket};
+use mio::net::TcpStream;
 use mio::{Interest, Poll, Token};
 
 use hsb_common::datagram::Sender;
@@ -14,7 +14,6 @@ use hsb_common::kit::decisions::Decisions;
 use hsb_common::kit::endpoint::{Endpoint, Received};
 use hsb_common::msg::Role;
 use hsb_common::node_state::NodeState;
-use hsb_common::recorder::Recorder;
 use hsb_common::time::Nanos;
 use hsb_domain::model::ModelDomain;
 use hsb_domain::service::{ClientId, Handler, Service};
@@ -196,14 +195,12 @@ pub(crate) fn open_failover(
     host: &NodeState,
     query_base: u32,
 ) -> io::Result<Failover> {
-    let mut witness_udp = UdpSocket::bind(s.witness_listen).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("witness address {}: {e}", s.witness_listen),
-        )
-    })?;
-    poll.registry()
-        .register(&mut witness_udp, WITNESS_UDP, Interest::READABLE)?;
+    let witness_udp = hsb_common::kit::endpoint::bind(
+        "witness address",
+        s.witness_listen,
+        poll.registry(),
+        WITNESS_UDP,
+    )?;
     if s.heartbeat_listen.len() > HEARTBEAT_LINKS {
         return Err(io::Error::other(format!(
             "heartbeat_listen: {} links, at most {HEARTBEAT_LINKS}",
@@ -212,17 +209,19 @@ pub(crate) fn open_failover(
     }
     let mut heartbeat_udp = Vec::new();
     for (i, a) in s.heartbeat_listen.iter().enumerate() {
-        let mut u = UdpSocket::bind(*a)
-            .map_err(|e| io::Error::new(e.kind(), format!("heartbeat address {a}: {e}")))?;
-        poll.registry()
-            .register(&mut u, Token(HEARTBEAT_BASE + i), Interest::READABLE)?;
+        let u = hsb_common::kit::endpoint::bind(
+            "heartbeat address",
+            *a,
+            poll.registry(),
+            Token(HEARTBEAT_BASE + i),
+        )?;
         heartbeat_udp.push(u);
     }
     let me = Sender {
         role: Role::Standby,
         id: hsb_common::datagram::node_sender_id(&s.node),
     };
-    let recorder = Recorder::open(
+    let decisions = Decisions::open(
         &s.decision_log,
         s.decision_log_rotation,
         now,
@@ -233,13 +232,7 @@ pub(crate) fn open_failover(
             seq_base: query_base,
             ..record::Start::default()
         },
-    )
-    .map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("decision log {}: {e}", s.decision_log.display()),
-        )
-    })?;
+    )?;
     log::info!(
         "automatic failover on: policy {}, {} heartbeat link(s) on {:?} (every {:?}, suspect after {:?}), witnesses {:?} (quorum {}), witness traffic on {}",
         s.decision.policy,
@@ -255,7 +248,7 @@ pub(crate) fn open_failover(
         witness_udp,
         heartbeat_udp,
         ep: Endpoint::new(key, me, host.incarnation, host.epoch.0),
-        decisions: Decisions::new(recorder),
+        decisions,
         ping: None,
     })
 }
