@@ -391,6 +391,18 @@ impl CtlServer {
         }
     }
 
+    /// The end of a clean stop on `signal`: the socket file is removed (a warning if it cannot
+    /// be) and the log says the process stopped cleanly.
+    pub fn stopped(&self, signal: &str) {
+        if let Err(e) = self.remove_socket() {
+            log::warn!(
+                "{signal}: cannot remove the control socket {}: {e}",
+                self.path.display()
+            );
+        }
+        log::info!("{signal}: stopped cleanly (exit status 0)");
+    }
+
     /// Remove the socket file at a clean exit, if it is still the one this server bound (not
     /// one another daemon bound at the same path since). Whether it was removed.
     pub fn remove_socket(&self) -> io::Result<bool> {

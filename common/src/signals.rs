@@ -225,6 +225,22 @@ impl SignalHandler {
         Ok((settings, self.started.changed_keys(&cfg)))
     }
 
+    /// [`Self::reload`] with its log lines: `None` (and an error line: the daemon runs on
+    /// unchanged) if the configuration does not load or check.
+    pub fn reload_logged<S>(
+        &self,
+        schema: &'static [KeySpec],
+        parse: impl FnOnce(&Config) -> Result<S, ConfigError>,
+    ) -> Option<(S, Vec<&'static str>)> {
+        match self.reload(schema, parse) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
+                None
+            }
+        }
+    }
+
     /// Log `SIGHUP: key X changed: restart to apply` for every changed key the daemon does not
     /// apply at run time (`applied`): it keeps running with the value it started with.
     pub fn restart_needed(changed: &[&'static str], applied: &[&str]) -> usize {

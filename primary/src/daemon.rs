@@ -9,7 +9,7 @@ use std::io;
 use std::time::Duration;
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
 use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::Sender;
@@ -23,7 +23,6 @@ use hsb_common::kit::hooks::Hooks;
 use hsb_common::kit::http::MetricsServer;
 use hsb_common::kit::notify::Notifier;
 use hsb_common::msg::Role;
-use hsb_common::recorder::Recorder;
 use hsb_common::signals::{Request, SignalHandler};
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Staging;
@@ -518,13 +517,7 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();
         }
-        if let Err(e) = self.ctl.remove_socket() {
-            log::warn!(
-                "{signal}: cannot remove the control socket {}: {e}",
-                self.ctl.path().display()
-            );
-        }
-        log::info!("{signal}: stopped cleanly (exit status 0)");
+        self.ctl.stopped(signal);
     }
 
     /// SIGHUP: reopen the decision log (logging itself goes to stderr, which this process
@@ -539,12 +532,8 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.sighup(now);
         }
-        let (new, changed) = match signals.reload(schema(), Settings::from_config) {
-            Ok(v) => v,
-            Err(e) => {
-                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
-                return;
-            }
+        let Some((new, changed)) = signals.reload_logged(schema(), Settings::from_config) else {
+            return;
         };
         if new.stats_interval != self.s.stats_interval {
             log::info!(
@@ -572,19 +561,17 @@ fn open_failover(
     poll: &Poll,
     now: Nanos,
 ) -> io::Result<Failover> {
-    let mut udp = UdpSocket::bind(s.witness_listen).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("witness address {}: {e}", s.witness_listen),
-        )
-    })?;
-    poll.registry()
-        .register(&mut udp, WITNESS_UDP, Interest::READABLE)?;
+    let udp = hsb_common::kit::endpoint::bind(
+        "witness address",
+        s.witness_listen,
+        poll.registry(),
+        WITNESS_UDP,
+    )?;
     let me = Sender {
         role: Role::Primary,
         id: hsb_common::datagram::node_sender_id(&s.node),
     };
-    let recorder = Recorder::open(
+    let decisions = Decisions::open(
         &s.decision_log,
         s.decision_log_rotation,
         now,
@@ -596,13 +583,7 @@ fn open_failover(
             resume_at: start.first_checkpoint.saturating_sub(1),
             ..record::Start::default()
         },
-    )
-    .map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("decision log {}: {e}", s.decision_log.display()),
-        )
-    })?;
+    )?;
     log::info!(
         "automatic failover on: policy {}; heartbeats every {:?} to {:?}; witnesses {:?}; output needs a fresh ack, or a witness-quorum lease once the standby is lost",
         s.decision.policy,
@@ -615,6 +596,6 @@ fn open_failover(
         // Heartbeats and requests carry this primary's epoch (a promoted primary's are not
         // epoch 1: its standby drops lower epochs as stale).
         ep: Endpoint::new(key, me, start.incarnation, start.epoch.0),
-        decisions: Decisions::new(recorder),
+        decisions,
     })
 }

@@ -346,13 +346,7 @@ impl Daemon {
             self.probes.in_flight()
         );
         self.notify.stopping(now, &format!("{signal}: stopping"));
-        if let Err(e) = self.ctl.remove_socket() {
-            log::warn!(
-                "{signal}: cannot remove the control socket {}: {e}",
-                self.ctl.path().display()
-            );
-        }
-        log::info!("{signal}: stopped cleanly (exit status 0)");
+        self.ctl.stopped(signal);
     }
 
     /// SIGHUP: reload the configuration (a witness has no decision log; logging goes to

@@ -20,8 +20,8 @@ mod status;
 
 use std::process::ExitCode;
 
-use hsb_common::cli::Args;
-use hsb_common::config::{reference_markdown, Config, Sectioned};
+use hsb_common::cli::{Args, Program};
+use hsb_common::config::{Config, Sectioned};
 use hsb_common::key::ClusterKey;
 use hsb_common::signals::{SignalHandler, SignalSource};
 
@@ -54,6 +54,13 @@ $NOTIFY_SOCKET.
 
 Logging: HSB_LOG=debug|info|warn (default info).";
 
+const PROGRAM: Program = Program {
+    name: "hsb-witness",
+    usage: USAGE,
+    schema,
+    control: "/run/hsb/witness.sock",
+};
+
 fn main() -> ExitCode {
     let args = match hsb_common::cli::start(
         "hsb-witness",
@@ -82,10 +89,7 @@ fn main() -> ExitCode {
                 }
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("hsb-witness: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => PROGRAM.fail(&e),
         },
         Some("status") => {
             let path = match (&args.control, &args.config) {
@@ -106,18 +110,7 @@ fn main() -> ExitCode {
                 &command,
             ))
         }
-        Some("config-reference") => {
-            print!("{}", reference_markdown(schema()));
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("hsb-witness: unknown command '{other}'\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-        None => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        _ => PROGRAM.common(&args),
     }
 }
 
@@ -150,10 +143,7 @@ fn load(args: &Args) -> Result<(Settings, Vec<ClusterKey>, Config), String> {
 
 fn run(args: &Args) -> ExitCode {
     hsb_common::logging::init("witness");
-    let fail = |e: &str| {
-        eprintln!("hsb-witness: {e}");
-        ExitCode::FAILURE
-    };
+    let fail = |e: &str| PROGRAM.fail(e);
     // Before the start-up: a SIGTERM sent meanwhile waits in the self-pipe and stops the loop
     // at its first turn.
     let signals = match SignalSource::install() {

@@ -41,6 +41,24 @@ impl Decisions {
         })
     }
 
+    /// Open the decision log at `path` (see [`Recorder::open`]); its error names the path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
+        path: &std::path::Path,
+        rotation: crate::recorder::Rotation,
+        now: Nanos,
+        role: crate::decision::Role,
+        epoch: crate::decision::Epoch,
+        cfg: &crate::decision::Config,
+        start: crate::decision::record::Start,
+    ) -> std::io::Result<Decisions> {
+        Recorder::open(path, rotation, now, role, epoch, cfg, start)
+            .map(Decisions::new)
+            .map_err(|e| {
+                std::io::Error::new(e.kind(), format!("decision log {}: {e}", path.display()))
+            })
+    }
+
     /// Log a decision at `level` with its evidence, record it, keep it for status; the JSON
     /// line is returned for callers that keep it too (an activation's evidence, say).
     pub fn evidence(&mut self, level: log::Level, e: &Evidence) -> String {
