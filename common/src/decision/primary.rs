@@ -433,6 +433,12 @@ impl PrimaryAuthority {
             Mode::Protected
         } else if self.degraded_at(now) {
             Mode::Degraded
+        } else if self.waits_for_standby(now) {
+            // A standby that acknowledges and is not lost is waited for (its replies paused):
+            // output is held, whatever lease is still valid from when it was lost. (Released
+            // under that lease, it would not be covered by the stale mark the next protected
+            // notice clears.)
+            Mode::Holding
         } else if self.cfg.policy != Policy::ClientOriented || self.lease_at(now) || self.operator {
             Mode::Unprotected
         } else {

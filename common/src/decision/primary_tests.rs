@@ -329,6 +329,60 @@ fn a_reply_of_a_higher_epoch_steps_down() {
     assert_eq!(p.epoch(), Epoch(3));
 }
 
+/// A lease granted while the standby was lost is no authority once the standby acknowledges
+/// again and is only waited for (its replies paused): output is held. Released under that
+/// lease, it would lie beyond the checkpoint whose ack clears the witnesses' stale mark, and a
+/// crash would lose it (the fault suite's F13 found this: a late ack of an older checkpoint,
+/// then a pause of the replies while the lease still ran).
+#[test]
+fn an_old_lease_releases_nothing_while_a_returning_standby_is_waited_for() {
+    let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+    p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+    p.step(ms(1), alive(1));
+    p.step(
+        ms(2),
+        Input::Ack {
+            ckpt: 1,
+            epoch: Epoch(1),
+        },
+    );
+    p.step(ms(10), Input::CheckpointSent { ckpt: 2 });
+    // Silent: lost after standby-timeout; two witnesses grant.
+    let mut req = None;
+    for t in 11..=700 {
+        for a in p.step(ms(t), Input::Tick).iter() {
+            if let Action::RequestLeases(r) = a {
+                req.get_or_insert(r.req);
+            }
+        }
+    }
+    let req = req.expect("a lease request once the standby is lost");
+    p.step(ms(700), grant(1, req));
+    p.step(ms(700), grant(2, req));
+    assert_eq!(p.mode(ms(700)), Mode::Unprotected);
+    p.step(ms(710), Input::CheckpointSent { ckpt: 3 });
+    for t in 711..800 {
+        p.step(ms(t), Input::Tick);
+    }
+    // Back: a reply, and the late ack of checkpoint 2 (protection needs one of 3 or later).
+    p.step(ms(800), alive(800));
+    p.step(
+        ms(800),
+        Input::Ack {
+            ckpt: 2,
+            epoch: Epoch(1),
+        },
+    );
+    assert_eq!(p.mode(ms(801)), Mode::Degraded);
+    // Its replies pause: waited for, not lost, and the lease still runs: nothing leaves.
+    for t in 801..=850 {
+        p.step(ms(t), Input::Tick);
+    }
+    assert!(!p.standby_lost(ms(850)));
+    assert_eq!(p.mode(ms(850)), Mode::Holding);
+    assert!(!p.may_release_output(ms(850)));
+}
+
 #[test]
 fn activated_standby_holds_its_votes_as_leases() {
     let mut leases = LeaseSet::new();
