@@ -1325,7 +1325,10 @@ impl Standby {
             });
         }
         let body = &frame[HEADER_LEN..];
-        let Some(done) = self.receiver.on_frame(kind, body, &hash)? else {
+        let Some(done) = self
+            .receiver
+            .on_frame(kind, body, &hash, self.replica.replica())?
+        else {
             return Ok(());
         };
         let t0 = self.clock.now();

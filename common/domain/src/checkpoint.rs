@@ -2,22 +2,40 @@
 //!
 //! Primary: [`Staging::capture`] copies dirty pages and state into frames laid out in a buffer
 //! allocated at start-up (this is the part done while the guest is suspended); [`Staging::seal`]
-//! then fills CRCs and MACs and appends the `End` record, after the guest has resumed.
+//! then, after the guest has resumed, encodes the pages where that pays (zero pages, the words
+//! that changed since the version the standby holds, LZ4: [`crate::page_codec`], with the
+//! primary's [`PageCache`] of what it sent and the [`CodecPolicy`] saying when), fills CRCs and
+//! MACs and appends the `End` record.
 //!
-//! Standby: [`Receiver`] stages checkpoint N whole, checks it against its `End` record, and only
-//! then lets [`Receiver::apply`] write it into the replica. Any error discards the staged
-//! checkpoint: the replica stays exactly at N-1.
+//! Standby: [`Receiver`] decodes each frame's pages into staging as it comes (a delta against
+//! the replica's page: the replica is still at N-1, which is what the primary encoded against),
+//! stages checkpoint N whole, checks it against its `End` record (whose CRC covers the decoded
+//! pages), and only then lets [`Receiver::apply`] write it into the replica. Any error discards
+//! the staged checkpoint: the replica stays exactly at N-1.
 
+use std::collections::VecDeque;
 use std::fmt;
 
+use crate::codec_policy::{Choice, Codec, CodecMode, CodecPolicy};
 use crate::domain::{CheckpointSource, DomainError, Replica};
+use crate::page_cache::PageCache;
+use crate::page_codec::{self, Record, RecordKind, MAX_RECORD};
 use crate::PAGE_SIZE;
 use hsb_common::frame::{self, FrameError, Header, Kind, HEADER_LEN};
-use hsb_common::msg::{self, Begin, End, Pages, PagesHead, State, MAX_STATE_LEN, PAGES_PER_FRAME};
+use hsb_common::msg::{
+    self, Begin, End, Pages, PagesHead, State, MAX_STATE_LEN, PAGES_LZ4, PAGES_PER_FRAME,
+    PAGES_PLAIN, PAGES_RECORDS,
+};
 use hsb_common::session::{self, Session};
 
-/// Bytes reserved for the head of a `Pages` body (ckpt and up to 64 pfn varints, data length).
-const PAGES_HEAD_MAX: usize = 10 + 1 + PAGES_PER_FRAME * 10 + 10;
+/// Bytes reserved for the head of a `Pages` body (ckpt, up to 64 pfn varints, codec, data
+/// length).
+const PAGES_HEAD_MAX: usize = 10 + 1 + PAGES_PER_FRAME * 10 + 1 + 10;
+/// Pages the primary's cache of sent pages holds at most by default (128 MiB); a smaller
+/// domain's cache holds all of it.
+pub const DEFAULT_CACHE_PAGES: u64 = 32768;
+/// Checkpoints whose cost the codec rule can still be told ([`Staging::acked`]).
+const PENDING_MAX: usize = 32;
 /// Bytes reserved for a small record frame.
 const SMALL_FRAME: usize = HEADER_LEN + 64;
 
@@ -95,6 +113,146 @@ pub struct Staging {
     frame_data: Vec<usize>,
     /// Pages dirtied during a pre-copy (bounded like `pfns`).
     dirty: Vec<u64>,
+    /// What the standby holds of recently sent pages.
+    cache: PageCache,
+    /// When to encode.
+    policy: CodecPolicy,
+    /// Encoding scratch, one frame's worth.
+    enc: FrameEncoder,
+    /// Sealed checkpoints not yet acknowledged: (checkpoint, choice, page bytes, seal ns).
+    pending: VecDeque<(u64, Choice, u64, u64)>,
+    /// The last seal's figures.
+    sealed: SealStats,
+}
+
+/// What one [`Staging::seal`] did (for logs and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SealStats {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Whether its pages were encoded.
+    pub encoded: bool,
+    /// Bytes of pages captured.
+    pub page_bytes: u64,
+    /// Bytes of the sealed checkpoint (every frame, the `End` record included).
+    pub wire_bytes: u64,
+    /// Pages sent as zero-page, raw, delta and sparse records (plain pages count as raw).
+    pub records: [u64; 4],
+    /// `Pages` frames sent as records, and of those compressed with LZ4.
+    pub frames_encoded: u64,
+    /// See `frames_encoded`.
+    pub frames_lz4: u64,
+}
+
+/// Scratch for encoding one `Pages` frame, allocated once.
+#[derive(Debug)]
+struct FrameEncoder {
+    /// The frame's page records.
+    records: Vec<u8>,
+    /// The new body: head, data length, data.
+    body: Vec<u8>,
+    /// The records compressed.
+    packed: Vec<u8>,
+    /// Frames to go before LZ4 is tried again, and the current back-off.
+    lz4_wait: u32,
+    lz4_backoff: u32,
+}
+
+/// Most frames LZ4 waits after it did not pay (it is tried again after 1, 2, 4 ... frames).
+const LZ4_BACKOFF_MAX: u32 = 64;
+
+impl FrameEncoder {
+    fn new() -> FrameEncoder {
+        let records = PAGES_PER_FRAME * MAX_RECORD;
+        FrameEncoder {
+            records: vec![0u8; records],
+            body: vec![0u8; PAGES_HEAD_MAX + page_codec::compressed_room(records)],
+            packed: vec![0u8; page_codec::compressed_room(records)],
+            lz4_wait: 0,
+            lz4_backoff: 1,
+        }
+    }
+
+    /// Encode the plain `Pages` body `body` into `self.body` against `cache` (which then holds
+    /// the new pages); the new body's length, or `None` when it is not shorter than `body`.
+    fn encode(
+        &mut self,
+        body: &[u8],
+        cache: &mut PageCache,
+        st: &mut SealStats,
+    ) -> Result<Option<usize>, CheckpointError> {
+        let p: Pages = msg::decode(Kind::Pages, body)?;
+        let mut n = 0;
+        for (&pfn, page) in p.pfns.iter().zip(p.data.chunks_exact(PAGE_SIZE)) {
+            let (len, kind) = page_codec::encode_page(page, cache.get(pfn), &mut self.records[n..]);
+            n += len;
+            match kind {
+                RecordKind::Zero => {
+                    // A zero page's next version goes as a sparse record: nothing to hold.
+                    cache.forget(pfn);
+                    st.records[0] += 1;
+                }
+                k => {
+                    cache.store(pfn, page);
+                    st.records[match k {
+                        RecordKind::Raw => 1,
+                        RecordKind::Delta => 2,
+                        _ => 3,
+                    }] += 1;
+                }
+            }
+        }
+        let (codec, data) = self.pack(n);
+        let head = msg::encode(
+            &PagesHead {
+                ckpt: p.ckpt,
+                pfns: &p.pfns,
+                codec,
+            },
+            &mut self.body,
+        )
+        .map_err(|_| frame_bug("page head does not fit"))?;
+        let data: &[u8] = match data {
+            Some(m) => &self.packed[..m],
+            None => &self.records[..n],
+        };
+        let mut len = head + msg::write_varint(data.len() as u64, &mut self.body[head..]);
+        self.body[len..len + data.len()].copy_from_slice(data);
+        len += data.len();
+        if len >= body.len() {
+            return Ok(None);
+        }
+        st.frames_encoded += 1;
+        st.frames_lz4 += u64::from(codec == PAGES_LZ4);
+        Ok(Some(len))
+    }
+
+    /// Compress the first `n` bytes of records when LZ4 has been paying: the codec, and the
+    /// compressed length if compressed.
+    fn pack(&mut self, n: usize) -> (u8, Option<usize>) {
+        if self.lz4_wait > 0 {
+            self.lz4_wait -= 1;
+            return (PAGES_RECORDS, None);
+        }
+        match page_codec::compress(&self.records[..n], &mut self.packed) {
+            Some(m) => {
+                self.lz4_backoff = 1;
+                (PAGES_LZ4, Some(m))
+            }
+            None => {
+                self.lz4_wait = self.lz4_backoff;
+                self.lz4_backoff = (self.lz4_backoff * 2).min(LZ4_BACKOFF_MAX);
+                (PAGES_RECORDS, None)
+            }
+        }
+    }
+}
+
+fn frame_bug(why: &'static str) -> CheckpointError {
+    CheckpointError::Frame(FrameError::Body {
+        kind: Kind::Pages,
+        why,
+    })
 }
 
 /// Progress of a pre-copied full synchronisation.
@@ -118,8 +276,15 @@ pub struct PrecopyStats {
 }
 
 impl Staging {
-    /// Allocate for a domain of `pages` pages (all memory is allocated here, once).
+    /// Allocate for a domain of `pages` pages (all memory is allocated here, once), encoding
+    /// when it pays, with a cache of up to [`DEFAULT_CACHE_PAGES`].
     pub fn new(pages: u64) -> Staging {
+        Staging::with_codec(pages, CodecMode::Auto, pages.min(DEFAULT_CACHE_PAGES))
+    }
+
+    /// Allocate for a domain of `pages` pages, encoding as `mode` says with a cache of
+    /// `cache_pages` sent pages (0: no deltas, only zero and sparse pages and LZ4).
+    pub fn with_codec(pages: u64, mode: CodecMode, cache_pages: u64) -> Staging {
         Staging {
             buf: vec![0u8; staging_capacity(pages)],
             len: 0,
@@ -128,6 +293,54 @@ impl Staging {
             precopy: None,
             frame_data: Vec::with_capacity((pages as usize).div_ceil(PAGES_PER_FRAME)),
             dirty: Vec::with_capacity(pages as usize),
+            cache: PageCache::new(cache_pages as usize),
+            policy: CodecPolicy::new(mode),
+            enc: FrameEncoder::new(),
+            pending: VecDeque::with_capacity(PENDING_MAX),
+            sealed: SealStats::default(),
+        }
+    }
+
+    /// Encode as `mode` says from the next checkpoint on (what the rule measured is dropped).
+    pub fn set_codec_mode(&mut self, mode: CodecMode) {
+        self.policy = CodecPolicy::new(mode);
+        self.pending.clear();
+    }
+
+    /// The encoding rule (its setting and what it measured).
+    pub fn policy(&self) -> &CodecPolicy {
+        &self.policy
+    }
+
+    /// Bytes allocated for the cache of sent pages.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// What the last [`Staging::seal`] did.
+    pub fn last_seal(&self) -> SealStats {
+        self.sealed
+    }
+
+    /// The last sealed checkpoint's sealing took `ns` (measured by the caller: this module reads
+    /// no clock).
+    pub fn sealed_in(&mut self, ns: u64) {
+        if let Some(p) = self.pending.back_mut() {
+            p.3 = ns;
+        }
+    }
+
+    /// Checkpoint `ckpt` was acknowledged `ns` after its sealing ended: what it cost goes to the
+    /// encoding rule. Earlier checkpoints not reported are dropped.
+    pub fn acked(&mut self, ckpt: u64, ns: u64) {
+        while let Some(&(n, choice, bytes, seal)) = self.pending.front() {
+            if n > ckpt {
+                break;
+            }
+            self.pending.pop_front();
+            if n == ckpt {
+                self.policy.observe(choice, bytes, seal.saturating_add(ns));
+            }
         }
     }
 
@@ -276,6 +489,11 @@ impl Staging {
         self.len = 0;
         self.ckpt = ckpt;
         self.pfns.clear();
+        if full {
+            // The standby's replica is rewritten whole: nothing it held is a reference now.
+            self.cache.clear();
+            self.pending.clear();
+        }
         dom.take_dirty(full, &mut self.pfns)?;
         let begin = Begin {
             ckpt,
@@ -307,11 +525,14 @@ impl Staging {
             });
         }
         let body = &mut self.buf[start + HEADER_LEN..];
-        let mut n = msg::encode(&PagesHead { ckpt, pfns: chunk }, body).map_err(|_| {
-            CheckpointError::StagingFull {
-                need: start + need,
-                have: start,
-            }
+        let head = PagesHead {
+            ckpt,
+            pfns: chunk,
+            codec: PAGES_PLAIN,
+        };
+        let mut n = msg::encode(&head, body).map_err(|_| CheckpointError::StagingFull {
+            need: start + need,
+            have: start,
         })?;
         let data_len = chunk.len() * PAGE_SIZE;
         n += msg::write_varint(data_len as u64, &mut body[n..]);
@@ -368,21 +589,65 @@ impl Staging {
         Ok(())
     }
 
-    /// Seal every staged frame for `session` and append the `End` record. Done after the guest
-    /// has resumed: this is the CRC and MAC pass over the checkpoint.
+    /// Encode (when the rule says so), seal every staged frame for `session` and append the
+    /// `End` record; returns the bytes to send. Done after the guest has resumed: this is the
+    /// encoding, CRC and MAC pass over the checkpoint. Encoded frames are shorter, so each is
+    /// written where the previous one ended, never past where it was read.
     pub fn seal(&mut self, session: &mut Session) -> Result<usize, CheckpointError> {
+        let page_bytes = (self.pfns.len() * PAGE_SIZE) as u64;
+        let choice = self.policy.choose(page_bytes);
+        let encode = choice.codec == Codec::Encoded;
+        let mut st = SealStats {
+            ckpt: self.ckpt,
+            encoded: encode,
+            page_bytes,
+            ..SealStats::default()
+        };
         let mut ckpt_crc = crc32fast::Hasher::new();
         let mut total: u64 = 0;
-        let mut pos = 0;
-        while pos < self.len {
-            let h = Header::parse(&self.buf[pos..self.len], frame::MAX_BODY_LEN)?;
-            let end = pos + h.frame_len();
-            let body_hash = frame::body_crc(&self.buf[pos + HEADER_LEN..end]);
-            ckpt_crc.combine(&body_hash);
+        let (mut r, mut w) = (0, 0);
+        while r < self.len {
+            let h = Header::parse(&self.buf[r..self.len], frame::MAX_BODY_LEN)?;
+            let end = r + h.frame_len();
+            let body = &self.buf[r + HEADER_LEN..end];
+            // The checkpoint's CRC covers bodies as captured: pages in their plain form.
+            let plain_hash = frame::body_crc(body);
+            ckpt_crc.combine(&plain_hash);
             total += h.body_len as u64;
-            session.seal_with(&mut self.buf[pos..end], &body_hash);
-            pos = end;
+            if h.kind == Kind::Pages {
+                if encode {
+                    if let Some(n) = self.enc.encode(body, &mut self.cache, &mut st)? {
+                        Header {
+                            kind: Kind::Pages,
+                            body_len: n as u32,
+                            seq: 0,
+                        }
+                        .emit(&mut self.buf[w..]);
+                        let b = &self.enc.body[..n];
+                        self.buf[w + HEADER_LEN..w + HEADER_LEN + n].copy_from_slice(b);
+                        session
+                            .seal_with(&mut self.buf[w..w + HEADER_LEN + n], &frame::body_crc(b));
+                        w += HEADER_LEN + n;
+                        r = end;
+                        continue;
+                    }
+                } else {
+                    let p: Pages = msg::decode(Kind::Pages, body)?;
+                    st.records[1] += p.pfns.len() as u64;
+                    if !self.cache.is_empty() {
+                        // Sent without the cache: what it holds of these pages is stale.
+                        p.pfns.iter().for_each(|&pfn| self.cache.forget(pfn));
+                    }
+                }
+            }
+            if w != r {
+                self.buf.copy_within(r..end, w);
+            }
+            session.seal_with(&mut self.buf[w..w + h.frame_len()], &plain_hash);
+            w += h.frame_len();
+            r = end;
         }
+        self.len = w;
         let end = End {
             ckpt: self.ckpt,
             pages: self.pfns.len() as u64,
@@ -397,6 +662,12 @@ impl Staging {
                 have: self.buf.len(),
             })?;
         self.len = start + n;
+        st.wire_bytes = self.len as u64;
+        self.sealed = st;
+        if self.pending.len() == PENDING_MAX {
+            self.pending.pop_front();
+        }
+        self.pending.push_back((self.ckpt, choice, page_bytes, 0));
         Ok(self.len)
     }
 }
@@ -430,6 +701,8 @@ pub struct Receiver {
     state_seen: bool,
     crc: crc32fast::Hasher,
     total: u64,
+    /// LZ4-compressed records of one frame, decompressed.
+    unpacked: Vec<u8>,
     complete: Option<Complete>,
     /// Last checkpoint applied in the current session; `None` until a full sync is applied.
     session_base: Option<u64>,
@@ -458,6 +731,7 @@ impl Receiver {
             state_seen: false,
             crc: crc32fast::Hasher::new(),
             total: 0,
+            unpacked: vec![0u8; PAGES_PER_FRAME * MAX_RECORD],
             complete: None,
             session_base: None,
             applied: None,
@@ -476,7 +750,10 @@ impl Receiver {
 
     /// Bytes allocated for staging.
     pub fn capacity(&self) -> usize {
-        self.data.capacity() + self.pfns.capacity() * 8 + self.state.capacity()
+        self.data.capacity()
+            + self.pfns.capacity() * 8
+            + self.state.capacity()
+            + self.unpacked.len()
     }
 
     /// A new session (new connection): discard anything staged, and require a full
@@ -503,14 +780,17 @@ impl Receiver {
         FrameError::Body { kind, why }
     }
 
-    /// Feed one verified frame (already authenticated by the session). Returns the completed
-    /// checkpoint when its `End` arrives and checks out. On error, the staged checkpoint is
-    /// discarded and the caller drops the session.
+    /// Feed one verified frame (already authenticated by the session). `replica` is read, never
+    /// written: its pages are the reference of delta records (it is at the previous checkpoint,
+    /// which is what the primary encoded against). Returns the completed checkpoint when its
+    /// `End` arrives and checks out. On error, the staged checkpoint is discarded and the caller
+    /// drops the session.
     pub fn on_frame(
         &mut self,
         kind: Kind,
         body: &[u8],
         body_hash: &crc32fast::Hasher,
+        replica: &mut dyn Replica,
     ) -> Result<Option<Complete>, FrameError> {
         if self.complete.is_some() {
             self.discard();
@@ -550,7 +830,7 @@ impl Receiver {
                     }
                 }
                 self.begin = Some(b);
-                self.account(body, body_hash);
+                self.account(body.len() as u64, body_hash);
                 Ok(None)
             }
             Kind::Pages => {
@@ -561,9 +841,6 @@ impl Receiver {
                 if p.ckpt != begin.ckpt {
                     return Err(self.fail(kind, "pages of another checkpoint"));
                 }
-                if p.data.len() != p.pfns.len() * PAGE_SIZE {
-                    return Err(self.fail(kind, "page data length does not match page count"));
-                }
                 if self.pfns.len() as u64 + p.pfns.len() as u64 > begin.pages {
                     return Err(self.fail(kind, "more pages than announced"));
                 }
@@ -571,9 +848,51 @@ impl Receiver {
                     return Err(self.fail(kind, "page number beyond the domain"));
                 }
                 // Capacity was reserved for a full domain and pages <= domain_pages: no growth.
+                let start = self.data.len();
+                match p.codec {
+                    PAGES_PLAIN => {
+                        if p.data.len() != p.pfns.len() * PAGE_SIZE {
+                            return Err(
+                                self.fail(kind, "page data length does not match page count")
+                            );
+                        }
+                        self.data.extend_from_slice(p.data);
+                        self.pfns.extend_from_slice(&p.pfns);
+                        self.account(body.len() as u64, body_hash);
+                        return Ok(None);
+                    }
+                    PAGES_RECORDS | PAGES_LZ4 => {}
+                    _ => return Err(self.fail(kind, "unknown page codec")),
+                }
+                let max = p.pfns.len() * MAX_RECORD;
+                let records = if p.codec == PAGES_LZ4 {
+                    match page_codec::decompress(p.data, &mut self.unpacked, max) {
+                        Ok(r) => r,
+                        Err(e) => return Err(self.fail(kind, e.why())),
+                    }
+                } else {
+                    p.data
+                };
+                if let Err(why) =
+                    decode_records(records, &p.pfns, begin.full, &mut self.data, replica)
+                {
+                    return Err(self.fail(kind, why));
+                }
                 self.pfns.extend_from_slice(&p.pfns);
-                self.data.extend_from_slice(p.data);
-                self.account(body, body_hash);
+                // The checkpoint's CRC covers the body in its plain form: the pages as decoded.
+                let mut head = [0u8; PAGES_HEAD_MAX];
+                let plain = PagesHead {
+                    ckpt: p.ckpt,
+                    pfns: &p.pfns,
+                    codec: PAGES_PLAIN,
+                };
+                let Ok(mut n) = msg::encode(&plain, &mut head) else {
+                    return Err(self.fail(kind, "page head does not fit"));
+                };
+                n += msg::write_varint((p.pfns.len() * PAGE_SIZE) as u64, &mut head[n..]);
+                let mut h = frame::body_crc(&head[..n]);
+                h.update(&self.data[start..]);
+                self.account((n + p.pfns.len() * PAGE_SIZE) as u64, &h);
                 Ok(None)
             }
             Kind::State => {
@@ -589,7 +908,7 @@ impl Receiver {
                 }
                 self.state.extend_from_slice(s.data);
                 self.state_seen = true;
-                self.account(body, body_hash);
+                self.account(body.len() as u64, body_hash);
                 Ok(None)
             }
             Kind::End => {
@@ -631,9 +950,9 @@ impl Receiver {
         }
     }
 
-    fn account(&mut self, body: &[u8], body_hash: &crc32fast::Hasher) {
+    fn account(&mut self, len: u64, body_hash: &crc32fast::Hasher) {
         self.crc.combine(body_hash);
-        self.total += body.len() as u64;
+        self.total += len;
     }
 
     /// Apply the completed checkpoint to the replica. After this returns `Ok(n)`, the replica
@@ -654,6 +973,46 @@ impl Receiver {
         self.session_base = Some(c.ckpt);
         Ok(c.ckpt)
     }
+}
+
+/// Decode one frame's page records for `pfns` onto the end of `data`, delta records against
+/// `replica`'s pages (never in a full synchronisation, whose replica is no reference). The
+/// records must cover exactly the frame's pages.
+fn decode_records(
+    records: &[u8],
+    pfns: &[u64],
+    full: bool,
+    data: &mut Vec<u8>,
+    replica: &mut dyn Replica,
+) -> Result<(), &'static str> {
+    let mut pos = 0;
+    for &pfn in pfns {
+        let (rec, len) = page_codec::read_record(&records[pos..]).map_err(|e| e.why())?;
+        pos += len;
+        let at = data.len();
+        match rec {
+            Record::Raw(page) => data.extend_from_slice(page),
+            Record::Zero => data.resize(at + PAGE_SIZE, 0),
+            Record::Sparse(ops) => {
+                data.resize(at + PAGE_SIZE, 0);
+                page_codec::apply_ops(ops, &mut data[at..]).map_err(|e| e.why())?;
+            }
+            Record::Delta(ops) => {
+                if full {
+                    return Err("a delta record in a full synchronisation");
+                }
+                data.resize(at + PAGE_SIZE, 0);
+                replica
+                    .read_back(&[pfn], &mut data[at..])
+                    .map_err(|_| "the replica's page for a delta record cannot be read")?;
+                page_codec::apply_ops(ops, &mut data[at..]).map_err(|e| e.why())?;
+            }
+        }
+    }
+    if pos != records.len() {
+        return Err("page records longer than the frame's pages");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use hsb_common::session::{Session, Side};
 use hsb_common::time::Nanos;
 use hsb_common::PAGE_SIZE;
 use hsb_domain::checkpoint::{Receiver, Staging};
+use hsb_domain::codec_policy::CodecMode;
 use hsb_domain::domain::CheckpointSource;
 use hsb_domain::model::ModelDomain;
 use hsb_tests::{num, Client, Daemon, Pair, PairOpts, TempDir};
@@ -456,6 +457,12 @@ fn sessions() -> (Session, Session) {
     )
 }
 
+/// Staging that never encodes: sections 1 and 2 measure the plain pipeline (encoding has its
+/// own section).
+fn plain_staging() -> Staging {
+    Staging::with_codec(MODEL_PAGES, CodecMode::Never, 0)
+}
+
 /// A 64 MiB model domain whose workload has written every workload page once.
 fn workload_domain() -> ModelDomain {
     let mut d = ModelDomain::new(MODEL_PAGES, 100_000_000, 7);
@@ -494,7 +501,7 @@ fn receive_checkpoints(mut sock: TcpStream, mut sess: Session, total: u64) -> R<
         while let Some((h, f)) = reader.next_frame().ctx("frame")? {
             let hash = sess.open(f).ctx("open")?;
             if rx
-                .on_frame(h.kind, &f[HEADER_LEN..], &hash)
+                .on_frame(h.kind, &f[HEADER_LEN..], &hash, &mut replica)
                 .ctx("on_frame")?
                 .is_some()
             {
@@ -527,7 +534,7 @@ fn pipeline_run(n: u64) -> R<Pipe> {
     let (mut stx, srx) = sessions();
     let rx_thread = thread::spawn(move || receive_checkpoints(rx_sock, srx, n + 1));
     let mut dom = workload_domain();
-    let mut st = Staging::new(MODEL_PAGES);
+    let mut st = plain_staging();
     let mut ckpt_len = 0;
     let mut send_err = None;
     for ckpt in 1..=n + 1 {
@@ -619,7 +626,7 @@ struct Stages {
 
 fn stage_costs() -> R<Stages> {
     let mut dom = workload_domain();
-    let mut st = Staging::new(MODEL_PAGES);
+    let mut st = plain_staging();
     let (mut stx, mut srx) = sessions();
     let mut rx = Receiver::new(MODEL_PAGES);
     let mut replica = ModelDomain::blank(MODEL_PAGES);
@@ -669,7 +676,7 @@ fn stage_costs() -> R<Stages> {
             open += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let done = rx
-                .on_frame(h.kind, &f[HEADER_LEN..], &hash)
+                .on_frame(h.kind, &f[HEADER_LEN..], &hash, &mut replica)
                 .ctx("on_frame")?;
             on_frame += t.elapsed().as_secs_f64();
             if done.is_some() {
@@ -963,7 +970,7 @@ fn logged_pauses(d: &Daemon, after: u64) -> Vec<(u64, Duration)> {
 /// back to back or one every `pace` (as the daemon does once per epoch).
 fn pause_lib(n: u64, iters: usize, pace: Option<Duration>) -> R<(Pct, f64)> {
     let mut d = ModelDomain::new(MODEL_PAGES, n * 1000, 3);
-    let mut st = Staging::new(MODEL_PAGES);
+    let mut st = plain_staging();
     // A full capture clears the dirty log and touches the whole staging buffer.
     d.suspend().ctx("suspend")?;
     st.capture(&mut d, 1, 1, true).ctx("capture")?;
