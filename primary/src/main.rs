@@ -518,11 +518,13 @@ impl Primary {
             None => {
                 let dom = if s.start_image.as_os_str().is_empty() {
                     ModelDomain::new(s.model_pages, s.dirty_rate, s.seed)
+                        .with_pattern(s.write_pattern)
                 } else {
                     let d = ModelDomain::load_image(&s.start_image, s.model_pages, s.dirty_rate)
                         .map_err(|e| {
                             io::Error::new(io::ErrorKind::InvalidData, format!("start_image: {e}"))
-                        })?;
+                        })?
+                        .with_pattern(s.write_pattern);
                     log::info!(
                         "starting from the domain image {} in epoch {} (counter {})",
                         s.start_image.display(),
@@ -558,7 +560,9 @@ impl Primary {
                 (Guest::Model(dom), None, service)
             }
         };
-        let staging = Staging::new(dom.source().max_pages());
+        let pages = dom.source().max_pages();
+        let (mode, cache) = s.encode;
+        let staging = Staging::with_codec(pages, mode, (cache / 4096).min(pages));
         if plug.is_some() && s.max_unacked > 1 {
             log::info!(
                 "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"
@@ -1070,6 +1074,7 @@ impl Primary {
                         }
                         self.acked = n;
                         self.stats.ack_rtt.record(now.since(sent));
+                        self.staging.acked(n, now.since(sent).as_nanos() as u64);
                         if self.failover.is_some() {
                             self.authority_step(
                                 now,
@@ -1387,6 +1392,7 @@ impl Primary {
         let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else {
             return;
         };
+        let sealing = self.clock.now();
         let len = match self.staging.seal(sess) {
             Ok(n) => n,
             Err(e) => {
@@ -1394,6 +1400,9 @@ impl Primary {
                 return self.lose_standby(now, "seal failed");
             }
         };
+        // The encoding rule learns what each checkpoint cost: sealing here, the rest at its ack.
+        self.staging
+            .sealed_in(self.clock.now().since(sealing).as_nanos() as u64);
         self.stats.pause.record(pause);
         self.stats.checkpoints += 1;
         self.stats.window_ckpts += 1;
@@ -1515,6 +1524,9 @@ impl Primary {
         kv("last_dirty_pages", st.last_dirty.to_string());
         kv("pages_sent", st.pages_sent.to_string());
         kv("bytes_sent", st.bytes_sent.to_string());
+        for (k, v) in self.staging.codec_status() {
+            kv(k, v);
+        }
         kv("pause_ms_p50", ms(st.pause.quantile(0.5)));
         kv("pause_ms_p99", ms(st.pause.quantile(0.99)));
         kv("pause_ms_max", ms(st.pause.max()));

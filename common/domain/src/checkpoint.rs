@@ -123,6 +123,8 @@ pub struct Staging {
     pending: VecDeque<(u64, Choice, u64, u64)>,
     /// The last seal's figures.
     sealed: SealStats,
+    /// Since start: checkpoints sealed encoded, bytes of pages sealed, bytes sealed.
+    totals: [u64; 3],
 }
 
 /// What one [`Staging::seal`] did (for logs and benchmarks).
@@ -298,7 +300,29 @@ impl Staging {
             enc: FrameEncoder::new(),
             pending: VecDeque::with_capacity(PENDING_MAX),
             sealed: SealStats::default(),
+            totals: [0; 3],
         }
+    }
+
+    /// Status lines of the encoding: setting, checkpoints encoded, bytes of pages against
+    /// bytes sealed since start, and what the rule measured.
+    pub fn codec_status(&self) -> Vec<(&'static str, String)> {
+        let mode = CodecMode::WORDS[match self.policy.mode() {
+            CodecMode::Auto => 0,
+            CodecMode::Always => 1,
+            CodecMode::Never => 2,
+        }];
+        let (plain, enc) = self.policy.costs_ns_per_kib();
+        let cost = |c: Option<f64>| c.map_or("-".to_string(), |v| format!("{v:.0}"));
+        vec![
+            ("encode", mode.to_string()),
+            ("encode_cache_pages", self.cache.capacity().to_string()),
+            ("checkpoints_encoded", self.totals[0].to_string()),
+            ("page_bytes_sealed", self.totals[1].to_string()),
+            ("bytes_sealed", self.totals[2].to_string()),
+            ("encode_cost_plain_ns_per_kib", cost(plain)),
+            ("encode_cost_encoded_ns_per_kib", cost(enc)),
+        ]
     }
 
     /// Encode as `mode` says from the next checkpoint on (what the rule measured is dropped).
@@ -664,6 +688,9 @@ impl Staging {
         self.len = start + n;
         st.wire_bytes = self.len as u64;
         self.sealed = st;
+        self.totals[0] += u64::from(encode);
+        self.totals[1] += page_bytes;
+        self.totals[2] += st.wire_bytes;
         if self.pending.len() == PENDING_MAX {
             self.pending.pop_front();
         }

@@ -11,6 +11,32 @@
 //! are sent plain and not measured: their time is the round trip, not bytes, so the link is not
 //! their bottleneck.
 
+use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
+
+/// The primary's `encode` key.
+pub const ENCODE_KEY: KeySpec = KeySpec {
+    key: "encode",
+    kind: ValueKind::Choice(&CodecMode::WORDS),
+    default: Some("auto"),
+    help: "send checkpoint pages as the words that changed, zero pages as a byte, LZ4 where it pays: auto (when the link, not the CPU, is the bottleneck, measured), always, never",
+};
+
+/// The primary's `encode_cache` key.
+pub const ENCODE_CACHE_KEY: KeySpec = KeySpec {
+    key: "encode_cache",
+    kind: ValueKind::Size,
+    default: Some("128MiB"),
+    help: "most memory for the copies of sent pages that changed pages are encoded against (at most the guest's memory is used; 0: no deltas)",
+};
+
+/// The `encode` mode and the `encode_cache` size in bytes from a primary's configuration.
+pub fn from_config(c: &Config) -> Result<(CodecMode, u64), ConfigError> {
+    let word = c.str(ENCODE_KEY.key)?;
+    let mode = CodecMode::from_word(&word)
+        .ok_or_else(|| c.error_at(ENCODE_KEY.key, "expected auto, always or never"))?;
+    Ok((mode, c.size(ENCODE_CACHE_KEY.key)?))
+}
+
 /// The `encode` setting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CodecMode {

@@ -91,6 +91,26 @@ impl std::fmt::Display for WritePattern {
     }
 }
 
+/// The primary's `model.write_pattern` key.
+pub const WRITE_PATTERN_KEY: hsb_common::config::KeySpec = hsb_common::config::KeySpec {
+    key: "model.write_pattern",
+    kind: hsb_common::config::ValueKind::Str,
+    default: Some("counters"),
+    help: "model workload: how a page is written: counters (one 8-byte word), lines:N (N 64-byte cache lines, 1-64), pages (all of it, random bytes)",
+};
+
+/// The model workload's write pattern from a primary's configuration.
+pub fn pattern_from_config(
+    c: &hsb_common::config::Config,
+) -> Result<WritePattern, hsb_common::config::ConfigError> {
+    WritePattern::parse(&c.str(WRITE_PATTERN_KEY.key)?).ok_or_else(|| {
+        c.error_at(
+            WRITE_PATTERN_KEY.key,
+            "expected counters, lines:N with N from 1 to 64, or pages",
+        )
+    })
+}
+
 /// The model's "vCPU": what is not in memory but must be replicated with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ModelCpu {
