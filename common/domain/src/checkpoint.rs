@@ -19,7 +19,7 @@ use std::fmt;
 use crate::codec_policy::{Choice, Codec, CodecMode, CodecPolicy};
 use crate::domain::{CheckpointSource, DomainError, Replica};
 use crate::page_cache::PageCache;
-use crate::page_codec::{self, Record, RecordKind, MAX_RECORD};
+use crate::page_codec::{self, PagesEncoder, MAX_RECORD, PAGES_HEAD_MAX};
 use crate::PAGE_SIZE;
 use hsb_common::frame::{self, FrameError, Header, Kind, HEADER_LEN};
 use hsb_common::msg::{
@@ -28,9 +28,6 @@ use hsb_common::msg::{
 };
 use hsb_common::session::{self, Session};
 
-/// Bytes reserved for the head of a `Pages` body (ckpt, up to 64 pfn varints, codec, data
-/// length).
-const PAGES_HEAD_MAX: usize = 10 + 1 + PAGES_PER_FRAME * 10 + 1 + 10;
 /// Pages the primary's cache of sent pages holds at most by default (128 MiB); a smaller
 /// domain's cache holds all of it.
 pub const DEFAULT_CACHE_PAGES: u64 = 32768;
@@ -108,7 +105,7 @@ pub struct Staging {
     pfns: Vec<u64>,
     ckpt: u64,
     /// A full synchronisation being copied while the guest runs.
-    precopy: Option<Precopy>,
+    precopy: Option<precopy::Precopy>,
     /// Where each staged `Pages` frame's page data starts (pre-copy only).
     frame_data: Vec<usize>,
     /// Pages dirtied during a pre-copy (bounded like `pfns`).
@@ -118,7 +115,7 @@ pub struct Staging {
     /// When to encode.
     policy: CodecPolicy,
     /// Encoding scratch, one frame's worth.
-    enc: FrameEncoder,
+    enc: PagesEncoder,
     /// Sealed checkpoints not yet acknowledged: (checkpoint, choice, page bytes, seal ns).
     pending: VecDeque<(u64, Choice, u64, u64)>,
     /// The last seal's figures.
@@ -146,137 +143,6 @@ pub struct SealStats {
     pub frames_lz4: u64,
 }
 
-/// Scratch for encoding one `Pages` frame, allocated once.
-#[derive(Debug)]
-struct FrameEncoder {
-    /// The frame's page records.
-    records: Vec<u8>,
-    /// The new body: head, data length, data.
-    body: Vec<u8>,
-    /// The records compressed.
-    packed: Vec<u8>,
-    /// Frames to go before LZ4 is tried again, and the current back-off.
-    lz4_wait: u32,
-    lz4_backoff: u32,
-}
-
-/// Most frames LZ4 waits after it did not pay (it is tried again after 1, 2, 4 ... frames).
-const LZ4_BACKOFF_MAX: u32 = 64;
-
-impl FrameEncoder {
-    fn new() -> FrameEncoder {
-        let records = PAGES_PER_FRAME * MAX_RECORD;
-        FrameEncoder {
-            records: vec![0u8; records],
-            body: vec![0u8; PAGES_HEAD_MAX + page_codec::compressed_room(records)],
-            packed: vec![0u8; page_codec::compressed_room(records)],
-            lz4_wait: 0,
-            lz4_backoff: 1,
-        }
-    }
-
-    /// Encode the plain `Pages` body `body` into `self.body` against `cache` (which then holds
-    /// the new pages); the new body's length, or `None` when it is not shorter than `body`.
-    fn encode(
-        &mut self,
-        body: &[u8],
-        cache: &mut PageCache,
-        st: &mut SealStats,
-    ) -> Result<Option<usize>, CheckpointError> {
-        let p: Pages = msg::decode(Kind::Pages, body)?;
-        let mut n = 0;
-        for (&pfn, page) in p.pfns.iter().zip(p.data.chunks_exact(PAGE_SIZE)) {
-            let (len, kind) = page_codec::encode_page(page, cache.get(pfn), &mut self.records[n..]);
-            n += len;
-            match kind {
-                RecordKind::Zero => {
-                    // A zero page's next version goes as a sparse record: nothing to hold.
-                    cache.forget(pfn);
-                    st.records[0] += 1;
-                }
-                k => {
-                    cache.store(pfn, page);
-                    st.records[match k {
-                        RecordKind::Raw => 1,
-                        RecordKind::Delta => 2,
-                        _ => 3,
-                    }] += 1;
-                }
-            }
-        }
-        let (codec, data) = self.pack(n);
-        let head = msg::encode(
-            &PagesHead {
-                ckpt: p.ckpt,
-                pfns: &p.pfns,
-                codec,
-            },
-            &mut self.body,
-        )
-        .map_err(|_| frame_bug("page head does not fit"))?;
-        let data: &[u8] = match data {
-            Some(m) => &self.packed[..m],
-            None => &self.records[..n],
-        };
-        let mut len = head + msg::write_varint(data.len() as u64, &mut self.body[head..]);
-        self.body[len..len + data.len()].copy_from_slice(data);
-        len += data.len();
-        if len >= body.len() {
-            return Ok(None);
-        }
-        st.frames_encoded += 1;
-        st.frames_lz4 += u64::from(codec == PAGES_LZ4);
-        Ok(Some(len))
-    }
-
-    /// Compress the first `n` bytes of records when LZ4 has been paying: the codec, and the
-    /// compressed length if compressed.
-    fn pack(&mut self, n: usize) -> (u8, Option<usize>) {
-        if self.lz4_wait > 0 {
-            self.lz4_wait -= 1;
-            return (PAGES_RECORDS, None);
-        }
-        match page_codec::compress(&self.records[..n], &mut self.packed) {
-            Some(m) => {
-                self.lz4_backoff = 1;
-                (PAGES_LZ4, Some(m))
-            }
-            None => {
-                self.lz4_wait = self.lz4_backoff;
-                self.lz4_backoff = (self.lz4_backoff * 2).min(LZ4_BACKOFF_MAX);
-                (PAGES_RECORDS, None)
-            }
-        }
-    }
-}
-
-fn frame_bug(why: &'static str) -> CheckpointError {
-    CheckpointError::Frame(FrameError::Body {
-        kind: Kind::Pages,
-        why,
-    })
-}
-
-/// Progress of a pre-copied full synchronisation.
-#[derive(Debug, Clone, Copy)]
-struct Precopy {
-    /// The epoch its `Begin` record names.
-    epoch: u64,
-    /// Index into `pfns` of the next page to copy.
-    next: usize,
-}
-
-/// What [`Staging::finish_precopy`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PrecopyStats {
-    /// The checkpoint as captured (a full synchronisation).
-    pub capture: CaptureStats,
-    /// Pages copied again while suspended: dirtied since the pre-copy began.
-    pub recopied: u64,
-    /// Dirtied pages outside the full synchronisation's set, skipped (frames that were holes).
-    pub skipped: u64,
-}
-
 impl Staging {
     /// Allocate for a domain of `pages` pages (all memory is allocated here, once), encoding
     /// when it pays, with a cache of up to [`DEFAULT_CACHE_PAGES`].
@@ -297,7 +163,7 @@ impl Staging {
             dirty: Vec::with_capacity(pages as usize),
             cache: PageCache::new(cache_pages as usize),
             policy: CodecPolicy::new(mode),
-            enc: FrameEncoder::new(),
+            enc: PagesEncoder::new(),
             pending: VecDeque::with_capacity(PENDING_MAX),
             sealed: SealStats::default(),
             totals: [0; 3],
@@ -393,113 +259,6 @@ impl Staging {
             self.put_pages(dom, i, false)?;
         }
         self.put_state(dom, full)
-    }
-
-    /// Start a full synchronisation while the guest **runs** (pre-copy): take every page's
-    /// frame number and clear the dirty log, so that [`Staging::precopy_step`] can copy the
-    /// pages bit by bit and [`Staging::finish_precopy`], with the guest suspended, copies again
-    /// only what was written meanwhile. The guest's pause for a full synchronisation is then
-    /// the pages dirtied during the copy, not all of its memory. Frames need to come in
-    /// ascending order (both backends list them so); otherwise this errs and the caller takes a
-    /// plain [`Staging::capture`].
-    pub fn start_precopy(
-        &mut self,
-        dom: &mut dyn CheckpointSource,
-        ckpt: u64,
-        epoch: u64,
-    ) -> Result<(), CheckpointError> {
-        self.precopy = None;
-        self.begin(dom, ckpt, epoch, true)?;
-        if !self.pfns.is_sorted() {
-            return Err(CheckpointError::Domain(DomainError {
-                op: "pre-copy",
-                detail: "the domain's frames are not in ascending order".into(),
-            }));
-        }
-        self.frame_data.clear();
-        self.precopy = Some(Precopy { epoch, next: 0 });
-        Ok(())
-    }
-
-    /// Whether a pre-copy is under way (started and not finished or abandoned).
-    pub fn precopying(&self) -> bool {
-        self.precopy.is_some()
-    }
-
-    /// Copy up to `max_pages` more pages of the pre-copy (whole frames); returns whether every
-    /// page is copied (then [`Staging::finish_precopy`] may run once the guest is suspended).
-    pub fn precopy_step(
-        &mut self,
-        dom: &mut dyn CheckpointSource,
-        max_pages: usize,
-    ) -> Result<bool, CheckpointError> {
-        let Some(mut pc) = self.precopy else {
-            return Ok(true);
-        };
-        let stop = pc
-            .next
-            .saturating_add(max_pages.max(PAGES_PER_FRAME))
-            .min(self.pfns.len());
-        while pc.next < stop {
-            if let Err(e) = self.put_pages(dom, pc.next, true) {
-                self.precopy = None;
-                return Err(e);
-            }
-            pc.next += PAGES_PER_FRAME;
-        }
-        let done = pc.next >= self.pfns.len();
-        self.precopy = Some(pc);
-        Ok(done)
-    }
-
-    /// Finish a pre-copy with the guest **suspended**: copy what is left, then copy again every
-    /// page dirtied since [`Staging::start_precopy`] into its place, and stage the state.
-    /// `ckpt` and `epoch` must be those the pre-copy began with.
-    pub fn finish_precopy(
-        &mut self,
-        dom: &mut dyn CheckpointSource,
-        ckpt: u64,
-        epoch: u64,
-    ) -> Result<PrecopyStats, CheckpointError> {
-        let Some(pc) = self.precopy else {
-            return Err(CheckpointError::Domain(DomainError {
-                op: "pre-copy",
-                detail: "no pre-copy under way".into(),
-            }));
-        };
-        if (self.ckpt, pc.epoch) != (ckpt, epoch) {
-            self.precopy = None;
-            return Err(CheckpointError::Domain(DomainError {
-                op: "pre-copy",
-                detail: format!(
-                    "begun for checkpoint {} in epoch {}, finished for {ckpt} in {epoch}",
-                    self.ckpt, pc.epoch
-                ),
-            }));
-        }
-        debug_assert!(pc.next <= self.pfns.len() + PAGES_PER_FRAME);
-        // (A failed step has ended the pre-copy already.)
-        self.precopy_step(dom, usize::MAX)?;
-        self.precopy = None;
-        self.dirty.clear();
-        dom.take_dirty(false, &mut self.dirty)?;
-        let (mut recopied, mut skipped) = (0u64, 0u64);
-        for k in 0..self.dirty.len() {
-            let pfn = self.dirty[k];
-            let Ok(i) = self.pfns.binary_search(&pfn) else {
-                skipped += 1;
-                continue;
-            };
-            let at = self.frame_data[i / PAGES_PER_FRAME] + (i % PAGES_PER_FRAME) * PAGE_SIZE;
-            dom.read_pages(&[pfn], &mut self.buf[at..at + PAGE_SIZE])?;
-            recopied += 1;
-        }
-        let capture = self.put_state(dom, true)?;
-        Ok(PrecopyStats {
-            capture,
-            recopied,
-            skipped,
-        })
     }
 
     /// Reset and take the checkpoint's frame list (every page if `full`), then its `Begin`.
@@ -640,14 +399,18 @@ impl Staging {
             total += h.body_len as u64;
             if h.kind == Kind::Pages {
                 if encode {
-                    if let Some(n) = self.enc.encode(body, &mut self.cache, &mut st)? {
+                    if let Some((n, lz4)) =
+                        self.enc.encode(body, &mut self.cache, &mut st.records)?
+                    {
+                        st.frames_encoded += 1;
+                        st.frames_lz4 += u64::from(lz4);
                         Header {
                             kind: Kind::Pages,
                             body_len: n as u32,
                             seq: 0,
                         }
                         .emit(&mut self.buf[w..]);
-                        let b = &self.enc.body[..n];
+                        let b = self.enc.body(n);
                         self.buf[w + HEADER_LEN..w + HEADER_LEN + n].copy_from_slice(b);
                         session
                             .seal_with(&mut self.buf[w..w + HEADER_LEN + n], &frame::body_crc(b));
@@ -901,7 +664,7 @@ impl Receiver {
                     p.data
                 };
                 if let Err(why) =
-                    decode_records(records, &p.pfns, begin.full, &mut self.data, replica)
+                    page_codec::decode_pages(records, &p.pfns, begin.full, &mut self.data, replica)
                 {
                     return Err(self.fail(kind, why));
                 }
@@ -1002,45 +765,13 @@ impl Receiver {
     }
 }
 
-/// Decode one frame's page records for `pfns` onto the end of `data`, delta records against
-/// `replica`'s pages (never in a full synchronisation, whose replica is no reference). The
-/// records must cover exactly the frame's pages.
-fn decode_records(
-    records: &[u8],
-    pfns: &[u64],
-    full: bool,
-    data: &mut Vec<u8>,
-    replica: &mut dyn Replica,
-) -> Result<(), &'static str> {
-    let mut pos = 0;
-    for &pfn in pfns {
-        let (rec, len) = page_codec::read_record(&records[pos..]).map_err(|e| e.why())?;
-        pos += len;
-        let at = data.len();
-        match rec {
-            Record::Raw(page) => data.extend_from_slice(page),
-            Record::Zero => data.resize(at + PAGE_SIZE, 0),
-            Record::Sparse(ops) => {
-                data.resize(at + PAGE_SIZE, 0);
-                page_codec::apply_ops(ops, &mut data[at..]).map_err(|e| e.why())?;
-            }
-            Record::Delta(ops) => {
-                if full {
-                    return Err("a delta record in a full synchronisation");
-                }
-                data.resize(at + PAGE_SIZE, 0);
-                replica
-                    .read_back(&[pfn], &mut data[at..])
-                    .map_err(|_| "the replica's page for a delta record cannot be read")?;
-                page_codec::apply_ops(ops, &mut data[at..]).map_err(|e| e.why())?;
-            }
-        }
-    }
-    if pos != records.len() {
-        return Err("page records longer than the frame's pages");
-    }
-    Ok(())
-}
+#[path = "checkpoint_precopy.rs"]
+mod precopy;
+pub use precopy::{precopy_again, PrecopyStats, PRECOPY_MAX_ROUNDS, PRECOPY_SETTLED_PAGES};
+
+#[cfg(test)]
+#[path = "checkpoint_precopy_tests.rs"]
+mod precopy_tests;
 
 #[cfg(test)]
 #[path = "checkpoint_tests.rs"]

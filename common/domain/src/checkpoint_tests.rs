@@ -6,7 +6,7 @@ use hsb_common::key::ClusterKey;
 use hsb_common::session::Side;
 use hsb_common::time::Nanos;
 
-fn sessions() -> (Session, Session) {
+pub(super) fn sessions() -> (Session, Session) {
     let k = ClusterKey::from_bytes([3; 32]);
     (
         Session::new(&k, &[1; 16], &[2; 16], Side::Initiator),
@@ -29,7 +29,7 @@ fn capture(
 }
 
 /// Feed a byte stream of frames; returns the first error or the completed checkpoints.
-fn feed(
+pub(super) fn feed(
     rx: &mut Receiver,
     sess: &mut Session,
     bytes: &[u8],

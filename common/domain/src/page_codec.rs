@@ -22,8 +22,15 @@
 
 use std::fmt;
 
+use crate::domain::Replica;
+use crate::page_cache::PageCache;
 use crate::PAGE_SIZE;
-use hsb_common::msg;
+use hsb_common::frame::{FrameError, Kind};
+use hsb_common::msg::{self, Pages, PagesHead, PAGES_LZ4, PAGES_PER_FRAME, PAGES_RECORDS};
+
+/// Bytes reserved for the head of a `Pages` body (ckpt, up to 64 pfn varints, codec, data
+/// length).
+pub const PAGES_HEAD_MAX: usize = 10 + 1 + PAGES_PER_FRAME * 10 + 1 + 10;
 
 /// Record tag: a page of zeros.
 pub const TAG_ZERO: u8 = 0;
@@ -303,6 +310,166 @@ pub fn decompress<'o>(data: &[u8], out: &'o mut [u8], max: usize) -> Result<&'o 
         Ok(n) if n == len => Ok(&out[..len]),
         _ => Err(CodecError::Lz4),
     }
+}
+
+/// The primary's encoder of `Pages` frames: scratch for one frame, allocated once, and whether
+/// LZ4 has been paying.
+#[derive(Debug)]
+pub struct PagesEncoder {
+    /// The frame's page records.
+    records: Vec<u8>,
+    /// The new body: head, data length, data.
+    body: Vec<u8>,
+    /// The records compressed.
+    packed: Vec<u8>,
+    /// Frames to go before LZ4 is tried again, and the current back-off.
+    lz4_wait: u32,
+    lz4_backoff: u32,
+}
+
+/// Most frames LZ4 waits after it did not pay (it is tried again after 1, 2, 4 ... frames).
+const LZ4_BACKOFF_MAX: u32 = 64;
+
+impl Default for PagesEncoder {
+    fn default() -> Self {
+        PagesEncoder::new()
+    }
+}
+
+impl PagesEncoder {
+    /// Scratch for one frame.
+    pub fn new() -> PagesEncoder {
+        let records = PAGES_PER_FRAME * MAX_RECORD;
+        PagesEncoder {
+            records: vec![0u8; records],
+            body: vec![0u8; PAGES_HEAD_MAX + compressed_room(records)],
+            packed: vec![0u8; compressed_room(records)],
+            lz4_wait: 0,
+            lz4_backoff: 1,
+        }
+    }
+
+    /// Encode the plain `Pages` body `body` against `cache` (which then holds the new pages),
+    /// counting records by kind (zero, raw, delta, sparse) into `counts`. Returns the new
+    /// body's length and whether it is compressed ([`PagesEncoder::body`] holds it), or `None`
+    /// when it is not shorter than `body`.
+    pub fn encode(
+        &mut self,
+        body: &[u8],
+        cache: &mut PageCache,
+        counts: &mut [u64; 4],
+    ) -> Result<Option<(usize, bool)>, FrameError> {
+        let p: Pages = msg::decode(Kind::Pages, body)?;
+        let mut n = 0;
+        for (&pfn, page) in p.pfns.iter().zip(p.data.chunks_exact(PAGE_SIZE)) {
+            let (len, kind) = encode_page(page, cache.get(pfn), &mut self.records[n..]);
+            n += len;
+            match kind {
+                RecordKind::Zero => {
+                    // A zero page's next version goes as a sparse record: nothing to hold.
+                    cache.forget(pfn);
+                    counts[0] += 1;
+                }
+                k => {
+                    cache.store(pfn, page);
+                    counts[match k {
+                        RecordKind::Raw => 1,
+                        RecordKind::Delta => 2,
+                        _ => 3,
+                    }] += 1;
+                }
+            }
+        }
+        let (codec, data) = self.pack(n);
+        let head = msg::encode(
+            &PagesHead {
+                ckpt: p.ckpt,
+                pfns: &p.pfns,
+                codec,
+            },
+            &mut self.body,
+        )
+        .map_err(|_| FrameError::Body {
+            kind: Kind::Pages,
+            why: "page head does not fit",
+        })?;
+        let data: &[u8] = match data {
+            Some(m) => &self.packed[..m],
+            None => &self.records[..n],
+        };
+        let mut len = head + msg::write_varint(data.len() as u64, &mut self.body[head..]);
+        self.body[len..len + data.len()].copy_from_slice(data);
+        len += data.len();
+        if len >= body.len() {
+            return Ok(None);
+        }
+        Ok(Some((len, codec == PAGES_LZ4)))
+    }
+
+    /// The body the last [`PagesEncoder::encode`] made.
+    pub fn body(&self, len: usize) -> &[u8] {
+        &self.body[..len]
+    }
+
+    /// Compress the first `n` bytes of records when LZ4 has been paying: the codec, and the
+    /// compressed length if compressed.
+    fn pack(&mut self, n: usize) -> (u8, Option<usize>) {
+        if self.lz4_wait > 0 {
+            self.lz4_wait -= 1;
+            return (PAGES_RECORDS, None);
+        }
+        match compress(&self.records[..n], &mut self.packed) {
+            Some(m) => {
+                self.lz4_backoff = 1;
+                (PAGES_LZ4, Some(m))
+            }
+            None => {
+                self.lz4_wait = self.lz4_backoff;
+                self.lz4_backoff = (self.lz4_backoff * 2).min(LZ4_BACKOFF_MAX);
+                (PAGES_RECORDS, None)
+            }
+        }
+    }
+}
+
+/// Decode one frame's page records for `pfns` onto the end of `data`, delta records against
+/// `replica`'s pages (never in a full synchronisation, whose replica is no reference). The
+/// records must cover exactly the frame's pages.
+pub fn decode_pages(
+    records: &[u8],
+    pfns: &[u64],
+    full: bool,
+    data: &mut Vec<u8>,
+    replica: &mut dyn Replica,
+) -> Result<(), &'static str> {
+    let mut pos = 0;
+    for &pfn in pfns {
+        let (rec, len) = read_record(&records[pos..]).map_err(|e| e.why())?;
+        pos += len;
+        let at = data.len();
+        match rec {
+            Record::Raw(page) => data.extend_from_slice(page),
+            Record::Zero => data.resize(at + PAGE_SIZE, 0),
+            Record::Sparse(ops) => {
+                data.resize(at + PAGE_SIZE, 0);
+                apply_ops(ops, &mut data[at..]).map_err(|e| e.why())?;
+            }
+            Record::Delta(ops) => {
+                if full {
+                    return Err("a delta record in a full synchronisation");
+                }
+                data.resize(at + PAGE_SIZE, 0);
+                replica
+                    .read_back(&[pfn], &mut data[at..])
+                    .map_err(|_| "the replica's page for a delta record cannot be read")?;
+                apply_ops(ops, &mut data[at..]).map_err(|e| e.why())?;
+            }
+        }
+    }
+    if pos != records.len() {
+        return Err("page records longer than the frame's pages");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
