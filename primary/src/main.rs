@@ -1361,7 +1361,7 @@ impl Primary {
                 .finish_precopy(self.dom.source(), ckpt, self.epoch)
             {
                 Ok(p) => {
-                    recopied = Some((p.recopied, p.rounds));
+                    recopied = Some((p.recopied, p.rounds, p.recopied_running));
                     Ok(p.capture)
                 }
                 Err(e) => {
@@ -1416,8 +1416,8 @@ impl Primary {
             log::info!(
                 "checkpoint {ckpt}: full synchronisation, {} pages{}, {} KiB, pause {} ms",
                 st.pages,
-                recopied.map_or(String::new(), |(r, n)| format!(
-                    " (pre-copied in {n} rounds after the first pass; {r} written during the last, copied again while suspended)"
+                recopied.map_or(String::new(), |(r, n, a)| format!(
+                    " (pre-copied, then {n} rounds copied {a} pages written meanwhile again; {r} written during the last, copied again while suspended)"
                 )),
                 len >> 10,
                 ms(pause)

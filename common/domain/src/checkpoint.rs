@@ -116,8 +116,9 @@ pub struct Staging {
     policy: CodecPolicy,
     /// Encoding scratch, one frame's worth.
     enc: PagesEncoder,
-    /// Sealed checkpoints not yet acknowledged: (checkpoint, choice, page bytes, seal ns).
-    pending: VecDeque<(u64, Choice, u64, u64)>,
+    /// Sealed checkpoints not yet acknowledged: (checkpoint, choice, page bytes, sealed bytes,
+    /// seal ns).
+    pending: VecDeque<(u64, Choice, u64, u64, u64)>,
     /// The last seal's figures.
     sealed: SealStats,
     /// Since start: checkpoints sealed encoded, bytes of pages sealed, bytes sealed.
@@ -188,6 +189,12 @@ impl Staging {
             ("bytes_sealed", self.totals[2].to_string()),
             ("encode_cost_plain_ns_per_kib", cost(plain)),
             ("encode_cost_encoded_ns_per_kib", cost(enc)),
+            (
+                "encoded_size_ratio",
+                self.policy
+                    .encoded_ratio()
+                    .map_or("-".to_string(), |r| format!("{r:.3}")),
+            ),
         ]
     }
 
@@ -216,20 +223,21 @@ impl Staging {
     /// no clock).
     pub fn sealed_in(&mut self, ns: u64) {
         if let Some(p) = self.pending.back_mut() {
-            p.3 = ns;
+            p.4 = ns;
         }
     }
 
     /// Checkpoint `ckpt` was acknowledged `ns` after its sealing ended: what it cost goes to the
     /// encoding rule. Earlier checkpoints not reported are dropped.
     pub fn acked(&mut self, ckpt: u64, ns: u64) {
-        while let Some(&(n, choice, bytes, seal)) = self.pending.front() {
+        while let Some(&(n, choice, bytes, wire, seal)) = self.pending.front() {
             if n > ckpt {
                 break;
             }
             self.pending.pop_front();
             if n == ckpt {
-                self.policy.observe(choice, bytes, seal.saturating_add(ns));
+                self.policy
+                    .observe(choice, bytes, wire, seal.saturating_add(ns));
             }
         }
     }
@@ -457,7 +465,8 @@ impl Staging {
         if self.pending.len() == PENDING_MAX {
             self.pending.pop_front();
         }
-        self.pending.push_back((self.ckpt, choice, page_bytes, 0));
+        self.pending
+            .push_back((self.ckpt, choice, page_bytes, st.wire_bytes, 0));
         Ok(self.len)
     }
 }

@@ -5,7 +5,9 @@
 //! Each checkpoint's cost is the time from the start of its sealing (where encoding happens) to
 //! its ack, per byte of pages it carried. The rule keeps a moving average of that cost for plain
 //! and for encoded checkpoints, uses the cheaper (encoded only when at least [`MARGIN_PCT`]%
-//! cheaper: encoding also takes CPU from the rest of the primary), and now and then tries the
+//! cheaper, since encoding also takes CPU from the rest of the primary, and only while encoded
+//! checkpoints are at most [`RATIO_MAX_PCT`]% of their pages' bytes: one that saves nothing
+//! cannot ship sooner, whatever the timing noise says), and now and then tries the
 //! other for a few checkpoints so that its average follows the link and the guest's writes;
 //! the tries get rarer while they confirm the choice. Checkpoints smaller than [`SMALL_BYTES`]
 //! are sent plain and not measured: their time is the round trip, not bytes, so the link is not
@@ -86,6 +88,8 @@ pub struct Choice {
 pub const SMALL_BYTES: u64 = 256 << 10;
 /// Encoded must be this much cheaper (percent) than plain to be chosen.
 pub const MARGIN_PCT: u64 = 10;
+/// Encoded checkpoints must be at most this share (percent) of their pages' bytes.
+pub const RATIO_MAX_PCT: u64 = 90;
 /// Checkpoints of the chosen codec between tries of the other, at first and at most.
 pub const PROBE_EVERY_MIN: u32 = 32;
 /// See [`PROBE_EVERY_MIN`].
@@ -114,6 +118,8 @@ pub struct CodecPolicy {
     last: Codec,
     /// A codec's average is old (a try of it started): its next cost replaces it.
     stale: [bool; 2],
+    /// Moving average of encoded checkpoints' bytes per 1000 bytes of pages.
+    ratio: Option<u64>,
 }
 
 fn idx(c: Codec) -> usize {
@@ -142,6 +148,7 @@ impl CodecPolicy {
             probe_left: 0,
             last: Codec::Plain,
             stale: [false; 2],
+            ratio: None,
         }
     }
 
@@ -207,19 +214,34 @@ impl CodecPolicy {
     }
 
     fn cheaper(&self) -> Codec {
+        let saves = self.ratio.is_some_and(|r| r <= RATIO_MAX_PCT * 10);
         match (self.cost[0], self.cost[1]) {
-            (Some(p), Some(e)) if e.saturating_mul(100) < p.saturating_mul(100 - MARGIN_PCT) => {
+            (Some(p), Some(e))
+                if saves && e.saturating_mul(100) < p.saturating_mul(100 - MARGIN_PCT) =>
+            {
                 Codec::Encoded
             }
             _ => Codec::Plain,
         }
     }
 
-    /// What a checkpoint decided by `choice` cost: `page_bytes` of pages, `ns` from the start
-    /// of its sealing to its ack.
-    pub fn observe(&mut self, choice: Choice, page_bytes: u64, ns: u64) {
+    /// Moving average of encoded checkpoints' size against their pages, if measured.
+    pub fn encoded_ratio(&self) -> Option<f64> {
+        self.ratio.map(|r| r as f64 / 1000.0)
+    }
+
+    /// What a checkpoint decided by `choice` cost: `page_bytes` of pages sealed into
+    /// `wire_bytes`, `ns` from the start of its sealing to its ack.
+    pub fn observe(&mut self, choice: Choice, page_bytes: u64, wire_bytes: u64, ns: u64) {
         if !choice.measured || page_bytes == 0 {
             return;
+        }
+        if choice.codec == Codec::Encoded {
+            let r = (wire_bytes as u128 * 1000 / page_bytes as u128).min(10_000) as u64;
+            self.ratio = Some(match self.ratio {
+                None => r,
+                Some(old) => (old * (16 - WEIGHT_16) + r * WEIGHT_16) / 16,
+            });
         }
         let per_kib = (ns as u128 * 1000 * 1024 / page_bytes as u128).min(u64::MAX as u128) as u64;
         let i = idx(choice.codec);
@@ -241,16 +263,34 @@ mod tests {
 
     const BIG: u64 = 4 << 20;
 
-    /// Run `n` checkpoints of `BIG` bytes whose cost per codec is `cost(codec)` ns; returns how
-    /// many were encoded.
+    /// Run `n` checkpoints of `BIG` bytes whose cost per codec is `cost(codec)` ns, encoded to
+    /// a quarter; returns how many were encoded.
     fn run(p: &mut CodecPolicy, n: usize, cost: impl Fn(Codec) -> u64) -> usize {
+        run_sized(p, n, BIG / 4, cost)
+    }
+
+    fn run_sized(p: &mut CodecPolicy, n: usize, wire: u64, cost: impl Fn(Codec) -> u64) -> usize {
         let mut enc = 0;
         for _ in 0..n {
             let c = p.choose(BIG);
             enc += usize::from(c.codec == Codec::Encoded);
-            p.observe(c, BIG, cost(c.codec));
+            let w = if c.codec == Codec::Encoded { wire } else { BIG };
+            p.observe(c, BIG, w, cost(c.codec));
         }
         enc
+    }
+
+    #[test]
+    fn encoding_that_saves_no_bytes_is_not_chosen() {
+        // Pages that do not compress (random content): timing noise makes encoded look
+        // cheaper, but it cannot ship the checkpoint sooner.
+        let mut p = CodecPolicy::new(CodecMode::Auto);
+        let enc = run_sized(&mut p, 1000, BIG + 100, |c| match c {
+            Codec::Plain => 34_000_000,
+            Codec::Encoded => 20_000_000,
+        });
+        assert!(enc < 40, "{enc} of 1000 encoded");
+        assert!(p.encoded_ratio().unwrap() >= 0.99);
     }
 
     #[test]
@@ -327,7 +367,7 @@ mod tests {
                     measured: false
                 }
             );
-            p.observe(c, SMALL_BYTES - 1, u64::MAX);
+            p.observe(c, SMALL_BYTES - 1, 0, u64::MAX);
         }
         assert_eq!(p.costs_ns_per_kib(), (None, None));
     }
@@ -338,11 +378,11 @@ mod tests {
         let a = p.choose(BIG);
         assert_eq!(a.codec, Codec::Plain);
         assert!(a.measured);
-        p.observe(a, BIG, 1000);
+        p.observe(a, BIG, BIG, 1000);
         let b = p.choose(BIG);
         assert_eq!(b.codec, Codec::Encoded);
         assert!(!b.measured, "cold cache");
-        p.observe(b, BIG, 1);
+        p.observe(b, BIG, 1, 1);
         assert_eq!(p.costs_ns_per_kib().1, None);
         let c = p.choose(BIG);
         assert!(c.measured);
@@ -353,7 +393,7 @@ mod tests {
         let mut p = CodecPolicy::new(CodecMode::Auto);
         run(&mut p, 100, |_| u64::MAX);
         let c = p.choose(u64::MAX);
-        p.observe(c, 1, u64::MAX);
-        p.observe(c, u64::MAX, 0);
+        p.observe(c, 1, u64::MAX, u64::MAX);
+        p.observe(c, u64::MAX, u64::MAX, 0);
     }
 }

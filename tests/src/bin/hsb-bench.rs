@@ -9,6 +9,9 @@
 //! 4. Resident memory of the daemons.
 //! 5. Failover time after kill -9 of the primary (a whole cluster with three witnesses), and
 //!    false failovers under heartbeat loss (`tests/src/bench/failover.rs`).
+//! 7. Checkpoints on links shaped with htb to 1 and 10 Gbit/s between network namespaces (raw
+//!    TCP, plain and encoded checkpoints per write pattern), and 8. the pause of a pre-copied
+//!    full synchronisation against the dirty rate (`tests/src/bench/links.rs`; root).
 //!
 //! Targets are reported (met / not met), never asserted. Child daemons are killed on every path:
 //! on drop (the harness's `Daemon`), and by a panic hook and a watchdog that kill this process's
@@ -36,6 +39,8 @@ use hsb_tests::{num, Client, Daemon, Pair, PairOpts, TempDir};
 
 #[path = "../bench/failover.rs"]
 mod failover;
+#[path = "../bench/links.rs"]
+mod links;
 
 /// 64 MiB of 4 KiB pages.
 const MODEL_PAGES: u64 = (64 << 20) / PAGE_SIZE as u64;
@@ -48,7 +53,7 @@ const RAW_WRITE: usize = 256 * 1024;
 /// Alternating rounds of pipeline and raw runs in section 1a.
 const ROUNDS: usize = 5;
 /// Whole-run bound: the watchdog kills the daemons and exits after this.
-const WATCHDOG: Duration = Duration::from_secs(420);
+const WATCHDOG: Duration = Duration::from_secs(900);
 
 type R<T> = Result<T, String>;
 
@@ -63,6 +68,17 @@ impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
 }
 
 fn main() -> std::process::ExitCode {
+    // The raw TCP stream of sections 7 and 8, run by this binary inside a namespace.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(r) = links::raw_subcommand(&args) {
+        return match r {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hsb-bench {}: {e}", args[1]);
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     // The primary logs every checkpoint's pause at debug level: exact pauses for section 2.
     // Set before any thread starts; the daemons inherit it.
     if std::env::var_os("HSB_LOG").is_none() {
@@ -121,6 +137,12 @@ fn main() -> std::process::ExitCode {
     if run("4") {
         progress("4: resident memory");
         out.emit(&section_4(mem_rows));
+    }
+    if run("7") || run("8") {
+        progress("7, 8: checkpoints on shaped links (network namespaces, htb)");
+        let cpu = Cpu::now();
+        let text = links::sections_7_8().unwrap_or_else(failed("7. Checkpoints on shaped links"));
+        out.section(&text, cpu);
     }
     if run("5") {
         progress("5: failover time (up to 40 runs, a fresh cluster each)");
