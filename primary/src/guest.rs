@@ -11,6 +11,7 @@ use std::process::Command;
 use hsb_common::time::Nanos;
 use hsb_domain::domain::{CheckpointSource, DomainError};
 use hsb_domain::model::ModelDomain;
+use hsb_domain::service::Service;
 use hsb_domain::xen::XenSource;
 use xen_sys::{PlugAction, PlugQdisc};
 
@@ -332,4 +333,54 @@ pub fn open_xen(
         })),
         plug,
     ))
+}
+
+/// Open the protected domain of the settings: a Xen guest and its plug, or the model domain
+/// (from the hand-over image when one is given, which is then set aside) and its service.
+pub fn open(
+    s: &hsb_primary::config::Settings,
+    poll: &mio::Poll,
+    service_base: usize,
+) -> std::io::Result<(Guest, Option<PlugOutput>, Option<Service>)> {
+    use std::io;
+    if let Some(x) = &s.xen {
+        let (g, plug) = open_xen(x).map_err(|e| io::Error::other(format!("xen backend: {e}")))?;
+        return Ok((g, plug, None));
+    }
+    let dom = if s.start_image.as_os_str().is_empty() {
+        ModelDomain::new(s.model_pages, s.dirty_rate, s.seed).with_pattern(s.write_pattern)
+    } else {
+        let d = ModelDomain::load_image(&s.start_image, s.model_pages, s.dirty_rate)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("start_image: {e}")))?
+            .with_pattern(s.write_pattern);
+        log::info!(
+            "starting from the domain image {} in epoch {} (counter {})",
+            s.start_image.display(),
+            s.start_epoch,
+            d.counter()
+        );
+        // Consumed: a restart must not start from it again (it would roll back what this
+        // primary served since).
+        let mut used = s.start_image.clone().into_os_string();
+        used.push(".used");
+        if let Err(e) = std::fs::rename(&s.start_image, &used) {
+            log::warn!(
+                "cannot set the domain image aside as {}: {e}",
+                used.to_string_lossy()
+            );
+        }
+        d
+    };
+    let service = Service::try_bind(s.service, poll.registry(), service_base, s.max_clients)
+        .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", s.service)))?;
+    log::info!(
+        "node {} (model backend: the hypervisor test double): {} pages ({} MiB), workload {} pages/s, service on {}{}",
+        s.node,
+        s.model_pages,
+        (s.model_pages * 4096) >> 20,
+        s.dirty_rate,
+        s.service,
+        if service.is_none() { " (busy: retried until it is free)" } else { "" }
+    );
+    Ok((Guest::Model(dom), None, service))
 }

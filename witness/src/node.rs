@@ -324,7 +324,9 @@ impl WitnessNode {
                         to: To::Addr(to),
                         dest: Some(dest),
                         msg,
-                        needs: if grant { Some(current) } else { None },
+                        // A grant needs its promise on disk: saved in this batch, or
+                        // already there (then there is nothing to wait for).
+                        needs: if grant { needs } else { None },
                     },
                 );
             }

@@ -307,6 +307,31 @@ mod tests {
         assert_eq!(log.borrow().len(), 2);
     }
 
+    /// A grant whose promise is already on disk (a second query of the same takeover, say, or
+    /// the new primary's lease request after the vote for its epoch) leaves without a save.
+    /// The fault suite's F1 caught this: every lease of a promoted primary was withheld ("its
+    /// promise is not on disk"), and it fenced for good.
+    #[test]
+    fn a_grant_whose_promise_is_already_on_disk_leaves() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut store = Journal {
+            log: log.clone(),
+            fail: false,
+        };
+        let mut n = node_ready_to_vote();
+        step(&mut n, 200, vote_request(1, 1), &mut store, &log);
+        step(&mut n, 205, vote_request(1, 2), &mut store, &log);
+        assert_eq!(
+            *log.borrow(),
+            [
+                "save promised=Some(2)",
+                "send grant=true",
+                "send grant=true"
+            ]
+        );
+        assert_eq!(n.counters().grants_withheld, 0);
+    }
+
     /// A failing save withholds the grant; refusals still go; once the disk works the state is
     /// saved and grants leave again.
     #[test]

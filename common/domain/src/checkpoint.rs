@@ -27,6 +27,7 @@ use hsb_common::msg::{
     PAGES_PLAIN, PAGES_RECORDS,
 };
 use hsb_common::session::{self, Session};
+use hsb_common::time::Nanos;
 
 /// Pages the primary's cache of sent pages holds at most by default (128 MiB); a smaller
 /// domain's cache holds all of it.
@@ -117,8 +118,8 @@ pub struct Staging {
     /// Encoding scratch, one frame's worth.
     enc: PagesEncoder,
     /// Sealed checkpoints not yet acknowledged: (checkpoint, choice, page bytes, sealed bytes,
-    /// seal ns).
-    pending: VecDeque<(u64, Choice, u64, u64, u64)>,
+    /// when sealing began).
+    pending: VecDeque<(u64, Choice, u64, u64, Nanos)>,
     /// The last seal's figures.
     sealed: SealStats,
     /// Since start: checkpoints sealed encoded, bytes of pages sealed, bytes sealed.
@@ -219,25 +220,25 @@ impl Staging {
         self.sealed
     }
 
-    /// The last sealed checkpoint's sealing took `ns` (measured by the caller: this module reads
-    /// no clock).
-    pub fn sealed_in(&mut self, ns: u64) {
+    /// The last sealed checkpoint's sealing began at `at` (the caller's clock: this module reads
+    /// none).
+    pub fn sealing_began(&mut self, at: Nanos) {
         if let Some(p) = self.pending.back_mut() {
-            p.4 = ns;
+            p.4 = at;
         }
     }
 
-    /// Checkpoint `ckpt` was acknowledged `ns` after its sealing ended: what it cost goes to the
-    /// encoding rule. Earlier checkpoints not reported are dropped.
-    pub fn acked(&mut self, ckpt: u64, ns: u64) {
-        while let Some(&(n, choice, bytes, wire, seal)) = self.pending.front() {
+    /// Checkpoint `ckpt` was acknowledged at `now` (the clock of [`Staging::sealing_began`]):
+    /// what it cost goes to the encoding rule. Earlier checkpoints not reported are dropped.
+    pub fn acked(&mut self, ckpt: u64, now: Nanos) {
+        while let Some(&(n, choice, bytes, wire, began)) = self.pending.front() {
             if n > ckpt {
                 break;
             }
             self.pending.pop_front();
             if n == ckpt {
-                self.policy
-                    .observe(choice, bytes, wire, seal.saturating_add(ns));
+                let ns = now.since(began).as_nanos().min(u64::MAX as u128) as u64;
+                self.policy.observe(choice, bytes, wire, ns);
             }
         }
     }
@@ -466,7 +467,7 @@ impl Staging {
             self.pending.pop_front();
         }
         self.pending
-            .push_back((self.ckpt, choice, page_bytes, st.wire_bytes, 0));
+            .push_back((self.ckpt, choice, page_bytes, st.wire_bytes, Nanos(0)));
         Ok(self.len)
     }
 }

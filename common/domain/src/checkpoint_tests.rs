@@ -489,8 +489,9 @@ fn the_adaptive_rule_follows_what_the_daemon_measures() {
             } else {
                 s.page_bytes / 8
             };
-            p.st.sealed_in(seal);
-            p.st.acked(s.ckpt, ns);
+            let began = Nanos(1_000_000_000 * p.next);
+            p.st.sealing_began(began);
+            p.st.acked(s.ckpt, Nanos(began.0 + seal + ns));
         }
         assert_eq!(
             encoded > 40,

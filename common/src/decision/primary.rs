@@ -306,6 +306,36 @@ impl PrimaryAuthority {
         }
     }
 
+    /// The next time after `now` at which time alone can change what this authority does (an
+    /// ack's or a lease quorum's end, the next lease request or protected notice, the fence
+    /// after `fence_after`, the start-up grace): a daemon steps a `Tick` then, instead of on a
+    /// polling tick. Early is harmless (a tick that changes nothing); never late.
+    pub fn next_deadline(&self, now: Nanos) -> Option<Nanos> {
+        if self.stepped_down {
+            return None;
+        }
+        let c = &self.cfg;
+        let request = self
+            .last_request_at
+            .map(|t| [later(t, c.query_timeout), later(t, c.lease.duration / 2)]);
+        let fence = (!self.paused && self.ever_authority)
+            .then_some(self.no_authority_since)
+            .flatten()
+            .map(|t| later(t, c.fence_after));
+        [
+            self.protected_until,
+            self.leases.quorum_until(self.quorum()),
+            Some(self.next_notice_at),
+            fence,
+            Some(later(self.started, c.lease.ack_lease)),
+        ]
+        .into_iter()
+        .chain(request.into_iter().flatten().map(Some))
+        .flatten()
+        .filter(|&t| t > now)
+        .min()
+    }
+
     /// One input at `now`.
     pub fn step(&mut self, now: Nanos, input: Input) -> Actions<Action> {
         let mut out = Actions::new();

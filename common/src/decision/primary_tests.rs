@@ -293,3 +293,98 @@ fn a_forced_activation_serves_until_the_usual_authority_takes_over() {
     assert!(a.iter().any(|x| matches!(x, Action::StepDown { .. })));
     assert!(!q.may_release_output(ms(2)));
 }
+
+/// A run stepped only at its inputs and at `next_deadline` decides what a run ticked every
+/// millisecond decides, never later: the deadline misses no timer of the authority.
+#[test]
+fn stepping_at_the_deadlines_misses_no_timer() {
+    // Inputs at fixed times: checkpoints and acks for a while, then the standby goes quiet,
+    // two witnesses grant, then nothing (the leases run out: fence), then acks again.
+    let mut script: Vec<(u64, Input)> = Vec::new();
+    for i in 1..=20u64 {
+        script.push((i * 20, Input::CheckpointSent { ckpt: i }));
+        script.push((
+            i * 20 + 3,
+            Input::Ack {
+                ckpt: i,
+                epoch: Epoch(1),
+            },
+        ));
+    }
+    script.push((430, Input::CheckpointSent { ckpt: 21 }));
+    let mut ticked = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+    let mut by_deadline = ticked.clone();
+    // Replies answer whatever request is open: collect the request numbers from the actions.
+    let run = |p: &mut PrimaryAuthority, every_ms: bool| -> Vec<(u64, &'static str)> {
+        let mut got = Vec::new();
+        let mut next_input = 0;
+        let mut granted = 0;
+        let end = 6_000_000u64; // 6 s, in microseconds
+        let mut t = 0u64; // microseconds
+        while t <= end {
+            let mut inputs: Vec<Input> = Vec::new();
+            while next_input < script.len() && script[next_input].0 * 1000 <= t {
+                inputs.push(script[next_input].1);
+                next_input += 1;
+            }
+            inputs.push(Input::Tick);
+            for input in inputs {
+                let acts = p.step(Nanos(t * 1000), input);
+                for a in acts.iter() {
+                    if let Action::RequestLeases(r) = a {
+                        if granted < 2 && t >= 500_000 {
+                            granted += 1;
+                            for w in [1, 2] {
+                                let _ = p.step(
+                                    Nanos(t * 1000),
+                                    Input::LeaseReply(LeaseReply {
+                                        witness: w,
+                                        req: r.req,
+                                        epoch: Epoch(1),
+                                        verdict: Verdict::Grant,
+                                        duration: Duration::from_secs(2),
+                                    }),
+                                );
+                            }
+                        }
+                    }
+                }
+                for n in names(&acts) {
+                    got.push((t, n));
+                }
+            }
+            let next_script = script.get(next_input).map(|s| s.0 * 1000);
+            t = if every_ms {
+                t + 1000
+            } else {
+                let d = p.next_deadline(Nanos(t * 1000)).map(|d| d.0.div_ceil(1000));
+                match (d, next_script) {
+                    (Some(d), Some(s)) => d.min(s),
+                    (Some(d), None) => d,
+                    (None, Some(s)) => s,
+                    (None, None) => break,
+                }
+                .max(t + 1)
+            };
+        }
+        got
+    };
+    let a = run(&mut ticked, true);
+    let b = run(&mut by_deadline, false);
+    let kinds = |v: &[(u64, &'static str)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
+    assert_eq!(kinds(&a), kinds(&b), "same decisions");
+    assert!(
+        kinds(&a).contains(&"fence"),
+        "the scenario reaches a fence: {a:?}"
+    );
+    assert!(kinds(&a).contains(&"request-leases"));
+    for (x, y) in a.iter().zip(b.iter()) {
+        assert!(
+            y.0 <= x.0,
+            "{} at {} us by deadline, {} us ticked",
+            y.1,
+            y.0,
+            x.0
+        );
+    }
+}

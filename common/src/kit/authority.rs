@@ -10,7 +10,7 @@ use super::decisions::Decisions;
 use super::endpoint::Endpoint;
 use crate::datagram::{Dest, Sender};
 use crate::decision::primary::Action;
-use crate::decision::{Actions, Epoch, WitnessId, MAX_ACTIONS};
+use crate::decision::{Actions, Epoch, Evidence, WitnessId, MAX_ACTIONS};
 use crate::msg::Role;
 use crate::wire::Dgram;
 
@@ -42,8 +42,94 @@ pub fn witness(id: WitnessId) -> Dest {
     })
 }
 
-/// Send the authority's witness traffic, log and record its evidence, and return what is left
-/// for the daemon, in order.
+/// What the authority's actions come to: datagrams for the witnesses, evidence to record and
+/// log, and duties for the daemon, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Send `msg` to the witness at `to`.
+    Send {
+        /// The witness's address.
+        to: SocketAddr,
+        /// The witness.
+        dest: Dest,
+        /// The request or notice.
+        msg: Dgram,
+    },
+    /// A decision: log it at `level` and record it (rule 7).
+    Evidence {
+        /// How loud.
+        level: log::Level,
+        /// What and why.
+        evidence: Box<Evidence>,
+    },
+    /// For the daemon.
+    Duty(Duty),
+}
+
+/// The authority's actions as [`Step`]s (pure).
+pub fn plan(actions: Actions<Action>, witnesses: &[(WitnessId, SocketAddr)]) -> Vec<Step> {
+    let mut steps = Vec::new();
+    for a in actions {
+        match a {
+            Action::RequestLeases(r) => {
+                log::debug!(
+                    "asking the witnesses for a lease (request {}, last acked {})",
+                    r.req,
+                    r.last_acked
+                );
+                for &(id, to) in witnesses {
+                    steps.push(Step::Send {
+                        to,
+                        dest: witness(id),
+                        msg: Dgram::LeaseRequest(r),
+                    });
+                }
+            }
+            Action::NotifyProtected(n) => {
+                for &(id, to) in witnesses {
+                    steps.push(Step::Send {
+                        to,
+                        dest: witness(id),
+                        msg: Dgram::Protected(n),
+                    });
+                }
+            }
+            Action::Fence { evidence } => {
+                steps.push(Step::Evidence {
+                    level: log::Level::Error,
+                    evidence,
+                });
+                steps.push(Step::Duty(Duty::Fence));
+            }
+            Action::Unfence { evidence } => {
+                steps.push(Step::Evidence {
+                    level: log::Level::Warn,
+                    evidence,
+                });
+                steps.push(Step::Duty(Duty::Unfence));
+            }
+            Action::StepDown { epoch, evidence } => {
+                steps.push(Step::Evidence {
+                    level: log::Level::Error,
+                    evidence,
+                });
+                steps.push(Step::Duty(Duty::StepDown(epoch)));
+            }
+            Action::RequestFullSync => steps.push(Step::Duty(Duty::RequestFullSync)),
+            Action::ConfirmFenced { epoch, ckpt } => {
+                steps.push(Step::Duty(Duty::ConfirmFenced { epoch, ckpt }))
+            }
+            Action::Alert { evidence } => steps.push(Step::Evidence {
+                level: log::Level::Warn,
+                evidence,
+            }),
+        }
+    }
+    steps
+}
+
+/// Carry out [`plan`] at once for a daemon that owns its endpoint and decision log (an activated
+/// standby): witness traffic sent, evidence logged and recorded, duties handed back in order.
 pub fn carry_out(
     actions: Actions<Action>,
     ep: &mut Endpoint,
@@ -52,48 +138,19 @@ pub fn carry_out(
     decisions: &mut Decisions,
 ) -> heapless::Vec<Duty, MAX_ACTIONS> {
     let mut duties = heapless::Vec::new();
-    for a in actions {
-        let duty = match a {
-            Action::RequestLeases(r) => {
-                log::debug!(
-                    "asking the witnesses for a lease (request {}, last acked {})",
-                    r.req,
-                    r.last_acked
-                );
-                for &(id, addr) in witnesses {
-                    ep.send(sock, &Dgram::LeaseRequest(r), addr, Some(witness(id)));
+    for step in plan(actions, witnesses) {
+        match step {
+            Step::Send { to, dest, msg } => ep.send(sock, &msg, to, Some(dest)),
+            Step::Evidence { level, evidence } => {
+                decisions.evidence(level, &evidence);
+            }
+            Step::Duty(d) => {
+                if let Duty::StepDown(e) = d {
+                    ep.set_epoch(e.0);
                 }
-                None
+                // At most one duty per action: the bound is the actions'.
+                let _ = duties.push(d);
             }
-            Action::NotifyProtected(n) => {
-                for &(id, addr) in witnesses {
-                    ep.send(sock, &Dgram::Protected(n), addr, Some(witness(id)));
-                }
-                None
-            }
-            Action::Fence { evidence } => {
-                decisions.evidence(log::Level::Error, &evidence);
-                Some(Duty::Fence)
-            }
-            Action::Unfence { evidence } => {
-                decisions.evidence(log::Level::Warn, &evidence);
-                Some(Duty::Unfence)
-            }
-            Action::StepDown { epoch, evidence } => {
-                decisions.evidence(log::Level::Error, &evidence);
-                ep.set_epoch(epoch.0);
-                Some(Duty::StepDown(epoch))
-            }
-            Action::RequestFullSync => Some(Duty::RequestFullSync),
-            Action::ConfirmFenced { epoch, ckpt } => Some(Duty::ConfirmFenced { epoch, ckpt }),
-            Action::Alert { evidence } => {
-                decisions.evidence(log::Level::Warn, &evidence);
-                None
-            }
-        };
-        if let Some(d) = duty {
-            // At most one duty per action: the bound is the actions'.
-            let _ = duties.push(d);
         }
     }
     duties

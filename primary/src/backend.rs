@@ -1,0 +1,293 @@
+//! The domain side of hsb-primary's shell: pre-copy steps, suspending (a Xen guest's suspend
+//! is polled from the loop), capturing, sealing and sending a checkpoint, releasing output to
+//! the model service's clients, and the model service itself. Each answers the node's effect
+//! with the event of its outcome.
+
+use mio::Token;
+
+use hsb_common::conn::write_some;
+use hsb_common::decision::Epoch;
+use hsb_common::time::Nanos;
+use hsb_domain::checkpoint::Staging;
+use hsb_domain::model::ModelDomain;
+use hsb_domain::output::OutputCommit;
+use hsb_domain::service::{ClientId, Handler, Service};
+use hsb_primary::node::Event;
+
+use crate::daemon::{Daemon, PRECOPY_STEP_PAGES, SERVICE_BASE, SERVICE_RETRY};
+use crate::guest::Guest;
+
+/// Requests of the model service, answered by the domain and held under output commit.
+struct Requests<'a> {
+    dom: &'a mut ModelDomain,
+    output: &'a mut OutputCommit<ClientId>,
+    requests: &'a mut u64,
+    /// Fenced (rule 4): the domain is paused and takes no requests.
+    fenced: bool,
+}
+
+impl Handler for Requests<'_> {
+    fn can_take(&mut self) -> bool {
+        !self.output.full() && !self.fenced
+    }
+    fn handle(&mut self, id: ClientId, line: &str) -> Option<String> {
+        *self.requests += 1;
+        let mut reply = self.dom.handle(line);
+        reply.push('\n');
+        self.output.hold(id, reply.as_bytes());
+        None
+    }
+    fn holds(&self, id: ClientId) -> bool {
+        self.output.holds(id)
+    }
+    fn closed(&mut self, id: ClientId) {
+        self.output.forget(id);
+    }
+}
+
+impl Daemon {
+    pub(crate) fn precopy_step(&mut self, ckpt: u64, epoch: Epoch) -> Event {
+        let done = |staging: &Staging| Event::PrecopyStepped {
+            precopying: staging.precopying(),
+            done: true,
+        };
+        if !self.staging.precopying() {
+            match self.staging.start_precopy(self.dom.source(), ckpt, epoch.0) {
+                Ok(()) => log::info!(
+                    "checkpoint {ckpt}: full synchronisation, copying the guest's memory while it runs"
+                ),
+                Err(e) => {
+                    log::warn!("checkpoint {ckpt}: no pre-copy ({e}); the full synchronisation is copied while the guest is suspended");
+                    return done(&self.staging);
+                }
+            }
+        }
+        match self
+            .staging
+            .precopy_step(self.dom.source(), PRECOPY_STEP_PAGES)
+        {
+            Ok(d) => Event::PrecopyStepped {
+                precopying: self.staging.precopying(),
+                done: d,
+            },
+            Err(e) => {
+                log::warn!("checkpoint {ckpt}: pre-copy failed ({e}); the full synchronisation is copied while the guest is suspended");
+                done(&self.staging)
+            }
+        }
+    }
+
+    pub(crate) fn suspend(&mut self) -> Option<Event> {
+        let t0 = self.clock.now();
+        if let Guest::Xen(x) = &mut self.dom {
+            // A Xen guest takes a while to reach its suspend point: the loop polls for it (see
+            // poll_suspend) and keeps serving heartbeats and witnesses meanwhile.
+            return match x.src.request_suspend() {
+                Ok(()) => {
+                    self.suspend_wait = Some(t0);
+                    self.capture_t0 = Some(t0);
+                    None
+                }
+                Err(e) => Some(Event::SuspendFailed {
+                    why: format!("cannot suspend the domain: {e}"),
+                }),
+            };
+        }
+        match self.dom.source().suspend() {
+            Ok(()) => {
+                self.capture_t0 = Some(t0);
+                Some(Event::Suspended { waited: None })
+            }
+            Err(e) => Some(Event::SuspendFailed {
+                why: format!("cannot suspend the domain: {e}"),
+            }),
+        }
+    }
+
+    /// A Xen guest's suspend, asked for by a checkpoint or a fence, is polled from the loop.
+    pub(crate) fn poll_suspend(&mut self, now: Nanos) {
+        let Some(t0) = self.suspend_wait else { return };
+        let Guest::Xen(x) = &mut self.dom else {
+            self.suspend_wait = None;
+            return;
+        };
+        match x.src.poll_suspend() {
+            Ok(false) => {}
+            Ok(true) => {
+                self.suspend_wait = None;
+                let waited = self.clock.now().since(t0);
+                self.feed(
+                    now,
+                    Event::Suspended {
+                        waited: Some(waited),
+                    },
+                );
+            }
+            Err(e) => {
+                self.suspend_wait = None;
+                self.capture_t0 = None;
+                self.feed(now, Event::SuspendFailed { why: e.to_string() });
+            }
+        }
+    }
+
+    /// Capture the suspended domain into staging, resume it (unless fenced), seal and send.
+    pub(crate) fn capture(&mut self, ckpt: u64, full: bool, resume: bool, epoch: Epoch) -> Event {
+        let t0 = self.capture_t0.take().unwrap_or_else(|| self.clock.now());
+        self.output.close(ckpt);
+        if let Some(p) = self.plug.as_mut() {
+            p.close(ckpt);
+        }
+        let mut recopied = None;
+        let cap = if full && self.staging.precopying() {
+            match self
+                .staging
+                .finish_precopy(self.dom.source(), ckpt, epoch.0)
+            {
+                Ok(p) => {
+                    log::info!(
+                        "checkpoint {ckpt}: pre-copy: {} rounds after the first pass copied {} pages written meanwhile again; {} written during the last",
+                        p.rounds,
+                        p.recopied_running,
+                        p.recopied
+                    );
+                    recopied = Some(p.recopied);
+                    Ok(p.capture)
+                }
+                Err(e) => {
+                    log::warn!(
+                        "checkpoint {ckpt}: pre-copy not usable ({e}); copying all of it now"
+                    );
+                    self.staging.capture(self.dom.source(), ckpt, epoch.0, full)
+                }
+            }
+        } else {
+            self.staging.capture(self.dom.source(), ckpt, epoch.0, full)
+        };
+        if resume {
+            if let Err(e) = self.dom.source().resume() {
+                log::error!("cannot resume the domain: {e}");
+            }
+        }
+        let pause = self.clock.now().since(t0);
+        let failed = |why: String, staging: &Staging| Event::CaptureFailed {
+            why,
+            precopying: staging.precopying(),
+        };
+        let st = match cap {
+            Ok(st) => st,
+            Err(e) => return failed(format!("capture failed: {e}"), &self.staging),
+        };
+        let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else {
+            return failed("no session to send it on".into(), &self.staging);
+        };
+        let sealing = self.clock.now();
+        let len = match self.staging.seal(sess) {
+            Ok(n) => n,
+            Err(e) => return failed(format!("seal failed: {e}"), &self.staging),
+        };
+        // The encoding rule learns what each checkpoint cost, from here to its ack.
+        self.staging.sealing_began(sealing);
+        self.send_pos = Some(0);
+        Event::Captured {
+            ckpt,
+            pages: st.pages,
+            bytes: len as u64,
+            pause,
+            recopied,
+            precopying: self.staging.precopying(),
+        }
+    }
+
+    /// Write what is staged; the node hears when all of it is written.
+    pub(crate) fn send_staged(&mut self, now: Nanos) {
+        let (Some(pos), Some(r)) = (self.send_pos.as_mut(), self.repl.as_mut()) else {
+            return;
+        };
+        // The session's confirmation, if still queued, goes first.
+        let ev = match r.out.flush(&mut r.stream) {
+            Ok(true) => match write_some(&mut r.stream, self.staging.bytes(), pos) {
+                Ok(true) => {
+                    self.send_pos = None;
+                    Some(Event::Sent)
+                }
+                Ok(false) => None,
+                Err(e) => Some(Event::Lost {
+                    why: format!("write failed: {e}"),
+                    frame_error: None,
+                }),
+            },
+            Ok(false) => None,
+            Err(e) => Some(Event::Lost {
+                why: format!("write failed: {e}"),
+                frame_error: None,
+            }),
+        };
+        if let Some(ev) = ev {
+            self.feed(now, ev);
+        }
+    }
+
+    /// Release output acked by ack(`upto`) to its clients.
+    pub(crate) fn release(&mut self, upto: u64) {
+        if let Some(p) = self.plug.as_mut() {
+            p.release(upto);
+        }
+        let mut out = Vec::new();
+        self.output.release(upto, |h| out.push(h));
+        let registry = self.poll.registry();
+        let fenced = self.node.is_fenced();
+        let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) else {
+            return;
+        };
+        let mut h = Requests {
+            dom,
+            output: &mut self.output,
+            requests: &mut self.requests,
+            fenced,
+        };
+        for held in out {
+            svc.send(registry, held.client, &held.data, &mut h);
+        }
+        // Room freed: take requests that were waiting.
+        svc.pump(registry, &mut h);
+    }
+
+    pub(crate) fn on_service(&mut self, t: Token) {
+        let fenced = self.node.is_fenced();
+        if let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) {
+            let mut h = Requests {
+                dom,
+                output: &mut self.output,
+                requests: &mut self.requests,
+                fenced,
+            };
+            svc.on_event(self.poll.registry(), t, &mut h);
+        }
+    }
+
+    /// The model service's address was busy at start (the copy that served before still held
+    /// it): try again.
+    pub(crate) fn bind_service(&mut self, now: Nanos) {
+        if self.service.is_some()
+            || !matches!(self.dom, Guest::Model(_))
+            || now < self.service_retry_at
+        {
+            return;
+        }
+        self.service_retry_at = now.plus(SERVICE_RETRY);
+        match Service::try_bind(
+            self.s.service,
+            self.poll.registry(),
+            SERVICE_BASE,
+            self.s.max_clients,
+        ) {
+            Ok(Some(svc)) => {
+                log::info!("model service on {}", svc.addr());
+                self.service = Some(svc);
+            }
+            Ok(None) => {}
+            Err(e) => log::error!("model service {}: {e}", self.s.service),
+        }
+    }
+}

@@ -1,0 +1,563 @@
+//! hsb-primary's shell: one mio loop that turns bytes into [`Event`]s for the node and carries
+//! out its [`Effect`]s. It owns the sockets (the replication connection, the witness endpoint,
+//! the control socket, the model's service), the domain and its staging buffer, output commit,
+//! the host state file, the decision log, hooks, the clock and the signals; it decides nothing.
+//! The loop sleeps until the earliest deadline (the node's, the control socket's, a hook's, a
+//! Xen guest's suspend being polled), never on a polling tick.
+
+use std::io;
+use std::time::Duration;
+
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Token};
+
+use hsb_common::ctl::CtlServer;
+use hsb_common::datagram::Sender;
+use hsb_common::decision;
+use hsb_common::decision::record;
+use hsb_common::frame::FrameError;
+use hsb_common::key::ClusterKey;
+use hsb_common::kit::decisions::Decisions;
+use hsb_common::kit::endpoint::{Endpoint, Received};
+use hsb_common::kit::hooks::Hooks;
+use hsb_common::msg::Role;
+use hsb_common::recorder::Recorder;
+use hsb_common::signals::{Request, SignalHandler};
+use hsb_common::time::{Clock, Nanos};
+use hsb_domain::checkpoint::Staging;
+use hsb_domain::output::OutputCommit;
+use hsb_domain::service::{ClientId, Service};
+use hsb_primary::config::{self, schema, Settings};
+use hsb_primary::node::{Effect, Event, FailoverConfig, NodeConfig, PrimaryNode, Start};
+
+use crate::guest::{self, Fence, Guest, PlugOutput};
+use crate::repl;
+
+/// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
+/// heartbeats and witnesses are served between steps.
+pub(crate) const PRECOPY_STEP_PAGES: usize = 16384;
+pub(crate) const REPL: Token = Token(1);
+const SIGNALS: Token = Token(3);
+const WITNESS_UDP: Token = Token(5);
+const CTL_BASE: usize = 10;
+pub(crate) const SERVICE_BASE: usize = 1000;
+/// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
+/// `stats_interval` only paces a log line; `on_fence` is read when this primary steps down.
+const RELOADED: &[&str] = &["stats_interval", "on_fence"];
+/// How often a busy service address is tried again.
+pub(crate) const SERVICE_RETRY: Duration = Duration::from_millis(20);
+/// How often a Xen guest's suspend is polled.
+const SUSPEND_POLL: Duration = Duration::from_millis(1);
+/// How long `on_fence` may run before it is killed with its process group.
+const ON_FENCE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The datagram side, when failover is on.
+pub(crate) struct Failover {
+    pub(crate) udp: UdpSocket,
+    pub(crate) ep: Endpoint,
+    pub(crate) decisions: Decisions,
+}
+
+/// The running primary.
+pub struct Daemon {
+    pub(crate) s: Settings,
+    pub(crate) key: ClusterKey,
+    pub(crate) clock: Clock,
+    pub(crate) poll: Poll,
+    pub(crate) node: PrimaryNode,
+    pub(crate) dom: Guest,
+    pub(crate) staging: Staging,
+    pub(crate) output: OutputCommit<ClientId>,
+    /// Xen: the guest's network output, held in the `plug` qdisc until acks.
+    pub(crate) plug: Option<PlugOutput>,
+    /// Model backend: the domain's TCP service (a Xen guest serves its clients itself).
+    pub(crate) service: Option<Service>,
+    pub(crate) ctl: CtlServer,
+    pub(crate) repl: Option<repl::Conn>,
+    /// Bytes of the sealed staging buffer already written, while a checkpoint is being sent.
+    pub(crate) send_pos: Option<usize>,
+    /// Xen: a suspend asked for at this time, polled until the guest is there.
+    pub(crate) suspend_wait: Option<Nanos>,
+    /// When the domain's pause for the next capture began.
+    pub(crate) capture_t0: Option<Nanos>,
+    pub(crate) failover: Option<Failover>,
+    pub(crate) hooks: Hooks,
+    /// Become the standby once `on_fence` is done.
+    pub(crate) rejoin_pending: bool,
+    pub(crate) frame_errors: [u64; FrameError::COUNTERS.len()],
+    pub(crate) requests: u64,
+    pub(crate) next_stats: Nanos,
+    pub(crate) service_retry_at: Nanos,
+    pub(crate) incarnation: u64,
+}
+
+/// The node's view of the configuration.
+fn node_config(s: &Settings) -> NodeConfig {
+    NodeConfig {
+        standby: s.standby,
+        period: s.epoch_period,
+        max_unacked: s.max_unacked,
+        precopy: s.precopy,
+        reconnect_interval: s.reconnect_interval,
+        max_reconnect: config::MAX_RECONNECT,
+        failover: s.failover.then(|| FailoverConfig {
+            decision: s.decision.clone(),
+            heartbeat_peers: s.heartbeat_peers.clone(),
+            witness_peers: s.witness_peers.clone(),
+            standby_witness: s.standby_witness,
+        }),
+    }
+}
+
+impl Daemon {
+    /// Open the domain, bind the sockets, open the decision log.
+    pub fn new(mut s: Settings, key: ClusterKey, start: Start) -> io::Result<Daemon> {
+        let poll = Poll::new()?;
+        let clock = Clock::new();
+        let (mut dom, plug, service) = guest::open(&s, &poll, SERVICE_BASE)?;
+        let pages = dom.source().max_pages();
+        let (mode, cache) = s.encode;
+        let staging = Staging::with_codec(pages, mode, (cache / 4096).min(pages));
+        if plug.is_some() && s.max_unacked > 1 {
+            log::info!(
+                "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"
+            );
+            s.max_unacked = 1;
+        }
+        if s.heartbeat_peers.len() > hsb_primary::node::MAX_HEARTBEAT_LINKS {
+            return Err(io::Error::other(format!(
+                "heartbeat_peers: {} links, at most {}",
+                s.heartbeat_peers.len(),
+                hsb_primary::node::MAX_HEARTBEAT_LINKS
+            )));
+        }
+        let ctl = CtlServer::bind(
+            &s.control,
+            s.control_group.as_ref(),
+            poll.registry(),
+            CTL_BASE,
+        )
+        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+        log::info!(
+            "checkpoint every {:?} to standby {}; staging buffer {} MiB allocated; output limit {} KiB",
+            s.epoch_period,
+            s.standby,
+            staging.capacity() >> 20,
+            s.output_limit >> 10
+        );
+        let now = clock.now();
+        let failover = if s.failover {
+            Some(open_failover(&s, &key, &start, &poll, now)?)
+        } else {
+            None
+        };
+        Ok(Daemon {
+            output: OutputCommit::new(s.output_limit, start.first_checkpoint),
+            node: PrimaryNode::new(node_config(&s), start, now),
+            next_stats: now.plus(s.stats_interval),
+            incarnation: start.incarnation,
+            s,
+            key,
+            clock,
+            poll,
+            dom,
+            staging,
+            plug,
+            service,
+            ctl,
+            repl: None,
+            send_pos: None,
+            suspend_wait: None,
+            capture_t0: None,
+            failover,
+            hooks: Hooks::new(),
+            rejoin_pending: false,
+            frame_errors: [0; FrameError::COUNTERS.len()],
+            requests: 0,
+            service_retry_at: now,
+        })
+    }
+
+    /// Run until a stop signal.
+    pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
+        signals.register(self.poll.registry(), SIGNALS)?;
+        let mut events = Events::with_capacity(256);
+        loop {
+            let now = self.clock.now();
+            let timeout = self.deadline(now).since(now);
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = self.clock.now();
+            // Signals first: a stop ends the loop before anything else of this turn is done.
+            if events.iter().any(|e| signals.owns(e.token())) {
+                for r in signals.take(now) {
+                    match r {
+                        Request::Stop(name) => {
+                            self.shutdown(name);
+                            return Ok(());
+                        }
+                        Request::Reload => self.reload(now, &signals),
+                        Request::Ignore(_) => {}
+                    }
+                }
+            }
+            self.dom.run(now);
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == REPL {
+                    self.on_repl(now);
+                } else if self.ctl.owns(t) {
+                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
+                        let text = match cmd.as_str() {
+                            "status" | "" => crate::status::text(&self, now),
+                            other => format!("error: unknown command '{other}'; try: status\n"),
+                        };
+                        self.ctl.answer(self.poll.registry(), conn, &text);
+                    }
+                } else if t == WITNESS_UDP {
+                    self.on_udp(now);
+                } else if self.service.as_ref().is_some_and(|svc| svc.owns(t)) {
+                    self.on_service(t);
+                }
+            }
+            let now = self.clock.now();
+            self.ctl.tick(self.poll.registry(), now);
+            self.poll_suspend(now);
+            self.bind_service(now);
+            self.feed(now, Event::Tick);
+            self.watch_hooks(now);
+            if let Some(f) = self.failover.as_mut() {
+                f.decisions.recorder.flush();
+            }
+            if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
+                crate::status::log_stats(&mut self, now);
+                self.next_stats = now.plus(self.s.stats_interval);
+            }
+        }
+    }
+
+    /// When the loop must wake next.
+    fn deadline(&self, now: Nanos) -> Nanos {
+        let mut d = self.node.next_deadline(now);
+        if self.s.stats_interval > Duration::ZERO {
+            d = d.min(self.next_stats);
+        }
+        if self.suspend_wait.is_some() {
+            d = d.min(now.plus(SUSPEND_POLL));
+        }
+        if self.service.is_none() && matches!(self.dom, Guest::Model(_)) {
+            d = d.min(self.service_retry_at);
+        }
+        for t in [self.ctl.next_deadline(), self.hooks.next_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            d = d.min(t);
+        }
+        d.max(now)
+    }
+
+    /// Step the node with `ev` and carry out its effects in order; an effect's answer is
+    /// stepped at once, before the next effect (the node's domain state is then never behind
+    /// the domain: a model suspended for a checkpoint is captured and resumed before any
+    /// request is served).
+    pub(crate) fn feed(&mut self, now: Nanos, ev: Event) {
+        for e in self.node.step(now, ev) {
+            if let Some(answer) = self.carry_out(now, e) {
+                self.feed(now, answer);
+            }
+        }
+        // A checkpoint just staged starts on its way at once (the rest when writable).
+        if self.send_pos == Some(0) {
+            self.send_staged(now);
+        }
+    }
+
+    fn carry_out(&mut self, now: Nanos, e: Effect) -> Option<Event> {
+        match e {
+            Effect::Connect => return self.connect(),
+            Effect::SendHello { epoch, last_ckpt } => return self.send_hello(epoch, last_ckpt),
+            Effect::Disconnect {
+                why,
+                frame_error,
+                streaming,
+            } => self.disconnect(&why, frame_error, streaming),
+            Effect::Reserve(st) => {
+                let ok = match st.save(&self.s.state_file) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log::error!(
+                            "checkpoint not taken: cannot reserve checkpoint numbers up to {} in {}: {e}",
+                            st.checkpoint,
+                            self.s.state_file.display()
+                        );
+                        false
+                    }
+                };
+                return Some(Event::Reserved {
+                    ok,
+                    upto: st.checkpoint,
+                });
+            }
+            Effect::SaveState(st) => {
+                if let Err(e) = st.save(&self.s.state_file) {
+                    log::error!(
+                        "cannot record the host state ({}) in {}: {e}",
+                        st.role.name(),
+                        self.s.state_file.display()
+                    );
+                }
+            }
+            Effect::PrecopyStep { ckpt, epoch } => return Some(self.precopy_step(ckpt, epoch)),
+            Effect::Suspend => return self.suspend(),
+            Effect::Resume => {
+                if let Err(e) = self.dom.source().resume() {
+                    log::error!("cannot resume the domain: {e}");
+                }
+            }
+            Effect::Capture {
+                ckpt,
+                full,
+                resume,
+                epoch,
+            } => return Some(self.capture(ckpt, full, resume, epoch)),
+            Effect::Fence => {
+                log::error!("fence: output held ({} bytes)", self.output.held_bytes());
+                let t0 = self.clock.now();
+                match self.dom.fence() {
+                    Fence::Done => {
+                        return Some(Event::FenceDone {
+                            suspended: self.dom.is_suspended(),
+                            hard_paused: self.dom.hard_paused(),
+                        })
+                    }
+                    Fence::Suspending => {
+                        self.suspend_wait.get_or_insert(t0);
+                        self.capture_t0.get_or_insert(t0);
+                    }
+                }
+            }
+            Effect::PauseOutright => {
+                self.dom.pause_outright();
+                return Some(Event::PausedOutright {
+                    ok: self.dom.hard_paused(),
+                });
+            }
+            Effect::Unfence => self.dom.unfence(),
+            Effect::Release { upto } => {
+                // The plug's release is a no-op when nothing it holds is covered.
+                if self.output.held_bytes() > 0 || self.plug.is_some() {
+                    self.release(upto);
+                }
+            }
+            Effect::Rebase { next } => self.output.rebase(next),
+            Effect::Send { to, dest, msg } => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.ep.send(&f.udp, &msg, to, Some(dest));
+                }
+            }
+            Effect::Evidence { level, evidence } => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.decisions.evidence(level, &evidence);
+                }
+            }
+            Effect::Record(input) => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.decisions.input(now, input);
+                }
+            }
+            Effect::SetEpoch(epoch) => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.ep.set_epoch(epoch.0);
+                }
+            }
+            Effect::OnFence(epoch) => {
+                if !self.s.on_fence.is_empty() {
+                    let env = [
+                        ("HSB_EPOCH", epoch.0.to_string()),
+                        ("HSB_NODE", self.s.node.clone()),
+                    ];
+                    if let Err(e) =
+                        self.hooks
+                            .spawn("on_fence", &self.s.on_fence, &env, now, ON_FENCE_TIMEOUT)
+                    {
+                        log::error!("on_fence: cannot run it: {e}");
+                    }
+                }
+            }
+            Effect::Rejoin => self.rejoin_pending = true,
+        }
+        None
+    }
+
+    fn on_udp(&mut self, now: Nanos) {
+        loop {
+            let Some(f) = self.failover.as_mut() else {
+                return;
+            };
+            match f.ep.recv(&f.udp) {
+                Received::Datagram { from, env, msg } => {
+                    self.feed(now, Event::Datagram { from, env, msg })
+                }
+                Received::Rejected => {}
+                Received::Empty => return,
+            }
+        }
+    }
+
+    /// Finished hooks are logged; a rejoin waits for `on_fence` to end (at most its timeout).
+    fn watch_hooks(&mut self, now: Nanos) {
+        for f in self.hooks.poll(now) {
+            match f.end {
+                hsb_common::kit::hooks::HookEnd::Done => {
+                    log::info!("{}: done in {} ms", f.name, f.took.as_millis())
+                }
+                end => log::error!("{}: {end:?} after {} ms", f.name, f.took.as_millis()),
+            }
+        }
+        if self.rejoin_pending && !self.hooks.any() {
+            self.rejoin_pending = false;
+            self.rejoin();
+        }
+    }
+
+    /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
+    /// which the new primary then synchronises from scratch. Returns only if that fails.
+    fn rejoin(&mut self) {
+        if self.s.rejoin_config.as_os_str().is_empty() {
+            log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
+            return;
+        }
+        if let Some(f) = self.failover.as_mut() {
+            f.decisions.recorder.flush();
+        }
+        let e = crate::start::exec_standby(&self.s.rejoin_config, &self.s.state_file);
+        log::error!("rejoin: exec hsb-standby failed: {e}; staying paused");
+    }
+
+    /// SIGTERM, SIGINT or SIGQUIT: stop, releasing nothing more. Replies held under output
+    /// commit are dropped with this process, never sent; a Xen guest's held packets stay in
+    /// the plug (see [`PlugOutput::hold_on_exit`]). For the cluster this is a crash of the
+    /// primary: its standby and the witnesses decide (a planned stop is a switchover).
+    fn shutdown(&mut self, signal: &str) {
+        log::warn!(
+            "{signal}: stopping: no more checkpoints, and no more output released ({} bytes held under commit are dropped, never sent{})",
+            self.output.held_bytes(),
+            self.plug
+                .as_ref()
+                .map_or(String::new(), |p| format!("; {p:?} stays plugged"))
+        );
+        if let Some(p) = self.plug.as_mut() {
+            if !p.hold_on_exit() {
+                // The plug passes everything (unprotected, under a lease nobody will renew once
+                // this process is gone) and cannot be closed: stop the guest instead (rule 4).
+                log::error!("{signal}: the plug cannot hold the guest's output: pausing the guest");
+                self.dom.pause_outright();
+            }
+        }
+        if let Some(f) = self.failover.as_mut() {
+            f.decisions.recorder.flush();
+        }
+        if let Err(e) = self.ctl.remove_socket() {
+            log::warn!(
+                "{signal}: cannot remove the control socket {}: {e}",
+                self.ctl.path().display()
+            );
+        }
+        log::info!("{signal}: stopped cleanly (exit status 0)");
+    }
+
+    /// SIGHUP: reopen the decision log (logging itself goes to stderr, which this process
+    /// does not open: nothing to reopen there), reload the configuration, apply [`RELOADED`]
+    /// and log every other changed key as waiting for a restart. A configuration that does not
+    /// load or check changes nothing.
+    fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
+        log::info!(
+            "SIGHUP: reopening the decision log and reloading the configuration from {}",
+            signals.source()
+        );
+        if let Some(f) = self.failover.as_mut() {
+            f.decisions.recorder.sighup(now);
+        }
+        let (new, changed) = match signals.reload(schema(), Settings::from_config) {
+            Ok(v) => v,
+            Err(e) => {
+                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
+                return;
+            }
+        };
+        if new.stats_interval != self.s.stats_interval {
+            log::info!(
+                "SIGHUP: stats_interval {:?} -> {:?}",
+                self.s.stats_interval,
+                new.stats_interval
+            );
+            self.s.stats_interval = new.stats_interval;
+            self.next_stats = now.plus(new.stats_interval);
+        }
+        if new.on_fence != self.s.on_fence {
+            log::info!("SIGHUP: on_fence is now '{}'", new.on_fence.join(" "));
+            self.s.on_fence = new.on_fence;
+        }
+        let waiting = SignalHandler::restart_needed(&changed, RELOADED);
+        log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
+    }
+}
+
+/// The witness endpoint and the decision log (failover on).
+fn open_failover(
+    s: &Settings,
+    key: &ClusterKey,
+    start: &Start,
+    poll: &Poll,
+    now: Nanos,
+) -> io::Result<Failover> {
+    let mut udp = UdpSocket::bind(s.witness_listen).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("witness address {}: {e}", s.witness_listen),
+        )
+    })?;
+    poll.registry()
+        .register(&mut udp, WITNESS_UDP, Interest::READABLE)?;
+    let me = Sender {
+        role: Role::Primary,
+        id: hsb_common::datagram::node_sender_id(&s.node),
+    };
+    let recorder = Recorder::open(
+        &s.decision_log,
+        s.decision_log_rotation,
+        now,
+        decision::Role::Primary,
+        start.epoch,
+        &s.decision,
+        record::Start {
+            seq_base: start.request_base,
+            resume_at: start.first_checkpoint.saturating_sub(1),
+            ..record::Start::default()
+        },
+    )
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("decision log {}: {e}", s.decision_log.display()),
+        )
+    })?;
+    log::info!(
+        "automatic failover on: policy {}; heartbeats every {:?} to {:?}; witnesses {:?}; output needs a fresh ack, or a witness-quorum lease once the standby is lost",
+        s.decision.policy,
+        s.decision.heartbeat.interval,
+        s.heartbeat_peers,
+        s.witness_peers
+    );
+    Ok(Failover {
+        udp,
+        // Heartbeats and requests carry this primary's epoch (a promoted primary's are not
+        // epoch 1: its standby drops lower epochs as stale).
+        ep: Endpoint::new(key, me, start.incarnation, start.epoch.0),
+        decisions: Decisions::new(recorder),
+    })
+}
