@@ -91,11 +91,15 @@ pub const MARGIN_PCT: u64 = 10;
 /// Encoded checkpoints must be at most this share (percent) of their pages' bytes.
 pub const RATIO_MAX_PCT: u64 = 90;
 /// Checkpoints of the chosen codec between tries of the other, at first and at most.
-pub const PROBE_EVERY_MIN: u32 = 32;
+pub const PROBE_EVERY_MIN: u32 = 64;
 /// See [`PROBE_EVERY_MIN`].
-pub const PROBE_EVERY_MAX: u32 = 256;
-/// Checkpoints per try.
+pub const PROBE_EVERY_MAX: u32 = 512;
+/// Checkpoints per try of encoding (one more: the first after plain ones starts with a cold
+/// cache), and per try of plain pages (fewer: on a slow link each plain checkpoint is long, and
+/// the next ones grow while it is sent).
 pub const PROBE_LEN: u32 = 4;
+/// See [`PROBE_LEN`].
+pub const PROBE_LEN_PLAIN: u32 = 2;
 
 /// Weight of a new cost in the moving average, in sixteenths.
 const WEIGHT_16: u64 = 5;
@@ -206,8 +210,10 @@ impl CodecPolicy {
         if self.since_probe >= self.probe_every {
             self.since_probe = 0;
             self.probe_every = (self.probe_every * 2).min(PROBE_EVERY_MAX);
-            // A try of encoded after plain checkpoints starts with a cold cache: one more.
-            self.probe_left = PROBE_LEN + u32::from(self.best == Codec::Plain);
+            self.probe_left = match self.best {
+                Codec::Plain => PROBE_LEN + 1,
+                Codec::Encoded => PROBE_LEN_PLAIN,
+            };
             self.stale[idx(other(self.best))] = true;
         }
         self.best
