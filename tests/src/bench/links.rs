@@ -363,7 +363,10 @@ fn full_sync_line(log: &str) -> Option<(f64, String)> {
         .next()?
         .parse()
         .ok()?;
-    let text = l[l.find("checkpoint ")?..].to_string();
+    let text = log
+        .lines()
+        .find_map(|l| Some(l[l.find("pre-copy: ")? + 10..].to_string()))
+        .unwrap_or_else(|| "not pre-copied".into());
     Some((ms, text))
 }
 
@@ -499,8 +502,8 @@ pub fn sections_7_8() -> R<String> {
                 steady: true,
             },
         )?;
-        let rate = (2.0 * plain.pages) as u64;
-        for encode in ["never", "auto"] {
+        for (times, encode) in [(2.0, "never"), (2.0, "auto"), (3.0, "auto")] {
+            let rate = (times * plain.pages) as u64;
             let r = run(
                 one,
                 &RunOpts {
@@ -595,7 +598,7 @@ pub fn sections_7_8() -> R<String> {
             "pages/s",
             "precopy",
             "pause ms",
-            "primary's log line",
+            "pre-copy (primary's log)",
         ],
         &fs,
     ));
