@@ -124,6 +124,8 @@ pub struct Staging {
     sealed: SealStats,
     /// Since start: checkpoints sealed encoded, bytes of pages sealed, bytes sealed.
     totals: [u64; 3],
+    /// When the last ack came ([`Staging::acked`]).
+    last_ack: Option<Nanos>,
 }
 
 /// What one [`Staging::seal`] did (for logs and benchmarks).
@@ -169,6 +171,7 @@ impl Staging {
             pending: VecDeque::with_capacity(PENDING_MAX),
             sealed: SealStats::default(),
             totals: [0; 3],
+            last_ack: None,
         }
     }
 
@@ -230,6 +233,11 @@ impl Staging {
 
     /// Checkpoint `ckpt` was acknowledged at `now` (the clock of [`Staging::sealing_began`]):
     /// what it cost goes to the encoding rule. Earlier checkpoints not reported are dropped.
+    ///
+    /// Its cost is the time it had the pipeline to itself: from the later of its sealing and
+    /// the previous ack, to its ack. Time spent queued behind earlier checkpoints is theirs
+    /// (on a saturated link a checkpoint's whole latency would charge it with the bytes of the
+    /// ones before it, whatever their codec).
     pub fn acked(&mut self, ckpt: u64, now: Nanos) {
         while let Some(&(n, choice, bytes, wire, began)) = self.pending.front() {
             if n > ckpt {
@@ -237,10 +245,12 @@ impl Staging {
             }
             self.pending.pop_front();
             if n == ckpt {
-                let ns = now.since(began).as_nanos().min(u64::MAX as u128) as u64;
+                let from = self.last_ack.map_or(began, |a| a.max(began));
+                let ns = now.since(from).as_nanos().min(u64::MAX as u128) as u64;
                 self.policy.observe(choice, bytes, wire, ns);
             }
         }
+        self.last_ack = Some(now);
     }
 
     /// The staged bytes (after [`Staging::seal`]: the frames to send).
@@ -285,6 +295,7 @@ impl Staging {
             // The standby's replica is rewritten whole: nothing it held is a reference now.
             self.cache.clear();
             self.pending.clear();
+            self.last_ack = None;
         }
         dom.take_dirty(full, &mut self.pfns)?;
         let begin = Begin {

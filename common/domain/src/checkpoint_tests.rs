@@ -501,3 +501,25 @@ fn the_adaptive_rule_follows_what_the_daemon_measures() {
         assert_eq!(p.rep.digest(), p.d.digest());
     }
 }
+
+/// A checkpoint's cost for the rule is the time it had the pipeline to itself: on a saturated
+/// link, the time queued behind earlier checkpoints is theirs.
+#[test]
+fn queueing_behind_earlier_checkpoints_is_not_a_checkpoints_cost() {
+    let mut p = Pair::new(400, WritePattern::Counters, CodecMode::Never);
+    let mut seals = vec![];
+    // Two checkpoints sealed back to back at t = 1 s, acked 10 ms apart.
+    for _ in 0..2 {
+        p.step(false).unwrap();
+        p.st.sealing_began(Nanos::from_millis(1000));
+        seals.push(p.st.last_seal());
+    }
+    assert!(seals.iter().all(|s| s.page_bytes >= 256 << 10), "{seals:?}");
+    p.st.acked(seals[0].ckpt, Nanos::from_millis(1010));
+    let first = p.st.policy().costs_ns_per_kib().0.unwrap();
+    p.st.acked(seals[1].ckpt, Nanos::from_millis(1020));
+    let both = p.st.policy().costs_ns_per_kib().0.unwrap();
+    // The second's 10 ms (not 20) for about as many pages: the average barely moves.
+    let ratio = both / first;
+    assert!((0.85..1.15).contains(&ratio), "{first} then {both}");
+}
