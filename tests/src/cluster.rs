@@ -23,6 +23,10 @@ pub struct ClusterOpts {
     /// Hand-overs on: an activated standby promotes itself to hsb-primary (replicating to a
     /// standby at new addresses), a primary that steps down rejoins as that standby.
     pub rejoin: bool,
+    /// Extra `key = value` lines for the standby only (e.g. `metrics_listen`).
+    pub standby_extra: Vec<String>,
+    /// Environment variables of the standby (e.g. `NOTIFY_SOCKET`).
+    pub standby_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -33,6 +37,8 @@ impl Default for ClusterOpts {
             extra: vec![],
             memory: "8MiB",
             rejoin: false,
+            standby_extra: vec![],
+            standby_env: vec![],
         }
     }
 }
@@ -176,21 +182,26 @@ impl Cluster {
         std::fs::write(
             &sconf,
             format!(
-                "node = standby\nstate_file = {b_state}\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{promote_lines}{common}",
+                "node = standby\nstate_file = {b_state}\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{promote_lines}{common}{}\n",
                 dir.path("standby.sock").display(),
                 s_peers.join(","),
                 fence_to_primary.addr,
                 dir.path("standby.decisions").display(),
+                o.standby_extra.join("\n"),
                 mem = o.memory
             ),
         )
         .expect("write");
-        let standby = Daemon::start(
+        let mut cmd = std::process::Command::new(crate::bin("hsb-standby"));
+        cmd.arg("run").arg("-c").arg(&sconf);
+        for (k, v) in &o.standby_env {
+            cmd.env(k, v);
+        }
+        let standby = Daemon::start_command(
             "hsb-standby",
-            &sconf,
+            cmd,
             &dir.path("standby.sock"),
             &dir.path("standby.log"),
-            &[],
         );
         standby.wait_for("standby up", Duration::from_secs(10), |_| true);
         let pconf = dir.path("primary.conf");
