@@ -25,8 +25,12 @@ pub struct ClusterOpts {
     pub rejoin: bool,
     /// Extra `key = value` lines for the standby only (e.g. `metrics_listen`).
     pub standby_extra: Vec<String>,
+    /// Extra `key = value` lines for the primary only.
+    pub primary_extra: Vec<String>,
     /// Environment variables of the standby (e.g. `NOTIFY_SOCKET`).
     pub standby_env: Vec<(String, String)>,
+    /// Environment variables of the primary.
+    pub primary_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -38,7 +42,9 @@ impl Default for ClusterOpts {
             memory: "8MiB",
             rejoin: false,
             standby_extra: vec![],
+            primary_extra: vec![],
             standby_env: vec![],
+            primary_env: vec![],
         }
     }
 }
@@ -208,23 +214,28 @@ impl Cluster {
         std::fs::write(
             &pconf,
             format!(
-                "node = primary\nstate_file = {a_state}\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{rejoin_lines}{common}",
+                "node = primary\nstate_file = {a_state}\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{rejoin_lines}{common}{}\n",
                 repl_relay.addr,
                 dir.path("primary.sock").display(),
                 hb_relay.addr,
                 p_peers.join(","),
                 fenced_to_standby.addr,
                 dir.path("primary.decisions").display(),
+                o.primary_extra.join("\n"),
                 mem = o.memory
             ),
         )
         .expect("write");
-        let primary = Daemon::start(
+        let mut cmd = std::process::Command::new(crate::bin("hsb-primary"));
+        cmd.arg("run").arg("-c").arg(&pconf);
+        for (k, v) in &o.primary_env {
+            cmd.env(k, v);
+        }
+        let primary = Daemon::start_command(
             "hsb-primary",
-            &pconf,
+            cmd,
             &dir.path("primary.sock"),
             &dir.path("primary.log"),
-            &[],
         );
         primary.wait_for("protected", Duration::from_secs(30), |s| {
             num(s, "acked_checkpoint") >= 1
