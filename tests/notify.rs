@@ -3,7 +3,7 @@
 //! sends: `READY=1` with a `STATUS=`, `STATUS=` updates, `WATCHDOG=1` every half of
 //! `$WATCHDOG_USEC` from the daemon's loop (none while the loop is stopped), `STOPPING=1`.
 //! Where it matters, the sender's process id is read from its credentials (`SCM_CREDENTIALS`),
-//! as systemd reads it to apply `NotifyAccess=main`.
+//! as systemd reads it to apply `NotifyAccess=main`: a hand-over's exec keeps the main PID.
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::linux::net::SocketAddrExt;
@@ -348,10 +348,13 @@ fn a_hand_over_keeps_the_main_pid_and_hsb_primary_notifies_ready_again() {
     let path = ndir.path("notify.sock");
     let sock = notify_socket(&path);
     let promote = ndir.path("promote.conf");
+    // Both configurations name the same metrics address, as the examples do.
+    let m = free_addr();
     let pair = Pair::start(PairOpts {
         extra_standby: vec![
             format!("promote_config = {}", promote.display()),
             format!("promote_image = {}", ndir.path("promote.img").display()),
+            format!("metrics_listen = {m}"),
         ],
         standby_env: vec![
             ("NOTIFY_SOCKET".into(), path.display().to_string()),
@@ -363,7 +366,7 @@ fn a_hand_over_keeps_the_main_pid_and_hsb_primary_notifies_ready_again() {
     std::fs::write(
         &promote,
         format!(
-            "node = promoted\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {}\nreconnect_interval = 50ms\n",
+            "node = promoted\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {}\nreconnect_interval = 50ms\nmetrics_listen = {m}\n",
             pair.dir.path("cluster.key").display(),
             free_addr(),
             ndir.path("promoted.sock").display(),
@@ -427,6 +430,13 @@ fn a_hand_over_keeps_the_main_pid_and_hsb_primary_notifies_ready_again() {
         "{}",
         pair.standby.log_text()
     );
+    // The same address now serves the primary's metrics (the exec closed the standby's).
+    let text = hsb_tests::prom::scrape(m).unwrap_or_else(|e| panic!("{e}\n{}", pair.logs()));
+    assert!(
+        text.contains("hsb_build_info{daemon=\"hsb-primary\"")
+            && text.contains("\nhsb_primary_epoch 2\n"),
+        "{text}"
+    );
 
     // hsb-primary, in the same process, stops on SIGTERM with STOPPING=1 too.
     pair.standby.signal("TERM");
@@ -439,4 +449,97 @@ fn a_hand_over_keeps_the_main_pid_and_hsb_primary_notifies_ready_again() {
         .unwrap_or_else(|| panic!("{:?}", texts(&last)));
     assert_eq!(stop.text, "STOPPING=1\nSTATUS=SIGTERM: stopping\n");
     assert_eq!(stop.pid, Some(pid));
+}
+
+/// A planned switchover hands over both ways at once: the standby's process becomes the
+/// primary, and the old primary's process, stepping down, becomes the standby. Each process
+/// tells systemd its new role with `READY=1` from the same PID, after a last status that pets
+/// the watchdog, and neither says STOPPING.
+#[test]
+fn a_switchover_hands_over_both_ways_and_each_process_notifies_ready_in_its_new_role() {
+    use hsb_tests::cluster::{Cluster, ClusterOpts};
+    let ndir = TempDir::new("notify-switchover");
+    let (ppath, spath) = (ndir.path("primary.sock"), ndir.path("standby.sock"));
+    let (psock, ssock) = (notify_socket(&ppath), notify_socket(&spath));
+    let env = |p: &std::path::Path| {
+        vec![
+            ("NOTIFY_SOCKET".to_string(), p.display().to_string()),
+            ("WATCHDOG_USEC".to_string(), "2000000".to_string()),
+        ]
+    };
+    let cl = Cluster::start(ClusterOpts {
+        rejoin: true,
+        extra: vec![
+            "failover.switchover-hold = 500ms".into(),
+            "failover.switchover-min-interval = 1s".into(),
+            "failover.hb-timeout = 1s".into(),
+        ],
+        primary_env: env(&ppath),
+        standby_env: env(&spath),
+        ..ClusterOpts::default()
+    });
+    let (ppid, spid) = (pid_of(&cl.primary), pid_of(&cl.standby));
+    cl.wait_witnesses_ready();
+    // The answer comes once the witnesses agreed and the primary confirmed its fence.
+    let answer = cl.standby.ctl("switchover").unwrap_or_default();
+    let (mut p, mut s) = (vec![], vec![]);
+    let reborn = |n: &[Note], role: &str| {
+        n.iter().any(|x| {
+            x.text
+                .starts_with(&format!("READY=1\nSTATUS={role}, epoch 2: "))
+        })
+    };
+    let t0 = Instant::now();
+    while !(reborn(&p, "standby") && reborn(&s, "primary")) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{answer}\nprimary's: {:?}\nstandby's: {:?}\n{}",
+            texts(&p),
+            texts(&s),
+            cl.logs()
+        );
+        p.extend(receive(&psock, Duration::from_millis(50), |_| false));
+        s.extend(receive(&ssock, Duration::from_millis(50), |_| false));
+    }
+    for (notes, pid, from, to, leaving) in [
+        (
+            &p,
+            ppid,
+            "primary",
+            "standby",
+            "stepped down; rejoining as hsb-standby",
+        ),
+        (
+            &s,
+            spid,
+            "standby",
+            "primary",
+            "handing over to hsb-primary",
+        ),
+    ] {
+        let t = texts(notes);
+        assert!(
+            t.first()
+                .is_some_and(|x| x.starts_with(&format!("READY=1\nSTATUS={from}, epoch 1: "))),
+            "{t:?}"
+        );
+        let last = notes
+            .iter()
+            .position(|n| n.text.contains(leaving) && n.text.ends_with("\nWATCHDOG=1\n"))
+            .unwrap_or_else(|| panic!("{from}: no last status: {t:?}"));
+        let ready = notes
+            .iter()
+            .position(|n| {
+                n.text
+                    .starts_with(&format!("READY=1\nSTATUS={to}, epoch 2: "))
+            })
+            .unwrap_or_else(|| panic!("{from}: no READY as {to}: {t:?}"));
+        assert!(last < ready, "{t:?}");
+        assert!(!t.iter().any(|x| x.contains("STOPPING=1")), "{t:?}");
+        assert!(
+            notes.iter().all(|n| n.pid == Some(pid)),
+            "{from}'s process {pid}: {:?}",
+            notes.iter().map(|n| n.pid).collect::<Vec<_>>()
+        );
+    }
 }
