@@ -6,8 +6,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hsb_tests::prom::{self, Sample};
-use hsb_tests::{free_addr, skip, Daemon, TempDir};
+use hsb_tests::prom::{self, scrape_until, Sample};
+use hsb_tests::{free_addr, Daemon, TempDir};
 
 /// A TCP service that accepts and closes every connection (a `tcp` probe's answer).
 fn service() -> SocketAddr {
@@ -21,29 +21,6 @@ fn service() -> SocketAddr {
     a
 }
 
-/// Parse with both parsers; `None` (after saying so) when one cannot run here.
-fn parse(test: &str, text: &str) -> Option<Vec<Sample>> {
-    let samples = match prom::parse_python(text) {
-        Ok(s) => s,
-        Err(Ok(why)) => {
-            skip(test, &format!("no Prometheus text parser: {}", why.0));
-            return None;
-        }
-        Err(Err(e)) => panic!("{e}\n--- text ---\n{text}"),
-    };
-    match prom::promtool_check(text) {
-        Ok(()) => {}
-        Err(Ok(why)) => {
-            skip(test, &format!("no promtool: {}", why.0));
-            return None;
-        }
-        Err(Err(e)) => panic!("{e}\n--- text ---\n{text}"),
-    }
-    let n = prom::check_histograms(&samples).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert!(n > 0, "no histogram series");
-    Some(samples)
-}
-
 fn witness_conf(dir: &TempDir, body: &str) -> std::path::PathBuf {
     let p = dir.path("w.conf");
     std::fs::write(&p, body).expect("write");
@@ -54,24 +31,6 @@ fn key(dir: &TempDir, name: &str) -> String {
     let p = dir.path(name);
     hsb_common::key::ClusterKey::generate(&p).expect("key");
     p.display().to_string()
-}
-
-/// Wait until a scrape satisfies `pred`.
-fn scrape_until(addr: SocketAddr, w: &Daemon, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let t = Instant::now();
-    loop {
-        if let Ok(text) = prom::scrape(addr) {
-            if pred(&text) {
-                return text;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{what}: not within 15 s\n{}",
-            w.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -110,7 +69,7 @@ fn a_witness_serving_two_guests_says_what_it_sees_per_guest() {
                 ))
             })
     });
-    let Some(s) = parse(test, &text) else {
+    let Some(s) = prom::parse_checked(test, &text) else {
         return;
     };
     let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
@@ -279,7 +238,7 @@ fn a_witness_without_sections_labels_its_guest_default_and_metrics_are_off_by_de
             "hsb_witness_probes_total{guest=\"default\",target=\"application\",outcome=\"ok\"} ",
         )
     });
-    let Some(s) = parse(test, &text) else {
+    let Some(s) = prom::parse_checked(test, &text) else {
         return;
     };
     assert_eq!(prom::value(&s, "hsb_witness_guests", &[]), 1.0);
@@ -342,7 +301,7 @@ fn a_primary_exports_replication_metrics_and_notifies_systemd() {
             >= 3,
         "{notes:?}"
     );
-    let Some(s) = parse(test, &text) else {
+    let Some(s) = prom::parse_checked(test, &text) else {
         return;
     };
     let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
@@ -374,6 +333,8 @@ fn a_primary_exports_replication_metrics_and_notifies_systemd() {
         prom::find(&s, "hsb_primary_authority", &[]).is_empty(),
         "failover is off"
     );
+    // Off by default: the standby, without metrics_listen, says none in its status.
+    assert!(!pair.standby.status().contains_key("metrics"));
 }
 
 /// A metric between two readings of a status key (taken before and after the scrape).
@@ -423,7 +384,7 @@ fn a_standby_exports_what_it_applies_and_decides_and_after_activation_its_author
     let before = sb.status();
     let text = prom::scrape(m).unwrap_or_else(|e| panic!("{e}\n{}", cl.logs()));
     let after = sb.status();
-    let Some(s) = parse(test, &text) else {
+    let Some(s) = prom::parse_checked(test, &text) else {
         return;
     };
     let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
@@ -534,6 +495,22 @@ fn a_standby_exports_what_it_applies_and_decides_and_after_activation_its_author
         .get("metrics")
         .is_some_and(|l| l.starts_with(&format!("{m} ("))));
 
+    // A bad frame, counted by its kind in both.
+    {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(cl.standby_listen).expect("connect");
+        c.write_all(&[0x5a; 64]).expect("garbage");
+    }
+    scrape_until(m, sb, "a bad frame counted", |t| {
+        t.contains("\nhsb_standby_frame_errors_total{kind=\"bad_magic\"} 1\n")
+    });
+    assert_eq!(
+        sb.status()
+            .get("frame_errors_bad_magic")
+            .map(String::as_str),
+        Some("1")
+    );
+
     // Maintenance, as the operator turns it on and off.
     let on = sb.ctl("maintenance on").expect("maintenance on");
     assert!(on.starts_with("maintenance on"), "{on}");
@@ -554,7 +531,7 @@ fn a_standby_exports_what_it_applies_and_decides_and_after_activation_its_author
             && num_at(t, "hsb_standby_model_requests_total ") >= 1.0
     });
     let status = sb.status();
-    let Some(s) = parse(test, &text) else {
+    let Some(s) = prom::parse_checked(test, &text) else {
         return;
     };
     let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);

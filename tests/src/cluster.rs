@@ -63,6 +63,8 @@ pub struct Cluster {
     pub app: Link,
     /// The standby's witness UDP address (direct, not through a relay).
     pub standby_witness_addr: SocketAddr,
+    /// The standby's replication address (`listen`, direct: the primary goes through `repl`).
+    pub standby_listen: SocketAddr,
     /// With `rejoin`: the control sockets of the promoted primary (host B) and of the rejoined
     /// standby (host A).
     pub promoted_control: std::path::PathBuf,
@@ -257,6 +259,7 @@ impl Cluster {
             primary_witnesses: pw,
             app,
             standby_witness_addr: s_wit,
+            standby_listen: s_repl,
             promoted_control,
             rejoined_control,
             witness_to_standby,
