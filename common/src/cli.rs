@@ -186,6 +186,22 @@ pub struct Program {
 }
 
 impl Program {
+    /// Parse this process's command line ([`start`]): `Err` carries the exit status when
+    /// there is nothing more to do (help or version shown, or a usage error reported).
+    pub fn args(
+        &self,
+        bool_flags: &[&str],
+        value_opts: &[&str],
+    ) -> Result<Args, std::process::ExitCode> {
+        start(
+            self.name,
+            env!("CARGO_PKG_VERSION"),
+            self.usage,
+            bool_flags,
+            value_opts,
+        )
+    }
+
     /// Report `msg` as `name: msg`; exit status 1.
     pub fn fail(&self, msg: &str) -> std::process::ExitCode {
         eprintln!("{}: {msg}", self.name);

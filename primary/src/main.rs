@@ -49,13 +49,7 @@ const PROGRAM: Program = Program {
 };
 
 fn main() -> ExitCode {
-    let args = match hsb_common::cli::start(
-        PROGRAM.name,
-        env!("CARGO_PKG_VERSION"),
-        USAGE,
-        &["json"],
-        &[],
-    ) {
+    let args = match PROGRAM.args(&["json"], &[]) {
         Ok(a) => a,
         Err(code) => return code,
     };

@@ -61,13 +61,7 @@ const PROGRAM: Program = Program {
 };
 
 fn main() -> ExitCode {
-    let args = match hsb_common::cli::start(
-        PROGRAM.name,
-        env!("CARGO_PKG_VERSION"),
-        USAGE,
-        &["force", "json"],
-        &["policy"],
-    ) {
+    let args = match PROGRAM.args(&["force", "json"], &["policy"]) {
         Ok(a) => a,
         Err(code) => return code,
     };

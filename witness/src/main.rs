@@ -62,13 +62,7 @@ const PROGRAM: Program = Program {
 };
 
 fn main() -> ExitCode {
-    let args = match hsb_common::cli::start(
-        "hsb-witness",
-        env!("CARGO_PKG_VERSION"),
-        USAGE,
-        &["json"],
-        &["guest"],
-    ) {
+    let args = match PROGRAM.args(&["json"], &["guest"]) {
         Ok(a) => a,
         Err(code) => return code,
     };
