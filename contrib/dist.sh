@@ -28,6 +28,10 @@ install -m 0644 contrib/systemd/hsb-modules.conf "$stage/lib/modules-load.d/hsb.
 install -m 0644 README.md DEPLOY.md "$stage/share/doc/hsb/"
 cp -r contrib/examples "$stage/share/doc/hsb/examples"
 chmod -R u+rwX,go+rX,go-w "$stage/share/doc/hsb/examples"
+# Monitoring: Prometheus alert rules (with their promtool unit tests) and a Grafana dashboard.
+mkdir -p "$stage/share/doc/hsb/prometheus" "$stage/share/doc/hsb/grafana"
+install -m 0644 contrib/prometheus/hsb-alerts.yml contrib/prometheus/hsb-alerts.test.yml "$stage/share/doc/hsb/prometheus/"
+install -m 0644 contrib/grafana/hsb.json "$stage/share/doc/hsb/grafana/"
 
 (cd "$stage" && find . -type f ! -name SHA256SUMS -printf '%P\n' | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
 

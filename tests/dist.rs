@@ -80,6 +80,9 @@ fn the_release_tarball_has_everything_and_its_examples_pass_check() {
         "share/doc/hsb/README.md",
         "share/doc/hsb/DEPLOY.md",
         "share/doc/hsb/examples/model/hsb-address",
+        "share/doc/hsb/prometheus/hsb-alerts.yml",
+        "share/doc/hsb/prometheus/hsb-alerts.test.yml",
+        "share/doc/hsb/grafana/hsb.json",
     ];
     let mut examples = vec![];
     for backend in ["model", "xen"] {
@@ -92,6 +95,8 @@ fn the_release_tarball_has_everything_and_its_examples_pass_check() {
             examples.push(format!("{backend}/witness-{w}.conf"));
         }
     }
+    // One witness for two guests ([guest NAME] sections, a key each).
+    examples.push("xen/witness-1-guests.conf".to_string());
     let example_files: Vec<String> = examples
         .iter()
         .map(|e| format!("share/doc/hsb/examples/{e}"))
@@ -150,7 +155,33 @@ fn the_release_tarball_has_everything_and_its_examples_pass_check() {
     let key = dir.path("cluster.key");
     hsb_common::key::ClusterKey::generate(&key).expect("key");
     for e in &examples {
-        let path = top.join("share/doc/hsb/examples").join(e);
+        let mut path = top.join("share/doc/hsb/examples").join(e);
+        if e.ends_with("-guests.conf") {
+            // Each guest names its own key: a fresh one each here (one --set would give both
+            // the same key, which the witness refuses).
+            let text = std::fs::read_to_string(&path).expect("example");
+            let mut n = 0;
+            let text: Vec<String> = text
+                .lines()
+                .map(|l| match l.strip_prefix("cluster_key = ") {
+                    Some(_) => {
+                        n += 1;
+                        let k = dir.path(&format!("guest-{n}.key"));
+                        hsb_common::key::ClusterKey::generate(&k).expect("key");
+                        format!("cluster_key = {}", k.display())
+                    }
+                    None => l.to_string(),
+                })
+                .collect();
+            assert_eq!(n, 2, "{e}");
+            path = dir.path("witness-guests.conf");
+            std::fs::write(&path, text.join("\n")).expect("write");
+            run(Command::new(top.join("sbin/hsb-witness"))
+                .arg("check")
+                .arg("-c")
+                .arg(&path));
+            continue;
+        }
         let daemon = if e.ends_with("primary.conf") {
             "hsb-primary"
         } else if e.ends_with("standby.conf") {
@@ -182,6 +213,12 @@ fn the_release_tarball_has_everything_and_its_examples_pass_check() {
             assert!(s["promote_config"].ends_with("/primary.conf"));
             assert!(p["rejoin_config"].ends_with("/standby.conf"));
             assert_eq!(p["heartbeat_peers"], peer_s["heartbeat_listen"]);
+            // One metrics address per host and guest, whichever role runs (a hand-over).
+            assert_eq!(
+                p.get("metrics_listen"),
+                s.get("metrics_listen"),
+                "{backend} {me}"
+            );
         }
         for w in 1..=3 {
             let c = ex(&format!("{backend}/witness-{w}.conf"));

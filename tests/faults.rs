@@ -6,6 +6,7 @@
 //! under CI: see `hsb_tests::skip`).
 
 use hsb_tests::faults::{markdown, run_case, Fault, Outcome};
+use hsb_tests::guests::{guest_markdown, run_guest_fault, GuestFault};
 
 fn run(test: &str, cases: &[(Fault, &str)]) -> Option<Vec<Outcome>> {
     if let Err(why) = hsb_tests::netns::available() {
@@ -151,4 +152,56 @@ fn operator_activate_with_the_primary_alive_on_real_network_namespaces() {
     };
     assert_client_oriented_correct(&outcomes);
     assert!(outcomes.iter().all(|o| o.failed_over && o.split_ms == 0));
+}
+
+/// Several guests per host pair on real hosts: three guests, each with its own primary on A and
+/// standby on B, three witness processes each serving all three. A fault on g1's cluster (its
+/// VM and primary crash; then, in a fresh cluster, its replication cut) gets g1's right
+/// outcome, and leaves g2 and g3 untouched: no failover, no lost or doubled write, no
+/// reconnection or resynchronisation, still protected, clients served throughout.
+#[test]
+fn a_fault_on_one_guests_cluster_leaves_the_others_untouched_on_real_network_namespaces() {
+    let test =
+        "a_fault_on_one_guests_cluster_leaves_the_others_untouched_on_real_network_namespaces";
+    if let Err(why) = hsb_tests::netns::available() {
+        return hsb_tests::skip(test, &format!("network namespaces unavailable: {why}"));
+    }
+    let only = std::env::var("HSB_GUEST_FAULT").unwrap_or_default();
+    for fault in [GuestFault::Crash, GuestFault::ReplicationCut] {
+        if !only.is_empty() && !fault.name().contains(only.as_str()) {
+            continue;
+        }
+        let outcomes =
+            run_guest_fault(fault, "").unwrap_or_else(|e| panic!("{}: {e}", fault.name()));
+        let table = guest_markdown(fault, &outcomes);
+        eprintln!("{table}");
+        for o in &outcomes {
+            assert_eq!(
+                (o.lost, o.doubled, o.split_ms),
+                (0, 0, 0),
+                "{}:\n{table}",
+                o.guest
+            );
+            if o.guest == "g1" {
+                assert_eq!(o.failed_over, fault == GuestFault::Crash, "g1:\n{table}");
+                if fault == GuestFault::ReplicationCut {
+                    assert_eq!(
+                        o.authority, "unprotected",
+                        "g1 runs under the witnesses' lease:\n{table}"
+                    );
+                }
+            } else {
+                assert!(!o.failed_over, "{} failed over:\n{table}", o.guest);
+                assert_eq!(
+                    (o.new_sessions, o.new_full_syncs),
+                    (0, 0),
+                    "{} was disturbed:\n{table}",
+                    o.guest
+                );
+                assert_eq!(o.authority, "protected", "{}:\n{table}", o.guest);
+                assert!(o.acked > 50, "{}:\n{table}", o.guest);
+                assert!(o.unavailable_ms < 1000, "{}:\n{table}", o.guest);
+            }
+        }
+    }
 }

@@ -172,6 +172,111 @@ pub fn start(
     Ok(args)
 }
 
+/// What the three daemons' command lines share: their name, usage, configuration schema and
+/// default control socket.
+pub struct Program {
+    /// `hsb-primary`, ...
+    pub name: &'static str,
+    /// The usage text.
+    pub usage: &'static str,
+    /// The configuration keys.
+    pub schema: fn() -> &'static [crate::config::KeySpec],
+    /// The control socket when no configuration names one.
+    pub control: &'static str,
+}
+
+impl Program {
+    /// Parse this process's command line ([`start`]): `Err` carries the exit status when
+    /// there is nothing more to do (help or version shown, or a usage error reported).
+    pub fn args(
+        &self,
+        bool_flags: &[&str],
+        value_opts: &[&str],
+    ) -> Result<Args, std::process::ExitCode> {
+        start(
+            self.name,
+            env!("CARGO_PKG_VERSION"),
+            self.usage,
+            bool_flags,
+            value_opts,
+        )
+    }
+
+    /// Report `msg` as `name: msg`; exit status 1.
+    pub fn fail(&self, msg: &str) -> std::process::ExitCode {
+        eprintln!("{}: {msg}", self.name);
+        std::process::ExitCode::FAILURE
+    }
+
+    /// Load the configuration of `args` (file and `--set`s), its settings and its cluster key.
+    pub fn load<S>(
+        &self,
+        args: &Args,
+        settings: impl FnOnce(&crate::config::Config) -> Result<S, crate::config::ConfigError>,
+    ) -> Result<(S, crate::key::ClusterKey, crate::config::Config), String> {
+        let cfg = crate::config::Config::load((self.schema)(), args.config.as_deref(), &args.sets)
+            .map_err(|e| e.to_string())?;
+        let s = settings(&cfg).map_err(|e| e.to_string())?;
+        let key = crate::key::ClusterKey::load_configured(&cfg, "cluster_key")
+            .map_err(|e| e.to_string())?;
+        Ok((s, key, cfg))
+    }
+
+    /// Send `line` to the running daemon's control socket and print the answer.
+    pub fn control(&self, args: &Args, line: &str) -> std::process::ExitCode {
+        std::process::ExitCode::from(crate::ctl::cli(
+            self.name,
+            args,
+            (self.schema)(),
+            self.control,
+            line,
+        ))
+    }
+
+    /// The commands every daemon answers the same way: `status` (and `status WORDS`),
+    /// `keygen PATH`, `config-reference`; anything else is a usage error (status 2).
+    pub fn common(&self, args: &Args) -> std::process::ExitCode {
+        use std::process::ExitCode;
+        match args.command.as_deref() {
+            Some("status") if !args.rest.is_empty() => self.control(args, &args.rest.join(" ")),
+            Some("status") => ExitCode::from(crate::ctl::status_cli(
+                self.name,
+                args,
+                (self.schema)(),
+                self.control,
+            )),
+            Some("keygen") => match args.rest.first().map(std::path::PathBuf::from) {
+                Some(p) => match crate::key::ClusterKey::generate(&p) {
+                    Ok(_) => {
+                        println!(
+                            "wrote a new cluster key to {} (mode 0600); copy it to every hsb node",
+                            p.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => self.fail(&e.to_string()),
+                },
+                None => self.fail(&format!(
+                    "keygen needs a path: {} keygen /etc/hsb/cluster.key",
+                    self.name
+                )),
+            },
+            Some("config-reference") => {
+                print!("{}", crate::config::reference_markdown((self.schema)()));
+                ExitCode::SUCCESS
+            }
+            Some(other) => {
+                eprintln!("{}: unknown command '{other}'\n\n{}", self.name, self.usage);
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("{}", self.usage);
+                ExitCode::from(2)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod sections;
+
+use sections::{finish, layer};
+pub use sections::{valid_section_name, Section, SectionSpec, Sectioned, MAX_SECTION_NAME};
+
 /// Largest configuration file accepted; also the most `--set` text taken together.
 pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -184,97 +189,12 @@ impl Config {
         text: &str,
         overrides: &[String],
     ) -> Result<Config, ConfigError> {
-        let mut values = BTreeMap::new();
-        let err = |line: Option<usize>, key: &str, message: String| ConfigError {
-            source: source.to_string(),
-            line,
-            key: key.to_string(),
-            message,
-        };
-        for (i, raw) in text.lines().enumerate() {
-            let n = i + 1;
-            let line = strip_comment(raw).trim();
-            if line.is_empty() {
-                continue;
-            }
-            let Some((k, v)) = line.split_once('=') else {
-                return Err(err(
-                    Some(n),
-                    "",
-                    format!("expected 'key = value', got '{}'", excerpt(line)),
-                ));
-            };
-            let (k, v) = (k.trim(), v.trim());
-            let spec =
-                find(schema, k).ok_or_else(|| err(Some(n), &excerpt(k), unknown_key(schema, k)))?;
-            if values.contains_key(spec.key) {
-                return Err(err(Some(n), k, "set twice in this file".into()));
-            }
-            spec.kind.check(v).map_err(|_| {
-                err(
-                    Some(n),
-                    k,
-                    format!("expected {}, got '{}'", spec.kind.expected(), excerpt(v)),
-                )
-            })?;
-            values.insert(spec.key, (v.to_string(), Origin::File(n)));
-        }
-        let cl = |k: &str, m: String| ConfigError {
-            source: "<command line>".into(),
-            line: None,
-            key: k.to_string(),
-            message: m,
-        };
-        let set_bytes: usize = overrides.iter().map(String::len).sum();
-        if set_bytes as u64 > MAX_CONFIG_BYTES {
-            return Err(cl(
-                "",
-                format!("--set values of {set_bytes} bytes in all exceed 1 MiB"),
-            ));
-        }
-        for o in overrides {
-            let Some((k, v)) = o.split_once('=') else {
-                return Err(cl(
-                    "",
-                    format!("--set expects key=value, got '{}'", excerpt(o)),
-                ));
-            };
-            let (k, v) = (k.trim(), v.trim());
-            let spec = find(schema, k).ok_or_else(|| cl(&excerpt(k), unknown_key(schema, k)))?;
-            spec.kind.check(v).map_err(|_| {
-                cl(
-                    k,
-                    format!("expected {}, got '{}'", spec.kind.expected(), excerpt(v)),
-                )
-            })?;
-            values.insert(spec.key, (v.to_string(), Origin::CommandLine));
-        }
-        for spec in schema {
-            if values.contains_key(spec.key) {
-                continue;
-            }
-            match spec.default {
-                Some(d) => {
-                    values.insert(spec.key, (d.to_string(), Origin::Default));
-                }
-                None => {
-                    return Err(err(
-                        None,
-                        spec.key,
-                        format!(
-                            "required ({}), expected {}",
-                            spec.help,
-                            spec.kind.expected()
-                        ),
-                    ))
-                }
-            }
-        }
-        Ok(Config {
-            source: source.to_string(),
+        let values = layer(
             schema,
-            values,
-        })
+            source,
+            text.lines().enumerate().map(|(i, l)| (i + 1, l)),
+        )?;
+        finish(schema, source, values, overrides, true)
     }
 
     fn raw(&self, key: &str) -> Result<(&str, &Origin), ConfigError> {

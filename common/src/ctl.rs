@@ -391,6 +391,18 @@ impl CtlServer {
         }
     }
 
+    /// The end of a clean stop on `signal`: the socket file is removed (a warning if it cannot
+    /// be) and the log says the process stopped cleanly.
+    pub fn stopped(&self, signal: &str) {
+        if let Err(e) = self.remove_socket() {
+            log::warn!(
+                "{signal}: cannot remove the control socket {}: {e}",
+                self.path.display()
+            );
+        }
+        log::info!("{signal}: stopped cleanly (exit status 0)");
+    }
+
     /// Remove the socket file at a clean exit, if it is still the one this server bound (not
     /// one another daemon bound at the same path since). Whether it was removed.
     pub fn remove_socket(&self) -> io::Result<bool> {
@@ -727,14 +739,30 @@ pub fn status_cli_with(
     resolve: impl Fn(&crate::config::Config) -> Result<PathBuf, crate::config::ConfigError>,
     default: impl FnOnce() -> Result<PathBuf, String>,
 ) -> u8 {
-    let path = match control_path_with(args, schema, resolve, default) {
+    status_cli_at(
+        daemon,
+        args,
+        control_path_with(args, schema, resolve, default),
+        "status",
+    )
+}
+
+/// Like [`status_cli`], with the control socket already found (or why it could not be) and
+/// the status command to send (`status`, or e.g. `status GUEST` to a witness).
+pub fn status_cli_at(
+    daemon: &str,
+    args: &crate::cli::Args,
+    path: Result<PathBuf, String>,
+    command: &str,
+) -> u8 {
+    let path = match path {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{daemon}: {e}");
             return status::USAGE_EXIT;
         }
     };
-    let text = match request(&path, "status", Duration::from_secs(10)) {
+    let text = match request(&path, command, Duration::from_secs(10)) {
         Ok(t) if !t.starts_with("error") && !t.trim().is_empty() => t,
         Ok(t) => {
             eprintln!(

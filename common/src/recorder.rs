@@ -158,6 +158,11 @@ struct Pending {
 }
 
 impl Recorder {
+    /// A recorder that records nothing (no `decision_log`).
+    pub fn off() -> Recorder {
+        Recorder { log: None }
+    }
+
     /// A recorder writing to `path` (empty path: record nothing); starts with the config record.
     /// A file that cannot be opened at start is an error (the daemon refuses to start); later,
     /// files are rotated past `rotation.max_bytes` and failures are retried.

@@ -202,6 +202,16 @@ impl SignalHandler {
             .map_or_else(|| "<defaults>".to_string(), |p| p.display().to_string())
     }
 
+    /// The configuration file the daemon started with, if any.
+    pub fn config_path(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
+
+    /// The `--set` overrides the daemon started with.
+    pub fn sets(&self) -> &[String] {
+        &self.sets
+    }
+
     /// SIGHUP: read the configuration again (the same file and `--set` overrides) and check
     /// it as at start (`parse`, the daemon's settings). The new settings and the keys whose
     /// values differ from those the daemon started with; an error leaves everything as it is.
@@ -213,6 +223,22 @@ impl SignalHandler {
         let cfg = Config::load(schema, self.config.as_deref(), &self.sets)?;
         let settings = parse(&cfg)?;
         Ok((settings, self.started.changed_keys(&cfg)))
+    }
+
+    /// [`Self::reload`] with its log lines: `None` (and an error line: the daemon runs on
+    /// unchanged) if the configuration does not load or check.
+    pub fn reload_logged<S>(
+        &self,
+        schema: &'static [KeySpec],
+        parse: impl FnOnce(&Config) -> Result<S, ConfigError>,
+    ) -> Option<(S, Vec<&'static str>)> {
+        match self.reload(schema, parse) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
+                None
+            }
+        }
     }
 
     /// Log `SIGHUP: key X changed: restart to apply` for every changed key the daemon does not

@@ -93,6 +93,28 @@ impl Histogram {
         Duration::from_nanos(self.max)
     }
 
+    /// Sum of all values (exact).
+    pub fn sum(&self) -> Duration {
+        Duration::from_nanos(u64::try_from(self.sum).unwrap_or(u64::MAX))
+    }
+
+    /// How many values are at most `bound`, counting whole buckets: a bucket is counted when its
+    /// upper end is at most `bound`, so the answer may leave out values within one bucket
+    /// (about 12%) below `bound`, never counts one above it, and never decreases as `bound`
+    /// grows (a Prometheus histogram's `le` buckets).
+    pub fn count_at_most(&self, bound: Duration) -> u64 {
+        let ns = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        if ns >= self.max {
+            return self.n;
+        }
+        self.counts
+            .iter()
+            .enumerate()
+            .take_while(|(i, _)| bucket_upper(*i) <= ns)
+            .map(|(_, c)| c)
+            .sum()
+    }
+
     /// Forget everything.
     pub fn clear(&mut self) {
         *self = Histogram::default();
@@ -122,5 +144,29 @@ mod tests {
         for ns in [0u64, 1, 7, 8, 9, 1000, u64::MAX / 2] {
             assert!(bucket_upper(bucket(ns)) >= ns);
         }
+    }
+
+    #[test]
+    fn cumulative_counts_never_overcount_and_never_decrease() {
+        let mut h = Histogram::default();
+        assert_eq!(h.count_at_most(Duration::from_secs(1)), 0);
+        for i in 1..=1000u64 {
+            h.record(Duration::from_micros(i));
+        }
+        assert_eq!(h.sum(), Duration::from_micros(500_500));
+        let mut last = 0;
+        for us in [0u64, 1, 10, 100, 250, 500, 999, 1000, 5000] {
+            let c = h.count_at_most(Duration::from_micros(us));
+            assert!(c >= last, "decreased at {us} us");
+            assert!(c <= us, "{c} values counted at most {us} us");
+            // Within one bucket (12.5%) of the truth.
+            assert!(
+                c as f64 >= us.min(1000) as f64 * 0.87 - 1.0,
+                "{c} at {us} us"
+            );
+            last = c;
+        }
+        assert_eq!(h.count_at_most(Duration::from_micros(1000)), 1000);
+        assert_eq!(h.count_at_most(Duration::MAX), 1000);
     }
 }

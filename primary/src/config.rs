@@ -65,6 +65,7 @@ static OWN: &[KeySpec] = &[
         help: "control socket for `hsb-primary status`",
     },
     hsb_common::ctl::CONTROL_GROUP_KEY,
+    hsb_common::kit::http::METRICS_LISTEN_KEY,
     KeySpec {
         key: "epoch_period",
         kind: ValueKind::Duration,
@@ -149,6 +150,8 @@ pub struct Settings {
     pub standby: SocketAddr,
     pub control: PathBuf,
     pub control_group: Option<hsb_common::ctl::ControlGroup>,
+    /// Where Prometheus metrics are served (`metrics_listen`), if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     pub epoch_period: Duration,
     pub max_unacked: usize,
     pub precopy: bool,
@@ -251,6 +254,7 @@ impl Settings {
             standby: c.addr("standby")?,
             control: c.path("control")?,
             control_group: hsb_common::ctl::control_group(c)?,
+            metrics_listen: hsb_common::kit::http::metrics_listen(c)?,
             epoch_period,
             max_unacked: c.int("max_unacked")? as usize,
             precopy: c.bool("precopy")?,

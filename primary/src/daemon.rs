@@ -9,7 +9,7 @@ use std::io;
 use std::time::Duration;
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 
 use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::Sender;
@@ -20,8 +20,9 @@ use hsb_common::key::ClusterKey;
 use hsb_common::kit::decisions::Decisions;
 use hsb_common::kit::endpoint::{Endpoint, Received};
 use hsb_common::kit::hooks::Hooks;
+use hsb_common::kit::http::MetricsServer;
+use hsb_common::kit::notify::Notifier;
 use hsb_common::msg::Role;
-use hsb_common::recorder::Recorder;
 use hsb_common::signals::{Request, SignalHandler};
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Staging;
@@ -40,6 +41,9 @@ pub(crate) const REPL: Token = Token(1);
 const SIGNALS: Token = Token(3);
 const WITNESS_UDP: Token = Token(5);
 const CTL_BASE: usize = 10;
+const METRICS_BASE: usize = 30;
+/// How often systemd's STATUS is brought up to date (when it changed).
+const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const SERVICE_BASE: usize = 1000;
 /// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
 /// `stats_interval` only paces a log line; `on_fence` is read when this primary steps down.
@@ -89,6 +93,11 @@ pub struct Daemon {
     pub(crate) next_stats: Nanos,
     pub(crate) service_retry_at: Nanos,
     pub(crate) incarnation: u64,
+    /// Prometheus metrics (`metrics_listen`).
+    pub(crate) metrics: Option<MetricsServer>,
+    /// systemd's notifications (`$NOTIFY_SOCKET`).
+    pub(crate) notify: Notifier,
+    next_notify_status: Nanos,
 }
 
 /// The node's view of the configuration.
@@ -145,6 +154,19 @@ impl Daemon {
             staging.capacity() >> 20,
             s.output_limit >> 10
         );
+        let metrics = match s.metrics_listen {
+            None => None,
+            Some(a) => {
+                let m = MetricsServer::bind(a, poll.registry(), METRICS_BASE).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("metrics address {a} (key metrics_listen): {e}"),
+                    )
+                })?;
+                log::info!("metrics at http://{}/metrics", m.local_addr()?);
+                Some(m)
+            }
+        };
         let now = clock.now();
         let failover = if s.failover {
             Some(open_failover(&s, &key, &start, &poll, now)?)
@@ -175,6 +197,9 @@ impl Daemon {
             frame_errors: [0; FrameError::COUNTERS.len()],
             requests: 0,
             service_retry_at: now,
+            metrics,
+            notify: Notifier::from_env(),
+            next_notify_status: now,
         })
     }
 
@@ -182,6 +207,9 @@ impl Daemon {
     pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
         signals.register(self.poll.registry(), SIGNALS)?;
         let mut events = Events::with_capacity(256);
+        let now = self.clock.now();
+        let summary = crate::status::summary(&self, now);
+        self.notify.ready(now, &summary);
         loop {
             let now = self.clock.now();
             let timeout = self.deadline(now).since(now);
@@ -196,6 +224,7 @@ impl Daemon {
                 for r in signals.take(now) {
                     match r {
                         Request::Stop(name) => {
+                            self.notify.stopping(now, &format!("{name}: stopping"));
                             self.shutdown(name);
                             return Ok(());
                         }
@@ -221,10 +250,21 @@ impl Daemon {
                     self.on_udp(now);
                 } else if self.service.as_ref().is_some_and(|svc| svc.owns(t)) {
                     self.on_service(t);
+                } else if self.metrics.as_ref().is_some_and(|m| m.owns(t)) {
+                    self.on_metrics(t, now);
                 }
             }
             let now = self.clock.now();
             self.ctl.tick(self.poll.registry(), now);
+            if let Some(m) = &mut self.metrics {
+                m.tick(self.poll.registry(), now);
+            }
+            self.notify.tick(now);
+            if now >= self.next_notify_status {
+                self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+                let summary = crate::status::summary(&self, now);
+                self.notify.status(now, &summary);
+            }
             self.poll_suspend(now);
             self.bind_service(now);
             self.feed(now, Event::Tick);
@@ -235,6 +275,19 @@ impl Daemon {
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 crate::status::log_stats(&mut self, now);
                 self.next_stats = now.plus(self.s.stats_interval);
+            }
+        }
+    }
+
+    /// A scrape: render the metrics and answer it.
+    fn on_metrics(&mut self, t: Token, now: Nanos) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        if let Some(conn) = m.on_event(self.poll.registry(), t, now) {
+            let text = crate::metrics::text(self, now);
+            if let Some(m) = &mut self.metrics {
+                m.answer(self.poll.registry(), conn, &text, now);
             }
         }
     }
@@ -251,9 +304,14 @@ impl Daemon {
         if self.service.is_none() && matches!(self.dom, Guest::Model(_)) {
             d = d.min(self.service_retry_at);
         }
-        for t in [self.ctl.next_deadline(), self.hooks.next_deadline()]
-            .into_iter()
-            .flatten()
+        for t in [
+            self.ctl.next_deadline(),
+            self.hooks.next_deadline(),
+            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+            self.notify.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
         {
             d = d.min(t);
         }
@@ -424,20 +482,6 @@ impl Daemon {
         }
     }
 
-    /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
-    /// which the new primary then synchronises from scratch. Returns only if that fails.
-    fn rejoin(&mut self) {
-        if self.s.rejoin_config.as_os_str().is_empty() {
-            log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
-            return;
-        }
-        if let Some(f) = self.failover.as_mut() {
-            f.decisions.recorder.flush();
-        }
-        let e = crate::start::exec_standby(&self.s.rejoin_config, &self.s.state_file);
-        log::error!("rejoin: exec hsb-standby failed: {e}; staying paused");
-    }
-
     /// SIGTERM, SIGINT or SIGQUIT: stop, releasing nothing more. Replies held under output
     /// commit are dropped with this process, never sent; a Xen guest's held packets stay in
     /// the plug (see [`PlugOutput::hold_on_exit`]). For the cluster this is a crash of the
@@ -461,13 +505,7 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();
         }
-        if let Err(e) = self.ctl.remove_socket() {
-            log::warn!(
-                "{signal}: cannot remove the control socket {}: {e}",
-                self.ctl.path().display()
-            );
-        }
-        log::info!("{signal}: stopped cleanly (exit status 0)");
+        self.ctl.stopped(signal);
     }
 
     /// SIGHUP: reopen the decision log (logging itself goes to stderr, which this process
@@ -482,12 +520,8 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.sighup(now);
         }
-        let (new, changed) = match signals.reload(schema(), Settings::from_config) {
-            Ok(v) => v,
-            Err(e) => {
-                log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
-                return;
-            }
+        let Some((new, changed)) = signals.reload_logged(schema(), Settings::from_config) else {
+            return;
         };
         if new.stats_interval != self.s.stats_interval {
             log::info!(
@@ -515,19 +549,17 @@ fn open_failover(
     poll: &Poll,
     now: Nanos,
 ) -> io::Result<Failover> {
-    let mut udp = UdpSocket::bind(s.witness_listen).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("witness address {}: {e}", s.witness_listen),
-        )
-    })?;
-    poll.registry()
-        .register(&mut udp, WITNESS_UDP, Interest::READABLE)?;
+    let udp = hsb_common::kit::endpoint::bind(
+        "witness address",
+        s.witness_listen,
+        poll.registry(),
+        WITNESS_UDP,
+    )?;
     let me = Sender {
         role: Role::Primary,
         id: hsb_common::datagram::node_sender_id(&s.node),
     };
-    let recorder = Recorder::open(
+    let decisions = Decisions::open(
         &s.decision_log,
         s.decision_log_rotation,
         now,
@@ -539,13 +571,7 @@ fn open_failover(
             resume_at: start.first_checkpoint.saturating_sub(1),
             ..record::Start::default()
         },
-    )
-    .map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("decision log {}: {e}", s.decision_log.display()),
-        )
-    })?;
+    )?;
     log::info!(
         "automatic failover on: policy {}; heartbeats every {:?} to {:?}; witnesses {:?}; output needs a fresh ack, or a witness-quorum lease once the standby is lost",
         s.decision.policy,
@@ -558,6 +584,6 @@ fn open_failover(
         // Heartbeats and requests carry this primary's epoch (a promoted primary's are not
         // epoch 1: its standby drops lower epochs as stale).
         ep: Endpoint::new(key, me, start.incarnation, start.epoch.0),
-        decisions: Decisions::new(recorder),
+        decisions,
     })
 }

@@ -10,15 +10,14 @@
 mod backend;
 mod daemon;
 mod guest;
+mod metrics;
 mod repl;
 mod start;
 mod status;
 
 use std::process::ExitCode;
 
-use hsb_common::cli::Args;
-use hsb_common::config::{reference_markdown, Config};
-use hsb_common::key::ClusterKey;
+use hsb_common::cli::{Args, Program};
 use hsb_common::signals::{SignalHandler, SignalSource};
 use hsb_primary::config::{schema, Settings};
 
@@ -42,20 +41,21 @@ configuration error. Other commands exit 1 on failure and 2 on a usage error.
 
 Logging: HSB_LOG=debug|info|warn (default info).";
 
+const PROGRAM: Program = Program {
+    name: "hsb-primary",
+    usage: USAGE,
+    schema,
+    control: "/run/hsb/primary.sock",
+};
+
 fn main() -> ExitCode {
-    let args = match hsb_common::cli::start(
-        "hsb-primary",
-        env!("CARGO_PKG_VERSION"),
-        USAGE,
-        &["json"],
-        &[],
-    ) {
+    let args = match PROGRAM.args(&["json"], &[]) {
         Ok(a) => a,
         Err(code) => return code,
     };
     match args.command.as_deref() {
         Some("run") => run(&args),
-        Some("check") => match load(&args) {
+        Some("check") => match PROGRAM.load(&args, Settings::from_config) {
             Ok((s, _, _)) => {
                 let backend = match &s.xen {
                     Some(x) => format!("xen {}", x.domain),
@@ -67,69 +67,11 @@ fn main() -> ExitCode {
                 );
                 ExitCode::SUCCESS
             }
-            Err(e) => fail(&e),
+            Err(e) => PROGRAM.fail(&e),
         },
-        Some("status") => status(&args),
-        Some("keygen") => match args.rest.first().map(std::path::PathBuf::from) {
-            Some(p) => match ClusterKey::generate(&p) {
-                Ok(_) => {
-                    println!(
-                        "wrote a new cluster key to {} (mode 0600); copy it to every hsb node",
-                        p.display()
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e.to_string()),
-            },
-            None => fail("keygen needs a path: hsb-primary keygen /etc/hsb/cluster.key"),
-        },
-        Some("xen-info") => {
-            ExitCode::from(hsb_domain::xen::info_command("hsb-primary", &args.rest))
-        }
-        Some("config-reference") => {
-            print!("{}", reference_markdown(schema()));
-            ExitCode::SUCCESS
-        }
-        Some(other) => {
-            eprintln!("hsb-primary: unknown command '{other}'\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-        None => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        Some("xen-info") => ExitCode::from(hsb_domain::xen::info_command(PROGRAM.name, &args.rest)),
+        _ => PROGRAM.common(&args),
     }
-}
-
-fn fail(msg: &str) -> ExitCode {
-    eprintln!("hsb-primary: {msg}");
-    ExitCode::FAILURE
-}
-
-fn load(args: &Args) -> Result<(Settings, ClusterKey, Config), String> {
-    let cfg =
-        Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
-    let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
-    let key = ClusterKey::load_configured(&cfg, "cluster_key").map_err(|e| e.to_string())?;
-    Ok((s, key, cfg))
-}
-
-fn status(args: &Args) -> ExitCode {
-    if !args.rest.is_empty() {
-        return ExitCode::from(hsb_common::ctl::cli(
-            "hsb-primary",
-            args,
-            schema(),
-            "/run/hsb/primary.sock",
-            &args.rest.join(" "),
-        ));
-    }
-    ExitCode::from(hsb_common::ctl::status_cli(
-        "hsb-primary",
-        args,
-        schema(),
-        "/run/hsb/primary.sock",
-    ))
 }
 
 fn run(args: &Args) -> ExitCode {
@@ -138,19 +80,19 @@ fn run(args: &Args) -> ExitCode {
     // waits in the self-pipe and stops the loop at its first turn.
     let signals = match SignalSource::install() {
         Ok(s) => s,
-        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
+        Err(e) => return PROGRAM.fail(&format!("cannot install signal handlers: {e}")),
     };
-    let (mut s, key, cfg) = match load(args) {
+    let (mut s, key, cfg) = match PROGRAM.load(args, Settings::from_config) {
         Ok(v) => v,
-        Err(e) => return fail(&e),
+        Err(e) => return PROGRAM.fail(&e),
     };
     let start = match start::start(&mut s) {
         Ok(st) => st,
-        Err(e) => return fail(&e),
+        Err(e) => return PROGRAM.fail(&e),
     };
     let signals = SignalHandler::new(signals, args, cfg);
     match daemon::Daemon::new(s, key, start).and_then(|d| d.run(signals)) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e.to_string()),
+        Err(e) => PROGRAM.fail(&e.to_string()),
     }
 }

@@ -142,3 +142,17 @@ pub fn log_stats(d: &mut Daemon, now: Nanos) {
         st.stretched_reported = st.stretched;
     }
 }
+
+/// One line for systemd's STATUS: the role, epoch, replication state and authority.
+pub fn summary(d: &Daemon, now: Nanos) -> String {
+    let n = &d.node;
+    let authority = n
+        .failover_view(now)
+        .map_or(String::new(), |v| format!(", authority {}", v.mode.name()));
+    format!(
+        "primary, epoch {}: {}{authority}, checkpoint {} acknowledged",
+        n.epoch().0,
+        state(d),
+        n.acked()
+    )
+}

@@ -15,7 +15,7 @@ pub enum Rep {
 
 impl Rep {
     /// Open the configured replica.
-    pub fn open(s: &crate::config::Settings) -> Result<Rep, DomainError> {
+    pub fn open(s: &hsb_standby::config::Settings) -> Result<Rep, DomainError> {
         match &s.xen {
             None => Ok(Rep::Model(ModelDomain::blank(s.model_pages))),
             Some(x) => {

@@ -624,6 +624,16 @@ fn monitor(dir: &std::path::Path, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 
 /// A sequential client of the service address, recording its history until `stop`.
 pub fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Op>> {
+    client_every(svc, stop, Duration::ZERO)
+}
+
+/// Like [`client`], starting a request at most every `every` (a copy serving without output
+/// commit answers at once, and an unpaced client would spin the machine's cores for it).
+pub fn client_every(
+    svc: SocketAddr,
+    stop: Arc<AtomicBool>,
+    every: Duration,
+) -> std::thread::JoinHandle<Vec<Op>> {
     std::thread::spawn(move || {
         let mut history = vec![];
         let mut c: Option<Client> = None;
@@ -648,6 +658,9 @@ pub fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
                 end: Instant::now(),
                 value,
             });
+            if let Some(rest) = every.checked_sub(t0.elapsed()) {
+                std::thread::sleep(rest);
+            }
         }
         history
     })

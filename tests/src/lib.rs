@@ -13,9 +13,11 @@ use std::time::{Duration, Instant};
 
 pub mod cluster;
 pub mod faults;
+pub mod guests;
 pub mod life;
 pub mod man;
 pub mod netns;
+pub mod prom;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
@@ -270,6 +272,10 @@ pub struct PairOpts {
     pub extra_standby: Vec<String>,
     /// Start the standby under this umask (through `sh -c 'umask ...; exec ...'`).
     pub standby_umask: Option<u32>,
+    /// Environment variables of the primary (e.g. `NOTIFY_SOCKET`).
+    pub primary_env: Vec<(String, String)>,
+    /// Environment variables of the standby.
+    pub standby_env: Vec<(String, String)>,
 }
 
 impl Default for PairOpts {
@@ -283,6 +289,8 @@ impl Default for PairOpts {
             extra_standby: vec![],
             extra_primary: vec![],
             standby_umask: None,
+            primary_env: vec![],
+            standby_env: vec![],
         }
     }
 }
@@ -308,28 +316,30 @@ impl Pair {
             ),
         )
         .expect("write config");
-        let standby = match o.standby_umask {
-            None => Daemon::start(
-                "hsb-standby",
-                &standby_conf,
-                &dir.path("standby.sock"),
-                &dir.path("standby.log"),
-                &[],
-            ),
+        let mut cmd = match o.standby_umask {
+            None => {
+                let mut cmd = Command::new(bin("hsb-standby"));
+                cmd.arg("run").arg("-c").arg(&standby_conf);
+                cmd
+            }
             Some(mask) => {
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c")
                     .arg(format!("umask {mask:03o} && exec \"$0\" run -c \"$1\""))
                     .arg(bin("hsb-standby"))
                     .arg(&standby_conf);
-                Daemon::start_command(
-                    "hsb-standby",
-                    cmd,
-                    &dir.path("standby.sock"),
-                    &dir.path("standby.log"),
-                )
+                cmd
             }
         };
+        for (k, v) in &o.standby_env {
+            cmd.env(k, v);
+        }
+        let standby = Daemon::start_command(
+            "hsb-standby",
+            cmd,
+            &dir.path("standby.sock"),
+            &dir.path("standby.log"),
+        );
         standby.wait_for("standby up", Duration::from_secs(10), |_| true);
         let primary_conf = dir.path("primary.conf");
         let mut text = format!(
@@ -347,12 +357,16 @@ impl Pair {
             text.push('\n');
         }
         std::fs::write(&primary_conf, text).expect("write config");
-        let primary = Daemon::start(
+        let mut cmd = Command::new(bin("hsb-primary"));
+        cmd.arg("run").arg("-c").arg(&primary_conf);
+        for (k, v) in &o.primary_env {
+            cmd.env(k, v);
+        }
+        let primary = Daemon::start_command(
             "hsb-primary",
-            &primary_conf,
+            cmd,
             &dir.path("primary.sock"),
             &dir.path("primary.log"),
-            &[],
         );
         primary.wait_for("first checkpoint acked", Duration::from_secs(30), |s| {
             num(s, "acked_checkpoint") >= 1

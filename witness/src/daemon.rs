@@ -1,239 +1,84 @@
-//! The witness's shell: one mio loop that turns bytes into [`Event`]s for the node and carries
-//! out its [`Effect`]s. It owns the sockets (UDP endpoint, control socket, the probe's sockets
-//! or child process), the state file, the clock and the signals; it decides nothing.
+//! The witness's shell: one mio loop that turns bytes into [`Event`]s for the nodes and carries
+//! out their [`Effect`]s. It owns the sockets (a UDP endpoint per guest, the control socket, the
+//! metrics responder, the probes' sockets or child processes), the state files, the clock, the
+//! signals and systemd's notifications; it decides nothing.
+//!
+//! One witness serves one or more protected guests: each guest has its own node (its own witness
+//! core, rollback guard and state file), its own UDP address and endpoint (its own cluster key)
+//! and its own probe; one loop drives them all, and a guest's events reach only its node.
 //!
 //! The loop watches itself: if it did not run for longer than a probe interval (or half a probe
-//! timeout) past when it meant to, the node hears of the stall before anything that arrived or
+//! timeout) past when it meant to, every node hears of the stall before anything that arrived or
 //! expired meanwhile (issue 10).
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
+use hsb_common::config::Config;
 use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::Sender;
 use hsb_common::decision::proto::ProbeClass;
 use hsb_common::decision::WitnessCore;
 use hsb_common::key::ClusterKey;
 use hsb_common::kit::endpoint::{Endpoint, Received};
+use hsb_common::kit::http::MetricsServer;
+use hsb_common::kit::notify::Notifier;
 use hsb_common::msg::Role;
 use hsb_common::signals::{Request, SignalHandler};
 use hsb_common::time::{Clock, Nanos, StallWatch};
 
-use crate::config::{schema, Settings};
+use crate::config::{Guest, Settings, DEFAULT_GUEST};
 use crate::node::{Effects, Event, NodeSettings, To, WitnessNode};
 use crate::probe::{Class, ProbeSet};
 use crate::state::{self, FileStore, Store};
 
-const UDP: Token = Token(1);
 const SIGNALS: Token = Token(2);
 const CTL_BASE: usize = 10;
+const METRICS_BASE: usize = 30;
+const UDP_BASE: usize = 40;
 const PROBE_BASE: usize = 100;
 /// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
 /// `report_interval` only paces reports (and must stay within half of the running
 /// `failover.report-fresh`). The probe's keys are not among them: the loop's stall bound and
 /// the freshness checks were sized from them at start.
 const RELOADED: &[&str] = &["report_interval"];
+/// How often systemd's STATUS is brought up to date (when it changed).
+const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
 
-/// Where a datagram for `to` goes.
-fn address(s: &Settings, to: To) -> SocketAddr {
-    match to {
-        To::Slot(0) => s.primary,
-        To::Slot(_) => s.standby,
-        To::Addr(a) => a,
-    }
-}
-
-/// The running witness.
-pub struct Daemon {
-    pub(crate) s: Settings,
-    clock: Clock,
-    poll: Poll,
+/// One guest's part of the loop: its settings, socket, endpoint, node and state file.
+pub(crate) struct GuestRun {
+    pub(crate) s: Guest,
     udp: UdpSocket,
     pub(crate) ep: Endpoint,
     pub(crate) node: WitnessNode,
-    pub(crate) probes: ProbeSet,
-    ctl: CtlServer,
     store: FileStore,
-    watch: StallWatch,
 }
 
-impl Daemon {
-    /// Bind, load and save the rollback guard (a witness that cannot keep its promises does not
-    /// start), and make the node.
-    pub fn new(s: Settings, key: ClusterKey) -> io::Result<Daemon> {
-        let poll = Poll::new()?;
-        let mut udp = UdpSocket::bind(s.listen)
-            .map_err(|e| io::Error::new(e.kind(), format!("witness address {}: {e}", s.listen)))?;
-        poll.registry()
-            .register(&mut udp, UDP, Interest::READABLE)?;
-        let ctl = CtlServer::bind(
-            &s.control,
-            s.control_group.as_ref(),
-            poll.registry(),
-            CTL_BASE,
-        )
-        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
-        let clock = Clock::new();
-        let now = clock.now();
-        let state_err = |what: &str, e: io::Error| {
-            io::Error::new(
-                e.kind(),
-                format!(
-                    "state file {} (key state_file): {what}: {e}",
-                    s.state_file.display()
-                ),
-            )
+impl GuestRun {
+    /// One event through the node, and its effects carried out in order.
+    fn step(&mut self, now: Nanos, event: Event) {
+        let effects = self.node.step(now, event);
+        self.carry_out(now, effects);
+        self.ep.set_epoch(self.node.epoch().0);
+    }
+
+    fn carry_out(&mut self, now: Nanos, effects: Effects) {
+        let (udp, ep, s) = (&self.udp, &mut self.ep, &self.s);
+        let address = |to: To| match to {
+            To::Slot(0) => s.primary,
+            To::Slot(_) => s.standby,
+            To::Addr(a) => a,
         };
-        let saved = state::load(&s.state_file)
-            .map_err(|e| state_err("cannot read the rollback guard", e))?;
-        // Always the safe constructor: it grants nothing until any lease an earlier incarnation
-        // may have granted has run out.
-        let core = WitnessCore::new(s.decision.clone(), s.id, now, saved);
-        let mut store = FileStore::new(&s.state_file);
-        store
-            .save(&core.persisted())
-            .map_err(|e| state_err("cannot save the rollback guard", e))?;
-        let me = Sender {
-            role: Role::Witness,
-            id: u32::from(s.id),
-        };
-        let inc =
-            hsb_common::datagram::next_incarnation(None, hsb_common::datagram::wall_clock_micros());
-        let ep = Endpoint::new(&key, me, inc, core.epoch_seen().0);
-        log::info!(
-            "witness {} (id {}) on {}: probing {:?} every {:?}; primary {}, standby {}; policy {}; rollback guard {}; no votes or leases for {:?} (longest lease)",
-            s.node,
-            s.id,
-            udp.local_addr()?,
-            s.probe.kind,
-            s.probe.interval,
-            s.primary,
-            s.standby,
-            s.decision.policy,
-            saved.map_or("fresh".to_string(), |p| format!("epoch {} promised {:?}", p.epoch_seen.0, p.promised.map(|e| e.0))),
-            s.decision.lease.max_duration
-        );
-        let probes = ProbeSet::new(vec![s.probe.clone()], PROBE_BASE)
-            .map_err(|e| io::Error::other(format!("probe: {e}")))?;
-        // The loop should run at least every probe interval; a longer gap (or one longer than
-        // half a probe timeout, whichever is longer) means it was stopped, and the probes it
-        // ran then are no evidence.
-        let stall_bound = s.probe.interval.max(s.probe.timeout / 2);
-        let node = WitnessNode::new(
-            NodeSettings {
-                probe_interval: s.probe.interval,
-                probe_timeout: s.probe.timeout,
-                report_interval: s.report_interval,
-            },
-            core.clone(),
-            core.persisted(),
+        state::carry_out(
+            &mut self.node,
             now,
+            effects,
+            &mut self.store,
+            |to, dest, msg| ep.send(udp, &msg, address(to), dest),
         );
-        Ok(Daemon {
-            store,
-            watch: StallWatch::new(stall_bound),
-            node,
-            ep,
-            probes,
-            ctl,
-            s,
-            clock,
-            poll,
-            udp,
-        })
-    }
-
-    /// The loop, until a stop signal.
-    pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
-        signals.register(self.poll.registry(), SIGNALS)?;
-        let mut events = Events::with_capacity(64);
-        loop {
-            let now = self.now();
-            let mut deadline = self.node.next_deadline();
-            if let Some(d) = self.probes.poll_timeout(self.clock.instant(now)) {
-                deadline = deadline.min(now.plus(d));
-            }
-            if let Some(d) = self.ctl.next_deadline() {
-                deadline = deadline.min(d);
-            }
-            let timeout = deadline.since(now).max(Duration::from_micros(200));
-            if let Some(since) = self.watch.sleeping(now, timeout) {
-                self.step(now, Event::Stalled { since });
-            }
-            match self.poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            // Before anything that arrived or expired meanwhile is looked at.
-            let now = self.now();
-            // Signals first: a stop ends the loop before this turn answers anything.
-            if events.iter().any(|e| signals.owns(e.token())) {
-                for r in signals.take(now) {
-                    match r {
-                        Request::Stop(name) => {
-                            self.shutdown(name);
-                            return Ok(());
-                        }
-                        Request::Reload => self.reload(now, &signals),
-                        Request::Ignore(_) => {}
-                    }
-                }
-            }
-            for ev in events.iter() {
-                let t = ev.token();
-                if t == UDP {
-                    self.on_udp(now);
-                } else if self.probes.owns(t) {
-                    self.probes
-                        .on_event(self.poll.registry(), ev, self.clock.instant(now));
-                } else if self.ctl.owns(t) {
-                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
-                        let text = match cmd.as_str() {
-                            "status" | "" => self.status_text(now),
-                            other => format!("error: unknown command '{other}'; try: status\n"),
-                        };
-                        self.ctl.answer(self.poll.registry(), conn, &text);
-                    }
-                }
-            }
-            let now = self.now();
-            self.ctl.tick(self.poll.registry(), now);
-            self.probes
-                .on_tick(self.poll.registry(), self.clock.instant(now));
-            let results: Vec<_> = self.probes.take_results().collect();
-            for r in results {
-                let class = match r.class {
-                    Class::Ok => ProbeClass::Ok,
-                    Class::Refused => ProbeClass::Refused,
-                    Class::Timeout => ProbeClass::Timeout,
-                    Class::AppError => ProbeClass::AppError,
-                };
-                self.step(
-                    now,
-                    Event::AppProbe {
-                        class,
-                        took: r.latency,
-                        detail: r.detail,
-                    },
-                );
-            }
-            self.step(now, Event::Tick);
-        }
-    }
-
-    /// The clock, read by the loop: if the loop did not run for too long since it last read
-    /// it, the node hears of the stall before anything else happens.
-    fn now(&mut self) -> Nanos {
-        let now = self.clock.now();
-        if let Some(since) = self.watch.running(now) {
-            self.step(now, Event::Stalled { since });
-        }
-        now
     }
 
     fn on_udp(&mut self, now: Nanos) {
@@ -247,78 +92,412 @@ impl Daemon {
             }
         }
     }
+}
 
-    /// One event through the node, and its effects carried out in order.
-    fn step(&mut self, now: Nanos, event: Event) {
-        let effects = self.node.step(now, event);
-        self.carry_out(now, effects);
-        self.ep.set_epoch(self.node.epoch().0);
+/// The running witness.
+pub struct Daemon {
+    pub(crate) s: Settings,
+    /// The process-wide configuration it started with (SIGHUP compares against it).
+    started: Config,
+    clock: Clock,
+    poll: Poll,
+    pub(crate) guests: Vec<GuestRun>,
+    /// One probe per guest, probe `i` for guest `i`.
+    pub(crate) probes: ProbeSet,
+    ctl: CtlServer,
+    pub(crate) metrics: Option<MetricsServer>,
+    pub(crate) notify: Notifier,
+    next_notify_status: Nanos,
+    watch: StallWatch,
+}
+
+impl Daemon {
+    /// Bind, load and save every guest's rollback guard (a witness that cannot keep its
+    /// promises does not start), and make the nodes. `keys[i]` is guest `i`'s cluster key.
+    pub fn new(s: Settings, keys: Vec<ClusterKey>, started: Config) -> io::Result<Daemon> {
+        let poll = Poll::new()?;
+        let ctl = CtlServer::bind(
+            &s.control,
+            s.control_group.as_ref(),
+            poll.registry(),
+            CTL_BASE,
+        )
+        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+        let metrics = match s.metrics_listen {
+            None => None,
+            Some(a) => Some(
+                MetricsServer::bind(a, poll.registry(), METRICS_BASE).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("metrics address {a} (key metrics_listen): {e}"),
+                    )
+                })?,
+            ),
+        };
+        let clock = Clock::new();
+        let now = clock.now();
+        let sections =
+            s.guests.len() > 1 || s.guests.first().is_some_and(|g| g.name != DEFAULT_GUEST);
+        let mut guests = Vec::with_capacity(s.guests.len());
+        for (i, (g, key)) in s.guests.iter().zip(keys).enumerate() {
+            guests.push(start_guest(&poll, g.clone(), &key, i, now, sections)?);
+        }
+        let probes = ProbeSet::new(
+            s.guests.iter().map(|g| g.probe.clone()).collect(),
+            PROBE_BASE,
+        )
+        .map_err(|e| io::Error::other(format!("probe: {e}")))?;
+        // The loop should run at least every probe interval; a longer gap (or one longer than
+        // half a probe timeout, whichever is longer) means it was stopped, and the probes it
+        // ran then are no evidence. With several guests, the shortest such bound.
+        let stall_bound = s
+            .guests
+            .iter()
+            .map(|g| g.probe.interval.max(g.probe.timeout / 2))
+            .min()
+            .unwrap_or(Duration::from_millis(20));
+        if let Some(m) = &metrics {
+            log::info!("metrics at http://{}/metrics", m.local_addr()?);
+        }
+        Ok(Daemon {
+            watch: StallWatch::new(stall_bound),
+            notify: Notifier::from_env(),
+            next_notify_status: now,
+            guests,
+            probes,
+            ctl,
+            metrics,
+            started,
+            s,
+            clock,
+            poll,
+        })
     }
 
-    fn carry_out(&mut self, now: Nanos, effects: Effects) {
-        let (udp, ep, s) = (&self.udp, &mut self.ep, &self.s);
-        state::carry_out(
-            &mut self.node,
-            now,
-            effects,
-            &mut self.store,
-            |to, dest, msg| ep.send(udp, &msg, address(s, to), dest),
-        );
+    /// The loop, until a stop signal.
+    pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
+        signals.register(self.poll.registry(), SIGNALS)?;
+        let mut events = Events::with_capacity(64);
+        let now = self.clock.now();
+        let summary = self.summary(now);
+        self.notify.ready(now, &summary);
+        loop {
+            let now = self.now();
+            let mut deadline = self
+                .guests
+                .iter()
+                .map(|g| g.node.next_deadline())
+                .min()
+                .unwrap_or(now.plus(Duration::from_secs(1)));
+            if let Some(d) = self.probes.poll_timeout(self.clock.instant(now)) {
+                deadline = deadline.min(now.plus(d));
+            }
+            for d in [
+                self.ctl.next_deadline(),
+                self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+                self.notify.next_deadline(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                deadline = deadline.min(d);
+            }
+            let timeout = deadline.since(now).max(Duration::from_micros(200));
+            if let Some(since) = self.watch.sleeping(now, timeout) {
+                self.step_all(now, Event::Stalled { since });
+            }
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            // Before anything that arrived or expired meanwhile is looked at.
+            let now = self.now();
+            // Signals first: a stop ends the loop before this turn answers anything.
+            if events.iter().any(|e| signals.owns(e.token())) {
+                for r in signals.take(now) {
+                    match r {
+                        Request::Stop(name) => {
+                            self.shutdown(now, name);
+                            return Ok(());
+                        }
+                        Request::Reload => self.reload(now, &signals),
+                        Request::Ignore(_) => {}
+                    }
+                }
+            }
+            for ev in events.iter() {
+                let t = ev.token();
+                if let Some(g) =
+                    t.0.checked_sub(UDP_BASE)
+                        .and_then(|i| self.guests.get_mut(i))
+                {
+                    g.on_udp(now);
+                } else if self.probes.owns(t) {
+                    self.probes
+                        .on_event(self.poll.registry(), ev, self.clock.instant(now));
+                } else if self.ctl.owns(t) {
+                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
+                        let text = self.command(now, &cmd);
+                        self.ctl.answer(self.poll.registry(), conn, &text);
+                    }
+                } else if self.metrics.as_ref().is_some_and(|m| m.owns(t)) {
+                    self.on_metrics(t, now);
+                }
+            }
+            let now = self.now();
+            self.ctl.tick(self.poll.registry(), now);
+            if let Some(m) = &mut self.metrics {
+                m.tick(self.poll.registry(), now);
+            }
+            self.probes
+                .on_tick(self.poll.registry(), self.clock.instant(now));
+            let results: Vec<_> = self.probes.take_results().collect();
+            for r in results {
+                let class = match r.class {
+                    Class::Ok => ProbeClass::Ok,
+                    Class::Refused => ProbeClass::Refused,
+                    Class::Timeout => ProbeClass::Timeout,
+                    Class::AppError => ProbeClass::AppError,
+                };
+                if let Some(g) = self.guests.get_mut(r.probe) {
+                    g.step(
+                        now,
+                        Event::AppProbe {
+                            class,
+                            took: r.latency,
+                            detail: r.detail,
+                        },
+                    );
+                }
+            }
+            self.step_all(now, Event::Tick);
+            self.notify.tick(now);
+            if now >= self.next_notify_status {
+                self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+                let summary = self.summary(now);
+                self.notify.status(now, &summary);
+            }
+        }
+    }
+
+    /// A control command's answer: `status` (every guest), `status GUEST` (one).
+    fn command(&self, now: Nanos, cmd: &str) -> String {
+        let mut words = cmd.split_whitespace();
+        match (words.next(), words.next(), words.next()) {
+            (None | Some("status"), None, None) => self.status_text(now, None),
+            (Some("status"), Some(g), None) => {
+                match self.guests.iter().position(|x| x.s.name == g) {
+                    Some(i) => self.status_text(now, Some(i)),
+                    None => format!(
+                        "error: no guest '{}'; guests: {}\n",
+                        hsb_common::config::excerpt(g),
+                        self.guest_names().join(", ")
+                    ),
+                }
+            }
+            _ => format!(
+                "error: unknown command '{}'; try: status [GUEST]\n",
+                hsb_common::config::excerpt(cmd)
+            ),
+        }
+    }
+
+    /// The guests' names.
+    pub(crate) fn guest_names(&self) -> Vec<&str> {
+        self.guests.iter().map(|g| g.s.name.as_str()).collect()
+    }
+
+    fn on_metrics(&mut self, t: Token, now: Nanos) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        if let Some(conn) = m.on_event(self.poll.registry(), t, now) {
+            let text = self.metrics_text(now);
+            if let Some(m) = &mut self.metrics {
+                m.answer(self.poll.registry(), conn, &text, now);
+            }
+        }
+    }
+
+    /// The clock, read by the loop: if the loop did not run for too long since it last read
+    /// it, the nodes hear of the stall before anything else happens.
+    fn now(&mut self) -> Nanos {
+        let now = self.clock.now();
+        if let Some(since) = self.watch.running(now) {
+            self.step_all(now, Event::Stalled { since });
+        }
+        now
+    }
+
+    /// One event through every guest's node.
+    fn step_all(&mut self, now: Nanos, event: Event) {
+        for g in &mut self.guests {
+            g.step(now, event.clone());
+        }
     }
 
     /// SIGTERM, SIGINT or SIGQUIT: stop. Every promise is on disk already (it is saved before
     /// the answer that makes it leaves), so a restart keeps it; probes in flight are killed
     /// with their process groups as the probe set is dropped.
-    fn shutdown(&mut self, signal: &str) {
+    fn shutdown(&mut self, now: Nanos, signal: &str) {
         log::warn!(
             "{signal}: stopping: no more probes, reports or answers ({} probe(s) in flight abandoned; a command probe's process group is killed)",
             self.probes.in_flight()
         );
-        if let Err(e) = self.ctl.remove_socket() {
-            log::warn!(
-                "{signal}: cannot remove the control socket {}: {e}",
-                self.ctl.path().display()
-            );
-        }
-        log::info!("{signal}: stopped cleanly (exit status 0)");
+        self.notify.stopping(now, &format!("{signal}: stopping"));
+        self.ctl.stopped(signal);
     }
 
     /// SIGHUP: reload the configuration (a witness has no decision log; logging goes to
     /// stderr, which this process does not open: nothing to reopen), apply [`RELOADED`] and log
     /// every other changed key as waiting for a restart. A configuration that does not load or
-    /// check changes nothing.
+    /// check changes nothing; guests added, removed or renamed wait for a restart.
     fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
         log::info!(
             "SIGHUP: reloading the configuration from {}",
             signals.source()
         );
-        let (new, changed) = match signals.reload(schema(), Settings::from_config) {
+        let loaded = crate::config::load(signals.config_path(), signals.sets())
+            .and_then(|l| Settings::from_sections(&l).map(|s| (l, s)));
+        let (loaded, new) = match loaded {
             Ok(v) => v,
             Err(e) => {
                 log::error!("SIGHUP: {e}; the configuration is not reloaded: running on unchanged");
                 return;
             }
         };
-        let mut waiting = SignalHandler::restart_needed(&changed, RELOADED);
-        if new.report_interval != self.s.report_interval {
-            // Checked against the running report-fresh: a changed one waits for a restart.
-            if new.report_interval.saturating_mul(2) <= self.s.decision.report_fresh {
-                log::info!(
-                    "SIGHUP: report_interval {:?} -> {:?}",
-                    self.s.report_interval,
-                    new.report_interval
-                );
-                self.s.report_interval = new.report_interval;
-                self.node.set_report_interval(now, new.report_interval);
+        let mut waiting =
+            SignalHandler::restart_needed(&self.started.changed_keys(&loaded.global), RELOADED);
+        let names: Vec<&str> = new.guests.iter().map(|g| g.name.as_str()).collect();
+        if names != self.guest_names() {
+            log::warn!(
+                "SIGHUP: the guests changed ({} -> {}): restart to apply",
+                self.guest_names().join(", "),
+                names.join(", ")
+            );
+            waiting += 1;
+        }
+        let named = self.guests.len() > 1 || self.guests.iter().any(|g| g.s.name != DEFAULT_GUEST);
+        for g in &mut self.guests {
+            let Some(n) = new.guests.iter().find(|n| n.name == g.s.name) else {
+                continue;
+            };
+            let tag = if named {
+                format!("guest {}: ", g.s.name)
             } else {
-                log::warn!(
-                    "SIGHUP: key report_interval changed to {:?}: more than half the running failover.report-fresh ({:?}); restart to apply (the running value is kept)",
-                    new.report_interval,
-                    self.s.decision.report_fresh
-                );
-                waiting += 1;
+                String::new()
+            };
+            if named {
+                // The process-wide part was compared above; here each section's own keys.
+                let changed: Vec<&'static str> =
+                    g.s.config
+                        .changed_keys(&n.config)
+                        .into_iter()
+                        .filter(|k| crate::config::guest_keys().contains(k))
+                        .collect();
+                waiting += SignalHandler::restart_needed(&changed, RELOADED);
+            }
+            if n.report_interval != g.s.report_interval {
+                // Checked against the running report-fresh: a changed one waits for a restart.
+                if n.report_interval.saturating_mul(2) <= g.s.decision.report_fresh {
+                    log::info!(
+                        "SIGHUP: {tag}report_interval {:?} -> {:?}",
+                        g.s.report_interval,
+                        n.report_interval
+                    );
+                    g.s.report_interval = n.report_interval;
+                    g.node.set_report_interval(now, n.report_interval);
+                } else {
+                    log::warn!(
+                        "SIGHUP: {tag}key report_interval changed to {:?}: more than half the running failover.report-fresh ({:?}); restart to apply (the running value is kept)",
+                        n.report_interval,
+                        g.s.decision.report_fresh
+                    );
+                    waiting += 1;
+                }
             }
         }
         log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
     }
+}
+
+/// Bind guest `i`'s address, load and save its rollback guard, and make its node.
+fn start_guest(
+    poll: &Poll,
+    g: Guest,
+    key: &ClusterKey,
+    i: usize,
+    now: Nanos,
+    sections: bool,
+) -> io::Result<GuestRun> {
+    let mut udp = UdpSocket::bind(g.listen).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("guest {}: witness address {}: {e}", g.name, g.listen),
+        )
+    })?;
+    poll.registry()
+        .register(&mut udp, Token(UDP_BASE + i), Interest::READABLE)?;
+    let state_err = |what: &str, e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "guest {}: state file {} (key state_file): {what}: {e}",
+                g.name,
+                g.state_file.display()
+            ),
+        )
+    };
+    let saved =
+        state::load(&g.state_file).map_err(|e| state_err("cannot read the rollback guard", e))?;
+    // Always the safe constructor: it grants nothing until any lease an earlier incarnation may
+    // have granted has run out.
+    let core = WitnessCore::new(g.decision.clone(), g.id, now, saved);
+    let mut store = FileStore::new(&g.state_file);
+    store
+        .save(&core.persisted())
+        .map_err(|e| state_err("cannot save the rollback guard", e))?;
+    let me = Sender {
+        role: Role::Witness,
+        id: u32::from(g.id),
+    };
+    let inc =
+        hsb_common::datagram::next_incarnation(None, hsb_common::datagram::wall_clock_micros());
+    let ep = Endpoint::new(key, me, inc, core.epoch_seen().0);
+    log::info!(
+        "{}witness id {} on {}: probing {:?} every {:?}; primary {}, standby {}; policy {}; rollback guard {}; no votes or leases for {:?} (longest lease)",
+        if sections { format!("guest {}: ", g.name) } else { String::new() },
+        g.id,
+        udp.local_addr()?,
+        g.probe.kind,
+        g.probe.interval,
+        g.primary,
+        g.standby,
+        g.decision.policy,
+        saved.map_or("fresh".to_string(), |p| format!("epoch {} promised {:?}", p.epoch_seen.0, p.promised.map(|e| e.0))),
+        g.decision.lease.max_duration
+    );
+    let node = WitnessNode::new(
+        NodeSettings {
+            probe_interval: g.probe.interval,
+            probe_timeout: g.probe.timeout,
+            report_interval: g.report_interval,
+            guest: if sections {
+                g.name.clone()
+            } else {
+                String::new()
+            },
+        },
+        core.clone(),
+        core.persisted(),
+        now,
+    );
+    Ok(GuestRun {
+        s: g,
+        udp,
+        ep,
+        node,
+        store,
+    })
 }

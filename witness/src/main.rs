@@ -10,6 +10,7 @@
 mod config;
 mod daemon;
 mod hosts;
+mod metrics;
 mod node;
 // The engine's API is complete (status, limits, defaults); the daemon uses part of it.
 #[allow(dead_code, unused_imports)]
@@ -19,8 +20,8 @@ mod status;
 
 use std::process::ExitCode;
 
-use hsb_common::cli::Args;
-use hsb_common::config::{reference_markdown, Config};
+use hsb_common::cli::{Args, Program};
+use hsb_common::config::{Config, Sectioned};
 use hsb_common::key::ClusterKey;
 use hsb_common::signals::{SignalHandler, SignalSource};
 
@@ -32,28 +33,36 @@ hsb-witness: probe the protected application as its clients do, and vote on fail
 
 usage:
   hsb-witness run -c FILE [--set key=value]...    run the witness
-  hsb-witness status [-c FILE | --control PATH] [--json]
-                                                  what it sees, what it granted (--json: as one JSON object)
+  hsb-witness status [-c FILE | --control PATH] [--guest NAME] [--json]
+                                                  what it sees, what it granted (--json: as one JSON object;
+                                                  --guest: that guest only)
   hsb-witness check -c FILE [--set key=value]...  validate the configuration and key, then exit
   hsb-witness config-reference                    print every configuration key
   hsb-witness --version
 
+One witness can serve several protected guests: after the process-wide keys, one
+`[guest NAME]` section per guest (its cluster_key, listen, primary, standby, probe...).
+
 Exit status of `status`, for health checks: 0 healthy (the application answers and both
 daemons answer); 1 degraded (no probe result yet, the application failing, or a daemon out of
 reach); 2 the application is down (or failed inside the guest); 3 unreachable (no answer on the
-control socket, or it refuses us); 4 usage or configuration error. Other commands exit 1 on
-failure and 2 on a usage error.
+control socket, or it refuses us); 4 usage or configuration error. With several guests, the
+worst of them. Other commands exit 1 on failure and 2 on a usage error.
+
+Under systemd (Type=notify) it sends READY=1, STATUS= and, with WatchdogSec=, WATCHDOG=1 to
+$NOTIFY_SOCKET.
 
 Logging: HSB_LOG=debug|info|warn (default info).";
 
+const PROGRAM: Program = Program {
+    name: "hsb-witness",
+    usage: USAGE,
+    schema,
+    control: "/run/hsb/witness.sock",
+};
+
 fn main() -> ExitCode {
-    let args = match hsb_common::cli::start(
-        "hsb-witness",
-        env!("CARGO_PKG_VERSION"),
-        USAGE,
-        &["json"],
-        &[],
-    ) {
+    let args = match PROGRAM.args(&["json"], &["guest"]) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -61,65 +70,86 @@ fn main() -> ExitCode {
         Some("run") => run(&args),
         Some("check") => match load(&args) {
             Ok((s, _, _)) => {
-                println!(
-                    "configuration ok: witness {} (id {}) on {}, probing {:?}, primary {}, standby {}, policy {}",
-                    s.node, s.id, s.listen, s.probe.kind, s.primary, s.standby, s.decision.policy
-                );
+                for g in &s.guests {
+                    let guest = if s.guests.len() > 1 || g.name != config::DEFAULT_GUEST {
+                        format!(" guest {}:", g.name)
+                    } else {
+                        String::new()
+                    };
+                    println!(
+                        "configuration ok:{guest} witness {} (id {}) on {}, probing {:?}, primary {}, standby {}, policy {}",
+                        s.node, g.id, g.listen, g.probe.kind, g.primary, g.standby, g.decision.policy
+                    );
+                }
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("hsb-witness: {e}");
-                ExitCode::FAILURE
-            }
+            Err(e) => PROGRAM.fail(&e),
         },
-        Some("status") => ExitCode::from(hsb_common::ctl::status_cli_with(
-            "hsb-witness",
-            &args,
-            schema(),
-            config::control_path,
-            || config::find_control(std::path::Path::new(config::RUN_DIR)),
-        )),
-        Some("config-reference") => {
-            print!("{}", reference_markdown(schema()));
-            ExitCode::SUCCESS
+        Some("status") => {
+            let path = match (&args.control, &args.config) {
+                (Some(p), _) => Ok(p.clone()),
+                (None, Some(_)) => config::control_path(args.config.as_deref(), &args.sets)
+                    .map_err(|e| e.to_string()),
+                (None, None) => config::control_path(None, &args.sets)
+                    .or_else(|_| config::find_control(std::path::Path::new(config::RUN_DIR))),
+            };
+            let command = match args.value("guest") {
+                Some(g) => format!("status {g}"),
+                None => "status".to_string(),
+            };
+            ExitCode::from(hsb_common::ctl::status_cli_at(
+                "hsb-witness",
+                &args,
+                path,
+                &command,
+            ))
         }
-        Some(other) => {
-            eprintln!("hsb-witness: unknown command '{other}'\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-        None => {
-            eprintln!("{USAGE}");
-            ExitCode::from(2)
-        }
+        _ => PROGRAM.common(&args),
     }
 }
 
-fn load(args: &Args) -> Result<(Settings, ClusterKey, Config), String> {
-    let cfg =
-        Config::load(schema(), args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
-    let s = Settings::from_config(&cfg).map_err(|e| e.to_string())?;
-    let key = ClusterKey::load_configured(&cfg, "cluster_key").map_err(|e| e.to_string())?;
-    Ok((s, key, cfg))
+/// The configuration, its settings and every guest's cluster key (each guest's cluster has
+/// its own: with a shared key, one cluster's datagrams would be accepted at another's address).
+fn load(args: &Args) -> Result<(Settings, Vec<ClusterKey>, Config), String> {
+    let loaded: Sectioned =
+        config::load(args.config.as_deref(), &args.sets).map_err(|e| e.to_string())?;
+    let s = Settings::from_sections(&loaded).map_err(|e| e.to_string())?;
+    let mut keys: Vec<ClusterKey> = Vec::with_capacity(s.guests.len());
+    for g in &s.guests {
+        let key =
+            ClusterKey::load_configured(&g.config, "cluster_key").map_err(|e| e.to_string())?;
+        if let Some(i) = keys.iter().position(|k| k == &key) {
+            return Err(g
+                .config
+                .error_at(
+                    "cluster_key",
+                    &format!(
+                        "the same key as guest {}'s: each guest's cluster needs its own key (with one key, a datagram of one cluster would be accepted at another's address)",
+                        s.guests[i].name
+                    ),
+                )
+                .to_string());
+        }
+        keys.push(key);
+    }
+    Ok((s, keys, loaded.global))
 }
 
 fn run(args: &Args) -> ExitCode {
     hsb_common::logging::init("witness");
-    let fail = |e: &str| {
-        eprintln!("hsb-witness: {e}");
-        ExitCode::FAILURE
-    };
+    let fail = |e: &str| PROGRAM.fail(e);
     // Before the start-up: a SIGTERM sent meanwhile waits in the self-pipe and stops the loop
     // at its first turn.
     let signals = match SignalSource::install() {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
     };
-    let (s, key, cfg) = match load(args) {
+    let (s, keys, cfg) = match load(args) {
         Ok(v) => v,
         Err(e) => return fail(&e),
     };
-    let signals = SignalHandler::new(signals, args, cfg);
-    match Daemon::new(s, key).and_then(|w| w.run(signals)) {
+    let signals = SignalHandler::new(signals, args, cfg.clone());
+    match Daemon::new(s, keys, cfg).and_then(|w| w.run(signals)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e.to_string()),
     }

@@ -19,6 +19,7 @@ use hsb_common::decision::witness::{Action, Input, Persisted};
 use hsb_common::decision::{Epoch, Nanos, WitnessCore};
 use hsb_common::logging::LogLimiter;
 use hsb_common::msg::Role;
+use hsb_common::stats::Histogram;
 use hsb_common::wire::Dgram;
 
 use crate::hosts::HostRoles;
@@ -106,6 +107,9 @@ pub struct NodeSettings {
     pub probe_timeout: Duration,
     /// How often reports go out.
     pub report_interval: Duration,
+    /// The guest this node watches, named in its log lines (empty: the witness's only guest,
+    /// from a file without sections, and the log lines say nothing of guests).
+    pub guest: String,
 }
 
 /// Counters shown in status.
@@ -125,6 +129,21 @@ pub struct Counters {
     pub grants_withheld: u64,
 }
 
+/// What the node observed, for metrics: every probe's outcome and latency by target, and every
+/// refusal by reason (cumulative since the start; the counters above count them in all).
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    /// Probes by target (in the order of [`ProbeTarget::ALL`]: the application, the primary's
+    /// daemon, the standby's daemon) and outcome (in the order of [`ProbeClass::ALL`]).
+    pub probes: [[u64; 4]; 3],
+    /// Probe latencies by target (a ping's round trip for the daemons).
+    pub latency: [Histogram; 3],
+    /// Votes refused, by reason (in the order of [`cause::REASON_WORDS`]).
+    pub votes_refused: [u64; cause::REASONS],
+    /// Leases refused, by reason.
+    pub leases_refused: [u64; cause::REASONS],
+}
+
 /// Log lines that can repeat every probe interval or every query, rate-limited per cause: the
 /// fixed causes, then one per refusal reason for votes and one per reason for leases. Granted
 /// votes are always logged.
@@ -135,10 +154,24 @@ pub mod cause {
     pub const SAVE_FAILED: usize = 1;
     pub const WITHHELD: usize = 2;
     pub const STALL: usize = 3;
-    const REASONS: usize = 9;
+    /// The refusal reasons.
+    pub const REASONS: usize = 9;
     pub const COUNT: usize = 4 + 2 * REASONS;
+    /// Each reason's word (as in the reason's text form, without its argument).
+    pub const REASON_WORDS: [&str; REASONS] = [
+        "primary-answers",
+        "not-yet",
+        "guest-failure",
+        "standby-unreachable",
+        "lease-active",
+        "restarting",
+        "stale-epoch",
+        "promised",
+        "no-data",
+    ];
 
-    fn reason(r: &RefuseReason) -> usize {
+    /// A reason's index.
+    pub fn reason(r: &RefuseReason) -> usize {
         match r {
             RefuseReason::PrimaryAnswers => 0,
             RefuseReason::NotYet(_) => 1,
@@ -180,13 +213,15 @@ pub struct WitnessNode {
     maintenance_until: Option<Nanos>,
     limits: LogLimiter<CAUSES>,
     counters: Counters,
+    observed: Observed,
+    /// `guest NAME: ` before log lines, or nothing.
+    tag: String,
 }
 
 impl WitnessNode {
     /// A node around `core`, whose state `on_disk` is on disk already.
     pub fn new(set: NodeSettings, core: WitnessCore, on_disk: Persisted, now: Nanos) -> Self {
         WitnessNode {
-            set,
             core,
             on_disk,
             hosts: HostRoles::new(),
@@ -196,6 +231,13 @@ impl WitnessNode {
             maintenance_until: None,
             limits: LogLimiter::new(LOG_BURST, LOG_WINDOW),
             counters: Counters::default(),
+            observed: Observed::default(),
+            tag: if set.guest.is_empty() {
+                String::new()
+            } else {
+                format!("guest {}: ", set.guest)
+            },
+            set,
         }
     }
 
@@ -212,7 +254,8 @@ impl WitnessNode {
                 self.core_step(now, Input::Stalled { since }, None, &mut out);
                 if let Some(n) = self.limits.allow(cause::STALL, now) {
                     log::warn!(
-                        "this witness's loop did not run for {:.0} ms (stopped, paused or starved): failures of probes that overlapped it are discarded, and the application and the primary daemon must be seen failing again before this witness votes{}",
+                        "{}this witness's loop did not run for {:.0} ms (stopped, paused or starved): failures of probes that overlapped it are discarded, and the application and the primary daemon must be seen failing again before this witness votes{}",
+                        self.tag,
                         now.since(since).as_secs_f64() * 1e3,
                         LogLimiter::<CAUSES>::note(n)
                     );
@@ -237,7 +280,8 @@ impl WitnessNode {
                 self.counters.save_failures += 1;
                 if let Some(n) = self.limits.allow(cause::SAVE_FAILED, now) {
                     log::error!(
-                        "cannot save the rollback guard: {e}; this witness grants nothing until it can{}",
+                        "{}cannot save the rollback guard: {e}; this witness grants nothing until it can{}",
+                        self.tag,
                         LogLimiter::<CAUSES>::note(n)
                     );
                 }
@@ -255,7 +299,8 @@ impl WitnessNode {
                 other => other.name().to_string(),
             };
             log::error!(
-                "{what} not sent: its promise is not on disk{}",
+                "{}{what} not sent: its promise is not on disk{}",
+                self.tag,
                 LogLimiter::<CAUSES>::note(n)
             );
         }
@@ -343,6 +388,7 @@ impl WitnessNode {
             }
             Verdict::Refuse(r) => {
                 self.counters.votes_refused += 1;
+                self.observed.votes_refused[cause::reason(&r)] += 1;
                 self.limits.allow(cause::vote_refused(&r), now)
             }
         };
@@ -352,8 +398,13 @@ impl WitnessNode {
             } else {
                 String::new()
             };
+            let guest = if self.set.guest.is_empty() {
+                String::new()
+            } else {
+                format!("\"guest\":\"{}\",", self.set.guest)
+            };
             log::info!(
-                "{{\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{}{suppressed}}}",
+                "{{{guest}\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{}{suppressed}}}",
                 v.witness, v.query, v.epoch.0, v.verdict, v.view.app, v.view.primary_host, v.view.standby_host
             );
         }
@@ -364,7 +415,8 @@ impl WitnessNode {
             Verdict::Grant => {
                 self.counters.leases_granted += 1;
                 log::debug!(
-                    "lease {} to the primary of epoch {} for {:?}",
+                    "{}lease {} to the primary of epoch {} for {:?}",
+                    self.tag,
                     r.req,
                     r.epoch.0,
                     r.duration
@@ -372,9 +424,11 @@ impl WitnessNode {
             }
             Verdict::Refuse(why) => {
                 self.counters.leases_refused += 1;
+                self.observed.leases_refused[cause::reason(&why)] += 1;
                 if let Some(n) = self.limits.allow(cause::lease_refused(&why), now) {
                     log::info!(
-                        "lease {} refused to the primary of epoch {}: {}{}",
+                        "{}lease {} refused to the primary of epoch {}: {}{}",
+                        self.tag,
                         r.req,
                         r.epoch.0,
                         r.verdict,
@@ -395,6 +449,16 @@ impl WitnessNode {
         detail: &str,
         out: &mut Effects,
     ) {
+        let t = ProbeTarget::ALL
+            .iter()
+            .position(|x| *x == target)
+            .unwrap_or(0);
+        let c = ProbeClass::ALL
+            .iter()
+            .position(|x| *x == class)
+            .unwrap_or(0);
+        self.observed.probes[t][c] += 1;
+        self.observed.latency[t].record(took);
         let before = self.core.view(now);
         self.core_step(
             now,
@@ -410,7 +474,8 @@ impl WitnessNode {
         if before != after {
             if let Some(n) = self.limits.allow(cause::VIEW_CHANGE, now) {
                 log::info!(
-                    "view changed after {target} probe {class} ({detail}): application {} -> {}, primary daemon {} -> {}, standby daemon {} -> {}{}",
+                    "{}view changed after {target} probe {class} ({detail}): application {} -> {}, primary daemon {} -> {}, standby daemon {} -> {}{}",
+                    self.tag,
                     before.app, after.app, before.primary_host, after.primary_host, before.standby_host, after.standby_host,
                     LogLimiter::<CAUSES>::note(n)
                 );
@@ -507,7 +572,10 @@ impl WitnessNode {
             Dgram::Protected(p) => self.core_step(now, Input::Protected(p), None, out),
             Dgram::Maintenance { on } => {
                 if on && self.maintenance_until.is_none_or(|u| now >= u) {
-                    log::info!("the standby's operator paused automatic takeovers (maintenance)");
+                    log::info!(
+                        "{}the standby's operator paused automatic takeovers (maintenance)",
+                        self.tag
+                    );
                 }
                 self.maintenance_until = on.then(|| now.plus(Duration::from_secs(3)));
             }
@@ -520,7 +588,7 @@ impl WitnessNode {
                     needs: None,
                 },
             ),
-            other => log::debug!("ignored {} from {from}", other.name()),
+            other => log::debug!("{}ignored {} from {from}", self.tag, other.name()),
         }
         // Requests and notices may carry a newer epoch: later datagrams carry it too.
     }
@@ -543,7 +611,8 @@ impl WitnessNode {
                 None => "nowhere (both daemons answer as standbys)".to_string(),
             };
             log::info!(
-                "the primary's host is now {now_at} (the daemon at slot {i} answers as {:?} in epoch {})",
+                "{}the primary's host is now {now_at} (the daemon at slot {i} answers as {:?} in epoch {})",
+                self.tag,
                 env.from.role,
                 env.epoch
             );
@@ -577,9 +646,19 @@ impl WitnessNode {
         self.maintenance_until.is_some_and(|u| now < u)
     }
 
+    /// The rollback guard the node knows to be on disk.
+    pub fn on_disk(&self) -> Persisted {
+        self.on_disk
+    }
+
     /// The counters.
     pub fn counters(&self) -> Counters {
         self.counters
+    }
+
+    /// What it observed, for metrics.
+    pub fn observed(&self) -> &Observed {
+        &self.observed
     }
 
     /// The epoch its datagrams carry.

@@ -17,6 +17,7 @@ fn node() -> WitnessNode {
             probe_interval: Duration::from_millis(20),
             probe_timeout: Duration::from_millis(50),
             report_interval: Duration::from_millis(50),
+            guest: String::new(),
         },
         core,
         p,

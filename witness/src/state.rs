@@ -155,7 +155,8 @@ impl Store for FileStore {
 }
 
 /// Carry out a node step's effects: saves go to `store`, datagrams to `send(to, dest, msg)`,
-/// in order. A grant leaves only if the state it needs was saved in this batch; a failed save
+/// in order. A grant leaves only if the state it needs is on disk: saved in this batch, or
+/// known on disk before it (and not put in doubt by a failed save since); a failed save
 /// is told to the node, and so is every grant withheld for it (the node saves again at its next
 /// step). This is the one place where the order "promise on disk, then the grant" is kept.
 pub fn carry_out(
@@ -165,15 +166,16 @@ pub fn carry_out(
     store: &mut impl Store,
     mut send: impl FnMut(To, Option<Dest>, Dgram),
 ) {
-    // The state the disk holds after this batch's saves (None: not known to be saved).
-    let mut durable = None;
+    // The state the disk holds (None: not known after a failed save). Before this batch's
+    // saves, what the node knows to be on disk: a grant whose promise is there already (a
+    // lease renewed while nothing changed) needs no save to leave.
+    let mut durable = Some(node.on_disk());
     for e in effects {
         match e {
             Effect::Save(p) => {
                 let r = store.save(&p).map_err(|e| e.to_string());
-                if r.is_ok() {
-                    durable = Some(p);
-                }
+                // A failed save may have left either state behind: neither counts as durable.
+                durable = r.is_ok().then_some(p);
                 node.saved(now, p, r);
             }
             Effect::Send {
@@ -217,6 +219,7 @@ mod tests {
                 probe_interval: Duration::from_millis(10),
                 probe_timeout: Duration::from_millis(30),
                 report_interval: Duration::from_millis(50),
+                guest: String::new(),
             },
             core,
             p,
@@ -305,6 +308,70 @@ mod tests {
         // Nothing changed: nothing saved again.
         step(&mut n, 201, Event::Tick, &mut store, &log);
         assert_eq!(log.borrow().len(), 2);
+    }
+
+    fn lease_request(req: u32, last_acked: u64, last_sent: u64) -> Event {
+        Event::Datagram {
+            from: "127.0.0.1:9".parse().expect("addr"),
+            env: Envelope {
+                from: Sender {
+                    role: Role::Primary,
+                    id: 5,
+                },
+                incarnation: 1,
+                epoch: 1,
+                to: None,
+            },
+            msg: Dgram::LeaseRequest(hsb_common::decision::proto::LeaseRequest {
+                epoch: Epoch(1),
+                req,
+                last_acked,
+                last_sent,
+            }),
+        }
+    }
+
+    /// A primary cut off from its standby renews its lease with the same request (its acked
+    /// checkpoint does not move, so the rollback guard does not change and nothing is saved):
+    /// the renewal's promise is on disk already, and the grant leaves. (Before, only a grant
+    /// whose state was saved in the same step left, so the first renewal was withheld and the
+    /// primary fenced itself half a lease later.)
+    #[test]
+    fn a_renewal_whose_promise_is_on_disk_already_leaves() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let mut store = Journal {
+            log: log.clone(),
+            fail: false,
+        };
+        let core = WitnessCore::first_boot(Config::default(), 1, ms(0));
+        let p = core.persisted();
+        let mut n = WitnessNode::new(
+            NodeSettings {
+                probe_interval: Duration::from_millis(10),
+                probe_timeout: Duration::from_millis(30),
+                report_interval: Duration::from_millis(50),
+                guest: String::new(),
+            },
+            core,
+            p,
+            ms(0),
+        );
+        let mut leases = 0;
+        for (t, req) in [(100u64, 1u32), (1100, 2), (2100, 3)] {
+            let fx = n.step(ms(t), lease_request(req, 40, 45));
+            carry_out(&mut n, ms(t), fx, &mut store, |_, _, m| {
+                if matches!(m, Dgram::LeaseReply(r) if r.verdict.granted()) {
+                    leases += 1;
+                }
+            });
+        }
+        assert_eq!(n.counters().grants_withheld, 0, "{:?}", log.borrow());
+        assert_eq!(leases, 3, "saves: {:?}", log.borrow());
+        assert!(
+            log.borrow().len() <= 1,
+            "saved again without a change: {:?}",
+            log.borrow()
+        );
     }
 
     /// A grant whose promise is already on disk (a second query of the same takeover, say, or

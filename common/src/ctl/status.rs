@@ -82,8 +82,35 @@ pub fn standby(s: &Status<'_>) -> Health {
 
 /// hsb-witness: the application down (or failed in the guest) is down; the application up and
 /// both daemons answering is healthy; anything else (no probe result yet, failing, a daemon out
-/// of reach) is degraded.
+/// of reach) is degraded. A witness serving several guests answers with a `guest NAME` line
+/// before each guest's lines: its health is the worst of its guests'.
 pub fn witness(s: &Status<'_>) -> Health {
+    let starts: Vec<usize> = s
+        .lines
+        .iter()
+        .enumerate()
+        .filter(|(_, (k, _))| *k == "guest")
+        .map(|(i, _)| i)
+        .collect();
+    if starts.is_empty() {
+        return witness_guest(s);
+    }
+    let mut worst = Health::Healthy;
+    for (n, &at) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(s.lines.len());
+        let block = Status {
+            lines: s.lines[at + 1..end].to_vec(),
+        };
+        let h = witness_guest(&block);
+        if h.code() > worst.code() {
+            worst = h;
+        }
+    }
+    worst
+}
+
+/// One guest's lines of a witness's answer.
+fn witness_guest(s: &Status<'_>) -> Health {
     match s.get("application") {
         Some("down" | "guest-failure") => Health::Down,
         Some("up")
@@ -253,6 +280,35 @@ mod tests {
         assert_eq!(on("active", "activated"), Health::Degraded);
         assert_eq!(on("waiting-for-primary", "stepped-down"), Health::Down);
         assert_eq!(on("replicating", "refused-stale"), Health::Down);
+    }
+
+    #[test]
+    fn witness_health_is_the_worst_of_its_guests() {
+        let guest = |app: &str, p: bool| {
+            format!("application {app}\nprimary_daemon {p}\nstandby_daemon true\n")
+        };
+        let text = |blocks: &[String]| {
+            let mut t = String::from("role witness\nnode w\nguests a,b\n");
+            for (i, b) in blocks.iter().enumerate() {
+                t.push_str(&format!("guest g{i}\n{b}"));
+            }
+            t
+        };
+        for (blocks, want) in [
+            (vec![guest("up", true), guest("up", true)], Health::Healthy),
+            (
+                vec![guest("up", true), guest("up", false)],
+                Health::Degraded,
+            ),
+            (
+                vec![guest("failing", true), guest("down", true)],
+                Health::Down,
+            ),
+            (vec![guest("down", false), guest("up", true)], Health::Down),
+        ] {
+            let t = text(&blocks);
+            assert_eq!(Health::of(&Status::parse(&t), "witness"), want, "{t}");
+        }
     }
 
     #[test]

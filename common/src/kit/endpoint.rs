@@ -30,6 +30,19 @@ pub enum Received {
     Empty,
 }
 
+/// Bind the UDP socket `what` (named in the error) at `addr` and register it for reading.
+pub fn bind(
+    what: &str,
+    addr: SocketAddr,
+    registry: &mio::Registry,
+    token: mio::Token,
+) -> io::Result<UdpSocket> {
+    let mut udp = UdpSocket::bind(addr)
+        .map_err(|e| io::Error::new(e.kind(), format!("{what} {addr}: {e}")))?;
+    registry.register(&mut udp, token, mio::Interest::READABLE)?;
+    Ok(udp)
+}
+
 /// A daemon's datagram endpoint.
 pub struct Endpoint {
     inbox: Inbox,

@@ -6,9 +6,15 @@
 //! - [`endpoint`]: sealed datagrams, sent and received with errors counted.
 //! - [`decisions`]: evidence into the log, the decision log and status (rule 7).
 //! - [`authority`]: carrying out a primary's authority (witness traffic, evidence, duties).
+//! - [`metrics`]: the Prometheus text format (families, counters, gauges, histograms).
+//! - [`http`]: the bounded HTTP responder that serves it (`metrics_listen`) on the loop's tokens.
+//! - [`notify`]: systemd's READY, STATUS, STOPPING and WATCHDOG notifications, from the loop.
 
 pub mod authority;
 pub mod deadlines;
 pub mod decisions;
 pub mod endpoint;
 pub mod hooks;
+pub mod http;
+pub mod metrics;
+pub mod notify;

@@ -1,0 +1,502 @@
+//! hsb-standby's shell: one mio loop that turns bytes into [`Event`]s for the node and carries
+//! out its [`Effect`]s. It owns the sockets (the replication listener and connections in
+//! `conns.rs`, the witness and heartbeat endpoints, the control socket, the activated model's
+//! service, the ping node's connection), the replica and the checkpoint receiver, the host
+//! state file, the decision log, hooks, the clock and the signals; it decides nothing.
+
+use std::io;
+use std::time::Duration;
+
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Events, Interest, Poll, Token};
+
+use hsb_common::ctl::CtlServer;
+use hsb_common::decision::Epoch;
+use hsb_common::key::ClusterKey;
+use hsb_common::kit::decisions::Decisions;
+use hsb_common::kit::endpoint::Endpoint;
+use hsb_common::kit::hooks::{HookEnd, Hooks};
+use hsb_common::kit::http::MetricsServer;
+use hsb_common::kit::notify::Notifier;
+use hsb_common::node_state::NodeState;
+use hsb_common::signals::{Request, SignalHandler};
+use hsb_common::time::{Clock, Nanos};
+use hsb_domain::checkpoint::Receiver;
+use hsb_domain::service::Service;
+use hsb_standby::config::{schema, Settings};
+use hsb_standby::node::{Effect, Event, FailoverConfig, NodeConfig, StandbyNode, SLOTS};
+
+use crate::conns::Wire;
+use crate::replica::Rep;
+
+pub(crate) const LISTENER: Token = Token(1);
+const SIGNALS: Token = Token(4);
+pub(crate) const WITNESS_UDP: Token = Token(5);
+pub(crate) const PING: Token = Token(6);
+pub(crate) const HEARTBEAT_BASE: usize = 20;
+/// Heartbeat links at most.
+pub(crate) const HEARTBEAT_LINKS: usize = 4;
+const CTL_BASE: usize = 10;
+const METRICS_BASE: usize = 30;
+/// How often systemd's STATUS is brought up to date (when it changed).
+const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
+/// Replication connections: tokens `CONN_BASE..CONN_BASE + SLOTS`.
+pub(crate) const CONN_BASE: usize = 100;
+pub(crate) const SERVICE_BASE: usize = 1000;
+/// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
+/// `stats_interval` only paces a log line; `on_activate` is read when the replica activates.
+const RELOADED: &[&str] = &["stats_interval", "on_activate"];
+/// How long `on_activate` may run before it is killed with its process group.
+const ON_ACTIVATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The datagram side, when failover is on.
+pub(crate) struct Failover {
+    pub(crate) witness_udp: UdpSocket,
+    pub(crate) heartbeat_udp: Vec<UdpSocket>,
+    pub(crate) ep: Endpoint,
+    pub(crate) decisions: Decisions,
+    pub(crate) ping: Option<TcpStream>,
+}
+
+/// The running standby.
+pub struct Daemon {
+    pub(crate) s: Settings,
+    pub(crate) key: ClusterKey,
+    pub(crate) clock: Clock,
+    pub(crate) poll: Poll,
+    pub(crate) listener: TcpListener,
+    pub(crate) wires: Vec<Option<Wire>>,
+    pub(crate) node: StandbyNode,
+    pub(crate) receiver: Receiver,
+    pub(crate) replica: Rep,
+    pub(crate) ctl: CtlServer,
+    pub(crate) service: Option<Service>,
+    pub(crate) failover: Option<Failover>,
+    pub(crate) hooks: Hooks,
+    /// Become hsb-primary at the end of this turn of the loop.
+    pub(crate) hand_over: Option<(Epoch, u64, bool)>,
+    pub(crate) requests: u64,
+    pub(crate) next_stats: Nanos,
+    /// The last accept stopped at its bound: go on at the next turn of the loop.
+    pub(crate) more_to_accept: bool,
+    /// A connection just accepted, while the node decides on a slot for it.
+    pub(crate) incoming: Option<TcpStream>,
+    /// Prometheus metrics (`metrics_listen`).
+    pub(crate) metrics: Option<MetricsServer>,
+    /// systemd's notifications (`$NOTIFY_SOCKET`).
+    pub(crate) notify: Notifier,
+    next_notify_status: Nanos,
+}
+
+impl Daemon {
+    /// Open the replica, bind the sockets, open the decision log.
+    pub fn new(s: Settings, key: ClusterKey, host: NodeState) -> io::Result<Daemon> {
+        let poll = Poll::new()?;
+        let mut listener = TcpListener::bind(s.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("replication address {}: {e}", s.listen))
+        })?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let ctl = CtlServer::bind(
+            &s.control,
+            s.control_group.as_ref(),
+            poll.registry(),
+            CTL_BASE,
+        )
+        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+        let replica = Rep::open(&s).map_err(|e| io::Error::other(format!("replica: {e}")))?;
+        let (pfn_limit, max_pages) = replica.layout();
+        let receiver = match &replica {
+            Rep::Model(_) => Receiver::new(s.model_pages),
+            Rep::Xen(_) => Receiver::for_layout(pfn_limit, max_pages, false),
+        };
+        log::info!(
+            "node {} ({}): replica of {} pages ({} MiB), staging {} MiB allocated; waiting for the primary on {}",
+            s.node,
+            replica.describe(),
+            max_pages,
+            (max_pages * 4096) >> 20,
+            receiver.capacity() >> 20,
+            s.listen
+        );
+        let metrics = match s.metrics_listen {
+            None => None,
+            Some(a) => {
+                let m = MetricsServer::bind(a, poll.registry(), METRICS_BASE).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("metrics address {a} (key metrics_listen): {e}"),
+                    )
+                })?;
+                log::info!("metrics at http://{}/metrics", m.local_addr()?);
+                Some(m)
+            }
+        };
+        let clock = Clock::new();
+        let now = clock.now();
+        let mut query_base = [0u8; 4];
+        hsb_common::rng::os_random(&mut query_base)?;
+        let query_base = u32::from_le_bytes(query_base);
+        let failover = if s.failover {
+            Some(crate::sockets::open_failover(
+                &s, &key, &poll, now, &host, query_base,
+            )?)
+        } else {
+            None
+        };
+        let cfg = NodeConfig {
+            node: s.node.clone(),
+            domain_pages: pfn_limit,
+            primary_allow: s.primary_allow.clone(),
+            service: s.service,
+            promote: !s.promote_config.as_os_str().is_empty(),
+            failover: s.failover.then(|| FailoverConfig {
+                decision: s.decision.clone(),
+                witness_peers: s.witness_peers.clone(),
+                primary_witness: s.primary_witness,
+                ping_node: s.ping_node,
+                query_base,
+            }),
+        };
+        Ok(Daemon {
+            node: StandbyNode::new(cfg, host, now),
+            next_stats: now.plus(s.stats_interval),
+            failover,
+            hooks: Hooks::new(),
+            hand_over: None,
+            requests: 0,
+            more_to_accept: false,
+            incoming: None,
+            replica,
+            receiver,
+            s,
+            key,
+            clock,
+            poll,
+            listener,
+            wires: (0..SLOTS).map(|_| None).collect(),
+            ctl,
+            service: None,
+            metrics,
+            notify: Notifier::from_env(),
+            next_notify_status: now,
+        })
+    }
+
+    /// Run until a stop signal.
+    pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
+        let now = self.clock.now();
+        let fx = self.node.start(now);
+        self.carry_out_all(now, fx);
+        signals.register(self.poll.registry(), SIGNALS)?;
+        let mut events = Events::with_capacity(256);
+        let now = self.clock.now();
+        let summary = crate::status::summary(&self, now);
+        self.notify.ready(now, &summary);
+        self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+        loop {
+            let now = self.clock.now();
+            let timeout = self.deadline(now).since(now);
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = self.clock.now();
+            // Signals first: a stop ends the loop before anything else of this turn is done
+            // (no checkpoint applied, no decision taken, no activation).
+            if events.iter().any(|e| signals.owns(e.token())) {
+                for r in signals.take(now) {
+                    match r {
+                        Request::Stop(name) => {
+                            self.notify.stopping(now, &format!("{name}: stopping"));
+                            self.shutdown(name);
+                            return Ok(());
+                        }
+                        Request::Reload => self.reload(now, &signals),
+                        Request::Ignore(_) => {}
+                    }
+                }
+            }
+            if self.node.activated().is_some() {
+                self.replica.run(now);
+            }
+            for ev in events.iter() {
+                let t = ev.token();
+                if t == LISTENER {
+                    self.accept(now);
+                } else if (CONN_BASE..CONN_BASE + SLOTS).contains(&t.0) {
+                    self.on_conn(now, t.0 - CONN_BASE);
+                } else if self.ctl.owns(t) {
+                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
+                        self.command(now, conn, &cmd);
+                    }
+                } else if t == WITNESS_UDP
+                    || (HEARTBEAT_BASE..HEARTBEAT_BASE + HEARTBEAT_LINKS).contains(&t.0)
+                {
+                    self.on_udp(now, t);
+                } else if t == PING {
+                    self.on_ping(now);
+                } else if self.service.as_ref().is_some_and(|s| s.owns(t)) {
+                    self.on_service(now, t);
+                } else if self.metrics.as_ref().is_some_and(|m| m.owns(t)) {
+                    self.on_metrics(t, now);
+                }
+            }
+            let now = self.clock.now();
+            self.ctl.tick(self.poll.registry(), now);
+            if let Some(m) = &mut self.metrics {
+                m.tick(self.poll.registry(), now);
+            }
+            self.notify.tick(now);
+            if now >= self.next_notify_status {
+                self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+                let summary = crate::status::summary(&self, now);
+                self.notify.status(now, &summary);
+            }
+            if self.more_to_accept {
+                self.accept(now);
+            }
+            self.feed(now, Event::Tick);
+            if let Some(f) = self.failover.as_mut() {
+                f.decisions.recorder.flush();
+            }
+            self.bind_service();
+            self.watch_hooks(now);
+            if let Some((epoch, ckpt, forced)) = self.hand_over.take() {
+                crate::handover::hand_over(&mut self, now, epoch, ckpt, forced);
+            }
+            if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
+                crate::status::log_stats(&mut self, now);
+                self.next_stats = now.plus(self.s.stats_interval);
+            }
+        }
+    }
+
+    /// A scrape: render the metrics and answer it.
+    fn on_metrics(&mut self, t: Token, now: Nanos) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        if let Some(conn) = m.on_event(self.poll.registry(), t, now) {
+            let text = crate::metrics::text(self, now);
+            if let Some(m) = &mut self.metrics {
+                m.answer(self.poll.registry(), conn, &text, now);
+            }
+        }
+    }
+
+    /// When the loop must wake next.
+    fn deadline(&self, now: Nanos) -> Nanos {
+        if self.more_to_accept {
+            return now;
+        }
+        let mut d = now.plus(Duration::from_secs(60));
+        if self.s.stats_interval > Duration::ZERO {
+            d = d.min(self.next_stats);
+        }
+        if self.node.activated().is_some() {
+            // The model's workload runs in steps of the loop.
+            d = d.min(now.plus(Duration::from_millis(25)));
+        }
+        for t in [
+            self.node.next_deadline(now),
+            self.ctl.next_deadline(),
+            self.hooks.next_deadline(),
+            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+            self.notify.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            d = d.min(t);
+        }
+        d.max(now)
+    }
+
+    /// Step the node with `ev` and carry out its effects in order; an effect's answer is
+    /// stepped at once, before the next effect.
+    pub(crate) fn feed(&mut self, now: Nanos, ev: Event) {
+        let fx = self.node.step(now, ev);
+        self.carry_out_all(now, fx);
+    }
+
+    fn carry_out_all(&mut self, now: Nanos, fx: hsb_standby::node::Effects) {
+        for e in fx {
+            if let Some(answer) = self.carry_out(now, e) {
+                self.feed(now, answer);
+            }
+        }
+    }
+
+    fn carry_out(&mut self, now: Nanos, e: Effect) -> Option<Event> {
+        match e {
+            Effect::Take { slot } => return self.take(now, slot),
+            Effect::Close { slot, why } => self.drop_wire(slot, &why),
+            Effect::AnswerHello {
+                slot,
+                epoch,
+                last_ckpt,
+                refuse,
+            } => return self.answer_hello(slot, epoch, last_ckpt, refuse),
+            Effect::Refuse { slot, reason } => return self.refuse(slot, &reason),
+            Effect::GoLive { slot } => {
+                self.receiver.new_session();
+                if let Some(w) = self.wires[slot].as_mut() {
+                    w.go_live(self.s.frame_max);
+                }
+            }
+            Effect::Discard => {
+                if self.receiver.staging() {
+                    log::warn!("replication: partial checkpoint discarded");
+                }
+                self.receiver.discard();
+            }
+            Effect::Ack { ckpt, epoch } => return self.send_ack(ckpt, epoch),
+            Effect::RecordHost { state, purpose } => {
+                let error = state.save(&self.s.state_file).err().map(|e| {
+                    format!(
+                        "cannot save state_file {}: {e}",
+                        self.s.state_file.display()
+                    )
+                });
+                return Some(Event::HostRecorded {
+                    purpose,
+                    state,
+                    error,
+                });
+            }
+            Effect::Activate { ckpt, epoch, by } => {
+                let error = self.activate(now, ckpt, epoch, &by).err();
+                return Some(Event::ReplicaActivated { error });
+            }
+            Effect::OnActivate { epoch, ckpt } => {
+                if !self.s.on_activate.is_empty() {
+                    let env = [
+                        ("HSB_EPOCH", epoch.0.to_string()),
+                        ("HSB_CHECKPOINT", ckpt.to_string()),
+                        ("HSB_NODE", self.s.node.clone()),
+                    ];
+                    match self.hooks.spawn(
+                        "on_activate",
+                        &self.s.on_activate,
+                        &env,
+                        now,
+                        ON_ACTIVATE_TIMEOUT,
+                    ) {
+                        Ok(pid) => log::info!(
+                            "on_activate: started {} (pid {pid})",
+                            self.s.on_activate.join(" ")
+                        ),
+                        Err(e) => log::error!("on_activate: cannot run it: {e}"),
+                    }
+                }
+            }
+            Effect::HandOver {
+                epoch,
+                ckpt,
+                forced,
+            } => self.hand_over = Some((epoch, ckpt, forced)),
+            Effect::FenceReplica => self.replica.fence(),
+            Effect::UnfenceReplica => self.replica.unfence(),
+            Effect::Send { to, dest, msg } => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.ep.send(&f.witness_udp, &msg, to, Some(dest));
+                }
+            }
+            Effect::Evidence { level, evidence } => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.decisions.evidence(level, &evidence);
+                }
+            }
+            Effect::Record(input) => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.decisions.input(now, input);
+                }
+            }
+            Effect::SetEpoch(epoch) => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.ep.set_epoch(epoch.0);
+                }
+            }
+            Effect::SetRole(role) => {
+                if let Some(f) = self.failover.as_mut() {
+                    f.ep.set_role(role);
+                }
+            }
+            Effect::Ping => return self.start_ping(),
+            Effect::CancelPing => {
+                if let Some(mut st) = self.failover.as_mut().and_then(|f| f.ping.take()) {
+                    let _ = self.poll.registry().deregister(&mut st);
+                }
+            }
+            Effect::Answer { conn, text } => self.ctl.answer(self.poll.registry(), conn, &text),
+            Effect::Defer { conn, until } => self.ctl.defer(conn, until),
+        }
+        None
+    }
+
+    fn watch_hooks(&mut self, now: Nanos) {
+        for f in self.hooks.poll(now) {
+            match f.end {
+                HookEnd::Done => log::info!("{}: done in {} ms", f.name, f.took.as_millis()),
+                end => log::error!(
+                    "{}: {end:?} after {} ms; clients may not reach this copy",
+                    f.name,
+                    f.took.as_millis()
+                ),
+            }
+        }
+    }
+
+    /// SIGTERM, SIGINT or SIGQUIT: stop. A standby that stops does not activate (its replica
+    /// stays as it is, paused); an activated one stops serving. Its primary then runs on
+    /// without a standby (unprotected under the witnesses' leases, with automatic failover).
+    fn shutdown(&mut self, signal: &str) {
+        log::warn!(
+            "{signal}: stopping: {}; the replica is not activated by this stop",
+            match (self.node.activated(), self.receiver.applied()) {
+                (Some(n), _) => format!(
+                    "active since checkpoint {n} (the model's service stops with this process; a Xen guest runs on)"
+                ),
+                (None, Some(n)) => format!("replica at checkpoint {n}"),
+                (None, None) => "no checkpoint applied".to_string(),
+            }
+        );
+        if let Some(f) = self.failover.as_mut() {
+            f.decisions.recorder.flush();
+        }
+        self.ctl.stopped(signal);
+    }
+
+    /// SIGHUP: reopen the decision log, reload the configuration, apply [`RELOADED`] and log
+    /// every other changed key as waiting for a restart. A configuration that does not load or
+    /// check changes nothing.
+    fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
+        log::info!(
+            "SIGHUP: reopening the decision log and reloading the configuration from {}",
+            signals.source()
+        );
+        if let Some(f) = self.failover.as_mut() {
+            f.decisions.recorder.sighup(now);
+        }
+        let Some((new, changed)) = signals.reload_logged(schema(), Settings::from_config) else {
+            return;
+        };
+        if new.stats_interval != self.s.stats_interval {
+            log::info!(
+                "SIGHUP: stats_interval {:?} -> {:?}",
+                self.s.stats_interval,
+                new.stats_interval
+            );
+            self.s.stats_interval = new.stats_interval;
+            self.next_stats = now.plus(new.stats_interval);
+        }
+        if new.on_activate != self.s.on_activate {
+            log::info!("SIGHUP: on_activate is now '{}'", new.on_activate.join(" "));
+            self.s.on_activate = new.on_activate;
+        }
+        let waiting = SignalHandler::restart_needed(&changed, RELOADED);
+        log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
+    }
+}

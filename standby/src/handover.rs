@@ -1,0 +1,83 @@
+//! Becoming the primary after an activation (with `promote_config`): the model domain's image
+//! is written and hsb-primary is exec'd in this epoch from the replica's checkpoint.
+
+use hsb_common::decision::Epoch;
+use hsb_common::time::Nanos;
+
+use crate::daemon::Daemon;
+use crate::replica::Rep;
+
+/// Write the domain image and exec hsb-primary at `epoch` with `promote_config`. It starts
+/// unprotected under the witnesses' leases and synchronises the standby it is configured for
+/// from scratch. Returns only if the hand-over fails, and then this process keeps serving.
+/// Under systemd the unit's main process stays this one: hsb-primary notifies `READY=1` in its
+/// place once it is up.
+pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bool) {
+    use std::os::unix::process::CommandExt;
+    let s = &d.s;
+    let image = &s.promote_image;
+    if let Some(dir) = image.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // A Xen guest stays where it runs: hsb-primary attaches to it (xen.domain in
+    // promote_config). The model domain lives in this process and moves as an image.
+    let saved = match &d.replica {
+        Rep::Model(m) => m.save_image(image).map(|()| true),
+        Rep::Xen(_) => Ok(false),
+    };
+    let with_image = match saved {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!(
+                "promote: cannot write the domain image {}: {e}; staying hsb-standby",
+                image.display()
+            );
+            return;
+        }
+    };
+    let primary = match std::env::current_exe() {
+        Ok(p) => p.with_file_name("hsb-primary"),
+        Err(e) => {
+            log::error!("promote: cannot find this executable: {e}");
+            return;
+        }
+    };
+    // Checkpoint numbers go on from the replica's: witnesses hold this epoch's stale mark
+    // against them (rule 10: they never go back).
+    log::warn!(
+        "promoting: exec {} run -c {} in epoch {epoch} from {} (checkpoint {ckpt})",
+        primary.display(),
+        s.promote_config.display(),
+        image.display()
+    );
+    log::logger().flush();
+    d.notify.before_exec(
+        now,
+        &format!(
+            "standby, epoch {epoch}: activated from checkpoint {ckpt}; handing over to hsb-primary"
+        ),
+    );
+    let e = std::process::Command::new(&primary)
+        .arg("run")
+        .arg("-c")
+        .arg(&s.promote_config)
+        .arg("--set")
+        .arg(if with_image {
+            format!("start_image={}", image.display())
+        } else {
+            "start_image=".to_string()
+        })
+        .arg("--set")
+        .arg(format!("start_epoch={}", epoch.0))
+        .arg("--set")
+        .arg(format!("start_checkpoint={ckpt}"))
+        .arg("--set")
+        .arg(format!("state_file={}", s.state_file.display()))
+        .arg("--set")
+        .arg(format!("start_forced={forced}"))
+        .exec();
+    log::error!(
+        "promote: exec {} failed: {e}; staying hsb-standby",
+        primary.display()
+    );
+}

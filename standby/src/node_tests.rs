@@ -1,0 +1,335 @@
+//! Unit tests of the standby node, driven by a harness that answers its effects as the daemon
+//! does (each answer stepped at once).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use hsb_common::decision::{self, Epoch};
+use hsb_common::msg::{self, Hello, Role};
+use hsb_common::node_state::{NodeRole, NodeState};
+use hsb_common::time::Nanos;
+
+use super::*;
+
+fn addr(host: u8, port: u16) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, host], port))
+}
+
+fn config(failover: bool) -> NodeConfig {
+    NodeConfig {
+        node: "standby".into(),
+        domain_pages: 2048,
+        primary_allow: vec![],
+        service: addr(100, 7000),
+        promote: false,
+        failover: failover.then(|| FailoverConfig {
+            decision: decision::Config::default(),
+            witness_peers: vec![
+                (1, addr(11, 7400)),
+                (2, addr(12, 7400)),
+                (3, addr(13, 7400)),
+            ],
+            primary_witness: addr(1, 7300),
+            ping_node: None,
+            query_base: 5,
+        }),
+    }
+}
+
+fn host() -> NodeState {
+    NodeState {
+        epoch: Epoch(1),
+        role: NodeRole::Standby,
+        checkpoint: 0,
+        incarnation: 9,
+        maintenance: false,
+    }
+}
+
+fn hello(node: &str, epoch: u64, incarnation: u64, nonce: u8, pages: u64) -> Hello {
+    Hello {
+        role: Role::Primary,
+        node: msg::node_name(node),
+        epoch,
+        nonce: [nonce; 16],
+        domain_pages: pages,
+        last_ckpt: 0,
+        incarnation,
+    }
+}
+
+struct Harness {
+    node: StandbyNode,
+    now: Nanos,
+    record_ok: bool,
+    effects: Vec<Effect>,
+}
+
+impl Harness {
+    fn new(failover: bool) -> Harness {
+        Harness {
+            node: StandbyNode::new(config(failover), host(), Nanos(0)),
+            now: Nanos(0),
+            record_ok: true,
+            effects: Vec::new(),
+        }
+    }
+
+    fn feed(&mut self, ev: Event) {
+        for e in self.node.step(self.now, ev) {
+            self.effects.push(e.clone());
+            let answer = match e {
+                Effect::RecordHost { state, purpose } => Some(Event::HostRecorded {
+                    purpose,
+                    state,
+                    error: (!self.record_ok).then(|| "disk on fire".to_string()),
+                }),
+                Effect::Activate { .. } => Some(Event::ReplicaActivated { error: None }),
+                _ => None,
+            };
+            if let Some(a) = answer {
+                self.feed(a);
+            }
+        }
+    }
+
+    fn at(&mut self, ms: u64) -> &mut Harness {
+        self.now = Nanos::from_millis(ms);
+        self
+    }
+
+    /// Accept a connection: the slot it got.
+    fn connect(&mut self, host: u8) -> Option<usize> {
+        let before = self.effects.len();
+        self.feed(Event::Incoming {
+            peer: addr(host, 40000),
+        });
+        self.effects[before..].iter().find_map(|e| match e {
+            Effect::Take { slot } => Some(*slot),
+            _ => None,
+        })
+    }
+
+    /// A whole session on a new connection: the slot.
+    fn session(&mut self, h: Hello) -> usize {
+        let slot = self.connect(1).expect("a slot");
+        self.feed(Event::Hello { slot, hello: h });
+        self.feed(Event::Confirmed { slot });
+        slot
+    }
+
+    fn last(&self) -> Option<&Effect> {
+        self.effects.last()
+    }
+
+    fn answers(&self) -> Vec<String> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Answer { text, .. } => Some(text.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[test]
+fn a_session_opens_and_applied_checkpoints_are_acknowledged() {
+    let mut h = Harness::new(false);
+    let slot = h.session(hello("primary", 1, 1, 7, 2048));
+    assert_eq!(h.node.current(), Some(slot));
+    assert_eq!(h.last(), Some(&Effect::GoLive { slot }));
+    h.at(30).feed(Event::Applied {
+        slot,
+        ckpt: 1,
+        full: true,
+        pages: 2048,
+        bytes: 8 << 20,
+        took: Duration::from_millis(5),
+    });
+    assert_eq!(
+        h.last(),
+        Some(&Effect::Ack {
+            ckpt: 1,
+            epoch: Epoch(1)
+        })
+    );
+    assert_eq!(h.node.applied(), Some(1));
+    assert_eq!(h.node.state_name(), "replicating");
+}
+
+#[test]
+fn a_primary_of_another_size_is_refused_under_the_session_keys() {
+    let mut h = Harness::new(false);
+    let slot = h.connect(1).expect("a slot");
+    h.feed(Event::Hello {
+        slot,
+        hello: hello("primary", 1, 1, 7, 4096),
+    });
+    match h.last() {
+        Some(Effect::AnswerHello {
+            refuse: Some(why), ..
+        }) => assert!(why.contains("domain size mismatch"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.node.slot(slot).map(|s| s.stage), Some(Stage::Closing));
+    assert_eq!(h.node.stats().connections_refused, 1);
+}
+
+/// A flood of silent connections: the pool of pending handshakes stays bounded, the oldest
+/// give way, the live session never does, and the silent ones expire.
+#[test]
+fn a_flood_never_pushes_out_the_live_session() {
+    let mut h = Harness::new(false);
+    let live = h.session(hello("primary", 1, 1, 7, 2048));
+    for i in 0..40 {
+        h.at(i);
+        assert!(h.connect(50).is_some());
+        assert!(h.node.pending_handshakes() <= slots::PENDING);
+    }
+    assert_eq!(h.node.current(), Some(live));
+    assert_eq!(
+        h.node.stats().handshakes_evicted,
+        40 - slots::PENDING as u64
+    );
+    h.at(5000).feed(Event::Tick);
+    assert_eq!(h.node.pending_handshakes(), 0);
+    assert_eq!(h.node.stats().handshakes_expired, slots::PENDING as u64);
+    assert_eq!(h.node.current(), Some(live));
+}
+
+#[test]
+fn only_a_newer_primary_replaces_the_live_session() {
+    let mut h = Harness::new(false);
+    let first = h.session(hello("a", 2, 1, 1, 2048));
+    // An older epoch is refused.
+    let old = h.connect(2).expect("slot");
+    h.feed(Event::Hello {
+        slot: old,
+        hello: hello("b", 1, 1, 2, 2048),
+    });
+    assert!(matches!(
+        h.last(),
+        Some(Effect::AnswerHello {
+            refuse: Some(_),
+            ..
+        })
+    ));
+    assert_eq!(h.node.current(), Some(first));
+    // The same node restarted (a higher incarnation) takes over.
+    let restarted = h.session(hello("a", 2, 5, 3, 2048));
+    assert_eq!(h.node.current(), Some(restarted));
+    assert_eq!(h.node.stats().sessions_replaced, 1);
+    assert!(h.effects.contains(&Effect::Discard));
+}
+
+#[test]
+fn the_operator_activates_without_failover_after_the_host_state_is_written() {
+    let mut h = Harness::new(false);
+    // Nothing applied: nothing to activate.
+    h.feed(Event::Operator {
+        conn: 3,
+        cmd: OperatorCmd::Activate { force: false },
+    });
+    assert!(h.answers()[0].starts_with("error: nothing to activate"));
+    let slot = h.session(hello("primary", 1, 1, 7, 2048));
+    h.feed(Event::Applied {
+        slot,
+        ckpt: 12,
+        full: true,
+        pages: 1,
+        bytes: 1,
+        took: Duration::ZERO,
+    });
+    h.feed(Event::Operator {
+        conn: 4,
+        cmd: OperatorCmd::Activate { force: false },
+    });
+    let kinds: Vec<&str> = h
+        .effects
+        .iter()
+        .rev()
+        .take(5)
+        .map(|e| match e {
+            Effect::RecordHost { .. } => "record",
+            Effect::Close { .. } => "close",
+            Effect::Discard => "discard",
+            Effect::Activate { .. } => "activate",
+            Effect::OnActivate { .. } => "hook",
+            Effect::Answer { .. } => "answer",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["answer", "hook", "activate", "discard", "close"]);
+    assert_eq!(h.node.activated(), Some(12));
+    assert_eq!(h.node.host().role, NodeRole::Primary);
+    assert_eq!(h.node.host().epoch, Epoch(2));
+    assert!(h.answers()[1].starts_with("activated: the replica at checkpoint 12"));
+    assert_eq!(h.node.current(), None);
+}
+
+#[test]
+fn an_activation_whose_host_state_cannot_be_written_does_not_happen() {
+    let mut h = Harness::new(false);
+    let slot = h.session(hello("primary", 1, 1, 7, 2048));
+    h.feed(Event::Applied {
+        slot,
+        ckpt: 3,
+        full: true,
+        pages: 1,
+        bytes: 1,
+        took: Duration::ZERO,
+    });
+    h.record_ok = false;
+    h.feed(Event::Operator {
+        conn: 1,
+        cmd: OperatorCmd::Activate { force: false },
+    });
+    assert_eq!(h.node.activated(), None);
+    assert_eq!(h.node.current(), Some(slot), "still replicating");
+    assert!(h.answers()[0].starts_with("error: activation failed: not activated"));
+    assert!(!h
+        .effects
+        .iter()
+        .any(|e| matches!(e, Effect::Activate { .. })));
+}
+
+#[test]
+fn maintenance_is_written_then_told_to_the_primary_and_the_witnesses() {
+    let mut h = Harness::new(false);
+    h.feed(Event::Operator {
+        conn: 1,
+        cmd: OperatorCmd::Maintenance(true),
+    });
+    assert!(h.answers()[0].starts_with("error: automatic failover is off"));
+    let mut h = Harness::new(true);
+    h.feed(Event::Operator {
+        conn: 1,
+        cmd: OperatorCmd::Maintenance(true),
+    });
+    assert!(h.node.maintenance());
+    assert!(h.node.host().maintenance);
+    assert!(h.answers()[0].starts_with("maintenance on"));
+    let notices = h
+        .effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::Send {
+                    msg: hsb_common::wire::Dgram::Maintenance { on: true },
+                    ..
+                }
+            )
+        })
+        .count();
+    assert_eq!(notices, 4, "the primary and three witnesses");
+    // A failed write changes nothing.
+    h.record_ok = false;
+    h.feed(Event::Operator {
+        conn: 2,
+        cmd: OperatorCmd::Maintenance(false),
+    });
+    assert!(h.node.maintenance());
+    assert!(h.answers()[1].starts_with("error: cannot record maintenance mode"));
+}
