@@ -12,7 +12,7 @@ test: fmt-check clippy
     cargo test -p hsb-tests -- --test-threads=2
 
 # Protection over a slow replication link (htb at 10 and 100 Mbit/s on network namespaces; root):
-# reply latency, checkpoints per second and replica lag, as markdown for BENCHMARKS.md section 7.
+# reply latency, checkpoints per second and replica lag, as markdown for BENCHMARKS.md section 9.
 bench-link seconds="20":
     cargo build --release --workspace --bins
     ./target/release/hsb-faults --bench-link {{seconds}}
@@ -62,8 +62,8 @@ sim seeds="1000":
     ./target/release/hsb-sim --seeds {{seeds}}
 
 # Fuzz one target for a while (needs nightly and cargo-fuzz): `decode` (frames, messages, the
-# checkpoint receiver), `control` (the control protocol) or `config` (the configuration loader
-# with --set overrides).
+# checkpoint receiver), `codec` (the page decoders and the encoder's round trip), `control` (the
+# control protocol), `config` (the configuration loader with --set overrides) or `datagram`.
 fuzz target="decode" seconds="60":
     cd common && cargo +nightly fuzz run {{target}} -- -max_total_time={{seconds}}
 

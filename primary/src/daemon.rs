@@ -124,7 +124,9 @@ impl Daemon {
         let poll = Poll::new()?;
         let clock = Clock::new();
         let (mut dom, plug, service) = guest::open(&s, &poll, SERVICE_BASE)?;
-        let staging = Staging::new(dom.source().max_pages());
+        let pages = dom.source().max_pages();
+        let (mode, cache) = s.encode;
+        let staging = Staging::with_codec(pages, mode, (cache / 4096).min(pages));
         if plug.is_some() && s.max_unacked > 1 {
             log::info!(
                 "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"
@@ -478,20 +480,6 @@ impl Daemon {
             self.rejoin_pending = false;
             self.rejoin();
         }
-    }
-
-    /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
-    /// which the new primary then synchronises from scratch. Returns only if that fails.
-    fn rejoin(&mut self) {
-        if self.s.rejoin_config.as_os_str().is_empty() {
-            log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
-            return;
-        }
-        if let Some(f) = self.failover.as_mut() {
-            f.decisions.recorder.flush();
-        }
-        let e = crate::start::exec_standby(&self.s.rejoin_config, &self.s.state_file);
-        log::error!("rejoin: exec hsb-standby failed: {e}; staying paused");
     }
 
     /// SIGTERM, SIGINT or SIGQUIT: stop, releasing nothing more. Replies held under output

@@ -182,7 +182,12 @@ impl Daemon {
                     Err(e) => return self.bad_frame(now, e),
                 };
                 match r.on_frame(&self.key, kind, &frame) {
-                    Ok(Some(ev)) => self.feed(now, ev),
+                    Ok(Some(ev)) => {
+                        if let Event::Ack { ckpt, .. } = ev {
+                            self.staging.acked(ckpt, now);
+                        }
+                        self.feed(now, ev)
+                    }
                     Ok(None) => {}
                     Err(e) => return self.bad_frame(now, e),
                 }

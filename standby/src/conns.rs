@@ -244,7 +244,12 @@ impl Daemon {
             });
         }
         let body = &frame[HEADER_LEN..];
-        let Some(done) = self.receiver.on_frame(kind, body, &hash)? else {
+        // The replica is read as the reference of delta-encoded pages (it is at the previous
+        // checkpoint, which the primary encoded against).
+        let Some(done) = self
+            .receiver
+            .on_frame(kind, body, &hash, self.replica.replica())?
+        else {
             return Ok(());
         };
         let t0 = self.clock.now();

@@ -11,6 +11,7 @@
 mod conns;
 mod daemon;
 mod handover;
+mod metrics;
 mod replica;
 mod sockets;
 mod start;

@@ -274,6 +274,8 @@ pub struct PairOpts {
     pub standby_umask: Option<u32>,
     /// Environment variables of the primary (e.g. `NOTIFY_SOCKET`).
     pub primary_env: Vec<(String, String)>,
+    /// Environment variables of the standby.
+    pub standby_env: Vec<(String, String)>,
 }
 
 impl Default for PairOpts {
@@ -288,6 +290,7 @@ impl Default for PairOpts {
             extra_primary: vec![],
             standby_umask: None,
             primary_env: vec![],
+            standby_env: vec![],
         }
     }
 }
@@ -313,28 +316,30 @@ impl Pair {
             ),
         )
         .expect("write config");
-        let standby = match o.standby_umask {
-            None => Daemon::start(
-                "hsb-standby",
-                &standby_conf,
-                &dir.path("standby.sock"),
-                &dir.path("standby.log"),
-                &[],
-            ),
+        let mut cmd = match o.standby_umask {
+            None => {
+                let mut cmd = Command::new(bin("hsb-standby"));
+                cmd.arg("run").arg("-c").arg(&standby_conf);
+                cmd
+            }
             Some(mask) => {
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c")
                     .arg(format!("umask {mask:03o} && exec \"$0\" run -c \"$1\""))
                     .arg(bin("hsb-standby"))
                     .arg(&standby_conf);
-                Daemon::start_command(
-                    "hsb-standby",
-                    cmd,
-                    &dir.path("standby.sock"),
-                    &dir.path("standby.log"),
-                )
+                cmd
             }
         };
+        for (k, v) in &o.standby_env {
+            cmd.env(k, v);
+        }
+        let standby = Daemon::start_command(
+            "hsb-standby",
+            cmd,
+            &dir.path("standby.sock"),
+            &dir.path("standby.log"),
+        );
         standby.wait_for("standby up", Duration::from_secs(10), |_| true);
         let primary_conf = dir.path("primary.conf");
         let mut text = format!(

@@ -49,6 +49,68 @@ pub fn pages_from_config(
     Ok(mem / page)
 }
 
+/// How the model's workload writes a page (`model.write_pattern`): what a checkpoint's page
+/// encoding can save depends on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WritePattern {
+    /// One 8-byte word at a random place per page written (counters, pointers): the default.
+    #[default]
+    Counters,
+    /// This many 64-byte cache lines at random places per page written, random bytes.
+    Lines(u8),
+    /// The whole page, random bytes: nothing for deltas or compression to save.
+    Pages,
+}
+
+impl WritePattern {
+    /// Most cache lines per page of [`WritePattern::Lines`].
+    pub const MAX_LINES: u8 = 64;
+
+    /// Read `counters`, `lines:N` (N from 1 to 64) or `pages`.
+    pub fn parse(s: &str) -> Option<WritePattern> {
+        match s {
+            "counters" => Some(WritePattern::Counters),
+            "pages" => Some(WritePattern::Pages),
+            _ => {
+                let n: u8 = s.strip_prefix("lines:")?.parse().ok()?;
+                (1..=Self::MAX_LINES)
+                    .contains(&n)
+                    .then_some(WritePattern::Lines(n))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for WritePattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WritePattern::Counters => f.write_str("counters"),
+            WritePattern::Lines(n) => write!(f, "lines:{n}"),
+            WritePattern::Pages => f.write_str("pages"),
+        }
+    }
+}
+
+/// The primary's `model.write_pattern` key.
+pub const WRITE_PATTERN_KEY: hsb_common::config::KeySpec = hsb_common::config::KeySpec {
+    key: "model.write_pattern",
+    kind: hsb_common::config::ValueKind::Str,
+    default: Some("counters"),
+    help: "model workload: how a page is written: counters (one 8-byte word), lines:N (N 64-byte cache lines, 1-64), pages (all of it, random bytes)",
+};
+
+/// The model workload's write pattern from a primary's configuration.
+pub fn pattern_from_config(
+    c: &hsb_common::config::Config,
+) -> Result<WritePattern, hsb_common::config::ConfigError> {
+    WritePattern::parse(&c.str(WRITE_PATTERN_KEY.key)?).ok_or_else(|| {
+        c.error_at(
+            WRITE_PATTERN_KEY.key,
+            "expected counters, lines:N with N from 1 to 64, or pages",
+        )
+    })
+}
+
 /// The model's "vCPU": what is not in memory but must be replicated with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ModelCpu {
@@ -109,6 +171,8 @@ pub struct ModelDomain {
     suspended: bool,
     /// Workload rate in pages per second.
     rate: u64,
+    /// How the workload writes a page.
+    pattern: WritePattern,
     last_run: Option<Nanos>,
 }
 
@@ -136,6 +200,7 @@ impl ModelDomain {
             cpu: ModelCpu::default(),
             suspended: false,
             rate: 0,
+            pattern: WritePattern::Counters,
             last_run: None,
         }
     }
@@ -206,6 +271,17 @@ impl ModelDomain {
         self.rate = rate;
     }
 
+    /// Set how the workload writes a page.
+    pub fn set_pattern(&mut self, pattern: WritePattern) {
+        self.pattern = pattern;
+    }
+
+    /// The domain with its workload writing as `pattern` says.
+    pub fn with_pattern(mut self, pattern: WritePattern) -> ModelDomain {
+        self.pattern = pattern;
+        self
+    }
+
     /// The replicated "vCPU" state.
     pub fn cpu(&self) -> ModelCpu {
         self.cpu
@@ -264,10 +340,23 @@ impl ModelDomain {
             let pfn = KV_FIRST_PAGE + KV_PAGES + self.cpu.cursor;
             self.cpu.cursor = (self.cpu.cursor + 1) % region;
             let mut rng = SplitMix64::new(self.cpu.rng);
-            let v = rng.next_u64();
+            let page = pfn as usize * PAGE_SIZE;
+            let page = &mut self.mem[page..page + PAGE_SIZE];
+            match self.pattern {
+                WritePattern::Counters => {
+                    let v = rng.next_u64();
+                    let off = (v % (PAGE_SIZE as u64 / 8)) as usize * 8;
+                    page[off..off + 8].copy_from_slice(&v.to_le_bytes());
+                }
+                WritePattern::Lines(n) => {
+                    for _ in 0..n {
+                        let off = rng.below((PAGE_SIZE / 64) as u64) as usize * 64;
+                        rng.fill(&mut page[off..off + 64]);
+                    }
+                }
+                WritePattern::Pages => rng.fill(page),
+            }
             self.cpu.rng = rng.state();
-            let off = pfn as usize * PAGE_SIZE + (v % (PAGE_SIZE as u64 / 8)) as usize * 8;
-            self.mem[off..off + 8].copy_from_slice(&v.to_le_bytes());
             self.mark(pfn);
             self.cpu.writes += 1;
         }
@@ -485,6 +574,10 @@ impl Replica for ModelDomain {
         Ok(())
     }
 
+    fn read_back(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError> {
+        CheckpointSource::read_pages(self, pfns, dst)
+    }
+
     fn load_state(&mut self, state: &[u8]) -> Result<(), DomainError> {
         self.cpu = ModelCpu::decode(state).ok_or(DomainError {
             op: "load_state",
@@ -555,6 +648,45 @@ mod tests {
         assert!(v.is_empty());
         assert!(d.suspend().is_err());
         d.resume().unwrap();
+    }
+
+    #[test]
+    fn write_patterns_change_what_they_say() {
+        for (word, pattern) in [
+            ("counters", WritePattern::Counters),
+            ("lines:3", WritePattern::Lines(3)),
+            ("lines:64", WritePattern::Lines(64)),
+            ("pages", WritePattern::Pages),
+        ] {
+            assert_eq!(WritePattern::parse(word), Some(pattern));
+            assert_eq!(pattern.to_string(), word);
+        }
+        for bad in ["", "lines:0", "lines:65", "lines:", "line:3", "Pages"] {
+            assert_eq!(WritePattern::parse(bad), None, "{bad}");
+        }
+        for (pattern, most) in [
+            (WritePattern::Counters, 8),
+            (WritePattern::Lines(3), 3 * 64),
+            (WritePattern::Pages, PAGE_SIZE),
+        ] {
+            let mut d = ModelDomain::new(MIN_PAGES + 100, 1000, 3).with_pattern(pattern);
+            let before = d.mem.clone();
+            let mut v = Vec::with_capacity(d.pages as usize);
+            d.take_dirty(false, &mut v).unwrap();
+            v.clear();
+            d.run(Nanos(0));
+            d.run(Nanos::from_millis(50));
+            d.take_dirty(false, &mut v).unwrap();
+            v.retain(|&p| p >= KV_FIRST_PAGE + KV_PAGES);
+            assert_eq!(v.len(), 50, "{pattern}");
+            for &p in &v {
+                let at = p as usize * PAGE_SIZE;
+                let changed = (at..at + PAGE_SIZE)
+                    .filter(|&i| d.mem[i] != before[i])
+                    .count();
+                assert!(changed > 0 && changed <= most, "{pattern}: {changed} bytes");
+            }
+        }
     }
 
     #[test]
