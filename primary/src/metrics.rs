@@ -1,5 +1,6 @@
 //! hsb-primary's Prometheus metrics (`metrics_listen`): replication (checkpoints, pauses and
-//! ack round trips as histograms, bytes, replica lag), the authority and the activation epoch,
+//! ack round trips as histograms, bytes, replica lag), the authority (protected-degraded with
+//! the replica lag beside it: issue 12), the standby's presence and the activation epoch,
 //! decisions by rule and action, frame errors by kind. Read from the node and the daemon at
 //! scrape time; nothing here is counted twice.
 
@@ -163,6 +164,16 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             "hsb_primary_heartbeats_sent_total",
             "heartbeats sent to the standby (all links)",
             v.heartbeats,
+        );
+        e.gauge(
+            "hsb_primary_standby_present",
+            "1 while the standby is there: its heartbeat replies arrive and it still hears this primary (failover.standby-timeout); a slow standby that is present is waited for (protected-degraded), only a lost one lets output leave under the witnesses' lease",
+            f64::from(u8::from(v.standby_present)),
+        );
+        e.counter(
+            "hsb_primary_standby_replies_total",
+            "heartbeat replies received from the standby (all links)",
+            v.standby_replies,
         );
         e.counter(
             "hsb_primary_bad_datagrams_total",

@@ -783,6 +783,8 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     let mut discarded = 0;
     // F13: whether A was ever seen unprotected while its standby was slow but there.
     let mut slow_unprotected = false;
+    // F13: whether A's status ever said protected-degraded without the words and the lag.
+    let mut slow_unworded = false;
     let (mut n, stop, client, monitor) = loop {
         let started = start(policy, setup).and_then(|n| {
             // Traffic and sampling start before the fault; B must not be serving yet.
@@ -901,12 +903,22 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
             // What protection looked like from A while the link was slow, sampled every 100 ms.
             let mut modes: std::collections::BTreeMap<String, u32> = Default::default();
             let (mut lag, mut lag_ms, mut ckpts) = (0u64, 0f64, (0u64, 0u64));
+            // Samples protected-degraded whose `protection` did not say so with the lag.
+            let mut unworded = 0u32;
             let t = Instant::now();
             ckpts.0 = num(&n.primary.status(), "checkpoints");
             while t.elapsed() < SLOW_FOR {
                 let a = n.primary.status();
                 if let Some(m) = a.get("authority") {
                     *modes.entry(m.clone()).or_default() += 1;
+                    // Status says it in words too, with the lag (issue 12).
+                    let said = a.get("protection").map_or("", String::as_str);
+                    if m == "protected-degraded"
+                        && !(said.starts_with("protected, degraded")
+                            && said.contains("replica lag"))
+                    {
+                        unworded += 1;
+                    }
                 }
                 lag = lag.max(num(&a, "replica_lag_checkpoints"));
                 lag_ms = lag_ms.max(
@@ -921,6 +933,12 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
             let unprotected = modes.get("unprotected").copied().unwrap_or(0);
             if unprotected > 0 {
                 slow_unprotected = true;
+            }
+            if unworded > 0 {
+                slow_unworded = true;
+                note.push_str(&format!(
+                    "{unworded} protected-degraded sample(s) of A's status without \"protected, degraded\" and the lag in `protection`; "
+                ));
             }
             note.push_str(&format!(
                 "{} Mbit/s for {} s: A's authority samples {}; {:.2} ckpt/s; replica lag up to {lag} checkpoint(s), {:.0} ms; then A crashed; ",
@@ -1127,6 +1145,9 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         // Issue 12: running unprotected is for a standby that is gone, not for a slow one.
         decision_ok = false;
         note.push_str("A ran unprotected during the slow link; ");
+    }
+    if fault == Fault::F13SlowLink && slow_unworded {
+        decision_ok = false;
     }
     if matches!(
         fault,
