@@ -555,7 +555,8 @@ fn a_standby_exports_what_it_applies_and_decides_and_after_activation_its_author
     );
     assert_eq!(v("hsb_standby_epoch", &[]), 2.0);
     let modes = prom::find(&s, "hsb_standby_authority", &[]);
-    assert_eq!(modes.len(), 5, "one series per authority mode");
+    // protected, protected-degraded, unprotected, holding, fenced, stepped-down.
+    assert_eq!(modes.len(), 6, "one series per authority mode");
     let mode = modes
         .iter()
         .find(|x| x.value == 1.0)
