@@ -694,4 +694,38 @@ fn stepping_at_the_deadlines_misses_no_timer() {
     // The last progress: the reply at 1015 ms (its count moved).
     assert_eq!(first_request, Some(1_515_000), "{a:?}");
     assert!(a.iter().any(|x| x.1 == "fence"), "{a:?}");
+
+    // The same, then the standby comes back while the lease runs (a late ack: waited for,
+    // holding, the lease notwithstanding; then its reply: degraded); its replies pause:
+    // holding; lost again after standby-timeout: unprotected under the lease that still runs;
+    // then the fence once no lease is left.
+    let mut script: Vec<(u64, Input)> = Vec::new();
+    for i in 1..=50u64 {
+        sent_and_acked(&mut script, i, i * 20, Some(i * 20 + 3));
+    }
+    sent_and_acked(&mut script, 51, 1_020, Some(1_700));
+    for r in (5..1_020).step_by(10).chain((1_700..1_800).step_by(10)) {
+        script.push((r, alive(r, r)));
+    }
+    script.sort_by_key(|s| s.0);
+    let a = same_decisions_at_the_deadlines(Config::default(), &script, 6_000, 0);
+    let modes: Vec<&str> = a
+        .iter()
+        .filter(|x| x.0 >= 1_500_000)
+        .map(|x| x.1)
+        .filter(|n| ["protected-degraded", "holding", "unprotected", "fenced"].contains(n))
+        .collect();
+    assert_eq!(
+        modes,
+        [
+            "unprotected",
+            "holding",
+            "protected-degraded",
+            "holding",
+            "unprotected",
+            "holding",
+            "fenced"
+        ],
+        "{a:?}"
+    );
 }
