@@ -18,6 +18,7 @@ pub mod netns;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
+pub mod soak;
 pub mod xenrig;
 
 /// Path of an hsb binary.
