@@ -86,6 +86,41 @@ pub fn udp_flow(p: &[u8]) -> Option<(u32, u16, u32, u16)> {
     Some((be32(12)?, be16(ihl)?, be32(16)?, be16(ihl + 2)?))
 }
 
+/// Set the UDP checksum of an IPv4 packet. A datagram captured as it arrived over a veth may
+/// carry only the partial sum its sender's stack left for checksum offload; sent again as it
+/// is, the receiving stack would drop it as corrupt before any hsb code saw it.
+pub fn fix_udp_checksum(p: &mut [u8]) -> Option<()> {
+    let ihl = usize::from(*p.first()? & 0x0f) * 4;
+    let udp_len = usize::from(u16::from_be_bytes(
+        p.get(ihl + 4..ihl + 6)?.try_into().ok()?,
+    ));
+    if udp_len < 8 || p.len() < ihl + udp_len {
+        return None;
+    }
+    p[ihl + 6] = 0;
+    p[ihl + 7] = 0;
+    let mut sum: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            let hi = u32::from(c[0]) << 8;
+            sum += hi | c.get(1).map_or(0, |x| u32::from(*x));
+        }
+    };
+    add(p.get(12..20)?);
+    add(&[0, 17]);
+    add(&(udp_len as u16).to_be_bytes());
+    add(p.get(ihl..ihl + udp_len)?);
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let c = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    p[ihl + 6..ihl + 8].copy_from_slice(&c.to_be_bytes());
+    Some(())
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -214,8 +249,12 @@ impl Capture {
             let Some((_, _, dst, _)) = udp_flow(p) else {
                 continue;
             };
+            let mut p = p.clone();
+            if fix_udp_checksum(&mut p).is_none() {
+                continue;
+            }
             let to = SocketAddrV4::new(Ipv4Addr::from(dst), 0);
-            if sendto(&fd, p, SendFlags::empty(), &to).is_ok() {
+            if sendto(&fd, &p, SendFlags::empty(), &to).is_ok() {
                 sent += 1;
             }
         }
@@ -253,8 +292,18 @@ mod tests {
         assert!(udp_flow(&p[..21]).is_none(), "truncated");
         p[9] = 6;
         assert!(udp_flow(&p).is_none(), "not UDP");
-        let mut pool = Pool::default();
         p[9] = 17;
+        // UDP length 8 (no data), checksum as a sender with offload might leave it.
+        p[24..26].copy_from_slice(&8u16.to_be_bytes());
+        p[26..28].copy_from_slice(&[0x12, 0x34]);
+        fix_udp_checksum(&mut p).expect("checksum");
+        // 10.77.1.11 + 10.77.1.2 + 17 + 8 (pseudo header) + 40000 + 7300 + 8: folded, inverted.
+        let words: u32 = [0x0a4d, 0x010b, 0x0a4d, 0x0102, 17, 8, 40000, 7300, 8]
+            .iter()
+            .sum();
+        let folded = (words & 0xffff) + (words >> 16);
+        assert_eq!(u16::from_be_bytes([p[26], p[27]]), !(folded as u16));
+        let mut pool = Pool::default();
         for i in 0..20u8 {
             let mut q = p.clone();
             q.push(i);

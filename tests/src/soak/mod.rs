@@ -212,6 +212,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         stuck,
         anomalies,
         counts,
+        replayed,
         ..
     } = nem;
     stop.store(true, Ordering::Relaxed);
@@ -242,6 +243,7 @@ pub fn run(o: &Options) -> Result<Report, String> {
         final_whole,
         error,
         captured,
+        replayed,
         dir: &o.dir,
     });
     let _ = std::fs::write(o.dir.join("report.md"), report.markdown());

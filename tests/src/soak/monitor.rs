@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 const STATUS_TIMEOUT: Duration = Duration::from_millis(150);
 /// Pause between two samples.
 const PERIOD: Duration = Duration::from_millis(10);
+/// A status answer this late is a stall of the daemon.
+pub const SLOW: Duration = Duration::from_millis(100);
+/// Slow samples kept at most.
+const SLOW_KEPT: usize = 100_000;
 
 /// Milliseconds since the Unix epoch (to match the daemons' log stamps).
 pub fn wall_ms() -> u64 {
@@ -128,6 +132,10 @@ pub struct Watch {
     /// The last time a copy was seen serving without a standby (under the witnesses' leases):
     /// witnesses refuse takeover votes while the leases they granted then last.
     pub last_unprotected: Option<Instant>,
+    /// Status requests that took [`SLOW`] or more (or timed out): (host, when, how long). A
+    /// daemon that runs but answers this late was stalled (starved of CPU, blocked on I/O):
+    /// its witnesses may have seen it silent too.
+    pub slow: Vec<(usize, Instant, Duration)>,
     /// The last three samples: (when, host, serving).
     recent: VecDeque<(Instant, usize, bool)>,
 }
@@ -153,9 +161,12 @@ impl Watch {
             .map(|(_, e, h)| (e, h))
     }
 
-    fn add(&mut self, h: usize, v: View) {
+    fn add(&mut self, h: usize, v: View, took: Duration) {
         let at = v.at.unwrap_or_else(Instant::now);
         self.samples += 1;
+        if took >= SLOW && self.slow.len() < SLOW_KEPT {
+            self.slow.push((h, at, took));
+        }
         if v.serving && !self.epochs.contains_key(&v.epoch) {
             self.epochs.insert(
                 v.epoch,
@@ -248,10 +259,12 @@ impl Monitor {
         let thread = std::thread::spawn(move || {
             let mut h = 0;
             while !s.load(Ordering::Relaxed) {
+                let t = Instant::now();
                 let st = host_status(&socks[h]);
-                let v = View::from_status(Instant::now(), &st);
+                let v = View::from_status(t, &st);
+                let took = t.elapsed();
                 if let Ok(mut w) = w.lock() {
-                    w.add(h, v);
+                    w.add(h, v, took);
                 }
                 h = 1 - h;
                 std::thread::sleep(PERIOD);
@@ -292,6 +305,12 @@ impl Drop for Monitor {
 mod tests {
     use super::*;
 
+    impl Watch {
+        fn add0(&mut self, h: usize, v: View) {
+            self.add(h, v, Duration::ZERO);
+        }
+    }
+
     fn view(role: &str, epoch: u64, authority: &str, state: &str) -> View {
         let mut s = HashMap::new();
         for (k, v) in [
@@ -311,19 +330,19 @@ mod tests {
     fn split_brain_needs_one_copy_serving_on_both_sides_of_the_other() {
         let mut w = Watch::default();
         // A primary serving, B's standby activated: a hand-over seen in the middle.
-        w.add(0, view("primary", 1, "protected", "protected"));
-        w.add(1, view("standby", 2, "unprotected", "active"));
-        w.add(0, view("primary", 1, "fenced", "protected"));
-        w.add(1, view("primary", 2, "unprotected", "protected"));
+        w.add0(0, view("primary", 1, "protected", "protected"));
+        w.add0(1, view("standby", 2, "unprotected", "active"));
+        w.add0(0, view("primary", 1, "fenced", "protected"));
+        w.add0(1, view("primary", 2, "unprotected", "protected"));
         assert_eq!(w.split, Duration::ZERO, "a hand-over is no split brain");
         assert_eq!(w.newest_epoch(), 2);
         assert_eq!(w.epochs[&2].host, 1);
         // A serves again while B serves: B, A, B all serving.
         std::thread::sleep(Duration::from_millis(2));
-        w.add(0, view("primary", 1, "unprotected", "protected"));
+        w.add0(0, view("primary", 1, "unprotected", "protected"));
         assert_eq!(w.split, Duration::ZERO, "not yet seen on both sides");
         std::thread::sleep(Duration::from_millis(2));
-        w.add(1, view("primary", 2, "protected", "protected"));
+        w.add0(1, view("primary", 2, "protected", "protected"));
         assert!(w.split > Duration::ZERO);
         assert_eq!(w.splits.len(), 1);
     }
@@ -331,9 +350,9 @@ mod tests {
     #[test]
     fn the_pair_is_whole_when_the_standby_follows_a_protected_primary() {
         let mut w = Watch::default();
-        w.add(0, view("primary", 3, "protected", "protected"));
+        w.add0(0, view("primary", 3, "protected", "protected"));
         assert!(w.pair_whole.is_none());
-        w.add(1, view("standby", 3, "none", "replicating"));
+        w.add0(1, view("standby", 3, "none", "replicating"));
         assert_eq!(w.whole_within(Duration::from_secs(1)), Some((3, 0)));
         assert_eq!(w.primary(), Some((0, 3)));
     }

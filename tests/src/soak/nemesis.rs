@@ -201,6 +201,8 @@ pub struct Nemesis<'a> {
     pub anomalies: Vec<String>,
     /// Faults injected, by kind.
     pub counts: BTreeMap<&'static str, u64>,
+    /// Captured datagrams sent again.
+    pub replayed: u64,
     due: Option<(Instant, Duration)>,
     missed_this_episode: bool,
     roles: (usize, u64),
@@ -243,6 +245,7 @@ impl<'a> Nemesis<'a> {
             stuck: vec![],
             anomalies: vec![],
             counts: BTreeMap::new(),
+            replayed: 0,
             due: None,
             missed_this_episode: false,
             roles: (0, 1),
@@ -394,6 +397,9 @@ impl<'a> Nemesis<'a> {
                 let st = &mut self.world.witnesses[i];
                 st.proc = Proc::Running;
                 st.started = Instant::now();
+                // An attacker's best moment: datagrams of the witnesses' earlier incarnations
+                // replayed as a new incarnation starts (DESIGN.md §6).
+                self.replay(24);
             }
             Undo::MaintenanceOff(h) => {
                 let (code, out) = self.c.standby_cli(h, &["maintenance", "off"], CLI_TIMEOUT);
@@ -428,7 +434,10 @@ impl<'a> Nemesis<'a> {
         };
         let packets = cap.pick(&mut self.rng, usize::from(count));
         match Capture::replay(&packets) {
-            Ok(n) => n,
+            Ok(n) => {
+                self.replayed += n as u64;
+                n
+            }
             Err(e) => {
                 self.event(&format!("replay failed: {e}"));
                 0

@@ -100,8 +100,12 @@ pub struct FailoverRow {
     pub serve_ms: Option<u64>,
     /// The client's longest time without an acknowledged reply around it.
     pub unavailable_ms: u64,
-    /// Whether the step's fault could move the active role.
+    /// Whether a step's fault could move the active role (the step under way, or one whose
+    /// takeover was still pending), and no other failover came of it.
     pub expected: bool,
+    /// Otherwise: the old primary's daemon was stalled (running, nothing injected, but its
+    /// status answers took this long, ms) in the 3 s before: the witnesses saw it silent.
+    pub stall_ms: Option<u64>,
 }
 
 /// One refused failover: consecutive refusals of one standby.
@@ -141,6 +145,7 @@ pub struct Report {
     pub final_whole: bool,
     pub error: Option<String>,
     pub captured: (u64, usize),
+    pub replayed: u64,
     pub dir: std::path::PathBuf,
 }
 
@@ -164,6 +169,7 @@ pub struct Inputs<'a> {
     pub final_whole: bool,
     pub error: Option<String>,
     pub captured: (u64, usize),
+    pub replayed: u64,
     pub dir: &'a Path,
 }
 
@@ -192,6 +198,16 @@ fn world_at(history: &[(u64, Instant, World)], wall: u64) -> Option<&World> {
         .iter()
         .rev()
         .find(|(w, _, _)| *w <= wall)
+        .or(history.first())
+        .map(|(_, _, w)| w)
+}
+
+/// The world in force at `t`.
+fn world_at_instant(history: &[(u64, Instant, World)], t: Instant) -> Option<&World> {
+    history
+        .iter()
+        .rev()
+        .find(|(_, at, _)| *at <= t)
         .or(history.first())
         .map(|(_, _, w)| w)
 }
@@ -284,20 +300,36 @@ impl Report {
         let first_epoch = i.watch.epochs.keys().next().copied().unwrap_or(1);
         let mut failovers = vec![];
         let mut prev_host = i.watch.epochs.values().next().map_or(0, |s| s.host);
+        let mut used: Vec<usize> = vec![];
         for (e, s) in &i.watch.epochs {
             if *e == first_epoch {
                 continue;
             }
-            // The step that caused it: the latest one that may move the role and started
-            // within the 60 s before, else the latest one before.
-            let before: Vec<&StepRecord> = i.steps.iter().filter(|r| r.at <= s.at).collect();
-            let cause = before
+            // The step that caused it: the one under way, or, when that one cannot move the
+            // role and started without waiting for a whole cluster, an earlier step whose
+            // takeover was still pending; one failover per step.
+            let cause = i
+                .steps
                 .iter()
-                .rev()
-                .take_while(|r| s.at.duration_since(r.at) < Duration::from_secs(60))
-                .find(|r| r.step.main.may_move_role())
-                .or(before.last())
-                .copied();
+                .rposition(|r| r.at <= s.at)
+                .and_then(|mut k| {
+                    while !i.steps[k].step.main.may_move_role() && !i.steps[k].from_whole && k > 0 {
+                        k -= 1;
+                    }
+                    let r = &i.steps[k];
+                    let fresh = !used.contains(&r.index);
+                    (r.step.main.may_move_role() && fresh)
+                        .then_some(r)
+                        .or_else(|| i.steps.iter().rev().find(|r| r.at <= s.at))
+                        .map(|r| (r, r.step.main.may_move_role() && fresh))
+                });
+            if let Some((r, true)) = cause {
+                used.push(r.index);
+            }
+            let (cause, expected) = match cause {
+                Some((r, e)) => (Some(r), e),
+                None => (None, false),
+            };
             let rule = i
                 .decisions
                 .iter()
@@ -311,6 +343,23 @@ impl Report {
                 })
                 .map_or("?".to_string(), |d| d.evidence.rule.name().to_string());
             let from = cause.map_or(s.at, |c| c.at);
+            let old = prev_host;
+            let stall_ms = (!expected)
+                .then(|| {
+                    i.watch
+                        .slow
+                        .iter()
+                        .filter(|(h, t, _)| {
+                            *h == old
+                                && *t <= s.at
+                                && s.at.duration_since(*t) < Duration::from_secs(3)
+                                && world_at_instant(i.history, *t)
+                                    .is_some_and(|w| w.hosts[old].proc == Proc::Running)
+                        })
+                        .map(|(_, _, d)| d.as_millis() as u64)
+                        .max()
+                })
+                .flatten();
             failovers.push(FailoverRow {
                 epoch: *e,
                 at_s: secs(i.start, s.at),
@@ -321,7 +370,8 @@ impl Report {
                 rule,
                 serve_ms: cause.map(|c| s.at.duration_since(c.at).as_millis() as u64),
                 unavailable_ms: unavailability(&acks, from, s.at).as_millis() as u64,
-                expected: cause.is_some_and(|c| c.step.main.may_move_role()),
+                expected,
+                stall_ms,
             });
             prev_host = s.host;
         }
@@ -461,13 +511,26 @@ impl Report {
             final_whole: i.final_whole,
             error: i.error,
             captured: i.captured,
+            replayed: i.replayed,
             dir: i.dir.to_path_buf(),
         }
     }
 
-    /// Failovers that no fault in force could explain (a false failover).
+    /// Failovers that neither a fault in force nor a stall of the primary explains (a false
+    /// failover).
     pub fn unexpected(&self) -> usize {
-        self.failovers.iter().filter(|f| !f.expected).count()
+        self.failovers
+            .iter()
+            .filter(|f| !f.expected && f.stall_ms.is_none())
+            .count()
+    }
+
+    /// Failovers after a stall of the primary's daemon, with nothing injected.
+    pub fn after_stall(&self) -> usize {
+        self.failovers
+            .iter()
+            .filter(|f| !f.expected && f.stall_ms.is_some())
+            .count()
     }
 
     /// Refusals nothing in the state justifies.
@@ -601,6 +664,10 @@ impl Report {
                 "failovers during faults that should not move the role",
                 self.unexpected().to_string(),
             ),
+            (
+                "failovers after a stall of the primary's daemon (nothing injected; status answers slow)",
+                self.after_stall().to_string(),
+            ),
             ("acknowledged writes", self.acked.to_string()),
             ("acknowledged writes lost", self.lost.to_string()),
             (
@@ -625,8 +692,11 @@ impl Report {
                 if self.final_whole { "yes" } else { "**no**" }.into(),
             ),
             (
-                "datagrams captured for replay",
-                format!("{} in {} flows", self.captured.0, self.captured.1),
+                "datagrams captured (in flows) / replayed",
+                format!(
+                    "{} ({}) / {}",
+                    self.captured.0, self.captured.1, self.replayed
+                ),
             ),
         ];
         s.push_str("| metric | value |\n|---|---|\n");
@@ -651,7 +721,11 @@ impl Report {
                 f.rule,
                 f.serve_ms.map_or("-".into(), |m| format!("{m} ms")),
                 f.unavailable_ms,
-                if f.expected { "yes" } else { "**no**" }
+                match (f.expected, f.stall_ms) {
+                    (true, _) => "yes".to_string(),
+                    (false, Some(ms)) => format!("stall: the old primary's status took {ms} ms"),
+                    (false, None) => "**no**".to_string(),
+                }
             ));
         }
         s.push_str("\n## Failovers refused\n\n| at | standby | step | decision (records) | evidence | justified by |\n|---:|---|---:|---|---|---|\n");

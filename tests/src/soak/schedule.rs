@@ -37,7 +37,8 @@ pub enum Fault {
     ReplicationLoss { percent: u8, at_standby: bool },
     /// Random loss of what a witness receives.
     ClientLoss { witness: u8, percent: u8 },
-    /// kill -9 of a witness (3: all three), started again after the hold.
+    /// kill -9 of a witness (3: all three), started again after the hold, with captured
+    /// datagrams replayed at once (older incarnations' among them).
     WitnessRestart { witness: u8 },
     /// SIGSTOP of a witness for the hold.
     WitnessStop { witness: u8 },
