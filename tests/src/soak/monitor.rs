@@ -277,9 +277,23 @@ impl Monitor {
         }
     }
 
-    /// A copy of what it knows now.
+    /// A copy of what it knows now, without the lists that only the report reads (`slow`,
+    /// `splits`): the nemesis takes one every 50 ms.
     pub fn snapshot(&self) -> Watch {
-        self.watch.lock().map(|w| w.clone()).unwrap_or_default()
+        self.watch
+            .lock()
+            .map(|w| Watch {
+                views: w.views.clone(),
+                epochs: w.epochs.clone(),
+                pair_whole: w.pair_whole,
+                split: w.split,
+                splits: vec![],
+                samples: w.samples,
+                last_unprotected: w.last_unprotected,
+                slow: vec![],
+                recent: w.recent.clone(),
+            })
+            .unwrap_or_default()
     }
 
     /// Stop sampling; what it knew.
@@ -288,7 +302,7 @@ impl Monitor {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.snapshot()
+        self.watch.lock().map(|w| w.clone()).unwrap_or_default()
     }
 }
 

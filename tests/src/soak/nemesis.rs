@@ -839,7 +839,7 @@ impl<'a> Nemesis<'a> {
         let hold = Duration::from_millis(step.hold_ms);
         let mut extra = step.extra;
         let mut extra_undos = vec![];
-        while t0.elapsed() < hold || extra.is_some() {
+        while (t0.elapsed() < hold || extra.is_some()) && !self.interrupted() {
             if let Some((f, at)) = extra {
                 if t0.elapsed() >= Duration::from_millis(at) {
                     self.event(&format!("step {index}: + {}", f.name()));
