@@ -311,9 +311,14 @@ impl SoakCluster {
     /// Run `hsb-standby ARGS --control SOCK` against host `h`'s standby: (exit code, output).
     /// Bounded: killed after `timeout` (exit code -1).
     pub fn standby_cli(&self, h: usize, args: &[&str], timeout: Duration) -> (i32, String) {
+        run_bounded(self.standby_command(h, args), timeout)
+    }
+
+    /// The command `hsb-standby ARGS --control SOCK` for host `h`'s standby.
+    pub fn standby_command(&self, h: usize, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("hsb-standby"));
         cmd.args(args).arg("--control").arg(self.sock(h, "standby"));
-        run_bounded(cmd, timeout)
+        cmd
     }
 
     /// Whether host `h` holds the service address.

@@ -123,6 +123,9 @@ pub struct World {
     pub active: Vec<(usize, String)>,
 }
 
+/// A command-line run on a thread of its own: its exit code and output.
+type CliThread = std::thread::JoinHandle<(i32, String)>;
+
 /// A node of the cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Node {
@@ -210,6 +213,10 @@ pub struct Nemesis<'a> {
     pub start: Instant,
     events: Option<std::fs::File>,
     interrupt: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// A link flapping during the step: (node, network, period, next toggle, down now).
+    flap: Option<(Node, Net, Duration, Instant, bool)>,
+    /// An operator command running beside a fault: (step, command, its thread).
+    cli: Option<(usize, String, CliThread)>,
 }
 
 impl<'a> Nemesis<'a> {
@@ -253,6 +260,8 @@ impl<'a> Nemesis<'a> {
             start,
             events,
             interrupt,
+            flap: None,
+            cli: None,
         }
     }
 
@@ -610,6 +619,35 @@ impl<'a> Nemesis<'a> {
                     });
                 }
             }
+            Fault::SwitchoverKill { after_ms } => {
+                let cmd = self.c.standby_command(s, &["switchover"]);
+                let handle =
+                    std::thread::spawn(move || crate::soak::cluster::run_bounded(cmd, CLI_TIMEOUT));
+                self.cli = Some((step, "switchover".into(), handle));
+                self.wait(Duration::from_millis(u64::from(after_ms)));
+                u.push(self.kill_host(p));
+            }
+            Fault::LinkFlap { client, period_ms } => {
+                let net = if client {
+                    Net::Client
+                } else {
+                    Net::Replication
+                };
+                u.push(self.link_down(ph, net)?);
+                if client {
+                    let e = self.roles.1;
+                    let whole_before = self.whole_just_before(e, p);
+                    self.world.gone = Some(Gone {
+                        host: p,
+                        epoch: e,
+                        at: Instant::now(),
+                        whole_before,
+                        cut_off: true,
+                    });
+                }
+                let period = Duration::from_millis(u64::from(period_ms));
+                self.flap = Some((ph, net, period, Instant::now() + period, true));
+            }
             Fault::MaintenanceKill => {
                 let (code, out) = self.c.standby_cli(s, &["maintenance", "on"], CLI_TIMEOUT);
                 self.event(&format!(
@@ -636,6 +674,37 @@ impl<'a> Nemesis<'a> {
         }
         self.changed();
         Ok(u)
+    }
+
+    /// Toggle a flapping link when its period is up (the model follows: while it is up, the
+    /// fault holds no link down).
+    fn flap_tick(&mut self) -> Result<(), String> {
+        let Some((n, net, period, next, down)) = self.flap else {
+            return Ok(());
+        };
+        if Instant::now() < next {
+            return Ok(());
+        }
+        if down {
+            self.undo(Undo::LinkUp(n, net))?;
+        } else {
+            self.link_down(n, net)?;
+            // Cut off from its clients again: a switchover may be due again.
+            if let (Node::Host(h), Net::Client) = (n, net) {
+                if self.world.gone.is_none() && self.roles.0 == h {
+                    let e = self.roles.1;
+                    self.world.gone = Some(Gone {
+                        host: h,
+                        epoch: e,
+                        at: Instant::now(),
+                        whole_before: false,
+                        cut_off: true,
+                    });
+                }
+            }
+        }
+        self.flap = Some((n, net, period, Instant::now() + period, !down));
+        Ok(())
     }
 
     fn note(&mut self, step: usize, text: String) {
@@ -847,7 +916,12 @@ impl<'a> Nemesis<'a> {
                     extra = None;
                 }
             }
+            self.flap_tick()?;
             self.wait(TICK);
+        }
+        // A flapping link ends down, as it was injected: its undo brings it up.
+        if let Some((n, net, _, _, false)) = self.flap.take() {
+            self.link_down(n, net)?;
         }
         if step.main == Fault::MaintenanceKill && self.world.maintenance {
             let w = self.mon.snapshot();
@@ -867,6 +941,23 @@ impl<'a> Nemesis<'a> {
         }
         for u in undos.drain(..).rev() {
             self.undo(u)?;
+        }
+        if let Some((step, cmd, h)) = self.cli.take() {
+            let (code, out) = h
+                .join()
+                .unwrap_or((-1, "the command's thread failed".into()));
+            let line = first_line(&out);
+            self.event(&format!("hsb-standby {cmd}: exit {code}: {line}"));
+            self.note(step, format!("`{cmd}`: exit {code}: {line}"));
+            if code != 0 {
+                self.refusals.push(OperatorRefusal {
+                    at: Instant::now(),
+                    wall: wall_ms(),
+                    step,
+                    command: cmd,
+                    answer: out.trim().to_string(),
+                });
+            }
         }
         self.event(&format!("step {index}: healed"));
         self.wait(Duration::from_millis(step.gap_ms));

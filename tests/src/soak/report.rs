@@ -15,6 +15,7 @@ use crate::soak::monitor::{Split, Watch};
 use crate::soak::nemesis::{
     Missed, OperatorRefusal, Proc, StepRecord, Stuck, World, SWITCHOVER_BOUND, WITNESS_SETTLE,
 };
+use crate::soak::schedule::Fault;
 use crate::soak::HOSTS;
 
 /// How long after a copy served unprotected the witnesses' leases may still hold: the longest
@@ -95,6 +96,8 @@ pub struct FailoverRow {
     /// The step that caused it, and its main fault.
     pub step: Option<usize>,
     pub cause: String,
+    /// The cause's kind (fault without parameters).
+    pub cause_kind: String,
     pub rule: String,
     /// From the step's start to the new copy serving.
     pub serve_ms: Option<u64>,
@@ -190,6 +193,19 @@ pub fn unavailability(acks: &[Instant], from: Instant, until: Instant) -> Durati
         .filter_map(|i| Some(acks.get(i)?.saturating_duration_since(*acks.get(i - 1)?)))
         .max()
         .unwrap_or(Duration::ZERO)
+}
+
+/// Whether a standby's decision refused a takeover: it could not decide, refused a stale
+/// replica, or was paused (maintenance) where its rule would have activated.
+fn refused(e: &Evidence) -> bool {
+    match e.action {
+        ActionKind::CannotDecide | ActionKind::RefuseStale => true,
+        ActionKind::Paused => matches!(
+            e.rule,
+            Rule::QuorumNoAnswer | Rule::Switchover | Rule::HeartbeatLoss | Rule::PingNodeAnswers
+        ),
+        _ => false,
+    }
 }
 
 /// The world in force at wall time `wall`.
@@ -367,6 +383,7 @@ impl Report {
                 to: s.host,
                 step: cause.map(|c| c.index),
                 cause: cause.map_or("-".into(), |c| c.step.main.name()),
+                cause_kind: cause.map_or("-".into(), |c| c.step.main.kind().to_string()),
                 rule,
                 serve_ms: cause.map(|c| s.at.duration_since(c.at).as_millis() as u64),
                 unavailable_ms: unavailability(&acks, from, s.at).as_millis() as u64,
@@ -387,12 +404,7 @@ impl Report {
         // while they follow each other within 2 s.
         let mut refusals: Vec<RefusalRow> = vec![];
         let mut last: [Option<(u64, usize)>; 2] = [None, None];
-        for d in i.decisions.iter().filter(|d| {
-            matches!(
-                d.evidence.action,
-                ActionKind::CannotDecide | ActionKind::RefuseStale | ActionKind::Paused
-            )
-        }) {
+        for d in i.decisions.iter().filter(|d| refused(&d.evidence)) {
             let what = format!("{} -> {}", d.evidence.rule, d.evidence.action);
             if let Some((w, idx)) = last[d.host] {
                 if d.wall.saturating_sub(w) <= 2000 {
@@ -425,6 +437,10 @@ impl Report {
                 .last_unprotected
                 .filter(|t| *t <= r.at && r.at.duration_since(*t) < LEASES_LAST)
                 .map(|t| r.at.duration_since(t));
+            let killed_during = i
+                .steps
+                .iter()
+                .any(|s| s.index == r.step && matches!(s.step.main, Fault::SwitchoverKill { .. }));
             let troubled: Vec<String> = world_at(i.history, r.wall)
                 .map(|w| {
                     w.witnesses
@@ -449,9 +465,17 @@ impl Report {
                 records: 1,
                 evidence: r.answer.lines().next().unwrap_or("").to_string(),
                 justification: match leased {
+                    _ if killed_during => Some(
+                        "the primary was killed during the switchover (the takeover is then a failover's)"
+                            .into(),
+                    ),
                     Some(ago) if r.answer.contains("lease-active") => Some(format!(
                         "witnesses keep the leases they granted while the primary served unprotected, until {} ms before",
                         ago.as_millis()
+                    )),
+                    _ if r.answer.matches("lease-active").count() >= 2 => Some(format!(
+                        "{} witnesses still held leases of the primary (rule 3), which asks for them again whenever its acks run late (ack-lease) or it serves unprotected",
+                        r.answer.matches("lease-active").count()
                     )),
                     _ => (troubled.len() >= 2)
                         .then(|| format!("no witness quorum: {}", troubled.join(", "))),
@@ -598,14 +622,7 @@ impl Report {
 
     /// Percentiles of the per-failover unavailability: (p50, p90, max) in ms.
     pub fn unavailability_summary(&self) -> (u64, u64, u64) {
-        let mut v: Vec<u64> = self.failovers.iter().map(|f| f.unavailable_ms).collect();
-        v.sort_unstable();
-        let q = |p: f64| {
-            v.get(((v.len() as f64 - 1.0) * p).round() as usize)
-                .copied()
-                .unwrap_or(0)
-        };
-        (q(0.5), q(0.9), v.last().copied().unwrap_or(0))
+        percentiles(self.failovers.iter().map(|f| f.unavailable_ms).collect())
     }
 
     /// The report as markdown.
@@ -703,6 +720,26 @@ impl Report {
         for (k, v) in rows {
             s.push_str(&format!("| {k} | {v} |\n"));
         }
+        s.push_str("\n## Failovers by cause\n\n| cause | failovers | serving after p50 / max | client unavailable p50 / p90 / max |\n|---|---:|---:|---:|\n");
+        let mut by_cause: BTreeMap<String, Vec<&FailoverRow>> = BTreeMap::new();
+        for f in &self.failovers {
+            let key = match (f.expected, f.stall_ms) {
+                (true, _) => f.cause_kind.clone(),
+                (false, Some(_)) => "stall of the primary (nothing injected)".into(),
+                (false, None) => format!("**unexpected** ({})", f.cause_kind),
+            };
+            by_cause.entry(key).or_default().push(f);
+        }
+        for (cause, rows) in &by_cause {
+            let serve: Vec<u64> = rows.iter().filter_map(|f| f.serve_ms).collect();
+            let unavailable: Vec<u64> = rows.iter().map(|f| f.unavailable_ms).collect();
+            let (s50, _, smax) = percentiles(serve);
+            let (u50, u90, umax) = percentiles(unavailable);
+            s.push_str(&format!(
+                "| {cause} | {} | {s50} / {smax} ms | {u50} / {u90} / {umax} ms |\n",
+                rows.len()
+            ));
+        }
         s.push_str("\n## Faults injected\n\n| fault | times |\n|---|---:|\n");
         for (k, n) in &self.counts {
             s.push_str(&format!("| {k} | {n} |\n"));
@@ -776,6 +813,17 @@ impl Report {
         s.push_str("```\n");
         s
     }
+}
+
+/// (p50, p90, max) of some values (nearest rank; zeros when there are none).
+fn percentiles(mut v: Vec<u64>) -> (u64, u64, u64) {
+    v.sort_unstable();
+    let q = |p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    (q(0.5), q(0.9), v.last().copied().unwrap_or(0))
 }
 
 #[cfg(test)]

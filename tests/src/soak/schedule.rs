@@ -53,6 +53,13 @@ pub enum Fault {
     /// `hsb-standby maintenance on`, kill -9 of the primary, no takeover for the hold,
     /// `maintenance off` (the takeover is then due), the old primary's host restarted.
     MaintenanceKill,
+    /// `hsb-standby switchover` on the standby and, `after_ms` into it, kill -9 of the primary
+    /// (before it fenced, during its final checkpoint, or after it rejoined); restarted after
+    /// the hold.
+    SwitchoverKill { after_ms: u16 },
+    /// The primary's client (or replication) link down and up again every `period_ms`, for
+    /// the hold.
+    LinkFlap { client: bool, period_ms: u16 },
 }
 
 impl Fault {
@@ -98,6 +105,13 @@ impl Fault {
             Fault::OperatorSwitchover => "operator switchover".into(),
             Fault::OperatorActivate => "operator activate".into(),
             Fault::MaintenanceKill => "maintenance + kill -9 primary".into(),
+            Fault::SwitchoverKill { after_ms } => {
+                format!("operator switchover, kill -9 primary {after_ms} ms into it")
+            }
+            Fault::LinkFlap { client, period_ms } => format!(
+                "primary's {} link flapping every {period_ms} ms",
+                if client { "client" } else { "replication" }
+            ),
         }
     }
 
@@ -126,6 +140,9 @@ impl Fault {
             Fault::OperatorSwitchover => "operator switchover",
             Fault::OperatorActivate => "operator activate",
             Fault::MaintenanceKill => "maintenance + kill -9 primary",
+            Fault::SwitchoverKill { .. } => "operator switchover + kill -9 primary",
+            Fault::LinkFlap { client: true, .. } => "primary's client link flapping",
+            Fault::LinkFlap { client: false, .. } => "replication link flapping",
         }
     }
 
@@ -139,6 +156,7 @@ impl Fault {
                 | Fault::CrashPrimaryHost
                 | Fault::KillStandby
                 | Fault::MaintenanceKill
+                | Fault::SwitchoverKill { .. }
                 | Fault::OperatorSwitchover
                 | Fault::OperatorActivate
         )
@@ -161,6 +179,8 @@ impl Fault {
                 | Fault::OperatorSwitchover
                 | Fault::OperatorActivate
                 | Fault::MaintenanceKill
+                | Fault::SwitchoverKill { .. }
+                | Fault::LinkFlap { client: true, .. }
         )
     }
 }
@@ -199,7 +219,7 @@ impl Step {
 }
 
 /// Weighted main faults: about half move the active role.
-const MAIN: [(u64, u8); 21] = [
+const MAIN: [(u64, u8); 23] = [
     (14, 0),  // KillPrimary
     (6, 1),   // CrashPrimaryHost
     (6, 2),   // KillStandby
@@ -221,6 +241,8 @@ const MAIN: [(u64, u8); 21] = [
     (10, 18), // OperatorSwitchover
     (4, 19),  // OperatorActivate
     (3, 20),  // MaintenanceKill
+    (4, 21),  // SwitchoverKill
+    (4, 22),  // LinkFlap
 ];
 
 /// The seeded schedule.
@@ -243,9 +265,11 @@ impl Schedule {
         self.rng.below(3) as u8
     }
 
-    /// A fault that can overlap any main fault: on the witnesses' side, loss, or replays.
+    /// A fault that can overlap a main fault: on the witnesses' side, loss, replays, or a
+    /// paused standby (its replica survives a pause).
     fn extra(&mut self) -> Fault {
-        match self.rng.below(6) {
+        match self.rng.below(7) {
+            6 => Fault::StopStandby,
             0 => Fault::WitnessRestart {
                 witness: self.witness(),
             },
@@ -339,7 +363,20 @@ impl Schedule {
             ),
             18 => (Fault::OperatorSwitchover, 0),
             19 => (Fault::OperatorActivate, 0),
-            _ => (Fault::MaintenanceKill, self.range(2000, 4000)),
+            20 => (Fault::MaintenanceKill, self.range(2000, 4000)),
+            21 => (
+                Fault::SwitchoverKill {
+                    after_ms: self.range(0, 600) as u16,
+                },
+                self.range(1000, 5000),
+            ),
+            _ => (
+                Fault::LinkFlap {
+                    client: self.rng.below(2) == 0,
+                    period_ms: self.range(100, 700) as u16,
+                },
+                self.range(2000, 6000),
+            ),
         }
     }
 
@@ -349,7 +386,16 @@ impl Schedule {
         // One step in four overlaps another fault, started within the hold.
         let extra = if self.rng.below(4) == 0 {
             let mut f = self.extra();
-            // Never the same witness twice (one fault per witness at a time).
+            // Never the same witness twice (one fault per witness at a time), nor a second
+            // fault on the standby's process or links.
+            if f == Fault::StopStandby
+                && matches!(
+                    main,
+                    Fault::KillStandby | Fault::StopStandby | Fault::StandbyIsolated
+                )
+            {
+                f = Fault::Replay { count: 50 };
+            }
             let same = |w: u8| match main {
                 Fault::WitnessRestart { witness }
                 | Fault::WitnessStop { witness }
