@@ -1,13 +1,17 @@
 //! The short soak of `just test`: about two minutes of the seeded random nemesis on network
 //! namespaces (kills and restarts, partitions, loss, SIGSTOP, witness restarts, replays,
-//! operator switchovers), roles swapping, the whole client history checked. The seed is
-//! printed (`HSB_SOAK_SEED=N` replays its schedule); the report is in `target/soak/short/`.
+//! operator switchovers), roles swapping, the whole client history checked. The seed is fixed
+//! (197) unless `HSB_SOAK_SEED=N` picks another, and printed; the report is in
+//! `target/soak/short/`.
 //! `just soak [minutes]` is the long run. Skipped, saying so, where namespaces cannot be made
 //! (and failed under CI: see `hsb_tests::skip`).
 
 use std::time::Duration;
 
 use hsb_tests::soak::{run, seed_from_env, target_dir, Options};
+
+/// The short run's seed (see [`soak_short_run_under_a_random_nemesis`]).
+const SHORT_RUN_SEED: u64 = 197;
 
 #[test]
 fn soak_short_run_under_a_random_nemesis() {
@@ -16,7 +20,15 @@ fn soak_short_run_under_a_random_nemesis() {
         hsb_tests::skip(test, &format!("network namespaces unavailable: {why}"));
         return;
     }
-    let seed = seed_from_env();
+    // A fixed schedule by default, so `just test` fails only when something regressed (a
+    // schedule with kills, crashes, switchovers, maintenance, partitions, pauses, loss, witness
+    // restarts and replays in its first 16 steps); `just soak` draws a fresh seed each run, and
+    // HSB_SOAK_SEED picks one here too.
+    let seed = if std::env::var_os("HSB_SOAK_SEED").is_some() {
+        seed_from_env()
+    } else {
+        SHORT_RUN_SEED
+    };
     eprintln!(
         "soak seed {seed} (replay: HSB_SOAK_SEED={seed} cargo test -p hsb-tests --test soak)"
     );
