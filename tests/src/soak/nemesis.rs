@@ -358,8 +358,17 @@ impl<'a> Nemesis<'a> {
         Undo::RestartHost(h)
     }
 
+    /// Whether the pair was whole just before (the monitor saw it within 500 ms) and no witness
+    /// holds a stale-replica mark: a primary that fell back to leases for a moment (acks late)
+    /// leaves one, and then the replica may lack output it released (rule 5).
     fn whole_just_before(&self, e: u64, h: usize) -> bool {
         self.mon.snapshot().whole_within(Duration::from_millis(500)) == Some((e, h))
+            && (0..3).all(|i| {
+                self.c
+                    .witness_status(i)
+                    .get("stale_mark")
+                    .is_none_or(|m| m == "none")
+            })
     }
 
     fn undo(&mut self, u: Undo) -> Result<(), String> {
@@ -857,8 +866,26 @@ impl<'a> Nemesis<'a> {
             step,
             state: state.clone(),
         });
-        // Recovery: restart the host that does not run the newest primary.
-        if let Some((p, _)) = w.primary() {
+        // Recovery, as an operator would: with no copy serving and a standby refusing its
+        // stale replica, accept the loss (`force-stale`, rule 5; reported, and the client
+        // history shows what it cost); otherwise restart the host that does not run the
+        // newest primary.
+        let serving = w.views.iter().any(|v| v.serving);
+        let refusing = (0..2)
+            .find(|h| w.views[*h].role == "standby" && w.views[*h].decision == "refused-stale");
+        if let (false, Some(h)) = (serving, refusing) {
+            let (code, out) = self.c.standby_cli(h, &["force-stale"], CLI_TIMEOUT);
+            let text = format!(
+                "recovery after step {step}: no copy served and host {}'s standby refused its stale replica: `force-stale`: exit {code}: {}",
+                HOSTS[h],
+                first_line(&out)
+            );
+            self.event(&text);
+            self.anomalies.push(text);
+            if self.wait_whole(WHOLE_WAIT).is_some() {
+                return Ok(());
+            }
+        } else if let Some((p, _)) = w.primary() {
             let h = 1 - p;
             self.event(&format!(
                 "recovery: restarting host {} (not the primary)",

@@ -242,6 +242,17 @@ pub fn justify(
     if ev.rule == Rule::NoReplica || ev.checkpoint.is_none() {
         return Some("this standby had no complete replica yet (synchronising)".into());
     }
+    if let Some(after) = ev
+        .witnesses
+        .iter()
+        .filter_map(|w| w.unprotected_after)
+        .min()
+    {
+        return Some(format!(
+            "a witness marked the replica (checkpoint {}) stale: the primary served under its leases after checkpoint {after}, so the replica may lack output it released (rule 5)",
+            ev.checkpoint.unwrap_or(0)
+        ));
+    }
     let (p, e) = watch
         .epochs
         .iter()
