@@ -49,6 +49,14 @@ faults *only:
     cargo build --release --workspace --bins
     ./target/release/hsb-faults {{only}}
 
+# The soak on network namespaces (root, iproute2, nftables, arping): the cluster under a seeded
+# random nemesis for `minutes` (kill -9 and restarts, crashes, partitions, loss, SIGSTOP, witness
+# restarts, replayed datagrams, operator switchovers), roles swapping, the client history checked;
+# report in target/soak/report.md, logs in target/soak/run/. `HSB_SOAK_SEED=N just soak` replays.
+soak minutes="10":
+    cargo build --release --workspace --bins
+    ./target/release/hsb-soak {{minutes}}
+
 # The seeded decision simulator: F1-F12 under all three policies over many seeds (a table per fault).
 sim seeds="1000":
     cargo build --release -p hsb-tests --bin hsb-sim

@@ -21,6 +21,7 @@ pub mod prom;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
+pub mod soak;
 pub mod xenrig;
 
 /// Path of an hsb binary.
