@@ -954,6 +954,7 @@ impl Primary {
                 domain_pages: self.dom.source().pages(),
                 last_ckpt: self.acked,
                 incarnation: self.incarnation,
+                disk: hsb_common::msg::DiskHello::default(),
             };
             let mut buf = [0u8; 256];
             match session::write_hello(&self.key, &hello, &mut buf) {

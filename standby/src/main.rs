@@ -1216,6 +1216,7 @@ impl Standby {
             domain_pages: self.replica.layout().0,
             last_ckpt: self.receiver.applied().unwrap_or(0),
             incarnation: self.incarnation,
+            disk: hsb_common::msg::DiskHello::default(),
         };
         let Some(c) = self.conns[i].as_mut() else {
             return Ok(());

@@ -1,19 +1,30 @@
-//! Checkpoint bookkeeping, no I/O.
+//! Checkpoint bookkeeping, no network I/O.
 //!
 //! Primary: [`Staging::capture`] copies dirty pages and state into frames laid out in a buffer
-//! allocated at start-up (this is the part done while the guest is suspended); [`Staging::seal`]
-//! then fills CRCs and MACs and appends the `End` record, after the guest has resumed.
+//! allocated at start-up (this is the part done while the guest is suspended); after the guest
+//! has resumed (before it runs again: the daemons are single-threaded), [`Staging::put_disk`]
+//! appends the epoch's disk writes from the journal as `Disk` frames (a full synchronisation:
+//! the rest of the disk resynchronisation), and [`Staging::seal`] fills CRCs and MACs and
+//! appends the `End` record, whose CRC covers the disk frames like the pages. While a full
+//! synchronisation is pending, [`ResyncSender`] streams the disk resynchronisation's block
+//! copies as `DiskSync` frames with the guest running.
 //!
-//! Standby: [`Receiver`] stages checkpoint N whole, checks it against its `End` record, and only
-//! then lets [`Receiver::apply`] write it into the replica. Any error discards the staged
-//! checkpoint: the replica stays exactly at N-1.
+//! Standby: [`Receiver`] stages checkpoint N whole (pages, state and disk writes), checks it
+//! against its `End` record, and only then lets [`Receiver::apply`] write it into the replica:
+//! the disk first (durably), then memory. Any error before that discards the staged checkpoint:
+//! memory and disk stay exactly at N-1. A disk that fails while applying leaves the replica
+//! unusable rather than half-way ([`Receiver::applied`] becomes `None`).
 
 use std::fmt;
 
+use crate::disk::{Disk, DiskError, PIECE_OVERHEAD};
 use crate::domain::{CheckpointSource, DomainError, Replica};
 use crate::PAGE_SIZE;
 use hsb_common::frame::{self, FrameError, Header, Kind, HEADER_LEN};
-use hsb_common::msg::{self, Begin, End, Pages, PagesHead, State, MAX_STATE_LEN, PAGES_PER_FRAME};
+use hsb_common::msg::{
+    self, Begin, DiskPlan, DiskWrite, End, Pages, PagesHead, State, DISK_HEAD_MAX, DISK_PIECE,
+    MAX_STATE_LEN, PAGES_PER_FRAME,
+};
 use hsb_common::session::{self, Session};
 
 /// Bytes reserved for the head of a `Pages` body (ckpt and up to 64 pfn varints, data length).
@@ -54,6 +65,8 @@ pub enum CheckpointError {
     Domain(DomainError),
     /// A frame or record was invalid.
     Frame(FrameError),
+    /// The disk failed or refused (its image, or a write that must wait).
+    Disk(DiskError),
 }
 
 impl fmt::Display for CheckpointError {
@@ -64,6 +77,7 @@ impl fmt::Display for CheckpointError {
             }
             CheckpointError::Domain(e) => write!(f, "{e}"),
             CheckpointError::Frame(e) => write!(f, "{e}"),
+            CheckpointError::Disk(e) => write!(f, "{e}"),
         }
     }
 }
@@ -82,6 +96,12 @@ impl From<FrameError> for CheckpointError {
     }
 }
 
+impl From<DiskError> for CheckpointError {
+    fn from(e: DiskError) -> Self {
+        CheckpointError::Disk(e)
+    }
+}
+
 /// The primary's staging buffer: one checkpoint, laid out as ready-to-send frames.
 #[derive(Debug)]
 pub struct Staging {
@@ -95,6 +115,14 @@ pub struct Staging {
     frame_data: Vec<usize>,
     /// Pages dirtied during a pre-copy (bounded like `pfns`).
     dirty: Vec<u64>,
+    /// Whether the staged checkpoint is a full synchronisation.
+    full: bool,
+    /// The domain has a disk whose part of the checkpoint is not staged yet.
+    disk_due: bool,
+    /// `Disk` frames staged, their data bytes, and `DiskSync` frames sent before (for `End`).
+    disk_writes: u64,
+    disk_bytes: u64,
+    disk_synced: u64,
 }
 
 /// Progress of a pre-copied full synchronisation.
@@ -120,8 +148,19 @@ pub struct PrecopyStats {
 impl Staging {
     /// Allocate for a domain of `pages` pages (all memory is allocated here, once).
     pub fn new(pages: u64) -> Staging {
+        Staging::with_disk(pages, 0)
+    }
+
+    /// Allocate for a domain of `pages` pages and a disk whose checkpoints carry at most
+    /// `journal_max` bytes of `Disk` frames (0: no disk).
+    pub fn with_disk(pages: u64, journal_max: usize) -> Staging {
         Staging {
-            buf: vec![0u8; staging_capacity(pages)],
+            full: false,
+            disk_due: false,
+            disk_writes: 0,
+            disk_bytes: 0,
+            disk_synced: 0,
+            buf: vec![0u8; staging_capacity(pages) + journal_max],
             len: 0,
             pfns: Vec::with_capacity(pages as usize),
             ckpt: 0,
@@ -275,6 +314,8 @@ impl Staging {
     ) -> Result<(), CheckpointError> {
         self.len = 0;
         self.ckpt = ckpt;
+        self.full = full;
+        self.disk_due = false;
         self.pfns.clear();
         dom.take_dirty(full, &mut self.pfns)?;
         let begin = Begin {
@@ -344,6 +385,7 @@ impl Staging {
             data: &state[..slen],
         };
         self.put_record(Kind::State, &st)?;
+        self.disk_due = dom.disk().is_some();
         Ok(CaptureStats {
             ckpt: self.ckpt,
             full,
@@ -368,9 +410,96 @@ impl Staging {
         Ok(())
     }
 
+    /// Stage the checkpoint's disk part after its capture, once the guest has resumed (before
+    /// it runs again): the open epoch's journal as `Disk` frames, in the guest's order, then an
+    /// empty journal; for a full synchronisation, the rest of the disk resynchronisation
+    /// instead (which must be ready: [`Disk::resync_ready`]). Nothing if the domain has no disk.
+    pub fn put_disk(&mut self, dom: &mut dyn CheckpointSource) -> Result<(), CheckpointError> {
+        self.disk_writes = 0;
+        self.disk_bytes = 0;
+        self.disk_synced = 0;
+        let Some(disk) = dom.disk() else {
+            self.disk_due = false;
+            return Ok(());
+        };
+        if !self.disk_due {
+            return Err(disk_refusal(
+                "the disk part of a checkpoint that was not captured",
+            ));
+        }
+        if self.full {
+            if disk.resync_ckpt() != Some(self.ckpt) || !disk.resync_ready() {
+                return Err(disk_refusal(
+                    "a full synchronisation whose disk resynchronisation is not planned or not ready",
+                ));
+            }
+            self.disk_synced = disk.resync_frames();
+            while let Some((off, len)) = disk.resync_final_next() {
+                let d: &Disk = disk;
+                self.put_disk_frame(off, len, |dst| d.read(off, dst))?;
+            }
+            disk.finish_resync();
+        } else {
+            if !disk.journaling() {
+                return Err(disk_refusal(
+                    "an incremental checkpoint while the disk's writes are not journaled",
+                ));
+            }
+            for i in 0..disk.journal().pieces() {
+                let (off, data) = disk.journal().piece(i);
+                self.put_disk_frame(off, data.len(), |dst| {
+                    dst.copy_from_slice(data);
+                    Ok(())
+                })?;
+            }
+            disk.clear_journal();
+        }
+        self.disk_due = false;
+        Ok(())
+    }
+
+    fn put_disk_frame(
+        &mut self,
+        off: u64,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<(), DiskError>,
+    ) -> Result<(), CheckpointError> {
+        let start = self.len;
+        let need = HEADER_LEN + DISK_HEAD_MAX + len;
+        if self.buf.len() - start < need {
+            return Err(CheckpointError::StagingFull {
+                need: start + need,
+                have: self.buf.len(),
+            });
+        }
+        let body = &mut self.buf[start + HEADER_LEN..];
+        let n = msg::disk_write_head(self.ckpt, off, len, body);
+        fill(&mut body[n..n + len])?;
+        Header {
+            kind: Kind::Disk,
+            body_len: (n + len) as u32,
+            seq: 0,
+        }
+        .emit(&mut self.buf[start..]);
+        self.len = start + HEADER_LEN + n + len;
+        self.disk_writes += 1;
+        self.disk_bytes += len as u64;
+        Ok(())
+    }
+
+    /// Disk writes and bytes in the staged checkpoint.
+    pub fn disk_staged(&self) -> (u64, u64) {
+        (self.disk_writes, self.disk_bytes)
+    }
+
     /// Seal every staged frame for `session` and append the `End` record. Done after the guest
     /// has resumed: this is the CRC and MAC pass over the checkpoint.
     pub fn seal(&mut self, session: &mut Session) -> Result<usize, CheckpointError> {
+        if self.disk_due {
+            return Err(disk_refusal(
+                "sealing a checkpoint whose disk part is not staged (put_disk)",
+            ));
+        }
         let mut ckpt_crc = crc32fast::Hasher::new();
         let mut total: u64 = 0;
         let mut pos = 0;
@@ -388,6 +517,9 @@ impl Staging {
             pages: self.pfns.len() as u64,
             total_len: total,
             crc: ckpt_crc.finalize(),
+            disk_writes: self.disk_writes,
+            disk_bytes: self.disk_bytes,
+            disk_synced: self.disk_synced,
         };
         let start = self.len;
         let n = session
@@ -398,6 +530,63 @@ impl Staging {
             })?;
         self.len = start + n;
         Ok(self.len)
+    }
+}
+
+fn disk_refusal(why: &str) -> CheckpointError {
+    CheckpointError::Disk(DiskError::Invalid(why.to_string()))
+}
+
+/// The primary's disk resynchronisation stream: `DiskSync` frames of the tracks copied while the
+/// guest runs ([`Disk::resync_next`]), sealed a buffer at a time; the buffer is allocated once.
+#[derive(Debug)]
+pub struct ResyncSender {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl ResyncSender {
+    /// A sender whose buffer holds `bytes` (at least one full frame).
+    pub fn new(bytes: usize) -> ResyncSender {
+        ResyncSender {
+            buf: vec![0u8; bytes.max(HEADER_LEN + DISK_HEAD_MAX + DISK_PIECE)],
+            len: 0,
+        }
+    }
+
+    /// Fill the buffer with sealed frames of the next copies; returns their bytes. 0: nothing
+    /// to copy now (the round is over: the resynchronisation is ready for its full
+    /// synchronisation, or its next round starts at the next call).
+    pub fn fill(&mut self, disk: &mut Disk, sess: &mut Session) -> Result<usize, CheckpointError> {
+        self.len = 0;
+        let Some(ckpt) = disk.resync_ckpt() else {
+            return Ok(0);
+        };
+        while self.buf.len() - self.len >= HEADER_LEN + DISK_HEAD_MAX + DISK_PIECE {
+            let Some((off, len)) = disk.resync_next() else {
+                break;
+            };
+            let start = self.len;
+            let body = &mut self.buf[start + HEADER_LEN..];
+            let n = msg::disk_write_head(ckpt, off, len, body);
+            disk.read(off, &mut body[n..n + len])?;
+            Header {
+                kind: Kind::DiskSync,
+                body_len: (n + len) as u32,
+                seq: 0,
+            }
+            .emit(&mut self.buf[start..]);
+            let end = start + HEADER_LEN + n + len;
+            let h = frame::body_crc(&self.buf[start + HEADER_LEN..end]);
+            sess.seal_with(&mut self.buf[start..end], &h);
+            self.len = end;
+        }
+        Ok(self.len)
+    }
+
+    /// The frames of the last [`ResyncSender::fill`].
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
     }
 }
 
@@ -434,6 +623,33 @@ pub struct Receiver {
     /// Last checkpoint applied in the current session; `None` until a full sync is applied.
     session_base: Option<u64>,
     applied: Option<u64>,
+    /// The replica's disk part, if it has a disk.
+    disk: Option<DiskRx>,
+}
+
+/// What the receiver stages of a replica's disk.
+#[derive(Debug)]
+struct DiskRx {
+    /// Image size.
+    size: u64,
+    /// Most staged cost (data plus frame overhead) a checkpoint may carry: `disk.journal_max`.
+    limit: usize,
+    /// The checkpoint's disk writes, in order: data, and (offset, start, length) per piece.
+    data: Vec<u8>,
+    pieces: Vec<(u64, usize, usize)>,
+    cost: usize,
+    /// The session's disk resynchronisation, from its `DiskPlan` to its full synchronisation.
+    plan: Option<DiskPlan>,
+    /// `DiskSync` frames received for it.
+    synced: u64,
+}
+
+impl DiskRx {
+    fn clear(&mut self) {
+        self.data.clear();
+        self.pieces.clear();
+        self.cost = 0;
+    }
 }
 
 impl Receiver {
@@ -461,7 +677,23 @@ impl Receiver {
             complete: None,
             session_base: None,
             applied: None,
+            disk: None,
         }
+    }
+
+    /// The replica has a disk of `size` bytes whose checkpoints carry at most `journal_max`
+    /// bytes of disk frames (allocated now).
+    pub fn with_disk(mut self, size: u64, journal_max: usize) -> Receiver {
+        self.disk = Some(DiskRx {
+            size,
+            limit: journal_max,
+            data: Vec::with_capacity(journal_max),
+            pieces: Vec::with_capacity(journal_max / PIECE_OVERHEAD + 1),
+            cost: 0,
+            plan: None,
+            synced: 0,
+        });
+        self
     }
 
     /// Last checkpoint applied to the replica, if any.
@@ -476,14 +708,31 @@ impl Receiver {
 
     /// Bytes allocated for staging.
     pub fn capacity(&self) -> usize {
-        self.data.capacity() + self.pfns.capacity() * 8 + self.state.capacity()
+        self.data.capacity()
+            + self.pfns.capacity() * 8
+            + self.state.capacity()
+            + self.disk.as_ref().map_or(0, |d| {
+                d.data.capacity() + d.pieces.capacity() * std::mem::size_of::<(u64, usize, usize)>()
+            })
     }
 
     /// A new session (new connection): discard anything staged, and require a full
-    /// synchronisation before any incremental checkpoint (never patch across a gap).
+    /// synchronisation before any incremental checkpoint (never patch across a gap). The
+    /// caller aborts a disk resynchronisation left by the old session
+    /// ([`Disk::abort_resync`]).
     pub fn new_session(&mut self) {
         self.discard();
         self.session_base = None;
+        if let Some(d) = self.disk.as_mut() {
+            d.plan = None;
+            d.synced = 0;
+        }
+    }
+
+    /// The disk resynchronisation under way in this session: its plan and the copies received.
+    pub fn disk_plan(&self) -> Option<(&DiskPlan, u64)> {
+        let d = self.disk.as_ref()?;
+        d.plan.as_ref().map(|p| (p, d.synced))
     }
 
     /// Drop the checkpoint being staged (after an error); the replica is untouched.
@@ -496,6 +745,9 @@ impl Receiver {
         self.state_seen = false;
         self.crc = crc32fast::Hasher::new();
         self.total = 0;
+        if let Some(d) = self.disk.as_mut() {
+            d.clear();
+        }
     }
 
     fn fail(&mut self, kind: Kind, why: &'static str) -> FrameError {
@@ -503,10 +755,95 @@ impl Receiver {
         FrameError::Body { kind, why }
     }
 
-    /// Feed one verified frame (already authenticated by the session). Returns the completed
-    /// checkpoint when its `End` arrives and checks out. On error, the staged checkpoint is
-    /// discarded and the caller drops the session.
+    /// Feed one verified frame (already authenticated by the session) to a replica without a
+    /// disk. Returns the completed checkpoint when its `End` arrives and checks out. On error,
+    /// the staged checkpoint is discarded and the caller drops the session.
     pub fn on_frame(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        body_hash: &crc32fast::Hasher,
+    ) -> Result<Option<Complete>, FrameError> {
+        match self.on_frame_to(kind, body, body_hash, None) {
+            Ok(c) => Ok(c),
+            Err(CheckpointError::Frame(e)) => Err(e),
+            Err(_) => Err(FrameError::Body {
+                kind,
+                why: "the replica's disk failed",
+            }),
+        }
+    }
+
+    /// Feed one verified frame, with the replica's disk (resynchronisation copies are written
+    /// to it as they come; checkpoints' disk writes are staged). Errors: a bad frame
+    /// ([`CheckpointError::Frame`]) or a disk that failed ([`CheckpointError::Disk`]); either
+    /// way the staged checkpoint is discarded and the caller drops the session.
+    pub fn on_frame_to(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        body_hash: &crc32fast::Hasher,
+        disk: Option<&mut Disk>,
+    ) -> Result<Option<Complete>, CheckpointError> {
+        match kind {
+            Kind::DiskPlan | Kind::DiskSync => self.on_disk_frame(kind, body, disk).map(|()| None),
+            _ => Ok(self.on_checkpoint_frame(kind, body, body_hash)?),
+        }
+    }
+
+    /// `DiskPlan` and `DiskSync`: outside any checkpoint, before the full synchronisation.
+    fn on_disk_frame(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        disk: Option<&mut Disk>,
+    ) -> Result<(), CheckpointError> {
+        if self.begin.is_some() || self.complete.is_some() {
+            self.discard();
+            return Err(FrameError::Unexpected {
+                kind,
+                state: "staging a checkpoint",
+            }
+            .into());
+        }
+        let (Some(rx), Some(disk)) = (self.disk.as_mut(), disk) else {
+            return Err(self
+                .fail(kind, "a disk frame, but this replica has no disk")
+                .into());
+        };
+        if kind == Kind::DiskPlan {
+            let plan: DiskPlan = msg::decode(kind, body)?;
+            if rx.plan.is_some() {
+                return Err(self.fail(kind, "a second disk plan in one session").into());
+            }
+            if plan.journal_max > rx.limit as u64 {
+                return Err(self
+                    .fail(
+                        kind,
+                        "the primary's disk.journal_max exceeds this standby's",
+                    )
+                    .into());
+            }
+            disk.begin_resync(&plan, self.applied.is_some())?;
+            rx.plan = Some(plan);
+            rx.synced = 0;
+            return Ok(());
+        }
+        let w: DiskWrite = msg::decode(kind, body)?;
+        let Some(plan) = rx.plan.as_ref() else {
+            return Err(self.fail(kind, "a disk copy without a disk plan").into());
+        };
+        if w.ckpt != plan.ckpt || w.data.len() > DISK_PIECE {
+            return Err(self
+                .fail(kind, "a disk copy for another checkpoint, or too large")
+                .into());
+        }
+        disk.resync_write(w.offset, w.data)?;
+        rx.synced += 1;
+        Ok(())
+    }
+
+    fn on_checkpoint_frame(
         &mut self,
         kind: Kind,
         body: &[u8],
@@ -543,6 +880,23 @@ impl Receiver {
                 }
                 if b.pages > self.domain_pages {
                     return Err(self.fail(kind, "more pages than the domain has"));
+                }
+                if let Some(d) = self.disk.as_ref() {
+                    match (&d.plan, b.full) {
+                        (Some(p), true) if p.ckpt == b.ckpt => {}
+                        (_, true) => {
+                            return Err(
+                                self.fail(kind, "a full synchronisation without its disk plan")
+                            )
+                        }
+                        (Some(_), false) => {
+                            return Err(self.fail(
+                                kind,
+                                "an incremental checkpoint during a disk resynchronisation",
+                            ))
+                        }
+                        (None, false) => {}
+                    }
                 }
                 if let Some(a) = self.applied {
                     if b.ckpt <= a && !b.full {
@@ -592,6 +946,37 @@ impl Receiver {
                 self.account(body, body_hash);
                 Ok(None)
             }
+            Kind::Disk => {
+                let Some(begin) = self.begin else {
+                    return Err(self.fail(kind, "disk write outside a checkpoint"));
+                };
+                let w: DiskWrite = msg::decode(kind, body).inspect_err(|_| self.discard())?;
+                let Some(d) = self.disk.as_mut() else {
+                    return Err(self.fail(kind, "a disk write, but this replica has no disk"));
+                };
+                let cost = w.data.len() + PIECE_OVERHEAD;
+                if w.ckpt != begin.ckpt || w.data.len() > DISK_PIECE {
+                    return Err(self.fail(kind, "disk write of another checkpoint, or too large"));
+                }
+                if w
+                    .offset
+                    .checked_add(w.data.len() as u64)
+                    .is_none_or(|e| e > d.size)
+                {
+                    return Err(self.fail(kind, "disk write beyond the image"));
+                }
+                if d.cost + cost > d.limit {
+                    return Err(self.fail(
+                        kind,
+                        "the checkpoint's disk writes exceed this standby's disk.journal_max",
+                    ));
+                }
+                d.pieces.push((w.offset, d.data.len(), w.data.len()));
+                d.data.extend_from_slice(w.data);
+                d.cost += cost;
+                self.account(body, body_hash);
+                Ok(None)
+            }
             Kind::End => {
                 let Some(begin) = self.begin else {
                     return Err(self.fail(kind, "end outside a checkpoint"));
@@ -611,6 +996,17 @@ impl Receiver {
                 }
                 if e.crc != self.crc.clone().finalize() {
                     return Err(self.fail(kind, "checkpoint CRC does not match"));
+                }
+                let (writes, bytes, synced) = match self.disk.as_ref() {
+                    Some(d) => (
+                        d.pieces.len() as u64,
+                        d.data.len() as u64,
+                        if begin.full { d.synced } else { 0 },
+                    ),
+                    None => (0, 0, 0),
+                };
+                if (e.disk_writes, e.disk_bytes, e.disk_synced) != (writes, bytes, synced) {
+                    return Err(self.fail(kind, "disk writes do not match the end record"));
                 }
                 let c = Complete {
                     ckpt: begin.ckpt,
@@ -645,6 +1041,28 @@ impl Receiver {
                 state: "nothing complete to apply",
             }));
         };
+        // The disk first: if it fails, memory stays at N-1 and the replica is not usable
+        // (its disk is neither), never half of each.
+        if let Some(d) = self.disk.as_mut() {
+            let res = match replica.disk() {
+                Some(disk) => disk.apply(
+                    c.ckpt,
+                    d.pieces.iter().map(|&(o, s, l)| (o, &d.data[s..s + l])),
+                ),
+                None => Err(DiskError::Invalid(
+                    "a checkpoint with a disk part, but the replica has no disk".into(),
+                )),
+            };
+            if c.full {
+                d.plan = None;
+            }
+            if let Err(e) = res {
+                self.discard();
+                self.applied = None;
+                self.session_base = None;
+                return Err(CheckpointError::Disk(e));
+            }
+        }
         let res = replica
             .write_pages(&self.pfns, &self.data)
             .and_then(|_| replica.load_state(&self.state));
@@ -916,5 +1334,395 @@ mod tests {
         assert_eq!(s.pages, pages);
         let (mut tx, _) = sessions();
         assert!(st.seal(&mut tx).unwrap() <= st.capacity());
+    }
+
+    mod with_disk {
+        //! Checkpoints of a domain with a disk: the resynchronisation stream, `Disk` frames,
+        //! and what torn or corrupt disk frames leave.
+        use super::*;
+        use crate::disk::{Disk, DiskConfig, Report};
+        use hsb_common::rng::SplitMix64;
+
+        /// A model domain with a disk beside it (the disk module's own test double).
+        struct WithDisk {
+            d: ModelDomain,
+            disk: Disk,
+        }
+
+        impl CheckpointSource for WithDisk {
+            fn pages(&self) -> u64 {
+                self.d.page_count()
+            }
+            fn suspend(&mut self) -> Result<(), DomainError> {
+                self.d.suspend()
+            }
+            fn resume(&mut self) -> Result<(), DomainError> {
+                self.d.resume()
+            }
+            fn take_dirty(&mut self, full: bool, out: &mut Vec<u64>) -> Result<(), DomainError> {
+                self.d.take_dirty(full, out)
+            }
+            fn read_pages(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError> {
+                self.d.read_pages(pfns, dst)
+            }
+            fn save_state(&mut self, dst: &mut [u8]) -> Result<usize, DomainError> {
+                self.d.save_state(dst)
+            }
+            fn disk(&mut self) -> Option<&mut Disk> {
+                Some(&mut self.disk)
+            }
+        }
+
+        impl Replica for WithDisk {
+            fn pages(&self) -> u64 {
+                self.d.page_count()
+            }
+            fn write_pages(&mut self, pfns: &[u64], data: &[u8]) -> Result<(), DomainError> {
+                self.d.write_pages(pfns, data)
+            }
+            fn load_state(&mut self, state: &[u8]) -> Result<(), DomainError> {
+                self.d.load_state(state)
+            }
+            fn disk(&mut self) -> Option<&mut Disk> {
+                Some(&mut self.disk)
+            }
+        }
+
+        const DISK: u64 = 16 << 20;
+        const JOURNAL: usize = 4 << 20;
+
+        struct Rig {
+            dir: std::path::PathBuf,
+            p: WithDisk,
+            r: WithDisk,
+            st: Staging,
+            rx: Receiver,
+            tx: Session,
+            rxs: Session,
+            rs: ResyncSender,
+            rng: SplitMix64,
+        }
+
+        impl Drop for Rig {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_dir_all(&self.dir);
+            }
+        }
+
+        fn rig(tag: &str) -> Rig {
+            let dir =
+                std::env::temp_dir().join(format!("hsb-ckpt-disk-{tag}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let cfg = |n: &str| DiskConfig {
+                path: dir.join(n),
+                size: DISK,
+                journal_max: JOURNAL,
+            };
+            let pages = MIN_PAGES + 100;
+            let mut pd = Disk::open(&cfg("p.img")).unwrap();
+            pd.start_primary(1).unwrap();
+            let (tx, rxs) = sessions();
+            Rig {
+                p: WithDisk {
+                    d: ModelDomain::new(pages, 2000, 4),
+                    disk: pd,
+                },
+                r: WithDisk {
+                    d: ModelDomain::blank(pages),
+                    disk: Disk::open(&cfg("r.img")).unwrap(),
+                },
+                st: Staging::with_disk(pages, JOURNAL),
+                rx: Receiver::new(pages).with_disk(DISK, JOURNAL),
+                tx,
+                rxs,
+                rs: ResyncSender::new(1 << 20),
+                rng: SplitMix64::new(11),
+                dir,
+            }
+        }
+
+        impl Rig {
+            /// The guest runs an epoch: memory and disk writes.
+            fn run(&mut self, t: u64, writes: usize) {
+                self.p.d.run(Nanos::from_millis(t));
+                self.p.d.handle("INCR");
+                for _ in 0..writes {
+                    let off = self.rng.below(DISK / 4096 - 4) * 4096 + self.rng.below(4096);
+                    let mut b = vec![0u8; 1 + self.rng.below(3 * 4096) as usize];
+                    self.rng.fill(&mut b);
+                    self.p.disk.write(off, &b, false).unwrap();
+                }
+            }
+
+            /// A session: the standby's report, the primary's plan, the copies while the guest
+            /// runs, then the full synchronisation `ckpt`; the bytes on the wire.
+            fn full(&mut self, ckpt: u64, report: &Report) -> Vec<u8> {
+                let plan = self.p.disk.plan(report, ckpt);
+                let mut out = vec![0u8; 1024];
+                let n = self.tx.write(Kind::DiskPlan, &plan, &mut out).unwrap();
+                out.truncate(n);
+                loop {
+                    let n = self.rs.fill(&mut self.p.disk, &mut self.tx).unwrap();
+                    out.extend_from_slice(self.rs.bytes());
+                    if n == 0 && self.p.disk.resync_ready() {
+                        break;
+                    }
+                    self.run(ckpt * 100 + out.len() as u64 % 97, 2);
+                }
+                self.capture(ckpt, true);
+                out.extend_from_slice(self.st.bytes());
+                out
+            }
+
+            fn capture(&mut self, ckpt: u64, full: bool) {
+                self.p.suspend().unwrap();
+                self.st.capture(&mut self.p, ckpt, 1, full).unwrap();
+                self.p.resume().unwrap();
+                self.st.put_disk(&mut self.p).unwrap();
+                self.st.seal(&mut self.tx).unwrap();
+                self.p.disk.set_open(ckpt + 1);
+            }
+
+            fn incremental(&mut self, ckpt: u64) -> Vec<u8> {
+                self.capture(ckpt, false);
+                self.st.bytes().to_vec()
+            }
+
+            /// Feed frames to the standby; the checkpoints applied, or the first error.
+            fn feed(&mut self, bytes: &[u8]) -> Result<Vec<u64>, CheckpointError> {
+                let mut pos = 0;
+                let mut done = vec![];
+                while pos < bytes.len() {
+                    let h = Header::parse(&bytes[pos..], frame::MAX_BODY_LEN)?;
+                    let end = pos + h.frame_len();
+                    if end > bytes.len() {
+                        return Err(FrameError::Truncated {
+                            have: bytes.len() - pos,
+                            need: h.frame_len(),
+                        }
+                        .into());
+                    }
+                    let hash = self.rxs.open(&bytes[pos..end])?;
+                    let body = &bytes[pos + HEADER_LEN..end];
+                    if self
+                        .rx
+                        .on_frame_to(h.kind, body, &hash, Some(&mut self.r.disk))?
+                        .is_some()
+                    {
+                        done.push(self.rx.apply(&mut self.r)?);
+                    }
+                    pos = end;
+                }
+                Ok(done)
+            }
+
+            /// A new session (after a refused frame the old one is gone).
+            fn reconnect(&mut self) {
+                let (tx, rxs) = sessions();
+                self.tx = tx;
+                self.rxs = rxs;
+                self.rx.new_session();
+                self.r.disk.abort_resync();
+            }
+
+            fn same(&self) -> bool {
+                self.r.d.digest() == self.p.d.digest()
+                    && self.r.disk.digest().unwrap() == self.p.disk.digest().unwrap()
+            }
+
+            fn replica_digests(&self) -> (u32, u32) {
+                (self.r.d.digest(), self.r.disk.digest().unwrap())
+            }
+
+            /// Seal a frame again with the primary's key at its own sequence number.
+            fn reseal(&mut self, f: &mut [u8], h: &crc32fast::Hasher) {
+                let k = ClusterKey::from_bytes([3; 32]);
+                let mut s = Session::new(&k, &[1; 16], &[2; 16], Side::Initiator);
+                let mut seq = [0u8; 8];
+                seq.copy_from_slice(&f[8..16]);
+                for _ in 0..u64::from_le_bytes(seq) {
+                    s.seal_with(&mut [0u8; HEADER_LEN][..], &frame::body_crc(&[]));
+                }
+                s.seal_with(f, h);
+            }
+        }
+
+        #[test]
+        fn disk_writes_travel_with_their_checkpoints_and_memory_and_disk_agree_at_each() {
+            let mut g = rig("travel");
+            g.run(1, 30);
+            let rep = g.r.disk.report();
+            let b = g.full(1, &rep);
+            assert_eq!(g.feed(&b).unwrap(), vec![1]);
+            assert!(g.same(), "after the full synchronisation");
+            for n in 2..12u64 {
+                g.run(n * 25, (n as usize % 4) * 7);
+                // The same bytes written twice in one epoch: the later write wins, as at the
+                // primary.
+                g.p.disk.write(4096 * 9, &[n as u8; 100], false).unwrap();
+                g.p.disk.write(4096 * 9 + 50, &[0xee; 100], false).unwrap();
+                let b = g.incremental(n);
+                assert!(g.st.disk_staged().0 >= 2);
+                assert_eq!(g.feed(&b).unwrap(), vec![n]);
+                assert!(g.same(), "checkpoint {n}");
+            }
+            assert_eq!(g.r.disk.applied(), Some(11));
+        }
+
+        /// A rig whose replica is at checkpoint 1, and checkpoint 2's stream (with disk writes),
+        /// not yet fed; the replica's memory and disk digests at 1; where checkpoint 2's Disk
+        /// frames are.
+        /// Memory and disk digests of a replica.
+        type Digests = (u32, u32);
+
+        fn at_one(tag: &str) -> (Rig, Vec<u8>, Digests, Vec<(usize, usize)>) {
+            let mut g = rig(tag);
+            g.run(1, 10);
+            let rep = g.r.disk.report();
+            let b = g.full(1, &rep);
+            g.feed(&b).unwrap();
+            let at_1 = g.replica_digests();
+            g.run(30, 20);
+            let b2 = g.incremental(2);
+            let mut pos = 0;
+            let mut disk_frames = vec![];
+            while pos < b2.len() {
+                let h = Header::parse(&b2[pos..], frame::MAX_BODY_LEN).unwrap();
+                if h.kind == Kind::Disk {
+                    disk_frames.push((pos, h.frame_len()));
+                }
+                pos += h.frame_len();
+            }
+            assert!(disk_frames.len() >= 5);
+            (g, b2, at_1, disk_frames)
+        }
+
+        #[test]
+        fn torn_or_corrupt_disk_frames_leave_memory_and_disk_at_the_previous_checkpoint() {
+            let (_, b2, _, frames) = at_one("layout");
+            let (fpos, flen) = frames[frames.len() / 2];
+            // Torn before, inside and after a Disk frame, and just before the end.
+            for cut in [fpos, fpos + flen / 2, fpos + flen, b2.len() - 1] {
+                let (mut g, b2, at_1, _) = at_one(&format!("cut{cut}"));
+                assert!(g.feed(&b2[..cut]).map_or(true, |d| d.is_empty()));
+                assert_eq!(g.replica_digests(), at_1, "cut at {cut}");
+                assert_eq!((g.rx.applied(), g.r.disk.applied()), (Some(1), Some(1)));
+            }
+            // One byte of a Disk frame's data corrupted: its CRC fails, the checkpoint goes.
+            let (mut g, mut bad, at_1, frames) = at_one("corrupt");
+            let (fpos, flen) = frames[1];
+            bad[fpos + flen - 3] ^= 0x20;
+            assert!(matches!(
+                g.feed(&bad),
+                Err(CheckpointError::Frame(FrameError::BadCrc { .. }))
+            ));
+            assert_eq!(g.replica_digests(), at_1);
+            assert_eq!((g.rx.applied(), g.r.disk.applied()), (Some(1), Some(1)));
+            // Disk frames moved out of order (still each authentic, resealed in the new order):
+            // the end record's CRC no longer matches; nothing applied.
+            let (mut g, b2, at_1, frames) = at_one("reorder");
+            let mut frames_in: Vec<Vec<u8>> = vec![];
+            let mut pos = 0;
+            while pos < b2.len() {
+                let h = Header::parse(&b2[pos..], frame::MAX_BODY_LEN).unwrap();
+                frames_in.push(b2[pos..pos + h.frame_len()].to_vec());
+                pos += h.frame_len();
+            }
+            let first = frames_in
+                .iter()
+                .position(|f| f[3] == Kind::Disk as u8)
+                .unwrap();
+            frames_in.swap(first, first + 1);
+            assert!(frames_in.len() > frames.len() + 2);
+            // Reseal in the receiving session's sequence (as a primary that sent them so would).
+            let mut out = vec![];
+            let seq0 = g.tx.tx_seq() - frames_in.len() as u64;
+            for (k, mut f) in frames_in.into_iter().enumerate() {
+                f[8..16].copy_from_slice(&(seq0 + k as u64).to_le_bytes());
+                let h = frame::body_crc(&f[HEADER_LEN..]);
+                g.reseal(&mut f, &h);
+                out.extend_from_slice(&f);
+            }
+            let e = g.feed(&out).unwrap_err();
+            assert!(e.to_string().contains("CRC does not match"), "{e}");
+            assert_eq!(g.replica_digests(), at_1);
+        }
+
+        #[test]
+        fn a_replica_whose_image_fails_is_never_acknowledged_and_not_activatable() {
+            let (mut g, b2, at_1, _) = at_one("fail");
+            // The replica's image turns read-only: every write to it fails.
+            g.r.disk.make_read_only_for_test().unwrap();
+            let e = g.feed(&b2).unwrap_err();
+            assert!(matches!(e, CheckpointError::Disk(_)), "{e}");
+            assert_eq!(g.rx.applied(), None, "no ack, and nothing to activate");
+            assert_eq!(g.r.d.digest(), at_1.0, "memory stays at checkpoint 1");
+            assert!(g.r.disk.stats().errors >= 1);
+        }
+
+        #[test]
+        fn disk_frames_out_of_place_are_refused() {
+            let (mut g, b2, _, _) = at_one("refuse");
+            g.feed(&b2).unwrap();
+            let mut buf = vec![0u8; 4096];
+            // A disk write outside a checkpoint.
+            let w = DiskWrite {
+                ckpt: 3,
+                offset: 0,
+                data: &[1, 2, 3],
+            };
+            let n = g.tx.write(Kind::Disk, &w, &mut buf).unwrap();
+            let e = g.feed(&buf[..n]).unwrap_err();
+            assert!(e.to_string().contains("outside a checkpoint"), "{e}");
+            // A copy without a plan.
+            g.reconnect();
+            let n = g.tx.write(Kind::DiskSync, &w, &mut buf).unwrap();
+            let e = g.feed(&buf[..n]).unwrap_err();
+            assert!(e.to_string().contains("without a disk plan"), "{e}");
+            // A full synchronisation without its plan.
+            g.reconnect();
+            g.run(60, 3);
+            g.p.disk.stop_journal();
+            g.p.suspend().unwrap();
+            g.st.capture(&mut g.p, 3, 1, true).unwrap();
+            g.p.resume().unwrap();
+            assert!(
+                g.st.put_disk(&mut g.p).is_err(),
+                "no resynchronisation planned"
+            );
+            g.st.disk_due = false;
+            g.st.seal(&mut g.tx).unwrap();
+            let b = g.st.bytes().to_vec();
+            let e = g.feed(&b).unwrap_err();
+            assert!(e.to_string().contains("without its disk plan"), "{e}");
+            // A disk write beyond the image, inside a checkpoint.
+            g.reconnect();
+            let rep = g.r.disk.report();
+            let b = g.full(4, &rep);
+            g.feed(&b).unwrap();
+            assert!(g.same());
+            let n1 =
+                g.tx.write(
+                    Kind::Begin,
+                    &Begin {
+                        ckpt: 5,
+                        full: false,
+                        pages: 0,
+                        epoch: 1,
+                    },
+                    &mut buf,
+                )
+                .unwrap();
+            let w = DiskWrite {
+                ckpt: 5,
+                offset: DISK - 1,
+                data: &[1, 2],
+            };
+            let n2 = g.tx.write(Kind::Disk, &w, &mut buf[n1..]).unwrap();
+            let e = g.feed(&buf[..n1 + n2]).unwrap_err();
+            assert!(e.to_string().contains("beyond the image"), "{e}");
+            assert!(g.same(), "nothing applied");
+        }
     }
 }
