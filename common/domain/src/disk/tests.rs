@@ -2,6 +2,7 @@
 //! same calls the checkpoint code makes.
 
 use super::*;
+use hsb_common::msg::{Fork, DISK_PIECE};
 use hsb_common::rng::SplitMix64;
 
 struct Tmp(PathBuf);
