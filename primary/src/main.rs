@@ -5,6 +5,7 @@
 //! the `model` backend), the control socket, and the epoch timer.
 
 mod config;
+mod disk;
 mod guest;
 
 use std::collections::VecDeque;
@@ -39,6 +40,7 @@ use hsb_domain::output::OutputCommit;
 use hsb_domain::service::{ClientId, Handler, Service};
 
 use config::{schema, Settings};
+use disk::DiskRepl;
 use guest::{Fence, Guest, PlugOutput};
 
 /// Whether the standby has been silent too long for its session to be kept (DESIGN §2: a
@@ -416,6 +418,8 @@ struct Primary {
     start: Start,
     /// A busy service address is tried again at this time.
     service_retry_at: Nanos,
+    /// Disk replication, when the guest has a disk (issue 14; see disk.rs).
+    disk: Option<DiskRepl>,
 }
 
 /// How often a busy service address is tried again.
@@ -488,7 +492,8 @@ struct Requests<'a> {
 
 impl Handler for Requests<'_> {
     fn can_take(&mut self) -> bool {
-        !self.output.full() && !self.fenced
+        // (A PUT's log record must fit the disk's journal: requests wait like output does.)
+        !self.output.full() && !self.fenced && self.dom.can_take_request()
     }
     fn handle(&mut self, id: ClientId, line: &str) -> Option<String> {
         *self.requests += 1;
@@ -541,6 +546,27 @@ impl Primary {
                     }
                     d
                 };
+                let mut dom = dom;
+                if let Some(ds) = &s.disk {
+                    // The guest's disk: its writes belong to this primary's checkpoints from
+                    // the first one on (a replica's data forks into a lineage of its own).
+                    let mut disk = hsb_domain::disk::Disk::open(&ds.disk)
+                        .map_err(|e| io::Error::other(format!("model.disk: {e}")))?;
+                    disk.start_primary(s.start_checkpoint + 1)
+                        .map_err(|e| io::Error::other(format!("model.disk: {e}")))?;
+                    log::info!(
+                        "disk {} ({} MiB): {}; workload {} KiB/s in writes of {} KiB ({}); journal {} MiB",
+                        ds.disk.path.display(),
+                        ds.disk.size >> 20,
+                        disk.describe(),
+                        ds.workload.rate >> 10,
+                        ds.workload.write >> 10,
+                        if ds.workload.random { "random" } else { "sequential" },
+                        ds.disk.journal_max >> 20
+                    );
+                    dom.attach_disk(disk, ds.workload, s.start_image.as_os_str().is_empty())
+                        .map_err(|e| io::Error::other(format!("model.disk: {e}")))?;
+                }
                 let service =
                     Service::try_bind(s.service, poll.registry(), SERVICE_BASE, s.max_clients)
                         .map_err(|e| {
@@ -558,7 +584,12 @@ impl Primary {
                 (Guest::Model(dom), None, service)
             }
         };
-        let staging = Staging::new(dom.source().max_pages());
+        let journal_max = s.disk.as_ref().map_or(0, |d| d.disk.journal_max);
+        let staging = Staging::with_disk(dom.source().max_pages(), journal_max);
+        let disk = dom
+            .source()
+            .disk()
+            .map(|d| DiskRepl::new(d.geometry(), clock.now()));
         if plug.is_some() && s.max_unacked > 1 {
             log::info!(
                 "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"
@@ -692,6 +723,7 @@ impl Primary {
             failover,
             start,
             service_retry_at: now,
+            disk,
         })
     }
 
@@ -712,8 +744,11 @@ impl Primary {
                     .min(f.next_heartbeat)
                     .min(now.plus(Duration::from_millis(2)));
             }
-            if self.suspending.is_some() || self.precopy_pending() {
+            if self.suspending.is_some() || self.precopy_pending() || self.resync_pending() {
                 deadline = deadline.min(now.plus(Duration::from_millis(1)));
+            }
+            if let Some(d) = &self.disk {
+                deadline = deadline.min(d.next_tick());
             }
             if let Some(d) = self.ctl.next_deadline() {
                 deadline = deadline.min(d);
@@ -771,10 +806,11 @@ impl Primary {
             self.poll_suspend(now);
             self.final_checkpoint(now);
             self.bind_service(now);
+            self.disk_upkeep(now);
             if now >= self.next_epoch {
                 self.epoch_tick(now);
-            } else if self.precopy_pending() {
-                // A pre-copy goes on between epochs, one step per turn of the loop.
+            } else if self.precopy_pending() || self.resync_pending() {
+                // A pre-copy (memory or disk) goes on between epochs, a step per turn.
                 self.checkpoint(now);
             }
             if self.reconnect_at.is_some_and(|r| now >= r) {
@@ -813,6 +849,7 @@ impl Primary {
         if let Some(f) = self.failover.as_mut() {
             f.recorder.flush();
         }
+        self.persist_disk(signal);
         if let Err(e) = self.ctl.remove_socket() {
             log::warn!(
                 "{signal}: cannot remove the control socket {}: {e}",
@@ -928,6 +965,13 @@ impl Primary {
         self.full_unacked = None;
         self.output.rebase(self.next_ckpt);
         self.need_full = true;
+        // No standby: the next one is resynchronised from the track table, not the journal.
+        if let Some(d) = self.disk.as_mut() {
+            d.reset();
+        }
+        if let Some(d) = self.dom.source().disk() {
+            d.stop_journal();
+        }
         self.retry_later(now);
     }
 
@@ -954,7 +998,11 @@ impl Primary {
                 domain_pages: self.dom.source().pages(),
                 last_ckpt: self.acked,
                 incarnation: self.incarnation,
-                disk: hsb_common::msg::DiskHello::default(),
+                disk: self
+                    .dom
+                    .source()
+                    .disk()
+                    .map_or_else(Default::default, |d| DiskRepl::hello(d)),
             };
             let mut buf = [0u8; 256];
             match session::write_hello(&self.key, &hello, &mut buf) {
@@ -992,6 +1040,7 @@ impl Primary {
             }
         }
         self.send_staged(now);
+        self.send_resync(now);
     }
 
     fn frame_error(&mut self, now: Nanos, e: FrameError) {
@@ -1017,6 +1066,26 @@ impl Primary {
                         why: "peer is not a standby",
                     });
                 }
+                let disk_now = match self.disk.as_mut() {
+                    Some(d) => match d.standby_hello(&h.disk) {
+                        Ok(now) => now,
+                        Err(why) => {
+                            log::error!("standby {}: {why}", r.peer);
+                            self.lose_standby(now, "its disk cannot be replicated to");
+                            return Ok(());
+                        }
+                    },
+                    None if h.disk.size != 0 => {
+                        log::error!(
+                            "standby {}: it has a disk of {} bytes, this primary's guest has none (model.disk_size must be the same on both)",
+                            r.peer,
+                            h.disk.size
+                        );
+                        self.lose_standby(now, "its disk cannot be replicated to");
+                        return Ok(());
+                    }
+                    None => false,
+                };
                 // Confirm our Hello under the session key: the standby counts the session only
                 // from this frame (a recorded Hello cannot produce it). It goes out before any
                 // checkpoint (send_staged flushes `out` first).
@@ -1050,6 +1119,9 @@ impl Primary {
                     h.last_ckpt
                 );
                 self.need_full = true;
+                if disk_now {
+                    self.plan_disk(now);
+                }
                 Ok(())
             }
             (Phase::Streaming, Kind::Ack) => {
@@ -1070,6 +1142,9 @@ impl Primary {
                             self.full_unacked = None;
                         }
                         self.acked = n;
+                        if let Some(d) = self.dom.source().disk() {
+                            d.acked(n);
+                        }
                         self.stats.ack_rtt.record(now.since(sent));
                         if self.failover.is_some() {
                             self.authority_step(
@@ -1090,6 +1165,27 @@ impl Primary {
                         why: "ack for a checkpoint not awaiting one",
                     }),
                 }
+            }
+            (Phase::Streaming, Kind::DiskDirty) => {
+                let sess = r.session.as_mut().ok_or(FrameError::Unexpected {
+                    kind,
+                    state: "no session",
+                })?;
+                sess.open(frame)?;
+                let d: msg::DiskDirty = msg::decode(kind, body)?;
+                let complete = match self.disk.as_mut() {
+                    Some(repl) => repl.dirty(&d)?,
+                    None => {
+                        return Err(FrameError::Unexpected {
+                            kind,
+                            state: "this primary's guest has no disk",
+                        })
+                    }
+                };
+                if complete {
+                    self.plan_disk(now);
+                }
+                Ok(())
             }
             (Phase::Streaming, Kind::Refuse) => {
                 if let Some(sess) = r.session.as_mut() {
@@ -1179,6 +1275,7 @@ impl Primary {
             && self.sending.is_none()
             && self.unacked.len() < self.s.max_unacked
             && self.suspending.is_none()
+            && self.disk.as_ref().is_none_or(|d| d.sending.is_none())
     }
 
     fn checkpoint(&mut self, now: Nanos) {
@@ -1189,6 +1286,11 @@ impl Primary {
         }
         // Fenced: the domain is already suspended, and stays so after the capture.
         let fenced = self.dom.is_suspended();
+        // A full synchronisation waits for its disk resynchronisation's copy (made while the
+        // guest runs) to be small enough to end in it.
+        if self.need_full && !self.disk_ready_for_full(now) {
+            return;
+        }
         if !fenced && self.need_full && self.s.precopy && !self.precopy_done() {
             return;
         }
@@ -1378,6 +1480,8 @@ impl Primary {
             }
         }
         let pause = self.clock.now().since(t0);
+        // The epoch's disk writes (the guest does not run again before this returns).
+        let cap = cap.and_then(|st| self.staging.put_disk(self.dom.source()).map(|()| st));
         let st = match cap {
             Ok(st) => st,
             Err(e) => {
@@ -1406,24 +1510,29 @@ impl Primary {
         if full {
             self.stats.full_syncs += 1;
             log::info!(
-                "checkpoint {ckpt}: full synchronisation, {} pages{}, {} KiB, pause {} ms",
+                "checkpoint {ckpt}: full synchronisation, {} pages{}, {} KiB, pause {} ms{}",
                 st.pages,
                 recopied.map_or(String::new(), |r| format!(
                     " (pre-copied; {r} written meanwhile, copied again while suspended)"
                 )),
                 len >> 10,
-                ms(pause)
+                ms(pause),
+                self.disk_debug()
             );
         } else {
             log::debug!(
-                "checkpoint {ckpt}: {} pages, {} bytes, pause {} ms",
+                "checkpoint {ckpt}: {} pages, {} bytes, pause {} ms{}",
                 st.pages,
                 len,
-                ms(pause)
+                ms(pause),
+                self.disk_debug()
             );
         }
         self.need_full = false;
         self.next_ckpt += 1;
+        if let Some(d) = self.dom.source().disk() {
+            d.set_open(self.next_ckpt);
+        }
         self.unacked.push_back((ckpt, self.clock.now()));
         if full {
             self.full_unacked = Some(ckpt);
@@ -1569,6 +1678,7 @@ impl Primary {
             kv("failover", "off".into());
         }
         kv("staging_bytes", self.staging.capacity().to_string());
+        self.disk_status(&mut kv);
         for (name, n) in FrameError::COUNTERS.iter().zip(st.frame_errors.iter()) {
             kv(&format!("frame_errors_{name}"), n.to_string());
         }
@@ -1730,10 +1840,15 @@ impl Primary {
                     if first {
                         self.on_fence(epoch.0);
                     }
-                    match self.failover.as_mut() {
-                        // A switching standby waits for the final checkpoint: rejoin after it.
-                        Some(f) if f.confirm.is_some() => f.rejoin_after_confirm = true,
-                        _ => self.rejoin(),
+                    // A switching standby waits for the final checkpoint: rejoin after it.
+                    let after_confirm = self
+                        .failover
+                        .as_mut()
+                        .filter(|f| f.confirm.is_some())
+                        .map(|f| f.rejoin_after_confirm = true)
+                        .is_some();
+                    if !after_confirm {
+                        self.rejoin();
                     }
                 }
                 PAction::RequestFullSync => {}
@@ -1903,7 +2018,10 @@ impl Primary {
 
     /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
     /// which the new primary then synchronises from scratch. Returns only if that fails.
-    fn rejoin(&self) {
+    fn rejoin(&mut self) {
+        // The standby this host becomes reports exactly what this primary wrote since its
+        // last acknowledged checkpoint.
+        self.persist_disk("stepping down");
         if self.s.rejoin_config.as_os_str().is_empty() {
             log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
             return;
@@ -1911,6 +2029,189 @@ impl Primary {
         let e = exec_standby(&self.s.rejoin_config, &self.s.state_file);
         log::error!("rejoin: exec hsb-standby failed: {e}; staying paused");
     }
+}
+
+/// The guest's disk, if it has one (the model domain's).
+fn guest_disk(dom: &Guest) -> Option<&hsb_domain::disk::Disk> {
+    match dom {
+        Guest::Model(d) => d.disk_ref(),
+        Guest::Xen(_) => None,
+    }
+}
+
+fn guest_disk_mut(dom: &mut Guest) -> Option<&mut hsb_domain::disk::Disk> {
+    match dom {
+        Guest::Model(d) => d.disk_mut(),
+        Guest::Xen(_) => None,
+    }
+}
+
+/// Disk replication (issue 14): the points where the loop meets it; the rest is in disk.rs.
+impl Primary {
+    /// The standby's disk report is complete: plan its resynchronisation for the coming full
+    /// synchronisation, and send the plan.
+    fn plan_disk(&mut self, now: Nanos) {
+        let ckpt = self.next_ckpt;
+        let (Some(repl), Some(r), Some(disk)) = (
+            self.disk.as_mut(),
+            self.repl.as_mut(),
+            guest_disk_mut(&mut self.dom),
+        ) else {
+            return;
+        };
+        let Some(sess) = r.session.as_mut() else {
+            return;
+        };
+        let res = repl.plan(disk, ckpt, sess, &mut r.out);
+        let res = res.and_then(|()| {
+            r.out
+                .flush(&mut r.stream)
+                .map(|_| ())
+                .map_err(|e| format!("write failed: {e}"))
+        });
+        if let Err(e) = res {
+            log::error!("disk: {e}");
+            self.lose_standby(now, "cannot send the disk plan");
+        }
+    }
+
+    /// Copies of a disk resynchronisation wait to be made or sent: the loop turns every
+    /// millisecond meanwhile, as for a pre-copy.
+    fn resync_pending(&self) -> bool {
+        self.need_full
+            && self
+                .repl
+                .as_ref()
+                .is_some_and(|r| r.phase == Phase::Streaming)
+            && match (&self.disk, guest_disk(&self.dom)) {
+                (Some(repl), Some(d)) => repl.streaming(d),
+                _ => false,
+            }
+    }
+
+    /// Whether the full synchronisation may be captured as far as the disk goes: its plan was
+    /// sent and what is left of the copy fits it. Meanwhile, the copies are made and sent.
+    fn disk_ready_for_full(&mut self, now: Nanos) -> bool {
+        let ckpt = self.next_ckpt;
+        let (Some(repl), Some(disk)) = (self.disk.as_mut(), guest_disk_mut(&mut self.dom)) else {
+            return true;
+        };
+        if repl.ready_for_full(disk, ckpt) {
+            return true;
+        }
+        let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else {
+            return false;
+        };
+        match repl.fill(disk, sess) {
+            Ok(true) => {}
+            Ok(false) => return repl.ready_for_full(disk, ckpt),
+            Err(e) => {
+                log::error!("disk resynchronisation: {e}");
+                self.lose_standby(now, "the disk resynchronisation failed");
+                return false;
+            }
+        }
+        self.send_resync(now);
+        false
+    }
+
+    /// Write the resynchronisation's sealed copies, after any queued control frame (the plan).
+    fn send_resync(&mut self, now: Nanos) {
+        let (Some(repl), Some(r)) = (self.disk.as_mut(), self.repl.as_mut()) else {
+            return;
+        };
+        let Some(mut pos) = repl.sending else {
+            return;
+        };
+        let res = match r.out.flush(&mut r.stream) {
+            Ok(true) => write_some(&mut r.stream, repl.bytes(), &mut pos),
+            Ok(false) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(true) => repl.sending = None,
+            Ok(false) => repl.sending = Some(pos),
+            Err(e) => self.lose_standby(now, &format!("write failed: {e}")),
+        }
+    }
+
+    /// The activity log's upkeep, and an epoch ended early when the journal is three quarters
+    /// full (if a checkpoint may start now; otherwise writes that do not fit wait).
+    fn disk_upkeep(&mut self, now: Nanos) {
+        let (Some(repl), Some(disk)) = (self.disk.as_mut(), guest_disk_mut(&mut self.dom)) else {
+            return;
+        };
+        if repl.tick_due(now) {
+            if let Err(e) = disk.tick() {
+                log::error!("disk: activity log: {e}");
+            }
+        }
+        let high = disk.journal_high();
+        if high && now < self.next_epoch && self.may_checkpoint() {
+            let Some(repl) = self.disk.as_mut() else {
+                return;
+            };
+            repl.ended_early += 1;
+            if repl.ended_early.is_power_of_two() {
+                log::info!(
+                    "disk: the epoch's journal is three quarters full: epoch ended early ({} times so far)",
+                    repl.ended_early
+                );
+            }
+            self.next_epoch = now;
+        }
+    }
+
+    /// With debug logging: the checkpoint's disk writes and the disk's digest as the guest's
+    /// memory has it at the capture (what a replica activated from it must hold).
+    fn disk_debug(&self) -> String {
+        if !log::log_enabled!(log::Level::Debug) {
+            return String::new();
+        }
+        let Guest::Model(d) = &self.dom else {
+            return String::new();
+        };
+        let Some(digest) = d.disk_digest() else {
+            return String::new();
+        };
+        let (w, b) = self.staging.disk_staged();
+        format!(", disk {w} writes {b} bytes, disk digest {digest:08x}")
+    }
+
+    fn disk_status(&self, kv: &mut dyn FnMut(&str, String)) {
+        let Some(disk) = guest_disk(&self.dom) else {
+            return;
+        };
+        hsb_domain::disk::status(disk, kv);
+        if let Some(repl) = &self.disk {
+            kv("disk_epochs_ended_early", repl.ended_early.to_string());
+        }
+        if let Guest::Model(d) = &self.dom {
+            if let Some(st) = d.disk_stats() {
+                kv("disk_guest_writes", st.writes.to_string());
+                kv("disk_guest_waits", st.waits.to_string());
+                kv("disk_guest_errors", st.errors.to_string());
+                kv("disk_log_records", st.log_records.to_string());
+                kv("disk_write_us_p50", us(st.latency.quantile(0.5)));
+                kv("disk_write_us_p99", us(st.latency.quantile(0.99)));
+            }
+        }
+    }
+
+    /// Persist the disk's track table (a clean stop, a step-down): the next process, as the
+    /// primary or as this host's standby, knows exactly what this one wrote.
+    fn persist_disk(&mut self, why: &str) {
+        if let Some(disk) = guest_disk_mut(&mut self.dom) {
+            match disk.persist_table() {
+                Ok(()) => log::info!("{why}: disk track table persisted ({})", disk.describe()),
+                Err(e) => log::error!("{why}: cannot persist the disk's track table: {e}"),
+            }
+        }
+    }
+}
+
+fn us(d: Duration) -> String {
+    d.as_micros().to_string()
 }
 
 #[cfg(test)]

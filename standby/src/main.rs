@@ -6,6 +6,7 @@
 //! and (after activation, with the `model` backend) the model domain's service.
 
 mod config;
+mod disk;
 mod replica;
 mod slots;
 
@@ -37,7 +38,7 @@ use hsb_common::signals::{Request, SignalHandler, SignalSource};
 use hsb_common::stats::{ms, Histogram};
 use hsb_common::time::{Clock, Nanos};
 use hsb_common::wire::{self, Dgram};
-use hsb_domain::checkpoint::Receiver;
+use hsb_domain::checkpoint::{CheckpointError, Receiver};
 use hsb_domain::model::ModelDomain;
 use hsb_domain::service::{ClientId, Handler, Service};
 
@@ -304,6 +305,9 @@ struct Conn {
     node: String,
     /// The primary's epoch, from its Hello.
     epoch: Epoch,
+    /// Tracks this disk wrote as a primary, announced in this node's Hello and sent as
+    /// `DiskDirty` frames once the session is confirmed.
+    disk_dirty: Option<hsb_domain::disk::Bitmap>,
 }
 
 /// Causes of log lines that a hostile or broken peer could repeat at will: each is rate-limited
@@ -319,8 +323,10 @@ enum Noise {
     Accept,
     /// Refused witness votes (grants are always logged: they are decisions' inputs).
     VoteRefused,
+    /// The replica's disk failed while a checkpoint was staged or applied.
+    DiskFailed,
 }
-const NOISE: usize = 7;
+const NOISE: usize = 8;
 
 #[derive(Default)]
 struct Stats {
@@ -394,6 +400,8 @@ struct Standby {
     incarnation: u64,
     /// Rate limits of the replication log lines peers can provoke.
     noise: LogLimiter<NOISE>,
+    /// What the activated replica's check of its disk against its memory found.
+    disk_verified: String,
     /// The last accept stopped at [`ACCEPTS_PER_TURN`]: go on at the next turn of the loop.
     more_to_accept: bool,
 }
@@ -441,6 +449,10 @@ impl Standby {
             Rep::Model(_) => Receiver::new(s.model_pages),
             Rep::Xen(_) => Receiver::for_layout(pfn_limit, max_pages, false),
         };
+        let receiver = match &s.disk {
+            Some(ds) => receiver.with_disk(ds.disk.size, ds.disk.journal_max),
+            None => receiver,
+        };
         log::info!(
             "node {} ({}): replica of {} pages ({} MiB), staging {} MiB allocated; waiting for the primary on {}",
             s.node,
@@ -470,6 +482,7 @@ impl Standby {
             incarnation: host.incarnation,
             operator: None,
             noise: LogLimiter::new(3, Duration::from_secs(10)),
+            disk_verified: "not yet (at activation)".into(),
             more_to_accept: false,
             replica,
             next_stats: clock.now().plus(s.stats_interval),
@@ -640,6 +653,9 @@ impl Standby {
         if let Some(f) = self.failover.as_mut() {
             f.recorder.flush();
         }
+        if let Some(d) = self.replica.disk() {
+            disk::persist(d, signal);
+        }
         if let Err(e) = self.ctl.remove_socket() {
             log::warn!(
                 "{signal}: cannot remove the control socket {}: {e}",
@@ -692,11 +708,12 @@ impl Standby {
         let text = match cmd {
             "status" | "" => self.status_text(now),
             "digest" => format!(
-                "applied_checkpoint {}\ndigest {:08x}\n",
+                "applied_checkpoint {}\ndigest {:08x}\n{}",
                 self.receiver
                     .applied()
                     .map_or("none".into(), |a| a.to_string()),
-                self.replica.digest().unwrap_or(0)
+                self.replica.digest().unwrap_or(0),
+                self.replica.model().map_or(String::new(), disk::digest_lines)
             ),
             "force-stale" => match self.failover.as_ref() {
                 None => "error: automatic failover is off (failover = false); use activate\n"
@@ -943,13 +960,14 @@ impl Standby {
                 // Hello, not for the largest frame.
                 reader: FrameReader::new(msg::HELLO_MAX_BODY),
                 session: None,
-                out: OutQueue::new(64 * 1024),
+                out: OutQueue::new(64 * 1024 + disk::dirty_bytes(self.replica.disk_ref())),
                 stage: Stage::AwaitHello,
                 accepted: now,
                 heard: now,
                 hello: None,
                 node: String::new(),
                 epoch: Epoch::FIRST,
+                disk_dirty: None,
             });
             // A primary sends its Hello as soon as it is connected: take it now, before later
             // connections of a flood can push this one out of the pool.
@@ -1138,6 +1156,13 @@ impl Standby {
                 self.s.node
             ));
         }
+        let disk = self.replica.disk_ref().map_or(0, |d| d.size());
+        if h.disk.size != disk {
+            return Err(format!(
+                "disk size mismatch: primary has {} bytes, this replica {disk}; set model.disk_size alike on both",
+                h.disk.size
+            ));
+        }
         let nonce_in_use = self.conns.iter().enumerate().any(|(j, c)| {
             j != i
                 && c.as_ref().is_some_and(|c| {
@@ -1203,6 +1228,7 @@ impl Standby {
     fn on_hello(&mut self, now: Nanos, i: usize, frame: &[u8]) -> Result<(), FrameError> {
         let h = session::open_hello(&self.key, frame)?;
         let verdict = self.admission(now, i, &h);
+        let disk_report = self.replica.disk_ref().map(|d| (d.report(), d.size()));
         let mut nonce = [0u8; 16];
         hsb_common::rng::os_random(&mut nonce).map_err(|_| FrameError::Body {
             kind: Kind::Hello,
@@ -1216,7 +1242,9 @@ impl Standby {
             domain_pages: self.replica.layout().0,
             last_ckpt: self.receiver.applied().unwrap_or(0),
             incarnation: self.incarnation,
-            disk: hsb_common::msg::DiskHello::default(),
+            disk: disk_report
+                .as_ref()
+                .map_or_else(Default::default, |(r, size)| r.hello(*size)),
         };
         let Some(c) = self.conns[i].as_mut() else {
             return Ok(());
@@ -1232,6 +1260,7 @@ impl Standby {
         c.out.push(&buf[..n]);
         c.node = h.node.to_string();
         c.epoch = Epoch(h.epoch);
+        c.disk_dirty = disk_report.and_then(|(r, _)| r.dirty);
         c.session = Some(sess);
         c.heard = now;
         let (peer, incarnation, epoch) = (c.peer, h.incarnation, h.epoch);
@@ -1291,6 +1320,7 @@ impl Standby {
             h.epoch,
             h.incarnation
         );
+        self.disk_session(i);
         Ok(())
     }
 
@@ -1326,17 +1356,36 @@ impl Standby {
             });
         }
         let body = &frame[HEADER_LEN..];
-        let Some(done) = self.receiver.on_frame(kind, body, &hash)? else {
-            return Ok(());
+        let received = self
+            .receiver
+            .on_frame_to(kind, body, &hash, self.replica.disk());
+        let done = match received {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(()),
+            Err(CheckpointError::Disk(e)) => return self.disk_failed(now, i, None, &e),
+            Err(CheckpointError::Frame(e)) => return Err(e),
+            Err(e) => {
+                log::error!("replication: {e}");
+                return Err(FrameError::Body {
+                    kind,
+                    why: "cannot stage the checkpoint",
+                });
+            }
         };
         let t0 = self.clock.now();
-        let ckpt = self.receiver.apply(self.replica.replica()).map_err(|e| {
-            log::error!("applying checkpoint {} failed: {e}", done.ckpt);
-            FrameError::Body {
-                kind,
-                why: "apply failed",
+        let ckpt = match self.receiver.apply(self.replica.replica()) {
+            Ok(n) => n,
+            Err(CheckpointError::Disk(e)) => {
+                return self.disk_failed(now, i, Some(done.ckpt), &e);
             }
-        })?;
+            Err(e) => {
+                log::error!("applying checkpoint {} failed: {e}", done.ckpt);
+                return Err(FrameError::Body {
+                    kind,
+                    why: "apply failed",
+                });
+            }
+        };
         let applied_at = self.clock.now();
         let took = applied_at.since(t0);
         // Applying takes a while for a large checkpoint; its primary was not silent meanwhile.
@@ -1392,8 +1441,16 @@ impl Standby {
 
     fn activate(&mut self, now: Nanos, by: &str, epoch: u64) -> io::Result<()> {
         let Some(ckpt) = self.receiver.applied() else {
+            log::error!(
+                "not activated ({by}): no usable replica (nothing applied, or its disk failed)"
+            );
             return Ok(());
         };
+        // The disk first: its lineage forks at `ckpt`, durably, before the replica serves (and
+        // a disk that cannot keeps the replica from serving at all).
+        if let Some(d) = self.replica.model() {
+            self.disk_verified = disk::activate(d, ckpt, self.s.disk.as_ref())?;
+        }
         // The host is the primary of `epoch` from now on: on disk before the replica serves, so
         // a restart never forgets it (README: the restart matrix).
         self.record_host(Epoch(epoch), NodeRole::Primary, ckpt)
@@ -1576,6 +1633,16 @@ impl Standby {
             },
         );
         kv("staging_bytes", self.receiver.capacity().to_string());
+        if let Some(d) = self.replica.disk_ref() {
+            hsb_domain::disk::status(d, &mut kv);
+            kv(
+                "disk_applied_checkpoint",
+                d.applied().map_or("none".into(), |a| a.to_string()),
+            );
+            kv("disk_applied_writes", d.stats().applied_writes.to_string());
+            kv("disk_applied_bytes", d.stats().applied_bytes.to_string());
+            kv("disk_verified", self.disk_verified.clone());
+        }
         if let Some(c) = self.replica.counter() {
             kv("counter", c.to_string());
         }
@@ -2109,6 +2176,9 @@ impl Standby {
         }
         // A Xen guest stays where it runs: hsb-primary attaches to it (xen.domain in
         // promote_config). The model domain lives in this process and moves as an image.
+        if let Some(d) = self.replica.disk() {
+            disk::persist(d, "hand-over to hsb-primary");
+        }
         let saved = match &self.replica {
             Rep::Model(d) => d.save_image(image).map(|()| true),
             Rep::Xen(_) => Ok(false),

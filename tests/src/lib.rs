@@ -149,7 +149,8 @@ impl Daemon {
     pub fn start_command(name: &str, mut cmd: Command, control: &Path, log: &Path) -> Daemon {
         let err = std::fs::File::create(log).expect("log file");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
-        if std::env::var_os("HSB_LOG").is_none() {
+        let own_level = cmd.get_envs().any(|(k, _)| k == "HSB_LOG");
+        if std::env::var_os("HSB_LOG").is_none() && !own_level {
             cmd.env("HSB_LOG", "info");
         }
         let child = cmd.spawn().expect("spawn daemon");
@@ -269,6 +270,10 @@ pub struct PairOpts {
     pub extra_standby: Vec<String>,
     /// Start the standby under this umask (through `sh -c 'umask ...; exec ...'`).
     pub standby_umask: Option<u32>,
+    /// The primary's `HSB_LOG` level, if not the default (`debug` logs every checkpoint).
+    pub primary_log: Option<&'static str>,
+    /// Start the standby through this wrapper command (e.g. `prlimit --fsize=N`).
+    pub standby_wrapper: Vec<String>,
 }
 
 impl Default for PairOpts {
@@ -282,6 +287,8 @@ impl Default for PairOpts {
             extra_standby: vec![],
             extra_primary: vec![],
             standby_umask: None,
+            primary_log: None,
+            standby_wrapper: vec![],
         }
     }
 }
@@ -308,6 +315,20 @@ impl Pair {
         )
         .expect("write config");
         let standby = match o.standby_umask {
+            None if !o.standby_wrapper.is_empty() => {
+                let mut cmd = Command::new(&o.standby_wrapper[0]);
+                cmd.args(&o.standby_wrapper[1..])
+                    .arg(bin("hsb-standby"))
+                    .arg("run")
+                    .arg("-c")
+                    .arg(&standby_conf);
+                Daemon::start_command(
+                    "hsb-standby",
+                    cmd,
+                    &dir.path("standby.sock"),
+                    &dir.path("standby.log"),
+                )
+            }
             None => Daemon::start(
                 "hsb-standby",
                 &standby_conf,
@@ -346,13 +367,28 @@ impl Pair {
             text.push('\n');
         }
         std::fs::write(&primary_conf, text).expect("write config");
-        let primary = Daemon::start(
-            "hsb-primary",
-            &primary_conf,
-            &dir.path("primary.sock"),
-            &dir.path("primary.log"),
-            &[],
-        );
+        let primary = match o.primary_log {
+            None => Daemon::start(
+                "hsb-primary",
+                &primary_conf,
+                &dir.path("primary.sock"),
+                &dir.path("primary.log"),
+                &[],
+            ),
+            Some(level) => {
+                let mut cmd = Command::new(bin("hsb-primary"));
+                cmd.arg("run")
+                    .arg("-c")
+                    .arg(&primary_conf)
+                    .env("HSB_LOG", level);
+                Daemon::start_command(
+                    "hsb-primary",
+                    cmd,
+                    &dir.path("primary.sock"),
+                    &dir.path("primary.log"),
+                )
+            }
+        };
         primary.wait_for("first checkpoint acked", Duration::from_secs(30), |s| {
             num(s, "acked_checkpoint") >= 1
         });

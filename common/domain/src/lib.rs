@@ -21,3 +21,14 @@ pub mod service;
 pub mod xen;
 
 pub use hsb_common::PAGE_SIZE;
+
+/// The configuration keys of the domain backends both daemons accept: `xen.*` and the model
+/// domain's disk (`model.disk*`, `disk.journal_max`).
+pub fn backend_keys() -> &'static [hsb_common::config::KeySpec] {
+    static KEYS: std::sync::OnceLock<Vec<hsb_common::config::KeySpec>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let mut v = xen::KEYS.to_vec();
+        v.extend_from_slice(model::DISK_KEYS);
+        v
+    })
+}

@@ -304,7 +304,7 @@ static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// The schema [`config`] loads against.
 pub fn config_schema() -> &'static [KeySpec] {
-    hsb_common::failover::schema_with(OWN, hsb_domain::xen::KEYS, &SCHEMA)
+    hsb_common::failover::schema_with(OWN, hsb_domain::backend_keys(), &SCHEMA)
 }
 
 /// Most `--set` overrides taken from one input.

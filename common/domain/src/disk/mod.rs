@@ -11,10 +11,16 @@
 //! the epoch early, or the write waits. Memory never grows beyond the limit.
 //!
 //! **At the standby** a checkpoint's writes are staged with its pages and applied together
-//! (the disk first, `fdatasync`, then the pages), before `ack(N)`. Until `End` checks out
-//! nothing touches the image, so a torn, corrupt or refused checkpoint leaves memory and disk
-//! at N-1. A replica whose image fails while applying is not acknowledged and can no longer be
-//! activated (its disk is neither N-1 nor N); the next session resynchronises it.
+//! (the disk first, then the pages), before `ack(N)`. Until `End` checks out nothing touches
+//! the image, so a torn, corrupt or refused checkpoint leaves memory and disk at N-1. A write
+//! that fails (a full or failing image) is never acknowledged, and the replica can no longer be
+//! activated (its disk is neither N-1 nor N); the next session resynchronises it. There is no
+//! `fdatasync` per checkpoint: the replica's memory does not outlive its host either, so a disk
+//! durable at every checkpoint would buy nothing, and a sync on a busy file system can stall
+//! the loop for seconds. What the metadata claims is what must survive a crash: it says
+//! `Applying` (durably) before the first checkpoint write lands after a clean state, so a crash
+//! in the middle is detected, and it claims a checkpoint exactly (`Clean`) only after a sync:
+//! at the end of a resynchronisation, at a clean stop, at a hand-over.
 //!
 //! **Lineages (generations).** Every image belongs to a lineage: a random identifier made when
 //! a disk's history starts (an image hsb did not create: unknown contents) or forks (a replica
@@ -75,8 +81,6 @@ pub use tracks::{Bitmap, Geometry, Tracks, BLOCK};
 pub const MIN_JOURNAL: usize = 2 << 20;
 /// Rounds of a resynchronisation copy before guest writes wait for it to converge.
 pub const RESYNC_ROUNDS: u32 = 8;
-/// Applied checkpoints between two refreshes of a replica's metadata record.
-pub const META_REFRESH: u64 = 64;
 
 /// A disk failure or refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -306,11 +310,12 @@ pub struct Disk {
     acked: u64,
     /// Replica: the last checkpoint applied (and durable) in this process.
     applied: Option<u64>,
-    since_refresh: u64,
     /// The dirty tracks a disk that was a primary's reports.
     dirty: Option<Bitmap>,
     /// The track table was read back from the metadata file (exact, not from the horizon).
     precise: bool,
+    /// The image was created (all zeros) when this process opened it.
+    created: bool,
     source: Option<Source>,
     target: Option<Target>,
     stats: DiskStats,
@@ -414,14 +419,19 @@ impl Disk {
             journaling: false,
             open: 0,
             applied: None,
-            since_refresh: 0,
             dirty,
             precise: table.is_some(),
+            created,
             source: None,
             target: None,
             stats: DiskStats::default(),
             last_error: None,
         })
+    }
+
+    /// Whether the image was created (all zeros) when it was opened.
+    pub fn created(&self) -> bool {
+        self.created
     }
 
     /// The geometry.
@@ -488,6 +498,29 @@ impl Disk {
         self.meta = m;
         Ok(())
     }
+}
+
+/// Status lines of the disk (both daemons show the same names).
+pub fn status(disk: &Disk, kv: &mut dyn FnMut(&str, String)) {
+    let st = disk.stats();
+    kv("disk", disk.describe());
+    kv("disk_size", disk.size().to_string());
+    kv("disk_writes", st.writes.to_string());
+    kv("disk_bytes", st.bytes.to_string());
+    kv("disk_waits", st.waits.to_string());
+    kv("disk_errors", st.errors.to_string());
+    kv(
+        "disk_last_error",
+        disk.last_error().unwrap_or("none").to_string(),
+    );
+    kv("disk_journal_bytes", disk.journal().bytes().to_string());
+    kv("disk_activity_log_writes", st.al_writes.to_string());
+    kv("disk_hot_extents", disk.hot_extents().to_string());
+    kv("disk_resyncs", st.resyncs.to_string());
+    kv("disk_full_copies", st.full_copies.to_string());
+    kv("disk_resync_planned_tracks", st.resync_planned.to_string());
+    kv("disk_resync_tracks", st.resync_tracks.to_string());
+    kv("disk_resync_bytes", st.resync_bytes.to_string());
 }
 
 #[cfg(test)]

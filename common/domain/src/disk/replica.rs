@@ -10,7 +10,6 @@ use hsb_common::msg::{DiskPlan, DISK_PIECE};
 use super::resync::take_run_max;
 use super::{
     gen_hex, image, resync_path, Bitmap, Disk, DiskError, Meta, Report, Role, State, Target,
-    META_REFRESH,
 };
 
 impl Disk {
@@ -190,24 +189,29 @@ impl Disk {
             m.state = State::Applying;
             self.write_meta(m)?;
         }
-        let mut any = self.target.is_some();
         for (off, data) in writes {
             self.image.write_at(off, data)?;
             if !data.is_empty() {
                 let tr = geo.tracks_of(off, data.len() as u64);
                 match self.target.as_mut() {
-                    Some(t) => t.received.set_range(tr),
+                    Some(t) => {
+                        self.stats.resync_bytes += data.len() as u64;
+                        t.received.set_range(tr);
+                    }
                     None => self.tracks.mark(tr, ckpt),
                 }
             }
             self.stats.applied_writes += 1;
             self.stats.applied_bytes += data.len() as u64;
-            any = true;
         }
-        if any {
-            self.image.sync()?;
-        }
+        // No `fdatasync` per checkpoint: the replica's memory does not outlive its host either,
+        // so a disk durable at each checkpoint would buy nothing, and a sync on a busy file
+        // system can stall the loop for seconds. What must hold across a crash is what the
+        // metadata claims: `Applying` is durable before any checkpoint's write lands, and a
+        // record claiming a checkpoint exactly (`Clean`) is written only after a sync.
         if let Some(t) = self.target.take() {
+            self.image.sync()?;
+            self.stats.resync_tracks = t.received.count();
             if t.plan.full {
                 self.tracks.reset(0);
                 self.tracks.mark(0..geo.tracks, ckpt);
@@ -238,15 +242,6 @@ impl Disk {
                 t.received.count(),
                 if t.plan.full { " (a full copy)" } else { "" }
             );
-            self.since_refresh = 0;
-        } else {
-            self.since_refresh += 1;
-            if self.since_refresh >= META_REFRESH && self.meta.state == State::Applying {
-                let mut m = self.meta.clone();
-                m.base = ckpt;
-                self.write_meta(m)?;
-                self.since_refresh = 0;
-            }
         }
         self.applied = Some(ckpt);
         Ok(())
@@ -312,12 +307,11 @@ impl Disk {
                     m.state = State::Clean;
                 }
             }
-            Role::Primary => {
-                if let Err(e) = self.image.sync() {
-                    return Err(self.failed(e));
-                }
-                m.base = self.acked;
-            }
+            Role::Primary => m.base = self.acked,
+        }
+        // Claimed exactly from now on: durable first.
+        if let Err(e) = self.image.sync() {
+            return Err(self.failed(e));
         }
         if let Err(e) = self
             .mf
