@@ -68,17 +68,21 @@ pub fn digest_lines(d: &mut ModelDomain) -> String {
     let Some(disk) = d.disk_ref() else {
         return String::new();
     };
-    let image = disk
-        .digest()
-        .map_or_else(|e| format!("error: {e}"), |g| format!("{g:08x}"));
+    let mut crcs = Vec::new();
+    if let Err(e) = disk.image_block_crcs(&mut crcs) {
+        return format!("disk_digest error: {e}\n");
+    }
     let memory = d
         .disk_digest()
         .map_or("none".into(), |g| format!("{g:08x}"));
-    let agree = match d.verify_disk() {
+    let agree = match d.verify_disk_crcs(&crcs) {
         Ok(()) => "yes".to_string(),
         Err(e) => format!("no: {e}"),
     };
-    format!("disk_digest {image}\ndisk_memory_digest {memory}\ndisk_agrees_with_memory {agree}\n")
+    format!(
+        "disk_digest {:08x}\ndisk_memory_digest {memory}\ndisk_agrees_with_memory {agree}\n",
+        hsb_domain::disk::digest_of(&crcs)
+    )
 }
 
 impl Standby {

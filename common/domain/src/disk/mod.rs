@@ -484,6 +484,12 @@ impl Disk {
         self.image.digest()
     }
 
+    /// The CRC32 of every 4 KiB block of the image (reads the whole image; [`digest_of`] them
+    /// is [`Disk::digest`]).
+    pub fn image_block_crcs(&self, out: &mut Vec<u32>) -> Result<(), DiskError> {
+        self.image.block_crcs(out)
+    }
+
     pub(super) fn failed(&mut self, e: DiskError) -> DiskError {
         if matches!(e, DiskError::Io { .. }) {
             self.stats.errors += 1;

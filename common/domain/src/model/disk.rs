@@ -374,23 +374,21 @@ impl ModelDomain {
         let Some(md) = self.disk.as_ref() else {
             return Ok(());
         };
-        let blocks = md.layout.blocks;
-        let mut buf = vec![0u8; 1 << 20];
-        let per = buf.len() as u64 / BLOCK;
-        let mut b = 0;
-        while b < blocks {
-            let n = per.min(blocks - b);
-            let chunk = &mut buf[..(n * BLOCK) as usize];
-            md.disk.read(b * BLOCK, chunk).map_err(|e| e.to_string())?;
-            for (i, blk) in chunk.chunks(BLOCK as usize).enumerate() {
-                if crc32fast::hash(blk) != self.table_crc(b + i as u64) {
-                    return Err(format!(
-                        "disk block {} does not hold what the guest's memory says it wrote",
-                        b + i as u64
-                    ));
-                }
+        let mut crcs = Vec::with_capacity(md.layout.blocks as usize);
+        md.disk
+            .image_block_crcs(&mut crcs)
+            .map_err(|e| e.to_string())?;
+        self.verify_disk_crcs(&crcs)
+    }
+
+    /// [`ModelDomain::verify_disk`] from the image's block CRCs, read once by the caller.
+    pub fn verify_disk_crcs(&self, crcs: &[u32]) -> Result<(), String> {
+        for (b, &c) in crcs.iter().enumerate() {
+            if c != self.table_crc(b as u64) {
+                return Err(format!(
+                    "disk block {b} does not hold what the guest's memory says it wrote"
+                ));
             }
-            b += n;
         }
         Ok(())
     }
