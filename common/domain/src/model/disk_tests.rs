@@ -216,3 +216,24 @@ fn memory_and_disk_agree_at_every_checkpoint_of_the_replica() {
     assert!(p.disk_stats().unwrap().writes > 50, "{:?}", p.disk_stats());
     assert_eq!(r.handle("GET key3"), "value28");
 }
+
+#[test]
+fn a_failing_image_at_the_primary_fails_the_put_and_changes_nothing() {
+    let d = dir("fail");
+    let mut m = primary(&d, 0, wl(1 << 20, 4096, false));
+    assert_eq!(m.handle("PUT a 1"), "OK");
+    m.disk_mut().unwrap().make_read_only_for_test().unwrap();
+    let r = m.handle("PUT a 2");
+    assert!(r.starts_with("ERR disk: disk image"), "{r}");
+    assert_eq!(m.handle("GET a"), "1");
+    assert_eq!(m.log_seq(), 1);
+    // The workload's writes fail too: counted, and memory keeps what the disk has.
+    m.run(Nanos(0));
+    m.run(Nanos::from_millis(100));
+    let st = m.disk_stats().unwrap();
+    assert!(st.errors >= 1 && st.writes == 0, "{st:?}");
+    assert!(m.disk_ref().unwrap().stats().errors >= 2);
+    assert!(m.disk_ref().unwrap().last_error().is_some());
+    m.verify_disk().unwrap();
+    m.verify_disk_log().unwrap();
+}
