@@ -1937,7 +1937,13 @@ impl Primary {
             Some(_) => None,
             None if !streaming || late => Some(self.next_ckpt.saturating_sub(1)),
             None => {
-                if self.dom.is_suspended() && self.sending.is_none() && self.suspending.is_none() {
+                // (A full synchronisation first waits for its disk resynchronisation's copy.)
+                let disk_ready = !self.need_full || self.disk_ready_for_full(now);
+                if self.dom.is_suspended()
+                    && self.sending.is_none()
+                    && self.suspending.is_none()
+                    && disk_ready
+                {
                     let n = self.next_ckpt;
                     self.capture_and_send(now, self.clock.now(), false);
                     if self.next_ckpt > n {
@@ -2049,7 +2055,7 @@ fn guest_disk_mut(dom: &mut Guest) -> Option<&mut hsb_domain::disk::Disk> {
 /// Disk replication (issue 14): the points where the loop meets it; the rest is in disk.rs.
 impl Primary {
     /// The standby's disk report is complete: plan its resynchronisation for the coming full
-    /// synchronisation, and send the plan.
+    /// synchronisation, and queue the plan.
     fn plan_disk(&mut self, now: Nanos) {
         let ckpt = self.next_ckpt;
         let (Some(repl), Some(r), Some(disk)) = (
@@ -2062,14 +2068,9 @@ impl Primary {
         let Some(sess) = r.session.as_mut() else {
             return;
         };
-        let res = repl.plan(disk, ckpt, sess, &mut r.out);
-        let res = res.and_then(|()| {
-            r.out
-                .flush(&mut r.stream)
-                .map(|_| ())
-                .map_err(|e| format!("write failed: {e}"))
-        });
-        if let Err(e) = res {
+        // Queued behind the session's confirmation and flushed as it is (a standby that
+        // refuses the session has its Refuse read before any write fails).
+        if let Err(e) = repl.plan(disk, ckpt, sess, &mut r.out) {
             log::error!("disk: {e}");
             self.lose_standby(now, "cannot send the disk plan");
         }

@@ -237,3 +237,45 @@ fn a_failing_image_at_the_primary_fails_the_put_and_changes_nothing() {
     m.verify_disk().unwrap();
     m.verify_disk_log().unwrap();
 }
+
+#[test]
+fn disk_settings_are_checked_before_a_daemon_acts() {
+    use hsb_common::config::{Config, KeySpec, ValueKind};
+    static SCHEMA: std::sync::OnceLock<Vec<KeySpec>> = std::sync::OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        let mut v: Vec<KeySpec> = DISK_KEYS.to_vec();
+        v.push(KeySpec {
+            key: "state_file",
+            kind: ValueKind::Path,
+            default: Some("/var/lib/hsb/hsb.state"),
+            help: "",
+        });
+        v
+    });
+    let load = |text: &str| {
+        let c = Config::from_text(schema, "t.conf", text, &[]).map_err(|e| e.to_string())?;
+        DiskSettings::from_config(&c).map_err(|e| e.to_string())
+    };
+    let d = load("state_file = /x/a.state\n").unwrap().unwrap();
+    assert_eq!(d.disk.path, std::path::PathBuf::from("/x/a.state.disk"));
+    assert_eq!((d.disk.size, d.disk.journal_max), (64 << 20, 8 << 20));
+    assert_eq!(d.workload.write, 4096);
+    assert!(load("model.disk_size = 0\n").unwrap().is_none());
+    for (text, key) in [
+        ("model.disk_size = 5000\n", "model.disk_size"),
+        ("disk.journal_max = 1MiB\n", "disk.journal_max"),
+        ("model.disk_write = 6KiB\n", "model.disk_write"),
+        ("model.disk_write = 2MiB\n", "model.disk_write"),
+        (
+            "model.disk_size = 1MiB\nmodel.disk_write = 512KiB\n",
+            "model.disk_write",
+        ),
+        (
+            "model.disk_write = 1MiB\ndisk.journal_max = 2MiB\n",
+            "disk.journal_max",
+        ),
+    ] {
+        let e = load(text).unwrap_err();
+        assert!(e.contains(&format!("key '{key}'")), "{text}: {e}");
+    }
+}
