@@ -76,7 +76,12 @@ fn kill9_with_disk_writes_in_flight_the_activated_disk_is_the_checkpoints() {
         acked.extend(a);
         sent += n;
     }
-    assert!(acked.len() >= 8, "only {} PUTs acknowledged", acked.len());
+    assert!(
+        acked.len() >= 4,
+        "only {} keys' PUTs acknowledged (of {sent} PUTs)\n{}",
+        acked.len(),
+        pair.logs()
+    );
     let out = pair.standby.ctl("activate").expect("activate");
     assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
     let st = pair.standby.status();
@@ -210,8 +215,8 @@ fn a_standby_whose_image_runs_out_of_space_never_acks() {
 /// standby: its disk is resynchronised by copying only the tracks that can differ (the new
 /// primary's writes since the old one's last acknowledged checkpoint, and the extents the old
 /// one wrote in epochs never acknowledged, from its activity log), not the whole disk; and
-/// afterwards every block of its disk agrees with its memory (the new primary's), so its own
-/// unacknowledged writes were copied over too.
+/// afterwards its disk is the new primary's, byte for byte, so its own unacknowledged writes
+/// were copied over too.
 #[test]
 fn a_rejoin_after_failover_copies_only_the_tracks_that_can_differ() {
     // Host A's guest writes its disk; host B's, once it takes over, does not: the model's
@@ -254,15 +259,21 @@ fn a_rejoin_after_failover_copies_only_the_tracks_that_can_differ() {
         life.logs()
     );
     assert!(num(&p, "disk_resync_planned_tracks") <= copied, "{p:?}");
-    let d = life
-        .handle(1 - life.primary, "standby")
-        .ctl("digest")
-        .unwrap();
-    let d = parse_status(&d);
-    assert_eq!(
-        d.get("disk_agrees_with_memory").map(String::as_str),
-        Some("yes"),
-        "{d:?}\n{}",
-        life.logs()
-    );
+    // Host B's guest has not written its disk since it took over: after the resynchronisation
+    // the two images are the same, byte for byte (host A's own unacknowledged writes included:
+    // they came back from its activity log).
+    let image = |h: usize| {
+        std::fs::read(life.dir.path(&format!("{}.state.disk", HOSTS[h]))).expect("image")
+    };
+    let (a_img, b_img) = (image(1 - life.primary), image(life.primary));
+    assert_eq!(a_img.len(), b_img.len());
+    if let Some(at) = a_img.iter().zip(&b_img).position(|(x, y)| x != y) {
+        panic!(
+            "host {}'s disk differs from host {}'s at byte {at} (track {})\n{}",
+            HOSTS[1 - life.primary],
+            HOSTS[life.primary],
+            at / 4096,
+            life.logs()
+        );
+    }
 }
