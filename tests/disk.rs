@@ -277,3 +277,40 @@ fn a_rejoin_after_failover_copies_only_the_tracks_that_can_differ() {
         );
     }
 }
+
+/// A primary whose disk is not the standby's size does not replicate to it, and says why (the
+/// standby's Hello carries its disk's size; the standby refuses such a session too).
+#[test]
+fn a_disk_of_another_size_is_refused() {
+    let pair = Pair::start(PairOpts::default());
+    let dir = &pair.dir;
+    let conf = dir.path("p2.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "state_file = {}\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.disk_size = 32MiB\nmodel.service = {}\nreconnect_interval = 1s\n",
+            dir.path("p2.state").display(),
+            dir.path("cluster.key").display(),
+            pair.repl,
+            dir.path("p2.sock").display(),
+            hsb_tests::free_addr()
+        ),
+    )
+    .unwrap();
+    let p2 = hsb_tests::Daemon::start(
+        "hsb-primary",
+        &conf,
+        &dir.path("p2.sock"),
+        &dir.path("p2.log"),
+        &[],
+    );
+    let t = std::time::Instant::now();
+    let said = "the standby's disk is 67108864 bytes, this primary's 33554432 (model.disk_size must be the same on both)";
+    while !p2.log_text().contains(said) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = p2.log_text();
+    assert!(log.contains(said), "{log}");
+    assert!(!log.contains("protected"), "{log}");
+    assert_eq!(pair.primary.status()["state"], "protected");
+}
