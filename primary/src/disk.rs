@@ -6,13 +6,18 @@
 //! domain's [`hsb_domain::disk::Disk`]); checkpoints carry its journal through
 //! [`hsb_domain::checkpoint::Staging::put_disk`].
 
-use hsb_common::conn::OutQueue;
+use std::time::Duration;
+
+use hsb_common::conn::{write_some, OutQueue};
 use hsb_common::frame::{FrameError, Kind};
 use hsb_common::msg::{DiskDirty, DiskHello, DIRTY_BYTES};
 use hsb_common::session::Session;
 use hsb_common::time::Nanos;
 use hsb_domain::checkpoint::{CheckpointError, ResyncSender};
 use hsb_domain::disk::{gen_hex, Bitmap, Disk, Geometry, Report};
+
+use crate::guest::Guest;
+use crate::{Phase, Primary};
 
 /// Bytes of copies sealed at a time while a resynchronisation streams.
 const RESYNC_BUFFER: usize = 2 << 20;
@@ -211,4 +216,182 @@ impl DiskRepl {
     pub fn next_tick(&self) -> Nanos {
         self.next_tick
     }
+}
+
+/// The guest's disk, if it has one (the model domain's).
+pub(crate) fn guest_disk(dom: &Guest) -> Option<&hsb_domain::disk::Disk> {
+    match dom {
+        Guest::Model(d) => d.disk_ref(),
+        Guest::Xen(_) => None,
+    }
+}
+
+pub(crate) fn guest_disk_mut(dom: &mut Guest) -> Option<&mut hsb_domain::disk::Disk> {
+    match dom {
+        Guest::Model(d) => d.disk_mut(),
+        Guest::Xen(_) => None,
+    }
+}
+
+/// Disk replication (issue 14): the points where the loop meets it; the rest is in disk.rs.
+impl Primary {
+    /// The standby's disk report is complete: plan its resynchronisation for the coming full
+    /// synchronisation, and queue the plan.
+    pub(crate) fn plan_disk(&mut self, now: Nanos) {
+        let ckpt = self.next_ckpt;
+        let (Some(repl), Some(r), Some(disk)) = (
+            self.disk.as_mut(),
+            self.repl.as_mut(),
+            guest_disk_mut(&mut self.dom),
+        ) else {
+            return;
+        };
+        let Some(sess) = r.session.as_mut() else {
+            return;
+        };
+        // Queued behind the session's confirmation and flushed as it is (a standby that
+        // refuses the session has its Refuse read before any write fails).
+        if let Err(e) = repl.plan(disk, ckpt, sess, &mut r.out) {
+            log::error!("disk: {e}");
+            self.lose_standby(now, "cannot send the disk plan");
+        }
+    }
+
+    /// Copies of a disk resynchronisation wait to be made or sent: the loop turns every
+    /// millisecond meanwhile, as for a pre-copy.
+    pub(crate) fn resync_pending(&self) -> bool {
+        self.need_full
+            && self
+                .repl
+                .as_ref()
+                .is_some_and(|r| r.phase == Phase::Streaming)
+            && match (&self.disk, guest_disk(&self.dom)) {
+                (Some(repl), Some(d)) => repl.streaming(d),
+                _ => false,
+            }
+    }
+
+    /// Whether the full synchronisation may be captured as far as the disk goes: its plan was
+    /// sent and what is left of the copy fits it. Meanwhile, the copies are made and sent.
+    pub(crate) fn disk_ready_for_full(&mut self, now: Nanos) -> bool {
+        let ckpt = self.next_ckpt;
+        let (Some(repl), Some(disk)) = (self.disk.as_mut(), guest_disk_mut(&mut self.dom)) else {
+            return true;
+        };
+        if repl.ready_for_full(disk, ckpt) {
+            return true;
+        }
+        let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else {
+            return false;
+        };
+        match repl.fill(disk, sess) {
+            Ok(true) => {}
+            Ok(false) => return repl.ready_for_full(disk, ckpt),
+            Err(e) => {
+                log::error!("disk resynchronisation: {e}");
+                self.lose_standby(now, "the disk resynchronisation failed");
+                return false;
+            }
+        }
+        self.send_resync(now);
+        false
+    }
+
+    /// Write the resynchronisation's sealed copies, after any queued control frame (the plan).
+    pub(crate) fn send_resync(&mut self, now: Nanos) {
+        let (Some(repl), Some(r)) = (self.disk.as_mut(), self.repl.as_mut()) else {
+            return;
+        };
+        let Some(mut pos) = repl.sending else {
+            return;
+        };
+        let res = match r.out.flush(&mut r.stream) {
+            Ok(true) => write_some(&mut r.stream, repl.bytes(), &mut pos),
+            Ok(false) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match res {
+            Ok(true) => repl.sending = None,
+            Ok(false) => repl.sending = Some(pos),
+            Err(e) => self.lose_standby(now, &format!("write failed: {e}")),
+        }
+    }
+
+    /// The activity log's upkeep, and an epoch ended early when the journal is three quarters
+    /// full (if a checkpoint may start now; otherwise writes that do not fit wait).
+    pub(crate) fn disk_upkeep(&mut self, now: Nanos) {
+        let (Some(repl), Some(disk)) = (self.disk.as_mut(), guest_disk_mut(&mut self.dom)) else {
+            return;
+        };
+        if repl.tick_due(now) {
+            if let Err(e) = disk.tick() {
+                log::error!("disk: activity log: {e}");
+            }
+        }
+        let high = disk.journal_high();
+        if high && now < self.next_epoch && self.may_checkpoint() {
+            let Some(repl) = self.disk.as_mut() else {
+                return;
+            };
+            repl.ended_early += 1;
+            if repl.ended_early.is_power_of_two() {
+                log::info!(
+                    "disk: the epoch's journal is three quarters full: epoch ended early ({} times so far)",
+                    repl.ended_early
+                );
+            }
+            self.next_epoch = now;
+        }
+    }
+
+    /// With debug logging: the checkpoint's disk writes and the disk's digest as the guest's
+    /// memory has it at the capture (what a replica activated from it must hold).
+    pub(crate) fn disk_debug(&self) -> String {
+        if !log::log_enabled!(log::Level::Debug) {
+            return String::new();
+        }
+        let Guest::Model(d) = &self.dom else {
+            return String::new();
+        };
+        let Some(digest) = d.disk_digest() else {
+            return String::new();
+        };
+        let (w, b) = self.staging.disk_staged();
+        format!(", disk {w} writes {b} bytes, disk digest {digest:08x}")
+    }
+
+    pub(crate) fn disk_status(&self, kv: &mut dyn FnMut(&str, String)) {
+        let Some(disk) = guest_disk(&self.dom) else {
+            return;
+        };
+        hsb_domain::disk::status(disk, kv);
+        if let Some(repl) = &self.disk {
+            kv("disk_epochs_ended_early", repl.ended_early.to_string());
+        }
+        if let Guest::Model(d) = &self.dom {
+            if let Some(st) = d.disk_stats() {
+                kv("disk_guest_writes", st.writes.to_string());
+                kv("disk_guest_waits", st.waits.to_string());
+                kv("disk_guest_errors", st.errors.to_string());
+                kv("disk_log_records", st.log_records.to_string());
+                kv("disk_write_us_p50", us(st.latency.quantile(0.5)));
+                kv("disk_write_us_p99", us(st.latency.quantile(0.99)));
+            }
+        }
+    }
+
+    /// Persist the disk's track table (a clean stop, a step-down): the next process, as the
+    /// primary or as this host's standby, knows exactly what this one wrote.
+    pub(crate) fn persist_disk(&mut self, why: &str) {
+        if let Some(disk) = guest_disk_mut(&mut self.dom) {
+            match disk.persist_table() {
+                Ok(()) => log::info!("{why}: disk track table persisted ({})", disk.describe()),
+                Err(e) => log::error!("{why}: cannot persist the disk's track table: {e}"),
+            }
+        }
+    }
+}
+
+fn us(d: Duration) -> String {
+    d.as_micros().to_string()
 }
