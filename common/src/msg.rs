@@ -30,8 +30,8 @@ pub const NODE_NAME_LEN: usize = 32;
 /// Longest refusal reason.
 pub const REASON_LEN: usize = 160;
 /// Largest encoded [`Hello`] body (the longest node name and every varint at its longest:
-/// 1 + 33 + 16 + 4 × 10 = 90 bytes, plus its [`DiskHello`]: 10 + 16 + 10 + 1 + 5 = 42 bytes,
-/// 132 in all), with room to spare. A connection that has not proved it holds the cluster key
+/// 1 + 33 + 16 + 4 × 10 = 90 bytes, plus its [`DiskHello`]: 10 + 16 + 10 + 1 + 16 + 5 = 58
+/// bytes, 148 in all), with room to spare. A connection that has not proved it holds the cluster key
 /// gets a frame reader of this size, not of the configured frame maximum.
 pub const HELLO_MAX_BODY: usize = 192;
 /// Largest piece of disk data in one `Disk` or `DiskSync` frame: larger writes are split.
@@ -57,9 +57,11 @@ pub struct DiskHello {
     /// The checkpoint of that lineage it holds (a standby: last applied; a primary: last
     /// acknowledged), except for the tracks announced in `DiskDirty` frames.
     pub base: u64,
-    /// A checkpoint or resynchronisation was being written when it stopped: tracks of a later
-    /// checkpoint of `gen` may be there too.
+    /// A checkpoint or resynchronisation was being written when it stopped: tracks of
+    /// lineage `toward` (at checkpoints after `base`) may be there too.
     pub torn: bool,
+    /// The lineage a torn disk's last writes came from (all zeros: unknown).
+    pub toward: DiskGen,
     /// `DiskDirty` frames the standby sends after the primary's confirmation.
     pub dirty_frames: u32,
 }
@@ -445,6 +447,7 @@ mod tests {
                     gen: nonce,
                     base: rng.next_u64() >> rng.below(64),
                     torn: rng.below(2) == 1,
+                    toward: [rng.next_u64() as u8; 16],
                     dirty_frames: rng.next_u64() as u32,
                 },
             };
@@ -572,13 +575,14 @@ mod tests {
                 gen: [0xff; 16],
                 base: u64::MAX,
                 torn: true,
+                toward: [0xff; 16],
                 dirty_frames: u32::MAX,
             },
         };
         assert_eq!(h.node.len(), NODE_NAME_LEN);
         let mut b = [0u8; 256];
         let n = encode(&h, &mut b).unwrap();
-        assert_eq!(n, 132);
+        assert_eq!(n, 148);
         assert!(n <= HELLO_MAX_BODY);
     }
 
@@ -597,6 +601,7 @@ mod tests {
                 gen: [5; 16],
                 base: 3,
                 torn: false,
+                toward: [0; 16],
                 dirty_frames: 0,
             },
         };
@@ -607,7 +612,9 @@ mod tests {
         want.extend([0xac, 0x02, 0x00, 0x01]);
         want.extend([0x80, 0x20]);
         want.extend([5u8; 16]);
-        want.extend([0x03, 0x00, 0x00]);
+        want.extend([0x03, 0x00]);
+        want.extend([0u8; 16]);
+        want.push(0x00);
         assert_eq!(&b[..n], &want[..]);
         assert_eq!(decode::<Hello>(Kind::Hello, &want).unwrap(), h);
     }

@@ -67,6 +67,7 @@ impl DiskRepl {
             gen: disk.meta().gen,
             base: disk.meta().base,
             torn: false,
+            toward: hsb_domain::disk::BLANK,
             dirty_frames: 0,
         }
     }
@@ -100,6 +101,7 @@ impl DiskRepl {
                 gen: h.gen,
                 base: h.base,
                 torn: h.torn,
+                toward: h.toward,
                 dirty: (h.dirty_frames > 0).then(|| Bitmap::new(self.geo.tracks)),
             },
             frames_left: h.dirty_frames,
@@ -145,7 +147,11 @@ impl DiskRepl {
             "disk: the standby's disk is lineage {} at checkpoint {}{}{}; {}: {} of {} tracks to copy before checkpoint {ckpt}",
             gen_hex(&p.report.gen),
             p.report.base,
-            if p.report.torn { ", torn" } else { "" },
+            if p.report.torn {
+                format!(", torn toward lineage {}", gen_hex(&p.report.toward))
+            } else {
+                String::new()
+            },
             p.report
                 .dirty
                 .as_ref()

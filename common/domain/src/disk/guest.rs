@@ -45,6 +45,7 @@ impl Disk {
                     history: Vec::new(),
                     base,
                     state: State::Clean,
+                    toward: super::BLANK,
                     role: Role::Primary,
                     al: Vec::new(),
                 };
@@ -57,6 +58,7 @@ impl Disk {
         let mut m = self.meta.clone();
         m.role = Role::Primary;
         m.state = State::Clean;
+        m.toward = super::BLANK;
         if m != self.meta {
             self.write_meta(m)?;
         }
@@ -77,6 +79,7 @@ impl Disk {
             history,
             base: at,
             state: State::Clean,
+            toward: super::BLANK,
             role: Role::Primary,
             al: Vec::new(),
         };

@@ -28,7 +28,7 @@ use super::DiskError;
 pub const SLOT: u64 = 8192;
 /// Where the table starts.
 pub const TABLE_OFF: u64 = 2 * SLOT;
-const SLOT_MAGIC: &[u8; 8] = b"HSBDSK02";
+const SLOT_MAGIC: &[u8; 8] = b"HSBDSK03";
 const TABLE_MAGIC: &[u8; 8] = b"HSBTBL02";
 const HEAD: usize = 24;
 
@@ -69,6 +69,8 @@ pub struct Meta {
     pub base: u64,
     /// See [`State`].
     pub state: State,
+    /// Not `Clean`: the lineage whose writes may be there beyond `base` ([`BLANK`]: unknown).
+    pub toward: DiskGen,
     /// See [`Role`].
     pub role: Role,
     /// Activity log: extents written (or about to be) since `base` (words of a bitmap).
@@ -84,6 +86,7 @@ impl Meta {
             history: Vec::new(),
             base: 0,
             state: State::Clean,
+            toward: BLANK,
             role: Role::Replica,
             al: Vec::new(),
         }
@@ -102,6 +105,7 @@ impl Meta {
         });
         out.extend_from_slice(&self.base.to_le_bytes());
         out.extend_from_slice(&self.gen);
+        out.extend_from_slice(&self.toward);
         let hist = &self.history[..self.history.len().min(DISK_HISTORY)];
         out.push(hist.len() as u8);
         for f in hist {
@@ -136,6 +140,7 @@ impl Meta {
         };
         let base = r.u64()?;
         let gen = r.gen()?;
+        let toward = r.gen()?;
         let n = r.u8()? as usize;
         if n > DISK_HISTORY {
             return None;
@@ -161,6 +166,7 @@ impl Meta {
             history,
             base,
             state,
+            toward,
             role,
             al,
         })
@@ -401,6 +407,7 @@ mod tests {
             ],
             base: 77,
             state: State::Applying,
+            toward: [7; 16],
             role: Role::Primary,
             al: vec![0b1011, 0, 1 << 63],
         }
@@ -461,7 +468,7 @@ mod tests {
         for b in [
             &[][..],
             &[0u8; 100][..],
-            b"HSBDSK02\x01\0\0\0\0\0\0\0\xff\xff\0\0",
+            b"HSBDSK03\x01\0\0\0\0\0\0\0\xff\xff\0\0",
         ] {
             assert!(parse_slot(b).is_none());
         }

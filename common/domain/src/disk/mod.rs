@@ -18,9 +18,11 @@
 //! `fdatasync` per checkpoint: the replica's memory does not outlive its host either, so a disk
 //! durable at every checkpoint would buy nothing, and a sync on a busy file system can stall
 //! the loop for seconds. What the metadata claims is what must survive a crash: it says
-//! `Applying` (durably) before the first checkpoint write lands after a clean state, so a crash
-//! in the middle is detected, and it claims a checkpoint exactly (`Clean`) only after a sync:
-//! at the end of a resynchronisation, at a clean stop, at a hand-over.
+//! `Applying` or `Resyncing` (durably) before the first write lands after a clean state, so a
+//! crash in the middle is detected and resynchronised from the last checkpoint it claims, and
+//! it claims a checkpoint exactly (`Clean`) only after a sync: at a clean stop, at a hand-over.
+//! (After a resynchronisation the record keeps its old lineage and base, marked torn, until
+//! then: no sync delays a session's first acknowledgements.)
 //!
 //! **Lineages (generations).** Every image belongs to a lineage: a random identifier made when
 //! a disk's history starts (an image hsb did not create: unknown contents) or forks (a replica
@@ -36,8 +38,10 @@
 //! replica each applied write with its checkpoint. For a peer at checkpoint X of the same
 //! lineage, or of an ancestor lineage with X at or before the fork, the tracks that can differ
 //! are those written after X, plus the tracks the peer itself wrote beyond X if it was a
-//! primary ([`Report::dirty`]). Anything else (another lineage, a torn disk of an ancestor
-//! lineage, X older than what the table knows) gets a full copy.
+//! primary ([`Report::dirty`]). A disk stopped while being written ("torn") says whose writes
+//! those were; it counts as at X only if they were the primary's own lineage's. Anything else
+//! (another lineage, a torn disk toward another lineage, X older than what the table knows) gets
+//! a full copy.
 //!
 //! **A primary's unacknowledged writes survive its crash** through the **activity log**: the
 //! set of 4 MiB extents it may have written since its last acknowledged checkpoint, persisted
@@ -240,8 +244,10 @@ pub struct Report {
     pub gen: DiskGen,
     /// The checkpoint of `gen` it holds.
     pub base: u64,
-    /// It may hold writes of later checkpoints of `gen` too.
+    /// It may hold writes beyond `base` too, of lineage `toward`.
     pub torn: bool,
+    /// See `torn` ([`BLANK`]: unknown).
+    pub toward: DiskGen,
     /// Tracks it wrote itself beyond `base` (it was a primary).
     pub dirty: Option<Bitmap>,
 }
@@ -254,6 +260,7 @@ impl Report {
             gen: self.gen,
             base: self.base,
             torn: self.torn,
+            toward: self.toward,
             dirty_frames: self.dirty_frames(),
         }
     }
@@ -381,6 +388,7 @@ impl Disk {
                     history: Vec::new(),
                     base: 0,
                     state: State::Resyncing,
+                    toward: BLANK,
                     role: Role::Replica,
                     al: Vec::new(),
                 };
@@ -449,7 +457,8 @@ impl Disk {
         self.image.path()
     }
 
-    /// The metadata as last written.
+    /// The metadata as this process knows it. The durable record may be older (a replica's
+    /// new lineage is recorded at its next clean transition), but never claims more.
     pub fn meta(&self) -> &Meta {
         &self.meta
     }

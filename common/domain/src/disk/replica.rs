@@ -9,7 +9,7 @@ use hsb_common::msg::{DiskPlan, DISK_PIECE};
 
 use super::resync::take_run_max;
 use super::{
-    gen_hex, image, resync_path, Bitmap, Disk, DiskError, Meta, Report, Role, State, Target,
+    gen_hex, image, resync_path, Bitmap, Disk, DiskError, Meta, Report, Role, State, Target, BLANK,
 };
 
 impl Disk {
@@ -20,12 +20,14 @@ impl Disk {
                 gen: self.meta.gen,
                 base: a,
                 torn: false,
+                toward: BLANK,
                 dirty: None,
             },
             _ => Report {
                 gen: self.meta.gen,
                 base: self.meta.base,
                 torn: self.meta.state != State::Clean,
+                toward: self.meta.toward,
                 dirty: self.dirty.clone(),
             },
         }
@@ -69,10 +71,15 @@ impl Disk {
                 .map_err(|e| image::io_err("create", &p, e));
             Some(f.map_err(|e| self.failed(e))?)
         } else {
-            let mut m = self.meta.clone();
-            m.state = State::Resyncing;
-            if let Err(e) = self.write_meta(m) {
-                return Err(self.failed(e));
+            // Straight into the image: the record must say so first (unless it says torn
+            // already).
+            if self.meta.state == State::Clean || self.meta.toward != plan.gen {
+                let mut m = self.meta.clone();
+                m.state = State::Resyncing;
+                m.toward = plan.gen;
+                if let Err(e) = self.write_meta(m) {
+                    return Err(self.failed(e));
+                }
             }
             self.applied = None;
             None
@@ -138,8 +145,8 @@ impl Disk {
         }
     }
 
-    /// Apply checkpoint `ckpt`'s writes, in order, durably; with a resynchronisation under way,
-    /// its copies too, and the disk joins the plan's lineage at `ckpt`. After an error the
+    /// Apply checkpoint `ckpt`'s writes, in order; with a resynchronisation under way, its
+    /// copies too, and the disk joins the plan's lineage at `ckpt`. After an error the
     /// replica is unusable ([`Disk::applied`] is `None`) until a resynchronisation.
     pub fn apply<'a>(
         &mut self,
@@ -174,9 +181,12 @@ impl Disk {
                 )));
             }
             if t.staged.is_some() {
-                let mut m = self.meta.clone();
-                m.state = State::Applying;
-                self.write_meta(m)?;
+                if self.meta.state == State::Clean || self.meta.toward != t.plan.gen {
+                    let mut m = self.meta.clone();
+                    m.state = State::Applying;
+                    m.toward = t.plan.gen;
+                    self.write_meta(m)?;
+                }
                 self.copy_staged()?;
             }
         } else if self.applied != ckpt.checked_sub(1) {
@@ -184,9 +194,10 @@ impl Disk {
                 "checkpoint {ckpt} applies to the disk at checkpoint {}, which it is not",
                 ckpt.saturating_sub(1)
             )));
-        } else if self.meta.state == State::Clean {
+        } else if self.meta.state == State::Clean || self.meta.toward != self.meta.gen {
             let mut m = self.meta.clone();
             m.state = State::Applying;
+            m.toward = m.gen;
             self.write_meta(m)?;
         }
         for (off, data) in writes {
@@ -210,7 +221,6 @@ impl Disk {
         // metadata claims: `Applying` is durable before any checkpoint's write lands, and a
         // record claiming a checkpoint exactly (`Clean`) is written only after a sync.
         if let Some(t) = self.target.take() {
-            self.image.sync()?;
             self.stats.resync_tracks = t.received.count();
             if t.plan.full {
                 self.tracks.reset(0);
@@ -221,16 +231,22 @@ impl Disk {
                     self.tracks.mark(tr..tr + 1, ckpt);
                 }
             }
-            let m = Meta {
+            // The disk joins the plan's lineage at `ckpt` in this process's view; the durable
+            // record keeps saying what it said (torn, from the old base: `Resyncing` or
+            // `Applying`), which a restart resynchronises correctly, until a clean transition
+            // writes the new one after a sync ([`Disk::persist_table`]). No `fdatasync` here:
+            // the first acknowledgements of a session must not wait for a busy file system.
+            debug_assert_ne!(self.meta.state, State::Clean);
+            self.meta = Meta {
                 size: geo.size,
                 gen: t.plan.gen,
                 history: t.plan.history.iter().copied().collect(),
                 base: ckpt,
-                state: State::Clean,
+                state: State::Applying,
+                toward: t.plan.gen,
                 role: Role::Replica,
                 al: Vec::new(),
             };
-            self.write_meta(m)?;
             self.al.clear_all();
             self.dirty = None;
             if let Some(f) = t.staged {
@@ -305,6 +321,7 @@ impl Disk {
                 if let (Some(a), None) = (self.applied, &self.target) {
                     m.base = a;
                     m.state = State::Clean;
+                    m.toward = BLANK;
                 }
             }
             Role::Primary => m.base = self.acked,

@@ -10,14 +10,16 @@ impl Disk {
     /// Plan the resynchronisation of a standby that reported `r`, to be completed by the full
     /// synchronisation `ckpt`; the copy starts at once ([`Disk::resync_next`]).
     pub fn plan(&mut self, r: &Report, ckpt: u64) -> DiskPlan {
+        // At `base` of this lineage, or of an ancestor before its fork; and if torn, torn by
+        // this lineage's own writes (which the track table covers), not another's.
         let known = r.base >= self.tracks.horizon()
             && (r.gen == self.meta.gen
-                || (!r.torn
-                    && self
-                        .meta
-                        .history
-                        .iter()
-                        .any(|f| f.gen == r.gen && r.base <= f.at)));
+                || self
+                    .meta
+                    .history
+                    .iter()
+                    .any(|f| f.gen == r.gen && r.base <= f.at))
+            && (!r.torn || r.toward == self.meta.gen);
         let mut pending = Bitmap::new(self.geo.tracks);
         let dirty_fits = match &r.dirty {
             Some(d) => d.len() == pending.len(),

@@ -169,14 +169,26 @@ fn unknown_and_foreign_disks_get_a_full_copy() {
     let (plan, _) = resync(&mut q, &mut r, 1, false, |_| {});
     assert!(plan.full);
     assert_eq!(r.digest().unwrap(), q.digest().unwrap());
-    // The same primary again, the replica restarted (nothing applied in this process): only
-    // what changed since its base.
+    // The same primary again, the replica restarted after a clean stop (its record says
+    // exactly where it is): only what changed since.
+    r.persist_table().unwrap();
     drop(r);
     let mut r = Disk::open(&c).unwrap();
     writes(&mut q, &mut rng, 2);
     let (plan, _) = resync(&mut q, &mut r, 2, false, |_| {});
     assert!(!plan.full && plan.tracks <= 6, "{plan:?}");
     assert_eq!(r.digest().unwrap(), q.digest().unwrap());
+    // Killed instead: the record says where it was before that resynchronisation, torn
+    // toward this lineage: still only what changed since.
+    drop(r);
+    let mut r = Disk::open(&c).unwrap();
+    writes(&mut q, &mut rng, 2);
+    let (plan, _) = resync(&mut q, &mut r, 3, false, |_| {});
+    assert!(!plan.full, "{plan:?}");
+    r.persist_table().unwrap();
+    drop(r);
+    let r = Disk::open(&c).unwrap();
+    assert!(!r.report().torn);
 }
 
 #[test]
@@ -367,13 +379,19 @@ fn an_interrupted_direct_resync_is_torn_and_done_again() {
     p.stop_journal();
     let mut r = Disk::open(&c).unwrap();
     let rep = r.report();
-    assert!(rep.torn && rep.gen == p.meta().gen, "{rep:?}");
+    assert!(rep.torn && rep.toward == p.meta().gen, "{rep:?}");
     let (plan, _) = resync(&mut p, &mut r, 3, false, |_| {});
     assert!(
         !plan.full,
-        "same lineage: the tracks since its base cover the torn copies"
+        "torn by this lineage's own writes: the tracks since its base cover them"
     );
     assert_eq!(r.digest().unwrap(), p.digest().unwrap());
+    // Torn by another lineage's writes: nothing can be told of it, a full copy.
+    let mut other = r.report();
+    other.torn = true;
+    other.toward = [9; 16];
+    assert!(p.plan(&other, 4).full);
+    p.stop_journal();
 }
 
 #[test]
@@ -384,14 +402,21 @@ fn a_replica_stopped_while_applying_says_so() {
     let mut p = primary(&tmp.cfg("p.img", MB16), 1);
     let mut r = Disk::open(&c).unwrap();
     resync(&mut p, &mut r, 1, false, |_| {});
-    assert_eq!(r.meta().state, State::Clean);
+    // No sync at the end of the resynchronisation: the record still says torn, from the old
+    // base, toward the primary's lineage.
+    assert_eq!(r.meta().state, State::Applying);
     writes(&mut p, &mut rng, 3);
     checkpoint(&mut p, &mut r, 2);
-    assert_eq!(r.meta().state, State::Applying, "marked before the data");
     drop(r);
     let r = Disk::open(&c).unwrap();
     let rep = r.report();
-    assert!(rep.torn && rep.base == 1, "{rep:?}");
+    assert!(
+        rep.torn && rep.base == 0 && rep.gen == BLANK && rep.toward == p.meta().gen,
+        "{rep:?}"
+    );
+    // Which the primary resynchronises from there, not whole.
+    assert!(!p.plan(&rep, 3).full);
+    p.stop_journal();
     // A clean stop records the exact checkpoint.
     let mut r = r;
     writes(&mut p, &mut rng, 3);
