@@ -24,6 +24,14 @@
 //! (After a resynchronisation the record keeps its old lineage and base, marked torn, until
 //! then: no sync delays a session's first acknowledgements.)
 //!
+//! **Crashes and power loss.** A process that dies (kill -9) leaves its writes in the page
+//! cache: everything above holds. Across a power loss what holds is what was synced: the
+//! records' claims are made only of synced data (a torn marker keeps the last claim that was;
+//! `Clean` after an `fdatasync`; the activity log is trimmed after one), with one exception
+//! kept for the failover's speed: the record written when a replica is activated (its fork)
+//! does not wait for the image's writeback, so a host that loses power right after an
+//! activation must have its disk treated as unknown (remove `IMAGE.meta`: it gets a full copy).
+//!
 //! **Lineages (generations).** Every image belongs to a lineage: a random identifier made when
 //! a disk's history starts (an image hsb did not create: unknown contents) or forks (a replica
 //! activated from checkpoint F becomes lineage G' whose history says "left G at F"; a replica's
@@ -319,6 +327,9 @@ pub struct Disk {
     applied: Option<u64>,
     /// The dirty tracks a disk that was a primary's reports.
     dirty: Option<Bitmap>,
+    /// The record as last written (`meta` is this process's view, which may be ahead of it: a
+    /// replica's new lineage after a resynchronisation, until its next clean transition).
+    durable: Meta,
     /// The track table was read back from the metadata file (exact, not from the horizon).
     precise: bool,
     /// The image was created (all zeros) when this process opened it.
@@ -418,6 +429,7 @@ impl Disk {
         Ok(Disk {
             image,
             mf,
+            durable: meta.clone(),
             acked: meta.base,
             meta,
             geo,
@@ -510,7 +522,25 @@ impl Disk {
     /// Write `m` as the newest record (errors are counted by the public caller).
     pub(super) fn write_meta(&mut self, m: Meta) -> Result<(), DiskError> {
         self.mf.write(&m)?;
+        self.durable = m.clone();
         self.meta = m;
+        Ok(())
+    }
+
+    /// Before writes of lineage `toward` land in the image: the durable record must say it is
+    /// torn toward that lineage (from what it last claimed durably, never from this process's
+    /// newer view, whose base may not be on the disk yet). Writes the marker if it does not.
+    pub(super) fn mark_torn(&mut self, state: State, toward: DiskGen) -> Result<(), DiskError> {
+        if self.durable.state != State::Clean && self.durable.toward == toward {
+            return Ok(());
+        }
+        let mut m = self.durable.clone();
+        m.state = state;
+        m.toward = toward;
+        self.mf.write(&m)?;
+        self.durable = m;
+        self.meta.state = state;
+        self.meta.toward = toward;
         Ok(())
     }
 }

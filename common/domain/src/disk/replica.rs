@@ -73,13 +73,8 @@ impl Disk {
         } else {
             // Straight into the image: the record must say so first (unless it says torn
             // already).
-            if self.meta.state == State::Clean || self.meta.toward != plan.gen {
-                let mut m = self.meta.clone();
-                m.state = State::Resyncing;
-                m.toward = plan.gen;
-                if let Err(e) = self.write_meta(m) {
-                    return Err(self.failed(e));
-                }
+            if let Err(e) = self.mark_torn(State::Resyncing, plan.gen) {
+                return Err(self.failed(e));
             }
             self.applied = None;
             None
@@ -181,12 +176,8 @@ impl Disk {
                 )));
             }
             if t.staged.is_some() {
-                if self.meta.state == State::Clean || self.meta.toward != t.plan.gen {
-                    let mut m = self.meta.clone();
-                    m.state = State::Applying;
-                    m.toward = t.plan.gen;
-                    self.write_meta(m)?;
-                }
+                let toward = t.plan.gen;
+                self.mark_torn(State::Applying, toward)?;
                 self.copy_staged()?;
             }
         } else if self.applied != ckpt.checked_sub(1) {
@@ -194,11 +185,8 @@ impl Disk {
                 "checkpoint {ckpt} applies to the disk at checkpoint {}, which it is not",
                 ckpt.saturating_sub(1)
             )));
-        } else if self.meta.state == State::Clean || self.meta.toward != self.meta.gen {
-            let mut m = self.meta.clone();
-            m.state = State::Applying;
-            m.toward = m.gen;
-            self.write_meta(m)?;
+        } else {
+            self.mark_torn(State::Applying, self.meta.gen)?;
         }
         for (off, data) in writes {
             self.image.write_at(off, data)?;
@@ -336,6 +324,7 @@ impl Disk {
         {
             return Err(self.failed(e));
         }
+        self.durable = m.clone();
         self.meta = m;
         Ok(())
     }
