@@ -431,7 +431,7 @@ fn unfinished_handshakes_expire() {
     for i in 0..4 {
         let mut s = TcpStream::connect(pair.repl).expect("connect");
         if i % 2 == 1 {
-            s.write_all(b"HS\x01\x01\x00\x00").expect("write");
+            s.write_all(b"HS\x02\x01\x00\x00").expect("write");
         }
         held.push(s);
     }

@@ -2,8 +2,18 @@
 //!
 //! Replication stream (TCP, primary → standby unless noted):
 //! `Hello` (both ways) → `Hello` again, sealed under the session key (the primary's
-//! confirmation) → `Begin` → `Pages`* → `State` → `End` → (standby) `Ack`.
+//! confirmation) → (standby) `DiskDirty`* → `DiskPlan` → `DiskSync`* → `Begin` → `Pages`* →
+//! `State` → `Disk`* → `End` → (standby) `Ack`.
 //! A standby that will not take the session answers its `Hello` with a `Refuse`.
+//!
+//! The disk frames (issue 14) exist only when both sides have a disk ([`DiskHello::size`] is
+//! not 0, and equal): the standby's `Hello` says where its disk stands (lineage, base
+//! checkpoint, torn or not) and how many `DiskDirty` frames follow the confirmation (tracks it
+//! wrote as a primary beyond its base); the primary answers with a `DiskPlan` (which lineage the
+//! standby's disk joins, full copy or only the tracks that can differ), streams `DiskSync`
+//! block copies while the guest runs, and completes the resynchronisation in the next full
+//! synchronisation's `Disk` frames. Every later checkpoint carries its epoch's guest writes as
+//! `Disk` frames, in the order the guest issued them, covered by the `End` record's CRC.
 //! "ckpt" is the checkpoint number N whose output is released by ack(N); "epoch" is the
 //! activation epoch of DESIGN.md rule 8.
 
@@ -20,9 +30,41 @@ pub const NODE_NAME_LEN: usize = 32;
 /// Longest refusal reason.
 pub const REASON_LEN: usize = 160;
 /// Largest encoded [`Hello`] body (the longest node name and every varint at its longest:
-/// 1 + 33 + 16 + 4 × 10 = 90 bytes), with room to spare. A connection that has not proved it
-/// holds the cluster key gets a frame reader of this size, not of the configured frame maximum.
-pub const HELLO_MAX_BODY: usize = 128;
+/// 1 + 33 + 16 + 4 × 10 = 90 bytes, plus its [`DiskHello`]: 10 + 16 + 10 + 1 + 16 + 5 = 58
+/// bytes, 148 in all), with room to spare. A connection that has not proved it holds the cluster key
+/// gets a frame reader of this size, not of the configured frame maximum.
+pub const HELLO_MAX_BODY: usize = 192;
+/// Largest piece of disk data in one `Disk` or `DiskSync` frame: larger writes are split.
+pub const DISK_PIECE: usize = 256 * 1024;
+/// Forks of a disk lineage carried in a [`DiskPlan`] (older ones are forgotten: a disk from
+/// further back gets a full copy).
+pub const DISK_HISTORY: usize = 8;
+/// Bytes of track bitmap in one [`DiskDirty`] frame (16384 tracks), so the frame fits the
+/// primary's small reader.
+pub const DIRTY_BYTES: usize = 2048;
+
+/// A disk lineage ("generation", as DRBD calls it): a random identifier made when a disk's
+/// history starts (a fresh or unknown image) or forks (a replica activated from a checkpoint).
+pub type DiskGen = [u8; 16];
+
+/// Where the sender's disk stands, in its [`Hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskHello {
+    /// Image size in bytes; 0: no disk. Both sides must agree.
+    pub size: u64,
+    /// The lineage its contents belong to.
+    pub gen: DiskGen,
+    /// The checkpoint of that lineage it holds (a standby: last applied; a primary: last
+    /// acknowledged), except for the tracks announced in `DiskDirty` frames.
+    pub base: u64,
+    /// A checkpoint or resynchronisation was being written when it stopped: tracks of
+    /// lineage `toward` (at checkpoints after `base`) may be there too.
+    pub torn: bool,
+    /// The lineage a torn disk's last writes came from (all zeros: unknown).
+    pub toward: DiskGen,
+    /// `DiskDirty` frames the standby sends after the primary's confirmation.
+    pub dirty_frames: u32,
+}
 
 /// Who is speaking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -57,6 +99,8 @@ pub struct Hello {
     /// ([`crate::datagram::next_incarnation`]): a restarted primary is newer than its
     /// predecessor, whose connection the standby may still hold.
     pub incarnation: u64,
+    /// The sender's disk.
+    pub disk: DiskHello,
 }
 
 /// Start of checkpoint `ckpt`.
@@ -110,11 +154,82 @@ pub struct End {
     pub ckpt: u64,
     /// Pages sent.
     pub pages: u64,
-    /// Bytes of all `Begin`, `Pages` and `State` bodies.
+    /// Bytes of all `Begin`, `Pages`, `State` and `Disk` bodies.
     pub total_len: u64,
     /// CRC32 of those bodies, concatenated.
     pub crc: u32,
+    /// `Disk` frames in the checkpoint.
+    pub disk_writes: u64,
+    /// Bytes of disk data in them.
+    pub disk_bytes: u64,
+    /// `DiskSync` frames sent before it (a full synchronisation completing a disk
+    /// resynchronisation; 0 otherwise).
+    pub disk_synced: u64,
 }
+
+/// A fork of a disk lineage: the lineage `gen` was left at its checkpoint `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fork {
+    /// The lineage left.
+    pub gen: DiskGen,
+    /// Its last checkpoint shared with the newer lineage.
+    pub at: u64,
+}
+
+/// Primary → standby, once per session before any `DiskSync`: how the standby's disk is
+/// brought into the primary's lineage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskPlan {
+    /// The full synchronisation that completes the resynchronisation.
+    pub ckpt: u64,
+    /// The lineage the standby's disk joins.
+    pub gen: DiskGen,
+    /// That lineage's forks, newest first.
+    pub history: heapless::Vec<Fork, DISK_HISTORY>,
+    /// Every track follows (an unknown or mismatched disk), not only those that can differ.
+    pub full: bool,
+    /// Tracks in the first round of the copy.
+    pub tracks: u64,
+    /// Track size in bytes (the unit of copies).
+    pub track: u32,
+    /// The primary's journal limit: the most disk bytes (with frame overhead) in a checkpoint.
+    pub journal_max: u64,
+}
+
+/// Disk data at a byte offset: a guest write of checkpoint `ckpt` (kind `Disk`), or a block copy
+/// of the resynchronisation that checkpoint `ckpt` completes (kind `DiskSync`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskWrite<'a> {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Byte offset in the image.
+    pub offset: u64,
+    /// The bytes, at most [`DISK_PIECE`].
+    #[serde(borrow)]
+    pub data: &'a [u8],
+}
+
+/// Standby → primary: tracks `first + i` for every bit `i` set in `bits` (LSB first) may
+/// differ from the standby's base checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskDirty<'a> {
+    /// Track of bit 0.
+    pub first: u64,
+    /// At most [`DIRTY_BYTES`] bytes of bitmap.
+    #[serde(borrow)]
+    pub bits: &'a [u8],
+}
+
+/// Write the head of a [`DiskWrite`] body (checkpoint, offset, data length) into `out`, so the
+/// data can be copied straight after it; returns the head's length (at most 30 bytes).
+pub fn disk_write_head(ckpt: u64, offset: u64, len: usize, out: &mut [u8]) -> usize {
+    let mut n = write_varint(ckpt, out);
+    n += write_varint(offset, &mut out[n..]);
+    n + write_varint(len as u64, &mut out[n..])
+}
+
+/// Most bytes a [`disk_write_head`] takes.
+pub const DISK_HEAD_MAX: usize = 30;
 
 /// Standby → primary: checkpoint `ckpt` is applied to the replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -285,6 +400,9 @@ mod tests {
             let _ = decode::<Pages>(Kind::Pages, &buf[..n]);
             let _ = decode::<End>(Kind::End, &buf[..n]);
             let _ = decode::<Refuse>(Kind::Refuse, &buf[..n]);
+            let _ = decode::<DiskWrite>(Kind::Disk, &buf[..n]);
+            let _ = decode::<DiskPlan>(Kind::DiskPlan, &buf[..n]);
+            let _ = decode::<DiskDirty>(Kind::DiskDirty, &buf[..n]);
         }
     }
 
@@ -324,8 +442,33 @@ mod tests {
                 domain_pages: rng.next_u64(),
                 last_ckpt: rng.next_u64() >> rng.below(64),
                 incarnation: rng.next_u64() >> rng.below(64),
+                disk: DiskHello {
+                    size: rng.next_u64() >> rng.below(64),
+                    gen: nonce,
+                    base: rng.next_u64() >> rng.below(64),
+                    torn: rng.below(2) == 1,
+                    toward: [rng.next_u64() as u8; 16],
+                    dirty_frames: rng.next_u64() as u32,
+                },
             };
             assert_eq!(round_trip(&h, &mut buf, Kind::Hello), h);
+            let mut history = heapless::Vec::new();
+            for _ in 0..rng.below(DISK_HISTORY as u64 + 1) {
+                let _ = history.push(Fork {
+                    gen: nonce,
+                    at: rng.next_u64() >> rng.below(64),
+                });
+            }
+            let plan = DiskPlan {
+                ckpt: rng.next_u64(),
+                gen: nonce,
+                history,
+                full: rng.below(2) == 1,
+                tracks: rng.next_u64() >> rng.below(64),
+                track: rng.next_u64() as u32,
+                journal_max: rng.next_u64() >> rng.below(64),
+            };
+            assert_eq!(round_trip(&plan, &mut buf, Kind::DiskPlan), plan);
             let b = Begin {
                 ckpt: rng.next_u64(),
                 full: rng.below(2) == 1,
@@ -338,6 +481,9 @@ mod tests {
                 pages: rng.next_u64(),
                 total_len: rng.next_u64(),
                 crc: rng.next_u64() as u32,
+                disk_writes: rng.next_u64() >> rng.below(64),
+                disk_bytes: rng.next_u64() >> rng.below(64),
+                disk_synced: rng.next_u64() >> rng.below(64),
             };
             assert_eq!(round_trip(&e, &mut buf, Kind::End), e);
             let a = Ack {
@@ -357,7 +503,61 @@ mod tests {
             };
             let n = encode(&st, &mut buf).unwrap();
             assert_eq!(decode::<State>(Kind::State, &buf[..n]).unwrap(), st);
+            let dd = DiskDirty {
+                first: rng.next_u64() >> rng.below(64),
+                bits: &data[..data.len().min(DIRTY_BYTES)],
+            };
+            let n = encode(&dd, &mut buf).unwrap();
+            assert_eq!(decode::<DiskDirty>(Kind::DiskDirty, &buf[..n]).unwrap(), dd);
         }
+    }
+
+    #[test]
+    fn disk_write_head_plus_data_equals_postcard_disk_write() {
+        let mut rng = SplitMix64::new(14);
+        for len in [0usize, 1, 511, 4096, DISK_PIECE] {
+            let mut data = vec![0u8; len];
+            rng.fill(&mut data);
+            let w = DiskWrite {
+                ckpt: rng.next_u64() >> rng.below(64),
+                offset: rng.next_u64() >> rng.below(64),
+                data: &data,
+            };
+            let mut a = vec![0u8; DISK_PIECE + 64];
+            let la = encode(&w, &mut a).unwrap();
+            let mut b = vec![0u8; DISK_PIECE + 64];
+            let n = disk_write_head(w.ckpt, w.offset, len, &mut b);
+            assert!(n <= DISK_HEAD_MAX);
+            b[n..n + len].copy_from_slice(&data);
+            assert_eq!(&a[..la], &b[..n + len]);
+            assert_eq!(decode::<DiskWrite>(Kind::Disk, &a[..la]).unwrap(), w);
+        }
+        // Literal: checkpoint 300, offset 4096, three bytes.
+        let mut b = [0u8; 16];
+        let n = encode(
+            &DiskWrite {
+                ckpt: 300,
+                offset: 4096,
+                data: &[1, 2, 3],
+            },
+            &mut b,
+        )
+        .unwrap();
+        assert_eq!(&b[..n], &[0xac, 0x02, 0x80, 0x20, 0x03, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_plan_with_too_long_a_history_is_an_error_not_a_panic() {
+        // postcard: ckpt, gen (16 bytes), history length 9 ...
+        let mut b = vec![1u8];
+        b.extend([0u8; 16]);
+        b.push(DISK_HISTORY as u8 + 1);
+        b.extend(std::iter::repeat_n(0u8, 17 * (DISK_HISTORY + 1)));
+        b.extend([0, 0, 0, 0]);
+        assert!(matches!(
+            decode::<DiskPlan>(Kind::DiskPlan, &b),
+            Err(FrameError::Body { .. })
+        ));
     }
 
     #[test]
@@ -370,11 +570,19 @@ mod tests {
             domain_pages: u64::MAX,
             last_ckpt: u64::MAX,
             incarnation: u64::MAX,
+            disk: DiskHello {
+                size: u64::MAX,
+                gen: [0xff; 16],
+                base: u64::MAX,
+                torn: true,
+                toward: [0xff; 16],
+                dirty_frames: u32::MAX,
+            },
         };
         assert_eq!(h.node.len(), NODE_NAME_LEN);
         let mut b = [0u8; 256];
         let n = encode(&h, &mut b).unwrap();
-        assert_eq!(n, 90);
+        assert_eq!(n, 148);
         assert!(n <= HELLO_MAX_BODY);
     }
 
@@ -388,12 +596,25 @@ mod tests {
             domain_pages: 300,
             last_ckpt: 0,
             incarnation: 1,
+            disk: DiskHello {
+                size: 4096,
+                gen: [5; 16],
+                base: 3,
+                torn: false,
+                toward: [0; 16],
+                dirty_frames: 0,
+            },
         };
-        let mut b = [0u8; 64];
+        let mut b = [0u8; 128];
         let n = encode(&h, &mut b).unwrap();
         let mut want = vec![0x00, 0x01, b'a', 0x02];
         want.extend([7u8; 16]);
         want.extend([0xac, 0x02, 0x00, 0x01]);
+        want.extend([0x80, 0x20]);
+        want.extend([5u8; 16]);
+        want.extend([0x03, 0x00]);
+        want.extend([0u8; 16]);
+        want.push(0x00);
         assert_eq!(&b[..n], &want[..]);
         assert_eq!(decode::<Hello>(Kind::Hello, &want).unwrap(), h);
     }

@@ -35,6 +35,7 @@ fn config(failover: bool) -> NodeConfig {
             witness_peers: vec![(1, addr(7301)), (2, addr(7302)), (3, addr(7303))],
             standby_witness: addr(7400),
         }),
+        disk: false,
     }
 }
 

@@ -1,8 +1,9 @@
 //! hsb-standby's shell: one mio loop that turns bytes into [`Event`]s for the node and carries
 //! out its [`Effect`]s. It owns the sockets (the replication listener and connections in
 //! `conns.rs`, the witness and heartbeat endpoints, the control socket, the activated model's
-//! service, the ping node's connection), the replica and the checkpoint receiver, the host
-//! state file, the decision log, hooks, the clock and the signals; it decides nothing.
+//! service, the ping node's connection), the replica (and its disk, `disk.rs`) and the
+//! checkpoint receiver, the host state file, the decision log, hooks, the clock and the
+//! signals; it decides nothing.
 
 use std::io;
 use std::time::Duration;
@@ -76,6 +77,8 @@ pub struct Daemon {
     pub(crate) more_to_accept: bool,
     /// A connection just accepted, while the node decides on a slot for it.
     pub(crate) incoming: Option<TcpStream>,
+    /// What the activated replica's check of its disk against its memory found.
+    pub(crate) disk_verified: String,
 }
 
 impl Daemon {
@@ -99,6 +102,10 @@ impl Daemon {
         let receiver = match &replica {
             Rep::Model(_) => Receiver::new(s.model_pages),
             Rep::Xen(_) => Receiver::for_layout(pfn_limit, max_pages, false),
+        };
+        let receiver = match &s.disk {
+            Some(ds) => receiver.with_disk(ds.disk.size, ds.disk.journal_max),
+            None => receiver,
         };
         log::info!(
             "node {} ({}): replica of {} pages ({} MiB), staging {} MiB allocated; waiting for the primary on {}",
@@ -134,6 +141,7 @@ impl Daemon {
                 ping_node: s.ping_node,
                 query_base,
             }),
+            disk_size: replica.disk_ref().map_or(0, |d| d.size()),
         };
         Ok(Daemon {
             node: StandbyNode::new(cfg, host, now),
@@ -144,6 +152,7 @@ impl Daemon {
             requests: 0,
             more_to_accept: false,
             incoming: None,
+            disk_verified: "not yet (at activation)".into(),
             replica,
             receiver,
             s,
@@ -222,7 +231,7 @@ impl Daemon {
             self.bind_service();
             self.watch_hooks(now);
             if let Some((epoch, ckpt, forced)) = self.hand_over.take() {
-                crate::handover::hand_over(&self, epoch, ckpt, forced);
+                crate::handover::hand_over(&mut self, epoch, ckpt, forced);
             }
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 crate::status::log_stats(&mut self, now);
@@ -285,9 +294,11 @@ impl Daemon {
             Effect::Refuse { slot, reason } => return self.refuse(slot, &reason),
             Effect::GoLive { slot } => {
                 self.receiver.new_session();
-                if let Some(w) = self.wires[slot].as_mut() {
+                let dirty = self.wires[slot].as_mut().and_then(|w| {
                     w.go_live(self.s.frame_max);
-                }
+                    w.take_disk_dirty()
+                });
+                self.disk_session(slot, dirty);
             }
             Effect::Discard => {
                 if self.receiver.staging() {
@@ -375,6 +386,7 @@ impl Daemon {
             }
             Effect::Answer { conn, text } => self.ctl.answer(self.poll.registry(), conn, &text),
             Effect::Defer { conn, until } => self.ctl.defer(conn, until),
+            Effect::ForkDisk { ckpt } => return Some(self.fork_disk(ckpt)),
         }
         None
     }
@@ -409,6 +421,7 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();
         }
+        self.persist_disk(signal);
         self.ctl.stopped(signal);
     }
 

@@ -9,8 +9,10 @@ use crate::replica::Rep;
 /// Write the domain image and exec hsb-primary at `epoch` with `promote_config`. It starts
 /// unprotected under the witnesses' leases and synchronises the standby it is configured for
 /// from scratch. Returns only if the hand-over fails, and then this process keeps serving.
-pub fn hand_over(d: &Daemon, epoch: Epoch, ckpt: u64, forced: bool) {
+pub fn hand_over(d: &mut Daemon, epoch: Epoch, ckpt: u64, forced: bool) {
     use std::os::unix::process::CommandExt;
+    // The disk stays with its image: the track table says exactly what it holds.
+    d.persist_disk("hand-over to hsb-primary");
     let s = &d.s;
     let image = &s.promote_image;
     if let Some(dir) = image.parent() {

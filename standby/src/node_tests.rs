@@ -33,6 +33,7 @@ fn config(failover: bool) -> NodeConfig {
             ping_node: None,
             query_base: 5,
         }),
+        disk_size: 0,
     }
 }
 
@@ -55,6 +56,7 @@ fn hello(node: &str, epoch: u64, incarnation: u64, nonce: u8, pages: u64) -> Hel
         domain_pages: pages,
         last_ckpt: 0,
         incarnation,
+        disk: msg::DiskHello::default(),
     }
 }
 

@@ -1,19 +1,35 @@
-//! Checkpoint bookkeeping, no I/O.
+//! Checkpoint bookkeeping, no network I/O.
 //!
 //! Primary: [`Staging::capture`] copies dirty pages and state into frames laid out in a buffer
-//! allocated at start-up (this is the part done while the guest is suspended); [`Staging::seal`]
-//! then fills CRCs and MACs and appends the `End` record, after the guest has resumed.
+//! allocated at start-up (this is the part done while the guest is suspended); after the guest
+//! has resumed (before it runs again: the daemons are single-threaded), [`Staging::put_disk`]
+//! appends the epoch's disk writes from the journal as `Disk` frames (a full synchronisation:
+//! the rest of the disk resynchronisation), and [`Staging::seal`] fills CRCs and MACs and
+//! appends the `End` record, whose CRC covers the disk frames like the pages. While a full
+//! synchronisation is pending, [`ResyncSender`] streams the disk resynchronisation's block
+//! copies as `DiskSync` frames with the guest running.
 //!
-//! Standby: [`Receiver`] stages checkpoint N whole, checks it against its `End` record, and only
-//! then lets [`Receiver::apply`] write it into the replica. Any error discards the staged
-//! checkpoint: the replica stays exactly at N-1.
+//! Standby: [`Receiver`] stages checkpoint N whole (pages, state and disk writes), checks it
+//! against its `End` record, and only then lets [`Receiver::apply`] write it into the replica:
+//! the disk first (durably), then memory. Any error before that discards the staged checkpoint:
+//! memory and disk stay exactly at N-1. A disk that fails while applying leaves the replica
+//! unusable rather than half-way ([`Receiver::applied`] becomes `None`).
 
 use std::fmt;
 
+use crate::disk::{Disk, DiskError, PIECE_OVERHEAD};
+
+mod disk;
+
 use crate::domain::{CheckpointSource, DomainError, Replica};
 use crate::PAGE_SIZE;
+pub use disk::ResyncSender;
+use disk::{disk_refusal, DiskRx};
 use hsb_common::frame::{self, FrameError, Header, Kind, HEADER_LEN};
-use hsb_common::msg::{self, Begin, End, Pages, PagesHead, State, MAX_STATE_LEN, PAGES_PER_FRAME};
+use hsb_common::msg::{
+    self, Begin, DiskPlan, DiskWrite, End, Pages, PagesHead, State, DISK_HEAD_MAX, DISK_PIECE,
+    MAX_STATE_LEN, PAGES_PER_FRAME,
+};
 use hsb_common::session::{self, Session};
 
 /// Bytes reserved for the head of a `Pages` body (ckpt and up to 64 pfn varints, data length).
@@ -54,6 +70,8 @@ pub enum CheckpointError {
     Domain(DomainError),
     /// A frame or record was invalid.
     Frame(FrameError),
+    /// The disk failed or refused (its image, or a write that must wait).
+    Disk(DiskError),
 }
 
 impl fmt::Display for CheckpointError {
@@ -64,6 +82,7 @@ impl fmt::Display for CheckpointError {
             }
             CheckpointError::Domain(e) => write!(f, "{e}"),
             CheckpointError::Frame(e) => write!(f, "{e}"),
+            CheckpointError::Disk(e) => write!(f, "{e}"),
         }
     }
 }
@@ -82,6 +101,12 @@ impl From<FrameError> for CheckpointError {
     }
 }
 
+impl From<DiskError> for CheckpointError {
+    fn from(e: DiskError) -> Self {
+        CheckpointError::Disk(e)
+    }
+}
+
 /// The primary's staging buffer: one checkpoint, laid out as ready-to-send frames.
 #[derive(Debug)]
 pub struct Staging {
@@ -95,6 +120,14 @@ pub struct Staging {
     frame_data: Vec<usize>,
     /// Pages dirtied during a pre-copy (bounded like `pfns`).
     dirty: Vec<u64>,
+    /// Whether the staged checkpoint is a full synchronisation.
+    full: bool,
+    /// The domain has a disk whose part of the checkpoint is not staged yet.
+    disk_due: bool,
+    /// `Disk` frames staged, their data bytes, and `DiskSync` frames sent before (for `End`).
+    disk_writes: u64,
+    disk_bytes: u64,
+    disk_synced: u64,
 }
 
 /// Progress of a pre-copied full synchronisation.
@@ -120,8 +153,19 @@ pub struct PrecopyStats {
 impl Staging {
     /// Allocate for a domain of `pages` pages (all memory is allocated here, once).
     pub fn new(pages: u64) -> Staging {
+        Staging::with_disk(pages, 0)
+    }
+
+    /// Allocate for a domain of `pages` pages and a disk whose checkpoints carry at most
+    /// `journal_max` bytes of `Disk` frames (0: no disk).
+    pub fn with_disk(pages: u64, journal_max: usize) -> Staging {
         Staging {
-            buf: vec![0u8; staging_capacity(pages)],
+            full: false,
+            disk_due: false,
+            disk_writes: 0,
+            disk_bytes: 0,
+            disk_synced: 0,
+            buf: vec![0u8; staging_capacity(pages) + journal_max],
             len: 0,
             pfns: Vec::with_capacity(pages as usize),
             ckpt: 0,
@@ -275,6 +319,8 @@ impl Staging {
     ) -> Result<(), CheckpointError> {
         self.len = 0;
         self.ckpt = ckpt;
+        self.full = full;
+        self.disk_due = false;
         self.pfns.clear();
         dom.take_dirty(full, &mut self.pfns)?;
         let begin = Begin {
@@ -344,6 +390,7 @@ impl Staging {
             data: &state[..slen],
         };
         self.put_record(Kind::State, &st)?;
+        self.disk_due = dom.disk().is_some();
         Ok(CaptureStats {
             ckpt: self.ckpt,
             full,
@@ -371,6 +418,11 @@ impl Staging {
     /// Seal every staged frame for `session` and append the `End` record. Done after the guest
     /// has resumed: this is the CRC and MAC pass over the checkpoint.
     pub fn seal(&mut self, session: &mut Session) -> Result<usize, CheckpointError> {
+        if self.disk_due {
+            return Err(disk_refusal(
+                "sealing a checkpoint whose disk part is not staged (put_disk)",
+            ));
+        }
         let mut ckpt_crc = crc32fast::Hasher::new();
         let mut total: u64 = 0;
         let mut pos = 0;
@@ -388,6 +440,9 @@ impl Staging {
             pages: self.pfns.len() as u64,
             total_len: total,
             crc: ckpt_crc.finalize(),
+            disk_writes: self.disk_writes,
+            disk_bytes: self.disk_bytes,
+            disk_synced: self.disk_synced,
         };
         let start = self.len;
         let n = session
@@ -434,6 +489,8 @@ pub struct Receiver {
     /// Last checkpoint applied in the current session; `None` until a full sync is applied.
     session_base: Option<u64>,
     applied: Option<u64>,
+    /// The replica's disk part, if it has a disk.
+    disk: Option<DiskRx>,
 }
 
 impl Receiver {
@@ -461,6 +518,7 @@ impl Receiver {
             complete: None,
             session_base: None,
             applied: None,
+            disk: None,
         }
     }
 
@@ -476,14 +534,25 @@ impl Receiver {
 
     /// Bytes allocated for staging.
     pub fn capacity(&self) -> usize {
-        self.data.capacity() + self.pfns.capacity() * 8 + self.state.capacity()
+        self.data.capacity()
+            + self.pfns.capacity() * 8
+            + self.state.capacity()
+            + self.disk.as_ref().map_or(0, |d| {
+                d.data.capacity() + d.pieces.capacity() * std::mem::size_of::<(u64, usize, usize)>()
+            })
     }
 
     /// A new session (new connection): discard anything staged, and require a full
-    /// synchronisation before any incremental checkpoint (never patch across a gap).
+    /// synchronisation before any incremental checkpoint (never patch across a gap). The
+    /// caller aborts a disk resynchronisation left by the old session
+    /// ([`Disk::abort_resync`]).
     pub fn new_session(&mut self) {
         self.discard();
         self.session_base = None;
+        if let Some(d) = self.disk.as_mut() {
+            d.plan = None;
+            d.synced = 0;
+        }
     }
 
     /// Drop the checkpoint being staged (after an error); the replica is untouched.
@@ -496,6 +565,9 @@ impl Receiver {
         self.state_seen = false;
         self.crc = crc32fast::Hasher::new();
         self.total = 0;
+        if let Some(d) = self.disk.as_mut() {
+            d.clear();
+        }
     }
 
     fn fail(&mut self, kind: Kind, why: &'static str) -> FrameError {
@@ -503,10 +575,43 @@ impl Receiver {
         FrameError::Body { kind, why }
     }
 
-    /// Feed one verified frame (already authenticated by the session). Returns the completed
-    /// checkpoint when its `End` arrives and checks out. On error, the staged checkpoint is
-    /// discarded and the caller drops the session.
+    /// Feed one verified frame (already authenticated by the session) to a replica without a
+    /// disk. Returns the completed checkpoint when its `End` arrives and checks out. On error,
+    /// the staged checkpoint is discarded and the caller drops the session.
     pub fn on_frame(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        body_hash: &crc32fast::Hasher,
+    ) -> Result<Option<Complete>, FrameError> {
+        match self.on_frame_to(kind, body, body_hash, None) {
+            Ok(c) => Ok(c),
+            Err(CheckpointError::Frame(e)) => Err(e),
+            Err(_) => Err(FrameError::Body {
+                kind,
+                why: "the replica's disk failed",
+            }),
+        }
+    }
+
+    /// Feed one verified frame, with the replica's disk (resynchronisation copies are written
+    /// to it as they come; checkpoints' disk writes are staged). Errors: a bad frame
+    /// ([`CheckpointError::Frame`]) or a disk that failed ([`CheckpointError::Disk`]); either
+    /// way the staged checkpoint is discarded and the caller drops the session.
+    pub fn on_frame_to(
+        &mut self,
+        kind: Kind,
+        body: &[u8],
+        body_hash: &crc32fast::Hasher,
+        disk: Option<&mut Disk>,
+    ) -> Result<Option<Complete>, CheckpointError> {
+        match kind {
+            Kind::DiskPlan | Kind::DiskSync => self.on_disk_frame(kind, body, disk).map(|()| None),
+            _ => Ok(self.on_checkpoint_frame(kind, body, body_hash)?),
+        }
+    }
+
+    fn on_checkpoint_frame(
         &mut self,
         kind: Kind,
         body: &[u8],
@@ -543,6 +648,23 @@ impl Receiver {
                 }
                 if b.pages > self.domain_pages {
                     return Err(self.fail(kind, "more pages than the domain has"));
+                }
+                if let Some(d) = self.disk.as_ref() {
+                    match (&d.plan, b.full) {
+                        (Some(p), true) if p.ckpt == b.ckpt => {}
+                        (_, true) => {
+                            return Err(
+                                self.fail(kind, "a full synchronisation without its disk plan")
+                            )
+                        }
+                        (Some(_), false) => {
+                            return Err(self.fail(
+                                kind,
+                                "an incremental checkpoint during a disk resynchronisation",
+                            ))
+                        }
+                        (None, false) => {}
+                    }
                 }
                 if let Some(a) = self.applied {
                     if b.ckpt <= a && !b.full {
@@ -592,6 +714,36 @@ impl Receiver {
                 self.account(body, body_hash);
                 Ok(None)
             }
+            Kind::Disk => {
+                let Some(begin) = self.begin else {
+                    return Err(self.fail(kind, "disk write outside a checkpoint"));
+                };
+                let w: DiskWrite = msg::decode(kind, body).inspect_err(|_| self.discard())?;
+                let Some(d) = self.disk.as_mut() else {
+                    return Err(self.fail(kind, "a disk write, but this replica has no disk"));
+                };
+                let cost = w.data.len() + PIECE_OVERHEAD;
+                if w.ckpt != begin.ckpt || w.data.len() > DISK_PIECE {
+                    return Err(self.fail(kind, "disk write of another checkpoint, or too large"));
+                }
+                if w.offset
+                    .checked_add(w.data.len() as u64)
+                    .is_none_or(|e| e > d.size)
+                {
+                    return Err(self.fail(kind, "disk write beyond the image"));
+                }
+                if d.cost + cost > d.limit {
+                    return Err(self.fail(
+                        kind,
+                        "the checkpoint's disk writes exceed this standby's disk.journal_max",
+                    ));
+                }
+                d.pieces.push((w.offset, d.data.len(), w.data.len()));
+                d.data.extend_from_slice(w.data);
+                d.cost += cost;
+                self.account(body, body_hash);
+                Ok(None)
+            }
             Kind::End => {
                 let Some(begin) = self.begin else {
                     return Err(self.fail(kind, "end outside a checkpoint"));
@@ -611,6 +763,17 @@ impl Receiver {
                 }
                 if e.crc != self.crc.clone().finalize() {
                     return Err(self.fail(kind, "checkpoint CRC does not match"));
+                }
+                let (writes, bytes, synced) = match self.disk.as_ref() {
+                    Some(d) => (
+                        d.pieces.len() as u64,
+                        d.data.len() as u64,
+                        if begin.full { d.synced } else { 0 },
+                    ),
+                    None => (0, 0, 0),
+                };
+                if (e.disk_writes, e.disk_bytes, e.disk_synced) != (writes, bytes, synced) {
+                    return Err(self.fail(kind, "disk writes do not match the end record"));
                 }
                 let c = Complete {
                     ckpt: begin.ckpt,
@@ -645,6 +808,28 @@ impl Receiver {
                 state: "nothing complete to apply",
             }));
         };
+        // The disk first: if it fails, memory stays at N-1 and the replica is not usable
+        // (its disk is neither), never half of each.
+        if let Some(d) = self.disk.as_mut() {
+            let res = match replica.disk() {
+                Some(disk) => disk.apply(
+                    c.ckpt,
+                    d.pieces.iter().map(|&(o, s, l)| (o, &d.data[s..s + l])),
+                ),
+                None => Err(DiskError::Invalid(
+                    "a checkpoint with a disk part, but the replica has no disk".into(),
+                )),
+            };
+            if c.full {
+                d.plan = None;
+            }
+            if let Err(e) = res {
+                self.discard();
+                self.applied = None;
+                self.session_base = None;
+                return Err(CheckpointError::Disk(e));
+            }
+        }
         let res = replica
             .write_pages(&self.pfns, &self.data)
             .and_then(|_| replica.load_state(&self.state));
@@ -659,3 +844,6 @@ impl Receiver {
 #[cfg(test)]
 #[path = "checkpoint_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod disk_tests;

@@ -5,9 +5,20 @@
 //! It implements both sides of [`crate::domain`], so the replication engine exercises the same
 //! paths as with Xen: suspend, dirty pages, state record, replica writes, activation.
 //!
-//! Memory layout: page 0 holds a header (magic, counter, request count); pages 1..=64 hold a
-//! hash table of 2048 slots of 128 bytes for PUT/GET; the remaining pages are the workload's.
+//! It may have a disk ([`disk`], attached with [`ModelDomain::attach_disk`]): `PUT` appends a
+//! record to a log on the disk before it changes memory and before its reply is produced, the
+//! workload writes disk blocks at a set rate, and the guest keeps the CRC of every block it
+//! wrote in its memory, so memory and disk can be checked against each other.
+//!
+//! Memory layout: page 0 holds a header (magic, counter, request count, disk log sequence, disk
+//! workload state); pages 1..=64 hold a hash table of 2048 slots of 128 bytes for PUT/GET; with a
+//! disk, the disk's pages follow ([`disk`]); the remaining pages are the workload's.
 
+mod disk;
+
+pub use disk::{min_pages, DiskSettings, DiskWorkload, ModelDiskStats, DISK_KEYS, MAX_DISK_WRITE};
+
+use crate::disk::Disk;
 use crate::domain::{CheckpointSource, DomainError, Replica};
 use crate::PAGE_SIZE;
 use hsb_common::rng::SplitMix64;
@@ -44,6 +55,16 @@ pub fn pages_from_config(
         return Err(c.error_at(
             "model.memory",
             "expected a multiple of 4KiB between 264KiB and 64GiB",
+        ));
+    }
+    let disk = c.size("model.disk_size")?;
+    if disk > 0 && mem / page < min_pages(disk) {
+        return Err(c.error_at(
+            "model.memory",
+            &format!(
+                "expected at least {} KiB with a disk of {disk} bytes (model.disk_size): the guest keeps 4 bytes of memory per disk block",
+                min_pages(disk) * 4
+            ),
         ));
     }
     Ok(mem / page)
@@ -110,6 +131,8 @@ pub struct ModelDomain {
     /// Workload rate in pages per second.
     rate: u64,
     last_run: Option<Nanos>,
+    /// The guest's disk, if it has one (see [`disk`]).
+    disk: Option<Box<disk::ModelDisk>>,
 }
 
 impl ModelDomain {
@@ -137,6 +160,7 @@ impl ModelDomain {
             suspended: false,
             rate: 0,
             last_run: None,
+            disk: None,
         }
     }
 
@@ -255,13 +279,15 @@ impl ModelDomain {
         let Some(last) = self.last_run.replace(now) else {
             return;
         };
-        let region = self.pages - (KV_FIRST_PAGE + KV_PAGES);
+        self.run_disk(now.since(last));
+        let first = self.workload_first();
+        let region = self.pages - first;
         let micro =
             self.rate as u128 * now.since(last).as_nanos() / 1_000 + self.cpu.carry_micro as u128;
         let due = (micro / 1_000_000) as u64;
         self.cpu.carry_micro = (micro % 1_000_000) as u64;
         for _ in 0..due.min(region) {
-            let pfn = KV_FIRST_PAGE + KV_PAGES + self.cpu.cursor;
+            let pfn = first + self.cpu.cursor;
             self.cpu.cursor = (self.cpu.cursor + 1) % region;
             let mut rng = SplitMix64::new(self.cpu.rng);
             let v = rng.next_u64();
@@ -302,19 +328,27 @@ impl ModelDomain {
             }
             ("GET", None, _, _) => self.counter().to_string(),
             ("GET", Some(k), None, _) => match self.kv_find(k.as_bytes()) {
-                Ok(Some(slot)) => {
-                    let off = self.slot_off(slot);
-                    let vlen = self.mem[off + 2] as usize;
-                    String::from_utf8_lossy(&self.mem[off + 4 + MAX_KEY..off + 4 + MAX_KEY + vlen])
+                Ok(Some(_)) => {
+                    String::from_utf8_lossy(&self.kv_value(k.as_bytes()).unwrap_or_default())
                         .into_owned()
                 }
                 Ok(None) => "NIL".into(),
                 Err(e) => format!("ERR {e}"),
             },
-            ("PUT", Some(k), Some(v), None) => match self.kv_put(k.as_bytes(), v.as_bytes()) {
-                Ok(()) => "OK".into(),
-                Err(e) => format!("ERR {e}"),
-            },
+            ("PUT", Some(k), Some(v), None) => {
+                let slot = match self.kv_slot_for(k.as_bytes(), v.as_bytes()) {
+                    Ok(s) => s,
+                    Err(e) => return format!("ERR {e}"),
+                };
+                // On the disk first: the reply (and memory) only once the record is written.
+                match self.log_append(k.as_bytes(), v.as_bytes()) {
+                    Ok(()) => {}
+                    Err(e) if e.is_wait() => return "ERR disk busy, try again".into(),
+                    Err(e) => return format!("ERR disk: {e}"),
+                }
+                self.kv_write(slot, k.as_bytes(), v.as_bytes());
+                "OK".into()
+            }
             ("", _, _, _) => "ERR empty request".into(),
             _ => "ERR unknown request; use PING, INCR, GET, GET key, PUT key value".into(),
         }
@@ -323,6 +357,14 @@ impl ModelDomain {
     fn slot_off(&self, slot: usize) -> usize {
         (KV_FIRST_PAGE as usize + slot / SLOTS_PER_PAGE) * PAGE_SIZE
             + (slot % SLOTS_PER_PAGE) * SLOT
+    }
+
+    /// A key's value, if it has one.
+    fn kv_value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let slot = self.kv_find(key).ok()??;
+        let off = self.slot_off(slot);
+        let vlen = self.mem[off + 2] as usize;
+        Some(self.mem[off + 4 + MAX_KEY..off + 4 + MAX_KEY + vlen].to_vec())
     }
 
     /// Find a key's slot (`Ok(None)` if absent).
@@ -345,20 +387,24 @@ impl ModelDomain {
         Ok(None)
     }
 
-    fn kv_put(&mut self, key: &[u8], value: &[u8]) -> Result<(), &'static str> {
+    /// The slot a PUT of `key` goes to (checked before anything is written).
+    fn kv_slot_for(&self, key: &[u8], value: &[u8]) -> Result<usize, &'static str> {
         if value.len() > MAX_VALUE {
             return Err("value longer than 84 bytes");
         }
-        let slot = match self.kv_find(key)? {
-            Some(s) => s,
+        match self.kv_find(key)? {
+            Some(s) => Ok(s),
             None => {
                 let start = fnv(key) as usize % KV_SLOTS;
                 (0..KV_SLOTS)
                     .map(|i| (start + i) % KV_SLOTS)
                     .find(|&s| self.mem[self.slot_off(s)] == 0)
-                    .ok_or("table full")?
+                    .ok_or("table full")
             }
-        };
+        }
+    }
+
+    fn kv_write(&mut self, slot: usize, key: &[u8], value: &[u8]) {
         let off = self.slot_off(slot);
         self.mem[off] = 1;
         self.mem[off + 1] = key.len() as u8;
@@ -366,7 +412,6 @@ impl ModelDomain {
         self.mem[off + 4..off + 4 + key.len()].copy_from_slice(key);
         self.mem[off + 4 + MAX_KEY..off + 4 + MAX_KEY + value.len()].copy_from_slice(value);
         self.mark((off / PAGE_SIZE) as u64);
-        Ok(())
     }
 
     fn check_range(
@@ -456,6 +501,10 @@ impl CheckpointSource for ModelDomain {
         Ok(())
     }
 
+    fn disk(&mut self) -> Option<&mut Disk> {
+        self.disk_mut()
+    }
+
     fn save_state(&mut self, dst: &mut [u8]) -> Result<usize, DomainError> {
         let d = dst.get_mut(..STATE_LEN).ok_or(DomainError {
             op: "save_state",
@@ -473,6 +522,10 @@ impl CheckpointSource for ModelDomain {
 impl Replica for ModelDomain {
     fn pages(&self) -> u64 {
         self.pages
+    }
+
+    fn disk(&mut self) -> Option<&mut Disk> {
+        self.disk_mut()
     }
 
     fn write_pages(&mut self, pfns: &[u64], data: &[u8]) -> Result<(), DomainError> {

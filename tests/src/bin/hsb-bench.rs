@@ -33,6 +33,8 @@ use hsb_domain::domain::CheckpointSource;
 use hsb_domain::model::ModelDomain;
 use hsb_tests::{num, Client, Daemon, Pair, PairOpts, TempDir};
 
+#[path = "../bench/disk.rs"]
+mod disk;
 #[path = "../bench/failover.rs"]
 mod failover;
 
@@ -47,7 +49,7 @@ const RAW_WRITE: usize = 256 * 1024;
 /// Alternating rounds of pipeline and raw runs in section 1a.
 const ROUNDS: usize = 5;
 /// Whole-run bound: the watchdog kills the daemons and exits after this.
-const WATCHDOG: Duration = Duration::from_secs(420);
+const WATCHDOG: Duration = Duration::from_secs(600);
 
 type R<T> = Result<T, String>;
 
@@ -125,6 +127,12 @@ fn main() -> std::process::ExitCode {
         progress("5: failover time (up to 40 runs, a fresh cluster each)");
         let cpu = Cpu::now();
         let text = failover::section_5().unwrap_or_else(failed("5. Failover time"));
+        out.section(&text, cpu);
+    }
+    if run("7") {
+        progress("7: disk replication");
+        let cpu = Cpu::now();
+        let text = disk::section_7().unwrap_or_else(failed("7. Disk replication"));
         out.section(&text, cpu);
     }
     out.emit(&format!(
