@@ -33,13 +33,13 @@ impl PrimaryNode {
 
     pub(super) fn checkpoint(&mut self, _now: Nanos, fx: &mut Effects) {
         // Paused without a consistent suspend point (a fence the guest did not cooperate
-        // with): nothing restorable to capture.
-        if self.dom == Dom::HardPaused || !self.reserved_for_next(fx) {
-            return;
-        }
-        // A full synchronisation waits for its disk resynchronisation's copy (made while the
-        // guest runs) to be small enough to end in it.
-        if !self.disk_ready_for_full(fx) {
+        // with): nothing restorable to capture. A full synchronisation waits for its disk
+        // resynchronisation's copy (made while the guest runs) to be small enough to end in it
+        // (and only then reserves its number: the copy's steps are frequent).
+        if self.dom == Dom::HardPaused
+            || !self.disk_ready_for_full(fx)
+            || !self.reserved_for_next(fx)
+        {
             return;
         }
         // Fenced: the domain is already suspended, and stays so after the capture.

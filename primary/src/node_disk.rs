@@ -37,6 +37,9 @@ pub(super) struct DiskState {
     pub(super) phase: DiskPhase,
     /// Copies are being written to the connection: no checkpoint meanwhile.
     pub(super) copying: bool,
+    /// The last step found the copy ready: no more steps between periods (the next period's
+    /// checkpoint asks again: the guest may have written meanwhile).
+    ready: bool,
     /// Within the step that heard it: the copy is ready for its full synchronisation.
     ready_now: bool,
     /// Epochs ended early because the journal was three quarters full.
@@ -64,6 +67,7 @@ impl PrimaryNode {
         if let Some(d) = self.disk.as_mut() {
             d.phase = DiskPhase::AwaitReport;
             d.copying = false;
+            d.ready = false;
         }
     }
 
@@ -88,6 +92,7 @@ impl PrimaryNode {
         if let Some(d) = self.disk.as_mut() {
             d.phase = DiskPhase::Off;
             d.copying = false;
+            d.ready = false;
             push(fx, Effect::DiskStop);
         }
     }
@@ -96,6 +101,7 @@ impl PrimaryNode {
     pub(super) fn disk_synced(&mut self) {
         if let Some(d) = self.disk.as_mut() {
             d.phase = DiskPhase::Off;
+            d.ready = false;
         }
     }
 
@@ -138,6 +144,7 @@ impl PrimaryNode {
             return;
         };
         d.copying = copying && self.link == Link::Streaming;
+        d.ready = ready && !d.copying;
         if let Some(why) = error {
             log::error!("disk resynchronisation: {why}");
             self.lose_standby(now, "the disk resynchronisation failed".into(), None, fx);
@@ -168,14 +175,14 @@ impl PrimaryNode {
         self.disk.as_ref().is_some_and(|d| d.copying)
     }
 
-    /// A planned copy that can take its next step now (a step per turn of the loop, as for a
-    /// pre-copy).
+    /// A planned copy that can take its next step now (a step every millisecond, as the loop
+    /// turns for a pre-copy), until a step finds it ready.
     pub(super) fn resync_pending(&self) -> bool {
         self.need_full
             && self
                 .disk
                 .as_ref()
-                .is_some_and(|d| matches!(d.phase, DiskPhase::Planned { .. }))
+                .is_some_and(|d| matches!(d.phase, DiskPhase::Planned { .. }) && !d.ready)
             && self.may_checkpoint()
             && self.dom != super::Dom::HardPaused
     }

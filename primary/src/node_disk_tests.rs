@@ -141,6 +141,26 @@ fn a_full_journal_ends_the_epoch_early_when_a_checkpoint_may_be_taken() {
     assert_eq!(h.node.disk_view().map(|d| d.1), Some(2));
 }
 
+/// The copy steps every millisecond until it is ready, not the checkpoint's reservation: a
+/// reservation that fails is tried again once a period, as without a disk.
+#[test]
+fn a_failing_reservation_is_not_retried_at_every_copy_step() {
+    let mut h = Harness::new(with_disk(), 0);
+    h.reserve_ok = false;
+    h.run_to(10);
+    h.feed(Event::DiskReport);
+    h.run_to(210);
+    let reserves = h.count(|e| matches!(e, Effect::Reserve(_)));
+    assert!(
+        (1..=12).contains(&reserves),
+        "{reserves} reservations tried in 200 ms of 20 ms periods"
+    );
+    assert!(captures(&h).is_empty());
+    h.reserve_ok = true;
+    h.run_to(260);
+    assert_eq!(captures(&h).first().map(|c| c.1), Some(true));
+}
+
 #[test]
 fn a_failed_copy_loses_the_standby() {
     let mut h = Harness::new(with_disk(), 1_000);

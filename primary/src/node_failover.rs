@@ -334,8 +334,8 @@ impl PrimaryNode {
                 if self.dom == Dom::Suspended
                     && !self.sending
                     && self.busy.is_none()
-                    && self.reserved_for_next(fx)
                     && self.disk_ready_for_full(fx)
+                    && self.reserved_for_next(fx)
                 {
                     let n = self.next_ckpt;
                     if let Some(f) = self.failover.as_mut() {
