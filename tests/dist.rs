@@ -213,6 +213,12 @@ fn the_release_tarball_has_everything_and_its_examples_pass_check() {
             assert!(s["promote_config"].ends_with("/primary.conf"));
             assert!(p["rejoin_config"].ends_with("/standby.conf"));
             assert_eq!(p["heartbeat_peers"], peer_s["heartbeat_listen"]);
+            // One metrics address per host and guest, whichever role runs (a hand-over).
+            assert_eq!(
+                p.get("metrics_listen"),
+                s.get("metrics_listen"),
+                "{backend} {me}"
+            );
         }
         for w in 1..=3 {
             let c = ex(&format!("{backend}/witness-{w}.conf"));

@@ -6,8 +6,8 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hsb_tests::prom::{self, Sample};
-use hsb_tests::{free_addr, skip, Daemon, TempDir};
+use hsb_tests::prom::{self, scrape_until, Sample};
+use hsb_tests::{free_addr, Daemon, TempDir};
 
 /// A TCP service that accepts and closes every connection (a `tcp` probe's answer).
 fn service() -> SocketAddr {
@@ -21,29 +21,6 @@ fn service() -> SocketAddr {
     a
 }
 
-/// Parse with both parsers; `None` (after saying so) when one cannot run here.
-fn parse(test: &str, text: &str) -> Option<Vec<Sample>> {
-    let samples = match prom::parse_python(text) {
-        Ok(s) => s,
-        Err(Ok(why)) => {
-            skip(test, &format!("no Prometheus text parser: {}", why.0));
-            return None;
-        }
-        Err(Err(e)) => panic!("{e}\n--- text ---\n{text}"),
-    };
-    match prom::promtool_check(text) {
-        Ok(()) => {}
-        Err(Ok(why)) => {
-            skip(test, &format!("no promtool: {}", why.0));
-            return None;
-        }
-        Err(Err(e)) => panic!("{e}\n--- text ---\n{text}"),
-    }
-    let n = prom::check_histograms(&samples).unwrap_or_else(|e| panic!("{e}\n{text}"));
-    assert!(n > 0, "no histogram series");
-    Some(samples)
-}
-
 fn witness_conf(dir: &TempDir, body: &str) -> std::path::PathBuf {
     let p = dir.path("w.conf");
     std::fs::write(&p, body).expect("write");
@@ -54,24 +31,6 @@ fn key(dir: &TempDir, name: &str) -> String {
     let p = dir.path(name);
     hsb_common::key::ClusterKey::generate(&p).expect("key");
     p.display().to_string()
-}
-
-/// Wait until a scrape satisfies `pred`.
-fn scrape_until(addr: SocketAddr, w: &Daemon, what: &str, pred: impl Fn(&str) -> bool) -> String {
-    let t = Instant::now();
-    loop {
-        if let Ok(text) = prom::scrape(addr) {
-            if pred(&text) {
-                return text;
-            }
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "{what}: not within 15 s\n{}",
-            w.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -110,7 +69,7 @@ fn a_witness_serving_two_guests_says_what_it_sees_per_guest() {
                 ))
             })
     });
-    let Some(s) = parse(test, &text) else {
+    let Some(s) = prom::parse_checked(test, &text) else {
         return;
     };
     let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
@@ -279,7 +238,7 @@ fn a_witness_without_sections_labels_its_guest_default_and_metrics_are_off_by_de
             "hsb_witness_probes_total{guest=\"default\",target=\"application\",outcome=\"ok\"} ",
         )
     });
-    let Some(s) = parse(test, &text) else {
+    let Some(s) = prom::parse_checked(test, &text) else {
         return;
     };
     assert_eq!(prom::value(&s, "hsb_witness_guests", &[]), 1.0);
@@ -342,7 +301,7 @@ fn a_primary_exports_replication_metrics_and_notifies_systemd() {
             >= 3,
         "{notes:?}"
     );
-    let Some(s) = parse(test, &text) else {
+    let Some(s) = prom::parse_checked(test, &text) else {
         return;
     };
     let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
@@ -374,4 +333,238 @@ fn a_primary_exports_replication_metrics_and_notifies_systemd() {
         prom::find(&s, "hsb_primary_authority", &[]).is_empty(),
         "failover is off"
     );
+    // Off by default: the standby, without metrics_listen, says none in its status.
+    assert!(!pair.standby.status().contains_key("metrics"));
+}
+
+/// A metric between two readings of a status key (taken before and after the scrape).
+fn between(
+    s: &[Sample],
+    name: &str,
+    before: &std::collections::HashMap<String, String>,
+    after: &std::collections::HashMap<String, String>,
+    key: &str,
+) {
+    let v = prom::value(s, name, &[]);
+    let (lo, hi) = (
+        hsb_tests::num(before, key) as f64,
+        hsb_tests::num(after, key) as f64,
+    );
+    assert!(
+        lo <= v && v <= hi,
+        "{name} {v}: status {key} went {lo} -> {hi}"
+    );
+}
+
+/// hsb-standby's metrics, scraped from a real standby of a cluster with failover on (three
+/// witnesses), read by both parsers and checked against its status around the scrape; then
+/// maintenance, and an operator's forced activation: the authority, the decision by rule and
+/// action, requests served.
+#[test]
+fn a_standby_exports_what_it_applies_and_decides_and_after_activation_its_authority() {
+    use hsb_tests::cluster::{Cluster, ClusterOpts};
+    let test = "a_standby_exports_what_it_applies_and_decides_and_after_activation_its_authority";
+    let m = free_addr();
+    let cl = Cluster::start(ClusterOpts {
+        standby_extra: vec![format!("metrics_listen = {m}")],
+        ..Default::default()
+    });
+    let sb = &cl.standby;
+    let num_at = |t: &str, line: &str| -> f64 {
+        t.lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(-1.0)
+    };
+    scrape_until(m, sb, "10 checkpoints applied, heartbeats heard", |t| {
+        num_at(t, "hsb_standby_checkpoints_applied_total ") >= 10.0
+            && num_at(t, "hsb_standby_heartbeats_received_total ") > 0.0
+            && t.contains("hsb_standby_decision_state{state=\"following\"} 1\n")
+    });
+    let before = sb.status();
+    let text = prom::scrape(m).unwrap_or_else(|e| panic!("{e}\n{}", cl.logs()));
+    let after = sb.status();
+    let Some(s) = prom::parse_checked(test, &text) else {
+        return;
+    };
+    let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
+    let info = prom::find(&s, "hsb_build_info", &[("daemon", "hsb-standby")]);
+    assert_eq!(info.len(), 1);
+    assert_eq!(info[0].label("version"), Some(env!("CARGO_PKG_VERSION")));
+    for (name, key) in [
+        (
+            "hsb_standby_checkpoints_applied_total",
+            "checkpoints_applied",
+        ),
+        ("hsb_standby_applied_bytes_total", "bytes_applied"),
+        ("hsb_standby_applied_pages_total", "pages_applied"),
+        ("hsb_standby_applied_checkpoint", "applied_checkpoint"),
+        ("hsb_standby_full_syncs_total", "full_syncs"),
+        ("hsb_standby_sessions_total", "sessions"),
+        ("hsb_standby_sessions_replaced_total", "sessions_replaced"),
+        (
+            "hsb_standby_connections_refused_total",
+            "connections_refused",
+        ),
+        (
+            "hsb_standby_connections_disallowed_total",
+            "connections_disallowed",
+        ),
+        ("hsb_standby_handshakes_evicted_total", "handshakes_evicted"),
+        ("hsb_standby_handshakes_expired_total", "handshakes_expired"),
+        ("hsb_standby_heartbeats_received_total", "heartbeats"),
+        ("hsb_standby_bad_datagrams_total", "bad_datagrams"),
+        ("hsb_standby_model_requests_total", "requests"),
+        ("hsb_standby_epoch", "epoch"),
+    ] {
+        between(&s, name, &before, &after, key);
+    }
+    assert_eq!(v("hsb_standby_full_syncs_total", &[]), 1.0);
+    assert_eq!(v("hsb_standby_sessions_total", &[]), 1.0);
+    assert_eq!(v("hsb_standby_epoch", &[]), 1.0);
+    assert!(
+        v("hsb_standby_applied_bytes_total", &[]) > 8.0 * 1024.0 * 1024.0,
+        "a full sync of 8 MiB at least"
+    );
+    // Every checkpoint applied has its apply time in the histogram.
+    assert_eq!(
+        v("hsb_standby_apply_seconds_count", &[]),
+        v("hsb_standby_checkpoints_applied_total", &[])
+    );
+    assert!(v("hsb_standby_last_applied_age_seconds", &[]) < 5.0);
+    // One state at a time, and the one status says.
+    for (fam, label, key) in [
+        ("hsb_standby_replication", "state", "state"),
+        ("hsb_standby_decision_state", "state", "decision_state"),
+    ] {
+        let all = prom::find(&s, fam, &[]);
+        assert_eq!(all.iter().map(|x| x.value).sum::<f64>(), 1.0, "{fam}");
+        let now = all
+            .iter()
+            .find(|x| x.value == 1.0)
+            .and_then(|x| x.label(label));
+        assert_eq!(now, after.get(key).map(String::as_str), "{fam}");
+    }
+    assert_eq!(
+        v("hsb_standby_replication", &[("state", "replicating")]),
+        1.0
+    );
+    assert_eq!(
+        prom::find(&s, "hsb_standby_decision_state", &[]).len(),
+        8,
+        "one series per state of the standby core"
+    );
+    assert_eq!(v("hsb_standby_primary_suspected", &[]), 0.0);
+    assert_eq!(
+        after.get("primary_suspected").map(String::as_str),
+        Some("false")
+    );
+    assert_eq!(v("hsb_standby_maintenance", &[]), 0.0);
+    assert_eq!(v("hsb_standby_activated", &[]), 0.0);
+    assert!(
+        prom::find(&s, "hsb_standby_authority", &[]).is_empty(),
+        "not activated"
+    );
+    // Decisions by rule and action add up to status's count.
+    let decided = prom::find(&s, "hsb_standby_decisions_total", &[]);
+    let sum: f64 = decided.iter().map(|x| x.value).sum();
+    assert!(
+        hsb_tests::num(&before, "decisions") as f64 <= sum
+            && sum <= hsb_tests::num(&after, "decisions") as f64,
+        "{decided:?} vs {after:?}"
+    );
+    let errors = prom::find(&s, "hsb_standby_frame_errors_total", &[]);
+    assert_eq!(errors.len(), hsb_common::frame::FrameError::COUNTERS.len());
+    for e in &errors {
+        let kind = e.label("kind").expect("kind");
+        assert_eq!(e.value, 0.0, "{kind}");
+        assert_eq!(
+            after
+                .get(&format!("frame_errors_{kind}"))
+                .map(String::as_str),
+            Some("0")
+        );
+    }
+    for x in s
+        .iter()
+        .filter(|x| x.name.starts_with("hsb_standby_") && x.name.ends_with("_total"))
+    {
+        assert_eq!(x.kind, "counter", "{}", x.name);
+    }
+    assert!(after
+        .get("metrics")
+        .is_some_and(|l| l.starts_with(&format!("{m} ("))));
+
+    // A bad frame, counted by its kind in both.
+    {
+        use std::io::Write;
+        let mut c = std::net::TcpStream::connect(cl.standby_listen).expect("connect");
+        c.write_all(&[0x5a; 64]).expect("garbage");
+    }
+    scrape_until(m, sb, "a bad frame counted", |t| {
+        t.contains("\nhsb_standby_frame_errors_total{kind=\"bad_magic\"} 1\n")
+    });
+    assert_eq!(
+        sb.status()
+            .get("frame_errors_bad_magic")
+            .map(String::as_str),
+        Some("1")
+    );
+
+    // Maintenance, as the operator turns it on and off.
+    let on = sb.ctl("maintenance on").expect("maintenance on");
+    assert!(on.starts_with("maintenance on"), "{on}");
+    scrape_until(m, sb, "maintenance on", |t| {
+        t.contains("\nhsb_standby_maintenance 1\n")
+    });
+    let off = sb.ctl("maintenance off").expect("maintenance off");
+    assert!(off.starts_with("maintenance off"), "{off}");
+
+    // The operator's forced activation: the replica serves, under the operator's word.
+    let answer = sb.ctl("activate --force").expect("activate");
+    assert!(answer.starts_with("activated"), "{answer}\n{}", cl.logs());
+    let mut c = hsb_tests::Client::connect(cl.standby_service, Duration::from_secs(5))
+        .expect("the activated standby serves");
+    c.request("GET").expect("GET");
+    let text = scrape_until(m, sb, "activated and a request served", |t| {
+        t.contains("\nhsb_standby_activated 1\n")
+            && num_at(t, "hsb_standby_model_requests_total ") >= 1.0
+    });
+    let status = sb.status();
+    let Some(s) = prom::parse_checked(test, &text) else {
+        return;
+    };
+    let v = |name: &str, with: &[(&str, &str)]| prom::value(&s, name, with);
+    assert_eq!(v("hsb_standby_replication", &[("state", "active")]), 1.0);
+    assert_eq!(
+        v("hsb_standby_decision_state", &[("state", "activated")]),
+        1.0
+    );
+    assert_eq!(v("hsb_standby_epoch", &[]), 2.0);
+    let modes = prom::find(&s, "hsb_standby_authority", &[]);
+    assert_eq!(modes.len(), 5, "one series per authority mode");
+    let mode = modes
+        .iter()
+        .find(|x| x.value == 1.0)
+        .and_then(|x| x.label("mode"));
+    assert_eq!(
+        mode,
+        status.get("authority").map(String::as_str),
+        "{status:?}"
+    );
+    assert_eq!(
+        v(
+            "hsb_standby_decisions_total",
+            &[("rule", "rule9:operator-forced"), ("action", "activate")]
+        ),
+        1.0
+    );
+    // After activation the authority's decisions are counted too (status's `decisions` counts
+    // the standby core's only).
+    let decided: f64 = prom::find(&s, "hsb_standby_decisions_total", &[])
+        .iter()
+        .map(|x| x.value)
+        .sum();
+    assert!(decided >= hsb_tests::num(&status, "decisions") as f64);
+    assert!(v("hsb_standby_model_clients", &[]) >= 1.0);
 }

@@ -1,6 +1,7 @@
 //! The monitoring examples in contrib/: the Prometheus alert rules pass `promtool check rules`
 //! and their own unit tests (`promtool test rules`), the Grafana dashboard is JSON, and every
-//! hsb metric either names is one the daemons really export (read from their scrapes), so
+//! hsb metric either names is one the daemons really export (each daemon's in a real scrape of
+//! that daemon: a witness, and a primary and standby replicating with failover on), so
 //! neither can drift from the code.
 
 use std::collections::BTreeSet;
@@ -151,16 +152,37 @@ fn the_dashboard_and_the_alerts_name_only_metrics_the_daemons_export() {
     }
     let dir = TempDir::new("monitoring");
     let (_w, text) = witness_scrape(&dir);
-    let mut have = exported(&text);
-    // And a primary's (replicating to a standby).
-    let m = free_addr();
-    let pair = hsb_tests::Pair::start(hsb_tests::PairOpts {
-        extra_primary: vec![format!("metrics_listen = {m}")],
+    let witness = exported(&text);
+    // And a primary's and a standby's, replicating with failover on (three witnesses).
+    let (pm, sm) = (free_addr(), free_addr());
+    let cl = hsb_tests::cluster::Cluster::start(hsb_tests::cluster::ClusterOpts {
+        primary_extra: vec![format!("metrics_listen = {pm}")],
+        standby_extra: vec![format!("metrics_listen = {sm}")],
         ..Default::default()
     });
-    have.extend(exported(
-        &prom::scrape(m).unwrap_or_else(|e| panic!("{e}\n{}", pair.logs())),
-    ));
+    // Once the standby has applied checkpoints and heard heartbeats (every family then has
+    // its samples, but the activated standby's authority).
+    let t = Instant::now();
+    let standby = loop {
+        let text = prom::scrape(sm).unwrap_or_else(|e| panic!("{e}\n{}", cl.logs()));
+        if text.contains("\nhsb_standby_decision_state{state=\"following\"} 1\n")
+            && !text.contains("\nhsb_standby_heartbeats_received_total 0\n")
+        {
+            break exported(&text);
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the standby not following\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let primary = exported(&prom::scrape(pm).unwrap_or_else(|e| panic!("{e}\n{}", cl.logs())));
+    let have: BTreeSet<String> = witness
+        .iter()
+        .chain(&primary)
+        .chain(&standby)
+        .cloned()
+        .collect();
     for (what, named) in [
         ("dashboard", hsb_names(&dashboard)),
         ("alert rules", hsb_names(&rules)),
@@ -171,5 +193,19 @@ fn the_dashboard_and_the_alerts_name_only_metrics_the_daemons_export() {
             missing.is_empty(),
             "the {what} name metrics no daemon exports: {missing:?}\nexported: {have:?}"
         );
+        // Each daemon's own names are in that daemon's scrape.
+        for (prefix, scrape) in [
+            ("hsb_witness_", &witness),
+            ("hsb_primary_", &primary),
+            ("hsb_standby_", &standby),
+        ] {
+            let mine: Vec<&String> = named.iter().filter(|n| n.starts_with(prefix)).collect();
+            assert!(!mine.is_empty(), "the {what} name no {prefix}* metric");
+            let missing: Vec<&&String> = mine.iter().filter(|n| !scrape.contains(**n)).collect();
+            assert!(
+                missing.is_empty(),
+                "the {what} name {missing:?}, not in a real {prefix}* scrape: {scrape:?}"
+            );
+        }
     }
 }

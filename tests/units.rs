@@ -1,7 +1,8 @@
 //! The systemd units in contrib/systemd/: `systemd-analyze verify` accepts them without a word
 //! (an unknown key is only a warning to systemd, so any output fails here), the two dom0 units
-//! carry the same hardening (a hand-over turns one role into the other inside the same unit),
-//! the witness unit stays unprivileged, and the paths they make are the daemons' defaults.
+//! carry the same hardening (a hand-over turns one role into the other inside the same unit) and
+//! are `Type=notify` with the watchdog like the witness's, the witness unit stays unprivileged,
+//! and the paths they make are the daemons' defaults.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -104,8 +105,13 @@ fn both_dom0_units_carry_the_same_privileges_and_exclude_each_other() {
     assert!(s.contains("\nExecStart=/usr/local/sbin/hsb-standby run -c /etc/hsb/%i/standby.conf\n"));
     for u in [&p, &s] {
         assert!(u.contains("\nRestart=on-failure\n"));
-        // Type=simple until hsb-primary and hsb-standby notify (the witness does already).
-        assert!(u.contains("\nType=simple\n") && u.contains("#   Type=notify\n"));
+        // Both programs notify, and a hand-over keeps the main PID: notify, the main process
+        // only, with the watchdog (tests/notify.rs: the READY after a hand-over's exec comes
+        // from the same PID).
+        for line in ["Type=notify", "NotifyAccess=main", "WatchdogSec=10s"] {
+            assert!(u.contains(&format!("\n{line}\n")), "{line}");
+        }
+        assert!(!u.contains("Type=simple"));
         for dev in ["privcmd", "hypercall", "xenbus"] {
             assert!(
                 u.contains(&format!("\nDeviceAllow=/dev/xen/{dev} rw\n")),

@@ -482,23 +482,6 @@ impl Daemon {
         }
     }
 
-    /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
-    /// which the new primary then synchronises from scratch. Returns only if that fails.
-    fn rejoin(&mut self) {
-        // The standby this host becomes reports exactly what this primary wrote since its
-        // last acknowledged checkpoint.
-        self.persist_disk("stepping down");
-        if self.s.rejoin_config.as_os_str().is_empty() {
-            log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
-            return;
-        }
-        if let Some(f) = self.failover.as_mut() {
-            f.decisions.recorder.flush();
-        }
-        let e = crate::start::exec_standby(&self.s.rejoin_config, &self.s.state_file);
-        log::error!("rejoin: exec hsb-standby failed: {e}; staying paused");
-    }
-
     /// SIGTERM, SIGINT or SIGQUIT: stop, releasing nothing more. Replies held under output
     /// commit are dropped with this process, never sent; a Xen guest's held packets stay in
     /// the plug (see [`PlugOutput::hold_on_exit`]). For the cluster this is a crash of the

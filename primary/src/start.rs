@@ -91,6 +91,35 @@ pub fn start(s: &mut Settings) -> Result<Start, String> {
     }
 }
 
+impl crate::daemon::Daemon {
+    /// After stepping down: become this node's standby (exec hsb-standby with `rejoin_config`),
+    /// which the new primary then synchronises from scratch. Returns only if that fails. Under
+    /// systemd the unit's main process stays this one: hsb-standby notifies `READY=1` in its
+    /// place once it is up.
+    pub(crate) fn rejoin(&mut self) {
+        // The standby this host becomes reports exactly what this primary wrote since its
+        // last acknowledged checkpoint.
+        self.persist_disk("stepping down");
+        if self.s.rejoin_config.as_os_str().is_empty() {
+            log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
+            return;
+        }
+        if let Some(f) = self.failover.as_mut() {
+            f.decisions.recorder.flush();
+        }
+        let now = self.clock.now();
+        self.notify.before_exec(
+            now,
+            &format!(
+                "primary, epoch {}: stepped down; rejoining as hsb-standby",
+                self.node.epoch().0
+            ),
+        );
+        let e = exec_standby(&self.s.rejoin_config, &self.s.state_file);
+        log::error!("rejoin: exec hsb-standby failed: {e}; staying paused");
+    }
+}
+
 /// Become this host's standby: exec hsb-standby with `config`, passing the state file on.
 /// Returns only if the exec fails.
 pub fn exec_standby(config: &std::path::Path, state_file: &std::path::Path) -> io::Error {

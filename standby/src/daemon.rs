@@ -17,6 +17,8 @@ use hsb_common::key::ClusterKey;
 use hsb_common::kit::decisions::Decisions;
 use hsb_common::kit::endpoint::Endpoint;
 use hsb_common::kit::hooks::{HookEnd, Hooks};
+use hsb_common::kit::http::MetricsServer;
+use hsb_common::kit::notify::Notifier;
 use hsb_common::node_state::NodeState;
 use hsb_common::signals::{Request, SignalHandler};
 use hsb_common::time::{Clock, Nanos};
@@ -36,6 +38,9 @@ pub(crate) const HEARTBEAT_BASE: usize = 20;
 /// Heartbeat links at most.
 pub(crate) const HEARTBEAT_LINKS: usize = 4;
 const CTL_BASE: usize = 10;
+const METRICS_BASE: usize = 30;
+/// How often systemd's STATUS is brought up to date (when it changed).
+const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
 /// Replication connections: tokens `CONN_BASE..CONN_BASE + SLOTS`.
 pub(crate) const CONN_BASE: usize = 100;
 pub(crate) const SERVICE_BASE: usize = 1000;
@@ -77,6 +82,11 @@ pub struct Daemon {
     pub(crate) more_to_accept: bool,
     /// A connection just accepted, while the node decides on a slot for it.
     pub(crate) incoming: Option<TcpStream>,
+    /// Prometheus metrics (`metrics_listen`).
+    pub(crate) metrics: Option<MetricsServer>,
+    /// systemd's notifications (`$NOTIFY_SOCKET`).
+    pub(crate) notify: Notifier,
+    next_notify_status: Nanos,
     /// What the activated replica's check of its disk against its memory found.
     pub(crate) disk_verified: String,
 }
@@ -116,6 +126,19 @@ impl Daemon {
             receiver.capacity() >> 20,
             s.listen
         );
+        let metrics = match s.metrics_listen {
+            None => None,
+            Some(a) => {
+                let m = MetricsServer::bind(a, poll.registry(), METRICS_BASE).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("metrics address {a} (key metrics_listen): {e}"),
+                    )
+                })?;
+                log::info!("metrics at http://{}/metrics", m.local_addr()?);
+                Some(m)
+            }
+        };
         let clock = Clock::new();
         let now = clock.now();
         let mut query_base = [0u8; 4];
@@ -163,6 +186,9 @@ impl Daemon {
             wires: (0..SLOTS).map(|_| None).collect(),
             ctl,
             service: None,
+            metrics,
+            notify: Notifier::from_env(),
+            next_notify_status: now,
         })
     }
 
@@ -173,6 +199,10 @@ impl Daemon {
         self.carry_out_all(now, fx);
         signals.register(self.poll.registry(), SIGNALS)?;
         let mut events = Events::with_capacity(256);
+        let now = self.clock.now();
+        let summary = crate::status::summary(&self, now);
+        self.notify.ready(now, &summary);
+        self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
         loop {
             let now = self.clock.now();
             let timeout = self.deadline(now).since(now);
@@ -188,6 +218,7 @@ impl Daemon {
                 for r in signals.take(now) {
                     match r {
                         Request::Stop(name) => {
+                            self.notify.stopping(now, &format!("{name}: stopping"));
                             self.shutdown(name);
                             return Ok(());
                         }
@@ -217,10 +248,21 @@ impl Daemon {
                     self.on_ping(now);
                 } else if self.service.as_ref().is_some_and(|s| s.owns(t)) {
                     self.on_service(now, t);
+                } else if self.metrics.as_ref().is_some_and(|m| m.owns(t)) {
+                    self.on_metrics(t, now);
                 }
             }
             let now = self.clock.now();
             self.ctl.tick(self.poll.registry(), now);
+            if let Some(m) = &mut self.metrics {
+                m.tick(self.poll.registry(), now);
+            }
+            self.notify.tick(now);
+            if now >= self.next_notify_status {
+                self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+                let summary = crate::status::summary(&self, now);
+                self.notify.status(now, &summary);
+            }
             if self.more_to_accept {
                 self.accept(now);
             }
@@ -231,11 +273,24 @@ impl Daemon {
             self.bind_service();
             self.watch_hooks(now);
             if let Some((epoch, ckpt, forced)) = self.hand_over.take() {
-                crate::handover::hand_over(&mut self, epoch, ckpt, forced);
+                crate::handover::hand_over(&mut self, now, epoch, ckpt, forced);
             }
             if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
                 crate::status::log_stats(&mut self, now);
                 self.next_stats = now.plus(self.s.stats_interval);
+            }
+        }
+    }
+
+    /// A scrape: render the metrics and answer it.
+    fn on_metrics(&mut self, t: Token, now: Nanos) {
+        let Some(m) = &mut self.metrics else {
+            return;
+        };
+        if let Some(conn) = m.on_event(self.poll.registry(), t, now) {
+            let text = crate::metrics::text(self, now);
+            if let Some(m) = &mut self.metrics {
+                m.answer(self.poll.registry(), conn, &text, now);
             }
         }
     }
@@ -257,6 +312,8 @@ impl Daemon {
             self.node.next_deadline(now),
             self.ctl.next_deadline(),
             self.hooks.next_deadline(),
+            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+            self.notify.next_deadline(),
         ]
         .into_iter()
         .flatten()

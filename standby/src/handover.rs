@@ -2,6 +2,7 @@
 //! is written and hsb-primary is exec'd in this epoch from the replica's checkpoint.
 
 use hsb_common::decision::Epoch;
+use hsb_common::time::Nanos;
 
 use crate::daemon::Daemon;
 use crate::replica::Rep;
@@ -9,7 +10,9 @@ use crate::replica::Rep;
 /// Write the domain image and exec hsb-primary at `epoch` with `promote_config`. It starts
 /// unprotected under the witnesses' leases and synchronises the standby it is configured for
 /// from scratch. Returns only if the hand-over fails, and then this process keeps serving.
-pub fn hand_over(d: &mut Daemon, epoch: Epoch, ckpt: u64, forced: bool) {
+/// Under systemd the unit's main process stays this one: hsb-primary notifies `READY=1` in its
+/// place once it is up.
+pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bool) {
     use std::os::unix::process::CommandExt;
     // The disk stays with its image: the track table says exactly what it holds.
     d.persist_disk("hand-over to hsb-primary");
@@ -50,6 +53,12 @@ pub fn hand_over(d: &mut Daemon, epoch: Epoch, ckpt: u64, forced: bool) {
         image.display()
     );
     log::logger().flush();
+    d.notify.before_exec(
+        now,
+        &format!(
+            "standby, epoch {epoch}: activated from checkpoint {ckpt}; handing over to hsb-primary"
+        ),
+    );
     let e = std::process::Command::new(&primary)
         .arg("run")
         .arg("-c")

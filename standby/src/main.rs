@@ -12,6 +12,7 @@ mod conns;
 mod daemon;
 mod disk;
 mod handover;
+mod metrics;
 mod replica;
 mod sockets;
 mod start;

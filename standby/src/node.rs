@@ -39,7 +39,7 @@ use failover::FailoverState;
 pub use types::{
     Effect, Effects, Event, FailoverConfig, NodeConfig, OperatorCmd, RecordFor, Stats, MAX_EFFECTS,
 };
-pub use view::FailoverView;
+pub use view::{FailoverView, STATES};
 
 /// Connection slots: the pending handshakes and the live session.
 pub const SLOTS: usize = slots::SLOTS;

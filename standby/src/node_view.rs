@@ -9,6 +9,14 @@ use hsb_common::time::Nanos;
 use super::{Slot, StandbyNode, Stats, SLOTS};
 use crate::slots::Stage;
 
+/// Every word [`StandbyNode::state_name`] says, in the order of a standby's life.
+pub const STATES: [&str; 4] = [
+    "waiting-for-primary",
+    "synchronising",
+    "replicating",
+    "active",
+];
+
 /// The failover side in status.
 #[derive(Debug, Clone)]
 pub struct FailoverView {
@@ -43,6 +51,10 @@ impl StandbyNode {
         assert!(
             self.pending_handshakes() <= crate::slots::PENDING + 1,
             "pending handshakes beyond the pool"
+        );
+        assert!(
+            STATES.contains(&self.state_name()),
+            "a state word not in STATES"
         );
         if let Some(a) = self.activated {
             assert!(

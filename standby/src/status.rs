@@ -148,6 +148,40 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     for (name, n) in FrameError::COUNTERS.iter().zip(st.frame_errors.iter()) {
         kv(&format!("frame_errors_{name}"), n.to_string());
     }
+    if let Some(m) = &d.metrics {
+        let st = m.stats();
+        kv(
+            "metrics",
+            format!(
+                "{} ({} scrapes, {} refused)",
+                m.local_addr().map_or("?".into(), |a| a.to_string()),
+                st.scrapes,
+                st.refused
+            ),
+        );
+    }
+    s
+}
+
+/// One line for systemd's STATUS: the epoch, the replica's state, the decision state and
+/// maintenance (failover on), the authority (once activated), the replica's checkpoint.
+pub fn summary(d: &Daemon, now: Nanos) -> String {
+    let n = &d.node;
+    let mut s = format!("standby, epoch {}: {}", n.epoch().0, n.state_name());
+    if let Some(v) = n.failover_view(now) {
+        match v.authority {
+            Some(mode) => s.push_str(&format!(", authority {mode}")),
+            None => s.push_str(&format!(", decision {}", v.state.name())),
+        }
+        if v.maintenance {
+            s.push_str(", maintenance on");
+        }
+    }
+    match (n.activated(), d.receiver.applied()) {
+        (Some(a), _) => s.push_str(&format!(", serving since checkpoint {a}")),
+        (None, Some(a)) => s.push_str(&format!(", checkpoint {a} applied")),
+        (None, None) => s.push_str(", no checkpoint applied"),
+    }
     s
 }
 

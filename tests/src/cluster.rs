@@ -23,6 +23,14 @@ pub struct ClusterOpts {
     /// Hand-overs on: an activated standby promotes itself to hsb-primary (replicating to a
     /// standby at new addresses), a primary that steps down rejoins as that standby.
     pub rejoin: bool,
+    /// Extra `key = value` lines for the standby only (e.g. `metrics_listen`).
+    pub standby_extra: Vec<String>,
+    /// Extra `key = value` lines for the primary only.
+    pub primary_extra: Vec<String>,
+    /// Environment variables of the standby (e.g. `NOTIFY_SOCKET`).
+    pub standby_env: Vec<(String, String)>,
+    /// Environment variables of the primary.
+    pub primary_env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -33,6 +41,10 @@ impl Default for ClusterOpts {
             extra: vec![],
             memory: "8MiB",
             rejoin: false,
+            standby_extra: vec![],
+            primary_extra: vec![],
+            standby_env: vec![],
+            primary_env: vec![],
         }
     }
 }
@@ -51,6 +63,8 @@ pub struct Cluster {
     pub app: Link,
     /// The standby's witness UDP address (direct, not through a relay).
     pub standby_witness_addr: SocketAddr,
+    /// The standby's replication address (`listen`, direct: the primary goes through `repl`).
+    pub standby_listen: SocketAddr,
     /// With `rejoin`: the control sockets of the promoted primary (host B) and of the rejoined
     /// standby (host A).
     pub promoted_control: std::path::PathBuf,
@@ -176,44 +190,54 @@ impl Cluster {
         std::fs::write(
             &sconf,
             format!(
-                "node = standby\nstate_file = {b_state}\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{promote_lines}{common}",
+                "node = standby\nstate_file = {b_state}\nlisten = {s_repl}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {ssvc}\nfailover = true\nheartbeat_listen = {s_hb}\nwitness_listen = {s_wit}\nwitness_peers = {}\nprimary_witness = {}\ndecision_log = {}\n{promote_lines}{common}{}\n",
                 dir.path("standby.sock").display(),
                 s_peers.join(","),
                 fence_to_primary.addr,
                 dir.path("standby.decisions").display(),
+                o.standby_extra.join("\n"),
                 mem = o.memory
             ),
         )
         .expect("write");
-        let standby = Daemon::start(
+        let mut cmd = std::process::Command::new(crate::bin("hsb-standby"));
+        cmd.arg("run").arg("-c").arg(&sconf);
+        for (k, v) in &o.standby_env {
+            cmd.env(k, v);
+        }
+        let standby = Daemon::start_command(
             "hsb-standby",
-            &sconf,
+            cmd,
             &dir.path("standby.sock"),
             &dir.path("standby.log"),
-            &[],
         );
         standby.wait_for("standby up", Duration::from_secs(10), |_| true);
         let pconf = dir.path("primary.conf");
         std::fs::write(
             &pconf,
             format!(
-                "node = primary\nstate_file = {a_state}\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{rejoin_lines}{common}",
+                "node = primary\nstate_file = {a_state}\nstandby = {}\ncontrol = {}\nmodel.memory = {mem}\nmodel.service = {psvc}\nreconnect_interval = 50ms\nfailover = true\nheartbeat_peers = {}\nwitness_listen = {p_wit}\nwitness_peers = {}\nstandby_witness = {}\ndecision_log = {}\n{rejoin_lines}{common}{}\n",
                 repl_relay.addr,
                 dir.path("primary.sock").display(),
                 hb_relay.addr,
                 p_peers.join(","),
                 fenced_to_standby.addr,
                 dir.path("primary.decisions").display(),
+                o.primary_extra.join("\n"),
                 mem = o.memory
             ),
         )
         .expect("write");
-        let primary = Daemon::start(
+        let mut cmd = std::process::Command::new(crate::bin("hsb-primary"));
+        cmd.arg("run").arg("-c").arg(&pconf);
+        for (k, v) in &o.primary_env {
+            cmd.env(k, v);
+        }
+        let primary = Daemon::start_command(
             "hsb-primary",
-            &pconf,
+            cmd,
             &dir.path("primary.sock"),
             &dir.path("primary.log"),
-            &[],
         );
         primary.wait_for("protected", Duration::from_secs(30), |s| {
             num(s, "acked_checkpoint") >= 1
@@ -235,6 +259,7 @@ impl Cluster {
             primary_witnesses: pw,
             app,
             standby_witness_addr: s_wit,
+            standby_listen: s_repl,
             promoted_control,
             rejoined_control,
             witness_to_standby,

@@ -279,6 +279,8 @@ pub struct PairOpts {
     pub primary_log: Option<&'static str>,
     /// Start the standby through this wrapper command (e.g. `prlimit --fsize=N`).
     pub standby_wrapper: Vec<String>,
+    /// Environment variables of the standby.
+    pub standby_env: Vec<(String, String)>,
 }
 
 impl Default for PairOpts {
@@ -295,6 +297,7 @@ impl Default for PairOpts {
             primary_env: vec![],
             primary_log: None,
             standby_wrapper: vec![],
+            standby_env: vec![],
         }
     }
 }
@@ -320,7 +323,7 @@ impl Pair {
             ),
         )
         .expect("write config");
-        let standby = match o.standby_umask {
+        let mut cmd = match o.standby_umask {
             None if !o.standby_wrapper.is_empty() => {
                 let mut cmd = Command::new(&o.standby_wrapper[0]);
                 cmd.args(&o.standby_wrapper[1..])
@@ -328,34 +331,31 @@ impl Pair {
                     .arg("run")
                     .arg("-c")
                     .arg(&standby_conf);
-                Daemon::start_command(
-                    "hsb-standby",
-                    cmd,
-                    &dir.path("standby.sock"),
-                    &dir.path("standby.log"),
-                )
+                cmd
             }
-            None => Daemon::start(
-                "hsb-standby",
-                &standby_conf,
-                &dir.path("standby.sock"),
-                &dir.path("standby.log"),
-                &[],
-            ),
+            None => {
+                let mut cmd = Command::new(bin("hsb-standby"));
+                cmd.arg("run").arg("-c").arg(&standby_conf);
+                cmd
+            }
             Some(mask) => {
                 let mut cmd = Command::new("sh");
                 cmd.arg("-c")
                     .arg(format!("umask {mask:03o} && exec \"$0\" run -c \"$1\""))
                     .arg(bin("hsb-standby"))
                     .arg(&standby_conf);
-                Daemon::start_command(
-                    "hsb-standby",
-                    cmd,
-                    &dir.path("standby.sock"),
-                    &dir.path("standby.log"),
-                )
+                cmd
             }
         };
+        for (k, v) in &o.standby_env {
+            cmd.env(k, v);
+        }
+        let standby = Daemon::start_command(
+            "hsb-standby",
+            cmd,
+            &dir.path("standby.sock"),
+            &dir.path("standby.log"),
+        );
         standby.wait_for("standby up", Duration::from_secs(10), |_| true);
         let primary_conf = dir.path("primary.conf");
         let mut text = format!(

@@ -249,3 +249,51 @@ pub fn check_histograms(samples: &[Sample]) -> Result<usize, String> {
     }
     Ok(series.len())
 }
+
+/// `text` read by both parsers, its histograms checked (at least one): `None` (after saying so
+/// through [`crate::skip`], which fails under CI) when a parser cannot run here; a text either
+/// refuses fails the test.
+pub fn parse_checked(test: &str, text: &str) -> Option<Vec<Sample>> {
+    let samples = match parse_python(text) {
+        Ok(s) => s,
+        Err(Ok(why)) => {
+            crate::skip(test, &format!("no Prometheus text parser: {}", why.0));
+            return None;
+        }
+        Err(Err(e)) => panic!("{e}\n--- text ---\n{text}"),
+    };
+    match promtool_check(text) {
+        Ok(()) => {}
+        Err(Ok(why)) => {
+            crate::skip(test, &format!("no promtool: {}", why.0));
+            return None;
+        }
+        Err(Err(e)) => panic!("{e}\n--- text ---\n{text}"),
+    }
+    let n = check_histograms(&samples).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(n > 0, "no histogram series");
+    Some(samples)
+}
+
+/// Scrape `addr` until the text satisfies `pred` (15 s at most, then fail with `d`'s log).
+pub fn scrape_until(
+    addr: SocketAddr,
+    d: &crate::Daemon,
+    what: &str,
+    pred: impl Fn(&str) -> bool,
+) -> String {
+    let t = std::time::Instant::now();
+    loop {
+        if let Ok(text) = scrape(addr) {
+            if pred(&text) {
+                return text;
+            }
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{what}: not within 15 s\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -209,6 +209,23 @@ impl Notifier {
         self.next_watchdog = None;
     }
 
+    /// This process is about to exec the other role (a hand-over keeps the main PID, and the
+    /// new program notifies in its place): a last `STATUS=`, and `WATCHDOG=1` when the watchdog
+    /// is on, so that the new program has a whole period to send its own `READY=1`. No
+    /// `STOPPING=1`: for systemd the service goes on.
+    pub fn before_exec(&mut self, now: Nanos, status: &str) {
+        let status = cut(status);
+        if let (Some(w), Some(_)) = (self.watchdog, self.next_watchdog) {
+            self.send(&format!("STATUS={status}\nWATCHDOG=1\n"), now);
+            self.watchdogs += 1;
+            // Should the exec fail, this process goes on petting it.
+            self.next_watchdog = Some(now.plus(w));
+        } else {
+            self.send(&format!("STATUS={status}\n"), now);
+        }
+        self.last_status = status.to_string();
+    }
+
     /// When [`Notifier::tick`] next has something to do.
     pub fn next_deadline(&self) -> Option<Nanos> {
         self.next_watchdog
@@ -341,6 +358,7 @@ mod tests {
         n.status(Nanos::from_millis(99), "protected");
         n.tick(Nanos::from_millis(100));
         assert_eq!(n.next_deadline(), Some(Nanos::from_millis(200)));
+        n.before_exec(Nanos::from_millis(120), "handing over");
         n.stopping(Nanos::from_millis(150), "SIGTERM");
         assert_eq!(n.next_deadline(), None);
         assert_eq!(
@@ -350,10 +368,11 @@ mod tests {
                 "WATCHDOG=1\n",
                 "STATUS=protected\n",
                 "WATCHDOG=1\n",
+                "STATUS=handing over\nWATCHDOG=1\n",
                 "STOPPING=1\nSTATUS=SIGTERM\n"
             ]
         );
-        assert_eq!((n.watchdogs, n.errors), (2, 0));
+        assert_eq!((n.watchdogs, n.errors), (3, 0));
         // The socket goes away: sends fail, are counted, and nothing else happens.
         drop(rx);
         let _ = std::fs::remove_file(&path);
