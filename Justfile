@@ -55,8 +55,8 @@ sim seeds="1000":
     ./target/release/hsb-sim --seeds {{seeds}}
 
 # Fuzz one target for a while (needs nightly and cargo-fuzz): `decode` (frames, messages, the
-# checkpoint receiver), `control` (the control protocol) or `config` (the configuration loader
-# with --set overrides).
+# checkpoint receiver), `codec` (the page decoders and the encoder's round trip), `control` (the
+# control protocol), `config` (the configuration loader with --set overrides) or `datagram`.
 fuzz target="decode" seconds="60":
     cd common && cargo +nightly fuzz run {{target}} -- -max_total_time={{seconds}}
 

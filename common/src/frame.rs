@@ -17,10 +17,13 @@ use std::fmt;
 
 /// Two magic bytes opening every frame.
 pub const MAGIC: [u8; 2] = *b"HS";
-/// Protocol version carried in every frame. Version 2 (issue 14, disk replication): `Hello`
+/// Protocol version carried in every frame. Version 2 (issue 16): a `Pages` body names its codec
+/// (plain pages, page records, or LZ4-compressed records), and the `End` record's length and CRC
+/// cover `Pages` bodies in their plain form. Version 3 (issue 14, disk replication): `Hello`
 /// carries the sender's disk, `End` counts a checkpoint's disk writes, and the disk frame kinds
-/// exist; a version-1 peer is refused with [`FrameError::UnsupportedVersion`] at its first frame.
-pub const VERSION: u8 = 2;
+/// exist. A peer of another version is refused with [`FrameError::UnsupportedVersion`] at its
+/// first frame.
+pub const VERSION: u8 = 3;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 36;
 /// Length of the MAC.
@@ -435,7 +438,7 @@ mod tests {
         assert_eq!(
             &buf[..16],
             &[
-                b'H', b'S', 2, 6, // magic, version, kind = Ack
+                b'H', b'S', 3, 6, // magic, version, kind = Ack
                 3, 0, 0, 0, // body length
                 8, 7, 6, 5, 4, 3, 2, 1, // sequence, little-endian
             ]

@@ -116,14 +116,26 @@ pub struct Begin {
     pub epoch: u64,
 }
 
-/// A batch of at most [`PAGES_PER_FRAME`] pages: `data` holds `pfns.len()` pages in order.
+/// [`Pages::codec`]: `data` is the pages themselves, 4 KiB each, in order.
+pub const PAGES_PLAIN: u8 = 0;
+/// [`Pages::codec`]: `data` is one page record per page, in order (zero page, raw page, or the
+/// page's words that differ from the standby's copy or from zero; `hsb_domain::page_codec`).
+pub const PAGES_RECORDS: u8 = 1;
+/// [`Pages::codec`]: `data` is the records' length (varint) and the records compressed as one
+/// LZ4 block.
+pub const PAGES_LZ4: u8 = 2;
+
+/// A batch of at most [`PAGES_PER_FRAME`] pages, as `codec` says ([`PAGES_PLAIN`]: `data`
+/// holds `pfns.len()` pages in order).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Pages<'a> {
     /// Checkpoint number.
     pub ckpt: u64,
     /// Page frame numbers.
     pub pfns: heapless::Vec<u64, PAGES_PER_FRAME>,
-    /// Page contents, 4 KiB each.
+    /// How `data` holds the pages: [`PAGES_PLAIN`], [`PAGES_RECORDS`] or [`PAGES_LZ4`].
+    pub codec: u8,
+    /// The pages.
     #[serde(borrow)]
     pub data: &'a [u8],
 }
@@ -135,6 +147,8 @@ pub struct PagesHead<'a> {
     pub ckpt: u64,
     /// Page frame numbers.
     pub pfns: &'a [u64],
+    /// How the data that follows holds the pages.
+    pub codec: u8,
 }
 
 /// vCPU and platform state of checkpoint `ckpt` (backend-defined bytes).
@@ -154,9 +168,12 @@ pub struct End {
     pub ckpt: u64,
     /// Pages sent.
     pub pages: u64,
-    /// Bytes of all `Begin`, `Pages`, `State` and `Disk` bodies.
+    /// Bytes of all `Begin`, `Pages`, `State` and `Disk` bodies, each `Pages` body counted in its
+    /// plain form (codec [`PAGES_PLAIN`], the pages as decoded).
     pub total_len: u64,
-    /// CRC32 of those bodies, concatenated.
+    /// CRC32 of those bodies, concatenated, in the same form: the checkpoint's digest covers
+    /// the decoded pages, whatever encoding carried them (each frame's own CRC and MAC cover
+    /// the bytes on the wire).
     pub crc: u32,
     /// `Disk` frames in the checkpoint.
     pub disk_writes: u64,

@@ -13,6 +13,7 @@ fn pages_head_plus_varint_equals_postcard_pages() {
         let pages = Pages {
             ckpt: rng.next_u64(),
             pfns: heapless::Vec::from_slice(&pfns).unwrap(),
+            codec: rng.below(3) as u8,
             data: &data,
         };
         let mut a = vec![0u8; 300_000];
@@ -22,6 +23,7 @@ fn pages_head_plus_varint_equals_postcard_pages() {
             &PagesHead {
                 ckpt: pages.ckpt,
                 pfns: &pfns,
+                codec: pages.codec,
             },
             &mut b,
         )
@@ -33,6 +35,22 @@ fn pages_head_plus_varint_equals_postcard_pages() {
         let back: Pages = decode(Kind::Pages, &a[..la]).unwrap();
         assert_eq!(back, pages);
     }
+}
+
+#[test]
+fn literal_pages_body() {
+    let p = Pages {
+        ckpt: 300,
+        pfns: heapless::Vec::from_slice(&[1, 129]).unwrap(),
+        codec: PAGES_RECORDS,
+        data: &[0x00, 0x00],
+    };
+    let mut b = [0u8; 32];
+    let n = encode(&p, &mut b).unwrap();
+    // ckpt, 2 pfns, codec, data length, data (two zero-page records).
+    let want = [0xac, 0x02, 0x02, 0x01, 0x81, 0x01, 0x01, 0x02, 0x00, 0x00];
+    assert_eq!(&b[..n], &want);
+    assert_eq!(decode::<Pages>(Kind::Pages, &want).unwrap(), p);
 }
 
 #[test]
@@ -57,6 +75,7 @@ fn too_many_pfns_is_an_error_not_a_panic() {
         &PagesHead {
             ckpt: 1,
             pfns: &pfns,
+            codec: PAGES_PLAIN,
         },
         &mut b,
     )

@@ -146,6 +146,12 @@ impl Daemon {
                 .finish_precopy(self.dom.source(), ckpt, epoch.0)
             {
                 Ok(p) => {
+                    log::info!(
+                        "checkpoint {ckpt}: pre-copy: {} rounds after the first pass copied {} pages written meanwhile again; {} written during the last",
+                        p.rounds,
+                        p.recopied_running,
+                        p.recopied
+                    );
                     recopied = Some(p.recopied);
                     Ok(p.capture)
                 }
@@ -178,10 +184,13 @@ impl Daemon {
         let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else {
             return failed("no session to send it on".into(), &self.staging);
         };
+        let sealing = self.clock.now();
         let len = match self.staging.seal(sess) {
             Ok(n) => n,
             Err(e) => return failed(format!("seal failed: {e}"), &self.staging),
         };
+        // The encoding rule learns what each checkpoint cost, from here to its ack.
+        self.staging.sealing_began(sealing);
         self.disk_sealed(ckpt);
         self.send_pos = Some(0);
         Event::Captured {

@@ -84,6 +84,8 @@ static OWN: &[KeySpec] = &[
         default: Some("true"),
         help: "copy a full synchronisation while the guest runs, then, suspended, only the pages it wrote meanwhile (the pause is then those pages, not all memory); false: copy it all while suspended",
     },
+    hsb_domain::codec_policy::ENCODE_KEY,
+    hsb_domain::codec_policy::ENCODE_CACHE_KEY,
     KeySpec {
         key: "output_limit",
         kind: ValueKind::Size,
@@ -129,6 +131,7 @@ static OWN: &[KeySpec] = &[
         default: Some("2000"),
         help: "model workload: pages written per second",
     },
+    hsb_domain::model::WRITE_PATTERN_KEY,
     KeySpec {
         key: "model.seed",
         kind: ValueKind::Int {
@@ -159,7 +162,10 @@ pub struct Settings {
     pub model_pages: u64,
     pub service: SocketAddr,
     pub dirty_rate: u64,
+    pub write_pattern: hsb_domain::model::WritePattern,
     pub seed: u64,
+    /// Checkpoint encoding (`encode`) and the sent-page cache in bytes (`encode_cache`).
+    pub encode: (hsb_domain::codec_policy::CodecMode, u64),
     pub failover: bool,
     pub heartbeat_peers: Vec<SocketAddr>,
     pub witness_listen: SocketAddr,
@@ -267,7 +273,9 @@ impl Settings {
             model_pages,
             service: c.addr("model.service")?,
             dirty_rate: c.int("model.dirty_rate")?,
+            write_pattern: hsb_domain::model::pattern_from_config(c)?,
             seed: c.int("model.seed")?,
+            encode: hsb_domain::codec_policy::from_config(c)?,
         })
     }
 }

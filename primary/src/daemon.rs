@@ -125,8 +125,11 @@ impl Daemon {
         let poll = Poll::new()?;
         let clock = Clock::new();
         let (mut dom, plug, service) = guest::open(&s, &poll, SERVICE_BASE)?;
+        let pages = dom.source().max_pages();
+        let (mode, cache) = s.encode;
         let journal_max = s.disk.as_ref().map_or(0, |d| d.disk.journal_max);
-        let staging = Staging::with_disk(dom.source().max_pages(), journal_max);
+        let staging =
+            Staging::with_codec(pages, mode, (cache / 4096).min(pages)).with_journal(journal_max);
         let disk = dom
             .source()
             .disk()

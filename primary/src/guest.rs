@@ -348,10 +348,11 @@ pub fn open(
         return Ok((g, plug, None));
     }
     let dom = if s.start_image.as_os_str().is_empty() {
-        ModelDomain::new(s.model_pages, s.dirty_rate, s.seed)
+        ModelDomain::new(s.model_pages, s.dirty_rate, s.seed).with_pattern(s.write_pattern)
     } else {
         let d = ModelDomain::load_image(&s.start_image, s.model_pages, s.dirty_rate)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("start_image: {e}")))?;
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("start_image: {e}")))?
+            .with_pattern(s.write_pattern);
         log::info!(
             "starting from the domain image {} in epoch {} (counter {})",
             s.start_image.display(),

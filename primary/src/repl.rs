@@ -193,7 +193,12 @@ impl Daemon {
                 match ev {
                     // The standby's disk is checked before the session counts.
                     Ok(Some(ev @ Event::SessionOpened { .. })) => self.session_opened(now, ev),
-                    Ok(Some(ev)) => self.feed(now, ev),
+                    Ok(Some(ev)) => {
+                        if let Event::Ack { ckpt, .. } = ev {
+                            self.staging.acked(ckpt, now);
+                        }
+                        self.feed(now, ev)
+                    }
                     Ok(None) => {}
                     Err(e) => return self.bad_frame(now, e),
                 }

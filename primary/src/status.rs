@@ -46,6 +46,9 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     kv("last_dirty_pages", st.last_dirty.to_string());
     kv("pages_sent", st.pages_sent.to_string());
     kv("bytes_sent", st.bytes_sent.to_string());
+    for (k, v) in d.staging.codec_status() {
+        kv(k, v);
+    }
     kv("pause_ms_p50", ms(st.pause.quantile(0.5)));
     kv("pause_ms_p99", ms(st.pause.quantile(0.99)));
     kv("pause_ms_max", ms(st.pause.max()));

@@ -265,9 +265,12 @@ impl Daemon {
             });
         }
         let body = &frame[HEADER_LEN..];
+        // The replica is read as the reference of delta-encoded pages (it is at the previous
+        // checkpoint, which the primary encoded against); a disk resynchronisation's copies go
+        // to its disk.
         let received = self
             .receiver
-            .on_frame_to(kind, body, &hash, self.replica.disk());
+            .on_frame_to(kind, body, &hash, self.replica.replica());
         let done = match received {
             Ok(Some(done)) => done,
             Ok(None) => return Ok(()),

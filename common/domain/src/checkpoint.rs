@@ -4,38 +4,51 @@
 //! allocated at start-up (this is the part done while the guest is suspended); after the guest
 //! has resumed (before it runs again: the daemons are single-threaded), [`Staging::put_disk`]
 //! appends the epoch's disk writes from the journal as `Disk` frames (a full synchronisation:
-//! the rest of the disk resynchronisation), and [`Staging::seal`] fills CRCs and MACs and
-//! appends the `End` record, whose CRC covers the disk frames like the pages. While a full
-//! synchronisation is pending, [`ResyncSender`] streams the disk resynchronisation's block
-//! copies as `DiskSync` frames with the guest running.
+//! the rest of the disk resynchronisation), and [`Staging::seal`] encodes the pages where that
+//! pays (zero pages, the words that changed since the version the standby holds, LZ4:
+//! [`crate::page_codec`], with the primary's [`PageCache`] of what it sent and the
+//! [`CodecPolicy`] saying when), fills CRCs and MACs and appends the `End` record, whose CRC
+//! covers the disk frames like the pages. While a full synchronisation is pending,
+//! [`ResyncSender`] streams the disk resynchronisation's block copies as `DiskSync` frames with
+//! the guest running.
 //!
-//! Standby: [`Receiver`] stages checkpoint N whole (pages, state and disk writes), checks it
-//! against its `End` record, and only then lets [`Receiver::apply`] write it into the replica:
-//! the disk first (durably), then memory. Any error before that discards the staged checkpoint:
-//! memory and disk stay exactly at N-1. A disk that fails while applying leaves the replica
-//! unusable rather than half-way ([`Receiver::applied`] becomes `None`).
+//! Standby: [`Receiver`] decodes each frame's pages into staging as it comes (a delta against
+//! the replica's page: the replica is still at N-1, which is what the primary encoded against),
+//! stages checkpoint N whole (pages, state and disk writes), checks it against its `End` record
+//! (whose CRC covers the decoded pages), and only then lets [`Receiver::apply`] write it into
+//! the replica: the disk first (durably), then memory. Any error before that discards the
+//! staged checkpoint: memory and disk stay exactly at N-1. A disk that fails while applying
+//! leaves the replica unusable rather than half-way ([`Receiver::applied`] becomes `None`).
 
+use std::collections::VecDeque;
 use std::fmt;
 
+use crate::codec_policy::{Choice, Codec, CodecMode, CodecPolicy};
 use crate::disk::{Disk, DiskError, PIECE_OVERHEAD};
 
 mod disk;
 mod receiver;
 
 use crate::domain::{CheckpointSource, DomainError, Replica};
+use crate::page_cache::PageCache;
+use crate::page_codec::{self, PagesEncoder, MAX_RECORD, PAGES_HEAD_MAX};
 use crate::PAGE_SIZE;
 pub use disk::ResyncSender;
 use disk::{disk_refusal, DiskRx};
 use hsb_common::frame::{self, FrameError, Header, Kind, HEADER_LEN};
 use hsb_common::msg::{
     self, Begin, DiskPlan, DiskWrite, End, Pages, PagesHead, State, DISK_HEAD_MAX, DISK_PIECE,
-    MAX_STATE_LEN, PAGES_PER_FRAME,
+    MAX_STATE_LEN, PAGES_LZ4, PAGES_PER_FRAME, PAGES_PLAIN, PAGES_RECORDS,
 };
 use hsb_common::session::{self, Session};
+use hsb_common::time::Nanos;
 pub use receiver::{Complete, Receiver};
 
-/// Bytes reserved for the head of a `Pages` body (ckpt and up to 64 pfn varints, data length).
-const PAGES_HEAD_MAX: usize = 10 + 1 + PAGES_PER_FRAME * 10 + 10;
+/// Pages the primary's cache of sent pages holds at most by default (128 MiB); a smaller
+/// domain's cache holds all of it.
+pub const DEFAULT_CACHE_PAGES: u64 = 32768;
+/// Checkpoints whose cost the codec rule can still be told ([`Staging::acked`]).
+const PENDING_MAX: usize = 32;
 /// Bytes reserved for a small record frame.
 const SMALL_FRAME: usize = HEADER_LEN + 64;
 
@@ -117,11 +130,26 @@ pub struct Staging {
     pfns: Vec<u64>,
     ckpt: u64,
     /// A full synchronisation being copied while the guest runs.
-    precopy: Option<Precopy>,
+    precopy: Option<precopy::Precopy>,
     /// Where each staged `Pages` frame's page data starts (pre-copy only).
     frame_data: Vec<usize>,
     /// Pages dirtied during a pre-copy (bounded like `pfns`).
     dirty: Vec<u64>,
+    /// What the standby holds of recently sent pages.
+    cache: PageCache,
+    /// When to encode.
+    policy: CodecPolicy,
+    /// Encoding scratch, one frame's worth.
+    enc: PagesEncoder,
+    /// Sealed checkpoints not yet acknowledged: (checkpoint, choice, page bytes, sealed bytes,
+    /// when sealing began).
+    pending: VecDeque<(u64, Choice, u64, u64, Nanos)>,
+    /// The last seal's figures.
+    sealed: SealStats,
+    /// Since start: checkpoints sealed encoded, bytes of pages sealed, bytes sealed.
+    totals: [u64; 3],
+    /// When the last ack came ([`Staging::acked`]).
+    last_ack: Option<Nanos>,
     /// Whether the staged checkpoint is a full synchronisation.
     full: bool,
     /// The domain has a disk whose part of the checkpoint is not staged yet.
@@ -132,49 +160,147 @@ pub struct Staging {
     disk_synced: u64,
 }
 
-/// Progress of a pre-copied full synchronisation.
-#[derive(Debug, Clone, Copy)]
-struct Precopy {
-    /// The epoch its `Begin` record names.
-    epoch: u64,
-    /// Index into `pfns` of the next page to copy.
-    next: usize,
-}
-
-/// What [`Staging::finish_precopy`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PrecopyStats {
-    /// The checkpoint as captured (a full synchronisation).
-    pub capture: CaptureStats,
-    /// Pages copied again while suspended: dirtied since the pre-copy began.
-    pub recopied: u64,
-    /// Dirtied pages outside the full synchronisation's set, skipped (frames that were holes).
-    pub skipped: u64,
+/// What one [`Staging::seal`] did (for logs and benchmarks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SealStats {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Whether its pages were encoded.
+    pub encoded: bool,
+    /// Bytes of pages captured.
+    pub page_bytes: u64,
+    /// Bytes of the sealed checkpoint (every frame, the `End` record included).
+    pub wire_bytes: u64,
+    /// Pages sent as zero-page, raw, delta and sparse records (plain pages count as raw).
+    pub records: [u64; 4],
+    /// `Pages` frames sent as records, and of those compressed with LZ4.
+    pub frames_encoded: u64,
+    /// See `frames_encoded`.
+    pub frames_lz4: u64,
 }
 
 impl Staging {
-    /// Allocate for a domain of `pages` pages (all memory is allocated here, once).
+    /// Allocate for a domain of `pages` pages (all memory is allocated here, once), encoding
+    /// when it pays, with a cache of up to [`DEFAULT_CACHE_PAGES`].
     pub fn new(pages: u64) -> Staging {
-        Staging::with_disk(pages, 0)
+        Staging::with_codec(pages, CodecMode::Auto, pages.min(DEFAULT_CACHE_PAGES))
     }
 
     /// Allocate for a domain of `pages` pages and a disk whose checkpoints carry at most
-    /// `journal_max` bytes of `Disk` frames (0: no disk).
+    /// `journal_max` bytes of `Disk` frames, encoding when it pays.
     pub fn with_disk(pages: u64, journal_max: usize) -> Staging {
+        Staging::new(pages).with_journal(journal_max)
+    }
+
+    /// Room for a disk whose checkpoints carry at most `journal_max` bytes of `Disk` frames
+    /// (allocated now).
+    pub fn with_journal(mut self, journal_max: usize) -> Staging {
+        self.buf.resize(self.buf.len() + journal_max, 0);
+        self
+    }
+
+    /// Allocate for a domain of `pages` pages, encoding as `mode` says with a cache of
+    /// `cache_pages` sent pages (0: no deltas, only zero and sparse pages and LZ4).
+    pub fn with_codec(pages: u64, mode: CodecMode, cache_pages: u64) -> Staging {
         Staging {
             full: false,
             disk_due: false,
             disk_writes: 0,
             disk_bytes: 0,
             disk_synced: 0,
-            buf: vec![0u8; staging_capacity(pages) + journal_max],
+            buf: vec![0u8; staging_capacity(pages)],
             len: 0,
             pfns: Vec::with_capacity(pages as usize),
             ckpt: 0,
             precopy: None,
             frame_data: Vec::with_capacity((pages as usize).div_ceil(PAGES_PER_FRAME)),
             dirty: Vec::with_capacity(pages as usize),
+            cache: PageCache::new(cache_pages as usize),
+            policy: CodecPolicy::new(mode),
+            enc: PagesEncoder::new(),
+            pending: VecDeque::with_capacity(PENDING_MAX),
+            sealed: SealStats::default(),
+            totals: [0; 3],
+            last_ack: None,
         }
+    }
+
+    /// Status lines of the encoding: setting, checkpoints encoded, bytes of pages against
+    /// bytes sealed since start, and what the rule measured.
+    pub fn codec_status(&self) -> Vec<(&'static str, String)> {
+        let mode = CodecMode::WORDS[match self.policy.mode() {
+            CodecMode::Auto => 0,
+            CodecMode::Always => 1,
+            CodecMode::Never => 2,
+        }];
+        let (plain, enc) = self.policy.costs_ns_per_kib();
+        let cost = |c: Option<f64>| c.map_or("-".to_string(), |v| format!("{v:.0}"));
+        vec![
+            ("encode", mode.to_string()),
+            ("encode_cache_pages", self.cache.capacity().to_string()),
+            ("checkpoints_encoded", self.totals[0].to_string()),
+            ("page_bytes_sealed", self.totals[1].to_string()),
+            ("bytes_sealed", self.totals[2].to_string()),
+            ("encode_cost_plain_ns_per_kib", cost(plain)),
+            ("encode_cost_encoded_ns_per_kib", cost(enc)),
+            (
+                "encoded_size_ratio",
+                self.policy
+                    .encoded_ratio()
+                    .map_or("-".to_string(), |r| format!("{r:.3}")),
+            ),
+        ]
+    }
+
+    /// Encode as `mode` says from the next checkpoint on (what the rule measured is dropped).
+    pub fn set_codec_mode(&mut self, mode: CodecMode) {
+        self.policy = CodecPolicy::new(mode);
+        self.pending.clear();
+    }
+
+    /// The encoding rule (its setting and what it measured).
+    pub fn policy(&self) -> &CodecPolicy {
+        &self.policy
+    }
+
+    /// Bytes allocated for the cache of sent pages.
+    pub fn cache_bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+
+    /// What the last [`Staging::seal`] did.
+    pub fn last_seal(&self) -> SealStats {
+        self.sealed
+    }
+
+    /// The last sealed checkpoint's sealing began at `at` (the caller's clock: this module reads
+    /// none).
+    pub fn sealing_began(&mut self, at: Nanos) {
+        if let Some(p) = self.pending.back_mut() {
+            p.4 = at;
+        }
+    }
+
+    /// Checkpoint `ckpt` was acknowledged at `now` (the clock of [`Staging::sealing_began`]):
+    /// what it cost goes to the encoding rule. Earlier checkpoints not reported are dropped.
+    ///
+    /// Its cost is the time it had the pipeline to itself: from the later of its sealing and
+    /// the previous ack, to its ack. Time spent queued behind earlier checkpoints is theirs
+    /// (on a saturated link a checkpoint's whole latency would charge it with the bytes of the
+    /// ones before it, whatever their codec).
+    pub fn acked(&mut self, ckpt: u64, now: Nanos) {
+        while let Some(&(n, choice, bytes, wire, began)) = self.pending.front() {
+            if n > ckpt {
+                break;
+            }
+            self.pending.pop_front();
+            if n == ckpt {
+                let from = self.last_ack.map_or(began, |a| a.max(began));
+                let ns = now.since(from).as_nanos().min(u64::MAX as u128) as u64;
+                self.policy.observe(choice, bytes, wire, ns);
+            }
+        }
+        self.last_ack = Some(now);
     }
 
     /// The staged bytes (after [`Staging::seal`]: the frames to send).
@@ -204,113 +330,6 @@ impl Staging {
         self.put_state(dom, full)
     }
 
-    /// Start a full synchronisation while the guest **runs** (pre-copy): take every page's
-    /// frame number and clear the dirty log, so that [`Staging::precopy_step`] can copy the
-    /// pages bit by bit and [`Staging::finish_precopy`], with the guest suspended, copies again
-    /// only what was written meanwhile. The guest's pause for a full synchronisation is then
-    /// the pages dirtied during the copy, not all of its memory. Frames need to come in
-    /// ascending order (both backends list them so); otherwise this errs and the caller takes a
-    /// plain [`Staging::capture`].
-    pub fn start_precopy(
-        &mut self,
-        dom: &mut dyn CheckpointSource,
-        ckpt: u64,
-        epoch: u64,
-    ) -> Result<(), CheckpointError> {
-        self.precopy = None;
-        self.begin(dom, ckpt, epoch, true)?;
-        if !self.pfns.is_sorted() {
-            return Err(CheckpointError::Domain(DomainError {
-                op: "pre-copy",
-                detail: "the domain's frames are not in ascending order".into(),
-            }));
-        }
-        self.frame_data.clear();
-        self.precopy = Some(Precopy { epoch, next: 0 });
-        Ok(())
-    }
-
-    /// Whether a pre-copy is under way (started and not finished or abandoned).
-    pub fn precopying(&self) -> bool {
-        self.precopy.is_some()
-    }
-
-    /// Copy up to `max_pages` more pages of the pre-copy (whole frames); returns whether every
-    /// page is copied (then [`Staging::finish_precopy`] may run once the guest is suspended).
-    pub fn precopy_step(
-        &mut self,
-        dom: &mut dyn CheckpointSource,
-        max_pages: usize,
-    ) -> Result<bool, CheckpointError> {
-        let Some(mut pc) = self.precopy else {
-            return Ok(true);
-        };
-        let stop = pc
-            .next
-            .saturating_add(max_pages.max(PAGES_PER_FRAME))
-            .min(self.pfns.len());
-        while pc.next < stop {
-            if let Err(e) = self.put_pages(dom, pc.next, true) {
-                self.precopy = None;
-                return Err(e);
-            }
-            pc.next += PAGES_PER_FRAME;
-        }
-        let done = pc.next >= self.pfns.len();
-        self.precopy = Some(pc);
-        Ok(done)
-    }
-
-    /// Finish a pre-copy with the guest **suspended**: copy what is left, then copy again every
-    /// page dirtied since [`Staging::start_precopy`] into its place, and stage the state.
-    /// `ckpt` and `epoch` must be those the pre-copy began with.
-    pub fn finish_precopy(
-        &mut self,
-        dom: &mut dyn CheckpointSource,
-        ckpt: u64,
-        epoch: u64,
-    ) -> Result<PrecopyStats, CheckpointError> {
-        let Some(pc) = self.precopy else {
-            return Err(CheckpointError::Domain(DomainError {
-                op: "pre-copy",
-                detail: "no pre-copy under way".into(),
-            }));
-        };
-        if (self.ckpt, pc.epoch) != (ckpt, epoch) {
-            self.precopy = None;
-            return Err(CheckpointError::Domain(DomainError {
-                op: "pre-copy",
-                detail: format!(
-                    "begun for checkpoint {} in epoch {}, finished for {ckpt} in {epoch}",
-                    self.ckpt, pc.epoch
-                ),
-            }));
-        }
-        debug_assert!(pc.next <= self.pfns.len() + PAGES_PER_FRAME);
-        // (A failed step has ended the pre-copy already.)
-        self.precopy_step(dom, usize::MAX)?;
-        self.precopy = None;
-        self.dirty.clear();
-        dom.take_dirty(false, &mut self.dirty)?;
-        let (mut recopied, mut skipped) = (0u64, 0u64);
-        for k in 0..self.dirty.len() {
-            let pfn = self.dirty[k];
-            let Ok(i) = self.pfns.binary_search(&pfn) else {
-                skipped += 1;
-                continue;
-            };
-            let at = self.frame_data[i / PAGES_PER_FRAME] + (i % PAGES_PER_FRAME) * PAGE_SIZE;
-            dom.read_pages(&[pfn], &mut self.buf[at..at + PAGE_SIZE])?;
-            recopied += 1;
-        }
-        let capture = self.put_state(dom, true)?;
-        Ok(PrecopyStats {
-            capture,
-            recopied,
-            skipped,
-        })
-    }
-
     /// Reset and take the checkpoint's frame list (every page if `full`), then its `Begin`.
     fn begin(
         &mut self,
@@ -324,6 +343,12 @@ impl Staging {
         self.full = full;
         self.disk_due = false;
         self.pfns.clear();
+        if full {
+            // The standby's replica is rewritten whole: nothing it held is a reference now.
+            self.cache.clear();
+            self.pending.clear();
+            self.last_ack = None;
+        }
         dom.take_dirty(full, &mut self.pfns)?;
         let begin = Begin {
             ckpt,
@@ -355,11 +380,14 @@ impl Staging {
             });
         }
         let body = &mut self.buf[start + HEADER_LEN..];
-        let mut n = msg::encode(&PagesHead { ckpt, pfns: chunk }, body).map_err(|_| {
-            CheckpointError::StagingFull {
-                need: start + need,
-                have: start,
-            }
+        let head = PagesHead {
+            ckpt,
+            pfns: chunk,
+            codec: PAGES_PLAIN,
+        };
+        let mut n = msg::encode(&head, body).map_err(|_| CheckpointError::StagingFull {
+            need: start + need,
+            have: start,
         })?;
         let data_len = chunk.len() * PAGE_SIZE;
         n += msg::write_varint(data_len as u64, &mut body[n..]);
@@ -417,26 +445,74 @@ impl Staging {
         Ok(())
     }
 
-    /// Seal every staged frame for `session` and append the `End` record. Done after the guest
-    /// has resumed: this is the CRC and MAC pass over the checkpoint.
+    /// Encode (when the rule says so), seal every staged frame for `session` and append the
+    /// `End` record; returns the bytes to send. Done after the guest has resumed: this is the
+    /// encoding, CRC and MAC pass over the checkpoint. Encoded frames are shorter, so each is
+    /// written where the previous one ended, never past where it was read.
     pub fn seal(&mut self, session: &mut Session) -> Result<usize, CheckpointError> {
         if self.disk_due {
             return Err(disk_refusal(
                 "sealing a checkpoint whose disk part is not staged (put_disk)",
             ));
         }
+        let page_bytes = (self.pfns.len() * PAGE_SIZE) as u64;
+        let choice = self.policy.choose(page_bytes);
+        let encode = choice.codec == Codec::Encoded;
+        let mut st = SealStats {
+            ckpt: self.ckpt,
+            encoded: encode,
+            page_bytes,
+            ..SealStats::default()
+        };
         let mut ckpt_crc = crc32fast::Hasher::new();
         let mut total: u64 = 0;
-        let mut pos = 0;
-        while pos < self.len {
-            let h = Header::parse(&self.buf[pos..self.len], frame::MAX_BODY_LEN)?;
-            let end = pos + h.frame_len();
-            let body_hash = frame::body_crc(&self.buf[pos + HEADER_LEN..end]);
-            ckpt_crc.combine(&body_hash);
+        let (mut r, mut w) = (0, 0);
+        while r < self.len {
+            let h = Header::parse(&self.buf[r..self.len], frame::MAX_BODY_LEN)?;
+            let end = r + h.frame_len();
+            let body = &self.buf[r + HEADER_LEN..end];
+            // The checkpoint's CRC covers bodies as captured: pages in their plain form.
+            let plain_hash = frame::body_crc(body);
+            ckpt_crc.combine(&plain_hash);
             total += h.body_len as u64;
-            session.seal_with(&mut self.buf[pos..end], &body_hash);
-            pos = end;
+            if h.kind == Kind::Pages {
+                if encode {
+                    if let Some((n, lz4)) =
+                        self.enc.encode(body, &mut self.cache, &mut st.records)?
+                    {
+                        st.frames_encoded += 1;
+                        st.frames_lz4 += u64::from(lz4);
+                        Header {
+                            kind: Kind::Pages,
+                            body_len: n as u32,
+                            seq: 0,
+                        }
+                        .emit(&mut self.buf[w..]);
+                        let b = self.enc.body(n);
+                        self.buf[w + HEADER_LEN..w + HEADER_LEN + n].copy_from_slice(b);
+                        session
+                            .seal_with(&mut self.buf[w..w + HEADER_LEN + n], &frame::body_crc(b));
+                        w += HEADER_LEN + n;
+                        r = end;
+                        continue;
+                    }
+                } else {
+                    let p: Pages = msg::decode(Kind::Pages, body)?;
+                    st.records[1] += p.pfns.len() as u64;
+                    if !self.cache.is_empty() {
+                        // Sent without the cache: what it holds of these pages is stale.
+                        p.pfns.iter().for_each(|&pfn| self.cache.forget(pfn));
+                    }
+                }
+            }
+            if w != r {
+                self.buf.copy_within(r..end, w);
+            }
+            session.seal_with(&mut self.buf[w..w + h.frame_len()], &plain_hash);
+            w += h.frame_len();
+            r = end;
         }
+        self.len = w;
         let end = End {
             ckpt: self.ckpt,
             pages: self.pfns.len() as u64,
@@ -454,9 +530,27 @@ impl Staging {
                 have: self.buf.len(),
             })?;
         self.len = start + n;
+        st.wire_bytes = self.len as u64;
+        self.sealed = st;
+        self.totals[0] += u64::from(encode);
+        self.totals[1] += page_bytes;
+        self.totals[2] += st.wire_bytes;
+        if self.pending.len() == PENDING_MAX {
+            self.pending.pop_front();
+        }
+        self.pending
+            .push_back((self.ckpt, choice, page_bytes, st.wire_bytes, Nanos(0)));
         Ok(self.len)
     }
 }
+
+#[path = "checkpoint_precopy.rs"]
+mod precopy;
+pub use precopy::{precopy_again, PrecopyStats, PRECOPY_MAX_ROUNDS, PRECOPY_SETTLED_PAGES};
+
+#[cfg(test)]
+#[path = "checkpoint_precopy_tests.rs"]
+mod precopy_tests;
 
 #[cfg(test)]
 #[path = "checkpoint_tests.rs"]

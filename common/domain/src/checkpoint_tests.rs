@@ -1,12 +1,12 @@
 //! Unit tests of `checkpoint`.
 
 use super::*;
-use crate::model::{ModelDomain, MIN_PAGES};
+use crate::model::{ModelDomain, WritePattern, MIN_PAGES};
 use hsb_common::key::ClusterKey;
 use hsb_common::session::Side;
 use hsb_common::time::Nanos;
 
-fn sessions() -> (Session, Session) {
+pub(super) fn sessions() -> (Session, Session) {
     let k = ClusterKey::from_bytes([3; 32]);
     (
         Session::new(&k, &[1; 16], &[2; 16], Side::Initiator),
@@ -29,7 +29,7 @@ fn capture(
 }
 
 /// Feed a byte stream of frames; returns the first error or the completed checkpoints.
-fn feed(
+pub(super) fn feed(
     rx: &mut Receiver,
     sess: &mut Session,
     bytes: &[u8],
@@ -48,7 +48,7 @@ fn feed(
         }
         let hash = sess.open(&bytes[pos..end])?;
         if rx
-            .on_frame(h.kind, &bytes[pos + HEADER_LEN..end], &hash)?
+            .on_frame(h.kind, &bytes[pos + HEADER_LEN..end], &hash, rep)?
             .is_some()
         {
             done.push(rx.apply(rep).unwrap());
@@ -258,4 +258,268 @@ fn staging_capacity_holds_a_full_sync_of_64_mib() {
     assert_eq!(s.pages, pages);
     let (mut tx, _) = sessions();
     assert!(st.seal(&mut tx).unwrap() <= st.capacity());
+}
+
+/// A primary and a standby of `extra` workload pages writing as `pattern` says, after a full
+/// synchronisation sealed with `mode`.
+struct Pair {
+    d: ModelDomain,
+    rep: ModelDomain,
+    st: Staging,
+    rx: Receiver,
+    tx: Session,
+    rxs: Session,
+    next: u64,
+    t: u64,
+}
+
+impl Pair {
+    fn new(extra: u64, pattern: WritePattern, mode: CodecMode) -> Pair {
+        let d = ModelDomain::new(MIN_PAGES + extra, 20_000, 11).with_pattern(pattern);
+        let n = d.page_count();
+        let (tx, rxs) = sessions();
+        let mut p = Pair {
+            rep: ModelDomain::blank(n),
+            st: Staging::with_codec(n, mode, n),
+            rx: Receiver::new(n),
+            d,
+            tx,
+            rxs,
+            next: 1,
+            t: 0,
+        };
+        p.step(true).unwrap();
+        p
+    }
+
+    /// Run the workload for 25 ms, then take, send and apply a checkpoint; its sealed length.
+    fn step(&mut self, full: bool) -> Result<usize, FrameError> {
+        self.t += 25;
+        self.d.run(Nanos::from_millis(self.t));
+        self.d.handle("INCR");
+        let n = self.next;
+        self.next += 1;
+        let b = capture(&mut self.st, &mut self.d, &mut self.tx, n, full);
+        assert_eq!(
+            feed(&mut self.rx, &mut self.rxs, &b, &mut self.rep)?,
+            vec![n]
+        );
+        Ok(b.len())
+    }
+}
+
+#[test]
+fn encoded_checkpoints_reproduce_the_domain_in_fewer_bytes() {
+    for (pattern, most_pct) in [
+        (WritePattern::Counters, 3),
+        (WritePattern::Lines(2), 8),
+        (WritePattern::Pages, 101),
+    ] {
+        let mut p = Pair::new(1000, pattern, CodecMode::Always);
+        assert_eq!(p.rep.digest(), p.d.digest());
+        let full = p.st.last_seal();
+        assert!(full.encoded);
+        // The fresh domain is mostly zero pages.
+        assert!(
+            full.wire_bytes < full.page_bytes / 20,
+            "{pattern}: {full:?}"
+        );
+        for _ in 0..8 {
+            p.step(false).unwrap();
+            assert_eq!(p.rep.digest(), p.d.digest(), "{pattern}");
+        }
+        let s = p.st.last_seal();
+        assert!(s.page_bytes >= 400 * PAGE_SIZE as u64, "{s:?}");
+        assert!(
+            s.wire_bytes * 100 <= s.page_bytes * most_pct,
+            "{pattern}: {} bytes on the wire for {} bytes of pages",
+            s.wire_bytes,
+            s.page_bytes
+        );
+    }
+}
+
+/// Changing the codec between checkpoints (the adaptive rule does) keeps the primary's cache
+/// equal to what the standby holds.
+#[test]
+fn switching_codecs_keeps_the_reference_exact() {
+    let mut p = Pair::new(1500, WritePattern::Lines(3), CodecMode::Never);
+    let mut rng = hsb_common::rng::SplitMix64::new(4);
+    let modes = [CodecMode::Always, CodecMode::Never, CodecMode::Auto];
+    for i in 0..40 {
+        p.st.set_codec_mode(modes[rng.below(3) as usize]);
+        if i % 3 == 0 {
+            p.d.handle("PUT k v");
+        }
+        p.step(i == 20).unwrap();
+        assert_eq!(p.rep.digest(), p.d.digest(), "checkpoint {i}");
+    }
+}
+
+/// A replica page that is not what the primary sent (a bug, or something else writing the
+/// replica) gives a wrong decoded page: the checkpoint's CRC over decoded pages refuses it, and
+/// nothing is applied.
+#[test]
+fn a_wrong_reference_is_caught_by_the_checkpoint_crc() {
+    let mut p = Pair::new(200, WritePattern::Counters, CodecMode::Always);
+    p.step(false).unwrap();
+    let mut page = vec![0u8; PAGE_SIZE];
+    p.rep.read_back(&[0], &mut page).unwrap();
+    page[100] ^= 1;
+    p.rep.write_pages(&[0], &page).unwrap();
+    let before = p.rep.digest();
+    // INCR writes page 0, which goes as a delta against the (now wrong) replica page.
+    let e = p.step(false).unwrap_err();
+    assert_eq!(
+        e,
+        FrameError::Body {
+            kind: Kind::End,
+            why: "checkpoint CRC does not match"
+        }
+    );
+    assert_eq!(p.rep.digest(), before);
+    assert_eq!(p.rx.applied(), Some(2));
+}
+
+/// Sealed frames of a checkpoint whose `Pages` frame is `pages` (bad on purpose).
+fn forged(tx: &mut Session, ckpt: u64, full: bool, pages: &Pages) -> Vec<u8> {
+    let mut out = vec![0u8; 1 << 20];
+    let mut n = 0;
+    let begin = Begin {
+        ckpt,
+        full,
+        pages: pages.pfns.len() as u64,
+        epoch: 1,
+    };
+    n += tx.write(Kind::Begin, &begin, &mut out[n..]).unwrap();
+    n += tx.write(Kind::Pages, pages, &mut out[n..]).unwrap();
+    out.truncate(n);
+    out
+}
+
+#[test]
+fn bad_encoded_frames_are_refused() {
+    let mut ops_page = vec![page_codec::TAG_DELTA, 10, 0, 0, 1];
+    ops_page.extend([1u8; 8]);
+    let cases: Vec<(bool, u8, Vec<u8>, &str)> = vec![
+        (
+            true,
+            PAGES_RECORDS,
+            ops_page.clone(),
+            "a delta record in a full synchronisation",
+        ),
+        (false, 9, vec![0], "unknown page codec"),
+        (
+            false,
+            PAGES_RECORDS,
+            vec![0, 0],
+            "page records longer than the frame's pages",
+        ),
+        (false, PAGES_RECORDS, vec![], "page record ends early"),
+        (false, PAGES_RECORDS, vec![7], "unknown page record tag"),
+        (
+            false,
+            PAGES_RECORDS,
+            vec![3, 2, 0, 0, 0],
+            "page record op outside the page",
+        ),
+        (
+            false,
+            PAGES_LZ4,
+            vec![5, 0x50, 1, 2],
+            "compressed page records do not decompress",
+        ),
+        (
+            false,
+            PAGES_LZ4,
+            vec![0xff, 0x7f, 0],
+            "compressed page records too long",
+        ),
+        (
+            false,
+            PAGES_PLAIN,
+            vec![0; 100],
+            "page data length does not match page count",
+        ),
+    ];
+    for (full, codec, data, why) in cases {
+        let mut p = Pair::new(100, WritePattern::Counters, CodecMode::Always);
+        if full {
+            // A receiver that takes a full sync of fewer pages than the domain (a Xen guest's).
+            let n = p.d.page_count();
+            p.rx = Receiver::for_layout(n, n, false);
+        }
+        let before = p.rep.digest();
+        let ckpt = p.next;
+        let pages = Pages {
+            ckpt,
+            pfns: heapless::Vec::from_slice(&[MIN_PAGES + 1]).unwrap(),
+            codec,
+            data: &data,
+        };
+        let b = forged(&mut p.tx, ckpt, full, &pages);
+        let e = feed(&mut p.rx, &mut p.rxs, &b, &mut p.rep).unwrap_err();
+        assert_eq!(
+            e,
+            FrameError::Body {
+                kind: Kind::Pages,
+                why
+            }
+        );
+        assert_eq!(p.rep.digest(), before, "{why}");
+        assert!(!p.rx.staging(), "{why}: discarded");
+    }
+}
+
+/// The adaptive rule told what checkpoints cost: on a link that is slow for their size it
+/// encodes; on one where encoding only adds time it does not.
+#[test]
+fn the_adaptive_rule_follows_what_the_daemon_measures() {
+    for (slow, want) in [(true, true), (false, false)] {
+        let mut p = Pair::new(400, WritePattern::Lines(1), CodecMode::Auto);
+        let mut encoded = 0;
+        for _ in 0..60 {
+            p.step(false).unwrap();
+            let s = p.st.last_seal();
+            encoded += u64::from(s.encoded);
+            // A link of 100 MB/s, or one whose time is fixed (never the bottleneck).
+            let ns = if slow { s.wire_bytes * 10 } else { 1_000_000 };
+            let seal = if s.encoded {
+                s.page_bytes / 2
+            } else {
+                s.page_bytes / 8
+            };
+            let began = Nanos(1_000_000_000 * p.next);
+            p.st.sealing_began(began);
+            p.st.acked(s.ckpt, Nanos(began.0 + seal + ns));
+        }
+        assert_eq!(
+            encoded > 40,
+            want,
+            "slow link {slow}: {encoded} of 60 encoded"
+        );
+        assert_eq!(p.rep.digest(), p.d.digest());
+    }
+}
+
+/// A checkpoint's cost for the rule is the time it had the pipeline to itself: on a saturated
+/// link, the time queued behind earlier checkpoints is theirs.
+#[test]
+fn queueing_behind_earlier_checkpoints_is_not_a_checkpoints_cost() {
+    let mut p = Pair::new(400, WritePattern::Counters, CodecMode::Never);
+    let mut seals = vec![];
+    // Two checkpoints sealed back to back at t = 1 s, acked 10 ms apart.
+    for _ in 0..2 {
+        p.step(false).unwrap();
+        p.st.sealing_began(Nanos::from_millis(1000));
+        seals.push(p.st.last_seal());
+    }
+    assert!(seals.iter().all(|s| s.page_bytes >= 256 << 10), "{seals:?}");
+    p.st.acked(seals[0].ckpt, Nanos::from_millis(1010));
+    let first = p.st.policy().costs_ns_per_kib().0.unwrap();
+    p.st.acked(seals[1].ckpt, Nanos::from_millis(1020));
+    let both = p.st.policy().costs_ns_per_kib().0.unwrap();
+    // The second's 10 ms (not 20) for about as many pages: the average barely moves.
+    let ratio = both / first;
+    assert!((0.85..1.15).contains(&ratio), "{first} then {both}");
 }

@@ -62,6 +62,9 @@ pub trait Replica {
     }
     /// Overwrite pages `pfns` with `data` (4 KiB each, in order).
     fn write_pages(&mut self, pfns: &[u64], data: &[u8]) -> Result<(), DomainError>;
+    /// Copy pages `pfns` as last written into `dst` (4 KiB each, in order): the reference a
+    /// delta record is decoded against.
+    fn read_back(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError>;
     /// Load a state record written by [`CheckpointSource::save_state`].
     fn load_state(&mut self, state: &[u8]) -> Result<(), DomainError>;
     /// The replica's disk, if it has one: checkpoints' disk writes are applied to it.

@@ -7,16 +7,22 @@
 //! - [`disk`]: the guest's disk, replicated with its checkpoints: the journal of each epoch's
 //!   writes, lineages, the per-track table and activity log that say what can differ, and
 //!   resynchronisation (issue 14).
+//! - [`page_codec`]: how a dirty page travels (zero, raw, the words that changed), LZ4 frames;
+//!   [`page_cache`]: the primary's bounded cache of what the standby holds; [`codec_policy`]:
+//!   when encoding pays (only when the link is the bottleneck).
 //! - [`output`]: output-commit bookkeeping: replies of checkpoint N leave only after ack(N).
 //! - [`xen`]: the real backend (hypercalls through `xen-sys`, xenstore through `xenstore-rs`).
 //! - [`model`]: the `model` domain, **a test double for the hypervisor** (DESIGN.md §3), and
 //!   [`service`], its TCP service.
 
 pub mod checkpoint;
+pub mod codec_policy;
 pub mod disk;
 pub mod domain;
 pub mod model;
 pub mod output;
+pub mod page_cache;
+pub mod page_codec;
 pub mod service;
 pub mod xen;
 

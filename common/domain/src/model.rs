@@ -15,8 +15,10 @@
 //! disk, the disk's pages follow ([`disk`]); the remaining pages are the workload's.
 
 mod disk;
+mod pattern;
 
 pub use disk::{min_pages, DiskSettings, DiskWorkload, ModelDiskStats, DISK_KEYS, MAX_DISK_WRITE};
+pub use pattern::{pattern_from_config, WritePattern, WRITE_PATTERN_KEY};
 
 use crate::disk::Disk;
 use crate::domain::{CheckpointSource, DomainError, Replica};
@@ -130,6 +132,8 @@ pub struct ModelDomain {
     suspended: bool,
     /// Workload rate in pages per second.
     rate: u64,
+    /// How the workload writes a page.
+    pattern: WritePattern,
     last_run: Option<Nanos>,
     /// The guest's disk, if it has one (see [`disk`]).
     disk: Option<Box<disk::ModelDisk>>,
@@ -159,6 +163,7 @@ impl ModelDomain {
             cpu: ModelCpu::default(),
             suspended: false,
             rate: 0,
+            pattern: WritePattern::Counters,
             last_run: None,
             disk: None,
         }
@@ -230,6 +235,17 @@ impl ModelDomain {
         self.rate = rate;
     }
 
+    /// Set how the workload writes a page.
+    pub fn set_pattern(&mut self, pattern: WritePattern) {
+        self.pattern = pattern;
+    }
+
+    /// The domain with its workload writing as `pattern` says.
+    pub fn with_pattern(mut self, pattern: WritePattern) -> ModelDomain {
+        self.pattern = pattern;
+        self
+    }
+
     /// The replicated "vCPU" state.
     pub fn cpu(&self) -> ModelCpu {
         self.cpu
@@ -290,10 +306,23 @@ impl ModelDomain {
             let pfn = first + self.cpu.cursor;
             self.cpu.cursor = (self.cpu.cursor + 1) % region;
             let mut rng = SplitMix64::new(self.cpu.rng);
-            let v = rng.next_u64();
+            let page = pfn as usize * PAGE_SIZE;
+            let page = &mut self.mem[page..page + PAGE_SIZE];
+            match self.pattern {
+                WritePattern::Counters => {
+                    let v = rng.next_u64();
+                    let off = (v % (PAGE_SIZE as u64 / 8)) as usize * 8;
+                    page[off..off + 8].copy_from_slice(&v.to_le_bytes());
+                }
+                WritePattern::Lines(n) => {
+                    for _ in 0..n {
+                        let off = rng.below((PAGE_SIZE / 64) as u64) as usize * 64;
+                        rng.fill(&mut page[off..off + 64]);
+                    }
+                }
+                WritePattern::Pages => rng.fill(page),
+            }
             self.cpu.rng = rng.state();
-            let off = pfn as usize * PAGE_SIZE + (v % (PAGE_SIZE as u64 / 8)) as usize * 8;
-            self.mem[off..off + 8].copy_from_slice(&v.to_le_bytes());
             self.mark(pfn);
             self.cpu.writes += 1;
         }
@@ -536,6 +565,10 @@ impl Replica for ModelDomain {
                 .copy_from_slice(&data[i * PAGE_SIZE..(i + 1) * PAGE_SIZE]);
         }
         Ok(())
+    }
+
+    fn read_back(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError> {
+        CheckpointSource::read_pages(self, pfns, dst)
     }
 
     fn load_state(&mut self, state: &[u8]) -> Result<(), DomainError> {

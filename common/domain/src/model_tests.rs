@@ -59,6 +59,45 @@ fn workload_writes_at_its_rate_and_not_while_suspended() {
 }
 
 #[test]
+fn write_patterns_change_what_they_say() {
+    for (word, pattern) in [
+        ("counters", WritePattern::Counters),
+        ("lines:3", WritePattern::Lines(3)),
+        ("lines:64", WritePattern::Lines(64)),
+        ("pages", WritePattern::Pages),
+    ] {
+        assert_eq!(WritePattern::parse(word), Some(pattern));
+        assert_eq!(pattern.to_string(), word);
+    }
+    for bad in ["", "lines:0", "lines:65", "lines:", "line:3", "Pages"] {
+        assert_eq!(WritePattern::parse(bad), None, "{bad}");
+    }
+    for (pattern, most) in [
+        (WritePattern::Counters, 8),
+        (WritePattern::Lines(3), 3 * 64),
+        (WritePattern::Pages, PAGE_SIZE),
+    ] {
+        let mut d = ModelDomain::new(MIN_PAGES + 100, 1000, 3).with_pattern(pattern);
+        let before = d.mem.clone();
+        let mut v = Vec::with_capacity(d.pages as usize);
+        d.take_dirty(false, &mut v).unwrap();
+        v.clear();
+        d.run(Nanos(0));
+        d.run(Nanos::from_millis(50));
+        d.take_dirty(false, &mut v).unwrap();
+        v.retain(|&p| p >= KV_FIRST_PAGE + KV_PAGES);
+        assert_eq!(v.len(), 50, "{pattern}");
+        for &p in &v {
+            let at = p as usize * PAGE_SIZE;
+            let changed = (at..at + PAGE_SIZE)
+                .filter(|&i| d.mem[i] != before[i])
+                .count();
+            assert!(changed > 0 && changed <= most, "{pattern}: {changed} bytes");
+        }
+    }
+}
+
+#[test]
 fn image_round_trip_and_bad_images() {
     let mut d = ModelDomain::new(MIN_PAGES + 3, 0, 4);
     d.handle("INCR");

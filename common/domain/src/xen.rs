@@ -495,6 +495,21 @@ impl GuestMemory {
             )),
         }
     }
+
+    /// Read one frame of the replica as [`GuestMemory::write`] left it (mapped at start-up or
+    /// populated since).
+    fn read_back(&self, pfn: u64, dst: &mut [u8]) -> Result<(), DomainError> {
+        if let Some((m, i)) = self.locate(pfn) {
+            return m.read_pages(i, dst).map_err(|e| err("read_back", e));
+        }
+        match self.extra.get(&pfn) {
+            Some(m) => m.read_pages(0, dst).map_err(|e| err("read_back", e)),
+            None => Err(err(
+                "read_back",
+                format!("frame {pfn:#x} was never written"),
+            )),
+        }
+    }
 }
 
 /// Length of the run of consecutive frames at the start of `pfns` that stays in one chunk.
@@ -922,6 +937,20 @@ impl Replica for XenReplica {
                     mem.write(&mut self.xc, self.domid, first + k as u64, page)?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn read_back(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError> {
+        let mem = self
+            .mem
+            .as_ref()
+            .ok_or_else(|| err("read_back", "the replica is active"))?;
+        if dst.len() != pfns.len() * PAGE_SIZE {
+            return Err(err("read_back", "buffer size does not match page count"));
+        }
+        for (&pfn, page) in pfns.iter().zip(dst.chunks_exact_mut(PAGE_SIZE)) {
+            mem.read_back(pfn, page)?;
         }
         Ok(())
     }

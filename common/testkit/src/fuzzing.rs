@@ -2,9 +2,11 @@
 //! (`common/fuzz`, `just fuzz TARGET`) and a seeded property test that runs in `just test`.
 //!
 //! - [`decode`] (target `decode`): bytes go through the frame reader, the session (CRC, MAC,
-//!   sequence), every message decoder and the checkpoint receiver. A first byte of 0 makes the
-//!   input a list of mutations of a valid sealed checkpoint stream, so the checks behind the MAC
-//!   are reached too.
+//!   sequence), every message decoder and the checkpoint receiver with its page decoders. A
+//!   first byte of 0 makes the input a list of mutations of a valid sealed checkpoint stream
+//!   (plain and encoded checkpoints), so the checks behind the MAC are reached too.
+//! - [`page_codec`] (target `codec`): bytes are page records, ops and LZ4 frames for the page
+//!   decoders, and also two pages whose encoding must decode back to the same page.
 //! - [`control`] (target `control`): the control server's command-line parsing, and the client's
 //!   reading of an answer (`status --json`, the health exit code).
 //! - [`datagram`] (target `datagram`): bytes are datagrams for a standby's receiver (frame
@@ -28,8 +30,11 @@ use hsb_common::key::ClusterKey;
 use hsb_common::msg;
 use hsb_common::session::{Session, Side};
 use hsb_domain::checkpoint::{Receiver, Staging};
+use hsb_domain::codec_policy::CodecMode;
 use hsb_domain::domain::CheckpointSource;
-use hsb_domain::model::{ModelDomain, MIN_PAGES};
+use hsb_domain::model::{ModelDomain, WritePattern, MIN_PAGES};
+use hsb_domain::page_codec::{self, Record};
+use hsb_domain::PAGE_SIZE;
 
 const PAGES: u64 = MIN_PAGES + 8;
 
@@ -49,15 +54,23 @@ pub fn decode(data: &[u8]) -> usize {
     }
 }
 
-/// A sealed full checkpoint followed by an incremental one.
+/// Checkpoints in [`valid_stream`].
+pub const VALID_CHECKPOINTS: usize = 3;
+
+/// A sealed full checkpoint (encoded: zero and sparse pages, LZ4), an encoded incremental one
+/// (deltas) and a plain incremental one.
 pub fn valid_stream() -> Vec<u8> {
     let key = ClusterKey::from_bytes([7; 32]);
     let mut tx = Session::new(&key, &[1; 16], &[2; 16], Side::Initiator);
-    let mut d = ModelDomain::new(PAGES, 0, 3);
-    let mut st = Staging::new(PAGES);
+    let mut d = ModelDomain::new(PAGES, 1000, 3).with_pattern(WritePattern::Lines(1));
+    let mut st = Staging::with_codec(PAGES, CodecMode::Always, PAGES);
     let mut bytes = Vec::new();
-    for (n, full) in [(1u64, true), (2, false)] {
+    for (n, full) in [(1u64, true), (2, false), (3, false)] {
+        d.run(hsb_common::time::Nanos::from_millis(n * 10));
         d.handle("INCR");
+        if n == 3 {
+            st.set_codec_mode(CodecMode::Never);
+        }
         let ok = d.suspend().is_ok() && st.capture(&mut d, n, 1, full).is_ok();
         let ok = d.resume().is_ok() && ok && st.seal(&mut tx).is_ok();
         if ok {
@@ -100,7 +113,7 @@ fn stream(data: &[u8], authenticated: bool) -> usize {
                 Err(_) if !authenticated => hsb_common::frame::body_crc(body),
                 Err(_) => return applied,
             };
-            match receiver.on_frame(kind, body, &hash) {
+            match receiver.on_frame(kind, body, &hash, &mut replica) {
                 Ok(Some(_)) => {
                     if receiver.apply(&mut replica).is_ok() {
                         applied += 1;
@@ -114,6 +127,56 @@ fn stream(data: &[u8], authenticated: bool) -> usize {
             }
         }
     }
+}
+
+/// Feed `data` to the page decoders, and check that pages encode to records that decode back
+/// to them. The first byte picks the page of the input's first 8 KiB (as a page and its
+/// previous version) that changes; the rest is also read as records, ops and an LZ4 frame.
+/// Returns the length of the record the page became.
+pub fn page_codec(data: &[u8]) -> usize {
+    let (&pick, rest) = data.split_first().unwrap_or((&0, &[]));
+    let mut out = vec![0u8; 3 * PAGE_SIZE];
+    if let Ok((Record::Delta(ops) | Record::Sparse(ops), _)) = page_codec::read_record(rest) {
+        let _ = page_codec::apply_ops(ops, &mut out[..PAGE_SIZE]);
+    }
+    let _ = page_codec::apply_ops(rest, &mut out[..PAGE_SIZE]);
+    let _ = page_codec::decompress(rest, &mut out, 2 * PAGE_SIZE);
+    // Round trip: the previous version, and the page as it is now (some of its bytes from
+    // the input, the others unchanged).
+    let mut prev = vec![0u8; PAGE_SIZE];
+    let mut page = vec![0u8; PAGE_SIZE];
+    for (i, &b) in rest.iter().take(2 * PAGE_SIZE).enumerate() {
+        if i < PAGE_SIZE {
+            prev[i] = b;
+        } else {
+            page[i - PAGE_SIZE] = b;
+        }
+    }
+    for (i, p) in page.iter_mut().enumerate() {
+        if (i / 64) % 4 != usize::from(pick % 4) {
+            *p = prev[i];
+        }
+    }
+    let previous = (pick & 4 == 0).then_some(&prev[..]);
+    let mut rec = vec![0u8; page_codec::RECORD_ROOM];
+    let (n, _) = page_codec::encode_page(&page, previous, &mut rec);
+    let (r, len) = page_codec::read_record(&rec[..n]).expect("an encoded page reads back");
+    assert_eq!(len, n);
+    let mut back = match previous {
+        Some(p) => p.to_vec(),
+        None => vec![0u8; PAGE_SIZE],
+    };
+    match r {
+        Record::Zero => back.fill(0),
+        Record::Raw(p) => back.copy_from_slice(p),
+        Record::Sparse(ops) => {
+            back.fill(0);
+            page_codec::apply_ops(ops, &mut back).expect("sparse ops apply");
+        }
+        Record::Delta(ops) => page_codec::apply_ops(ops, &mut back).expect("delta ops apply"),
+    }
+    assert_eq!(back, page, "the page decodes to itself");
+    n
 }
 
 /// Feed `data` to both ends of the control protocol. The first byte says where the bytes are

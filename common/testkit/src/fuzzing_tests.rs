@@ -4,11 +4,50 @@ use super::*;
 use hsb_common::rng::SplitMix64;
 
 #[test]
-fn valid_stream_applies_two_checkpoints() {
+fn valid_stream_applies_its_checkpoints() {
     let mut input = vec![0u8];
-    assert_eq!(decode(&input), 2);
+    assert_eq!(decode(&input), VALID_CHECKPOINTS);
     input.extend_from_slice(&[0, 0, 0, 0]); // xor with 0: no change
-    assert_eq!(decode(&input), 2);
+    assert_eq!(decode(&input), VALID_CHECKPOINTS);
+    // Every codec is in it, so mutations reach every page decoder.
+    let v = valid_stream();
+    let (mut pos, mut codecs) = (0, std::collections::BTreeSet::new());
+    while pos < v.len() {
+        let h = hsb_common::frame::Header::parse(&v[pos..], 1 << 20).unwrap();
+        if h.kind == Kind::Pages {
+            let p: msg::Pages =
+                msg::decode(Kind::Pages, &v[pos + HEADER_LEN..pos + h.frame_len()]).unwrap();
+            codecs.insert(p.codec);
+        }
+        pos += h.frame_len();
+    }
+    assert_eq!(
+        codecs.into_iter().collect::<Vec<_>>(),
+        vec![msg::PAGES_PLAIN, msg::PAGES_RECORDS, msg::PAGES_LZ4]
+    );
+}
+
+#[test]
+fn random_page_codec_inputs_round_trip() {
+    let mut rng = SplitMix64::new(16);
+    let valid = valid_stream();
+    for i in 0..3000 {
+        let n = rng.below(9000) as usize;
+        let mut buf = vec![0u8; n + 1];
+        rng.fill(&mut buf);
+        if i % 4 == 1 {
+            // Mostly zero pages: sparse and zero records.
+            buf.iter_mut()
+                .skip(1)
+                .for_each(|b| *b &= u8::from(rng.below(50) == 0));
+        }
+        if i % 4 == 2 && n > 100 {
+            let at = rng.below(valid.len() as u64 - 100) as usize;
+            buf[1..101].copy_from_slice(&valid[at..at + 100]);
+        }
+        assert!(page_codec(&buf) <= hsb_domain::page_codec::MAX_RECORD);
+    }
+    page_codec(&[]);
 }
 
 #[test]
@@ -20,7 +59,7 @@ fn any_single_mutation_stops_before_applying_it() {
         let x = (rng.below(255) + 1) as u8;
         let p = pos.to_le_bytes();
         let applied = decode(&[0, p[0], p[1], p[2], x]);
-        assert!(applied <= 2);
+        assert!(applied <= VALID_CHECKPOINTS);
     }
 }
 

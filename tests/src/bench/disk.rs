@@ -1,4 +1,4 @@
-//! Section 7 of `hsb-bench`: disk replication (issue 14).
+//! Section 9 of `hsb-bench`: disk replication (issue 14).
 //!
 //! (a) The model domain's guest writes its disk at 64 MiB/s (sequential 4 KiB, 64 KiB and
 //! 1 MiB writes; random 4 KiB writes), 25 ms epochs, with and without replication: throughput is
@@ -209,9 +209,9 @@ fn resync_gib(changed: f64) -> R<(u64, u64, u64, Duration)> {
     Ok((wire, set.count(), tracks, t0.elapsed()))
 }
 
-pub fn section_7() -> R<String> {
+pub fn section_9() -> R<String> {
     let mut out = String::from(
-        "### 7. Disk replication (issue 14: at least 90% of the unreplicated write throughput at 25 ms epochs up to 64 MiB/s; a 1 GiB resync with 1% changed sends at most 2%)\n\n",
+        "### 9. Disk replication (issue 14: at least 90% of the unreplicated write throughput at 25 ms epochs up to 64 MiB/s; a 1 GiB resync with 1% changed sends at most 2%)\n\n",
     );
     let _ = writeln!(
         out,

@@ -9,6 +9,9 @@
 //! 4. Resident memory of the daemons.
 //! 5. Failover time after kill -9 of the primary (a whole cluster with three witnesses), and
 //!    false failovers under heartbeat loss (`tests/src/bench/failover.rs`).
+//! 7. Checkpoints on links shaped with htb to 1 and 10 Gbit/s between network namespaces (raw
+//!    TCP, plain and encoded checkpoints per write pattern), and 8. the pause of a pre-copied
+//!    full synchronisation against the dirty rate (`tests/src/bench/links.rs`; root).
 //!
 //! Targets are reported (met / not met), never asserted. Child daemons are killed on every path:
 //! on drop (the harness's `Daemon`), and by a panic hook and a watchdog that kill this process's
@@ -29,6 +32,7 @@ use hsb_common::session::{Session, Side};
 use hsb_common::time::Nanos;
 use hsb_common::PAGE_SIZE;
 use hsb_domain::checkpoint::{Receiver, Staging};
+use hsb_domain::codec_policy::CodecMode;
 use hsb_domain::domain::CheckpointSource;
 use hsb_domain::model::ModelDomain;
 use hsb_tests::{num, Client, Daemon, Pair, PairOpts, TempDir};
@@ -37,6 +41,8 @@ use hsb_tests::{num, Client, Daemon, Pair, PairOpts, TempDir};
 mod disk;
 #[path = "../bench/failover.rs"]
 mod failover;
+#[path = "../bench/links.rs"]
+mod links;
 
 /// 64 MiB of 4 KiB pages.
 const MODEL_PAGES: u64 = (64 << 20) / PAGE_SIZE as u64;
@@ -49,7 +55,7 @@ const RAW_WRITE: usize = 256 * 1024;
 /// Alternating rounds of pipeline and raw runs in section 1a.
 const ROUNDS: usize = 5;
 /// Whole-run bound: the watchdog kills the daemons and exits after this.
-const WATCHDOG: Duration = Duration::from_secs(600);
+const WATCHDOG: Duration = Duration::from_secs(900);
 
 type R<T> = Result<T, String>;
 
@@ -64,6 +70,17 @@ impl<T, E: std::fmt::Display> Ctx<T> for Result<T, E> {
 }
 
 fn main() -> std::process::ExitCode {
+    // The raw TCP stream of sections 7 and 8, run by this binary inside a namespace.
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(r) = links::raw_subcommand(&args) {
+        return match r {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("hsb-bench {}: {e}", args[1]);
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     // The primary logs every checkpoint's pause at debug level: exact pauses for section 2.
     // Set before any thread starts; the daemons inherit it.
     if std::env::var_os("HSB_LOG").is_none() {
@@ -123,16 +140,22 @@ fn main() -> std::process::ExitCode {
         progress("4: resident memory");
         out.emit(&section_4(mem_rows));
     }
+    if run("7") || run("8") {
+        progress("7, 8: checkpoints on shaped links (network namespaces, htb)");
+        let cpu = Cpu::now();
+        let text = links::sections_7_8().unwrap_or_else(failed("7. Checkpoints on shaped links"));
+        out.section(&text, cpu);
+    }
     if run("5") {
         progress("5: failover time (up to 40 runs, a fresh cluster each)");
         let cpu = Cpu::now();
         let text = failover::section_5().unwrap_or_else(failed("5. Failover time"));
         out.section(&text, cpu);
     }
-    if run("7") {
-        progress("7: disk replication");
+    if run("9") {
+        progress("9: disk replication");
         let cpu = Cpu::now();
-        let text = disk::section_7().unwrap_or_else(failed("7. Disk replication"));
+        let text = disk::section_9().unwrap_or_else(failed("9. Disk replication"));
         out.section(&text, cpu);
     }
     out.emit(&format!(
@@ -464,6 +487,12 @@ fn sessions() -> (Session, Session) {
     )
 }
 
+/// Staging that never encodes: sections 1 and 2 measure the plain pipeline (encoding has its
+/// own section).
+fn plain_staging() -> Staging {
+    Staging::with_codec(MODEL_PAGES, CodecMode::Never, 0)
+}
+
 /// A 64 MiB model domain whose workload has written every workload page once.
 fn workload_domain() -> ModelDomain {
     let mut d = ModelDomain::new(MODEL_PAGES, 100_000_000, 7);
@@ -502,7 +531,7 @@ fn receive_checkpoints(mut sock: TcpStream, mut sess: Session, total: u64) -> R<
         while let Some((h, f)) = reader.next_frame().ctx("frame")? {
             let hash = sess.open(f).ctx("open")?;
             if rx
-                .on_frame(h.kind, &f[HEADER_LEN..], &hash)
+                .on_frame(h.kind, &f[HEADER_LEN..], &hash, &mut replica)
                 .ctx("on_frame")?
                 .is_some()
             {
@@ -535,7 +564,7 @@ fn pipeline_run(n: u64) -> R<Pipe> {
     let (mut stx, srx) = sessions();
     let rx_thread = thread::spawn(move || receive_checkpoints(rx_sock, srx, n + 1));
     let mut dom = workload_domain();
-    let mut st = Staging::new(MODEL_PAGES);
+    let mut st = plain_staging();
     let mut ckpt_len = 0;
     let mut send_err = None;
     for ckpt in 1..=n + 1 {
@@ -627,7 +656,7 @@ struct Stages {
 
 fn stage_costs() -> R<Stages> {
     let mut dom = workload_domain();
-    let mut st = Staging::new(MODEL_PAGES);
+    let mut st = plain_staging();
     let (mut stx, mut srx) = sessions();
     let mut rx = Receiver::new(MODEL_PAGES);
     let mut replica = ModelDomain::blank(MODEL_PAGES);
@@ -677,7 +706,7 @@ fn stage_costs() -> R<Stages> {
             open += t.elapsed().as_secs_f64();
             let t = Instant::now();
             let done = rx
-                .on_frame(h.kind, &f[HEADER_LEN..], &hash)
+                .on_frame(h.kind, &f[HEADER_LEN..], &hash, &mut replica)
                 .ctx("on_frame")?;
             on_frame += t.elapsed().as_secs_f64();
             if done.is_some() {
@@ -971,7 +1000,7 @@ fn logged_pauses(d: &Daemon, after: u64) -> Vec<(u64, Duration)> {
 /// back to back or one every `pace` (as the daemon does once per epoch).
 fn pause_lib(n: u64, iters: usize, pace: Option<Duration>) -> R<(Pct, f64)> {
     let mut d = ModelDomain::new(MODEL_PAGES, n * 1000, 3);
-    let mut st = Staging::new(MODEL_PAGES);
+    let mut st = plain_staging();
     // A full capture clears the dirty log and touches the whole staging buffer.
     d.suspend().ctx("suspend")?;
     st.capture(&mut d, 1, 1, true).ctx("capture")?;

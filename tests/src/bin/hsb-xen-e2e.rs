@@ -184,8 +184,12 @@ fn write_etc(dir: &Path, bin: &Path) -> Result<(), String> {
     let common = format!(
         "cluster_key = /etc/hsb/cluster.key\nbackend = xen\nxen.domain = {GUEST}\nfailover = true\nfailover.witnesses = 1,2,3\nwitness_peers = {peers}\nstats_interval = 5s\n{TCG_TIMING}"
     );
+    // HSB_E2E_ENCODE=always|never|auto sets the primary's `encode` (default: its default, auto).
+    let encode = std::env::var("HSB_E2E_ENCODE")
+        .map(|e| format!("encode = {e}\n"))
+        .unwrap_or_default();
     let primary = format!(
-        "{common}node = host1\nstandby = 10.98.0.2:7100\nheartbeat_peers = 10.98.0.2:7200\nwitness_listen = 10.99.0.1:7301\nstandby_witness = 10.99.0.2:7300\ncontrol = /run/hsb/primary.sock\nepoch_period = 200ms\nxen.output = plug\nxen.suspend_timeout = 5s\ndecision_log = /var/log/hsb-primary.decisions\n"
+        "{common}{encode}node = host1\nstandby = 10.98.0.2:7100\nheartbeat_peers = 10.98.0.2:7200\nwitness_listen = 10.99.0.1:7301\nstandby_witness = 10.99.0.2:7300\ncontrol = /run/hsb/primary.sock\nepoch_period = 200ms\nxen.output = plug\nxen.suspend_timeout = 5s\ndecision_log = /var/log/hsb-primary.decisions\n"
     );
     let standby = format!(
         "{common}node = host2\nlisten = 10.98.0.2:7100\nheartbeat_listen = 10.98.0.2:7200\nwitness_listen = 10.99.0.2:7300\nprimary_witness = 10.99.0.1:7301\ncontrol = /run/hsb/standby.sock\ndecision_log = /var/log/hsb-standby.decisions\n"
@@ -694,6 +698,18 @@ fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
         p1.get("last_dirty_pages").cloned().unwrap_or_default(),
         acked_between(&client.snapshot(), t0, Instant::now()),
         secs
+    ));
+    let d = |k: &str| num(&p1, k).saturating_sub(num(&p0, k));
+    rep.add(format!(
+        "checkpoint encoding (encode = {}): {} of {ckpts} checkpoints encoded; {} KiB of pages sealed into {} KiB ({:.2}x fewer bytes); measured cost per KiB plain {} ns, encoded {} ns; encoded size ratio {}",
+        p1.get("encode").cloned().unwrap_or_default(),
+        d("checkpoints_encoded"),
+        d("page_bytes_sealed") >> 10,
+        d("bytes_sealed") >> 10,
+        d("page_bytes_sealed") as f64 / d("bytes_sealed").max(1) as f64,
+        p1.get("encode_cost_plain_ns_per_kib").cloned().unwrap_or_default(),
+        p1.get("encode_cost_encoded_ns_per_kib").cloned().unwrap_or_default(),
+        p1.get("encoded_size_ratio").cloned().unwrap_or_default(),
     ));
     rep.add(match probe {
         Ok(p) => format!(

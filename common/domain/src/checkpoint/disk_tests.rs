@@ -54,6 +54,9 @@ impl Replica for WithDisk {
     fn write_pages(&mut self, pfns: &[u64], data: &[u8]) -> Result<(), DomainError> {
         self.d.write_pages(pfns, data)
     }
+    fn read_back(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError> {
+        Replica::read_back(&mut self.d, pfns, dst)
+    }
     fn load_state(&mut self, state: &[u8]) -> Result<(), DomainError> {
         self.d.load_state(state)
     }
@@ -180,7 +183,7 @@ impl Rig {
             let body = &bytes[pos + HEADER_LEN..end];
             if self
                 .rx
-                .on_frame_to(h.kind, body, &hash, Some(&mut self.r.disk))?
+                .on_frame_to(h.kind, body, &hash, &mut self.r)?
                 .is_some()
             {
                 done.push(self.rx.apply(&mut self.r)?);

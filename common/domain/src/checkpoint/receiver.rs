@@ -33,6 +33,8 @@ pub struct Receiver {
     state_seen: bool,
     crc: crc32fast::Hasher,
     total: u64,
+    /// LZ4-compressed records of one frame, decompressed.
+    unpacked: Vec<u8>,
     pub(super) complete: Option<Complete>,
     /// Last checkpoint applied in the current session; `None` until a full sync is applied.
     session_base: Option<u64>,
@@ -63,6 +65,7 @@ impl Receiver {
             state_seen: false,
             crc: crc32fast::Hasher::new(),
             total: 0,
+            unpacked: vec![0u8; PAGES_PER_FRAME * MAX_RECORD],
             complete: None,
             session_base: None,
             applied: None,
@@ -85,6 +88,7 @@ impl Receiver {
         self.data.capacity()
             + self.pfns.capacity() * 8
             + self.state.capacity()
+            + self.unpacked.len()
             + self.disk.as_ref().map_or(0, |d| {
                 d.data.capacity() + d.pieces.capacity() * std::mem::size_of::<(u64, usize, usize)>()
             })
@@ -123,16 +127,21 @@ impl Receiver {
         FrameError::Body { kind, why }
     }
 
-    /// Feed one verified frame (already authenticated by the session) to a replica without a
-    /// disk. Returns the completed checkpoint when its `End` arrives and checks out. On error,
-    /// the staged checkpoint is discarded and the caller drops the session.
+    /// Feed one verified frame (already authenticated by the session). `replica` is read, never
+    /// written: its pages are the reference of delta records (it is at the previous checkpoint,
+    /// which is what the primary encoded against); a disk resynchronisation's copies are
+    /// written to its disk as they come. Returns the completed checkpoint when its `End` arrives
+    /// and checks out. On error (a disk that failed: [`FrameError::Body`]; see
+    /// [`Receiver::on_frame_to`] to tell it apart), the staged checkpoint is discarded and the
+    /// caller drops the session.
     pub fn on_frame(
         &mut self,
         kind: Kind,
         body: &[u8],
         body_hash: &crc32fast::Hasher,
+        replica: &mut dyn Replica,
     ) -> Result<Option<Complete>, FrameError> {
-        match self.on_frame_to(kind, body, body_hash, None) {
+        match self.on_frame_to(kind, body, body_hash, replica) {
             Ok(c) => Ok(c),
             Err(CheckpointError::Frame(e)) => Err(e),
             Err(_) => Err(FrameError::Body {
@@ -142,20 +151,21 @@ impl Receiver {
         }
     }
 
-    /// Feed one verified frame, with the replica's disk (resynchronisation copies are written
-    /// to it as they come; checkpoints' disk writes are staged). Errors: a bad frame
-    /// ([`CheckpointError::Frame`]) or a disk that failed ([`CheckpointError::Disk`]); either
-    /// way the staged checkpoint is discarded and the caller drops the session.
+    /// [`Receiver::on_frame`], telling a bad frame ([`CheckpointError::Frame`]) from a disk
+    /// that failed ([`CheckpointError::Disk`]): either way the staged checkpoint is discarded
+    /// and the caller drops the session (refusing it, for a disk).
     pub fn on_frame_to(
         &mut self,
         kind: Kind,
         body: &[u8],
         body_hash: &crc32fast::Hasher,
-        disk: Option<&mut Disk>,
+        replica: &mut dyn Replica,
     ) -> Result<Option<Complete>, CheckpointError> {
         match kind {
-            Kind::DiskPlan | Kind::DiskSync => self.on_disk_frame(kind, body, disk).map(|()| None),
-            _ => Ok(self.on_checkpoint_frame(kind, body, body_hash)?),
+            Kind::DiskPlan | Kind::DiskSync => self
+                .on_disk_frame(kind, body, replica.disk())
+                .map(|()| None),
+            _ => Ok(self.on_checkpoint_frame(kind, body, body_hash, replica)?),
         }
     }
 
@@ -164,6 +174,7 @@ impl Receiver {
         kind: Kind,
         body: &[u8],
         body_hash: &crc32fast::Hasher,
+        replica: &mut dyn Replica,
     ) -> Result<Option<Complete>, FrameError> {
         if self.complete.is_some() {
             self.discard();
@@ -220,7 +231,7 @@ impl Receiver {
                     }
                 }
                 self.begin = Some(b);
-                self.account(body, body_hash);
+                self.account(body.len() as u64, body_hash);
                 Ok(None)
             }
             Kind::Pages => {
@@ -231,9 +242,6 @@ impl Receiver {
                 if p.ckpt != begin.ckpt {
                     return Err(self.fail(kind, "pages of another checkpoint"));
                 }
-                if p.data.len() != p.pfns.len() * PAGE_SIZE {
-                    return Err(self.fail(kind, "page data length does not match page count"));
-                }
                 if self.pfns.len() as u64 + p.pfns.len() as u64 > begin.pages {
                     return Err(self.fail(kind, "more pages than announced"));
                 }
@@ -241,9 +249,51 @@ impl Receiver {
                     return Err(self.fail(kind, "page number beyond the domain"));
                 }
                 // Capacity was reserved for a full domain and pages <= domain_pages: no growth.
+                let start = self.data.len();
+                match p.codec {
+                    PAGES_PLAIN => {
+                        if p.data.len() != p.pfns.len() * PAGE_SIZE {
+                            return Err(
+                                self.fail(kind, "page data length does not match page count")
+                            );
+                        }
+                        self.data.extend_from_slice(p.data);
+                        self.pfns.extend_from_slice(&p.pfns);
+                        self.account(body.len() as u64, body_hash);
+                        return Ok(None);
+                    }
+                    PAGES_RECORDS | PAGES_LZ4 => {}
+                    _ => return Err(self.fail(kind, "unknown page codec")),
+                }
+                let max = p.pfns.len() * MAX_RECORD;
+                let records = if p.codec == PAGES_LZ4 {
+                    match page_codec::decompress(p.data, &mut self.unpacked, max) {
+                        Ok(r) => r,
+                        Err(e) => return Err(self.fail(kind, e.why())),
+                    }
+                } else {
+                    p.data
+                };
+                if let Err(why) =
+                    page_codec::decode_pages(records, &p.pfns, begin.full, &mut self.data, replica)
+                {
+                    return Err(self.fail(kind, why));
+                }
                 self.pfns.extend_from_slice(&p.pfns);
-                self.data.extend_from_slice(p.data);
-                self.account(body, body_hash);
+                // The checkpoint's CRC covers the body in its plain form: the pages as decoded.
+                let mut head = [0u8; PAGES_HEAD_MAX];
+                let plain = PagesHead {
+                    ckpt: p.ckpt,
+                    pfns: &p.pfns,
+                    codec: PAGES_PLAIN,
+                };
+                let Ok(mut n) = msg::encode(&plain, &mut head) else {
+                    return Err(self.fail(kind, "page head does not fit"));
+                };
+                n += msg::write_varint((p.pfns.len() * PAGE_SIZE) as u64, &mut head[n..]);
+                let mut h = frame::body_crc(&head[..n]);
+                h.update(&self.data[start..]);
+                self.account((n + p.pfns.len() * PAGE_SIZE) as u64, &h);
                 Ok(None)
             }
             Kind::State => {
@@ -259,7 +309,7 @@ impl Receiver {
                 }
                 self.state.extend_from_slice(s.data);
                 self.state_seen = true;
-                self.account(body, body_hash);
+                self.account(body.len() as u64, body_hash);
                 Ok(None)
             }
             Kind::Disk => {
@@ -289,7 +339,7 @@ impl Receiver {
                 d.pieces.push((w.offset, d.data.len(), w.data.len()));
                 d.data.extend_from_slice(w.data);
                 d.cost += cost;
-                self.account(body, body_hash);
+                self.account(body.len() as u64, body_hash);
                 Ok(None)
             }
             Kind::End => {
@@ -342,9 +392,9 @@ impl Receiver {
         }
     }
 
-    fn account(&mut self, body: &[u8], body_hash: &crc32fast::Hasher) {
+    fn account(&mut self, len: u64, body_hash: &crc32fast::Hasher) {
         self.crc.combine(body_hash);
-        self.total += body.len() as u64;
+        self.total += len;
     }
 
     /// Apply the completed checkpoint to the replica. After this returns `Ok(n)`, the replica

@@ -193,7 +193,7 @@ fn memory_and_disk_agree_at_every_checkpoint_of_the_replica() {
             let end = pos + h.frame_len();
             let hash = rxs.open(&wire[pos..end]).unwrap();
             let got = rx
-                .on_frame_to(h.kind, &wire[pos + HEADER_LEN..end], &hash, r.disk_mut())
+                .on_frame_to(h.kind, &wire[pos + HEADER_LEN..end], &hash, &mut r)
                 .unwrap();
             if got.is_some() {
                 assert_eq!(rx.apply(&mut r).unwrap(), ckpt);
