@@ -12,7 +12,7 @@ test: fmt-check clippy
     cargo test -p hsb-tests -- --test-threads=2
 
 # Protection over a slow replication link (htb at 10 and 100 Mbit/s on network namespaces; root):
-# reply latency, checkpoints per second and replica lag, as markdown for BENCHMARKS.md section 9.
+# reply latency, checkpoints per second and replica lag, as markdown for BENCHMARKS.md section 10.
 bench-link seconds="20":
     cargo build --release --workspace --bins
     ./target/release/hsb-faults --bench-link {{seconds}}
@@ -54,6 +54,14 @@ test-static: static
 faults *only:
     cargo build --release --workspace --bins
     ./target/release/hsb-faults {{only}}
+
+# The soak on network namespaces (root, iproute2, nftables, arping): the cluster under a seeded
+# random nemesis for `minutes` (kill -9 and restarts, crashes, partitions, loss, SIGSTOP, witness
+# restarts, replayed datagrams, operator switchovers), roles swapping, the client history checked;
+# report in target/soak/report.md, logs in target/soak/run/. `HSB_SOAK_SEED=N just soak` replays.
+soak minutes="10":
+    cargo build --release --workspace --bins
+    ./target/release/hsb-soak {{minutes}}
 
 # The seeded decision simulator: F1-F12, the slow link (F13) and the gray client path (F14-20/50/80)
 # under all three policies over many seeds (a table per fault).

@@ -37,6 +37,7 @@ fn heartbeat_only_rejoined_standby_does_not_activate_again() {
         policy: "heartbeat-only",
         // A load stall of the primary must not look like its death in this test.
         extra: vec!["failover.hb-timeout = 1s".into()],
+        ..LifeOpts::default()
     });
     for _ in 0..2 {
         life.fail_primary(Duration::from_secs(15));

@@ -19,9 +19,11 @@ use std::fmt;
 pub const MAGIC: [u8; 2] = *b"HS";
 /// Protocol version carried in every frame. Version 2 (issue 16): a `Pages` body names its codec
 /// (plain pages, page records, or LZ4-compressed records), and the `End` record's length and CRC
-/// cover `Pages` bodies in their plain form; a version-1 peer is refused with
-/// [`FrameError::UnsupportedVersion`] at its first frame.
-pub const VERSION: u8 = 2;
+/// cover `Pages` bodies in their plain form. Version 3 (issue 14, disk replication): `Hello`
+/// carries the sender's disk, `End` counts a checkpoint's disk writes, and the disk frame kinds
+/// exist. A peer of another version is refused with [`FrameError::UnsupportedVersion`] at its
+/// first frame.
+pub const VERSION: u8 = 3;
 /// Length of the fixed header.
 pub const HEADER_LEN: usize = 36;
 /// Length of the MAC.
@@ -68,6 +70,15 @@ pub enum Kind {
     Ack = 6,
     /// Either side: refusing the session, with a reason, before closing.
     Refuse = 7,
+    /// A guest disk write of a checkpoint (between its `Begin` and `End`), or a piece of one.
+    Disk = 8,
+    /// A block copy of a disk resynchronisation, sent before the full synchronisation that
+    /// completes it.
+    DiskSync = 9,
+    /// Primary to standby: how the standby's disk is resynchronised, and the lineage it joins.
+    DiskPlan = 10,
+    /// Standby to primary: tracks its disk may hold beyond its base checkpoint (it was a primary).
+    DiskDirty = 11,
     /// Heartbeat datagram between primary and standby.
     Heartbeat = 16,
     /// Witness datagram (reports, queries, votes, leases).
@@ -85,6 +96,10 @@ impl Kind {
             5 => Kind::End,
             6 => Kind::Ack,
             7 => Kind::Refuse,
+            8 => Kind::Disk,
+            9 => Kind::DiskSync,
+            10 => Kind::DiskPlan,
+            11 => Kind::DiskDirty,
             16 => Kind::Heartbeat,
             17 => Kind::Witness,
             _ => return None,
@@ -423,7 +438,7 @@ mod tests {
         assert_eq!(
             &buf[..16],
             &[
-                b'H', b'S', 2, 6, // magic, version, kind = Ack
+                b'H', b'S', 3, 6, // magic, version, kind = Ack
                 3, 0, 0, 0, // body length
                 8, 7, 6, 5, 4, 3, 2, 1, // sequence, little-endian
             ]

@@ -2,8 +2,18 @@
 //!
 //! Replication stream (TCP, primary → standby unless noted):
 //! `Hello` (both ways) → `Hello` again, sealed under the session key (the primary's
-//! confirmation) → `Begin` → `Pages`* → `State` → `End` → (standby) `Ack`.
+//! confirmation) → (standby) `DiskDirty`* → `DiskPlan` → `DiskSync`* → `Begin` → `Pages`* →
+//! `State` → `Disk`* → `End` → (standby) `Ack`.
 //! A standby that will not take the session answers its `Hello` with a `Refuse`.
+//!
+//! The disk frames (issue 14) exist only when both sides have a disk ([`DiskHello::size`] is
+//! not 0, and equal): the standby's `Hello` says where its disk stands (lineage, base
+//! checkpoint, torn or not) and how many `DiskDirty` frames follow the confirmation (tracks it
+//! wrote as a primary beyond its base); the primary answers with a `DiskPlan` (which lineage the
+//! standby's disk joins, full copy or only the tracks that can differ), streams `DiskSync`
+//! block copies while the guest runs, and completes the resynchronisation in the next full
+//! synchronisation's `Disk` frames. Every later checkpoint carries its epoch's guest writes as
+//! `Disk` frames, in the order the guest issued them, covered by the `End` record's CRC.
 //! "ckpt" is the checkpoint number N whose output is released by ack(N); "epoch" is the
 //! activation epoch of DESIGN.md rule 8.
 
@@ -20,9 +30,41 @@ pub const NODE_NAME_LEN: usize = 32;
 /// Longest refusal reason.
 pub const REASON_LEN: usize = 160;
 /// Largest encoded [`Hello`] body (the longest node name and every varint at its longest:
-/// 1 + 33 + 16 + 4 × 10 = 90 bytes), with room to spare. A connection that has not proved it
-/// holds the cluster key gets a frame reader of this size, not of the configured frame maximum.
-pub const HELLO_MAX_BODY: usize = 128;
+/// 1 + 33 + 16 + 4 × 10 = 90 bytes, plus its [`DiskHello`]: 10 + 16 + 10 + 1 + 16 + 5 = 58
+/// bytes, 148 in all), with room to spare. A connection that has not proved it holds the cluster key
+/// gets a frame reader of this size, not of the configured frame maximum.
+pub const HELLO_MAX_BODY: usize = 192;
+/// Largest piece of disk data in one `Disk` or `DiskSync` frame: larger writes are split.
+pub const DISK_PIECE: usize = 256 * 1024;
+/// Forks of a disk lineage carried in a [`DiskPlan`] (older ones are forgotten: a disk from
+/// further back gets a full copy).
+pub const DISK_HISTORY: usize = 8;
+/// Bytes of track bitmap in one [`DiskDirty`] frame (16384 tracks), so the frame fits the
+/// primary's small reader.
+pub const DIRTY_BYTES: usize = 2048;
+
+/// A disk lineage ("generation", as DRBD calls it): a random identifier made when a disk's
+/// history starts (a fresh or unknown image) or forks (a replica activated from a checkpoint).
+pub type DiskGen = [u8; 16];
+
+/// Where the sender's disk stands, in its [`Hello`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DiskHello {
+    /// Image size in bytes; 0: no disk. Both sides must agree.
+    pub size: u64,
+    /// The lineage its contents belong to.
+    pub gen: DiskGen,
+    /// The checkpoint of that lineage it holds (a standby: last applied; a primary: last
+    /// acknowledged), except for the tracks announced in `DiskDirty` frames.
+    pub base: u64,
+    /// A checkpoint or resynchronisation was being written when it stopped: tracks of
+    /// lineage `toward` (at checkpoints after `base`) may be there too.
+    pub torn: bool,
+    /// The lineage a torn disk's last writes came from (all zeros: unknown).
+    pub toward: DiskGen,
+    /// `DiskDirty` frames the standby sends after the primary's confirmation.
+    pub dirty_frames: u32,
+}
 
 /// Who is speaking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -57,6 +99,8 @@ pub struct Hello {
     /// ([`crate::datagram::next_incarnation`]): a restarted primary is newer than its
     /// predecessor, whose connection the standby may still hold.
     pub incarnation: u64,
+    /// The sender's disk.
+    pub disk: DiskHello,
 }
 
 /// Start of checkpoint `ckpt`.
@@ -124,14 +168,85 @@ pub struct End {
     pub ckpt: u64,
     /// Pages sent.
     pub pages: u64,
-    /// Bytes of all `Begin`, `Pages` and `State` bodies, each `Pages` body counted in its plain
-    /// form (codec [`PAGES_PLAIN`], the pages as decoded).
+    /// Bytes of all `Begin`, `Pages`, `State` and `Disk` bodies, each `Pages` body counted in its
+    /// plain form (codec [`PAGES_PLAIN`], the pages as decoded).
     pub total_len: u64,
     /// CRC32 of those bodies, concatenated, in the same form: the checkpoint's digest covers
     /// the decoded pages, whatever encoding carried them (each frame's own CRC and MAC cover
     /// the bytes on the wire).
     pub crc: u32,
+    /// `Disk` frames in the checkpoint.
+    pub disk_writes: u64,
+    /// Bytes of disk data in them.
+    pub disk_bytes: u64,
+    /// `DiskSync` frames sent before it (a full synchronisation completing a disk
+    /// resynchronisation; 0 otherwise).
+    pub disk_synced: u64,
 }
+
+/// A fork of a disk lineage: the lineage `gen` was left at its checkpoint `at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fork {
+    /// The lineage left.
+    pub gen: DiskGen,
+    /// Its last checkpoint shared with the newer lineage.
+    pub at: u64,
+}
+
+/// Primary → standby, once per session before any `DiskSync`: how the standby's disk is
+/// brought into the primary's lineage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskPlan {
+    /// The full synchronisation that completes the resynchronisation.
+    pub ckpt: u64,
+    /// The lineage the standby's disk joins.
+    pub gen: DiskGen,
+    /// That lineage's forks, newest first.
+    pub history: heapless::Vec<Fork, DISK_HISTORY>,
+    /// Every track follows (an unknown or mismatched disk), not only those that can differ.
+    pub full: bool,
+    /// Tracks in the first round of the copy.
+    pub tracks: u64,
+    /// Track size in bytes (the unit of copies).
+    pub track: u32,
+    /// The primary's journal limit: the most disk bytes (with frame overhead) in a checkpoint.
+    pub journal_max: u64,
+}
+
+/// Disk data at a byte offset: a guest write of checkpoint `ckpt` (kind `Disk`), or a block copy
+/// of the resynchronisation that checkpoint `ckpt` completes (kind `DiskSync`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskWrite<'a> {
+    /// Checkpoint number.
+    pub ckpt: u64,
+    /// Byte offset in the image.
+    pub offset: u64,
+    /// The bytes, at most [`DISK_PIECE`].
+    #[serde(borrow)]
+    pub data: &'a [u8],
+}
+
+/// Standby → primary: tracks `first + i` for every bit `i` set in `bits` (LSB first) may
+/// differ from the standby's base checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskDirty<'a> {
+    /// Track of bit 0.
+    pub first: u64,
+    /// At most [`DIRTY_BYTES`] bytes of bitmap.
+    #[serde(borrow)]
+    pub bits: &'a [u8],
+}
+
+/// Write the head of a [`DiskWrite`] body (checkpoint, offset, data length) into `out`, so the
+/// data can be copied straight after it; returns the head's length (at most 30 bytes).
+pub fn disk_write_head(ckpt: u64, offset: u64, len: usize, out: &mut [u8]) -> usize {
+    let mut n = write_varint(ckpt, out);
+    n += write_varint(offset, &mut out[n..]);
+    n + write_varint(len as u64, &mut out[n..])
+}
+
+/// Most bytes a [`disk_write_head`] takes.
+pub const DISK_HEAD_MAX: usize = 30;
 
 /// Standby → primary: checkpoint `ckpt` is applied to the replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,222 +337,5 @@ pub fn reason(s: &str) -> heapless::String<REASON_LEN> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::SplitMix64;
-
-    #[test]
-    fn pages_head_plus_varint_equals_postcard_pages() {
-        let mut rng = SplitMix64::new(1);
-        for n in [0usize, 1, 7, PAGES_PER_FRAME] {
-            let pfns: Vec<u64> = (0..n).map(|_| rng.next_u64() >> rng.below(64)).collect();
-            let mut data = vec![0u8; n * 4096];
-            rng.fill(&mut data);
-            let pages = Pages {
-                ckpt: rng.next_u64(),
-                pfns: heapless::Vec::from_slice(&pfns).unwrap(),
-                codec: rng.below(3) as u8,
-                data: &data,
-            };
-            let mut a = vec![0u8; 300_000];
-            let la = encode(&pages, &mut a).unwrap();
-            let mut b = vec![0u8; 300_000];
-            let mut lb = encode(
-                &PagesHead {
-                    ckpt: pages.ckpt,
-                    pfns: &pfns,
-                    codec: pages.codec,
-                },
-                &mut b,
-            )
-            .unwrap();
-            lb += write_varint(data.len() as u64, &mut b[lb..]);
-            b[lb..lb + data.len()].copy_from_slice(&data);
-            lb += data.len();
-            assert_eq!(&a[..la], &b[..lb]);
-            let back: Pages = decode(Kind::Pages, &a[..la]).unwrap();
-            assert_eq!(back, pages);
-        }
-    }
-
-    #[test]
-    fn literal_pages_body() {
-        let p = Pages {
-            ckpt: 300,
-            pfns: heapless::Vec::from_slice(&[1, 129]).unwrap(),
-            codec: PAGES_RECORDS,
-            data: &[0x00, 0x00],
-        };
-        let mut b = [0u8; 32];
-        let n = encode(&p, &mut b).unwrap();
-        // ckpt, 2 pfns, codec, data length, data (two zero-page records).
-        let want = [0xac, 0x02, 0x02, 0x01, 0x81, 0x01, 0x01, 0x02, 0x00, 0x00];
-        assert_eq!(&b[..n], &want);
-        assert_eq!(decode::<Pages>(Kind::Pages, &want).unwrap(), p);
-    }
-
-    #[test]
-    fn literal_ack_body() {
-        let mut b = [0u8; 16];
-        let n = encode(
-            &Ack {
-                ckpt: 300,
-                epoch: 2,
-            },
-            &mut b,
-        )
-        .unwrap();
-        assert_eq!(&b[..n], &[0xac, 0x02, 0x02]);
-    }
-
-    #[test]
-    fn too_many_pfns_is_an_error_not_a_panic() {
-        let pfns: Vec<u64> = (0..65).collect();
-        let mut b = vec![0u8; 4096];
-        let mut n = encode(
-            &PagesHead {
-                ckpt: 1,
-                pfns: &pfns,
-                codec: PAGES_PLAIN,
-            },
-            &mut b,
-        )
-        .unwrap();
-        n += write_varint(0, &mut b[n..]);
-        assert!(matches!(
-            decode::<Pages>(Kind::Pages, &b[..n]),
-            Err(FrameError::Body { .. })
-        ));
-    }
-
-    #[test]
-    fn random_bytes_never_panic() {
-        let mut rng = SplitMix64::new(99);
-        let mut buf = [0u8; 64];
-        for _ in 0..20_000 {
-            let n = rng.below(64) as usize;
-            rng.fill(&mut buf[..n]);
-            let _ = decode::<Hello>(Kind::Hello, &buf[..n]);
-            let _ = decode::<Pages>(Kind::Pages, &buf[..n]);
-            let _ = decode::<End>(Kind::End, &buf[..n]);
-            let _ = decode::<Refuse>(Kind::Refuse, &buf[..n]);
-        }
-    }
-
-    fn string<const N: usize>(rng: &mut SplitMix64) -> heapless::String<N> {
-        let mut s = heapless::String::new();
-        for _ in 0..rng.below(N as u64 + 1) {
-            let c = char::from_u32(rng.below(0x2FF) as u32 + 0x20).unwrap_or('x');
-            if s.push(c).is_err() {
-                break;
-            }
-        }
-        s
-    }
-
-    fn round_trip<'a, M>(m: &M, buf: &'a mut [u8], kind: Kind) -> M
-    where
-        M: Serialize + Deserialize<'a> + PartialEq + std::fmt::Debug,
-    {
-        let n = encode(m, buf).unwrap();
-        decode(kind, &buf[..n]).unwrap()
-    }
-
-    /// Property: every message decodes to itself, for random field values.
-    #[test]
-    fn every_message_round_trips() {
-        let mut rng = SplitMix64::new(2026);
-        let mut buf = vec![0u8; 300_000];
-        for _ in 0..2000 {
-            let roles = [Role::Primary, Role::Standby, Role::Witness];
-            let mut nonce = [0u8; 16];
-            rng.fill(&mut nonce);
-            let h = Hello {
-                role: roles[rng.below(3) as usize],
-                node: string(&mut rng),
-                epoch: rng.next_u64(),
-                nonce,
-                domain_pages: rng.next_u64(),
-                last_ckpt: rng.next_u64() >> rng.below(64),
-                incarnation: rng.next_u64() >> rng.below(64),
-            };
-            assert_eq!(round_trip(&h, &mut buf, Kind::Hello), h);
-            let b = Begin {
-                ckpt: rng.next_u64(),
-                full: rng.below(2) == 1,
-                pages: rng.next_u64(),
-                epoch: rng.next_u64(),
-            };
-            assert_eq!(round_trip(&b, &mut buf, Kind::Begin), b);
-            let e = End {
-                ckpt: rng.next_u64(),
-                pages: rng.next_u64(),
-                total_len: rng.next_u64(),
-                crc: rng.next_u64() as u32,
-            };
-            assert_eq!(round_trip(&e, &mut buf, Kind::End), e);
-            let a = Ack {
-                ckpt: rng.next_u64(),
-                epoch: rng.next_u64(),
-            };
-            assert_eq!(round_trip(&a, &mut buf, Kind::Ack), a);
-            let r = Refuse {
-                reason: string(&mut rng),
-            };
-            assert_eq!(round_trip(&r, &mut buf, Kind::Refuse), r);
-            let mut data = vec![0u8; rng.below(2000) as usize];
-            rng.fill(&mut data);
-            let st = State {
-                ckpt: rng.next_u64(),
-                data: &data,
-            };
-            let n = encode(&st, &mut buf).unwrap();
-            assert_eq!(decode::<State>(Kind::State, &buf[..n]).unwrap(), st);
-        }
-    }
-
-    #[test]
-    fn the_largest_hello_fits_hello_max_body() {
-        let h = Hello {
-            role: Role::Witness,
-            node: node_name(&"\u{10FFFF}".repeat(NODE_NAME_LEN)),
-            epoch: u64::MAX,
-            nonce: [0xff; 16],
-            domain_pages: u64::MAX,
-            last_ckpt: u64::MAX,
-            incarnation: u64::MAX,
-        };
-        assert_eq!(h.node.len(), NODE_NAME_LEN);
-        let mut b = [0u8; 256];
-        let n = encode(&h, &mut b).unwrap();
-        assert_eq!(n, 90);
-        assert!(n <= HELLO_MAX_BODY);
-    }
-
-    #[test]
-    fn literal_hello_body() {
-        let h = Hello {
-            role: Role::Primary,
-            node: node_name("a"),
-            epoch: 2,
-            nonce: [7; 16],
-            domain_pages: 300,
-            last_ckpt: 0,
-            incarnation: 1,
-        };
-        let mut b = [0u8; 64];
-        let n = encode(&h, &mut b).unwrap();
-        let mut want = vec![0x00, 0x01, b'a', 0x02];
-        want.extend([7u8; 16]);
-        want.extend([0xac, 0x02, 0x00, 0x01]);
-        assert_eq!(&b[..n], &want[..]);
-        assert_eq!(decode::<Hello>(Kind::Hello, &want).unwrap(), h);
-    }
-
-    #[test]
-    fn trailing_bytes_rejected() {
-        let mut b = [0u8; 16];
-        let n = encode(&Ack { ckpt: 1, epoch: 1 }, &mut b).unwrap();
-        assert!(decode::<Ack>(Kind::Ack, &b[..n + 1]).is_err());
-    }
-}
+#[path = "msg_tests.rs"]
+mod tests;

@@ -423,6 +423,7 @@ mod tests {
             domain_pages: 16384,
             last_ckpt: 0,
             incarnation: 1_700_000_000_000_000,
+            disk: msg::DiskHello::default(),
         };
         let mut buf = [0u8; 128];
         let n = write_hello(&k, &h, &mut buf).unwrap();
@@ -544,6 +545,7 @@ mod admission {
             domain_pages: 16384,
             last_ckpt: 7,
             incarnation: 9,
+            disk: msg::DiskHello::default(),
         };
         let mut buf = [0u8; 256];
         // The genuine confirmation.

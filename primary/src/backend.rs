@@ -1,7 +1,7 @@
 //! The domain side of hsb-primary's shell: pre-copy steps, suspending (a Xen guest's suspend
 //! is polled from the loop), capturing, sealing and sending a checkpoint, releasing output to
 //! the model service's clients, and the model service itself. Each answers the node's effect
-//! with the event of its outcome.
+//! with the event of its outcome. (The disk's part of a checkpoint is in `disk.rs`.)
 
 use mio::Token;
 
@@ -28,7 +28,8 @@ struct Requests<'a> {
 
 impl Handler for Requests<'_> {
     fn can_take(&mut self) -> bool {
-        !self.output.full() && !self.fenced
+        // (A PUT's log record must fit the disk's journal: requests wait like output does.)
+        !self.output.full() && !self.fenced && self.dom.can_take_request()
     }
     fn handle(&mut self, id: ClientId, line: &str) -> Option<String> {
         *self.requests += 1;
@@ -170,6 +171,8 @@ impl Daemon {
             }
         }
         let pause = self.clock.now().since(t0);
+        // The epoch's disk writes (the guest does not run again before this returns).
+        let cap = cap.and_then(|st| self.capture_disk().map(|()| st));
         let failed = |why: String, staging: &Staging| Event::CaptureFailed {
             why,
             precopying: staging.precopying(),
@@ -188,6 +191,7 @@ impl Daemon {
         };
         // The encoding rule learns what each checkpoint cost, from here to its ack.
         self.staging.sealing_began(sealing);
+        self.disk_sealed(ckpt);
         self.send_pos = Some(0);
         Event::Captured {
             ckpt,

@@ -15,7 +15,7 @@ static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// Every key hsb-primary accepts.
 pub fn schema() -> &'static [KeySpec] {
-    hsb_common::failover::schema_with(OWN, hsb_domain::xen::KEYS, &CELL)
+    hsb_common::failover::schema_with(OWN, hsb_domain::backend_keys(), &CELL)
 }
 
 static OWN: &[KeySpec] = &[
@@ -177,6 +177,8 @@ pub struct Settings {
     pub decision: decision::Config,
     /// `backend = xen`: the guest and how to hold its output.
     pub xen: Option<hsb_domain::xen::XenSettings>,
+    /// The model domain's disk (`model.disk_size` not 0, `backend = model`).
+    pub disk: Option<hsb_domain::model::DiskSettings>,
     pub start_image: PathBuf,
     pub state_file: PathBuf,
     pub start_epoch: u64,
@@ -229,7 +231,13 @@ impl Settings {
             }
         }
         let xen = hsb_domain::xen::XenSettings::from_config(c)?;
+        // The xen backend's disks are not replicated (yet): only the model domain has one.
+        let disk = match xen {
+            Some(_) => None,
+            None => hsb_domain::model::DiskSettings::from_config(c)?,
+        };
         Ok(Settings {
+            disk,
             xen,
             start_image: c.path("start_image")?,
             state_file: c.path("state_file")?,

@@ -1,7 +1,8 @@
 //! hsb-primary's shell: one mio loop that turns bytes into [`Event`]s for the node and carries
 //! out its [`Effect`]s. It owns the sockets (the replication connection, the witness endpoint,
-//! the control socket, the model's service), the domain and its staging buffer, output commit,
-//! the host state file, the decision log, hooks, the clock and the signals; it decides nothing.
+//! the control socket, the model's service), the domain (and its disk, `disk.rs`) and its
+//! staging buffer, output commit, the host state file, the decision log, hooks, the clock and
+//! the signals; it decides nothing.
 //! The loop sleeps until the earliest deadline (the node's, the control socket's, a hook's, a
 //! Xen guest's suspend being polled), never on a polling tick.
 
@@ -12,17 +13,13 @@ use mio::net::UdpSocket;
 use mio::{Events, Poll, Token};
 
 use hsb_common::ctl::CtlServer;
-use hsb_common::datagram::Sender;
-use hsb_common::decision;
-use hsb_common::decision::record;
 use hsb_common::frame::FrameError;
 use hsb_common::key::ClusterKey;
 use hsb_common::kit::decisions::Decisions;
-use hsb_common::kit::endpoint::{Endpoint, Received};
+use hsb_common::kit::endpoint::Endpoint;
 use hsb_common::kit::hooks::Hooks;
 use hsb_common::kit::http::MetricsServer;
 use hsb_common::kit::notify::Notifier;
-use hsb_common::msg::Role;
 use hsb_common::signals::{Request, SignalHandler};
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Staging;
@@ -31,6 +28,7 @@ use hsb_domain::service::{ClientId, Service};
 use hsb_primary::config::{self, schema, Settings};
 use hsb_primary::node::{Effect, Event, FailoverConfig, NodeConfig, PrimaryNode, Start};
 
+use crate::disk::DiskRepl;
 use crate::guest::{self, Fence, Guest, PlugOutput};
 use crate::repl;
 
@@ -39,7 +37,7 @@ use crate::repl;
 pub(crate) const PRECOPY_STEP_PAGES: usize = 16384;
 pub(crate) const REPL: Token = Token(1);
 const SIGNALS: Token = Token(3);
-const WITNESS_UDP: Token = Token(5);
+pub(crate) const WITNESS_UDP: Token = Token(5);
 const CTL_BASE: usize = 10;
 const METRICS_BASE: usize = 30;
 /// How often systemd's STATUS is brought up to date (when it changed).
@@ -98,6 +96,8 @@ pub struct Daemon {
     /// systemd's notifications (`$NOTIFY_SOCKET`).
     pub(crate) notify: Notifier,
     next_notify_status: Nanos,
+    /// Disk replication, when the guest has a disk (issue 14; see disk.rs).
+    pub(crate) disk: Option<DiskRepl>,
 }
 
 /// The node's view of the configuration.
@@ -115,6 +115,7 @@ fn node_config(s: &Settings) -> NodeConfig {
             witness_peers: s.witness_peers.clone(),
             standby_witness: s.standby_witness,
         }),
+        disk: s.disk.is_some(),
     }
 }
 
@@ -126,7 +127,13 @@ impl Daemon {
         let (mut dom, plug, service) = guest::open(&s, &poll, SERVICE_BASE)?;
         let pages = dom.source().max_pages();
         let (mode, cache) = s.encode;
-        let staging = Staging::with_codec(pages, mode, (cache / 4096).min(pages));
+        let journal_max = s.disk.as_ref().map_or(0, |d| d.disk.journal_max);
+        let staging =
+            Staging::with_codec(pages, mode, (cache / 4096).min(pages)).with_journal(journal_max);
+        let disk = dom
+            .source()
+            .disk()
+            .map(|d| DiskRepl::new(d.geometry(), clock.now()));
         if plug.is_some() && s.max_unacked > 1 {
             log::info!(
                 "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"
@@ -169,7 +176,9 @@ impl Daemon {
         };
         let now = clock.now();
         let failover = if s.failover {
-            Some(open_failover(&s, &key, &start, &poll, now)?)
+            Some(crate::datagrams::open_failover(
+                &s, &key, &start, &poll, now,
+            )?)
         } else {
             None
         };
@@ -200,6 +209,7 @@ impl Daemon {
             metrics,
             notify: Notifier::from_env(),
             next_notify_status: now,
+            disk,
         })
     }
 
@@ -267,6 +277,7 @@ impl Daemon {
             }
             self.poll_suspend(now);
             self.bind_service(now);
+            self.disk_upkeep(now);
             self.feed(now, Event::Tick);
             self.watch_hooks(now);
             if let Some(f) = self.failover.as_mut() {
@@ -303,6 +314,9 @@ impl Daemon {
         }
         if self.service.is_none() && matches!(self.dom, Guest::Model(_)) {
             d = d.min(self.service_retry_at);
+        }
+        if let Some(disk) = &self.disk {
+            d = d.min(disk.next_tick());
         }
         for t in [
             self.ctl.next_deadline(),
@@ -447,23 +461,12 @@ impl Daemon {
                 }
             }
             Effect::Rejoin => self.rejoin_pending = true,
+            Effect::PlanDisk { ckpt } => return self.plan_disk(ckpt),
+            Effect::ResyncStep { ckpt } => return Some(self.resync_step(ckpt)),
+            Effect::DiskAcked { ckpt } => self.disk_acked(ckpt),
+            Effect::DiskStop => self.disk_stop(),
         }
         None
-    }
-
-    fn on_udp(&mut self, now: Nanos) {
-        loop {
-            let Some(f) = self.failover.as_mut() else {
-                return;
-            };
-            match f.ep.recv(&f.udp) {
-                Received::Datagram { from, env, msg } => {
-                    self.feed(now, Event::Datagram { from, env, msg })
-                }
-                Received::Rejected => {}
-                Received::Empty => return,
-            }
-        }
     }
 
     /// Finished hooks are logged; a rejoin waits for `on_fence` to end (at most its timeout).
@@ -505,6 +508,7 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();
         }
+        self.persist_disk(signal);
         self.ctl.stopped(signal);
     }
 
@@ -539,51 +543,4 @@ impl Daemon {
         let waiting = SignalHandler::restart_needed(&changed, RELOADED);
         log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
     }
-}
-
-/// The witness endpoint and the decision log (failover on).
-fn open_failover(
-    s: &Settings,
-    key: &ClusterKey,
-    start: &Start,
-    poll: &Poll,
-    now: Nanos,
-) -> io::Result<Failover> {
-    let udp = hsb_common::kit::endpoint::bind(
-        "witness address",
-        s.witness_listen,
-        poll.registry(),
-        WITNESS_UDP,
-    )?;
-    let me = Sender {
-        role: Role::Primary,
-        id: hsb_common::datagram::node_sender_id(&s.node),
-    };
-    let decisions = Decisions::open(
-        &s.decision_log,
-        s.decision_log_rotation,
-        now,
-        decision::Role::Primary,
-        start.epoch,
-        &s.decision,
-        record::Start {
-            seq_base: start.request_base,
-            resume_at: start.first_checkpoint.saturating_sub(1),
-            ..record::Start::default()
-        },
-    )?;
-    log::info!(
-        "automatic failover on: policy {}; heartbeats every {:?} to {:?}; witnesses {:?}; output needs a fresh ack, or a witness-quorum lease once the standby is lost",
-        s.decision.policy,
-        s.decision.heartbeat.interval,
-        s.heartbeat_peers,
-        s.witness_peers
-    );
-    Ok(Failover {
-        udp,
-        // Heartbeats and requests carry this primary's epoch (a promoted primary's are not
-        // epoch 1: its standby drops lower epochs as stale).
-        ep: Endpoint::new(key, me, start.incarnation, start.epoch.0),
-        decisions,
-    })
 }

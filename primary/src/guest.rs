@@ -371,6 +371,8 @@ pub fn open(
         }
         d
     };
+    let mut dom = dom;
+    crate::disk::attach(&mut dom, s)?;
     let service = Service::try_bind(s.service, poll.registry(), service_base, s.max_clients)
         .map_err(|e| io::Error::new(e.kind(), format!("model service {}: {e}", s.service)))?;
     log::info!(

@@ -4,11 +4,14 @@
 //! The command line. The daemon is three parts (STYLE.md, "the daemon shape"): the node
 //! (`hsb_primary::node`, a pure state machine that decides everything), the shell around it
 //! (`daemon.rs`: one single-threaded mio loop, the replication connection in `repl.rs`, the
-//! domain in `guest.rs`) and what it tells (`status.rs`); `start.rs` applies the host state's
-//! restart rule first.
+//! witness endpoint in `datagrams.rs`, the domain in `guest.rs` and `backend.rs`, its disk in
+//! `disk.rs`) and what it tells (`status.rs`); `start.rs` applies the host state's restart rule
+//! first.
 
 mod backend;
 mod daemon;
+mod datagrams;
+mod disk;
 mod guest;
 mod metrics;
 mod repl;

@@ -2,9 +2,10 @@
 //! "the daemon shape"). It owns the replication session's phase, the checkpoint schedule and
 //! numbering (with the reservation of numbers in the host state, rule 10), what is acknowledged
 //! and what waits for an ack, full-synchronisation tracking, the pre-copy's pacing, the state of
-//! the domain as far as the decisions need it, output release, and the failover side: the
+//! the domain as far as the decisions need it, output release, the failover side: the
 //! authority (DESIGN.md rules 3-5), heartbeats, the switchover's final checkpoint, maintenance
-//! notices.
+//! notices, and the disk's part (`node_disk.rs`: a full synchronisation completes the disk's
+//! resynchronisation; epochs end early when the journal fills).
 //!
 //! `step(now, event)` returns the effects to carry out, in order; the daemon (`daemon.rs`)
 //! turns bytes into events and effects into I/O, and answers some effects with an event of
@@ -18,16 +19,21 @@ use std::time::Duration;
 use hsb_common::decision::primary::Input as PInput;
 use hsb_common::decision::Epoch;
 use hsb_common::frame::{FrameError, Kind};
-use hsb_common::node_state::{NodeRole, NodeState, CHECKPOINT_BLOCK};
-use hsb_common::stats::ms;
+use hsb_common::node_state::{NodeRole, NodeState};
 use hsb_common::time::Nanos;
 
+#[path = "node_checkpoint.rs"]
+mod checkpoint;
+#[path = "node_disk.rs"]
+mod disk;
 #[path = "node_failover.rs"]
 mod failover;
 #[path = "node_types.rs"]
 mod types;
 #[path = "node_view.rs"]
 mod view;
+pub use disk::DiskPhase;
+use disk::DiskState;
 pub use failover::FailoverConfig;
 use failover::FailoverState;
 pub use types::{
@@ -46,6 +52,8 @@ enum Busy {
     Capture { ckpt: u64, resume: bool },
     /// Pausing the domain outright.
     Pause,
+    /// A step of the disk resynchronisation's copy.
+    Resync,
 }
 
 /// What the daemon must do, in order.
@@ -73,6 +81,8 @@ pub struct PrimaryNode {
     released: u64,
     stats: Stats,
     failover: Option<FailoverState>,
+    /// The guest's disk, if it has one.
+    disk: Option<DiskState>,
 }
 
 impl PrimaryNode {
@@ -100,6 +110,7 @@ impl PrimaryNode {
             released: first - 1,
             stats: Stats::default(),
             failover,
+            disk: cfg.disk.then(DiskState::default),
             start,
             cfg,
         }
@@ -139,6 +150,7 @@ impl PrimaryNode {
                     self.cfg.standby
                 );
                 self.need_full = true;
+                self.disk_session();
             }
             Event::Ack { ckpt, epoch } => self.on_ack(now, ckpt, epoch, &mut fx),
             Event::Refused { reason } => {
@@ -220,8 +232,13 @@ impl PrimaryNode {
                 self.reconcile(&mut fx);
             }
             Event::Datagram { from, env, msg } => self.on_datagram(now, from, env, msg, &mut fx),
+            ev @ (Event::DiskReport
+            | Event::ResyncStepped { .. }
+            | Event::ResyncSent
+            | Event::JournalHigh) => self.on_disk_event(now, ev, &mut fx),
         }
         self.check_invariants(now);
+        self.check_disk_invariants();
         fx
     }
 
@@ -244,8 +261,9 @@ impl PrimaryNode {
                     self.stats.stretched += 1;
                 }
             }
-        } else if self.precopy_pending() {
-            // A pre-copy goes on between periods, one step per turn of the loop.
+        } else if self.precopy_pending() || self.resync_pending() {
+            // A pre-copy (of memory or disk) goes on between periods, a step per turn of the
+            // loop.
             self.checkpoint(now, fx);
         }
         if matches!(self.link, Link::Down(Some(t)) if now >= t) {
@@ -264,6 +282,9 @@ impl PrimaryNode {
         }
         let mut d = self.next_period;
         if let Link::Down(Some(t)) = self.link {
+            d = d.min(t);
+        }
+        if let Some(t) = self.resync_deadline(now) {
             d = d.min(t);
         }
         if let Some(f) = &self.failover {
@@ -298,6 +319,9 @@ impl PrimaryNode {
                     self.full_unacked = None;
                 }
                 self.acked = n;
+                if self.disk.is_some() {
+                    push(fx, Effect::DiskAcked { ckpt: n });
+                }
                 self.stats.ack_rtt.record(now.since(sent));
                 if self.failover.is_some() {
                     self.authority_step(now, PInput::Ack { ckpt: n, epoch }, fx);
@@ -344,6 +368,7 @@ impl PrimaryNode {
             },
         );
         self.need_full = true;
+        self.disk_lost(fx);
         self.retry_later(now);
     }
 
@@ -364,160 +389,16 @@ impl PrimaryNode {
     }
 
     /// Whether a checkpoint (or a pre-copy step) may start now: a session streams, this
-    /// primary has not stepped down, nothing is being sent, there is room under `max_unacked`,
-    /// and no domain operation is under way.
+    /// primary has not stepped down, nothing is being sent (nor disk copies), there is room
+    /// under `max_unacked`, and no domain operation is under way.
     fn may_checkpoint(&self) -> bool {
         self.link == Link::Streaming
             && !self.stepped_down()
             && !self.sending
+            && !self.disk_copying()
             && self.unacked.len() < self.cfg.max_unacked
             && self.dom != Dom::Suspending
             && self.busy.is_none()
-    }
-
-    /// The next checkpoint's number is reserved in the host state; if not, ask for it (a
-    /// restart must never number checkpoints again: rule 10).
-    fn reserved_for_next(&mut self, fx: &mut Effects) -> bool {
-        if self.next_ckpt <= self.reserved {
-            return true;
-        }
-        if self.busy.is_none() {
-            self.busy = Some(Busy::Reserve);
-            push(
-                fx,
-                Effect::Reserve(
-                    self.host_state(NodeRole::Primary, self.next_ckpt + CHECKPOINT_BLOCK),
-                ),
-            );
-        }
-        false
-    }
-
-    fn checkpoint(&mut self, _now: Nanos, fx: &mut Effects) {
-        // Paused without a consistent suspend point (a fence the guest did not cooperate
-        // with): nothing restorable to capture.
-        if self.dom == Dom::HardPaused || !self.reserved_for_next(fx) {
-            return;
-        }
-        // Fenced: the domain is already suspended, and stays so after the capture.
-        if self.dom == Dom::Suspended {
-            return self.capture(false, fx);
-        }
-        if self.need_full && self.cfg.precopy {
-            self.busy = Some(Busy::Precopy);
-            push(
-                fx,
-                Effect::PrecopyStep {
-                    ckpt: self.next_ckpt,
-                    epoch: self.start.epoch,
-                },
-            );
-            return;
-        }
-        self.suspend(fx);
-    }
-
-    fn suspend(&mut self, fx: &mut Effects) {
-        if self.dom == Dom::Running {
-            self.dom = Dom::Suspending;
-            push(fx, Effect::Suspend);
-        }
-    }
-
-    /// The domain reached a suspend point (a checkpoint's or a fence's): capture it when a
-    /// checkpoint may be taken, and resume it unless fenced.
-    fn on_suspended(&mut self, waited: Option<Duration>, fx: &mut Effects) {
-        self.dom = Dom::Suspended;
-        if let Some(w) = waited {
-            self.stats.suspend_wait.record(w);
-        }
-        // A fence that came meanwhile keeps the guest suspended after the capture.
-        let resume = !self.fenced();
-        if !self.may_checkpoint() || !self.reserved_for_next(fx) {
-            // No checkpoint to take now (no session, or the last one unacknowledged or being
-            // sent): a fenced guest stays suspended (a period's tick captures it when it
-            // may); one unfenced meanwhile runs on.
-            if resume {
-                self.dom = Dom::Running;
-                push(fx, Effect::Resume);
-            }
-            return;
-        }
-        self.capture(resume, fx);
-    }
-
-    fn capture(&mut self, resume: bool, fx: &mut Effects) {
-        let ckpt = self.next_ckpt;
-        self.busy = Some(Busy::Capture { ckpt, resume });
-        push(
-            fx,
-            Effect::Capture {
-                ckpt,
-                full: self.need_full,
-                resume,
-                epoch: self.start.epoch,
-            },
-        );
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_captured(
-        &mut self,
-        now: Nanos,
-        ckpt: u64,
-        pages: u64,
-        bytes: u64,
-        pause: Duration,
-        recopied: Option<u64>,
-        precopying: bool,
-        fx: &mut Effects,
-    ) {
-        let Some(Busy::Capture { ckpt: want, resume }) = self.busy.take() else {
-            panic!("checkpoint {ckpt} captured, none asked for");
-        };
-        assert_eq!(want, ckpt, "captured another checkpoint than asked for");
-        self.dom = if resume { Dom::Running } else { Dom::Suspended };
-        self.precopying = precopying;
-        let full = self.need_full;
-        let st = &mut self.stats;
-        st.pause.record(pause);
-        st.checkpoints += 1;
-        st.last_dirty = pages;
-        st.pages_sent += pages;
-        st.bytes_sent += bytes;
-        st.window.0 += 1;
-        st.window.1 += bytes;
-        st.window.2 += pages;
-        if full {
-            st.full_syncs += 1;
-            log::info!(
-                "checkpoint {ckpt}: full synchronisation, {pages} pages{}, {} KiB, pause {} ms",
-                recopied.map_or(String::new(), |r| format!(
-                    " (pre-copied; {r} written meanwhile, copied again while suspended)"
-                )),
-                bytes >> 10,
-                ms(pause)
-            );
-        } else {
-            log::debug!(
-                "checkpoint {ckpt}: {pages} pages, {bytes} bytes, pause {} ms",
-                ms(pause)
-            );
-        }
-        self.need_full = false;
-        self.next_ckpt = ckpt + 1;
-        self.unacked.push_back((ckpt, now));
-        if full {
-            self.full_unacked = Some(ckpt);
-        }
-        self.sending = true;
-        if let Some(f) = self.failover.as_mut() {
-            if f.final_asked == Some(ckpt) {
-                f.final_ckpt = Some(ckpt);
-                log::warn!("switchover: final checkpoint {ckpt} captured");
-            }
-            self.authority_step(now, PInput::CheckpointSent { ckpt }, fx);
-        }
     }
 
     fn pause_outright(&mut self, fx: &mut Effects) {

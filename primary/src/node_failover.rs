@@ -354,9 +354,11 @@ impl PrimaryNode {
             Some(_) => None,
             None if !streaming || late => Some(last_sent),
             None => {
+                // (A full synchronisation first waits for its disk resynchronisation's copy.)
                 if self.dom == Dom::Suspended
                     && !self.sending
                     && self.busy.is_none()
+                    && self.disk_ready_for_full(fx)
                     && self.reserved_for_next(fx)
                 {
                     let n = self.next_ckpt;

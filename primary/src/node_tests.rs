@@ -17,6 +17,9 @@ use hsb_common::wire::Dgram;
 
 use super::*;
 
+#[path = "node_disk_tests.rs"]
+mod disk;
+
 fn addr(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }
@@ -35,6 +38,7 @@ fn config(failover: bool) -> NodeConfig {
             witness_peers: vec![(1, addr(7301)), (2, addr(7302)), (3, addr(7303))],
             standby_witness: addr(7400),
         }),
+        disk: false,
     }
 }
 
@@ -63,6 +67,8 @@ struct Harness {
     /// Every effect, in order.
     effects: Vec<Effect>,
     released: u64,
+    /// How a disk resynchronisation's step answers: (ready, copying).
+    resync: (bool, bool),
 }
 
 impl Harness {
@@ -75,6 +81,7 @@ impl Harness {
             inflight: Vec::new(),
             effects: Vec::new(),
             released: 0,
+            resync: (true, false),
         }
     }
 
@@ -157,6 +164,11 @@ impl Harness {
                 vec![]
             }
             Effect::PauseOutright => vec![Event::PausedOutright { ok: false }],
+            Effect::ResyncStep { .. } => vec![Event::ResyncStepped {
+                ready: self.resync.0,
+                copying: self.resync.1,
+                error: None,
+            }],
             _ => vec![],
         }
     }

@@ -39,6 +39,9 @@ pub struct NodeConfig {
     pub max_reconnect: Duration,
     /// Automatic failover, if on.
     pub failover: Option<FailoverConfig>,
+    /// The guest has a disk: a session's full synchronisation completes the disk's
+    /// resynchronisation, planned from the standby's report (`node_disk.rs`).
+    pub disk: bool,
 }
 
 /// What the node starts from (the host state's restart rule decided it, see `start.rs`).
@@ -175,6 +178,27 @@ pub enum Effect {
     OnFence(Epoch),
     /// Become this host's standby, once `on_fence` is done.
     Rejoin,
+    /// The standby's disk report is complete: plan its disk's resynchronisation for the full
+    /// synchronisation `ckpt` and send the plan (its copies start while the guest runs).
+    PlanDisk {
+        /// The full synchronisation that completes it.
+        ckpt: u64,
+    },
+    /// Copy the next part of the disk resynchronisation planned for `ckpt`, or say it is
+    /// ready for its full synchronisation ([`Event::ResyncStepped`]; [`Event::ResyncSent`]
+    /// once written).
+    ResyncStep {
+        /// The full synchronisation it is planned for.
+        ckpt: u64,
+    },
+    /// Checkpoint `ckpt` is acknowledged: the disk's writes up to it are the standby's too.
+    DiskAcked {
+        /// Number.
+        ckpt: u64,
+    },
+    /// No standby session any more: stop journaling the disk's writes (the next standby is
+    /// resynchronised from the track table) and forget the session's report and copies.
+    DiskStop,
 }
 
 /// The effects of one step (bounded).
@@ -289,6 +313,21 @@ pub enum Event {
         /// The message.
         msg: Dgram,
     },
+    /// The standby's disk report (its Hello's disk, and its `DiskDirty` frames) is complete.
+    DiskReport,
+    /// [`Effect::ResyncStep`]'s outcome.
+    ResyncStepped {
+        /// What is left of the copy fits the full synchronisation: it may be captured now.
+        ready: bool,
+        /// Copies are being written to the connection.
+        copying: bool,
+        /// The copy failed (reading the disk, sealing, writing).
+        error: Option<String>,
+    },
+    /// The resynchronisation's copies are written.
+    ResyncSent,
+    /// The open epoch's disk journal is three quarters full.
+    JournalHigh,
 }
 
 /// Counters and histograms, for status and the periodic log line.

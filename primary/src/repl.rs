@@ -1,6 +1,7 @@
 //! The replication connection to the standby: connecting, the session handshake (our Hello,
 //! the standby's, our confirmation under the session key), and reading its frames (acks,
-//! refusals) into node events. Bytes and keys only: what they mean is the node's business.
+//! refusals, the disk's report) into node events. Bytes and keys only: what they mean is the
+//! node's business.
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use mio::{Interest, Registry};
 use hsb_common::conn::{Fill, FrameReader, OutQueue};
 use hsb_common::decision::Epoch;
 use hsb_common::frame::{FrameError, Kind, HEADER_LEN};
-use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
+use hsb_common::msg::{self, Ack, DiskHello, Hello, Refuse, Role};
 use hsb_common::session::{self, Session, Side};
 use hsb_common::time::Nanos;
 use hsb_primary::node::Event;
@@ -33,6 +34,8 @@ pub struct Conn {
     pub session: Option<Session>,
     reader: FrameReader,
     pub out: OutQueue,
+    /// The disk part of the standby's Hello, until the daemon checks it (`disk.rs`).
+    pub standby_disk: Option<DiskHello>,
 }
 
 impl Conn {
@@ -53,6 +56,7 @@ impl Conn {
             session: None,
             reader: FrameReader::new(REPL_RX_MAX_BODY),
             out: OutQueue::new(4096),
+            standby_disk: None,
         })
     }
 
@@ -97,6 +101,7 @@ impl Conn {
                     }));
                 }
                 self.session = Some(sess);
+                self.standby_disk = Some(h.disk);
                 Ok(Some(Event::SessionOpened {
                     id: hsb_common::datagram::node_sender_id(&h.node),
                     node: h.node.to_string(),
@@ -181,7 +186,13 @@ impl Daemon {
                     Ok(None) => break,
                     Err(e) => return self.bad_frame(now, e),
                 };
-                match r.on_frame(&self.key, kind, &frame) {
+                let ev = match kind {
+                    Kind::DiskDirty => self.disk_dirty(&frame),
+                    _ => r.on_frame(&self.key, kind, &frame),
+                };
+                match ev {
+                    // The standby's disk is checked before the session counts.
+                    Ok(Some(ev @ Event::SessionOpened { .. })) => self.session_opened(now, ev),
                     Ok(Some(ev)) => {
                         if let Event::Ack { ckpt, .. } = ev {
                             self.staging.acked(ckpt, now);
@@ -194,6 +205,7 @@ impl Daemon {
             }
         }
         self.send_staged(now);
+        self.send_resync(now);
     }
 
     fn bad_frame(&mut self, now: Nanos, e: FrameError) {
@@ -224,6 +236,7 @@ impl Daemon {
 
     pub(crate) fn send_hello(&mut self, epoch: Epoch, last_ckpt: u64) -> Option<Event> {
         let pages = self.dom.source().pages();
+        let disk = self.disk_hello();
         let node = msg::node_name(&self.s.node);
         let (key, incarnation) = (&self.key, self.incarnation);
         let r = self.repl.as_mut()?;
@@ -235,6 +248,7 @@ impl Daemon {
             domain_pages: pages,
             last_ckpt,
             incarnation,
+            disk,
         };
         let mut buf = [0u8; 256];
         match session::write_hello(key, &hello, &mut buf) {

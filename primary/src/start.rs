@@ -97,6 +97,9 @@ impl crate::daemon::Daemon {
     /// systemd the unit's main process stays this one: hsb-standby notifies `READY=1` in its
     /// place once it is up.
     pub(crate) fn rejoin(&mut self) {
+        // The standby this host becomes reports exactly what this primary wrote since its
+        // last acknowledged checkpoint.
+        self.persist_disk("stepping down");
         if self.s.rejoin_config.as_os_str().is_empty() {
             log::error!("no rejoin_config: restart this node as hsb-standby to resynchronise it");
             return;

@@ -126,6 +126,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
         _ => kv("failover", "off".into()),
     }
     kv("staging_bytes", d.staging.capacity().to_string());
+    d.disk_status(&mut kv);
     for (name, n) in FrameError::COUNTERS.iter().zip(d.frame_errors.iter()) {
         kv(&format!("frame_errors_{name}"), n.to_string());
     }

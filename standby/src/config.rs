@@ -43,12 +43,14 @@ static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// Every key hsb-standby accepts.
 pub fn schema() -> &'static [KeySpec] {
-    hsb_common::failover::schema_with(OWN, hsb_domain::xen::KEYS, &SCHEMA)
+    hsb_common::failover::schema_with(OWN, hsb_domain::backend_keys(), &SCHEMA)
 }
 
 /// Typed settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// The model domain's disk (`model.disk_size` not 0, `backend = model`).
+    pub disk: Option<hsb_domain::model::DiskSettings>,
     pub node: String,
     pub state_file: PathBuf,
     pub listen: SocketAddr,
@@ -120,7 +122,13 @@ impl Settings {
         let xen = hsb_domain::xen::XenSettings::from_config(c)?;
         let primary_allow =
             parse_allow(&c.str("primary_allow")?).map_err(|e| c.error_at("primary_allow", &e))?;
+        // The xen backend's disks are not replicated (yet): only the model domain has one.
+        let disk = match xen {
+            Some(_) => None,
+            None => hsb_domain::model::DiskSettings::from_config(c)?,
+        };
         Ok(Settings {
+            disk,
             primary_allow,
             xen,
             node: hsb_common::failover::node_name(c)?,

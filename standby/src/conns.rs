@@ -1,6 +1,7 @@
 //! The replication connections' bytes: accepting (bounded per turn), the handshake's crypto
 //! (the primary's Hello under the hello key, ours and the confirmation under the session's),
-//! reading frames in place, staging and applying checkpoints, writing acks and refusals. Which
+//! reading frames in place, staging and applying checkpoints (with their disk writes; a disk
+//! that fails is the node's [`Event::DiskFailed`]), writing acks and refusals. Which
 //! connection may do what is the node's business ([`StandbyNode`]'s slots).
 
 use std::io;
@@ -14,6 +15,8 @@ use hsb_common::frame::{FrameError, Kind, HEADER_LEN};
 use hsb_common::msg::{self, Ack, Hello, Refuse, Role};
 use hsb_common::session::{self, Session, Side};
 use hsb_common::time::Nanos;
+use hsb_domain::checkpoint::CheckpointError;
+use hsb_domain::disk::Bitmap;
 use hsb_standby::node::Event;
 use hsb_standby::slots::Stage;
 
@@ -34,9 +37,27 @@ pub struct Wire {
     hello: Option<Hello>,
     /// The live session.
     live: bool,
+    /// Tracks this disk wrote as a primary, announced in our Hello, sent as `DiskDirty` frames
+    /// once the session is live.
+    disk_dirty: Option<Bitmap>,
 }
 
 impl Wire {
+    /// The session's keys and the output queue, to queue frames.
+    pub fn session_out(&mut self) -> Option<(&mut Session, &mut OutQueue)> {
+        Some((self.session.as_mut()?, &mut self.out))
+    }
+
+    /// Write what is queued, as far as the socket takes it.
+    pub fn flush(&mut self) {
+        let _ = self.out.flush(&mut self.stream);
+    }
+
+    /// The tracks our Hello announced, to be sent now.
+    pub fn take_disk_dirty(&mut self) -> Option<Bitmap> {
+        self.disk_dirty.take()
+    }
+
     /// The live session: frames up to `frame_max`.
     pub fn go_live(&mut self, frame_max: usize) {
         self.live = true;
@@ -92,9 +113,10 @@ impl Daemon {
             // not for the largest frame.
             reader: FrameReader::new(msg::HELLO_MAX_BODY),
             session: None,
-            out: OutQueue::new(64 * 1024),
+            out: OutQueue::new(64 * 1024 + crate::disk::dirty_bytes(self.replica.disk_ref())),
             hello: None,
             live: false,
+            disk_dirty: None,
         });
         // A primary sends its Hello as soon as it is connected: take it now, before later
         // connections of a flood can push this one out of the pool.
@@ -245,21 +267,42 @@ impl Daemon {
         }
         let body = &frame[HEADER_LEN..];
         // The replica is read as the reference of delta-encoded pages (it is at the previous
-        // checkpoint, which the primary encoded against).
-        let Some(done) = self
+        // checkpoint, which the primary encoded against); a disk resynchronisation's copies go
+        // to its disk.
+        let received = self
             .receiver
-            .on_frame(kind, body, &hash, self.replica.replica())?
-        else {
-            return Ok(());
+            .on_frame_to(kind, body, &hash, self.replica.replica());
+        let done = match received {
+            Ok(Some(done)) => done,
+            Ok(None) => return Ok(()),
+            Err(CheckpointError::Disk(e)) => {
+                self.disk_failed(now, i, None, &e);
+                return Ok(());
+            }
+            Err(CheckpointError::Frame(e)) => return Err(e),
+            Err(e) => {
+                log::error!("replication: {e}");
+                return Err(FrameError::Body {
+                    kind,
+                    why: "cannot stage the checkpoint",
+                });
+            }
         };
         let t0 = self.clock.now();
-        let ckpt = self.receiver.apply(self.replica.replica()).map_err(|e| {
-            log::error!("applying checkpoint {} failed: {e}", done.ckpt);
-            FrameError::Body {
-                kind,
-                why: "apply failed",
+        let ckpt = match self.receiver.apply(self.replica.replica()) {
+            Ok(n) => n,
+            Err(CheckpointError::Disk(e)) => {
+                self.disk_failed(now, i, Some(done.ckpt), &e);
+                return Ok(());
             }
-        })?;
+            Err(e) => {
+                log::error!("applying checkpoint {} failed: {e}", done.ckpt);
+                return Err(FrameError::Body {
+                    kind,
+                    why: "apply failed",
+                });
+            }
+        };
         // Stepped at the loop's time, like every other event of this turn (the decision log's
         // times never go back); the node counts the primary as heard when applying ended.
         let took = self.clock.now().since(t0);
@@ -295,6 +338,7 @@ impl Daemon {
                 frame_error: None,
             });
         }
+        let (disk, disk_dirty) = self.disk_hello();
         let mine = Hello {
             role: Role::Standby,
             node: msg::node_name(&self.s.node),
@@ -303,8 +347,10 @@ impl Daemon {
             domain_pages: self.replica.layout().0,
             last_ckpt,
             incarnation: self.node.host().incarnation,
+            disk,
         };
         let w = self.wires[i].as_mut()?;
+        w.disk_dirty = disk_dirty;
         let their = w.hello.as_ref()?.nonce;
         let mut sess = Session::new(&self.key, &their, &nonce, Side::Responder);
         let mut buf = [0u8; 512];

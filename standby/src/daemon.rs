@@ -1,8 +1,9 @@
 //! hsb-standby's shell: one mio loop that turns bytes into [`Event`]s for the node and carries
 //! out its [`Effect`]s. It owns the sockets (the replication listener and connections in
 //! `conns.rs`, the witness and heartbeat endpoints, the control socket, the activated model's
-//! service, the ping node's connection), the replica and the checkpoint receiver, the host
-//! state file, the decision log, hooks, the clock and the signals; it decides nothing.
+//! service, the ping node's connection), the replica (and its disk, `disk.rs`) and the
+//! checkpoint receiver, the host state file, the decision log, hooks, the clock and the
+//! signals; it decides nothing.
 
 use std::io;
 use std::net::SocketAddr;
@@ -93,6 +94,8 @@ pub struct Daemon {
     /// systemd's notifications (`$NOTIFY_SOCKET`).
     pub(crate) notify: Notifier,
     next_notify_status: Nanos,
+    /// What the activated replica's check of its disk against its memory found.
+    pub(crate) disk_verified: String,
 }
 
 impl Daemon {
@@ -116,6 +119,10 @@ impl Daemon {
         let receiver = match &replica {
             Rep::Model(_) => Receiver::new(s.model_pages),
             Rep::Xen(_) => Receiver::for_layout(pfn_limit, max_pages, false),
+        };
+        let receiver = match &s.disk {
+            Some(ds) => receiver.with_disk(ds.disk.size, ds.disk.journal_max),
+            None => receiver,
         };
         log::info!(
             "node {} ({}): replica of {} pages ({} MiB), staging {} MiB allocated; waiting for the primary on {}",
@@ -164,6 +171,7 @@ impl Daemon {
                 ping_node: s.ping_node,
                 query_base,
             }),
+            disk_size: replica.disk_ref().map_or(0, |d| d.size()),
         };
         Ok(Daemon {
             node: StandbyNode::new(cfg, host, now),
@@ -174,6 +182,7 @@ impl Daemon {
             requests: 0,
             more_to_accept: false,
             incoming: None,
+            disk_verified: "not yet (at activation)".into(),
             replica,
             receiver,
             s,
@@ -349,9 +358,11 @@ impl Daemon {
             Effect::Refuse { slot, reason } => return self.refuse(slot, &reason),
             Effect::GoLive { slot } => {
                 self.receiver.new_session();
-                if let Some(w) = self.wires[slot].as_mut() {
+                let dirty = self.wires[slot].as_mut().and_then(|w| {
                     w.go_live(self.s.frame_max);
-                }
+                    w.take_disk_dirty()
+                });
+                self.disk_session(slot, dirty);
             }
             Effect::Discard => {
                 if self.receiver.staging() {
@@ -449,6 +460,7 @@ impl Daemon {
             }
             Effect::Answer { conn, text } => self.ctl.answer(self.poll.registry(), conn, &text),
             Effect::Defer { conn, until } => self.ctl.defer(conn, until),
+            Effect::ForkDisk { ckpt } => return Some(self.fork_disk(ckpt)),
         }
         None
     }
@@ -483,6 +495,7 @@ impl Daemon {
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();
         }
+        self.persist_disk(signal);
         self.ctl.stopped(signal);
     }
 

@@ -14,6 +14,8 @@ use crate::replica::Rep;
 /// place once it is up.
 pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bool) {
     use std::os::unix::process::CommandExt;
+    // The disk stays with its image: the track table says exactly what it holds.
+    d.persist_disk("hand-over to hsb-primary");
     let s = &d.s;
     let image = &s.promote_image;
     if let Some(dir) = image.parent() {

@@ -5,11 +5,12 @@
 //! The command line. The daemon is three parts (STYLE.md, "the daemon shape"): the node
 //! (`hsb_standby::node`, a pure state machine that decides everything), the shell around it
 //! (`daemon.rs`: one single-threaded mio loop, the replication connections in `conns.rs`, the
-//! replica in `replica.rs`, the hand-over in `handover.rs`) and what it tells (`status.rs`);
-//! `start.rs` follows the host state first.
+//! replica in `replica.rs` and its disk in `disk.rs`, the hand-over in `handover.rs`) and what
+//! it tells (`status.rs`); `start.rs` follows the host state first.
 
 mod conns;
 mod daemon;
+mod disk;
 mod handover;
 mod metrics;
 mod replica;

@@ -2,9 +2,10 @@
 //! "the daemon shape"). It owns the replication connection slots (which connection may open a
 //! session, which live session a newer primary replaces, handshake deadlines, evictions), what
 //! the replica holds and what is acknowledged, the activation and the hand-over to
-//! hsb-primary, the host state's contents, the operator's requests and maintenance mode, and the
+//! hsb-primary, the host state's contents, the operator's requests and maintenance mode, the
 //! failover side (`node_failover.rs`: the standby core, the activated node's authority, witness
-//! traffic, the ping-node baseline).
+//! traffic, the ping-node baseline), and the replica's disk (`node_disk.rs`: a failing disk is
+//! never acknowledged and makes the replica unusable; an activation forks it first).
 //!
 //! `step(now, event)` returns the effects to carry out, in order; the daemon (`daemon.rs`)
 //! turns bytes into events and effects into I/O, and answers some effects with an event of
@@ -24,6 +25,8 @@ use hsb_common::time::Nanos;
 
 use crate::slots::{self, Stage};
 
+#[path = "node_disk.rs"]
+mod disk;
 #[path = "node_failover.rs"]
 mod failover;
 #[path = "node_sessions.rs"]
@@ -56,8 +59,10 @@ enum Noise {
     Disallowed,
     /// Refused witness votes (grants are always logged: they are decisions' inputs).
     VoteRefused,
+    /// The replica's disk failed while a checkpoint was staged or applied.
+    DiskFailed,
 }
-const NOISE: usize = 6;
+const NOISE: usize = 7;
 
 /// One replication connection, as the node sees it.
 #[derive(Debug, Clone)]
@@ -198,6 +203,13 @@ impl StandbyNode {
             Event::Datagram { from, env, msg } => self.on_datagram(now, from, env, msg, &mut fx),
             Event::PingDone { ok } => self.ping_done(now, ok, &mut fx),
             Event::Operator { conn, cmd } => self.operator_command(now, conn, cmd, &mut fx),
+            Event::DiskFailed {
+                slot,
+                ckpt,
+                error,
+                out_of_space,
+            } => self.disk_failed(now, slot, ckpt, &error, out_of_space, &mut fx),
+            Event::DiskForked { error } => self.disk_forked(error, &mut fx),
         }
         self.flush_operator(now, &mut fx);
         self.check_invariants();
@@ -292,6 +304,9 @@ impl StandbyNode {
     /// serves.
     fn activate(&mut self, by: &str, epoch: Epoch, fx: &mut Effects) {
         let Some(ckpt) = self.applied else {
+            log::error!(
+                "not activated ({by}): no usable replica (nothing applied, or its disk failed)"
+            );
             return;
         };
         if self.activated.is_some() || self.activating.is_some() {
@@ -302,6 +317,21 @@ impl StandbyNode {
             epoch,
             by: by.to_string(),
         });
+        if self.cfg.disk_size > 0 {
+            // The disk first: its lineage forks at `ckpt`, durably, before the host state says
+            // primary (a disk that cannot fork activates nothing).
+            push(fx, Effect::ForkDisk { ckpt });
+            return;
+        }
+        self.record_activation(fx);
+    }
+
+    /// The activation's host state: on disk before the replica serves.
+    fn record_activation(&mut self, fx: &mut Effects) {
+        let Some(a) = self.activating.as_ref() else {
+            return;
+        };
+        let (ckpt, epoch) = (a.ckpt, a.epoch);
         let state = NodeState {
             epoch,
             role: NodeRole::Primary,

@@ -167,8 +167,8 @@ impl StandbyNode {
     }
 
     /// Whether the primary of `h` (on slot `i`) may have the session, or why not: it must be a
-    /// primary of this domain's size while this node is not active, and the newer primary if a
-    /// session is live ([`session::admit`]).
+    /// primary of this domain's size (and this disk's) while this node is not active, and the
+    /// newer primary if a session is live ([`session::admit`]).
     pub(super) fn admission(&self, now: Nanos, i: usize, h: &Hello) -> Result<Admit, String> {
         if h.role != hsb_common::msg::Role::Primary {
             return Err(format!("peer role {:?} is not a primary", h.role));
@@ -177,6 +177,12 @@ impl StandbyNode {
             return Err(format!(
                 "domain size mismatch: primary has {} pages, this replica {}; set model.memory alike on both (xen: the replica must be restored from the protected guest)",
                 h.domain_pages, self.cfg.domain_pages
+            ));
+        }
+        if h.disk.size != self.cfg.disk_size {
+            return Err(format!(
+                "disk size mismatch: primary has {} bytes, this replica {}; set model.disk_size alike on both",
+                h.disk.size, self.cfg.disk_size
             ));
         }
         if let Some(n) = self.activated.or(self.activating.as_ref().map(|a| a.ckpt)) {

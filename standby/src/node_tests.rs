@@ -11,6 +11,9 @@ use hsb_common::time::Nanos;
 
 use super::*;
 
+#[path = "node_disk_tests.rs"]
+mod disk;
+
 fn addr(host: u8, port: u16) -> SocketAddr {
     SocketAddr::from(([10, 0, 0, host], port))
 }
@@ -33,6 +36,7 @@ fn config(failover: bool) -> NodeConfig {
             ping_node: None,
             query_base: 5,
         }),
+        disk_size: 0,
     }
 }
 
@@ -55,6 +59,7 @@ fn hello(node: &str, epoch: u64, incarnation: u64, nonce: u8, pages: u64) -> Hel
         domain_pages: pages,
         last_ckpt: 0,
         incarnation,
+        disk: msg::DiskHello::default(),
     }
 }
 
@@ -62,6 +67,8 @@ struct Harness {
     node: StandbyNode,
     now: Nanos,
     record_ok: bool,
+    /// The replica's disk forks at an activation.
+    fork_ok: bool,
     effects: Vec<Effect>,
 }
 
@@ -71,6 +78,7 @@ impl Harness {
             node: StandbyNode::new(config(failover), host(), Nanos(0)),
             now: Nanos(0),
             record_ok: true,
+            fork_ok: true,
             effects: Vec::new(),
         }
     }
@@ -85,6 +93,9 @@ impl Harness {
                     error: (!self.record_ok).then(|| "disk on fire".to_string()),
                 }),
                 Effect::Activate { .. } => Some(Event::ReplicaActivated { error: None }),
+                Effect::ForkDisk { .. } => Some(Event::DiskForked {
+                    error: (!self.fork_ok).then(|| "disk image: write: EIO".to_string()),
+                }),
                 _ => None,
             };
             if let Some(a) = answer {

@@ -33,6 +33,8 @@ pub struct NodeConfig {
     pub promote: bool,
     /// Automatic failover, if on.
     pub failover: Option<FailoverConfig>,
+    /// The replica's disk size in bytes (0: no disk); a primary's disk must be the same size.
+    pub disk_size: u64,
 }
 
 /// The failover configuration.
@@ -209,6 +211,13 @@ pub enum Effect {
         /// At the latest.
         until: Nanos,
     },
+    /// An activation's first step when the replica has a disk: fork the disk's lineage at
+    /// `ckpt`, durably, and set its workload ([`Event::DiskForked`]); the host state is written
+    /// only after it.
+    ForkDisk {
+        /// The checkpoint the replica activates from.
+        ckpt: u64,
+    },
 }
 
 /// The effects of one step (bounded).
@@ -302,6 +311,24 @@ pub enum Event {
         conn: usize,
         /// The command.
         cmd: OperatorCmd,
+    },
+    /// The replica's disk failed (or refused) while the live session on `slot` was staging or
+    /// applying: checkpoint `ckpt` (whose apply left the disk neither at it nor at the one
+    /// before), or a resynchronisation's plan or copy (`None`, the image as it was).
+    DiskFailed {
+        /// The slot.
+        slot: usize,
+        /// The checkpoint being applied, if it was one.
+        ckpt: Option<u64>,
+        /// What failed.
+        error: String,
+        /// The image (or its file system) is out of space.
+        out_of_space: bool,
+    },
+    /// [`Effect::ForkDisk`]'s outcome.
+    DiskForked {
+        /// Why it failed, if it did.
+        error: Option<String>,
     },
 }
 

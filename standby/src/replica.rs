@@ -1,6 +1,7 @@
 //! The replica behind hsb-standby: the `model` test double or a paused Xen domain.
 
 use hsb_common::time::Nanos;
+use hsb_domain::disk::Disk;
 use hsb_domain::domain::{CheckpointSource, DomainError, Replica};
 use hsb_domain::model::ModelDomain;
 use hsb_domain::xen::XenReplica;
@@ -17,7 +18,29 @@ impl Rep {
     /// Open the configured replica.
     pub fn open(s: &hsb_standby::config::Settings) -> Result<Rep, DomainError> {
         match &s.xen {
-            None => Ok(Rep::Model(ModelDomain::blank(s.model_pages))),
+            None => {
+                let mut d = ModelDomain::blank(s.model_pages);
+                if let Some(ds) = &s.disk {
+                    // The replica's disk: checkpoints' writes are applied to it; the workload
+                    // writes it once the replica is activated.
+                    let disk = Disk::open(&ds.disk).map_err(|e| DomainError {
+                        op: "model.disk",
+                        detail: e.to_string(),
+                    })?;
+                    log::info!(
+                        "disk {} ({} MiB): {}",
+                        ds.disk.path.display(),
+                        ds.disk.size >> 20,
+                        disk.describe()
+                    );
+                    d.attach_disk(disk, ds.workload, false)
+                        .map_err(|detail| DomainError {
+                            op: "model.disk",
+                            detail,
+                        })?;
+                }
+                Ok(Rep::Model(d))
+            }
             Some(x) => {
                 let domid = hsb_domain::xen::resolve(&x.domain)?;
                 Ok(Rep::Xen(Box::new(XenReplica::open(domid)?)))
@@ -38,6 +61,22 @@ impl Rep {
         match self {
             Rep::Model(d) => (d.page_count(), d.page_count()),
             Rep::Xen(x) => (Replica::pages(x.as_ref()), Replica::max_pages(x.as_ref())),
+        }
+    }
+
+    /// The replica's disk, if it has one.
+    pub fn disk(&mut self) -> Option<&mut Disk> {
+        match self {
+            Rep::Model(d) => d.disk_mut(),
+            Rep::Xen(_) => None,
+        }
+    }
+
+    /// The replica's disk, if it has one.
+    pub fn disk_ref(&self) -> Option<&Disk> {
+        match self {
+            Rep::Model(d) => d.disk_ref(),
+            Rep::Xen(_) => None,
         }
     }
 

@@ -66,6 +66,8 @@ impl Daemon {
             );
             return Ok(());
         }
+        // (Its disk forked before the host state was written: ForkDisk.)
+        self.verify_disk(ckpt);
         if let Some(d) = self.replica.model() {
             d.reset_clock();
             d.set_rate(self.s.dirty_rate);

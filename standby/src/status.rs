@@ -27,11 +27,14 @@ impl Daemon {
         let text = match cmd {
             "status" | "" => text(self, now),
             "digest" => format!(
-                "applied_checkpoint {}\ndigest {:08x}\n",
+                "applied_checkpoint {}\ndigest {:08x}\n{}",
                 self.receiver
                     .applied()
                     .map_or("none".into(), |a| a.to_string()),
-                self.replica.digest().unwrap_or(0)
+                self.replica.digest().unwrap_or(0),
+                self.replica
+                    .model()
+                    .map_or(String::new(), crate::disk::digest_lines)
             ),
             "maintenance" => format!(
                 "maintenance {}\n",
@@ -101,6 +104,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
         },
     );
     kv("staging_bytes", d.receiver.capacity().to_string());
+    d.disk_status(&mut kv);
     if let Some(c) = d.replica.counter() {
         kv("counter", c.to_string());
     }

@@ -21,6 +21,7 @@ pub mod prom;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
+pub mod soak;
 pub mod xenrig;
 
 /// Path of an hsb binary.
@@ -152,7 +153,8 @@ impl Daemon {
     pub fn start_command(name: &str, mut cmd: Command, control: &Path, log: &Path) -> Daemon {
         let err = std::fs::File::create(log).expect("log file");
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
-        if std::env::var_os("HSB_LOG").is_none() {
+        let own_level = cmd.get_envs().any(|(k, _)| k == "HSB_LOG");
+        if std::env::var_os("HSB_LOG").is_none() && !own_level {
             cmd.env("HSB_LOG", "info");
         }
         let child = cmd.spawn().expect("spawn daemon");
@@ -274,6 +276,10 @@ pub struct PairOpts {
     pub standby_umask: Option<u32>,
     /// Environment variables of the primary (e.g. `NOTIFY_SOCKET`).
     pub primary_env: Vec<(String, String)>,
+    /// The primary's `HSB_LOG` level, if not the default (`debug` logs every checkpoint).
+    pub primary_log: Option<&'static str>,
+    /// Start the standby through this wrapper command (e.g. `prlimit --fsize=N`).
+    pub standby_wrapper: Vec<String>,
     /// Environment variables of the standby.
     pub standby_env: Vec<(String, String)>,
 }
@@ -290,6 +296,8 @@ impl Default for PairOpts {
             extra_primary: vec![],
             standby_umask: None,
             primary_env: vec![],
+            primary_log: None,
+            standby_wrapper: vec![],
             standby_env: vec![],
         }
     }
@@ -317,6 +325,15 @@ impl Pair {
         )
         .expect("write config");
         let mut cmd = match o.standby_umask {
+            None if !o.standby_wrapper.is_empty() => {
+                let mut cmd = Command::new(&o.standby_wrapper[0]);
+                cmd.args(&o.standby_wrapper[1..])
+                    .arg(bin("hsb-standby"))
+                    .arg("run")
+                    .arg("-c")
+                    .arg(&standby_conf);
+                cmd
+            }
             None => {
                 let mut cmd = Command::new(bin("hsb-standby"));
                 cmd.arg("run").arg("-c").arg(&standby_conf);
@@ -361,6 +378,9 @@ impl Pair {
         cmd.arg("run").arg("-c").arg(&primary_conf);
         for (k, v) in &o.primary_env {
             cmd.env(k, v);
+        }
+        if let Some(level) = o.primary_log {
+            cmd.env("HSB_LOG", level);
         }
         let primary = Daemon::start_command(
             "hsb-primary",

@@ -25,6 +25,8 @@ pub struct LifeOpts {
     pub policy: &'static str,
     /// Extra `key = value` lines for primary and standby configurations.
     pub extra: Vec<String>,
+    /// Extra lines for one host's configurations only (host A, host B).
+    pub host_extra: [Vec<String>; 2],
 }
 
 impl Default for LifeOpts {
@@ -32,6 +34,7 @@ impl Default for LifeOpts {
         LifeOpts {
             policy: "client-oriented",
             extra: vec![],
+            host_extra: [vec![], vec![]],
         }
     }
 }
@@ -104,6 +107,7 @@ impl Life {
             peers.join(","),
             o.extra.join("\n")
         );
+        let o_host_extra = o.host_extra.clone();
         let mut life = Life {
             procs: [None, None],
             witnesses: vec![],
@@ -118,6 +122,7 @@ impl Life {
         for h in 0..2 {
             let o = 1 - h;
             let name = HOSTS[h];
+            let common = format!("{common}{}\n", o_host_extra[h].join("\n"));
             let state = life
                 .dir
                 .path(&format!("{name}.state"))

@@ -1,33 +1,48 @@
-//! Checkpoint bookkeeping, no I/O.
+//! Checkpoint bookkeeping, no network I/O.
 //!
 //! Primary: [`Staging::capture`] copies dirty pages and state into frames laid out in a buffer
-//! allocated at start-up (this is the part done while the guest is suspended); [`Staging::seal`]
-//! then, after the guest has resumed, encodes the pages where that pays (zero pages, the words
-//! that changed since the version the standby holds, LZ4: [`crate::page_codec`], with the
-//! primary's [`PageCache`] of what it sent and the [`CodecPolicy`] saying when), fills CRCs and
-//! MACs and appends the `End` record.
+//! allocated at start-up (this is the part done while the guest is suspended); after the guest
+//! has resumed (before it runs again: the daemons are single-threaded), [`Staging::put_disk`]
+//! appends the epoch's disk writes from the journal as `Disk` frames (a full synchronisation:
+//! the rest of the disk resynchronisation), and [`Staging::seal`] encodes the pages where that
+//! pays (zero pages, the words that changed since the version the standby holds, LZ4:
+//! [`crate::page_codec`], with the primary's [`PageCache`] of what it sent and the
+//! [`CodecPolicy`] saying when), fills CRCs and MACs and appends the `End` record, whose CRC
+//! covers the disk frames like the pages. While a full synchronisation is pending,
+//! [`ResyncSender`] streams the disk resynchronisation's block copies as `DiskSync` frames with
+//! the guest running.
 //!
 //! Standby: [`Receiver`] decodes each frame's pages into staging as it comes (a delta against
 //! the replica's page: the replica is still at N-1, which is what the primary encoded against),
-//! stages checkpoint N whole, checks it against its `End` record (whose CRC covers the decoded
-//! pages), and only then lets [`Receiver::apply`] write it into the replica. Any error discards
-//! the staged checkpoint: the replica stays exactly at N-1.
+//! stages checkpoint N whole (pages, state and disk writes), checks it against its `End` record
+//! (whose CRC covers the decoded pages), and only then lets [`Receiver::apply`] write it into
+//! the replica: the disk first (durably), then memory. Any error before that discards the
+//! staged checkpoint: memory and disk stay exactly at N-1. A disk that fails while applying
+//! leaves the replica unusable rather than half-way ([`Receiver::applied`] becomes `None`).
 
 use std::collections::VecDeque;
 use std::fmt;
 
 use crate::codec_policy::{Choice, Codec, CodecMode, CodecPolicy};
+use crate::disk::{Disk, DiskError, PIECE_OVERHEAD};
+
+mod disk;
+mod receiver;
+
 use crate::domain::{CheckpointSource, DomainError, Replica};
 use crate::page_cache::PageCache;
 use crate::page_codec::{self, PagesEncoder, MAX_RECORD, PAGES_HEAD_MAX};
 use crate::PAGE_SIZE;
+pub use disk::ResyncSender;
+use disk::{disk_refusal, DiskRx};
 use hsb_common::frame::{self, FrameError, Header, Kind, HEADER_LEN};
 use hsb_common::msg::{
-    self, Begin, End, Pages, PagesHead, State, MAX_STATE_LEN, PAGES_LZ4, PAGES_PER_FRAME,
-    PAGES_PLAIN, PAGES_RECORDS,
+    self, Begin, DiskPlan, DiskWrite, End, Pages, PagesHead, State, DISK_HEAD_MAX, DISK_PIECE,
+    MAX_STATE_LEN, PAGES_LZ4, PAGES_PER_FRAME, PAGES_PLAIN, PAGES_RECORDS,
 };
 use hsb_common::session::{self, Session};
 use hsb_common::time::Nanos;
+pub use receiver::{Complete, Receiver};
 
 /// Pages the primary's cache of sent pages holds at most by default (128 MiB); a smaller
 /// domain's cache holds all of it.
@@ -70,6 +85,8 @@ pub enum CheckpointError {
     Domain(DomainError),
     /// A frame or record was invalid.
     Frame(FrameError),
+    /// The disk failed or refused (its image, or a write that must wait).
+    Disk(DiskError),
 }
 
 impl fmt::Display for CheckpointError {
@@ -80,6 +97,7 @@ impl fmt::Display for CheckpointError {
             }
             CheckpointError::Domain(e) => write!(f, "{e}"),
             CheckpointError::Frame(e) => write!(f, "{e}"),
+            CheckpointError::Disk(e) => write!(f, "{e}"),
         }
     }
 }
@@ -95,6 +113,12 @@ impl From<DomainError> for CheckpointError {
 impl From<FrameError> for CheckpointError {
     fn from(e: FrameError) -> Self {
         CheckpointError::Frame(e)
+    }
+}
+
+impl From<DiskError> for CheckpointError {
+    fn from(e: DiskError) -> Self {
+        CheckpointError::Disk(e)
     }
 }
 
@@ -126,6 +150,14 @@ pub struct Staging {
     totals: [u64; 3],
     /// When the last ack came ([`Staging::acked`]).
     last_ack: Option<Nanos>,
+    /// Whether the staged checkpoint is a full synchronisation.
+    full: bool,
+    /// The domain has a disk whose part of the checkpoint is not staged yet.
+    disk_due: bool,
+    /// `Disk` frames staged, their data bytes, and `DiskSync` frames sent before (for `End`).
+    disk_writes: u64,
+    disk_bytes: u64,
+    disk_synced: u64,
 }
 
 /// What one [`Staging::seal`] did (for logs and benchmarks).
@@ -154,10 +186,28 @@ impl Staging {
         Staging::with_codec(pages, CodecMode::Auto, pages.min(DEFAULT_CACHE_PAGES))
     }
 
+    /// Allocate for a domain of `pages` pages and a disk whose checkpoints carry at most
+    /// `journal_max` bytes of `Disk` frames, encoding when it pays.
+    pub fn with_disk(pages: u64, journal_max: usize) -> Staging {
+        Staging::new(pages).with_journal(journal_max)
+    }
+
+    /// Room for a disk whose checkpoints carry at most `journal_max` bytes of `Disk` frames
+    /// (allocated now).
+    pub fn with_journal(mut self, journal_max: usize) -> Staging {
+        self.buf.resize(self.buf.len() + journal_max, 0);
+        self
+    }
+
     /// Allocate for a domain of `pages` pages, encoding as `mode` says with a cache of
     /// `cache_pages` sent pages (0: no deltas, only zero and sparse pages and LZ4).
     pub fn with_codec(pages: u64, mode: CodecMode, cache_pages: u64) -> Staging {
         Staging {
+            full: false,
+            disk_due: false,
+            disk_writes: 0,
+            disk_bytes: 0,
+            disk_synced: 0,
             buf: vec![0u8; staging_capacity(pages)],
             len: 0,
             pfns: Vec::with_capacity(pages as usize),
@@ -290,6 +340,8 @@ impl Staging {
     ) -> Result<(), CheckpointError> {
         self.len = 0;
         self.ckpt = ckpt;
+        self.full = full;
+        self.disk_due = false;
         self.pfns.clear();
         if full {
             // The standby's replica is rewritten whole: nothing it held is a reference now.
@@ -368,6 +420,7 @@ impl Staging {
             data: &state[..slen],
         };
         self.put_record(Kind::State, &st)?;
+        self.disk_due = dom.disk().is_some();
         Ok(CaptureStats {
             ckpt: self.ckpt,
             full,
@@ -397,6 +450,11 @@ impl Staging {
     /// encoding, CRC and MAC pass over the checkpoint. Encoded frames are shorter, so each is
     /// written where the previous one ended, never past where it was read.
     pub fn seal(&mut self, session: &mut Session) -> Result<usize, CheckpointError> {
+        if self.disk_due {
+            return Err(disk_refusal(
+                "sealing a checkpoint whose disk part is not staged (put_disk)",
+            ));
+        }
         let page_bytes = (self.pfns.len() * PAGE_SIZE) as u64;
         let choice = self.policy.choose(page_bytes);
         let encode = choice.codec == Codec::Encoded;
@@ -460,6 +518,9 @@ impl Staging {
             pages: self.pfns.len() as u64,
             total_len: total,
             crc: ckpt_crc.finalize(),
+            disk_writes: self.disk_writes,
+            disk_bytes: self.disk_bytes,
+            disk_synced: self.disk_synced,
         };
         let start = self.len;
         let n = session
@@ -483,309 +544,6 @@ impl Staging {
     }
 }
 
-/// A checkpoint the receiver has staged completely and verified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Complete {
-    /// Checkpoint number.
-    pub ckpt: u64,
-    /// Whether it was a full synchronisation.
-    pub full: bool,
-    /// Pages in it.
-    pub pages: u64,
-    /// Bytes of its records.
-    pub bytes: u64,
-}
-
-/// The standby's checkpoint receiver: stage whole, verify, then apply.
-#[derive(Debug)]
-pub struct Receiver {
-    domain_pages: u64,
-    /// Page frame numbers are below this.
-    pfn_limit: u64,
-    /// A full synchronisation must carry exactly `domain_pages` pages (the model domain); a
-    /// Xen guest's full sync carries its RAM, whose count only the primary knows.
-    exact_full: bool,
-    begin: Option<Begin>,
-    pfns: Vec<u64>,
-    data: Vec<u8>,
-    state: Vec<u8>,
-    state_seen: bool,
-    crc: crc32fast::Hasher,
-    total: u64,
-    /// LZ4-compressed records of one frame, decompressed.
-    unpacked: Vec<u8>,
-    complete: Option<Complete>,
-    /// Last checkpoint applied in the current session; `None` until a full sync is applied.
-    session_base: Option<u64>,
-    applied: Option<u64>,
-}
-
-impl Receiver {
-    /// A receiver for a replica of `domain_pages` pages; allocates staging for a full sync.
-    pub fn new(domain_pages: u64) -> Receiver {
-        Receiver::for_layout(domain_pages, domain_pages, true)
-    }
-
-    /// Stage for a replica whose frame numbers are below `pfn_limit`, with at most
-    /// `max_pages` pages per checkpoint; `exact_full`: a full sync must carry exactly
-    /// `max_pages` pages.
-    pub fn for_layout(pfn_limit: u64, max_pages: u64, exact_full: bool) -> Receiver {
-        let domain_pages = max_pages;
-        Receiver {
-            domain_pages,
-            pfn_limit,
-            exact_full,
-            begin: None,
-            pfns: Vec::with_capacity(domain_pages as usize),
-            data: Vec::with_capacity(domain_pages as usize * PAGE_SIZE),
-            state: Vec::with_capacity(MAX_STATE_LEN),
-            state_seen: false,
-            crc: crc32fast::Hasher::new(),
-            total: 0,
-            unpacked: vec![0u8; PAGES_PER_FRAME * MAX_RECORD],
-            complete: None,
-            session_base: None,
-            applied: None,
-        }
-    }
-
-    /// Last checkpoint applied to the replica, if any.
-    pub fn applied(&self) -> Option<u64> {
-        self.applied
-    }
-
-    /// Whether a checkpoint is being staged.
-    pub fn staging(&self) -> bool {
-        self.begin.is_some()
-    }
-
-    /// Bytes allocated for staging.
-    pub fn capacity(&self) -> usize {
-        self.data.capacity()
-            + self.pfns.capacity() * 8
-            + self.state.capacity()
-            + self.unpacked.len()
-    }
-
-    /// A new session (new connection): discard anything staged, and require a full
-    /// synchronisation before any incremental checkpoint (never patch across a gap).
-    pub fn new_session(&mut self) {
-        self.discard();
-        self.session_base = None;
-    }
-
-    /// Drop the checkpoint being staged (after an error); the replica is untouched.
-    pub fn discard(&mut self) {
-        self.begin = None;
-        self.complete = None;
-        self.pfns.clear();
-        self.data.clear();
-        self.state.clear();
-        self.state_seen = false;
-        self.crc = crc32fast::Hasher::new();
-        self.total = 0;
-    }
-
-    fn fail(&mut self, kind: Kind, why: &'static str) -> FrameError {
-        self.discard();
-        FrameError::Body { kind, why }
-    }
-
-    /// Feed one verified frame (already authenticated by the session). `replica` is read, never
-    /// written: its pages are the reference of delta records (it is at the previous checkpoint,
-    /// which is what the primary encoded against). Returns the completed checkpoint when its
-    /// `End` arrives and checks out. On error, the staged checkpoint is discarded and the caller
-    /// drops the session.
-    pub fn on_frame(
-        &mut self,
-        kind: Kind,
-        body: &[u8],
-        body_hash: &crc32fast::Hasher,
-        replica: &mut dyn Replica,
-    ) -> Result<Option<Complete>, FrameError> {
-        if self.complete.is_some() {
-            self.discard();
-            return Err(FrameError::Unexpected {
-                kind,
-                state: "a checkpoint awaits apply",
-            });
-        }
-        match kind {
-            Kind::Begin => {
-                let b: Begin = msg::decode(kind, body).inspect_err(|_| self.discard())?;
-                if self.begin.is_some() {
-                    self.discard();
-                    return Err(FrameError::Unexpected {
-                        kind,
-                        state: "staging a checkpoint",
-                    });
-                }
-                match (b.full, self.session_base) {
-                    (false, None) => {
-                        return Err(self.fail(kind, "incremental checkpoint before a full sync"))
-                    }
-                    (false, Some(base)) if b.ckpt != base + 1 => {
-                        return Err(self.fail(kind, "checkpoint number gap"))
-                    }
-                    (true, _) if self.exact_full && b.pages != self.domain_pages => {
-                        return Err(self.fail(kind, "full sync does not cover the domain"))
-                    }
-                    _ => {}
-                }
-                if b.pages > self.domain_pages {
-                    return Err(self.fail(kind, "more pages than the domain has"));
-                }
-                if let Some(a) = self.applied {
-                    if b.ckpt <= a && !b.full {
-                        return Err(self.fail(kind, "checkpoint number went backwards"));
-                    }
-                }
-                self.begin = Some(b);
-                self.account(body.len() as u64, body_hash);
-                Ok(None)
-            }
-            Kind::Pages => {
-                let Some(begin) = self.begin else {
-                    return Err(self.fail(kind, "pages outside a checkpoint"));
-                };
-                let p: Pages = msg::decode(kind, body).inspect_err(|_| self.discard())?;
-                if p.ckpt != begin.ckpt {
-                    return Err(self.fail(kind, "pages of another checkpoint"));
-                }
-                if self.pfns.len() as u64 + p.pfns.len() as u64 > begin.pages {
-                    return Err(self.fail(kind, "more pages than announced"));
-                }
-                if p.pfns.iter().any(|&pfn| pfn >= self.pfn_limit) {
-                    return Err(self.fail(kind, "page number beyond the domain"));
-                }
-                // Capacity was reserved for a full domain and pages <= domain_pages: no growth.
-                let start = self.data.len();
-                match p.codec {
-                    PAGES_PLAIN => {
-                        if p.data.len() != p.pfns.len() * PAGE_SIZE {
-                            return Err(
-                                self.fail(kind, "page data length does not match page count")
-                            );
-                        }
-                        self.data.extend_from_slice(p.data);
-                        self.pfns.extend_from_slice(&p.pfns);
-                        self.account(body.len() as u64, body_hash);
-                        return Ok(None);
-                    }
-                    PAGES_RECORDS | PAGES_LZ4 => {}
-                    _ => return Err(self.fail(kind, "unknown page codec")),
-                }
-                let max = p.pfns.len() * MAX_RECORD;
-                let records = if p.codec == PAGES_LZ4 {
-                    match page_codec::decompress(p.data, &mut self.unpacked, max) {
-                        Ok(r) => r,
-                        Err(e) => return Err(self.fail(kind, e.why())),
-                    }
-                } else {
-                    p.data
-                };
-                if let Err(why) =
-                    page_codec::decode_pages(records, &p.pfns, begin.full, &mut self.data, replica)
-                {
-                    return Err(self.fail(kind, why));
-                }
-                self.pfns.extend_from_slice(&p.pfns);
-                // The checkpoint's CRC covers the body in its plain form: the pages as decoded.
-                let mut head = [0u8; PAGES_HEAD_MAX];
-                let plain = PagesHead {
-                    ckpt: p.ckpt,
-                    pfns: &p.pfns,
-                    codec: PAGES_PLAIN,
-                };
-                let Ok(mut n) = msg::encode(&plain, &mut head) else {
-                    return Err(self.fail(kind, "page head does not fit"));
-                };
-                n += msg::write_varint((p.pfns.len() * PAGE_SIZE) as u64, &mut head[n..]);
-                let mut h = frame::body_crc(&head[..n]);
-                h.update(&self.data[start..]);
-                self.account((n + p.pfns.len() * PAGE_SIZE) as u64, &h);
-                Ok(None)
-            }
-            Kind::State => {
-                let Some(begin) = self.begin else {
-                    return Err(self.fail(kind, "state outside a checkpoint"));
-                };
-                let s: State = msg::decode(kind, body).inspect_err(|_| self.discard())?;
-                if s.ckpt != begin.ckpt || self.state_seen {
-                    return Err(self.fail(kind, "state of another checkpoint, or twice"));
-                }
-                if s.data.len() > MAX_STATE_LEN {
-                    return Err(self.fail(kind, "state record too large"));
-                }
-                self.state.extend_from_slice(s.data);
-                self.state_seen = true;
-                self.account(body.len() as u64, body_hash);
-                Ok(None)
-            }
-            Kind::End => {
-                let Some(begin) = self.begin else {
-                    return Err(self.fail(kind, "end outside a checkpoint"));
-                };
-                let e: End = msg::decode(kind, body).inspect_err(|_| self.discard())?;
-                if e.ckpt != begin.ckpt {
-                    return Err(self.fail(kind, "end of another checkpoint"));
-                }
-                if e.pages != begin.pages || self.pfns.len() as u64 != begin.pages {
-                    return Err(self.fail(kind, "page count does not match"));
-                }
-                if !self.state_seen {
-                    return Err(self.fail(kind, "checkpoint without state record"));
-                }
-                if e.total_len != self.total {
-                    return Err(self.fail(kind, "checkpoint length does not match"));
-                }
-                if e.crc != self.crc.clone().finalize() {
-                    return Err(self.fail(kind, "checkpoint CRC does not match"));
-                }
-                let c = Complete {
-                    ckpt: begin.ckpt,
-                    full: begin.full,
-                    pages: begin.pages,
-                    bytes: self.total,
-                };
-                self.complete = Some(c);
-                Ok(Some(c))
-            }
-            _ => {
-                self.discard();
-                Err(FrameError::Unexpected {
-                    kind,
-                    state: "receiving checkpoints",
-                })
-            }
-        }
-    }
-
-    fn account(&mut self, len: u64, body_hash: &crc32fast::Hasher) {
-        self.crc.combine(body_hash);
-        self.total += len;
-    }
-
-    /// Apply the completed checkpoint to the replica. After this returns `Ok(n)`, the replica
-    /// is at checkpoint n and the caller sends ack(n).
-    pub fn apply(&mut self, replica: &mut dyn Replica) -> Result<u64, CheckpointError> {
-        let Some(c) = self.complete else {
-            return Err(CheckpointError::Frame(FrameError::Unexpected {
-                kind: Kind::End,
-                state: "nothing complete to apply",
-            }));
-        };
-        let res = replica
-            .write_pages(&self.pfns, &self.data)
-            .and_then(|_| replica.load_state(&self.state));
-        self.discard();
-        res?;
-        self.applied = Some(c.ckpt);
-        self.session_base = Some(c.ckpt);
-        Ok(c.ckpt)
-    }
-}
-
 #[path = "checkpoint_precopy.rs"]
 mod precopy;
 pub use precopy::{precopy_again, PrecopyStats, PRECOPY_MAX_ROUNDS, PRECOPY_SETTLED_PAGES};
@@ -797,3 +555,6 @@ mod precopy_tests;
 #[cfg(test)]
 #[path = "checkpoint_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod disk_tests;

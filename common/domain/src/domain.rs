@@ -1,10 +1,13 @@
 //! The narrow interface between the replication engine and a hypervisor (DESIGN.md §3).
 //!
 //! Primary side: suspend at a consistent point, read and clear dirty pages, read pages and state,
-//! resume. Standby side: write pages and state into a paused replica. Activation is the
+//! resume. Standby side: write pages and state into a paused replica. Either side's domain may
+//! have a disk ([`crate::disk`]), whose writes travel with the checkpoints. Activation is the
 //! daemon's (it differs per backend: the model serves its TCP service, Xen unpauses a domain).
 
 use std::fmt;
+
+use crate::disk::Disk;
 
 /// A backend failure, naming the operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +46,10 @@ pub trait CheckpointSource {
     fn read_pages(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError>;
     /// Write the vCPU/platform state record into `dst`; returns its length.
     fn save_state(&mut self, dst: &mut [u8]) -> Result<usize, DomainError>;
+    /// The guest's disk, if it has one: its writes travel with the checkpoints.
+    fn disk(&mut self) -> Option<&mut Disk> {
+        None
+    }
 }
 
 /// The paused replica, seen from the standby.
@@ -60,4 +67,8 @@ pub trait Replica {
     fn read_back(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError>;
     /// Load a state record written by [`CheckpointSource::save_state`].
     fn load_state(&mut self, state: &[u8]) -> Result<(), DomainError>;
+    /// The replica's disk, if it has one: checkpoints' disk writes are applied to it.
+    fn disk(&mut self) -> Option<&mut Disk> {
+        None
+    }
 }

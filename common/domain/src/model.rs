@@ -5,9 +5,22 @@
 //! It implements both sides of [`crate::domain`], so the replication engine exercises the same
 //! paths as with Xen: suspend, dirty pages, state record, replica writes, activation.
 //!
-//! Memory layout: page 0 holds a header (magic, counter, request count); pages 1..=64 hold a
-//! hash table of 2048 slots of 128 bytes for PUT/GET; the remaining pages are the workload's.
+//! It may have a disk ([`disk`], attached with [`ModelDomain::attach_disk`]): `PUT` appends a
+//! record to a log on the disk before it changes memory and before its reply is produced, the
+//! workload writes disk blocks at a set rate, and the guest keeps the CRC of every block it
+//! wrote in its memory, so memory and disk can be checked against each other.
+//!
+//! Memory layout: page 0 holds a header (magic, counter, request count, disk log sequence, disk
+//! workload state); pages 1..=64 hold a hash table of 2048 slots of 128 bytes for PUT/GET; with a
+//! disk, the disk's pages follow ([`disk`]); the remaining pages are the workload's.
 
+mod disk;
+mod pattern;
+
+pub use disk::{min_pages, DiskSettings, DiskWorkload, ModelDiskStats, DISK_KEYS, MAX_DISK_WRITE};
+pub use pattern::{pattern_from_config, WritePattern, WRITE_PATTERN_KEY};
+
+use crate::disk::Disk;
 use crate::domain::{CheckpointSource, DomainError, Replica};
 use crate::PAGE_SIZE;
 use hsb_common::rng::SplitMix64;
@@ -46,69 +59,17 @@ pub fn pages_from_config(
             "expected a multiple of 4KiB between 264KiB and 64GiB",
         ));
     }
+    let disk = c.size("model.disk_size")?;
+    if disk > 0 && mem / page < min_pages(disk) {
+        return Err(c.error_at(
+            "model.memory",
+            &format!(
+                "expected at least {} KiB with a disk of {disk} bytes (model.disk_size): the guest keeps 4 bytes of memory per disk block",
+                min_pages(disk) * 4
+            ),
+        ));
+    }
     Ok(mem / page)
-}
-
-/// How the model's workload writes a page (`model.write_pattern`): what a checkpoint's page
-/// encoding can save depends on it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum WritePattern {
-    /// One 8-byte word at a random place per page written (counters, pointers): the default.
-    #[default]
-    Counters,
-    /// This many 64-byte cache lines at random places per page written, random bytes.
-    Lines(u8),
-    /// The whole page, random bytes: nothing for deltas or compression to save.
-    Pages,
-}
-
-impl WritePattern {
-    /// Most cache lines per page of [`WritePattern::Lines`].
-    pub const MAX_LINES: u8 = 64;
-
-    /// Read `counters`, `lines:N` (N from 1 to 64) or `pages`.
-    pub fn parse(s: &str) -> Option<WritePattern> {
-        match s {
-            "counters" => Some(WritePattern::Counters),
-            "pages" => Some(WritePattern::Pages),
-            _ => {
-                let n: u8 = s.strip_prefix("lines:")?.parse().ok()?;
-                (1..=Self::MAX_LINES)
-                    .contains(&n)
-                    .then_some(WritePattern::Lines(n))
-            }
-        }
-    }
-}
-
-impl std::fmt::Display for WritePattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WritePattern::Counters => f.write_str("counters"),
-            WritePattern::Lines(n) => write!(f, "lines:{n}"),
-            WritePattern::Pages => f.write_str("pages"),
-        }
-    }
-}
-
-/// The primary's `model.write_pattern` key.
-pub const WRITE_PATTERN_KEY: hsb_common::config::KeySpec = hsb_common::config::KeySpec {
-    key: "model.write_pattern",
-    kind: hsb_common::config::ValueKind::Str,
-    default: Some("counters"),
-    help: "model workload: how a page is written: counters (one 8-byte word), lines:N (N 64-byte cache lines, 1-64), pages (all of it, random bytes)",
-};
-
-/// The model workload's write pattern from a primary's configuration.
-pub fn pattern_from_config(
-    c: &hsb_common::config::Config,
-) -> Result<WritePattern, hsb_common::config::ConfigError> {
-    WritePattern::parse(&c.str(WRITE_PATTERN_KEY.key)?).ok_or_else(|| {
-        c.error_at(
-            WRITE_PATTERN_KEY.key,
-            "expected counters, lines:N with N from 1 to 64, or pages",
-        )
-    })
 }
 
 /// The model's "vCPU": what is not in memory but must be replicated with it.
@@ -174,6 +135,8 @@ pub struct ModelDomain {
     /// How the workload writes a page.
     pattern: WritePattern,
     last_run: Option<Nanos>,
+    /// The guest's disk, if it has one (see [`disk`]).
+    disk: Option<Box<disk::ModelDisk>>,
 }
 
 impl ModelDomain {
@@ -202,6 +165,7 @@ impl ModelDomain {
             rate: 0,
             pattern: WritePattern::Counters,
             last_run: None,
+            disk: None,
         }
     }
 
@@ -331,13 +295,15 @@ impl ModelDomain {
         let Some(last) = self.last_run.replace(now) else {
             return;
         };
-        let region = self.pages - (KV_FIRST_PAGE + KV_PAGES);
+        self.run_disk(now.since(last));
+        let first = self.workload_first();
+        let region = self.pages - first;
         let micro =
             self.rate as u128 * now.since(last).as_nanos() / 1_000 + self.cpu.carry_micro as u128;
         let due = (micro / 1_000_000) as u64;
         self.cpu.carry_micro = (micro % 1_000_000) as u64;
         for _ in 0..due.min(region) {
-            let pfn = KV_FIRST_PAGE + KV_PAGES + self.cpu.cursor;
+            let pfn = first + self.cpu.cursor;
             self.cpu.cursor = (self.cpu.cursor + 1) % region;
             let mut rng = SplitMix64::new(self.cpu.rng);
             let page = pfn as usize * PAGE_SIZE;
@@ -391,19 +357,27 @@ impl ModelDomain {
             }
             ("GET", None, _, _) => self.counter().to_string(),
             ("GET", Some(k), None, _) => match self.kv_find(k.as_bytes()) {
-                Ok(Some(slot)) => {
-                    let off = self.slot_off(slot);
-                    let vlen = self.mem[off + 2] as usize;
-                    String::from_utf8_lossy(&self.mem[off + 4 + MAX_KEY..off + 4 + MAX_KEY + vlen])
+                Ok(Some(_)) => {
+                    String::from_utf8_lossy(&self.kv_value(k.as_bytes()).unwrap_or_default())
                         .into_owned()
                 }
                 Ok(None) => "NIL".into(),
                 Err(e) => format!("ERR {e}"),
             },
-            ("PUT", Some(k), Some(v), None) => match self.kv_put(k.as_bytes(), v.as_bytes()) {
-                Ok(()) => "OK".into(),
-                Err(e) => format!("ERR {e}"),
-            },
+            ("PUT", Some(k), Some(v), None) => {
+                let slot = match self.kv_slot_for(k.as_bytes(), v.as_bytes()) {
+                    Ok(s) => s,
+                    Err(e) => return format!("ERR {e}"),
+                };
+                // On the disk first: the reply (and memory) only once the record is written.
+                match self.log_append(k.as_bytes(), v.as_bytes()) {
+                    Ok(()) => {}
+                    Err(e) if e.is_wait() => return "ERR disk busy, try again".into(),
+                    Err(e) => return format!("ERR disk: {e}"),
+                }
+                self.kv_write(slot, k.as_bytes(), v.as_bytes());
+                "OK".into()
+            }
             ("", _, _, _) => "ERR empty request".into(),
             _ => "ERR unknown request; use PING, INCR, GET, GET key, PUT key value".into(),
         }
@@ -412,6 +386,14 @@ impl ModelDomain {
     fn slot_off(&self, slot: usize) -> usize {
         (KV_FIRST_PAGE as usize + slot / SLOTS_PER_PAGE) * PAGE_SIZE
             + (slot % SLOTS_PER_PAGE) * SLOT
+    }
+
+    /// A key's value, if it has one.
+    fn kv_value(&self, key: &[u8]) -> Option<Vec<u8>> {
+        let slot = self.kv_find(key).ok()??;
+        let off = self.slot_off(slot);
+        let vlen = self.mem[off + 2] as usize;
+        Some(self.mem[off + 4 + MAX_KEY..off + 4 + MAX_KEY + vlen].to_vec())
     }
 
     /// Find a key's slot (`Ok(None)` if absent).
@@ -434,20 +416,24 @@ impl ModelDomain {
         Ok(None)
     }
 
-    fn kv_put(&mut self, key: &[u8], value: &[u8]) -> Result<(), &'static str> {
+    /// The slot a PUT of `key` goes to (checked before anything is written).
+    fn kv_slot_for(&self, key: &[u8], value: &[u8]) -> Result<usize, &'static str> {
         if value.len() > MAX_VALUE {
             return Err("value longer than 84 bytes");
         }
-        let slot = match self.kv_find(key)? {
-            Some(s) => s,
+        match self.kv_find(key)? {
+            Some(s) => Ok(s),
             None => {
                 let start = fnv(key) as usize % KV_SLOTS;
                 (0..KV_SLOTS)
                     .map(|i| (start + i) % KV_SLOTS)
                     .find(|&s| self.mem[self.slot_off(s)] == 0)
-                    .ok_or("table full")?
+                    .ok_or("table full")
             }
-        };
+        }
+    }
+
+    fn kv_write(&mut self, slot: usize, key: &[u8], value: &[u8]) {
         let off = self.slot_off(slot);
         self.mem[off] = 1;
         self.mem[off + 1] = key.len() as u8;
@@ -455,7 +441,6 @@ impl ModelDomain {
         self.mem[off + 4..off + 4 + key.len()].copy_from_slice(key);
         self.mem[off + 4 + MAX_KEY..off + 4 + MAX_KEY + value.len()].copy_from_slice(value);
         self.mark((off / PAGE_SIZE) as u64);
-        Ok(())
     }
 
     fn check_range(
@@ -545,6 +530,10 @@ impl CheckpointSource for ModelDomain {
         Ok(())
     }
 
+    fn disk(&mut self) -> Option<&mut Disk> {
+        self.disk_mut()
+    }
+
     fn save_state(&mut self, dst: &mut [u8]) -> Result<usize, DomainError> {
         let d = dst.get_mut(..STATE_LEN).ok_or(DomainError {
             op: "save_state",
@@ -562,6 +551,10 @@ impl CheckpointSource for ModelDomain {
 impl Replica for ModelDomain {
     fn pages(&self) -> u64 {
         self.pages
+    }
+
+    fn disk(&mut self) -> Option<&mut Disk> {
+        self.disk_mut()
     }
 
     fn write_pages(&mut self, pfns: &[u64], data: &[u8]) -> Result<(), DomainError> {
@@ -591,129 +584,5 @@ impl Replica for ModelDomain {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn service_state_lives_in_pages() {
-        let mut d = ModelDomain::new(MIN_PAGES + 10, 0, 1);
-        let mut v = Vec::with_capacity(d.pages as usize);
-        d.take_dirty(false, &mut v).unwrap();
-        assert_eq!(v.len() as u64, d.pages, "a new domain is all dirty");
-        assert_eq!(d.handle("INCR"), "1");
-        assert_eq!(d.handle("incr"), "2");
-        assert_eq!(d.handle("GET"), "2");
-        assert_eq!(d.handle("PUT k hello"), "OK");
-        assert_eq!(d.handle("GET k"), "hello");
-        assert_eq!(d.handle("GET nope"), "NIL");
-        assert_eq!(d.handle("PING"), "PONG");
-        assert!(d.handle("FROB").starts_with("ERR"));
-        assert!(d
-            .handle(&format!("PUT {} v", "k".repeat(41)))
-            .starts_with("ERR"));
-        v.clear();
-        d.take_dirty(false, &mut v).unwrap();
-        assert!(v.contains(&0));
-        assert!(v
-            .iter()
-            .any(|&p| (KV_FIRST_PAGE..KV_FIRST_PAGE + KV_PAGES).contains(&p)));
-        // Copy every page and the state into a replica: identical domains.
-        let mut r = ModelDomain::blank(d.pages);
-        let all: Vec<u64> = (0..d.pages).collect();
-        let mut buf = vec![0u8; all.len() * PAGE_SIZE];
-        d.read_pages(&all, &mut buf).unwrap();
-        r.write_pages(&all, &buf).unwrap();
-        let mut s = [0u8; STATE_LEN];
-        let n = d.save_state(&mut s).unwrap();
-        r.load_state(&s[..n]).unwrap();
-        assert_eq!(r.digest(), d.digest());
-        assert_eq!(r.handle("GET k"), "hello");
-        assert_eq!(r.handle("INCR"), "3");
-    }
-
-    #[test]
-    fn workload_writes_at_its_rate_and_not_while_suspended() {
-        let mut d = ModelDomain::new(MIN_PAGES + 5000, 1000, 7);
-        let mut v = Vec::with_capacity(d.pages as usize);
-        d.take_dirty(false, &mut v).unwrap();
-        d.run(Nanos(0));
-        d.run(Nanos::from_millis(100));
-        v.clear();
-        d.take_dirty(false, &mut v).unwrap();
-        assert_eq!(v.len(), 100);
-        d.suspend().unwrap();
-        d.run(Nanos::from_millis(200));
-        v.clear();
-        d.take_dirty(false, &mut v).unwrap();
-        assert!(v.is_empty());
-        assert!(d.suspend().is_err());
-        d.resume().unwrap();
-    }
-
-    #[test]
-    fn write_patterns_change_what_they_say() {
-        for (word, pattern) in [
-            ("counters", WritePattern::Counters),
-            ("lines:3", WritePattern::Lines(3)),
-            ("lines:64", WritePattern::Lines(64)),
-            ("pages", WritePattern::Pages),
-        ] {
-            assert_eq!(WritePattern::parse(word), Some(pattern));
-            assert_eq!(pattern.to_string(), word);
-        }
-        for bad in ["", "lines:0", "lines:65", "lines:", "line:3", "Pages"] {
-            assert_eq!(WritePattern::parse(bad), None, "{bad}");
-        }
-        for (pattern, most) in [
-            (WritePattern::Counters, 8),
-            (WritePattern::Lines(3), 3 * 64),
-            (WritePattern::Pages, PAGE_SIZE),
-        ] {
-            let mut d = ModelDomain::new(MIN_PAGES + 100, 1000, 3).with_pattern(pattern);
-            let before = d.mem.clone();
-            let mut v = Vec::with_capacity(d.pages as usize);
-            d.take_dirty(false, &mut v).unwrap();
-            v.clear();
-            d.run(Nanos(0));
-            d.run(Nanos::from_millis(50));
-            d.take_dirty(false, &mut v).unwrap();
-            v.retain(|&p| p >= KV_FIRST_PAGE + KV_PAGES);
-            assert_eq!(v.len(), 50, "{pattern}");
-            for &p in &v {
-                let at = p as usize * PAGE_SIZE;
-                let changed = (at..at + PAGE_SIZE)
-                    .filter(|&i| d.mem[i] != before[i])
-                    .count();
-                assert!(changed > 0 && changed <= most, "{pattern}: {changed} bytes");
-            }
-        }
-    }
-
-    #[test]
-    fn image_round_trip_and_bad_images() {
-        let mut d = ModelDomain::new(MIN_PAGES + 3, 0, 4);
-        d.handle("INCR");
-        d.handle("PUT a b");
-        let dir = std::env::temp_dir().join(format!("hsb-image-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let p = dir.join("img");
-        d.save_image(&p).unwrap();
-        let back = ModelDomain::load_image(&p, d.page_count(), 0).unwrap();
-        assert_eq!(back.digest(), d.digest());
-        assert!(ModelDomain::load_image(&p, d.page_count() + 1, 0).is_err());
-        std::fs::write(&p, b"junk").unwrap();
-        assert!(ModelDomain::load_image(&p, d.page_count(), 0)
-            .unwrap_err()
-            .contains("not a model domain image"));
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn replica_rejects_bad_input() {
-        let mut r = ModelDomain::blank(MIN_PAGES);
-        assert!(r.write_pages(&[MIN_PAGES], &[0u8; PAGE_SIZE]).is_err());
-        assert!(r.write_pages(&[0], &[0u8; 10]).is_err());
-        assert!(r.load_state(&[1, 2, 3]).is_err());
-        assert!(!r.formatted());
-    }
-}
+#[path = "model_tests.rs"]
+mod tests;

@@ -986,8 +986,19 @@ impl StandbyCore {
                     evidence: Box::new(e),
                 },
             );
-            // An operator's request with the primary trusted leaves the standby following it.
-            self.state = if ask.is_some() && !self.detector.suspected() {
+            // With the primary trusted (an operator's request, or a switchover the witnesses
+            // asked for) the standby goes on following it: refused-stale is for a takeover, whose
+            // primary is suspected. Left refused-stale while trusted, no suspicion could begin
+            // when that primary died later, and the standby would never take over.
+            // A switchover asked again must see its condition hold anew (the hold restarts), and
+            // not sooner than the backoff: the mark goes only when the primary is protected again.
+            if !self.detector.suspected() {
+                self.cond_since = None;
+                let b = self.backoff;
+                self.backoff = (self.backoff * 2).min(self.cfg.requery_max);
+                self.next_query_at = later(now, b);
+            }
+            self.state = if !self.detector.suspected() {
                 State::Following
             } else {
                 State::RefusedStale

@@ -104,6 +104,9 @@ fn stream(data: &[u8], authenticated: bool) -> usize {
             let _ = msg::decode::<msg::Pages>(Kind::Pages, body);
             let _ = msg::decode::<msg::End>(Kind::End, body);
             let _ = msg::decode::<msg::Refuse>(Kind::Refuse, body);
+            let _ = msg::decode::<msg::DiskWrite>(Kind::Disk, body);
+            let _ = msg::decode::<msg::DiskPlan>(Kind::DiskPlan, body);
+            let _ = msg::decode::<msg::DiskDirty>(Kind::DiskDirty, body);
             let hash = match rx.open(&frame) {
                 Ok(h) => h,
                 // Unauthenticated inputs still exercise the receiver's own checks.
@@ -367,7 +370,7 @@ static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
 /// The schema [`config`] loads against.
 pub fn config_schema() -> &'static [KeySpec] {
-    hsb_common::failover::schema_with(OWN, hsb_domain::xen::KEYS, &SCHEMA)
+    hsb_common::failover::schema_with(OWN, hsb_domain::backend_keys(), &SCHEMA)
 }
 
 /// Most `--set` overrides taken from one input.

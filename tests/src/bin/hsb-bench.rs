@@ -37,6 +37,8 @@ use hsb_domain::domain::CheckpointSource;
 use hsb_domain::model::ModelDomain;
 use hsb_tests::{num, Client, Daemon, Pair, PairOpts, TempDir};
 
+#[path = "../bench/disk.rs"]
+mod disk;
 #[path = "../bench/failover.rs"]
 mod failover;
 #[path = "../bench/links.rs"]
@@ -148,6 +150,12 @@ fn main() -> std::process::ExitCode {
         progress("5: failover time (up to 40 runs, a fresh cluster each)");
         let cpu = Cpu::now();
         let text = failover::section_5().unwrap_or_else(failed("5. Failover time"));
+        out.section(&text, cpu);
+    }
+    if run("9") {
+        progress("9: disk replication");
+        let cpu = Cpu::now();
+        let text = disk::section_9().unwrap_or_else(failed("9. Disk replication"));
         out.section(&text, cpu);
     }
     out.emit(&format!(

@@ -133,14 +133,20 @@ fn wait<T>(
     }
 }
 
+/// A daemon's status on host `n`, with its exit status as `health` (0 healthy, 1 degraded, 2
+/// down: `status` answers with the daemon's health, so a degraded daemon, such as an activated
+/// replica without a standby of its own, exits 1 and still answers; 3, unreachable, is `None`).
 fn status(n: u8, daemon: &str) -> Option<std::collections::HashMap<String, String>> {
     let out = on(
         n,
-        &format!("{daemon} status -c /etc/hsb/{}.conf", &daemon[4..]),
+        &format!(
+            "{daemon} status -c /etc/hsb/{}.conf; echo \"health $?\"",
+            &daemon[4..]
+        ),
     )
     .ok()?;
     let st = parse_status(&out);
-    (!st.is_empty()).then_some(st)
+    (st.len() > 1 && st.get("health").is_some_and(|h| h != "3")).then_some(st)
 }
 
 fn num(st: &std::collections::HashMap<String, String>, k: &str) -> u64 {

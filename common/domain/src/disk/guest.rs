@@ -1,0 +1,249 @@
+//! The guest's side of a disk: becoming a primary's disk, guest writes (journal, activity log,
+//! track table), acknowledgements and the activity log's upkeep (see the module documentation
+//! of [`super`]).
+
+use hsb_common::msg::{Fork, DISK_HISTORY};
+
+use super::{new_gen, Disk, DiskError, Journal, Meta, Role, State};
+
+impl Disk {
+    /// Become the primary's disk, whose guest writes belong to checkpoint `first_ckpt` on.
+    /// A primary's disk continues its lineage; a replica's data forks (it serves now, its
+    /// writes must never pass for later checkpoints of the lineage it came from); a torn or
+    /// unknown disk starts a lineage of its own.
+    pub fn start_primary(&mut self, first_ckpt: u64) -> Result<(), DiskError> {
+        let r = self.start_primary_inner(first_ckpt);
+        r.map_err(|e| self.failed(e))
+    }
+
+    fn start_primary_inner(&mut self, first_ckpt: u64) -> Result<(), DiskError> {
+        self.open = first_ckpt;
+        self.target = None;
+        self.dirty = None;
+        let torn = self.meta.state != State::Clean;
+        match (self.meta.role, torn) {
+            (Role::Primary, false) => {
+                // Extents written after `base` at checkpoints nobody knows (a crash): their
+                // tracks count as written now, so every peer gets them again.
+                if !self.precise {
+                    for e in self.al.ones().collect::<Vec<_>>() {
+                        self.tracks.mark(self.geo.tracks_of_extent(e), first_ckpt);
+                    }
+                }
+                self.acked = self.meta.base;
+            }
+            (Role::Replica, false) => {
+                let at = self.meta.base;
+                self.fork(at)?;
+                self.acked = at;
+            }
+            (_, true) => {
+                let base = first_ckpt.saturating_sub(1);
+                let m = Meta {
+                    size: self.geo.size,
+                    gen: new_gen()?,
+                    history: Vec::new(),
+                    base,
+                    state: State::Clean,
+                    toward: super::BLANK,
+                    role: Role::Primary,
+                    al: Vec::new(),
+                };
+                self.write_meta(m)?;
+                self.al.clear_all();
+                self.tracks.reset(base);
+                self.acked = base;
+            }
+        }
+        let mut m = self.meta.clone();
+        m.role = Role::Primary;
+        m.state = State::Clean;
+        m.toward = super::BLANK;
+        if m != self.meta {
+            self.write_meta(m)?;
+        }
+        Ok(())
+    }
+
+    /// Fork the lineage at checkpoint `at` (the disk holds exactly `at`): a new lineage whose
+    /// history says so, written durably. The disk becomes a primary's.
+    pub(super) fn fork(&mut self, at: u64) -> Result<(), DiskError> {
+        let mut history = vec![Fork {
+            gen: self.meta.gen,
+            at,
+        }];
+        history.extend(self.meta.history.iter().copied().take(DISK_HISTORY - 1));
+        let m = Meta {
+            size: self.geo.size,
+            gen: new_gen()?,
+            history,
+            base: at,
+            state: State::Clean,
+            toward: super::BLANK,
+            role: Role::Primary,
+            al: Vec::new(),
+        };
+        self.write_meta(m)?;
+        self.al.clear_all();
+        Ok(())
+    }
+
+    /// A guest write of `data` at `offset`. Completes once it is in the image (durable too if
+    /// `fua`), is in the open epoch's journal while a standby is being fed, and is covered by
+    /// the activity log. A write that must wait ([`DiskError::is_wait`]) changes nothing.
+    pub fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
+        let len = data.len() as u64;
+        if !self.geo.contains(offset, len) {
+            return Err(DiskError::Bounds {
+                offset,
+                len,
+                size: self.geo.size,
+            });
+        }
+        if len == 0 {
+            return Ok(());
+        }
+        if self.source.as_ref().is_some_and(|s| s.throttled) {
+            self.stats.waits += 1;
+            return Err(DiskError::Throttled);
+        }
+        if self.journaling {
+            if let Err(e) = self.journal.check(data.len()) {
+                self.stats.waits += u64::from(e.is_wait());
+                return Err(e);
+            }
+        }
+        if let Err(e) = self.heat(offset, len) {
+            return Err(self.failed(e));
+        }
+        if let Err(e) = self.image.write_at(offset, data) {
+            return Err(self.failed(e));
+        }
+        if fua {
+            if let Err(e) = self.image.sync() {
+                return Err(self.failed(e));
+            }
+        }
+        if self.journaling {
+            self.journal.push(offset, data)?;
+        }
+        let tr = self.geo.tracks_of(offset, len);
+        self.tracks.mark(tr.clone(), self.open);
+        if let Some(s) = self.source.as_mut() {
+            s.pending.set_range(tr);
+        }
+        self.stats.writes += 1;
+        self.stats.bytes += len;
+        Ok(())
+    }
+
+    /// Make every guest write so far durable (a guest's flush).
+    pub fn flush(&mut self) -> Result<(), DiskError> {
+        self.image.sync().map_err(|e| self.failed(e))
+    }
+
+    /// Persist the activity log with the extents of this write in it, if they are not.
+    fn heat(&mut self, offset: u64, len: u64) -> Result<(), DiskError> {
+        if self.meta.role != Role::Primary {
+            return Ok(());
+        }
+        let ex = self.geo.extents_of(offset, len);
+        if ex.clone().all(|e| self.al.get(e)) {
+            return Ok(());
+        }
+        let mut al = self.al.clone();
+        al.set_range(ex);
+        let mut m = self.meta.clone();
+        m.al = al.words().to_vec();
+        self.write_meta(m)?;
+        self.al = al;
+        self.stats.al_writes += 1;
+        Ok(())
+    }
+
+    /// Periodic upkeep of a primary's disk (about once a second): extents whose every write
+    /// is acknowledged leave the activity log, after an `fdatasync` of the image (only then is
+    /// their content the acknowledged one even across a power loss), and `base` moves up to the
+    /// acknowledged checkpoint. Does nothing when nothing would leave.
+    pub fn tick(&mut self) -> Result<(), DiskError> {
+        if self.meta.role != Role::Primary {
+            return Ok(());
+        }
+        let mut al = self.al.clone();
+        let mut cooled = 0;
+        for e in self.al.ones() {
+            if self.tracks.extent_lw(e) <= self.acked {
+                al.clear(e);
+                cooled += 1;
+            }
+        }
+        if cooled == 0 {
+            return Ok(());
+        }
+        if let Err(e) = self.image.sync() {
+            return Err(self.failed(e));
+        }
+        let mut m = self.meta.clone();
+        m.al = al.words().to_vec();
+        m.base = self.acked;
+        if let Err(e) = self.write_meta(m) {
+            return Err(self.failed(e));
+        }
+        self.al = al;
+        Ok(())
+    }
+
+    /// Extents in the activity log.
+    pub fn hot_extents(&self) -> u64 {
+        self.al.count()
+    }
+
+    /// Guest writes belong to checkpoint `ckpt` from now on.
+    pub fn set_open(&mut self, ckpt: u64) {
+        self.open = ckpt;
+    }
+
+    /// Checkpoint `ckpt` is acknowledged (its writes are the standby's).
+    pub fn acked(&mut self, ckpt: u64) {
+        self.acked = self.acked.max(ckpt);
+    }
+
+    /// Start journaling the open epoch's writes (a standby is being fed incrementally).
+    pub fn start_journal(&mut self) {
+        self.journal.clear();
+        self.journaling = true;
+    }
+
+    /// Stop journaling (no standby: the next one is resynchronised from the track table).
+    pub fn stop_journal(&mut self) {
+        self.journal.clear();
+        self.journaling = false;
+        self.source = None;
+    }
+
+    /// Whether writes are journaled.
+    pub fn journaling(&self) -> bool {
+        self.journaling
+    }
+
+    /// The open epoch's journal.
+    pub fn journal(&self) -> &Journal {
+        &self.journal
+    }
+
+    /// Empty the journal (its writes are staged in a checkpoint).
+    pub fn clear_journal(&mut self) {
+        self.journal.clear();
+    }
+
+    /// The journal is three quarters full: time to end the epoch early.
+    pub fn journal_high(&self) -> bool {
+        self.journaling && self.journal.cost() * 4 >= self.journal.limit() * 3
+    }
+
+    /// Whether a write of `len` bytes would be taken now.
+    pub fn can_write(&self, len: usize) -> bool {
+        !self.source.as_ref().is_some_and(|s| s.throttled)
+            && (!self.journaling || self.journal.check(len).is_ok())
+    }
+}
