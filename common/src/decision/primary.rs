@@ -13,7 +13,10 @@
 //!   output again and asks for a full synchronisation as the new standby.
 //!
 //! Under the baselines (heartbeat-only, ping-node) a primary that loses its standby continues
-//! unprotected without any lease: the Remus behaviour that makes split brain possible.
+//! unprotected without any lease: the Remus behaviour that makes split brain possible. Lost
+//! means the same as under the client-oriented policy: until `standby-timeout` says so, a
+//! standby that acknowledged is waited for (output held), as Remus waits for its backup until
+//! it declares it failed.
 //!
 //! After unprotected output, a fresh ack brings back protected mode at once (only acked output
 //! leaves), but the witnesses are told the replica is current (`NotifyProtected`, which clears
@@ -435,9 +438,9 @@ impl PrimaryAuthority {
             Mode::Degraded
         } else if self.waits_for_standby(now) {
             // A standby that acknowledges and is not lost is waited for (its replies paused):
-            // output is held, whatever lease is still valid from when it was lost. (Released
+            // output is held, whatever lease is still valid from when it was lost (released
             // under that lease, it would not be covered by the stale mark the next protected
-            // notice clears.)
+            // notice clears), and under the baselines too (`evaluate` waits for it alike).
             Mode::Holding
         } else if self.cfg.policy != Policy::ClientOriented || self.lease_at(now) || self.operator {
             Mode::Unprotected

@@ -206,6 +206,49 @@ fn baseline_continues_unprotected_without_lease() {
     assert_eq!(p.mode(ms(100_000)), Mode::Unprotected);
 }
 
+/// The baselines wait for a standby that acknowledged and sends heartbeat replies until it is
+/// lost (`standby-timeout` without progress), as Remus waits for its backup until it declares
+/// it failed; only then do they continue unprotected (the mode used to say unprotected as soon
+/// as the ack lease ran out, while the authority's own evaluation waited).
+#[test]
+fn a_baseline_waits_for_its_standby_until_it_is_lost() {
+    for policy in [Policy::HeartbeatOnly, Policy::PingNode] {
+        let cfg = Config {
+            policy,
+            ..Config::default()
+        };
+        let mut p = PrimaryAuthority::new(cfg, Epoch(1), ms(0));
+        p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+        p.step(ms(1), alive(1));
+        p.step(
+            ms(2),
+            Input::Ack {
+                ckpt: 1,
+                epoch: Epoch(1),
+            },
+        );
+        p.step(ms(10), Input::CheckpointSent { ckpt: 2 });
+        // Silent from here: no ack, no reply. The ack lease runs out at about 80 ms.
+        let mut alerts = 0;
+        for t in 11..=600 {
+            let a = p.step(ms(t), Input::Tick);
+            alerts += names(&a).iter().filter(|n| **n == "alert").count();
+            if t < 502 {
+                assert!(
+                    !matches!(p.mode(ms(t)), Mode::Unprotected),
+                    "{policy:?} at {t} ms: {:?}",
+                    p.mode(ms(t))
+                );
+            }
+        }
+        // Lost 500 ms after the last progress (the ack at 2 ms): unprotected, said once.
+        assert!(p.standby_lost(ms(600)));
+        assert_eq!(p.mode(ms(600)), Mode::Unprotected, "{policy:?}");
+        assert!(p.may_release_output(ms(600)));
+        assert_eq!(alerts, 1, "{policy:?}");
+    }
+}
+
 fn alive(heard: u64) -> Input {
     Input::StandbyAlive {
         epoch: Epoch(1),
