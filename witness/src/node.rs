@@ -96,7 +96,14 @@ struct Ping {
     sent: Option<Nanos>,
     answered: u64,
     missed: u64,
+    /// The last ping given up: its nonce, when it was sent and given up, and the host it
+    /// stood for. A pong for it that comes within [`LATE_PONG`] proves the path delivered it.
+    late: Option<(u64, Nanos, Nanos, ProbeTarget)>,
 }
+
+/// How long after it was sent a late pong still counts as delivered (the gray-path rates are
+/// about loss; a pong this late is more likely a restarted daemon's echo than a slow path).
+const LATE_PONG: Duration = Duration::from_secs(1);
 
 /// The witness's settings the node needs.
 #[derive(Debug, Clone)]
@@ -505,6 +512,7 @@ impl WitnessNode {
                     self.pings[i].sent = None;
                     self.pings[i].missed += 1;
                     let target = self.slot_target(i);
+                    self.pings[i].late = Some((self.pings[i].nonce, sent, now, target));
                     self.probe(
                         now,
                         target,
@@ -605,6 +613,21 @@ impl WitnessNode {
             return;
         }
         let Some(sent) = self.pings[i].sent.filter(|_| self.pings[i].nonce == nonce) else {
+            // A pong for the ping given up last: late, but the path delivered it.
+            if let Some((n, sent, timed_out_at, target)) = self.pings[i].late {
+                if n == nonce && now.since(sent) <= LATE_PONG {
+                    self.pings[i].late = None;
+                    self.core_step(
+                        now,
+                        Input::Delivered {
+                            target,
+                            timed_out_at,
+                        },
+                        None,
+                        out,
+                    );
+                }
+            }
             return;
         };
         self.pings[i].sent = None;

@@ -164,3 +164,57 @@ fn a_grant_follows_its_save() {
     assert_eq!(n.counters().save_failures, 1);
     assert_eq!(n.counters().votes_granted, 1);
 }
+
+/// A daemon whose pongs come after the probe timeout (a loaded host, a slow path) is late, not
+/// lost: its success rate (the gray-path evidence) counts the late pongs, so a busy primary is
+/// not taken for one behind a lossy path (F10 with delay once switched over on this). Pongs for
+/// pings nobody sent, or later than a second, do not count.
+#[test]
+fn late_pongs_count_as_delivered_in_the_path_rate() {
+    let rate = |late: bool| {
+        let mut n = node();
+        let mut t = 0;
+        let mut sent: std::collections::VecDeque<(u64, u64)> = Default::default();
+        while t < 3_000 {
+            for e in n.step(ms(t), Event::Tick).iter() {
+                if let Effect::Send {
+                    to: To::Slot(0),
+                    msg: Dgram::Ping { nonce },
+                    ..
+                } = e
+                {
+                    sent.push_back((*nonce, t));
+                }
+            }
+            // Slot 0's daemon answers every ping 70 ms after it was sent (timeout 50 ms).
+            while let Some(&(nonce, at)) = sent.front() {
+                if t < at + 70 {
+                    break;
+                }
+                sent.pop_front();
+                {
+                    if late {
+                        n.step(
+                            ms(t),
+                            Event::Datagram {
+                                from: addr(),
+                                env: env(Role::Primary, 8, 1),
+                                msg: Dgram::Pong { nonce },
+                            },
+                        );
+                    }
+                }
+            }
+            t += 5;
+        }
+        n.core().rates(ms(t)).primary
+    };
+    // Primary: nobody heard a pong in time, so slot 0 still stands for the configured primary.
+    assert_eq!(rate(false), Some(0), "unanswered pings are misses");
+    // (The pings still in flight at the end are misses so far.)
+    assert!(
+        rate(true).is_some_and(|r| r >= 90),
+        "late pongs are delivered: {:?}",
+        rate(true)
+    );
+}

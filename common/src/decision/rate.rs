@@ -55,6 +55,18 @@ impl RateWindow {
         }
     }
 
+    /// A probe recorded as unanswered at `at` was answered after all, late: count it answered
+    /// (if its bucket is still in the window and holds an unanswered probe). Only for what the
+    /// rate measures as delivery, such as a daemon's pong: a loaded host that answers late has
+    /// a slow loop, not a lossy path.
+    pub fn amend(&mut self, at: Nanos) {
+        let idx = self.index(at);
+        let b = &mut self.buckets[(idx % BUCKETS as u64) as usize];
+        if b.idx == idx && b.ok < b.all {
+            b.ok += 1;
+        }
+    }
+
     /// (answered, all) over the window ending at `now`.
     pub fn counts(&self, now: Nanos) -> (u32, u32) {
         let cur = self.index(now);
@@ -81,6 +93,29 @@ impl RateWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_answer_counts_while_its_bucket_is_in_the_window() {
+        let mut w = RateWindow::new(Duration::from_secs(2));
+        for k in 0..40u64 {
+            w.record(Nanos(k * 10_000_000), k % 2 == 0);
+        }
+        assert_eq!(w.counts(Nanos(400_000_000)), (20, 40));
+        // The miss recorded at 10 ms was answered late.
+        w.amend(Nanos(10_000_000));
+        assert_eq!(w.counts(Nanos(400_000_000)), (21, 40));
+        // Never more answers than probes, never in a bucket that has gone.
+        for _ in 0..100 {
+            w.amend(Nanos(10_000_000));
+        }
+        let (ok, all) = w.counts(Nanos(400_000_000));
+        assert!(ok <= all);
+        let mut w = RateWindow::new(Duration::from_secs(2));
+        w.record(Nanos(0), false);
+        w.record(Nanos(5_000_000_000), false);
+        w.amend(Nanos(0));
+        assert_eq!(w.counts(Nanos(5_000_000_000)), (0, 1));
+    }
 
     fn ms(n: u64) -> Nanos {
         Nanos::from_millis(n)

@@ -399,6 +399,16 @@ impl AnyInput {
                     }
                     ("probe", v)
                 }
+                witness::Input::Delivered {
+                    target,
+                    timed_out_at,
+                } => (
+                    "delivered",
+                    vec![
+                        ("target", target.name().into()),
+                        ("timed-out-at", format_duration(timed_out_at.as_duration())),
+                    ],
+                ),
                 witness::Input::Stalled { since } => (
                     "stalled",
                     vec![("since", format_duration(since.as_duration()))],
@@ -656,6 +666,13 @@ fn parse_witness(name: &str, f: &mut Fields, d: Defaults) -> Result<witness::Inp
                 ProbeClass::parse,
             )?,
             took: f.dur_or("took", Duration::ZERO)?,
+        },
+        "delivered" => I::Delivered {
+            target: f.word("target", "primary-host or standby-host", ProbeTarget::parse)?,
+            timed_out_at: Nanos::from_duration(
+                f.parsed("timed-out-at", "a time like 1250ms", parse_duration)?
+                    .ok_or(FieldError::Missing("timed-out-at"))?,
+            ),
         },
         "stalled" => I::Stalled {
             since: Nanos::from_duration(

@@ -1114,8 +1114,15 @@ impl StandbyCore {
         if q.kind == VoteKind::Operator {
             // Refusals that expire by themselves (a lease to the old epoch still running, say,
             // right after a failover): ask again when they say, while the request lasts.
+            // Witnesses that did not answer in time may answer the next query (a vote lost on
+            // the way, or held back until the witness's promise was on a slow disk): ask again
+            // after the backoff, while the request lasts. Refusing at once told the operator
+            // "0 of 3 witnesses granted; witness 1 did not answer, ..." about witnesses that
+            // were there (the R9 fault case and the soak's switchovers, under load).
             let grants = q.votes.iter().filter(|(v, _)| v.verdict.granted()).count();
+            let unanswered = self.cfg.witnesses.len().saturating_sub(q.votes.len());
             let could = grants
+                + unanswered
                 + q.votes
                     .iter()
                     .filter(|(v, _)| match v.verdict {
@@ -1124,12 +1131,13 @@ impl StandbyCore {
                     })
                     .count();
             if could >= need {
-                if let Some(r) = retry {
-                    let at = later(now, r.max(self.cfg.requery_min));
-                    if at < self.operator_until {
-                        self.next_query_at = at;
-                        return;
-                    }
+                let at = match retry {
+                    Some(r) => later(now, r.max(self.cfg.requery_min)),
+                    None => self.next_query_at,
+                };
+                if (retry.is_some() || unanswered > 0) && at < self.operator_until {
+                    self.next_query_at = at;
+                    return;
                 }
             }
             // The operator's request did not get its quorum: refused, saying why (the votes).

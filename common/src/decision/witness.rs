@@ -49,6 +49,15 @@ pub enum Input {
         /// the end of the last stall is discarded.
         took: Duration,
     },
+    /// A daemon's ping that timed out at `timed_out_at` was answered late: the path to that host
+    /// delivered it. The host's success rate (the gray-path evidence, which is about loss)
+    /// counts it; its freshness (about answers in time) does not change.
+    Delivered {
+        /// The host pinged (`PrimaryHost` or `StandbyHost`).
+        target: ProbeTarget,
+        /// When the ping was given up.
+        timed_out_at: Nanos,
+    },
     /// The daemon's own loop did not run from `since` until now: the probes it was running could
     /// not be watched, so what they say is no evidence.
     Stalled {
@@ -220,6 +229,14 @@ impl WitnessCore {
                 class,
                 took,
             } => self.probe(now, target, class, took),
+            Input::Delivered {
+                target,
+                timed_out_at,
+            } => {
+                if target != ProbeTarget::PrimaryApp && timed_out_at >= self.fresh_from {
+                    self.rates[target as usize].amend(timed_out_at);
+                }
+            }
             Input::Stalled { since } => self.stalled(since, now),
             Input::VoteRequest(r) => emit(&mut out, Action::Vote(self.vote(now, r))),
             Input::LeaseRequest(r) => emit(&mut out, Action::LeaseReply(self.lease(now, r))),
