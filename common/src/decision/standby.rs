@@ -1235,6 +1235,9 @@ impl StandbyCore {
     /// operator's, and go back to deciding (or following).
     fn give_up_pending(&mut self, now: Nanos, out: &mut Actions<Action>) {
         let ask = self.pending.as_ref().and_then(|p| p.ask);
+        // The witnesses' answers that started it (the evidence of a fresh query would say that
+        // none answered), with the time and heartbeat of the give-up.
+        let granted = self.pending.as_ref().map(|p| p.evidence.clone());
         self.abandon_pending(out);
         self.state = if self.detector.suspected() {
             State::Deciding
@@ -1243,7 +1246,18 @@ impl StandbyCore {
         };
         self.next_query_at = now;
         if let Some(ask) = ask {
-            let e = self.evidence(now, ask.rule(), ActionKind::CannotDecide);
+            let fresh = self.evidence(now, ask.rule(), ActionKind::CannotDecide);
+            let e = match granted {
+                Some(mut g) => {
+                    g.at = fresh.at;
+                    g.heartbeat = fresh.heartbeat;
+                    g.rule = fresh.rule;
+                    g.action = fresh.action;
+                    g.new_epoch = None;
+                    g
+                }
+                None => fresh,
+            };
             emit(
                 out,
                 Action::CannotDecide {

@@ -279,6 +279,12 @@ pub fn justify(
         ));
     };
     let since = at.saturating_duration_since(g.at);
+    if ev.rule == Rule::OperatorSwitchover && ev.action == ActionKind::CannotDecide {
+        return Some(format!(
+            "the primary went during the operator's switchover before it confirmed its fence: the switchover gave up after a lease ({} ms after the primary went) and the takeover is a failover's{in_force}",
+            since.as_millis()
+        ));
+    }
     if since < Duration::from_secs(2) {
         return Some(format!(
             "detection under way: {} ms after the primary went{in_force}",
