@@ -9,8 +9,15 @@
 //! runs over many seeds under each policy; a seed replays exactly:
 //! `hsb-sim --fault F2 --policy heartbeat-only --seed 1234 --trace`.
 
+mod host;
+mod link;
 mod net;
+mod primary;
 mod scenario;
+mod setup;
+mod standby;
+mod tcp;
+mod witness;
 mod world;
 
 use std::fmt::Write;
@@ -103,7 +110,7 @@ pub fn run_one(fault: Fault, policy: Policy, seed: u64, trace: bool) -> RunResul
         }
         world.step_ms();
         if ms == plan.check_ms {
-            serving_at_check = world.facts.releasing.clone();
+            serving_at_check = world.facts().releasing.clone();
         }
     }
     judge(fault, policy, seed, &plan, world, serving_at_check)
@@ -118,7 +125,7 @@ fn judge(
     serving: Vec<u8>,
 ) -> RunResult {
     let lost = world.lost_outputs();
-    let f = &world.facts;
+    let f = world.facts();
     let activated_before_heal = f.activations.iter().any(|a| a.ms < plan.check_ms);
     let b_activated = f
         .activations
@@ -169,7 +176,7 @@ fn judge(
         }
     }
     if plan.healed {
-        let end = &world.facts.releasing;
+        let end = &world.facts().releasing;
         let ok = end.len() == 1 && world.replicating(1 - end[0], 100);
         if !ok {
             missed.push(format!(
@@ -185,7 +192,7 @@ fn judge(
         (Outcome::Correct, String::new())
     };
     let first = world
-        .facts
+        .facts()
         .decisions
         .iter()
         .find(|d| d.1 == 1 && d.0 >= FAULT_MS);
@@ -196,12 +203,12 @@ fn judge(
         variant: plan.variant.clone(),
         outcome,
         why,
-        split_ms: world.facts.split_ms,
-        unserved_ms: world.facts.unserved_ms,
+        split_ms: world.facts().split_ms,
+        unserved_ms: world.facts().unserved_ms,
         decide_ms: first.map(|d| d.0 - FAULT_MS),
         decision: first.map(|d| d.2.clone()),
         lost,
-        activations: world.facts.activations.clone(),
+        activations: world.facts().activations.clone(),
         trace: world.take_trace(),
     }
 }

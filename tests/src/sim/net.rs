@@ -1,13 +1,17 @@
 //! The simulated network: directed links that can be cut one way or both, with delay, jitter and
-//! loss. Datagrams are lost; stream messages (checkpoints, acks, sync and fence requests: TCP in the
-//! daemons) are delayed by a retransmission timeout instead, and dropped only while a link is cut.
+//! loss. Datagrams (sealed by the daemons' own code, client requests, the ping node's) are lost on
+//! a cut or lossy link. A TCP connection's segments keep their order per direction; a lossy link
+//! delays them by a retransmission timeout instead of losing them, and a segment that cannot be
+//! delivered (a cut link, a host that is down) blocks its direction and is retransmitted with
+//! exponential backoff, as TCP does, until it gets through.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::net::SocketAddr;
 
 use hsb_common::rng::SplitMix64;
 
-use super::world::Msg;
+use super::tcp::Seg;
 
 /// An endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +22,65 @@ pub enum Ep {
     Witness(u8),
     /// The ping node of the ping-node baseline.
     Ping,
+}
+
+/// What travels.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    /// A datagram sealed by the sender's outbox, for the socket bound at `to`.
+    Dgram {
+        /// The sender's socket.
+        from: SocketAddr,
+        /// The receiver's socket.
+        to: SocketAddr,
+        /// The sealed bytes.
+        bytes: Vec<u8>,
+    },
+    /// A segment of TCP connection `conn` (in order per direction).
+    Tcp {
+        /// The connection.
+        conn: u64,
+        /// Its content.
+        seg: Seg,
+    },
+    /// The receiver's end of `conn` is gone (its host answers with a reset).
+    Rst {
+        /// The connection.
+        conn: u64,
+    },
+    /// A client's request to the service (the witness's application probe).
+    Request {
+        /// Its number.
+        id: u64,
+    },
+    /// The service's answer (released by output commit), or a refused connection.
+    Reply {
+        /// The request's number.
+        id: u64,
+        /// Nothing listens at the service address on that host.
+        refused: bool,
+    },
+    /// The ping-node baseline's connect.
+    Ping {
+        /// Its number.
+        id: u64,
+    },
+    /// Its answer.
+    Pong {
+        /// The connect's number.
+        id: u64,
+    },
+}
+
+/// A TCP segment's direction of a connection, and its retransmission timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTag {
+    /// The connection.
+    pub conn: u64,
+    /// 0: from the connecting side, 1: towards it.
+    pub dir: u8,
+    /// The first retransmission timeout (1 s for a connect, 200 ms for data).
+    pub rto_ns: u64,
 }
 
 /// A message in flight.
@@ -32,6 +95,8 @@ pub struct Flight {
     pub to: Ep,
     /// Payload.
     pub msg: Msg,
+    /// A TCP segment's direction.
+    pub stream: Option<StreamTag>,
 }
 
 impl PartialEq for Flight {
@@ -52,8 +117,25 @@ impl Ord for Flight {
     }
 }
 
-/// Retransmission timeout of the stream channel.
-const RTO_NS: u64 = 30_000_000;
+/// Extra delay of a TCP segment per loss on a lossy link.
+const LOSS_RTO_NS: u64 = 30_000_000;
+/// Longest retransmission timeout.
+const MAX_RTO_NS: u64 = 60_000_000_000;
+/// A connection's first retransmission timeout for data (Linux's minimum).
+pub const DATA_RTO_NS: u64 = 200_000_000;
+/// A connect's first retransmission timeout (Linux: 1 s, then 3 s, 7 s, ...).
+pub const SYN_RTO_NS: u64 = 1_000_000_000;
+
+/// One direction of a connection.
+#[derive(Debug, Clone, Copy, Default)]
+struct Fifo {
+    /// The last segment's delivery time (later ones never overtake it).
+    last_at: u64,
+    /// Nothing is delivered before this (the head waits for its retransmission).
+    blocked_until: u64,
+    /// Retransmissions of the head so far.
+    retries: u32,
+}
 
 /// The network.
 pub struct Net {
@@ -64,6 +146,7 @@ pub struct Net {
     loss: HashMap<(Ep, Ep), u64>,
     /// Extra jitter (ns) per directed link.
     jitter: HashMap<(Ep, Ep), u64>,
+    fifos: HashMap<(u64, u8), Fifo>,
     rng: SplitMix64,
 }
 
@@ -76,6 +159,7 @@ impl Net {
             cut: HashSet::new(),
             loss: HashMap::new(),
             jitter: HashMap::new(),
+            fifos: HashMap::new(),
             rng: SplitMix64::new(seed ^ 0x6e65_7477_6f72_6b00),
         }
     }
@@ -112,38 +196,50 @@ impl Net {
         }
     }
 
-    /// Undo every cut and degradation.
+    /// Undo every cut and degradation (segments waiting for a retransmission still wait for it).
     pub fn heal(&mut self) {
         self.cut.clear();
         self.loss.clear();
         self.jitter.clear();
     }
 
-    /// Send a datagram (`stream == false`) or a stream message.
-    pub fn send(&mut self, now: u64, from: Ep, to: Ep, msg: Msg, stream: bool) {
+    fn delay(&mut self, from: Ep, to: Ep) -> u64 {
+        let (base, jit) = Net::base(from, to);
+        let extra = self.jitter.get(&(from, to)).copied().unwrap_or(0);
+        base + self.rng.below(jit + extra + 1)
+    }
+
+    /// Send a datagram: lost on a cut or (by chance) on a lossy link.
+    pub fn send(&mut self, now: u64, from: Ep, to: Ep, msg: Msg) {
         if self.is_cut(from, to) {
             return;
         }
-        let (base, jit) = Net::base(from, to);
-        let extra = self.jitter.get(&(from, to)).copied().unwrap_or(0);
-        let mut delay = base + self.rng.below(jit + extra + 1);
+        let delay = self.delay(from, to);
         let loss = self.loss.get(&(from, to)).copied().unwrap_or(0);
-        if loss > 0 {
-            if stream {
-                let mut tries = 0;
-                while tries < 8 && self.rng.below(1000) < loss {
-                    delay += RTO_NS;
-                    tries += 1;
-                }
-            } else if self.rng.below(1000) < loss {
-                return;
-            }
+        if loss > 0 && self.rng.below(1000) < loss {
+            return;
         }
-        self.push(now + delay, from, to, msg);
+        self.push(now + delay, from, to, msg, None);
     }
 
-    /// Queue a message for delivery at `at` (used to hold messages for a paused host).
-    pub fn push(&mut self, at: u64, from: Ep, to: Ep, msg: Msg) {
+    /// Send a TCP segment: after everything sent before it in its direction, later by a
+    /// retransmission timeout per loss on a lossy link.
+    pub fn send_stream(&mut self, now: u64, from: Ep, to: Ep, tag: StreamTag, msg: Msg) {
+        let mut at = now + self.delay(from, to);
+        let loss = self.loss.get(&(from, to)).copied().unwrap_or(0);
+        let mut tries = 0;
+        while loss > 0 && tries < 8 && self.rng.below(1000) < loss {
+            at += LOSS_RTO_NS;
+            tries += 1;
+        }
+        let f = self.fifos.entry((tag.conn, tag.dir)).or_default();
+        at = at.max(f.last_at);
+        f.last_at = at;
+        self.push(at, from, to, msg, Some(tag));
+    }
+
+    /// Queue a message for delivery at `at` (also: held for a paused host, in order).
+    pub fn push(&mut self, at: u64, from: Ep, to: Ep, msg: Msg, stream: Option<StreamTag>) {
         self.seq += 1;
         self.heap.push(Flight {
             at,
@@ -151,19 +247,83 @@ impl Net {
             from,
             to,
             msg,
+            stream,
         });
     }
 
-    /// The next message due at or before `now`; messages over a link cut meanwhile are dropped.
+    /// Hold `f` until `at` (its receiver is paused): everything behind it waits too.
+    pub fn hold(&mut self, f: Flight, at: u64) {
+        if let Some(t) = f.stream {
+            let q = self.fifos.entry((t.conn, t.dir)).or_default();
+            q.blocked_until = q.blocked_until.max(at);
+            q.last_at = q.last_at.max(at);
+        }
+        self.push(at, f.from, f.to, f.msg, f.stream);
+    }
+
+    /// A TCP segment that did not get through (its receiver's host is down): retransmitted
+    /// after the timeout, doubled each time; its direction waits for it.
+    pub fn retransmit(&mut self, now: u64, f: Flight) {
+        let Some(t) = f.stream else {
+            return;
+        };
+        let q = self.fifos.entry((t.conn, t.dir)).or_default();
+        let rto = t
+            .rto_ns
+            .saturating_mul(1 << q.retries.min(20))
+            .min(MAX_RTO_NS);
+        q.retries += 1;
+        q.blocked_until = now + rto;
+        q.last_at = q.last_at.max(q.blocked_until);
+        let at = q.blocked_until;
+        self.push(at, f.from, f.to, f.msg, f.stream);
+    }
+
+    /// A TCP segment was delivered: its direction's retransmissions start again from the first
+    /// timeout.
+    pub fn delivered(&mut self, f: &Flight) {
+        if let Some(t) = f.stream {
+            if let Some(q) = self.fifos.get_mut(&(t.conn, t.dir)) {
+                q.retries = 0;
+            }
+        }
+    }
+
+    /// Forget a connection (both its ends are gone): its segments in flight are dropped.
+    pub fn forget(&mut self, conn: u64) {
+        self.fifos.remove(&(conn, 0));
+        self.fifos.remove(&(conn, 1));
+    }
+
+    /// The next message due at or before `now`. Datagrams over a link cut meanwhile are dropped;
+    /// a TCP segment over a cut link is retransmitted later, and one behind a segment waiting
+    /// for its retransmission waits for it.
     pub fn pop_due(&mut self, now: u64) -> Option<Flight> {
         while let Some(top) = self.heap.peek() {
             if top.at > now {
                 return None;
             }
             let f = self.heap.pop()?;
-            if !self.is_cut(f.from, f.to) {
-                return Some(f);
+            let Some(t) = f.stream else {
+                if !self.is_cut(f.from, f.to) {
+                    return Some(f);
+                }
+                continue;
+            };
+            let Some(q) = self.fifos.get(&(t.conn, t.dir)).copied() else {
+                // The connection is gone.
+                continue;
+            };
+            if q.blocked_until > now {
+                let at = q.blocked_until;
+                self.push(at, f.from, f.to, f.msg, f.stream);
+                continue;
             }
+            if self.is_cut(f.from, f.to) {
+                self.retransmit(now, f);
+                continue;
+            }
+            return Some(f);
         }
         None
     }
