@@ -438,6 +438,45 @@ impl Host {
         }
     }
 
+    /// One line on what this host's daemon is, for the trace.
+    pub fn summary(&self, now: u64) -> String {
+        let local = self.clock.local(now);
+        let state = if !self.up {
+            "down"
+        } else if self.paused_until.is_some() {
+            "paused"
+        } else {
+            "up"
+        };
+        match &self.proc {
+            Proc::Primary(s) => {
+                let n = &s.node;
+                format!(
+                    "{state}: primary epoch {}, {:?}, acked {}, next checkpoint {}, authority {}",
+                    n.epoch(),
+                    n.link(),
+                    n.acked(),
+                    n.next_checkpoint(),
+                    n.failover_view(local)
+                        .map_or("none".into(), |f| f.mode.name().to_string())
+                )
+            }
+            Proc::Standby(s) => {
+                let n = &s.node;
+                format!(
+                    "{state}: standby epoch {}, {}, applied {:?}, core {}, heartbeats {}",
+                    n.epoch(),
+                    n.state_name(),
+                    n.applied(),
+                    n.failover_view(local)
+                        .map_or("none".into(), |f| format!("{:?} suspected={}", f.state, f.suspected)),
+                    n.stats().heartbeats
+                )
+            }
+            Proc::Down => format!("{state}: no daemon"),
+        }
+    }
+
     /// Whether this host's copy may release output now.
     pub fn releasing(&self, now: u64) -> bool {
         if !self.running() {

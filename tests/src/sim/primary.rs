@@ -13,6 +13,7 @@ use std::time::Duration;
 use hsb_common::datagram::node_sender_id;
 use hsb_common::msg::{self, DiskHello, Hello, Role};
 use hsb_common::node_state::NodeState;
+use hsb_common::time::Nanos;
 use hsb_domain::output::OutputCommit;
 use hsb_primary::node::{Effect, Event, PrimaryNode};
 
@@ -54,6 +55,8 @@ pub(crate) struct PrimarySide {
     /// An exec asked for (a rejoin).
     pub exec: Option<Exec>,
     incarnation: u64,
+    /// The loop sleeps until this.
+    wake: Nanos,
 }
 
 impl PrimarySide {
@@ -74,6 +77,7 @@ impl PrimarySide {
             staged: None,
             exec: None,
             incarnation,
+            wake: Nanos::ZERO,
         }
     }
 
@@ -354,10 +358,12 @@ impl PrimarySide {
         );
     }
 
-    /// The loop's turn: a tick at the node's deadline, or after I/O.
+    /// The loop's turn: a tick after I/O or once the deadline it slept until has come; then
+    /// it sleeps until the node's next deadline.
     pub fn tick(&mut self, me: Me, sh: &mut Shared, disk: &mut Option<NodeState>, io: bool) {
-        if io || self.node.next_deadline(me.local) <= me.local {
+        if io || self.wake <= me.local {
             self.feed(me, sh, disk, Event::Tick);
+            self.wake = self.node.next_deadline(me.local);
         }
     }
 }

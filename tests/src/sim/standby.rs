@@ -39,6 +39,8 @@ pub(crate) struct StandbySide {
     closing: Vec<usize>,
     /// An exec asked for (the hand-over).
     pub exec: Option<Exec>,
+    /// The loop sleeps until this (without failover, until I/O).
+    wake: Option<Nanos>,
 }
 
 impl StandbySide {
@@ -53,6 +55,7 @@ impl StandbySide {
             ping: None,
             closing: Vec::new(),
             exec: None,
+            wake: Some(Nanos::ZERO),
         }
     }
 
@@ -374,10 +377,12 @@ impl StandbySide {
         }
     }
 
-    /// The loop's turn: a tick at the node's deadline, or after I/O.
+    /// The loop's turn: a tick after I/O or once the deadline it slept until has come; then
+    /// it sleeps until the node's next deadline.
     pub fn tick(&mut self, me: Me, sh: &mut Shared, disk: &mut Option<NodeState>, io: bool) {
-        if io || self.node.next_deadline(me.local).is_some_and(|d| d <= me.local) {
+        if io || self.wake.is_some_and(|d| d <= me.local) {
             self.run(me, sh, disk, Event::Tick);
+            self.wake = self.node.next_deadline(me.local);
         }
     }
 

@@ -48,6 +48,8 @@ pub(crate) struct WitnessHost {
     ep: Endpoint,
     store: Memory,
     app: AppProbe,
+    /// The loop sleeps until this.
+    wake: Nanos,
 }
 
 impl WitnessHost {
@@ -65,6 +67,7 @@ impl WitnessHost {
             ep: Endpoint::new(&sh.key, me, 1, 1),
             store: Memory(None),
             app: AppProbe::default(),
+            wake: Nanos::ZERO,
         }
     }
 
@@ -142,9 +145,10 @@ impl WitnessHost {
             ));
         }
         self.app_probe(sh, local);
-        let due = self.node.as_ref().is_some_and(|n| n.next_deadline() <= local);
-        if io || due {
+        if io || self.wake <= local {
             self.step(sh, local, Event::Tick);
+            // The loop sleeps until the node's deadline (the probe engine keeps its own).
+            self.wake = self.node.as_ref().map_or(local, |n| n.next_deadline());
         }
     }
 

@@ -119,12 +119,14 @@ pub struct World {
 }
 
 impl World {
-    /// A cluster: host A's hsb-primary, host B's hsb-standby (both started within the first
-    /// checkpoint period), `witnesses` witnesses.
+    /// A cluster: host B's hsb-standby, then host A's hsb-primary (both within the first two
+    /// checkpoint periods), `witnesses` witnesses.
     pub fn new(cfg: Config, witnesses: u8, seed: u64, trace: bool) -> World {
         let mut rng = SplitMix64::new(seed);
         let hosts = [Host::new(0, &mut rng), Host::new(1, &mut rng)];
-        let starts = [rng.below(CKPT_MS), rng.below(CKPT_MS)];
+        // The standby first, as an operator starts them: the primary's first connect finds it.
+        let b = rng.below(CKPT_MS);
+        let starts = [b + 1 + rng.below(CKPT_MS), b];
         let net = Net::new(rng.next_u64());
         let mut sh = Shared {
             ms: 0,
@@ -293,6 +295,12 @@ impl World {
             _ => {}
         }
         self.sh.facts.releasing = releasing;
+        if self.sh.ms.is_multiple_of(100) {
+            for h in &self.hosts {
+                let line = h.summary(now);
+                self.sh.note(h.id, || line);
+            }
+        }
         self.sh.ms += 1;
     }
 
