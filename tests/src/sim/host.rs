@@ -6,6 +6,7 @@
 //! A, hsb-standby on host B).
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use hsb_common::datagram::{next_incarnation, node_sender_id, Dest, Envelope, Inbox, Outbox};
 use hsb_common::datagram::{Sender, MAX_DATAGRAM};
@@ -129,6 +130,19 @@ pub(crate) enum Proc {
     Primary(Box<PrimarySide>),
     /// hsb-standby.
     Standby(Box<StandbySide>),
+}
+
+/// The simulation steps 1 ms at a time, but a daemon's loop wakes at its deadline: a deadline
+/// that falls this little after a step's time (a host's clock runs up to 100 ppm slow, so a
+/// 10 ms heartbeat interval ends a few microseconds after the step 10 ms later) is taken as
+/// reached in that step, at its own time, rather than a whole millisecond late (which would
+/// stretch every period by a millisecond).
+const WAKE_SLACK: Duration = Duration::from_micros(200);
+
+/// The time of the loop's turn in a step at `local` if it slept until `wake` (`None`: it
+/// sleeps on).
+pub(crate) fn woken(local: Nanos, wake: Nanos) -> Option<Nanos> {
+    (wake <= local.plus(WAKE_SLACK)).then(|| wake.max(local))
 }
 
 /// What a process knows of where it runs.

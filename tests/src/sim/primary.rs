@@ -17,7 +17,7 @@ use hsb_common::time::Nanos;
 use hsb_domain::output::OutputCommit;
 use hsb_primary::node::{Effect, Event, PrimaryNode};
 
-use super::host::{Endpoint, Exec, Me};
+use super::host::{woken, Endpoint, Exec, Me};
 use super::net::{Ep, Msg};
 use super::setup::{host_addr, node_name, DGRAM_PORT, PAGES};
 use super::tcp::{End, Seg};
@@ -361,7 +361,12 @@ impl PrimarySide {
     /// The loop's turn: a tick after I/O or once the deadline it slept until has come; then
     /// it sleeps until the node's next deadline.
     pub fn tick(&mut self, me: Me, sh: &mut Shared, disk: &mut Option<NodeState>, io: bool) {
-        if io || self.wake <= me.local {
+        let due = woken(me.local, self.wake);
+        if io || due.is_some() {
+            let me = Me {
+                local: due.unwrap_or(me.local),
+                ..me
+            };
             self.feed(me, sh, disk, Event::Tick);
             self.wake = self.node.next_deadline(me.local);
         }

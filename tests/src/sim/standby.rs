@@ -15,7 +15,7 @@ use hsb_common::time::Nanos;
 use hsb_standby::node::{Effect, Event, StandbyNode, SLOTS};
 use hsb_standby::slots::Stage;
 
-use super::host::{Endpoint, Exec, Me};
+use super::host::{woken, Endpoint, Exec, Me};
 use super::net::{Ep, Msg};
 use super::setup::{host_addr, node_name, DGRAM_PORT, PAGES};
 use super::tcp::Seg;
@@ -380,7 +380,12 @@ impl StandbySide {
     /// The loop's turn: a tick after I/O or once the deadline it slept until has come; then
     /// it sleeps until the node's next deadline.
     pub fn tick(&mut self, me: Me, sh: &mut Shared, disk: &mut Option<NodeState>, io: bool) {
-        if io || self.wake.is_some_and(|d| d <= me.local) {
+        let due = self.wake.and_then(|w| woken(me.local, w));
+        if io || due.is_some() {
+            let me = Me {
+                local: due.unwrap_or(me.local),
+                ..me
+            };
             self.run(me, sh, disk, Event::Tick);
             self.wake = self.node.next_deadline(me.local);
         }

@@ -16,7 +16,7 @@ use hsb_common::time::Nanos;
 use hsb_witness::node::{Event, To, WitnessNode};
 use hsb_witness::state::{self, Store};
 
-use super::host::{Clock, Endpoint};
+use super::host::{woken, Clock, Endpoint};
 use super::net::{Ep, Flight, Msg};
 use super::setup::{self, host_addr, witness_addr, APP_PROBE_TIMEOUT, DGRAM_PORT, PROBE_MS};
 use super::world::Shared;
@@ -50,6 +50,8 @@ pub(crate) struct WitnessHost {
     app: AppProbe,
     /// The loop sleeps until this.
     wake: Nanos,
+    /// The node's last step.
+    last: Nanos,
 }
 
 impl WitnessHost {
@@ -68,6 +70,7 @@ impl WitnessHost {
             store: Memory(None),
             app: AppProbe::default(),
             wake: Nanos::ZERO,
+            last: Nanos::ZERO,
         }
     }
 
@@ -75,6 +78,10 @@ impl WitnessHost {
         let Some(node) = self.node.as_mut() else {
             return;
         };
+        // A turn taken at its deadline, a little after the step's time: later ones of the same
+        // step do not go back.
+        let local = local.max(self.last);
+        self.last = local;
         let effects = node.step(local, ev);
         let (ep, idx) = (&mut self.ep, self.idx);
         state::carry_out(node, local, effects, &mut self.store, |to, dest, msg| {
@@ -145,7 +152,9 @@ impl WitnessHost {
             ));
         }
         self.app_probe(sh, local);
-        if io || self.wake <= local {
+        let due = woken(local, self.wake);
+        if io || due.is_some() {
+            let local = due.unwrap_or(local);
             self.step(sh, local, Event::Tick);
             // The loop sleeps until the node's deadline (the probe engine keeps its own).
             self.wake = self.node.as_ref().map_or(local, |n| n.next_deadline());
@@ -154,22 +163,20 @@ impl WitnessHost {
 
     fn app_probe(&mut self, sh: &mut Shared, local: Nanos) {
         if let Some((_, started)) = self.app.run {
-            if local.since(started) >= APP_PROBE_TIMEOUT {
-                self.app.run = None;
-                let took = local.since(started);
-                let ev = Event::AppProbe {
-                    class: ProbeClass::Timeout,
-                    took,
-                    detail: "no answer".into(),
-                };
-                self.step(sh, local, ev);
-            } else {
+            let Some(t) = woken(local, started.plus(APP_PROBE_TIMEOUT)) else {
                 return;
-            }
+            };
+            self.app.run = None;
+            let ev = Event::AppProbe {
+                class: ProbeClass::Timeout,
+                took: t.since(started),
+                detail: "no answer".into(),
+            };
+            self.step(sh, t, ev);
         }
-        if local < self.app.next_start.unwrap_or(local) {
+        let Some(local) = woken(local, self.app.next_start.unwrap_or(local)) else {
             return;
-        }
+        };
         let interval = Duration::from_millis(PROBE_MS);
         // Keep the phase; if a long run made it late, count the period from now.
         self.app.next_start = Some(match self.app.next_start {
