@@ -1,0 +1,684 @@
+//! Data-driven cases for the daemons' nodes (`primary/testdata/node/`, `standby/testdata/node/`),
+//! in the style of the decision cores' (`common/testdata/decision/`, `hsb_testkit::casefile`): a
+//! case feeds one real node time-stamped events and states every effect it must produce, in
+//! order. Format:
+//!
+//! ```text
+//! # comment
+//! case a session opens and its full synchronisation is acknowledged   # starts a case
+//! node primary              # primary | standby
+//! set lease=400ms period=20ms   # decision keys (as in the decision cases) and node keys
+//! failover off              # the node runs without automatic failover (default: on)
+//! epoch 2                   # the epoch it starts in (default 1)
+//! answer off                # do not answer the effects that have an outcome (default: answered
+//!                           # as the daemon's model backend does, each answer stepped at once)
+//! ignore send(msg=heartbeat) release   # effects not checked in this case: by name, or by
+//!                           # name and tokens (`record` never is)
+//!
+//! 0ms tick                  # an event at a time (or `+5ms`, after the current time)
+//! > connect                 # the effects since the last `>` block, in order
+//! 1ms connected
+//! > send-hello epoch=1 last-ckpt=0
+//! run 30ms                  # advance time, ticking the node at its deadlines on the way
+//! > none                    # no effect since the last block
+//! check link=streaming      # a query on the node
+//! ```
+//!
+//! An expected effect matches if its first word equals the effect's and each further token
+//! appears in the effect's text (`at=T`, `at<=T`, `at>=T` check its time). An effect's text is
+//! its variant in kebab-case, then its fields as `key=value` ([`flat`]: wrappers such as
+//! `Epoch(2)` or `Some(3)` unwrapped, a nested message named by its variant, a string's spaces
+//! turned into dashes); the cluster's addresses are named (`w1`, `standby`, `standby-hb`,
+//! `primary`); a decision's evidence reads as in the decision log's summary
+//! (`evidence rule1:quorum-no-answer -> activate epoch 2 ...`).
+//!
+//! Events are the node's, by name with `key=value` fields (see [`primary`] and [`standby`]);
+//! datagrams from the witnesses and the peer daemon use the decision cases' input names and
+//! fields (`lease w=1 req=1 verdict=grant`, `heartbeat link=0`, `vote w=2 query=1
+//! verdict=grant`, ...).
+
+mod primary;
+mod standby;
+
+use std::fmt;
+use std::time::Duration;
+
+use hsb_common::decision::record::{FieldError, Fields};
+use hsb_common::decision::{parse_duration, Config, Epoch};
+use hsb_common::time::Nanos;
+
+/// Longest case file read.
+pub const MAX_FILE: usize = 1 << 20;
+/// Most steps in one case.
+pub const MAX_STEPS: usize = 10_000;
+/// Most ticks at one instant (a node that is always due is a bug).
+const MAX_TICKS_AT_ONCE: u32 = 1_000;
+
+/// Which node a case drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    /// `hsb_primary::node::PrimaryNode`.
+    Primary,
+    /// `hsb_standby::node::StandbyNode`.
+    Standby,
+}
+
+/// A time in a case: absolute, or after the current time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TimeSpec {
+    Abs(Duration),
+    Rel(Duration),
+}
+
+impl TimeSpec {
+    fn parse(s: &str) -> Option<TimeSpec> {
+        match s.strip_prefix('+') {
+            Some(r) => parse_duration(r).map(TimeSpec::Rel),
+            None => parse_duration(s).map(TimeSpec::Abs),
+        }
+    }
+
+    fn resolve(self, now: Nanos) -> Nanos {
+        match self {
+            TimeSpec::Abs(d) => Nanos::ZERO.plus(d),
+            TimeSpec::Rel(d) => now.plus(d),
+        }
+    }
+}
+
+/// One step of a case.
+#[derive(Debug, Clone)]
+enum Step {
+    Event {
+        line: usize,
+        at: TimeSpec,
+        name: String,
+        tokens: Vec<String>,
+    },
+    Run {
+        line: usize,
+        to: TimeSpec,
+    },
+    Expect {
+        line: usize,
+        items: Vec<(usize, String)>,
+    },
+    Check {
+        line: usize,
+        key: String,
+        value: String,
+    },
+}
+
+/// One case.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// Its name.
+    pub name: String,
+    /// Line of its `case` line.
+    pub line: usize,
+    /// The node it drives.
+    pub node: NodeKind,
+    /// The decision configuration.
+    pub config: Config,
+    /// Node keys (`period`, `max-unacked`, ...).
+    pub node_keys: Vec<(String, String)>,
+    /// Automatic failover on.
+    pub failover: bool,
+    /// The epoch it starts in.
+    pub epoch: Epoch,
+    /// Effects with an outcome are answered.
+    pub answer: bool,
+    /// Effect names not checked.
+    pub ignore: Vec<String>,
+    steps: Vec<Step>,
+}
+
+/// A case file that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseError {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for CaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// A case whose node did not do what the case says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseFailure {
+    /// The case.
+    pub case: String,
+    /// The line that failed.
+    pub line: usize,
+    /// Expected versus got.
+    pub message: String,
+}
+
+impl fmt::Display for CaseFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "case {:?}, line {}: {}",
+            self.case, self.line, self.message
+        )
+    }
+}
+
+fn err(line: usize, message: impl Into<String>) -> CaseError {
+    CaseError {
+        line,
+        message: message.into(),
+    }
+}
+
+/// Parse every case of a file.
+pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
+    if text.len() > MAX_FILE {
+        return Err(err(0, "case file larger than 1 MiB"));
+    }
+    let mut cases: Vec<Case> = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        let line = raw.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix("case ") {
+            cases.push(Case {
+                name: name.trim().to_string(),
+                line: n,
+                node: NodeKind::Primary,
+                config: Config::default(),
+                node_keys: Vec::new(),
+                failover: true,
+                epoch: Epoch::FIRST,
+                answer: true,
+                ignore: vec!["record".into()],
+                steps: Vec::new(),
+            });
+            continue;
+        }
+        let Some(case) = cases.last_mut() else {
+            return Err(err(n, "expected `case <name>` first"));
+        };
+        if case.steps.len() >= MAX_STEPS {
+            return Err(err(n, "more than 10000 steps in one case"));
+        }
+        let mut words = line.split_whitespace();
+        let first = words.next().unwrap_or_default();
+        let header = matches!(
+            first,
+            "node" | "set" | "failover" | "epoch" | "answer" | "ignore"
+        );
+        if header && !case.steps.is_empty() {
+            return Err(err(n, format!("`{first}` must come before the first step")));
+        }
+        let word = words.next();
+        match first {
+            "node" => {
+                case.node = match word {
+                    Some("primary") => NodeKind::Primary,
+                    Some("standby") => NodeKind::Standby,
+                    _ => return Err(err(n, "node: expected primary or standby")),
+                }
+            }
+            "set" => {
+                let mut decision = Vec::new();
+                for t in line.split_whitespace().skip(1) {
+                    let (k, v) = t
+                        .split_once('=')
+                        .ok_or_else(|| err(n, format!("set: expected key=value, got {t:?}")))?;
+                    if hsb_common::decision::CONFIG_KEYS.contains(&k) {
+                        decision.push((k, v));
+                    } else {
+                        case.node_keys.push((k.to_string(), v.to_string()));
+                    }
+                }
+                case.config
+                    .set_many(&decision)
+                    .map_err(|e| err(n, e.to_string()))?;
+            }
+            "failover" | "answer" => {
+                let on = match word {
+                    Some("on") => true,
+                    Some("off") => false,
+                    _ => return Err(err(n, format!("{first}: expected on or off"))),
+                };
+                if first == "failover" {
+                    case.failover = on;
+                } else {
+                    case.answer = on;
+                }
+            }
+            "epoch" => {
+                case.epoch = Epoch(
+                    word.and_then(|w| w.parse().ok())
+                        .ok_or_else(|| err(n, "epoch: expected an integer"))?,
+                )
+            }
+            "ignore" => case
+                .ignore
+                .extend(line.split_whitespace().skip(1).map(str::to_string)),
+            ">" => {
+                let rest = line[1..].trim().to_string();
+                if rest.is_empty() {
+                    return Err(err(n, "expected an effect (or `none`) after `>`"));
+                }
+                let none = rest == "none";
+                match case.steps.last_mut() {
+                    Some(Step::Expect { items, .. }) if !none && !items.is_empty() => {
+                        items.push((n, rest))
+                    }
+                    _ => case.steps.push(Step::Expect {
+                        line: n,
+                        items: if none { vec![] } else { vec![(n, rest)] },
+                    }),
+                }
+            }
+            "check" => {
+                let (k, v) = word
+                    .and_then(|t| t.split_once('='))
+                    .ok_or_else(|| err(n, "check: expected key=value"))?;
+                case.steps.push(Step::Check {
+                    line: n,
+                    key: k.to_string(),
+                    value: v.to_string(),
+                });
+            }
+            "run" => {
+                let to = word
+                    .and_then(TimeSpec::parse)
+                    .ok_or_else(|| err(n, "run: expected a time"))?;
+                case.steps.push(Step::Run { line: n, to });
+            }
+            t => {
+                let at = TimeSpec::parse(t)
+                    .ok_or_else(|| err(n, format!("expected a directive or a time, got {t:?}")))?;
+                let name = word
+                    .ok_or_else(|| err(n, "expected an event after the time"))?
+                    .to_string();
+                let tokens: Vec<String> = line.split_whitespace().skip(2).map(String::from).collect();
+                Fields::from_tokens(tokens.iter().map(String::as_str))
+                    .map_err(|e| err(n, e.to_string()))?;
+                case.steps.push(Step::Event {
+                    line: n,
+                    at,
+                    name,
+                    tokens,
+                });
+            }
+        }
+    }
+    Ok(cases)
+}
+
+/// A node under test, with the daemon's answers to its effects.
+trait Driver {
+    /// Feed one event (by name, with fields) at `now`: every effect carried out meanwhile, as
+    /// text, answers' effects included.
+    fn feed(&mut self, now: Nanos, name: &str, f: &mut Fields) -> Result<Vec<String>, String>;
+    /// When the node next wants a tick.
+    fn next_deadline(&self, now: Nanos) -> Option<Nanos>;
+    /// A query on the node.
+    fn check(&self, now: Nanos, key: &str) -> Option<String>;
+}
+
+/// What a case run did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RunSummary {
+    /// Events fed (ticks included).
+    pub events: u64,
+    /// Effects checked.
+    pub effects: u64,
+}
+
+struct Runner<'c> {
+    case: &'c Case,
+    node: Box<dyn Driver>,
+    now: Nanos,
+    got: Vec<(Nanos, String)>,
+    summary: RunSummary,
+}
+
+/// Run one case.
+pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
+    let fail = |message: String| CaseFailure {
+        case: case.name.clone(),
+        line: case.line,
+        message,
+    };
+    let node: Box<dyn Driver> = match case.node {
+        NodeKind::Primary => Box::new(primary::PrimaryDriver::new(case).map_err(fail)?),
+        NodeKind::Standby => Box::new(standby::StandbyDriver::new(case).map_err(fail)?),
+    };
+    let mut r = Runner {
+        case,
+        node,
+        now: Nanos::ZERO,
+        got: Vec::new(),
+        summary: RunSummary::default(),
+    };
+    for step in &case.steps {
+        match step {
+            Step::Event {
+                line,
+                at,
+                name,
+                tokens,
+            } => {
+                let t = at.resolve(r.now);
+                r.not_before(*line, t)?;
+                r.advance(*line, t, false)?;
+                r.now = t;
+                r.feed(*line, name, tokens)?;
+            }
+            Step::Run { line, to } => {
+                let t = to.resolve(r.now);
+                r.not_before(*line, t)?;
+                r.advance(*line, t, true)?;
+                r.now = t;
+            }
+            Step::Expect { line, items } => r.expect(*line, items)?,
+            Step::Check { line, key, value } => {
+                let got = r.node.check(r.now, key).ok_or_else(|| {
+                    r.fail(*line, format!("unknown check {key:?} for this node"))
+                })?;
+                if got != *value {
+                    return Err(r.fail(
+                        *line,
+                        format!("check {key}: expected {value}, got {got} at {}", ms(r.now)),
+                    ));
+                }
+            }
+        }
+    }
+    if !r.got.is_empty() {
+        return Err(r.fail(
+            case.line,
+            format!("unexpected effects at the end: {}", list(&r.got)),
+        ));
+    }
+    Ok(r.summary)
+}
+
+/// Whether effect `e` is ignored by entry `i`: `name`, or `name(token ...)` (every token in it).
+fn ignored(i: &str, e: &str) -> bool {
+    let mut words = e.split_whitespace();
+    let first = words.next().unwrap_or_default();
+    match i.split_once('(') {
+        None => i == first,
+        Some((name, rest)) => {
+            name == first
+                && rest
+                    .trim_end_matches(')')
+                    .split(',')
+                    .all(|t| e.split_whitespace().any(|w| w == t.trim()))
+        }
+    }
+}
+
+fn ms(t: Nanos) -> String {
+    format!("{:.3}ms", t.0 as f64 / 1e6)
+}
+
+fn list(got: &[(Nanos, String)]) -> String {
+    if got.is_empty() {
+        return "none".into();
+    }
+    got.iter()
+        .map(|(t, e)| format!("\n    {} {e}", ms(*t)))
+        .collect()
+}
+
+impl Runner<'_> {
+    fn fail(&self, line: usize, message: String) -> CaseFailure {
+        CaseFailure {
+            case: self.case.name.clone(),
+            line,
+            message,
+        }
+    }
+
+    fn not_before(&self, line: usize, t: Nanos) -> Result<(), CaseFailure> {
+        if t < self.now {
+            return Err(self.fail(
+                line,
+                format!("time {} is before the current time {}", ms(t), ms(self.now)),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tick the node at each of its deadlines up to `to` (inclusive or not).
+    fn advance(&mut self, line: usize, to: Nanos, inclusive: bool) -> Result<(), CaseFailure> {
+        let mut at_once = 0;
+        loop {
+            let Some(d) = self.node.next_deadline(self.now) else {
+                return Ok(());
+            };
+            let d = d.max(self.now);
+            if d > to || (!inclusive && d == to) {
+                return Ok(());
+            }
+            at_once = if d == self.now { at_once + 1 } else { 0 };
+            if at_once > MAX_TICKS_AT_ONCE {
+                return Err(self.fail(line, format!("the node is always due at {}", ms(d))));
+            }
+            self.now = d;
+            self.feed(line, "tick", &[])?;
+        }
+    }
+
+    fn feed(&mut self, line: usize, name: &str, tokens: &[String]) -> Result<(), CaseFailure> {
+        let mut f = Fields::from_tokens(tokens.iter().map(String::as_str))
+            .map_err(|e| self.fail(line, e.to_string()))?;
+        let effects = self
+            .node
+            .feed(self.now, name, &mut f)
+            .map_err(|e| self.fail(line, format!("{name}: {e}")))?;
+        f.finish()
+            .map_err(|e: FieldError| self.fail(line, format!("{name}: {e}")))?;
+        self.summary.events += 1;
+        for e in effects {
+            if !self.case.ignore.iter().any(|i| ignored(i, &e)) {
+                self.got.push((self.now, e));
+            }
+        }
+        Ok(())
+    }
+
+    fn expect(&mut self, line: usize, items: &[(usize, String)]) -> Result<(), CaseFailure> {
+        let got = std::mem::take(&mut self.got);
+        self.summary.effects += got.len() as u64;
+        if got.len() != items.len() {
+            let want: Vec<&str> = items.iter().map(|(_, s)| s.as_str()).collect();
+            return Err(self.fail(
+                line,
+                format!(
+                    "expected {} effect(s) {want:?}, got {}:{}",
+                    items.len(),
+                    got.len(),
+                    list(&got)
+                ),
+            ));
+        }
+        for ((n, want), (at, text)) in items.iter().zip(&got) {
+            let mut w = want.split_whitespace();
+            let mut ok = w.next() == text.split_whitespace().next();
+            for tok in w {
+                let time = |v: &str| TimeSpec::parse(v).map(|t| t.resolve(Nanos::ZERO));
+                ok &= if let Some(v) = tok.strip_prefix("at<=") {
+                    time(v).is_some_and(|t| *at <= t)
+                } else if let Some(v) = tok.strip_prefix("at>=") {
+                    time(v).is_some_and(|t| *at >= t)
+                } else if let Some(v) = tok.strip_prefix("at=") {
+                    time(v).is_some_and(|t| *at == t)
+                } else {
+                    text.split_whitespace().any(|a| a == tok)
+                };
+            }
+            if !ok {
+                return Err(self.fail(
+                    *n,
+                    format!("expected `{want}`, got `{text}` at {} (all:{})", ms(*at), list(&got)),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An effect's text from its `Debug` form: the variant in kebab-case, then `key=value` for each
+/// field, nested structures flattened (a nested message's key names its variant), wrappers
+/// such as `Epoch(2)`, `Some(3)` or `Box(..)` unwrapped, a string's spaces turned into dashes,
+/// and the cluster's addresses named.
+pub fn flat(debug: &str) -> String {
+    #[derive(Debug, PartialEq)]
+    enum Tok {
+        Word(String),
+        Key(String),
+        Open,
+        Close,
+    }
+    let mut toks = Vec::new();
+    let mut cur = String::new();
+    let mut chars = debug.chars().peekable();
+    let push = |cur: &mut String, toks: &mut Vec<Tok>| {
+        if !cur.is_empty() {
+            toks.push(Tok::Word(std::mem::take(cur)));
+        }
+    };
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                push(&mut cur, &mut toks);
+                let mut s = String::new();
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => {
+                            if let Some(e) = chars.next() {
+                                s.push(e);
+                            }
+                        }
+                        ' ' => s.push('-'),
+                        c => s.push(c),
+                    }
+                }
+                toks.push(Tok::Word(s));
+            }
+            '{' | '(' | '[' => {
+                push(&mut cur, &mut toks);
+                toks.push(Tok::Open);
+            }
+            '}' | ')' | ']' => {
+                push(&mut cur, &mut toks);
+                toks.push(Tok::Close);
+            }
+            ',' => push(&mut cur, &mut toks),
+            ':' if chars.peek() == Some(&' ') => {
+                toks.push(Tok::Key(std::mem::take(&mut cur)));
+            }
+            c if c.is_whitespace() => push(&mut cur, &mut toks),
+            c => cur.push(c),
+        }
+    }
+    push(&mut cur, &mut toks);
+    let mut out: Vec<String> = Vec::new();
+    let mut key: Option<String> = None;
+    let mut i = 0;
+    while i < toks.len() {
+        match &toks[i] {
+            Tok::Key(k) => key = Some(kebab(k)),
+            Tok::Word(w) => {
+                let wraps = toks.get(i + 1) == Some(&Tok::Open);
+                let transparent = matches!(w.as_str(), "Some" | "Epoch" | "Nanos" | "Box");
+                match (key.take(), wraps) {
+                    (None, _) if out.is_empty() => out.push(kebab(w)),
+                    (None, true) => {}
+                    // A tuple variant's plain value.
+                    (None, false) => out.push(value(w)),
+                    (Some(k), true) if transparent => key = Some(k),
+                    (Some(k), true) => out.push(format!("{k}={}", kebab(w))),
+                    (Some(k), false) => out.push(format!("{k}={}", value(w))),
+                }
+            }
+            Tok::Open | Tok::Close => {}
+        }
+        i += 1;
+    }
+    names(&out.join(" "))
+}
+
+fn value(w: &str) -> String {
+    if w.chars().next().is_some_and(char::is_uppercase) && !w.contains('.') {
+        kebab(w)
+    } else {
+        w.to_string()
+    }
+}
+
+/// `LeaseRequest` → `lease-request`, `last_ckpt` → `last-ckpt`.
+fn kebab(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.extend(c.to_lowercase());
+        } else if c == '_' {
+            out.push('-');
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The cluster's addresses by name.
+fn names(s: &str) -> String {
+    let mut s = s.to_string();
+    for (a, n) in [
+        ("10.0.0.1:7001", "primary"),
+        ("10.0.0.2:7000", "standby-repl"),
+        ("10.0.0.2:7001", "standby"),
+        ("10.0.0.2:7002", "standby-hb"),
+        ("10.0.1.1:7400", "w1"),
+        ("10.0.1.2:7400", "w2"),
+        ("10.0.1.3:7400", "w3"),
+        ("10.0.2.1:22", "ping-node"),
+    ] {
+        s = s.replace(a, n);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::flat;
+
+    #[test]
+    fn effects_read_flat() {
+        assert_eq!(
+            flat("Send { to: 10.0.0.2:7002, dest: Dest { role: Standby, id: Some(4) }, msg: Heartbeat { link: 0, acked: 3 } }"),
+            "send to=standby-hb dest=dest role=standby id=4 msg=heartbeat link=0 acked=3"
+        );
+        assert_eq!(
+            flat("Reserve(NodeState { epoch: Epoch(1), role: Primary, checkpoint: 100001, incarnation: 7, maintenance: false })"),
+            "reserve epoch=1 role=primary checkpoint=100001 incarnation=7 maintenance=false"
+        );
+        assert_eq!(
+            flat("Disconnect { why: \"no ack, at all\", frame_error: None, streaming: Some((3, 1)) }"),
+            "disconnect why=no-ack,-at-all frame-error=none streaming=3 1"
+        );
+        assert_eq!(flat("Suspend"), "suspend");
+        assert_eq!(flat("SetEpoch(Epoch(2))"), "set-epoch 2");
+    }
+}
