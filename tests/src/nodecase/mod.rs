@@ -19,6 +19,9 @@
 //! > connect                 # the effects since the last `>` block, in order
 //! 1ms connected
 //! > send-hello epoch=1 last-ckpt=0
+//! every 10ms from 5ms until 300ms: heartbeat link=0   # an event every period (`{n}` is its
+//!                           # occurrence, 1, 2, ..., `{n+1}` one more) from now (or `from`)
+//!                           # until a time
 //! run 30ms                  # advance time, ticking the node at its deadlines on the way
 //! > none                    # no effect since the last block
 //! check link=streaming      # a query on the node
@@ -92,6 +95,14 @@ enum Step {
     Event {
         line: usize,
         at: TimeSpec,
+        name: String,
+        tokens: Vec<String>,
+    },
+    Every {
+        line: usize,
+        period: Duration,
+        from: Option<TimeSpec>,
+        until: TimeSpec,
         name: String,
         tokens: Vec<String>,
     },
@@ -291,6 +302,41 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
                     value: v.to_string(),
                 });
             }
+            "every" => {
+                let (head, event) = line
+                    .split_once(':')
+                    .ok_or_else(|| err(n, "every: expected `every <period> ...: <event>`"))?;
+                let mut h = head.split_whitespace().skip(1);
+                let period = h
+                    .next()
+                    .and_then(parse_duration)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| err(n, "every: expected a period"))?;
+                let (mut from, mut until) = (None, None);
+                while let Some(k) = h.next() {
+                    let t = h.next().and_then(TimeSpec::parse);
+                    match (k, t) {
+                        ("from", Some(t)) => from = Some(t),
+                        ("until", Some(t)) => until = Some(t),
+                        _ => return Err(err(n, format!("every: bad {k:?}"))),
+                    }
+                }
+                let until = until.ok_or_else(|| err(n, "every: `until <time>` is required"))?;
+                let mut w = event.split_whitespace();
+                let name = w
+                    .next()
+                    .ok_or_else(|| err(n, "every: expected an event"))?
+                    .to_string();
+                let tokens: Vec<String> = w.map(String::from).collect();
+                case.steps.push(Step::Every {
+                    line: n,
+                    period,
+                    from,
+                    until,
+                    name,
+                    tokens,
+                });
+            }
             "run" => {
                 let to = word
                     .and_then(TimeSpec::parse)
@@ -303,7 +349,8 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
                 let name = word
                     .ok_or_else(|| err(n, "expected an event after the time"))?
                     .to_string();
-                let tokens: Vec<String> = line.split_whitespace().skip(2).map(String::from).collect();
+                let tokens: Vec<String> =
+                    line.split_whitespace().skip(2).map(String::from).collect();
                 Fields::from_tokens(tokens.iter().map(String::as_str))
                     .map_err(|e| err(n, e.to_string()))?;
                 case.steps.push(Step::Event {
@@ -338,9 +385,21 @@ pub struct RunSummary {
     pub effects: u64,
 }
 
+/// A periodic event.
+struct Stream {
+    line: usize,
+    next: Nanos,
+    period: Duration,
+    until: Nanos,
+    count: u64,
+    name: String,
+    tokens: Vec<String>,
+}
+
 struct Runner<'c> {
     case: &'c Case,
     node: Box<dyn Driver>,
+    streams: Vec<Stream>,
     now: Nanos,
     got: Vec<(Nanos, String)>,
     summary: RunSummary,
@@ -360,6 +419,7 @@ pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
     let mut r = Runner {
         case,
         node,
+        streams: Vec::new(),
         now: Nanos::ZERO,
         got: Vec::new(),
         summary: RunSummary::default(),
@@ -378,6 +438,25 @@ pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
                 r.now = t;
                 r.feed(*line, name, tokens)?;
             }
+            Step::Every {
+                line,
+                period,
+                from,
+                until,
+                name,
+                tokens,
+            } => {
+                let until = until.resolve(r.now);
+                r.streams.push(Stream {
+                    line: *line,
+                    next: from.map_or(r.now, |f| f.resolve(r.now)).max(r.now),
+                    period: *period,
+                    until,
+                    count: 0,
+                    name: name.clone(),
+                    tokens: tokens.clone(),
+                });
+            }
             Step::Run { line, to } => {
                 let t = to.resolve(r.now);
                 r.not_before(*line, t)?;
@@ -386,9 +465,10 @@ pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
             }
             Step::Expect { line, items } => r.expect(*line, items)?,
             Step::Check { line, key, value } => {
-                let got = r.node.check(r.now, key).ok_or_else(|| {
-                    r.fail(*line, format!("unknown check {key:?} for this node"))
-                })?;
+                let got = r
+                    .node
+                    .check(r.now, key)
+                    .ok_or_else(|| r.fail(*line, format!("unknown check {key:?} for this node")))?;
                 if got != *value {
                     return Err(r.fail(
                         *line,
@@ -405,6 +485,21 @@ pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
         ));
     }
     Ok(r.summary)
+}
+
+/// `{n}` in a stream's token is its occurrence `n`, `{n+K}` is `n + K`.
+fn occurrence(t: &str, n: u64) -> String {
+    let Some((head, rest)) = t.split_once("{n") else {
+        return t.to_string();
+    };
+    let Some((add, tail)) = rest.split_once('}') else {
+        return t.to_string();
+    };
+    let k = add
+        .strip_prefix('+')
+        .and_then(|k| k.parse::<u64>().ok())
+        .unwrap_or(0);
+    format!("{head}{}{tail}", n + k)
 }
 
 /// Whether effect `e` is ignored by entry `i`: `name`, or `name(token ...)` (every token in it).
@@ -455,23 +550,41 @@ impl Runner<'_> {
         Ok(())
     }
 
-    /// Tick the node at each of its deadlines up to `to` (inclusive or not).
+    /// Feed the streams' events and tick the node at each of its deadlines, in time order, up
+    /// to `to` (inclusive or not).
     fn advance(&mut self, line: usize, to: Nanos, inclusive: bool) -> Result<(), CaseFailure> {
+        let within = |t: Nanos| if inclusive { t <= to } else { t < to };
         let mut at_once = 0;
         loop {
-            let Some(d) = self.node.next_deadline(self.now) else {
-                return Ok(());
-            };
-            let d = d.max(self.now);
-            if d > to || (!inclusive && d == to) {
-                return Ok(());
+            let stream = self
+                .streams
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.next <= s.until)
+                .min_by_key(|(_, s)| s.next)
+                .map(|(i, s)| (i, s.next));
+            let tick = self.node.next_deadline(self.now).map(|d| d.max(self.now));
+            match (stream, tick) {
+                (Some((i, t)), tk) if within(t) && tk.is_none_or(|tk| t <= tk) => {
+                    let s = &mut self.streams[i];
+                    s.next = s.next.plus(s.period);
+                    s.count += 1;
+                    let n = s.count;
+                    let tokens: Vec<String> = s.tokens.iter().map(|t| occurrence(t, n)).collect();
+                    let (line, name) = (s.line, s.name.clone());
+                    self.now = t;
+                    self.feed(line, &name, &tokens)?;
+                }
+                (_, Some(d)) if within(d) => {
+                    at_once = if d == self.now { at_once + 1 } else { 0 };
+                    if at_once > MAX_TICKS_AT_ONCE {
+                        return Err(self.fail(line, format!("the node is always due at {}", ms(d))));
+                    }
+                    self.now = d;
+                    self.feed(line, "tick", &[])?;
+                }
+                _ => return Ok(()),
             }
-            at_once = if d == self.now { at_once + 1 } else { 0 };
-            if at_once > MAX_TICKS_AT_ONCE {
-                return Err(self.fail(line, format!("the node is always due at {}", ms(d))));
-            }
-            self.now = d;
-            self.feed(line, "tick", &[])?;
         }
     }
 
@@ -526,7 +639,11 @@ impl Runner<'_> {
             if !ok {
                 return Err(self.fail(
                     *n,
-                    format!("expected `{want}`, got `{text}` at {} (all:{})", ms(*at), list(&got)),
+                    format!(
+                        "expected `{want}`, got `{text}` at {} (all:{})",
+                        ms(*at),
+                        list(&got)
+                    ),
                 ));
             }
         }
@@ -562,16 +679,16 @@ pub fn flat(debug: &str) -> String {
                 while let Some(c) = chars.next() {
                     match c {
                         '"' => break,
-                        '\\' => {
-                            if let Some(e) = chars.next() {
-                                s.push(e);
-                            }
-                        }
+                        '\\' => match chars.next() {
+                            Some('n' | 't' | 'r') => s.push('-'),
+                            Some(e) => s.push(e),
+                            None => {}
+                        },
                         ' ' => s.push('-'),
                         c => s.push(c),
                     }
                 }
-                toks.push(Tok::Word(s));
+                toks.push(Tok::Word(s.trim_matches('-').to_string()));
             }
             '{' | '(' | '[' => {
                 push(&mut cur, &mut toks);
@@ -662,7 +779,21 @@ fn names(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::flat;
+    use super::{flat, parse_cases, run_case};
+
+    #[test]
+    fn a_case_runs_and_a_wrong_expectation_names_its_line() {
+        let text = "case c\nnode primary\nfailover off\n0ms tick\n> connect\n1ms connected\n> send-hello epoch=2\n";
+        let cases = parse_cases(text).expect("parses");
+        let e = run_case(&cases[0]).expect_err("epoch 1, not 2");
+        assert_eq!(e.line, 7, "{e}");
+        let ok = text.replace("epoch=2", "epoch=1");
+        let s = run_case(&parse_cases(&ok).expect("parses")[0]).expect("runs");
+        assert_eq!((s.events, s.effects), (2, 2));
+        let bad = parse_cases("case c\n0ms tick\nnode standby\n").expect_err("header late");
+        assert_eq!(bad.line, 3);
+        assert!(parse_cases("0ms tick\n").is_err());
+    }
 
     #[test]
     fn effects_read_flat() {

@@ -28,9 +28,7 @@ use hsb_common::msg::{self, DiskHello, Hello, Role};
 use hsb_common::node_state::{NodeRole, NodeState};
 use hsb_common::time::Nanos;
 use hsb_common::wire::Dgram;
-use hsb_standby::node::{
-    Effect, Event, FailoverConfig, NodeConfig, OperatorCmd, StandbyNode,
-};
+use hsb_standby::node::{Effect, Event, FailoverConfig, NodeConfig, OperatorCmd, StandbyNode};
 
 use super::{flat, Case, Driver};
 
@@ -146,7 +144,9 @@ impl StandbyDriver {
             },
             "closed" => Event::Closed {
                 slot: slot(f)?,
-                why: f.take("why").unwrap_or_else(|| "closed by the primary".into()),
+                why: f
+                    .take("why")
+                    .unwrap_or_else(|| "closed by the primary".into()),
                 frame_error: None,
             },
             "ping-done" => Event::PingDone {
@@ -187,11 +187,9 @@ impl StandbyDriver {
                     lease: self.lease,
                 };
                 match AnyInput::parse(CoreRole::Standby, core, f, d).map_err(s)? {
-                    AnyInput::Standby(SInput::Heartbeat { link, epoch }) => self.primary(
-                        "10.0.0.1:7002",
-                        epoch,
-                        Dgram::Heartbeat { link, acked: 0 },
-                    ),
+                    AnyInput::Standby(SInput::Heartbeat { link, epoch }) => {
+                        self.primary("10.0.0.1:7002", epoch, Dgram::Heartbeat { link, acked: 0 })
+                    }
                     AnyInput::Standby(SInput::PrimaryFenced { epoch, ckpt }) => {
                         self.primary("10.0.0.1:7001", epoch, Dgram::Fenced { epoch, ckpt })
                     }

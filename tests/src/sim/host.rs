@@ -14,8 +14,7 @@ use hsb_common::decision::Epoch;
 use hsb_common::key::ClusterKey;
 use hsb_common::msg::Role;
 use hsb_common::node_state::{
-    primary_start, standby_start, NodeRole, NodeState, PrimaryArgs, PrimaryStart,
-    CHECKPOINT_BLOCK,
+    primary_start, standby_start, NodeRole, NodeState, PrimaryArgs, PrimaryStart, CHECKPOINT_BLOCK,
 };
 use hsb_common::rng::SplitMix64;
 use hsb_common::time::Nanos;
@@ -258,7 +257,9 @@ impl Host {
         let (epoch, first) = match primary_start(self.disk, args) {
             PrimaryStart::Rejoin { why, .. } => {
                 let id = self.id;
-                sh.note(id, || format!("hsb-primary does not start: {why}; rejoining"));
+                sh.note(id, || {
+                    format!("hsb-primary does not start: {why}; rejoining")
+                });
                 return self.start_standby(sh);
             }
             PrimaryStart::Run {
@@ -394,15 +395,8 @@ impl Host {
             (Msg::Request { id }, Proc::Primary(s)) => s.on_request(me, f.from, id),
             (Msg::Request { id }, _) => {
                 let now = sh.now();
-                sh.net.send(
-                    now,
-                    f.to,
-                    f.from,
-                    Msg::Reply {
-                        id,
-                        refused: true,
-                    },
-                );
+                sh.net
+                    .send(now, f.to, f.from, Msg::Reply { id, refused: true });
             }
             (Msg::Pong { id }, Proc::Standby(s)) => s.on_pong(me, sh, &mut self.disk, id),
             _ => {}
@@ -482,8 +476,10 @@ impl Host {
                     n.epoch(),
                     n.state_name(),
                     n.applied(),
-                    n.failover_view(local)
-                        .map_or("none".into(), |f| format!("{:?} suspected={}", f.state, f.suspected)),
+                    n.failover_view(local).map_or("none".into(), |f| format!(
+                        "{:?} suspected={}",
+                        f.state, f.suspected
+                    )),
                     n.stats().heartbeats
                 )
             }

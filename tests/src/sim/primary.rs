@@ -160,10 +160,7 @@ impl PrimarySide {
             }
             Effect::Resume | Effect::Unfence => self.dom = Dom::Running,
             Effect::Capture {
-                ckpt,
-                full,
-                resume,
-                ..
+                ckpt, full, resume, ..
             } => {
                 self.output.close(ckpt);
                 self.dom = if resume { Dom::Running } else { Dom::Suspended };
@@ -241,12 +238,8 @@ impl PrimarySide {
                     sh.facts.released.insert((epoch, n));
                 }
                 Client::Probe(w, id) => {
-                    sh.net.send(
-                        now,
-                        Ep::Node(me.host),
-                        w,
-                        Msg::Reply { id, refused: false },
-                    );
+                    sh.net
+                        .send(now, Ep::Node(me.host), w, Msg::Reply { id, refused: false });
                 }
             }
         }
@@ -310,7 +303,9 @@ impl PrimarySide {
                 // The confirmation goes out before any checkpoint.
                 self.send(sh, Seg::Confirm);
                 sh.note(me.host, || {
-                    format!("session with {node} open (its epoch {epoch}, last checkpoint {last_ckpt})")
+                    format!(
+                        "session with {node} open (its epoch {epoch}, last checkpoint {last_ckpt})"
+                    )
                 });
                 Event::SessionOpened {
                     id: node_sender_id(&node),

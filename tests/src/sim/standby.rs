@@ -216,7 +216,8 @@ impl StandbySide {
             Effect::Ping => {
                 let id = sh.next_id();
                 self.ping = Some(id);
-                sh.net.send(now, Ep::Node(me.host), Ep::Ping, Msg::Ping { id });
+                sh.net
+                    .send(now, Ep::Node(me.host), Ep::Ping, Msg::Ping { id });
             }
             Effect::CancelPing => self.ping = None,
             Effect::Answer { .. } | Effect::Defer { .. } => {}
@@ -273,10 +274,7 @@ impl StandbySide {
                 hello: *hello,
             },
             (Some(Stage::Admitted), Seg::Confirm) => Event::Confirmed { slot },
-            (
-                Some(Stage::Live),
-                Seg::Checkpoint { ckpt, full, state },
-            ) => {
+            (Some(Stage::Live), Seg::Checkpoint { ckpt, full, state }) => {
                 self.run(me, sh, disk, Event::Heard { slot });
                 match self.receive(slot, ckpt, full) {
                     Ok(()) => {

@@ -105,7 +105,16 @@ impl Conns {
             rto_ns: SYN_RTO_NS,
         };
         let (from, to) = (Ep::Node(client.host), Ep::Node(server));
-        net.send_stream(now, from, to, tag, Msg::Tcp { conn: id, seg: Seg::Syn });
+        net.send_stream(
+            now,
+            from,
+            to,
+            tag,
+            Msg::Tcp {
+                conn: id,
+                seg: Seg::Syn,
+            },
+        );
         id
     }
 
