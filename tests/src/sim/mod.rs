@@ -1,12 +1,22 @@
-//! A seeded, deterministic, single-threaded simulator of the failover decision.
+//! A seeded, deterministic, single-threaded simulator of the cluster.
 //!
-//! The real decision cores ([`StandbyCore`](hsb_common::decision::StandbyCore),
-//! [`PrimaryAuthority`](hsb_common::decision::PrimaryAuthority), N
-//! [`WitnessCore`](hsb_common::decision::WitnessCore)s) exchange messages over a simulated network
-//! with cuts (both ways or one way), loss, delay and jitter; hosts crash, pause (the clock runs on)
-//! and restart; wall clocks step (the cores only see monotonic time, each host's at its own rate).
-//! A client sees the output released by whichever copy may release it. Every fault of DESIGN.md §5
-//! runs over many seeds under each policy; a seed replays exactly:
+//! The daemons' real nodes run in it: hsb-primary's
+//! [`PrimaryNode`](hsb_primary::node::PrimaryNode), hsb-standby's
+//! [`StandbyNode`](hsb_standby::node::StandbyNode) and N hsb-witness
+//! [`WitnessNode`](hsb_witness::node::WitnessNode)s, each stepped with its events and its effects
+//! carried out as its daemon does (`host.rs`, `primary.rs`, `standby.rs`, `witness.rs`): sealed
+//! datagrams through the daemons' own outboxes and inboxes, the replication session over a
+//! simulated TCP connection (`tcp.rs`, `link.rs`), each loop ticking its node at the deadline it
+//! computed or after I/O. What the daemons do with a process (a hand-over, a rejoin, a restart
+//! after a crash) follows their start rules on the host state file. The network (`net.rs`) has
+//! cuts (both ways or one way), loss, delay and jitter; hosts crash, pause (the clock runs on) and
+//! restart; wall clocks step (the nodes only see monotonic time, each host's at its own rate).
+//!
+//! The data plane is a model: the guest is a counter that writes one output per checkpoint
+//! period, held under the real output commit and released only by the primary node's release
+//! effects, so "acknowledged output lost" judges the real output release rule. A client sees the
+//! output of whichever copy releases it. Every fault of DESIGN.md §5 runs over many seeds under
+//! each policy; a seed replays exactly:
 //! `hsb-sim --fault F2 --policy heartbeat-only --seed 1234 --trace`.
 
 mod host;
