@@ -40,8 +40,13 @@
 //! fields (`lease w=1 req=1 verdict=grant`, `heartbeat link=0`, `vote w=2 query=1
 //! verdict=grant`, ...).
 
+mod parse;
 mod primary;
 mod standby;
+mod text;
+
+pub use parse::parse_cases;
+pub use text::flat;
 
 use std::fmt;
 use std::time::Duration;
@@ -179,190 +184,6 @@ impl fmt::Display for CaseFailure {
             self.case, self.line, self.message
         )
     }
-}
-
-fn err(line: usize, message: impl Into<String>) -> CaseError {
-    CaseError {
-        line,
-        message: message.into(),
-    }
-}
-
-/// Parse every case of a file.
-pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
-    if text.len() > MAX_FILE {
-        return Err(err(0, "case file larger than 1 MiB"));
-    }
-    let mut cases: Vec<Case> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = raw.split('#').next().unwrap_or_default().trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix("case ") {
-            cases.push(Case {
-                name: name.trim().to_string(),
-                line: n,
-                node: NodeKind::Primary,
-                config: Config::default(),
-                node_keys: Vec::new(),
-                failover: true,
-                epoch: Epoch::FIRST,
-                answer: true,
-                ignore: vec!["record".into()],
-                steps: Vec::new(),
-            });
-            continue;
-        }
-        let Some(case) = cases.last_mut() else {
-            return Err(err(n, "expected `case <name>` first"));
-        };
-        if case.steps.len() >= MAX_STEPS {
-            return Err(err(n, "more than 10000 steps in one case"));
-        }
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or_default();
-        let header = matches!(
-            first,
-            "node" | "set" | "failover" | "epoch" | "answer" | "ignore"
-        );
-        if header && !case.steps.is_empty() {
-            return Err(err(n, format!("`{first}` must come before the first step")));
-        }
-        let word = words.next();
-        match first {
-            "node" => {
-                case.node = match word {
-                    Some("primary") => NodeKind::Primary,
-                    Some("standby") => NodeKind::Standby,
-                    _ => return Err(err(n, "node: expected primary or standby")),
-                }
-            }
-            "set" => {
-                let mut decision = Vec::new();
-                for t in line.split_whitespace().skip(1) {
-                    let (k, v) = t
-                        .split_once('=')
-                        .ok_or_else(|| err(n, format!("set: expected key=value, got {t:?}")))?;
-                    if hsb_common::decision::CONFIG_KEYS.contains(&k) {
-                        decision.push((k, v));
-                    } else {
-                        case.node_keys.push((k.to_string(), v.to_string()));
-                    }
-                }
-                case.config
-                    .set_many(&decision)
-                    .map_err(|e| err(n, e.to_string()))?;
-            }
-            "failover" | "answer" => {
-                let on = match word {
-                    Some("on") => true,
-                    Some("off") => false,
-                    _ => return Err(err(n, format!("{first}: expected on or off"))),
-                };
-                if first == "failover" {
-                    case.failover = on;
-                } else {
-                    case.answer = on;
-                }
-            }
-            "epoch" => {
-                case.epoch = Epoch(
-                    word.and_then(|w| w.parse().ok())
-                        .ok_or_else(|| err(n, "epoch: expected an integer"))?,
-                )
-            }
-            "ignore" => case
-                .ignore
-                .extend(line.split_whitespace().skip(1).map(str::to_string)),
-            ">" => {
-                let rest = line[1..].trim().to_string();
-                if rest.is_empty() {
-                    return Err(err(n, "expected an effect (or `none`) after `>`"));
-                }
-                let none = rest == "none";
-                match case.steps.last_mut() {
-                    Some(Step::Expect { items, .. }) if !none && !items.is_empty() => {
-                        items.push((n, rest))
-                    }
-                    _ => case.steps.push(Step::Expect {
-                        line: n,
-                        items: if none { vec![] } else { vec![(n, rest)] },
-                    }),
-                }
-            }
-            "check" => {
-                let (k, v) = word
-                    .and_then(|t| t.split_once('='))
-                    .ok_or_else(|| err(n, "check: expected key=value"))?;
-                case.steps.push(Step::Check {
-                    line: n,
-                    key: k.to_string(),
-                    value: v.to_string(),
-                });
-            }
-            "every" => {
-                let (head, event) = line
-                    .split_once(':')
-                    .ok_or_else(|| err(n, "every: expected `every <period> ...: <event>`"))?;
-                let mut h = head.split_whitespace().skip(1);
-                let period = h
-                    .next()
-                    .and_then(parse_duration)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| err(n, "every: expected a period"))?;
-                let (mut from, mut until) = (None, None);
-                while let Some(k) = h.next() {
-                    let t = h.next().and_then(TimeSpec::parse);
-                    match (k, t) {
-                        ("from", Some(t)) => from = Some(t),
-                        ("until", Some(t)) => until = Some(t),
-                        _ => return Err(err(n, format!("every: bad {k:?}"))),
-                    }
-                }
-                let until = until.ok_or_else(|| err(n, "every: `until <time>` is required"))?;
-                let mut w = event.split_whitespace();
-                let name = w
-                    .next()
-                    .ok_or_else(|| err(n, "every: expected an event"))?
-                    .to_string();
-                let tokens: Vec<String> = w.map(String::from).collect();
-                case.steps.push(Step::Every {
-                    line: n,
-                    period,
-                    from,
-                    until,
-                    name,
-                    tokens,
-                });
-            }
-            "run" => {
-                let to = word
-                    .and_then(TimeSpec::parse)
-                    .ok_or_else(|| err(n, "run: expected a time"))?;
-                case.steps.push(Step::Run { line: n, to });
-            }
-            t => {
-                let at = TimeSpec::parse(t)
-                    .ok_or_else(|| err(n, format!("expected a directive or a time, got {t:?}")))?;
-                let name = word
-                    .ok_or_else(|| err(n, "expected an event after the time"))?
-                    .to_string();
-                let tokens: Vec<String> =
-                    line.split_whitespace().skip(2).map(String::from).collect();
-                Fields::from_tokens(tokens.iter().map(String::as_str))
-                    .map_err(|e| err(n, e.to_string()))?;
-                case.steps.push(Step::Event {
-                    line: n,
-                    at,
-                    name,
-                    tokens,
-                });
-            }
-        }
-    }
-    Ok(cases)
 }
 
 /// A node under test, with the daemon's answers to its effects.
@@ -651,135 +472,9 @@ impl Runner<'_> {
     }
 }
 
-/// An effect's text from its `Debug` form: the variant in kebab-case, then `key=value` for each
-/// field, nested structures flattened (a nested message's key names its variant), wrappers
-/// such as `Epoch(2)`, `Some(3)` or `Box(..)` unwrapped, a string's spaces turned into dashes,
-/// and the cluster's addresses named.
-pub fn flat(debug: &str) -> String {
-    #[derive(Debug, PartialEq)]
-    enum Tok {
-        Word(String),
-        Key(String),
-        Open,
-        Close,
-    }
-    let mut toks = Vec::new();
-    let mut cur = String::new();
-    let mut chars = debug.chars().peekable();
-    let push = |cur: &mut String, toks: &mut Vec<Tok>| {
-        if !cur.is_empty() {
-            toks.push(Tok::Word(std::mem::take(cur)));
-        }
-    };
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => {
-                push(&mut cur, &mut toks);
-                let mut s = String::new();
-                while let Some(c) = chars.next() {
-                    match c {
-                        '"' => break,
-                        '\\' => match chars.next() {
-                            Some('n' | 't' | 'r') => s.push('-'),
-                            Some(e) => s.push(e),
-                            None => {}
-                        },
-                        ' ' => s.push('-'),
-                        c => s.push(c),
-                    }
-                }
-                toks.push(Tok::Word(s.trim_matches('-').to_string()));
-            }
-            '{' | '(' | '[' => {
-                push(&mut cur, &mut toks);
-                toks.push(Tok::Open);
-            }
-            '}' | ')' | ']' => {
-                push(&mut cur, &mut toks);
-                toks.push(Tok::Close);
-            }
-            ',' => push(&mut cur, &mut toks),
-            ':' if chars.peek() == Some(&' ') => {
-                toks.push(Tok::Key(std::mem::take(&mut cur)));
-            }
-            c if c.is_whitespace() => push(&mut cur, &mut toks),
-            c => cur.push(c),
-        }
-    }
-    push(&mut cur, &mut toks);
-    let mut out: Vec<String> = Vec::new();
-    let mut key: Option<String> = None;
-    let mut i = 0;
-    while i < toks.len() {
-        match &toks[i] {
-            Tok::Key(k) => key = Some(kebab(k)),
-            Tok::Word(w) => {
-                let wraps = toks.get(i + 1) == Some(&Tok::Open);
-                let transparent = matches!(w.as_str(), "Some" | "Epoch" | "Nanos" | "Box");
-                match (key.take(), wraps) {
-                    (None, _) if out.is_empty() => out.push(kebab(w)),
-                    (None, true) => {}
-                    // A tuple variant's plain value.
-                    (None, false) => out.push(value(w)),
-                    (Some(k), true) if transparent => key = Some(k),
-                    (Some(k), true) => out.push(format!("{k}={}", kebab(w))),
-                    (Some(k), false) => out.push(format!("{k}={}", value(w))),
-                }
-            }
-            Tok::Open | Tok::Close => {}
-        }
-        i += 1;
-    }
-    names(&out.join(" "))
-}
-
-fn value(w: &str) -> String {
-    if w.chars().next().is_some_and(char::is_uppercase) && !w.contains('.') {
-        kebab(w)
-    } else {
-        w.to_string()
-    }
-}
-
-/// `LeaseRequest` → `lease-request`, `last_ckpt` → `last-ckpt`.
-fn kebab(s: &str) -> String {
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if c.is_uppercase() {
-            if i > 0 {
-                out.push('-');
-            }
-            out.extend(c.to_lowercase());
-        } else if c == '_' {
-            out.push('-');
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// The cluster's addresses by name.
-fn names(s: &str) -> String {
-    let mut s = s.to_string();
-    for (a, n) in [
-        ("10.0.0.1:7001", "primary"),
-        ("10.0.0.2:7000", "standby-repl"),
-        ("10.0.0.2:7001", "standby"),
-        ("10.0.0.2:7002", "standby-hb"),
-        ("10.0.1.1:7400", "w1"),
-        ("10.0.1.2:7400", "w2"),
-        ("10.0.1.3:7400", "w3"),
-        ("10.0.2.1:22", "ping-node"),
-    ] {
-        s = s.replace(a, n);
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{flat, parse_cases, run_case};
+    use super::{parse_cases, run_case};
 
     #[test]
     fn a_case_runs_and_a_wrong_expectation_names_its_line() {
@@ -793,23 +488,5 @@ mod tests {
         let bad = parse_cases("case c\n0ms tick\nnode standby\n").expect_err("header late");
         assert_eq!(bad.line, 3);
         assert!(parse_cases("0ms tick\n").is_err());
-    }
-
-    #[test]
-    fn effects_read_flat() {
-        assert_eq!(
-            flat("Send { to: 10.0.0.2:7002, dest: Dest { role: Standby, id: Some(4) }, msg: Heartbeat { link: 0, acked: 3 } }"),
-            "send to=standby-hb dest=dest role=standby id=4 msg=heartbeat link=0 acked=3"
-        );
-        assert_eq!(
-            flat("Reserve(NodeState { epoch: Epoch(1), role: Primary, checkpoint: 100001, incarnation: 7, maintenance: false })"),
-            "reserve epoch=1 role=primary checkpoint=100001 incarnation=7 maintenance=false"
-        );
-        assert_eq!(
-            flat("Disconnect { why: \"no ack, at all\", frame_error: None, streaming: Some((3, 1)) }"),
-            "disconnect why=no-ack,-at-all frame-error=none streaming=3 1"
-        );
-        assert_eq!(flat("Suspend"), "suspend");
-        assert_eq!(flat("SetEpoch(Epoch(2))"), "set-epoch 2");
     }
 }
