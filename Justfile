@@ -11,6 +11,12 @@ test: fmt-check clippy
     # Integration tests start whole clusters of real processes: two at a time on small machines.
     cargo test -p hsb-tests -- --test-threads=2
 
+# Protection over a slow replication link (htb at 10 and 100 Mbit/s on network namespaces; root):
+# reply latency, checkpoints per second and replica lag, as markdown for BENCHMARKS.md section 10.
+bench-link seconds="20":
+    cargo build --release --workspace --bins
+    ./target/release/hsb-faults --bench-link {{seconds}}
+
 # Primary, standby and a client on loopback with the model domain: checkpoints, a kill -9, activation.
 demo:
     cargo build --release --workspace --bins
@@ -57,7 +63,8 @@ soak minutes="10":
     cargo build --release --workspace --bins
     ./target/release/hsb-soak {{minutes}}
 
-# The seeded simulator of the three daemons' real nodes: F1-F12 under all three policies over many seeds (a table per fault).
+# The seeded simulator of the three daemons' real nodes: F1-F12, the slow link (F13) and the gray
+# client path (F14-20/50/80) under all three policies over many seeds (a table per fault).
 sim seeds="1000":
     cargo build --release -p hsb-tests --bin hsb-sim
     ./target/release/hsb-sim --seeds {{seeds}}

@@ -241,6 +241,7 @@ fn forged_and_replayed_witness_messages_are_rejected() {
         app: AppVerdict::Down,
         primary_host: false,
         standby_host: true,
+        rates: Default::default(),
     };
     // A genuine datagram (made with the real key, as a witness would), delivered twice.
     let key = ClusterKey::load(&cl.dir.path("cluster.key")).unwrap();

@@ -1,7 +1,8 @@
 //! The fault suite's representative subset for `just test`: F1 and F2 on network namespaces
 //! under the client-oriented policy and the heartbeat-only baseline, and under the
-//! client-oriented policy F10 with delay and jitter through the relays and F12 (the old primary
-//! gives up its address, rejoins as the standby and is resynchronised) after F4. The whole
+//! client-oriented policy F10 with delay and jitter through the relays, F12 (the old primary
+//! gives up its address, rejoins as the standby and is resynchronised) after F4, F13 (a slow
+//! replication link, then a crash) and F14 at 50% loss (a gray client path). The whole
 //! matrix is `just faults`. Skipped, saying so, where namespaces cannot be made (and failed
 //! under CI: see `hsb_tests::skip`).
 
@@ -74,6 +75,24 @@ fn f10_delay_and_f12_rejoin_after_f4_on_real_network_namespaces() {
     ];
     let Some(outcomes) = run(
         "f10_delay_and_f12_rejoin_after_f4_on_real_network_namespaces",
+        &cases,
+    ) else {
+        return;
+    };
+    assert_client_oriented_correct(&outcomes);
+}
+
+/// Issue 12: a slow replication link (10 Mbit/s, a busy guest) keeps protection and a crash
+/// then fails over with nothing acknowledged lost; a gray client path (50% loss to host A) is
+/// switched over once. Each case takes about 40 s.
+#[test]
+fn f13_slow_link_and_f14_gray_path_on_real_network_namespaces() {
+    let cases = [
+        (Fault::F13SlowLink, "client-oriented"),
+        (Fault::F14Gray50, "client-oriented"),
+    ];
+    let Some(outcomes) = run(
+        "f13_slow_link_and_f14_gray_path_on_real_network_namespaces",
         &cases,
     ) else {
         return;

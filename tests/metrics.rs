@@ -165,6 +165,18 @@ fn a_witness_serving_two_guests_says_what_it_sees_per_guest() {
         ),
         0.0
     );
+    // The shares of probes answered over the rate window (issue 12), once there are enough:
+    // nothing answers guest down's witness.
+    assert!(text.contains("# TYPE hsb_witness_answered_ratio gauge\n"));
+    for target in ["application", "primary-daemon", "standby-daemon"] {
+        for x in prom::find(
+            &s,
+            "hsb_witness_answered_ratio",
+            &[("guest", "down"), ("target", target)],
+        ) {
+            assert_eq!(x.value, 0.0, "{target}");
+        }
+    }
     for x in s
         .iter()
         .filter(|x| x.name.starts_with("hsb_witness_") && x.name.ends_with("_total"))
@@ -413,6 +425,7 @@ fn a_standby_exports_what_it_applies_and_decides_and_after_activation_its_author
         ("hsb_standby_handshakes_evicted_total", "handshakes_evicted"),
         ("hsb_standby_handshakes_expired_total", "handshakes_expired"),
         ("hsb_standby_heartbeats_received_total", "heartbeats"),
+        ("hsb_standby_heartbeat_replies_total", "heartbeat_replies"),
         ("hsb_standby_bad_datagrams_total", "bad_datagrams"),
         ("hsb_standby_model_requests_total", "requests"),
         ("hsb_standby_epoch", "epoch"),
@@ -542,7 +555,8 @@ fn a_standby_exports_what_it_applies_and_decides_and_after_activation_its_author
     );
     assert_eq!(v("hsb_standby_epoch", &[]), 2.0);
     let modes = prom::find(&s, "hsb_standby_authority", &[]);
-    assert_eq!(modes.len(), 5, "one series per authority mode");
+    // protected, protected-degraded, unprotected, holding, fenced, stepped-down.
+    assert_eq!(modes.len(), 6, "one series per authority mode");
     let mode = modes
         .iter()
         .find(|x| x.value == 1.0)

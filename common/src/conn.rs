@@ -11,6 +11,7 @@ pub struct FrameReader {
     start: usize,
     end: usize,
     max_body: usize,
+    received: u64,
 }
 
 /// What [`FrameReader::fill`] saw.
@@ -32,6 +33,7 @@ impl FrameReader {
             start: 0,
             end: 0,
             max_body,
+            received: 0,
         }
     }
 
@@ -42,6 +44,7 @@ impl FrameReader {
             start: 0,
             end: 0,
             max_body: 0,
+            received: 0,
         }
     }
 
@@ -66,6 +69,12 @@ impl FrameReader {
         self.end - self.start
     }
 
+    /// Bytes read so far (wrapping): it moves while the peer's stream gets through, however
+    /// slowly, even while no frame completes.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
     /// Read once from `src` into free space.
     pub fn fill(&mut self, src: &mut impl Read) -> io::Result<Fill> {
         if self.end == self.buf.len() {
@@ -81,6 +90,7 @@ impl FrameReader {
             Ok(0) => Ok(Fill::Eof),
             Ok(n) => {
                 self.end += n;
+                self.received = self.received.wrapping_add(n as u64);
                 Ok(Fill::Data(n))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Fill::WouldBlock),
@@ -234,6 +244,8 @@ mod tests {
                 }
             }
             assert_eq!(seqs, vec![0, 1, 2, 3, 4], "step {step}");
+            // Every byte counted, whatever the pieces it came in.
+            assert_eq!(r.received(), stream.len() as u64, "step {step}");
         }
     }
 

@@ -35,6 +35,12 @@ fn help(key: &str) -> &'static str {
         "host-fresh" => "witness: a daemon counts as reachable if it answered this recently (at least twice probe_interval)",
         "fence-after" => "primary: pause the domain after this long without authority (output is held at once; 0: pause at once too)",
         "ping-interval" => "ping-node baseline: ping period while the heartbeat is lost (at least 1ms)",
+        "standby-timeout" => "primary: the standby counts as lost after this long with no ack and no heartbeat reply showing it still hears the primary; only then may output leave under the witnesses' lease (at least 2 heartbeat periods)",
+        "slow-standby" => "primary: wait (default: while the standby is there, output waits for its acks however slow: protected, degraded) or lease (availability over protection: a standby slower than ack-lease counts as lost and output leaves under the witnesses' lease, unprotected)",
+        "rate-window" => "witness: success rates of probes (application, each daemon) are measured over this window (at least 1ms)",
+        "gray-below" => "witness: the application answering fewer than this percentage of probes over a lossy path to its host, while the standby's host answers cleanly, is a switchover candidate (1 to 100)",
+        "lossy-below" => "witness: the path to the primary's host counts as lossy when its daemon answers fewer than this percentage of pings (1 to 100, at most clean-above)",
+        "clean-above" => "witness: a host answering at least this percentage of pings is reached cleanly (1 to 100, at least gray-below)",
         _ => "decision setting",
     }
 }

@@ -64,13 +64,26 @@ pub enum Dgram {
         /// Paused.
         on: bool,
     },
+    /// Standby → primary, on every heartbeat link every heartbeat interval while it may
+    /// acknowledge (the heartbeat reply): it is there, and how much it still hears.
+    StandbyAlive {
+        /// The standby's epoch (that of the primary it replicates).
+        epoch: Epoch,
+        /// Its replica's applied checkpoint (`None`: no replica yet).
+        applied: Option<u64>,
+        /// Heartbeats and replication bytes heard from the primary so far (moves while it
+        /// hears the primary, however slowly).
+        heard: u64,
+        /// Of these, the replication bytes of the current session.
+        stream: u64,
+    },
 }
 
 impl Dgram {
     /// The frame kind a message travels under.
     pub fn kind(&self) -> Kind {
         match self {
-            Dgram::Heartbeat { .. } => Kind::Heartbeat,
+            Dgram::Heartbeat { .. } | Dgram::StandbyAlive { .. } => Kind::Heartbeat,
             _ => Kind::Witness,
         }
     }
@@ -91,6 +104,7 @@ impl Dgram {
             Dgram::FenceRequest { .. } => "fence-request",
             Dgram::Fenced { .. } => "fenced",
             Dgram::Maintenance { .. } => "maintenance",
+            Dgram::StandbyAlive { .. } => "standby-alive",
         }
     }
 }
@@ -166,6 +180,24 @@ mod tests {
             )
             .unwrap();
         assert!(open(&mut inbox, &b[..n]).is_err());
+    }
+
+    #[test]
+    fn standby_alive_round_trip() {
+        let k = ClusterKey::from_bytes([4; 32]);
+        let mut out = Outbox::new(&k, S, 1, 2);
+        let mut inbox = Inbox::new(&k, P);
+        let mut b = [0u8; MAX_DATAGRAM];
+        let m = Dgram::StandbyAlive {
+            epoch: Epoch(2),
+            applied: Some(41),
+            heard: u64::MAX,
+            stream: 7,
+        };
+        let n = seal(&mut out, &m, Some(Dest::node(P)), &mut b).unwrap();
+        let (env, got) = open(&mut inbox, &b[..n]).unwrap();
+        assert_eq!((env.from, got), (S, m));
+        assert_eq!(m.kind(), Kind::Heartbeat);
     }
 
     /// Only a ping may go unaddressed: anything else without a destination is dropped.

@@ -38,7 +38,8 @@ usage:
   hsb-primary --version
 
 Exit status of `status`, for health checks: 0 healthy (protected); 1 degraded or unprotected
-(no standby acknowledging, output held, or released under witness leases); 2 fenced or stepped
+(protected-degraded: acks slower than the ack lease, output waits for them; no standby
+acknowledging, output held, or released under witness leases); 2 fenced or stepped
 down; 3 unreachable (no answer on the control socket, or it refuses us); 4 usage or
 configuration error. Other commands exit 1 on failure and 2 on a usage error.
 

@@ -1,5 +1,6 @@
 //! hsb-primary's Prometheus metrics (`metrics_listen`): replication (checkpoints, pauses and
-//! ack round trips as histograms, bytes, replica lag), the authority and the activation epoch,
+//! ack round trips as histograms, bytes, replica lag), the authority (protected-degraded with
+//! the replica lag beside it: issue 12), the standby's presence and the activation epoch,
 //! decisions by rule and action, frame errors by kind. Read from the node and the daemon at
 //! scrape time; nothing here is counted twice.
 
@@ -11,8 +12,9 @@ use hsb_primary::node::Link;
 use crate::daemon::Daemon;
 
 /// The authority's modes, in export order.
-const MODES: [Mode; 5] = [
+const MODES: [Mode; 6] = [
     Mode::Protected,
+    Mode::Degraded,
     Mode::Unprotected,
     Mode::Holding,
     Mode::Fenced,
@@ -63,7 +65,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     e.family(
         fam,
         Kind::Gauge,
-        "the authority to release output (failover on): 1 for its current mode (protected: acks; unprotected: a witness lease; holding, fenced, stepped-down: none)",
+        "the authority to release output (failover on): 1 for its current mode (protected: acks; protected-degraded: acks slower than the ack lease, output waits for them; unprotected: a witness lease; holding, fenced, stepped-down: none)",
     );
     if let Some(v) = &view {
         for m in MODES {
@@ -162,6 +164,16 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             "hsb_primary_heartbeats_sent_total",
             "heartbeats sent to the standby (all links)",
             v.heartbeats,
+        );
+        e.gauge(
+            "hsb_primary_standby_present",
+            "1 while the standby is there: its heartbeat replies arrive and it still hears this primary (failover.standby-timeout); a slow standby that is present is waited for (protected-degraded), only a lost one lets output leave under the witnesses' lease",
+            f64::from(u8::from(v.standby_present)),
+        );
+        e.counter(
+            "hsb_primary_standby_replies_total",
+            "heartbeat replies received from the standby (all links)",
+            v.standby_replies,
         );
         e.counter(
             "hsb_primary_bad_datagrams_total",

@@ -52,6 +52,8 @@ pub(super) struct FailoverState {
     pub(super) rejoin_after_confirm: bool,
     /// The standby's operator paused automatic takeovers (its notices renew this).
     pub(super) maintenance_until: Option<Nanos>,
+    /// Heartbeat replies received from the standby.
+    pub(super) standby_replies: u64,
 }
 
 impl FailoverState {
@@ -78,6 +80,7 @@ impl FailoverState {
             final_ckpt: None,
             rejoin_after_confirm: false,
             maintenance_until: None,
+            standby_replies: 0,
         }
     }
 
@@ -171,14 +174,15 @@ impl PrimaryNode {
         }
     }
 
-    /// Release what the authority allows: acknowledged output while protected, everything under
-    /// a witness-quorum lease (or the baselines' unprotected mode), nothing otherwise.
+    /// Release what the authority allows: acknowledged output while protected (degraded too:
+    /// however late the ack), everything under a witness-quorum lease (or the baselines'
+    /// unprotected mode), nothing otherwise.
     pub(super) fn release_under_authority(&mut self, now: Nanos, fx: &mut Effects) {
         let Some(f) = self.failover.as_ref() else {
             return;
         };
         let upto = match f.authority.mode(now) {
-            Mode::Protected => {
+            Mode::Protected | Mode::Degraded => {
                 self.released = self.released.max(self.acked);
                 self.acked
             }
@@ -291,6 +295,26 @@ impl PrimaryNode {
                 }
             }
             Dgram::LeaseReply(r) => self.authority_step(now, PInput::LeaseReply(r), fx),
+            Dgram::StandbyAlive {
+                epoch,
+                applied,
+                heard,
+                stream,
+            } if env.from.role == Role::Standby => {
+                f.standby_replies += 1;
+                self.authority_step(
+                    now,
+                    PInput::StandbyAlive {
+                        epoch,
+                        applied,
+                        heard,
+                        stream,
+                    },
+                    fx,
+                );
+                // A reply can make the standby present again: release what is acked.
+                self.release_under_authority(now, fx);
+            }
             Dgram::FenceRequest { epoch } => {
                 log::warn!(
                     "the standby asks this primary to fence for a switchover to epoch {}",

@@ -416,6 +416,79 @@ fn under_a_witness_lease_output_leaves_and_a_silent_standby_is_dropped() {
     assert!(h.node.stats().sessions > sessions, "dropped and reopened");
 }
 
+fn standby_alive(role: Role, heard: u64) -> Event {
+    Event::Datagram {
+        from: addr(7200),
+        env: Envelope {
+            from: Sender { role, id: 9 },
+            incarnation: 1,
+            epoch: 1,
+            to: None,
+        },
+        msg: Dgram::StandbyAlive {
+            epoch: Epoch(1),
+            applied: Some(1),
+            heard,
+            stream: heard,
+        },
+    }
+}
+
+/// Issue 12: a standby that replies to every heartbeat but acknowledges slowly (a slow link)
+/// is waited for: protected, degraded; output leaves only as the acks come, however late; no
+/// lease is asked and the domain is not fenced. The replies are counted for status.
+#[test]
+fn a_slow_standby_that_replies_is_waited_for() {
+    let mut h = Harness::new(config(true), 1_000);
+    let mut modes = Vec::new();
+    let mut requests_after_slow = 0;
+    for t in (10..=3_000u64).step_by(10) {
+        h.run_to(t);
+        h.feed(standby_alive(Role::Standby, t));
+        // Fast acks first, then one every 300 ms.
+        if (t < 300 && t % 20 == 0) || t % 300 == 0 {
+            h.ack_all();
+        }
+        let v = h.node.failover_view(h.now).expect("failover on");
+        if modes.last() != Some(&v.mode) {
+            modes.push(v.mode);
+        }
+        // Holding until the full synchronisation is acknowledged; then protected or degraded.
+        if t >= 60 {
+            assert!(
+                matches!(v.mode, Mode::Protected | Mode::Degraded),
+                "{t} ms: {:?}",
+                v.mode
+            );
+        }
+        assert!(v.standby_present, "{t} ms");
+        assert!(h.released <= h.node.acked(), "{t} ms: beyond the acks");
+        if t >= 300 {
+            requests_after_slow += h.count(|e| {
+                matches!(
+                    e,
+                    Effect::Send {
+                        msg: Dgram::LeaseRequest(_),
+                        ..
+                    }
+                )
+            });
+        }
+        h.effects.clear();
+    }
+    assert!(modes.contains(&Mode::Degraded), "{modes:?}");
+    assert_eq!(requests_after_slow, 0, "no lease asked for a slow standby");
+    assert!(!h.node.is_fenced());
+    assert_eq!(h.released, h.node.acked(), "acknowledged output left");
+    assert!(h.node.acked() >= 10, "{}", h.node.acked());
+    let v = h.node.failover_view(h.now).expect("failover on");
+    assert_eq!(v.standby_replies, 300);
+    // A reply that does not come from a standby counts for nothing.
+    h.feed(standby_alive(Role::Witness, 1));
+    let v = h.node.failover_view(h.now).expect("failover on");
+    assert_eq!(v.standby_replies, 300);
+}
+
 /// A seeded random life: ticks, acks, losses, grants and refusals in any order. The node's
 /// invariants (checked in every step) and the harness's domain checks hold throughout.
 #[test]

@@ -38,7 +38,7 @@ impl PrimaryNode {
         );
         if let Some(f) = &self.failover {
             assert!(!f.stepped_down || f.fenced, "stepped down but not fenced");
-            if f.authority.mode(now) == Mode::Protected {
+            if matches!(f.authority.mode(now), Mode::Protected | Mode::Degraded) {
                 assert!(
                     self.released <= self.acked,
                     "released {} beyond acked {} while protected",
@@ -109,7 +109,7 @@ impl PrimaryNode {
         (taken.saturating_sub(self.acked), age)
     }
     /// The failover side, if on: (authority mode, fenced, stepped down, maintenance,
-    /// heartbeats sent).
+    /// heartbeats sent, the standby's presence and heartbeat replies).
     pub fn failover_view(&self, now: Nanos) -> Option<FailoverView> {
         self.failover.as_ref().map(|f| FailoverView {
             mode: f.authority.mode(now),
@@ -117,6 +117,8 @@ impl PrimaryNode {
             stepped_down: f.stepped_down,
             maintenance: f.maintenance_until.is_some_and(|u| now < u),
             heartbeats: f.heartbeats,
+            standby_present: f.authority.standby_present(now),
+            standby_replies: f.standby_replies,
         })
     }
 }
@@ -134,6 +136,10 @@ pub struct FailoverView {
     pub maintenance: bool,
     /// Heartbeats sent.
     pub heartbeats: u64,
+    /// The standby is there (its heartbeat replies, and progress within `standby-timeout`).
+    pub standby_present: bool,
+    /// Heartbeat replies received from the standby.
+    pub standby_replies: u64,
 }
 
 /// Whether the standby has been silent too long for its session to be kept (DESIGN §2: a

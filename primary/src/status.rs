@@ -18,6 +18,29 @@ fn state(d: &Daemon) -> &'static str {
     }
 }
 
+/// What protects the clients' output, in words, for the log line, `status` (`protection`) and
+/// systemd's STATUS: "protected"; "protected, degraded (...)" with the replica's lag while the
+/// standby acknowledges more slowly than the ack lease and output waits for it (issue 12);
+/// "unprotected" under the witnesses' lease; otherwise the replication link's state.
+pub fn protection(d: &Daemon, now: Nanos) -> String {
+    match d.node.failover_view(now).map(|v| v.mode) {
+        Some(AuthorityMode::Degraded) => {
+            let (lag_ckpts, lag) = d.node.replica_lag(now);
+            format!(
+                "protected, degraded (acks slower than the ack lease; replica lag {lag_ckpts} checkpoint(s), {} ms)",
+                ms(lag)
+            )
+        }
+        Some(AuthorityMode::Unprotected) => "unprotected".to_string(),
+        _ => match d.node.link() {
+            Link::Streaming => "protected",
+            Link::Down(_) => "standby unreachable",
+            _ => "connecting",
+        }
+        .to_string(),
+    }
+}
+
 /// The answer to `status`.
 pub fn text(d: &Daemon, now: Nanos) -> String {
     let n = &d.node;
@@ -80,6 +103,9 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
         (Some(v), Some(f)) => {
             kv("failover", format!("on ({})", d.s.decision.policy));
             kv("authority", v.mode.name().to_string());
+            kv("protection", protection(d, now));
+            kv("standby_present", v.standby_present.to_string());
+            kv("standby_replies", v.standby_replies.to_string());
             kv(
                 "maintenance",
                 if v.maintenance {
@@ -110,14 +136,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
 /// The periodic statistics line (every `stats_interval`), and a warning when periods stretched.
 pub fn log_stats(d: &mut Daemon, now: Nanos) {
     let secs = d.s.stats_interval.as_secs_f64().max(1e-9);
-    let state = match d.node.failover_view(now).map(|v| v.mode) {
-        Some(AuthorityMode::Unprotected) => "unprotected",
-        _ => match d.node.link() {
-            Link::Streaming => "protected",
-            Link::Down(_) => "standby unreachable",
-            _ => "connecting",
-        },
-    };
+    let state = protection(d, now);
     let held = d.output.held_bytes();
     let clients = d.service.as_ref().map_or(0, |s| s.clients());
     let (unacked, sending) = (d.node.unacked(), d.node.sending());
@@ -147,9 +166,14 @@ pub fn log_stats(d: &mut Daemon, now: Nanos) {
 /// One line for systemd's STATUS: the role, epoch, replication state and authority.
 pub fn summary(d: &Daemon, now: Nanos) -> String {
     let n = &d.node;
-    let authority = n
-        .failover_view(now)
-        .map_or(String::new(), |v| format!(", authority {}", v.mode.name()));
+    let authority = match n.failover_view(now) {
+        // "protected, degraded" with the lag (issue 12).
+        Some(v) if v.mode == AuthorityMode::Degraded => {
+            format!(", authority {}", protection(d, now))
+        }
+        Some(v) => format!(", authority {}", v.mode.name()),
+        None => String::new(),
+    };
     format!(
         "primary, epoch {}: {}{authority}, checkpoint {} acknowledged",
         n.epoch().0,

@@ -168,7 +168,8 @@ impl Daemon {
                 Err(e) => return self.close(now, i, format!("read failed: {e}"), None),
             }
             if w.live {
-                self.feed(now, Event::Heard { slot: i });
+                let bytes = w.reader.received();
+                self.feed(now, Event::Heard { slot: i, bytes });
             }
             // Frames are handled in place in the reader's buffer (no copy): the reader is taken
             // out of the connection while they are, and put back if the connection survives.

@@ -6,12 +6,14 @@
 //! signals; it decides nothing.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use hsb_common::ctl::CtlServer;
+use hsb_common::datagram::{Dest, Sender};
 use hsb_common::decision::Epoch;
 use hsb_common::key::ClusterKey;
 use hsb_common::kit::decisions::Decisions;
@@ -54,6 +56,11 @@ const ON_ACTIVATE_TIMEOUT: Duration = Duration::from_secs(30);
 pub(crate) struct Failover {
     pub(crate) witness_udp: UdpSocket,
     pub(crate) heartbeat_udp: Vec<UdpSocket>,
+    /// Where the primary's heartbeats come from, per heartbeat socket (its address and who it
+    /// is): the heartbeat replies go back the same way.
+    pub(crate) heartbeat_from: Vec<Option<(SocketAddr, Sender)>>,
+    /// Heartbeat replies sent.
+    pub(crate) replies: u64,
     pub(crate) ep: Endpoint,
     pub(crate) decisions: Decisions,
     pub(crate) ping: Option<TcpStream>,
@@ -413,6 +420,16 @@ impl Daemon {
             Effect::Send { to, dest, msg } => {
                 if let Some(f) = self.failover.as_mut() {
                     f.ep.send(&f.witness_udp, &msg, to, Some(dest));
+                }
+            }
+            Effect::HeartbeatReply { msg } => {
+                if let Some(f) = self.failover.as_mut() {
+                    for (sock, from) in f.heartbeat_udp.iter().zip(&f.heartbeat_from) {
+                        if let Some((to, who)) = *from {
+                            f.ep.send(sock, &msg, to, Some(Dest::node(who)));
+                            f.replies += 1;
+                        }
+                    }
                 }
             }
             Effect::Evidence { level, evidence } => {

@@ -2,10 +2,11 @@
 //! full synchronisations, bytes and pages applied, apply times as a histogram, the age of the
 //! last checkpoint applied), the replication connection slots (sessions, replacements,
 //! refusals, handshakes evicted and expired, frame errors by kind), the failover side (the
-//! standby core's decision state, a suspected primary, maintenance, heartbeats, bad datagrams,
-//! decisions by rule and action), the activation and, after it, the authority. Read from the
-//! node's view and the shell's counters at scrape time; nothing here is counted twice. Names
-//! follow hsb-primary's (`hsb_primary_*`): the same word for the same thing.
+//! standby core's decision state, a suspected primary, maintenance, heartbeats and the replies
+//! to them, bad datagrams, decisions by rule and action), the activation and, after it, the
+//! authority. Read from the node's view and the shell's counters at scrape time; nothing here
+//! is counted twice. Names follow hsb-primary's (`hsb_primary_*`): the same word for the same
+//! thing.
 
 use hsb_common::decision::primary::Mode;
 use hsb_common::decision::standby::State;
@@ -29,8 +30,9 @@ const DECISION_STATES: [State; 8] = [
 ];
 
 /// The activated node's authority modes, in export order.
-const MODES: [Mode; 5] = [
+const MODES: [Mode; 6] = [
     Mode::Protected,
+    Mode::Degraded,
     Mode::Unprotected,
     Mode::Holding,
     Mode::Fenced,
@@ -202,7 +204,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             e.family(
                 fam_auth,
                 Kind::Gauge,
-                "after activation with failover on: the authority to serve, 1 for its current mode (protected: acks; unprotected: a witness lease; holding, fenced, stepped-down: none)",
+                "after activation with failover on: the authority to serve, 1 for its current mode (protected: acks; protected-degraded: acks slower than the ack lease; unprotected: a witness lease; holding, fenced, stepped-down: none)",
             );
             if let Some(mode) = v.authority {
                 let names: Vec<&str> = MODES.iter().map(|m| m.name()).collect();
@@ -212,6 +214,11 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
                 "hsb_standby_heartbeats_received_total",
                 "heartbeats received from the primary (all links)",
                 st.heartbeats,
+            );
+            e.counter(
+                "hsb_standby_heartbeat_replies_total",
+                "heartbeat replies sent to the primary (all links): they tell it the standby is there and still hears it, so it waits for a slow standby instead of running unprotected",
+                f.replies,
             );
             e.counter(
                 "hsb_standby_bad_datagrams_total",

@@ -74,6 +74,8 @@ pub struct Slot {
     accepted: Nanos,
     /// Last time its primary was heard from.
     heard: Nanos,
+    /// Bytes read on its connection so far (see [`Event::Heard`]).
+    received: u64,
     /// The primary's Hello, once it arrived.
     hello: Option<Hello>,
     /// The primary's node name (from its Hello).
@@ -173,9 +175,10 @@ impl StandbyNode {
             Event::Incoming { peer } => self.incoming(now, peer, &mut fx),
             Event::Hello { slot, hello } => self.on_hello(now, slot, hello, &mut fx),
             Event::Confirmed { slot } => self.on_confirm(now, slot, &mut fx),
-            Event::Heard { slot } => {
+            Event::Heard { slot, bytes } => {
                 if let Some(s) = self.slots.get_mut(slot).and_then(Option::as_mut) {
                     s.heard = now;
+                    s.received = bytes;
                 }
             }
             Event::Applied {

@@ -38,6 +38,10 @@ pub(super) struct FailoverState {
     /// Maintenance notices: the last one said "on"; when the next is due.
     maintenance_said: bool,
     next_notice: Nanos,
+    /// When the next heartbeat replies are due.
+    next_alive: Nanos,
+    /// Replication bytes read by the live session when the replies last went.
+    stream_bytes: u64,
 }
 
 impl FailoverState {
@@ -51,11 +55,18 @@ impl FailoverState {
             activation: None,
             maintenance_said: false,
             next_notice: now,
+            next_alive: now,
+            stream_bytes: 0,
         }
     }
 
     pub(super) fn next_deadline(&self, now: Nanos) -> Option<Nanos> {
-        Some(now.plus(TICK))
+        let tick = now.plus(TICK);
+        Some(if self.next_alive > now {
+            tick.min(self.next_alive)
+        } else {
+            tick
+        })
     }
 }
 
@@ -87,6 +98,7 @@ impl StandbyNode {
             }
         }
         self.decide(now, SInput::Tick, fx);
+        self.send_alives(now, fx);
         self.authority_step(now, PInput::Tick, fx);
         if self
             .failover
@@ -95,6 +107,51 @@ impl StandbyNode {
         {
             self.maintenance_notice(now, fx);
         }
+    }
+
+    /// The heartbeat replies (issue 12): every heartbeat interval, while the core may
+    /// acknowledge (not once it is deciding to activate: the primary must then stop counting on
+    /// us). They say we are there and how much of the primary we hear (heartbeats and
+    /// replication bytes: this moves however slow the link, so the primary waits for a slow
+    /// standby rather than running unprotected). The daemon sends them back over every
+    /// heartbeat link the primary's heartbeats came in on.
+    fn send_alives(&mut self, now: Nanos, fx: &mut Effects) {
+        let interval = self.fcfg().decision.heartbeat.interval;
+        let bytes = self
+            .current
+            .and_then(|i| self.slots[i].as_ref())
+            .map_or(0, |s| s.received);
+        let heard = self.stats.heartbeats.wrapping_add(bytes);
+        let applied = self.applied;
+        let Some(f) = self.failover.as_mut() else {
+            return;
+        };
+        if now < f.next_alive {
+            return;
+        }
+        f.next_alive = now.plus(interval);
+        if f.authority.is_some() {
+            return;
+        }
+        // While the primary is suspected, the core needs to know whether its stream still
+        // gets through (its heartbeats may only be queued behind it on a slow link).
+        let moved = std::mem::replace(&mut f.stream_bytes, bytes) != bytes;
+        if moved && f.core.detector().suspected() {
+            self.decide(now, SInput::StreamProgress, fx);
+        }
+        let Some(f) = self.failover.as_ref() else {
+            return;
+        };
+        if f.authority.is_some() || !f.core.may_send_alive(now) {
+            return;
+        }
+        let msg = Dgram::StandbyAlive {
+            epoch: f.core.epoch(),
+            applied,
+            heard,
+            stream: bytes,
+        };
+        push(fx, Effect::HeartbeatReply { msg });
     }
 
     /// Whether automatic takeovers are paused.

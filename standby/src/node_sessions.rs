@@ -50,6 +50,7 @@ impl StandbyNode {
             peer,
             accepted: now,
             heard: now,
+            received: 0,
             hello: None,
             node: String::new(),
             epoch: Epoch::FIRST,

@@ -344,3 +344,96 @@ fn maintenance_is_written_then_told_to_the_primary_and_the_witnesses() {
     assert!(h.node.maintenance());
     assert!(h.answers()[1].starts_with("error: cannot record maintenance mode"));
 }
+
+fn heartbeat() -> Event {
+    Event::Datagram {
+        from: addr(1, 7200),
+        env: hsb_common::datagram::Envelope {
+            from: hsb_common::datagram::Sender {
+                role: Role::Primary,
+                id: 1,
+            },
+            incarnation: 1,
+            epoch: 1,
+            to: None,
+        },
+        msg: hsb_common::wire::Dgram::Heartbeat { link: 0, acked: 0 },
+    }
+}
+
+/// The heartbeat replies asked for since the last look: (epoch, applied, heard, stream).
+fn replies(h: &mut Harness) -> Vec<(Epoch, Option<u64>, u64, u64)> {
+    h.effects
+        .drain(..)
+        .filter_map(|e| match e {
+            Effect::HeartbeatReply {
+                msg:
+                    hsb_common::wire::Dgram::StandbyAlive {
+                        epoch,
+                        applied,
+                        heard,
+                        stream,
+                    },
+            } => Some((epoch, applied, heard, stream)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 12: heartbeat replies every heartbeat interval while acks may go, saying how much of
+/// the primary is heard (heartbeats and replication bytes); once the primary is suspected,
+/// only while its replication stream still gets through (a slow link queues its heartbeats
+/// behind the stream).
+#[test]
+fn heartbeat_replies_say_how_much_of_the_primary_is_heard() {
+    let mut h = Harness::new(true);
+    let slot = h.session(hello("primary", 1, 1, 7, 2048));
+    h.at(5).feed(Event::Applied {
+        slot,
+        ckpt: 1,
+        full: true,
+        pages: 2048,
+        bytes: 8 << 20,
+        took: Duration::ZERO,
+    });
+    h.effects.clear();
+    let mut bytes = 0;
+    let mut run = |h: &mut Harness, from: u64, to: u64, beats: bool, stream: bool| {
+        for t in (from..=to).step_by(2) {
+            h.at(t);
+            if t % 10 == 0 {
+                if beats {
+                    h.feed(heartbeat());
+                }
+                if stream {
+                    bytes += 1_000;
+                    h.feed(Event::Heard { slot, bytes });
+                }
+            }
+            h.feed(Event::Tick);
+        }
+        bytes
+    };
+    // Heartbeats and the stream: a reply every heartbeat interval, counting both.
+    let sent = run(&mut h, 6, 300, true, true);
+    let r = replies(&mut h);
+    assert!((27..=31).contains(&r.len()), "{}", r.len());
+    // The last reply went at 296 ms: 29 heartbeats and 29,000 bytes heard by then.
+    let (epoch, applied, heard, stream) = *r.last().expect("replies");
+    assert_eq!((epoch, applied), (Epoch(1), Some(1)));
+    assert!(
+        stream + 1_000 >= sent && stream <= sent,
+        "{stream} of {sent}"
+    );
+    assert_eq!(heard, stream + stream / 1_000, "heartbeats and bytes");
+    assert!(r.windows(2).all(|w| w[1].2 > w[0].2), "the count moves");
+    // Neither: the replies stop with the suspicion (50 ms after the last heartbeat).
+    run(&mut h, 302, 500, false, false);
+    let r = replies(&mut h);
+    assert!((4..=6).contains(&r.len()), "{}", r.len());
+    assert!(h.node.failover_view(h.now).is_some_and(|v| v.suspected));
+    // The stream alone gets through: the replies go again.
+    run(&mut h, 502, 600, false, true);
+    let r = replies(&mut h);
+    assert!(r.len() >= 8, "{}", r.len());
+}

@@ -164,6 +164,13 @@ pub enum Effect {
     FenceReplica,
     /// Let it run again.
     UnfenceReplica,
+    /// The heartbeat reply (issue 12): send `msg` back to the primary over every heartbeat
+    /// link its heartbeats came in on (from that link's socket, to the address they came
+    /// from).
+    HeartbeatReply {
+        /// A [`Dgram::StandbyAlive`].
+        msg: Dgram,
+    },
     /// Send a datagram.
     Send {
         /// Where.
@@ -238,10 +245,13 @@ pub enum Event {
         /// The slot.
         slot: usize,
     },
-    /// Frames of the session on `slot` were heard.
+    /// Bytes of the session on `slot` were heard.
     Heard {
         /// The slot.
         slot: usize,
+        /// Bytes read on its connection so far (wrapping): it moves while the primary's
+        /// stream gets through, however slowly, even while no frame completes.
+        bytes: u64,
     },
     /// A checkpoint of the live session on `slot` was applied.
     Applied {

@@ -15,6 +15,7 @@ use hsb_common::kit::endpoint::{Endpoint, Received};
 use hsb_common::msg::Role;
 use hsb_common::node_state::NodeState;
 use hsb_common::time::Nanos;
+use hsb_common::wire::Dgram;
 use hsb_domain::model::ModelDomain;
 use hsb_domain::service::{ClientId, Handler, Service};
 use hsb_standby::config::Settings;
@@ -130,16 +131,22 @@ impl Daemon {
             let Some(f) = self.failover.as_mut() else {
                 return;
             };
-            let sock = if t == WITNESS_UDP {
-                &f.witness_udp
-            } else {
-                match f.heartbeat_udp.get(t.0 - HEARTBEAT_BASE) {
+            let link = (t != WITNESS_UDP).then(|| t.0 - HEARTBEAT_BASE);
+            let sock = match link {
+                None => &f.witness_udp,
+                Some(i) => match f.heartbeat_udp.get(i) {
                     Some(s) => s,
                     None => return,
-                }
+                },
             };
             match f.ep.recv(sock) {
                 Received::Datagram { from, env, msg } => {
+                    // The heartbeat replies go back the way the heartbeats came.
+                    if let (Some(i), Dgram::Heartbeat { .. }) = (link, &msg) {
+                        if let Some(slot) = f.heartbeat_from.get_mut(i) {
+                            *slot = Some((from, env.from));
+                        }
+                    }
                     self.feed(now, Event::Datagram { from, env, msg })
                 }
                 Received::Rejected => {}
@@ -248,6 +255,8 @@ pub(crate) fn open_failover(
     );
     Ok(Failover {
         witness_udp,
+        heartbeat_from: vec![None; heartbeat_udp.len()],
+        replies: 0,
         heartbeat_udp,
         ep: Endpoint::new(key, me, host.incarnation, host.epoch.0),
         decisions,

@@ -57,14 +57,35 @@ pub enum Fault {
     /// F4 with hand-overs on: B switches over and promotes itself to primary, the old primary
     /// steps down and rejoins as B's standby; then A's client link heals.
     F12AfterF4,
+    /// Issue 12: A's replication link limited to 10 Mbit/s (htb) with a busy guest (50,000
+    /// pages/s), so acks come later than the ack lease while the standby is alive; after
+    /// [`SLOW_FOR`] host A crashes. Protection must hold throughout (output waits for the acks)
+    /// and the crash fail over with nothing acknowledged lost.
+    F13SlowLink,
+    /// Issue 12: 20% of what arrives at host A on the client network is lost (witness probes and
+    /// pings, clients) for [`GRAY_FOR`]; host B reachable cleanly. No switchover.
+    F14Gray20,
+    /// The same at 50%: one switchover (rule 6).
+    F14Gray50,
+    /// The same at 80%: one switchover.
+    F14Gray80,
     /// Not a fault: the operator runs `hsb-standby activate` on B while the primary is alive
     /// and serving (rule 9). It used to split the brain (both copies served for 8-18 s).
     OperatorActivate,
 }
 
+/// How long F13's slow link lasts before host A crashes.
+pub const SLOW_FOR: Duration = Duration::from_secs(15);
+/// How long F14's loss lasts.
+pub const GRAY_FOR: Duration = Duration::from_secs(12);
+/// F13's replication link, Mbit/s.
+pub const SLOW_MBIT: u32 = 10;
+/// F13's guest: pages written per second.
+pub const BUSY_PAGES: u32 = 50_000;
+
 impl Fault {
     /// Every fault, in order.
-    pub const ALL: [Fault; 18] = [
+    pub const ALL: [Fault; 22] = [
         Fault::F1,
         Fault::F2,
         Fault::F3,
@@ -82,6 +103,10 @@ impl Fault {
         Fault::F11Cut,
         Fault::F12AfterF1,
         Fault::F12AfterF4,
+        Fault::F13SlowLink,
+        Fault::F14Gray20,
+        Fault::F14Gray50,
+        Fault::F14Gray80,
         Fault::OperatorActivate,
     ];
 
@@ -105,6 +130,10 @@ impl Fault {
             Fault::F11Cut => "F11 clocks offset per host, link cut",
             Fault::F12AfterF1 => "F12 rejoin after F1",
             Fault::F12AfterF4 => "F12 rejoin after F4",
+            Fault::F13SlowLink => "F13 slow link 10 Mbit/s, busy guest, then A crash",
+            Fault::F14Gray20 => "F14-20 gray client path, 20% loss to A",
+            Fault::F14Gray50 => "F14-50 gray client path, 50% loss to A",
+            Fault::F14Gray80 => "F14-80 gray client path, 80% loss to A",
             Fault::OperatorActivate => "R9 operator activate, primary alive",
         }
     }
@@ -118,6 +147,9 @@ impl Fault {
             | Fault::F11Crash
             | Fault::F12AfterF1
             | Fault::F12AfterF4
+            | Fault::F13SlowLink
+            | Fault::F14Gray50
+            | Fault::F14Gray80
             | Fault::OperatorActivate => Some(true),
             // A frozen primary looks dead to its clients after a detection time: failing over
             // is right as long as it is fenced when it resumes (never two active).
@@ -143,12 +175,19 @@ impl Fault {
             // Hand-overs are configured in every case, so every case ends with the healing
             // check (F12); only where host A stays down is there nothing to heal.
             rejoin: true,
+            dirty_rate: (self == Fault::F13SlowLink).then_some(BUSY_PAGES),
+            // Over a slow link a reply waits seconds for its ack: the client waits too.
+            client_timeout: if self == Fault::F13SlowLink {
+                Duration::from_secs(30)
+            } else {
+                Duration::from_millis(700)
+            },
         }
     }
 }
 
 /// How a case's cluster is set up beyond the defaults.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 struct Setup {
     /// Each host's daemon in a time namespace with its own monotonic offset ([`CLOCKS`]).
     clocks: bool,
@@ -158,6 +197,10 @@ struct Setup {
     /// Hand-overs: an activated standby promotes itself to hsb-primary, a primary that steps
     /// down rejoins as its standby (every case).
     rejoin: bool,
+    /// The model guest's workload (pages written per second), if not the default.
+    dirty_rate: Option<u32>,
+    /// How long the client waits for each reply.
+    client_timeout: Duration,
 }
 
 /// Monotonic (and boot-time) clock offsets of hosts A, B and witnesses 1-3 in the F11 cases:
@@ -354,7 +397,10 @@ fn start(policy: &str, setup: Setup) -> Result<Nodes, String> {
             topo.command(h, &bin(program))
         }
     };
-    let common = format!("cluster_key = {}\nfailover = true\nfailover.policy = {policy}\nfailover.witnesses = 1,2,3\nfailover.switchover-hold = 1s\nfailover.switchover-min-interval = 2s\nmodel.memory = 8MiB\nmodel.service = {vip}:7000\nstats_interval = 1s\n", key.display());
+    let mut common = format!("cluster_key = {}\nfailover = true\nfailover.policy = {policy}\nfailover.witnesses = 1,2,3\nfailover.switchover-hold = 1s\nfailover.switchover-min-interval = 2s\nmodel.memory = 8MiB\nmodel.service = {vip}:7000\nstats_interval = 1s\n", key.display());
+    if let Some(rate) = setup.dirty_rate {
+        common.push_str(&format!("model.dirty_rate = {rate}\n"));
+    }
     let (claim, release) = (dir.path("claim-address"), dir.path("release-address"));
     write_script(&claim, &format!("#!/bin/sh\nip addr add {vip}/24 dev eth0 2>/dev/null\narping -q -U -c 2 -w 1 -I eth0 {vip} || true\n"))?;
     write_script(
@@ -567,9 +613,10 @@ struct Seen {
 }
 
 fn has_authority(s: &std::collections::HashMap<String, String>) -> bool {
+    // Protected, degraded counts too: it releases (acknowledged) output.
     matches!(
         s.get("authority").map(String::as_str),
-        Some("protected" | "unprotected")
+        Some("protected" | "protected-degraded" | "unprotected")
     )
 }
 
@@ -624,7 +671,7 @@ fn monitor(dir: &std::path::Path, stop: Arc<AtomicBool>) -> std::thread::JoinHan
 
 /// A sequential client of the service address, recording its history until `stop`.
 pub fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Op>> {
-    client_every(svc, stop, Duration::ZERO)
+    client_paced(svc, stop, Duration::from_millis(700), Duration::ZERO)
 }
 
 /// Like [`client`], starting a request at most every `every` (a copy serving without output
@@ -632,6 +679,26 @@ pub fn client(svc: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle
 pub fn client_every(
     svc: SocketAddr,
     stop: Arc<AtomicBool>,
+    every: Duration,
+) -> std::thread::JoinHandle<Vec<Op>> {
+    client_paced(svc, stop, Duration::from_millis(700), every)
+}
+
+/// [`client`], waiting up to `timeout` for each reply.
+pub fn client_with(
+    svc: SocketAddr,
+    stop: Arc<AtomicBool>,
+    timeout: Duration,
+) -> std::thread::JoinHandle<Vec<Op>> {
+    client_paced(svc, stop, timeout, Duration::ZERO)
+}
+
+/// A sequential client waiting up to `timeout` for each reply and starting a request at most
+/// every `every`.
+fn client_paced(
+    svc: SocketAddr,
+    stop: Arc<AtomicBool>,
+    timeout: Duration,
     every: Duration,
 ) -> std::thread::JoinHandle<Vec<Op>> {
     std::thread::spawn(move || {
@@ -642,7 +709,7 @@ pub fn client_every(
             if c.is_none() {
                 c = Client::connect(svc, Duration::from_millis(300)).ok();
                 if let Some(cl) = &c {
-                    cl.set_timeout(Duration::from_millis(700));
+                    cl.set_timeout(timeout);
                 }
             }
             let value = c
@@ -666,6 +733,40 @@ pub fn client_every(
     })
 }
 
+/// F14's loss, percent.
+fn gray_loss(fault: Fault) -> u8 {
+    match fault {
+        Fault::F14Gray20 => 20,
+        Fault::F14Gray50 => 50,
+        _ => 80,
+    }
+}
+
+/// The rates each witness reported in B's switchover decision (its decision log).
+fn switchover_rates(log: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let e = text
+        .lines()
+        .filter(|l| l.contains("\"k\":\"evidence\"") && l.contains("rule6:switchover"))
+        .find_map(|l| hsb_common::decision::Evidence::from_json_line(l).ok())?;
+    let pct = |r: Option<u8>| r.map_or("-".to_string(), |r| format!("{r}%"));
+    let ws: Vec<String> = e
+        .witnesses
+        .iter()
+        .map(|w| {
+            format!(
+                "w{} {} app {} primary {} standby {}",
+                w.id,
+                w.app,
+                pct(w.rates.app),
+                pct(w.rates.primary),
+                pct(w.rates.standby)
+            )
+        })
+        .collect();
+    Some(ws.join(", "))
+}
+
 /// Addresses of the witnesses, by number.
 fn witness_ips(topo: &Topology, ws: &[u8]) -> Vec<String> {
     ws.iter()
@@ -680,11 +781,15 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         crate::netns::time_namespaces_available()?;
     }
     let mut discarded = 0;
+    // F13: whether A was ever seen unprotected while its standby was slow but there.
+    let mut slow_unprotected = false;
+    // F13: whether A's status ever said protected-degraded without the words and the lag.
+    let mut slow_unworded = false;
     let (mut n, stop, client, monitor) = loop {
         let started = start(policy, setup).and_then(|n| {
             // Traffic and sampling start before the fault; B must not be serving yet.
             let stop = Arc::new(AtomicBool::new(false));
-            let client = client(n.service, stop.clone());
+            let client = client_with(n.service, stop.clone(), setup.client_timeout);
             let monitor = monitor(&n.dir.0, stop.clone());
             std::thread::sleep(Duration::from_secs(1));
             if b_serving(&n) {
@@ -724,7 +829,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         let a = n.primary.status();
         (num(&a, "sessions"), num(&a, "full_syncs"))
     };
-    let injected = Instant::now();
+    let mut injected = Instant::now();
     let mut note = String::new();
     if discarded > 0 {
         note.push_str(&format!(
@@ -793,14 +898,97 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
                 answer.trim()
             ));
         }
+        Fault::F13SlowLink => {
+            topo.shape(Host::A, Net::Replication, SLOW_MBIT)?;
+            // What protection looked like from A while the link was slow, sampled every 100 ms.
+            let mut modes: std::collections::BTreeMap<String, u32> = Default::default();
+            let (mut lag, mut lag_ms, mut ckpts) = (0u64, 0f64, (0u64, 0u64));
+            // Samples protected-degraded whose `protection` did not say so with the lag.
+            let mut unworded = 0u32;
+            let t = Instant::now();
+            ckpts.0 = num(&n.primary.status(), "checkpoints");
+            while t.elapsed() < SLOW_FOR {
+                let a = n.primary.status();
+                if let Some(m) = a.get("authority") {
+                    *modes.entry(m.clone()).or_default() += 1;
+                    // Status says it in words too, with the lag (issue 12).
+                    let said = a.get("protection").map_or("", String::as_str);
+                    if m == "protected-degraded"
+                        && !(said.starts_with("protected, degraded")
+                            && said.contains("replica lag"))
+                    {
+                        unworded += 1;
+                    }
+                }
+                lag = lag.max(num(&a, "replica_lag_checkpoints"));
+                lag_ms = lag_ms.max(
+                    a.get("replica_lag_ms")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0.0),
+                );
+                ckpts.1 = num(&a, "checkpoints");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let samples: Vec<String> = modes.iter().map(|(m, c)| format!("{m} {c}")).collect();
+            let unprotected = modes.get("unprotected").copied().unwrap_or(0);
+            if unprotected > 0 {
+                slow_unprotected = true;
+            }
+            if unworded > 0 {
+                slow_unworded = true;
+                note.push_str(&format!(
+                    "{unworded} protected-degraded sample(s) of A's status without \"protected, degraded\" and the lag in `protection`; "
+                ));
+            }
+            note.push_str(&format!(
+                "{} Mbit/s for {} s: A's authority samples {}; {:.2} ckpt/s; replica lag up to {lag} checkpoint(s), {:.0} ms; then A crashed; ",
+                SLOW_MBIT,
+                SLOW_FOR.as_secs(),
+                samples.join(", "),
+                ckpts.1.saturating_sub(ckpts.0) as f64 / SLOW_FOR.as_secs_f64(),
+                lag_ms
+            ));
+            n.primary.kill9();
+            topo.link(Host::A, Net::Client, false)?;
+            topo.link(Host::A, Net::Replication, false)?;
+            injected = Instant::now();
+        }
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80 => {
+            topo.drop_arriving(Host::A, Net::Client, gray_loss(fault))?
+        }
         other => return Err(format!("{other:?} has no injection of its own")),
     }
     let hold = match fault {
         Fault::F6Short => Duration::from_millis(500),
         Fault::F6Long => Duration::from_secs(4),
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80 => GRAY_FOR,
         _ => Duration::from_secs(5),
     };
     std::thread::sleep(hold);
+    if matches!(
+        fault,
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80
+    ) {
+        // What the witnesses measured, at the end of the loss.
+        let rates: Vec<String> = n
+            ._witnesses
+            .iter()
+            .map(|w| {
+                let st = w.status();
+                let r = |k: &str| st.get(k).cloned().unwrap_or_else(|| "?".into());
+                format!(
+                    "{}/{}/{}",
+                    r("application_rate"),
+                    r("primary_daemon_rate"),
+                    r("standby_daemon_rate")
+                )
+            })
+            .collect();
+        note.push_str(&format!(
+            "witness rates at the end (application/primary/standby %): {}; ",
+            rates.join(", ")
+        ));
+    }
     let healed = Instant::now();
     let topo = &n.topo;
     match fault.base() {
@@ -833,6 +1021,8 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         Fault::F1 => note.push_str("host A stays down; "),
         Fault::F2 => topo.link(Host::A, Net::Replication, true)?,
         Fault::F3 | Fault::F10 => topo.clear_rules(Host::B),
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80 => topo.clear_rules(Host::A),
+        Fault::F13SlowLink => note.push_str("host A stays down; "),
         Fault::F10Delay => {
             n.shaper.clear();
             topo.clear_rules(Host::B);
@@ -863,7 +1053,8 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     // the fault (bounded wait), before the last stretch of traffic. If B took over: B's promoted
     // primary protected by A rejoined as its standby. If not: A protected again, by a full
     // synchronisation if its session with B was lost.
-    let healable = !(fault.base() == Fault::F1 && fault != Fault::F12AfterF1);
+    let healable =
+        !(fault.base() == Fault::F1 && fault != Fault::F12AfterF1) && fault != Fault::F13SlowLink;
     let mut healed_in = None;
     let mut took_over = false;
     if healable {
@@ -950,7 +1141,28 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     if matches!(fault, Fault::F12AfterF1 | Fault::F12AfterF4) {
         decision_ok &= healed_in.is_some();
     }
-    if matches!(fault, Fault::F10 | Fault::F10Delay) {
+    if fault == Fault::F13SlowLink && slow_unprotected {
+        // Issue 12: running unprotected is for a standby that is gone, not for a slow one.
+        decision_ok = false;
+        note.push_str("A ran unprotected during the slow link; ");
+    }
+    if fault == Fault::F13SlowLink && slow_unworded {
+        decision_ok = false;
+    }
+    if matches!(
+        fault,
+        Fault::F14Gray20 | Fault::F14Gray50 | Fault::F14Gray80
+    ) {
+        // At most one switchover per incident: the serving copy's epoch.
+        let epoch = num(&promoted_status(&n.dir.0), "epoch");
+        let switchovers = epoch.saturating_sub(1);
+        note.push_str(&format!("{switchovers} switchover(s); "));
+        decision_ok &= switchovers <= 1;
+        if let Some(rates) = switchover_rates(&n.dir.path("b.decisions")) {
+            note.push_str(&format!("switchover evidence: {rates}; "));
+        }
+    }
+    if matches!(fault, Fault::F10 | Fault::F10Delay | Fault::F13SlowLink) {
         note.push_str(&format!(
             "{} suspicion(s), {} authority change(s) on A; ",
             seen.suspicions, seen.authority_changes
@@ -1061,6 +1273,132 @@ pub fn write_report(outcomes: &[Outcome]) -> std::io::Result<std::path::PathBuf>
     std::fs::write(dir.join("report.md"), markdown(outcomes))?;
     std::fs::write(dir.join("report.json"), json(outcomes))?;
     Ok(dir)
+}
+
+/// One measurement of [`shaped_link_bench`].
+#[derive(Debug, Clone)]
+pub struct LinkBench {
+    /// The replication link's rate, Mbit/s (0: not shaped).
+    pub mbit: u32,
+    /// The guest's workload, pages written per second.
+    pub pages: u32,
+    /// How long the measurement ran.
+    pub secs: f64,
+    /// Reply latency of acknowledged requests (a sequential client): p50, p99, max.
+    pub latency: (Duration, Duration, Duration),
+    /// Requests acknowledged.
+    pub acked: usize,
+    /// Checkpoints per second, and MiB/s of checkpoint bytes sent.
+    pub ckpt_per_s: f64,
+    pub mib_per_s: f64,
+    /// Replica lag (checkpoints taken but not acknowledged; age of the oldest): p50 and max.
+    pub lag_ckpts: (u64, u64),
+    pub lag_ms: (u64, u64),
+    /// A's authority at each sample, counted.
+    pub modes: std::collections::BTreeMap<String, u32>,
+}
+
+/// Output latency, checkpoints per second and replica lag of a protected pair whose
+/// replication link is limited to `mbit` Mbit/s (htb on host A's side; 0: not shaped), with a
+/// guest writing `pages` pages a second, over `secs` seconds after a warm-up (the witnesses,
+/// defaults otherwise, as in the fault cases). BENCHMARKS.md, "Shaped replication link".
+pub fn shaped_link_bench(mbit: u32, pages: u32, secs: u64) -> Result<LinkBench, String> {
+    let setup = Setup {
+        clocks: false,
+        relays: false,
+        rejoin: false,
+        dirty_rate: Some(pages),
+        client_timeout: Duration::from_secs(60),
+    };
+    let n = start("client-oriented", setup)?;
+    if mbit > 0 {
+        n.topo.shape(Host::A, Net::Replication, mbit)?;
+    }
+    // Past the onset (the link's queue fills up), then measure.
+    std::thread::sleep(Duration::from_secs(3));
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = client_with(n.service, stop.clone(), Duration::from_secs(60));
+    let a0 = n.primary.status();
+    let t0 = Instant::now();
+    let (mut lags, mut lag_ms, mut modes) = (vec![], vec![], std::collections::BTreeMap::new());
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let a = n.primary.status();
+        if let Some(m) = a.get("authority") {
+            *modes.entry(m.clone()).or_default() += 1;
+        }
+        lags.push(num(&a, "replica_lag_checkpoints"));
+        lag_ms.push(
+            a.get("replica_lag_ms")
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64,
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let a1 = n.primary.status();
+    let elapsed = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let ops = client.join().unwrap_or_default();
+    let mut lat: Vec<Duration> = ops
+        .iter()
+        .filter(|o| o.value.is_some())
+        .map(|o| o.end.duration_since(o.start))
+        .collect();
+    lat.sort_unstable();
+    let q = |v: &[Duration], p: f64| {
+        v.get(((v.len() as f64 * p).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or_default()
+    };
+    lags.sort_unstable();
+    lag_ms.sort_unstable();
+    let mid = |v: &[u64]| v.get(v.len() / 2).copied().unwrap_or(0);
+    let d = |k: &str| num(&a1, k).saturating_sub(num(&a0, k)) as f64;
+    Ok(LinkBench {
+        mbit,
+        pages,
+        secs: elapsed,
+        latency: (
+            q(&lat, 0.5),
+            q(&lat, 0.99),
+            lat.last().copied().unwrap_or_default(),
+        ),
+        acked: lat.len(),
+        ckpt_per_s: d("checkpoints") / elapsed,
+        mib_per_s: d("bytes_sent") / elapsed / f64::from(1u32 << 20),
+        lag_ckpts: (mid(&lags), lags.last().copied().unwrap_or(0)),
+        lag_ms: (mid(&lag_ms), lag_ms.last().copied().unwrap_or(0)),
+        modes,
+    })
+}
+
+/// A markdown table of [`shaped_link_bench`] results.
+pub fn link_bench_markdown(rows: &[LinkBench]) -> String {
+    let mut s = String::from("| replication link | guest writes | reply latency p50 / p99 / max | replies | checkpoints/s | MiB/s sent | replica lag p50 / max (checkpoints) | replica lag p50 / max (ms) | A's authority (samples) |\n|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for r in rows {
+        let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e3);
+        let modes: Vec<String> = r.modes.iter().map(|(m, c)| format!("{m} {c}")).collect();
+        s.push_str(&format!(
+            "| {} | {} pages/s | {} / {} / {} ms | {} | {:.2} | {:.2} | {} / {} | {} / {} | {} |\n",
+            if r.mbit == 0 {
+                "not shaped".to_string()
+            } else {
+                format!("{} Mbit/s (htb)", r.mbit)
+            },
+            r.pages,
+            ms(r.latency.0),
+            ms(r.latency.1),
+            ms(r.latency.2),
+            r.acked,
+            r.ckpt_per_s,
+            r.mib_per_s,
+            r.lag_ckpts.0,
+            r.lag_ckpts.1,
+            r.lag_ms.0,
+            r.lag_ms.1,
+            modes.join(", ")
+        ));
+    }
+    s
 }
 
 #[cfg(test)]

@@ -383,6 +383,34 @@ impl Topology {
         self.set_rules(h, &[rule])
     }
 
+    /// Limit what host `h` sends on `net` to `mbit` Mbit/s: htb with one class (tc, inside the
+    /// host), whose default queue is the device's FIFO (txqueuelen packets). This kernel has htb
+    /// but no netem or tbf (shared/research/fault-injection-here.md). Replaces an earlier limit.
+    pub fn shape(&self, h: Host, net: Net, mbit: u32) -> Result<(), String> {
+        let dev = if net == Net::Client { "eth0" } else { "eth1" };
+        self.clear_shape(h, net);
+        let rate = format!("{mbit}mbit");
+        self.exec(
+            h,
+            &[
+                "tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "htb", "default", "10",
+            ],
+        )?;
+        self.exec(
+            h,
+            &[
+                "tc", "class", "add", "dev", dev, "parent", "1:", "classid", "1:10", "htb", "rate",
+                &rate, "ceil", &rate,
+            ],
+        )
+    }
+
+    /// Remove a limit set by [`Topology::shape`].
+    pub fn clear_shape(&self, h: Host, net: Net) {
+        let dev = if net == Net::Client { "eth0" } else { "eth1" };
+        let _ = self.exec(h, &["tc", "qdisc", "del", "dev", dev, "root"]);
+    }
+
     /// Cut host `h` off from `peers` (addresses) both ways, inside `h`. Replaces earlier rules.
     pub fn isolate_from(&self, h: Host, peers: &[String]) -> Result<(), String> {
         let mut rules = vec![];

@@ -79,6 +79,25 @@ impl Daemon {
             }
         }
 
+        let fam = "hsb_witness_answered_ratio";
+        e.family(
+            fam,
+            Kind::Gauge,
+            "share of probes answered in time over failover.rate-window, by target (no sample: too few probes yet); a low application share over a lossy path to the primary while the standby's host answers cleanly is a gray path (application state lossy)",
+        );
+        for (g, name) in self.guests.iter().zip(&names) {
+            let r = g.node.core().view(now).rates;
+            for (target, rate) in TARGETS.iter().zip([r.app, r.primary, r.standby]) {
+                if let Some(pct) = rate {
+                    e.sample(
+                        fam,
+                        &[("guest", name), ("target", target)],
+                        f64::from(pct) / 100.0,
+                    );
+                }
+            }
+        }
+
         let fam = "hsb_witness_maintenance";
         e.family(
             fam,

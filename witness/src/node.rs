@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hsb_common::datagram::{Dest, Envelope};
-use hsb_common::decision::proto::{ProbeClass, ProbeTarget, Verdict};
+use hsb_common::decision::proto::{ProbeClass, ProbeTarget, Verdict, WitnessView};
 use hsb_common::decision::witness::{Action, Input, Persisted};
 use hsb_common::decision::{Epoch, Nanos, WitnessCore};
 use hsb_common::logging::LogLimiter;
@@ -403,9 +403,11 @@ impl WitnessNode {
             } else {
                 format!("\"guest\":\"{}\",", self.set.guest)
             };
+            let rate = |r: Option<u8>| r.map_or("null".to_string(), |r| r.to_string());
             log::info!(
-                "{{{guest}\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{}{suppressed}}}",
-                v.witness, v.query, v.epoch.0, v.verdict, v.view.app, v.view.primary_host, v.view.standby_host
+                "{{{guest}\"witness\":{},\"decision\":\"vote\",\"query\":{},\"epoch\":{},\"verdict\":\"{}\",\"app\":\"{}\",\"primary_host\":{},\"standby_host\":{},\"app_rate\":{},\"primary_rate\":{},\"standby_rate\":{}{suppressed}}}",
+                v.witness, v.query, v.epoch.0, v.verdict, v.view.app, v.view.primary_host, v.view.standby_host,
+                rate(v.view.rates.app), rate(v.view.rates.primary), rate(v.view.rates.standby)
             );
         }
     }
@@ -471,12 +473,16 @@ impl WitnessNode {
             out,
         );
         let after = self.core.view(now);
-        if before != after {
+        // The rates move with every probe; a change of the verdicts is what is worth a line.
+        let verdicts = |v: &WitnessView| (v.app, v.primary_host, v.standby_host);
+        if verdicts(&before) != verdicts(&after) {
             if let Some(n) = self.limits.allow(cause::VIEW_CHANGE, now) {
+                let pct = |r: Option<u8>| r.map_or("-".to_string(), |r| format!("{r}%"));
                 log::info!(
-                    "{}view changed after {target} probe {class} ({detail}): application {} -> {}, primary daemon {} -> {}, standby daemon {} -> {}{}",
+                    "{}view changed after {target} probe {class} ({detail}): application {} -> {}, primary daemon {} -> {}, standby daemon {} -> {}; answered over the rate window: application {}, primary daemon {}, standby daemon {}{}",
                     self.tag,
                     before.app, after.app, before.primary_host, after.primary_host, before.standby_host, after.standby_host,
+                    pct(after.rates.app), pct(after.rates.primary), pct(after.rates.standby),
                     LogLimiter::<CAUSES>::note(n)
                 );
             }

@@ -70,6 +70,11 @@ impl Daemon {
         kv("application", v.app.to_string());
         kv("primary_daemon", v.primary_host.to_string());
         kv("standby_daemon", v.standby_host.to_string());
+        // Share of probes answered over failover.rate-window, percent ("none": too few yet).
+        let pct = |r: Option<u8>| r.map_or("none".to_string(), |r| r.to_string());
+        kv("application_rate", pct(v.rates.app));
+        kv("primary_daemon_rate", pct(v.rates.primary));
+        kv("standby_daemon_rate", pct(v.rates.standby));
         let addrs = [g.s.primary, g.s.standby];
         match node.hosts().primary_slot() {
             Some(slot) => {

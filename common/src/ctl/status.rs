@@ -49,8 +49,8 @@ impl Health {
 }
 
 /// hsb-primary: fenced or stepped down is down; streaming to the standby with (when failover is
-/// on) the `protected` authority is healthy; anything else (connecting, holding, unprotected)
-/// is degraded.
+/// on) the `protected` authority is healthy; anything else (connecting, protected-degraded,
+/// holding, unprotected) is degraded.
 pub fn primary(s: &Status<'_>) -> Health {
     let authority = s.get("authority");
     if s.get("fenced") == Some("true")
@@ -234,6 +234,11 @@ mod tests {
         );
         assert_eq!(
             on("protected", "unprotected", "false", "false"),
+            Health::Degraded
+        );
+        // Acks slower than the ack lease: protection kept, but degraded (issue 12).
+        assert_eq!(
+            on("protected", "protected-degraded", "false", "false"),
             Health::Degraded
         );
         assert_eq!(

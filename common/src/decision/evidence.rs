@@ -4,7 +4,7 @@
 use core::fmt;
 
 use super::json::{self, ObjWriter, Value};
-use super::proto::{AppVerdict, RefuseReason};
+use super::proto::{AppVerdict, Rates, RefuseReason};
 use super::{Epoch, Nanos, Policy, Role, WitnessId, MAX_WITNESSES};
 
 macro_rules! named {
@@ -37,6 +37,9 @@ named! {
         NoQuorum => "rule2:no-quorum",
         /// Rule 3: the primary lost its standby and serves under a witness-quorum lease.
         UnprotectedUnderLease => "rule3:unprotected-under-lease",
+        /// Rule 3 (DESIGN.md §2): acks come slower than the ack lease while the standby is
+        /// there: protected, degraded. Output waits for the acks, however slow.
+        SlowStandby => "rule3:slow-standby",
         /// Rule 4: no ack and no lease quorum: output held, domain paused.
         NoAuthority => "rule4:no-authority",
         /// Rule 4: authority is back (ack or lease quorum): resume.
@@ -132,13 +135,16 @@ pub struct WitnessSaid {
     pub primary_host: bool,
     /// Whether it reached the standby daemon.
     pub standby_host: bool,
+    /// Its success rates over its rate window (application, primary and standby daemons).
+    pub rates: Rates,
     /// If it leased to the primary: the primary's last acked checkpoint then.
     pub unprotected_after: Option<u64>,
     /// Age of the information, nanoseconds.
     pub age_ns: u64,
 }
 
-/// Heartbeat state at decision time.
+/// Heartbeat state at decision time: at the standby, the primary's heartbeats; at the primary,
+/// the standby's (its acks and heartbeat replies, against `standby-timeout`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatSummary {
     /// Whether the detector suspected the peer.
@@ -166,7 +172,7 @@ pub struct Evidence {
     pub epoch: Epoch,
     /// The epoch started, for activations and switchovers.
     pub new_epoch: Option<Epoch>,
-    /// Heartbeat state (standby).
+    /// Heartbeat state (standby: of the primary; primary: of the standby).
     pub heartbeat: Option<HeartbeatSummary>,
     /// The replica's applied checkpoint (standby), or the last acked checkpoint (primary).
     pub checkpoint: Option<u64>,
@@ -291,6 +297,9 @@ impl Evidence {
             x.str("app", w.app.name())
                 .bool("primary_host", w.primary_host)
                 .bool("standby_host", w.standby_host)
+                .opt_num("app_rate", w.rates.app.map(u64::from))
+                .opt_num("primary_rate", w.rates.primary.map(u64::from))
+                .opt_num("standby_rate", w.rates.standby.map(u64::from))
                 .opt_num("unprotected_after", w.unprotected_after)
                 .num("age_ns", w.age_ns);
             arr.push_str(&x.finish());
@@ -387,6 +396,12 @@ impl Evidence {
                 })?,
                 primary_host: bool_of(w, "primary_host")?,
                 standby_host: bool_of(w, "standby_host")?,
+                // Logs written before the rates were recorded have none.
+                rates: Rates {
+                    app: opt_percent(w, "app_rate")?,
+                    primary: opt_percent(w, "primary_rate")?,
+                    standby: opt_percent(w, "standby_rate")?,
+                },
                 unprotected_after: opt_num_of(w, "unprotected_after")?,
                 age_ns: num_of(w, "age_ns")?,
             };
@@ -481,6 +496,20 @@ fn opt_num_of(v: &Value, key: &'static str) -> Result<Option<u64>, EvidenceError
     }
 }
 
+fn opt_percent(v: &Value, key: &'static str) -> Result<Option<u8>, EvidenceError> {
+    opt_num_of(v, key)?
+        .map(|n| {
+            u8::try_from(n)
+                .ok()
+                .filter(|p| *p <= 100)
+                .ok_or(EvidenceError::Field {
+                    key,
+                    expected: "a percentage 0-100 or null",
+                })
+        })
+        .transpose()
+}
+
 fn bool_of(v: &Value, key: &'static str) -> Result<bool, EvidenceError> {
     match v.get(key) {
         Some(Value::Bool(b)) => Ok(*b),
@@ -531,6 +560,7 @@ mod tests {
             app: AppVerdict::Down,
             primary_host: false,
             standby_host: true,
+            rates: Rates::default(),
             unprotected_after: None,
             age_ns: 1_000,
         });
@@ -538,9 +568,14 @@ mod tests {
             id: 3,
             said: SaidKind::Refuse,
             reason: Some(RefuseReason::LeaseActive(Duration::from_millis(5))),
-            app: AppVerdict::Failing,
+            app: AppVerdict::Lossy,
             primary_host: true,
             standby_host: true,
+            rates: Rates {
+                app: Some(23),
+                primary: Some(51),
+                standby: Some(100),
+            },
             unprotected_after: Some(98),
             age_ns: 2_000,
         });
@@ -592,6 +627,22 @@ mod tests {
             Evidence::from_json_line(&wrong),
             Err(EvidenceError::Field { key: "grants", .. })
         ));
+        let wrong = line.replace("\"app_rate\":23", "\"app_rate\":101");
+        assert_ne!(wrong, line);
+        assert!(matches!(
+            Evidence::from_json_line(&wrong),
+            Err(EvidenceError::Field {
+                key: "app_rate",
+                ..
+            })
+        ));
+        // A line from before the rates were recorded still reads (rates unknown).
+        let old = line
+            .replace(",\"app_rate\":23", "")
+            .replace(",\"primary_rate\":51", "")
+            .replace(",\"standby_rate\":100", "");
+        let back = Evidence::from_json_line(&old).expect("old line");
+        assert_eq!(back.witnesses[1].rates, Rates::default());
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`primary::PrimaryAuthority`]: may the primary release output now (ack, lease, or fenced)?
 //! - [`witness::WitnessCore`]: probe view, leases to the primary and takeover votes, never overlapping.
 //! - [`detector`]: the heartbeat failure detector with hysteresis.
+//! - [`rate`]: success rates over a sliding window (a witness's evidence of a gray path).
 //! - [`lease`]: lease arithmetic (holder counts from the moment it asked, drift margins, quorum expiry).
 //! - [`epoch`]: activation epochs (rule 8).
 //! - [`proto`]: the messages between the cores (serde, for postcard frames).
@@ -27,6 +28,7 @@ pub mod json;
 pub mod lease;
 pub mod primary;
 pub mod proto;
+pub mod rate;
 pub mod record;
 pub mod replay;
 pub mod standby;
@@ -281,7 +283,67 @@ pub struct Config {
     pub fence_after: Duration,
     /// Ping-node baseline: how often to ping while the heartbeat is lost.
     pub ping_interval: Duration,
+    /// Primary: the standby counts as lost (and only then may output leave under the witnesses'
+    /// lease) when it has shown no progress for this long: no ack, and no heartbeat reply saying
+    /// it heard more from the primary (a heartbeat or replication bytes) than before.
+    pub standby_timeout: Duration,
+    /// Primary: what a standby slower than `ack-lease` means (DESIGN.md §2, last bullet).
+    pub slow_standby: SlowStandby,
+    /// Witness: success rates of probes are measured over this window.
+    pub rate_window: Duration,
+    /// Witness: the application answering fewer than this share of probes (percent) over a lossy
+    /// path to its host, while the standby's host answers cleanly, is a switchover candidate.
+    pub gray_below: u8,
+    /// Witness: the path to the primary's host is lossy when its daemon answers fewer than this
+    /// share of pings (percent).
+    pub lossy_below: u8,
+    /// Witness: a host answering at least this share of pings (percent) is reached cleanly.
+    pub clean_above: u8,
 }
+
+/// What the primary does when acks come slower than `ack-lease` while the standby is alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowStandby {
+    /// Keep protection (Remus): output waits for the acks however slow; epochs stretch and
+    /// latency grows. Unprotected mode is for a standby that is lost (`standby-timeout`).
+    #[default]
+    Wait,
+    /// Availability over protection: a standby slower than `ack-lease` is treated as lost, and
+    /// output leaves under the witnesses' lease, unprotected (a crash then finds the replica
+    /// stale, rule 5).
+    Lease,
+}
+
+impl SlowStandby {
+    /// The configuration word.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlowStandby::Wait => "wait",
+            SlowStandby::Lease => "lease",
+        }
+    }
+
+    /// From the configuration word.
+    pub fn parse(s: &str) -> Option<SlowStandby> {
+        match s {
+            "wait" => Some(SlowStandby::Wait),
+            "lease" => Some(SlowStandby::Lease),
+            _ => None,
+        }
+    }
+}
+
+impl Config {
+    /// How long a heartbeat reply (or an ack) keeps the standby counted as present at the
+    /// primary: two heartbeat periods from its arrival (one reply may be lost or late). The standby, once it stops sending
+    /// them (it is deciding to activate), waits this out plus its margin before activating.
+    pub fn alive_window(&self) -> Duration {
+        self.heartbeat.interval.saturating_mul(ALIVE_HEARTBEATS)
+    }
+}
+
+/// Heartbeat periods a heartbeat reply counts for at the primary (see [`Config::alive_window`]).
+pub const ALIVE_HEARTBEATS: u32 = 2;
 
 impl Default for Config {
     fn default() -> Self {
@@ -302,6 +364,12 @@ impl Default for Config {
             host_fresh: Duration::from_millis(100),
             fence_after: Duration::from_millis(100),
             ping_interval: Duration::from_millis(50),
+            standby_timeout: Duration::from_millis(500),
+            slow_standby: SlowStandby::Wait,
+            rate_window: Duration::from_secs(2),
+            gray_below: 40,
+            lossy_below: 70,
+            clean_above: 90,
         }
     }
 }
@@ -333,6 +401,12 @@ pub const CONFIG_KEYS: &[&str] = &[
     "host-fresh",
     "fence-after",
     "ping-interval",
+    "standby-timeout",
+    "slow-standby",
+    "rate-window",
+    "gray-below",
+    "lossy-below",
+    "clean-above",
 ];
 
 impl Config {
@@ -425,6 +499,15 @@ impl Config {
             "host-fresh" => self.host_fresh = dur()?,
             "fence-after" => self.fence_after = dur()?,
             "ping-interval" => self.ping_interval = dur()?,
+            "standby-timeout" => self.standby_timeout = dur()?,
+            "slow-standby" => {
+                self.slow_standby = SlowStandby::parse(value)
+                    .ok_or_else(|| bad("wait (keep protection) or lease (availability)"))?
+            }
+            "rate-window" => self.rate_window = dur()?,
+            "gray-below" => self.gray_below = int(1, 100)? as u8,
+            "lossy-below" => self.lossy_below = int(1, 100)? as u8,
+            "clean-above" => self.clean_above = int(1, 100)? as u8,
             _ => return Err(bad("a decision configuration key")),
         }
         Ok(())
@@ -527,6 +610,16 @@ impl Config {
                 self.ping_interval,
                 "pings would be sent in a busy loop",
             ),
+            (
+                "standby-timeout",
+                self.standby_timeout,
+                "every standby would count as lost",
+            ),
+            (
+                "rate-window",
+                self.rate_window,
+                "no probe would ever be counted",
+            ),
         ] {
             if v < MIN_PERIOD {
                 return bad(key, v, format!("at least 1ms (with 0, {what})"));
@@ -614,6 +707,38 @@ impl Config {
                 format!("at least requery-min ({})", d(self.requery_min)),
             );
         }
+        let alive = self.alive_window();
+        if self.standby_timeout < alive {
+            return bad(
+                "standby-timeout",
+                self.standby_timeout,
+                format!(
+                    "at least two heartbeat periods ({}): the standby's heartbeat replies come \
+                     every hb-interval",
+                    d(alive)
+                ),
+            );
+        }
+        if self.lossy_below > self.clean_above {
+            return Err(ConfigError {
+                key: "lossy-below",
+                value: self.lossy_below.to_string(),
+                expected: format!(
+                    "at most clean-above ({}): a path cannot be both clean and lossy",
+                    self.clean_above
+                ),
+            });
+        }
+        if self.gray_below > self.clean_above {
+            return Err(ConfigError {
+                key: "gray-below",
+                value: self.gray_below.to_string(),
+                expected: format!(
+                    "at most clean-above ({}): a path cannot be both clean and gray",
+                    self.clean_above
+                ),
+            });
+        }
         Ok(())
     }
 
@@ -647,6 +772,12 @@ impl Config {
             ("host-fresh", d(self.host_fresh)),
             ("fence-after", d(self.fence_after)),
             ("ping-interval", d(self.ping_interval)),
+            ("standby-timeout", d(self.standby_timeout)),
+            ("slow-standby", self.slow_standby.name().to_string()),
+            ("rate-window", d(self.rate_window)),
+            ("gray-below", self.gray_below.to_string()),
+            ("lossy-below", self.lossy_below.to_string()),
+            ("clean-above", self.clean_above.to_string()),
         ]
     }
 }

@@ -13,25 +13,60 @@
 //!   output again and asks for a full synchronisation as the new standby.
 //!
 //! Under the baselines (heartbeat-only, ping-node) a primary that loses its standby continues
-//! unprotected without any lease: the Remus behaviour that makes split brain possible.
+//! unprotected without any lease: the Remus behaviour that makes split brain possible. Lost
+//! means the same as under the client-oriented policy: until `standby-timeout` says so, a
+//! standby that acknowledged is waited for (output held), as Remus waits for its backup until
+//! it declares it failed.
 //!
 //! After unprotected output, a fresh ack brings back protected mode at once (only acked output
 //! leaves), but the witnesses are told the replica is current (`NotifyProtected`, which clears
 //! their stale-replica mark) only once the standby acknowledged a checkpoint that includes
 //! everything released unprotected.
+//!
+//! **A slow standby is not a lost one** (DESIGN.md §2, last bullet). When acks come later than
+//! the ack lease but the standby is there, the primary is **protected, degraded**: output of
+//! checkpoint N still leaves only after ack(N), however late (the replica has N and activates
+//! from at least what it acked, so late release loses nothing), epochs stretch, and nothing is
+//! ever released unacknowledged. The standby's heartbeat replies ([`Input::StandbyAlive`],
+//! every heartbeat interval while it may acknowledge) say it is there (for
+//! [`Config::alive_window`] from their arrival) and how much it has heard from this primary: a
+//! count that moves, or an ack, is progress. (An ack alone is no presence: a retransmitted one
+//! may have been sent long before the standby decided to activate.) A standby that acknowledged
+//! is **lost** only after `standby-timeout` without progress (or, while a checkpoint waits for its
+//! ack, [`STREAM_PATIENCE`] times that without a byte of the replication stream: heartbeats heard
+//! over a dead connection are no standby); until then, if its replies pause
+//! (a slow link's stall), output is held and nothing else happens: no lease is asked and the
+//! domain is not fenced (that would stop the service on every slow spell). Only a lost standby
+//! (or, with `slow-standby = lease`, one whose acks are slower than the ack lease: availability
+//! over protection) lets output leave under the witnesses' lease. The standby stops its replies
+//! once it is deciding to activate, and waits out the alive window (plus its margin) after the
+//! last one before it does, so a degraded primary and an activated replica never overlap. A
+//! standby that sends no replies (an older one) is not waited for.
+//!
+//! A gap longer than `hb-timeout` between two steps means this primary's own loop stalled
+//! (SIGSTOP, a paused VM, or just a busy loop): replies and acks read right after it may have
+//! waited out the stall in a socket while the standby decided to activate, so they count only
+//! once `hb-timeout` has passed since.
 
 use core::time::Duration;
 
 use super::epoch::{compare, EpochOrder};
-use super::evidence::{ActionKind, Evidence, SaidKind, WitnessSaid};
-use super::proto::{AppVerdict, LeaseReply, LeaseRequest, ProtectedNotice, RefuseReason, Verdict};
+use super::evidence::{ActionKind, Evidence, HeartbeatSummary, SaidKind, WitnessSaid};
+use super::proto::{
+    AppVerdict, LeaseReply, LeaseRequest, ProtectedNotice, Rates, RefuseReason, Verdict,
+};
 use super::{
     elapsed, emit, later, nanos_of, Actions, Config, Epoch, LeaseSet, Nanos, Policy, Role, Rule,
-    WitnessId, MAX_WITNESSES,
+    SlowStandby, WitnessId, MAX_WITNESSES,
 };
 
 /// Checkpoints remembered for matching acks to their send time.
 pub const SENT_WINDOW: usize = 64;
+/// A standby whose replication stream moved no byte for this many `standby-timeout`s while a
+/// checkpoint waits for its ack is lost, whatever its heartbeat replies say: its heartbeats get
+/// through, the stream does not (a dead connection). Long enough for a slow link's TCP to
+/// recover from a loss (a round trip of a full queue, seconds at 10 Mbit/s).
+pub const STREAM_PATIENCE: u32 = 10;
 /// Lease requests remembered for matching replies to their send time.
 pub const REQUEST_WINDOW: usize = 4;
 
@@ -61,6 +96,19 @@ pub enum Input {
     FenceRequest {
         /// The epoch the standby starts.
         epoch: Epoch,
+    },
+    /// The standby's heartbeat reply: it is there and may acknowledge (it sends them every
+    /// heartbeat interval while it may).
+    StandbyAlive {
+        /// The standby's epoch.
+        epoch: Epoch,
+        /// Its replica's applied checkpoint (`None`: it has no replica, e.g. it restarted).
+        applied: Option<u64>,
+        /// How much it has heard from this primary so far (heartbeats and replication bytes):
+        /// a count that moves means it still hears us, however slowly.
+        heard: u64,
+        /// Of these, the replication bytes of its current session (a stream that moves).
+        stream: u64,
     },
     /// Time passed.
     Tick,
@@ -111,6 +159,9 @@ pub enum Action {
 pub enum Mode {
     /// Release output of acknowledged checkpoints.
     Protected,
+    /// Protected, degraded: acks come later than the ack lease but the standby is there;
+    /// output of acknowledged checkpoints only, as the acks arrive.
+    Degraded,
     /// Release output without acks (lease quorum, or a baseline policy).
     Unprotected,
     /// No authority: output held, domain running.
@@ -126,6 +177,7 @@ impl Mode {
     pub fn name(self) -> &'static str {
         match self {
             Mode::Protected => "protected",
+            Mode::Degraded => "protected-degraded",
             Mode::Unprotected => "unprotected",
             Mode::Holding => "holding",
             Mode::Fenced => "fenced",
@@ -162,6 +214,25 @@ pub struct PrimaryAuthority {
     /// Activated by the operator's force (rule 9: "the primary is stopped"): output may leave
     /// on that word until a lease quorum or an ack gives the usual authority.
     operator: bool,
+    /// Arrival of the standby's last heartbeat reply.
+    alive_at: Option<Nanos>,
+    /// Last sign that the standby still hears us: an ack, or a reply whose count moved.
+    progress_at: Option<Nanos>,
+    /// The count of the last heartbeat reply.
+    heard: Option<u64>,
+    /// The stream count of the last heartbeat reply, and when the stream last moved (or an
+    /// ack came).
+    stream: Option<u64>,
+    stream_at: Option<Nanos>,
+    /// The standby acknowledges: an ack since it was last lost, from a standby that sends
+    /// heartbeat replies and has a replica.
+    acking: bool,
+    /// When this core last stepped (a longer gap than `hb-timeout` is a stall of its loop).
+    last_step: Nanos,
+    /// After a stall of our loop: replies and acks read before this count for nothing.
+    quarantine_until: Option<Nanos>,
+    degraded_alerted: bool,
+    last_degraded: Option<Nanos>,
 }
 
 impl PrimaryAuthority {
@@ -190,6 +261,16 @@ impl PrimaryAuthority {
             unprotected_alerted: false,
             replies: heapless::Vec::new(),
             operator: false,
+            alive_at: None,
+            progress_at: None,
+            heard: None,
+            stream: None,
+            stream_at: None,
+            acking: false,
+            last_step: now,
+            quarantine_until: None,
+            degraded_alerted: false,
+            last_degraded: None,
         }
     }
 
@@ -274,6 +355,77 @@ impl PrimaryAuthority {
         self.cfg.policy == Policy::ClientOriented && self.leases.valid(now, self.quorum())
     }
 
+    /// Until when the standby counts as there without further input: a heartbeat reply within
+    /// the alive window, and progress (an ack, or a reply whose count moved) within
+    /// `standby-timeout`.
+    fn present_until(&self) -> Option<Nanos> {
+        let alive = later(self.alive_at?, self.cfg.alive_window());
+        let progress = later(self.progress_at?, self.cfg.standby_timeout);
+        Some(alive.min(progress))
+    }
+
+    /// Whether the standby is there at `now` (see the module documentation).
+    pub fn standby_present(&self, now: Nanos) -> bool {
+        self.present_until().is_some_and(|u| now < u)
+    }
+
+    /// When the standby counts as lost: no progress for `standby-timeout`, or, while a
+    /// checkpoint waits for its ack, no byte of the replication stream for
+    /// [`STREAM_PATIENCE`] times that (heartbeats heard over a dead stream are no standby).
+    fn lost_at(&self) -> Option<Nanos> {
+        let t = self.cfg.standby_timeout;
+        let progress = later(self.progress_at?, t);
+        if self.last_sent <= self.last_acked {
+            return Some(progress);
+        }
+        let stream = self.stream_at.unwrap_or(self.progress_at?);
+        Some(progress.min(later(stream, t.saturating_mul(STREAM_PATIENCE))))
+    }
+
+    /// Whether the standby is lost at `now` (or was never heard): only then may output leave
+    /// under the witnesses' lease.
+    pub fn standby_lost(&self, now: Nanos) -> bool {
+        self.lost_at().is_none_or(|u| now >= u)
+    }
+
+    /// The standby acknowledges and is not lost: output waits for it, however slow.
+    fn waits_for_standby(&self, now: Nanos) -> bool {
+        self.cfg.slow_standby == SlowStandby::Wait && self.acking && !self.standby_lost(now)
+    }
+
+    /// Protected, degraded: the standby acknowledges, only slower than the ack lease.
+    fn degraded_at(&self, now: Nanos) -> bool {
+        self.waits_for_standby(now) && self.standby_present(now)
+    }
+
+    /// The standby was heard from at `now`: present (`alive`: a heartbeat reply), and still
+    /// hearing us (`progress`).
+    fn heard_from_standby(&mut self, now: Nanos, alive: Option<Nanos>, progress: bool) {
+        if self.quarantine_until.is_some_and(|q| now < q) {
+            return;
+        }
+        if alive.is_some() {
+            self.alive_at = alive;
+        }
+        if progress {
+            self.progress_at = Some(now);
+        }
+    }
+
+    /// The loop did not step for longer than `hb-timeout`: what waited in sockets meanwhile
+    /// is stale, so the standby counts as present again only on replies read once `hb-timeout`
+    /// has passed. (Progress is kept: a loop that was merely busy, e.g. copying a large
+    /// checkpoint, only holds output for a moment; one that was stopped for longer than
+    /// `standby-timeout` finds its standby lost anyway.)
+    fn notice_stall(&mut self, now: Nanos) {
+        let t = self.cfg.heartbeat.timeout;
+        if elapsed(now, self.last_step) > t {
+            self.alive_at = None;
+            self.quarantine_until = Some(later(now, t));
+        }
+        self.last_step = self.last_step.max(now);
+    }
+
     /// The authority at `now` (between steps, time alone can end a lease or an ack's validity).
     pub fn mode(&self, now: Nanos) -> Mode {
         if self.stepped_down {
@@ -282,6 +434,14 @@ impl PrimaryAuthority {
             Mode::Fenced
         } else if self.protected_at(now) {
             Mode::Protected
+        } else if self.degraded_at(now) {
+            Mode::Degraded
+        } else if self.waits_for_standby(now) {
+            // A standby that acknowledges and is not lost is waited for (its replies paused):
+            // output is held, whatever lease is still valid from when it was lost (released
+            // under that lease, it would not be covered by the stale mark the next protected
+            // notice clears), and under the baselines too (`evaluate` waits for it alike).
+            Mode::Holding
         } else if self.cfg.policy != Policy::ClientOriented || self.lease_at(now) || self.operator {
             Mode::Unprotected
         } else {
@@ -289,15 +449,20 @@ impl PrimaryAuthority {
         }
     }
 
-    /// Whether output may be released at `now` (in `Protected` mode: only acknowledged output).
+    /// Whether output may be released at `now` (in `Protected` and `Degraded` mode: only
+    /// acknowledged output).
     pub fn may_release_output(&self, now: Nanos) -> bool {
-        matches!(self.mode(now), Mode::Protected | Mode::Unprotected)
+        matches!(
+            self.mode(now),
+            Mode::Protected | Mode::Degraded | Mode::Unprotected
+        )
     }
 
     /// Until when the current authority lasts without further input (`None` if none).
     pub fn authority_until(&self, now: Nanos) -> Option<Nanos> {
         match self.mode(now) {
             Mode::Protected => self.protected_until,
+            Mode::Degraded => self.present_until(),
             Mode::Unprotected if self.cfg.policy == Policy::ClientOriented && !self.operator => {
                 self.leases.quorum_until(self.quorum())
             }
@@ -308,8 +473,14 @@ impl PrimaryAuthority {
 
     /// The next time after `now` at which time alone can change what this authority does (an
     /// ack's or a lease quorum's end, the next lease request or protected notice, the fence
-    /// after `fence_after`, the start-up grace): a daemon steps a `Tick` then, instead of on a
-    /// polling tick. Early is harmless (a tick that changes nothing); never late.
+    /// after `fence_after`, the start-up grace, the standby's presence or progress running out
+    /// and the moment it counts as lost, the end of a stall's quarantine, the re-arming of the
+    /// slow-standby alert): a daemon steps a `Tick` then, instead of on a polling tick. Early
+    /// is harmless (a tick that changes nothing); never late.
+    ///
+    /// It is also never more than half `hb-timeout` after the last step: a gap longer than
+    /// `hb-timeout` between two steps then means this primary's loop stalled (see the module
+    /// documentation), never that it had nothing to do.
     pub fn next_deadline(&self, now: Nanos) -> Option<Nanos> {
         if self.stepped_down {
             return None;
@@ -322,12 +493,27 @@ impl PrimaryAuthority {
             .then_some(self.no_authority_since)
             .flatten()
             .map(|t| later(t, c.fence_after));
+        // Protected, degraded ends when the standby's presence or progress runs out; waiting
+        // for it ends when it counts as lost (then a lease request, and the fence clock).
+        let lost = (self.acking && c.slow_standby == SlowStandby::Wait)
+            .then(|| self.lost_at())
+            .flatten();
+        let rearm = self
+            .degraded_alerted
+            .then_some(self.last_degraded)
+            .flatten()
+            .map(|t| later(t, c.standby_timeout));
         [
             self.protected_until,
             self.leases.quorum_until(self.quorum()),
             Some(self.next_notice_at),
             fence,
             Some(later(self.started, c.lease.ack_lease)),
+            self.present_until(),
+            lost,
+            self.quarantine_until,
+            rearm,
+            Some(later(self.last_step, c.heartbeat.timeout / 2)),
         ]
         .into_iter()
         .chain(request.into_iter().flatten().map(Some))
@@ -342,6 +528,7 @@ impl PrimaryAuthority {
         if self.stepped_down {
             return out;
         }
+        self.notice_stall(now);
         match input {
             Input::CheckpointSent { ckpt } => {
                 if self.sent.is_full() {
@@ -360,6 +547,14 @@ impl PrimaryAuthority {
                         self.protected_until =
                             Some(self.protected_until.map_or(until, |u| u.max(until)));
                         self.last_acked = self.last_acked.max(ckpt);
+                        // Progress, not presence: a late ack (TCP retransmits) may have been
+                        // sent long ago; presence comes from the heartbeat replies alone. A
+                        // standby that sends none (an older one) is not waited for.
+                        self.acking = self.heard.is_some();
+                        self.heard_from_standby(now, None, true);
+                        if self.quarantine_until.is_none_or(|q| now >= q) {
+                            self.stream_at = Some(now);
+                        }
                     }
                 }
             },
@@ -397,6 +592,29 @@ impl PrimaryAuthority {
                     return self.step_down_with(now, epoch, Rule::FenceRequested, Some(ckpt), out);
                 }
             }
+            Input::StandbyAlive {
+                epoch,
+                applied,
+                heard,
+                stream,
+            } => match compare(self.epoch, epoch) {
+                EpochOrder::Newer => return self.step_down(now, epoch, Rule::HigherEpoch, out),
+                EpochOrder::Stale => {}
+                EpochOrder::Current => {
+                    if applied.is_none() {
+                        // It has no replica (it restarted): nothing to keep protection with.
+                        self.acking = false;
+                    }
+                    let moved = self.heard != Some(heard);
+                    self.heard = Some(heard);
+                    let flows = self.stream != Some(stream);
+                    self.stream = Some(stream);
+                    if flows && self.quarantine_until.is_none_or(|q| now >= q) {
+                        self.stream_at = Some(now);
+                    }
+                    self.heard_from_standby(now, Some(now), moved);
+                }
+            },
             Input::Tick => {}
         }
         self.evaluate(now, &mut out);
@@ -409,8 +627,43 @@ impl PrimaryAuthority {
             // The usual authority is back: the operator's word is no longer needed.
             self.operator = false;
         }
-        let mut authority = protected;
-        if protected {
+        // Waiting for the standby ends when it is lost; it must then acknowledge again (a
+        // fresh full synchronisation, typically) before output waits for it again.
+        let lost_end = if self.acking && self.cfg.slow_standby == SlowStandby::Wait {
+            self.lost_at()
+        } else {
+            None
+        };
+        if self.acking && self.standby_lost(now) {
+            self.acking = false;
+        }
+        let degraded = !protected && self.degraded_at(now);
+        // Neither protected nor degraded, but the standby is not lost: it went quiet for less
+        // than `standby-timeout` (a slow link's stall, a busy loop). Hold output, ask nobody,
+        // fence nothing: it is most likely slow, not gone.
+        let waiting = !protected && !degraded && self.waits_for_standby(now);
+        if degraded {
+            self.last_degraded = Some(now);
+            if !self.degraded_alerted {
+                self.degraded_alerted = true;
+                let e = self.evidence(now, Rule::SlowStandby, ActionKind::Stay);
+                emit(
+                    out,
+                    Action::Alert {
+                        evidence: Box::new(e),
+                    },
+                );
+            }
+        } else if protected
+            && self
+                .last_degraded
+                .is_none_or(|t| elapsed(now, t) >= self.cfg.standby_timeout)
+        {
+            // Protected for a while again: the next slow spell is worth an alert again.
+            self.degraded_alerted = false;
+        }
+        let mut authority = protected || degraded;
+        if protected || degraded {
             self.unprotected_alerted = false;
             let caught_up = self.resync_upto.is_none_or(|u| self.last_acked >= u);
             if caught_up {
@@ -435,6 +688,8 @@ impl PrimaryAuthority {
                     );
                 }
             }
+        } else if waiting {
+            // No authority, nothing asked: see above.
         } else {
             match self.cfg.policy {
                 Policy::ClientOriented => {
@@ -495,12 +750,18 @@ impl PrimaryAuthority {
                     },
                 );
             }
+        } else if waiting {
+            // Fencing a primary whose standby is only slow would stop the service on every
+            // slow spell: the clock for `fence-after` starts when the standby is lost.
+            self.no_authority_since = None;
         } else {
-            // Authority ended when the last ack or lease ran out, not at this (maybe late) tick.
+            // Authority ended when the last ack or lease ran out, or the standby was lost, not
+            // at this (maybe late) tick.
             let ended = self
                 .protected_until
                 .into_iter()
                 .chain(self.leases.quorum_until(self.quorum()))
+                .chain(lost_end)
                 .max()
                 .map_or(now, |t| t.min(now));
             let since = *self.no_authority_since.get_or_insert(ended);
@@ -594,6 +855,11 @@ impl PrimaryAuthority {
             self.epoch,
         );
         e.checkpoint = Some(self.last_acked);
+        e.heartbeat = Some(HeartbeatSummary {
+            suspected: !self.standby_present(now),
+            silent_ns: nanos_of(elapsed(now, self.progress_at.unwrap_or(self.started))),
+            timeout_ns: nanos_of(self.cfg.standby_timeout),
+        });
         e.configured = self.cfg.witnesses.len() as u8;
         e.quorum = self.quorum() as u8;
         e.grants = self.leases.valid_count(now) as u8;
@@ -613,6 +879,7 @@ impl PrimaryAuthority {
                 app: AppVerdict::Unknown,
                 primary_host: true,
                 standby_host: false,
+                rates: Rates::default(),
                 unprotected_after: None,
                 age_ns: nanos_of(age),
             });

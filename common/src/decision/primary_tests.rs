@@ -206,6 +206,226 @@ fn baseline_continues_unprotected_without_lease() {
     assert_eq!(p.mode(ms(100_000)), Mode::Unprotected);
 }
 
+/// The baselines wait for a standby that acknowledged and sends heartbeat replies until it is
+/// lost (`standby-timeout` without progress), as Remus waits for its backup until it declares
+/// it failed; only then do they continue unprotected (the mode used to say unprotected as soon
+/// as the ack lease ran out, while the authority's own evaluation waited).
+#[test]
+fn a_baseline_waits_for_its_standby_until_it_is_lost() {
+    for policy in [Policy::HeartbeatOnly, Policy::PingNode] {
+        let cfg = Config {
+            policy,
+            ..Config::default()
+        };
+        let mut p = PrimaryAuthority::new(cfg, Epoch(1), ms(0));
+        p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+        p.step(ms(1), alive(1));
+        p.step(
+            ms(2),
+            Input::Ack {
+                ckpt: 1,
+                epoch: Epoch(1),
+            },
+        );
+        p.step(ms(10), Input::CheckpointSent { ckpt: 2 });
+        // Silent from here: no ack, no reply. The ack lease runs out at about 80 ms.
+        let mut alerts = 0;
+        for t in 11..=600 {
+            let a = p.step(ms(t), Input::Tick);
+            alerts += names(&a).iter().filter(|n| **n == "alert").count();
+            if t < 502 {
+                assert!(
+                    !matches!(p.mode(ms(t)), Mode::Unprotected),
+                    "{policy:?} at {t} ms: {:?}",
+                    p.mode(ms(t))
+                );
+            }
+        }
+        // Lost 500 ms after the last progress (the ack at 2 ms): unprotected, said once.
+        assert!(p.standby_lost(ms(600)));
+        assert_eq!(p.mode(ms(600)), Mode::Unprotected, "{policy:?}");
+        assert!(p.may_release_output(ms(600)));
+        assert_eq!(alerts, 1, "{policy:?}");
+    }
+}
+
+fn alive(heard: u64) -> Input {
+    Input::StandbyAlive {
+        epoch: Epoch(1),
+        applied: Some(1),
+        heard,
+        stream: heard,
+    }
+}
+
+/// Issue 12: a standby that is there and hears us, whose acks come later than the ack lease
+/// (a slow link), is waited for: never a lease request (nothing unacknowledged can leave),
+/// never a fence, and only acknowledged output may leave (the daemon releases up to
+/// `last_acked` in this mode). Ack delays from 100 ms to 3 s, epochs stretched to one
+/// checkpoint in flight, heartbeat replies every 10 ms.
+#[test]
+fn a_slow_standby_is_waited_for_however_slow() {
+    let mut rng = crate::rng::SplitMix64::new(12);
+    let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+    let mut t = 0u64;
+    let mut ckpt = 1u64;
+    p.step(ms(t), Input::CheckpointSent { ckpt });
+    let mut ack_at = 1;
+    let mut heard = 0;
+    let mut modes = std::collections::HashSet::new();
+    while t < 60_000 {
+        t += 1;
+        if t.is_multiple_of(10) {
+            heard += 1 + rng.below(50);
+            let a = p.step(ms(t), alive(heard));
+            assert!(
+                names(&a)
+                    .iter()
+                    .all(|n| *n == "alert" || *n == "notify-protected"),
+                "{t}: {a:?}"
+            );
+        }
+        if t == ack_at {
+            let a = p.step(
+                ms(t),
+                Input::Ack {
+                    ckpt,
+                    epoch: Epoch(1),
+                },
+            );
+            assert!(
+                names(&a)
+                    .iter()
+                    .all(|n| *n == "notify-protected" || n == &"alert"),
+                "{t}: {a:?}"
+            );
+            // The next checkpoint once this one is acked (a stretched epoch).
+            ckpt += 1;
+            p.step(ms(t), Input::CheckpointSent { ckpt });
+            ack_at = t + if t < 1_000 {
+                20
+            } else {
+                100 + rng.below(3_000)
+            };
+        }
+        let a = p.step(ms(t), Input::Tick);
+        for n in names(&a) {
+            assert!(
+                n == "alert" || n == "notify-protected",
+                "{t}: {n} while the standby is slow but there"
+            );
+        }
+        let m = p.mode(ms(t));
+        assert!(matches!(m, Mode::Protected | Mode::Degraded), "{t}: {m:?}");
+        modes.insert(m.name());
+    }
+    assert_eq!(
+        modes.len(),
+        2,
+        "both protected and degraded seen: {modes:?}"
+    );
+    assert_eq!(p.last_acked(), ckpt - 1);
+}
+
+/// The same slow standby under `slow-standby = lease` (availability over protection): the
+/// old trade, output under the witnesses' lease as soon as the ack lease runs out.
+#[test]
+fn slow_standby_lease_setting_keeps_the_old_trade() {
+    let cfg = Config {
+        slow_standby: SlowStandby::Lease,
+        ..Config::default()
+    };
+    let mut p = PrimaryAuthority::new(cfg, Epoch(1), ms(0));
+    p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+    p.step(ms(1), alive(1));
+    p.step(
+        ms(2),
+        Input::Ack {
+            ckpt: 1,
+            epoch: Epoch(1),
+        },
+    );
+    p.step(ms(10), Input::CheckpointSent { ckpt: 2 });
+    for t in (20..=70).step_by(10) {
+        p.step(ms(t), alive(t));
+    }
+    let a = p.step(ms(75), Input::Tick);
+    assert_eq!(names(&a), ["request-leases"]);
+    assert!(p.standby_present(ms(75)));
+    assert_eq!(p.mode(ms(75)), Mode::Holding);
+}
+
+/// A higher epoch in a heartbeat reply (the standby follows a newer primary): step down.
+#[test]
+fn a_reply_of_a_higher_epoch_steps_down() {
+    let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+    let a = p.step(
+        ms(1),
+        Input::StandbyAlive {
+            epoch: Epoch(3),
+            applied: None,
+            heard: 0,
+            stream: 0,
+        },
+    );
+    assert_eq!(names(&a), ["fence", "step-down", "request-full-sync"]);
+    assert_eq!(p.epoch(), Epoch(3));
+}
+
+/// A lease granted while the standby was lost is no authority once the standby acknowledges
+/// again and is only waited for (its replies paused): output is held. Released under that
+/// lease, it would lie beyond the checkpoint whose ack clears the witnesses' stale mark, and a
+/// crash would lose it (the fault suite's F13 found this: a late ack of an older checkpoint,
+/// then a pause of the replies while the lease still ran).
+#[test]
+fn an_old_lease_releases_nothing_while_a_returning_standby_is_waited_for() {
+    let mut p = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
+    p.step(ms(0), Input::CheckpointSent { ckpt: 1 });
+    p.step(ms(1), alive(1));
+    p.step(
+        ms(2),
+        Input::Ack {
+            ckpt: 1,
+            epoch: Epoch(1),
+        },
+    );
+    p.step(ms(10), Input::CheckpointSent { ckpt: 2 });
+    // Silent: lost after standby-timeout; two witnesses grant.
+    let mut req = None;
+    for t in 11..=700 {
+        for a in p.step(ms(t), Input::Tick).iter() {
+            if let Action::RequestLeases(r) = a {
+                req.get_or_insert(r.req);
+            }
+        }
+    }
+    let req = req.expect("a lease request once the standby is lost");
+    p.step(ms(700), grant(1, req));
+    p.step(ms(700), grant(2, req));
+    assert_eq!(p.mode(ms(700)), Mode::Unprotected);
+    p.step(ms(710), Input::CheckpointSent { ckpt: 3 });
+    for t in 711..800 {
+        p.step(ms(t), Input::Tick);
+    }
+    // Back: a reply, and the late ack of checkpoint 2 (protection needs one of 3 or later).
+    p.step(ms(800), alive(800));
+    p.step(
+        ms(800),
+        Input::Ack {
+            ckpt: 2,
+            epoch: Epoch(1),
+        },
+    );
+    assert_eq!(p.mode(ms(801)), Mode::Degraded);
+    // Its replies pause: waited for, not lost, and the lease still runs: nothing leaves.
+    for t in 801..=850 {
+        p.step(ms(t), Input::Tick);
+    }
+    assert!(!p.standby_lost(ms(850)));
+    assert_eq!(p.mode(ms(850)), Mode::Holding);
+    assert!(!p.may_release_output(ms(850)));
+}
+
 #[test]
 fn activated_standby_holds_its_votes_as_leases() {
     let mut leases = LeaseSet::new();
@@ -294,97 +514,6 @@ fn a_forced_activation_serves_until_the_usual_authority_takes_over() {
     assert!(!q.may_release_output(ms(2)));
 }
 
-/// A run stepped only at its inputs and at `next_deadline` decides what a run ticked every
-/// millisecond decides, never later: the deadline misses no timer of the authority.
-#[test]
-fn stepping_at_the_deadlines_misses_no_timer() {
-    // Inputs at fixed times: checkpoints and acks for a while, then the standby goes quiet,
-    // two witnesses grant, then nothing (the leases run out: fence), then acks again.
-    let mut script: Vec<(u64, Input)> = Vec::new();
-    for i in 1..=20u64 {
-        script.push((i * 20, Input::CheckpointSent { ckpt: i }));
-        script.push((
-            i * 20 + 3,
-            Input::Ack {
-                ckpt: i,
-                epoch: Epoch(1),
-            },
-        ));
-    }
-    script.push((430, Input::CheckpointSent { ckpt: 21 }));
-    let mut ticked = PrimaryAuthority::new(Config::default(), Epoch(1), ms(0));
-    let mut by_deadline = ticked.clone();
-    // Replies answer whatever request is open: collect the request numbers from the actions.
-    let run = |p: &mut PrimaryAuthority, every_ms: bool| -> Vec<(u64, &'static str)> {
-        let mut got = Vec::new();
-        let mut next_input = 0;
-        let mut granted = 0;
-        let end = 6_000_000u64; // 6 s, in microseconds
-        let mut t = 0u64; // microseconds
-        while t <= end {
-            let mut inputs: Vec<Input> = Vec::new();
-            while next_input < script.len() && script[next_input].0 * 1000 <= t {
-                inputs.push(script[next_input].1);
-                next_input += 1;
-            }
-            inputs.push(Input::Tick);
-            for input in inputs {
-                let acts = p.step(Nanos(t * 1000), input);
-                for a in acts.iter() {
-                    if let Action::RequestLeases(r) = a {
-                        if granted < 2 && t >= 500_000 {
-                            granted += 1;
-                            for w in [1, 2] {
-                                let _ = p.step(
-                                    Nanos(t * 1000),
-                                    Input::LeaseReply(LeaseReply {
-                                        witness: w,
-                                        req: r.req,
-                                        epoch: Epoch(1),
-                                        verdict: Verdict::Grant,
-                                        duration: Duration::from_secs(2),
-                                    }),
-                                );
-                            }
-                        }
-                    }
-                }
-                for n in names(&acts) {
-                    got.push((t, n));
-                }
-            }
-            let next_script = script.get(next_input).map(|s| s.0 * 1000);
-            t = if every_ms {
-                t + 1000
-            } else {
-                let d = p.next_deadline(Nanos(t * 1000)).map(|d| d.0.div_ceil(1000));
-                match (d, next_script) {
-                    (Some(d), Some(s)) => d.min(s),
-                    (Some(d), None) => d,
-                    (None, Some(s)) => s,
-                    (None, None) => break,
-                }
-                .max(t + 1)
-            };
-        }
-        got
-    };
-    let a = run(&mut ticked, true);
-    let b = run(&mut by_deadline, false);
-    let kinds = |v: &[(u64, &'static str)]| v.iter().map(|x| x.1).collect::<Vec<_>>();
-    assert_eq!(kinds(&a), kinds(&b), "same decisions");
-    assert!(
-        kinds(&a).contains(&"fence"),
-        "the scenario reaches a fence: {a:?}"
-    );
-    assert!(kinds(&a).contains(&"request-leases"));
-    for (x, y) in a.iter().zip(b.iter()) {
-        assert!(
-            y.0 <= x.0,
-            "{} at {} us by deadline, {} us ticked",
-            y.1,
-            y.0,
-            x.0
-        );
-    }
-}
+/// `next_deadline` against a run ticked every millisecond.
+#[path = "primary_deadline_tests.rs"]
+mod deadline;

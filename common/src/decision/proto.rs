@@ -69,6 +69,10 @@ words! {
         /// Not answering while the primary daemon answers: the guest itself failed, and the replica
         /// is the same guest, so failing over would not help (F5).
         GuestFailure => "guest-failure",
+        /// Answering only a fraction of probes over a lossy path to its host (the primary daemon
+        /// does not answer every ping either), while the standby's host answers cleanly: a gray
+        /// path, and a switchover candidate (rule 6). Not a reason to take over.
+        Lossy => "lossy",
     }
 }
 
@@ -203,6 +207,8 @@ pub struct WitnessView {
     pub primary_host: bool,
     /// Whether the hsb-standby daemon answered recently.
     pub standby_host: bool,
+    /// Success rates over the witness's rate window (the evidence of a gray path).
+    pub rates: Rates,
 }
 
 impl Default for WitnessView {
@@ -211,8 +217,21 @@ impl Default for WitnessView {
             app: AppVerdict::Unknown,
             primary_host: false,
             standby_host: false,
+            rates: Rates::default(),
         }
     }
+}
+
+/// Share of probes answered in time over a witness's rate window, in percent, per target
+/// (`None`: too few probes in the window to say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Rates {
+    /// The primary's application.
+    pub app: Option<u8>,
+    /// The hsb-primary daemon.
+    pub primary: Option<u8>,
+    /// The hsb-standby daemon.
+    pub standby: Option<u8>,
 }
 
 /// Witness → standby (and primary), periodically: what the witness sees.
@@ -363,9 +382,14 @@ mod tests {
             verdict: Verdict::Refuse(RefuseReason::LeaseActive(Duration::from_millis(300))),
             duration: Duration::from_secs(2),
             view: WitnessView {
-                app: AppVerdict::Down,
+                app: AppVerdict::Lossy,
                 primary_host: false,
                 standby_host: true,
+                rates: Rates {
+                    app: Some(25),
+                    primary: Some(48),
+                    standby: None,
+                },
             },
             unprotected_after: Some(41),
         };

@@ -17,8 +17,8 @@ use core::time::Duration;
 
 use super::json::{ObjWriter, Value};
 use super::proto::{
-    AppVerdict, LeaseReply, LeaseRequest, ProbeClass, ProbeTarget, ProtectedNotice, Verdict, Vote,
-    VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
+    AppVerdict, LeaseReply, LeaseRequest, ProbeClass, ProbeTarget, ProtectedNotice, Rates, Verdict,
+    Vote, VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
 };
 use super::{
     format_duration, parse_duration, primary, standby, witness, Config, Epoch, Nanos, Role,
@@ -284,6 +284,16 @@ impl AnyInput {
             v.push(("app", w.app.name().into()));
             v.push(("primary-host", w.primary_host.to_string()));
             v.push(("standby-host", w.standby_host.to_string()));
+            // Rates only when known (records from before them have none).
+            for (k, r) in [
+                ("app-rate", w.rates.app),
+                ("primary-rate", w.rates.primary),
+                ("standby-rate", w.rates.standby),
+            ] {
+                if let Some(r) = r {
+                    v.push((k, r.to_string()));
+                }
+            }
         };
         match self {
             AnyInput::Standby(i) => match i {
@@ -331,6 +341,7 @@ impl AnyInput {
                     "resynced",
                     vec![("epoch", e(*epoch)), ("ckpt", ckpt.to_string())],
                 ),
+                standby::Input::StreamProgress => ("stream", vec![]),
                 standby::Input::Tick => ("tick", vec![]),
             },
             AnyInput::Primary(i) => match i {
@@ -357,6 +368,20 @@ impl AnyInput {
                 primary::Input::FenceRequest { epoch } => {
                     ("fence-request", vec![("epoch", e(*epoch))])
                 }
+                primary::Input::StandbyAlive {
+                    epoch,
+                    applied,
+                    heard,
+                    stream,
+                } => (
+                    "standby-alive",
+                    vec![
+                        ("epoch", e(*epoch)),
+                        ("applied", opt(*applied)),
+                        ("heard", heard.to_string()),
+                        ("stream", stream.to_string()),
+                    ],
+                ),
                 primary::Input::Tick => ("tick", vec![]),
             },
             AnyInput::Witness(i) => match i {
@@ -457,10 +482,30 @@ fn view(f: &mut Fields, app_default: Option<AppVerdict>) -> Result<WitnessView, 
         Some(d) => f.word_or("app", "an application verdict", AppVerdict::parse, d)?,
         None => f.word("app", "an application verdict", AppVerdict::parse)?,
     };
+    let mut rate = |key: &'static str| -> Result<Option<u8>, FieldError> {
+        f.opt_u64(key)?
+            .map(|n| {
+                u8::try_from(n)
+                    .ok()
+                    .filter(|p| *p <= 100)
+                    .ok_or_else(|| FieldError::Bad {
+                        key: key.into(),
+                        value: n.to_string(),
+                        expected: "a percentage 0-100",
+                    })
+            })
+            .transpose()
+    };
+    let rates = Rates {
+        app: rate("app-rate")?,
+        primary: rate("primary-rate")?,
+        standby: rate("standby-rate")?,
+    };
     Ok(WitnessView {
         app,
         primary_host: f.bool_or("primary-host", false)?,
         standby_host: f.bool_or("standby-host", true)?,
+        rates,
     })
 }
 
@@ -544,6 +589,7 @@ fn parse_standby(name: &str, f: &mut Fields, d: Defaults) -> Result<standby::Inp
             epoch: f.epoch_or("epoch", d.epoch)?,
             ckpt: f.u64("ckpt")?,
         },
+        "stream" => I::StreamProgress,
         "tick" => I::Tick,
         other => return Err(FieldError::UnknownInput(other.to_string())),
     })
@@ -583,6 +629,12 @@ fn parse_primary(name: &str, f: &mut Fields, d: Defaults) -> Result<primary::Inp
         },
         "fence-request" => I::FenceRequest {
             epoch: f.epoch_or("epoch", d.epoch.next())?,
+        },
+        "standby-alive" => I::StandbyAlive {
+            epoch: f.epoch_or("epoch", d.epoch)?,
+            applied: f.opt_u64("applied")?,
+            heard: f.u64("heard")?,
+            stream: f.u64_or("stream", 0)?,
         },
         "tick" => I::Tick,
         other => return Err(FieldError::UnknownInput(other.to_string())),

@@ -9,6 +9,17 @@ fn samples() -> Vec<AnyInput> {
         app: AppVerdict::Down,
         primary_host: false,
         standby_host: true,
+        rates: Rates::default(),
+    };
+    let lossy = WitnessView {
+        app: AppVerdict::Lossy,
+        primary_host: true,
+        standby_host: true,
+        rates: Rates {
+            app: Some(24),
+            primary: Some(0),
+            standby: Some(100),
+        },
     };
     vec![
         AnyInput::Standby(standby::Input::Heartbeat {
@@ -28,6 +39,12 @@ fn samples() -> Vec<AnyInput> {
             verdict: Verdict::Refuse(RefuseReason::NotYet(Duration::from_millis(12))),
             duration: Duration::ZERO,
             view,
+            unprotected_after: None,
+        })),
+        AnyInput::Standby(standby::Input::Report(WitnessReport {
+            witness: 3,
+            epoch: Epoch(2),
+            view: lossy,
             unprotected_after: None,
         })),
         AnyInput::Standby(standby::Input::ReplicaApplied {
@@ -50,6 +67,7 @@ fn samples() -> Vec<AnyInput> {
             epoch: Epoch(2),
             ckpt: 0,
         }),
+        AnyInput::Standby(standby::Input::StreamProgress),
         AnyInput::Standby(standby::Input::Tick),
         AnyInput::Primary(primary::Input::CheckpointSent { ckpt: 1 }),
         AnyInput::Primary(primary::Input::Ack {
@@ -65,6 +83,18 @@ fn samples() -> Vec<AnyInput> {
         })),
         AnyInput::Primary(primary::Input::HigherEpoch { epoch: Epoch(2) }),
         AnyInput::Primary(primary::Input::FenceRequest { epoch: Epoch(2) }),
+        AnyInput::Primary(primary::Input::StandbyAlive {
+            epoch: Epoch(1),
+            applied: Some(41),
+            heard: 12_345,
+            stream: 12_000,
+        }),
+        AnyInput::Primary(primary::Input::StandbyAlive {
+            epoch: Epoch(3),
+            applied: None,
+            heard: 0,
+            stream: 0,
+        }),
         AnyInput::Primary(primary::Input::Tick),
         AnyInput::Witness(witness::Input::Probe {
             target: ProbeTarget::StandbyHost,

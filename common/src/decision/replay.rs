@@ -384,6 +384,7 @@ mod tests {
                         app: AppVerdict::Down,
                         primary_host: false,
                         standby_host: true,
+                        rates: Default::default(),
                     },
                     unprotected_after: None,
                 }),

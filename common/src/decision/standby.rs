@@ -6,7 +6,12 @@
 //!   not answer them. Each vote is a lease to the new epoch, counted from when the query was sent.
 //! - Without a quorum of answers the standby cannot decide and says so (rule 2).
 //! - It activates only after its own ack promise ran out (the primary's ack authority is over) and
-//!   while the votes are still valid (rule 3).
+//!   while the votes are still valid (rule 3). The daemon sends the primary a heartbeat reply
+//!   every heartbeat interval while [`StandbyCore::may_send_alive`] (acks may go, and once the
+//!   primary is suspected only while its replication stream still arrives,
+//!   [`Input::StreamProgress`]); the primary counts each as presence for
+//!   [`Config::alive_window`], so activation also waits that out, with its margin, after the last
+//!   moment a reply could go (a degraded primary and an activated replica never overlap).
 //! - If any witness leased the primary authority after the replica's checkpoint, the replica is
 //!   stale: refuse and alert unless the operator forces it (rule 5).
 //! - With the heartbeat fine, a quorum of witness reports that cannot reach the primary but reach the
@@ -25,7 +30,7 @@ use super::detector::{Detector, DetectorEvent};
 use super::epoch::{compare, EpochOrder};
 use super::evidence::{ActionKind, Evidence, HeartbeatSummary, SaidKind, WitnessSaid};
 use super::proto::{
-    AppVerdict, RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport,
+    AppVerdict, Rates, RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport,
 };
 use super::{
     elapsed, emit, later, nanos_of, Actions, Config, Epoch, LeaseSet, Nanos, Policy, QueryId, Role,
@@ -92,6 +97,9 @@ pub enum Input {
         /// Checkpoint number.
         ckpt: u64,
     },
+    /// Replication bytes arrived (the daemon says so while the primary is suspected, at most
+    /// once per heartbeat interval): a slow link's stream still gets through.
+    StreamProgress,
     /// Time passed.
     Tick,
 }
@@ -320,6 +328,10 @@ pub struct StandbyCore {
     operator_until: Nanos,
     /// Automatic takeovers paused (maintenance mode).
     maintenance: bool,
+    /// Last replication bytes heard (see [`Input::StreamProgress`]).
+    stream_at: Option<Nanos>,
+    /// Last moment heartbeat replies could go ([`StandbyCore::may_send_alive`]).
+    alive_ok_at: Option<Nanos>,
 }
 
 impl StandbyCore {
@@ -354,6 +366,8 @@ impl StandbyCore {
             operator: None,
             operator_until: now,
             maintenance: false,
+            stream_at: None,
+            alive_ok_at: None,
         }
     }
 
@@ -403,12 +417,37 @@ impl StandbyCore {
         )
     }
 
+    /// Whether the daemon may send heartbeat replies now (every heartbeat interval): while acks
+    /// may go, and while the primary is not suspected or its replication bytes still get
+    /// through (a slow link delays heartbeats behind the stream). Never once deciding to
+    /// activate: the primary must then stop counting on us, and we wait out what it counts
+    /// the last reply for before activating.
+    pub fn may_send_alive(&self, now: Nanos) -> bool {
+        self.may_ack()
+            && (!self.detector.suspected()
+                || self
+                    .stream_at
+                    .is_some_and(|t| elapsed(now, t) < self.cfg.heartbeat.timeout))
+    }
+
     fn quorum(&self) -> usize {
         self.cfg.witnesses.quorum()
     }
 
     /// One input at `now`.
     pub fn step(&mut self, now: Nanos, input: Input) -> Actions<Action> {
+        // Replies may have gone until now (the daemon sends them between steps).
+        if self.may_send_alive(now) {
+            self.alive_ok_at = Some(now);
+        }
+        let out = self.step_input(now, input);
+        if self.may_send_alive(now) {
+            self.alive_ok_at = Some(now);
+        }
+        out
+    }
+
+    fn step_input(&mut self, now: Nanos, input: Input) -> Actions<Action> {
         let mut out = Actions::new();
         if self.state == State::Activated {
             return out;
@@ -516,11 +555,14 @@ impl StandbyCore {
                 if epoch >= self.epoch {
                     let fresh = StandbyCore::new(self.cfg.clone(), epoch, now, Some(ckpt));
                     let (seq, maintenance) = (self.query_seq, self.maintenance);
+                    let alive = self.alive_ok_at;
                     *self = fresh;
                     self.query_seq = seq;
                     self.maintenance = maintenance;
+                    self.alive_ok_at = alive;
                 }
             }
+            Input::StreamProgress => self.stream_at = Some(now),
             Input::Tick => {}
         }
         self.tick(now, &mut out);
@@ -974,6 +1016,14 @@ impl StandbyCore {
         let gate = self.last_ack_at.map_or(now, |t| {
             later(t, l.ack_lease.saturating_add(l.margin(l.ack_lease)))
         });
+        // Heartbeat replies stop now at the latest (the daemon sends them only while
+        // `may_send_alive`): the primary counts the last one as presence for `alive_window`
+        // from its arrival, so wait that out too, with its margin for the delivery.
+        let alive = self.cfg.alive_window();
+        let gate = match self.alive_ok_at {
+            Some(t) => gate.max(later(t, alive.saturating_add(l.margin(alive)))),
+            None => gate,
+        };
         let rule = match (stale, q.kind) {
             (true, _) => Rule::ForcedStale,
             (false, VoteKind::Switchover) => Rule::Switchover,
@@ -1205,8 +1255,12 @@ impl StandbyCore {
                 r.epoch == self.epoch && elapsed(now, *at) <= self.cfg.report_fresh
             })
         };
+        // Down, or a gray path (the application answers a fraction over a lossy path while the
+        // standby's host answers cleanly): either way clients are better served from here.
         let down = fresh()
-            .filter(|(r, _)| r.view.app == AppVerdict::Down && r.view.standby_host)
+            .filter(|(r, _)| {
+                matches!(r.view.app, AppVerdict::Down | AppVerdict::Lossy) && r.view.standby_host
+            })
             .count();
         let guest = fresh()
             .filter(|(r, _)| r.view.app == AppVerdict::GuestFailure)
@@ -1327,6 +1381,7 @@ impl StandbyCore {
                     app: v.view.app,
                     primary_host: v.view.primary_host,
                     standby_host: v.view.standby_host,
+                    rates: v.view.rates,
                     unprotected_after: v.unprotected_after,
                     age_ns: nanos_of(elapsed(now, *at)),
                 },
@@ -1337,6 +1392,7 @@ impl StandbyCore {
                     app: r.view.app,
                     primary_host: r.view.primary_host,
                     standby_host: r.view.standby_host,
+                    rates: r.view.rates,
                     unprotected_after: r.unprotected_after,
                     age_ns: nanos_of(elapsed(now, *at)),
                 },
@@ -1347,6 +1403,7 @@ impl StandbyCore {
                     app: AppVerdict::Unknown,
                     primary_host: false,
                     standby_host: false,
+                    rates: Rates::default(),
                     unprotected_after: None,
                     age_ns: 0,
                 },

@@ -149,6 +149,42 @@ fn check_refuses_what_cannot_work() {
             "app-down-failures",
             "an integer from 1 to 1000",
         ),
+        (
+            &[("standby-timeout", "0")],
+            "standby-timeout",
+            "at least 1ms",
+        ),
+        (
+            &[("standby-timeout", "19ms")],
+            "standby-timeout",
+            "at least two heartbeat periods (20ms)",
+        ),
+        (
+            &[("slow-standby", "sometimes")],
+            "slow-standby",
+            "wait (keep protection) or lease (availability)",
+        ),
+        (&[("rate-window", "0")], "rate-window", "at least 1ms"),
+        (
+            &[("gray-below", "0")],
+            "gray-below",
+            "an integer from 1 to 100",
+        ),
+        (
+            &[("clean-above", "101")],
+            "clean-above",
+            "an integer from 1 to 100",
+        ),
+        (
+            &[("gray-below", "95")],
+            "gray-below",
+            "at most clean-above (90)",
+        ),
+        (
+            &[("lossy-below", "95")],
+            "lossy-below",
+            "at most clean-above (90)",
+        ),
     ] {
         let mut c = Config::default();
         let e = c.set_many(pairs).expect_err(key);

@@ -12,6 +12,13 @@
 //! the primary daemon does not answer either (if the daemon answers, the guest itself failed and
 //! the replica is the same guest: F5). A switchover vote also needs the standby daemon reachable.
 //!
+//! A lossy path is not a hung guest (rule 6). Besides the last results, the witness keeps the
+//! share of probes answered over `rate-window`, per target. The application answering fewer than
+//! `gray-below` percent while the primary daemon misses pings too (below `lossy-below`: the
+//! path to that host is lossy) and the standby daemon answers cleanly (at least `clean-above`)
+//! is [`AppVerdict::Lossy`]: a switchover candidate, never a takeover. An application that
+//! answers nobody while its daemon answers everybody stays a guest failure.
+//!
 //! A witness's own stall is no evidence. When its daemon reports that its loop did not run for a
 //! while ([`Input::Stalled`]: SIGSTOP, a paused VM, a starved CPU), failures of probes that were
 //! running during the stall are discarded (they timed out because nobody looked), the failures
@@ -23,9 +30,10 @@ use core::time::Duration;
 
 use super::epoch::{compare, EpochOrder};
 use super::proto::{
-    AppVerdict, LeaseReply, LeaseRequest, ProbeClass, ProbeTarget, ProtectedNotice, RefuseReason,
-    Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
+    AppVerdict, LeaseReply, LeaseRequest, ProbeClass, ProbeTarget, ProtectedNotice, Rates,
+    RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
 };
+use super::rate::RateWindow;
 use super::{elapsed, emit, nanos_of, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
 
 /// An input to the witness core.
@@ -136,6 +144,8 @@ pub struct WitnessCore {
     grant: Option<Grant>,
     mark: Option<StaleMark>,
     views: [TargetView; 3],
+    /// Share of probes answered over `rate_window`, per target (the gray-path evidence).
+    rates: [RateWindow; 3],
 }
 
 impl WitnessCore {
@@ -156,7 +166,6 @@ impl WitnessCore {
     /// A witness that cannot have granted anything before (cluster bootstrap, simulator start).
     pub fn first_boot(cfg: Config, id: WitnessId, now: Nanos) -> WitnessCore {
         WitnessCore {
-            cfg,
             id,
             fresh_from: now,
             stalls: 0,
@@ -167,6 +176,8 @@ impl WitnessCore {
             grant: None,
             mark: None,
             views: [TargetView::default(); 3],
+            rates: core::array::from_fn(|_| RateWindow::new(cfg.rate_window)),
+            cfg,
         }
     }
 
@@ -248,6 +259,7 @@ impl WitnessCore {
             self.discarded = self.discarded.saturating_add(1);
             return;
         }
+        self.rates[target as usize].record(now, class == ProbeClass::Ok);
         let v = &mut self.views[target as usize];
         v.last = Some((now, class));
         if class == ProbeClass::Ok {
@@ -267,6 +279,10 @@ impl WitnessCore {
         self.fresh_from = self.fresh_from.max(now);
         for v in &mut self.views {
             v.fails = 0;
+        }
+        // Rates over the stall would count probes nobody watched: start the window again.
+        for r in &mut self.rates {
+            r.clear();
         }
     }
 
@@ -290,8 +306,46 @@ impl WitnessCore {
         self.cfg.host_fresh.saturating_sub(elapsed(now, heard))
     }
 
-    /// The application verdict, and for `Failing` how long until it could become `Down`.
+    /// The success rates over the rate window, percent.
+    pub fn rates(&self, now: Nanos) -> Rates {
+        let r = |t: ProbeTarget| self.rates[t as usize].rate(now);
+        Rates {
+            app: r(ProbeTarget::PrimaryApp),
+            primary: r(ProbeTarget::PrimaryHost),
+            standby: r(ProbeTarget::StandbyHost),
+        }
+    }
+
+    /// A gray path (rule 6): the application answers only a fraction of probes, the path to its
+    /// host is lossy (the primary daemon misses pings too), and the standby's host answers
+    /// cleanly. A guest that answers nobody while its daemon answers everybody is not this
+    /// (the daemon's path is clean), nor is a host that answers nothing at all (that is down).
+    fn gray(&self, now: Nanos) -> bool {
+        let r = self.rates(now);
+        let (Some(app), Some(primary), Some(standby)) = (r.app, r.primary, r.standby) else {
+            return false;
+        };
+        app < self.cfg.gray_below
+            && primary < self.cfg.lossy_below
+            && standby >= self.cfg.clean_above
+            && (app > 0 || primary > 0)
+    }
+
+    /// The application verdict, and for `Failing` how long until it could become `Down`. What
+    /// the last probes say, unless the rates say the path is gray (and the last probes do not
+    /// say the host is down).
     fn app(&self, now: Nanos) -> (AppVerdict, Duration) {
+        let base = self.app_now(now);
+        match base.0 {
+            AppVerdict::Up | AppVerdict::Failing | AppVerdict::GuestFailure if self.gray(now) => {
+                (AppVerdict::Lossy, Duration::ZERO)
+            }
+            _ => base,
+        }
+    }
+
+    /// The application verdict from the last probes alone.
+    fn app_now(&self, now: Nanos) -> (AppVerdict, Duration) {
         let v = &self.views[ProbeTarget::PrimaryApp as usize];
         let Some((_, class)) = v.last else {
             return (AppVerdict::Unknown, Duration::ZERO);
@@ -328,6 +382,7 @@ impl WitnessCore {
             app: self.app(now).0,
             primary_host: self.host_reachable(now, ProbeTarget::PrimaryHost),
             standby_host: self.host_reachable(now, ProbeTarget::StandbyHost),
+            rates: self.rates(now),
         }
     }
 
@@ -357,6 +412,9 @@ impl WitnessCore {
                 self.mark = None;
             }
             self.views = [TargetView::default(); 3];
+            for r in &mut self.rates {
+                r.clear();
+            }
         }
     }
 
@@ -425,7 +483,12 @@ impl WitnessCore {
             (AppVerdict::Up, _) => return Verdict::Refuse(R::PrimaryAnswers),
             (AppVerdict::Failing, wait) => return Verdict::Refuse(R::NotYet(wait)),
             (AppVerdict::GuestFailure, _) => return Verdict::Refuse(R::GuestFailure),
-            (AppVerdict::Down, _) => {}
+            // A gray path is a reason to switch over, never to take over: the primary still
+            // answers some of its clients.
+            (AppVerdict::Lossy, _) if r.kind == VoteKind::Takeover => {
+                return Verdict::Refuse(R::PrimaryAnswers)
+            }
+            (AppVerdict::Lossy | AppVerdict::Down, _) => {}
         }
         if r.kind == VoteKind::Switchover && !self.host_reachable(now, ProbeTarget::StandbyHost) {
             return Verdict::Refuse(R::StandbyUnreachable);

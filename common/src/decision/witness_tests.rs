@@ -578,3 +578,7 @@ fn an_operator_vote_needs_no_failure_but_keeps_the_lease_rules() {
         Verdict::Refuse(RefuseReason::Promised(Epoch(2)))
     );
 }
+
+/// Success rates over a window (issue 12).
+#[path = "witness_rate_tests.rs"]
+mod rates;

@@ -31,9 +31,10 @@
 //! appears in the action's canonical text (see [`hsb_common::decision::record`]); `at=T`, `at<=T`, `at>=T` check the
 //! action's time. Every action with evidence must also round-trip through its JSON line.
 //!
-//! Checks: standby `state`, `epoch`, `replica`, `suspected`, `may-ack`; primary `mode`,
-//! `may-release`, `epoch`, `last-acked`; witness `epoch-seen`, `app`, `primary-host`,
-//! `standby-host`, `busy`.
+//! Checks: standby `state`, `epoch`, `replica`, `suspected`, `may-ack`, `may-send-alive`; primary `mode`,
+//! `may-release`, `epoch`, `last-acked`, `standby-present`, `standby-lost`; witness `epoch-seen`, `app`,
+//! `primary-host`, `standby-host`, `busy`, `app-rate`, `primary-rate`, `standby-rate` (percent
+//! or `none`).
 
 use core::fmt;
 use core::time::Duration;
@@ -453,9 +454,9 @@ fn input_tokens(case: &Case, n: usize, text: &str) -> Result<(String, Vec<String
 }
 
 enum Core {
-    Standby(StandbyCore),
-    Primary(PrimaryAuthority),
-    Witness(WitnessCore),
+    Standby(Box<StandbyCore>),
+    Primary(Box<PrimaryAuthority>),
+    Witness(Box<WitnessCore>),
 }
 
 struct Stream {
@@ -493,15 +494,22 @@ pub struct RunSummary {
 pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
     let cfg = case.config.clone();
     let core = match case.role {
-        Role::Standby => {
-            Core::Standby(StandbyCore::new(cfg, case.epoch, Nanos::ZERO, case.replica))
-        }
-        Role::Primary => Core::Primary(PrimaryAuthority::new(cfg, case.epoch, Nanos::ZERO)),
-        Role::Witness => Core::Witness(if case.restarted {
+        Role::Standby => Core::Standby(Box::new(StandbyCore::new(
+            cfg,
+            case.epoch,
+            Nanos::ZERO,
+            case.replica,
+        ))),
+        Role::Primary => Core::Primary(Box::new(PrimaryAuthority::new(
+            cfg,
+            case.epoch,
+            Nanos::ZERO,
+        ))),
+        Role::Witness => Core::Witness(Box::new(if case.restarted {
             WitnessCore::new(cfg, case.witness, Nanos::ZERO, None)
         } else {
             WitnessCore::first_boot(cfg, case.witness, Nanos::ZERO)
-        }),
+        })),
     };
     let mut r = Runner {
         case,
@@ -765,6 +773,7 @@ impl Runner<'_> {
 
     fn check(&self, line: usize, key: &str, want: &str) -> Result<(), CaseFailure> {
         let now = self.now;
+        let rate = |r: Option<u8>| r.map_or("none".into(), |r| r.to_string());
         let got: Option<String> = match &self.core {
             Core::Standby(c) => match key {
                 "state" => Some(c.state().name().into()),
@@ -772,6 +781,7 @@ impl Runner<'_> {
                 "replica" => Some(c.replica().map_or("none".into(), |r| r.to_string())),
                 "suspected" => Some(c.detector().suspected().to_string()),
                 "may-ack" => Some(c.may_ack().to_string()),
+                "may-send-alive" => Some(c.may_send_alive(now).to_string()),
                 _ => None,
             },
             Core::Primary(c) => match key {
@@ -779,6 +789,8 @@ impl Runner<'_> {
                 "may-release" => Some(c.may_release_output(now).to_string()),
                 "epoch" => Some(c.epoch().to_string()),
                 "last-acked" => Some(c.last_acked().to_string()),
+                "standby-present" => Some(c.standby_present(now).to_string()),
+                "standby-lost" => Some(c.standby_lost(now).to_string()),
                 _ => None,
             },
             Core::Witness(c) => match key {
@@ -787,6 +799,9 @@ impl Runner<'_> {
                 "primary-host" => Some(c.view(now).primary_host.to_string()),
                 "standby-host" => Some(c.view(now).standby_host.to_string()),
                 "busy" => Some((!c.busy_for(now).is_zero()).to_string()),
+                "app-rate" => Some(rate(c.rates(now).app)),
+                "primary-rate" => Some(rate(c.rates(now).primary)),
+                "standby-rate" => Some(rate(c.rates(now).standby)),
                 _ => None,
             },
         };

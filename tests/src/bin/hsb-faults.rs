@@ -1,6 +1,6 @@
 //! `just faults`: every fault of the suite under the client-oriented policy and the
 //! heartbeat-only baseline, on network namespaces; prints a markdown table and writes
-//! `target/faults/report.{md,json}`.
+//! `target/faults/report.{md,json}`. `hsb-faults F13 F14-50` runs only those.
 
 use std::process::ExitCode;
 
@@ -16,13 +16,53 @@ fn main() -> ExitCode {
             ExitCode::from(77)
         };
     }
-    // `hsb-faults F5 F8`: only those faults (every variant of each), both policies.
+    // `hsb-faults --bench-link [seconds]`: BENCHMARKS.md's shaped replication link table.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "--bench-link") {
+        // `--bench-link SECONDS MBIT PAGES`: one row only.
+        let secs = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(20);
+        let mut cases = vec![
+            (0, 2_000),
+            (100, 2_000),
+            (10, 2_000),
+            (0, 50_000),
+            (100, 50_000),
+            (10, 50_000),
+        ];
+        if let (Some(m), Some(p)) = (
+            args.get(2).and_then(|s| s.parse().ok()),
+            args.get(3).and_then(|s| s.parse().ok()),
+        ) {
+            cases = vec![(m, p)];
+        }
+        let mut rows = vec![];
+        for (mbit, pages) in cases {
+            eprintln!("shaped link: {mbit} Mbit/s, {pages} pages/s, {secs} s");
+            match hsb_tests::faults::shaped_link_bench(mbit, pages, secs) {
+                Ok(r) => rows.push(r),
+                Err(e) => {
+                    eprintln!("shaped link {mbit} Mbit/s: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        print!("{}", hsb_tests::faults::link_bench_markdown(&rows));
+        return ExitCode::SUCCESS;
+    }
+    // `hsb-faults F5 F8`: only those faults (every variant of each), both policies; `F14`
+    // runs F14-20, F14-50 and F14-80, `F14-50` that one.
     let only: Vec<String> = std::env::args().skip(1).collect();
     let mut outcomes = vec![];
     let mut failed: Vec<String> = vec![];
     for fault in Fault::ALL {
         let number = fault.name().split(' ').next().unwrap_or_default();
-        if !only.is_empty() && !only.iter().any(|o| o == number) {
+        let named = |o: &String| {
+            number == o
+                || number
+                    .strip_prefix(o.as_str())
+                    .is_some_and(|rest| rest.starts_with('-'))
+        };
+        if !only.is_empty() && !only.iter().any(named) {
             continue;
         }
         for policy in ["client-oriented", "heartbeat-only"] {

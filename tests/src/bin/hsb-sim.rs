@@ -3,14 +3,15 @@
 //! ```text
 //! hsb-sim [--seeds N] [--first-seed S] [--fault F2] [--policy heartbeat-only]   # sweep, markdown
 //! hsb-sim --fault F2 --policy heartbeat-only --seed 1234 [--trace]              # one run, exactly
+//! hsb-sim --fault F13 --set slow-standby=lease                                  # another setting
 //! ```
 
 use std::process::ExitCode;
 
 use hsb_common::decision::Policy;
-use hsb_tests::sim::{run_one, run_sweep, Fault, Outcome};
+use hsb_tests::sim::{run_one_with, run_sweep_with, sim_config, Fault, Outcome};
 
-const USAGE: &str = "usage: hsb-sim [--seeds N] [--first-seed S] [--fault F1..F12] [--policy client-oriented|heartbeat-only|ping-node] [--seed S [--trace]]";
+const USAGE: &str = "usage: hsb-sim [--seeds N] [--first-seed S] [--fault F1..F14-80] [--policy client-oriented|heartbeat-only|ping-node] [--seed S [--trace]] [--set key=value]...";
 
 fn main() -> ExitCode {
     let mut seeds = 100u64;
@@ -19,6 +20,7 @@ fn main() -> ExitCode {
     let mut policies: Vec<Policy> = Policy::ALL.to_vec();
     let mut one: Option<u64> = None;
     let mut trace = false;
+    let mut sets: Vec<(String, String)> = vec![];
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut value = |what: &str| match args.next() {
@@ -41,10 +43,10 @@ fn main() -> ExitCode {
                     .map(|n| one = Some(n))
                     .map_err(|_| format!("--seed {v}: not a number"))
             }),
-            "--fault" => value("F1..F12").and_then(|v| {
-                Fault::parse(&v)
-                    .map(|f| faults = vec![f])
-                    .ok_or(format!("--fault {v}: expected F1..F12"))
+            "--fault" => value("F1..F12, F13, F14-20, F14-50 or F14-80").and_then(|v| {
+                Fault::parse(&v).map(|f| faults = vec![f]).ok_or(format!(
+                    "--fault {v}: expected F1..F12, F13, F14-20, F14-50 or F14-80"
+                ))
             }),
             "--policy" => value("a policy").and_then(|v| {
                 Policy::parse(&v).map(|p| policies = vec![p]).ok_or(format!(
@@ -55,6 +57,13 @@ fn main() -> ExitCode {
                 trace = true;
                 Ok(())
             }
+            "--set" => value("key=value").and_then(|v| match v.split_once('=') {
+                Some((k, val)) => {
+                    sets.push((k.to_string(), val.to_string()));
+                    Ok(())
+                }
+                None => Err(format!("--set {v}: expected key=value")),
+            }),
             "-h" | "--help" => {
                 println!("{USAGE}");
                 return ExitCode::SUCCESS;
@@ -66,11 +75,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
+    let sets: Vec<(&str, &str)> = sets.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     if let Some(seed) = one {
         let mut bad = false;
         for &f in &faults {
             for &p in &policies {
-                let r = run_one(f, p, seed, trace);
+                let mut cfg = sim_config(p);
+                if let Err(e) = cfg.set_many(&sets) {
+                    eprintln!("hsb-sim: --set: {e}");
+                    return ExitCode::from(2);
+                }
+                let r = run_one_with(f, cfg, seed, trace);
                 for l in &r.trace {
                     println!("{l}");
                 }
@@ -96,8 +111,27 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let report = run_sweep(&faults, &policies, first..first.saturating_add(seeds));
-    println!("## hsb-sim: {seeds} seeds from {first} per fault and policy\n");
+    let report = match run_sweep_with(
+        &faults,
+        &policies,
+        first..first.saturating_add(seeds),
+        &sets,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hsb-sim: --set: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let with: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!(
+        "## hsb-sim: {seeds} seeds from {first} per fault and policy{}\n",
+        if with.is_empty() {
+            String::new()
+        } else {
+            format!(", with {}", with.join(" "))
+        }
+    );
     print!("{}", report.to_markdown());
     let co_bad = report
         .rows

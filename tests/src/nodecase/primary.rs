@@ -5,7 +5,7 @@
 //! `reserved ok=B upto=C`, `suspended`, `suspend-failed`, `fence-done [suspended=B]
 //! [hard-paused=B]`, `paused-outright ok=B`, `captured ckpt=C`, `capture-failed`; datagrams:
 //! `lease w=W req=R verdict=V ...` (a witness's lease reply), `fence-request [epoch=E]` (the
-//! standby's), `maintenance [on=B]` (the standby's notice), `ping [w=W] [nonce=N]` (a
+//! standby's), `standby-alive [applied=C] heard=H stream=S` (its heartbeat reply), `maintenance [on=B]` (the standby's notice), `ping [w=W] [nonce=N]` (a
 //! witness's).
 //!
 //! Answered (unless `answer off`): a reservation is written, a suspend reaches its point, a
@@ -229,6 +229,24 @@ impl PrimaryDriver {
                             id: u32::from(r.witness),
                         },
                         Dgram::LeaseReply(r),
+                    ),
+                    AnyInput::Primary(PInput::StandbyAlive {
+                        epoch,
+                        applied,
+                        heard,
+                        stream,
+                    }) => self.datagram(
+                        "10.0.0.2:7002",
+                        Sender {
+                            role: Role::Standby,
+                            id: 1,
+                        },
+                        Dgram::StandbyAlive {
+                            epoch,
+                            applied,
+                            heard,
+                            stream,
+                        },
                     ),
                     AnyInput::Primary(PInput::FenceRequest { epoch }) => self.datagram(
                         "10.0.0.2:7001",

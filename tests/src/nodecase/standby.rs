@@ -133,7 +133,10 @@ impl StandbyDriver {
                 }
             }
             "confirmed" => Event::Confirmed { slot: slot(f)? },
-            "heard" => Event::Heard { slot: slot(f)? },
+            "heard" => Event::Heard {
+                slot: slot(f)?,
+                bytes: f.u64_or("bytes", 0).map_err(s)?,
+            },
             "applied" => Event::Applied {
                 slot: slot(f)?,
                 ckpt: f.u64("ckpt").map_err(s)?,

@@ -384,7 +384,7 @@ impl Host {
                 }
                 match p {
                     Proc::Primary(s) => s.on_dgram(me, sh, &mut self.disk, from, &bytes),
-                    Proc::Standby(s) => s.on_dgram(me, sh, &mut self.disk, from, &bytes),
+                    Proc::Standby(s) => s.on_dgram(me, sh, &mut self.disk, (from, to), &bytes),
                     Proc::Down => {}
                 }
             }

@@ -105,10 +105,16 @@ fn world_seed(fault: Fault, seed: u64) -> u64 {
 /// Run `fault` under `policy` with `seed`. The scenario depends on (fault, seed) only, so every
 /// policy faces the same fault.
 pub fn run_one(fault: Fault, policy: Policy, seed: u64, trace: bool) -> RunResult {
+    run_one_with(fault, sim_config(policy), seed, trace)
+}
+
+/// [`run_one`] with another decision configuration (e.g. `slow-standby = lease`).
+pub fn run_one_with(fault: Fault, cfg: Config, seed: u64, trace: bool) -> RunResult {
+    let policy = cfg.policy;
     let s = world_seed(fault, seed);
     let mut rng = SplitMix64::new(s);
     let plan = scenario::plan(fault, WITNESSES, &mut rng);
-    let mut world = World::new(sim_config(policy), WITNESSES, rng.next_u64(), trace);
+    let mut world = World::new(cfg, WITNESSES, rng.next_u64(), trace);
     let mut serving_at_check = Vec::new();
     let mut events = plan.events.clone();
     events.sort_by_key(|e| e.0);
@@ -171,6 +177,20 @@ fn judge(
         Expect::OneServes => {
             if serving.len() != 1 {
                 missed.push(format!("{} copies serving at the end", serving.len()));
+            }
+        }
+        Expect::SwitchoverOnce => {
+            let before: Vec<&Activation> = f
+                .activations
+                .iter()
+                .filter(|a| a.ms < plan.check_ms)
+                .collect();
+            if !b_activated {
+                missed.push("no switchover".to_string());
+            } else if before.len() > 1 {
+                wrong.push(format!("{} activations (flapping)", before.len()));
+            } else if !before.iter().all(|a| a.rule.contains("rule6:switchover")) {
+                missed.push(format!("not a switchover: {}", before[0].rule));
             }
         }
         Expect::Majority { b_side } => {
@@ -338,6 +358,18 @@ pub fn run_sweep(
     policies: &[Policy],
     seeds: std::ops::Range<u64>,
 ) -> SweepReport {
+    run_sweep_with(faults, policies, seeds, &[])
+        .expect("the simulator's own configuration is valid")
+}
+
+/// [`run_sweep`] with decision keys set on top of [`sim_config`] (e.g. `slow-standby=lease`,
+/// to see what a rule changes); an invalid key or value is an error.
+pub fn run_sweep_with(
+    faults: &[Fault],
+    policies: &[Policy],
+    seeds: std::ops::Range<u64>,
+    sets: &[(&str, &str)],
+) -> Result<SweepReport, hsb_common::decision::ConfigError> {
     let mut rows = Vec::new();
     for &fault in faults {
         for &policy in policies {
@@ -354,8 +386,10 @@ pub fn run_sweep(
                 lost: 0,
                 failing: Vec::new(),
             };
+            let mut cfg = sim_config(policy);
+            cfg.set_many(sets)?;
             for seed in seeds.clone() {
-                let r = run_one(fault, policy, seed, false);
+                let r = run_one_with(fault, cfg.clone(), seed, false);
                 row.runs += 1;
                 match r.outcome {
                     Outcome::Correct => row.correct += 1,
@@ -376,8 +410,8 @@ pub fn run_sweep(
             rows.push(row);
         }
     }
-    SweepReport {
+    Ok(SweepReport {
         rows,
         seeds: seeds.end.saturating_sub(seeds.start),
-    }
+    })
 }

@@ -4,6 +4,11 @@
 //! delays them by a retransmission timeout instead of losing them, and a segment that cannot be
 //! delivered (a cut link, a host that is down) blocks its direction and is retransmitted with
 //! exponential backoff, as TCP does, until it gets through.
+//!
+//! A link can also be shaped (a slow replication link, htb in the fault suite): one FIFO at a
+//! bandwidth, so a checkpoint takes a while to cross and whatever is sent behind it (heartbeats
+//! too) waits for it. Its bytes arrive as they cross (a [`Seg::Part`] every few milliseconds),
+//! the checkpoint itself at the end; the sender's socket takes the next one only then.
 
 use std::cmp::Ordering;
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -147,8 +152,13 @@ pub struct Net {
     /// Extra jitter (ns) per directed link.
     jitter: HashMap<(Ep, Ep), u64>,
     fifos: HashMap<(u64, u8), Fifo>,
+    /// Shaped links: time (ns) a checkpoint takes to cross, and when the link is free again.
+    shaped: HashMap<(Ep, Ep), (u64, u64)>,
     rng: SplitMix64,
 }
+
+/// On a shaped link, a checkpoint's bytes are seen arriving this often (ns).
+pub const BYTES_EVERY_NS: u64 = 5_000_000;
 
 impl Net {
     /// An empty network with its own random stream.
@@ -160,6 +170,7 @@ impl Net {
             loss: HashMap::new(),
             jitter: HashMap::new(),
             fifos: HashMap::new(),
+            shaped: HashMap::new(),
             rng: SplitMix64::new(seed ^ 0x6e65_7477_6f72_6b00),
         }
     }
@@ -196,11 +207,29 @@ impl Net {
         }
     }
 
-    /// Undo every cut and degradation (segments waiting for a retransmission still wait for it).
+    /// Shape `a → b`: a checkpoint takes `ckpt_ns` to cross; everything queues behind it.
+    pub fn shape(&mut self, a: Ep, b: Ep, ckpt_ns: u64) {
+        self.shaped.insert((a, b), (ckpt_ns, 0));
+    }
+
+    /// Undo every cut, degradation and shaping (segments waiting for a retransmission still
+    /// wait for it).
     pub fn heal(&mut self) {
         self.cut.clear();
         self.loss.clear();
         self.jitter.clear();
+        self.shaped.clear();
+    }
+
+    /// On a shaped `from → to`: when a message sent now starts to cross, and when it has
+    /// crossed (a checkpoint takes the link's time, anything else none); the link is busy until
+    /// then.
+    fn shaping(&mut self, now: u64, from: Ep, to: Ep, checkpoint: bool) -> Option<(u64, u64)> {
+        let (ckpt_ns, free) = self.shaped.get(&(from, to)).copied()?;
+        let start = free.max(now);
+        let end = start + if checkpoint { ckpt_ns } else { 0 };
+        self.shaped.insert((from, to), (ckpt_ns, end));
+        Some((start, end))
     }
 
     fn delay(&mut self, from: Ep, to: Ep) -> u64 {
@@ -219,12 +248,42 @@ impl Net {
         if loss > 0 && self.rng.below(1000) < loss {
             return;
         }
-        self.push(now + delay, from, to, msg, None);
+        let at = self
+            .shaping(now, from, to, false)
+            .map_or(now, |(_, end)| end);
+        self.push(at + delay, from, to, msg, None);
     }
 
     /// Send a TCP segment: after everything sent before it in its direction, later by a
-    /// retransmission timeout per loss on a lossy link.
-    pub fn send_stream(&mut self, now: u64, from: Ep, to: Ep, tag: StreamTag, msg: Msg) {
+    /// retransmission timeout per loss on a lossy link, behind what a shaped link still
+    /// carries. Returns when the sender's socket has handed all of it to the link (later than
+    /// `now` only on a shaped link).
+    pub fn send_stream(&mut self, now: u64, from: Ep, to: Ep, tag: StreamTag, msg: Msg) -> u64 {
+        let checkpoint = matches!(
+            msg,
+            Msg::Tcp {
+                seg: Seg::Checkpoint { .. },
+                ..
+            }
+        );
+        let (start, end) = self
+            .shaping(now, from, to, checkpoint)
+            .unwrap_or((now, now));
+        let mut t = start + BYTES_EVERY_NS;
+        while t < end {
+            // Its bytes, seen arriving as they cross.
+            let part = Msg::Tcp {
+                conn: tag.conn,
+                seg: Seg::Part,
+            };
+            self.stream_at(t, from, to, tag, part);
+            t += BYTES_EVERY_NS;
+        }
+        self.stream_at(end, from, to, tag, msg);
+        end
+    }
+
+    fn stream_at(&mut self, now: u64, from: Ep, to: Ep, tag: StreamTag, msg: Msg) {
         let mut at = now + self.delay(from, to);
         let loss = self.loss.get(&(from, to)).copied().unwrap_or(0);
         let mut tries = 0;

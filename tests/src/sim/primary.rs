@@ -57,6 +57,8 @@ pub(crate) struct PrimarySide {
     incarnation: u64,
     /// The loop sleeps until this.
     wake: Nanos,
+    /// A checkpoint being written is all written at this simulated time.
+    sent_at: Option<u64>,
 }
 
 impl PrimarySide {
@@ -78,6 +80,7 @@ impl PrimarySide {
             exec: None,
             incarnation,
             wake: Nanos::ZERO,
+            sent_at: None,
         }
     }
 
@@ -92,8 +95,13 @@ impl PrimarySide {
         if let Some(seg) = self.staged.take() {
             if let Some((c, _)) = self.conn {
                 let now = sh.now();
-                sh.conns.send(&mut sh.net, now, c, 0, seg);
-                self.feed(me, sh, disk, Event::Sent);
+                let taken = sh.conns.send(&mut sh.net, now, c, 0, seg);
+                if taken <= now {
+                    self.feed(me, sh, disk, Event::Sent);
+                } else {
+                    // A shaped link: the socket takes the rest as the link carries it.
+                    self.sent_at = Some(taken);
+                }
             }
         }
     }
@@ -138,6 +146,7 @@ impl PrimarySide {
                     sh.conns.close(&mut sh.net, now, c, 0);
                 }
                 self.staged = None;
+                self.sent_at = None;
                 sh.note(me.host, || format!("replication ended: {why}"));
             }
             Effect::Reserve(st) => {
@@ -356,6 +365,13 @@ impl PrimarySide {
     /// The loop's turn: a tick after I/O or once the deadline it slept until has come; then
     /// it sleeps until the node's next deadline.
     pub fn tick(&mut self, me: Me, sh: &mut Shared, disk: &mut Option<NodeState>, io: bool) {
+        let mut io = io;
+        if self.sent_at.is_some_and(|t| t <= sh.now()) {
+            // The socket was writable again: the rest of the checkpoint written.
+            self.sent_at = None;
+            io = true;
+            self.feed(me, sh, disk, Event::Sent);
+        }
         let due = woken(me.local, self.wake);
         if io || due.is_some() {
             let me = Me {

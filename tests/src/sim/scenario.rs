@@ -43,11 +43,19 @@ pub enum Fault {
     F11,
     /// Healing after one of F1-F10.
     F12,
+    /// A slow replication link (issue 12), then a primary crash.
+    F13,
+    /// A gray client path: 20% loss between the witnesses (clients) and the primary's host.
+    F14L20,
+    /// The same at 50%.
+    F14L50,
+    /// The same at 80%.
+    F14L80,
 }
 
 impl Fault {
     /// All faults, in order.
-    pub const ALL: [Fault; 12] = [
+    pub const ALL: [Fault; 16] = [
         Fault::F1,
         Fault::F2,
         Fault::F3,
@@ -60,16 +68,21 @@ impl Fault {
         Fault::F10,
         Fault::F11,
         Fault::F12,
+        Fault::F13,
+        Fault::F14L20,
+        Fault::F14L50,
+        Fault::F14L80,
     ];
 
-    /// `F1` ... `F12`.
+    /// `F1` ... `F12`, `F13`, `F14-20`, `F14-50`, `F14-80`.
     pub fn name(self) -> &'static str {
         [
-            "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "F10", "F11", "F12",
+            "F1", "F2", "F3", "F4", "F5", "F6", "F7", "F8", "F9", "F10", "F11", "F12", "F13",
+            "F14-20", "F14-50", "F14-80",
         ][self as usize]
     }
 
-    /// From `F1` ... `F12` (case-insensitive).
+    /// From its name (case-insensitive).
     pub fn parse(s: &str) -> Option<Fault> {
         Fault::ALL
             .into_iter()
@@ -91,6 +104,10 @@ impl Fault {
             Fault::F10 => "30% heartbeat loss, 10% client-path loss, jitter: no flap, no false failover",
             Fault::F11 => "wall clocks stepped by up to an hour, then a primary crash: same decision",
             Fault::F12 => "heal after a random F1-F10: one active copy, the other replicating again",
+            Fault::F13 => "slow replication link (a checkpoint takes 100-400ms to cross), then a primary crash: protection kept, fail over, nothing acknowledged lost",
+            Fault::F14L20 => "gray client path, 20% loss between witnesses and the primary's host: stay",
+            Fault::F14L50 => "gray client path, 50% loss between witnesses and the primary's host: one switchover",
+            Fault::F14L80 => "gray client path, 80% loss between witnesses and the primary's host: one switchover",
         }
     }
 }
@@ -108,6 +125,8 @@ pub(crate) enum Ev {
     CutBoth(Ep, Ep),
     CutOne(Ep, Ep),
     Degrade(Ep, Ep, u64, u64),
+    /// Shape `a → b`: a checkpoint takes this many ms to cross.
+    Shape(Ep, Ep, u64),
     Pause(u8, u64),
     Hang(bool),
     WallSteps,
@@ -129,6 +148,8 @@ pub(crate) enum Expect {
     OneServes,
     /// The side with the witness majority serves.
     Majority { b_side: bool },
+    /// Host B takes over by a coordinated switchover (rule 6), exactly once.
+    SwitchoverOnce,
 }
 
 /// A seeded scenario.
@@ -259,6 +280,36 @@ pub(crate) fn plan(fault: Fault, witnesses: u8, rng: &mut SplitMix64) -> Plan {
             p.events.push((t + 40, Ev::WallSteps));
             p.expect = Expect::Failover;
         }
+        Fault::F13 => {
+            let cross = 100 + rng.below(301);
+            let crash = t + 600 + rng.below(1001);
+            p.events.push((t, Ev::Shape(a, b, cross)));
+            p.events.push((crash, Ev::Crash(0)));
+            p.end_ms = crash + 1_500;
+            p.check_ms = p.end_ms - 1;
+            p.variant = format!(
+                "checkpoint crosses in {cross}ms, crash after {}ms",
+                crash - t
+            );
+            p.expect = Expect::Failover;
+        }
+        Fault::F14L20 | Fault::F14L50 | Fault::F14L80 => {
+            let loss = match fault {
+                Fault::F14L20 => 200,
+                Fault::F14L50 => 500,
+                _ => 800,
+            };
+            for w in all_witnesses(witnesses) {
+                p.events.push((t, Ev::Degrade(a, w, loss, 0)));
+            }
+            p.end_ms = t + 4_000;
+            p.check_ms = p.end_ms - 1;
+            p.expect = if loss < 500 {
+                Expect::Stay
+            } else {
+                Expect::SwitchoverOnce
+            };
+        }
         Fault::F12 => {
             let base = Fault::ALL[rng.below(10) as usize];
             let mut inner = plan(base, witnesses, rng);
@@ -293,6 +344,12 @@ pub(crate) fn apply(world: &mut World, ev: &Ev, rng: &mut SplitMix64) {
                     loss / 10,
                     jitter / 1_000_000
                 )
+            });
+        }
+        Ev::Shape(x, y, ms) => {
+            world.net().shape(*x, *y, ms * 1_000_000);
+            world.note("net", || {
+                format!("{x:?} -> {y:?}: shaped, a checkpoint crosses in {ms}ms")
             });
         }
         Ev::Pause(n, ms) => world.pause(*n, *ms),

@@ -7,17 +7,19 @@
 
 use std::time::Duration;
 
+use hsb_common::datagram::{Dest, Sender};
 use hsb_common::decision::standby::State;
 use hsb_common::frame::{FrameError, Kind};
 use hsb_common::msg;
 use hsb_common::node_state::NodeState;
 use hsb_common::time::Nanos;
+use hsb_common::wire::Dgram;
 use hsb_standby::node::{Effect, Event, StandbyNode, SLOTS};
 use hsb_standby::slots::Stage;
 
 use super::host::{woken, Endpoint, Exec, Me};
 use super::net::{Ep, Msg};
-use super::setup::{host_addr, node_name, DGRAM_PORT, PAGES};
+use super::setup::{host_addr, node_name, DGRAM_PORT, HB_PORT, PAGES};
 use super::tcp::Seg;
 use super::world::{Activation, Shared};
 
@@ -41,6 +43,11 @@ pub(crate) struct StandbySide {
     pub exec: Option<Exec>,
     /// The loop sleeps until this (without failover, until I/O).
     wake: Option<Nanos>,
+    /// Bytes read on each slot's connection.
+    received: [u64; SLOTS],
+    /// Where the primary's heartbeats come from (its address and who it is): the heartbeat
+    /// replies go back the same way.
+    heartbeat_from: Option<(std::net::SocketAddr, Sender)>,
 }
 
 impl StandbySide {
@@ -56,6 +63,8 @@ impl StandbySide {
             closing: Vec::new(),
             exec: None,
             wake: Some(Nanos::ZERO),
+            received: [0; SLOTS],
+            heartbeat_from: None,
         }
     }
 
@@ -129,6 +138,7 @@ impl StandbySide {
             Effect::Take { slot } => {
                 if let Some(w) = self.wires.get_mut(slot) {
                     *w = self.incoming.take();
+                    self.received[slot] = 0;
                 }
             }
             Effect::Close { slot, .. } => {
@@ -205,6 +215,12 @@ impl StandbySide {
                 })
             }
             Effect::FenceReplica | Effect::UnfenceReplica => {}
+            Effect::HeartbeatReply { msg } => {
+                if let Some((to, who)) = self.heartbeat_from {
+                    let from = host_addr(me.host, HB_PORT);
+                    self.ep.send(sh, from, to, Some(Dest::node(who)), &msg);
+                }
+            }
             Effect::Send { to, dest, msg } => {
                 self.ep
                     .send(sh, host_addr(me.host, DGRAM_PORT), to, Some(dest), &msg)
@@ -267,15 +283,19 @@ impl StandbySide {
             return self.run(me, sh, disk, ev);
         }
         let stage = self.node.slot(slot).map(|s| s.stage);
+        if stage == Some(Stage::Live) {
+            self.received[slot] = self.received[slot].wrapping_add(seg.bytes());
+            let bytes = self.received[slot];
+            self.run(me, sh, disk, Event::Heard { slot, bytes });
+        }
         let ev = match (stage, seg) {
-            (None | Some(Stage::Closing), _) => return,
+            (None | Some(Stage::Closing), _) | (Some(Stage::Live), Seg::Part) => return,
             (Some(Stage::AwaitHello), Seg::Hello(hello)) => Event::Hello {
                 slot,
                 hello: *hello,
             },
             (Some(Stage::Admitted), Seg::Confirm) => Event::Confirmed { slot },
             (Some(Stage::Live), Seg::Checkpoint { ckpt, full, state }) => {
-                self.run(me, sh, disk, Event::Heard { slot });
                 match self.receive(slot, ckpt, full) {
                     Ok(()) => {
                         self.replica = Some((ckpt, state));
@@ -353,16 +373,19 @@ impl StandbySide {
         self.run(me, sh, disk, ev);
     }
 
-    /// A datagram for one of this daemon's sockets.
+    /// A datagram for one of this daemon's sockets (`to`).
     pub fn on_dgram(
         &mut self,
         me: Me,
         sh: &mut Shared,
         disk: &mut Option<NodeState>,
-        from: std::net::SocketAddr,
+        (from, to): (std::net::SocketAddr, std::net::SocketAddr),
         bytes: &[u8],
     ) {
         if let Some((env, msg)) = self.ep.open(bytes) {
+            if to.port() == HB_PORT && matches!(msg, Dgram::Heartbeat { .. }) {
+                self.heartbeat_from = Some((from, env.from));
+            }
             self.run(me, sh, disk, Event::Datagram { from, env, msg });
         }
     }

@@ -42,6 +42,8 @@ pub enum Seg {
         /// Why.
         reason: String,
     },
+    /// Part of a checkpoint crossing a shaped link (the receiver sees its bytes arrive).
+    Part,
     /// A checkpoint: its number, whether it is a full synchronisation, and the guest's state
     /// (its history length) at the capture.
     Checkpoint {
@@ -59,6 +61,19 @@ pub enum Seg {
         /// Its epoch.
         epoch: Epoch,
     },
+}
+
+impl Seg {
+    /// Its size on the wire, roughly (the receiver counts the bytes it reads).
+    pub fn bytes(&self) -> u64 {
+        match self {
+            Seg::Syn | Seg::SynAck | Seg::Fin => 0,
+            Seg::Part => 64 * 1024,
+            Seg::Checkpoint { full: true, .. } => super::setup::PAGES * 4096,
+            Seg::Checkpoint { .. } => 4096,
+            _ => 128,
+        }
+    }
 }
 
 /// One end of a connection.
@@ -136,16 +151,17 @@ impl Conns {
         (0..2).find(|&i| c.ends[i].is_some_and(|e| e.host == host))
     }
 
-    /// Send `seg` from side `side` of `id` (if that end is open).
-    pub fn send(&mut self, net: &mut Net, now: u64, id: u64, side: usize, seg: Seg) {
+    /// Send `seg` from side `side` of `id` (if that end is open): when the sender's socket
+    /// has handed all of it to the link (see [`Net::send_stream`]).
+    pub fn send(&mut self, net: &mut Net, now: u64, id: u64, side: usize, seg: Seg) -> u64 {
         let Some(c) = self.map.get(&id) else {
-            return;
+            return now;
         };
         let (Some(me), Some(peer)) = (c.ends[side], c.ends[1 - side]) else {
-            return;
+            return now;
         };
         if !me.open {
-            return;
+            return now;
         }
         let tag = StreamTag {
             conn: id,
@@ -158,12 +174,12 @@ impl Conns {
             Ep::Node(peer.host),
             tag,
             Msg::Tcp { conn: id, seg },
-        );
+        )
     }
 
     /// Side `side` of `id` closes: a FIN follows what it sent.
     pub fn close(&mut self, net: &mut Net, now: u64, id: u64, side: usize) {
-        self.send(net, now, id, side, Seg::Fin);
+        let _ = self.send(net, now, id, side, Seg::Fin);
         self.gone(net, id, side);
     }
 
