@@ -63,8 +63,8 @@ soak minutes="10":
     cargo build --release --workspace --bins
     ./target/release/hsb-soak {{minutes}}
 
-# The seeded decision simulator: F1-F12, the slow link (F13) and the gray client path (F14-20/50/80)
-# under all three policies over many seeds (a table per fault).
+# The seeded simulator of the three daemons' real nodes: F1-F12, the slow link (F13) and the gray
+# client path (F14-20/50/80) under all three policies over many seeds (a table per fault).
 sim seeds="1000":
     cargo build --release -p hsb-tests --bin hsb-sim
     ./target/release/hsb-sim --seeds {{seeds}}

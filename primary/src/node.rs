@@ -158,7 +158,12 @@ impl PrimaryNode {
                 self.lose_standby(now, "it refused replication".into(), None, &mut fx);
             }
             Event::Lost { why, frame_error } => self.lose_standby(now, why, frame_error, &mut fx),
-            Event::Sent => self.sending = false,
+            Event::Sent => {
+                self.sending = false;
+                // A switchover's final checkpoint is on its way: confirm now, not at the next
+                // tick (a fenced primary's next deadline may be a period away).
+                self.final_checkpoint(now, &mut fx);
+            }
             Event::Reserved { ok, upto } => {
                 self.busy = None;
                 if ok {

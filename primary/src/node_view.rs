@@ -92,6 +92,13 @@ impl PrimaryNode {
     pub fn is_fenced(&self) -> bool {
         self.fenced()
     }
+    /// Whether the authority lets output leave at `now` (acknowledged output while protected,
+    /// all of it under a lease); without failover, always (acknowledged output only).
+    pub fn may_release_output(&self, now: Nanos) -> bool {
+        self.failover
+            .as_ref()
+            .is_none_or(|f| f.authority.may_release_output(now))
+    }
     /// Replica lag: checkpoints taken and not acknowledged, and how long the oldest waits.
     pub fn replica_lag(&self, now: Nanos) -> (u64, Duration) {
         let taken = self.next_ckpt.saturating_sub(1);

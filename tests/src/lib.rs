@@ -17,6 +17,7 @@ pub mod guests;
 pub mod life;
 pub mod man;
 pub mod netns;
+pub mod nodecase;
 pub mod prom;
 pub mod proxy;
 pub mod relay;

@@ -9,14 +9,13 @@
 
 mod config;
 mod daemon;
-mod hosts;
 mod metrics;
-mod node;
 // The engine's API is complete (status, limits, defaults); the daemon uses part of it.
 #[allow(dead_code, unused_imports)]
 mod probe;
-mod state;
 mod status;
+
+use hsb_witness::{node, state};
 
 use std::process::ExitCode;
 

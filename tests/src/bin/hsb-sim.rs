@@ -1,4 +1,4 @@
-//! hsb-sim: the seeded decision simulator.
+//! hsb-sim: the seeded simulator of the daemons' real nodes (see `hsb_tests::sim`).
 //!
 //! ```text
 //! hsb-sim [--seeds N] [--first-seed S] [--fault F2] [--policy heartbeat-only]   # sweep, markdown

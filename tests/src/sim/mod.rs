@@ -1,16 +1,33 @@
-//! A seeded, deterministic, single-threaded simulator of the failover decision.
+//! A seeded, deterministic, single-threaded simulator of the cluster.
 //!
-//! The real decision cores ([`StandbyCore`](hsb_common::decision::StandbyCore),
-//! [`PrimaryAuthority`](hsb_common::decision::PrimaryAuthority), N
-//! [`WitnessCore`](hsb_common::decision::WitnessCore)s) exchange messages over a simulated network
-//! with cuts (both ways or one way), loss, delay and jitter; hosts crash, pause (the clock runs on)
-//! and restart; wall clocks step (the cores only see monotonic time, each host's at its own rate).
-//! A client sees the output released by whichever copy may release it. Every fault of DESIGN.md §5
-//! runs over many seeds under each policy; a seed replays exactly:
+//! The daemons' real nodes run in it: hsb-primary's
+//! [`PrimaryNode`](hsb_primary::node::PrimaryNode), hsb-standby's
+//! [`StandbyNode`](hsb_standby::node::StandbyNode) and N hsb-witness
+//! [`WitnessNode`](hsb_witness::node::WitnessNode)s, each stepped with its events and its effects
+//! carried out as its daemon does (`host.rs`, `primary.rs`, `standby.rs`, `witness.rs`): sealed
+//! datagrams through the daemons' own outboxes and inboxes, the replication session over a
+//! simulated TCP connection (`tcp.rs`, `link.rs`), each loop ticking its node at the deadline it
+//! computed or after I/O. What the daemons do with a process (a hand-over, a rejoin, a restart
+//! after a crash) follows their start rules on the host state file. The network (`net.rs`) has
+//! cuts (both ways or one way), loss, delay and jitter; hosts crash, pause (the clock runs on) and
+//! restart; wall clocks step (the nodes only see monotonic time, each host's at its own rate).
+//!
+//! The data plane is a model: the guest is a counter that writes one output per checkpoint
+//! period, held under the real output commit and released only by the primary node's release
+//! effects, so "acknowledged output lost" judges the real output release rule. A client sees the
+//! output of whichever copy releases it. Every fault of DESIGN.md §5 runs over many seeds under
+//! each policy; a seed replays exactly:
 //! `hsb-sim --fault F2 --policy heartbeat-only --seed 1234 --trace`.
 
+mod host;
+mod link;
 mod net;
+mod primary;
 mod scenario;
+mod setup;
+mod standby;
+mod tcp;
+mod witness;
 mod world;
 
 use std::fmt::Write;
@@ -109,7 +126,7 @@ pub fn run_one_with(fault: Fault, cfg: Config, seed: u64, trace: bool) -> RunRes
         }
         world.step_ms();
         if ms == plan.check_ms {
-            serving_at_check = world.facts.releasing.clone();
+            serving_at_check = world.facts().releasing.clone();
         }
     }
     judge(fault, policy, seed, &plan, world, serving_at_check)
@@ -124,7 +141,7 @@ fn judge(
     serving: Vec<u8>,
 ) -> RunResult {
     let lost = world.lost_outputs();
-    let f = &world.facts;
+    let f = world.facts();
     let activated_before_heal = f.activations.iter().any(|a| a.ms < plan.check_ms);
     let b_activated = f
         .activations
@@ -189,7 +206,7 @@ fn judge(
         }
     }
     if plan.healed {
-        let end = &world.facts.releasing;
+        let end = &world.facts().releasing;
         let ok = end.len() == 1 && world.replicating(1 - end[0], 100);
         if !ok {
             missed.push(format!(
@@ -205,7 +222,7 @@ fn judge(
         (Outcome::Correct, String::new())
     };
     let first = world
-        .facts
+        .facts()
         .decisions
         .iter()
         .find(|d| d.1 == 1 && d.0 >= FAULT_MS);
@@ -216,12 +233,12 @@ fn judge(
         variant: plan.variant.clone(),
         outcome,
         why,
-        split_ms: world.facts.split_ms,
-        unserved_ms: world.facts.unserved_ms,
+        split_ms: world.facts().split_ms,
+        unserved_ms: world.facts().unserved_ms,
         decide_ms: first.map(|d| d.0 - FAULT_MS),
         decision: first.map(|d| d.2.clone()),
         lost,
-        activations: world.facts.activations.clone(),
+        activations: world.facts().activations.clone(),
         trace: world.take_trace(),
     }
 }

@@ -329,15 +329,15 @@ pub(crate) fn apply(world: &mut World, ev: &Ev, rng: &mut SplitMix64) {
     match ev {
         Ev::Crash(n) => world.crash(*n),
         Ev::CutBoth(x, y) => {
-            world.net.cut_both(*x, *y);
+            world.net().cut_both(*x, *y);
             world.note("net", || format!("cut {x:?} <-> {y:?}"));
         }
         Ev::CutOne(x, y) => {
-            world.net.cut_one(*x, *y);
+            world.net().cut_one(*x, *y);
             world.note("net", || format!("cut {x:?} -> {y:?}"));
         }
         Ev::Degrade(x, y, loss, jitter) => {
-            world.net.degrade(*x, *y, *loss, *jitter);
+            world.net().degrade(*x, *y, *loss, *jitter);
             world.note("net", || {
                 format!(
                     "{x:?} <-> {y:?}: {}% loss, {}ms jitter",
@@ -347,7 +347,7 @@ pub(crate) fn apply(world: &mut World, ev: &Ev, rng: &mut SplitMix64) {
             });
         }
         Ev::Shape(x, y, ms) => {
-            world.net.shape(*x, *y, ms * 1_000_000);
+            world.net().shape(*x, *y, ms * 1_000_000);
             world.note("net", || {
                 format!("{x:?} -> {y:?}: shaped, a checkpoint crosses in {ms}ms")
             });
@@ -356,7 +356,7 @@ pub(crate) fn apply(world: &mut World, ev: &Ev, rng: &mut SplitMix64) {
         Ev::Hang(h) => world.hang_app(0, *h),
         Ev::WallSteps => world.step_wall_clocks(rng),
         Ev::Heal => {
-            world.net.heal();
+            world.net().heal();
             world.note("net", || "HEAL: every link restored".into());
             world.hang_app(0, false);
             for n in 0..2 {
