@@ -437,3 +437,118 @@ fn heartbeat_replies_say_how_much_of_the_primary_is_heard() {
     let r = replies(&mut h);
     assert!(r.len() >= 8, "{}", r.len());
 }
+
+/// A vote of witness `w` granting query `query`.
+fn vote(w: u8, query: u32) -> Event {
+    use hsb_common::decision::proto::{AppVerdict, Verdict, Vote, WitnessView};
+    Event::Datagram {
+        from: addr(10 + w, 7400),
+        env: hsb_common::datagram::Envelope {
+            from: hsb_common::datagram::Sender {
+                role: Role::Witness,
+                id: w.into(),
+            },
+            incarnation: 1,
+            epoch: 1,
+            to: None,
+        },
+        msg: hsb_common::wire::Dgram::Vote(Vote {
+            witness: w,
+            query,
+            epoch: Epoch(1),
+            verdict: Verdict::Grant,
+            duration: Duration::from_secs(2),
+            view: WitnessView {
+                app: AppVerdict::Down,
+                primary_host: false,
+                standby_host: true,
+                rates: Default::default(),
+            },
+            unprotected_after: None,
+        }),
+    }
+}
+
+/// A takeover (heartbeats stop at 300 ms, two witnesses grant), then a second of the
+/// activated node's authority: ticked every millisecond, or stepped only at its events and at
+/// `next_deadline` (as the daemon's loop sleeps, in whole milliseconds). The effects, each
+/// with its time; and how many times the node was stepped.
+fn takeover(every_ms: bool) -> (Vec<(u64, String)>, usize) {
+    let mut h = Harness::new(true);
+    let slot = h.session(hello("primary", 1, 1, 7, 2048));
+    let mut events: std::collections::BTreeMap<(u64, u64), Event> = Default::default();
+    for t in (0..300).step_by(10) {
+        events.insert((t, 0), heartbeat());
+    }
+    for t in (5..300).step_by(25) {
+        let ev = Event::Applied {
+            slot,
+            ckpt: t / 25 + 1,
+            full: t == 5,
+            pages: 1,
+            bytes: 1,
+            took: Duration::ZERO,
+        };
+        events.insert((t, 1), ev);
+    }
+    let (mut got, mut steps, mut t) = (Vec::new(), 0, 0);
+    while t <= 1_500 {
+        let due: Vec<_> = events.range((t, 0)..(t + 1, 0)).map(|(k, _)| *k).collect();
+        let evs: Vec<Event> = due.iter().filter_map(|k| events.remove(k)).collect();
+        for ev in evs.into_iter().chain([Event::Tick]) {
+            let before = h.effects.len();
+            h.at(t).feed(ev);
+            steps += 1;
+            for e in &h.effects[before..] {
+                if let Effect::Send {
+                    msg: hsb_common::wire::Dgram::VoteRequest(q),
+                    to,
+                    ..
+                } = e
+                {
+                    // Witnesses 1 and 2 grant, a millisecond later.
+                    for w in [1, 2] {
+                        if *to == addr(10 + w, 7400) {
+                            events.insert((t + 1, u64::from(w)), vote(w, q.query));
+                        }
+                    }
+                }
+                got.push((t, format!("{e:?}")));
+            }
+        }
+        let next_event = events.keys().next().map(|k| k.0);
+        t = if every_ms {
+            t + 1
+        } else {
+            let d = h.node.next_deadline(h.now).map(|d| d.0.div_ceil(1_000_000));
+            [d, next_event]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(t)
+                .max(t + 1)
+        };
+    }
+    (got, steps)
+}
+
+/// Issue 13: the node needs no tick between its deadlines. Stepped only at its events and at
+/// `next_deadline`, it takes over at the same moment, with the same effects, as when ticked
+/// every millisecond, and then runs the activated authority the same way.
+#[test]
+fn the_node_is_stepped_at_its_deadlines() {
+    let (ticked, ticked_steps) = takeover(true);
+    let (stepped, steps) = takeover(false);
+    assert!(
+        ticked.iter().any(|(_, e)| e.starts_with("Activate")),
+        "the scenario activates"
+    );
+    for (i, (a, b)) in ticked.iter().zip(stepped.iter()).enumerate() {
+        assert_eq!(a, b, "effect {i}");
+    }
+    assert_eq!(ticked.len(), stepped.len());
+    assert!(
+        steps * 3 < ticked_steps,
+        "{steps} steps, {ticked_steps} ticked"
+    );
+}
