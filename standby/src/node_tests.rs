@@ -469,12 +469,34 @@ fn vote(w: u8, query: u32) -> Event {
     }
 }
 
-/// A takeover (heartbeats stop at 300 ms, two witnesses grant), then a second of the
-/// activated node's authority: ticked every millisecond, or stepped only at its events and at
-/// `next_deadline` (as the daemon's loop sleeps, in whole milliseconds). The effects, each
-/// with its time; and how many times the node was stepped.
-fn takeover(every_ms: bool) -> (Vec<(u64, String)>, usize) {
+/// What the node is driven through in [`stepped`].
+#[derive(Clone, Copy, PartialEq)]
+enum Drive {
+    /// Heartbeats stop at 300 ms; two witnesses grant; then a second of the activated node's
+    /// authority.
+    Takeover,
+    /// The same in maintenance mode from 53 ms to 1,253 ms (its notices every second).
+    Maintenance,
+    /// The ping-node baseline with a ping node that never answers (each ping runs out after
+    /// the query timeout).
+    SilentPingNode,
+}
+
+/// The node driven through `drive`: ticked every millisecond, or stepped only at its events
+/// and at `next_deadline` (as the daemon's loop sleeps: whole milliseconds, 5 s at most). The
+/// effects, each with its time; and how many times the node was stepped.
+fn stepped(drive: Drive, every_ms: bool) -> (Vec<(u64, String)>, usize) {
     let mut h = Harness::new(true);
+    if drive == Drive::SilentPingNode {
+        let mut cfg = config(true);
+        if let Some(f) = cfg.failover.as_mut() {
+            f.decision.policy = decision::Policy::PingNode;
+            f.ping_node = Some(addr(50, 80));
+            // Off the heartbeat replies' 10 ms beat, so that the timer shows.
+            f.decision.query_timeout = Duration::from_millis(97);
+        }
+        h.node = StandbyNode::new(cfg, host(), Nanos(0));
+    }
     let slot = h.session(hello("primary", 1, 1, 7, 2048));
     let mut events: std::collections::BTreeMap<(u64, u64), Event> = Default::default();
     for t in (0..300).step_by(10) {
@@ -491,8 +513,14 @@ fn takeover(every_ms: bool) -> (Vec<(u64, String)>, usize) {
         };
         events.insert((t, 1), ev);
     }
+    if drive == Drive::Maintenance {
+        for (t, on) in [(53, true), (1_253, false)] {
+            let cmd = OperatorCmd::Maintenance(on);
+            events.insert((t, 2), Event::Operator { conn: 1, cmd });
+        }
+    }
     let (mut got, mut steps, mut t) = (Vec::new(), 0, 0);
-    while t <= 1_500 {
+    while t <= 2_500 {
         let due: Vec<_> = events.range((t, 0)..(t + 1, 0)).map(|(k, _)| *k).collect();
         let evs: Vec<Event> = due.iter().filter_map(|k| events.remove(k)).collect();
         for ev in evs.into_iter().chain([Event::Tick]) {
@@ -521,34 +549,34 @@ fn takeover(every_ms: bool) -> (Vec<(u64, String)>, usize) {
             t + 1
         } else {
             let d = h.node.next_deadline(h.now).map(|d| d.0.div_ceil(1_000_000));
-            [d, next_event]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(t)
-                .max(t + 1)
+            let d = d.unwrap_or(t + 5_000);
+            next_event.map_or(d, |e| e.min(d)).max(t + 1)
         };
     }
     (got, steps)
 }
 
 /// Issue 13: the node needs no tick between its deadlines. Stepped only at its events and at
-/// `next_deadline`, it takes over at the same moment, with the same effects, as when ticked
-/// every millisecond, and then runs the activated authority the same way.
+/// `next_deadline`, it decides the same at the same moments, with the same effects, as when
+/// ticked every millisecond: a takeover and the activated authority after it, maintenance
+/// mode and its notices, a ping node that never answers.
 #[test]
 fn the_node_is_stepped_at_its_deadlines() {
-    let (ticked, ticked_steps) = takeover(true);
-    let (stepped, steps) = takeover(false);
-    assert!(
-        ticked.iter().any(|(_, e)| e.starts_with("Activate")),
-        "the scenario activates"
-    );
-    for (i, (a, b)) in ticked.iter().zip(stepped.iter()).enumerate() {
-        assert_eq!(a, b, "effect {i}");
+    for drive in [Drive::Takeover, Drive::Maintenance, Drive::SilentPingNode] {
+        let (ticked, ticked_steps) = stepped(drive, true);
+        let (at_deadlines, steps) = stepped(drive, false);
+        let has = |what: &str| ticked.iter().any(|(_, e)| e.starts_with(what));
+        match drive {
+            Drive::SilentPingNode => assert!(has("CancelPing"), "pings run out"),
+            _ => assert!(has("Activate"), "the scenario activates"),
+        }
+        for (i, (a, b)) in ticked.iter().zip(at_deadlines.iter()).enumerate() {
+            assert_eq!(a, b, "effect {i}");
+        }
+        assert_eq!(ticked.len(), at_deadlines.len());
+        assert!(
+            steps * 3 < ticked_steps,
+            "{steps} steps, {ticked_steps} ticked"
+        );
     }
-    assert_eq!(ticked.len(), stepped.len());
-    assert!(
-        steps * 3 < ticked_steps,
-        "{steps} steps, {ticked_steps} ticked"
-    );
 }
