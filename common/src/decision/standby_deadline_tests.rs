@@ -168,30 +168,18 @@ fn scenario(seed: u64) -> Scenario {
         t += len;
     }
     // A witness nobody configured (ignored without a tick), a newer epoch now and then.
-    if chance(r, 20) {
-        let at = r.below(end);
-        script.push((
-            at,
-            Ev::Report {
-                w: 99,
-                app: AppVerdict::Down,
-                standby_host: true,
-                unprotected_after: None,
-                newer: false,
-            },
-        ));
-    }
-    if chance(r, 4) {
-        let at = r.below(end);
-        let w = pick(r, &ids);
-        let ev = Ev::Report {
-            w,
-            app: AppVerdict::Up,
-            standby_host: true,
-            unprotected_after: None,
-            newer: true,
-        };
-        script.push((at, ev));
+    for (w, newer, percent) in [(99, false, 20), (pick(r, &ids), true, 4)] {
+        if chance(r, percent) {
+            let (app, standby_host, unprotected_after) = (AppVerdict::Down, true, None);
+            let ev = Ev::Report {
+                w,
+                app,
+                standby_host,
+                unprotected_after,
+                newer,
+            };
+            script.push((r.below(end), ev));
+        }
     }
     if chance(r, 4) {
         script.push((r.below(end), Ev::Higher));
@@ -204,11 +192,17 @@ fn scenario(seed: u64) -> Scenario {
     if chance(r, 10) {
         script.push((r.below(end), Ev::Force));
     }
-    if chance(r, 35) {
+    for _ in 0..pick(r, &[0, 0, 1, 2, 3]) {
         let on = r.below(end);
         script.push((on, Ev::Maintenance(true)));
-        if chance(r, 60) {
-            script.push((on + between(r, 1, 2_000), Ev::Maintenance(false)));
+        let off = on + between(r, 1, 1_500);
+        script.push((off, Ev::Maintenance(false)));
+        // The operator's own requests go on in maintenance mode.
+        if chance(r, 50) {
+            script.push((
+                between(r, on, off),
+                Ev::Operator(OperatorAsk::Activate, false),
+            ));
         }
     }
     if replica.is_none() || chance(r, 10) {
