@@ -43,6 +43,9 @@ const CTL_BASE: usize = 10;
 const METRICS_BASE: usize = 30;
 /// How often systemd's STATUS is brought up to date (when it changed).
 const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
+/// The loop sleeps until its earliest deadline, and never longer than this (a safety net:
+/// everything periodic, the stats line and systemd's watchdog included, has its own).
+const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// Replication connections: tokens `CONN_BASE..CONN_BASE + SLOTS`.
 pub(crate) const CONN_BASE: usize = 100;
 pub(crate) const SERVICE_BASE: usize = 1000;
@@ -302,14 +305,18 @@ impl Daemon {
         }
     }
 
-    /// When the loop must wake next.
+    /// When the loop must wake next: the earliest deadline (the node's, which has the decision
+    /// core's: it is not ticked), never later than [`MAX_SLEEP`].
     fn deadline(&self, now: Nanos) -> Nanos {
         if self.more_to_accept {
             return now;
         }
-        let mut d = now.plus(Duration::from_secs(60));
+        let mut d = now.plus(MAX_SLEEP);
         if self.s.stats_interval > Duration::ZERO {
             d = d.min(self.next_stats);
+        }
+        if self.notify.enabled() {
+            d = d.min(self.next_notify_status);
         }
         if self.node.activated().is_some() {
             // The model's workload runs in steps of the loop.

@@ -229,7 +229,11 @@ impl StandbyNode {
                     .plus(Duration::from_nanos(1))
             });
         let operator = self.operator.as_ref().map(|o| o.deadline);
-        let failover = self.failover.as_ref().and_then(|f| f.next_deadline(now));
+        let failover = self
+            .failover
+            .as_ref()
+            .zip(self.cfg.failover.as_ref())
+            .and_then(|(f, c)| f.next_deadline(now, c));
         handshakes
             .chain(operator)
             .chain(failover)

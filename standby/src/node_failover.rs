@@ -19,9 +19,6 @@ use hsb_common::wire::Dgram;
 
 use super::{push, Effect, Effects, FailoverConfig, Noise, RecordFor, StandbyNode};
 
-/// The standby core's decisions are ticked this often (its timers have no deadline of their
-/// own yet: see issue 13).
-const TICK: Duration = Duration::from_millis(2);
 /// Maintenance notices go out this often while it is on.
 const NOTICE_EVERY: Duration = Duration::from_secs(1);
 
@@ -60,13 +57,20 @@ impl FailoverState {
         }
     }
 
-    pub(super) fn next_deadline(&self, now: Nanos) -> Option<Nanos> {
-        let tick = now.plus(TICK);
-        Some(if self.next_alive > now {
-            tick.min(self.next_alive)
-        } else {
-            tick
-        })
+    /// When a `Tick` next has something to do here: the decision core's deadline (or, once
+    /// activated, the authority's), the next heartbeat replies, a ping that runs out, the next
+    /// maintenance notice. `now` or earlier: at once.
+    pub(super) fn next_deadline(&self, now: Nanos, cfg: &FailoverConfig) -> Option<Nanos> {
+        let decisions = match &self.authority {
+            Some(a) => a.next_deadline(now),
+            None => self.core.next_deadline(now),
+        };
+        // The replies go every heartbeat interval until activation (the authority then speaks
+        // for this node).
+        let alive = self.authority.is_none().then_some(self.next_alive);
+        let ping = self.ping.map(|t| t.plus(cfg.decision.query_timeout));
+        let notice = self.maintenance_said.then_some(self.next_notice);
+        [decisions, alive, ping, notice].into_iter().flatten().min()
     }
 }
 

@@ -437,3 +437,146 @@ fn heartbeat_replies_say_how_much_of_the_primary_is_heard() {
     let r = replies(&mut h);
     assert!(r.len() >= 8, "{}", r.len());
 }
+
+/// A vote of witness `w` granting query `query`.
+fn vote(w: u8, query: u32) -> Event {
+    use hsb_common::decision::proto::{AppVerdict, Verdict, Vote, WitnessView};
+    Event::Datagram {
+        from: addr(10 + w, 7400),
+        env: hsb_common::datagram::Envelope {
+            from: hsb_common::datagram::Sender {
+                role: Role::Witness,
+                id: w.into(),
+            },
+            incarnation: 1,
+            epoch: 1,
+            to: None,
+        },
+        msg: hsb_common::wire::Dgram::Vote(Vote {
+            witness: w,
+            query,
+            epoch: Epoch(1),
+            verdict: Verdict::Grant,
+            duration: Duration::from_secs(2),
+            view: WitnessView {
+                app: AppVerdict::Down,
+                primary_host: false,
+                standby_host: true,
+                rates: Default::default(),
+            },
+            unprotected_after: None,
+        }),
+    }
+}
+
+/// What the node is driven through in [`stepped`].
+#[derive(Clone, Copy, PartialEq)]
+enum Drive {
+    /// Heartbeats stop at 300 ms; two witnesses grant; then a second of the activated node's
+    /// authority.
+    Takeover,
+    /// The same in maintenance mode from 53 ms to 1,253 ms (its notices every second).
+    Maintenance,
+    /// The ping-node baseline with a ping node that never answers (each ping runs out after
+    /// the query timeout).
+    SilentPingNode,
+}
+
+/// The node driven through `drive`: ticked every millisecond, or stepped only at its events
+/// and at `next_deadline` (as the daemon's loop sleeps: whole milliseconds, 5 s at most). The
+/// effects, each with its time; and how many times the node was stepped.
+fn stepped(drive: Drive, every_ms: bool) -> (Vec<(u64, String)>, usize) {
+    let mut h = Harness::new(true);
+    if drive == Drive::SilentPingNode {
+        let mut cfg = config(true);
+        if let Some(f) = cfg.failover.as_mut() {
+            f.decision.policy = decision::Policy::PingNode;
+            f.ping_node = Some(addr(50, 80));
+            // Off the heartbeat replies' 10 ms beat, so that the timer shows.
+            f.decision.query_timeout = Duration::from_millis(97);
+        }
+        h.node = StandbyNode::new(cfg, host(), Nanos(0));
+    }
+    let slot = h.session(hello("primary", 1, 1, 7, 2048));
+    let mut events: std::collections::BTreeMap<(u64, u64), Event> = Default::default();
+    for t in (0..300).step_by(10) {
+        events.insert((t, 0), heartbeat());
+    }
+    for t in (5..300).step_by(25) {
+        let ev = Event::Applied {
+            slot,
+            ckpt: t / 25 + 1,
+            full: t == 5,
+            pages: 1,
+            bytes: 1,
+            took: Duration::ZERO,
+        };
+        events.insert((t, 1), ev);
+    }
+    if drive == Drive::Maintenance {
+        for (t, on) in [(53, true), (1_253, false)] {
+            let cmd = OperatorCmd::Maintenance(on);
+            events.insert((t, 2), Event::Operator { conn: 1, cmd });
+        }
+    }
+    let (mut got, mut steps, mut t) = (Vec::new(), 0, 0);
+    while t <= 2_500 {
+        let due: Vec<_> = events.range((t, 0)..(t + 1, 0)).map(|(k, _)| *k).collect();
+        let evs: Vec<Event> = due.iter().filter_map(|k| events.remove(k)).collect();
+        for ev in evs.into_iter().chain([Event::Tick]) {
+            let before = h.effects.len();
+            h.at(t).feed(ev);
+            steps += 1;
+            for e in &h.effects[before..] {
+                if let Effect::Send {
+                    msg: hsb_common::wire::Dgram::VoteRequest(q),
+                    to,
+                    ..
+                } = e
+                {
+                    // Witnesses 1 and 2 grant, a millisecond later.
+                    for w in [1, 2] {
+                        if *to == addr(10 + w, 7400) {
+                            events.insert((t + 1, u64::from(w)), vote(w, q.query));
+                        }
+                    }
+                }
+                got.push((t, format!("{e:?}")));
+            }
+        }
+        let next_event = events.keys().next().map(|k| k.0);
+        t = if every_ms {
+            t + 1
+        } else {
+            let d = h.node.next_deadline(h.now).map(|d| d.0.div_ceil(1_000_000));
+            let d = d.unwrap_or(t + 5_000);
+            next_event.map_or(d, |e| e.min(d)).max(t + 1)
+        };
+    }
+    (got, steps)
+}
+
+/// Issue 13: the node needs no tick between its deadlines. Stepped only at its events and at
+/// `next_deadline`, it decides the same at the same moments, with the same effects, as when
+/// ticked every millisecond: a takeover and the activated authority after it, maintenance
+/// mode and its notices, a ping node that never answers.
+#[test]
+fn the_node_is_stepped_at_its_deadlines() {
+    for drive in [Drive::Takeover, Drive::Maintenance, Drive::SilentPingNode] {
+        let (ticked, ticked_steps) = stepped(drive, true);
+        let (at_deadlines, steps) = stepped(drive, false);
+        let has = |what: &str| ticked.iter().any(|(_, e)| e.starts_with(what));
+        match drive {
+            Drive::SilentPingNode => assert!(has("CancelPing"), "pings run out"),
+            _ => assert!(has("Activate"), "the scenario activates"),
+        }
+        for (i, (a, b)) in ticked.iter().zip(at_deadlines.iter()).enumerate() {
+            assert_eq!(a, b, "effect {i}");
+        }
+        assert_eq!(ticked.len(), at_deadlines.len());
+        assert!(
+            steps * 3 < ticked_steps,
+            "{steps} steps, {ticked_steps} ticked"
+        );
+    }
+}

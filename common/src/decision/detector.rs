@@ -196,6 +196,35 @@ impl Detector {
             .unwrap_or(self.start);
         super::later(last, self.timeout())
     }
+
+    /// The earliest time after `now` at which [`Detector::poll`] changes anything: a suspicion,
+    /// a calm period that halves the timeout, a link reported silent. `None`: only a heartbeat
+    /// can. (A poll at `now` may have halved the timeout, so a suspicion may be due at once:
+    /// then `now` plus one nanosecond.)
+    pub fn next_change(&self, now: Nanos) -> Option<Nanos> {
+        let soon = Nanos(now.0.saturating_add(1));
+        let timeout = self.timeout();
+        let mut next: Option<Nanos> = None;
+        let mut at = |t: Nanos| next = Some(next.map_or(t, |n| n.min(t)));
+        if !self.suspected {
+            at(self.next_deadline().max(soon));
+            if self.backoff > 1 {
+                at(super::later(self.calm_since, self.cfg.calm).max(soon));
+            }
+        }
+        if self.links() > 1 {
+            // A link is reported once it is silent while another one is not.
+            let dies = |l: usize| super::later(self.last[l].unwrap_or(self.start), timeout);
+            let last_alive = (0..self.links()).map(dies).max().unwrap_or(now);
+            for l in (0..self.links()).filter(|&l| !self.link_down[l]) {
+                let t = dies(l).max(soon);
+                if t < last_alive {
+                    at(t);
+                }
+            }
+        }
+        next
+    }
 }
 
 #[cfg(test)]
@@ -312,5 +341,42 @@ mod tests {
             None,
             "an old heartbeat does not move time back"
         );
+    }
+
+    /// The detector's own deadlines: a suspicion, a calm period, a link silent alone.
+    #[test]
+    fn detector_next_change() {
+        let cfg = DetectorConfig {
+            links: 2,
+            calm: Duration::from_millis(500),
+            ..DetectorConfig::default()
+        };
+        let mut d = Detector::new(cfg, ms(0));
+        // Link 1 silent from the start while link 0 beats: reported at 50 ms.
+        d.heartbeat(0, ms(20));
+        assert_eq!(d.next_change(ms(20)), Some(ms(50)));
+        let mut ev = heapless::Vec::new();
+        d.poll(ms(50), &mut ev);
+        assert_eq!(ev.as_slice(), [DetectorEvent::LinkDown(1)]);
+        // Then only the suspicion (link 0 silent too: no other link alive to report it against).
+        assert_eq!(d.next_change(ms(50)), Some(ms(70)));
+        ev.clear();
+        d.poll(ms(70), &mut ev);
+        assert_eq!(ev.as_slice(), [DetectorEvent::Suspect]);
+        assert_eq!(
+            d.next_change(ms(70)),
+            None,
+            "suspected: only heartbeats change it"
+        );
+        for t in [80, 90] {
+            d.heartbeat(0, ms(t));
+        }
+        assert!(!d.suspected());
+        // Trusted again with the timeout doubled: the calm period halves it at 590 ms.
+        assert_eq!(d.next_change(ms(90)), Some(ms(190)));
+        for t in (100..=580).step_by(10) {
+            d.heartbeat(0, ms(t));
+        }
+        assert_eq!(d.next_change(ms(580)), Some(ms(590)));
     }
 }

@@ -332,6 +332,8 @@ pub struct StandbyCore {
     stream_at: Option<Nanos>,
     /// Last moment heartbeat replies could go ([`StandbyCore::may_send_alive`]).
     alive_ok_at: Option<Nanos>,
+    /// When it was last stepped.
+    last_step: Nanos,
 }
 
 impl StandbyCore {
@@ -368,6 +370,7 @@ impl StandbyCore {
             maintenance: false,
             stream_at: None,
             alive_ok_at: None,
+            last_step: now,
         }
     }
 
@@ -437,14 +440,34 @@ impl StandbyCore {
     /// One input at `now`.
     pub fn step(&mut self, now: Nanos, input: Input) -> Actions<Action> {
         // Replies may have gone until now (the daemon sends them between steps).
-        if self.may_send_alive(now) {
-            self.alive_ok_at = Some(now);
-        }
+        self.note_alive(now);
         let out = self.step_input(now, input);
         if self.may_send_alive(now) {
             self.alive_ok_at = Some(now);
         }
+        self.last_step = self.last_step.max(now);
         out
+    }
+
+    /// Since the last step, replies could go while [`StandbyCore::may_send_alive`]: the state
+    /// has not changed since, only time passed, which closes the window of a suspected
+    /// primary's stream. So the last moment is known exactly, however seldom the core is
+    /// stepped (it is stepped at its deadlines, not ticked).
+    fn note_alive(&mut self, now: Nanos) {
+        if !self.may_ack() {
+            return;
+        }
+        let until = if !self.detector.suspected() {
+            Some(now)
+        } else {
+            // Open while elapsed < timeout: its last moment is a nanosecond before it closes.
+            self.stream_at
+                .map(|t| Nanos(later(t, self.cfg.heartbeat.timeout).0.saturating_sub(1)).min(now))
+                .filter(|&u| u >= self.last_step)
+        };
+        if let Some(u) = until {
+            self.alive_ok_at = Some(self.alive_ok_at.map_or(u, |a| a.max(u)));
+        }
     }
 
     fn step_input(&mut self, now: Nanos, input: Input) -> Actions<Action> {
@@ -1435,3 +1458,6 @@ impl StandbyCore {
         e
     }
 }
+
+#[path = "standby_deadline.rs"]
+mod deadline;
