@@ -3,8 +3,8 @@
 //!
 //! A signal handler may only do async-signal-safe things, so the handler (installed by
 //! `signal-hook`) writes the signal to a self-pipe and the daemon's loop reads it like any other
-//! event (`signal-hook-mio`). Installing a handler takes `unsafe` (`sigaction`), which the daemon
-//! crates forbid; those two crates keep it out of our code.
+//! event (`signal-hook-mio`). Installing a handler needs a raw `sigaction` call, which our
+//! crates do not make (only sys crates may); those two crates keep it out of our code.
 //!
 //! What a signal asks ([`Request`]):
 //! - `SIGTERM`, `SIGINT`, `SIGQUIT`: stop cleanly (log, flush the decision log, remove the
