@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
 use hsb_common::decision::{self, WitnessId, MIN_PERIOD};
+use hsb_common::kit::shell::{reload_hook, reload_key, Reload};
 
 /// Longest reconnect delay: the backoff doubles up to this.
 pub const MAX_RECONNECT: Duration = Duration::from_secs(5);
@@ -186,6 +187,25 @@ pub struct Settings {
     pub start_forced: bool,
     pub rejoin_config: PathBuf,
     pub on_fence: Vec<String>,
+}
+
+/// SIGHUP applies `stats_interval` (it only paces a log line) and `on_fence` (read when this primary steps down);
+/// any other key that changed waits for a restart.
+impl Reload for Settings {
+    const RELOADED: &'static [&'static str] = &["stats_interval", "on_fence"];
+
+    fn apply(&mut self, new: Settings) {
+        reload_key(
+            "stats_interval",
+            &mut self.stats_interval,
+            new.stats_interval,
+        );
+        reload_hook("on_fence", &mut self.on_fence, new.on_fence);
+    }
+
+    fn stats_interval(&self) -> Duration {
+        self.stats_interval
+    }
 }
 
 impl Settings {

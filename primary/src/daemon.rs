@@ -12,15 +12,13 @@ use std::time::Duration;
 use mio::net::UdpSocket;
 use mio::{Events, Poll, Token};
 
-use hsb_common::ctl::CtlServer;
 use hsb_common::frame::FrameError;
 use hsb_common::key::ClusterKey;
 use hsb_common::kit::decisions::Decisions;
 use hsb_common::kit::endpoint::Endpoint;
 use hsb_common::kit::hooks::Hooks;
-use hsb_common::kit::http::MetricsServer;
-use hsb_common::kit::notify::Notifier;
-use hsb_common::signals::{Request, SignalHandler};
+use hsb_common::kit::shell::{self, Surface};
+use hsb_common::signals::SignalHandler;
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Staging;
 use hsb_domain::output::OutputCommit;
@@ -38,14 +36,7 @@ pub(crate) const PRECOPY_STEP_PAGES: usize = 16384;
 pub(crate) const REPL: Token = Token(1);
 const SIGNALS: Token = Token(3);
 pub(crate) const WITNESS_UDP: Token = Token(5);
-const CTL_BASE: usize = 10;
-const METRICS_BASE: usize = 30;
-/// How often systemd's STATUS is brought up to date (when it changed).
-const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
 pub(crate) const SERVICE_BASE: usize = 1000;
-/// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
-/// `stats_interval` only paces a log line; `on_fence` is read when this primary steps down.
-const RELOADED: &[&str] = &["stats_interval", "on_fence"];
 /// How often a busy service address is tried again.
 pub(crate) const SERVICE_RETRY: Duration = Duration::from_millis(20);
 /// How often a Xen guest's suspend is polled.
@@ -74,7 +65,8 @@ pub struct Daemon {
     pub(crate) plug: Option<PlugOutput>,
     /// Model backend: the domain's TCP service (a Xen guest serves its clients itself).
     pub(crate) service: Option<Service>,
-    pub(crate) ctl: CtlServer,
+    /// The control socket, the metrics responder, systemd's notifications.
+    pub(crate) surface: Surface,
     pub(crate) repl: Option<repl::Conn>,
     /// Bytes of the sealed staging buffer already written, while a checkpoint is being sent.
     pub(crate) send_pos: Option<usize>,
@@ -91,11 +83,6 @@ pub struct Daemon {
     pub(crate) next_stats: Nanos,
     pub(crate) service_retry_at: Nanos,
     pub(crate) incarnation: u64,
-    /// Prometheus metrics (`metrics_listen`).
-    pub(crate) metrics: Option<MetricsServer>,
-    /// systemd's notifications (`$NOTIFY_SOCKET`).
-    pub(crate) notify: Notifier,
-    next_notify_status: Nanos,
     /// Disk replication, when the guest has a disk (issue 14; see disk.rs).
     pub(crate) disk: Option<DiskRepl>,
 }
@@ -147,13 +134,12 @@ impl Daemon {
                 hsb_primary::node::MAX_HEARTBEAT_LINKS
             )));
         }
-        let ctl = CtlServer::bind(
-            &s.control,
-            s.control_group.as_ref(),
+        let surface = Surface::bind(
+            (&s.control, s.control_group.as_ref()),
+            s.metrics_listen,
             poll.registry(),
-            CTL_BASE,
-        )
-        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+            clock.now(),
+        )?;
         log::info!(
             "checkpoint every {:?} to standby {}; staging buffer {} MiB allocated; output limit {} KiB",
             s.epoch_period,
@@ -161,19 +147,6 @@ impl Daemon {
             staging.capacity() >> 20,
             s.output_limit >> 10
         );
-        let metrics = match s.metrics_listen {
-            None => None,
-            Some(a) => {
-                let m = MetricsServer::bind(a, poll.registry(), METRICS_BASE).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("metrics address {a} (key metrics_listen): {e}"),
-                    )
-                })?;
-                log::info!("metrics at http://{}/metrics", m.local_addr()?);
-                Some(m)
-            }
-        };
         let now = clock.now();
         let failover = if s.failover {
             Some(crate::datagrams::open_failover(
@@ -195,7 +168,7 @@ impl Daemon {
             staging,
             plug,
             service,
-            ctl,
+            surface,
             repl: None,
             send_pos: None,
             suspend_wait: None,
@@ -206,9 +179,6 @@ impl Daemon {
             frame_errors: [0; FrameError::COUNTERS.len()],
             requests: 0,
             service_retry_at: now,
-            metrics,
-            notify: Notifier::from_env(),
-            next_notify_status: now,
             disk,
         })
     }
@@ -219,61 +189,44 @@ impl Daemon {
         let mut events = Events::with_capacity(256);
         let now = self.clock.now();
         let summary = crate::status::summary(&self, now);
-        self.notify.ready(now, &summary);
+        self.surface.ready(now, &summary);
         loop {
             let now = self.clock.now();
             let timeout = self.deadline(now).since(now);
-            match self.poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            if !shell::wait(&mut self.poll, &mut events, timeout)? {
+                continue;
             }
             let now = self.clock.now();
             // Signals first: a stop ends the loop before anything else of this turn is done.
-            if events.iter().any(|e| signals.owns(e.token())) {
-                for r in signals.take(now) {
-                    match r {
-                        Request::Stop(name) => {
-                            self.notify.stopping(now, &format!("{name}: stopping"));
-                            self.shutdown(name);
-                            return Ok(());
-                        }
-                        Request::Reload => self.reload(now, &signals),
-                        Request::Ignore(_) => {}
-                    }
-                }
+            if shell::signals_first(&mut self, &events, &mut signals, now) {
+                return Ok(());
             }
             self.dom.run(now);
             for ev in events.iter() {
                 let t = ev.token();
                 if t == REPL {
                     self.on_repl(now);
-                } else if self.ctl.owns(t) {
-                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
+                } else if self.surface.ctl.owns(t) {
+                    let cmd = self.surface.ctl.on_event(self.poll.registry(), t, now);
+                    if let Some((conn, cmd)) = cmd {
                         let text = match cmd.as_str() {
                             "status" | "" => crate::status::text(&self, now),
                             other => format!("error: unknown command '{other}'; try: status\n"),
                         };
-                        self.ctl.answer(self.poll.registry(), conn, &text);
+                        self.surface.ctl.answer(self.poll.registry(), conn, &text);
                     }
                 } else if t == WITNESS_UDP {
                     self.on_udp(now);
                 } else if self.service.as_ref().is_some_and(|svc| svc.owns(t)) {
                     self.on_service(t);
-                } else if self.metrics.as_ref().is_some_and(|m| m.owns(t)) {
+                } else if self.surface.owns_metrics(t) {
                     self.on_metrics(t, now);
                 }
             }
             let now = self.clock.now();
-            self.ctl.tick(self.poll.registry(), now);
-            if let Some(m) = &mut self.metrics {
-                m.tick(self.poll.registry(), now);
-            }
-            self.notify.tick(now);
-            if now >= self.next_notify_status {
-                self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+            if self.surface.tick(self.poll.registry(), now) {
                 let summary = crate::status::summary(&self, now);
-                self.notify.status(now, &summary);
+                self.surface.status(now, &summary);
             }
             self.poll_suspend(now);
             self.bind_service(now);
@@ -283,23 +236,18 @@ impl Daemon {
             if let Some(f) = self.failover.as_mut() {
                 f.decisions.recorder.flush();
             }
-            if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
+            if shell::stats_due(now, self.s.stats_interval, &mut self.next_stats) {
                 crate::status::log_stats(&mut self, now);
-                self.next_stats = now.plus(self.s.stats_interval);
             }
         }
     }
 
     /// A scrape: render the metrics and answer it.
     fn on_metrics(&mut self, t: Token, now: Nanos) {
-        let Some(m) = &mut self.metrics else {
-            return;
-        };
-        if let Some(conn) = m.on_event(self.poll.registry(), t, now) {
+        if let Some(conn) = self.surface.scrape(self.poll.registry(), t, now) {
             let text = crate::metrics::text(self, now);
-            if let Some(m) = &mut self.metrics {
-                m.answer(self.poll.registry(), conn, &text, now);
-            }
+            self.surface
+                .answer_scrape(self.poll.registry(), conn, &text, now);
         }
     }
 
@@ -318,14 +266,9 @@ impl Daemon {
         if let Some(disk) = &self.disk {
             d = d.min(disk.next_tick());
         }
-        for t in [
-            self.ctl.next_deadline(),
-            self.hooks.next_deadline(),
-            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
-            self.notify.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
+        for t in [self.surface.next_deadline(), self.hooks.next_deadline()]
+            .into_iter()
+            .flatten()
         {
             d = d.min(t);
         }
@@ -484,12 +427,14 @@ impl Daemon {
             self.rejoin();
         }
     }
+}
 
+impl shell::Signalled for Daemon {
     /// SIGTERM, SIGINT or SIGQUIT: stop, releasing nothing more. Replies held under output
     /// commit are dropped with this process, never sent; a Xen guest's held packets stay in
     /// the plug (see [`PlugOutput::hold_on_exit`]). For the cluster this is a crash of the
     /// primary: its standby and the witnesses decide (a planned stop is a switchover).
-    fn shutdown(&mut self, signal: &str) {
+    fn stop(&mut self, now: Nanos, signal: &'static str) {
         log::warn!(
             "{signal}: stopping: no more checkpoints, and no more output released ({} bytes held under commit are dropped, never sent{})",
             self.output.held_bytes(),
@@ -509,38 +454,23 @@ impl Daemon {
             f.decisions.recorder.flush();
         }
         self.persist_disk(signal);
-        self.ctl.stopped(signal);
+        self.surface.stopping(now, signal);
     }
 
     /// SIGHUP: reopen the decision log (logging itself goes to stderr, which this process
-    /// does not open: nothing to reopen there), reload the configuration, apply [`RELOADED`]
+    /// does not open: nothing to reopen there), reload the configuration, apply the keys it applies at run time ([`Settings`]'s `Reload`)
     /// and log every other changed key as waiting for a restart. A configuration that does not
     /// load or check changes nothing.
     fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
-        log::info!(
-            "SIGHUP: reopening the decision log and reloading the configuration from {}",
-            signals.source()
+        let recorder = self.failover.as_mut().map(|f| &mut f.decisions.recorder);
+        let running = (&mut self.s, &mut self.next_stats);
+        shell::reload(
+            signals,
+            now,
+            recorder,
+            running,
+            schema(),
+            Settings::from_config,
         );
-        if let Some(f) = self.failover.as_mut() {
-            f.decisions.recorder.sighup(now);
-        }
-        let Some((new, changed)) = signals.reload_logged(schema(), Settings::from_config) else {
-            return;
-        };
-        if new.stats_interval != self.s.stats_interval {
-            log::info!(
-                "SIGHUP: stats_interval {:?} -> {:?}",
-                self.s.stats_interval,
-                new.stats_interval
-            );
-            self.s.stats_interval = new.stats_interval;
-            self.next_stats = now.plus(new.stats_interval);
-        }
-        if new.on_fence != self.s.on_fence {
-            log::info!("SIGHUP: on_fence is now '{}'", new.on_fence.join(" "));
-            self.s.on_fence = new.on_fence;
-        }
-        let waiting = SignalHandler::restart_needed(&changed, RELOADED);
-        log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
     }
 }

@@ -108,7 +108,7 @@ impl crate::daemon::Daemon {
             f.decisions.recorder.flush();
         }
         let now = self.clock.now();
-        self.notify.before_exec(
+        self.surface.notify.before_exec(
             now,
             &format!(
                 "primary, epoch {}: stepped down; rejoining as hsb-standby",

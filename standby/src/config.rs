@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
 use hsb_common::decision::{self, Policy, WitnessId};
+use hsb_common::kit::shell::{reload_hook, reload_key, Reload};
 use hsb_common::PAGE_SIZE;
 
 static OWN: &[KeySpec] = &[
@@ -81,6 +82,25 @@ pub struct Settings {
     pub decision: decision::Config,
     /// `backend = xen`: the guest and how to hold its output.
     pub xen: Option<hsb_domain::xen::XenSettings>,
+}
+
+/// SIGHUP applies `stats_interval` (it only paces a log line) and `on_activate` (read when the replica activates);
+/// any other key that changed waits for a restart.
+impl Reload for Settings {
+    const RELOADED: &'static [&'static str] = &["stats_interval", "on_activate"];
+
+    fn apply(&mut self, new: Settings) {
+        reload_key(
+            "stats_interval",
+            &mut self.stats_interval,
+            new.stats_interval,
+        );
+        reload_hook("on_activate", &mut self.on_activate, new.on_activate);
+    }
+
+    fn stats_interval(&self) -> Duration {
+        self.stats_interval
+    }
 }
 
 impl Settings {

@@ -12,17 +12,15 @@ use std::time::Duration;
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
-use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::{Dest, Sender};
 use hsb_common::decision::Epoch;
 use hsb_common::key::ClusterKey;
 use hsb_common::kit::decisions::Decisions;
 use hsb_common::kit::endpoint::Endpoint;
 use hsb_common::kit::hooks::{HookEnd, Hooks};
-use hsb_common::kit::http::MetricsServer;
-use hsb_common::kit::notify::Notifier;
+use hsb_common::kit::shell::{self, Surface};
 use hsb_common::node_state::NodeState;
-use hsb_common::signals::{Request, SignalHandler};
+use hsb_common::signals::SignalHandler;
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Receiver;
 use hsb_domain::service::Service;
@@ -39,19 +37,12 @@ pub(crate) const PING: Token = Token(6);
 pub(crate) const HEARTBEAT_BASE: usize = 20;
 /// Heartbeat links at most.
 pub(crate) const HEARTBEAT_LINKS: usize = 4;
-const CTL_BASE: usize = 10;
-const METRICS_BASE: usize = 30;
-/// How often systemd's STATUS is brought up to date (when it changed).
-const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
 /// The loop sleeps until its earliest deadline, and never longer than this (a safety net:
 /// everything periodic, the stats line and systemd's watchdog included, has its own).
 const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// Replication connections: tokens `CONN_BASE..CONN_BASE + SLOTS`.
 pub(crate) const CONN_BASE: usize = 100;
 pub(crate) const SERVICE_BASE: usize = 1000;
-/// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
-/// `stats_interval` only paces a log line; `on_activate` is read when the replica activates.
-const RELOADED: &[&str] = &["stats_interval", "on_activate"];
 /// How long `on_activate` may run before it is killed with its process group.
 const ON_ACTIVATE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -80,7 +71,8 @@ pub struct Daemon {
     pub(crate) node: StandbyNode,
     pub(crate) receiver: Receiver,
     pub(crate) replica: Rep,
-    pub(crate) ctl: CtlServer,
+    /// The control socket, the metrics responder, systemd's notifications.
+    pub(crate) surface: Surface,
     pub(crate) service: Option<Service>,
     pub(crate) failover: Option<Failover>,
     pub(crate) hooks: Hooks,
@@ -92,11 +84,6 @@ pub struct Daemon {
     pub(crate) more_to_accept: bool,
     /// A connection just accepted, while the node decides on a slot for it.
     pub(crate) incoming: Option<TcpStream>,
-    /// Prometheus metrics (`metrics_listen`).
-    pub(crate) metrics: Option<MetricsServer>,
-    /// systemd's notifications (`$NOTIFY_SOCKET`).
-    pub(crate) notify: Notifier,
-    next_notify_status: Nanos,
     /// What the activated replica's check of its disk against its memory found.
     pub(crate) disk_verified: String,
 }
@@ -110,13 +97,13 @@ impl Daemon {
         })?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let ctl = CtlServer::bind(
-            &s.control,
-            s.control_group.as_ref(),
+        let clock = Clock::new();
+        let surface = Surface::bind(
+            (&s.control, s.control_group.as_ref()),
+            s.metrics_listen,
             poll.registry(),
-            CTL_BASE,
-        )
-        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+            clock.now(),
+        )?;
         let replica = Rep::open(&s).map_err(|e| io::Error::other(format!("replica: {e}")))?;
         let (pfn_limit, max_pages) = replica.layout();
         let receiver = match &replica {
@@ -136,20 +123,6 @@ impl Daemon {
             receiver.capacity() >> 20,
             s.listen
         );
-        let metrics = match s.metrics_listen {
-            None => None,
-            Some(a) => {
-                let m = MetricsServer::bind(a, poll.registry(), METRICS_BASE).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("metrics address {a} (key metrics_listen): {e}"),
-                    )
-                })?;
-                log::info!("metrics at http://{}/metrics", m.local_addr()?);
-                Some(m)
-            }
-        };
-        let clock = Clock::new();
         let now = clock.now();
         let mut query_base = [0u8; 4];
         hsb_common::rng::os_random(&mut query_base)?;
@@ -194,11 +167,8 @@ impl Daemon {
             poll,
             listener,
             wires: (0..SLOTS).map(|_| None).collect(),
-            ctl,
+            surface,
             service: None,
-            metrics,
-            notify: Notifier::from_env(),
-            next_notify_status: now,
         })
     }
 
@@ -211,31 +181,18 @@ impl Daemon {
         let mut events = Events::with_capacity(256);
         let now = self.clock.now();
         let summary = crate::status::summary(&self, now);
-        self.notify.ready(now, &summary);
-        self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+        self.surface.ready(now, &summary);
         loop {
             let now = self.clock.now();
             let timeout = self.deadline(now).since(now);
-            match self.poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            if !shell::wait(&mut self.poll, &mut events, timeout)? {
+                continue;
             }
             let now = self.clock.now();
             // Signals first: a stop ends the loop before anything else of this turn is done
             // (no checkpoint applied, no decision taken, no activation).
-            if events.iter().any(|e| signals.owns(e.token())) {
-                for r in signals.take(now) {
-                    match r {
-                        Request::Stop(name) => {
-                            self.notify.stopping(now, &format!("{name}: stopping"));
-                            self.shutdown(name);
-                            return Ok(());
-                        }
-                        Request::Reload => self.reload(now, &signals),
-                        Request::Ignore(_) => {}
-                    }
-                }
+            if shell::signals_first(&mut self, &events, &mut signals, now) {
+                return Ok(());
             }
             if self.node.activated().is_some() {
                 self.replica.run(now);
@@ -246,8 +203,9 @@ impl Daemon {
                     self.accept(now);
                 } else if (CONN_BASE..CONN_BASE + SLOTS).contains(&t.0) {
                     self.on_conn(now, t.0 - CONN_BASE);
-                } else if self.ctl.owns(t) {
-                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
+                } else if self.surface.ctl.owns(t) {
+                    let cmd = self.surface.ctl.on_event(self.poll.registry(), t, now);
+                    if let Some((conn, cmd)) = cmd {
                         self.command(now, conn, &cmd);
                     }
                 } else if t == WITNESS_UDP
@@ -258,20 +216,14 @@ impl Daemon {
                     self.on_ping(now);
                 } else if self.service.as_ref().is_some_and(|s| s.owns(t)) {
                     self.on_service(now, t);
-                } else if self.metrics.as_ref().is_some_and(|m| m.owns(t)) {
+                } else if self.surface.owns_metrics(t) {
                     self.on_metrics(t, now);
                 }
             }
             let now = self.clock.now();
-            self.ctl.tick(self.poll.registry(), now);
-            if let Some(m) = &mut self.metrics {
-                m.tick(self.poll.registry(), now);
-            }
-            self.notify.tick(now);
-            if now >= self.next_notify_status {
-                self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+            if self.surface.tick(self.poll.registry(), now) {
                 let summary = crate::status::summary(&self, now);
-                self.notify.status(now, &summary);
+                self.surface.status(now, &summary);
             }
             if self.more_to_accept {
                 self.accept(now);
@@ -285,23 +237,18 @@ impl Daemon {
             if let Some((epoch, ckpt, forced)) = self.hand_over.take() {
                 crate::handover::hand_over(&mut self, now, epoch, ckpt, forced);
             }
-            if self.s.stats_interval > Duration::ZERO && now >= self.next_stats {
+            if shell::stats_due(now, self.s.stats_interval, &mut self.next_stats) {
                 crate::status::log_stats(&mut self, now);
-                self.next_stats = now.plus(self.s.stats_interval);
             }
         }
     }
 
     /// A scrape: render the metrics and answer it.
     fn on_metrics(&mut self, t: Token, now: Nanos) {
-        let Some(m) = &mut self.metrics else {
-            return;
-        };
-        if let Some(conn) = m.on_event(self.poll.registry(), t, now) {
+        if let Some(conn) = self.surface.scrape(self.poll.registry(), t, now) {
             let text = crate::metrics::text(self, now);
-            if let Some(m) = &mut self.metrics {
-                m.answer(self.poll.registry(), conn, &text, now);
-            }
+            self.surface
+                .answer_scrape(self.poll.registry(), conn, &text, now);
         }
     }
 
@@ -315,19 +262,14 @@ impl Daemon {
         if self.s.stats_interval > Duration::ZERO {
             d = d.min(self.next_stats);
         }
-        if self.notify.enabled() {
-            d = d.min(self.next_notify_status);
-        }
         if self.node.activated().is_some() {
             // The model's workload runs in steps of the loop.
             d = d.min(now.plus(Duration::from_millis(25)));
         }
         for t in [
             self.node.next_deadline(now),
-            self.ctl.next_deadline(),
+            self.surface.next_deadline(),
             self.hooks.next_deadline(),
-            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
-            self.notify.next_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -465,8 +407,10 @@ impl Daemon {
                     let _ = self.poll.registry().deregister(&mut st);
                 }
             }
-            Effect::Answer { conn, text } => self.ctl.answer(self.poll.registry(), conn, &text),
-            Effect::Defer { conn, until } => self.ctl.defer(conn, until),
+            Effect::Answer { conn, text } => {
+                self.surface.ctl.answer(self.poll.registry(), conn, &text)
+            }
+            Effect::Defer { conn, until } => self.surface.ctl.defer(conn, until),
             Effect::ForkDisk { ckpt } => return Some(self.fork_disk(ckpt)),
         }
         None
@@ -484,11 +428,13 @@ impl Daemon {
             }
         }
     }
+}
 
+impl shell::Signalled for Daemon {
     /// SIGTERM, SIGINT or SIGQUIT: stop. A standby that stops does not activate (its replica
     /// stays as it is, paused); an activated one stops serving. Its primary then runs on
     /// without a standby (unprotected under the witnesses' leases, with automatic failover).
-    fn shutdown(&mut self, signal: &str) {
+    fn stop(&mut self, now: Nanos, signal: &'static str) {
         log::warn!(
             "{signal}: stopping: {}; the replica is not activated by this stop",
             match (self.node.activated(), self.receiver.applied()) {
@@ -503,37 +449,22 @@ impl Daemon {
             f.decisions.recorder.flush();
         }
         self.persist_disk(signal);
-        self.ctl.stopped(signal);
+        self.surface.stopping(now, signal);
     }
 
-    /// SIGHUP: reopen the decision log, reload the configuration, apply [`RELOADED`] and log
+    /// SIGHUP: reopen the decision log, reload the configuration, apply the keys it applies at run time ([`Settings`]'s `Reload`) and log
     /// every other changed key as waiting for a restart. A configuration that does not load or
     /// check changes nothing.
     fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
-        log::info!(
-            "SIGHUP: reopening the decision log and reloading the configuration from {}",
-            signals.source()
+        let recorder = self.failover.as_mut().map(|f| &mut f.decisions.recorder);
+        let running = (&mut self.s, &mut self.next_stats);
+        shell::reload(
+            signals,
+            now,
+            recorder,
+            running,
+            schema(),
+            Settings::from_config,
         );
-        if let Some(f) = self.failover.as_mut() {
-            f.decisions.recorder.sighup(now);
-        }
-        let Some((new, changed)) = signals.reload_logged(schema(), Settings::from_config) else {
-            return;
-        };
-        if new.stats_interval != self.s.stats_interval {
-            log::info!(
-                "SIGHUP: stats_interval {:?} -> {:?}",
-                self.s.stats_interval,
-                new.stats_interval
-            );
-            self.s.stats_interval = new.stats_interval;
-            self.next_stats = now.plus(new.stats_interval);
-        }
-        if new.on_activate != self.s.on_activate {
-            log::info!("SIGHUP: on_activate is now '{}'", new.on_activate.join(" "));
-            self.s.on_activate = new.on_activate;
-        }
-        let waiting = SignalHandler::restart_needed(&changed, RELOADED);
-        log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
     }
 }

@@ -53,7 +53,7 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
         image.display()
     );
     log::logger().flush();
-    d.notify.before_exec(
+    d.surface.notify.before_exec(
         now,
         &format!(
             "standby, epoch {epoch}: activated from checkpoint {ckpt}; handing over to hsb-primary"

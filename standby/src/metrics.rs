@@ -254,7 +254,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             d.requests,
         );
     }
-    if let Some(m) = &d.metrics {
+    if let Some(m) = &d.surface.metrics {
         let s = m.stats();
         e.counter(
             "hsb_metrics_scrapes_total",
@@ -270,7 +270,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     e.counter(
         "hsb_systemd_notify_errors_total",
         "notifications to systemd that could not be sent",
-        d.notify.errors,
+        d.surface.notify.errors,
     );
     e.finish()
 }

@@ -44,7 +44,7 @@ impl Daemon {
                 "error: unknown command '{other}'; try: status, digest, activate [--force], switchover, maintenance on|off, force-stale\n"
             ),
         };
-        self.ctl.answer(self.poll.registry(), conn, &text);
+        self.surface.ctl.answer(self.poll.registry(), conn, &text);
     }
 }
 
@@ -149,7 +149,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     for (name, n) in FrameError::COUNTERS.iter().zip(st.frame_errors.iter()) {
         kv(&format!("frame_errors_{name}"), n.to_string());
     }
-    if let Some(m) = &d.metrics {
+    if let Some(m) = &d.surface.metrics {
         let st = m.stats();
         kv(
             "metrics",

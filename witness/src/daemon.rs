@@ -18,16 +18,14 @@ use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Token};
 
 use hsb_common::config::Config;
-use hsb_common::ctl::CtlServer;
 use hsb_common::datagram::Sender;
 use hsb_common::decision::proto::ProbeClass;
 use hsb_common::decision::WitnessCore;
 use hsb_common::key::ClusterKey;
 use hsb_common::kit::endpoint::{Endpoint, Received};
-use hsb_common::kit::http::MetricsServer;
-use hsb_common::kit::notify::Notifier;
+use hsb_common::kit::shell::{self, Surface};
 use hsb_common::msg::Role;
-use hsb_common::signals::{Request, SignalHandler};
+use hsb_common::signals::SignalHandler;
 use hsb_common::time::{Clock, Nanos, StallWatch};
 
 use crate::config::{Guest, Settings, DEFAULT_GUEST};
@@ -36,8 +34,6 @@ use crate::probe::{Class, ProbeSet};
 use crate::state::{self, FileStore, Store};
 
 const SIGNALS: Token = Token(2);
-const CTL_BASE: usize = 10;
-const METRICS_BASE: usize = 30;
 const UDP_BASE: usize = 40;
 const PROBE_BASE: usize = 100;
 /// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
@@ -45,8 +41,6 @@ const PROBE_BASE: usize = 100;
 /// `failover.report-fresh`). The probe's keys are not among them: the loop's stall bound and
 /// the freshness checks were sized from them at start.
 const RELOADED: &[&str] = &["report_interval"];
-/// How often systemd's STATUS is brought up to date (when it changed).
-const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
 
 /// One guest's part of the loop: its settings, socket, endpoint, node and state file.
 pub(crate) struct GuestRun {
@@ -104,10 +98,8 @@ pub struct Daemon {
     pub(crate) guests: Vec<GuestRun>,
     /// One probe per guest, probe `i` for guest `i`.
     pub(crate) probes: ProbeSet,
-    ctl: CtlServer,
-    pub(crate) metrics: Option<MetricsServer>,
-    pub(crate) notify: Notifier,
-    next_notify_status: Nanos,
+    /// The control socket, the metrics responder, systemd's notifications.
+    pub(crate) surface: Surface,
     watch: StallWatch,
 }
 
@@ -116,26 +108,14 @@ impl Daemon {
     /// promises does not start), and make the nodes. `keys[i]` is guest `i`'s cluster key.
     pub fn new(s: Settings, keys: Vec<ClusterKey>, started: Config) -> io::Result<Daemon> {
         let poll = Poll::new()?;
-        let ctl = CtlServer::bind(
-            &s.control,
-            s.control_group.as_ref(),
-            poll.registry(),
-            CTL_BASE,
-        )
-        .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
-        let metrics = match s.metrics_listen {
-            None => None,
-            Some(a) => Some(
-                MetricsServer::bind(a, poll.registry(), METRICS_BASE).map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!("metrics address {a} (key metrics_listen): {e}"),
-                    )
-                })?,
-            ),
-        };
         let clock = Clock::new();
         let now = clock.now();
+        let surface = Surface::bind(
+            (&s.control, s.control_group.as_ref()),
+            s.metrics_listen,
+            poll.registry(),
+            now,
+        )?;
         let sections =
             s.guests.len() > 1 || s.guests.first().is_some_and(|g| g.name != DEFAULT_GUEST);
         let mut guests = Vec::with_capacity(s.guests.len());
@@ -156,17 +136,11 @@ impl Daemon {
             .map(|g| g.probe.interval.max(g.probe.timeout / 2))
             .min()
             .unwrap_or(Duration::from_millis(20));
-        if let Some(m) = &metrics {
-            log::info!("metrics at http://{}/metrics", m.local_addr()?);
-        }
         Ok(Daemon {
             watch: StallWatch::new(stall_bound),
-            notify: Notifier::from_env(),
-            next_notify_status: now,
             guests,
             probes,
-            ctl,
-            metrics,
+            surface,
             started,
             s,
             clock,
@@ -180,7 +154,7 @@ impl Daemon {
         let mut events = Events::with_capacity(64);
         let now = self.clock.now();
         let summary = self.summary(now);
-        self.notify.ready(now, &summary);
+        self.surface.ready(now, &summary);
         loop {
             let now = self.now();
             let mut deadline = self
@@ -192,39 +166,21 @@ impl Daemon {
             if let Some(d) = self.probes.poll_timeout(self.clock.instant(now)) {
                 deadline = deadline.min(now.plus(d));
             }
-            for d in [
-                self.ctl.next_deadline(),
-                self.metrics.as_ref().and_then(MetricsServer::next_deadline),
-                self.notify.next_deadline(),
-            ]
-            .into_iter()
-            .flatten()
-            {
+            if let Some(d) = self.surface.next_deadline() {
                 deadline = deadline.min(d);
             }
             let timeout = deadline.since(now).max(Duration::from_micros(200));
             if let Some(since) = self.watch.sleeping(now, timeout) {
                 self.step_all(now, Event::Stalled { since });
             }
-            match self.poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+            if !shell::wait(&mut self.poll, &mut events, timeout)? {
+                continue;
             }
             // Before anything that arrived or expired meanwhile is looked at.
             let now = self.now();
             // Signals first: a stop ends the loop before this turn answers anything.
-            if events.iter().any(|e| signals.owns(e.token())) {
-                for r in signals.take(now) {
-                    match r {
-                        Request::Stop(name) => {
-                            self.shutdown(now, name);
-                            return Ok(());
-                        }
-                        Request::Reload => self.reload(now, &signals),
-                        Request::Ignore(_) => {}
-                    }
-                }
+            if shell::signals_first(&mut self, &events, &mut signals, now) {
+                return Ok(());
             }
             for ev in events.iter() {
                 let t = ev.token();
@@ -236,20 +192,17 @@ impl Daemon {
                 } else if self.probes.owns(t) {
                     self.probes
                         .on_event(self.poll.registry(), ev, self.clock.instant(now));
-                } else if self.ctl.owns(t) {
-                    if let Some((conn, cmd)) = self.ctl.on_event(self.poll.registry(), t, now) {
+                } else if self.surface.ctl.owns(t) {
+                    let cmd = self.surface.ctl.on_event(self.poll.registry(), t, now);
+                    if let Some((conn, cmd)) = cmd {
                         let text = self.command(now, &cmd);
-                        self.ctl.answer(self.poll.registry(), conn, &text);
+                        self.surface.ctl.answer(self.poll.registry(), conn, &text);
                     }
-                } else if self.metrics.as_ref().is_some_and(|m| m.owns(t)) {
+                } else if self.surface.owns_metrics(t) {
                     self.on_metrics(t, now);
                 }
             }
             let now = self.now();
-            self.ctl.tick(self.poll.registry(), now);
-            if let Some(m) = &mut self.metrics {
-                m.tick(self.poll.registry(), now);
-            }
             self.probes
                 .on_tick(self.poll.registry(), self.clock.instant(now));
             let results: Vec<_> = self.probes.take_results().collect();
@@ -272,11 +225,9 @@ impl Daemon {
                 }
             }
             self.step_all(now, Event::Tick);
-            self.notify.tick(now);
-            if now >= self.next_notify_status {
-                self.next_notify_status = now.plus(NOTIFY_STATUS_EVERY);
+            if self.surface.tick(self.poll.registry(), now) {
                 let summary = self.summary(now);
-                self.notify.status(now, &summary);
+                self.surface.status(now, &summary);
             }
         }
     }
@@ -309,14 +260,10 @@ impl Daemon {
     }
 
     fn on_metrics(&mut self, t: Token, now: Nanos) {
-        let Some(m) = &mut self.metrics else {
-            return;
-        };
-        if let Some(conn) = m.on_event(self.poll.registry(), t, now) {
+        if let Some(conn) = self.surface.scrape(self.poll.registry(), t, now) {
             let text = self.metrics_text(now);
-            if let Some(m) = &mut self.metrics {
-                m.answer(self.poll.registry(), conn, &text, now);
-            }
+            self.surface
+                .answer_scrape(self.poll.registry(), conn, &text, now);
         }
     }
 
@@ -336,17 +283,18 @@ impl Daemon {
             g.step(now, event.clone());
         }
     }
+}
 
+impl shell::Signalled for Daemon {
     /// SIGTERM, SIGINT or SIGQUIT: stop. Every promise is on disk already (it is saved before
     /// the answer that makes it leaves), so a restart keeps it; probes in flight are killed
     /// with their process groups as the probe set is dropped.
-    fn shutdown(&mut self, now: Nanos, signal: &str) {
+    fn stop(&mut self, now: Nanos, signal: &'static str) {
         log::warn!(
             "{signal}: stopping: no more probes, reports or answers ({} probe(s) in flight abandoned; a command probe's process group is killed)",
             self.probes.in_flight()
         );
-        self.notify.stopping(now, &format!("{signal}: stopping"));
-        self.ctl.stopped(signal);
+        self.surface.stopping(now, signal);
     }
 
     /// SIGHUP: reload the configuration (a witness has no decision log; logging goes to

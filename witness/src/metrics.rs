@@ -252,7 +252,7 @@ impl Daemon {
             }
         }
 
-        if let Some(m) = &self.metrics {
+        if let Some(m) = &self.surface.metrics {
             let st = m.stats();
             e.counter(
                 "hsb_metrics_scrapes_total",
@@ -268,7 +268,7 @@ impl Daemon {
         e.counter(
             "hsb_systemd_notify_errors_total",
             "notifications to systemd that could not be sent",
-            self.notify.errors,
+            self.surface.notify.errors,
         );
         e.finish()
     }

@@ -37,7 +37,7 @@ impl Daemon {
             }
             self.guest_lines(now, i, g, &mut kv);
         }
-        if let Some(m) = &self.metrics {
+        if let Some(m) = &self.surface.metrics {
             let st = m.stats();
             kv(
                 "metrics",

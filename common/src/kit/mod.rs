@@ -9,6 +9,7 @@
 //! - [`metrics`]: the Prometheus text format (families, counters, gauges, histograms).
 //! - [`http`]: the bounded HTTP responder that serves it (`metrics_listen`) on the loop's tokens.
 //! - [`notify`]: systemd's READY, STATUS, STOPPING and WATCHDOG notifications, from the loop.
+//! - [`shell`]: the operator's surface (control socket, metrics, systemd), signals first, SIGHUP.
 
 pub mod authority;
 pub mod deadlines;
@@ -18,3 +19,4 @@ pub mod hooks;
 pub mod http;
 pub mod metrics;
 pub mod notify;
+pub mod shell;

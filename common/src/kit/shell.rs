@@ -1,0 +1,244 @@
+//! What every daemon's shell has around its node, kept in one place: the operator's surface
+//! (the control socket, the Prometheus responder, systemd's notifications and the pacing of
+//! systemd's `STATUS=`), the first thing a turn of the loop does (signals), and the common part
+//! of a SIGHUP reload. Each daemon keeps only what is its own: the commands it answers, the
+//! summary it gives, the keys it applies at run time.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use mio::{Events, Poll, Registry, Token};
+
+use crate::config::{Config, ConfigError, KeySpec};
+use crate::ctl::ControlGroup;
+use crate::ctl::CtlServer;
+use crate::kit::http::MetricsServer;
+use crate::kit::notify::Notifier;
+use crate::recorder::Recorder;
+use crate::signals::{Request, SignalHandler};
+use crate::time::Nanos;
+
+/// How often systemd's STATUS is brought up to date (when it changed).
+pub const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(1);
+
+/// The operator's surface of a daemon: its control socket, its metrics responder (when
+/// `metrics_listen` is set) and systemd's notifier, each on the loop's tokens and deadlines.
+pub struct Surface {
+    pub ctl: CtlServer,
+    pub metrics: Option<MetricsServer>,
+    pub notify: Notifier,
+    next_status: Nanos,
+}
+
+/// The control socket's tokens: `CTL_BASE..` (the same in every daemon).
+pub const CTL_BASE: usize = 10;
+/// The metrics responder's tokens: `METRICS_BASE..`.
+pub const METRICS_BASE: usize = 30;
+
+impl Surface {
+    /// Bind the control socket (key `control`, in `control_group`) and the metrics responder
+    /// (`metrics_listen`), and read systemd's environment. An error names the key at fault.
+    pub fn bind(
+        (control, control_group): (&Path, Option<&ControlGroup>),
+        metrics_listen: Option<SocketAddr>,
+        registry: &Registry,
+        now: Nanos,
+    ) -> io::Result<Surface> {
+        let ctl = CtlServer::bind(control, control_group, registry, CTL_BASE)
+            .map_err(|e| io::Error::other(format!("control socket: {e}")))?;
+        let metrics = match metrics_listen {
+            None => None,
+            Some(a) => {
+                let m = MetricsServer::bind(a, registry, METRICS_BASE).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("metrics address {a} (key metrics_listen): {e}"),
+                    )
+                })?;
+                log::info!("metrics at http://{}/metrics", m.local_addr()?);
+                Some(m)
+            }
+        };
+        Ok(Surface {
+            ctl,
+            metrics,
+            notify: Notifier::from_env(),
+            next_status: now,
+        })
+    }
+
+    /// The surface's earliest deadline: a connection's, systemd's watchdog, the next STATUS.
+    pub fn next_deadline(&self) -> Option<Nanos> {
+        [
+            self.ctl.next_deadline(),
+            self.metrics.as_ref().and_then(MetricsServer::next_deadline),
+            self.notify.next_deadline(),
+            self.notify.enabled().then_some(self.next_status),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Whether `t` is the metrics responder's.
+    pub fn owns_metrics(&self, t: Token) -> bool {
+        self.metrics.as_ref().is_some_and(|m| m.owns(t))
+    }
+
+    /// An event of the metrics responder's: the connection to answer with
+    /// [`Surface::answer_scrape`] when a scrape is complete.
+    pub fn scrape(&mut self, registry: &Registry, t: Token, now: Nanos) -> Option<usize> {
+        self.metrics.as_mut()?.on_event(registry, t, now)
+    }
+
+    /// Answer a scrape with the exposition `text`.
+    pub fn answer_scrape(&mut self, registry: &Registry, conn: usize, text: &str, now: Nanos) {
+        if let Some(m) = &mut self.metrics {
+            m.answer(registry, conn, text, now);
+        }
+    }
+
+    /// The surface's turn, after the events: connections past their deadline close, systemd's
+    /// watchdog is fed. True when systemd's STATUS is due: give it with [`Surface::status`].
+    pub fn tick(&mut self, registry: &Registry, now: Nanos) -> bool {
+        self.ctl.tick(registry, now);
+        if let Some(m) = &mut self.metrics {
+            m.tick(registry, now);
+        }
+        self.notify.tick(now);
+        if now >= self.next_status {
+            self.next_status = now.plus(NOTIFY_STATUS_EVERY);
+            return true;
+        }
+        false
+    }
+
+    /// systemd's STATUS (sent when it changed).
+    pub fn status(&mut self, now: Nanos, summary: &str) {
+        self.notify.status(now, summary);
+    }
+
+    /// READY, with the first summary; the next STATUS is due a period later.
+    pub fn ready(&mut self, now: Nanos, summary: &str) {
+        self.notify.ready(now, summary);
+        self.next_status = now.plus(NOTIFY_STATUS_EVERY);
+    }
+
+    /// A stop: STOPPING for systemd, and the control socket's file removed.
+    pub fn stopping(&mut self, now: Nanos, signal: &str) {
+        self.notify.stopping(now, &format!("{signal}: stopping"));
+        self.ctl.stopped(signal);
+    }
+}
+
+/// Wait in `poll` for events until `timeout`. False when a signal interrupted the wait
+/// (the loop goes round again); any other error ends the loop.
+pub fn wait(poll: &mut Poll, events: &mut Events, timeout: Duration) -> io::Result<bool> {
+    match poll.poll(events, Some(timeout)) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A daemon as its signals see it.
+pub trait Signalled {
+    /// SIGTERM, SIGINT or SIGQUIT: stop (the loop ends after this).
+    fn stop(&mut self, now: Nanos, signal: &'static str);
+    /// SIGHUP.
+    fn reload(&mut self, now: Nanos, signals: &SignalHandler);
+}
+
+/// The signals of this turn of the loop, first, before anything else of the turn is done: a
+/// stop before a reload. True when the daemon stopped: the loop ends.
+pub fn signals_first(
+    d: &mut impl Signalled,
+    events: &Events,
+    signals: &mut SignalHandler,
+    now: Nanos,
+) -> bool {
+    if !events.iter().any(|e| signals.owns(e.token())) {
+        return false;
+    }
+    for r in signals.take(now) {
+        match r {
+            Request::Stop(name) => {
+                d.stop(now, name);
+                return true;
+            }
+            Request::Reload => d.reload(now, signals),
+            Request::Ignore(_) => {}
+        }
+    }
+    false
+}
+
+/// A daemon's settings as SIGHUP sees them: which keys it applies at run time, and how.
+pub trait Reload: Sized {
+    /// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
+    const RELOADED: &'static [&'static str];
+    /// Take the keys of [`Reload::RELOADED`] from `new`, logging each that changed.
+    fn apply(&mut self, new: Self);
+    /// Key `stats_interval`, which paces the periodic stats line.
+    fn stats_interval(&self) -> Duration;
+}
+
+/// The SIGHUP of a primary and a standby: reopen the decision log, reload and check the
+/// configuration, apply [`Reload::RELOADED`] to `running` (a changed `stats_interval` counts
+/// from now) and log every other changed key as waiting for a restart. A configuration that
+/// does not load or check changes nothing.
+pub fn reload<S: Reload>(
+    signals: &SignalHandler,
+    now: Nanos,
+    recorder: Option<&mut Recorder>,
+    (running, next_stats): (&mut S, &mut Nanos),
+    schema: &'static [KeySpec],
+    parse: impl FnOnce(&Config) -> Result<S, ConfigError>,
+) {
+    log::info!(
+        "SIGHUP: reopening the decision log and reloading the configuration from {}",
+        signals.source()
+    );
+    if let Some(r) = recorder {
+        r.sighup(now);
+    }
+    let Some((new, changed)) = signals.reload_logged(schema, parse) else {
+        return;
+    };
+    let stats_before = running.stats_interval();
+    running.apply(new);
+    if running.stats_interval() != stats_before {
+        *next_stats = now.plus(running.stats_interval());
+    }
+    let waiting = SignalHandler::restart_needed(&changed, S::RELOADED);
+    log::info!("SIGHUP: configuration reloaded; {waiting} changed key(s) wait for a restart");
+}
+
+/// A key applied at run time: `running` takes `new`, logged when it changed.
+pub fn reload_key<T: PartialEq + std::fmt::Debug>(key: &str, running: &mut T, new: T) {
+    if new != *running {
+        log::info!("SIGHUP: {key} {running:?} -> {new:?}");
+        *running = new;
+    }
+}
+
+/// A hook's command (`on_fence`, `on_activate`) applied at run time: used the next time the
+/// hook runs, logged when it changed.
+pub fn reload_hook(key: &str, running: &mut Vec<String>, new: Vec<String>) {
+    if new != *running {
+        log::info!("SIGHUP: {key} is now '{}'", new.join(" "));
+        *running = new;
+    }
+}
+
+/// Whether the periodic stats line is due at `now` (never with an interval of zero); when it
+/// is, the next one is set an interval later.
+pub fn stats_due(now: Nanos, interval: Duration, next: &mut Nanos) -> bool {
+    if interval > Duration::ZERO && now >= *next {
+        *next = now.plus(interval);
+        return true;
+    }
+    false
+}
