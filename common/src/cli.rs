@@ -222,6 +222,51 @@ impl Program {
         Ok((s, key, cfg))
     }
 
+    /// `check`: load and check the configuration and the key as `run` would, then print
+    /// `configuration ok: ` and what `describe` says of the settings (exit 0), or the error
+    /// (exit 1).
+    pub fn check<S>(
+        &self,
+        args: &Args,
+        settings: impl FnOnce(&crate::config::Config) -> Result<S, crate::config::ConfigError>,
+        describe: impl FnOnce(&S) -> String,
+    ) -> std::process::ExitCode {
+        match self.load(args, settings) {
+            Ok((s, _, _)) => {
+                println!("configuration ok: {}", describe(&s));
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// `run`: start logging (as `role`), install the signal handlers before the slow start-up
+    /// (a SIGTERM sent meanwhile waits in the self-pipe and stops the loop at its first turn),
+    /// `load` what the daemon needs (and the configuration SIGHUP compares against), and `run`
+    /// it until a stop signal. Any error is reported as `name: error` (exit 1).
+    pub fn run<L>(
+        &self,
+        args: &Args,
+        role: &'static str,
+        load: impl FnOnce(&Args) -> Result<(L, crate::config::Config), String>,
+        run: impl FnOnce(L, crate::signals::SignalHandler) -> std::io::Result<()>,
+    ) -> std::process::ExitCode {
+        crate::logging::init(role);
+        let signals = match crate::signals::SignalSource::install() {
+            Ok(s) => s,
+            Err(e) => return self.fail(&format!("cannot install signal handlers: {e}")),
+        };
+        let (loaded, cfg) = match load(args) {
+            Ok(v) => v,
+            Err(e) => return self.fail(&e),
+        };
+        let signals = crate::signals::SignalHandler::new(signals, args, cfg);
+        match run(loaded, signals) {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => self.fail(&e.to_string()),
+        }
+    }
+
     /// Send `line` to the running daemon's control socket and print the answer.
     pub fn control(&self, args: &Args, line: &str) -> std::process::ExitCode {
         std::process::ExitCode::from(crate::ctl::cli(

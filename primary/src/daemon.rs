@@ -10,7 +10,7 @@ use std::io;
 use std::time::Duration;
 
 use mio::net::UdpSocket;
-use mio::{Events, Poll, Token};
+use mio::{Poll, Registry, Token};
 
 use hsb_common::frame::FrameError;
 use hsb_common::key::ClusterKey;
@@ -184,71 +184,8 @@ impl Daemon {
     }
 
     /// Run until a stop signal.
-    pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
-        signals.register(self.poll.registry(), SIGNALS)?;
-        let mut events = Events::with_capacity(256);
-        let now = self.clock.now();
-        let summary = crate::status::summary(&self, now);
-        self.surface.ready(now, &summary);
-        loop {
-            let now = self.clock.now();
-            let timeout = self.deadline(now).since(now);
-            if !shell::wait(&mut self.poll, &mut events, timeout)? {
-                continue;
-            }
-            let now = self.clock.now();
-            // Signals first: a stop ends the loop before anything else of this turn is done.
-            if shell::signals_first(&mut self, &events, &mut signals, now) {
-                return Ok(());
-            }
-            self.dom.run(now);
-            for ev in events.iter() {
-                let t = ev.token();
-                if t == REPL {
-                    self.on_repl(now);
-                } else if self.surface.ctl.owns(t) {
-                    let cmd = self.surface.ctl.on_event(self.poll.registry(), t, now);
-                    if let Some((conn, cmd)) = cmd {
-                        let text = match cmd.as_str() {
-                            "status" | "" => crate::status::text(&self, now),
-                            other => format!("error: unknown command '{other}'; try: status\n"),
-                        };
-                        self.surface.ctl.answer(self.poll.registry(), conn, &text);
-                    }
-                } else if t == WITNESS_UDP {
-                    self.on_udp(now);
-                } else if self.service.as_ref().is_some_and(|svc| svc.owns(t)) {
-                    self.on_service(t);
-                } else if self.surface.owns_metrics(t) {
-                    self.on_metrics(t, now);
-                }
-            }
-            let now = self.clock.now();
-            if self.surface.tick(self.poll.registry(), now) {
-                let summary = crate::status::summary(&self, now);
-                self.surface.status(now, &summary);
-            }
-            self.poll_suspend(now);
-            self.bind_service(now);
-            self.disk_upkeep(now);
-            self.feed(now, Event::Tick);
-            self.watch_hooks(now);
-            if let Some(f) = self.failover.as_mut() {
-                f.decisions.recorder.flush();
-            }
-            if shell::stats_due(now, self.s.stats_interval, &mut self.next_stats) {
-                crate::status::log_stats(&mut self, now);
-            }
-        }
-    }
-
-    /// A scrape: render the metrics and answer it.
-    fn on_metrics(&mut self, t: Token, now: Nanos) {
-        if let Some(conn) = self.surface.scrape(self.poll.registry(), t, now) {
-            let text = crate::metrics::text(self, now);
-            self.surface
-                .answer_scrape(self.poll.registry(), conn, &text, now);
-        }
+    pub fn run(mut self, signals: SignalHandler) -> io::Result<()> {
+        shell::run(&mut self, signals, SIGNALS)
     }
 
     /// When the loop must wake next.
@@ -429,7 +366,69 @@ impl Daemon {
     }
 }
 
-impl shell::Signalled for Daemon {
+impl shell::Shell for Daemon {
+    fn now(&mut self) -> Nanos {
+        self.clock.now()
+    }
+
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn surface(&mut self) -> (&mut Surface, &Registry) {
+        (&mut self.surface, self.poll.registry())
+    }
+
+    fn timeout(&mut self, now: Nanos) -> Duration {
+        self.deadline(now).since(now)
+    }
+
+    fn summary(&self, now: Nanos) -> String {
+        crate::status::summary(self, now)
+    }
+
+    fn metrics_text(&self, now: Nanos) -> String {
+        crate::metrics::text(self, now)
+    }
+
+    fn command(&mut self, now: Nanos, conn: usize, cmd: &str) {
+        let text = match cmd {
+            "status" | "" => crate::status::text(self, now),
+            other => format!("error: unknown command '{other}'; try: status\n"),
+        };
+        self.surface.ctl.answer(self.poll.registry(), conn, &text);
+    }
+
+    /// A Xen guest's suspend may have come, the model's workload runs a step.
+    fn before_events(&mut self, now: Nanos) {
+        self.dom.run(now);
+    }
+
+    fn on_token(&mut self, now: Nanos, ev: &mio::event::Event) {
+        let t = ev.token();
+        if t == REPL {
+            self.on_repl(now);
+        } else if t == WITNESS_UDP {
+            self.on_udp(now);
+        } else if self.service.as_ref().is_some_and(|svc| svc.owns(t)) {
+            self.on_service(t);
+        }
+    }
+
+    fn after_events(&mut self, now: Nanos) {
+        self.poll_suspend(now);
+        self.bind_service(now);
+        self.disk_upkeep(now);
+        self.feed(now, Event::Tick);
+        self.watch_hooks(now);
+        if let Some(f) = self.failover.as_mut() {
+            f.decisions.recorder.flush();
+        }
+        if shell::stats_due(now, self.s.stats_interval, &mut self.next_stats) {
+            crate::status::log_stats(self, now);
+        }
+    }
+
     /// SIGTERM, SIGINT or SIGQUIT: stop, releasing nothing more. Replies held under output
     /// commit are dropped with this process, never sent; a Xen guest's held packets stay in
     /// the plug (see [`PlugOutput::hold_on_exit`]). For the cluster this is a crash of the
@@ -450,27 +449,18 @@ impl shell::Signalled for Daemon {
                 self.dom.pause_outright();
             }
         }
-        if let Some(f) = self.failover.as_mut() {
-            f.decisions.recorder.flush();
-        }
         self.persist_disk(signal);
-        self.surface.stopping(now, signal);
+        let log = self.failover.as_mut().map(|f| &mut f.decisions.recorder);
+        self.surface.stopping(now, signal, log);
     }
 
     /// SIGHUP: reopen the decision log (logging itself goes to stderr, which this process
-    /// does not open: nothing to reopen there), reload the configuration, apply the keys it applies at run time ([`Settings`]'s `Reload`)
-    /// and log every other changed key as waiting for a restart. A configuration that does not
-    /// load or check changes nothing.
+    /// does not open: nothing to reopen there), reload the configuration, apply the keys
+    /// [`Settings`] applies at run time (its `Reload`) and log every other changed key as
+    /// waiting for a restart. A configuration that does not load or check changes nothing.
     fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
-        let recorder = self.failover.as_mut().map(|f| &mut f.decisions.recorder);
-        let running = (&mut self.s, &mut self.next_stats);
-        shell::reload(
-            signals,
-            now,
-            recorder,
-            running,
-            schema(),
-            Settings::from_config,
-        );
+        let log = self.failover.as_mut().map(|f| &mut f.decisions.recorder);
+        let s = (&mut self.s, &mut self.next_stats);
+        shell::reload(signals, now, log, s, schema(), Settings::from_config);
     }
 }

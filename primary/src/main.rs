@@ -21,7 +21,8 @@ mod status;
 use std::process::ExitCode;
 
 use hsb_common::cli::{Args, Program};
-use hsb_common::signals::{SignalHandler, SignalSource};
+use hsb_common::config::Config;
+use hsb_common::key::ClusterKey;
 use hsb_primary::config::{schema, Settings};
 
 const USAGE: &str = "\
@@ -58,45 +59,24 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match args.command.as_deref() {
-        Some("run") => run(&args),
-        Some("check") => match PROGRAM.load(&args, Settings::from_config) {
-            Ok((s, _, _)) => {
-                let backend = match &s.xen {
-                    Some(x) => format!("xen {}", x.domain),
-                    None => format!("model {} pages", s.model_pages),
-                };
-                println!(
-                    "configuration ok: standby {}, epoch {:?}, {backend}",
-                    s.standby, s.epoch_period
-                );
-                ExitCode::SUCCESS
-            }
-            Err(e) => PROGRAM.fail(&e),
-        },
+        Some("run") => PROGRAM.run(&args, "primary", load, |(s, key, start), signals| {
+            daemon::Daemon::new(s, key, start)?.run(signals)
+        }),
+        Some("check") => PROGRAM.check(&args, Settings::from_config, |s| {
+            let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);
+            format!(
+                "standby {}, epoch {:?}, {backend}",
+                s.standby, s.epoch_period
+            )
+        }),
         Some("xen-info") => ExitCode::from(hsb_domain::xen::info_command(PROGRAM.name, &args.rest)),
         _ => PROGRAM.common(&args),
     }
 }
 
-fn run(args: &Args) -> ExitCode {
-    hsb_common::logging::init("primary");
-    // Before the slow start-up (a Xen guest's memory is mapped then): a SIGTERM sent meanwhile
-    // waits in the self-pipe and stops the loop at its first turn.
-    let signals = match SignalSource::install() {
-        Ok(s) => s,
-        Err(e) => return PROGRAM.fail(&format!("cannot install signal handlers: {e}")),
-    };
-    let (mut s, key, cfg) = match PROGRAM.load(args, Settings::from_config) {
-        Ok(v) => v,
-        Err(e) => return PROGRAM.fail(&e),
-    };
-    let start = match start::start(&mut s) {
-        Ok(st) => st,
-        Err(e) => return PROGRAM.fail(&e),
-    };
-    let signals = SignalHandler::new(signals, args, cfg);
-    match daemon::Daemon::new(s, key, start).and_then(|d| d.run(signals)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => PROGRAM.fail(&e.to_string()),
-    }
+/// What `run` needs: the settings, the cluster key and the host state's restart rule applied.
+fn load(args: &Args) -> Result<((Settings, ClusterKey, hsb_primary::node::Start), Config), String> {
+    let (mut s, key, cfg) = PROGRAM.load(args, Settings::from_config)?;
+    let start = start::start(&mut s)?;
+    Ok(((s, key, start), cfg))
 }

@@ -5,7 +5,8 @@
 //! scrape time; nothing here is counted twice.
 
 use hsb_common::decision::primary::Mode;
-use hsb_common::kit::metrics::{self, build_info, Exposition, Kind};
+use hsb_common::kit::metrics::{self, Kind};
+use hsb_common::kit::shell::Surface;
 use hsb_common::time::Nanos;
 use hsb_primary::node::Link;
 
@@ -28,19 +29,7 @@ const LINKS: [&str; 3] = ["protected", "connecting", "standby-unreachable"];
 pub fn text(d: &Daemon, now: Nanos) -> String {
     let n = &d.node;
     let st = n.stats();
-    let mut e = Exposition::new();
-    build_info(
-        &mut e,
-        "hsb-primary",
-        env!("CARGO_PKG_VERSION"),
-        hsb_common::cli::COMMIT,
-        hsb_common::frame::VERSION,
-    );
-    e.gauge(
-        "hsb_uptime_seconds",
-        "time since the daemon started (monotonic)",
-        now.as_duration().as_secs_f64(),
-    );
+    let mut e = Surface::exposition("hsb-primary", now);
     e.gauge(
         "hsb_primary_epoch",
         "the activation epoch this primary serves in (rule 8)",
@@ -200,23 +189,5 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             d.requests,
         );
     }
-    if let Some(m) = &d.surface.metrics {
-        let s = m.stats();
-        e.counter(
-            "hsb_metrics_scrapes_total",
-            "scrapes answered (this one not counted yet)",
-            s.scrapes,
-        );
-        e.counter(
-            "hsb_metrics_refused_total",
-            "metrics requests refused (malformed, another path or method, too large, no free connection)",
-            s.refused,
-        );
-    }
-    e.counter(
-        "hsb_systemd_notify_errors_total",
-        "notifications to systemd that could not be sent",
-        d.surface.notify.errors,
-    );
-    e.finish()
+    d.surface.finish_exposition(e)
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use mio::net::{TcpListener, TcpStream, UdpSocket};
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Registry, Token};
 
 use hsb_common::datagram::{Dest, Sender};
 use hsb_common::decision::Epoch;
@@ -173,83 +173,11 @@ impl Daemon {
     }
 
     /// Run until a stop signal.
-    pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
+    pub fn run(mut self, signals: SignalHandler) -> io::Result<()> {
         let now = self.clock.now();
         let fx = self.node.start(now);
         self.carry_out_all(now, fx);
-        signals.register(self.poll.registry(), SIGNALS)?;
-        let mut events = Events::with_capacity(256);
-        let now = self.clock.now();
-        let summary = crate::status::summary(&self, now);
-        self.surface.ready(now, &summary);
-        loop {
-            let now = self.clock.now();
-            let timeout = self.deadline(now).since(now);
-            if !shell::wait(&mut self.poll, &mut events, timeout)? {
-                continue;
-            }
-            let now = self.clock.now();
-            // Signals first: a stop ends the loop before anything else of this turn is done
-            // (no checkpoint applied, no decision taken, no activation).
-            if shell::signals_first(&mut self, &events, &mut signals, now) {
-                return Ok(());
-            }
-            if self.node.activated().is_some() {
-                self.replica.run(now);
-            }
-            for ev in events.iter() {
-                let t = ev.token();
-                if t == LISTENER {
-                    self.accept(now);
-                } else if (CONN_BASE..CONN_BASE + SLOTS).contains(&t.0) {
-                    self.on_conn(now, t.0 - CONN_BASE);
-                } else if self.surface.ctl.owns(t) {
-                    let cmd = self.surface.ctl.on_event(self.poll.registry(), t, now);
-                    if let Some((conn, cmd)) = cmd {
-                        self.command(now, conn, &cmd);
-                    }
-                } else if t == WITNESS_UDP
-                    || (HEARTBEAT_BASE..HEARTBEAT_BASE + HEARTBEAT_LINKS).contains(&t.0)
-                {
-                    self.on_udp(now, t);
-                } else if t == PING {
-                    self.on_ping(now);
-                } else if self.service.as_ref().is_some_and(|s| s.owns(t)) {
-                    self.on_service(now, t);
-                } else if self.surface.owns_metrics(t) {
-                    self.on_metrics(t, now);
-                }
-            }
-            let now = self.clock.now();
-            if self.surface.tick(self.poll.registry(), now) {
-                let summary = crate::status::summary(&self, now);
-                self.surface.status(now, &summary);
-            }
-            if self.more_to_accept {
-                self.accept(now);
-            }
-            self.feed(now, Event::Tick);
-            if let Some(f) = self.failover.as_mut() {
-                f.decisions.recorder.flush();
-            }
-            self.bind_service();
-            self.watch_hooks(now);
-            if let Some((epoch, ckpt, forced)) = self.hand_over.take() {
-                crate::handover::hand_over(&mut self, now, epoch, ckpt, forced);
-            }
-            if shell::stats_due(now, self.s.stats_interval, &mut self.next_stats) {
-                crate::status::log_stats(&mut self, now);
-            }
-        }
-    }
-
-    /// A scrape: render the metrics and answer it.
-    fn on_metrics(&mut self, t: Token, now: Nanos) {
-        if let Some(conn) = self.surface.scrape(self.poll.registry(), t, now) {
-            let text = crate::metrics::text(self, now);
-            self.surface
-                .answer_scrape(self.poll.registry(), conn, &text, now);
-        }
+        shell::run(&mut self, signals, SIGNALS)
     }
 
     /// When the loop must wake next: the earliest deadline (the node's, which has the decision
@@ -430,7 +358,78 @@ impl Daemon {
     }
 }
 
-impl shell::Signalled for Daemon {
+impl shell::Shell for Daemon {
+    fn now(&mut self) -> Nanos {
+        self.clock.now()
+    }
+
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn surface(&mut self) -> (&mut Surface, &Registry) {
+        (&mut self.surface, self.poll.registry())
+    }
+
+    fn timeout(&mut self, now: Nanos) -> Duration {
+        self.deadline(now).since(now)
+    }
+
+    fn summary(&self, now: Nanos) -> String {
+        crate::status::summary(self, now)
+    }
+
+    fn metrics_text(&self, now: Nanos) -> String {
+        crate::metrics::text(self, now)
+    }
+
+    fn command(&mut self, now: Nanos, conn: usize, cmd: &str) {
+        Daemon::command(self, now, conn, cmd);
+    }
+
+    /// An activated model replica's workload runs a step.
+    fn before_events(&mut self, now: Nanos) {
+        if self.node.activated().is_some() {
+            self.replica.run(now);
+        }
+    }
+
+    fn on_token(&mut self, now: Nanos, ev: &mio::event::Event) {
+        let t = ev.token();
+        if t == LISTENER {
+            self.accept(now);
+        } else if (CONN_BASE..CONN_BASE + SLOTS).contains(&t.0) {
+            self.on_conn(now, t.0 - CONN_BASE);
+        } else if t == WITNESS_UDP
+            || (HEARTBEAT_BASE..HEARTBEAT_BASE + HEARTBEAT_LINKS).contains(&t.0)
+        {
+            self.on_udp(now, t);
+        } else if t == PING {
+            self.on_ping(now);
+        } else if self.service.as_ref().is_some_and(|s| s.owns(t)) {
+            self.on_service(now, t);
+        }
+    }
+
+    /// The node's own turn; a hand-over to hsb-primary comes last (it replaces this process).
+    fn after_events(&mut self, now: Nanos) {
+        if self.more_to_accept {
+            self.accept(now);
+        }
+        self.feed(now, Event::Tick);
+        if let Some(f) = self.failover.as_mut() {
+            f.decisions.recorder.flush();
+        }
+        self.bind_service();
+        self.watch_hooks(now);
+        if let Some((epoch, ckpt, forced)) = self.hand_over.take() {
+            crate::handover::hand_over(self, now, epoch, ckpt, forced);
+        }
+        if shell::stats_due(now, self.s.stats_interval, &mut self.next_stats) {
+            crate::status::log_stats(self, now);
+        }
+    }
+
     /// SIGTERM, SIGINT or SIGQUIT: stop. A standby that stops does not activate (its replica
     /// stays as it is, paused); an activated one stops serving. Its primary then runs on
     /// without a standby (unprotected under the witnesses' leases, with automatic failover).
@@ -445,26 +444,18 @@ impl shell::Signalled for Daemon {
                 (None, None) => "no checkpoint applied".to_string(),
             }
         );
-        if let Some(f) = self.failover.as_mut() {
-            f.decisions.recorder.flush();
-        }
         self.persist_disk(signal);
-        self.surface.stopping(now, signal);
+        let log = self.failover.as_mut().map(|f| &mut f.decisions.recorder);
+        self.surface.stopping(now, signal, log);
     }
 
-    /// SIGHUP: reopen the decision log, reload the configuration, apply the keys it applies at run time ([`Settings`]'s `Reload`) and log
+    /// SIGHUP: reopen the decision log, reload the configuration, apply the keys
+    /// [`Settings`] applies at run time (its `Reload`) and log
     /// every other changed key as waiting for a restart. A configuration that does not load or
     /// check changes nothing.
     fn reload(&mut self, now: Nanos, signals: &SignalHandler) {
-        let recorder = self.failover.as_mut().map(|f| &mut f.decisions.recorder);
-        let running = (&mut self.s, &mut self.next_stats);
-        shell::reload(
-            signals,
-            now,
-            recorder,
-            running,
-            schema(),
-            Settings::from_config,
-        );
+        let log = self.failover.as_mut().map(|f| &mut f.decisions.recorder);
+        let s = (&mut self.s, &mut self.next_stats);
+        shell::reload(signals, now, log, s, schema(), Settings::from_config);
     }
 }

@@ -21,7 +21,9 @@ mod status;
 use std::process::ExitCode;
 
 use hsb_common::cli::{Args, Program};
-use hsb_common::signals::{SignalHandler, SignalSource};
+use hsb_common::config::Config;
+use hsb_common::key::ClusterKey;
+use hsb_common::node_state::NodeState;
 use hsb_standby::config::{schema, Settings};
 
 const USAGE: &str = "\
@@ -67,18 +69,13 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match args.command.as_deref() {
-        Some("run") => run(&args),
-        Some("check") => match PROGRAM.load(&args, Settings::from_config) {
-            Ok((s, _, _)) => {
-                let backend = match &s.xen {
-                    Some(x) => format!("xen {}", x.domain),
-                    None => format!("model {} pages", s.model_pages),
-                };
-                println!("configuration ok: listening on {}, {backend}", s.listen);
-                ExitCode::SUCCESS
-            }
-            Err(e) => PROGRAM.fail(&e),
-        },
+        Some("run") => PROGRAM.run(&args, "standby", load, |(s, key, host), signals| {
+            daemon::Daemon::new(s, key, host)?.run(signals)
+        }),
+        Some("check") => PROGRAM.check(&args, Settings::from_config, |s| {
+            let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);
+            format!("listening on {}, {backend}", s.listen)
+        }),
         Some(cmd @ ("digest" | "activate" | "force-stale" | "switchover" | "maintenance")) => {
             let line = match cmd {
                 "activate" if args.flag("force") => "activate --force".to_string(),
@@ -135,25 +132,9 @@ fn replay(args: &Args) -> ExitCode {
     }
 }
 
-fn run(args: &Args) -> ExitCode {
-    hsb_common::logging::init("standby");
-    // Before the start-up: a SIGTERM sent meanwhile waits in the self-pipe and stops the loop
-    // at its first turn.
-    let signals = match SignalSource::install() {
-        Ok(s) => s,
-        Err(e) => return PROGRAM.fail(&format!("cannot install signal handlers: {e}")),
-    };
-    let (s, key, cfg) = match PROGRAM.load(args, Settings::from_config) {
-        Ok(v) => v,
-        Err(e) => return PROGRAM.fail(&e),
-    };
-    let host = match start::host_state(&s) {
-        Ok(h) => h,
-        Err(e) => return PROGRAM.fail(&e),
-    };
-    let signals = SignalHandler::new(signals, args, cfg);
-    match daemon::Daemon::new(s, key, host).and_then(|d| d.run(signals)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => PROGRAM.fail(&e.to_string()),
-    }
+/// What `run` needs: the settings, the cluster key and the host state it starts in.
+fn load(args: &Args) -> Result<((Settings, ClusterKey, NodeState), Config), String> {
+    let (s, key, cfg) = PROGRAM.load(args, Settings::from_config)?;
+    let host = start::host_state(&s)?;
+    Ok(((s, key, host), cfg))
 }

@@ -10,7 +10,8 @@
 
 use hsb_common::decision::primary::Mode;
 use hsb_common::decision::standby::State;
-use hsb_common::kit::metrics::{self, build_info, Exposition, Kind};
+use hsb_common::kit::metrics::{self, Exposition, Kind};
+use hsb_common::kit::shell::Surface;
 use hsb_common::time::Nanos;
 use hsb_standby::node::STATES;
 
@@ -58,19 +59,7 @@ fn flag(b: bool) -> f64 {
 pub fn text(d: &Daemon, now: Nanos) -> String {
     let n = &d.node;
     let st = n.stats();
-    let mut e = Exposition::new();
-    build_info(
-        &mut e,
-        "hsb-standby",
-        env!("CARGO_PKG_VERSION"),
-        hsb_common::cli::COMMIT,
-        hsb_common::frame::VERSION,
-    );
-    e.gauge(
-        "hsb_uptime_seconds",
-        "time since the daemon started (monotonic)",
-        now.as_duration().as_secs_f64(),
-    );
+    let mut e = Surface::exposition("hsb-standby", now);
     e.gauge(
         "hsb_standby_epoch",
         "the activation epoch this standby follows, or serves in once activated (rule 8)",
@@ -254,23 +243,5 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             d.requests,
         );
     }
-    if let Some(m) = &d.surface.metrics {
-        let s = m.stats();
-        e.counter(
-            "hsb_metrics_scrapes_total",
-            "scrapes answered (this one not counted yet)",
-            s.scrapes,
-        );
-        e.counter(
-            "hsb_metrics_refused_total",
-            "metrics requests refused (malformed, another path or method, too large, no free connection)",
-            s.refused,
-        );
-    }
-    e.counter(
-        "hsb_systemd_notify_errors_total",
-        "notifications to systemd that could not be sent",
-        d.surface.notify.errors,
-    );
-    e.finish()
+    d.surface.finish_exposition(e)
 }

@@ -15,7 +15,7 @@ use std::io;
 use std::time::Duration;
 
 use mio::net::UdpSocket;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Interest, Poll, Registry, Token};
 
 use hsb_common::config::Config;
 use hsb_common::datagram::Sender;
@@ -149,87 +149,8 @@ impl Daemon {
     }
 
     /// The loop, until a stop signal.
-    pub fn run(mut self, mut signals: SignalHandler) -> io::Result<()> {
-        signals.register(self.poll.registry(), SIGNALS)?;
-        let mut events = Events::with_capacity(64);
-        let now = self.clock.now();
-        let summary = self.summary(now);
-        self.surface.ready(now, &summary);
-        loop {
-            let now = self.now();
-            let mut deadline = self
-                .guests
-                .iter()
-                .map(|g| g.node.next_deadline())
-                .min()
-                .unwrap_or(now.plus(Duration::from_secs(1)));
-            if let Some(d) = self.probes.poll_timeout(self.clock.instant(now)) {
-                deadline = deadline.min(now.plus(d));
-            }
-            if let Some(d) = self.surface.next_deadline() {
-                deadline = deadline.min(d);
-            }
-            let timeout = deadline.since(now).max(Duration::from_micros(200));
-            if let Some(since) = self.watch.sleeping(now, timeout) {
-                self.step_all(now, Event::Stalled { since });
-            }
-            if !shell::wait(&mut self.poll, &mut events, timeout)? {
-                continue;
-            }
-            // Before anything that arrived or expired meanwhile is looked at.
-            let now = self.now();
-            // Signals first: a stop ends the loop before this turn answers anything.
-            if shell::signals_first(&mut self, &events, &mut signals, now) {
-                return Ok(());
-            }
-            for ev in events.iter() {
-                let t = ev.token();
-                if let Some(g) =
-                    t.0.checked_sub(UDP_BASE)
-                        .and_then(|i| self.guests.get_mut(i))
-                {
-                    g.on_udp(now);
-                } else if self.probes.owns(t) {
-                    self.probes
-                        .on_event(self.poll.registry(), ev, self.clock.instant(now));
-                } else if self.surface.ctl.owns(t) {
-                    let cmd = self.surface.ctl.on_event(self.poll.registry(), t, now);
-                    if let Some((conn, cmd)) = cmd {
-                        let text = self.command(now, &cmd);
-                        self.surface.ctl.answer(self.poll.registry(), conn, &text);
-                    }
-                } else if self.surface.owns_metrics(t) {
-                    self.on_metrics(t, now);
-                }
-            }
-            let now = self.now();
-            self.probes
-                .on_tick(self.poll.registry(), self.clock.instant(now));
-            let results: Vec<_> = self.probes.take_results().collect();
-            for r in results {
-                let class = match r.class {
-                    Class::Ok => ProbeClass::Ok,
-                    Class::Refused => ProbeClass::Refused,
-                    Class::Timeout => ProbeClass::Timeout,
-                    Class::AppError => ProbeClass::AppError,
-                };
-                if let Some(g) = self.guests.get_mut(r.probe) {
-                    g.step(
-                        now,
-                        Event::AppProbe {
-                            class,
-                            took: r.latency,
-                            detail: r.detail,
-                        },
-                    );
-                }
-            }
-            self.step_all(now, Event::Tick);
-            if self.surface.tick(self.poll.registry(), now) {
-                let summary = self.summary(now);
-                self.surface.status(now, &summary);
-            }
-        }
+    pub fn run(mut self, signals: SignalHandler) -> io::Result<()> {
+        shell::run(&mut self, signals, SIGNALS)
     }
 
     /// A control command's answer: `status` (every guest), `status GUEST` (one).
@@ -259,17 +180,9 @@ impl Daemon {
         self.guests.iter().map(|g| g.s.name.as_str()).collect()
     }
 
-    fn on_metrics(&mut self, t: Token, now: Nanos) {
-        if let Some(conn) = self.surface.scrape(self.poll.registry(), t, now) {
-            let text = self.metrics_text(now);
-            self.surface
-                .answer_scrape(self.poll.registry(), conn, &text, now);
-        }
-    }
-
     /// The clock, read by the loop: if the loop did not run for too long since it last read
     /// it, the nodes hear of the stall before anything else happens.
-    fn now(&mut self) -> Nanos {
+    fn clock_now(&mut self) -> Nanos {
         let now = self.clock.now();
         if let Some(since) = self.watch.running(now) {
             self.step_all(now, Event::Stalled { since });
@@ -285,7 +198,93 @@ impl Daemon {
     }
 }
 
-impl shell::Signalled for Daemon {
+impl shell::Shell for Daemon {
+    fn now(&mut self) -> Nanos {
+        self.clock_now()
+    }
+
+    fn poll(&mut self) -> &mut Poll {
+        &mut self.poll
+    }
+
+    fn surface(&mut self) -> (&mut Surface, &Registry) {
+        (&mut self.surface, self.poll.registry())
+    }
+
+    /// Until the earliest deadline of the nodes, the probes and the surface (at least 200 µs);
+    /// the stall watch knows how long the loop means to sleep.
+    fn timeout(&mut self, now: Nanos) -> Duration {
+        let mut deadline = self
+            .guests
+            .iter()
+            .map(|g| g.node.next_deadline())
+            .min()
+            .unwrap_or(now.plus(Duration::from_secs(1)));
+        if let Some(d) = self.probes.poll_timeout(self.clock.instant(now)) {
+            deadline = deadline.min(now.plus(d));
+        }
+        if let Some(d) = self.surface.next_deadline() {
+            deadline = deadline.min(d);
+        }
+        let timeout = deadline.since(now).max(Duration::from_micros(200));
+        if let Some(since) = self.watch.sleeping(now, timeout) {
+            self.step_all(now, Event::Stalled { since });
+        }
+        timeout
+    }
+
+    fn summary(&self, now: Nanos) -> String {
+        Daemon::summary(self, now)
+    }
+
+    fn metrics_text(&self, now: Nanos) -> String {
+        Daemon::metrics_text(self, now)
+    }
+
+    fn command(&mut self, now: Nanos, conn: usize, cmd: &str) {
+        let text = Daemon::command(self, now, cmd);
+        self.surface.ctl.answer(self.poll.registry(), conn, &text);
+    }
+
+    fn on_token(&mut self, now: Nanos, ev: &mio::event::Event) {
+        let t = ev.token();
+        if let Some(g) =
+            t.0.checked_sub(UDP_BASE)
+                .and_then(|i| self.guests.get_mut(i))
+        {
+            g.on_udp(now);
+        } else if self.probes.owns(t) {
+            self.probes
+                .on_event(self.poll.registry(), ev, self.clock.instant(now));
+        }
+    }
+
+    /// The probes' turn and their results, then every node's own.
+    fn after_events(&mut self, now: Nanos) {
+        self.probes
+            .on_tick(self.poll.registry(), self.clock.instant(now));
+        let results: Vec<_> = self.probes.take_results().collect();
+        for r in results {
+            let class = match r.class {
+                Class::Ok => ProbeClass::Ok,
+                Class::Refused => ProbeClass::Refused,
+                Class::Timeout => ProbeClass::Timeout,
+                Class::AppError => ProbeClass::AppError,
+            };
+            if let Some(g) = self.guests.get_mut(r.probe) {
+                g.step(
+                    now,
+                    Event::AppProbe {
+                        class,
+                        took: r.latency,
+                        detail: r.detail,
+                    },
+                );
+            }
+        }
+        self.step_all(now, Event::Tick);
+    }
+
     /// SIGTERM, SIGINT or SIGQUIT: stop. Every promise is on disk already (it is saved before
     /// the answer that makes it leaves), so a restart keeps it; probes in flight are killed
     /// with their process groups as the probe set is dropped.
@@ -294,7 +293,7 @@ impl shell::Signalled for Daemon {
             "{signal}: stopping: no more probes, reports or answers ({} probe(s) in flight abandoned; a command probe's process group is killed)",
             self.probes.in_flight()
         );
-        self.surface.stopping(now, signal);
+        self.surface.stopping(now, signal, None);
     }
 
     /// SIGHUP: reload the configuration (a witness has no decision log; logging goes to

@@ -22,7 +22,6 @@ use std::process::ExitCode;
 use hsb_common::cli::{Args, Program};
 use hsb_common::config::{Config, Sectioned};
 use hsb_common::key::ClusterKey;
-use hsb_common::signals::{SignalHandler, SignalSource};
 
 use config::{schema, Settings};
 use daemon::Daemon;
@@ -66,7 +65,12 @@ fn main() -> ExitCode {
         Err(code) => return code,
     };
     match args.command.as_deref() {
-        Some("run") => run(&args),
+        Some("run") => PROGRAM.run(
+            &args,
+            "witness",
+            |args| load(args).map(|(s, keys, cfg)| ((s, keys, cfg.clone()), cfg)),
+            |(s, keys, cfg), signals| Daemon::new(s, keys, cfg)?.run(signals),
+        ),
         Some("check") => match load(&args) {
             Ok((s, _, _)) => {
                 for g in &s.guests {
@@ -132,24 +136,4 @@ fn load(args: &Args) -> Result<(Settings, Vec<ClusterKey>, Config), String> {
         keys.push(key);
     }
     Ok((s, keys, loaded.global))
-}
-
-fn run(args: &Args) -> ExitCode {
-    hsb_common::logging::init("witness");
-    let fail = |e: &str| PROGRAM.fail(e);
-    // Before the start-up: a SIGTERM sent meanwhile waits in the self-pipe and stops the loop
-    // at its first turn.
-    let signals = match SignalSource::install() {
-        Ok(s) => s,
-        Err(e) => return fail(&format!("cannot install signal handlers: {e}")),
-    };
-    let (s, keys, cfg) = match load(args) {
-        Ok(v) => v,
-        Err(e) => return fail(&e),
-    };
-    let signals = SignalHandler::new(signals, args, cfg.clone());
-    match Daemon::new(s, keys, cfg).and_then(|w| w.run(signals)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&e.to_string()),
-    }
 }

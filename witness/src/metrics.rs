@@ -3,7 +3,8 @@
 //! written once with all its guests' samples, as the text format requires.
 
 use hsb_common::decision::proto::{AppVerdict, ProbeClass, ProbeTarget};
-use hsb_common::kit::metrics::{build_info, Exposition, Kind};
+use hsb_common::kit::metrics::Kind;
+use hsb_common::kit::shell::Surface;
 use hsb_common::time::Nanos;
 
 use crate::daemon::Daemon;
@@ -15,19 +16,7 @@ const TARGETS: [&str; 3] = ["application", "primary-daemon", "standby-daemon"];
 impl Daemon {
     /// The exposition at `now`.
     pub(crate) fn metrics_text(&self, now: Nanos) -> String {
-        let mut e = Exposition::new();
-        build_info(
-            &mut e,
-            "hsb-witness",
-            env!("CARGO_PKG_VERSION"),
-            hsb_common::cli::COMMIT,
-            hsb_common::frame::VERSION,
-        );
-        e.gauge(
-            "hsb_uptime_seconds",
-            "time since the daemon started (monotonic)",
-            now.as_duration().as_secs_f64(),
-        );
+        let mut e = Surface::exposition("hsb-witness", now);
         e.gauge(
             "hsb_witness_guests",
             "protected guests this witness serves",
@@ -252,24 +241,6 @@ impl Daemon {
             }
         }
 
-        if let Some(m) = &self.surface.metrics {
-            let st = m.stats();
-            e.counter(
-                "hsb_metrics_scrapes_total",
-                "scrapes answered (this one not counted yet)",
-                st.scrapes,
-            );
-            e.counter(
-                "hsb_metrics_refused_total",
-                "metrics requests refused (malformed, another path or method, too large, no free connection)",
-                st.refused,
-            );
-        }
-        e.counter(
-            "hsb_systemd_notify_errors_total",
-            "notifications to systemd that could not be sent",
-            self.surface.notify.errors,
-        );
-        e.finish()
+        self.surface.finish_exposition(e)
     }
 }

@@ -28,6 +28,18 @@ pub mod xen;
 
 pub use hsb_common::PAGE_SIZE;
 
+/// The backend a primary's or standby's settings name, for `check`: `xen DOMAIN` or
+/// `model N pages` (the hypervisor test double).
+pub fn describe_backend(
+    xen: Option<&xen::XenSettings>,
+    model_pages: impl std::fmt::Display,
+) -> String {
+    match xen {
+        Some(x) => format!("xen {}", x.domain),
+        None => format!("model {model_pages} pages"),
+    }
+}
+
 /// The configuration keys of the domain backends both daemons accept: `xen.*` and the model
 /// domain's disk (`model.disk*`, `disk.journal_max`).
 pub fn backend_keys() -> &'static [hsb_common::config::KeySpec] {

@@ -15,6 +15,7 @@ use crate::config::{Config, ConfigError, KeySpec};
 use crate::ctl::ControlGroup;
 use crate::ctl::CtlServer;
 use crate::kit::http::MetricsServer;
+use crate::kit::metrics::{build_info, Exposition};
 use crate::kit::notify::Notifier;
 use crate::recorder::Recorder;
 use crate::signals::{Request, SignalHandler};
@@ -126,35 +127,142 @@ impl Surface {
         self.next_status = now.plus(NOTIFY_STATUS_EVERY);
     }
 
-    /// A stop: STOPPING for systemd, and the control socket's file removed.
-    pub fn stopping(&mut self, now: Nanos, signal: &str) {
+    /// An exposition begun with what every daemon's has first: its build and its uptime.
+    pub fn exposition(daemon: &str, now: Nanos) -> Exposition {
+        let mut e = Exposition::new();
+        build_info(
+            &mut e,
+            daemon,
+            env!("CARGO_PKG_VERSION"),
+            crate::cli::COMMIT,
+            crate::frame::VERSION,
+        );
+        e.gauge(
+            "hsb_uptime_seconds",
+            "time since the daemon started (monotonic)",
+            now.as_duration().as_secs_f64(),
+        );
+        e
+    }
+
+    /// The surface's own families (scrapes, refusals, systemd's notification errors), and the
+    /// exposition's text.
+    pub fn finish_exposition(&self, mut e: Exposition) -> String {
+        if let Some(m) = &self.metrics {
+            let st = m.stats();
+            e.counter(
+                "hsb_metrics_scrapes_total",
+                "scrapes answered (this one not counted yet)",
+                st.scrapes,
+            );
+            e.counter(
+                "hsb_metrics_refused_total",
+                "metrics requests refused (malformed, another path or method, too large, no free connection)",
+                st.refused,
+            );
+        }
+        e.counter(
+            "hsb_systemd_notify_errors_total",
+            "notifications to systemd that could not be sent",
+            self.notify.errors,
+        );
+        e.finish()
+    }
+
+    /// A stop: the decision log (if any) flushed, STOPPING for systemd, and the control
+    /// socket's file removed.
+    pub fn stopping(&mut self, now: Nanos, signal: &str, log: Option<&mut Recorder>) {
+        if let Some(r) = log {
+            r.flush();
+        }
         self.notify.stopping(now, &format!("{signal}: stopping"));
         self.ctl.stopped(signal);
     }
 }
 
-/// Wait in `poll` for events until `timeout`. False when a signal interrupted the wait
-/// (the loop goes round again); any other error ends the loop.
-pub fn wait(poll: &mut Poll, events: &mut Events, timeout: Duration) -> io::Result<bool> {
-    match poll.poll(events, Some(timeout)) {
-        Ok(()) => Ok(true),
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(false),
-        Err(e) => Err(e),
-    }
-}
-
-/// A daemon as its signals see it.
-pub trait Signalled {
+/// A daemon's shell as the loop sees it: what it owns of the loop's parts, and what it does
+/// at each point of a turn. The loop itself ([`run`]) is the same in every daemon.
+pub trait Shell {
+    /// The clock, read by the loop (a daemon may look at it for stalls here).
+    fn now(&mut self) -> Nanos;
+    /// The loop's poll.
+    fn poll(&mut self) -> &mut Poll;
+    /// The operator's surface and the registry its sockets are on.
+    fn surface(&mut self) -> (&mut Surface, &Registry);
+    /// How long the loop may sleep: until the earliest deadline.
+    fn timeout(&mut self, now: Nanos) -> Duration;
+    /// systemd's STATUS line.
+    fn summary(&self, now: Nanos) -> String;
+    /// The metrics exposition.
+    fn metrics_text(&self, now: Nanos) -> String;
+    /// A control command on connection `conn`: answer it (now, or later through the node).
+    fn command(&mut self, now: Nanos, conn: usize, cmd: &str);
+    /// After the signals, before this turn's events.
+    fn before_events(&mut self, _now: Nanos) {}
+    /// An event of one of the daemon's own tokens.
+    fn on_token(&mut self, now: Nanos, ev: &mio::event::Event);
+    /// After the events and the surface's turn: timers, the node's own turn, flushes.
+    fn after_events(&mut self, now: Nanos);
     /// SIGTERM, SIGINT or SIGQUIT: stop (the loop ends after this).
     fn stop(&mut self, now: Nanos, signal: &'static str);
     /// SIGHUP.
     fn reload(&mut self, now: Nanos, signals: &SignalHandler);
 }
 
+/// The loop, until a stop signal: READY for systemd, then turn after turn: sleep until the
+/// earliest deadline; the signals first (a stop ends the loop before anything else of the turn
+/// is done); the daemon's events, the control socket's and the metrics responder's; the
+/// surface's turn (and systemd's STATUS); the daemon's own turn.
+pub fn run(d: &mut impl Shell, mut signals: SignalHandler, token: Token) -> io::Result<()> {
+    signals.register(d.poll().registry(), token)?;
+    let mut events = Events::with_capacity(256);
+    let now = d.now();
+    let summary = d.summary(now);
+    d.surface().0.ready(now, &summary);
+    loop {
+        let now = d.now();
+        let timeout = d.timeout(now);
+        match d.poll().poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        let now = d.now();
+        if signals_first(d, &events, &mut signals, now) {
+            return Ok(());
+        }
+        d.before_events(now);
+        for ev in events.iter() {
+            let t = ev.token();
+            let (surface, registry) = d.surface();
+            if surface.ctl.owns(t) {
+                if let Some((conn, cmd)) = surface.ctl.on_event(registry, t, now) {
+                    d.command(now, conn, &cmd);
+                }
+            } else if surface.owns_metrics(t) {
+                if let Some(conn) = surface.scrape(registry, t, now) {
+                    let text = d.metrics_text(now);
+                    let (surface, registry) = d.surface();
+                    surface.answer_scrape(registry, conn, &text, now);
+                }
+            } else if !signals.owns(t) {
+                d.on_token(now, ev);
+            }
+        }
+        let now = d.now();
+        let (surface, registry) = d.surface();
+        if surface.tick(registry, now) {
+            let summary = d.summary(now);
+            d.surface().0.status(now, &summary);
+        }
+        d.after_events(now);
+    }
+}
+
 /// The signals of this turn of the loop, first, before anything else of the turn is done: a
 /// stop before a reload. True when the daemon stopped: the loop ends.
-pub fn signals_first(
-    d: &mut impl Signalled,
+fn signals_first(
+    d: &mut impl Shell,
     events: &Events,
     signals: &mut SignalHandler,
     now: Nanos,
