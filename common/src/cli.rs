@@ -183,6 +183,9 @@ pub struct Program {
     pub schema: fn() -> &'static [crate::config::KeySpec],
     /// The control socket when no configuration names one.
     pub control: &'static str,
+    /// `xen-info DOMAIN`: what the Xen backend sees of a domain (the primary and the standby;
+    /// the witness, which links no hypervisor code, has none). Returns the exit status.
+    pub xen_info: Option<fn(&str, &[String]) -> u8>,
 }
 
 impl Program {
@@ -200,6 +203,23 @@ impl Program {
             bool_flags,
             value_opts,
         )
+    }
+
+    /// The whole command line: parse it ([`Program::args`] with `bool_flags` and
+    /// `value_opts`), give the command word to `own` (a daemon's own commands: `None` for a
+    /// command it leaves to the others), then to [`Program::common`].
+    pub fn main(
+        &self,
+        bool_flags: &[&str],
+        value_opts: &[&str],
+        own: impl FnOnce(&str, &Args) -> Option<std::process::ExitCode>,
+    ) -> std::process::ExitCode {
+        let args = match self.args(bool_flags, value_opts) {
+            Ok(a) => a,
+            Err(code) => return code,
+        };
+        let answered = args.command.as_deref().and_then(|c| own(c, &args));
+        answered.unwrap_or_else(|| self.common(&args))
     }
 
     /// Report `msg` as `name: msg`; exit status 1.
@@ -279,10 +299,14 @@ impl Program {
     }
 
     /// The commands every daemon answers the same way: `status` (and `status WORDS`),
-    /// `keygen PATH`, `config-reference`; anything else is a usage error (status 2).
+    /// `keygen PATH`, `config-reference`, `xen-info DOMAIN` where it has one; anything else is
+    /// a usage error (status 2).
     pub fn common(&self, args: &Args) -> std::process::ExitCode {
         use std::process::ExitCode;
         match args.command.as_deref() {
+            Some("xen-info") if self.xen_info.is_some() => {
+                ExitCode::from(self.xen_info.map_or(2, |f| f(self.name, &args.rest)))
+            }
             Some("status") if !args.rest.is_empty() => self.control(args, &args.rest.join(" ")),
             Some("status") => ExitCode::from(crate::ctl::status_cli(
                 self.name,

@@ -51,27 +51,25 @@ const PROGRAM: Program = Program {
     usage: USAGE,
     schema,
     control: "/run/hsb/primary.sock",
+    xen_info: Some(hsb_domain::xen::info_command),
 };
 
 fn main() -> ExitCode {
-    let args = match PROGRAM.args(&["json"], &[]) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    match args.command.as_deref() {
-        Some("run") => PROGRAM.run(&args, "primary", load, |(s, key, start), signals| {
-            daemon::Daemon::new(s, key, start)?.run(signals)
-        }),
-        Some("check") => PROGRAM.check(&args, Settings::from_config, |s| {
-            let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);
-            format!(
-                "standby {}, epoch {:?}, {backend}",
-                s.standby, s.epoch_period
-            )
-        }),
-        Some("xen-info") => ExitCode::from(hsb_domain::xen::info_command(PROGRAM.name, &args.rest)),
-        _ => PROGRAM.common(&args),
-    }
+    PROGRAM.main(&["json"], &[], |cmd, args| {
+        Some(match cmd {
+            "run" => PROGRAM.run(args, "primary", load, |(s, key, start), signals| {
+                daemon::Daemon::new(s, key, start)?.run(signals)
+            }),
+            "check" => PROGRAM.check(args, Settings::from_config, |s| {
+                let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);
+                format!(
+                    "standby {}, epoch {:?}, {backend}",
+                    s.standby, s.epoch_period
+                )
+            }),
+            _ => return None,
+        })
+    })
 }
 
 /// What `run` needs: the settings, the cluster key and the host state's restart rule applied.

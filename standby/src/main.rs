@@ -61,40 +61,38 @@ const PROGRAM: Program = Program {
     usage: USAGE,
     schema,
     control: "/run/hsb/standby.sock",
+    xen_info: Some(hsb_domain::xen::info_command),
 };
 
 fn main() -> ExitCode {
-    let args = match PROGRAM.args(&["force", "json"], &["policy"]) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    match args.command.as_deref() {
-        Some("run") => PROGRAM.run(&args, "standby", load, |(s, key, host), signals| {
-            daemon::Daemon::new(s, key, host)?.run(signals)
-        }),
-        Some("check") => PROGRAM.check(&args, Settings::from_config, |s| {
-            let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);
-            format!("listening on {}, {backend}", s.listen)
-        }),
-        Some(cmd @ ("digest" | "activate" | "force-stale" | "switchover" | "maintenance")) => {
-            let line = match cmd {
-                "activate" if args.flag("force") => "activate --force".to_string(),
-                "maintenance" => match args.rest.first().map(String::as_str) {
-                    Some(w @ ("on" | "off")) => format!("maintenance {w}"),
-                    None => "maintenance".to_string(),
-                    Some(other) => {
-                        eprintln!("hsb-standby: maintenance takes on or off, not '{other}'");
-                        return ExitCode::from(2);
-                    }
-                },
-                other => other.to_string(),
-            };
-            PROGRAM.control(&args, &line)
-        }
-        Some("replay") => replay(&args),
-        Some("xen-info") => ExitCode::from(hsb_domain::xen::info_command(PROGRAM.name, &args.rest)),
-        _ => PROGRAM.common(&args),
-    }
+    PROGRAM.main(&["force", "json"], &["policy"], |cmd, args| {
+        Some(match cmd {
+            "run" => PROGRAM.run(args, "standby", load, |(s, key, host), signals| {
+                daemon::Daemon::new(s, key, host)?.run(signals)
+            }),
+            "check" => PROGRAM.check(args, Settings::from_config, |s| {
+                let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);
+                format!("listening on {}, {backend}", s.listen)
+            }),
+            cmd @ ("digest" | "activate" | "force-stale" | "switchover" | "maintenance") => {
+                let line = match cmd {
+                    "activate" if args.flag("force") => "activate --force".to_string(),
+                    "maintenance" => match args.rest.first().map(String::as_str) {
+                        Some(w @ ("on" | "off")) => format!("maintenance {w}"),
+                        None => "maintenance".to_string(),
+                        Some(other) => {
+                            eprintln!("hsb-standby: maintenance takes on or off, not '{other}'");
+                            return Some(ExitCode::from(2));
+                        }
+                    },
+                    other => other.to_string(),
+                };
+                PROGRAM.control(args, &line)
+            }
+            "replay" => replay(args),
+            _ => return None,
+        })
+    })
 }
 
 fn replay(args: &Args) -> ExitCode {

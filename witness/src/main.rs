@@ -57,58 +57,61 @@ const PROGRAM: Program = Program {
     usage: USAGE,
     schema,
     control: "/run/hsb/witness.sock",
+    xen_info: None,
 };
 
 fn main() -> ExitCode {
-    let args = match PROGRAM.args(&["json"], &["guest"]) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
-    match args.command.as_deref() {
-        Some("run") => PROGRAM.run(
-            &args,
-            "witness",
-            |args| load(args).map(|(s, keys, cfg)| ((s, keys, cfg.clone()), cfg)),
-            |(s, keys, cfg), signals| Daemon::new(s, keys, cfg)?.run(signals),
-        ),
-        Some("check") => match load(&args) {
-            Ok((s, _, _)) => {
-                for g in &s.guests {
-                    let guest = if s.guests.len() > 1 || g.name != config::DEFAULT_GUEST {
-                        format!(" guest {}:", g.name)
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "configuration ok:{guest} witness {} (id {}) on {}, probing {:?}, primary {}, standby {}, policy {}",
-                        s.node, g.id, g.listen, g.probe.kind, g.primary, g.standby, g.decision.policy
-                    );
-                }
-                ExitCode::SUCCESS
+    PROGRAM.main(&["json"], &["guest"], |cmd, args| {
+        Some(match cmd {
+            "run" => PROGRAM.run(
+                args,
+                "witness",
+                |args| load(args).map(|(s, keys, cfg)| ((s, keys, cfg.clone()), cfg)),
+                |(s, keys, cfg), signals| Daemon::new(s, keys, cfg)?.run(signals),
+            ),
+            "check" => check(args),
+            "status" => {
+                let path = match (&args.control, &args.config) {
+                    (Some(p), _) => Ok(p.clone()),
+                    (None, Some(_)) => config::control_path(args.config.as_deref(), &args.sets)
+                        .map_err(|e| e.to_string()),
+                    (None, None) => config::control_path(None, &args.sets)
+                        .or_else(|_| config::find_control(std::path::Path::new(config::RUN_DIR))),
+                };
+                let command = match args.value("guest") {
+                    Some(g) => format!("status {g}"),
+                    None => "status".to_string(),
+                };
+                ExitCode::from(hsb_common::ctl::status_cli_at(
+                    "hsb-witness",
+                    args,
+                    path,
+                    &command,
+                ))
             }
-            Err(e) => PROGRAM.fail(&e),
-        },
-        Some("status") => {
-            let path = match (&args.control, &args.config) {
-                (Some(p), _) => Ok(p.clone()),
-                (None, Some(_)) => config::control_path(args.config.as_deref(), &args.sets)
-                    .map_err(|e| e.to_string()),
-                (None, None) => config::control_path(None, &args.sets)
-                    .or_else(|_| config::find_control(std::path::Path::new(config::RUN_DIR))),
-            };
-            let command = match args.value("guest") {
-                Some(g) => format!("status {g}"),
-                None => "status".to_string(),
-            };
-            ExitCode::from(hsb_common::ctl::status_cli_at(
-                "hsb-witness",
-                &args,
-                path,
-                &command,
-            ))
-        }
-        _ => PROGRAM.common(&args),
+            _ => return None,
+        })
+    })
+}
+
+/// `check`: every guest's configuration, one line each.
+fn check(args: &Args) -> ExitCode {
+    let s = match load(args) {
+        Ok((s, _, _)) => s,
+        Err(e) => return PROGRAM.fail(&e),
+    };
+    for g in &s.guests {
+        let guest = if s.guests.len() > 1 || g.name != config::DEFAULT_GUEST {
+            format!(" guest {}:", g.name)
+        } else {
+            String::new()
+        };
+        println!(
+            "configuration ok:{guest} witness {} (id {}) on {}, probing {:?}, primary {}, standby {}, policy {}",
+            s.node, g.id, g.listen, g.probe.kind, g.primary, g.standby, g.decision.policy
+        );
     }
+    ExitCode::SUCCESS
 }
 
 /// The configuration, its settings and every guest's cluster key (each guest's cluster has
