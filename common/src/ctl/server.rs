@@ -15,6 +15,7 @@ use super::{
     parse_command, peer_allowed, ControlGroup, CtlError, Line, ANSWER_TIMEOUT, COMMAND_TIMEOUT,
     MAX_COMMAND, MAX_CONNS,
 };
+use crate::slots::{self, Slot};
 use crate::time::Nanos;
 
 /// At most one log line per kind of trouble (refused peers, dropped connections) this often.
@@ -39,6 +40,16 @@ struct CtlConn {
     /// Accept order, for evicting the oldest.
     seq: u64,
     deadline: Nanos,
+}
+
+impl Slot for CtlConn {
+    type Stream = MioUnixStream;
+    fn deadline(&self) -> Nanos {
+        self.deadline
+    }
+    fn stream(&mut self) -> &mut MioUnixStream {
+        &mut self.stream
+    }
 }
 
 /// One warning line per [`LOG_INTERVAL`]; the lines left out are counted into the next.
@@ -212,18 +223,12 @@ impl CtlServer {
 
     /// The earliest time [`CtlServer::tick`] has something to do.
     pub fn next_deadline(&self) -> Option<Nanos> {
-        self.conns.iter().flatten().map(|c| c.deadline).min()
+        slots::next_deadline(&self.conns)
     }
 
     /// Close the connections whose deadline has passed.
     pub fn tick(&mut self, registry: &Registry, now: Nanos) {
-        let mut closed = 0;
-        for i in 0..self.conns.len() {
-            if self.conns[i].as_ref().is_some_and(|c| c.deadline <= now) {
-                self.close(registry, i);
-                closed += 1;
-            }
-        }
+        let closed = slots::close_expired(registry, &mut self.conns, now);
         if closed > 0 {
             if let Some(n) = self.dropped_log.allow(now) {
                 log::warn!(
@@ -411,8 +416,6 @@ impl CtlServer {
     }
 
     fn close(&mut self, registry: &Registry, i: usize) {
-        if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
-            let _ = registry.deregister(&mut c.stream);
-        }
+        slots::close(registry, &mut self.conns, i);
     }
 }
