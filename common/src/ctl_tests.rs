@@ -1,8 +1,12 @@
 //! Unit tests of `ctl`.
 
 use super::*;
-use mio::{Events, Poll};
-use std::os::unix::fs::MetadataExt;
+use crate::time::Nanos;
+use mio::{Events, Poll, Token};
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);

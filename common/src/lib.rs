@@ -30,6 +30,7 @@ pub mod recorder;
 pub mod rng;
 pub mod session;
 pub mod signals;
+pub(crate) mod slots;
 pub mod stats;
 pub mod time;
 pub mod wire;

@@ -2,8 +2,9 @@
 
 use super::*;
 use hsb_common::datagram::Sender;
-use hsb_common::decision::proto::{RefuseReason, VoteKind, VoteRequest};
-use hsb_common::decision::Config;
+use hsb_common::decision::proto::{ProbeClass, RefuseReason, VoteKind, VoteRequest};
+use hsb_common::decision::{Config, Epoch};
+use hsb_common::msg::Role;
 
 fn ms(n: u64) -> Nanos {
     Nanos::from_millis(n)

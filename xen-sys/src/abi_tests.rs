@@ -1,6 +1,7 @@
 //! Unit tests of `abi`.
 
 use super::*;
+use core::mem::{offset_of, size_of};
 
 /// Sizes printed by a C probe compiled against the RELEASE-4.17.0 public headers and the
 /// Linux uapi headers (also enforced at compile time next to each struct).

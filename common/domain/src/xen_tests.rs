@@ -1,6 +1,9 @@
 //! Unit tests of `xen`.
 
+use super::source::request_needed;
 use super::*;
+use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
+use std::time::Duration;
 
 #[test]
 fn a_suspend_is_requested_once_until_it_completes_or_expires() {

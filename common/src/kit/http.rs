@@ -23,6 +23,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
 
 use crate::logging::LogLimiter;
+use crate::slots::{self, Slot};
 use crate::time::Nanos;
 
 /// Most connections open at once.
@@ -195,6 +196,16 @@ struct Conn {
     deadline: Nanos,
 }
 
+impl Slot for Conn {
+    type Stream = TcpStream;
+    fn deadline(&self) -> Nanos {
+        self.deadline
+    }
+    fn stream(&mut self) -> &mut TcpStream {
+        &mut self.stream
+    }
+}
+
 /// Counters of the responder (exported by the daemon with its own metrics).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HttpStats {
@@ -292,18 +303,12 @@ impl MetricsServer {
 
     /// The earliest deadline of a connection.
     pub fn next_deadline(&self) -> Option<Nanos> {
-        self.conns.iter().flatten().map(|c| c.deadline).min()
+        slots::next_deadline(&self.conns)
     }
 
     /// Close connections past their deadline.
     pub fn tick(&mut self, registry: &Registry, now: Nanos) {
-        let mut closed = 0;
-        for i in 0..self.conns.len() {
-            if self.conns[i].as_ref().is_some_and(|c| c.deadline <= now) {
-                self.close(registry, i);
-                closed += 1;
-            }
-        }
+        let closed = slots::close_expired(registry, &mut self.conns, now);
         if closed > 0 {
             self.stats.timeouts += closed;
             if let Some(n) = self.logs.allow(LOG_DROPPED, now) {
@@ -458,9 +463,7 @@ impl MetricsServer {
     }
 
     fn close(&mut self, registry: &Registry, i: usize) {
-        if let Some(mut c) = self.conns.get_mut(i).and_then(Option::take) {
-            let _ = registry.deregister(&mut c.stream);
-        }
+        slots::close(registry, &mut self.conns, i);
     }
 }
 
