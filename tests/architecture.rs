@@ -94,3 +94,42 @@ fn nodes_import_no_io() {
     }
     assert!(checked >= 2, "no node.rs found");
 }
+
+/// No source file is longer than a reader can hold (issue 13): at most 600 lines, tests and
+/// harness included. A file that grows past it is split by responsibility, not by line number.
+#[test]
+fn no_source_file_is_over_600_lines() {
+    const MAX_LINES: usize = 600;
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."));
+    let out = Command::new("git")
+        .args([
+            "ls-files",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+            "*.rs",
+        ])
+        .current_dir(root)
+        .output()
+        .expect("git ls-files");
+    assert!(out.status.success(), "git ls-files failed");
+    let list = String::from_utf8_lossy(&out.stdout);
+    let mut long = Vec::new();
+    let mut checked = 0;
+    for name in list.lines() {
+        let Ok(text) = std::fs::read_to_string(root.join(name)) else {
+            continue;
+        };
+        checked += 1;
+        let n = text.lines().count();
+        if n > MAX_LINES {
+            long.push(format!("{name}: {n} lines"));
+        }
+    }
+    assert!(checked > 100, "only {checked} source files found");
+    assert!(
+        long.is_empty(),
+        "over {MAX_LINES} lines (split by responsibility):\n{}",
+        long.join("\n")
+    );
+}
