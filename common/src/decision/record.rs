@@ -878,19 +878,6 @@ impl fmt::Display for witness::Action {
     }
 }
 
-impl primary::Action {
-    /// The evidence, for decisions that carry one.
-    pub fn evidence(&self) -> Option<&super::Evidence> {
-        match self {
-            primary::Action::Fence { evidence }
-            | primary::Action::Unfence { evidence }
-            | primary::Action::StepDown { evidence, .. }
-            | primary::Action::Alert { evidence } => Some(evidence),
-            _ => None,
-        }
-    }
-}
-
 #[cfg(test)]
 #[path = "record_tests.rs"]
 mod tests;
