@@ -7,26 +7,7 @@ use super::json::{self, ObjWriter, Value};
 use super::proto::{AppVerdict, Rates, RefuseReason};
 use super::{Epoch, Nanos, Policy, Role, WitnessId, MAX_WITNESSES};
 
-macro_rules! named {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident => $word:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($(#[$vm])* $var),+ }
-        impl $name {
-            /// All values.
-            pub const ALL: &'static [$name] = &[$($name::$var),+];
-            /// The stable name used in logs and case files.
-            pub fn name(self) -> &'static str { match self { $($name::$var => $word),+ } }
-            /// From the name.
-            pub fn parse(s: &str) -> Option<$name> { match s { $($word => Some($name::$var),)+ _ => None } }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.name()) }
-        }
-    };
-}
-
-named! {
+words! {
     /// The rule that fired.
     Rule {
         /// Rule 1: a quorum of witnesses says the primary's application does not answer: activate.
@@ -83,7 +64,7 @@ named! {
     }
 }
 
-named! {
+words! {
     /// What the decision did.
     ActionKind {
         /// Nothing changes (an alert may say why).
@@ -108,7 +89,7 @@ named! {
     }
 }
 
-named! {
+words! {
     /// How a witness's entry in the evidence was learnt.
     SaidKind {
         /// Granted the vote or lease.

@@ -22,6 +22,9 @@
 //! Everything is bounded: at most [`MAX_WITNESSES`] witnesses, [`MAX_LINKS`] heartbeat links, a
 //! fixed number of actions per step, one query in flight.
 
+#[macro_use]
+mod words;
+
 mod config;
 pub mod detector;
 pub mod epoch;
