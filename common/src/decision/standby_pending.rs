@@ -29,7 +29,22 @@ impl StandbyCore {
             return self.give_up_pending(now, out);
         }
         let planned = p.ask == Some(OperatorAsk::Switchover);
-        let ready = if p.fenced {
+        let ready = self.pending_ready(p, now);
+        if ready {
+            if let Some(p) = self.pending.take() {
+                let mut e = p.evidence;
+                e.at = now;
+                self.activate(p.leases, e, out);
+            }
+        } else if planned && !p.fenced && now >= p.deadline {
+            self.give_up_pending(now, out);
+        }
+    }
+
+    /// Whether the pending activation `p`, its votes still valid, may activate at `now`.
+    pub(super) fn pending_ready(&self, p: &Pending, now: Nanos) -> bool {
+        let planned = p.ask == Some(OperatorAsk::Switchover);
+        if p.fenced {
             // Activate from the primary's final checkpoint once it is applied; if it does not
             // come (lost on the way), from what the replica has: nothing acknowledged is lost.
             let applied = match (p.final_ckpt, self.replica) {
@@ -49,15 +64,6 @@ impl StandbyCore {
                 // Otherwise the primary's ack authority is waited out.
                 VoteKind::Switchover | VoteKind::Operator => now >= p.gate,
             }
-        };
-        if ready {
-            if let Some(p) = self.pending.take() {
-                let mut e = p.evidence;
-                e.at = now;
-                self.activate(p.leases, e, out);
-            }
-        } else if planned && !p.fenced && now >= p.deadline {
-            self.give_up_pending(now, out);
         }
     }
 

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// How a witness query ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    /// A quorum of valid grants: the activation is pending.
+    Granted,
+    /// No quorum can come any more, or the query's time is up.
+    Failed,
+}
+
 impl StandbyCore {
     pub(super) fn start_query(&mut self, now: Nanos, kind: VoteKind, out: &mut Actions<Action>) {
         self.query_seq = self.query_seq.wrapping_add(1);
@@ -44,6 +53,16 @@ impl StandbyCore {
         let Some(q) = self.query.as_ref() else {
             return;
         };
+        match self.outcome(q, now) {
+            Some(Outcome::Granted) => self.succeed(now, out),
+            Some(Outcome::Failed) => self.fail(now, out),
+            None => {}
+        }
+    }
+
+    /// The outcome of `q` at `now`, if it is known: a quorum granted, or it can no longer (every
+    /// witness answered, or too many refused), or its time is up.
+    pub(super) fn outcome(&self, q: &Query, now: Nanos) -> Option<Outcome> {
         let n = self.cfg.witnesses.len();
         let need = self.quorum();
         let grants = q
@@ -53,9 +72,11 @@ impl StandbyCore {
             .count();
         let answers = q.votes.len();
         if grants >= need {
-            self.succeed(now, out);
+            Some(Outcome::Granted)
         } else if now >= q.deadline || answers >= n || grants + (n - answers) < need {
-            self.fail(now, out);
+            Some(Outcome::Failed)
+        } else {
+            None
         }
     }
 
