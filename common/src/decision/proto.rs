@@ -10,27 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{format_duration, parse_duration, Epoch, QueryId, WitnessId};
 
-macro_rules! words {
-    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $var:ident => $word:literal),+ $(,)? }) => {
-        $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-        pub enum $name { $($(#[$vm])* $var),+ }
-        impl $name {
-            /// All values.
-            pub const ALL: &'static [$name] = &[$($name::$var),+];
-            /// The text form.
-            pub fn name(self) -> &'static str { match self { $($name::$var => $word),+ } }
-            /// From the text form.
-            pub fn parse(s: &str) -> Option<$name> { match s { $($word => Some($name::$var),)+ _ => None } }
-        }
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.name()) }
-        }
-    };
-}
-
 words! {
     /// What a probe of the application (or a daemon) got, as a client would see it.
+    #[derive(Serialize, Deserialize)]
     ProbeClass {
         /// The expected answer in time.
         Ok => "ok",
@@ -45,6 +27,7 @@ words! {
 
 words! {
     /// What a witness probes.
+    #[derive(Serialize, Deserialize)]
     ProbeTarget {
         /// The protected application, the way clients use it.
         PrimaryApp => "primary-app",
@@ -57,6 +40,7 @@ words! {
 
 words! {
     /// A witness's summary of the primary's application.
+    #[derive(Serialize, Deserialize)]
     AppVerdict {
         /// No probe result yet.
         Unknown => "unknown",
@@ -78,6 +62,7 @@ words! {
 
 words! {
     /// What a standby asks the witnesses to vote for.
+    #[derive(Serialize, Deserialize)]
     VoteKind {
         /// Heartbeat lost: activate the replica (rule 1).
         Takeover => "takeover",

@@ -100,15 +100,7 @@ impl StandbyCore {
 
     /// `conclude`: the outcome is known (a quorum granted, or can no longer), or time is up.
     fn conclude_acts(&self, q: &Query, t: Nanos) -> bool {
-        let n = self.cfg.witnesses.len();
-        let need = self.quorum();
-        let grants = q
-            .votes
-            .iter()
-            .filter(|(v, _)| self.vote_valid(q, v, t))
-            .count();
-        let answers = q.votes.len();
-        grants >= need || t >= q.deadline || answers >= n || grants + (n - answers) < need
+        self.outcome(q, t).is_some()
     }
 
     /// `decide`.
@@ -151,22 +143,7 @@ impl StandbyCore {
             return true;
         }
         let planned = p.ask == Some(OperatorAsk::Switchover);
-        let ready = if p.fenced {
-            let applied = match (p.final_ckpt, self.replica) {
-                (Some(f), Some(r)) => r >= f,
-                (None, _) => true,
-                (Some(_), None) => false,
-            };
-            applied
-                || p.fenced_at
-                    .is_some_and(|f| elapsed(t, f) >= self.cfg.lease.duration / 2)
-        } else {
-            match p.kind {
-                VoteKind::Operator if planned => false,
-                VoteKind::Takeover | VoteKind::Switchover | VoteKind::Operator => t >= p.gate,
-            }
-        };
-        ready || (planned && !p.fenced && t >= p.deadline)
+        self.pending_ready(p, t) || (planned && !p.fenced && t >= p.deadline)
     }
 
     /// `switchover_check`: an alert about the guest said or re-armed, the switchover's
