@@ -316,6 +316,10 @@ pub enum DatagramError {
     OldIncarnation,
     /// Addressed to another node (or unaddressed and not a ping).
     Misaddressed,
+    /// Addressed to this node in the role it had before its last change of role (a report to
+    /// the standby that was on its way while the standby activated): expected for a moment
+    /// after a failover or switchover, dropped quietly.
+    FormerRole,
     /// Too many distinct senders, or destinations of one sender.
     TooManySenders,
 }
@@ -329,6 +333,9 @@ impl std::fmt::Display for DatagramError {
                 write!(f, "datagram from an earlier incarnation of its sender")
             }
             DatagramError::Misaddressed => write!(f, "datagram addressed to another node"),
+            DatagramError::FormerRole => {
+                write!(f, "datagram addressed to this node's former role")
+            }
             DatagramError::TooManySenders => write!(f, "too many distinct senders"),
         }
     }
@@ -340,7 +347,7 @@ impl DatagramError {
         match self {
             DatagramError::Frame(e) => e.counter(),
             DatagramError::Replay | DatagramError::OldIncarnation => "replay",
-            DatagramError::Misaddressed => "misaddressed",
+            DatagramError::Misaddressed | DatagramError::FormerRole => "misaddressed",
             DatagramError::TooManySenders => "too_many_senders",
         }
     }
@@ -352,11 +359,21 @@ impl From<FrameError> for DatagramError {
     }
 }
 
+/// How many datagrams addressed to a node's former role are dropped quietly after a change of
+/// role (in flight at that moment: two or three seen at each failover); any more are logged as
+/// misaddressed.
+pub const FORMER_ROLE_QUIET: u8 = 16;
+
 /// The receiving side: verifies datagrams, checks they are for this node, rejects replays.
 #[derive(Debug)]
 pub struct Inbox {
     key: MacKey,
     me: Sender,
+    /// This node before its last change of role, and how many more datagrams addressed to it
+    /// are told apart as such (see [`DatagramError::FormerRole`]); bounded, so that a stream of
+    /// replays addressed to the former role is not quiet.
+    former: Option<Sender>,
+    former_quiet: u8,
     peers: Vec<Peer>,
 }
 
@@ -366,13 +383,28 @@ impl Inbox {
         Inbox {
             key: datagram_key(cluster),
             me,
+            former: None,
+            former_quiet: 0,
             peers: Vec::with_capacity(MAX_SENDERS),
         }
     }
 
     /// Take datagrams for another role from now on (an activated standby is the primary).
     pub fn set_role(&mut self, role: Role) {
+        if role != self.me.role {
+            self.set_former(self.me.role);
+        }
         self.me.role = role;
+    }
+
+    /// This node had role `role` before (in this process or the one it replaced): the first
+    /// [`FORMER_ROLE_QUIET`] datagrams still on their way to it are [`DatagramError::FormerRole`].
+    pub fn set_former(&mut self, role: Role) {
+        self.former = Some(Sender {
+            role,
+            id: self.me.id,
+        });
+        self.former_quiet = FORMER_ROLE_QUIET;
     }
 
     /// Verify a datagram; returns its kind, envelope and the message bytes (postcard). An
@@ -396,8 +428,14 @@ impl Inbox {
                 kind: h.kind,
                 why: "bad envelope",
             })?;
-        if env.to.is_some_and(|d| !d.matches(self.me)) {
-            return Err(DatagramError::Misaddressed);
+        if let Some(d) = env.to.filter(|d| !d.matches(self.me)) {
+            return Err(match self.former {
+                Some(f) if d.matches(f) && self.former_quiet > 0 => {
+                    self.former_quiet -= 1;
+                    DatagramError::FormerRole
+                }
+                _ => DatagramError::Misaddressed,
+            });
         }
         self.check(&env, h.seq)?;
         Ok((h.kind, env, rest))
@@ -438,7 +476,10 @@ impl Inbox {
 /// Log a rejected datagram (the `count`th): the first 20, then at powers of two, so a flood of
 /// forged datagrams cannot flood the log. Every one is counted in status output regardless.
 pub fn log_rejected(count: u64, from: std::net::SocketAddr, e: &DatagramError) {
-    if count <= 20 || count.is_power_of_two() {
+    if *e == DatagramError::FormerRole {
+        // Sent to this node before it changed role, and still on its way: nothing is wrong.
+        log::debug!("dropped a datagram from {from}: {e}");
+    } else if count <= 20 || count.is_power_of_two() {
         log::warn!(
             "dropped a datagram from {from} ({}): {e} [{count} rejected so far]",
             e.counter()

@@ -78,7 +78,15 @@ pub(crate) fn open_failover(
         udp,
         // Heartbeats and requests carry this primary's epoch (a promoted primary's are not
         // epoch 1: its standby drops lower epochs as stale).
-        ep: Endpoint::new(key, me, start.incarnation, start.epoch.0),
+        ep: {
+            let ep = Endpoint::new(key, me, start.incarnation, start.epoch.0);
+            // A promoted standby: reports to it as the standby may still be on their way.
+            if start.promoted {
+                ep.with_former_role(Role::Standby)
+            } else {
+                ep
+            }
+        },
         decisions,
     })
 }

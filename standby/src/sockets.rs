@@ -258,7 +258,9 @@ pub(crate) fn open_failover(
         heartbeat_from: vec![None; heartbeat_udp.len()],
         replies: 0,
         heartbeat_udp,
-        ep: Endpoint::new(key, me, host.incarnation, host.epoch.0),
+        // This host may have been the primary until now (a rejoin): datagrams to it in that
+        // role may still be on their way.
+        ep: Endpoint::new(key, me, host.incarnation, host.epoch.0).with_former_role(Role::Primary),
         decisions,
         ping: None,
     })

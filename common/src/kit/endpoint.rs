@@ -65,6 +65,13 @@ impl Endpoint {
         }
     }
 
+    /// This node had role `role` before this process (a promoted standby, a primary that
+    /// rejoined as standby): datagrams still on their way to that role are dropped quietly.
+    pub fn with_former_role(mut self, role: Role) -> Endpoint {
+        self.inbox.set_former(role);
+        self
+    }
+
     /// Who this endpoint is.
     pub fn me(&self) -> Sender {
         self.outbox.sender()
