@@ -86,6 +86,20 @@ struct RunOpts {
     steady: bool,
 }
 
+impl RunOpts {
+    /// Section 7's runs: a 64 MiB guest, pre-copy on, the steady state measured.
+    fn steady(pattern: &'static str, dirty_rate: u64, encode: &'static str) -> RunOpts {
+        RunOpts {
+            pattern,
+            dirty_rate,
+            encode,
+            memory: "64MiB",
+            precopy: true,
+            steady: true,
+        }
+    }
+}
+
 /// What one run measured.
 #[derive(Default)]
 struct RunResult {
@@ -323,14 +337,7 @@ pub fn sections_7_8() -> R<String> {
             let mut pair = vec![];
             for encode in ["never", "auto"] {
                 progress(&format!("7: {}: {pattern}, encode {encode}", l.name));
-                let o = RunOpts {
-                    pattern,
-                    dirty_rate: rate,
-                    encode,
-                    memory: "64MiB",
-                    precopy: true,
-                    steady: true,
-                };
+                let o = RunOpts::steady(pattern, rate, encode);
                 let r = run(l, &o)?;
                 rows.push(vec![
                     l.name.into(),
@@ -392,28 +399,11 @@ pub fn sections_7_8() -> R<String> {
         ));
         let plain = run(
             one,
-            &RunOpts {
-                pattern,
-                dirty_rate: (0.9 * link_pages(one)) as u64,
-                encode: "never",
-                memory: "64MiB",
-                precopy: true,
-                steady: true,
-            },
+            &RunOpts::steady(pattern, (0.9 * link_pages(one)) as u64, "never"),
         )?;
         for (times, encode) in [(2.0, "never"), (2.0, "auto"), (3.0, "auto")] {
             let rate = (times * plain.pages) as u64;
-            let r = run(
-                one,
-                &RunOpts {
-                    pattern,
-                    dirty_rate: rate,
-                    encode,
-                    memory: "64MiB",
-                    precopy: true,
-                    steady: true,
-                },
-            )?;
+            let r = run(one, &RunOpts::steady(pattern, rate, encode))?;
             held.push(vec![
                 pattern.into(),
                 encode.into(),

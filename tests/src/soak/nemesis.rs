@@ -307,6 +307,23 @@ impl<'a> Nemesis<'a> {
         }
     }
 
+    /// An operator command's answer (exit `code`, output `out`): an event (`what` names the
+    /// command), a note on the step, and a refusal if it failed.
+    fn operator_answered(&mut self, step: usize, what: &str, cmd: &str, code: i32, out: &str) {
+        let line = first_line(out);
+        self.event(&format!("{what}: exit {code}: {line}"));
+        self.note(step, format!("`{cmd}`: exit {code}: {line}"));
+        if code != 0 {
+            self.refusals.push(OperatorRefusal {
+                at: Instant::now(),
+                wall: wall_ms(),
+                step,
+                command: cmd.into(),
+                answer: out.trim().to_string(),
+            });
+        }
+    }
+
     /// Check for a missed takeover; called every [`TICK`] while the nemesis waits.
     pub fn tick(&mut self) {
         let now = Instant::now();

@@ -5,11 +5,10 @@ use std::time::{Duration, Instant};
 
 use crate::netns::Net;
 use crate::soak::cluster::SoakCluster;
-use crate::soak::monitor::wall_ms;
 use crate::soak::schedule::Fault;
 use crate::soak::HOSTS;
 
-use super::{first_line, Gone, Nemesis, Node, OperatorRefusal, Proc, Undo, CLI_TIMEOUT};
+use super::{first_line, Nemesis, Node, Proc, Undo, CLI_TIMEOUT};
 
 impl Nemesis<'_> {
     /// Inject one fault with the primary on host `p` (the standby on the other host).
@@ -38,13 +37,7 @@ impl Nemesis<'_> {
                 let e = self.roles.1;
                 let whole_before = self.whole_just_before(e, p);
                 u.push(self.link_down(ph, Net::Client)?);
-                self.world.gone = Some(Gone {
-                    host: p,
-                    epoch: e,
-                    at: Instant::now(),
-                    whole_before,
-                    cut_off: true,
-                });
+                self.cut_off(p, e, whole_before);
             }
             Fault::GuestHung => u.push(self.add_rules(
                 ph,
@@ -153,21 +146,8 @@ impl Nemesis<'_> {
                     "activate"
                 };
                 let (code, out) = self.c.standby_cli(s, &[cmd], CLI_TIMEOUT);
-                let line = first_line(&out);
-                self.event(&format!(
-                    "hsb-standby {cmd} on host {}: exit {code}: {line}",
-                    HOSTS[s]
-                ));
-                self.note(step, format!("`{cmd}`: exit {code}: {line}"));
-                if code != 0 {
-                    self.refusals.push(OperatorRefusal {
-                        at: Instant::now(),
-                        wall: wall_ms(),
-                        step,
-                        command: cmd.into(),
-                        answer: out.trim().to_string(),
-                    });
-                }
+                let what = format!("hsb-standby {cmd} on host {}", HOSTS[s]);
+                self.operator_answered(step, &what, cmd, code, &out);
             }
             Fault::SwitchoverKill { after_ms } => {
                 let cmd = self.c.standby_command(s, &["switchover"]);
@@ -187,13 +167,7 @@ impl Nemesis<'_> {
                 if client {
                     let e = self.roles.1;
                     let whole_before = self.whole_just_before(e, p);
-                    self.world.gone = Some(Gone {
-                        host: p,
-                        epoch: e,
-                        at: Instant::now(),
-                        whole_before,
-                        cut_off: true,
-                    });
+                    self.cut_off(p, e, whole_before);
                 }
                 let period = Duration::from_millis(u64::from(period_ms));
                 self.flap = Some((ph, net, period, Instant::now() + period, true));
@@ -243,13 +217,7 @@ impl Nemesis<'_> {
             if let (Node::Host(h), Net::Client) = (n, net) {
                 if self.world.gone.is_none() && self.roles.0 == h {
                     let e = self.roles.1;
-                    self.world.gone = Some(Gone {
-                        host: h,
-                        epoch: e,
-                        at: Instant::now(),
-                        whole_before: false,
-                        cut_off: true,
-                    });
+                    self.cut_off(h, e, false);
                 }
             }
         }

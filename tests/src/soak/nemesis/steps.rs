@@ -8,8 +8,7 @@ use crate::soak::schedule::{Fault, Step};
 use crate::soak::HOSTS;
 
 use super::{
-    first_line, Nemesis, OperatorRefusal, Proc, StepRecord, Stuck, CLI_TIMEOUT, TICK, WHOLE_WAIT,
-    WITNESS_SETTLE,
+    first_line, Nemesis, Proc, StepRecord, Stuck, CLI_TIMEOUT, TICK, WHOLE_WAIT, WITNESS_SETTLE,
 };
 
 impl Nemesis<'_> {
@@ -214,18 +213,7 @@ impl Nemesis<'_> {
             let (code, out) = h
                 .join()
                 .unwrap_or((-1, "the command's thread failed".into()));
-            let line = first_line(&out);
-            self.event(&format!("hsb-standby {cmd}: exit {code}: {line}"));
-            self.note(step, format!("`{cmd}`: exit {code}: {line}"));
-            if code != 0 {
-                self.refusals.push(OperatorRefusal {
-                    at: Instant::now(),
-                    wall: wall_ms(),
-                    step,
-                    command: cmd,
-                    answer: out.trim().to_string(),
-                });
-            }
+            self.operator_answered(step, &format!("hsb-standby {cmd}"), &cmd, code, &out);
         }
         self.event(&format!("step {index}: healed"));
         self.wait(Duration::from_millis(step.gap_ms));

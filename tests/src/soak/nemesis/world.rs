@@ -67,6 +67,17 @@ impl Nemesis<'_> {
         Undo::Cont(n)
     }
 
+    /// The primary of epoch `epoch` on host `host` is gone: cut off from its clients, alive.
+    pub(super) fn cut_off(&mut self, host: usize, epoch: u64, whole_before: bool) {
+        self.world.gone = Some(Gone {
+            host,
+            epoch,
+            at: Instant::now(),
+            whole_before,
+            cut_off: true,
+        });
+    }
+
     /// kill -9 host `h`'s daemon; if it ran the current primary, the primary is gone.
     pub(super) fn kill_host(&mut self, h: usize) -> Undo {
         let (p, e) = self.roles;
