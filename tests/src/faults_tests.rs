@@ -1,5 +1,7 @@
 //! Unit tests of `faults`.
 
+use std::time::Instant;
+
 use super::*;
 
 fn op(v: Option<u64>, t: u64) -> Op {

@@ -15,9 +15,7 @@
 //!    100% of the 1 Gbit/s link's rate (in pages per second).
 
 use std::fmt::Write as _;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::Stdio;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -26,80 +24,20 @@ use std::time::{Duration, Instant};
 use hsb_tests::netns::{self, Host, Net, Topology};
 use hsb_tests::{num, Client, Daemon, TempDir};
 
-use super::{pct, progress, table, Ctx, Pct, R};
+use super::{pct, progress, table, Ctx, Pct, GIB, MIB, R};
+
+mod raw;
+
+pub use raw::raw_subcommand;
+use raw::{raw_tcp, RAW_SECS};
 
 const PAGE: f64 = 4096.0;
-const MIB: f64 = (1u64 << 20) as f64;
-const GIB: f64 = (1u64 << 30) as f64;
-/// Seconds of the raw TCP stream per link.
-const RAW_SECS: f64 = 3.0;
 /// Warm-up after the first full synchronisation is acknowledged (the adaptive rule measures
 /// both codecs first), and the measured window.
 const WARMUP: Duration = Duration::from_secs(3);
 const WINDOW: Duration = Duration::from_secs(5);
 /// Clock ticks per second of /proc/PID/stat (USER_HZ: 100 on Linux).
 const TICKS: f64 = 100.0;
-
-/// `--raw-sink ADDR` / `--raw-source ADDR SECS`: the raw TCP stream, run inside a namespace
-/// by this binary. `None` if the arguments are not one of these.
-pub fn raw_subcommand(args: &[String]) -> Option<R<()>> {
-    match args.get(1).map(String::as_str) {
-        Some("--raw-sink") => Some(raw_sink(args.get(2)?)),
-        Some("--raw-source") => {
-            let secs: f64 = args.get(3)?.parse().ok()?;
-            Some(raw_source(args.get(2)?, secs))
-        }
-        _ => None,
-    }
-}
-
-/// Accept one connection, read and discard until EOF; print `bytes nanos` (first to last byte).
-fn raw_sink(addr: &str) -> R<()> {
-    let l = TcpListener::bind(addr).ctx("bind")?;
-    println!("listening");
-    let _ = std::io::stdout().flush();
-    let (mut s, _) = l.accept().ctx("accept")?;
-    let mut buf = vec![0u8; 1 << 20];
-    let (mut bytes, mut first, mut last) = (0u64, None, Instant::now());
-    loop {
-        let n = s.read(&mut buf).ctx("read")?;
-        if n == 0 {
-            break;
-        }
-        let now = Instant::now();
-        // The first read's bytes only start the clock.
-        if first.is_none() {
-            first = Some(now);
-        } else {
-            bytes += n as u64;
-        }
-        last = now;
-    }
-    let nanos = first.map_or(0, |f| last.duration_since(f).as_nanos());
-    println!("{bytes} {nanos}");
-    Ok(())
-}
-
-/// Connect and write for `secs` seconds.
-fn raw_source(addr: &str, secs: f64) -> R<()> {
-    let t = Instant::now();
-    let mut s = loop {
-        match TcpStream::connect(addr) {
-            Ok(s) => break s,
-            Err(e) if t.elapsed() < Duration::from_secs(5) => {
-                let _ = e;
-                thread::sleep(Duration::from_millis(20));
-            }
-            Err(e) => return Err(format!("connect {addr}: {e}")),
-        }
-    };
-    let buf = vec![0x5au8; 256 * 1024];
-    let t = Instant::now();
-    while t.elapsed().as_secs_f64() < secs {
-        s.write_all(&buf).ctx("write")?;
-    }
-    Ok(())
-}
 
 /// The two hosts and their shaped link.
 struct Link {
@@ -129,43 +67,6 @@ fn shape(topo: &Topology, rate: &str, burst: &str) -> R<()> {
     Ok(())
 }
 
-fn raw_tcp(topo: &Topology) -> R<f64> {
-    let exe = std::env::current_exe().ctx("current_exe")?;
-    let addr = format!("{}:7900", topo.ip(Host::B, Net::Replication));
-    let mut sink = topo
-        .command(Host::B, &exe)
-        .args(["--raw-sink", &addr])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .ctx("raw sink")?;
-    let mut out = sink.stdout.take().ok_or("raw sink: no stdout")?;
-    let mut line = [0u8; 10];
-    out.read_exact(&mut line).ctx("raw sink ready")?;
-    let st = topo
-        .command(Host::A, &exe)
-        .args(["--raw-source", &addr, &RAW_SECS.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .ctx("raw source")?;
-    let mut text = String::new();
-    out.read_to_string(&mut text).ctx("raw sink output")?;
-    let _ = sink.wait();
-    if !st.success() {
-        return Err(format!("raw source failed: {st}"));
-    }
-    let mut it = text.split_whitespace();
-    let bytes: f64 = it
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or("raw sink output")?;
-    let nanos: f64 = it
-        .next()
-        .and_then(|v| v.parse().ok())
-        .ok_or("raw sink output")?;
-    Ok(bytes / (nanos / 1e9).max(1e-9))
-}
-
 fn make_link(name: &'static str, rate: &str, burst: &str) -> R<Link> {
     let topo = Topology::new(0)?;
     shape(&topo, rate, burst)?;
@@ -183,6 +84,20 @@ struct RunOpts {
     precopy: bool,
     /// Measure a steady state (false: only the first full synchronisation).
     steady: bool,
+}
+
+impl RunOpts {
+    /// Section 7's runs: a 64 MiB guest, pre-copy on, the steady state measured.
+    fn steady(pattern: &'static str, dirty_rate: u64, encode: &'static str) -> RunOpts {
+        RunOpts {
+            pattern,
+            dirty_rate,
+            encode,
+            memory: "64MiB",
+            precopy: true,
+            steady: true,
+        }
+    }
 }
 
 /// What one run measured.
@@ -278,12 +193,15 @@ fn run(link: &Link, o: &RunOpts) -> R<RunResult> {
         return Ok(r);
     }
     thread::sleep(WARMUP);
-    let (p0, s0, tp0, ts0) = (
-        primary.status(),
-        standby.status(),
-        ticks(&primary),
-        ticks(&standby),
-    );
+    let snapshot = || {
+        (
+            primary.status(),
+            standby.status(),
+            ticks(&primary),
+            ticks(&standby),
+        )
+    };
+    let (p0, s0, tp0, ts0) = snapshot();
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let service: SocketAddr = format!("{a_c}:7000").parse().ctx("service address")?;
@@ -305,12 +223,7 @@ fn run(link: &Link, o: &RunOpts) -> R<RunResult> {
         })
     };
     thread::sleep(WINDOW);
-    let (p1, s1, tp1, ts1) = (
-        primary.status(),
-        standby.status(),
-        ticks(&primary),
-        ticks(&standby),
-    );
+    let (p1, s1, tp1, ts1) = snapshot();
     let secs = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let replies = client.join().unwrap_or_default();
@@ -424,14 +337,7 @@ pub fn sections_7_8() -> R<String> {
             let mut pair = vec![];
             for encode in ["never", "auto"] {
                 progress(&format!("7: {}: {pattern}, encode {encode}", l.name));
-                let o = RunOpts {
-                    pattern,
-                    dirty_rate: rate,
-                    encode,
-                    memory: "64MiB",
-                    precopy: true,
-                    steady: true,
-                };
+                let o = RunOpts::steady(pattern, rate, encode);
                 let r = run(l, &o)?;
                 rows.push(vec![
                     l.name.into(),
@@ -493,28 +399,11 @@ pub fn sections_7_8() -> R<String> {
         ));
         let plain = run(
             one,
-            &RunOpts {
-                pattern,
-                dirty_rate: (0.9 * link_pages(one)) as u64,
-                encode: "never",
-                memory: "64MiB",
-                precopy: true,
-                steady: true,
-            },
+            &RunOpts::steady(pattern, (0.9 * link_pages(one)) as u64, "never"),
         )?;
         for (times, encode) in [(2.0, "never"), (2.0, "auto"), (3.0, "auto")] {
             let rate = (times * plain.pages) as u64;
-            let r = run(
-                one,
-                &RunOpts {
-                    pattern,
-                    dirty_rate: rate,
-                    encode,
-                    memory: "64MiB",
-                    precopy: true,
-                    steady: true,
-                },
-            )?;
+            let r = run(one, &RunOpts::steady(pattern, rate, encode))?;
             held.push(vec![
                 pattern.into(),
                 encode.into(),

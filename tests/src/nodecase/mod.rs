@@ -45,20 +45,16 @@ mod primary;
 mod standby;
 mod text;
 
+pub use hsb_testkit::casefile::syntax::{CaseError, CaseFailure, MAX_FILE, MAX_STEPS};
 pub use parse::parse_cases;
 pub use text::flat;
 
-use std::fmt;
-use std::time::Duration;
-
 use hsb_common::decision::record::{FieldError, Fields};
-use hsb_common::decision::{parse_duration, Config, Epoch};
+use hsb_common::decision::{Config, Epoch};
 use hsb_common::time::Nanos;
+use hsb_testkit::casefile::drive::{self, list, ms, Next, Stream};
+use hsb_testkit::casefile::syntax::Step;
 
-/// Longest case file read.
-pub const MAX_FILE: usize = 1 << 20;
-/// Most steps in one case.
-pub const MAX_STEPS: usize = 10_000;
 /// Most ticks at one instant (a node that is always due is a bug).
 const MAX_TICKS_AT_ONCE: u32 = 1_000;
 
@@ -69,61 +65,6 @@ pub enum NodeKind {
     Primary,
     /// `hsb_standby::node::StandbyNode`.
     Standby,
-}
-
-/// A time in a case: absolute, or after the current time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TimeSpec {
-    Abs(Duration),
-    Rel(Duration),
-}
-
-impl TimeSpec {
-    fn parse(s: &str) -> Option<TimeSpec> {
-        match s.strip_prefix('+') {
-            Some(r) => parse_duration(r).map(TimeSpec::Rel),
-            None => parse_duration(s).map(TimeSpec::Abs),
-        }
-    }
-
-    fn resolve(self, now: Nanos) -> Nanos {
-        match self {
-            TimeSpec::Abs(d) => Nanos::ZERO.plus(d),
-            TimeSpec::Rel(d) => now.plus(d),
-        }
-    }
-}
-
-/// One step of a case.
-#[derive(Debug, Clone)]
-enum Step {
-    Event {
-        line: usize,
-        at: TimeSpec,
-        name: String,
-        tokens: Vec<String>,
-    },
-    Every {
-        line: usize,
-        period: Duration,
-        from: Option<TimeSpec>,
-        until: TimeSpec,
-        name: String,
-        tokens: Vec<String>,
-    },
-    Run {
-        line: usize,
-        to: TimeSpec,
-    },
-    Expect {
-        line: usize,
-        items: Vec<(usize, String)>,
-    },
-    Check {
-        line: usize,
-        key: String,
-        value: String,
-    },
 }
 
 /// One case.
@@ -147,54 +88,46 @@ pub struct Case {
     pub answer: bool,
     /// Effect names not checked.
     pub ignore: Vec<String>,
+    /// Its steps (events are [`Step::Input`]s; no stream drops or jitters).
     steps: Vec<Step>,
-}
-
-/// A case file that does not parse.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaseError {
-    /// 1-based line.
-    pub line: usize,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for CaseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}", self.line, self.message)
-    }
-}
-
-/// A case whose node did not do what the case says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CaseFailure {
-    /// The case.
-    pub case: String,
-    /// The line that failed.
-    pub line: usize,
-    /// Expected versus got.
-    pub message: String,
-}
-
-impl fmt::Display for CaseFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "case {:?}, line {}: {}",
-            self.case, self.line, self.message
-        )
-    }
 }
 
 /// A node under test, with the daemon's answers to its effects.
 trait Driver {
-    /// Feed one event (by name, with fields) at `now`: every effect carried out meanwhile, as
-    /// text, answers' effects included.
-    fn feed(&mut self, now: Nanos, name: &str, f: &mut Fields) -> Result<Vec<String>, String>;
+    /// The node's events.
+    type Event;
+    /// The node's effects.
+    type Effect;
+    /// The event a case names (by name, with fields).
+    fn event(&self, name: &str, f: &mut Fields) -> Result<Self::Event, String>;
+    /// One step of the node: its effects.
+    fn step(&mut self, now: Nanos, ev: Self::Event) -> Vec<Self::Effect>;
+    /// The model daemon's answer to an effect, if it has one (and the case answers).
+    fn answer(&mut self, e: &Self::Effect) -> Option<Self::Event>;
+    /// An event that follows a step once its effects are answered (none unless a driver says).
+    fn then(&mut self) -> Option<Self::Event> {
+        None
+    }
+    /// An effect's text.
+    fn text(e: &Self::Effect) -> String;
     /// When the node next wants a tick.
     fn next_deadline(&self, now: Nanos) -> Option<Nanos>;
     /// A query on the node.
     fn check(&self, now: Nanos, key: &str) -> Option<String>;
+}
+
+/// Step the node with `ev` at `now`, each answer stepped at once: every effect carried out
+/// meanwhile, as text, answers' effects included.
+fn drive<D: Driver>(d: &mut D, now: Nanos, ev: D::Event, out: &mut Vec<String>) {
+    for e in d.step(now, ev) {
+        out.push(D::text(&e));
+        if let Some(a) = d.answer(&e) {
+            drive(d, now, a, out);
+        }
+    }
+    if let Some(ev) = d.then() {
+        drive(d, now, ev, out);
+    }
 }
 
 /// What a case run did.
@@ -206,20 +139,9 @@ pub struct RunSummary {
     pub effects: u64,
 }
 
-/// A periodic event.
-struct Stream {
-    line: usize,
-    next: Nanos,
-    period: Duration,
-    until: Nanos,
-    count: u64,
-    name: String,
-    tokens: Vec<String>,
-}
-
-struct Runner<'c> {
+struct Runner<'c, D> {
     case: &'c Case,
-    node: Box<dyn Driver>,
+    node: D,
     streams: Vec<Stream>,
     now: Nanos,
     got: Vec<(Nanos, String)>,
@@ -233,10 +155,13 @@ pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
         line: case.line,
         message,
     };
-    let node: Box<dyn Driver> = match case.node {
-        NodeKind::Primary => Box::new(primary::PrimaryDriver::new(case).map_err(fail)?),
-        NodeKind::Standby => Box::new(standby::StandbyDriver::new(case).map_err(fail)?),
-    };
+    match case.node {
+        NodeKind::Primary => run(case, primary::PrimaryDriver::new(case).map_err(fail)?),
+        NodeKind::Standby => run(case, standby::StandbyDriver::new(case).map_err(fail)?),
+    }
+}
+
+fn run<D: Driver>(case: &Case, node: D) -> Result<RunSummary, CaseFailure> {
     let mut r = Runner {
         case,
         node,
@@ -247,7 +172,7 @@ pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
     };
     for step in &case.steps {
         match step {
-            Step::Event {
+            Step::Input {
                 line,
                 at,
                 name,
@@ -259,25 +184,7 @@ pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
                 r.now = t;
                 r.feed(*line, name, tokens)?;
             }
-            Step::Every {
-                line,
-                period,
-                from,
-                until,
-                name,
-                tokens,
-            } => {
-                let until = until.resolve(r.now);
-                r.streams.push(Stream {
-                    line: *line,
-                    next: from.map_or(r.now, |f| f.resolve(r.now)).max(r.now),
-                    period: *period,
-                    until,
-                    count: 0,
-                    name: name.clone(),
-                    tokens: tokens.clone(),
-                });
-            }
+            Step::Every { .. } => r.streams.extend(Stream::start(step, r.now)),
             Step::Run { line, to } => {
                 let t = to.resolve(r.now);
                 r.not_before(*line, t)?;
@@ -286,16 +193,9 @@ pub fn run_case(case: &Case) -> Result<RunSummary, CaseFailure> {
             }
             Step::Expect { line, items } => r.expect(*line, items)?,
             Step::Check { line, key, value } => {
-                let got = r
-                    .node
-                    .check(r.now, key)
-                    .ok_or_else(|| r.fail(*line, format!("unknown check {key:?} for this node")))?;
-                if got != *value {
-                    return Err(r.fail(
-                        *line,
-                        format!("check {key}: expected {value}, got {got} at {}", ms(r.now)),
-                    ));
-                }
+                let got = r.node.check(r.now, key);
+                drive::check_value(key, value, got, r.now, "this node")
+                    .map_err(|m| r.fail(*line, m))?;
             }
         }
     }
@@ -339,20 +239,7 @@ fn ignored(i: &str, e: &str) -> bool {
     }
 }
 
-fn ms(t: Nanos) -> String {
-    format!("{:.3}ms", t.0 as f64 / 1e6)
-}
-
-fn list(got: &[(Nanos, String)]) -> String {
-    if got.is_empty() {
-        return "none".into();
-    }
-    got.iter()
-        .map(|(t, e)| format!("\n    {} {e}", ms(*t)))
-        .collect()
-}
-
-impl Runner<'_> {
+impl<D: Driver> Runner<'_, D> {
     fn fail(&self, line: usize, message: String) -> CaseFailure {
         CaseFailure {
             case: self.case.name.clone(),
@@ -362,41 +249,22 @@ impl Runner<'_> {
     }
 
     fn not_before(&self, line: usize, t: Nanos) -> Result<(), CaseFailure> {
-        if t < self.now {
-            return Err(self.fail(
-                line,
-                format!("time {} is before the current time {}", ms(t), ms(self.now)),
-            ));
-        }
-        Ok(())
+        drive::not_before(t, self.now).map_err(|m| self.fail(line, m))
     }
 
     /// Feed the streams' events and tick the node at each of its deadlines, in time order, up
     /// to `to` (inclusive or not).
     fn advance(&mut self, line: usize, to: Nanos, inclusive: bool) -> Result<(), CaseFailure> {
-        let within = |t: Nanos| if inclusive { t <= to } else { t < to };
         let mut at_once = 0;
         loop {
-            let stream = self
-                .streams
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.next <= s.until)
-                .min_by_key(|(_, s)| s.next)
-                .map(|(i, s)| (i, s.next));
             let tick = self.node.next_deadline(self.now).map(|d| d.max(self.now));
-            match (stream, tick) {
-                (Some((i, t)), tk) if within(t) && tk.is_none_or(|tk| t <= tk) => {
-                    let s = &mut self.streams[i];
-                    s.next = s.next.plus(s.period);
-                    s.count += 1;
-                    let n = s.count;
-                    let tokens: Vec<String> = s.tokens.iter().map(|t| occurrence(t, n)).collect();
-                    let (line, name) = (s.line, s.name.clone());
+            match drive::next(&self.streams, tick, to, inclusive) {
+                Next::Stream(i, t) => {
+                    let o = self.streams[i].fire(occurrence);
                     self.now = t;
-                    self.feed(line, &name, &tokens)?;
+                    self.feed(o.line, &o.name, &o.tokens)?;
                 }
-                (_, Some(d)) if within(d) => {
+                Next::Tick(d) => {
                     at_once = if d == self.now { at_once + 1 } else { 0 };
                     if at_once > MAX_TICKS_AT_ONCE {
                         return Err(self.fail(line, format!("the node is always due at {}", ms(d))));
@@ -404,7 +272,7 @@ impl Runner<'_> {
                     self.now = d;
                     self.feed(line, "tick", &[])?;
                 }
-                _ => return Ok(()),
+                Next::Done => return Ok(()),
             }
         }
     }
@@ -412,10 +280,12 @@ impl Runner<'_> {
     fn feed(&mut self, line: usize, name: &str, tokens: &[String]) -> Result<(), CaseFailure> {
         let mut f = Fields::from_tokens(tokens.iter().map(String::as_str))
             .map_err(|e| self.fail(line, e.to_string()))?;
-        let effects = self
+        let ev = self
             .node
-            .feed(self.now, name, &mut f)
+            .event(name, &mut f)
             .map_err(|e| self.fail(line, format!("{name}: {e}")))?;
+        let mut effects = Vec::new();
+        drive(&mut self.node, self.now, ev, &mut effects);
         f.finish()
             .map_err(|e: FieldError| self.fail(line, format!("{name}: {e}")))?;
         self.summary.events += 1;
@@ -430,45 +300,7 @@ impl Runner<'_> {
     fn expect(&mut self, line: usize, items: &[(usize, String)]) -> Result<(), CaseFailure> {
         let got = std::mem::take(&mut self.got);
         self.summary.effects += got.len() as u64;
-        if got.len() != items.len() {
-            let want: Vec<&str> = items.iter().map(|(_, s)| s.as_str()).collect();
-            return Err(self.fail(
-                line,
-                format!(
-                    "expected {} effect(s) {want:?}, got {}:{}",
-                    items.len(),
-                    got.len(),
-                    list(&got)
-                ),
-            ));
-        }
-        for ((n, want), (at, text)) in items.iter().zip(&got) {
-            let mut w = want.split_whitespace();
-            let mut ok = w.next() == text.split_whitespace().next();
-            for tok in w {
-                let time = |v: &str| TimeSpec::parse(v).map(|t| t.resolve(Nanos::ZERO));
-                ok &= if let Some(v) = tok.strip_prefix("at<=") {
-                    time(v).is_some_and(|t| *at <= t)
-                } else if let Some(v) = tok.strip_prefix("at>=") {
-                    time(v).is_some_and(|t| *at >= t)
-                } else if let Some(v) = tok.strip_prefix("at=") {
-                    time(v).is_some_and(|t| *at == t)
-                } else {
-                    text.split_whitespace().any(|a| a == tok)
-                };
-            }
-            if !ok {
-                return Err(self.fail(
-                    *n,
-                    format!(
-                        "expected `{want}`, got `{text}` at {} (all:{})",
-                        ms(*at),
-                        list(&got)
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        drive::check_block(&got, line, items, "effect").map_err(|(n, m)| self.fail(n, m))
     }
 }
 

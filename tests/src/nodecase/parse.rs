@@ -1,60 +1,47 @@
-//! Reading node case files (the format is in [`super`]).
+//! Reading node case files (the format is in [`super`]; the syntax it shares with the decision
+//! cases is `hsb_testkit::casefile::syntax`).
+
+use std::time::Duration;
 
 use hsb_common::decision::record::Fields;
-use hsb_common::decision::{parse_duration, Config, Epoch};
+use hsb_common::decision::{Config, Epoch};
+use hsb_testkit::casefile::syntax::{
+    err, every_parts, input_time, parse_file, push_expect, CaseKind, TimeSpec,
+};
 
-use super::{Case, CaseError, NodeKind, Step, TimeSpec, MAX_FILE, MAX_STEPS};
-
-pub(super) fn err(line: usize, message: impl Into<String>) -> CaseError {
-    CaseError {
-        line,
-        message: message.into(),
-    }
-}
+use super::{Case, CaseError, NodeKind, Step};
 
 /// Parse every case of a file.
 pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
-    if text.len() > MAX_FILE {
-        return Err(err(0, "case file larger than 1 MiB"));
+    parse_file(text)
+}
+
+impl CaseKind for Case {
+    const HEADER: &'static [&'static str] =
+        &["node", "set", "failover", "epoch", "answer", "ignore"];
+
+    fn new(name: String, line: usize) -> Case {
+        Case {
+            name,
+            line,
+            node: NodeKind::Primary,
+            config: Config::default(),
+            node_keys: Vec::new(),
+            failover: true,
+            epoch: Epoch::FIRST,
+            answer: true,
+            ignore: vec!["record".into()],
+            steps: Vec::new(),
+        }
     }
-    let mut cases: Vec<Case> = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let n = i + 1;
-        let line = raw.split('#').next().unwrap_or_default().trim();
-        if line.is_empty() {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix("case ") {
-            cases.push(Case {
-                name: name.trim().to_string(),
-                line: n,
-                node: NodeKind::Primary,
-                config: Config::default(),
-                node_keys: Vec::new(),
-                failover: true,
-                epoch: Epoch::FIRST,
-                answer: true,
-                ignore: vec!["record".into()],
-                steps: Vec::new(),
-            });
-            continue;
-        }
-        let Some(case) = cases.last_mut() else {
-            return Err(err(n, "expected `case <name>` first"));
-        };
-        if case.steps.len() >= MAX_STEPS {
-            return Err(err(n, "more than 10000 steps in one case"));
-        }
-        let mut words = line.split_whitespace();
-        let first = words.next().unwrap_or_default();
-        let header = matches!(
-            first,
-            "node" | "set" | "failover" | "epoch" | "answer" | "ignore"
-        );
-        if header && !case.steps.is_empty() {
-            return Err(err(n, format!("`{first}` must come before the first step")));
-        }
-        let word = words.next();
+
+    fn steps(&mut self) -> &mut Vec<Step> {
+        &mut self.steps
+    }
+
+    fn line(&mut self, n: usize, first: &str, line: &str) -> Result<(), CaseError> {
+        let case = self;
+        let word = line.split_whitespace().nth(1);
         match first {
             "node" => {
                 case.node = match word {
@@ -100,42 +87,9 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
             "ignore" => case
                 .ignore
                 .extend(line.split_whitespace().skip(1).map(str::to_string)),
-            ">" => {
-                let rest = line[1..].trim().to_string();
-                if rest.is_empty() {
-                    return Err(err(n, "expected an effect (or `none`) after `>`"));
-                }
-                let none = rest == "none";
-                match case.steps.last_mut() {
-                    Some(Step::Expect { items, .. }) if !none && !items.is_empty() => {
-                        items.push((n, rest))
-                    }
-                    _ => case.steps.push(Step::Expect {
-                        line: n,
-                        items: if none { vec![] } else { vec![(n, rest)] },
-                    }),
-                }
-            }
-            "check" => {
-                let (k, v) = word
-                    .and_then(|t| t.split_once('='))
-                    .ok_or_else(|| err(n, "check: expected key=value"))?;
-                case.steps.push(Step::Check {
-                    line: n,
-                    key: k.to_string(),
-                    value: v.to_string(),
-                });
-            }
+            ">" => push_expect(&mut case.steps, n, line, "an effect")?,
             "every" => {
-                let (head, event) = line
-                    .split_once(':')
-                    .ok_or_else(|| err(n, "every: expected `every <period> ...: <event>`"))?;
-                let mut h = head.split_whitespace().skip(1);
-                let period = h
-                    .next()
-                    .and_then(parse_duration)
-                    .filter(|d| !d.is_zero())
-                    .ok_or_else(|| err(n, "every: expected a period"))?;
+                let (period, mut h, event) = every_parts(n, line, "event")?;
                 let (mut from, mut until) = (None, None);
                 while let Some(k) = h.next() {
                     let t = h.next().and_then(TimeSpec::parse);
@@ -157,19 +111,15 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
                     period,
                     from,
                     until,
+                    drop_pct: 0,
+                    seed: 1,
+                    jitter: Duration::ZERO,
                     name,
                     tokens,
                 });
             }
-            "run" => {
-                let to = word
-                    .and_then(TimeSpec::parse)
-                    .ok_or_else(|| err(n, "run: expected a time"))?;
-                case.steps.push(Step::Run { line: n, to });
-            }
             t => {
-                let at = TimeSpec::parse(t)
-                    .ok_or_else(|| err(n, format!("expected a directive or a time, got {t:?}")))?;
+                let at = input_time(n, t)?;
                 let name = word
                     .ok_or_else(|| err(n, "expected an event after the time"))?
                     .to_string();
@@ -177,7 +127,7 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
                     line.split_whitespace().skip(2).map(String::from).collect();
                 Fields::from_tokens(tokens.iter().map(String::as_str))
                     .map_err(|e| err(n, e.to_string()))?;
-                case.steps.push(Step::Event {
+                case.steps.push(Step::Input {
                     line: n,
                     at,
                     name,
@@ -185,6 +135,6 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, CaseError> {
                 });
             }
         }
+        Ok(())
     }
-    Ok(cases)
 }

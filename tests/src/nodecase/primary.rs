@@ -92,51 +92,24 @@ impl PrimaryDriver {
         })
     }
 
-    /// The model daemon's answer to `e`, if it has one.
-    fn answer(&mut self, e: &Effect) -> Option<Event> {
-        if let Effect::Release { upto } = e {
-            self.released = self.released.max(*upto);
-        }
-        if !self.answer {
-            return None;
-        }
-        Some(match e {
-            Effect::Reserve(st) => Event::Reserved {
-                ok: true,
-                upto: st.checkpoint,
+    /// A datagram from `from` (who says it is `who`), addressed to this primary.
+    fn datagram(&self, from: &str, who: Sender, msg: Dgram) -> Event {
+        Event::Datagram {
+            from: addr(from),
+            env: Envelope {
+                from: who,
+                incarnation: 1,
+                epoch: self.node.epoch().0,
+                to: Some(Dest::role(Role::Primary)),
             },
-            Effect::Suspend => Event::Suspended { waited: None },
-            Effect::Capture { ckpt, full, .. } => {
-                self.staged = true;
-                Event::Captured {
-                    ckpt: *ckpt,
-                    pages: if *full { 256 } else { 1 },
-                    bytes: 4096,
-                    pause: Duration::ZERO,
-                    recopied: None,
-                    precopying: false,
-                }
-            }
-            Effect::Fence => Event::FenceDone {
-                suspended: true,
-                hard_paused: false,
-            },
-            Effect::PauseOutright => Event::PausedOutright { ok: true },
-            _ => return None,
-        })
+            msg,
+        }
     }
+}
 
-    fn step(&mut self, now: Nanos, ev: Event, out: &mut Vec<String>) {
-        for e in self.node.step(now, ev) {
-            out.push(text(&e));
-            if let Some(a) = self.answer(&e) {
-                self.step(now, a, out);
-            }
-        }
-        if std::mem::take(&mut self.staged) {
-            self.step(now, Event::Sent, out);
-        }
-    }
+impl Driver for PrimaryDriver {
+    type Event = Event;
+    type Effect = Effect;
 
     fn event(&self, name: &str, f: &mut Fields) -> Result<Event, String> {
         let s = |e: hsb_common::decision::record::FieldError| e.to_string();
@@ -262,35 +235,55 @@ impl PrimaryDriver {
         })
     }
 
-    /// A datagram from `from` (who says it is `who`), addressed to this primary.
-    fn datagram(&self, from: &str, who: Sender, msg: Dgram) -> Event {
-        Event::Datagram {
-            from: addr(from),
-            env: Envelope {
-                from: who,
-                incarnation: 1,
-                epoch: self.node.epoch().0,
-                to: Some(Dest::role(Role::Primary)),
-            },
-            msg,
+    fn step(&mut self, now: Nanos, ev: Event) -> Vec<Effect> {
+        self.node.step(now, ev).into_iter().collect()
+    }
+
+    /// The model daemon's answer to `e`, if it has one.
+    fn answer(&mut self, e: &Effect) -> Option<Event> {
+        if let Effect::Release { upto } = e {
+            self.released = self.released.max(*upto);
         }
+        if !self.answer {
+            return None;
+        }
+        Some(match e {
+            Effect::Reserve(st) => Event::Reserved {
+                ok: true,
+                upto: st.checkpoint,
+            },
+            Effect::Suspend => Event::Suspended { waited: None },
+            Effect::Capture { ckpt, full, .. } => {
+                self.staged = true;
+                Event::Captured {
+                    ckpt: *ckpt,
+                    pages: if *full { 256 } else { 1 },
+                    bytes: 4096,
+                    pause: Duration::ZERO,
+                    recopied: None,
+                    precopying: false,
+                }
+            }
+            Effect::Fence => Event::FenceDone {
+                suspended: true,
+                hard_paused: false,
+            },
+            Effect::PauseOutright => Event::PausedOutright { ok: true },
+            _ => return None,
+        })
     }
-}
 
-fn text(e: &Effect) -> String {
-    match e {
-        Effect::Evidence { evidence, .. } => format!("evidence {evidence}"),
-        Effect::Record(i) => format!("record {}", i.to_text()),
-        e => flat(&format!("{e:?}")),
+    /// A capture answered: `sent` follows the step.
+    fn then(&mut self) -> Option<Event> {
+        std::mem::take(&mut self.staged).then_some(Event::Sent)
     }
-}
 
-impl Driver for PrimaryDriver {
-    fn feed(&mut self, now: Nanos, name: &str, f: &mut Fields) -> Result<Vec<String>, String> {
-        let ev = self.event(name, f)?;
-        let mut out = Vec::new();
-        self.step(now, ev, &mut out);
-        Ok(out)
+    fn text(e: &Effect) -> String {
+        match e {
+            Effect::Evidence { evidence, .. } => format!("evidence {evidence}"),
+            Effect::Record(i) => format!("record {}", i.to_text()),
+            e => flat(&format!("{e:?}")),
+        }
     }
 
     fn next_deadline(&self, now: Nanos) -> Option<Nanos> {

@@ -78,30 +78,42 @@ impl StandbyDriver {
         })
     }
 
-    fn answer(&self, e: &Effect) -> Option<Event> {
-        if !self.answer {
-            return None;
-        }
-        Some(match e {
-            Effect::RecordHost { state, purpose } => Event::HostRecorded {
-                purpose: *purpose,
-                state: *state,
-                error: None,
+    fn primary(&self, from: &str, epoch: Epoch, msg: Dgram) -> Event {
+        Event::Datagram {
+            from: addr(from),
+            env: Envelope {
+                from: Sender {
+                    role: Role::Primary,
+                    id: 1,
+                },
+                incarnation: 1,
+                epoch: epoch.0,
+                to: Some(Dest::role(Role::Standby)),
             },
-            Effect::Activate { .. } => Event::ReplicaActivated { error: None },
-            Effect::ForkDisk { .. } => Event::DiskForked { error: None },
-            _ => return None,
-        })
+            msg,
+        }
     }
 
-    fn step(&mut self, now: Nanos, ev: Event, out: &mut Vec<String>) {
-        for e in self.node.step(now, ev) {
-            out.push(text(&e));
-            if let Some(a) = self.answer(&e) {
-                self.step(now, a, out);
-            }
+    fn witness(&self, w: u8, epoch: Epoch, msg: Dgram) -> Event {
+        Event::Datagram {
+            from: addr(&format!("10.0.1.{w}:7400")),
+            env: Envelope {
+                from: Sender {
+                    role: Role::Witness,
+                    id: u32::from(w),
+                },
+                incarnation: 1,
+                epoch: epoch.0,
+                to: Some(Dest::role(Role::Standby)),
+            },
+            msg,
         }
     }
+}
+
+impl Driver for StandbyDriver {
+    type Event = Event;
+    type Effect = Effect;
 
     fn event(&self, name: &str, f: &mut Fields) -> Result<Event, String> {
         let s = |e: FieldError| e.to_string();
@@ -208,53 +220,32 @@ impl StandbyDriver {
         })
     }
 
-    fn primary(&self, from: &str, epoch: Epoch, msg: Dgram) -> Event {
-        Event::Datagram {
-            from: addr(from),
-            env: Envelope {
-                from: Sender {
-                    role: Role::Primary,
-                    id: 1,
-                },
-                incarnation: 1,
-                epoch: epoch.0,
-                to: Some(Dest::role(Role::Standby)),
-            },
-            msg,
+    fn step(&mut self, now: Nanos, ev: Event) -> Vec<Effect> {
+        self.node.step(now, ev).into_iter().collect()
+    }
+
+    fn answer(&mut self, e: &Effect) -> Option<Event> {
+        if !self.answer {
+            return None;
         }
-    }
-
-    fn witness(&self, w: u8, epoch: Epoch, msg: Dgram) -> Event {
-        Event::Datagram {
-            from: addr(&format!("10.0.1.{w}:7400")),
-            env: Envelope {
-                from: Sender {
-                    role: Role::Witness,
-                    id: u32::from(w),
-                },
-                incarnation: 1,
-                epoch: epoch.0,
-                to: Some(Dest::role(Role::Standby)),
+        Some(match e {
+            Effect::RecordHost { state, purpose } => Event::HostRecorded {
+                purpose: *purpose,
+                state: *state,
+                error: None,
             },
-            msg,
+            Effect::Activate { .. } => Event::ReplicaActivated { error: None },
+            Effect::ForkDisk { .. } => Event::DiskForked { error: None },
+            _ => return None,
+        })
+    }
+
+    fn text(e: &Effect) -> String {
+        match e {
+            Effect::Evidence { evidence, .. } => format!("evidence {evidence}"),
+            Effect::Record(i) => format!("record {}", i.to_text()),
+            e => flat(&format!("{e:?}")),
         }
-    }
-}
-
-fn text(e: &Effect) -> String {
-    match e {
-        Effect::Evidence { evidence, .. } => format!("evidence {evidence}"),
-        Effect::Record(i) => format!("record {}", i.to_text()),
-        e => flat(&format!("{e:?}")),
-    }
-}
-
-impl Driver for StandbyDriver {
-    fn feed(&mut self, now: Nanos, name: &str, f: &mut Fields) -> Result<Vec<String>, String> {
-        let ev = self.event(name, f)?;
-        let mut out = Vec::new();
-        self.step(now, ev, &mut out);
-        Ok(out)
     }
 
     fn next_deadline(&self, now: Nanos) -> Option<Nanos> {
