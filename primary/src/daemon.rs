@@ -306,24 +306,9 @@ impl Daemon {
                 }
             }
             Effect::Rebase { next } => self.output.rebase(next),
-            Effect::Send { to, dest, msg } => {
+            Effect::Talk(t) => {
                 if let Some(f) = self.failover.as_mut() {
-                    f.ep.send(&f.udp, &msg, to, Some(dest));
-                }
-            }
-            Effect::Evidence { level, evidence } => {
-                if let Some(f) = self.failover.as_mut() {
-                    f.decisions.evidence(level, &evidence);
-                }
-            }
-            Effect::Record(input) => {
-                if let Some(f) = self.failover.as_mut() {
-                    f.decisions.input(now, input);
-                }
-            }
-            Effect::SetEpoch(epoch) => {
-                if let Some(f) = self.failover.as_mut() {
-                    f.ep.set_epoch(epoch.0);
+                    t.carry_out(now, &mut f.ep, &f.udp, &mut f.decisions);
                 }
             }
             Effect::OnFence(epoch) => {

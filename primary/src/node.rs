@@ -19,6 +19,7 @@ use std::time::Duration;
 use hsb_common::decision::primary::Input as PInput;
 use hsb_common::decision::Epoch;
 use hsb_common::frame::{FrameError, Kind};
+use hsb_common::kit::push;
 use hsb_common::node_state::{NodeRole, NodeState};
 use hsb_common::time::Nanos;
 
@@ -455,14 +456,6 @@ impl PrimaryNode {
     fn stepped_down(&self) -> bool {
         self.failover.as_ref().is_some_and(|f| f.stepped_down)
     }
-}
-
-/// Push an effect; more than [`MAX_EFFECTS`] in one step is a bug.
-fn push(fx: &mut Effects, e: Effect) {
-    assert!(
-        fx.push(e).is_ok(),
-        "more than {MAX_EFFECTS} effects in one step"
-    );
 }
 
 #[cfg(test)]

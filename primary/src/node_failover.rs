@@ -10,6 +10,7 @@ use hsb_common::decision::primary::{Input as PInput, Mode};
 use hsb_common::decision::record::AnyInput;
 use hsb_common::decision::{self, Epoch, PrimaryAuthority, WitnessId};
 use hsb_common::kit::authority::{plan, Duty, Step};
+use hsb_common::kit::talk::Talk;
 use hsb_common::msg::Role;
 use hsb_common::node_state::NodeRole;
 use hsb_common::time::Nanos;
@@ -131,14 +132,14 @@ impl PrimaryNode {
             for (link, to) in peers.into_iter().enumerate() {
                 push(
                     fx,
-                    Effect::Send {
+                    Effect::Talk(Talk::Send {
                         to,
                         dest,
                         msg: Dgram::Heartbeat {
                             link: link as u8,
                             acked,
                         },
-                    },
+                    }),
                 );
                 f.heartbeats += 1;
             }
@@ -198,14 +199,16 @@ impl PrimaryNode {
         };
         let actions = f.authority.step(now, input);
         if input != PInput::Tick || !actions.is_empty() {
-            push(fx, Effect::Record(AnyInput::Primary(input)));
+            push(fx, Effect::Talk(Talk::Record(AnyInput::Primary(input))));
         }
         let witnesses = self.cfg_failover().witness_peers.clone();
         for step in plan(actions, &witnesses) {
             match step {
-                Step::Send { to, dest, msg } => push(fx, Effect::Send { to, dest, msg }),
+                Step::Send { to, dest, msg } => {
+                    push(fx, Effect::Talk(Talk::Send { to, dest, msg }))
+                }
                 Step::Evidence { level, evidence } => {
-                    push(fx, Effect::Evidence { level, evidence })
+                    push(fx, Effect::Talk(Talk::Evidence { level, evidence }))
                 }
                 Step::Duty(d) => self.duty(now, d, fx),
             }
@@ -232,7 +235,7 @@ impl PrimaryNode {
                 self.reconcile(fx);
             }
             Duty::StepDown(epoch) => {
-                push(fx, Effect::SetEpoch(epoch));
+                push(fx, Effect::Talk(Talk::SetEpoch(epoch)));
                 // Written before anything else: a restart of this host must never make it
                 // the primary again (README: the restart matrix).
                 let mut st = self.host_state(NodeRole::SteppedDown, self.reserved);
@@ -284,14 +287,7 @@ impl PrimaryNode {
         match msg {
             Dgram::Ping { nonce } => {
                 if !f.stepped_down {
-                    push(
-                        fx,
-                        Effect::Send {
-                            to: from,
-                            dest: Dest::node(env.from),
-                            msg: Dgram::Pong { nonce },
-                        },
-                    );
+                    push(fx, Effect::Talk(Talk::pong(from, env.from, nonce)));
                 }
             }
             Dgram::LeaseReply(r) => self.authority_step(now, PInput::LeaseReply(r), fx),
@@ -382,11 +378,11 @@ impl PrimaryNode {
         for _ in 0..2 {
             push(
                 fx,
-                Effect::Send {
+                Effect::Talk(Talk::Send {
                     to,
                     dest,
                     msg: Dgram::Fenced { epoch, ckpt },
-                },
+                }),
             );
         }
         f.confirm = None;

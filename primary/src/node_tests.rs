@@ -11,6 +11,7 @@ use hsb_common::decision::primary::Mode;
 use hsb_common::decision::proto::{LeaseReply, Verdict};
 use hsb_common::decision::{self, Epoch};
 use hsb_common::frame::FrameError;
+use hsb_common::kit::talk::Talk;
 use hsb_common::msg::Role;
 use hsb_common::time::Nanos;
 use hsb_common::wire::Dgram;
@@ -332,10 +333,10 @@ fn failover_fences_without_authority_and_acks_unfence() {
     assert!(
         h.count(|e| matches!(
             e,
-            Effect::Send {
+            Effect::Talk(Talk::Send {
                 msg: Dgram::Heartbeat { .. },
                 ..
-            }
+            })
         )) >= 2
     );
     // The standby stops acknowledging: no authority after the ack lease, fence soon after.
@@ -345,10 +346,10 @@ fn failover_fences_without_authority_and_acks_unfence() {
     let requests = h.count(|e| {
         matches!(
             e,
-            Effect::Send {
+            Effect::Talk(Talk::Send {
                 msg: Dgram::LeaseRequest(_),
                 ..
-            }
+            })
         )
     });
     assert!(requests >= 3 && requests.is_multiple_of(3), "{requests}");
@@ -377,10 +378,10 @@ fn under_a_witness_lease_output_leaves_and_a_silent_standby_is_dropped() {
         .iter()
         .rev()
         .find_map(|e| match e {
-            Effect::Send {
+            Effect::Talk(Talk::Send {
                 msg: Dgram::LeaseRequest(r),
                 ..
-            } => Some(r.req),
+            }) => Some(r.req),
             _ => None,
         })
         .expect("a lease request");
@@ -400,10 +401,10 @@ fn under_a_witness_lease_output_leaves_and_a_silent_standby_is_dropped() {
             .effects
             .drain(..)
             .filter_map(|e| match e {
-                Effect::Send {
+                Effect::Talk(Talk::Send {
                     msg: Dgram::LeaseRequest(r),
                     ..
-                } => Some(r.req),
+                }) => Some(r.req),
                 _ => None,
             })
             .collect();
@@ -467,10 +468,10 @@ fn a_slow_standby_that_replies_is_waited_for() {
             requests_after_slow += h.count(|e| {
                 matches!(
                     e,
-                    Effect::Send {
+                    Effect::Talk(Talk::Send {
                         msg: Dgram::LeaseRequest(_),
                         ..
-                    }
+                    })
                 )
             });
         }
@@ -516,10 +517,10 @@ fn random_lives_keep_every_invariant() {
                 6 => h.reserve_ok = !h.reserve_ok,
                 _ => {
                     let req = h.effects.iter().rev().find_map(|e| match e {
-                        Effect::Send {
+                        Effect::Talk(Talk::Send {
                             msg: Dgram::LeaseRequest(r),
                             ..
-                        } => Some(r.req),
+                        }) => Some(r.req),
                         _ => None,
                     });
                     if let Some(r) = req {

@@ -4,10 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use hsb_common::datagram::{Dest, Envelope};
-use hsb_common::decision::record::AnyInput;
-use hsb_common::decision::{Epoch, Evidence};
+use hsb_common::datagram::Envelope;
+use hsb_common::decision::Epoch;
 use hsb_common::frame::FrameError;
+use hsb_common::kit::talk::Talk;
 use hsb_common::node_state::NodeState;
 use hsb_common::stats::Histogram;
 use hsb_common::time::Nanos;
@@ -154,26 +154,9 @@ pub enum Effect {
         /// The next checkpoint.
         next: u64,
     },
-    /// Send a datagram.
-    Send {
-        /// Where.
-        to: SocketAddr,
-        /// For whom.
-        dest: Dest,
-        /// What.
-        msg: Dgram,
-    },
-    /// A decision: log it at `level`, record it, keep it for status.
-    Evidence {
-        /// How loud.
-        level: log::Level,
-        /// What and why.
-        evidence: Box<Evidence>,
-    },
-    /// Record an input of the authority in the decision log.
-    Record(AnyInput),
-    /// Datagrams carry this epoch from now on.
-    SetEpoch(Epoch),
+    /// A datagram, a decision or an input for the decision log, the datagrams' epoch: what
+    /// every node says, carried out the same way by every daemon (`kit::talk`).
+    Talk(Talk),
     /// Run the `on_fence` command (this primary stepped down for `epoch`).
     OnFence(Epoch),
     /// Become this host's standby, once `on_fence` is done.

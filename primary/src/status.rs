@@ -130,6 +130,9 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     for (name, n) in FrameError::COUNTERS.iter().zip(d.frame_errors.iter()) {
         kv(&format!("frame_errors_{name}"), n.to_string());
     }
+    if let Some(line) = d.surface.metrics_status() {
+        kv("metrics", line);
+    }
     s
 }
 

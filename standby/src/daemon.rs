@@ -294,9 +294,9 @@ impl Daemon {
             } => self.hand_over = Some((epoch, ckpt, forced)),
             Effect::FenceReplica => self.replica.fence(),
             Effect::UnfenceReplica => self.replica.unfence(),
-            Effect::Send { to, dest, msg } => {
+            Effect::Talk(t) => {
                 if let Some(f) = self.failover.as_mut() {
-                    f.ep.send(&f.witness_udp, &msg, to, Some(dest));
+                    t.carry_out(now, &mut f.ep, &f.witness_udp, &mut f.decisions);
                 }
             }
             Effect::HeartbeatReply { msg } => {
@@ -307,21 +307,6 @@ impl Daemon {
                             f.replies += 1;
                         }
                     }
-                }
-            }
-            Effect::Evidence { level, evidence } => {
-                if let Some(f) = self.failover.as_mut() {
-                    f.decisions.evidence(level, &evidence);
-                }
-            }
-            Effect::Record(input) => {
-                if let Some(f) = self.failover.as_mut() {
-                    f.decisions.input(now, input);
-                }
-            }
-            Effect::SetEpoch(epoch) => {
-                if let Some(f) = self.failover.as_mut() {
-                    f.ep.set_epoch(epoch.0);
                 }
             }
             Effect::SetRole(role) => {

@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hsb_common::decision::{Epoch, PrimaryAuthority};
+use hsb_common::kit::push;
 use hsb_common::logging::LogLimiter;
 use hsb_common::msg::Hello;
 use hsb_common::node_state::{NodeRole, NodeState};
@@ -536,14 +537,6 @@ impl StandbyNode {
         self.operator = None;
         push(fx, Effect::Answer { conn, text });
     }
-}
-
-/// Push an effect; more than [`MAX_EFFECTS`] in one step is a bug.
-fn push(fx: &mut Effects, e: Effect) {
-    assert!(
-        fx.push(e).is_ok(),
-        "more than {MAX_EFFECTS} effects in one step"
-    );
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use hsb_common::decision::record::AnyInput;
 use hsb_common::decision::standby::{Action as SAction, Input as SInput, OperatorAsk};
 use hsb_common::decision::{Epoch, Evidence, PrimaryAuthority, Rule, StandbyCore};
 use hsb_common::kit::authority::{plan, witness, Duty, Step};
+use hsb_common::kit::talk::Talk;
 use hsb_common::msg::Role;
 use hsb_common::node_state::{NodeRole, NodeState};
 use hsb_common::time::Nanos;
@@ -179,20 +180,20 @@ impl StandbyNode {
             let msg = Dgram::Maintenance { on };
             push(
                 fx,
-                Effect::Send {
+                Effect::Talk(Talk::Send {
                     to: to_primary,
                     dest: Dest::role(Role::Primary),
                     msg,
-                },
+                }),
             );
             for (id, to) in peers {
                 push(
                     fx,
-                    Effect::Send {
+                    Effect::Talk(Talk::Send {
                         to,
                         dest: witness(id),
                         msg,
-                    },
+                    }),
                 );
             }
         }
@@ -275,7 +276,7 @@ impl StandbyNode {
         }
         let actions = f.core.step(now, input);
         if input != SInput::Tick || !actions.is_empty() {
-            push(fx, Effect::Record(AnyInput::Standby(input)));
+            push(fx, Effect::Talk(Talk::Record(AnyInput::Standby(input))));
         }
         let epoch = f.core.epoch();
         if epoch > self.host.epoch {
@@ -314,11 +315,11 @@ impl StandbyNode {
                     let msg = Dgram::VoteRequest(q);
                     push(
                         fx,
-                        Effect::Send {
+                        Effect::Talk(Talk::Send {
                             to,
                             dest: witness(id),
                             msg,
-                        },
+                        }),
                     );
                 }
             }
@@ -327,11 +328,11 @@ impl StandbyNode {
                     let msg = Dgram::Withdraw(w);
                     push(
                         fx,
-                        Effect::Send {
+                        Effect::Talk(Talk::Send {
                             to,
                             dest: witness(id),
                             msg,
-                        },
+                        }),
                     );
                 }
             }
@@ -366,12 +367,12 @@ impl StandbyNode {
                 let by = format!("the failover decision ({})", evidence.rule);
                 push(
                     fx,
-                    Effect::Evidence {
+                    Effect::Talk(Talk::Evidence {
                         level: log::Level::Warn,
                         evidence,
-                    },
+                    }),
                 );
-                push(fx, Effect::SetEpoch(epoch));
+                push(fx, Effect::Talk(Talk::SetEpoch(epoch)));
                 // Witnesses learn which host is the primary from the daemons' answers, and
                 // address it as the primary from then on.
                 push(fx, Effect::SetRole(Role::Primary));
@@ -380,10 +381,10 @@ impl StandbyNode {
             SAction::Switchover { epoch, evidence } => {
                 push(
                     fx,
-                    Effect::Evidence {
+                    Effect::Talk(Talk::Evidence {
                         level: log::Level::Warn,
                         evidence,
-                    },
+                    }),
                 );
                 let dest = Dest {
                     role: Role::Primary,
@@ -395,21 +396,21 @@ impl StandbyNode {
                 };
                 let to = self.fcfg().primary_witness;
                 let msg = Dgram::FenceRequest { epoch };
-                push(fx, Effect::Send { to, dest, msg });
+                push(fx, Effect::Talk(Talk::Send { to, dest, msg }));
             }
             SAction::CannotDecide { evidence } | SAction::RefuseStale { evidence } => push(
                 fx,
-                Effect::Evidence {
+                Effect::Talk(Talk::Evidence {
                     level: log::Level::Error,
                     evidence,
-                },
+                }),
             ),
             SAction::Alert { evidence } | SAction::StepDown { evidence, .. } => push(
                 fx,
-                Effect::Evidence {
+                Effect::Talk(Talk::Evidence {
                     level: log::Level::Warn,
                     evidence,
-                },
+                }),
             ),
             SAction::RequestFullSync => {
                 // A session from an older primary is dropped; one from the primary of the
@@ -473,13 +474,15 @@ impl StandbyNode {
         };
         let actions = a.step(now, input);
         if input != PInput::Tick || !actions.is_empty() {
-            push(fx, Effect::Record(AnyInput::Primary(input)));
+            push(fx, Effect::Talk(Talk::Record(AnyInput::Primary(input))));
         }
         for step in plan(actions, &peers) {
             match step {
-                Step::Send { to, dest, msg } => push(fx, Effect::Send { to, dest, msg }),
+                Step::Send { to, dest, msg } => {
+                    push(fx, Effect::Talk(Talk::Send { to, dest, msg }))
+                }
                 Step::Evidence { level, evidence } => {
-                    push(fx, Effect::Evidence { level, evidence })
+                    push(fx, Effect::Talk(Talk::Evidence { level, evidence }))
                 }
                 Step::Duty(d) => {
                     let Some(f) = self.failover.as_mut() else {
@@ -526,14 +529,7 @@ impl StandbyNode {
                     fx,
                 );
             }
-            Dgram::Ping { nonce } => push(
-                fx,
-                Effect::Send {
-                    to: from,
-                    dest: Dest::node(env.from),
-                    msg: Dgram::Pong { nonce },
-                },
-            ),
+            Dgram::Ping { nonce } => push(fx, Effect::Talk(Talk::pong(from, env.from, nonce))),
             Dgram::Report(r) => self.decide(now, SInput::Report(r), fx),
             Dgram::Vote(v) => {
                 let line = || {

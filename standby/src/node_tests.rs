@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hsb_common::decision::{self, Epoch};
+use hsb_common::kit::talk::Talk;
 use hsb_common::msg::{self, Hello, Role};
 use hsb_common::node_state::{NodeRole, NodeState};
 use hsb_common::time::Nanos;
@@ -327,10 +328,10 @@ fn maintenance_is_written_then_told_to_the_primary_and_the_witnesses() {
         .filter(|e| {
             matches!(
                 e,
-                Effect::Send {
+                Effect::Talk(Talk::Send {
                     msg: hsb_common::wire::Dgram::Maintenance { on: true },
                     ..
-                }
+                })
             )
         })
         .count();
@@ -528,11 +529,11 @@ fn stepped(drive: Drive, every_ms: bool) -> (Vec<(u64, String)>, usize) {
             h.at(t).feed(ev);
             steps += 1;
             for e in &h.effects[before..] {
-                if let Effect::Send {
+                if let Effect::Talk(Talk::Send {
                     msg: hsb_common::wire::Dgram::VoteRequest(q),
                     to,
                     ..
-                } = e
+                }) = e
                 {
                     // Witnesses 1 and 2 grant, a millisecond later.
                     for w in [1, 2] {

@@ -4,10 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use hsb_common::datagram::{Dest, Envelope};
-use hsb_common::decision::record::AnyInput;
-use hsb_common::decision::{self, Epoch, Evidence, WitnessId};
+use hsb_common::datagram::Envelope;
+use hsb_common::decision::{self, Epoch, WitnessId};
 use hsb_common::frame::FrameError;
+use hsb_common::kit::talk::Talk;
 use hsb_common::msg::{Hello, Role};
 use hsb_common::node_state::NodeState;
 use hsb_common::stats::Histogram;
@@ -171,26 +171,9 @@ pub enum Effect {
         /// A [`Dgram::StandbyAlive`].
         msg: Dgram,
     },
-    /// Send a datagram.
-    Send {
-        /// Where.
-        to: SocketAddr,
-        /// For whom.
-        dest: Dest,
-        /// What.
-        msg: Dgram,
-    },
-    /// A decision: log it at `level`, record it, keep it for status.
-    Evidence {
-        /// How loud.
-        level: log::Level,
-        /// What and why.
-        evidence: Box<Evidence>,
-    },
-    /// Record an input of a core in the decision log.
-    Record(AnyInput),
-    /// Datagrams carry this epoch from now on.
-    SetEpoch(Epoch),
+    /// A datagram, a decision or an input for the decision log, the datagrams' epoch: what
+    /// every node says, carried out the same way by every daemon (`kit::talk`).
+    Talk(Talk),
     /// Speak and listen as this role from now on.
     SetRole(Role),
     /// Ping the ping node ([`Event::PingDone`]).

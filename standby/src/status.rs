@@ -149,17 +149,8 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     for (name, n) in FrameError::COUNTERS.iter().zip(st.frame_errors.iter()) {
         kv(&format!("frame_errors_{name}"), n.to_string());
     }
-    if let Some(m) = &d.surface.metrics {
-        let st = m.stats();
-        kv(
-            "metrics",
-            format!(
-                "{} ({} scrapes, {} refused)",
-                m.local_addr().map_or("?".into(), |a| a.to_string()),
-                st.scrapes,
-                st.refused
-            ),
-        );
+    if let Some(line) = d.surface.metrics_status() {
+        kv("metrics", line);
     }
     s
 }

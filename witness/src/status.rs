@@ -37,17 +37,8 @@ impl Daemon {
             }
             self.guest_lines(now, i, g, &mut kv);
         }
-        if let Some(m) = &self.surface.metrics {
-            let st = m.stats();
-            kv(
-                "metrics",
-                format!(
-                    "{} ({} scrapes, {} refused)",
-                    m.local_addr().map_or("?".into(), |a| a.to_string()),
-                    st.scrapes,
-                    st.refused
-                ),
-            );
+        if let Some(line) = self.surface.metrics_status() {
+            kv("metrics", line);
         }
         s
     }

@@ -9,6 +9,7 @@
 //! - [`metrics`]: the Prometheus text format (families, counters, gauges, histograms).
 //! - [`http`]: the bounded HTTP responder that serves it (`metrics_listen`) on the loop's tokens.
 //! - [`notify`]: systemd's READY, STATUS, STOPPING and WATCHDOG notifications, from the loop.
+//! - [`talk`]: what every node says (datagrams, decisions, decision-log inputs, its epoch).
 //! - [`shell`]: the operator's surface (control socket, metrics, systemd), signals first, SIGHUP.
 
 pub mod authority;
@@ -20,3 +21,11 @@ pub mod http;
 pub mod metrics;
 pub mod notify;
 pub mod shell;
+pub mod talk;
+
+/// Push a node's effect onto its bounded list (`heapless::Vec`): more than the list holds in one
+/// step is a bug in the node (effects per step are bounded by design, ARCHITECTURE.md rule 6),
+/// and stops the daemon rather than dropping what the node decided.
+pub fn push<T, const N: usize>(fx: &mut heapless::Vec<T, N>, e: T) {
+    assert!(fx.push(e).is_ok(), "more than {N} effects in one step");
+}

@@ -127,6 +127,19 @@ impl Surface {
         self.next_status = now.plus(NOTIFY_STATUS_EVERY);
     }
 
+    /// The `metrics` line of `status`: where the responder listens and what it answered (none
+    /// when `metrics_listen` is not set).
+    pub fn metrics_status(&self) -> Option<String> {
+        let m = self.metrics.as_ref()?;
+        let st = m.stats();
+        Some(format!(
+            "{} ({} scrapes, {} refused)",
+            m.local_addr().map_or("?".into(), |a| a.to_string()),
+            st.scrapes,
+            st.refused
+        ))
+    }
+
     /// An exposition begun with what every daemon's has first: its build and its uptime.
     pub fn exposition(daemon: &str, now: Nanos) -> Exposition {
         let mut e = Exposition::new();

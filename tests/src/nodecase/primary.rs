@@ -280,8 +280,7 @@ impl Driver for PrimaryDriver {
 
     fn text(e: &Effect) -> String {
         match e {
-            Effect::Evidence { evidence, .. } => format!("evidence {evidence}"),
-            Effect::Record(i) => format!("record {}", i.to_text()),
+            Effect::Talk(t) => super::text::talk_text(t),
             e => flat(&format!("{e:?}")),
         }
     }

@@ -4,6 +4,17 @@
 /// field, nested structures flattened (a nested message's key names its variant), wrappers
 /// such as `Epoch(2)`, `Some(3)` or `Box(..)` unwrapped, a string's spaces turned into dashes,
 /// and the cluster's addresses named.
+/// A node's [`Talk`] as the node case files show it: `evidence ...`, `record ...`, and the
+/// others flattened (`send to=... dest=... msg=...`, `set-epoch N`).
+pub fn talk_text(t: &hsb_common::kit::talk::Talk) -> String {
+    use hsb_common::kit::talk::Talk;
+    match t {
+        Talk::Evidence { evidence, .. } => format!("evidence {evidence}"),
+        Talk::Record(i) => format!("record {}", i.to_text()),
+        t => flat(&format!("{t:?}")),
+    }
+}
+
 pub fn flat(debug: &str) -> String {
     #[derive(Debug, PartialEq)]
     enum Tok {

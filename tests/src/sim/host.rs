@@ -12,6 +12,7 @@ use hsb_common::datagram::{next_incarnation, node_sender_id, Dest, Envelope, Inb
 use hsb_common::datagram::{Sender, MAX_DATAGRAM};
 use hsb_common::decision::Epoch;
 use hsb_common::key::ClusterKey;
+use hsb_common::kit::talk::Talk;
 use hsb_common::msg::Role;
 use hsb_common::node_state::{
     primary_start, standby_start, NodeRole, NodeState, PrimaryArgs, PrimaryStart, CHECKPOINT_BLOCK,
@@ -118,6 +119,23 @@ impl Endpoint {
     pub fn set_role(&mut self, role: Role) {
         self.outbox.set_role(role);
         self.inbox.set_role(role);
+    }
+
+    /// A node's [`Talk`], carried out as the daemons' `Talk::carry_out` does, from host `me`'s
+    /// datagram address over the simulated network.
+    pub fn talk(&mut self, sh: &mut Shared, me: u8, t: Talk) {
+        match t {
+            Talk::Send { to, dest, msg } => self.send(
+                sh,
+                setup::host_addr(me, setup::DGRAM_PORT),
+                to,
+                Some(dest),
+                &msg,
+            ),
+            Talk::Evidence { evidence, .. } => sh.decision(me, &evidence),
+            Talk::Record(_) => {}
+            Talk::SetEpoch(epoch) => self.set_epoch(epoch),
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use hsb_primary::node::{Effect, Event, PrimaryNode};
 
 use super::host::{woken, Endpoint, Exec, Me};
 use super::net::{Ep, Msg};
-use super::setup::{host_addr, node_name, DGRAM_PORT, PAGES};
+use super::setup::{node_name, PAGES};
 use super::tcp::{End, Seg};
 use super::world::Shared;
 
@@ -201,13 +201,7 @@ impl PrimarySide {
             }
             Effect::Release { upto } => self.release(me, sh, upto),
             Effect::Rebase { next } => self.output.rebase(next),
-            Effect::Send { to, dest, msg } => {
-                self.ep
-                    .send(sh, host_addr(me.host, DGRAM_PORT), to, Some(dest), &msg)
-            }
-            Effect::Evidence { evidence, .. } => sh.decision(me.host, &evidence),
-            Effect::Record(_) => {}
-            Effect::SetEpoch(epoch) => self.ep.set_epoch(epoch),
+            Effect::Talk(t) => self.ep.talk(sh, me.host, t),
             Effect::OnFence(_) => {
                 // `on_fence` gives up the service address.
                 if sh.vip == Some(me.host) {

@@ -19,7 +19,7 @@ use hsb_standby::slots::Stage;
 
 use super::host::{woken, Endpoint, Exec, Me};
 use super::net::{Ep, Msg};
-use super::setup::{host_addr, node_name, DGRAM_PORT, HB_PORT, PAGES};
+use super::setup::{host_addr, node_name, HB_PORT, PAGES};
 use super::tcp::Seg;
 use super::world::{Activation, Shared};
 
@@ -221,13 +221,7 @@ impl StandbySide {
                     self.ep.send(sh, from, to, Some(Dest::node(who)), &msg);
                 }
             }
-            Effect::Send { to, dest, msg } => {
-                self.ep
-                    .send(sh, host_addr(me.host, DGRAM_PORT), to, Some(dest), &msg)
-            }
-            Effect::Evidence { evidence, .. } => sh.decision(me.host, &evidence),
-            Effect::Record(_) => {}
-            Effect::SetEpoch(epoch) => self.ep.set_epoch(epoch),
+            Effect::Talk(t) => self.ep.talk(sh, me.host, t),
             Effect::SetRole(role) => self.ep.set_role(role),
             Effect::Ping => {
                 let id = sh.next_id();
