@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use hsb_common::datagram::{Dest, Envelope};
 use hsb_common::decision::primary::{Input as PInput, Mode};
-use hsb_common::decision::record::AnyInput;
 use hsb_common::decision::{self, Epoch, PrimaryAuthority, WitnessId};
 use hsb_common::kit::authority::{plan, Duty, Step};
 use hsb_common::kit::talk::Talk;
@@ -198,18 +197,10 @@ impl PrimaryNode {
             return;
         };
         let actions = f.authority.step(now, input);
-        if input != PInput::Tick || !actions.is_empty() {
-            push(fx, Effect::Talk(Talk::Record(AnyInput::Primary(input))));
-        }
         let witnesses = self.cfg_failover().witness_peers.clone();
-        for step in plan(actions, &witnesses) {
+        for step in plan(input, actions, &witnesses) {
             match step {
-                Step::Send { to, dest, msg } => {
-                    push(fx, Effect::Talk(Talk::Send { to, dest, msg }))
-                }
-                Step::Evidence { level, evidence } => {
-                    push(fx, Effect::Talk(Talk::Evidence { level, evidence }))
-                }
+                Step::Talk(t) => push(fx, Effect::Talk(t)),
                 Step::Duty(d) => self.duty(now, d, fx),
             }
         }

@@ -473,17 +473,9 @@ impl StandbyNode {
             return;
         };
         let actions = a.step(now, input);
-        if input != PInput::Tick || !actions.is_empty() {
-            push(fx, Effect::Talk(Talk::Record(AnyInput::Primary(input))));
-        }
-        for step in plan(actions, &peers) {
+        for step in plan(input, actions, &peers) {
             match step {
-                Step::Send { to, dest, msg } => {
-                    push(fx, Effect::Talk(Talk::Send { to, dest, msg }))
-                }
-                Step::Evidence { level, evidence } => {
-                    push(fx, Effect::Talk(Talk::Evidence { level, evidence }))
-                }
+                Step::Talk(t) => push(fx, Effect::Talk(t)),
                 Step::Duty(d) => {
                     let Some(f) = self.failover.as_mut() else {
                         return;

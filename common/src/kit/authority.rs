@@ -1,20 +1,19 @@
 //! Carrying out what a primary's authority decided (DESIGN.md rules 3, 4, 5, 8), for hsb-primary
-//! and for an activated hsb-standby alike: the witness traffic and the evidence are done here;
-//! what touches the domain is handed back as [`Duty`]s for the daemon.
+//! and for an activated hsb-standby alike: the input recorded, the witness traffic and the
+//! evidence become [`Talk`], carried out as every node's is;
+//! what touches the domain is handed back as [`Duty`]s for the node.
 
 use std::net::SocketAddr;
 
-use mio::net::UdpSocket;
-
-use super::decisions::Decisions;
-use super::endpoint::Endpoint;
+use super::talk::Talk;
 use crate::datagram::{Dest, Sender};
-use crate::decision::primary::Action;
-use crate::decision::{Actions, Epoch, Evidence, WitnessId, MAX_ACTIONS};
+use crate::decision::primary::{Action, Input};
+use crate::decision::record::AnyInput;
+use crate::decision::{Actions, Epoch, Evidence, WitnessId};
 use crate::msg::Role;
 use crate::wire::Dgram;
 
-/// What the daemon must do to its domain after [`carry_out`].
+/// What the daemon must do to its domain, in the order [`plan`] gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Duty {
     /// Hold output and stop the domain (rule 4).
@@ -42,33 +41,27 @@ pub fn witness(id: WitnessId) -> Dest {
     })
 }
 
-/// What the authority's actions come to: datagrams for the witnesses, evidence to record and
-/// log, and duties for the daemon, in order.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the authority's step comes to: the input recorded, datagrams for the witnesses,
+/// evidence to record and log, and duties for the daemon, in order.
+#[derive(Debug, Clone, PartialEq)]
 pub enum Step {
-    /// Send `msg` to the witness at `to`.
-    Send {
-        /// The witness's address.
-        to: SocketAddr,
-        /// The witness.
-        dest: Dest,
-        /// The request or notice.
-        msg: Dgram,
-    },
-    /// A decision: log it at `level` and record it (rule 7).
-    Evidence {
-        /// How loud.
-        level: log::Level,
-        /// What and why.
-        evidence: Box<Evidence>,
-    },
+    /// Said: the input to the decision log, a request or notice to a witness, a decision.
+    Talk(Talk),
     /// For the daemon.
     Duty(Duty),
 }
 
-/// The authority's actions as [`Step`]s (pure).
-pub fn plan(actions: Actions<Action>, witnesses: &[(WitnessId, SocketAddr)]) -> Vec<Step> {
+/// The authority's step on `input` (which gave `actions`) as [`Step`]s (pure): the input is
+/// recorded unless it was a tick that changed nothing.
+pub fn plan(
+    input: Input,
+    actions: Actions<Action>,
+    witnesses: &[(WitnessId, SocketAddr)],
+) -> Vec<Step> {
     let mut steps = Vec::new();
+    if input != Input::Tick || !actions.is_empty() {
+        steps.push(Step::Talk(Talk::Record(AnyInput::Primary(input))));
+    }
     for a in actions {
         match a {
             Action::RequestLeases(r) => {
@@ -78,80 +71,45 @@ pub fn plan(actions: Actions<Action>, witnesses: &[(WitnessId, SocketAddr)]) -> 
                     r.last_acked
                 );
                 for &(id, to) in witnesses {
-                    steps.push(Step::Send {
+                    steps.push(Step::Talk(Talk::Send {
                         to,
                         dest: witness(id),
                         msg: Dgram::LeaseRequest(r),
-                    });
+                    }));
                 }
             }
             Action::NotifyProtected(n) => {
                 for &(id, to) in witnesses {
-                    steps.push(Step::Send {
+                    steps.push(Step::Talk(Talk::Send {
                         to,
                         dest: witness(id),
                         msg: Dgram::Protected(n),
-                    });
+                    }));
                 }
             }
             Action::Fence { evidence } => {
-                steps.push(Step::Evidence {
-                    level: log::Level::Error,
-                    evidence,
-                });
+                steps.push(decided(log::Level::Error, evidence));
                 steps.push(Step::Duty(Duty::Fence));
             }
             Action::Unfence { evidence } => {
-                steps.push(Step::Evidence {
-                    level: log::Level::Warn,
-                    evidence,
-                });
+                steps.push(decided(log::Level::Warn, evidence));
                 steps.push(Step::Duty(Duty::Unfence));
             }
             Action::StepDown { epoch, evidence } => {
-                steps.push(Step::Evidence {
-                    level: log::Level::Error,
-                    evidence,
-                });
+                steps.push(decided(log::Level::Error, evidence));
                 steps.push(Step::Duty(Duty::StepDown(epoch)));
             }
             Action::RequestFullSync => steps.push(Step::Duty(Duty::RequestFullSync)),
             Action::ConfirmFenced { epoch, ckpt } => {
                 steps.push(Step::Duty(Duty::ConfirmFenced { epoch, ckpt }))
             }
-            Action::Alert { evidence } => steps.push(Step::Evidence {
-                level: log::Level::Warn,
-                evidence,
-            }),
+            Action::Alert { evidence } => steps.push(decided(log::Level::Warn, evidence)),
         }
     }
     steps
 }
 
-/// Carry out [`plan`] at once for a daemon that owns its endpoint and decision log (an activated
-/// standby): witness traffic sent, evidence logged and recorded, duties handed back in order.
-pub fn carry_out(
-    actions: Actions<Action>,
-    ep: &mut Endpoint,
-    sock: &UdpSocket,
-    witnesses: &[(WitnessId, SocketAddr)],
-    decisions: &mut Decisions,
-) -> heapless::Vec<Duty, MAX_ACTIONS> {
-    let mut duties = heapless::Vec::new();
-    for step in plan(actions, witnesses) {
-        match step {
-            Step::Send { to, dest, msg } => ep.send(sock, &msg, to, Some(dest)),
-            Step::Evidence { level, evidence } => {
-                decisions.evidence(level, &evidence);
-            }
-            Step::Duty(d) => {
-                if let Duty::StepDown(e) = d {
-                    ep.set_epoch(e.0);
-                }
-                // At most one duty per action: the bound is the actions'.
-                let _ = duties.push(d);
-            }
-        }
-    }
-    duties
+/// A decision to log at `level` and record.
+fn decided(level: log::Level, evidence: Box<Evidence>) -> Step {
+    Step::Talk(Talk::Evidence { level, evidence })
 }
