@@ -130,6 +130,9 @@ pub fn version_line(daemon: &str, version: &str) -> String {
     )
 }
 
+/// The last paragraph of every daemon's usage.
+pub const LOGGING: &str = "Logging: HSB_LOG=debug|info|warn (default info).";
+
 /// The daemons' common start: parse the command line; answer `--help` and `--version`.
 /// `Err` carries the exit status when there is nothing more to do (help shown, or a usage error
 /// reported as `daemon: message`, status [`usage_exit`]).
@@ -162,7 +165,7 @@ pub fn start(
         ExitCode::from(usage_exit(command_word(&words, value_opts).as_deref()))
     })?;
     if args.flag("help") {
-        println!("{usage}");
+        println!("{usage}\n\n{LOGGING}");
         return Err(ExitCode::SUCCESS);
     }
     if args.flag("version") {
@@ -189,6 +192,29 @@ pub struct Program {
 }
 
 impl Program {
+    /// A daemon's command line: its name, its default control socket, its usage and its
+    /// configuration keys (no `xen-info`).
+    pub const fn daemon(
+        name: &'static str,
+        control: &'static str,
+        usage: &'static str,
+        schema: fn() -> &'static [crate::config::KeySpec],
+    ) -> Program {
+        Program {
+            name,
+            usage,
+            schema,
+            control,
+            xen_info: None,
+        }
+    }
+
+    /// With `xen-info DOMAIN` (a daemon with a Xen backend).
+    pub const fn with_xen_info(mut self, f: fn(&str, &[String]) -> u8) -> Program {
+        self.xen_info = Some(f);
+        self
+    }
+
     /// Parse this process's command line ([`start`]): `Err` carries the exit status when
     /// there is nothing more to do (help or version shown, or a usage error reported).
     pub fn args(

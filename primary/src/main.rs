@@ -42,17 +42,10 @@ Exit status of `status`, for health checks: 0 healthy (protected); 1 degraded or
 (protected-degraded: acks slower than the ack lease, output waits for them; no standby
 acknowledging, output held, or released under witness leases); 2 fenced or stepped
 down; 3 unreachable (no answer on the control socket, or it refuses us); 4 usage or
-configuration error. Other commands exit 1 on failure and 2 on a usage error.
+configuration error. Other commands exit 1 on failure and 2 on a usage error.";
 
-Logging: HSB_LOG=debug|info|warn (default info).";
-
-const PROGRAM: Program = Program {
-    name: "hsb-primary",
-    usage: USAGE,
-    schema,
-    control: "/run/hsb/primary.sock",
-    xen_info: Some(hsb_domain::xen::info_command),
-};
+const PROGRAM: Program = Program::daemon("hsb-primary", "/run/hsb/primary.sock", USAGE, schema)
+    .with_xen_info(hsb_domain::xen::info_command);
 
 fn main() -> ExitCode {
     PROGRAM.main(&["json"], &[], |cmd, args| {

@@ -52,17 +52,10 @@ Exit status of `status`, for health checks: 0 healthy (replicating, following th
 1 degraded or unprotected (waiting for the primary, synchronising, deciding a failover, or
 activated and serving without a standby); 2 stepped down, or refusing to activate a stale
 replica; 3 unreachable (no answer on the control socket, or it refuses us); 4 usage or
-configuration error. Other commands exit 1 on failure and 2 on a usage error.
+configuration error. Other commands exit 1 on failure and 2 on a usage error.";
 
-Logging: HSB_LOG=debug|info|warn (default info).";
-
-const PROGRAM: Program = Program {
-    name: "hsb-standby",
-    usage: USAGE,
-    schema,
-    control: "/run/hsb/standby.sock",
-    xen_info: Some(hsb_domain::xen::info_command),
-};
+const PROGRAM: Program = Program::daemon("hsb-standby", "/run/hsb/standby.sock", USAGE, schema)
+    .with_xen_info(hsb_domain::xen::info_command);
 
 fn main() -> ExitCode {
     PROGRAM.main(&["force", "json"], &["policy"], |cmd, args| {

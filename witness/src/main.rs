@@ -48,17 +48,9 @@ control socket, or it refuses us); 4 usage or configuration error. With several 
 worst of them. Other commands exit 1 on failure and 2 on a usage error.
 
 Under systemd (Type=notify) it sends READY=1, STATUS= and, with WatchdogSec=, WATCHDOG=1 to
-$NOTIFY_SOCKET.
+$NOTIFY_SOCKET.";
 
-Logging: HSB_LOG=debug|info|warn (default info).";
-
-const PROGRAM: Program = Program {
-    name: "hsb-witness",
-    usage: USAGE,
-    schema,
-    control: "/run/hsb/witness.sock",
-    xen_info: None,
-};
+const PROGRAM: Program = Program::daemon("hsb-witness", "/run/hsb/witness.sock", USAGE, schema);
 
 fn main() -> ExitCode {
     PROGRAM.main(&["json"], &["guest"], |cmd, args| {
