@@ -280,18 +280,11 @@ impl Daemon {
             return;
         }
         self.service_retry_at = now.plus(SERVICE_RETRY);
-        match Service::try_bind(
+        self.service = Service::try_bind_logged(
             self.s.service,
             self.poll.registry(),
             SERVICE_BASE,
             self.s.max_clients,
-        ) {
-            Ok(Some(svc)) => {
-                log::info!("model service on {}", svc.addr());
-                self.service = Some(svc);
-            }
-            Ok(None) => {}
-            Err(e) => log::error!("model service {}: {e}", self.s.service),
-        }
+        );
     }
 }

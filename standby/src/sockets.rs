@@ -99,19 +99,12 @@ impl Daemon {
         {
             return;
         }
-        match Service::try_bind(
+        self.service = Service::try_bind_logged(
             self.s.service,
             self.poll.registry(),
             SERVICE_BASE,
             self.s.max_clients,
-        ) {
-            Ok(Some(svc)) => {
-                log::warn!("now serving on {}", svc.addr());
-                self.service = Some(svc);
-            }
-            Ok(None) => {}
-            Err(e) => log::error!("model service {}: {e}", self.s.service),
-        }
+        );
     }
 
     pub(crate) fn on_service(&mut self, now: Nanos, t: Token) {

@@ -95,6 +95,27 @@ impl Service {
         }
     }
 
+    /// [`Service::try_bind`] for a daemon's loop: the service once bound (logged), `None` while
+    /// the address is busy (try again later) or on an error (logged).
+    pub fn try_bind_logged(
+        addr: SocketAddr,
+        registry: &Registry,
+        base: usize,
+        max: usize,
+    ) -> Option<Service> {
+        match Service::try_bind(addr, registry, base, max) {
+            Ok(Some(svc)) => {
+                log::info!("model service on {}", svc.addr());
+                Some(svc)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                log::error!("model service {addr}: {e}");
+                None
+            }
+        }
+    }
+
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
