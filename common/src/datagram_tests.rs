@@ -1,6 +1,7 @@
 //! Unit tests of `datagram`.
 
 use super::*;
+use crate::decision::Epoch;
 use crate::msg::Ack;
 
 fn key() -> ClusterKey {
@@ -25,7 +26,10 @@ fn dgram(out: &mut Outbox, to: Sender, ckpt: u64) -> Vec<u8> {
     let n = out
         .seal(
             Kind::Witness,
-            &Ack { ckpt, epoch: 1 },
+            &Ack {
+                ckpt,
+                epoch: Epoch(1),
+            },
             Some(Dest::node(to)),
             &mut b,
         )
@@ -42,7 +46,13 @@ fn round_trip_replay_and_restart() {
     let (k, env, rest) = inbox.open(&b1).unwrap();
     assert_eq!((k, env.from, env.epoch), (Kind::Witness, W3, 5));
     assert_eq!(env.to, Some(Dest::node(STANDBY)));
-    assert_eq!(decode::<Ack>(k, rest).unwrap(), Ack { ckpt: 1, epoch: 1 });
+    assert_eq!(
+        decode::<Ack>(k, rest).unwrap(),
+        Ack {
+            ckpt: 1,
+            epoch: Epoch(1)
+        }
+    );
     inbox.open(&b2).unwrap();
     assert_eq!(inbox.open(&b1).unwrap_err(), DatagramError::Replay);
     // A restart (a higher incarnation) is accepted; the old incarnation never again.
@@ -127,7 +137,10 @@ fn a_datagram_for_another_node_is_rejected() {
     let n = out
         .seal(
             Kind::Witness,
-            &Ack { ckpt: 2, epoch: 1 },
+            &Ack {
+                ckpt: 2,
+                epoch: Epoch(1),
+            },
             Some(Dest::node(STANDBY)),
             &mut b,
         )
@@ -140,7 +153,10 @@ fn a_datagram_for_another_node_is_rejected() {
     let n = out
         .seal(
             Kind::Witness,
-            &Ack { ckpt: 3, epoch: 1 },
+            &Ack {
+                ckpt: 3,
+                epoch: Epoch(1),
+            },
             Some(Dest::role(Role::Standby)),
             &mut b,
         )
@@ -225,7 +241,10 @@ fn forged_truncated_and_wrong_key_are_rejected() {
     let n = out
         .seal(
             Kind::Heartbeat,
-            &Ack { ckpt: 1, epoch: 1 },
+            &Ack {
+                ckpt: 1,
+                epoch: Epoch(1),
+            },
             Some(Dest::node(STANDBY)),
             &mut b,
         )
@@ -255,15 +274,31 @@ fn destinations_and_senders_are_bounded() {
             role: Role::Witness,
             id,
         });
-        out.seal(Kind::Witness, &Ack { ckpt: 1, epoch: 1 }, Some(to), &mut b)
-            .unwrap();
+        out.seal(
+            Kind::Witness,
+            &Ack {
+                ckpt: 1,
+                epoch: Epoch(1),
+            },
+            Some(to),
+            &mut b,
+        )
+        .unwrap();
     }
     let to = Dest::node(Sender {
         role: Role::Witness,
         id: 999,
     });
     assert_eq!(
-        out.seal(Kind::Witness, &Ack { ckpt: 1, epoch: 1 }, Some(to), &mut b),
+        out.seal(
+            Kind::Witness,
+            &Ack {
+                ckpt: 1,
+                epoch: Epoch(1)
+            },
+            Some(to),
+            &mut b
+        ),
         Err(SealError::TooManyDestinations)
     );
     let mut inbox = Inbox::new(&key(), STANDBY);

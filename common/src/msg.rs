@@ -19,6 +19,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::decision::Epoch;
 use crate::frame::{FrameError, Kind};
 
 /// Pages per `Pages` frame: 64 pages = 256 KiB of data per frame.
@@ -88,7 +89,7 @@ pub struct Hello {
     /// Sender's node name (for logs).
     pub node: heapless::String<NODE_NAME_LEN>,
     /// Sender's activation epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
     /// Fresh random nonce of this session.
     pub nonce: [u8; 16],
     /// Pages of the protected domain (the replica must match).
@@ -113,7 +114,7 @@ pub struct Begin {
     /// Number of pages that follow in `Pages` frames.
     pub pages: u64,
     /// Sender's activation epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// [`Pages::codec`]: `data` is the pages themselves, 4 KiB each, in order.
@@ -254,7 +255,7 @@ pub struct Ack {
     /// Checkpoint number.
     pub ckpt: u64,
     /// Standby's activation epoch.
-    pub epoch: u64,
+    pub epoch: Epoch,
 }
 
 /// Refusal of a session, before the sender closes it.

@@ -1,6 +1,7 @@
 //! Unit tests of `msg`.
 
 use super::*;
+use crate::decision::Epoch;
 use crate::rng::SplitMix64;
 
 #[test]
@@ -59,7 +60,7 @@ fn literal_ack_body() {
     let n = encode(
         &Ack {
             ckpt: 300,
-            epoch: 2,
+            epoch: Epoch(2),
         },
         &mut b,
     )
@@ -135,7 +136,7 @@ fn every_message_round_trips() {
         let h = Hello {
             role: roles[rng.below(3) as usize],
             node: string(&mut rng),
-            epoch: rng.next_u64(),
+            epoch: Epoch(rng.next_u64()),
             nonce,
             domain_pages: rng.next_u64(),
             last_ckpt: rng.next_u64() >> rng.below(64),
@@ -171,7 +172,7 @@ fn every_message_round_trips() {
             ckpt: rng.next_u64(),
             full: rng.below(2) == 1,
             pages: rng.next_u64(),
-            epoch: rng.next_u64(),
+            epoch: Epoch(rng.next_u64()),
         };
         assert_eq!(round_trip(&b, &mut buf, Kind::Begin), b);
         let e = End {
@@ -186,7 +187,7 @@ fn every_message_round_trips() {
         assert_eq!(round_trip(&e, &mut buf, Kind::End), e);
         let a = Ack {
             ckpt: rng.next_u64(),
-            epoch: rng.next_u64(),
+            epoch: Epoch(rng.next_u64()),
         };
         assert_eq!(round_trip(&a, &mut buf, Kind::Ack), a);
         let r = Refuse {
@@ -263,7 +264,7 @@ fn the_largest_hello_fits_hello_max_body() {
     let h = Hello {
         role: Role::Witness,
         node: node_name(&"\u{10FFFF}".repeat(NODE_NAME_LEN)),
-        epoch: u64::MAX,
+        epoch: Epoch(u64::MAX),
         nonce: [0xff; 16],
         domain_pages: u64::MAX,
         last_ckpt: u64::MAX,
@@ -289,7 +290,7 @@ fn literal_hello_body() {
     let h = Hello {
         role: Role::Primary,
         node: node_name("a"),
-        epoch: 2,
+        epoch: Epoch(2),
         nonce: [7; 16],
         domain_pages: 300,
         last_ckpt: 0,
@@ -320,6 +321,13 @@ fn literal_hello_body() {
 #[test]
 fn trailing_bytes_rejected() {
     let mut b = [0u8; 16];
-    let n = encode(&Ack { ckpt: 1, epoch: 1 }, &mut b).unwrap();
+    let n = encode(
+        &Ack {
+            ckpt: 1,
+            epoch: Epoch(1),
+        },
+        &mut b,
+    )
+    .unwrap();
     assert!(decode::<Ack>(Kind::Ack, &b[..n + 1]).is_err());
 }

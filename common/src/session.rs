@@ -208,7 +208,7 @@ impl Claim {
     pub fn of(h: &msg::Hello) -> Claim {
         Claim {
             node: h.node.clone(),
-            epoch: h.epoch,
+            epoch: h.epoch.0,
             incarnation: h.incarnation,
             nonce: h.nonce,
         }
@@ -363,6 +363,7 @@ pub fn admit(live: Option<Live<'_>>, new: &Claim, nonce_in_use: bool) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decision::Epoch;
     use crate::msg::{Ack, Role};
 
     fn pair() -> (Session, Session) {
@@ -379,11 +380,25 @@ mod tests {
         let (mut a, mut b) = pair();
         let mut f0 = [0u8; 64];
         let n0 = a
-            .write(Kind::Ack, &Ack { ckpt: 1, epoch: 1 }, &mut f0)
+            .write(
+                Kind::Ack,
+                &Ack {
+                    ckpt: 1,
+                    epoch: Epoch(1),
+                },
+                &mut f0,
+            )
             .unwrap();
         let mut f1 = [0u8; 64];
         let n1 = a
-            .write(Kind::Ack, &Ack { ckpt: 2, epoch: 1 }, &mut f1)
+            .write(
+                Kind::Ack,
+                &Ack {
+                    ckpt: 2,
+                    epoch: Epoch(1),
+                },
+                &mut f1,
+            )
             .unwrap();
         b.open(&f0[..n0]).unwrap();
         assert_eq!(
@@ -401,7 +416,14 @@ mod tests {
         let (mut a, _b) = pair();
         let mut f = [0u8; 64];
         let n = a
-            .write(Kind::Ack, &Ack { ckpt: 1, epoch: 1 }, &mut f)
+            .write(
+                Kind::Ack,
+                &Ack {
+                    ckpt: 1,
+                    epoch: Epoch(1),
+                },
+                &mut f,
+            )
             .unwrap();
         // Reflected back at its sender: the receive key differs from the send key.
         let (mut a2, _) = pair();
@@ -418,7 +440,7 @@ mod tests {
         let h = msg::Hello {
             role: Role::Primary,
             node: msg::node_name("host-a"),
-            epoch: 3,
+            epoch: Epoch(3),
             nonce: [9; 16],
             domain_pages: 16384,
             last_ckpt: 0,
@@ -439,6 +461,7 @@ mod tests {
 #[cfg(test)]
 mod admission {
     use super::*;
+    use crate::decision::Epoch;
 
     fn claim(node: &str, epoch: u64, incarnation: u64, nonce: u8) -> Claim {
         Claim {
@@ -540,7 +563,7 @@ mod admission {
         let h = msg::Hello {
             role: msg::Role::Primary,
             node: msg::node_name("host-a"),
-            epoch: 3,
+            epoch: Epoch(3),
             nonce: [2; 16],
             domain_pages: 16384,
             last_ckpt: 7,
@@ -573,7 +596,14 @@ mod admission {
         // Another kind first: refused.
         let (mut i, mut r) = pair(&k);
         let n = i
-            .write(Kind::Ack, &msg::Ack { ckpt: 1, epoch: 3 }, &mut buf)
+            .write(
+                Kind::Ack,
+                &msg::Ack {
+                    ckpt: 1,
+                    epoch: Epoch(3),
+                },
+                &mut buf,
+            )
             .unwrap();
         assert!(matches!(
             open_confirm(&mut r, &buf[..n], &h).unwrap_err(),

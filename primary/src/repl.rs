@@ -105,7 +105,7 @@ impl Conn {
                 Ok(Some(Event::SessionOpened {
                     id: hsb_common::datagram::node_sender_id(&h.node),
                     node: h.node.to_string(),
-                    epoch: h.epoch,
+                    epoch: h.epoch.0,
                     last_ckpt: h.last_ckpt,
                 }))
             }
@@ -114,7 +114,7 @@ impl Conn {
                 let a: Ack = msg::decode(kind, body)?;
                 Ok(Some(Event::Ack {
                     ckpt: a.ckpt,
-                    epoch: Epoch(a.epoch),
+                    epoch: a.epoch,
                 }))
             }
             (Some(sess), Kind::Refuse) => {
@@ -243,7 +243,7 @@ impl Daemon {
         let hello = Hello {
             role: Role::Primary,
             node,
-            epoch: epoch.0,
+            epoch,
             nonce: r.nonce,
             domain_pages: pages,
             last_ckpt,

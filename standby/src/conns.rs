@@ -342,7 +342,7 @@ impl Daemon {
         let mine = Hello {
             role: Role::Standby,
             node: msg::node_name(&self.s.node),
-            epoch: epoch.0,
+            epoch,
             nonce,
             domain_pages: self.replica.layout().0,
             last_ckpt,
@@ -389,14 +389,7 @@ impl Daemon {
         let w = self.wires[i].as_mut()?;
         let sess = w.session.as_mut()?;
         let mut buf = [0u8; 128];
-        let why = match sess.write(
-            Kind::Ack,
-            &Ack {
-                ckpt,
-                epoch: epoch.0,
-            },
-            &mut buf,
-        ) {
+        let why = match sess.write(Kind::Ack, &Ack { ckpt, epoch }, &mut buf) {
             Ok(n) if w.out.push(&buf[..n]) => {
                 let _ = w.out.flush(&mut w.stream);
                 return None;

@@ -239,7 +239,7 @@ impl StandbyNode {
             return;
         };
         s.node = h.node.to_string();
-        s.epoch = Epoch(h.epoch);
+        s.epoch = h.epoch;
         s.heard = now;
         let (incarnation, hepoch) = (h.incarnation, h.epoch);
         s.hello = Some(h);

@@ -55,7 +55,7 @@ fn hello(node: &str, epoch: u64, incarnation: u64, nonce: u8, pages: u64) -> Hel
     Hello {
         role: Role::Primary,
         node: msg::node_name(node),
-        epoch,
+        epoch: Epoch(epoch),
         nonce: [nonce; 16],
         domain_pages: pages,
         last_ckpt: 0,

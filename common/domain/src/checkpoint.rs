@@ -20,6 +20,7 @@
 //! staged checkpoint: memory and disk stay exactly at N-1. A disk that fails while applying
 //! leaves the replica unusable rather than half-way ([`Receiver::applied`] becomes `None`).
 
+use hsb_common::decision::Epoch;
 use std::collections::VecDeque;
 use std::fmt;
 
@@ -354,7 +355,7 @@ impl Staging {
             ckpt,
             full,
             pages: self.pfns.len() as u64,
-            epoch,
+            epoch: Epoch(epoch),
         };
         self.put_record(Kind::Begin, &begin)
     }

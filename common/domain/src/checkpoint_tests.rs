@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::model::{ModelDomain, WritePattern, MIN_PAGES};
+use hsb_common::decision::Epoch;
 use hsb_common::key::ClusterKey;
 use hsb_common::session::Side;
 use hsb_common::time::Nanos;
@@ -389,7 +390,7 @@ fn forged(tx: &mut Session, ckpt: u64, full: bool, pages: &Pages) -> Vec<u8> {
         ckpt,
         full,
         pages: pages.pfns.len() as u64,
-        epoch: 1,
+        epoch: Epoch(1),
     };
     n += tx.write(Kind::Begin, &begin, &mut out[n..]).unwrap();
     n += tx.write(Kind::Pages, pages, &mut out[n..]).unwrap();

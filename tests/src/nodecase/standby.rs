@@ -135,7 +135,7 @@ impl Driver for StandbyDriver {
                     hello: Hello {
                         role: Role::Primary,
                         node: msg::node_name(&node),
-                        epoch: f.u64_or("epoch", epoch.0).map_err(s)?,
+                        epoch: Epoch(f.u64_or("epoch", epoch.0).map_err(s)?),
                         nonce: n,
                         domain_pages: f.u64_or("pages", 256).map_err(s)?,
                         last_ckpt: f.u64_or("last-ckpt", 0).map_err(s)?,

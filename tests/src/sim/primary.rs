@@ -132,7 +132,7 @@ impl PrimarySide {
                 let hello = Hello {
                     role: Role::Primary,
                     node: msg::node_name(node_name(me.host)),
-                    epoch: epoch.0,
+                    epoch,
                     nonce,
                     domain_pages: PAGES,
                     last_ckpt,

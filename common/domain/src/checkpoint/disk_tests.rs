@@ -4,6 +4,7 @@
 use super::*;
 use crate::disk::{Disk, DiskConfig, Report};
 use crate::model::{ModelDomain, MIN_PAGES};
+use hsb_common::decision::Epoch;
 use hsb_common::key::ClusterKey;
 use hsb_common::rng::SplitMix64;
 use hsb_common::session::Side;
@@ -385,7 +386,7 @@ fn disk_frames_out_of_place_are_refused() {
                 ckpt: 5,
                 full: false,
                 pages: 0,
-                epoch: 1,
+                epoch: Epoch(1),
             },
             &mut buf,
         )
