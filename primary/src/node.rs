@@ -297,14 +297,8 @@ impl PrimaryNode {
             if let Some(t) = f.next_deadline(now, self.cfg.failover.as_ref()) {
                 d = d.min(t);
             }
-            // A silent standby is dropped a lease after its oldest unacked checkpoint.
-            if let (Link::Streaming, Some(&(_, sent)), Some(c)) =
-                (self.link, self.unacked.front(), self.cfg.failover.as_ref())
-            {
-                d = d.min(
-                    sent.plus(c.decision.lease.duration)
-                        .plus(Duration::from_nanos(1)),
-                );
+            if let Some(t) = self.silent_drop_deadline(now) {
+                d = d.min(t);
             }
         }
         d.max(now)

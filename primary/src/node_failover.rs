@@ -174,6 +174,36 @@ impl PrimaryNode {
         }
     }
 
+    /// When [`Self::drop_silent_standby`] next has something to do: a lease after the oldest
+    /// unacknowledged checkpoint (never for a full synchronisation, which is exempt), and once
+    /// that has passed, at once only if running unprotected (the tick drops the standby then).
+    /// A protected (degraded) or holding primary waits for the ack however late, with nothing
+    /// due meanwhile: what can make it unprotected later is an input (a lease reply: this then
+    /// says now) or time at one of the authority's own deadlines (the standby counting as
+    /// lost). The past instant it used to return made the loop poll with a zero timeout until
+    /// the ack came: under F10's loss an ack can take longer than a lease, the daemon then
+    /// took a whole core for seconds, and on a loaded machine it answered the witnesses' pings
+    /// so late that they voted for a takeover (F10 failed over in 1 run of 10).
+    pub(super) fn silent_drop_deadline(&self, now: Nanos) -> Option<Nanos> {
+        let f = self.failover.as_ref()?;
+        let lease = self.cfg.failover.as_ref()?.decision.lease.duration;
+        if self.link != Link::Streaming {
+            return None;
+        }
+        let &(ckpt, sent) = self.unacked.front()?;
+        if self.full_unacked == Some(ckpt) {
+            return None;
+        }
+        let at = sent.plus(lease).plus(Duration::from_nanos(1));
+        if at > now {
+            Some(at)
+        } else if f.authority.mode(now) == Mode::Unprotected {
+            Some(now)
+        } else {
+            None
+        }
+    }
+
     /// Release what the authority allows: acknowledged output while protected (degraded too:
     /// however late the ack), everything under a witness-quorum lease (or the baselines'
     /// unprotected mode), nothing otherwise.
