@@ -195,7 +195,7 @@ fn bad_configuration_and_key_are_reported() {
     std::fs::write(
         &conf,
         format!(
-            "cluster_key = {}\nstandby = 127.0.0.1:1\nepoch_period = fast\n",
+            "cluster_key = {}\nstandby = 127.0.0.1:1\ncheckpoint_period = fast\n",
             key.display()
         ),
     )
@@ -208,7 +208,7 @@ fn bad_configuration_and_key_are_reported() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("p.conf:3: key 'epoch_period': expected a duration"),
+        err.contains("p.conf:3: key 'checkpoint_period': expected a duration"),
         "{err}"
     );
     // A key file readable by others is refused.

@@ -110,7 +110,7 @@ impl ValueKind {
 /// One key of a daemon's schema.
 #[derive(Debug, Clone, Copy)]
 pub struct KeySpec {
-    /// The key, e.g. `epoch_period` or `model.memory`.
+    /// The key, e.g. `checkpoint_period` or `model.memory`.
     pub key: &'static str,
     /// Its type.
     pub kind: ValueKind,
@@ -388,8 +388,19 @@ fn strip_comment(line: &str) -> &str {
     }
 }
 
+/// Keys that were renamed: the old name (`old`) is still read as the new one, with a warning.
+/// `epoch_period` was the checkpoint period's name until "epoch" came to mean only the
+/// activation epoch (issue 13).
+pub const RENAMED: &[(&str, &str)] = &[("epoch_period", "checkpoint_period")];
+
 fn find(schema: &'static [KeySpec], key: &str) -> Option<&'static KeySpec> {
-    schema.iter().find(|s| s.key == key)
+    if let Some(spec) = schema.iter().find(|s| s.key == key) {
+        return Some(spec);
+    }
+    let (old, new) = RENAMED.iter().find(|(old, _)| *old == key)?;
+    let spec = schema.iter().find(|s| s.key == *new)?;
+    log::warn!("configuration key '{old}' is now '{new}': read as '{new}' (rename it)");
+    Some(spec)
 }
 
 fn unknown_key(schema: &[KeySpec], key: &str) -> String {

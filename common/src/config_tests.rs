@@ -10,7 +10,7 @@ static SCHEMA: &[KeySpec] = &[
         help: "where to listen",
     },
     KeySpec {
-        key: "epoch_period",
+        key: "checkpoint_period",
         kind: ValueKind::Duration,
         default: Some("25ms"),
         help: "checkpoint period",
@@ -41,17 +41,19 @@ fn loads_values_defaults_and_overrides() {
         SCHEMA,
         "p.conf",
         "# comment\nlisten = 127.0.0.1:7100  # trailing\nmodel.memory = 8MiB\n",
-        &["epoch_period=10ms".into()],
+        &["checkpoint_period=10ms".into()],
     )
     .unwrap();
     assert_eq!(c.addr("listen").unwrap(), "127.0.0.1:7100".parse().unwrap());
     assert_eq!(
-        c.duration("epoch_period").unwrap(),
+        c.duration("checkpoint_period").unwrap(),
         Duration::from_millis(10)
     );
     assert_eq!(c.size("model.memory").unwrap(), 8 << 20);
     assert_eq!(c.int("n").unwrap(), 3);
-    assert!(c.dump().contains("epoch_period = 10ms    # command line"));
+    assert!(c
+        .dump()
+        .contains("checkpoint_period = 10ms    # command line"));
 }
 
 #[test]
@@ -59,13 +61,13 @@ fn errors_name_file_line_key_and_expectation() {
     let e = Config::from_text(
         SCHEMA,
         "p.conf",
-        "listen = 1.2.3.4:5\nepoch_period = fast\n",
+        "listen = 1.2.3.4:5\ncheckpoint_period = fast\n",
         &[],
     )
     .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "p.conf:2: key 'epoch_period': expected a duration like 25ms, 2s or 500us, got 'fast'"
+        "p.conf:2: key 'checkpoint_period': expected a duration like 25ms, 2s or 500us, got 'fast'"
     );
     let e = Config::from_text(SCHEMA, "p.conf", "lisen = 1.2.3.4:5\n", &[]).unwrap_err();
     assert!(e.to_string().contains("did you mean listen"), "{e}");
@@ -157,12 +159,17 @@ fn files_are_bounded_text() {
 #[test]
 fn messages_quote_values_in_part() {
     let long = "x".repeat(500_000);
-    let e = Config::from_text(SCHEMA, "p", &format!("epoch_period = {long}\u{1b}"), &[])
-        .unwrap_err()
-        .to_string();
+    let e = Config::from_text(
+        SCHEMA,
+        "p",
+        &format!("checkpoint_period = {long}\u{1b}"),
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.len() < 200, "{e}");
     assert!(e.ends_with(&format!("got '{}...'", "x".repeat(80))), "{e}");
-    let e = Config::from_text(SCHEMA, "p", "epoch_period = 1\u{1b}[2J", &[])
+    let e = Config::from_text(SCHEMA, "p", "checkpoint_period = 1\u{1b}[2J", &[])
         .unwrap_err()
         .to_string();
     assert!(e.ends_with("got '1\\u{1b}[2J'"), "{e}");
@@ -180,14 +187,14 @@ fn changed_keys_compare_meanings() {
     let a = Config::from_text(
         SCHEMA,
         "p",
-        "listen = 127.0.0.1:7100\nepoch_period = 1s\n",
+        "listen = 127.0.0.1:7100\ncheckpoint_period = 1s\n",
         &[],
     )
     .unwrap();
     let same = Config::from_text(
         SCHEMA,
         "p",
-        "# reordered, respelled\nepoch_period = 1000ms\nlisten = 127.0.0.1:7100\nmodel.memory = 64MiB\n",
+        "# reordered, respelled\ncheckpoint_period = 1000ms\nlisten = 127.0.0.1:7100\nmodel.memory = 64MiB\n",
         &[],
     )
     .unwrap();
@@ -195,7 +202,7 @@ fn changed_keys_compare_meanings() {
     let other = Config::from_text(
         SCHEMA,
         "p",
-        "listen = 127.0.0.1:7101\nepoch_period = 1s\nn = 4\n",
+        "listen = 127.0.0.1:7101\ncheckpoint_period = 1s\nn = 4\n",
         &[],
     )
     .unwrap();
@@ -215,4 +222,44 @@ fn value_parsers() {
     assert_eq!(parse_addr_list(""), Ok(vec![]));
     assert!(parse_addr("localhost:80").is_err());
     assert!(reference_markdown(SCHEMA).contains("| `listen` |"));
+}
+
+/// `epoch_period` was renamed `checkpoint_period` (issue 13: "epoch" is the activation epoch
+/// only). A configuration written with the old name still loads, from a file and from `--set`;
+/// both names in one file are the same key set twice.
+#[test]
+fn a_renamed_key_is_still_read_under_its_old_name() {
+    let c = Config::from_text(
+        SCHEMA,
+        "p.conf",
+        "listen = 127.0.0.1:7100\nepoch_period = 40ms\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        c.duration("checkpoint_period").unwrap(),
+        Duration::from_millis(40)
+    );
+    let c = Config::from_text(
+        SCHEMA,
+        "p.conf",
+        "listen = 127.0.0.1:7100\n",
+        &["epoch_period=5ms".into()],
+    )
+    .unwrap();
+    assert_eq!(
+        c.duration("checkpoint_period").unwrap(),
+        Duration::from_millis(5)
+    );
+    let e = Config::from_text(
+        SCHEMA,
+        "p.conf",
+        "listen = 127.0.0.1:7100\nepoch_period = 40ms\ncheckpoint_period = 40ms\n",
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        (e.line, e.message.as_str()),
+        (Some(3), "set twice in this file")
+    );
 }

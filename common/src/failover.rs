@@ -22,7 +22,7 @@ fn help(key: &str) -> &'static str {
         "lease-max" => "longest lease any witness grants (a restarted witness waits this out before voting); at least lease",
         "drift-ppm" => "clock drift allowance between hosts, parts per million (0 to 500000)",
         "drift-fixed" => "fixed allowance added to every lease margin (scheduling, delivery); at least 1ms",
-        "ack-lease" => "how long an ack lets the primary release output; the standby waits this out before activating, so with its margin it is shorter than lease less its margin; primary: less its margin, longer than epoch_period",
+        "ack-lease" => "how long an ack lets the primary release output; the standby waits this out before activating, so with its margin it is shorter than lease less its margin; primary: less its margin, longer than checkpoint_period",
         "query-timeout" => "how long the standby waits for votes (at least 1ms, shorter than lease less its margin)",
         "requery-min" => "shortest pause between two witness queries (at least 1ms)",
         "requery-max" => "longest pause between two witness queries (at least requery-min)",

@@ -68,7 +68,7 @@ static OWN: &[KeySpec] = &[
     hsb_common::ctl::CONTROL_GROUP_KEY,
     hsb_common::kit::http::METRICS_LISTEN_KEY,
     KeySpec {
-        key: "epoch_period",
+        key: "checkpoint_period",
         kind: ValueKind::Duration,
         default: Some("25ms"),
         help: "checkpoint period (a period, not a sleep after each commit)",
@@ -153,7 +153,7 @@ pub struct Settings {
     pub control_group: Option<hsb_common::ctl::ControlGroup>,
     /// Where Prometheus metrics are served (`metrics_listen`), if anywhere.
     pub metrics_listen: Option<SocketAddr>,
-    pub epoch_period: Duration,
+    pub checkpoint_period: Duration,
     pub max_unacked: usize,
     pub precopy: bool,
     pub output_limit: usize,
@@ -211,11 +211,11 @@ impl Reload for Settings {
 impl Settings {
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
         let model_pages = hsb_domain::model::pages_from_config(c)?;
-        let epoch_period = c.duration("epoch_period")?;
-        if epoch_period < MIN_PERIOD {
+        let checkpoint_period = c.duration("checkpoint_period")?;
+        if checkpoint_period < MIN_PERIOD {
             return Err(c.error_at(
-                "epoch_period",
-                &format!("expected at least 1ms, got {epoch_period:?}"),
+                "checkpoint_period",
+                &format!("expected at least 1ms, got {checkpoint_period:?}"),
             ));
         }
         let reconnect_interval = c.duration("reconnect_interval")?;
@@ -238,13 +238,13 @@ impl Settings {
             // primary is without authority between every two checkpoints.
             let l = &decision.lease;
             let usable = l.ack_lease.saturating_sub(l.margin(l.ack_lease));
-            if usable <= epoch_period {
+            if usable <= checkpoint_period {
                 return Err(c.error_at(
                     "failover.ack-lease",
                     &format!(
-                        "expected an ack lease that, less its drift margin ({}), is longer than epoch_period ({}), got '{}'",
+                        "expected an ack lease that, less its drift margin ({}), is longer than checkpoint_period ({}), got '{}'",
                         decision::format_duration(l.margin(l.ack_lease)),
-                        decision::format_duration(epoch_period),
+                        decision::format_duration(checkpoint_period),
                         decision::format_duration(l.ack_lease)
                     ),
                 ));
@@ -283,7 +283,7 @@ impl Settings {
             control: c.path("control")?,
             control_group: hsb_common::ctl::control_group(c)?,
             metrics_listen: hsb_common::kit::http::metrics_listen(c)?,
-            epoch_period,
+            checkpoint_period,
             max_unacked: c.int("max_unacked")? as usize,
             precopy: c.bool("precopy")?,
             output_limit: c.size("output_limit")? as usize,
@@ -318,8 +318,8 @@ mod tests {
         settings(FAILOVER).expect("defaults with failover");
         for (extra, want) in [
             (
-                "epoch_period = 0s\n",
-                "p.conf:3: key 'epoch_period': expected at least 1ms",
+                "checkpoint_period = 0s\n",
+                "p.conf:3: key 'checkpoint_period': expected at least 1ms",
             ),
             (
                 "reconnect_interval = 0s\n",
@@ -338,15 +338,15 @@ mod tests {
             assert!(e.starts_with(want), "{extra:?}: {e}");
         }
         // With failover on, an ack must last until the next checkpoint can be acknowledged.
-        let e = settings(&format!("{FAILOVER}epoch_period = 100ms\n")).expect_err("ack-lease");
+        let e = settings(&format!("{FAILOVER}checkpoint_period = 100ms\n")).expect_err("ack-lease");
         assert!(
-            e.starts_with("p.conf (default): key 'failover.ack-lease': expected an ack lease that, less its drift margin (5800us), is longer than epoch_period (100ms), got '80ms'"),
+            e.starts_with("p.conf (default): key 'failover.ack-lease': expected an ack lease that, less its drift margin (5800us), is longer than checkpoint_period (100ms), got '80ms'"),
             "{e}"
         );
         settings(&format!(
-            "{FAILOVER}epoch_period = 100ms\nfailover.ack-lease = 200ms\n"
+            "{FAILOVER}checkpoint_period = 100ms\nfailover.ack-lease = 200ms\n"
         ))
         .expect("longer ack lease");
-        settings("epoch_period = 100ms\n").expect("no failover: acks are not leases");
+        settings("checkpoint_period = 100ms\n").expect("no failover: acks are not leases");
     }
 }

@@ -91,7 +91,7 @@ pub struct Daemon {
 fn node_config(s: &Settings) -> NodeConfig {
     NodeConfig {
         standby: s.standby,
-        period: s.epoch_period,
+        period: s.checkpoint_period,
         max_unacked: s.max_unacked,
         precopy: s.precopy,
         reconnect_interval: s.reconnect_interval,
@@ -142,7 +142,7 @@ impl Daemon {
         )?;
         log::info!(
             "checkpoint every {:?} to standby {}; staging buffer {} MiB allocated; output limit {} KiB",
-            s.epoch_period,
+            s.checkpoint_period,
             s.standby,
             staging.capacity() >> 20,
             s.output_limit >> 10

@@ -57,7 +57,7 @@ fn main() -> ExitCode {
                 let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);
                 format!(
                     "standby {}, epoch {:?}, {backend}",
-                    s.standby, s.epoch_period
+                    s.standby, s.checkpoint_period
                 )
             }),
             _ => return None,

@@ -54,7 +54,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     kv("standby", d.s.standby.to_string());
     kv("epoch", n.epoch().0.to_string());
     kv("uptime_s", format!("{:.1}", now.as_millis_f64() / 1e3));
-    kv("epoch_period_ms", ms(d.s.epoch_period));
+    kv("checkpoint_period_ms", ms(d.s.checkpoint_period));
     kv("next_checkpoint", n.next_checkpoint().to_string());
     kv("acked_checkpoint", n.acked().to_string());
     let (lag_ckpts, lag) = n.replica_lag(now);

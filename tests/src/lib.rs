@@ -361,7 +361,7 @@ impl Pair {
         standby.wait_for("standby up", Duration::from_secs(10), |_| true);
         let primary_conf = dir.path("primary.conf");
         let mut text = format!(
-            "node = primary\nstate_file = {}\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ps}\nmodel.dirty_rate = {}\nepoch_period = {}\nstats_interval = 1s\nreconnect_interval = 50ms\n",
+            "node = primary\nstate_file = {}\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = {}\nmodel.service = {ps}\nmodel.dirty_rate = {}\ncheckpoint_period = {}\nstats_interval = 1s\nreconnect_interval = 50ms\n",
             dir.path("primary.state").display(),
             key.display(),
             o.primary_target.unwrap_or(repl),

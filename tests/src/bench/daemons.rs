@@ -67,7 +67,7 @@ pub fn section_1b(raw: Option<Raw>, mem_rows: &mut Vec<Vec<String>>) -> R<String
     let mut s = format!(
         "### 1b. The daemons: hsb-primary and hsb-standby processes\n\n\
          `model.memory = 64MiB`, `model.dirty_rate = 5000000` (every epoch dirties every page), \
-         `epoch_period = 1ms`, `max_unacked` default (4); standby `bytes_applied` growth over {secs:.1} s \
+         `checkpoint_period = 1ms`, `max_unacked` default (4); standby `bytes_applied` growth over {secs:.1} s \
          after the initial full synchronisation. {ckpts} checkpoints applied ({:.1}/s, {:.0} pages each on \
          average); the primary stretched {} epochs (an epoch stretches while a checkpoint is still being \
          sent); ack round trip (from the end of sealing to the ack) p50 {} ms, p99 {} ms; \

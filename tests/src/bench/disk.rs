@@ -69,7 +69,7 @@ fn unreplicated(write: &str, pattern: &str) -> R<Run> {
     hsb_common::key::ClusterKey::generate(&key).map_err(|e| e.to_string())?;
     let conf = dir.path("primary.conf");
     let text = format!(
-        "node = primary\nstate_file = {}\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.service = {}\nmodel.memory = 64MiB\nepoch_period = 25ms\nstats_interval = 1s\nreconnect_interval = 5s\n{}\n",
+        "node = primary\nstate_file = {}\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.service = {}\nmodel.memory = 64MiB\ncheckpoint_period = 25ms\nstats_interval = 1s\nreconnect_interval = 5s\n{}\n",
         dir.path("primary.state").display(),
         key.display(),
         free_addr(),

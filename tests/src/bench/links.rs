@@ -161,7 +161,7 @@ fn run(link: &Link, o: &RunOpts) -> R<RunResult> {
     std::fs::write(
         &pconf,
         format!(
-            "node = host-a\nstate_file = {}\nstandby = {b_r}:7100\ncontrol = {}\nmodel.service = {a_c}:7000\nmodel.dirty_rate = {}\nmodel.write_pattern = {}\nencode = {}\nepoch_period = 25ms\nprecopy = {}\nreconnect_interval = 50ms\n{common}",
+            "node = host-a\nstate_file = {}\nstandby = {b_r}:7100\ncontrol = {}\nmodel.service = {a_c}:7000\nmodel.dirty_rate = {}\nmodel.write_pattern = {}\nencode = {}\ncheckpoint_period = 25ms\nprecopy = {}\nreconnect_interval = 50ms\n{common}",
             dir.path("a.state").display(),
             dir.path("a.sock").display(),
             o.dirty_rate,

@@ -19,7 +19,7 @@ pub const HB_PORT: u16 = 7002;
 pub const WITNESS_PORT: u16 = 7400;
 /// The guest's pages (both daemons must agree).
 pub const PAGES: u64 = 256;
-/// Checkpoint period (`epoch_period`), ms; the model guest writes one output per period.
+/// Checkpoint period (`checkpoint_period`), ms; the model guest writes one output per period.
 pub const CKPT_MS: u64 = 25;
 /// How often a witness pings the daemons and probes the application, ms.
 pub const PROBE_MS: u64 = 10;

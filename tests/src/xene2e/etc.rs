@@ -32,7 +32,7 @@ pub(super) fn write_etc(dir: &Path, bin: &Path) -> Result<(), String> {
         .map(|e| format!("encode = {e}\n"))
         .unwrap_or_default();
     let primary = format!(
-        "{common}{encode}node = host1\nstandby = 10.98.0.2:7100\nheartbeat_peers = 10.98.0.2:7200\nwitness_listen = 10.99.0.1:7301\nstandby_witness = 10.99.0.2:7300\ncontrol = /run/hsb/primary.sock\nepoch_period = 200ms\nxen.output = plug\nxen.suspend_timeout = 5s\ndecision_log = /var/log/hsb-primary.decisions\n"
+        "{common}{encode}node = host1\nstandby = 10.98.0.2:7100\nheartbeat_peers = 10.98.0.2:7200\nwitness_listen = 10.99.0.1:7301\nstandby_witness = 10.99.0.2:7300\ncontrol = /run/hsb/primary.sock\ncheckpoint_period = 200ms\nxen.output = plug\nxen.suspend_timeout = 5s\ndecision_log = /var/log/hsb-primary.decisions\n"
     );
     let standby = format!(
         "{common}node = host2\nlisten = 10.98.0.2:7100\nheartbeat_listen = 10.98.0.2:7200\nwitness_listen = 10.99.0.2:7300\nprimary_witness = 10.99.0.1:7301\ncontrol = /run/hsb/standby.sock\ndecision_log = /var/log/hsb-standby.decisions\n"
