@@ -19,10 +19,20 @@ use super::{met, ms2, pct, progress, table, Ctx, R};
 
 mod loss;
 
-/// Kill/failover runs, each on a fresh cluster.
+/// Kill/failover runs, each on a fresh cluster (`HSB_FAILOVER_RUNS`, 1 to 400; issue 16 asks
+/// for 200).
 const RUNS: usize = 40;
-/// No new run starts after this much time in the runs.
+/// No new run starts after this much time per 40 runs.
 const RUNS_BUDGET: Duration = Duration::from_secs(105);
+
+/// The number of runs: `HSB_FAILOVER_RUNS` if set (1 to 400), else [`RUNS`].
+fn runs_wanted() -> usize {
+    std::env::var("HSB_FAILOVER_RUNS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|n| (1..=400).contains(n))
+        .unwrap_or(RUNS)
+}
 
 /// One kill -9 run.
 struct Run {
@@ -222,8 +232,10 @@ pub fn section_5() -> R<String> {
     let started = Instant::now();
     let mut runs = vec![];
     let mut errors = vec![];
-    for i in 0..RUNS {
-        if started.elapsed() > RUNS_BUDGET {
+    let wanted = runs_wanted();
+    let budget = RUNS_BUDGET * (wanted.div_ceil(RUNS) as u32);
+    for i in 0..wanted {
+        if started.elapsed() > budget {
             break;
         }
         match one_run() {
