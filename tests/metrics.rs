@@ -573,8 +573,9 @@ fn a_standby_exports_what_it_applies_and_decides_and_after_activation_its_author
         ),
         1.0
     );
-    // After activation the authority's decisions are counted too (status's `decisions` counts
-    // the standby core's only).
+    // After activation the authority's decisions are counted too, in the metric as in
+    // status's `decisions` (which counts every decision logged, the core's and the
+    // authority's alike).
     let decided: f64 = prom::find(&s, "hsb_standby_decisions_total", &[])
         .iter()
         .map(|x| x.value)

@@ -135,7 +135,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             kv("heartbeats", st.heartbeats.to_string());
             kv("heartbeat_replies", f.replies.to_string());
             kv("bad_datagrams", f.ep.rejected.to_string());
-            kv("decisions", st.decisions.to_string());
+            kv("decisions", f.decisions.count.to_string());
             for (k, v) in f.decisions.recorder.status() {
                 kv(k, v);
             }
