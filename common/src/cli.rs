@@ -306,7 +306,8 @@ impl Program {
             Ok(v) => v,
             Err(e) => return self.fail(&e),
         };
-        let signals = crate::signals::SignalHandler::new(signals, args, cfg);
+        let from = (args.config.clone(), args.sets.clone());
+        let signals = crate::signals::SignalHandler::new(signals, from, cfg);
         match run(loaded, signals) {
             Ok(()) => std::process::ExitCode::SUCCESS,
             Err(e) => self.fail(&e.to_string()),

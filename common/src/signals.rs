@@ -26,7 +26,6 @@ use std::time::Duration;
 
 use mio::{Interest, Registry, Token};
 
-use crate::cli::Args;
 use crate::config::{Config, ConfigError, KeySpec};
 use crate::logging::LogLimiter;
 use crate::time::Nanos;
@@ -154,13 +153,18 @@ pub struct SignalHandler {
 }
 
 impl SignalHandler {
-    /// For a daemon started with `args` and configuration `started`, its signal handlers
-    /// installed already ([`SignalSource::install`]).
-    pub fn new(source: SignalSource, args: &Args, started: Config) -> SignalHandler {
+    /// For a daemon started with configuration file `config` and `--set` overrides `sets`
+    /// (its configuration `started`), its signal handlers installed already
+    /// ([`SignalSource::install`]).
+    pub fn new(
+        source: SignalSource,
+        (config, sets): (Option<PathBuf>, Vec<String>),
+        started: Config,
+    ) -> SignalHandler {
         SignalHandler {
             source,
-            config: args.config.clone(),
-            sets: args.sets.clone(),
+            config,
+            sets,
             started,
             ignored_log: LogLimiter::new(3, Duration::from_secs(60)),
         }
