@@ -222,6 +222,9 @@ pub struct Live<'a> {
     pub claim: &'a Claim,
     /// Nothing heard from its primary for longer than the standby's silence bound.
     pub silent: bool,
+    /// Its connection was accepted before the newcomer's (strictly: an earlier turn of the
+    /// standby's loop). See [`Admit::Reconnected`] for what that proves.
+    pub connected_first: bool,
 }
 
 /// Why a new session may take the place of the live one.
@@ -233,6 +236,15 @@ pub enum Admit {
     NewerEpoch,
     /// The same node in the same epoch with a higher incarnation: the primary restarted.
     Restarted,
+    /// The same primary process (node, epoch and incarnation), on a connection accepted after
+    /// the live session's: it gave the live one up and reconnected. A primary holds one
+    /// replication connection at a time, and it can confirm a session only on a connection it
+    /// still holds after reading the standby's answer on it; so had it opened the live
+    /// session's connection after this one, the standby would have accepted this one first.
+    /// (The live connection may still deliver bytes for seconds: a primary that drops a lossy
+    /// connection leaves its kernel sending what was queued on it, slowly while the link loses
+    /// or the congestion control still holds its rate down, so it does not go silent.)
+    Reconnected,
     /// The live session has gone silent.
     Silent,
 }
@@ -243,6 +255,9 @@ impl std::fmt::Display for Admit {
             Admit::NoSession => "no session is live",
             Admit::NewerEpoch => "a newer epoch than the live session's",
             Admit::Restarted => "the same primary restarted (a higher incarnation)",
+            Admit::Reconnected => {
+                "the same primary reconnected, on a newer connection than the live session's"
+            }
             Admit::Silent => "the live session has gone silent",
         })
     }
@@ -268,6 +283,14 @@ pub enum Refusal {
         incarnation: u64,
         /// The live session's.
         live: u64,
+    },
+    /// The live session's own primary process, on a connection accepted no later than the
+    /// live session's: a confirmation that took its time, from a connection it gave up.
+    EarlierConnection {
+        /// The node.
+        node: heapless::String<{ msg::NODE_NAME_LEN }>,
+        /// The incarnation both claim.
+        incarnation: u64,
     },
     /// Another node, in the same epoch, while the live session's primary streams.
     AnotherPrimary {
@@ -296,6 +319,10 @@ impl std::fmt::Display for Refusal {
                 f,
                 "a session of {node} (incarnation {live}) is live; incarnation {incarnation} is not newer"
             ),
+            Refusal::EarlierConnection { node, incarnation } => write!(
+                f,
+                "a session of {node} (incarnation {incarnation}) is live on a connection no older than this one"
+            ),
             Refusal::AnotherPrimary { live, epoch } => write!(
                 f,
                 "primary {live} holds a live session in epoch {epoch}; another node needs a newer epoch, or that session to go silent"
@@ -311,6 +338,7 @@ impl Refusal {
             Refusal::Replayed => "replayed",
             Refusal::OlderEpoch { .. } => "older-epoch",
             Refusal::NotNewer { .. } => "not-newer",
+            Refusal::EarlierConnection { .. } => "earlier-connection",
             Refusal::AnotherPrimary { .. } => "another-primary",
         }
     }
@@ -318,10 +346,12 @@ impl Refusal {
 
 /// The replace-or-refuse rule (DESIGN.md §6): a session replaces the live one only if its
 /// primary proves it is the newer one: a higher epoch, or the same node in the same epoch with a
-/// higher incarnation (restarted), or the live session has gone silent. A lower epoch is never
-/// taken (rule 8). `nonce_in_use`: another connection already carries this `Hello`'s nonce.
-/// Pure: the standby applies it when the `Hello` arrives (to refuse early) and again when its
-/// confirmation does (the live session may have changed meanwhile).
+/// higher incarnation (restarted), or the same primary process on a newer connection
+/// (reconnected, [`Admit::Reconnected`]), or the live session has gone silent. A lower epoch is
+/// never taken (rule 8). `nonce_in_use`: another connection already carries this `Hello`'s
+/// nonce. Pure: the standby applies it when the `Hello` arrives (to refuse early) and again when
+/// its confirmation does (the live session may have changed meanwhile); only the confirmation
+/// proves the claim, so only then does the session change hands.
 pub fn admit(live: Option<Live<'_>>, new: &Claim, nonce_in_use: bool) -> Result<Admit, Refusal> {
     if nonce_in_use || live.is_some_and(|l| l.claim.nonce == new.nonce) {
         return Err(Refusal::Replayed);
@@ -343,10 +373,19 @@ pub fn admit(live: Option<Live<'_>>, new: &Claim, nonce_in_use: bool) -> Result<
     if same_node && new.incarnation > cur.incarnation {
         return Ok(Admit::Restarted);
     }
+    let same_process = same_node && new.incarnation == cur.incarnation;
+    if same_process && live.connected_first {
+        return Ok(Admit::Reconnected);
+    }
     if live.silent {
         return Ok(Admit::Silent);
     }
-    if same_node {
+    if same_process {
+        Err(Refusal::EarlierConnection {
+            node: new.node.clone(),
+            incarnation: new.incarnation,
+        })
+    } else if same_node {
         Err(Refusal::NotNewer {
             node: new.node.clone(),
             incarnation: new.incarnation,

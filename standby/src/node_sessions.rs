@@ -198,19 +198,27 @@ impl StandbyNode {
                         && s.hello.as_ref().is_some_and(|o| o.nonce == h.nonce)
                 })
         });
+        // Accepted strictly earlier: two connections accepted in one turn of the loop (the
+        // same `now`) are not ordered, and the newcomer then proves nothing by its connection.
+        let accepted = self.slots[i].as_ref().map(|s| s.accepted);
         let live = self
             .current
             .filter(|&j| j != i)
             .and_then(|j| self.slots[j].as_ref())
             .and_then(|s| {
-                s.hello
-                    .as_ref()
-                    .map(|o| (Claim::of(o), slots::silent(s.heard, now)))
+                s.hello.as_ref().map(|o| {
+                    (
+                        Claim::of(o),
+                        slots::silent(s.heard, now),
+                        accepted.is_some_and(|a| s.accepted < a),
+                    )
+                })
             });
         session::admit(
-            live.as_ref().map(|(claim, silent)| Live {
+            live.as_ref().map(|(claim, silent, connected_first)| Live {
                 claim,
                 silent: *silent,
+                connected_first: *connected_first,
             }),
             &Claim::of(h),
             nonce_in_use,

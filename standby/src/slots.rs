@@ -20,7 +20,9 @@ pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
 /// capture, a Xen guest's suspend: milliseconds to tens of them), and a full synchronisation
 /// arrives as a stream of 256 KiB frames, so its longest normal gap is well under this; the rest
 /// is room for a loaded machine. (It is not how fast a crashed primary is replaced: a restarted
-/// one replaces its old session at once, by its incarnation.)
+/// one replaces its old session at once, by its incarnation; nor how fast a primary that gave a
+/// lossy connection up gets its session back: it does at once, on its newer connection, though
+/// the old one may still deliver retransmitted bytes for seconds.)
 pub const SESSION_SILENCE: Duration = Duration::from_secs(1);
 
 /// Where a connection is in its life.

@@ -1,9 +1,17 @@
 //! The model domain's TCP service shell: a listener and line-oriented clients on the daemon's
 //! mio loop. The primary holds replies under output commit; an activated standby answers
 //! directly. Tokens `base..base + 1 + max` belong to it.
+//!
+//! Clients are bounded (`max`), and a client that has gone away does not keep its slot from a
+//! newcomer: when every slot is taken, the newcomer takes the slot of the client abandoned the
+//! longest ago (it closed its side at least [`ABANDONED_AFTER`] ago and is kept only for a reply
+//! held under output commit: a witness probe or a client that gave up waiting), else of the one
+//! idle the longest (nothing sent or received for [`IDLE_AFTER`], nothing held); only when none
+//! qualifies is the newcomer refused ([`victim`]).
 
 use std::io::{self, Read};
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Interest, Registry, Token};
@@ -13,6 +21,15 @@ use hsb_common::conn::OutQueue;
 
 /// Unsent reply bytes a client may have before it is dropped as too slow.
 pub const CLIENT_OUT_LIMIT: usize = 1 << 20;
+
+/// A client that closed its side this long ago, kept only for a held reply, gives its slot to a
+/// newcomer when all are taken. Replies are held for a checkpoint period or two while the
+/// standby acknowledges promptly; a probe that timed out and closed waits for nothing.
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(1);
+
+/// A client that has sent and been sent nothing for this long, with no reply held, gives its
+/// slot to a newcomer when all are taken (and none was abandoned).
+pub const IDLE_AFTER: Duration = Duration::from_secs(10);
 
 /// What the daemon does with requests.
 pub trait Handler {
@@ -41,6 +58,40 @@ struct Client {
     out: OutQueue,
     stalled: bool,
     eof: bool,
+    /// When its side was closed (the end of its requests was read).
+    eof_at: Option<Instant>,
+    /// When it was accepted, or last sent or was sent a byte.
+    active_at: Instant,
+}
+
+/// What [`victim`] knows of a client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientView {
+    /// When it closed its side, if it did.
+    pub eof_at: Option<Instant>,
+    /// When it was accepted, or last sent or was sent a byte.
+    pub active_at: Instant,
+    /// A reply is held for it, or unsent.
+    pub waiting: bool,
+}
+
+/// Which client gives its slot to a newcomer when all are taken, at `now`: the one abandoned
+/// the longest ago ([`ABANDONED_AFTER`]), else the one idle the longest ([`IDLE_AFTER`]), else
+/// none (the newcomer is refused). Never a client that still talks or waits for a reply with
+/// its side open.
+pub fn victim(clients: &[Option<ClientView>], now: Instant) -> Option<usize> {
+    let since = |t: Instant| now.saturating_duration_since(t);
+    let oldest = |key: &dyn Fn(&ClientView) -> Option<Instant>| {
+        clients
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().and_then(key).map(|t| (t, i)))
+            .min()
+            .map(|(_, i)| i)
+    };
+    oldest(&|c| c.eof_at.filter(|&t| since(t) >= ABANDONED_AFTER)).or_else(|| {
+        oldest(&|c| (!c.waiting && since(c.active_at) >= IDLE_AFTER).then_some(c.active_at))
+    })
 }
 
 /// The service listener and its clients.
@@ -135,7 +186,7 @@ impl Service {
     /// has room); `handle` answers or holds a request line.
     pub fn on_event(&mut self, registry: &Registry, t: Token, h: &mut dyn Handler) {
         if t.0 == self.base {
-            self.accept(registry);
+            self.accept(registry, h);
             return;
         }
         let slot = t.0 - self.base - 1;
@@ -151,11 +202,45 @@ impl Service {
         }
     }
 
-    fn accept(&mut self, registry: &Registry) {
+    /// The slot for a newcomer: a free one, or the one [`victim`] frees.
+    fn free_slot(&mut self, registry: &Registry, h: &mut dyn Handler) -> Option<usize> {
+        if let Some(slot) = self.clients.iter().position(Option::is_none) {
+            return Some(slot);
+        }
+        let view: Vec<Option<ClientView>> = self
+            .clients
+            .iter()
+            .enumerate()
+            .map(|(slot, c)| {
+                c.as_ref().map(|c| ClientView {
+                    eof_at: c.eof_at,
+                    active_at: c.active_at,
+                    waiting: c.out.pending() > 0
+                        || h.holds(ClientId {
+                            slot: slot as u32,
+                            gen: c.gen,
+                        }),
+                })
+            })
+            .collect();
+        let slot = victim(&view, Instant::now())?;
+        log::debug!(
+            "service: a client {} gives its slot to a newcomer",
+            if view[slot].is_some_and(|v| v.eof_at.is_some()) {
+                "that went away"
+            } else {
+                "idle"
+            }
+        );
+        self.close(registry, slot, h);
+        Some(slot)
+    }
+
+    fn accept(&mut self, registry: &Registry, h: &mut dyn Handler) {
         loop {
             match self.listener.accept() {
                 Ok((mut stream, peer)) => {
-                    let Some(slot) = self.clients.iter().position(Option::is_none) else {
+                    let Some(slot) = self.free_slot(registry, h) else {
                         log::warn!(
                             "service: {peer} refused: all {} client slots in use",
                             self.clients.len()
@@ -178,6 +263,8 @@ impl Service {
                         out: OutQueue::new(CLIENT_OUT_LIMIT),
                         stalled: false,
                         eof: false,
+                        eof_at: None,
+                        active_at: Instant::now(),
                     });
                     log::debug!("service: client {peer} connected");
                 }
@@ -232,8 +319,12 @@ impl Service {
             match c.stream.read(&mut buf[..room]) {
                 Ok(0) => {
                     c.eof = true;
+                    c.eof_at = Some(Instant::now());
                 }
-                Ok(n) => c.inbuf.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    c.inbuf.extend_from_slice(&buf[..n]);
+                    c.active_at = Instant::now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -262,6 +353,7 @@ impl Service {
         if c.gen != id.gen {
             return;
         }
+        c.active_at = Instant::now();
         let ok = c.out.push(data) && c.out.flush(&mut c.stream).is_ok();
         let finished = c.eof && c.out.pending() == 0 && !c.inbuf.contains(&b'\n') && !h.holds(id);
         if !ok || finished {
@@ -279,3 +371,7 @@ impl Service {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "service_tests.rs"]
+mod tests;
