@@ -278,6 +278,12 @@ impl WitnessNode {
     }
 }
 
+/// Push an effect. Unlike the primary's and the standby's nodes (`hsb_common::kit::push`,
+/// which stop the daemon), a witness drops an effect past [`MAX_EFFECTS`] and logs it, since a
+/// witness that stops serves no guest of its client machine. Effects are pushed in order, so
+/// once the list is full every later one is dropped too: a grant never leaves without the save
+/// of its promise before it, and a standby whose query got no answer asks again. Debug builds
+/// still stop, so tests find such a bug.
 fn push(out: &mut Effects, e: Effect) {
     if out.push(e).is_err() {
         log::error!("witness node: more than {MAX_EFFECTS} effects in one step (dropped one)");
