@@ -14,6 +14,9 @@ pub const MAX_RECONNECT: Duration = Duration::from_secs(5);
 
 static CELL: OnceLock<Vec<KeySpec>> = OnceLock::new();
 
+/// Most client connections of the model service (key `max_clients`).
+pub const MAX_CLIENTS: usize = 4096;
+
 /// Every key hsb-primary accepts.
 pub fn schema() -> &'static [KeySpec] {
     hsb_common::failover::schema_with(OWN, hsb_domain::backend_keys(), &CELL)
@@ -107,7 +110,7 @@ static OWN: &[KeySpec] = &[
     },
     KeySpec {
         key: "max_clients",
-        kind: ValueKind::Int { min: 1, max: 4096 },
+        kind: ValueKind::Int { min: 1, max: MAX_CLIENTS as u64 },
         default: Some("256"),
         help: "model service: most client connections",
     },

@@ -34,9 +34,11 @@ use crate::repl;
 /// heartbeats and witnesses are served between steps.
 pub(crate) const PRECOPY_STEP_PAGES: usize = 16384;
 pub(crate) const REPL: Token = Token(1);
-const SIGNALS: Token = Token(3);
 pub(crate) const WITNESS_UDP: Token = Token(5);
 pub(crate) const SERVICE_BASE: usize = 1000;
+// The token plan (`kit::shell`): this daemon's own tokens stay off the kit's.
+const _: () = assert!(shell::own(REPL.0, 1) && shell::own(WITNESS_UDP.0, 1));
+const _: () = assert!(shell::own(SERVICE_BASE, config::MAX_CLIENTS + 1));
 /// How often a busy service address is tried again.
 pub(crate) const SERVICE_RETRY: Duration = Duration::from_millis(20);
 /// How often a Xen guest's suspend is polled.
@@ -185,7 +187,7 @@ impl Daemon {
 
     /// Run until a stop signal.
     pub fn run(mut self, signals: SignalHandler) -> io::Result<()> {
-        shell::run(&mut self, signals, SIGNALS)
+        shell::run(&mut self, signals)
     }
 
     /// When the loop must wake next.

@@ -22,7 +22,7 @@ static OWN: &[KeySpec] = &[
     hsb_common::kit::http::METRICS_LISTEN_KEY,
     KeySpec { key: "frame_max", kind: ValueKind::Size, default: Some("1MiB"), help: "largest frame body accepted (at least 264KiB, at most 1MiB)" },
     KeySpec { key: "stats_interval", kind: ValueKind::Duration, default: Some("5s"), help: "how often a summary line is logged (0s: never)" },
-    KeySpec { key: "max_clients", kind: ValueKind::Int { min: 1, max: 4096 }, default: Some("256"), help: "model service after activation: most client connections" },
+    KeySpec { key: "max_clients", kind: ValueKind::Int { min: 1, max: MAX_CLIENTS as u64 }, default: Some("256"), help: "model service after activation: most client connections" },
     KeySpec { key: "model.memory", kind: ValueKind::Size, default: Some("64MiB"), help: "model domain memory (must match the primary)" },
     KeySpec { key: "model.service", kind: ValueKind::Addr, default: Some("127.0.0.1:7001"), help: "where the activated replica serves the model service" },
     KeySpec { key: "model.dirty_rate", kind: ValueKind::Int { min: 0, max: 100_000_000 }, default: Some("2000"), help: "model workload after activation: pages written per second" },
@@ -41,6 +41,9 @@ static OWN: &[KeySpec] = &[
 ];
 
 static SCHEMA: OnceLock<Vec<KeySpec>> = OnceLock::new();
+
+/// Most client connections of the model service (key `max_clients`).
+pub const MAX_CLIENTS: usize = 4096;
 
 /// Every key hsb-standby accepts.
 pub fn schema() -> &'static [KeySpec] {

@@ -31,7 +31,6 @@ use crate::conns::Wire;
 use crate::replica::Rep;
 
 pub(crate) const LISTENER: Token = Token(1);
-const SIGNALS: Token = Token(4);
 pub(crate) const WITNESS_UDP: Token = Token(5);
 pub(crate) const PING: Token = Token(6);
 pub(crate) const HEARTBEAT_BASE: usize = 20;
@@ -43,6 +42,14 @@ const MAX_SLEEP: Duration = Duration::from_secs(5);
 /// Replication connections: tokens `CONN_BASE..CONN_BASE + SLOTS`.
 pub(crate) const CONN_BASE: usize = 100;
 pub(crate) const SERVICE_BASE: usize = 1000;
+// The token plan (`kit::shell`): this daemon's own tokens stay off the kit's and each other's.
+const _: () = assert!(shell::own(LISTENER.0, 1) && shell::own(WITNESS_UDP.0, 1));
+const _: () = assert!(shell::own(PING.0, 1) && shell::own(HEARTBEAT_BASE, HEARTBEAT_LINKS));
+const _: () = assert!(shell::own(CONN_BASE, SLOTS) && CONN_BASE + SLOTS <= SERVICE_BASE);
+const _: () = assert!(shell::own(
+    SERVICE_BASE,
+    hsb_standby::config::MAX_CLIENTS + 1
+));
 /// How long `on_activate` may run before it is killed with its process group.
 const ON_ACTIVATE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -177,7 +184,7 @@ impl Daemon {
         let now = self.clock.now();
         let fx = self.node.start(now);
         self.carry_out_all(now, fx);
-        shell::run(&mut self, signals, SIGNALS)
+        shell::run(&mut self, signals)
     }
 
     /// When the loop must wake next: the earliest deadline (the node's, which has the decision

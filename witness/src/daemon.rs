@@ -33,9 +33,12 @@ use crate::node::{Effects, Event, NodeSettings, To, WitnessNode};
 use crate::probe::{Class, ProbeSet};
 use crate::state::{self, FileStore, Store};
 
-const SIGNALS: Token = Token(2);
 const UDP_BASE: usize = 40;
 const PROBE_BASE: usize = 100;
+// The token plan (`kit::shell`): this daemon's own tokens stay off the kit's and each other's.
+const _: () = assert!(shell::own(UDP_BASE, crate::config::MAX_GUESTS));
+const _: () = assert!(UDP_BASE + crate::config::MAX_GUESTS <= PROBE_BASE);
+const _: () = assert!(shell::own(PROBE_BASE, crate::probe::MAX_PROBES));
 /// Keys a SIGHUP applies at run time; any other key that changed waits for a restart.
 /// `report_interval` only paces reports (and must stay within half of the running
 /// `failover.report-fresh`). The probe's keys are not among them: the loop's stall bound and
@@ -150,7 +153,7 @@ impl Daemon {
 
     /// The loop, until a stop signal.
     pub fn run(mut self, signals: SignalHandler) -> io::Result<()> {
-        shell::run(&mut self, signals, SIGNALS)
+        shell::run(&mut self, signals)
     }
 
     /// A control command's answer: `status` (every guest), `status GUEST` (one).

@@ -33,10 +33,38 @@ pub struct Surface {
     next_status: Nanos,
 }
 
-/// The control socket's tokens: `CTL_BASE..` (the same in every daemon).
+/// The token plan, one for the three daemons (their `Poll`s' tokens):
+///
+/// | tokens | whose |
+/// |---|---|
+/// | 0 | the signals ([`SIGNALS`]) |
+/// | 1 ..= 9 | the daemon's own sockets, one token each |
+/// | 10 ..= 18 | the control socket: listener and connections ([`CTL_BASE`]) |
+/// | 19 ..= 29 | the daemon's own (the standby's heartbeat links) |
+/// | 30 ..= 34 | the metrics responder: listener and connections ([`METRICS_BASE`]) |
+/// | 35 and up | the daemon's own (witness guests, probes, replication connections, the model service) |
+///
+/// Each daemon checks at compile time that its own tokens stay off the kit's ([`own`]).
+pub const SIGNALS: Token = Token(0);
+/// The control socket's tokens: `CTL_BASE ..= CTL_BASE + ctl::MAX_CONNS`.
 pub const CTL_BASE: usize = 10;
-/// The metrics responder's tokens: `METRICS_BASE..`.
+/// The metrics responder's tokens: `METRICS_BASE ..= METRICS_BASE + http::MAX_CONNS`.
 pub const METRICS_BASE: usize = 30;
+
+const _: () = assert!(CTL_BASE + crate::ctl::MAX_CONNS < METRICS_BASE);
+
+/// Whether tokens `first .. first + n` are free for a daemon's own use in the token plan: not
+/// the signals', the control socket's or the metrics responder's.
+pub const fn own(first: usize, n: usize) -> bool {
+    first > SIGNALS.0
+        && clear_of(first, n, CTL_BASE, crate::ctl::MAX_CONNS)
+        && clear_of(first, n, METRICS_BASE, crate::kit::http::MAX_CONNS)
+}
+
+/// Whether `first .. first + n` misses a server's `base ..= base + conns`.
+const fn clear_of(first: usize, n: usize, base: usize, conns: usize) -> bool {
+    first + n <= base || first > base + conns
+}
 
 impl Surface {
     /// Bind the control socket (key `control`, in `control_group`) and the metrics responder
@@ -226,8 +254,8 @@ pub trait Shell {
 /// earliest deadline; the signals first (a stop ends the loop before anything else of the turn
 /// is done); the daemon's events, the control socket's and the metrics responder's; the
 /// surface's turn (and systemd's STATUS); the daemon's own turn.
-pub fn run(d: &mut impl Shell, mut signals: SignalHandler, token: Token) -> io::Result<()> {
-    signals.register(d.poll().registry(), token)?;
+pub fn run(d: &mut impl Shell, mut signals: SignalHandler) -> io::Result<()> {
+    signals.register(d.poll().registry(), SIGNALS)?;
     let mut events = Events::with_capacity(256);
     let now = d.now();
     let summary = d.summary(now);
@@ -362,4 +390,21 @@ pub fn stats_due(now: Nanos, interval: Duration, next: &mut Nanos) -> bool {
         return true;
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_plan_keeps_a_daemon_s_own_tokens_off_the_kit_s() {
+        assert!(!own(0, 1), "the signals'");
+        assert!(own(1, 9));
+        assert!(!own(5, 6), "runs into the control socket's");
+        assert!(!own(CTL_BASE + crate::ctl::MAX_CONNS, 1));
+        assert!(own(CTL_BASE + crate::ctl::MAX_CONNS + 1, 11));
+        assert!(!own(25, 6), "runs into the metrics responder's");
+        assert!(!own(METRICS_BASE + crate::kit::http::MAX_CONNS, 1));
+        assert!(own(METRICS_BASE + crate::kit::http::MAX_CONNS + 1, 1000));
+    }
 }
