@@ -190,30 +190,6 @@ impl Daemon {
         shell::run(&mut self, signals)
     }
 
-    /// When the loop must wake next.
-    fn deadline(&self, now: Nanos) -> Nanos {
-        let mut d = self.node.next_deadline(now);
-        if self.s.stats_interval > Duration::ZERO {
-            d = d.min(self.next_stats);
-        }
-        if self.suspend_wait.is_some() {
-            d = d.min(now.plus(SUSPEND_POLL));
-        }
-        if self.service.is_none() && matches!(self.dom, Guest::Model(_)) {
-            d = d.min(self.service_retry_at);
-        }
-        if let Some(disk) = &self.disk {
-            d = d.min(disk.next_tick());
-        }
-        for t in [self.surface.next_deadline(), self.hooks.next_deadline()]
-            .into_iter()
-            .flatten()
-        {
-            d = d.min(t);
-        }
-        d.max(now)
-    }
-
     /// Step the node with `ev` and carry out its effects in order; an effect's answer is
     /// stepped at once, before the next effect (the node's domain state is then never behind
     /// the domain: a model suspended for a checkpoint is captured and resumed before any
@@ -366,8 +342,28 @@ impl shell::Shell for Daemon {
         (&mut self.surface, self.poll.registry())
     }
 
-    fn timeout(&mut self, now: Nanos) -> Duration {
-        self.deadline(now).since(now)
+    /// When the loop must wake next.
+    fn deadline(&mut self, now: Nanos) -> Nanos {
+        let mut d = self.node.next_deadline(now);
+        if self.s.stats_interval > Duration::ZERO {
+            d = d.min(self.next_stats);
+        }
+        if self.suspend_wait.is_some() {
+            d = d.min(now.plus(SUSPEND_POLL));
+        }
+        if self.service.is_none() && matches!(self.dom, Guest::Model(_)) {
+            d = d.min(self.service_retry_at);
+        }
+        if let Some(disk) = &self.disk {
+            d = d.min(disk.next_tick());
+        }
+        for t in [self.surface.next_deadline(), self.hooks.next_deadline()]
+            .into_iter()
+            .flatten()
+        {
+            d = d.min(t);
+        }
+        d.max(now)
     }
 
     fn summary(&self, now: Nanos) -> String {

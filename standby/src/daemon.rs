@@ -187,33 +187,6 @@ impl Daemon {
         shell::run(&mut self, signals)
     }
 
-    /// When the loop must wake next: the earliest deadline (the node's, which has the decision
-    /// core's: it is not ticked), never later than [`MAX_SLEEP`].
-    fn deadline(&self, now: Nanos) -> Nanos {
-        if self.more_to_accept {
-            return now;
-        }
-        let mut d = now.plus(MAX_SLEEP);
-        if self.s.stats_interval > Duration::ZERO {
-            d = d.min(self.next_stats);
-        }
-        if self.node.activated().is_some() {
-            // The model's workload runs in steps of the loop.
-            d = d.min(now.plus(Duration::from_millis(25)));
-        }
-        for t in [
-            self.node.next_deadline(now),
-            self.surface.next_deadline(),
-            self.hooks.next_deadline(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            d = d.min(t);
-        }
-        d.max(now)
-    }
-
     /// Step the node with `ev` and carry out its effects in order; an effect's answer is
     /// stepped at once, before the next effect.
     pub(crate) fn feed(&mut self, now: Nanos, ev: Event) {
@@ -363,8 +336,31 @@ impl shell::Shell for Daemon {
         (&mut self.surface, self.poll.registry())
     }
 
-    fn timeout(&mut self, now: Nanos) -> Duration {
-        self.deadline(now).since(now)
+    /// When the loop must wake next: the earliest deadline (the node's, which has the decision
+    /// core's: it is not ticked), never later than [`MAX_SLEEP`].
+    fn deadline(&mut self, now: Nanos) -> Nanos {
+        if self.more_to_accept {
+            return now;
+        }
+        let mut d = now.plus(MAX_SLEEP);
+        if self.s.stats_interval > Duration::ZERO {
+            d = d.min(self.next_stats);
+        }
+        if self.node.activated().is_some() {
+            // The model's workload runs in steps of the loop.
+            d = d.min(now.plus(Duration::from_millis(25)));
+        }
+        for t in [
+            self.node.next_deadline(now),
+            self.surface.next_deadline(),
+            self.hooks.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            d = d.min(t);
+        }
+        d.max(now)
     }
 
     fn summary(&self, now: Nanos) -> String {

@@ -214,9 +214,9 @@ impl shell::Shell for Daemon {
         (&mut self.surface, self.poll.registry())
     }
 
-    /// Until the earliest deadline of the nodes, the probes and the surface (at least 200 µs);
+    /// The earliest deadline of the nodes, the probes and the surface (at least 200 µs away);
     /// the stall watch knows how long the loop means to sleep.
-    fn timeout(&mut self, now: Nanos) -> Duration {
+    fn deadline(&mut self, now: Nanos) -> Nanos {
         let mut deadline = self
             .guests
             .iter()
@@ -233,7 +233,7 @@ impl shell::Shell for Daemon {
         if let Some(since) = self.watch.sleeping(now, timeout) {
             self.step_all(now, Event::Stalled { since });
         }
-        timeout
+        now.plus(timeout)
     }
 
     fn summary(&self, now: Nanos) -> String {

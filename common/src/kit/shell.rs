@@ -1,8 +1,21 @@
 //! What every daemon's shell has around its node, kept in one place: the operator's surface
 //! (the control socket, the Prometheus responder, systemd's notifications and the pacing of
-//! systemd's `STATUS=`), the first thing a turn of the loop does (signals), and the common part
-//! of a SIGHUP reload. Each daemon keeps only what is its own: the commands it answers, the
+//! systemd's `STATUS=`), the loop itself, the token plan, and the common part of a SIGHUP
+//! reload. Each daemon keeps only what is its own: the commands it answers, the
 //! summary it gives, the keys it applies at run time.
+//!
+//! The token plan, one for the three daemons (their `Poll`s' tokens):
+//!
+//! | tokens | whose |
+//! |---|---|
+//! | 0 | the signals ([`SIGNALS`]) |
+//! | 1 ..= 9 | the daemon's own sockets, one token each |
+//! | 10 ..= 18 | the control socket: listener and connections ([`CTL_BASE`]) |
+//! | 19 ..= 29 | the daemon's own (the standby's heartbeat links) |
+//! | 30 ..= 34 | the metrics responder: listener and connections ([`METRICS_BASE`]) |
+//! | 35 and up | the daemon's own (witness guests, probes, replication connections, the model service) |
+//!
+//! Each daemon checks at compile time that its own tokens stay off the kit's ([`own`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -33,18 +46,7 @@ pub struct Surface {
     next_status: Nanos,
 }
 
-/// The token plan, one for the three daemons (their `Poll`s' tokens):
-///
-/// | tokens | whose |
-/// |---|---|
-/// | 0 | the signals ([`SIGNALS`]) |
-/// | 1 ..= 9 | the daemon's own sockets, one token each |
-/// | 10 ..= 18 | the control socket: listener and connections ([`CTL_BASE`]) |
-/// | 19 ..= 29 | the daemon's own (the standby's heartbeat links) |
-/// | 30 ..= 34 | the metrics responder: listener and connections ([`METRICS_BASE`]) |
-/// | 35 and up | the daemon's own (witness guests, probes, replication connections, the model service) |
-///
-/// Each daemon checks at compile time that its own tokens stay off the kit's ([`own`]).
+/// The signals' token, the same in every daemon (see the token plan above).
 pub const SIGNALS: Token = Token(0);
 /// The control socket's tokens: `CTL_BASE ..= CTL_BASE + ctl::MAX_CONNS`.
 pub const CTL_BASE: usize = 10;
@@ -230,8 +232,8 @@ pub trait Shell {
     fn poll(&mut self) -> &mut Poll;
     /// The operator's surface and the registry its sockets are on.
     fn surface(&mut self) -> (&mut Surface, &Registry);
-    /// How long the loop may sleep: until the earliest deadline.
-    fn timeout(&mut self, now: Nanos) -> Duration;
+    /// When the loop must wake next: the earliest deadline (not before `now`).
+    fn deadline(&mut self, now: Nanos) -> Nanos;
     /// systemd's STATUS line.
     fn summary(&self, now: Nanos) -> String;
     /// The metrics exposition.
@@ -262,7 +264,7 @@ pub fn run(d: &mut impl Shell, mut signals: SignalHandler) -> io::Result<()> {
     d.surface().0.ready(now, &summary);
     loop {
         let now = d.now();
-        let timeout = d.timeout(now);
+        let timeout = d.deadline(now).since(now);
         match d.poll().poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
