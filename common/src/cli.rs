@@ -331,8 +331,8 @@ impl Program {
     pub fn common(&self, args: &Args) -> std::process::ExitCode {
         use std::process::ExitCode;
         match args.command.as_deref() {
-            Some("xen-info") if self.xen_info.is_some() => {
-                ExitCode::from(self.xen_info.map_or(2, |f| f(self.name, &args.rest)))
+            Some("xen-info") if let Some(f) = self.xen_info => {
+                ExitCode::from(f(self.name, &args.rest))
             }
             Some("status") if !args.rest.is_empty() => self.control(args, &args.rest.join(" ")),
             Some("status") => ExitCode::from(crate::ctl::status_cli(
@@ -362,11 +362,14 @@ impl Program {
                 ExitCode::SUCCESS
             }
             Some(other) => {
-                eprintln!("{}: unknown command '{other}'\n\n{}", self.name, self.usage);
+                eprintln!(
+                    "{}: unknown command '{other}'\n\n{}\n\n{LOGGING}",
+                    self.name, self.usage
+                );
                 ExitCode::from(2)
             }
             None => {
-                eprintln!("{}", self.usage);
+                eprintln!("{}\n\n{LOGGING}", self.usage);
                 ExitCode::from(2)
             }
         }

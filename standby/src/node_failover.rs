@@ -295,7 +295,6 @@ impl StandbyNode {
             self.host.epoch = epoch;
         }
         for a in actions {
-            self.stats.decisions += u64::from(a.evidence().is_some());
             self.operator_outcome(&a);
             self.carry_out(now, a, fx);
         }

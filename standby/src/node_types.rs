@@ -348,6 +348,4 @@ pub struct Stats {
     pub window: (u64, u64),
     /// Heartbeats received.
     pub heartbeats: u64,
-    /// Decisions taken (with evidence).
-    pub decisions: u64,
 }
