@@ -40,7 +40,7 @@ use failover::FailoverState;
 pub use types::{
     Dom, Effect, Effects, Event, Link, NodeConfig, Start, Stats, MAX_EFFECTS, MAX_HEARTBEAT_LINKS,
 };
-pub use view::{silent_too_long, FailoverView};
+pub use view::{silent_from, silent_too_long, FailoverView};
 
 /// A domain operation whose outcome the daemon will tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use hsb_common::node_state::NodeRole;
 use hsb_common::time::Nanos;
 use hsb_common::wire::Dgram;
 
-use super::{push, silent_too_long, Dom, Effect, Effects, Link, PrimaryNode, Start};
+use super::{push, silent_from, silent_too_long, Dom, Effect, Effects, Link, PrimaryNode, Start};
 
 /// How long a maintenance notice of the standby holds (they come every second).
 const MAINTENANCE_NOTICE: Duration = Duration::from_secs(3);
@@ -190,11 +190,7 @@ impl PrimaryNode {
         if self.link != Link::Streaming {
             return None;
         }
-        let &(ckpt, sent) = self.unacked.front()?;
-        if self.full_unacked == Some(ckpt) {
-            return None;
-        }
-        let at = sent.plus(lease).plus(Duration::from_nanos(1));
+        let at = silent_from(self.unacked.front().copied(), self.full_unacked, lease)?;
         if at > now {
             Some(at)
         } else if f.authority.mode(now) == Mode::Unprotected {

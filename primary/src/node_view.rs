@@ -154,9 +154,20 @@ pub fn silent_too_long(
     now: Nanos,
     lease: Duration,
 ) -> bool {
+    silent_from(oldest, full_unacked, lease).is_some_and(|at| now >= at)
+}
+
+/// From when [`silent_too_long`] holds: a lease (and a nanosecond) after the oldest
+/// unacknowledged checkpoint was sent; never for a full synchronisation or with nothing
+/// unacknowledged.
+pub fn silent_from(
+    oldest: Option<(u64, Nanos)>,
+    full_unacked: Option<u64>,
+    lease: Duration,
+) -> Option<Nanos> {
     match oldest {
-        Some((ckpt, _)) if full_unacked == Some(ckpt) => false,
-        Some((_, sent)) => now.since(sent) > lease,
-        None => false,
+        Some((ckpt, _)) if full_unacked == Some(ckpt) => None,
+        Some((_, sent)) => Some(sent.plus(lease).plus(Duration::from_nanos(1))),
+        None => None,
     }
 }
