@@ -34,7 +34,7 @@ use super::proto::{
     RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
 };
 use super::rate::RateWindow;
-use super::{elapsed, emit, nanos_of, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
+use super::{elapsed, emit, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
 
 /// An input to the witness core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,9 +49,12 @@ pub enum Input {
         /// the end of the last stall is discarded.
         took: Duration,
     },
-    /// A daemon's ping that timed out at `timed_out_at` was answered late: the path to that host
-    /// delivered it. The host's success rate (the gray-path evidence, which is about loss)
-    /// counts it; its freshness (about answers in time) does not change.
+    /// A daemon's ping given up at `timed_out_at` was answered late: the path to that host
+    /// delivered it, so the daemon was alive (F10 with delay: a slow path is not a down host).
+    /// The success rate counts it; freshness counts it as heard at `timed_out_at`, as an answer
+    /// in time is heard at most the probe timeout after its ping; if it was the last failure
+    /// seen, the failures are taken back. For the rate window, the host's silence must then
+    /// last `host-fresh` plus the most an answer was late before it counts as down.
     Delivered {
         /// The host pinged (`PrimaryHost` or `StandbyHost`).
         target: ProbeTarget,
@@ -136,6 +139,8 @@ struct TargetView {
     last_ok: Option<Nanos>,
     last: Option<(Nanos, ProbeClass)>,
     fails: u32,
+    /// The last late answer, and the most any answer was late over the rate window until then.
+    late: Option<(Nanos, Duration)>,
 }
 
 /// The witness core.
@@ -232,11 +237,7 @@ impl WitnessCore {
             Input::Delivered {
                 target,
                 timed_out_at,
-            } => {
-                if target != ProbeTarget::PrimaryApp && timed_out_at >= self.fresh_from {
-                    self.rates[target as usize].amend(timed_out_at);
-                }
-            }
+            } => self.delivered(now, target, timed_out_at),
             Input::Stalled { since } => self.stalled(since, now),
             Input::VoteRequest(r) => emit(&mut out, Action::Vote(self.vote(now, r))),
             Input::LeaseRequest(r) => emit(&mut out, Action::LeaseReply(self.lease(now, r))),
@@ -266,61 +267,6 @@ impl WitnessCore {
             }
         }
         out
-    }
-
-    fn probe(&mut self, now: Nanos, target: ProbeTarget, class: ProbeClass, took: Duration) {
-        let started = Nanos(now.0.saturating_sub(nanos_of(took)));
-        if class != ProbeClass::Ok && started < self.fresh_from {
-            // It ran while our own loop stalled: it may have failed only because nobody looked.
-            // (An answer is evidence whenever it came.)
-            self.discarded = self.discarded.saturating_add(1);
-            return;
-        }
-        self.rates[target as usize].record(now, class == ProbeClass::Ok);
-        let v = &mut self.views[target as usize];
-        v.last = Some((now, class));
-        if class == ProbeClass::Ok {
-            v.last_ok = Some(now);
-            v.fails = 0;
-        } else {
-            v.fails = v.fails.saturating_add(1);
-        }
-    }
-
-    /// Our own loop stalled from `since` to `now`: start counting evidence again.
-    fn stalled(&mut self, since: Nanos, now: Nanos) {
-        if now <= since {
-            return;
-        }
-        self.stalls = self.stalls.saturating_add(1);
-        self.fresh_from = self.fresh_from.max(now);
-        for v in &mut self.views {
-            v.fails = 0;
-        }
-        // Rates over the stall would count probes nobody watched: start the window again.
-        for r in &mut self.rates {
-            r.clear();
-        }
-    }
-
-    /// Reachable: answered within `host_fresh`, and not failed `app_down_failures` times since.
-    fn host_reachable(&self, now: Nanos, target: ProbeTarget) -> bool {
-        let v = &self.views[target as usize];
-        v.fails < self.cfg.app_down_failures
-            && v.last_ok
-                .is_some_and(|t| elapsed(now, t) <= self.cfg.host_fresh)
-    }
-
-    /// How long until a host that is not reachable counts as unreachable on fresh evidence: zero
-    /// once it failed `app_down_failures` times, or stayed silent for `host_fresh`, since the
-    /// evidence started (the start, or the end of our last stall).
-    fn host_unreachable_in(&self, now: Nanos, target: ProbeTarget) -> Duration {
-        let v = &self.views[target as usize];
-        if v.fails >= self.cfg.app_down_failures {
-            return Duration::ZERO;
-        }
-        let heard = v.last_ok.unwrap_or(self.fresh_from).max(self.fresh_from);
-        self.cfg.host_fresh.saturating_sub(elapsed(now, heard))
     }
 
     /// The success rates over the rate window, percent.
@@ -583,6 +529,9 @@ impl WitnessCore {
             .max(elapsed(self.quiet_until, now))
     }
 }
+
+#[path = "witness_evidence.rs"]
+mod evidence;
 
 #[cfg(test)]
 #[path = "witness_tests.rs"]

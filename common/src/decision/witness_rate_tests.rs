@@ -57,3 +57,74 @@ fn a_lossy_path_is_told_from_a_hung_guest_by_rates() {
         }
     }
 }
+
+/// F10 with delay: the primary's daemon answers every ping, but after the probe timeout (round
+/// trips of 50 to 105 ms against 50 ms, one ping in flight, sent on a 20 ms tick: its last
+/// answer is up to 115 ms old, more than `host-fresh`). Its application holds its answers
+/// (output waits for a stalled replication link). The daemon answers, so this is a guest
+/// failure at worst, never a takeover; once it stops answering at all, it is down after
+/// `host-fresh` plus the most its answers were late.
+#[test]
+fn a_daemon_answering_late_is_not_down() {
+    let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+    let mut rng = SplitMix64::new(10);
+    let mut t = 0;
+    let mut most_late = 0;
+    while t < 3_000 {
+        let rtt = if t < 300 { 105 } else { 50 + rng.below(56) };
+        most_late = most_late.max(rtt - 50);
+        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
+        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
+        probe_took(
+            &mut w,
+            t + 50,
+            ProbeTarget::PrimaryHost,
+            ProbeClass::Timeout,
+            50,
+        );
+        let delivered = Input::Delivered {
+            target: ProbeTarget::PrimaryHost,
+            timed_out_at: ms(t + 50),
+        };
+        // From its first late answer on (before it, a timeout is a timeout).
+        let check = |w: &WitnessCore, at: u64| {
+            assert!(t < 60 || w.view(ms(at)).primary_host, "at {at} ms");
+        };
+        (t + 50..t + rtt).for_each(|at| check(&w, at));
+        w.step(ms(t + rtt), delivered);
+        // The next ping goes on the first tick after the timeout.
+        let next = t + 60;
+        (t + rtt..next + 50).for_each(|at| check(&w, at));
+        t = next;
+    }
+    assert_eq!(w.view(ms(t)).app, AppVerdict::GuestFailure);
+    assert_eq!(
+        vote(&mut w, t, 1, 1, VoteKind::Takeover).verdict,
+        Verdict::Refuse(RefuseReason::GuestFailure)
+    );
+    // The daemon dies: nothing comes back. Its last answer counts as heard at `t - 10`.
+    let last = t - 10;
+    let down_at = last + 100 + most_late;
+    while t < down_at + 100 {
+        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
+        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
+        probe_took(
+            &mut w,
+            t + 50,
+            ProbeTarget::PrimaryHost,
+            ProbeClass::Timeout,
+            50,
+        );
+        assert_eq!(
+            w.view(ms(t + 50)).primary_host,
+            t + 50 <= down_at,
+            "at {} ms",
+            t + 50
+        );
+        t += 60;
+    }
+    assert_eq!(
+        vote(&mut w, t, 1, 2, VoteKind::Takeover).verdict,
+        Verdict::Grant
+    );
+}
