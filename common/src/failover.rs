@@ -32,7 +32,7 @@ fn help(key: &str) -> &'static str {
         "switchover-min-interval" => "rule 6: least time between two switchovers (anti-flap; 0: none)",
         "app-down-after" => "witness: the application counts as down after this long without an answer (0: at once)...",
         "app-down-failures" => "witness: ...and this many failed probes in a row (1 to 1000)",
-        "host-fresh" => "witness: a daemon counts as reachable if it answered this recently (at least twice probe_interval)",
+        "host-fresh" => "witness: a daemon counts as reachable if it answered this recently (at least twice probe_interval; plus how late its late answers came, over rate-window)",
         "fence-after" => "primary: pause the domain after this long without authority (output is held at once; 0: pause at once too)",
         "ping-interval" => "ping-node baseline: ping period while the heartbeat is lost (at least 1ms)",
         "standby-timeout" => "primary: the standby counts as lost after this long with no ack and no heartbeat reply showing it still hears the primary; only then may output leave under the witnesses' lease (at least 2 heartbeat periods)",
