@@ -95,6 +95,24 @@ fn check_and_run_refuse_configurations_that_cannot_work() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    // A renamed key is read under its new name, and `check` says so (it once said nothing:
+    // the warning went to a log `check` does not start).
+    std::fs::write(&conf, format!("{primary}epoch_period = 40ms\n")).expect("write");
+    let out = Command::new(bin("hsb-primary"))
+        .args(["check", "-c"])
+        .arg(&conf)
+        .output()
+        .expect("check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("configuration ok"),
+        "{out:?}"
+    );
+    assert!(
+        err.contains("configuration key 'epoch_period' is now 'checkpoint_period'"),
+        "{err}"
+    );
     let standby_lines = standby.lines().count() + 1;
     let witness_lines = witness.lines().count() + 1;
     let primary_lines = primary.lines().count() + 1;

@@ -277,6 +277,8 @@ impl Program {
         settings: impl FnOnce(&crate::config::Config) -> Result<S, crate::config::ConfigError>,
         describe: impl FnOnce(&S) -> String,
     ) -> std::process::ExitCode {
+        // What loading warns of (a renamed key) shows on stderr.
+        crate::logging::init_at(self.name.trim_start_matches("hsb-"), "warn");
         match self.load(args, settings) {
             Ok((s, _, _)) => {
                 println!("configuration ok: {}", describe(&s));

@@ -4,10 +4,16 @@ use std::io::Write;
 
 /// Initialise env_logger with a compact, timestamped format naming the daemon.
 pub fn init(daemon: &'static str) {
+    init_at(daemon, "info");
+}
+
+/// Like [`init`], with `level` where neither `HSB_LOG` nor `RUST_LOG` says (`check` logs
+/// warnings only: a renamed key's, while its answer goes to stdout).
+pub fn init_at(daemon: &'static str, level: &str) {
     let env = env_logger::Env::new()
         .filter_or(
             "HSB_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            std::env::var("RUST_LOG").unwrap_or_else(|_| level.into()),
         )
         .write_style("HSB_LOG_STYLE");
     let _ = env_logger::Builder::from_env(env)
