@@ -84,7 +84,9 @@ pub enum RefuseReason {
     NotYet(Duration),
     /// The guest itself failed (application silent, primary daemon answers): no failover (F5).
     GuestFailure,
-    /// Switchover asked, but this witness cannot reach the standby side (rule 6).
+    /// This witness cannot reach the standby's daemon, so it votes for no move to it: neither a
+    /// switchover (rule 6) nor a takeover (rule 1: a witness that hears neither daemon knows
+    /// more of its own paths than of the primary).
     StandbyUnreachable,
     /// It granted to another epoch; free again after this (rule 3).
     LeaseActive(Duration),

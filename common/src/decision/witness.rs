@@ -10,7 +10,8 @@
 //!
 //! It votes for a takeover only if its own probes say the primary's application does not answer and
 //! the primary daemon does not answer either (if the daemon answers, the guest itself failed and
-//! the replica is the same guest: F5). A switchover vote also needs the standby daemon reachable.
+//! the replica is the same guest: F5), and the standby daemon answers (a witness that hears neither
+//! daemon learns more of its own paths than of the primary). So does a switchover vote.
 //!
 //! A lossy path is not a hung guest (rule 6). Besides the last results, the witness keeps the
 //! share of probes answered over `rate-window`, per target. The application answering fewer than
@@ -453,7 +454,10 @@ impl WitnessCore {
             }
             (AppVerdict::Lossy | AppVerdict::Down, _) => {}
         }
-        if r.kind == VoteKind::Switchover && !self.host_reachable(now, ProbeTarget::StandbyHost) {
+        // Either vote needs the standby's daemon answering: one that does not is where clients
+        // would go, and a witness that hears neither daemon learns more of its own paths than
+        // of the primary (its relays or its network stalled, not host A).
+        if !self.host_reachable(now, ProbeTarget::StandbyHost) {
             return Verdict::Refuse(R::StandbyUnreachable);
         }
         if let Some(p) = self.promise {

@@ -193,8 +193,14 @@ fn after_a_stall_a_vote_needs_fresh_evidence() {
     assert_eq!(w.view(ms(1_260)).app, AppVerdict::Failing);
     probe(&mut w, 1_270, ProbeTarget::PrimaryHost, ProbeClass::Timeout);
     probe(&mut w, 1_280, ProbeTarget::PrimaryHost, ProbeClass::Timeout);
+    // The standby's daemon not heard since the stall either: no vote to move to it.
     assert_eq!(
         vote(&mut w, 1_280, 1, 4, VoteKind::Takeover).verdict,
+        Verdict::Refuse(RefuseReason::StandbyUnreachable)
+    );
+    probe(&mut w, 1_280, ProbeTarget::StandbyHost, ProbeClass::Ok);
+    assert_eq!(
+        vote(&mut w, 1_280, 1, 5, VoteKind::Takeover).verdict,
         Verdict::Grant
     );
 }
@@ -208,6 +214,7 @@ fn after_a_stall_a_silent_host_is_unreachable_after_host_fresh() {
     w.step(ms(1_000), Input::Stalled { since: ms(200) });
     for t in (1_000..=1_100).step_by(10) {
         probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Refused);
+        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
     }
     assert_eq!(w.view(ms(1_099)).app, AppVerdict::Failing);
     assert_eq!(w.view(ms(1_100)).app, AppVerdict::Down);
@@ -234,8 +241,11 @@ fn guest_failure_is_no_reason_to_fail_over() {
     }
 }
 
+/// Neither a switchover nor a takeover without the standby's daemon answering: a witness that
+/// hears neither daemon (its relays or network stalled: all three witnesses of the F10-with-
+/// delay case at once, both daemons' pings timing out together) learns nothing of host A.
 #[test]
-fn switchover_needs_the_standby_side() {
+fn no_move_to_a_standby_this_witness_cannot_hear() {
     let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
     for t in (0..200).step_by(10) {
         probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
@@ -248,6 +258,11 @@ fn switchover_needs_the_standby_side() {
     );
     assert_eq!(
         vote(&mut w, 200, 1, 2, VoteKind::Takeover).verdict,
+        Verdict::Refuse(RefuseReason::StandbyUnreachable)
+    );
+    probe(&mut w, 210, ProbeTarget::StandbyHost, ProbeClass::Ok);
+    assert_eq!(
+        vote(&mut w, 210, 1, 3, VoteKind::Takeover).verdict,
         Verdict::Grant
     );
 }
