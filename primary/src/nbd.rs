@@ -2,7 +2,7 @@
 //! on which one client at a time (in dom0, the kernel's `nbd` driver; in the tests, `qemu-io`)
 //! reads and writes the guest's block device. The protocol is `hsb_domain::disk::nbd`'s core;
 //! this is its shell: the socket, the buffers, and the commands carried out against the
-//! guest's disk ([`BlockDevice`]).
+//! guest's disk ([`BlockDevice`], guest.rs).
 //!
 //! A write goes through `Disk::write`: journaled for the open epoch (so it travels in that
 //! epoch's checkpoint, in the order the client issued it) and answered once it is in the local
@@ -23,9 +23,8 @@ use mio::{Interest, Registry, Token};
 
 use hsb_domain::disk::nbd::{self, Event, Export, Op, Server};
 use hsb_domain::disk::DiskError;
-use hsb_domain::model::ModelDomain;
 
-use crate::guest::Guest;
+use crate::guest::BlockDevice;
 
 /// The listener's token and the client's (the token plan: `kit::shell`).
 pub(crate) const NBD_LISTEN: Token = Token(2);
@@ -40,54 +39,6 @@ const OUT_HIGH: usize = 1 << 20;
 const PER_TURN: usize = 256;
 /// The export's name (the default export, the empty name, is the same).
 pub(crate) const EXPORT_NAME: &str = "hsb";
-
-/// What the export needs of the guest's disk: the model domain's today; the Xen backend's
-/// disk gets the same hook when it has one.
-pub(crate) trait BlockDevice {
-    fn size(&self) -> u64;
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
-    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError>;
-    fn flush(&mut self) -> Result<(), DiskError>;
-    fn can_write(&self, len: usize) -> bool;
-    fn open_checkpoint(&self) -> u64;
-}
-
-impl BlockDevice for ModelDomain {
-    fn size(&self) -> u64 {
-        self.disk_ref().map_or(0, |d| d.size())
-    }
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        match self.disk_ref() {
-            Some(d) => d.read(offset, buf),
-            None => Err(DiskError::Invalid("the guest has no disk".into())),
-        }
-    }
-    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
-        self.block_write(offset, data, fua)
-    }
-    fn flush(&mut self) -> Result<(), DiskError> {
-        match self.disk_mut() {
-            Some(d) => d.flush(),
-            None => Err(DiskError::Invalid("the guest has no disk".into())),
-        }
-    }
-    fn can_write(&self, len: usize) -> bool {
-        self.disk_ref().is_some_and(|d| d.can_write(len))
-    }
-    fn open_checkpoint(&self) -> u64 {
-        self.disk_ref().map_or(0, |d| d.open_checkpoint())
-    }
-}
-
-impl Guest {
-    /// The guest's block device, if it has one the export can serve.
-    pub(crate) fn block_device(&mut self) -> Option<&mut dyn BlockDevice> {
-        match self {
-            Guest::Model(m) if m.disk_ref().is_some() => Some(m),
-            _ => None,
-        }
-    }
-}
 
 /// Counters of the export (`nbd_*` in status).
 #[derive(Debug, Default, Clone, Copy)]
