@@ -367,4 +367,17 @@ mod tests {
         .expect("longer ack lease");
         settings("checkpoint_period = 100ms\n").expect("no failover: acks are not leases");
     }
+
+    #[test]
+    fn the_nbd_export_needs_a_disk_to_serve() {
+        let s = settings("").expect("defaults");
+        assert_eq!(s.nbd_socket, None);
+        let s = settings("disk.nbd_socket = /run/hsb/guest.nbd\n").expect("a model disk");
+        assert_eq!(s.nbd_socket, Some(PathBuf::from("/run/hsb/guest.nbd")));
+        let e = settings("disk.nbd_socket = /x.nbd\nmodel.disk_size = 0\n").expect_err("no disk");
+        assert!(
+            e.contains("key 'disk.nbd_socket': expected a disk to serve: model.disk_size is 0"),
+            "{e}"
+        );
+    }
 }
