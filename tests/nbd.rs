@@ -301,3 +301,68 @@ fn bad_nbd_input_gets_a_clear_error_and_harms_nothing() {
     s.write_all(&request(2, 9, 0, 0)).unwrap();
     assert!(closed(&mut s), "NBD_CMD_DISC ends the session");
 }
+
+/// The hand-over keeps the device: the activated standby execs hsb-primary
+/// (`promote_config`), which serves the replica's disk at its own `disk.nbd_socket`; a client
+/// there reads what the old primary's client wrote, and writes on.
+#[test]
+fn after_a_hand_over_the_promoted_primary_serves_the_replicas_disk() {
+    if !have_qemu_io("after_a_hand_over_the_promoted_primary_serves_the_replicas_disk") {
+        return;
+    }
+    let d = TempDir::new("nbd-handover");
+    let (sock, promoted_sock) = (d.path("guest.nbd"), d.path("promoted.nbd"));
+    let promote = d.path("promote.conf");
+    let mut pair = Pair::start(PairOpts {
+        extra_primary: vec![
+            format!("disk.nbd_socket = {}", sock.display()),
+            "model.disk_rate = 0".into(),
+        ],
+        extra_standby: vec![
+            "model.disk_rate = 0".into(),
+            format!("promote_config = {}", promote.display()),
+            format!("promote_image = {}", d.path("promote.img").display()),
+        ],
+        ..PairOpts::default()
+    });
+    std::fs::write(
+        &promote,
+        format!(
+            "node = promoted\ncluster_key = {}\nstandby = {}\ncontrol = {}\nmodel.memory = 8MiB\nmodel.service = {}\nmodel.disk_rate = 0\nreconnect_interval = 50ms\ndisk.nbd_socket = {}\n",
+            pair.dir.path("cluster.key").display(),
+            hsb_tests::free_addr(),
+            d.path("promoted.sock").display(),
+            hsb_tests::free_addr(),
+            promoted_sock.display()
+        ),
+    )
+    .expect("write");
+    qemu_io(&sock, &["write -P 0x5a 5M 1M", "flush"]);
+    let last = num(&pair.primary.status(), "nbd_last_write_checkpoint");
+    pair.primary.wait_for(
+        "the write's checkpoint acked",
+        Duration::from_secs(30),
+        |s| num(s, "acked_checkpoint") >= last,
+    );
+    pair.primary.kill9();
+    let out = pair.standby.ctl("activate").expect("activate");
+    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+    let t = std::time::Instant::now();
+    while UnixStream::connect(&promoted_sock).is_err() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "the promoted primary does not serve {}\n{}",
+            promoted_sock.display(),
+            pair.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    qemu_io(
+        &promoted_sock,
+        &[
+            "read -P 0x5a 5M 1M",
+            "write -P 0x6b 6M 64k",
+            "read -P 0x6b 6M 64k",
+        ],
+    );
+}
