@@ -366,3 +366,67 @@ fn after_a_hand_over_the_promoted_primary_serves_the_replicas_disk() {
         ],
     );
 }
+
+/// A full image: the primary's process may not write beyond 4 MiB of any file (`prlimit
+/// --fsize`, EFBIG). A write there is answered `ENOSPC`, counted and logged as out of space;
+/// nothing else is harmed (a write below the limit works, and is read back).
+#[test]
+fn a_full_image_answers_enospc_through_the_export() {
+    if std::process::Command::new("prlimit")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        hsb_tests::skip(
+            "a_full_image_answers_enospc_through_the_export",
+            "no prlimit",
+        );
+        return;
+    }
+    let d = TempDir::new("nbd-full");
+    let (sock, image) = (d.path("guest.nbd"), d.path("primary.disk"));
+    // The image exists (64 MiB, sparse, with hsb's metadata): only writes into it are limited.
+    hsb_domain::disk::Disk::open(&hsb_domain::disk::DiskConfig {
+        path: image.clone(),
+        size: 64 << 20,
+        journal_max: 8 << 20,
+    })
+    .expect("create the primary's image");
+    let pair = Pair::start(PairOpts {
+        extra_primary: vec![
+            format!("disk.nbd_socket = {}", sock.display()),
+            format!("model.disk = {}", image.display()),
+            "model.disk_rate = 0".into(),
+        ],
+        extra_standby: vec!["model.disk_rate = 0".into()],
+        primary_wrapper: vec!["prlimit".into(), format!("--fsize={}", 4 << 20)],
+        ..PairOpts::default()
+    });
+    let (mut s, _) = handshake(&sock);
+    let mut w = request(1, 1, 32 << 20, 4096);
+    w.extend_from_slice(&[7u8; 4096]);
+    s.write_all(&w).unwrap();
+    assert_eq!(reply(&mut s, 1), 28, "ENOSPC");
+    let mut w = request(1, 2, 2 << 20, 4);
+    w.extend_from_slice(b"fine");
+    s.write_all(&w).unwrap();
+    assert_eq!(reply(&mut s, 2), 0);
+    s.write_all(&request(0, 3, 2 << 20, 4)).unwrap();
+    assert_eq!(reply(&mut s, 3), 0);
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"fine");
+    let st = pair.primary.status();
+    assert_eq!(num(&st, "nbd_errors"), 1, "{st:?}");
+    assert_eq!(num(&st, "disk_errors"), 1, "{st:?}");
+    assert!(
+        st.get("disk_last_error")
+            .is_some_and(|e| e.contains("out of space")),
+        "{st:?}"
+    );
+    let log = pair.primary.log_text();
+    assert!(
+        log.contains("NBD export: a command failed") && log.contains("out of space"),
+        "{log}"
+    );
+}
