@@ -41,7 +41,9 @@ pub(crate) const SERVICE_BASE: usize = 1000;
 const _: () = assert!(shell::own(REPL.0, 1) && shell::own(WITNESS_UDP.0, 1));
 const _: () = assert!(shell::own(SERVICE_BASE, config::MAX_CLIENTS + 1));
 const _: () = assert!(shell::own(NBD_LISTEN.0, 1) && shell::own(NBD_CONN.0, 1));
-const _: () = assert!(NBD_LISTEN.0 != REPL.0 && NBD_CONN.0 != REPL.0 && NBD_CONN.0 < WITNESS_UDP.0);
+// ... and each of its own sockets has a token of its own.
+const _: () =
+    assert!(REPL.0 < NBD_LISTEN.0 && NBD_LISTEN.0 < NBD_CONN.0 && NBD_CONN.0 < WITNESS_UDP.0);
 /// How often a busy service address is tried again.
 pub(crate) const SERVICE_RETRY: Duration = Duration::from_millis(20);
 /// How often a Xen guest's suspend is polled.
