@@ -83,6 +83,7 @@ const NOT_RUN: &[(&str, Instead, &str)] = &[
     ("just static", Instead::Skip, "the binaries under test stand in for the static ones (`just static` checks itself, in CI's Xen smoke)"),
     ("just dist", Instead::Skip, "contrib/dist.sh is run on the binaries under test instead (and by tests/dist.rs)"),
     ("modprobe ", Instead::Skip, "loads kernel modules: a dom0's business"),
+    ("nbd-client ", Instead::Skip, "attaches the kernel's nbd driver in a dom0 (tests/nbd.rs serves qemu-io instead)"),
     ("xl ", Instead::Skip, "needs a Xen dom0: `just xen-e2e` does this on the rig"),
     ("scp /var/tmp/guest.img", Instead::Skip, "copies the image that `xl save` makes"),
     ("hsb-primary xen-info", Instead::Skip, "needs a Xen dom0: `just xen-e2e` runs it on the rig"),

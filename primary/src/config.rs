@@ -35,6 +35,7 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "witness_listen", kind: ValueKind::Addr, default: Some("127.0.0.1:7301"), help: "UDP address for witness traffic (witnesses' `primary`)" },
     KeySpec { key: "witness_peers", kind: ValueKind::Str, default: Some(""), help: "witness addresses: ID=IP:PORT, comma-separated, one per failover.witnesses id" },
     KeySpec { key: "standby_witness", kind: ValueKind::Addr, default: Some("127.0.0.1:7300"), help: "the standby's witness_listen address (switchover confirmations)" },
+    KeySpec { key: "disk.nbd_socket", kind: ValueKind::Path, default: Some(""), help: "serve the guest's disk as an NBD export (fixed newstyle, export name `hsb` or the default) on this unix socket, one client at a time (mode 0600): in dom0 the kernel's nbd driver (`nbd-client -unix PATH /dev/nbd0`), the guest's disk then `phy:/dev/nbd0`; its writes are journaled and replicated with the checkpoints like the guest's own; needs model.disk_size above 0 (the xen backend's disk is not served yet); empty: off" },
     KeySpec { key: "decision_log", kind: ValueKind::Path, default: Some(""), help: "file for the decision log (inputs and evidence, JSON lines); empty: none" },
     hsb_common::recorder::MAX_KEY,
     hsb_common::recorder::KEEP_KEY,
@@ -183,6 +184,8 @@ pub struct Settings {
     pub xen: Option<hsb_domain::xen::XenSettings>,
     /// The model domain's disk (`model.disk_size` not 0, `backend = model`).
     pub disk: Option<hsb_domain::model::DiskSettings>,
+    /// The NBD export of the guest's disk (`disk.nbd_socket`), if served.
+    pub nbd_socket: Option<PathBuf>,
     pub start_image: PathBuf,
     pub state_file: PathBuf,
     pub start_epoch: u64,
@@ -259,7 +262,19 @@ impl Settings {
             Some(_) => None,
             None => hsb_domain::model::DiskSettings::from_config(c)?,
         };
+        let nbd_socket = Some(c.path("disk.nbd_socket")?).filter(|p| !p.as_os_str().is_empty());
+        if nbd_socket.is_some() && disk.is_none() {
+            return Err(c.error_at(
+                "disk.nbd_socket",
+                if xen.is_some() {
+                    "the xen backend's disk is not served yet: leave disk.nbd_socket empty"
+                } else {
+                    "expected a disk to serve: model.disk_size is 0"
+                },
+            ));
+        }
         Ok(Settings {
+            nbd_socket,
             disk,
             xen,
             start_image: c.path("start_image")?,
@@ -351,5 +366,18 @@ mod tests {
         ))
         .expect("longer ack lease");
         settings("checkpoint_period = 100ms\n").expect("no failover: acks are not leases");
+    }
+
+    #[test]
+    fn the_nbd_export_needs_a_disk_to_serve() {
+        let s = settings("").expect("defaults");
+        assert_eq!(s.nbd_socket, None);
+        let s = settings("disk.nbd_socket = /run/hsb/guest.nbd\n").expect("a model disk");
+        assert_eq!(s.nbd_socket, Some(PathBuf::from("/run/hsb/guest.nbd")));
+        let e = settings("disk.nbd_socket = /x.nbd\nmodel.disk_size = 0\n").expect_err("no disk");
+        assert!(
+            e.contains("key 'disk.nbd_socket': expected a disk to serve: model.disk_size is 0"),
+            "{e}"
+        );
     }
 }

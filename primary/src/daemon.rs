@@ -28,6 +28,7 @@ use hsb_primary::node::{Effect, Event, FailoverConfig, NodeConfig, PrimaryNode, 
 
 use crate::disk::DiskRepl;
 use crate::guest::{self, Fence, Guest, PlugOutput};
+use crate::nbd::{NbdExport, NBD_CONN, NBD_LISTEN};
 use crate::repl;
 
 /// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
@@ -39,6 +40,10 @@ pub(crate) const SERVICE_BASE: usize = 1000;
 // The token plan (`kit::shell`): this daemon's own tokens stay off the kit's.
 const _: () = assert!(shell::own(REPL.0, 1) && shell::own(WITNESS_UDP.0, 1));
 const _: () = assert!(shell::own(SERVICE_BASE, config::MAX_CLIENTS + 1));
+const _: () = assert!(shell::own(NBD_LISTEN.0, 1) && shell::own(NBD_CONN.0, 1));
+// ... and each of its own sockets has a token of its own.
+const _: () =
+    assert!(REPL.0 < NBD_LISTEN.0 && NBD_LISTEN.0 < NBD_CONN.0 && NBD_CONN.0 < WITNESS_UDP.0);
 /// How often a busy service address is tried again.
 pub(crate) const SERVICE_RETRY: Duration = Duration::from_millis(20);
 /// How often a Xen guest's suspend is polled.
@@ -87,6 +92,8 @@ pub struct Daemon {
     pub(crate) incarnation: u64,
     /// Disk replication, when the guest has a disk (issue 14; see disk.rs).
     pub(crate) disk: Option<DiskRepl>,
+    /// The NBD export of the guest's disk (`disk.nbd_socket`; see nbd.rs).
+    pub(crate) nbd: Option<NbdExport>,
 }
 
 /// The node's view of the configuration.
@@ -123,6 +130,15 @@ impl Daemon {
             .source()
             .disk()
             .map(|d| DiskRepl::new(d.geometry(), clock.now()));
+        let nbd = match &s.nbd_socket {
+            None => None,
+            Some(path) => {
+                let size = dom.block_device().map(|d| d.size()).ok_or_else(|| {
+                    io::Error::other("disk.nbd_socket: the guest has no disk to serve")
+                })?;
+                Some(NbdExport::bind(path, size, poll.registry())?)
+            }
+        };
         if plug.is_some() && s.max_unacked > 1 {
             log::info!(
                 "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"
@@ -182,6 +198,7 @@ impl Daemon {
             requests: 0,
             service_retry_at: now,
             disk,
+            nbd,
         })
     }
 
@@ -312,6 +329,15 @@ impl Daemon {
         None
     }
 
+    /// The NBD export's turn: replies out, commands carried out, requests read, as far as
+    /// the client, the journal and the guest's state allow.
+    fn nbd_turn(&mut self) {
+        let paused = self.node.is_fenced() || self.dom.is_suspended();
+        if let Some(n) = self.nbd.as_mut() {
+            n.pump(self.poll.registry(), self.dom.block_device(), paused);
+        }
+    }
+
     /// Finished hooks are logged; a rejoin waits for `on_fence` to end (at most its timeout).
     fn watch_hooks(&mut self, now: Nanos) {
         for f in self.hooks.poll(now) {
@@ -357,6 +383,9 @@ impl shell::Shell for Daemon {
         if let Some(disk) = &self.disk {
             d = d.min(disk.next_tick());
         }
+        if self.nbd.as_ref().is_some_and(NbdExport::has_more) {
+            d = now;
+        }
         for t in [self.surface.next_deadline(), self.hooks.next_deadline()]
             .into_iter()
             .flatten()
@@ -395,6 +424,13 @@ impl shell::Shell for Daemon {
             self.on_udp(now);
         } else if self.service.as_ref().is_some_and(|svc| svc.owns(t)) {
             self.on_service(t);
+        } else if t == NBD_LISTEN || t == NBD_CONN {
+            if let Some(n) = self.nbd.as_mut() {
+                if t == NBD_LISTEN {
+                    n.accept(self.poll.registry());
+                }
+            }
+            self.nbd_turn();
         }
     }
 
@@ -403,6 +439,8 @@ impl shell::Shell for Daemon {
         self.bind_service(now);
         self.disk_upkeep(now);
         self.feed(now, Event::Tick);
+        // After the checkpoint that may have taken the journal: a waiting write goes on.
+        self.nbd_turn();
         self.watch_hooks(now);
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();

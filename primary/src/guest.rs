@@ -5,10 +5,14 @@
 //! user space ([`hsb_domain::output::OutputCommit`], driven by main.rs). A Xen guest's output
 //! is its network traffic: [`PlugOutput`] puts the guest's vif behind an ifb device whose root
 //! qdisc is `plug`, closes an epoch at each checkpoint and releases it on the ack.
+//!
+//! Its block device, as the NBD export (nbd.rs) serves it, is a [`BlockDevice`]: the model
+//! domain's disk today; the Xen backend's disk gets the same hook when it has one.
 
 use std::process::Command;
 
 use hsb_common::time::Nanos;
+use hsb_domain::disk::DiskError;
 use hsb_domain::domain::{CheckpointSource, DomainError};
 use hsb_domain::model::ModelDomain;
 use hsb_domain::service::Service;
@@ -385,4 +389,52 @@ pub fn open(
         if service.is_none() { " (busy: retried until it is free)" } else { "" }
     );
     Ok((Guest::Model(dom), None, service))
+}
+
+/// What the export needs of the guest's disk: the model domain's today; the Xen backend's
+/// disk gets the same hook when it has one.
+pub(crate) trait BlockDevice {
+    fn size(&self) -> u64;
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
+    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError>;
+    fn flush(&mut self) -> Result<(), DiskError>;
+    fn can_write(&self, len: usize) -> bool;
+    fn open_checkpoint(&self) -> u64;
+}
+
+impl BlockDevice for ModelDomain {
+    fn size(&self) -> u64 {
+        self.disk_ref().map_or(0, |d| d.size())
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        match self.disk_ref() {
+            Some(d) => d.read(offset, buf),
+            None => Err(DiskError::Invalid("the guest has no disk".into())),
+        }
+    }
+    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
+        self.block_write(offset, data, fua)
+    }
+    fn flush(&mut self) -> Result<(), DiskError> {
+        match self.disk_mut() {
+            Some(d) => d.flush(),
+            None => Err(DiskError::Invalid("the guest has no disk".into())),
+        }
+    }
+    fn can_write(&self, len: usize) -> bool {
+        self.disk_ref().is_some_and(|d| d.can_write(len))
+    }
+    fn open_checkpoint(&self) -> u64 {
+        self.disk_ref().map_or(0, |d| d.open_checkpoint())
+    }
+}
+
+impl Guest {
+    /// The guest's block device, if it has one the export can serve.
+    pub(crate) fn block_device(&mut self) -> Option<&mut dyn BlockDevice> {
+        match self {
+            Guest::Model(m) if m.disk_ref().is_some() => Some(m),
+            _ => None,
+        }
+    }
 }

@@ -14,6 +14,7 @@ mod datagrams;
 mod disk;
 mod guest;
 mod metrics;
+mod nbd;
 mod repl;
 mod start;
 mod status;

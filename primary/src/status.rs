@@ -127,6 +127,9 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     }
     kv("staging_bytes", d.staging.capacity().to_string());
     d.disk_status(&mut kv);
+    if let Some(n) = &d.nbd {
+        n.status(&mut kv);
+    }
     for (name, n) in FrameError::COUNTERS.iter().zip(d.frame_errors.iter()) {
         kv(&format!("frame_errors_{name}"), n.to_string());
     }

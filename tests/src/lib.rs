@@ -281,6 +281,8 @@ pub struct PairOpts {
     pub primary_log: Option<&'static str>,
     /// Start the standby through this wrapper command (e.g. `prlimit --fsize=N`).
     pub standby_wrapper: Vec<String>,
+    /// Start the primary through this wrapper command (e.g. `prlimit --fsize=N`).
+    pub primary_wrapper: Vec<String>,
     /// Environment variables of the standby.
     pub standby_env: Vec<(String, String)>,
 }
@@ -299,6 +301,7 @@ impl Default for PairOpts {
             primary_env: vec![],
             primary_log: None,
             standby_wrapper: vec![],
+            primary_wrapper: vec![],
             standby_env: vec![],
         }
     }
@@ -375,7 +378,14 @@ impl Pair {
             text.push('\n');
         }
         std::fs::write(&primary_conf, text).expect("write config");
-        let mut cmd = Command::new(bin("hsb-primary"));
+        let mut cmd = match o.primary_wrapper.split_first() {
+            Some((w, args)) => {
+                let mut cmd = Command::new(w);
+                cmd.args(args).arg(bin("hsb-primary"));
+                cmd
+            }
+            None => Command::new(bin("hsb-primary")),
+        };
         cmd.arg("run").arg("-c").arg(&primary_conf);
         for (k, v) in &o.primary_env {
             cmd.env(k, v);

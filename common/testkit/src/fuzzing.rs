@@ -17,6 +17,8 @@
 //! - [`config`] (target `config`): bytes are a configuration file, loaded with `--set`
 //!   overrides the way the daemons load theirs, then read through every typed getter and the
 //!   shared settings (`failover.*`, `witness_peers`, heartbeat addresses, `model.*`, `xen.*`).
+//! - [`nbd`] (target `nbd`): bytes are what an NBD client sends hsb-primary's export, whole and
+//!   in arbitrary deliveries, after a valid prefix or none (`fuzzing_nbd.rs`).
 //!
 //! Nothing may panic or allocate beyond the configured bounds.
 
@@ -35,6 +37,10 @@ use hsb_domain::domain::CheckpointSource;
 use hsb_domain::model::{ModelDomain, WritePattern, MIN_PAGES};
 use hsb_domain::page_codec::{self, Record};
 use hsb_domain::PAGE_SIZE;
+
+#[path = "fuzzing_nbd.rs"]
+mod nbd_body;
+pub use nbd_body::nbd;
 
 const PAGES: u64 = MIN_PAGES + 8;
 

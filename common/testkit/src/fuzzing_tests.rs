@@ -271,3 +271,29 @@ fn datagram_deliveries_keep_the_receivers_promises() {
         datagram(&buf);
     }
 }
+
+#[test]
+fn random_nbd_inputs_keep_the_protocols_bounds() {
+    let mut rng = SplitMix64::new(14);
+    let mut commands = 0;
+    for i in 0..4000 {
+        let n = rng.below(300) as usize;
+        let mut buf = vec![0u8; n + 5];
+        rng.fill(&mut buf);
+        buf[0] = (i % 3) as u8;
+        if i % 4 == 0 && n >= 28 {
+            // A request header's magic and small lengths: commands get carried out.
+            buf[5..9].copy_from_slice(&0x2560_9513u32.to_be_bytes());
+            buf[9..13].copy_from_slice(&[0, (i % 2) as u8, 0, rng.below(8) as u8]);
+            buf[21..29].copy_from_slice(&rng.below(1 << 30).to_be_bytes());
+            buf[29..33].copy_from_slice(&(rng.below(64) as u32).to_be_bytes());
+        }
+        let events = nbd(&buf);
+        if buf[0] == 2 && i % 4 == 0 && n >= 28 {
+            commands += usize::from(events > 1);
+        }
+    }
+    assert!(commands > 100, "{commands}");
+    nbd(&[]);
+    nbd(&[2]);
+}

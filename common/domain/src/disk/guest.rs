@@ -203,6 +203,12 @@ impl Disk {
         self.open = ckpt;
     }
 
+    /// The checkpoint guest writes belong to now (a write's replica is safe once this
+    /// checkpoint is acknowledged).
+    pub fn open_checkpoint(&self) -> u64 {
+        self.open
+    }
+
     /// Checkpoint `ckpt` is acknowledged (its writes are the standby's).
     pub fn acked(&mut self, ckpt: u64) {
         self.acked = self.acked.max(ckpt);

@@ -74,6 +74,7 @@ mod guest;
 pub mod image;
 pub mod journal;
 pub mod meta;
+pub mod nbd;
 mod replica;
 mod resync;
 pub mod tracks;

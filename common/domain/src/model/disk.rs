@@ -310,6 +310,39 @@ impl ModelDomain {
         self.disk.take().map(|m| m.disk)
     }
 
+    /// A write to the guest's block device by its block driver outside the model (the NBD
+    /// export hsb-primary serves, `disk.nbd_socket`): through [`Disk::write`] (journaled for
+    /// the open epoch), then the CRCs of the blocks it touched noted in memory, so that memory
+    /// and disk still agree at every checkpoint. A write that fails or waits changes nothing.
+    pub fn block_write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
+        let Some(md) = self.disk.as_mut() else {
+            return Err(DiskError::Invalid("the model domain has no disk".into()));
+        };
+        md.disk.write(offset, data, fua)?;
+        if data.is_empty() {
+            return Ok(());
+        }
+        let last = offset + data.len() as u64 - 1;
+        let mut crcs = Vec::with_capacity((last / BLOCK - offset / BLOCK + 1) as usize);
+        let mut blk = [0u8; BLOCK as usize];
+        for b in offset / BLOCK..=last / BLOCK {
+            let at = b * BLOCK;
+            let crc = if at >= offset && at + BLOCK <= offset + data.len() as u64 {
+                let i = (at - offset) as usize;
+                crc32fast::hash(&data[i..i + BLOCK as usize])
+            } else {
+                // A block written in part: its CRC is of what the image holds now.
+                md.disk.read(at, &mut blk)?;
+                crc32fast::hash(&blk)
+            };
+            crcs.push((b, crc));
+        }
+        for (b, crc) in crcs {
+            self.set_table_crc(b, crc);
+        }
+        Ok(())
+    }
+
     /// The guest's disk figures.
     pub fn disk_stats(&self) -> Option<&ModelDiskStats> {
         self.disk.as_ref().map(|m| &m.stats)

@@ -279,3 +279,26 @@ fn disk_settings_are_checked_before_a_daemon_acts() {
         assert!(e.contains(&format!("key '{key}'")), "{text}: {e}");
     }
 }
+
+#[test]
+fn block_writes_from_outside_keep_memory_and_disk_agreeing() {
+    let d = dir("block");
+    let mut m = primary(&d, 0, wl(0, 4096, false));
+    m.disk_mut().unwrap().start_journal();
+    // Whole blocks, a block written in part, a write across a block boundary, an empty one.
+    m.block_write(2 << 20, &[0x5a; 8192], false).unwrap();
+    m.block_write((3 << 20) + 100, b"partial", true).unwrap();
+    m.block_write((4 << 20) - 3, b"across", false).unwrap();
+    m.block_write(5 << 20, &[], false).unwrap();
+    m.verify_disk().expect("memory agrees with the disk");
+    let j = m.disk_ref().unwrap().journal().bytes();
+    assert_eq!(j, 8192 + 7 + 6, "every byte journaled for the open epoch");
+    let mut b = [0u8; 7];
+    m.disk_ref().unwrap().read((3 << 20) + 100, &mut b).unwrap();
+    assert_eq!(&b, b"partial");
+    // Beyond the disk: refused, nothing changes.
+    assert!(m.block_write(SIZE - 1, b"xy", false).is_err());
+    m.verify_disk().expect("still agrees");
+    let mut none = ModelDomain::new(MIN_PAGES, 0, 1);
+    assert!(none.block_write(0, b"x", false).is_err());
+}
