@@ -36,6 +36,18 @@ fn assert_client_oriented_correct(outcomes: &[Outcome]) {
             );
             assert_eq!(o.split_ms, 0);
             assert_eq!(o.lost, 0);
+            // The guest's disk: every acknowledged PUT read back, and in the disk images' logs.
+            assert!(
+                o.puts_acked > 0,
+                "no PUT acknowledged in {}:\n{table}",
+                o.fault.name()
+            );
+            assert_eq!(
+                (o.puts_bad, o.puts_off_disk),
+                (0, Some(0)),
+                "acknowledged PUTs lost in {}:\n{table}",
+                o.fault.name()
+            );
             assert!(
                 !o.healable || o.healed_ms.is_some(),
                 "client-oriented did not heal after {}:\n{table}",
