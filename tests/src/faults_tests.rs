@@ -53,7 +53,13 @@ fn put(n: usize, acked: bool) -> Put {
 
 #[test]
 fn put_checker_finds_missing_and_wrong_values_of_acknowledged_puts_only() {
-    let puts = [put(0, true), put(1, false), put(2, true), put(3, true), put(4, true)];
+    let puts = [
+        put(0, true),
+        put(1, false),
+        put(2, true),
+        put(3, true),
+        put(4, true),
+    ];
     let mut got: std::collections::HashMap<String, Option<String>> = Default::default();
     got.insert(key(0), Some(value(0)));
     // An unacknowledged PUT may be there or not.

@@ -370,11 +370,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         fault,
         policy: policy.to_string(),
         failed_over,
-        correct: decision_ok
-            && seen.split.is_zero()
-            && lost == 0
-            && doubled == 0
-            && disk.ok(),
+        correct: decision_ok && seen.split.is_zero() && lost == 0 && doubled == 0 && disk.ok(),
         decide_ms: seen
             .b_active_at
             .map(|t| t.saturating_duration_since(injected).as_millis() as u64),

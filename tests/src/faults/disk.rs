@@ -108,7 +108,10 @@ pub(super) fn verdict(n: &Nodes, end: Ending, puts: &[Put], note: &mut String) -
                 note.push_str(&format!("; {log}: {}", l.trim()));
             } else if let Some(said) = l.split("disk: the PUT log agrees").nth(1) {
                 // The activated replica's own check of its disk against its memory.
-                note.push_str(&format!("; activated: the PUT log agrees{}", said.trim_end()));
+                note.push_str(&format!(
+                    "; activated: the PUT log agrees{}",
+                    said.trim_end()
+                ));
             }
         }
     }

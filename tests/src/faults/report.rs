@@ -60,7 +60,11 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             o.doubled,
             o.puts_acked,
             o.puts_bad,
-            o.puts_off_disk.map_or("unread".into(), |m| m.to_string()),
+            match (o.puts_acked, o.puts_off_disk) {
+                (0, None) => "-".into(),
+                (_, None) => "unread".into(),
+                (_, Some(m)) => m.to_string(),
+            },
             o.healed(),
             o.note
         ));
