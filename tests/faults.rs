@@ -2,8 +2,10 @@
 //! under the client-oriented policy and the heartbeat-only baseline, and under the
 //! client-oriented policy F10 with delay and jitter through the relays, F12 (the old primary
 //! gives up its address, rejoins as the standby and is resynchronised) after F4, F13 (a slow
-//! replication link, then a crash) and F14 at 50% loss (a gray client path). The whole
-//! matrix is `just faults`. Skipped, saying so, where namespaces cannot be made (and failed
+//! replication link, then a crash) and F14 at 50% loss (a gray client path). Every case also
+//! PUTs keys logged on the guest's disk and, under the client-oriented policy, must find every
+//! acknowledged one at the end: read back from the serving copy and in the disk images' PUT logs
+//! (`hsb_tests::faults` documents the checks). The whole matrix is `just faults`. Skipped, saying so, where namespaces cannot be made (and failed
 //! under CI: see `hsb_tests::skip`).
 
 use hsb_tests::faults::{markdown, run_case, Fault, Outcome};
@@ -49,6 +51,18 @@ fn assert_client_oriented_correct(outcomes: &[Outcome]) {
             );
             assert_eq!(o.split_ms, 0);
             assert_eq!(o.lost, 0);
+            // The guest's disk: every acknowledged PUT read back, and in the disk images' logs.
+            assert!(
+                o.puts_acked > 0,
+                "no PUT acknowledged in {}:\n{table}",
+                o.fault.name()
+            );
+            assert_eq!(
+                (o.puts_bad, o.puts_off_disk),
+                (0, Some(0)),
+                "acknowledged PUTs lost in {}:\n{table}",
+                o.fault.name()
+            );
             assert!(
                 !o.healable || o.healed_ms.is_some(),
                 "client-oriented did not heal after {}:\n{table}",

@@ -3,27 +3,34 @@
 //! the active copy (the standby's `on_activate` claims it and announces it with gratuitous ARP),
 //! faults made by links going down, nftables rules, kill -9 and SIGSTOP, then healing.
 //!
-//! Each case records the client's history and the daemons' states, and checks: no acknowledged
+//! Each case records the clients' histories and the daemons' states, and checks: no acknowledged
 //! write lost, none applied twice, the split-brain window (both copies holding authority to
-//! release output), the unavailability window and the time to decide.
+//! release output), the unavailability window and the time to decide; and for the guest's disk,
+//! every acknowledged PUT read back at the end and found in the PUT log on the disk images, the
+//! activated replica's own check of its disk, and the healing's disk resynchronisation.
 //!
-//! The suite's parts: `history` (the client and the check of its history), `nodes` (the
-//! cluster a case starts), `case` (running a case), `inject` (making and healing each fault),
-//! `report` (the outcome tables) and `link_bench` (the shaped replication link benchmark).
+//! The suite's parts: `history` (the INCR client and the check of its history), `puts` (the PUT
+//! client, the read-back and the disk images' PUT logs), `disk` (the disk's verdict), `nodes`
+//! (the cluster a case starts), `case` (running a case), `inject` (making and healing each
+//! fault), `report` (the outcome tables) and `link_bench` (the shaped replication link
+//! benchmark).
 
 use std::time::Duration;
 
 mod case;
+mod disk;
 mod history;
 mod inject;
 mod link_bench;
 mod nodes;
+mod puts;
 mod report;
 
 pub use case::run_case;
 pub use history::{check_history, client, client_every, client_with, Op};
 pub use link_bench::{link_bench_markdown, shaped_link_bench, LinkBench};
 pub use nodes::{CLOCKS, DELAY, JITTER};
+pub use puts::{check_puts, key, value, Put, PutCheck, MAX_PUTS};
 pub use report::{json, markdown, write_report, Outcome};
 
 /// The faults the suite injects (DESIGN.md §5 numbering).

@@ -40,3 +40,45 @@ fn history_checker_finds_loss_and_doubles() {
     assert_eq!(check_history(&late[..4]).2, 0);
     assert_eq!(check_history(&late).2, 1);
 }
+
+fn put(n: usize, acked: bool) -> Put {
+    let t = Instant::now();
+    Put {
+        start: t,
+        end: t,
+        n,
+        acked,
+    }
+}
+
+#[test]
+fn put_checker_finds_missing_and_wrong_values_of_acknowledged_puts_only() {
+    let puts = [
+        put(0, true),
+        put(1, false),
+        put(2, true),
+        put(3, true),
+        put(4, true),
+    ];
+    let mut got: std::collections::HashMap<String, Option<String>> = Default::default();
+    got.insert(key(0), Some(value(0)));
+    // An unacknowledged PUT may be there or not.
+    got.insert(key(1), Some("NIL".into()));
+    got.insert(key(2), Some("NIL".into()));
+    got.insert(key(3), Some(value(2)));
+    got.insert(key(4), None);
+    let c = check_puts(&puts, &got);
+    assert_eq!(
+        c,
+        PutCheck {
+            acked: 4,
+            missing: 1,
+            wrong: 1,
+            unread: 1
+        }
+    );
+    assert_eq!(c.bad(), 3);
+    // Keys and values are distinct per PUT and fit the model's limits.
+    assert_ne!(value(1), value(2));
+    assert!(key(MAX_PUTS).len() <= 40 && value(MAX_PUTS).len() <= 84);
+}

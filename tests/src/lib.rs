@@ -432,6 +432,7 @@ impl Client {
     pub fn connect(addr: SocketAddr, timeout: Duration) -> std::io::Result<Client> {
         let s = TcpStream::connect_timeout(&addr, timeout)?;
         s.set_read_timeout(Some(timeout))?;
+        s.set_write_timeout(Some(timeout))?;
         s.set_nodelay(true)?;
         Ok(Client {
             reader: BufReader::new(s.try_clone()?),
@@ -460,6 +461,7 @@ impl Client {
 
     pub fn set_timeout(&self, t: Duration) {
         let _ = self.writer.set_read_timeout(Some(t));
+        let _ = self.writer.set_write_timeout(Some(t));
     }
 }
 

@@ -17,7 +17,10 @@
 mod disk;
 mod pattern;
 
-pub use disk::{min_pages, DiskSettings, DiskWorkload, ModelDiskStats, DISK_KEYS, MAX_DISK_WRITE};
+pub use disk::{
+    min_pages, put_log_bytes, put_log_records, DiskSettings, DiskWorkload, ModelDiskStats,
+    DISK_KEYS, MAX_DISK_WRITE,
+};
 pub use pattern::{pattern_from_config, WritePattern, WRITE_PATTERN_KEY};
 
 use crate::disk::Disk;

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 use crate::netns::Host;
 use crate::num;
 
+use super::disk::{verdict, Ending, Resyncs};
 use super::history::{check_history, client_with};
 use super::inject::{heal, inject};
 use super::nodes::{b_serving, promoted_status, start, STARTUP_ACTIVATION};
+use super::puts::put_client;
 use super::{Fault, Outcome, GRAY_FOR};
 
 /// How long after healing a case waits for one copy protected by the other (F12).
@@ -123,20 +125,23 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         crate::netns::time_namespaces_available()?;
     }
     let mut discarded = 0;
-    let (mut n, stop, client, monitor) = loop {
+    let (mut n, stop, client, putter, monitor) = loop {
         let started = start(policy, setup).and_then(|n| {
-            // Traffic and sampling start before the fault; B must not be serving yet.
+            // Traffic and sampling start before the fault; B must not be serving yet. Two
+            // clients: INCRs (the counter in memory) and PUTs (keys logged on the disk).
             let stop = Arc::new(AtomicBool::new(false));
             let client = client_with(n.service, stop.clone(), setup.client_timeout);
+            let putter = put_client(n.service, stop.clone(), setup.client_timeout);
             let monitor = monitor(&n.dir.0, stop.clone());
             std::thread::sleep(Duration::from_secs(1));
             if b_serving(&n) {
                 stop.store(true, Ordering::Relaxed);
                 let _ = client.join();
+                let _ = putter.join();
                 let _ = monitor.join();
                 return Err(STARTUP_ACTIVATION.to_string());
             }
-            Ok((n, stop, client, monitor))
+            Ok((n, stop, client, putter, monitor))
         });
         match started {
             Err(e) if e == STARTUP_ACTIVATION && discarded < STARTS - 1 => discarded += 1,
@@ -154,6 +159,9 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
                     acked: 0,
                     lost: 0,
                     doubled: 0,
+                    puts_acked: 0,
+                    puts_bad: 0,
+                    puts_off_disk: None,
                     healed_ms: None,
                     healable: false,
                     note: format!("the standby activated during startup in all {STARTS} starts; fault not injected"),
@@ -167,6 +175,8 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         let a = n.primary.status();
         (num(&a, "sessions"), num(&a, "full_syncs"))
     };
+    // B's disk resynchronisations before the fault (its first synchronisation's).
+    let b_before = Resyncs::of(&n.standby.status());
     let mut injected = Instant::now();
     let mut note = String::new();
     if discarded > 0 {
@@ -219,6 +229,9 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         !(fault.base() == Fault::F1 && fault != Fault::F12AfterF1) && fault != Fault::F13SlowLink;
     let mut healed_in = None;
     let mut took_over = false;
+    // The healed pair's synchronisation came after the fault (B's copy promoted and A rejoined,
+    // or A's session with B lost and started again).
+    let mut resynchronised = false;
     if healable {
         let promoted = n.handle("promoted primary (host B)", "promoted.sock", "b.log");
         let rejoined = n.handle("rejoined standby (host A)", "rejoined.sock", "a.log");
@@ -235,8 +248,9 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
                     && r.get("state").is_some_and(|s| s != "active")
             } else {
                 let a = n.primary.status();
+                resynchronised = num(&a, "full_syncs") > a_before.1;
                 a.get("authority").is_some_and(|x| x == "protected")
-                    && (num(&a, "sessions") == a_before.0 || num(&a, "full_syncs") > a_before.1)
+                    && (num(&a, "sessions") == a_before.0 || resynchronised)
             };
             if ok {
                 healed_in = Some(healed.elapsed());
@@ -258,7 +272,16 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     let ops = client.join().unwrap_or_default();
+    let puts = putter.join().unwrap_or_default();
     let seen = monitor.join().unwrap_or_default();
+    // Whichever copy serves now answers the read-back of the acknowledged PUTs.
+    let end = Ending {
+        took_over: took_over || seen.b_active_at.is_some(),
+        healed: healed_in.is_some(),
+        resynchronised: resynchronised || took_over,
+        b_before,
+    };
+    let disk = verdict(&n, end, &puts, &mut note);
     let vip = n.topo.service_ip();
     // A host that crashed and stayed down holds nothing.
     let a_down = !healable;
@@ -347,7 +370,7 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         fault,
         policy: policy.to_string(),
         failed_over,
-        correct: decision_ok && seen.split.is_zero() && lost == 0 && doubled == 0,
+        correct: decision_ok && seen.split.is_zero() && lost == 0 && doubled == 0 && disk.ok(),
         decide_ms: seen
             .b_active_at
             .map(|t| t.saturating_duration_since(injected).as_millis() as u64),
@@ -356,6 +379,9 @@ pub fn run_case(fault: Fault, policy: &str) -> Result<Outcome, String> {
         acked,
         lost,
         doubled,
+        puts_acked: disk.puts.acked,
+        puts_bad: disk.puts.bad(),
+        puts_off_disk: disk.off_disk,
         healed_ms: healed_in.map(|d| d.as_millis() as u64),
         healable,
         note: note.trim_end_matches("; ").to_string(),

@@ -16,6 +16,13 @@ pub struct Outcome {
     pub acked: u64,
     pub lost: u64,
     pub doubled: u64,
+    /// PUTs (keys logged on the guest's disk) acknowledged.
+    pub puts_acked: u64,
+    /// Of them, read back at the end missing, with another value, or not at all.
+    pub puts_bad: u64,
+    /// Of them, absent from the PUT log of the serving copy's disk image (and of the protecting
+    /// copy's after a healing); `None` where an image could not be read.
+    pub puts_off_disk: Option<u64>,
     /// F12 after this fault: `Some(ms)` if, that long after healing, one copy served protected by
     /// the other, which it had synchronised from scratch; `None` if not within the bound; not
     /// checked (`healable == false`) where host A stays down.
@@ -37,10 +44,10 @@ impl Outcome {
 
 /// A markdown table of outcomes.
 pub fn markdown(outcomes: &[Outcome]) -> String {
-    let mut s = String::from("| fault | policy | decision | correct | time to decide | longest unavailability | split brain | acked writes | acked lost | applied twice | healed (F12) | note |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---|---|\n");
+    let mut s = String::from("| fault | policy | decision | correct | time to decide | longest unavailability | split brain | acked writes | acked lost | applied twice | acked PUTs | PUTs missing or wrong | PUTs off disk | healed (F12) | note |\n|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|\n");
     for o in outcomes {
         s.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} ms | {} ms | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} ms | {} ms | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             o.fault.name(),
             o.policy,
             if o.failed_over { "failover" } else { "stay" },
@@ -51,6 +58,13 @@ pub fn markdown(outcomes: &[Outcome]) -> String {
             o.acked,
             o.lost,
             o.doubled,
+            o.puts_acked,
+            o.puts_bad,
+            match (o.puts_acked, o.puts_off_disk) {
+                (0, None) => "-".into(),
+                (_, None) => "unread".into(),
+                (_, Some(m)) => m.to_string(),
+            },
             o.healed(),
             o.note
         ));
@@ -64,7 +78,7 @@ pub fn json(outcomes: &[Outcome]) -> String {
         .iter()
         .map(|o| {
             format!(
-                "{{\"fault\":\"{}\",\"policy\":\"{}\",\"failed_over\":{},\"correct\":{},\"decide_ms\":{},\"unavailable_ms\":{},\"split_brain_ms\":{},\"acked\":{},\"acked_lost\":{},\"applied_twice\":{},\"healable\":{},\"healed_ms\":{},\"note\":\"{}\"}}",
+                "{{\"fault\":\"{}\",\"policy\":\"{}\",\"failed_over\":{},\"correct\":{},\"decide_ms\":{},\"unavailable_ms\":{},\"split_brain_ms\":{},\"acked\":{},\"acked_lost\":{},\"applied_twice\":{},\"puts_acked\":{},\"puts_missing_or_wrong\":{},\"puts_off_disk\":{},\"healable\":{},\"healed_ms\":{},\"note\":\"{}\"}}",
                 o.fault.name(),
                 o.policy,
                 o.failed_over,
@@ -75,6 +89,9 @@ pub fn json(outcomes: &[Outcome]) -> String {
                 o.acked,
                 o.lost,
                 o.doubled,
+                o.puts_acked,
+                o.puts_bad,
+                o.puts_off_disk.map_or("null".into(), |m| m.to_string()),
                 o.healable,
                 o.healed_ms.map_or("null".into(), |m| m.to_string()),
                 o.note.replace('"', "'")

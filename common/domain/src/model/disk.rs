@@ -196,6 +196,27 @@ pub(super) fn parse_record(r: &[u8]) -> Option<(u64, &[u8], &[u8])> {
     ))
 }
 
+/// Bytes at the start of a model disk of `disk_size` bytes that hold its PUT log.
+pub fn put_log_bytes(disk_size: u64) -> u64 {
+    (disk_size / BLOCK / 4).clamp(1, MAX_LOG_BLOCKS) * BLOCK
+}
+
+/// The PUT log records in `log` (the first [`put_log_bytes`] of an image, read from outside the
+/// guest, as the fault suite does): each record's sequence number, key and value, in the
+/// ring's order. Slots that hold no valid record (never written, torn) are skipped.
+pub fn put_log_records(log: &[u8]) -> Vec<(u64, String, String)> {
+    log.chunks(RECORD)
+        .filter_map(parse_record)
+        .map(|(seq, k, v)| {
+            (
+                seq,
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )
+        })
+        .collect()
+}
+
 impl ModelDomain {
     /// Give the domain its disk (the guest's block device), with the disk workload `wl`. The
     /// memory must hold the disk's block CRC table ([`min_pages`]). A `fresh` guest (new, not

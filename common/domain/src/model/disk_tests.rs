@@ -85,6 +85,22 @@ fn the_log_is_a_ring_and_the_check_covers_what_it_holds() {
 }
 
 #[test]
+fn the_put_log_reads_back_from_the_image_file() {
+    let d = dir("readback");
+    let mut m = primary(&d, 0, wl(0, 4096, false));
+    for i in 0..40 {
+        assert_eq!(m.handle(&format!("PUT key{i} value{i}")), "OK");
+    }
+    // Read from outside the guest, as the fault suite reads a daemon's image.
+    let image = std::fs::read(d.0.join("p.img")).unwrap();
+    let log = &image[..put_log_bytes(SIZE) as usize];
+    let recs = put_log_records(log);
+    assert_eq!(recs.len(), 40);
+    assert!(recs.contains(&(7, "key7".into(), "value7".into())));
+    assert!(put_log_records(&log[RECORD * 16..]).len() == 24);
+}
+
+#[test]
 fn the_workload_writes_disk_blocks_at_its_rate_and_memory_keeps_their_crcs() {
     for (w, random) in [(4096, false), (64 << 10, true), (1 << 20, false)] {
         let d = dir(&format!("wl{w}{random}"));
