@@ -5,8 +5,8 @@
 //! replication link, then a crash) and F14 at 50% loss (a gray client path). Every case also
 //! PUTs keys logged on the guest's disk and, under the client-oriented policy, must find every
 //! acknowledged one at the end: read back from the serving copy and in the disk images' PUT logs
-//! (`hsb_tests::faults` documents the checks). The whole matrix is `just faults`. Skipped, saying so, where namespaces cannot be made (and failed
-//! under CI: see `hsb_tests::skip`).
+//! (`hsb_tests::faults` documents the checks). The whole matrix is `just faults`. Skipped,
+//! saying so, where namespaces cannot be made (and failed under CI: see `hsb_tests::skip`).
 
 use hsb_tests::faults::{markdown, run_case, Fault, Outcome};
 use hsb_tests::guests::{guest_markdown, run_guest_fault, GuestFault};
