@@ -326,6 +326,17 @@ impl WitnessCore {
         if self.host_reachable(now, ProbeTarget::PrimaryHost) {
             return (AppVerdict::GuestFailure, Duration::ZERO);
         }
+        // A daemon heard after its application had failed for `app_down_after` saw the guest
+        // fail (F5, or output held by a stalled replication link: F10) and did not die with
+        // it: a blip of its own (a starved CPU) is no host crash. It is down only once silent
+        // for a lease, when a primary cut off from everyone has fenced itself anyway.
+        let host = self.views[ProbeTarget::PrimaryHost as usize].last_ok;
+        if let Some(h) = host.filter(|&h| h >= heard.plus(self.cfg.app_down_after)) {
+            let hold = self.cfg.lease.duration.saturating_sub(elapsed(now, h));
+            if !hold.is_zero() {
+                return (AppVerdict::GuestFailure, Duration::ZERO);
+            }
+        }
         // Not seen answering, but not seen failing since our last stall either: wait to know.
         let wait = self.host_unreachable_in(now, ProbeTarget::PrimaryHost);
         if wait > Duration::ZERO {

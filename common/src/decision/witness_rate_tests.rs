@@ -123,8 +123,63 @@ fn a_daemon_answering_late_is_not_down() {
         );
         t += 60;
     }
+    // It answered while its application failed: the guest failed, not the host, until the
+    // daemon has been silent for a lease.
     assert_eq!(
         vote(&mut w, t, 1, 2, VoteKind::Takeover).verdict,
+        Verdict::Refuse(RefuseReason::GuestFailure)
+    );
+    let fenced = last + 2_000;
+    while t <= fenced {
+        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
+        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
+        probe_took(&mut w, t, ProbeTarget::PrimaryHost, ProbeClass::Timeout, 50);
+        t += 60;
+    }
+    assert_eq!(w.view(ms(t)).app, AppVerdict::Down);
+    assert_eq!(
+        vote(&mut w, t, 1, 3, VoteKind::Takeover).verdict,
         Verdict::Grant
     );
+}
+
+/// F10 on a loaded machine: the replication link stalls, so the application's output is held
+/// and it answers nobody; its daemon answers, so the guest "failed" (F5's reading). Then the
+/// daemon itself misses its pings for 300 ms (its CPU starved, no late answers either). That
+/// is no host crash: no takeover vote, until the daemon has been silent for a lease. A host
+/// that crashes takes its application and daemon down together and is down after
+/// `host-fresh`, as before.
+#[test]
+fn a_daemon_that_saw_its_guest_fail_is_not_down_for_a_blip() {
+    let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+    let mut t = 0;
+    while t < 3_000 {
+        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
+        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
+        // Answers until 2,500 ms, then 300 ms of nothing, then answers again.
+        let class = if (2_500..2_800).contains(&t) {
+            ProbeClass::Timeout
+        } else {
+            ProbeClass::Ok
+        };
+        probe(&mut w, t, ProbeTarget::PrimaryHost, class);
+        assert_ne!(w.view(ms(t)).app, AppVerdict::Down, "at {t} ms");
+        if t >= 200 {
+            assert_eq!(
+                vote(&mut w, t, 1, t as u32, VoteKind::Takeover).verdict,
+                Verdict::Refuse(RefuseReason::GuestFailure),
+                "at {t} ms"
+            );
+        }
+        t += 20;
+    }
+    // The same, but the host then crashes for good: down a lease after its last answer.
+    while t < 5_000 {
+        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
+        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
+        probe(&mut w, t, ProbeTarget::PrimaryHost, ProbeClass::Timeout);
+        let down = t >= 2_980 + 2_000;
+        assert_eq!(w.view(ms(t)).app == AppVerdict::Down, down, "at {t} ms");
+        t += 20;
+    }
 }
