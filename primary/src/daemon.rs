@@ -70,7 +70,8 @@ pub struct Daemon {
     /// The control socket, the metrics responder, systemd's notifications.
     pub(crate) surface: Surface,
     pub(crate) repl: Option<repl::Conn>,
-    /// Bytes of the sealed staging buffer already written, while a checkpoint is being sent.
+    /// Bytes of the staging buffer's sealed part already written, while a checkpoint is being
+    /// sealed and sent.
     pub(crate) send_pos: Option<usize>,
     /// Xen: a suspend asked for at this time, polled until the guest is there.
     pub(crate) suspend_wait: Option<Nanos>,
@@ -200,7 +201,8 @@ impl Daemon {
                 self.feed(now, answer);
             }
         }
-        // A checkpoint just staged starts on its way at once (the rest when writable).
+        // A checkpoint just staged starts on its way at once (the rest when writable, and
+        // sealed in the loop's next turns).
         if self.send_pos == Some(0) {
             self.send_staged(now);
         }
@@ -345,6 +347,9 @@ impl shell::Shell for Daemon {
     /// When the loop must wake next.
     fn deadline(&mut self, now: Nanos) -> Nanos {
         let mut d = self.node.next_deadline(now);
+        if self.sealing_due() {
+            d = now;
+        }
         if self.s.stats_interval > Duration::ZERO {
             d = d.min(self.next_stats);
         }
