@@ -407,6 +407,11 @@ impl shell::Shell for Daemon {
         self.poll_suspend(now);
         self.bind_service(now);
         self.disk_upkeep(now);
+        // A checkpoint's seal goes on every turn (the socket may have taken all that was sealed
+        // without filling: no writable event would come).
+        if self.sealing_due() {
+            self.send_staged(now);
+        }
         self.feed(now, Event::Tick);
         self.watch_hooks(now);
         if let Some(f) = self.failover.as_mut() {

@@ -166,6 +166,7 @@ impl PrimaryNode {
             Event::Sent { bytes } => {
                 self.sending = false;
                 self.stats.bytes_sent += bytes;
+                self.stats.checkpoints_sent += 1;
                 self.stats.window.1 += bytes;
                 // A switchover's final checkpoint is on its way: confirm now, not at the next
                 // tick (a fenced primary's next deadline may be a period away).

@@ -337,6 +337,8 @@ pub struct Stats {
     pub stretched_reported: u64,
     /// Bytes sent (sealed checkpoints written to the connection).
     pub bytes_sent: u64,
+    /// Checkpoints written to the connection (those of `bytes_sent`).
+    pub checkpoints_sent: u64,
     /// Pages sent.
     pub pages_sent: u64,
     /// Pages in the last checkpoint.
