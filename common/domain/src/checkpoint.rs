@@ -8,7 +8,9 @@
 //! pays (zero pages, the words that changed since the version the standby holds, LZ4:
 //! [`crate::page_codec`], with the primary's [`PageCache`] of what it sent and the
 //! [`CodecPolicy`] saying when), fills CRCs and MACs and appends the `End` record, whose CRC
-//! covers the disk frames like the pages. While a full synchronisation is pending,
+//! covers the disk frames like the pages; or does the same a part at a time
+//! ([`Staging::begin_seal`], [`Staging::seal_some`]: the same bytes) so the daemon writes the
+//! sealed frames while it seals the rest. While a full synchronisation is pending,
 //! [`ResyncSender`] streams the disk resynchronisation's block copies as `DiskSync` frames with
 //! the guest running.
 //!
