@@ -304,7 +304,10 @@ fn activation_runs_the_on_activate_hook() {
     assert!(answer.starts_with("activated"), "{answer}");
     let applied = num(&pair.standby.status(), "applied_checkpoint");
     let t = Instant::now();
-    while !out.exists() && t.elapsed() < Duration::from_secs(5) {
+    // The file exists from the shell's redirection on, before its line is written: wait for
+    // the line.
+    let written = || std::fs::read_to_string(&out).is_ok_and(|t| t.ends_with('\n'));
+    while !written() && t.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let text = std::fs::read_to_string(&out).expect("the hook ran");

@@ -15,6 +15,13 @@ use hsb_domain::service::{ClientId, Handler, Service};
 use hsb_primary::node::Event;
 
 use crate::daemon::{Daemon, PRECOPY_STEP_PAGES, SERVICE_BASE, SERVICE_RETRY};
+
+/// Bytes of a checkpoint sealed between two writes to the socket: a fraction of a millisecond
+/// of sealing, while the socket's buffer holds milliseconds of the link.
+const SEAL_STEP: usize = 256 << 10;
+/// Bytes of a checkpoint sealed at most per turn of the event loop (a few milliseconds): the
+/// loop serves its other sockets between turns.
+const SEAL_TURN: usize = 4 << 20;
 use crate::guest::Guest;
 
 /// Requests of the model service, answered by the domain and held under output commit.
@@ -132,7 +139,8 @@ impl Daemon {
         }
     }
 
-    /// Capture the suspended domain into staging, resume it (unless fenced), seal and send.
+    /// Capture the suspended domain into staging, resume it (unless fenced), and start sealing
+    /// and sending it ([`Daemon::send_staged`] goes on frame by frame).
     pub(crate) fn capture(&mut self, ckpt: u64, full: bool, resume: bool, epoch: Epoch) -> Event {
         let t0 = self.capture_t0.take().unwrap_or_else(|| self.clock.now());
         self.output.close(ckpt);
@@ -181,55 +189,83 @@ impl Daemon {
             Ok(st) => st,
             Err(e) => return failed(format!("capture failed: {e}"), &self.staging),
         };
-        let Some(sess) = self.repl.as_mut().and_then(|r| r.session.as_mut()) else {
+        if self
+            .repl
+            .as_ref()
+            .and_then(|r| r.session.as_ref())
+            .is_none()
+        {
             return failed("no session to send it on".into(), &self.staging);
-        };
-        let sealing = self.clock.now();
-        let len = match self.staging.seal(sess) {
-            Ok(n) => n,
-            Err(e) => return failed(format!("seal failed: {e}"), &self.staging),
-        };
+        }
+        if let Err(e) = self.staging.begin_seal() {
+            return failed(format!("seal failed: {e}"), &self.staging);
+        }
         // The encoding rule learns what each checkpoint cost, from here to its ack.
-        self.staging.sealing_began(sealing);
+        self.staging.sealing_began(self.clock.now());
         self.disk_sealed(ckpt);
+        // Sealed and written a part at a time from here on (`send_staged`).
         self.send_pos = Some(0);
         Event::Captured {
             ckpt,
             pages: st.pages,
-            bytes: len as u64,
+            bytes: st.bytes as u64,
             pause,
             recopied,
             precopying: self.staging.precopying(),
         }
     }
 
-    /// Write what is staged; the node hears when all of it is written.
+    /// Write what is sealed of the staged checkpoint and seal more of it, in turns, until the
+    /// socket is full or the turn's share of sealing is done (the loop comes back at once while
+    /// a seal is under way: `Shell::deadline`); the node hears when all of it is written. The
+    /// socket is written again after every [`SEAL_STEP`] sealed, so it never runs dry while the
+    /// rest is sealed, and sealing goes on while the socket is full (its buffer feeds the link
+    /// meanwhile).
     pub(crate) fn send_staged(&mut self, now: Nanos) {
-        let (Some(pos), Some(r)) = (self.send_pos.as_mut(), self.repl.as_mut()) else {
+        let (Some(mut pos), Some(r)) = (self.send_pos, self.repl.as_mut()) else {
             return;
         };
-        // The session's confirmation, if still queued, goes first.
-        let ev = match r.out.flush(&mut r.stream) {
-            Ok(true) => match write_some(&mut r.stream, self.staging.bytes(), pos) {
-                Ok(true) => {
-                    self.send_pos = None;
-                    Some(Event::Sent)
-                }
-                Ok(false) => None,
-                Err(e) => Some(Event::Lost {
-                    why: format!("write failed: {e}"),
-                    frame_error: None,
-                }),
-            },
-            Ok(false) => None,
-            Err(e) => Some(Event::Lost {
-                why: format!("write failed: {e}"),
+        let lost = |why: String| {
+            Some(Event::Lost {
+                why,
                 frame_error: None,
-            }),
+            })
         };
+        let mut sealed = 0;
+        let ev = loop {
+            // The session's confirmation, if still queued, goes first.
+            let written = match r.out.flush(&mut r.stream) {
+                Ok(true) => write_some(&mut r.stream, self.staging.bytes(), &mut pos),
+                Ok(false) => Ok(false),
+                Err(e) => Err(e),
+            };
+            let all = match written {
+                Ok(all) => all,
+                Err(e) => break lost(format!("write failed: {e}")),
+            };
+            if !self.staging.is_sealing() {
+                break all.then_some(Event::Sent { bytes: pos as u64 });
+            }
+            if sealed >= SEAL_TURN {
+                break None;
+            }
+            let Some(sess) = r.session.as_mut() else {
+                break lost("no session to send it on".into());
+            };
+            if let Err(e) = self.staging.seal_some(sess, SEAL_STEP) {
+                break lost(format!("seal failed: {e}"));
+            }
+            sealed += SEAL_STEP;
+        };
+        self.send_pos = ev.is_none().then_some(pos);
         if let Some(ev) = ev {
             self.feed(now, ev);
         }
+    }
+
+    /// A checkpoint is being sealed and sent, and has more to seal: the loop must not sleep.
+    pub(crate) fn sealing_due(&self) -> bool {
+        self.send_pos.is_some() && self.staging.is_sealing()
     }
 
     /// Release output acked by ack(`upto`) to its clients.

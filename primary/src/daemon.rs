@@ -75,7 +75,8 @@ pub struct Daemon {
     /// The control socket, the metrics responder, systemd's notifications.
     pub(crate) surface: Surface,
     pub(crate) repl: Option<repl::Conn>,
-    /// Bytes of the sealed staging buffer already written, while a checkpoint is being sent.
+    /// Bytes of the staging buffer's sealed part already written, while a checkpoint is being
+    /// sealed and sent.
     pub(crate) send_pos: Option<usize>,
     /// Xen: a suspend asked for at this time, polled until the guest is there.
     pub(crate) suspend_wait: Option<Nanos>,
@@ -217,7 +218,8 @@ impl Daemon {
                 self.feed(now, answer);
             }
         }
-        // A checkpoint just staged starts on its way at once (the rest when writable).
+        // A checkpoint just staged starts on its way at once (the rest when writable, and
+        // sealed in the loop's next turns).
         if self.send_pos == Some(0) {
             self.send_staged(now);
         }
@@ -371,6 +373,9 @@ impl shell::Shell for Daemon {
     /// When the loop must wake next.
     fn deadline(&mut self, now: Nanos) -> Nanos {
         let mut d = self.node.next_deadline(now);
+        if self.sealing_due() {
+            d = now;
+        }
         if self.s.stats_interval > Duration::ZERO {
             d = d.min(self.next_stats);
         }
@@ -438,6 +443,11 @@ impl shell::Shell for Daemon {
         self.poll_suspend(now);
         self.bind_service(now);
         self.disk_upkeep(now);
+        // A checkpoint's seal goes on every turn (the socket may have taken all that was sealed
+        // without filling: no writable event would come).
+        if self.sealing_due() {
+            self.send_staged(now);
+        }
         self.feed(now, Event::Tick);
         // After the checkpoint that may have taken the journal: a waiting write goes on.
         self.nbd_turn();

@@ -77,6 +77,9 @@ pub struct PrimaryNode {
     need_full: bool,
     reserved: u64,
     next_period: Nanos,
+    /// A period passed without its checkpoint (backpressure): the next one is taken as soon as
+    /// one may be (the link free, room under `max_unacked`), not at the next period's tick.
+    owed: bool,
     /// Output released up to this while protected (checked against `acked`; releases under a
     /// lease are unprotected by definition).
     released: u64,
@@ -97,6 +100,7 @@ impl PrimaryNode {
         PrimaryNode {
             backoff: cfg.reconnect_interval,
             next_period: now.plus(cfg.period),
+            owed: false,
             link: Link::Down(Some(now)),
             dom: Dom::Running,
             busy: None,
@@ -159,11 +163,16 @@ impl PrimaryNode {
                 self.lose_standby(now, "it refused replication".into(), None, &mut fx);
             }
             Event::Lost { why, frame_error } => self.lose_standby(now, why, frame_error, &mut fx),
-            Event::Sent => {
+            Event::Sent { bytes } => {
                 self.sending = false;
+                self.stats.bytes_sent += bytes;
+                self.stats.checkpoints_sent += 1;
+                self.stats.window.1 += bytes;
                 // A switchover's final checkpoint is on its way: confirm now, not at the next
                 // tick (a fenced primary's next deadline may be a period away).
                 self.final_checkpoint(now, &mut fx);
+                // The link is free: a checkpoint a stretched period owes is taken now.
+                self.catch_up(now, &mut fx);
             }
             Event::Reserved { ok, upto } => {
                 self.busy = None;
@@ -261,12 +270,17 @@ impl PrimaryNode {
             // it regains authority. One that stepped down stops for good.
             if self.link == Link::Streaming && !self.stepped_down() {
                 if self.may_checkpoint() {
+                    self.owed = false;
                     self.checkpoint(now, fx);
                 } else {
-                    // Backpressure: the period stretches; the guest runs, output waits.
+                    // Backpressure: the period stretches; the guest runs, output waits, and
+                    // the checkpoint is taken as soon as one may be (`catch_up`).
                     self.stats.stretched += 1;
+                    self.owed = true;
                 }
             }
+        } else if self.catch_up_due() {
+            self.catch_up(now, fx);
         } else if self.precopy_pending() || self.resync_pending() {
             // A pre-copy (of memory or disk) goes on between periods, a step per turn of the
             // loop.
@@ -283,7 +297,7 @@ impl PrimaryNode {
 
     /// The next time a `Tick` has something to do (`now`: at once, a pre-copy goes on).
     pub fn next_deadline(&self, now: Nanos) -> Nanos {
-        if self.precopy_pending() {
+        if self.precopy_pending() || self.catch_up_due() {
             return now;
         }
         let mut d = self.next_period;
@@ -359,6 +373,7 @@ impl PrimaryNode {
             },
         );
         self.sending = false;
+        self.owed = false;
         self.unacked.clear();
         self.full_unacked = None;
         push(
@@ -381,6 +396,22 @@ impl PrimaryNode {
         }
         self.link = Link::Down(Some(now.plus(self.backoff)));
         self.backoff = (self.backoff * 2).min(self.cfg.max_reconnect);
+    }
+
+    /// A stretched period owes a checkpoint, and one may be taken now.
+    fn catch_up_due(&self) -> bool {
+        self.owed && self.may_checkpoint()
+    }
+
+    /// Take the checkpoint a stretched period owes, if one may be taken now: at saturation the
+    /// next capture follows the last send at once (the socket's buffer still feeds the link),
+    /// instead of leaving the link idle until the next period's tick. The fixed schedule of
+    /// periods goes on as before.
+    fn catch_up(&mut self, now: Nanos, fx: &mut Effects) {
+        if self.catch_up_due() {
+            self.owed = false;
+            self.checkpoint(now, fx);
+        }
     }
 
     /// A pre-copy that can take its next step now.

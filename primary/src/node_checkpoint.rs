@@ -127,14 +127,12 @@ impl PrimaryNode {
         st.checkpoints += 1;
         st.last_dirty = pages;
         st.pages_sent += pages;
-        st.bytes_sent += bytes;
         st.window.0 += 1;
-        st.window.1 += bytes;
         st.window.2 += pages;
         if full {
             st.full_syncs += 1;
             log::info!(
-                "checkpoint {ckpt}: full synchronisation, {pages} pages{}, {} KiB, pause {} ms",
+                "checkpoint {ckpt}: full synchronisation, {pages} pages{}, {} KiB staged, pause {} ms",
                 recopied.map_or(String::new(), |r| format!(
                     " (pre-copied; {r} written meanwhile, copied again while suspended)"
                 )),
@@ -143,7 +141,7 @@ impl PrimaryNode {
             );
         } else {
             log::debug!(
-                "checkpoint {ckpt}: {pages} pages, {bytes} bytes, pause {} ms",
+                "checkpoint {ckpt}: {pages} pages, {bytes} bytes staged, pause {} ms",
                 ms(pause)
             );
         }

@@ -18,6 +18,8 @@ use hsb_common::wire::Dgram;
 
 use super::*;
 
+#[path = "node_catch_up_tests.rs"]
+mod catch_up;
 #[path = "node_disk_tests.rs"]
 mod disk;
 
@@ -70,6 +72,8 @@ struct Harness {
     released: u64,
     /// How a disk resynchronisation's step answers: (ready, copying).
     resync: (bool, bool),
+    /// A slow link: a captured checkpoint is written only when the test says (`sent`).
+    slow_link: bool,
 }
 
 impl Harness {
@@ -83,7 +87,23 @@ impl Harness {
             effects: Vec::new(),
             released: 0,
             resync: (true, false),
+            slow_link: false,
         }
+    }
+
+    /// The standby acknowledges `ckpt`.
+    fn ack(&mut self, ckpt: u64) {
+        self.inflight.retain(|&c| c != ckpt);
+        self.feed(Event::Ack {
+            ckpt,
+            epoch: Epoch(1),
+        });
+    }
+
+    /// The checkpoint being written is all written now.
+    fn sent(&mut self) {
+        assert!(self.node.sending());
+        self.feed(Event::Sent { bytes: 41_000 });
     }
 
     fn feed(&mut self, ev: Event) {
@@ -144,17 +164,19 @@ impl Harness {
                     self.suspended = false;
                 }
                 self.inflight.push(ckpt);
-                vec![
-                    Event::Captured {
-                        ckpt,
-                        pages: 10,
-                        bytes: 41_000,
-                        pause: Duration::from_micros(300),
-                        recopied: None,
-                        precopying: false,
-                    },
-                    Event::Sent,
-                ]
+                let captured = Event::Captured {
+                    ckpt,
+                    pages: 10,
+                    bytes: 41_000,
+                    pause: Duration::from_micros(300),
+                    recopied: None,
+                    precopying: false,
+                };
+                if self.slow_link {
+                    vec![captured]
+                } else {
+                    vec![captured, Event::Sent { bytes: 41_000 }]
+                }
             }
             Effect::Release { upto } => {
                 assert!(

@@ -127,7 +127,8 @@ pub enum Effect {
     /// Resume the domain (a suspend that has no checkpoint to take).
     Resume,
     /// Capture the suspended domain as checkpoint `ckpt`, resume it if `resume`, seal and send
-    /// ([`Event::Captured`] or [`Event::CaptureFailed`], then [`Event::Sent`]).
+    /// it, frame by frame ([`Event::Captured`] or [`Event::CaptureFailed`], then
+    /// [`Event::Sent`]).
     Capture {
         /// Number.
         ckpt: u64,
@@ -227,8 +228,11 @@ pub enum Event {
         /// A bad frame it was.
         frame_error: Option<FrameError>,
     },
-    /// The staged checkpoint is written to the connection.
-    Sent,
+    /// The staged checkpoint is sealed and written to the connection.
+    Sent {
+        /// Bytes on the wire (its sealed frames).
+        bytes: u64,
+    },
     /// The reservation was written (or not).
     Reserved {
         /// Written durably.
@@ -265,13 +269,14 @@ pub enum Event {
         /// Paused.
         ok: bool,
     },
-    /// The checkpoint was captured and sealed; its sending started.
+    /// The checkpoint was captured (and its disk part staged); its sealing and sending
+    /// started ([`Event::Sent`] when done).
     Captured {
         /// Number.
         ckpt: u64,
         /// Pages in it.
         pages: u64,
-        /// Bytes on the wire.
+        /// Bytes staged (before encoding and sealing).
         bytes: u64,
         /// How long the domain was paused for it.
         pause: Duration,
@@ -330,8 +335,10 @@ pub struct Stats {
     pub stretched: u64,
     /// `stretched` at the last periodic report.
     pub stretched_reported: u64,
-    /// Bytes sent.
+    /// Bytes sent (sealed checkpoints written to the connection).
     pub bytes_sent: u64,
+    /// Checkpoints written to the connection (those of `bytes_sent`).
+    pub checkpoints_sent: u64,
     /// Pages sent.
     pub pages_sent: u64,
     /// Pages in the last checkpoint.

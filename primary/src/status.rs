@@ -68,6 +68,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     kv("stretched_epochs", st.stretched.to_string());
     kv("last_dirty_pages", st.last_dirty.to_string());
     kv("pages_sent", st.pages_sent.to_string());
+    kv("checkpoints_sent", st.checkpoints_sent.to_string());
     kv("bytes_sent", st.bytes_sent.to_string());
     for (k, v) in d.staging.codec_status() {
         kv(k, v);

@@ -8,7 +8,9 @@
 //! pays (zero pages, the words that changed since the version the standby holds, LZ4:
 //! [`crate::page_codec`], with the primary's [`PageCache`] of what it sent and the
 //! [`CodecPolicy`] saying when), fills CRCs and MACs and appends the `End` record, whose CRC
-//! covers the disk frames like the pages. While a full synchronisation is pending,
+//! covers the disk frames like the pages; or does the same a part at a time
+//! ([`Staging::begin_seal`], [`Staging::seal_some`]: the same bytes) so the daemon writes the
+//! sealed frames while it seals the rest. While a full synchronisation is pending,
 //! [`ResyncSender`] streams the disk resynchronisation's block copies as `DiskSync` frames with
 //! the guest running.
 //!
@@ -29,6 +31,7 @@ use crate::disk::{Disk, DiskError, PIECE_OVERHEAD};
 
 mod disk;
 mod receiver;
+mod seal;
 
 use crate::domain::{CheckpointSource, DomainError, Replica};
 use crate::page_cache::PageCache;
@@ -145,6 +148,12 @@ pub struct Staging {
     /// Sealed checkpoints not yet acknowledged: (checkpoint, choice, page bytes, sealed bytes,
     /// when sealing began).
     pending: VecDeque<(u64, Choice, u64, u64, Nanos)>,
+    /// A seal under way ([`Staging::begin_seal`]).
+    sealing: Option<seal::Sealing>,
+    /// The staged checkpoint is not sealed yet (nor being sealed).
+    unsealed: bool,
+    /// Bytes at the start of the buffer that are sealed: ready to send.
+    ready: usize,
     /// The last seal's figures.
     sealed: SealStats,
     /// Since start: checkpoints sealed encoded, bytes of pages sealed, bytes sealed.
@@ -220,6 +229,9 @@ impl Staging {
             policy: CodecPolicy::new(mode),
             enc: PagesEncoder::new(),
             pending: VecDeque::with_capacity(PENDING_MAX),
+            sealing: None,
+            unsealed: false,
+            ready: 0,
             sealed: SealStats::default(),
             totals: [0; 3],
             last_ack: None,
@@ -274,10 +286,12 @@ impl Staging {
         self.sealed
     }
 
-    /// The last sealed checkpoint's sealing began at `at` (the caller's clock: this module reads
-    /// none).
+    /// The seal under way, or else the last sealed checkpoint's, began at `at` (the caller's
+    /// clock: this module reads none).
     pub fn sealing_began(&mut self, at: Nanos) {
-        if let Some(p) = self.pending.back_mut() {
+        if let Some(s) = self.sealing.as_mut() {
+            s.began = at;
+        } else if let Some(p) = self.pending.back_mut() {
             p.4 = at;
         }
     }
@@ -304,9 +318,10 @@ impl Staging {
         self.last_ack = Some(now);
     }
 
-    /// The staged bytes (after [`Staging::seal`]: the frames to send).
+    /// The sealed bytes: once a seal is complete, the frames to send; while one goes on
+    /// ([`Staging::seal_some`]), those sealed so far, which never change again.
     pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf[..self.ready]
     }
 
     /// Bytes allocated.
@@ -315,7 +330,8 @@ impl Staging {
     }
 
     /// Capture checkpoint `ckpt` from a **suspended** domain: dirty pages (all pages if `full`)
-    /// and state, into unsealed frames. Only copies: CRC and MAC come later in [`Staging::seal`].
+    /// and state, into unsealed frames. Only copies: CRC and MAC come later in [`Staging::seal`]
+    /// (or [`Staging::begin_seal`] and [`Staging::seal_some`]).
     pub fn capture(
         &mut self,
         dom: &mut dyn CheckpointSource,
@@ -340,6 +356,9 @@ impl Staging {
         full: bool,
     ) -> Result<(), CheckpointError> {
         self.len = 0;
+        self.ready = 0;
+        self.sealing = None;
+        self.unsealed = true;
         self.ckpt = ckpt;
         self.full = full;
         self.disk_due = false;
@@ -445,104 +464,6 @@ impl Staging {
         self.len = start + n;
         Ok(())
     }
-
-    /// Encode (when the rule says so), seal every staged frame for `session` and append the
-    /// `End` record; returns the bytes to send. Done after the guest has resumed: this is the
-    /// encoding, CRC and MAC pass over the checkpoint. Encoded frames are shorter, so each is
-    /// written where the previous one ended, never past where it was read.
-    pub fn seal(&mut self, session: &mut Session) -> Result<usize, CheckpointError> {
-        if self.disk_due {
-            return Err(disk_refusal(
-                "sealing a checkpoint whose disk part is not staged (put_disk)",
-            ));
-        }
-        let page_bytes = (self.pfns.len() * PAGE_SIZE) as u64;
-        let choice = self.policy.choose(page_bytes);
-        let encode = choice.codec == Codec::Encoded;
-        let mut st = SealStats {
-            ckpt: self.ckpt,
-            encoded: encode,
-            page_bytes,
-            ..SealStats::default()
-        };
-        let mut ckpt_crc = crc32fast::Hasher::new();
-        let mut total: u64 = 0;
-        let (mut r, mut w) = (0, 0);
-        while r < self.len {
-            let h = Header::parse(&self.buf[r..self.len], frame::MAX_BODY_LEN)?;
-            let end = r + h.frame_len();
-            let body = &self.buf[r + HEADER_LEN..end];
-            // The checkpoint's CRC covers bodies as captured: pages in their plain form.
-            let plain_hash = frame::body_crc(body);
-            ckpt_crc.combine(&plain_hash);
-            total += h.body_len as u64;
-            if h.kind == Kind::Pages {
-                if encode {
-                    if let Some((n, lz4)) =
-                        self.enc.encode(body, &mut self.cache, &mut st.records)?
-                    {
-                        st.frames_encoded += 1;
-                        st.frames_lz4 += u64::from(lz4);
-                        Header {
-                            kind: Kind::Pages,
-                            body_len: n as u32,
-                            seq: 0,
-                        }
-                        .emit(&mut self.buf[w..]);
-                        let b = self.enc.body(n);
-                        self.buf[w + HEADER_LEN..w + HEADER_LEN + n].copy_from_slice(b);
-                        session
-                            .seal_with(&mut self.buf[w..w + HEADER_LEN + n], &frame::body_crc(b));
-                        w += HEADER_LEN + n;
-                        r = end;
-                        continue;
-                    }
-                } else {
-                    let p: Pages = msg::decode(Kind::Pages, body)?;
-                    st.records[1] += p.pfns.len() as u64;
-                    if !self.cache.is_empty() {
-                        // Sent without the cache: what it holds of these pages is stale.
-                        p.pfns.iter().for_each(|&pfn| self.cache.forget(pfn));
-                    }
-                }
-            }
-            if w != r {
-                self.buf.copy_within(r..end, w);
-            }
-            session.seal_with(&mut self.buf[w..w + h.frame_len()], &plain_hash);
-            w += h.frame_len();
-            r = end;
-        }
-        self.len = w;
-        let end = End {
-            ckpt: self.ckpt,
-            pages: self.pfns.len() as u64,
-            total_len: total,
-            crc: ckpt_crc.finalize(),
-            disk_writes: self.disk_writes,
-            disk_bytes: self.disk_bytes,
-            disk_synced: self.disk_synced,
-        };
-        let start = self.len;
-        let n = session
-            .write(Kind::End, &end, &mut self.buf[start..])
-            .map_err(|_| CheckpointError::StagingFull {
-                need: start + SMALL_FRAME,
-                have: self.buf.len(),
-            })?;
-        self.len = start + n;
-        st.wire_bytes = self.len as u64;
-        self.sealed = st;
-        self.totals[0] += u64::from(encode);
-        self.totals[1] += page_bytes;
-        self.totals[2] += st.wire_bytes;
-        if self.pending.len() == PENDING_MAX {
-            self.pending.pop_front();
-        }
-        self.pending
-            .push_back((self.ckpt, choice, page_bytes, st.wire_bytes, Nanos(0)));
-        Ok(self.len)
-    }
 }
 
 #[path = "checkpoint_precopy.rs"]
@@ -559,3 +480,6 @@ mod tests;
 
 #[cfg(test)]
 mod disk_tests;
+
+#[cfg(test)]
+mod seal_tests;

@@ -15,7 +15,7 @@ use super::stats::{fnum, met, ms, pct, table, Pct};
 use super::{progress, Ctx, MODEL_PAGES, R};
 
 /// (pages, pause) of every incremental checkpoint numbered above `after`, from the primary's
-/// debug log line `checkpoint N: P pages, B bytes, pause X ms`.
+/// debug log line `checkpoint N: P pages, B bytes staged, pause X ms`.
 pub fn logged_pauses(d: &Daemon, after: u64) -> Vec<(u64, Duration)> {
     let mut v = vec![];
     for l in d.log_text().lines() {

@@ -138,7 +138,9 @@ impl Driver for PrimaryDriver {
                 why: word(f, "why", "connection closed by the standby"),
                 frame_error: None,
             },
-            "sent" => Event::Sent,
+            "sent" => Event::Sent {
+                bytes: f.u64_or("bytes", 4096).map_err(s)?,
+            },
             "reserved" => Event::Reserved {
                 ok: f.bool_or("ok", true).map_err(s)?,
                 upto: f.u64("upto").map_err(s)?,
@@ -275,7 +277,7 @@ impl Driver for PrimaryDriver {
 
     /// A capture answered: `sent` follows the step.
     fn then(&mut self) -> Option<Event> {
-        std::mem::take(&mut self.staged).then_some(Event::Sent)
+        std::mem::take(&mut self.staged).then_some(Event::Sent { bytes: 4096 })
     }
 
     fn text(e: &Effect) -> String {

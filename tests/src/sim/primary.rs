@@ -59,6 +59,8 @@ pub(crate) struct PrimarySide {
     wake: Nanos,
     /// A checkpoint being written is all written at this simulated time.
     sent_at: Option<u64>,
+    /// Bytes of the checkpoint last staged (for `Sent`).
+    staged_bytes: u64,
 }
 
 impl PrimarySide {
@@ -77,6 +79,7 @@ impl PrimarySide {
             state,
             conn: None,
             staged: None,
+            staged_bytes: 0,
             exec: None,
             incarnation,
             wake: Nanos::ZERO,
@@ -97,7 +100,14 @@ impl PrimarySide {
                 let now = sh.now();
                 let taken = sh.conns.send(&mut sh.net, now, c, 0, seg);
                 if taken <= now {
-                    self.feed(me, sh, disk, Event::Sent);
+                    self.feed(
+                        me,
+                        sh,
+                        disk,
+                        Event::Sent {
+                            bytes: self.staged_bytes,
+                        },
+                    );
                 } else {
                     // A shaped link: the socket takes the rest as the link carries it.
                     self.sent_at = Some(taken);
@@ -179,6 +189,7 @@ impl PrimarySide {
                     state: self.state,
                 });
                 let pages = if full { PAGES } else { 1 };
+                self.staged_bytes = pages * 4096;
                 return Some(Event::Captured {
                     ckpt,
                     pages,
@@ -364,7 +375,14 @@ impl PrimarySide {
             // The socket was writable again: the rest of the checkpoint written.
             self.sent_at = None;
             io = true;
-            self.feed(me, sh, disk, Event::Sent);
+            self.feed(
+                me,
+                sh,
+                disk,
+                Event::Sent {
+                    bytes: self.staged_bytes,
+                },
+            );
         }
         let due = woken(me.local, self.wake);
         if io || due.is_some() {
