@@ -34,7 +34,7 @@ use super::proto::{
     RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
 };
 use super::rate::RateWindow;
-use super::{elapsed, emit, nanos_of, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
+use super::{elapsed, emit, later, nanos_of, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
 
 /// An input to the witness core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,8 +134,13 @@ struct Promise {
 #[derive(Debug, Clone, Copy, Default)]
 struct TargetView {
     last_ok: Option<Nanos>,
+    /// When the newest answered probe started: a probe started before it that fails later (the
+    /// daemons' pings overlap) says nothing new of the target.
+    ok_started: Option<Nanos>,
     last: Option<(Nanos, ProbeClass)>,
     fails: u32,
+    /// When the first of the failures in a row was seen.
+    failing_since: Option<Nanos>,
 }
 
 /// The witness core.
@@ -278,12 +283,20 @@ impl WitnessCore {
         }
         self.rates[target as usize].record(now, class == ProbeClass::Ok);
         let v = &mut self.views[target as usize];
+        if class != ProbeClass::Ok && v.ok_started.is_some_and(|s| started < s) {
+            // Older than a probe answered since (pings overlap): a loss for the rates, but no
+            // failure in a row.
+            return;
+        }
         v.last = Some((now, class));
         if class == ProbeClass::Ok {
             v.last_ok = Some(now);
+            v.ok_started = Some(v.ok_started.map_or(started, |s| s.max(started)));
             v.fails = 0;
+            v.failing_since = None;
         } else {
             v.fails = v.fails.saturating_add(1);
+            v.failing_since.get_or_insert(now);
         }
     }
 
@@ -296,95 +309,12 @@ impl WitnessCore {
         self.fresh_from = self.fresh_from.max(now);
         for v in &mut self.views {
             v.fails = 0;
+            v.failing_since = None;
         }
         // Rates over the stall would count probes nobody watched: start the window again.
         for r in &mut self.rates {
             r.clear();
         }
-    }
-
-    /// Reachable: answered within `host_fresh`, and not failed `app_down_failures` times since.
-    fn host_reachable(&self, now: Nanos, target: ProbeTarget) -> bool {
-        let v = &self.views[target as usize];
-        v.fails < self.cfg.app_down_failures
-            && v.last_ok
-                .is_some_and(|t| elapsed(now, t) <= self.cfg.host_fresh)
-    }
-
-    /// How long until a host that is not reachable counts as unreachable on fresh evidence: zero
-    /// once it failed `app_down_failures` times, or stayed silent for `host_fresh`, since the
-    /// evidence started (the start, or the end of our last stall).
-    fn host_unreachable_in(&self, now: Nanos, target: ProbeTarget) -> Duration {
-        let v = &self.views[target as usize];
-        if v.fails >= self.cfg.app_down_failures {
-            return Duration::ZERO;
-        }
-        let heard = v.last_ok.unwrap_or(self.fresh_from).max(self.fresh_from);
-        self.cfg.host_fresh.saturating_sub(elapsed(now, heard))
-    }
-
-    /// The success rates over the rate window, percent.
-    pub fn rates(&self, now: Nanos) -> Rates {
-        let r = |t: ProbeTarget| self.rates[t as usize].rate(now);
-        Rates {
-            app: r(ProbeTarget::PrimaryApp),
-            primary: r(ProbeTarget::PrimaryHost),
-            standby: r(ProbeTarget::StandbyHost),
-        }
-    }
-
-    /// A gray path (rule 6): the application answers only a fraction of probes, the path to its
-    /// host is lossy (the primary daemon misses pings too), and the standby's host answers
-    /// cleanly. A guest that answers nobody while its daemon answers everybody is not this
-    /// (the daemon's path is clean), nor is a host that answers nothing at all (that is down).
-    fn gray(&self, now: Nanos) -> bool {
-        let r = self.rates(now);
-        let (Some(app), Some(primary), Some(standby)) = (r.app, r.primary, r.standby) else {
-            return false;
-        };
-        app < self.cfg.gray_below
-            && primary < self.cfg.lossy_below
-            && standby >= self.cfg.clean_above
-            && (app > 0 || primary > 0)
-    }
-
-    /// The application verdict, and for `Failing` how long until it could become `Down`. What
-    /// the last probes say, unless the rates say the path is gray (and the last probes do not
-    /// say the host is down).
-    fn app(&self, now: Nanos) -> (AppVerdict, Duration) {
-        let base = self.app_now(now);
-        match base.0 {
-            AppVerdict::Up | AppVerdict::Failing | AppVerdict::GuestFailure if self.gray(now) => {
-                (AppVerdict::Lossy, Duration::ZERO)
-            }
-            _ => base,
-        }
-    }
-
-    /// The application verdict from the last probes alone.
-    fn app_now(&self, now: Nanos) -> (AppVerdict, Duration) {
-        let v = &self.views[ProbeTarget::PrimaryApp as usize];
-        let Some((_, class)) = v.last else {
-            return (AppVerdict::Unknown, Duration::ZERO);
-        };
-        if class == ProbeClass::Ok {
-            return (AppVerdict::Up, Duration::ZERO);
-        }
-        let heard = v.last_ok.unwrap_or(self.fresh_from).max(self.fresh_from);
-        let silent = elapsed(now, heard);
-        if v.fails < self.cfg.app_down_failures || silent < self.cfg.app_down_after {
-            let wait = self.cfg.app_down_after.saturating_sub(silent);
-            return (AppVerdict::Failing, wait.max(Duration::from_millis(1)));
-        }
-        if self.host_reachable(now, ProbeTarget::PrimaryHost) {
-            return (AppVerdict::GuestFailure, Duration::ZERO);
-        }
-        // Not seen answering, but not seen failing since our last stall either: wait to know.
-        let wait = self.host_unreachable_in(now, ProbeTarget::PrimaryHost);
-        if wait > Duration::ZERO {
-            return (AppVerdict::Failing, wait.max(Duration::from_millis(1)));
-        }
-        (AppVerdict::Down, Duration::ZERO)
     }
 
     /// Stalls of the daemon's loop reported so far, and probe failures discarded because they
@@ -583,6 +513,9 @@ impl WitnessCore {
             .max(elapsed(self.quiet_until, now))
     }
 }
+
+#[path = "witness_view.rs"]
+mod view;
 
 #[cfg(test)]
 #[path = "witness_tests.rs"]
