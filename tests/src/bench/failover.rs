@@ -352,7 +352,7 @@ pub fn section_5() -> R<String> {
          hsb-witness processes (`hsb_tests::cluster::Cluster`, 8 MiB model domain, default workload and \
          epoch), every `failover.*` key at its default (hb-interval 10 ms, hb-timeout 50 ms, \
          query-timeout 100 ms, requery-min 20 ms, app-down-after 60 ms and 2 failed probes, host-fresh \
-         100 ms, ack-lease 80 ms; witness probe interval 20 ms). After the witnesses' restart quiet \
+         70 ms, ack-lease 80 ms; witness probe interval 20 ms, daemons pinged every probe interval). After the witnesses' restart quiet \
          period (2.2 s) and 100 ms of `INCR`s, the primary is killed with `kill -9` (its model domain, \
          the protected guest, dies with it: a host crash). A client then connects to the standby's \
          service address and sends `GET`, retrying every 1 ms; failover time is kill → first reply. \
