@@ -221,6 +221,29 @@ fn fenced_primary_regains_authority_through_acks() {
     assert!(incr_for(&mut c, Duration::from_millis(200)) > 0);
 }
 
+/// Issue 16.4: a standby whose own loop is busy for longer than the heartbeat timeout (here
+/// applying a 128 MiB full synchronisation, a debug build) counts the heartbeats that waited
+/// in its socket meanwhile before it looks at the silence: no false suspicion, so no witness
+/// query and no timeout stretched for `hb-calm` (a crash soon after used to be detected only
+/// after twice the timeout).
+#[test]
+fn a_long_apply_is_no_heartbeat_silence() {
+    let cl = Cluster::start(ClusterOpts {
+        memory: "128MiB",
+        ..ClusterOpts::default()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let log = cl.standby.log_text();
+    let applied = log
+        .lines()
+        .find(|l| l.contains("full synchronisation applied"))
+        .unwrap_or_else(|| panic!("no full synchronisation in the log:\n{log}"));
+    assert!(
+        !log.contains("heartbeat lost"),
+        "a false suspicion after {applied}:\n{log}"
+    );
+}
+
 /// Forged and replayed witness messages are rejected: while the heartbeat is really lost and the
 /// standby is asking, an attacker without the cluster key floods it with takeover grants for
 /// every plausible query, and replays a genuine datagram. Nothing activates; all are counted.

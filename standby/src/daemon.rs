@@ -380,6 +380,7 @@ impl shell::Shell for Daemon {
         if self.node.activated().is_some() {
             self.replica.run(now);
         }
+        self.drain_heartbeats(now);
     }
 
     fn on_token(&mut self, now: Nanos, ev: &mio::event::Event) {
@@ -404,6 +405,7 @@ impl shell::Shell for Daemon {
         if self.more_to_accept {
             self.accept(now);
         }
+        self.drain_heartbeats(now);
         self.feed(now, Event::Tick);
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();

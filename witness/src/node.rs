@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hsb_common::datagram::{Dest, Envelope};
-use hsb_common::decision::proto::ProbeTarget;
+use hsb_common::decision::proto::{AppVerdict, ProbeTarget};
 use hsb_common::decision::witness::{Action, Input, Persisted};
 use hsb_common::decision::{Nanos, WitnessCore};
 use hsb_common::logging::LogLimiter;
@@ -34,17 +34,27 @@ pub use types::{
     cause, Counters, Effect, Effects, Event, NodeSettings, Observed, To, CAUSES, MAX_EFFECTS,
 };
 
-/// A daemon ping in flight.
+/// The pings of one daemon: one goes every probe interval, whether or not the ones before
+/// were answered yet, so one lost ping leaves a gap of two intervals in what the witness
+/// hears, not a probe timeout and more (a lost ping used to hold the next one back until it
+/// timed out).
 #[derive(Debug, Clone, Copy, Default)]
 struct Ping {
+    /// The nonce of the last ping sent.
     nonce: u64,
-    sent: Option<Nanos>,
+    /// The pings in flight: nonce and when sent.
+    flight: [Option<(u64, Nanos)>; FLIGHT],
     answered: u64,
     missed: u64,
-    /// The last ping given up: its nonce, when it was sent and given up, and the host it
-    /// stood for. A pong for it that comes within [`LATE_PONG`] proves the path delivered it.
-    late: Option<(u64, Nanos, Nanos, ProbeTarget)>,
+    /// The last pings given up: nonce, when sent and given up, and the host each stood for. A
+    /// pong for one that comes within [`LATE_PONG`] proves the path delivered it.
+    late: [Option<(u64, Nanos, Nanos, ProbeTarget)>; FLIGHT],
 }
+
+/// Most pings in flight to one daemon (with the defaults, a ping is given up after 50 ms and
+/// one goes every 20 ms: three). With a probe timeout longer than this many intervals, the
+/// next ping waits for a free place.
+const FLIGHT: usize = 4;
 
 /// How long after it was sent a late pong still counts as delivered (the gray-path rates are
 /// about loss; a pong this late is more likely a restarted daemon's echo than a slow path).
@@ -65,6 +75,11 @@ pub struct WitnessNode {
     pings: [Ping; 2],
     next_ping: Nanos,
     next_report: Nanos,
+    /// Whether the last report said the application is down.
+    reported_down: bool,
+    /// When the application verdict changes with time alone (see
+    /// [`WitnessCore::view_changes_at`]): the node looks again then.
+    view_changes_at: Option<Nanos>,
     maintenance_until: Option<Nanos>,
     limits: LogLimiter<CAUSES>,
     counters: Counters,
@@ -83,6 +98,8 @@ impl WitnessNode {
             pings: [Ping::default(); 2],
             next_ping: now,
             next_report: now,
+            reported_down: false,
+            view_changes_at: None,
             maintenance_until: None,
             limits: LogLimiter::new(LOG_BURST, LOG_WINDOW),
             counters: Counters::default(),
@@ -123,8 +140,21 @@ impl WitnessNode {
             } => self.probe(now, ProbeTarget::PrimaryApp, class, took, &detail, &mut out),
             Event::Datagram { from, env, msg } => self.datagram(now, from, env, msg, &mut out),
         }
+        self.report_down(now, &mut out);
+        self.view_changes_at = self.core.view_changes_at(now);
         self.invariants();
         out
+    }
+
+    /// The application just turned down in this witness's view: report it at once rather than
+    /// at the next report interval. The standby asks the witnesses again on such a report
+    /// without waiting out its requery backoff, so a takeover's quorum is known as soon as a
+    /// quorum of witnesses sees it, not up to a report interval or a backoff later.
+    fn report_down(&mut self, now: Nanos, out: &mut Effects) {
+        if !self.reported_down && self.core.view(now).app == AppVerdict::Down {
+            self.next_report = now;
+            self.reports(now, out);
+        }
     }
 
     /// The outcome of a `Save` effect, and how many grants the daemon did not send for it.
@@ -165,11 +195,14 @@ impl WitnessNode {
     pub fn next_deadline(&self) -> Nanos {
         let mut t = self.next_ping.min(self.next_report);
         for p in &self.pings {
-            if let Some(s) = p.sent {
+            for (_, s) in p.flight.iter().flatten() {
                 t = t.min(s.plus(self.set.probe_timeout));
             }
         }
         if let Some(d) = self.core.next_deadline() {
+            t = t.min(d);
+        }
+        if let Some(d) = self.view_changes_at {
             t = t.min(d);
         }
         t
@@ -225,7 +258,9 @@ impl WitnessNode {
             return;
         }
         self.next_report = now.plus(self.set.report_interval);
-        let report = Dgram::Report(self.core.report(now));
+        let r = self.core.report(now);
+        self.reported_down = r.view.app == AppVerdict::Down;
+        let report = Dgram::Report(r);
         for slot in [1, 0] {
             push(
                 out,

@@ -11,7 +11,7 @@ use hsb_common::logging::LogLimiter;
 use hsb_common::msg::Role;
 use hsb_common::wire::Dgram;
 
-use super::{cause, push, Effect, Effects, To, WitnessNode, CAUSES, LATE_PONG};
+use super::{cause, push, Effect, Effects, To, WitnessNode, CAUSES, FLIGHT, LATE_PONG};
 
 impl WitnessNode {
     /// A probe of `target` that ran for `took` ended at `now`.
@@ -73,12 +73,20 @@ impl WitnessNode {
 
     pub(super) fn pings_tick(&mut self, now: Nanos, out: &mut Effects) {
         for i in 0..2 {
-            if let Some(sent) = self.pings[i].sent {
+            for k in 0..FLIGHT {
+                let Some((nonce, sent)) = self.pings[i].flight[k] else {
+                    continue;
+                };
                 if now >= sent.plus(self.set.probe_timeout) {
-                    self.pings[i].sent = None;
+                    self.pings[i].flight[k] = None;
                     self.pings[i].missed += 1;
                     let target = self.slot_target(i);
-                    self.pings[i].late = Some((self.pings[i].nonce, sent, now, target));
+                    // In place of the oldest given up (pings are given up in the order sent).
+                    let late = &mut self.pings[i].late;
+                    let k = (0..FLIGHT)
+                        .min_by_key(|&k| late[k].map(|(_, sent, ..)| sent))
+                        .unwrap_or(0);
+                    late[k] = Some((nonce, sent, now, target));
                     self.probe(
                         now,
                         target,
@@ -95,21 +103,20 @@ impl WitnessNode {
         }
         self.next_ping = now.plus(self.set.probe_interval);
         for i in 0..2 {
-            if self.pings[i].sent.is_some() {
+            let Some(k) = self.pings[i].flight.iter().position(Option::is_none) else {
                 continue;
-            }
+            };
             // The low bit names the slot, so a pong answers exactly the ping it echoes.
-            self.pings[i].nonce = (self.pings[i].nonce.wrapping_add(2) & !1) | i as u64;
-            self.pings[i].sent = Some(now);
+            let nonce = (self.pings[i].nonce.wrapping_add(2) & !1) | i as u64;
+            self.pings[i].nonce = nonce;
+            self.pings[i].flight[k] = Some((nonce, now));
             // Unaddressed: whoever answers at this address says who it is.
             push(
                 out,
                 Effect::Send {
                     to: To::Slot(i),
                     dest: None,
-                    msg: Dgram::Ping {
-                        nonce: self.pings[i].nonce,
-                    },
+                    msg: Dgram::Ping { nonce },
                     needs: None,
                 },
             );
@@ -120,11 +127,18 @@ impl WitnessNode {
         if env.from.role == Role::Witness {
             return;
         }
-        let Some(sent) = self.pings[i].sent.filter(|_| self.pings[i].nonce == nonce) else {
-            // A pong for the ping given up last: late, but the path delivered it.
-            if let Some((n, sent, timed_out_at, target)) = self.pings[i].late {
-                if n == nonce && now.since(sent) <= LATE_PONG {
-                    self.pings[i].late = None;
+        let k = self.pings[i]
+            .flight
+            .iter()
+            .position(|f| f.is_some_and(|(n, _)| n == nonce));
+        let Some((k, sent)) = k.and_then(|k| Some((k, self.pings[i].flight[k]?.1))) else {
+            // A pong for a ping given up lately: late, but the path delivered it.
+            let late = &mut self.pings[i].late;
+            let given_up = late
+                .iter_mut()
+                .find(|l| l.is_some_and(|(n, ..)| n == nonce));
+            if let Some((_, sent, timed_out_at, target)) = given_up.and_then(|l| l.take()) {
+                if now.since(sent) <= LATE_PONG {
                     self.core_step(
                         now,
                         Input::Delivered {
@@ -138,7 +152,7 @@ impl WitnessNode {
             }
             return;
         };
-        self.pings[i].sent = None;
+        self.pings[i].flight[k] = None;
         self.pings[i].answered += 1;
         let before = self.hosts.primary_slot();
         self.hosts.heard(i, env.from, Epoch(env.epoch));

@@ -2,7 +2,7 @@
 
 use super::*;
 use hsb_common::datagram::Sender;
-use hsb_common::decision::proto::{ProbeClass, RefuseReason, VoteKind, VoteRequest};
+use hsb_common::decision::proto::{AppVerdict, ProbeClass, RefuseReason, VoteKind, VoteRequest};
 use hsb_common::decision::{Config, Epoch};
 use hsb_common::msg::Role;
 
@@ -218,4 +218,113 @@ fn late_pongs_count_as_delivered_in_the_path_rate() {
         "late pongs are delivered: {:?}",
         rate(true)
     );
+}
+
+fn pings_sent(fx: &Effects, slot: usize) -> Vec<u64> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                to: To::Slot(s),
+                msg: Dgram::Ping { nonce },
+                ..
+            } if *s == slot => Some(*nonce),
+            _ => None,
+        })
+        .collect()
+}
+
+fn reports(fx: &Effects) -> Vec<AppVerdict> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Send {
+                msg: Dgram::Report(r),
+                ..
+            } => Some(r.view.app),
+            _ => None,
+        })
+        .collect()
+}
+
+fn pong(n: &mut WitnessNode, t: u64, nonce: u64) -> Effects {
+    n.step(
+        ms(t),
+        Event::Datagram {
+            from: addr(),
+            env: env(Role::Primary, 8, 1),
+            msg: Dgram::Pong { nonce },
+        },
+    )
+}
+
+fn app(n: &mut WitnessNode, t: u64, class: ProbeClass) -> Effects {
+    n.step(
+        ms(t),
+        Event::AppProbe {
+            class,
+            took: Duration::ZERO,
+            detail: String::new(),
+        },
+    )
+}
+
+/// Issue 16 item 4: a ping goes every probe interval even while an earlier one is
+/// unanswered, so a lost ping is a gap of two intervals, not a probe timeout and more; a pong
+/// for any ping in flight counts.
+#[test]
+fn pings_go_every_interval_while_others_are_in_flight() {
+    let mut n = node();
+    let first = pings_sent(&n.step(ms(0), Event::Tick), 0);
+    let second = pings_sent(&n.step(ms(20), Event::Tick), 0);
+    let third = pings_sent(&n.step(ms(40), Event::Tick), 0);
+    assert_eq!((first.len(), second.len(), third.len()), (1, 1, 1));
+    // The first is lost; the second is answered.
+    pong(&mut n, 41, second[0]);
+    assert_eq!(n.pings()[0], (1, 0));
+    n.step(ms(50), Event::Tick);
+    assert_eq!(n.pings()[0], (1, 1), "the first given up at 50 ms");
+    assert!(n.core().view(ms(50)).primary_host);
+    pong(&mut n, 51, third[0]);
+    assert_eq!(n.pings()[0], (2, 1));
+}
+
+/// Issue 16 item 4: the primary's host crashes; the moment this witness's view of the
+/// application turns down (by time alone: its daemon silent for `host_fresh`), the node
+/// reports it, without waiting for the next report interval; the standby asks the witnesses
+/// again on such a report.
+#[test]
+fn the_application_down_is_reported_the_moment_the_view_turns() {
+    let mut n = node();
+    let mut t = 0;
+    while t < 100 {
+        let fx = n.step(ms(t), Event::Tick);
+        if let Some(&nonce) = pings_sent(&fx, 0).first() {
+            pong(&mut n, t + 2, nonce);
+        }
+        app(&mut n, t, ProbeClass::Ok);
+        t += 20;
+    }
+    // Crash at 100 ms: last pong at 82 ms, last application answer at 80 ms.
+    for t in [100, 120, 140] {
+        n.step(ms(t), Event::Tick);
+        app(&mut n, t, ProbeClass::Refused);
+    }
+    assert_eq!(n.core().view(ms(140)).app, AppVerdict::Failing);
+    // The daemon has been silent for `host_fresh` (70 ms) a moment after 152 ms: the node
+    // wakes then (the next periodic report is due at 200 ms) and reports at once.
+    let (at, fx) = loop {
+        let at = n.next_deadline();
+        let fx = n.step(at, Event::Tick);
+        if reports(&fx).contains(&AppVerdict::Down) || at > ms(1_000) {
+            break (at, fx);
+        }
+    };
+    assert_eq!(at, ms(152).plus(Duration::from_millis(1)));
+    assert_eq!(
+        reports(&fx),
+        vec![AppVerdict::Down, AppVerdict::Down],
+        "{fx:?}"
+    );
+    // Once said, it waits for the report interval again.
+    let fx = n.step(ms(154), Event::Tick);
+    assert!(reports(&fx).is_empty());
 }

@@ -16,7 +16,11 @@ impl WitnessNode {
             "the epoch seen went back below what is on disk"
         );
         for (i, p) in self.pings.iter().enumerate() {
-            assert!(p.sent.is_none() || (p.nonce & 1) as usize == i);
+            assert!(p
+                .flight
+                .iter()
+                .flatten()
+                .all(|(n, _)| (n & 1) as usize == i));
         }
     }
 

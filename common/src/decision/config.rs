@@ -141,7 +141,7 @@ impl Default for Config {
             switchover_min_interval: Duration::from_secs(60),
             app_down_after: Duration::from_millis(60),
             app_down_failures: 2,
-            host_fresh: Duration::from_millis(100),
+            host_fresh: Duration::from_millis(70),
             fence_after: Duration::from_millis(100),
             ping_interval: Duration::from_millis(50),
             standby_timeout: Duration::from_millis(500),

@@ -35,7 +35,7 @@ use super::proto::{
     RefuseReason, Verdict, Vote, VoteKind, VoteRequest, Withdraw, WitnessReport, WitnessView,
 };
 use super::rate::RateWindow;
-use super::{elapsed, emit, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
+use super::{elapsed, emit, later, nanos_of, Actions, Config, Epoch, Nanos, QueryId, WitnessId};
 
 /// An input to the witness core.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,10 +138,15 @@ struct Promise {
 #[derive(Debug, Clone, Copy, Default)]
 struct TargetView {
     last_ok: Option<Nanos>,
+    /// When the newest answered probe started: a probe started before it that fails later (the
+    /// daemons' pings overlap) says nothing new of the target.
+    ok_started: Option<Nanos>,
     last: Option<(Nanos, ProbeClass)>,
     fails: u32,
     /// The last late answer, and the most any answer was late over the rate window until then.
     late: Option<(Nanos, Duration)>,
+    /// When the first of the failures in a row was seen.
+    failing_since: Option<Nanos>,
 }
 
 /// The witness core.
@@ -270,79 +275,78 @@ impl WitnessCore {
         out
     }
 
-    /// The success rates over the rate window, percent.
-    pub fn rates(&self, now: Nanos) -> Rates {
-        let r = |t: ProbeTarget| self.rates[t as usize].rate(now);
-        Rates {
-            app: r(ProbeTarget::PrimaryApp),
-            primary: r(ProbeTarget::PrimaryHost),
-            standby: r(ProbeTarget::StandbyHost),
+    fn probe(&mut self, now: Nanos, target: ProbeTarget, class: ProbeClass, took: Duration) {
+        let started = Nanos(now.0.saturating_sub(nanos_of(took)));
+        if class != ProbeClass::Ok && started < self.fresh_from {
+            // It ran while our own loop stalled: it may have failed only because nobody looked.
+            // (An answer is evidence whenever it came.)
+            self.discarded = self.discarded.saturating_add(1);
+            return;
         }
-    }
-
-    /// A gray path (rule 6): the application answers only a fraction of probes, the path to its
-    /// host is lossy (the primary daemon misses pings too), and the standby's host answers
-    /// cleanly. A guest that answers nobody while its daemon answers everybody is not this
-    /// (the daemon's path is clean), nor is a host that answers nothing at all (that is down).
-    fn gray(&self, now: Nanos) -> bool {
-        let r = self.rates(now);
-        let (Some(app), Some(primary), Some(standby)) = (r.app, r.primary, r.standby) else {
-            return false;
-        };
-        app < self.cfg.gray_below
-            && primary < self.cfg.lossy_below
-            && standby >= self.cfg.clean_above
-            && (app > 0 || primary > 0)
-    }
-
-    /// The application verdict, and for `Failing` how long until it could become `Down`. What
-    /// the last probes say, unless the rates say the path is gray (and the last probes do not
-    /// say the host is down).
-    fn app(&self, now: Nanos) -> (AppVerdict, Duration) {
-        let base = self.app_now(now);
-        match base.0 {
-            AppVerdict::Up | AppVerdict::Failing | AppVerdict::GuestFailure if self.gray(now) => {
-                (AppVerdict::Lossy, Duration::ZERO)
-            }
-            _ => base,
+        self.rates[target as usize].record(now, class == ProbeClass::Ok);
+        let v = &mut self.views[target as usize];
+        if class != ProbeClass::Ok && v.ok_started.is_some_and(|s| started < s) {
+            // Older than a probe answered since (pings overlap): a loss for the rates, but no
+            // failure in a row.
+            return;
         }
-    }
-
-    /// The application verdict from the last probes alone.
-    fn app_now(&self, now: Nanos) -> (AppVerdict, Duration) {
-        let v = &self.views[ProbeTarget::PrimaryApp as usize];
-        let Some((_, class)) = v.last else {
-            return (AppVerdict::Unknown, Duration::ZERO);
-        };
+        v.last = Some((now, class));
         if class == ProbeClass::Ok {
-            return (AppVerdict::Up, Duration::ZERO);
+            v.last_ok = Some(now);
+            v.ok_started = Some(v.ok_started.map_or(started, |s| s.max(started)));
+            v.fails = 0;
+            v.failing_since = None;
+        } else {
+            v.fails = v.fails.saturating_add(1);
+            v.failing_since.get_or_insert(now);
         }
-        let heard = v.last_ok.unwrap_or(self.fresh_from).max(self.fresh_from);
-        let silent = elapsed(now, heard);
-        if v.fails < self.cfg.app_down_failures || silent < self.cfg.app_down_after {
-            let wait = self.cfg.app_down_after.saturating_sub(silent);
-            return (AppVerdict::Failing, wait.max(Duration::from_millis(1)));
+    }
+
+    /// Our own loop stalled from `since` to `now`: start counting evidence again.
+    fn stalled(&mut self, since: Nanos, now: Nanos) {
+        if now <= since {
+            return;
         }
-        if self.host_reachable(now, ProbeTarget::PrimaryHost) {
-            return (AppVerdict::GuestFailure, Duration::ZERO);
+        self.stalls = self.stalls.saturating_add(1);
+        self.fresh_from = self.fresh_from.max(now);
+        for v in &mut self.views {
+            v.fails = 0;
+            v.failing_since = None;
+            // Answers read late because nobody looked say nothing of the path.
+            v.late = None;
         }
-        // A daemon heard after its application had failed for `app_down_after` saw the guest
-        // fail (F5, or output held by a stalled replication link: F10) and did not die with
-        // it: a blip of its own (a starved CPU) is no host crash. It is down only once silent
-        // for a lease, when a primary cut off from everyone has fenced itself anyway.
-        let host = self.views[ProbeTarget::PrimaryHost as usize].last_ok;
-        if let Some(h) = host.filter(|&h| h >= heard.plus(self.cfg.app_down_after)) {
-            let hold = self.cfg.lease.duration.saturating_sub(elapsed(now, h));
-            if !hold.is_zero() {
-                return (AppVerdict::GuestFailure, Duration::ZERO);
-            }
+        // Rates over the stall would count probes nobody watched: start the window again.
+        for r in &mut self.rates {
+            r.clear();
         }
-        // Not seen answering, but not seen failing since our last stall either: wait to know.
-        let wait = self.host_unreachable_in(now, ProbeTarget::PrimaryHost);
-        if wait > Duration::ZERO {
-            return (AppVerdict::Failing, wait.max(Duration::from_millis(1)));
+    }
+
+    /// A ping given up at `timed_out_at` was answered late, at `now` (see
+    /// [`Input::Delivered`]).
+    fn delivered(&mut self, now: Nanos, target: ProbeTarget, timed_out_at: Nanos) {
+        if target == ProbeTarget::PrimaryApp || timed_out_at < self.fresh_from {
+            return;
         }
-        (AppVerdict::Down, Duration::ZERO)
+        self.rates[target as usize].amend(timed_out_at);
+        let slack = self.slack(now, target);
+        let v = &mut self.views[target as usize];
+        v.last_ok = v.last_ok.max(Some(timed_out_at));
+        v.late = Some((now, slack.max(elapsed(now, timed_out_at))));
+        // The last failure was this ping's: the daemon answered after every earlier one.
+        if v.last == Some((timed_out_at, ProbeClass::Timeout)) {
+            v.fails = 0;
+            v.failing_since = None;
+        }
+    }
+
+    /// How late past the probe timeout the host's answers came over the rate window: a path
+    /// that slow is given that much longer before its silence says the host is down, and its
+    /// timeouts alone say nothing (the answers may be on their way).
+    fn slack(&self, now: Nanos, target: ProbeTarget) -> Duration {
+        match self.views[target as usize].late {
+            Some((at, by)) if elapsed(now, at) <= self.cfg.rate_window => by,
+            _ => Duration::ZERO,
+        }
     }
 
     /// Stalls of the daemon's loop reported so far, and probe failures discarded because they
@@ -545,8 +549,8 @@ impl WitnessCore {
     }
 }
 
-#[path = "witness_evidence.rs"]
-mod evidence;
+#[path = "witness_view.rs"]
+mod view;
 
 #[cfg(test)]
 #[path = "witness_tests.rs"]

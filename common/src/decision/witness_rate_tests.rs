@@ -1,4 +1,6 @@
-//! Unit tests of the witness's success rates (issue 12): a lossy path told from a hung guest.
+//! Unit tests of what the witness reads from paths that are not clean: success rates (issue 12: a
+//! lossy path told from a hung guest), late answers, a daemon's blip after its guest failed, and a
+//! standby it cannot hear.
 
 use super::*;
 
@@ -104,7 +106,7 @@ fn a_daemon_answering_late_is_not_down() {
     );
     // The daemon dies: nothing comes back. Its last answer counts as heard at `t - 10`.
     let last = t - 10;
-    let down_at = last + 100 + most_late;
+    let down_at = last + cfg().host_fresh.as_millis() as u64 + most_late;
     while t < down_at + 100 {
         probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
         probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
@@ -182,4 +184,30 @@ fn a_daemon_that_saw_its_guest_fail_is_not_down_for_a_blip() {
         assert_eq!(w.view(ms(t)).app == AppVerdict::Down, down, "at {t} ms");
         t += 20;
     }
+}
+
+/// Neither a switchover nor a takeover without the standby's daemon answering: a witness that
+/// hears neither daemon (its relays or network stalled: all three witnesses of the F10-with-
+/// delay case at once, both daemons' pings timing out together) learns nothing of host A.
+#[test]
+fn no_move_to_a_standby_this_witness_cannot_hear() {
+    let mut w = WitnessCore::first_boot(cfg(), 1, ms(0));
+    for t in (0..200).step_by(10) {
+        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
+        probe(&mut w, t, ProbeTarget::PrimaryHost, ProbeClass::Timeout);
+        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Timeout);
+    }
+    assert_eq!(
+        vote(&mut w, 200, 1, 1, VoteKind::Switchover).verdict,
+        Verdict::Refuse(RefuseReason::StandbyUnreachable)
+    );
+    assert_eq!(
+        vote(&mut w, 200, 1, 2, VoteKind::Takeover).verdict,
+        Verdict::Refuse(RefuseReason::StandbyUnreachable)
+    );
+    probe(&mut w, 210, ProbeTarget::StandbyHost, ProbeClass::Ok);
+    assert_eq!(
+        vote(&mut w, 210, 1, 3, VoteKind::Takeover).verdict,
+        Verdict::Grant
+    );
 }

@@ -15,7 +15,7 @@
 //! Disk: the first blocks (1 MiB, or a quarter of a small disk) are the PUT log, 16 records of
 //! 256 bytes a block, written whole as a ring; the rest is the workload's.
 
-use super::{ModelDomain, KV_FIRST_PAGE, KV_PAGES, MAX_KEY, MAX_VALUE, MIN_PAGES};
+use super::{ModelDomain, KV_FIRST_PAGE, KV_PAGES, MAX_KEY, MIN_PAGES};
 use crate::disk::{digest_of, Disk, DiskConfig, DiskError, Journal, BLOCK, MIN_JOURNAL};
 use crate::PAGE_SIZE;
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
@@ -35,9 +35,9 @@ const TABLE_FIRST_PAGE: u64 = LOG_PAGE + 1;
 /// PUT log records.
 pub(super) const RECORD: usize = 256;
 pub(super) const RECORDS_PER_BLOCK: u64 = BLOCK / RECORD as u64;
-const RECORD_MAGIC: &[u8; 2] = b"PL";
+pub(super) const RECORD_MAGIC: &[u8; 2] = b"PL";
 /// Most log blocks (1 MiB).
-const MAX_LOG_BLOCKS: u64 = 256;
+pub(super) const MAX_LOG_BLOCKS: u64 = 256;
 /// Largest workload write.
 pub const MAX_DISK_WRITE: u64 = 1 << 20;
 /// Most disk workload writes in one turn of [`ModelDomain::run`].
@@ -175,47 +175,9 @@ pub(super) struct ModelDisk {
     scratch: Vec<u8>,
 }
 
-/// A PUT log record: its sequence number, key and value, if it is one (magic and CRC).
-pub(super) fn parse_record(r: &[u8]) -> Option<(u64, &[u8], &[u8])> {
-    if r.len() < RECORD || &r[..2] != RECORD_MAGIC {
-        return None;
-    }
-    let (klen, vlen) = (r[2] as usize, r[3] as usize);
-    let mut c = [0u8; 4];
-    c.copy_from_slice(&r[4..8]);
-    if klen > MAX_KEY || vlen > MAX_VALUE || crc32fast::hash(&r[8..RECORD]) != u32::from_le_bytes(c)
-    {
-        return None;
-    }
-    let mut s = [0u8; 8];
-    s.copy_from_slice(&r[8..16]);
-    Some((
-        u64::from_le_bytes(s),
-        &r[16..16 + klen],
-        &r[16 + MAX_KEY..16 + MAX_KEY + vlen],
-    ))
-}
-
-/// Bytes at the start of a model disk of `disk_size` bytes that hold its PUT log.
-pub fn put_log_bytes(disk_size: u64) -> u64 {
-    (disk_size / BLOCK / 4).clamp(1, MAX_LOG_BLOCKS) * BLOCK
-}
-
-/// The PUT log records in `log` (the first [`put_log_bytes`] of an image, read from outside the
-/// guest, as the fault suite does): each record's sequence number, key and value, in the
-/// ring's order. Slots that hold no valid record (never written, torn) are skipped.
-pub fn put_log_records(log: &[u8]) -> Vec<(u64, String, String)> {
-    log.chunks(RECORD)
-        .filter_map(parse_record)
-        .map(|(seq, k, v)| {
-            (
-                seq,
-                String::from_utf8_lossy(k).into_owned(),
-                String::from_utf8_lossy(v).into_owned(),
-            )
-        })
-        .collect()
-}
+mod put_log;
+pub(super) use put_log::parse_record;
+pub use put_log::{put_log_bytes, put_log_records};
 
 impl ModelDomain {
     /// Give the domain its disk (the guest's block device), with the disk workload `wl`. The
