@@ -60,6 +60,15 @@ fn a_lossy_path_is_told_from_a_hung_guest_by_rates() {
     }
 }
 
+/// One round of probes while the application's output is held: the application times out, the
+/// standby's daemon answers, and a ping to the primary's daemon sent at `t` is given up at
+/// `t + 50`.
+fn held_output_round(w: &mut WitnessCore, t: u64) {
+    probe(w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
+    probe(w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
+    probe_took(w, t + 50, ProbeTarget::PrimaryHost, ProbeClass::Timeout, 50);
+}
+
 /// F10 with delay: the primary's daemon answers every ping, but after the probe timeout (round
 /// trips of 50 to 105 ms against 50 ms, one ping in flight, sent on a 20 ms tick: its last
 /// answer is up to 115 ms old, more than `host-fresh`). Its application holds its answers
@@ -75,15 +84,7 @@ fn a_daemon_answering_late_is_not_down() {
     while t < 3_000 {
         let rtt = if t < 300 { 105 } else { 50 + rng.below(56) };
         most_late = most_late.max(rtt - 50);
-        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
-        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
-        probe_took(
-            &mut w,
-            t + 50,
-            ProbeTarget::PrimaryHost,
-            ProbeClass::Timeout,
-            50,
-        );
+        held_output_round(&mut w, t);
         let delivered = Input::Delivered {
             target: ProbeTarget::PrimaryHost,
             timed_out_at: ms(t + 50),
@@ -108,15 +109,7 @@ fn a_daemon_answering_late_is_not_down() {
     let last = t - 10;
     let down_at = last + cfg().host_fresh.as_millis() as u64 + most_late;
     while t < down_at + 100 {
-        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
-        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
-        probe_took(
-            &mut w,
-            t + 50,
-            ProbeTarget::PrimaryHost,
-            ProbeClass::Timeout,
-            50,
-        );
+        held_output_round(&mut w, t);
         assert_eq!(
             w.view(ms(t + 50)).primary_host,
             t + 50 <= down_at,
@@ -133,9 +126,7 @@ fn a_daemon_answering_late_is_not_down() {
     );
     let fenced = last + 2_000;
     while t <= fenced {
-        probe(&mut w, t, ProbeTarget::PrimaryApp, ProbeClass::Timeout);
-        probe(&mut w, t, ProbeTarget::StandbyHost, ProbeClass::Ok);
-        probe_took(&mut w, t, ProbeTarget::PrimaryHost, ProbeClass::Timeout, 50);
+        held_output_round(&mut w, t);
         t += 60;
     }
     assert_eq!(w.view(ms(t)).app, AppVerdict::Down);
