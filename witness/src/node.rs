@@ -328,4 +328,4 @@ fn push(out: &mut Effects, e: Effect) {
 
 #[cfg(test)]
 #[path = "node_tests.rs"]
-mod tests;
+pub(crate) mod tests;

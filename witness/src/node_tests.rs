@@ -129,7 +129,8 @@ fn pings_reports_and_pongs() {
 #[test]
 fn a_grant_follows_its_save() {
     let mut n = node();
-    // The application and the primary daemon stay silent until the witness may vote.
+    // The application and the primary daemon stay silent until the witness may vote; the
+    // standby's daemon answers.
     for t in (0..2_200).step_by(10) {
         n.step(
             ms(t),
@@ -139,7 +140,7 @@ fn a_grant_follows_its_save() {
                 detail: String::new(),
             },
         );
-        n.step(ms(t), Event::Tick);
+        tick_standby_answering(&mut n, t);
     }
     let fx = n.step(
         ms(2_200),
@@ -243,6 +244,29 @@ fn reports(fx: &Effects) -> Vec<AppVerdict> {
             _ => None,
         })
         .collect()
+}
+
+/// A tick at `t`, the standby's daemon (slot 1) answering at once every ping the tick sent it:
+/// a witness votes for no move to a standby it cannot hear.
+pub(crate) fn tick_standby_answering(n: &mut WitnessNode, t: u64) {
+    let fx = n.step(ms(t), Event::Tick);
+    for e in fx.iter() {
+        if let Effect::Send {
+            to: To::Slot(1),
+            msg: Dgram::Ping { nonce },
+            ..
+        } = e
+        {
+            n.step(
+                ms(t),
+                Event::Datagram {
+                    from: addr(),
+                    env: env(Role::Standby, 7, 1),
+                    msg: Dgram::Pong { nonce: *nonce },
+                },
+            );
+        }
+    }
 }
 
 fn pong(n: &mut WitnessNode, t: u64, nonce: u64) -> Effects {

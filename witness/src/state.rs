@@ -234,7 +234,7 @@ mod tests {
                     detail: String::new(),
                 },
             );
-            n.step(ms(t), Event::Tick);
+            crate::node::tests::tick_standby_answering(&mut n, t);
         }
         n
     }
