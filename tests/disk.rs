@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use hsb_tests::life::{Life, LifeOpts, HOSTS};
-use hsb_tests::{num, parse_status, Client, Pair, PairOpts};
+use hsb_tests::{num, Client, Pair, PairOpts};
 
 /// The disk digest the primary logged for checkpoint `ckpt` (debug logging: every checkpoint's
 /// line ends with the digest of the disk as the guest's memory had it at the capture).
@@ -111,14 +111,7 @@ fn kill9_with_disk_writes_in_flight_the_activated_disk_is_the_checkpoints() {
         "{st:?}\n{}",
         pair.logs()
     );
-    let d = hsb_common::ctl::request(&pair.standby.control, "digest", Duration::from_secs(60))
-        .expect("digest");
-    let d = parse_status(&d);
-    assert_eq!(
-        d.get("disk_agrees_with_memory").map(String::as_str),
-        Some("yes"),
-        "{d:?}"
-    );
+    let d = pair.standby_disk_agrees_with_memory();
     assert_eq!(d.get("disk_digest"), d.get("disk_memory_digest"), "{d:?}");
     let primary_said = logged_digest(&pair.primary.log_text(), f);
     assert_eq!(

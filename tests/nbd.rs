@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use hsb_tests::{num, parse_status, Pair, PairOpts, TempDir};
+use hsb_tests::{num, Pair, PairOpts, TempDir};
 
 fn have_qemu_io(test: &str) -> bool {
     let ok = Command::new("qemu-io")
@@ -128,14 +128,7 @@ fn flushed_nbd_writes_are_on_the_activated_replicas_disk() {
     assert_eq!(image_bytes(&image, 41 * mb, 4096), want);
     assert_eq!(image_bytes(&image, 50 * mb, 8192), vec![0x33; 8192]);
     // The replica's memory (the block CRCs the guest keeps) agrees with its disk.
-    let d = hsb_common::ctl::request(&pair.standby.control, "digest", Duration::from_secs(60))
-        .expect("digest");
-    let d = parse_status(&d);
-    assert_eq!(
-        d.get("disk_agrees_with_memory").map(String::as_str),
-        Some("yes"),
-        "{d:?}"
-    );
+    pair.standby_disk_agrees_with_memory();
 }
 
 /// Reads come back as written (and unwritten blocks as zeros), across connections.

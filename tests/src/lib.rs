@@ -308,6 +308,20 @@ impl Default for PairOpts {
 }
 
 impl Pair {
+    /// The standby's `digest` answer (its disk image against the block CRCs its memory keeps),
+    /// asserting that disk and memory agree.
+    pub fn standby_disk_agrees_with_memory(&self) -> HashMap<String, String> {
+        let d = hsb_common::ctl::request(&self.standby.control, "digest", Duration::from_secs(60))
+            .expect("digest");
+        let d = parse_status(&d);
+        assert_eq!(
+            d.get("disk_agrees_with_memory").map(String::as_str),
+            Some("yes"),
+            "{d:?}"
+        );
+        d
+    }
+
     /// Start a standby, then a primary, and wait for the first full synchronisation.
     pub fn start(o: PairOpts) -> Pair {
         let dir = TempDir::new("pair");

@@ -81,13 +81,13 @@ impl WitnessCore {
             let wait = self.cfg.app_down_after.saturating_sub(silent);
             return (AppVerdict::Failing, wait.max(Duration::from_millis(1)));
         }
+        let host = self.views[ProbeTarget::PrimaryHost as usize].last_ok;
         if self.host_reachable(now, ProbeTarget::PrimaryHost) {
             // The guest itself failed (F5) only if its daemon answered after the application
             // was seen failing. A daemon last heard before that may have died with it (a host
             // crash stops both at once): not yet known, until it answers or stays silent for
             // `host_fresh`.
-            let host = &self.views[ProbeTarget::PrimaryHost as usize];
-            if host.last_ok >= v.failing_since {
+            if host >= v.failing_since {
                 return (AppVerdict::GuestFailure, Duration::ZERO);
             }
             let wait = self.host_unreachable_in(now, ProbeTarget::PrimaryHost);
@@ -97,7 +97,6 @@ impl WitnessCore {
         // fail (F5, or output held by a stalled replication link: F10) and did not die with
         // it: a blip of its own (a starved CPU) is no host crash. It is down only once silent
         // for a lease, when a primary cut off from everyone has fenced itself anyway.
-        let host = self.views[ProbeTarget::PrimaryHost as usize].last_ok;
         if let Some(h) = host.filter(|&h| h >= heard.plus(self.cfg.app_down_after)) {
             if elapsed(now, h) < self.cfg.lease.duration {
                 return (AppVerdict::GuestFailure, Duration::ZERO);
