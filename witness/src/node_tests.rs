@@ -196,14 +196,7 @@ fn late_pongs_count_as_delivered_in_the_path_rate() {
                 sent.pop_front();
                 {
                     if late {
-                        n.step(
-                            ms(t),
-                            Event::Datagram {
-                                from: addr(),
-                                env: env(Role::Primary, 8, 1),
-                                msg: Dgram::Pong { nonce },
-                            },
-                        );
+                        pong(&mut n, t, nonce);
                     }
                 }
             }
@@ -257,24 +250,22 @@ pub(crate) fn tick_standby_answering(n: &mut WitnessNode, t: u64) {
             ..
         } = e
         {
-            n.step(
-                ms(t),
-                Event::Datagram {
-                    from: addr(),
-                    env: env(Role::Standby, 7, 1),
-                    msg: Dgram::Pong { nonce: *nonce },
-                },
-            );
+            pong_from(n, t, env(Role::Standby, 7, 1), *nonce);
         }
     }
 }
 
+/// The primary's daemon (id 8, epoch 1) answers the ping `nonce` at `t`.
 fn pong(n: &mut WitnessNode, t: u64, nonce: u64) -> Effects {
+    pong_from(n, t, env(Role::Primary, 8, 1), nonce)
+}
+
+fn pong_from(n: &mut WitnessNode, t: u64, from: Envelope, nonce: u64) -> Effects {
     n.step(
         ms(t),
         Event::Datagram {
             from: addr(),
-            env: env(Role::Primary, 8, 1),
+            env: from,
             msg: Dgram::Pong { nonce },
         },
     )
