@@ -89,6 +89,12 @@ impl PrimarySide {
 
     /// Step the node and carry out its effects in order, each answer stepped at once; a
     /// checkpoint staged meanwhile is written, then `Sent`.
+    /// The staged checkpoint is all written.
+    fn sent(&mut self, me: Me, sh: &mut Shared, disk: &mut Option<NodeState>) {
+        let bytes = self.staged_bytes;
+        self.feed(me, sh, disk, Event::Sent { bytes });
+    }
+
     fn feed(&mut self, me: Me, sh: &mut Shared, disk: &mut Option<NodeState>, ev: Event) {
         for e in self.node.step(me.local, ev) {
             if let Some(answer) = self.carry_out(me, sh, disk, e) {
@@ -100,14 +106,7 @@ impl PrimarySide {
                 let now = sh.now();
                 let taken = sh.conns.send(&mut sh.net, now, c, 0, seg);
                 if taken <= now {
-                    self.feed(
-                        me,
-                        sh,
-                        disk,
-                        Event::Sent {
-                            bytes: self.staged_bytes,
-                        },
-                    );
+                    self.sent(me, sh, disk);
                 } else {
                     // A shaped link: the socket takes the rest as the link carries it.
                     self.sent_at = Some(taken);
@@ -375,14 +374,7 @@ impl PrimarySide {
             // The socket was writable again: the rest of the checkpoint written.
             self.sent_at = None;
             io = true;
-            self.feed(
-                me,
-                sh,
-                disk,
-                Event::Sent {
-                    bytes: self.staged_bytes,
-                },
-            );
+            self.sent(me, sh, disk);
         }
         let due = woken(me.local, self.wake);
         if io || due.is_some() {
