@@ -423,3 +423,158 @@ fn a_full_image_answers_enospc_through_the_export() {
         "{log}"
     );
 }
+
+/// `qemu-io` on the export with `cmds`, its output whatever it says (for commands that fail).
+fn qemu_io_any(sock: &Path, cmds: &[&str]) -> String {
+    let mut c = Command::new("qemu-io");
+    c.args(["-f", "raw"]);
+    for cmd in cmds {
+        c.args(["-c", cmd]);
+    }
+    c.arg(format!("nbd+unix:///?socket={}", sock.display()));
+    let o = c.output().expect("run qemu-io");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// hsb-standby serves its replica's disk (`disk.nbd_socket`; a Xen replica's `phy:/dev/nbdN`
+/// goes through it): what the primary's guest wrote is read back from the replica once its
+/// checkpoint is acknowledged; a write is refused (`EPERM`, counted) and changes nothing while
+/// the replica is not activated; once activated, writes go to its disk.
+#[test]
+fn the_standby_serves_its_replicas_disk_read_only_until_activated() {
+    if !have_qemu_io("the_standby_serves_its_replicas_disk_read_only_until_activated") {
+        return;
+    }
+    let d = TempDir::new("nbd-standby");
+    let (sock, standby_sock) = (d.path("guest.nbd"), d.path("replica.nbd"));
+    let mut pair = Pair::start(PairOpts {
+        extra_primary: vec![
+            format!("disk.nbd_socket = {}", sock.display()),
+            "model.disk_rate = 0".into(),
+        ],
+        extra_standby: vec![
+            format!("disk.nbd_socket = {}", standby_sock.display()),
+            "model.disk_rate = 0".into(),
+        ],
+        ..PairOpts::default()
+    });
+    qemu_io(&sock, &["write -P 0x5a 3M 1M", "flush"]);
+    let last = num(&pair.primary.status(), "nbd_last_write_checkpoint");
+    pair.primary.wait_for(
+        "the write's checkpoint acked",
+        Duration::from_secs(30),
+        |s| num(s, "acked_checkpoint") >= last,
+    );
+    qemu_io(&standby_sock, &["read -P 0x5a 3M 1M", "read -P 0 4M 4k"]);
+    let out = qemu_io_any(&standby_sock, &["write -P 0x77 3M 4k"]);
+    assert!(
+        out.contains("Operation not permitted"),
+        "a write to a replica that is not activated is refused with EPERM: {out}"
+    );
+    let st = pair.standby.status();
+    assert_eq!(num(&st, "nbd_errors"), 1, "{st:?}");
+    assert_eq!(num(&st, "nbd_writes"), 0, "{st:?}");
+    let image = pair.dir.path("standby.state.disk");
+    assert_eq!(image_bytes(&image, 3 << 20, 4096), vec![0x5a; 4096]);
+    pair.primary.kill9();
+    let out = pair.standby.ctl("activate").expect("activate");
+    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+    qemu_io(
+        &standby_sock,
+        &["write -P 0x77 3M 4k", "flush", "read -P 0x77 3M 4k"],
+    );
+    assert_eq!(image_bytes(&image, 3 << 20, 4096), vec![0x77; 4096]);
+    assert_eq!(
+        image_bytes(&image, (3 << 20) + 4096, 4096),
+        vec![0x5a; 4096]
+    );
+    assert_eq!(num(&pair.standby.status(), "nbd_writes"), 1);
+}
+
+/// A daemon configured for a Xen guest with a replicated disk whose domain does not exist
+/// (here: no Xen at all) serves the disk meanwhile, since the guest's `phy:/dev/nbdN` must
+/// exist before the domain is created: hsb-primary reads and writes, hsb-standby reads only.
+/// SIGTERM then stops it cleanly (exit status 0, the socket removed).
+#[test]
+fn a_daemon_serves_a_xen_guests_disk_while_the_domain_does_not_exist_yet() {
+    let test = "a_daemon_serves_a_xen_guests_disk_while_the_domain_does_not_exist_yet";
+    if !have_qemu_io(test) {
+        return;
+    }
+    if Path::new("/proc/xen/privcmd").exists() {
+        hsb_tests::skip(
+            test,
+            "this is a Xen dom0: the domain lookup would not fail here",
+        );
+        return;
+    }
+    let d = TempDir::new("nbd-xen-wait");
+    let key = d.path("cluster.key");
+    hsb_common::key::ClusterKey::generate(&key).expect("key");
+    for (bin, writable) in [("hsb-primary", true), ("hsb-standby", false)] {
+        let sock = d.path(&format!("{bin}.nbd"));
+        let image = d.path(&format!("{bin}.img"));
+        let conf = d.path(&format!("{bin}.conf"));
+        let control = d.path(&format!("{bin}.sock"));
+        let role = if writable {
+            format!("standby = {}\n", hsb_tests::free_addr())
+        } else {
+            format!("listen = {}\n", hsb_tests::free_addr())
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "node = {bin}\ncluster_key = {}\n{role}control = {}\nstate_file = {}\nbackend = xen\nxen.domain = hsb-no-such-guest\nxen.disk = {}\nxen.disk_size = 16MiB\ndisk.nbd_socket = {}\n",
+                key.display(),
+                control.display(),
+                d.path(&format!("{bin}.state")).display(),
+                image.display(),
+                sock.display()
+            ),
+        )
+        .expect("write config");
+        let log = d.path(&format!("{bin}.log"));
+        let mut daemon = hsb_tests::Daemon::start(bin, &conf, &control, &log, &[]);
+        let t = std::time::Instant::now();
+        while UnixStream::connect(&sock).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30) && daemon.alive(),
+                "{bin} does not serve {}\n{}",
+                sock.display(),
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if writable {
+            qemu_io(
+                &sock,
+                &["write -P 0x3c 1M 64k", "flush", "read -P 0x3c 1M 64k"],
+            );
+            assert_eq!(image_bytes(&image, 1 << 20, 64 << 10), vec![0x3c; 64 << 10]);
+        } else {
+            qemu_io(&sock, &["read -P 0 1M 64k"]);
+            let out = qemu_io_any(&sock, &["write -P 0x3c 1M 4k"]);
+            assert!(out.contains("Operation not permitted"), "{out}");
+            assert_eq!(image_bytes(&image, 1 << 20, 4096), vec![0; 4096]);
+        }
+        let text = daemon.log_text();
+        assert!(
+            text.contains("waiting for domain 'hsb-no-such-guest'"),
+            "{bin} says what it waits for\n{text}"
+        );
+        daemon.signal("TERM");
+        let mut child = daemon.child.take().expect("child");
+        let status = child.wait().expect("wait");
+        let text = daemon.log_text();
+        assert!(status.success(), "{bin}: {status}\n{text}");
+        assert!(
+            text.contains("SIGTERM: stopping while waiting for domain 'hsb-no-such-guest'"),
+            "{text}"
+        );
+        assert!(!sock.exists(), "{bin} removes its socket");
+    }
+}

@@ -35,7 +35,6 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "witness_listen", kind: ValueKind::Addr, default: Some("127.0.0.1:7301"), help: "UDP address for witness traffic (witnesses' `primary`)" },
     KeySpec { key: "witness_peers", kind: ValueKind::Str, default: Some(""), help: "witness addresses: ID=IP:PORT, comma-separated, one per failover.witnesses id" },
     KeySpec { key: "standby_witness", kind: ValueKind::Addr, default: Some("127.0.0.1:7300"), help: "the standby's witness_listen address (switchover confirmations)" },
-    KeySpec { key: "disk.nbd_socket", kind: ValueKind::Path, default: Some(""), help: "serve the guest's disk as an NBD export (fixed newstyle, export name `hsb` or the default) on this unix socket, one client at a time (mode 0600): in dom0 the kernel's nbd driver (`nbd-client -unix PATH /dev/nbd0`), the guest's disk then `phy:/dev/nbd0`; its writes are journaled and replicated with the checkpoints like the guest's own; needs model.disk_size above 0 (the xen backend's disk is not served yet); empty: off" },
     KeySpec { key: "decision_log", kind: ValueKind::Path, default: Some(""), help: "file for the decision log (inputs and evidence, JSON lines); empty: none" },
     hsb_common::recorder::MAX_KEY,
     hsb_common::recorder::KEEP_KEY,
@@ -215,6 +214,14 @@ impl Reload for Settings {
 }
 
 impl Settings {
+    /// The guest's replicated disk, the model domain's or the Xen guest's.
+    pub fn disk_config(&self) -> Option<&hsb_domain::disk::DiskConfig> {
+        match &self.xen {
+            Some(x) => x.disk.as_ref(),
+            None => self.disk.as_ref().map(|d| &d.disk),
+        }
+    }
+
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
         let model_pages = hsb_domain::model::pages_from_config(c)?;
         let checkpoint_period = c.duration("checkpoint_period")?;
@@ -257,20 +264,27 @@ impl Settings {
             }
         }
         let xen = hsb_domain::xen::XenSettings::from_config(c)?;
-        // The xen backend's disks are not replicated (yet): only the model domain has one.
+        // The model domain's disk, or the Xen guest's (xen.disk).
         let disk = match xen {
             Some(_) => None,
             None => hsb_domain::model::DiskSettings::from_config(c)?,
         };
         let nbd_socket = Some(c.path("disk.nbd_socket")?).filter(|p| !p.as_os_str().is_empty());
-        if nbd_socket.is_some() && disk.is_none() {
+        let xen_disk = xen.as_ref().is_some_and(|x| x.disk.is_some());
+        if nbd_socket.is_some() && disk.is_none() && !xen_disk {
             return Err(c.error_at(
                 "disk.nbd_socket",
                 if xen.is_some() {
-                    "the xen backend's disk is not served yet: leave disk.nbd_socket empty"
+                    "expected a disk to serve: set xen.disk and xen.disk_size"
                 } else {
                     "expected a disk to serve: model.disk_size is 0"
                 },
+            ));
+        }
+        if xen_disk && nbd_socket.is_none() {
+            return Err(c.error_at(
+                "xen.disk",
+                "a Xen guest reaches its replicated disk only through the NBD export: set disk.nbd_socket (and attach it in dom0 with nbd-client -unix)",
             ));
         }
         Ok(Settings {
@@ -366,6 +380,47 @@ mod tests {
         ))
         .expect("longer ack lease");
         settings("checkpoint_period = 100ms\n").expect("no failover: acks are not leases");
+    }
+
+    #[test]
+    fn a_xen_guests_disk_is_served_through_the_nbd_export() {
+        let xen = "backend = xen\nxen.domain = g\n";
+        let s = settings(&format!(
+            "{xen}xen.disk = /var/lib/hsb/g.img\nxen.disk_size = 1GiB\ndisk.nbd_socket = /run/hsb/g.nbd\n"
+        ))
+        .expect("a xen disk");
+        let d = s.disk_config().expect("the disk");
+        assert_eq!(
+            (d.path.to_str(), d.size),
+            (Some("/var/lib/hsb/g.img"), 1 << 30)
+        );
+        assert!(s.disk.is_none(), "no model disk with the xen backend");
+        let e = settings(&format!("{xen}xen.disk = /g.img\nxen.disk_size = 1GiB\n"))
+            .expect_err("no export");
+        assert!(
+            e.contains("key 'xen.disk'") && e.contains("disk.nbd_socket"),
+            "{e}"
+        );
+        let e = settings(&format!(
+            "{xen}xen.disk = /g.img\ndisk.nbd_socket = /g.nbd\n"
+        ))
+        .expect_err("no size");
+        assert!(
+            e.contains("key 'xen.disk_size': expected the disk's size"),
+            "{e}"
+        );
+        let e = settings(&format!(
+            "{xen}xen.disk = /g.img\nxen.disk_size = 5000\ndisk.nbd_socket = /g.nbd\n"
+        ))
+        .expect_err("not 4 KiB");
+        assert!(e.contains("a multiple of 4KiB"), "{e}");
+        let e = settings(&format!("{xen}xen.disk_size = 1GiB\n")).expect_err("size, no disk");
+        assert!(e.contains("a disk size without a disk"), "{e}");
+        let e =
+            settings(&format!("{xen}disk.nbd_socket = /g.nbd\n")).expect_err("nothing to serve");
+        assert!(e.contains("set xen.disk and xen.disk_size"), "{e}");
+        let s = settings(xen).expect("no disk");
+        assert!(s.disk_config().is_none());
     }
 
     #[test]

@@ -28,8 +28,8 @@ use hsb_primary::node::{Effect, Event, FailoverConfig, NodeConfig, PrimaryNode, 
 
 use crate::disk::DiskRepl;
 use crate::guest::{self, Fence, Guest, PlugOutput};
-use crate::nbd::{NbdExport, NBD_CONN, NBD_LISTEN};
 use crate::repl;
+use hsb_domain::disk::export::{NbdExport, NBD_CONN, NBD_LISTEN};
 
 /// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
 /// heartbeats and witnesses are served between steps.
@@ -112,19 +112,51 @@ fn node_config(s: &Settings) -> NodeConfig {
             witness_peers: s.witness_peers.clone(),
             standby_witness: s.standby_witness,
         }),
-        disk: s.disk.is_some(),
+        disk: s.disk_config().is_some(),
     }
 }
 
 impl Daemon {
     /// Open the domain, bind the sockets, open the decision log.
-    pub fn new(mut s: Settings, key: ClusterKey, start: Start) -> io::Result<Daemon> {
-        let poll = Poll::new()?;
+    /// `None`: asked to stop (`signals`) while waiting for the Xen guest to exist.
+    pub fn new(
+        mut s: Settings,
+        key: ClusterKey,
+        start: Start,
+        signals: &mut SignalHandler,
+    ) -> io::Result<Option<Daemon>> {
+        let mut poll = Poll::new()?;
         let clock = Clock::new();
-        let (mut dom, plug, service) = guest::open(&s, &poll, SERVICE_BASE)?;
+        // A Xen guest's replicated disk is served before the guest is opened: the guest's
+        // `phy:/dev/nbdN` must exist before `xl create`, so the guest may come after us.
+        let mut early_nbd = None;
+        let xen_disk_cfg = s
+            .xen
+            .as_ref()
+            .and_then(|x| x.disk.as_ref().map(|d| (d, &x.domain)));
+        let xen_disk = match (xen_disk_cfg, &s.nbd_socket) {
+            (Some((cfg, domain)), Some(path)) => {
+                let mut disk = crate::disk::open_primary_disk(cfg, s.start_checkpoint, "xen.disk")?;
+                let mut export = NbdExport::bind(path, disk.size(), poll.registry())?;
+                if !hsb_domain::xen::serve_until_domain(
+                    &mut poll,
+                    &mut export,
+                    &mut disk,
+                    domain,
+                    &clock,
+                    signals,
+                )? {
+                    return Ok(None);
+                }
+                early_nbd = Some(export);
+                Some(disk)
+            }
+            _ => None,
+        };
+        let (mut dom, plug, service) = guest::open(&s, &poll, SERVICE_BASE, xen_disk)?;
         let pages = dom.source().max_pages();
         let (mode, cache) = s.encode;
-        let journal_max = s.disk.as_ref().map_or(0, |d| d.disk.journal_max);
+        let journal_max = s.disk_config().map_or(0, |d| d.journal_max);
         let staging =
             Staging::with_codec(pages, mode, (cache / 4096).min(pages)).with_journal(journal_max);
         let disk = dom
@@ -133,6 +165,7 @@ impl Daemon {
             .map(|d| DiskRepl::new(d.geometry(), clock.now()));
         let nbd = match &s.nbd_socket {
             None => None,
+            Some(_) if early_nbd.is_some() => early_nbd,
             Some(path) => {
                 let size = dom.block_device().map(|d| d.size()).ok_or_else(|| {
                     io::Error::other("disk.nbd_socket: the guest has no disk to serve")
@@ -174,7 +207,7 @@ impl Daemon {
         } else {
             None
         };
-        Ok(Daemon {
+        Ok(Some(Daemon {
             output: OutputCommit::new(s.output_limit, start.first_checkpoint),
             node: PrimaryNode::new(node_config(&s), start, now),
             next_stats: now.plus(s.stats_interval),
@@ -200,7 +233,7 @@ impl Daemon {
             service_retry_at: now,
             disk,
             nbd,
-        })
+        }))
     }
 
     /// Run until a stop signal.

@@ -205,22 +205,36 @@ impl DiskRepl {
     }
 }
 
-/// Open the guest's disk (`model.disk`), make it the primary's (its writes belong to this
+/// Open the guest's disk image and make it the primary's: its writes belong to this
 /// primary's checkpoints from `start_checkpoint + 1` on; a replica's data forks into a lineage
-/// of its own) and attach it to the model domain.
+/// of its own. `key` names the configuration key in errors.
+pub fn open_primary_disk(
+    cfg: &hsb_domain::disk::DiskConfig,
+    start_checkpoint: u64,
+    key: &str,
+) -> io::Result<Disk> {
+    let err = |e: String| io::Error::other(format!("{key}: {e}"));
+    let mut disk = Disk::open(cfg).map_err(|e| err(e.to_string()))?;
+    disk.start_primary(start_checkpoint + 1)
+        .map_err(|e| err(e.to_string()))?;
+    log::info!(
+        "disk {} ({} MiB): {}; journal {} MiB",
+        cfg.path.display(),
+        cfg.size >> 20,
+        disk.describe(),
+        cfg.journal_max >> 20
+    );
+    Ok(disk)
+}
+
+/// Open the model domain's disk (`model.disk`) as the primary's and attach it to the domain.
 pub fn attach(dom: &mut ModelDomain, s: &Settings) -> io::Result<()> {
     let Some(ds) = &s.disk else {
         return Ok(());
     };
-    let err = |e: String| io::Error::other(format!("model.disk: {e}"));
-    let mut disk = hsb_domain::disk::Disk::open(&ds.disk).map_err(|e| err(e.to_string()))?;
-    disk.start_primary(s.start_checkpoint + 1)
-        .map_err(|e| err(e.to_string()))?;
+    let disk = open_primary_disk(&ds.disk, s.start_checkpoint, "model.disk")?;
     log::info!(
-        "disk {} ({} MiB): {}; workload {} KiB/s in writes of {} KiB ({}); journal {} MiB",
-        ds.disk.path.display(),
-        ds.disk.size >> 20,
-        disk.describe(),
+        "model disk workload {} KiB/s in writes of {} KiB ({})",
         ds.workload.rate >> 10,
         ds.workload.write >> 10,
         if ds.workload.random {
@@ -228,24 +242,23 @@ pub fn attach(dom: &mut ModelDomain, s: &Settings) -> io::Result<()> {
         } else {
             "sequential"
         },
-        ds.disk.journal_max >> 20
     );
     dom.attach_disk(disk, ds.workload, s.start_image.as_os_str().is_empty())
-        .map_err(err)
+        .map_err(|e| io::Error::other(format!("model.disk: {e}")))
 }
 
-/// The guest's disk, if it has one (the model domain's).
+/// The guest's disk, if it has one (the model domain's or the Xen guest's).
 fn guest_disk(dom: &Guest) -> Option<&Disk> {
     match dom {
         Guest::Model(d) => d.disk_ref(),
-        Guest::Xen(_) => None,
+        Guest::Xen(x) => x.src.disk_ref(),
     }
 }
 
 fn guest_disk_mut(dom: &mut Guest) -> Option<&mut Disk> {
     match dom {
         Guest::Model(d) => d.disk_mut(),
-        Guest::Xen(_) => None,
+        Guest::Xen(x) => x.src.disk_mut(),
     }
 }
 

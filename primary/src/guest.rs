@@ -6,13 +6,15 @@
 //! is its network traffic: [`PlugOutput`] puts the guest's vif behind an ifb device whose root
 //! qdisc is `plug`, closes an epoch at each checkpoint and releases it on the ack.
 //!
-//! Its block device, as the NBD export (nbd.rs) serves it, is a [`BlockDevice`]: the model
-//! domain's disk today; the Xen backend's disk gets the same hook when it has one.
+//! Its block device, as the NBD export (`hsb_domain::disk::export`) serves it, is a
+//! [`BlockDevice`]: the model domain's disk, or a Xen guest's replicated disk (`xen.disk`),
+//! which the guest reaches through the export attached in dom0 (`phy:/dev/nbdN`).
 
 use std::process::Command;
 
 use hsb_common::time::Nanos;
-use hsb_domain::disk::DiskError;
+use hsb_domain::disk::export::BlockDevice;
+use hsb_domain::disk::Disk;
 use hsb_domain::domain::{CheckpointSource, DomainError};
 use hsb_domain::model::ModelDomain;
 use hsb_domain::service::Service;
@@ -315,9 +317,13 @@ impl std::fmt::Debug for PlugOutput {
 /// Open the guest named in the settings.
 pub fn open_xen(
     x: &hsb_domain::xen::XenSettings,
+    disk: Option<Disk>,
 ) -> Result<(Guest, Option<PlugOutput>), DomainError> {
     let domid = hsb_domain::xen::resolve(&x.domain)?;
-    let src = XenSource::open(domid, x.suspend_timeout)?;
+    let mut src = XenSource::open(domid, x.suspend_timeout)?;
+    if let Some(d) = disk {
+        src.attach_disk(d);
+    }
     let plug = if x.plug {
         let vif = x.vif.clone().unwrap_or_else(|| format!("vif{domid}.0"));
         Some(
@@ -339,16 +345,19 @@ pub fn open_xen(
     ))
 }
 
-/// Open the protected domain of the settings: a Xen guest and its plug, or the model domain
+/// Open the protected domain of the settings: a Xen guest (with its replicated disk, opened
+/// already) and its plug, or the model domain
 /// (from the hand-over image when one is given, which is then set aside) and its service.
 pub fn open(
     s: &hsb_primary::config::Settings,
     poll: &mio::Poll,
     service_base: usize,
+    xen_disk: Option<Disk>,
 ) -> std::io::Result<(Guest, Option<PlugOutput>, Option<Service>)> {
     use std::io;
     if let Some(x) = &s.xen {
-        let (g, plug) = open_xen(x).map_err(|e| io::Error::other(format!("xen backend: {e}")))?;
+        let (g, plug) =
+            open_xen(x, xen_disk).map_err(|e| io::Error::other(format!("xen backend: {e}")))?;
         return Ok((g, plug, None));
     }
     let dom = if s.start_image.as_os_str().is_empty() {
@@ -391,50 +400,13 @@ pub fn open(
     Ok((Guest::Model(dom), None, service))
 }
 
-/// What the export needs of the guest's disk: the model domain's today; the Xen backend's
-/// disk gets the same hook when it has one.
-pub(crate) trait BlockDevice {
-    fn size(&self) -> u64;
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
-    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError>;
-    fn flush(&mut self) -> Result<(), DiskError>;
-    fn can_write(&self, len: usize) -> bool;
-    fn open_checkpoint(&self) -> u64;
-}
-
-impl BlockDevice for ModelDomain {
-    fn size(&self) -> u64 {
-        self.disk_ref().map_or(0, |d| d.size())
-    }
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        match self.disk_ref() {
-            Some(d) => d.read(offset, buf),
-            None => Err(DiskError::Invalid("the guest has no disk".into())),
-        }
-    }
-    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
-        self.block_write(offset, data, fua)
-    }
-    fn flush(&mut self) -> Result<(), DiskError> {
-        match self.disk_mut() {
-            Some(d) => d.flush(),
-            None => Err(DiskError::Invalid("the guest has no disk".into())),
-        }
-    }
-    fn can_write(&self, len: usize) -> bool {
-        self.disk_ref().is_some_and(|d| d.can_write(len))
-    }
-    fn open_checkpoint(&self) -> u64 {
-        self.disk_ref().map_or(0, |d| d.open_checkpoint())
-    }
-}
-
 impl Guest {
     /// The guest's block device, if it has one the export can serve.
     pub(crate) fn block_device(&mut self) -> Option<&mut dyn BlockDevice> {
         match self {
             Guest::Model(m) if m.disk_ref().is_some() => Some(m),
-            _ => None,
+            Guest::Model(_) => None,
+            Guest::Xen(x) => x.src.disk_mut().map(|d| d as &mut dyn BlockDevice),
         }
     }
 }

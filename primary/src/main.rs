@@ -14,7 +14,6 @@ mod datagrams;
 mod disk;
 mod guest;
 mod metrics;
-mod nbd;
 mod repl;
 mod start;
 mod status;
@@ -51,8 +50,11 @@ const PROGRAM: Program = Program::daemon("hsb-primary", "/run/hsb/primary.sock",
 fn main() -> ExitCode {
     PROGRAM.main(&["json"], &[], |cmd, args| {
         Some(match cmd {
-            "run" => PROGRAM.run(args, "primary", load, |(s, key, start), signals| {
-                daemon::Daemon::new(s, key, start)?.run(signals)
+            "run" => PROGRAM.run(args, "primary", load, |(s, key, start), mut signals| {
+                match daemon::Daemon::new(s, key, start, &mut signals)? {
+                    Some(d) => d.run(signals),
+                    None => Ok(()),
+                }
             }),
             "check" => PROGRAM.check(args, Settings::from_config, |s| {
                 let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);

@@ -55,6 +55,8 @@ pub fn schema() -> &'static [KeySpec] {
 pub struct Settings {
     /// The model domain's disk (`model.disk_size` not 0, `backend = model`).
     pub disk: Option<hsb_domain::model::DiskSettings>,
+    /// The NBD export of the replica's disk (`disk.nbd_socket`), if served.
+    pub nbd_socket: Option<PathBuf>,
     pub node: String,
     pub state_file: PathBuf,
     pub listen: SocketAddr,
@@ -107,6 +109,14 @@ impl Reload for Settings {
 }
 
 impl Settings {
+    /// The replica's disk, the model domain's or the Xen replica's.
+    pub fn disk_config(&self) -> Option<&hsb_domain::disk::DiskConfig> {
+        match &self.xen {
+            Some(x) => x.disk.as_ref(),
+            None => self.disk.as_ref().map(|d| &d.disk),
+        }
+    }
+
     pub fn from_config(c: &Config) -> Result<Settings, ConfigError> {
         let model_pages = hsb_domain::model::pages_from_config(c)?;
         let frame_max = c.size("frame_max")? as usize;
@@ -145,13 +155,38 @@ impl Settings {
         let xen = hsb_domain::xen::XenSettings::from_config(c)?;
         let primary_allow =
             parse_allow(&c.str("primary_allow")?).map_err(|e| c.error_at("primary_allow", &e))?;
-        // The xen backend's disks are not replicated (yet): only the model domain has one.
+        // The model domain's disk, or the Xen replica's (xen.disk).
         let disk = match xen {
             Some(_) => None,
             None => hsb_domain::model::DiskSettings::from_config(c)?,
         };
+        let nbd_socket = Some(c.path("disk.nbd_socket")?).filter(|p| !p.as_os_str().is_empty());
+        let xen_disk = xen.as_ref().is_some_and(|x| x.disk.is_some());
+        if nbd_socket.is_some() && disk.is_none() && !xen_disk {
+            return Err(c.error_at(
+                "disk.nbd_socket",
+                if xen.is_some() {
+                    "expected a disk to serve: set xen.disk and xen.disk_size"
+                } else {
+                    "expected a disk to serve: model.disk_size is 0"
+                },
+            ));
+        }
+        if xen_disk && nbd_socket.is_none() {
+            return Err(c.error_at(
+                "xen.disk",
+                "the replica's guest reaches its disk only through the NBD export: set disk.nbd_socket (and attach it in dom0 with nbd-client -unix before xl restore)",
+            ));
+        }
+        if xen_disk && !c.path("promote_config")?.as_os_str().is_empty() {
+            return Err(c.error_at(
+                "promote_config",
+                "a hand-over to hsb-primary would close the NBD export the activated guest's disk goes through (not implemented for xen.disk): leave promote_config empty; the activated replica keeps serving from hsb-standby",
+            ));
+        }
         Ok(Settings {
             disk,
+            nbd_socket,
             primary_allow,
             xen,
             node: hsb_common::failover::node_name(c)?,
@@ -215,6 +250,38 @@ mod tests {
         let text = format!("cluster_key = k\nlisten = 127.0.0.1:1\nfailover = true\nheartbeat_listen = 127.0.0.1:9\n{extra}");
         let c = Config::from_text(schema(), "s.conf", &text, &[]).map_err(|e| e.to_string())?;
         Settings::from_config(&c).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_xen_replicas_disk_is_served_and_not_handed_over() {
+        let peers = "witness_peers = 1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3\n";
+        let xen = &format!(
+            "{peers}backend = xen\nxen.domain = g\nxen.disk = /g.img\nxen.disk_size = 64MiB\n"
+        );
+        let s = settings(&format!("{xen}disk.nbd_socket = /g.nbd\n")).expect("a xen disk");
+        assert_eq!(s.disk_config().map(|d| d.size), Some(64 << 20));
+        assert_eq!(
+            s.nbd_socket.as_deref(),
+            Some(std::path::Path::new("/g.nbd"))
+        );
+        let e = settings(xen).expect_err("no export");
+        assert!(
+            e.contains("key 'xen.disk'") && e.contains("before xl restore"),
+            "{e}"
+        );
+        let e = settings(&format!(
+            "{xen}disk.nbd_socket = /g.nbd\npromote_config = /p.conf\n"
+        ))
+        .expect_err("hand-over");
+        assert!(
+            e.contains("key 'promote_config'") && e.contains("not implemented for xen.disk"),
+            "{e}"
+        );
+        let e = settings(&format!(
+            "{peers}disk.nbd_socket = /g.nbd\nmodel.disk_size = 0\n"
+        ))
+        .expect_err("no disk");
+        assert!(e.contains("model.disk_size is 0"), "{e}");
     }
 
     #[test]

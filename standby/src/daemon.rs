@@ -23,6 +23,7 @@ use hsb_common::node_state::NodeState;
 use hsb_common::signals::SignalHandler;
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Receiver;
+use hsb_domain::disk::export::{NbdExport, ReadOnly, NBD_CONN, NBD_LISTEN};
 use hsb_domain::service::Service;
 use hsb_standby::config::{schema, Settings};
 use hsb_standby::node::{Effect, Event, FailoverConfig, NodeConfig, StandbyNode, SLOTS};
@@ -44,6 +45,10 @@ pub(crate) const CONN_BASE: usize = 100;
 pub(crate) const SERVICE_BASE: usize = 1000;
 // The token plan (`kit::shell`): this daemon's own tokens stay off the kit's and each other's.
 const _: () = assert!(shell::own(LISTENER.0, 1) && shell::own(WITNESS_UDP.0, 1));
+const _: () = assert!(shell::own(NBD_LISTEN.0, 1) && shell::own(NBD_CONN.0, 1));
+const _: () = {
+    assert!(LISTENER.0 < NBD_LISTEN.0 && NBD_LISTEN.0 < NBD_CONN.0 && NBD_CONN.0 < WITNESS_UDP.0);
+};
 const _: () = assert!(shell::own(PING.0, 1) && shell::own(HEARTBEAT_BASE, HEARTBEAT_LINKS));
 const _: () = assert!(shell::own(CONN_BASE, SLOTS) && CONN_BASE + SLOTS <= SERVICE_BASE);
 const _: () = assert!(shell::own(
@@ -93,12 +98,20 @@ pub struct Daemon {
     pub(crate) incoming: Option<TcpStream>,
     /// What the activated replica's check of its disk against its memory found.
     pub(crate) disk_verified: String,
+    /// The NBD export of the replica's disk (`disk.nbd_socket`): reads only until activation.
+    pub(crate) nbd: Option<NbdExport>,
 }
 
 impl Daemon {
     /// Open the replica, bind the sockets, open the decision log.
-    pub fn new(s: Settings, key: ClusterKey, host: NodeState) -> io::Result<Daemon> {
-        let poll = Poll::new()?;
+    /// `None`: asked to stop (`signals`) while waiting for the Xen replica to exist.
+    pub fn new(
+        s: Settings,
+        key: ClusterKey,
+        host: NodeState,
+        signals: &mut SignalHandler,
+    ) -> io::Result<Option<Daemon>> {
+        let mut poll = Poll::new()?;
         let mut listener = TcpListener::bind(s.listen).map_err(|e| {
             io::Error::new(e.kind(), format!("replication address {}: {e}", s.listen))
         })?;
@@ -111,14 +124,52 @@ impl Daemon {
             poll.registry(),
             clock.now(),
         )?;
-        let replica = Rep::open(&s).map_err(|e| io::Error::other(format!("replica: {e}")))?;
+        // A Xen replica's disk is served (reads only) before the replica is opened: its
+        // `phy:/dev/nbdN` must exist before `xl restore -p`, so the replica may come after us.
+        let mut early_nbd = None;
+        let xen_disk_cfg = s
+            .xen
+            .as_ref()
+            .and_then(|x| x.disk.as_ref().map(|d| (d, &x.domain)));
+        let xen_disk = match (xen_disk_cfg, &s.nbd_socket) {
+            (Some((cfg, domain)), Some(path)) => {
+                let mut disk = crate::disk::open_replica_disk(cfg, "xen.disk")?;
+                let mut export = NbdExport::bind(path, disk.size(), poll.registry())?;
+                let mut dev = ReadOnly(&mut disk);
+                if !hsb_domain::xen::serve_until_domain(
+                    &mut poll,
+                    &mut export,
+                    &mut dev,
+                    domain,
+                    &clock,
+                    signals,
+                )? {
+                    return Ok(None);
+                }
+                early_nbd = Some(export);
+                Some(disk)
+            }
+            _ => None,
+        };
+        let replica =
+            Rep::open(&s, xen_disk).map_err(|e| io::Error::other(format!("replica: {e}")))?;
+        let nbd = match (&s.nbd_socket, replica.disk_ref()) {
+            (Some(_), _) if early_nbd.is_some() => early_nbd,
+            (Some(path), Some(d)) => Some(NbdExport::bind(path, d.size(), poll.registry())?),
+            (Some(_), None) => {
+                return Err(io::Error::other(
+                    "disk.nbd_socket: the replica has no disk to serve",
+                ))
+            }
+            (None, _) => None,
+        };
         let (pfn_limit, max_pages) = replica.layout();
         let receiver = match &replica {
             Rep::Model(_) => Receiver::new(s.model_pages),
             Rep::Xen(_) => Receiver::for_layout(pfn_limit, max_pages, false),
         };
-        let receiver = match &s.disk {
-            Some(ds) => receiver.with_disk(ds.disk.size, ds.disk.journal_max),
+        let receiver = match s.disk_config() {
+            Some(d) => receiver.with_disk(d.size, d.journal_max),
             None => receiver,
         };
         log::info!(
@@ -156,7 +207,8 @@ impl Daemon {
             }),
             disk_size: replica.disk_ref().map_or(0, |d| d.size()),
         };
-        Ok(Daemon {
+        Ok(Some(Daemon {
+            nbd,
             node: StandbyNode::new(cfg, host, now),
             next_stats: now.plus(s.stats_interval),
             failover,
@@ -176,7 +228,7 @@ impl Daemon {
             wires: (0..SLOTS).map(|_| None).collect(),
             surface,
             service: None,
-        })
+        }))
     }
 
     /// Run until a stop signal.
@@ -339,7 +391,7 @@ impl shell::Shell for Daemon {
     /// When the loop must wake next: the earliest deadline (the node's, which has the decision
     /// core's: it is not ticked), never later than [`MAX_SLEEP`].
     fn deadline(&mut self, now: Nanos) -> Nanos {
-        if self.more_to_accept {
+        if self.more_to_accept || self.nbd.as_ref().is_some_and(NbdExport::has_more) {
             return now;
         }
         let mut d = now.plus(MAX_SLEEP);
@@ -395,6 +447,13 @@ impl shell::Shell for Daemon {
             self.on_udp(now, t);
         } else if t == PING {
             self.on_ping(now);
+        } else if t == NBD_LISTEN || t == NBD_CONN {
+            if t == NBD_LISTEN {
+                if let Some(n) = self.nbd.as_mut() {
+                    n.accept(self.poll.registry());
+                }
+            }
+            self.nbd_turn();
         } else if self.service.as_ref().is_some_and(|s| s.owns(t)) {
             self.on_service(now, t);
         }
@@ -407,6 +466,7 @@ impl shell::Shell for Daemon {
         }
         self.drain_heartbeats(now);
         self.feed(now, Event::Tick);
+        self.nbd_turn();
         if let Some(f) = self.failover.as_mut() {
             f.decisions.recorder.flush();
         }

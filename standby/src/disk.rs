@@ -10,7 +10,8 @@
 use hsb_common::frame::{Kind, HEADER_LEN};
 use hsb_common::msg::{DiskDirty, DiskHello, DIRTY_BYTES};
 use hsb_common::time::Nanos;
-use hsb_domain::disk::{Bitmap, Disk, DiskError};
+use hsb_domain::disk::export::ReadOnly;
+use hsb_domain::disk::{Bitmap, Disk, DiskConfig, DiskError};
 use hsb_domain::model::ModelDomain;
 use hsb_standby::node::Event;
 
@@ -22,6 +23,19 @@ pub fn dirty_bytes(disk: Option<&Disk>) -> usize {
         let bytes = d.geometry().tracks.div_ceil(8) as usize;
         bytes + bytes.div_ceil(DIRTY_BYTES) * (HEADER_LEN + 16)
     })
+}
+
+/// Open the replica's disk image (created sparse if missing): checkpoints' writes are applied
+/// to it. `key` names the configuration key in errors.
+pub fn open_replica_disk(cfg: &DiskConfig, key: &str) -> std::io::Result<Disk> {
+    let disk = Disk::open(cfg).map_err(|e| std::io::Error::other(format!("{key}: {e}")))?;
+    log::info!(
+        "disk {} ({} MiB): {}",
+        cfg.path.display(),
+        cfg.size >> 20,
+        disk.describe()
+    );
+    Ok(disk)
 }
 
 /// Persist the disk's track table at a clean transition, saying why.
@@ -127,19 +141,16 @@ impl Daemon {
     /// The activation's first step: the replica's disk forks at `ckpt` (durably, before the
     /// host state says primary) and gets the configured workload.
     pub(crate) fn fork_disk(&mut self, ckpt: u64) -> Event {
-        let settings = self.s.disk.clone();
-        let Some(d) = self.replica.model() else {
-            return Event::DiskForked { error: None };
-        };
-        let res = match d.disk_mut() {
+        let res = match self.replica.disk() {
             Some(disk) => disk
                 .activate(ckpt)
                 .map_err(|e| format!("the replica's disk: {e}")),
             None => Ok(()),
         };
-        let res = res.and_then(|()| match &settings {
-            Some(s) => d.set_disk_workload(s.workload),
-            None => Ok(()),
+        let workload = self.s.disk.as_ref().map(|s| s.workload);
+        let res = res.and_then(|()| match (self.replica.model(), workload) {
+            (Some(d), Some(w)) => d.set_disk_workload(w),
+            _ => Ok(()),
         });
         Event::DiskForked { error: res.err() }
     }
@@ -175,6 +186,20 @@ impl Daemon {
         }
     }
 
+    /// The NBD export's turn: the replica's disk, reads only until the replica is activated
+    /// (only checkpoints write it until then); nothing while the activated copy is fenced.
+    pub(crate) fn nbd_turn(&mut self) {
+        let Some(n) = self.nbd.as_mut() else { return };
+        let active = self.node.activated().is_some();
+        let fenced = active && !self.node.may_serve(self.clock.now());
+        let registry = self.poll.registry();
+        match self.replica.disk() {
+            Some(d) if active => n.pump(registry, Some(d), fenced),
+            Some(d) => n.pump(registry, Some(&mut ReadOnly(d)), false),
+            None => n.pump(registry, None, false),
+        }
+    }
+
     /// The disk's status lines.
     pub(crate) fn disk_status(&self, kv: &mut dyn FnMut(&str, String)) {
         let Some(d) = self.replica.disk_ref() else {
@@ -188,5 +213,8 @@ impl Daemon {
         kv("disk_applied_writes", d.stats().applied_writes.to_string());
         kv("disk_applied_bytes", d.stats().applied_bytes.to_string());
         kv("disk_verified", self.disk_verified.clone());
+        if let Some(n) = &self.nbd {
+            n.status(kv);
+        }
     }
 }

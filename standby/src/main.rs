@@ -60,8 +60,11 @@ const PROGRAM: Program = Program::daemon("hsb-standby", "/run/hsb/standby.sock",
 fn main() -> ExitCode {
     PROGRAM.main(&["force", "json"], &["policy"], |cmd, args| {
         Some(match cmd {
-            "run" => PROGRAM.run(args, "standby", load, |(s, key, host), signals| {
-                daemon::Daemon::new(s, key, host)?.run(signals)
+            "run" => PROGRAM.run(args, "standby", load, |(s, key, host), mut signals| {
+                match daemon::Daemon::new(s, key, host, &mut signals)? {
+                    Some(d) => d.run(signals),
+                    None => Ok(()),
+                }
             }),
             "check" => PROGRAM.check(args, Settings::from_config, |s| {
                 let backend = hsb_domain::describe_backend(s.xen.as_ref(), s.model_pages);

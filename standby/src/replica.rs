@@ -15,24 +15,25 @@ pub enum Rep {
 }
 
 impl Rep {
-    /// Open the configured replica.
-    pub fn open(s: &hsb_standby::config::Settings) -> Result<Rep, DomainError> {
+    /// Open the configured replica; a Xen replica's disk (`xen.disk`) is opened already (its
+    /// export is served before the replica exists).
+    pub fn open(
+        s: &hsb_standby::config::Settings,
+        xen_disk: Option<Disk>,
+    ) -> Result<Rep, DomainError> {
         match &s.xen {
             None => {
                 let mut d = ModelDomain::blank(s.model_pages);
                 if let Some(ds) = &s.disk {
                     // The replica's disk: checkpoints' writes are applied to it; the workload
                     // writes it once the replica is activated.
-                    let disk = Disk::open(&ds.disk).map_err(|e| DomainError {
-                        op: "model.disk",
-                        detail: e.to_string(),
-                    })?;
-                    log::info!(
-                        "disk {} ({} MiB): {}",
-                        ds.disk.path.display(),
-                        ds.disk.size >> 20,
-                        disk.describe()
-                    );
+                    let disk =
+                        crate::disk::open_replica_disk(&ds.disk, "model.disk").map_err(|e| {
+                            DomainError {
+                                op: "model.disk",
+                                detail: e.to_string(),
+                            }
+                        })?;
                     d.attach_disk(disk, ds.workload, false)
                         .map_err(|detail| DomainError {
                             op: "model.disk",
@@ -43,7 +44,11 @@ impl Rep {
             }
             Some(x) => {
                 let domid = hsb_domain::xen::resolve(&x.domain)?;
-                Ok(Rep::Xen(Box::new(XenReplica::open(domid)?)))
+                let mut r = XenReplica::open(domid)?;
+                if let Some(d) = xen_disk {
+                    r.attach_disk(d);
+                }
+                Ok(Rep::Xen(Box::new(r)))
             }
         }
     }
@@ -68,7 +73,7 @@ impl Rep {
     pub fn disk(&mut self) -> Option<&mut Disk> {
         match self {
             Rep::Model(d) => d.disk_mut(),
-            Rep::Xen(_) => None,
+            Rep::Xen(x) => x.disk_mut(),
         }
     }
 
@@ -76,7 +81,7 @@ impl Rep {
     pub fn disk_ref(&self) -> Option<&Disk> {
         match self {
             Rep::Model(d) => d.disk_ref(),
-            Rep::Xen(_) => None,
+            Rep::Xen(x) => x.disk_ref(),
         }
     }
 

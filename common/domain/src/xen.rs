@@ -23,6 +23,7 @@ mod memory;
 mod replica;
 mod settings;
 mod source;
+mod wait;
 
 use serde::{Deserialize, Serialize};
 use xen_sys::abi::{hvm_param, DomctlGetDomainInfo};
@@ -34,6 +35,7 @@ pub use memory::MAX_POPULATED;
 pub use replica::XenReplica;
 pub use settings::{resolve, DomainRef, XenSettings, KEYS};
 pub use source::XenSource;
+pub use wait::serve_until_domain;
 
 /// Frames per foreign-mapping chunk (64 MiB of address space each).
 pub const CHUNK_PFNS: u64 = 16384;

@@ -70,6 +70,7 @@
 //! keep (a restarted standby, a rejoining old primary) writes them straight into its image,
 //! marked `Resyncing` first.
 
+pub mod export;
 mod guest;
 pub mod image;
 pub mod journal;
@@ -134,6 +135,8 @@ pub enum DiskError {
     },
     /// A resynchronisation is catching up with the guest: writes wait.
     Throttled,
+    /// A replica's disk before its activation takes no guest writes.
+    ReadOnly,
     /// A configuration, metadata or protocol problem.
     Invalid(String),
 }
@@ -184,6 +187,9 @@ impl fmt::Display for DiskError {
             ),
             DiskError::Throttled => {
                 write!(f, "disk writes wait for the resynchronisation to converge")
+            }
+            DiskError::ReadOnly => {
+                f.write_str("the replica is not activated: only checkpoints write its disk")
             }
             DiskError::Invalid(s) => f.write_str(s),
         }

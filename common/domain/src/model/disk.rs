@@ -51,6 +51,7 @@ pub static DISK_KEYS: &[KeySpec] = &[
     KeySpec { key: "model.disk_rate", kind: ValueKind::Size, default: Some("256KiB"), help: "model workload: disk bytes written per second (0: none; PUT writes its log record whatever this is)" },
     KeySpec { key: "model.disk_write", kind: ValueKind::Size, default: Some("4KiB"), help: "model workload: bytes per disk write (a multiple of 4KiB up to 1MiB, at most a quarter of model.disk_size)" },
     KeySpec { key: "model.disk_pattern", kind: ValueKind::Choice(&["sequential", "random"]), default: Some("sequential"), help: "model workload: where its disk writes go" },
+    KeySpec { key: "disk.nbd_socket", kind: ValueKind::Path, default: Some(""), help: "serve the guest's disk as an NBD export (fixed newstyle, export name `hsb` or the default) on this unix socket, one client at a time (mode 0600): in dom0 the kernel's nbd driver (`nbd-client -unix PATH /dev/nbd0`), the guest's disk then `phy:/dev/nbd0`. hsb-primary: the guest's writes are journaled and replicated with the checkpoints; hsb-standby: the replica's disk, reads only until the replica is activated; needs a disk (model.disk_size above 0, or xen.disk, which needs it); empty: off" },
     KeySpec { key: "disk.journal_max", kind: ValueKind::Size, default: Some("8MiB"), help: "most disk bytes (with 66 bytes a piece) one checkpoint carries: the epoch's write journal, allocated at start-up; when it is three quarters full the epoch ends early, when a write does not fit it waits; from 2MiB to 1GiB; a standby's must be at least its primary's" },
 ];
 
@@ -558,6 +559,35 @@ impl ModelDomain {
             owed -= wsize * 1_000_000;
         }
         self.write_u64(OFF_DCARRY, owed);
+    }
+}
+
+/// The model domain's disk as the NBD export serves it: a write also keeps the block CRC table
+/// in the domain's memory up to date ([`ModelDomain::block_write`]).
+impl crate::disk::export::BlockDevice for ModelDomain {
+    fn size(&self) -> u64 {
+        self.disk_ref().map_or(0, |d| d.size())
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        match self.disk_ref() {
+            Some(d) => d.read(offset, buf),
+            None => Err(DiskError::Invalid("the guest has no disk".into())),
+        }
+    }
+    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
+        self.block_write(offset, data, fua)
+    }
+    fn flush(&mut self) -> Result<(), DiskError> {
+        match self.disk_mut() {
+            Some(d) => d.flush(),
+            None => Err(DiskError::Invalid("the guest has no disk".into())),
+        }
+    }
+    fn can_write(&self, len: usize) -> bool {
+        self.disk_ref().is_some_and(|d| d.can_write(len))
+    }
+    fn open_checkpoint(&self) -> u64 {
+        self.disk_ref().map_or(0, |d| d.open_checkpoint())
     }
 }
 

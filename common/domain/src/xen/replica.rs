@@ -6,6 +6,7 @@ use xen_sys::{DomId, HypercallBuf, Privcmd, Prot};
 
 use super::memory::GuestMemory;
 use super::{err, open_domain, runs, XenState, MAX_HVM_CONTEXT, MAX_POPULATED};
+use crate::disk::Disk;
 use crate::domain::{DomainError, Replica};
 use crate::PAGE_SIZE;
 
@@ -18,6 +19,8 @@ pub struct XenReplica {
     hvm: HypercallBuf,
     ram: u64,
     p2m: u64,
+    /// The guest's replicated disk (`xen.disk`), reached through the NBD export.
+    disk: Option<Disk>,
 }
 
 impl XenReplica {
@@ -44,6 +47,7 @@ impl XenReplica {
             p2m: mem.p2m,
             mem: Some(mem),
             hvm,
+            disk: None,
         })
     }
 
@@ -75,7 +79,28 @@ impl XenReplica {
     }
 }
 
+impl XenReplica {
+    /// Attach the guest's replicated disk: its writes travel with the checkpoints.
+    pub fn attach_disk(&mut self, disk: Disk) {
+        self.disk = Some(disk);
+    }
+
+    /// The guest's replicated disk, if it has one.
+    pub fn disk_ref(&self) -> Option<&Disk> {
+        self.disk.as_ref()
+    }
+
+    /// The guest's replicated disk, if it has one.
+    pub fn disk_mut(&mut self) -> Option<&mut Disk> {
+        self.disk.as_mut()
+    }
+}
+
 impl Replica for XenReplica {
+    fn disk(&mut self) -> Option<&mut Disk> {
+        self.disk.as_mut()
+    }
+
     fn pages(&self) -> u64 {
         self.p2m
     }

@@ -8,6 +8,7 @@ use xenstore_rs::unix::XsUnix;
 use xenstore_rs::Xs;
 
 use super::err;
+use crate::disk::DiskConfig;
 use crate::domain::DomainError;
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
 
@@ -16,6 +17,8 @@ pub static KEYS: &[KeySpec] = &[
     KeySpec { key: "xen.domain", kind: ValueKind::Str, default: Some(""), help: "xen backend: the guest (primary) or the paused replica (standby), by name or domain id" },
     KeySpec { key: "xen.vif", kind: ValueKind::Str, default: Some(""), help: "xen backend, primary: the guest's network backend device whose output is held until ack (empty: vif<domid>.0)" },
     KeySpec { key: "xen.output", kind: ValueKind::Choice(&["plug", "none"]), default: Some("plug"), help: "xen backend, primary: hold the guest's network output until its checkpoint is acknowledged with the `plug` qdisc (needs sch_plug, ifb, act_mirred, cls_matchall), or `none` (no output commit: what a client saw may be lost on failover)" },
+    KeySpec { key: "xen.disk", kind: ValueKind::Path, default: Some(""), help: "xen backend: the guest's (primary) or the replica's (standby) disk image, replicated with the checkpoints (created sparse, all zeros, if missing; IMAGE.meta beside it); the guest reaches it through the daemon's NBD export (disk.nbd_socket, attached in dom0 with `nbd-client -unix`, the guest's disk then `phy:/dev/nbdN`); empty: the guest's disks are not replicated" },
+    KeySpec { key: "xen.disk_size", kind: ValueKind::Size, default: Some("0"), help: "xen backend: the size of xen.disk (a multiple of 4KiB up to 1TiB); the same on both hosts; an existing image must have it" },
     KeySpec { key: "xen.suspend_timeout", kind: ValueKind::Duration, default: Some("2s"), help: "xen backend, primary: how long a guest may take to suspend for a checkpoint or a fence (polled, never blocking the loop; at least 1ms); a fenced guest that does not suspend in time is paused outright" },
 ];
 
@@ -48,6 +51,8 @@ pub struct XenSettings {
     pub plug: bool,
     /// Longest suspend.
     pub suspend_timeout: Duration,
+    /// The replicated disk (`xen.disk`), if any.
+    pub disk: Option<DiskConfig>,
 }
 
 impl XenSettings {
@@ -90,8 +95,39 @@ impl XenSettings {
             vif: (!vif.is_empty()).then_some(vif),
             plug: c.str("xen.output")? == "plug",
             suspend_timeout,
+            disk: disk_config(c)?,
         }))
     }
+}
+
+/// The `xen.disk` keys (with `disk.journal_max`).
+fn disk_config(c: &Config) -> Result<Option<DiskConfig>, ConfigError> {
+    let path = c.path("xen.disk")?;
+    let size = c.size("xen.disk_size")?;
+    if path.as_os_str().is_empty() {
+        if size != 0 {
+            return Err(c.error_at(
+                "xen.disk_size",
+                "a disk size without a disk: set xen.disk to its image, or leave xen.disk_size at 0",
+            ));
+        }
+        return Ok(None);
+    }
+    if size == 0 || !size.is_multiple_of(4096) || size > crate::disk::tracks::MAX_DISK {
+        return Err(c.error_at(
+            "xen.disk_size",
+            "expected the disk's size (xen.disk is set): a multiple of 4KiB up to 1TiB",
+        ));
+    }
+    let journal_max = c.size("disk.journal_max")?;
+    if journal_max < crate::disk::MIN_JOURNAL as u64 || journal_max > 1 << 30 {
+        return Err(c.error_at("disk.journal_max", "expected from 2MiB to 1GiB"));
+    }
+    Ok(Some(DiskConfig {
+        path,
+        size,
+        journal_max: journal_max as usize,
+    }))
 }
 
 /// Find a domain's id: an id is checked to exist, a name is looked up in xenstore.

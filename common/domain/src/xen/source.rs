@@ -10,6 +10,7 @@ use xenstore_rs::Xs;
 
 use super::memory::GuestMemory;
 use super::{err, open_domain, runs, XenState, MAX_HVM_CONTEXT, STATE_VERSION};
+use crate::disk::Disk;
 use crate::domain::{CheckpointSource, DomainError};
 use crate::PAGE_SIZE;
 
@@ -34,6 +35,8 @@ pub struct XenSource {
     suspend_requested: Option<Instant>,
     suspend_timeout: Duration,
     skipped_holes: u64,
+    /// The guest's replicated disk (`xen.disk`), reached through the NBD export.
+    disk: Option<Disk>,
 }
 
 impl std::fmt::Debug for XenSource {
@@ -70,6 +73,7 @@ impl XenSource {
             suspend_requested: None,
             suspend_timeout,
             skipped_holes: 0,
+            disk: None,
         })
     }
 
@@ -177,7 +181,28 @@ impl Drop for XenSource {
     }
 }
 
+impl XenSource {
+    /// Attach the guest's replicated disk: its writes travel with the checkpoints.
+    pub fn attach_disk(&mut self, disk: Disk) {
+        self.disk = Some(disk);
+    }
+
+    /// The guest's replicated disk, if it has one.
+    pub fn disk_ref(&self) -> Option<&Disk> {
+        self.disk.as_ref()
+    }
+
+    /// The guest's replicated disk, if it has one.
+    pub fn disk_mut(&mut self) -> Option<&mut Disk> {
+        self.disk.as_mut()
+    }
+}
+
 impl CheckpointSource for XenSource {
+    fn disk(&mut self) -> Option<&mut Disk> {
+        self.disk.as_mut()
+    }
+
     fn pages(&self) -> u64 {
         self.mem.p2m
     }

@@ -1,8 +1,10 @@
-//! hsb-primary's NBD export of the guest's disk (`disk.nbd_socket`, issue 14): a unix socket
-//! on which one client at a time (in dom0, the kernel's `nbd` driver; in the tests, `qemu-io`)
-//! reads and writes the guest's block device. The protocol is `hsb_domain::disk::nbd`'s core;
-//! this is its shell: the socket, the buffers, and the commands carried out against the
-//! guest's disk ([`BlockDevice`], guest.rs).
+//! The NBD export of a guest's disk (`disk.nbd_socket`, issue 14), shared by both daemons: a
+//! unix socket on which one client at a time (in dom0, the kernel's `nbd` driver; in the tests,
+//! `qemu-io`) reads and writes the guest's block device. The protocol is [`super::nbd`]'s core;
+//! this is its mio shell: the socket, the buffers, and the commands carried out against a
+//! [`BlockDevice`]. hsb-primary serves the guest's disk; hsb-standby serves its replica's disk
+//! (a Xen replica's `phy:/dev/nbdN` must exist before the replica does), refusing writes until
+//! the replica is activated ([`ReadOnly`]).
 //!
 //! A write goes through `Disk::write`: journaled for the open epoch (so it travels in that
 //! epoch's checkpoint, in the order the client issued it) and answered once it is in the local
@@ -21,16 +23,78 @@ use std::path::{Path, PathBuf};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
-use hsb_domain::disk::nbd::{self, Event, Export, Op, Server};
-use hsb_domain::disk::DiskError;
+use super::nbd::{self, Event, Export, Op, Server};
+use super::{Disk, DiskError};
 
-use crate::guest::BlockDevice;
+/// The listener's token and the client's, in both daemons (the token plan: `kit::shell`).
+pub const NBD_LISTEN: Token = Token(2);
+/// The client's token.
+pub const NBD_CONN: Token = Token(3);
 
-/// The listener's token and the client's (the token plan: `kit::shell`).
-pub(crate) const NBD_LISTEN: Token = Token(2);
-pub(crate) const NBD_CONN: Token = Token(3);
+/// What the export needs of a guest's disk.
+pub trait BlockDevice {
+    /// Bytes.
+    fn size(&self) -> u64;
+    /// Read `buf.len()` bytes at `offset`.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
+    /// A guest write (durable before it returns if `fua`).
+    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError>;
+    /// Make every write so far durable.
+    fn flush(&mut self) -> Result<(), DiskError>;
+    /// Whether a write of `len` bytes can be taken now (the journal has room).
+    fn can_write(&self, len: usize) -> bool;
+    /// The checkpoint the open epoch's writes belong to.
+    fn open_checkpoint(&self) -> u64;
+}
+
+impl BlockDevice for Disk {
+    fn size(&self) -> u64 {
+        Disk::size(self)
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        Disk::read(self, offset, buf)
+    }
+    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
+        Disk::write(self, offset, data, fua)
+    }
+    fn flush(&mut self) -> Result<(), DiskError> {
+        Disk::flush(self)
+    }
+    fn can_write(&self, len: usize) -> bool {
+        Disk::can_write(self, len)
+    }
+    fn open_checkpoint(&self) -> u64 {
+        Disk::open_checkpoint(self)
+    }
+}
+
+/// A replica's disk before its activation: reads are served (the kernel reads a device's
+/// partition table when it is attached), writes and flushes refused with `EPERM`. Only
+/// checkpoints change a replica's disk.
+pub struct ReadOnly<'a>(pub &'a mut Disk);
+
+impl BlockDevice for ReadOnly<'_> {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
+        self.0.read(offset, buf)
+    }
+    fn write(&mut self, _: u64, _: &[u8], _: bool) -> Result<(), DiskError> {
+        Err(DiskError::ReadOnly)
+    }
+    fn flush(&mut self) -> Result<(), DiskError> {
+        Ok(())
+    }
+    fn can_write(&self, _: usize) -> bool {
+        true
+    }
+    fn open_checkpoint(&self) -> u64 {
+        self.0.open_checkpoint()
+    }
+}
 /// Bytes of a write carried out at a time.
-pub(crate) const PIECE: usize = 256 << 10;
+pub const PIECE: usize = 256 << 10;
 /// Bytes asked of the socket at a time.
 const READ_CHUNK: usize = 256 << 10;
 /// Unsent reply bytes above which no further request is taken.
@@ -38,24 +102,24 @@ const OUT_HIGH: usize = 1 << 20;
 /// Messages handled in one turn of the loop (the rest in the next turns).
 const PER_TURN: usize = 256;
 /// The export's name (the default export, the empty name, is the same).
-pub(crate) const EXPORT_NAME: &str = "hsb";
+pub const EXPORT_NAME: &str = "hsb";
 
 /// Counters of the export (`nbd_*` in status).
 #[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct NbdStats {
-    pub(crate) connections: u64,
-    pub(crate) refused: u64,
-    pub(crate) requests: u64,
-    pub(crate) reads: u64,
-    pub(crate) writes: u64,
-    pub(crate) write_bytes: u64,
-    pub(crate) flushes: u64,
+pub struct NbdStats {
+    pub connections: u64,
+    pub refused: u64,
+    pub requests: u64,
+    pub reads: u64,
+    pub writes: u64,
+    pub write_bytes: u64,
+    pub flushes: u64,
     /// Commands answered with an error.
-    pub(crate) errors: u64,
+    pub errors: u64,
     /// Connections closed for input that breaks the protocol.
-    pub(crate) protocol_errors: u64,
+    pub protocol_errors: u64,
     /// Times a write waited for the journal (or a resynchronisation).
-    pub(crate) waits: u64,
+    pub waits: u64,
 }
 
 /// A write being carried out piece by piece (its message stays at the front of the input).
@@ -83,7 +147,7 @@ struct Conn {
 }
 
 /// The export: its listener, its one client, its counters.
-pub(crate) struct NbdExport {
+pub struct NbdExport {
     path: PathBuf,
     file_id: Option<(u64, u64)>,
     listener: UnixListener,
@@ -93,9 +157,9 @@ pub(crate) struct NbdExport {
     waiting: bool,
     /// Messages were left for the next turn.
     more: bool,
-    pub(crate) stats: NbdStats,
+    pub stats: NbdStats,
     /// The checkpoint the last write answered belongs to (it is the standby's once acked).
-    pub(crate) last_write_ckpt: Option<u64>,
+    pub last_write_ckpt: Option<u64>,
 }
 
 fn rate_limited(n: u64) -> bool {
@@ -105,7 +169,7 @@ fn rate_limited(n: u64) -> bool {
 impl NbdExport {
     /// Listen at `path` (mode 0600; a stale socket is replaced, a live one or another file
     /// is not) for a disk of `size` bytes.
-    pub(crate) fn bind(path: &Path, size: u64, registry: &Registry) -> io::Result<NbdExport> {
+    pub fn bind(path: &Path, size: u64, registry: &Registry) -> io::Result<NbdExport> {
         let ctx = |what: &str, e: io::Error| {
             io::Error::new(
                 e.kind(),
@@ -173,12 +237,12 @@ impl NbdExport {
     }
 
     /// Whether messages were left for the next turn (the loop must not sleep).
-    pub(crate) fn has_more(&self) -> bool {
+    pub fn has_more(&self) -> bool {
         self.more
     }
 
     /// New clients: the first is served, any other is refused while it is.
-    pub(crate) fn accept(&mut self, registry: &Registry) {
+    pub fn accept(&mut self, registry: &Registry) {
         loop {
             let (mut stream, _) = match self.listener.accept() {
                 Ok(s) => s,
@@ -235,7 +299,7 @@ impl NbdExport {
 
     /// Serve the client as far as it and the disk allow: write replies, carry out commands,
     /// read requests. `paused`: the guest may not do I/O now (suspended or fenced).
-    pub(crate) fn pump(
+    pub fn pump(
         &mut self,
         registry: &Registry,
         mut dev: Option<&mut dyn BlockDevice>,
@@ -466,8 +530,39 @@ impl NbdExport {
         false
     }
 
+    /// Serve the export from `dev` with a loop of its own on `poll` (which holds only the
+    /// export's tokens), waking every `tick` to ask `go_on` whether to keep waiting: a daemon
+    /// whose Xen guest (or replica) does not exist yet serves its disk meanwhile, since the
+    /// guest's `phy:/dev/nbdN` must exist before the domain is created.
+    pub fn serve_while(
+        &mut self,
+        poll: &mut mio::Poll,
+        dev: &mut dyn BlockDevice,
+        tick: std::time::Duration,
+        mut go_on: impl FnMut() -> bool,
+    ) -> io::Result<()> {
+        let mut events = mio::Events::with_capacity(16);
+        while go_on() {
+            let timeout = if self.has_more() {
+                std::time::Duration::ZERO
+            } else {
+                tick
+            };
+            match poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            if events.iter().any(|e| e.token() == NBD_LISTEN) {
+                self.accept(poll.registry());
+            }
+            self.pump(poll.registry(), Some(&mut *dev), false);
+        }
+        Ok(())
+    }
+
     /// Status lines.
-    pub(crate) fn status(&self, kv: &mut dyn FnMut(&str, String)) {
+    pub fn status(&self, kv: &mut dyn FnMut(&str, String)) {
         let st = &self.stats;
         kv("nbd_socket", self.path.display().to_string());
         kv(
@@ -556,6 +651,7 @@ fn no_disk() -> DiskError {
 fn errno(e: &DiskError) -> u32 {
     match e {
         DiskError::Bounds { .. } => nbd::ENOSPC,
+        DiskError::ReadOnly => nbd::EPERM,
         e if e.is_out_of_space() => nbd::ENOSPC,
         DiskError::Io { .. } => nbd::EIO,
         _ => nbd::EIO,
