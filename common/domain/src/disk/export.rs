@@ -23,76 +23,15 @@ use std::path::{Path, PathBuf};
 use mio::net::{UnixListener, UnixStream};
 use mio::{Interest, Registry, Token};
 
+pub use super::block::{BlockDevice, ReadOnly};
 use super::nbd::{self, Event, Export, Op, Server};
-use super::{Disk, DiskError};
+use super::DiskError;
 
 /// The listener's token and the client's, in both daemons (the token plan: `kit::shell`).
 pub const NBD_LISTEN: Token = Token(2);
 /// The client's token.
 pub const NBD_CONN: Token = Token(3);
 
-/// What the export needs of a guest's disk.
-pub trait BlockDevice {
-    /// Bytes.
-    fn size(&self) -> u64;
-    /// Read `buf.len()` bytes at `offset`.
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
-    /// A guest write (durable before it returns if `fua`).
-    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError>;
-    /// Make every write so far durable.
-    fn flush(&mut self) -> Result<(), DiskError>;
-    /// Whether a write of `len` bytes can be taken now (the journal has room).
-    fn can_write(&self, len: usize) -> bool;
-    /// The checkpoint the open epoch's writes belong to.
-    fn open_checkpoint(&self) -> u64;
-}
-
-impl BlockDevice for Disk {
-    fn size(&self) -> u64 {
-        Disk::size(self)
-    }
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        Disk::read(self, offset, buf)
-    }
-    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
-        Disk::write(self, offset, data, fua)
-    }
-    fn flush(&mut self) -> Result<(), DiskError> {
-        Disk::flush(self)
-    }
-    fn can_write(&self, len: usize) -> bool {
-        Disk::can_write(self, len)
-    }
-    fn open_checkpoint(&self) -> u64 {
-        Disk::open_checkpoint(self)
-    }
-}
-
-/// A replica's disk before its activation: reads are served (the kernel reads a device's
-/// partition table when it is attached), writes and flushes refused with `EPERM`. Only
-/// checkpoints change a replica's disk.
-pub struct ReadOnly<'a>(pub &'a mut Disk);
-
-impl BlockDevice for ReadOnly<'_> {
-    fn size(&self) -> u64 {
-        self.0.size()
-    }
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        self.0.read(offset, buf)
-    }
-    fn write(&mut self, _: u64, _: &[u8], _: bool) -> Result<(), DiskError> {
-        Err(DiskError::ReadOnly)
-    }
-    fn flush(&mut self) -> Result<(), DiskError> {
-        Ok(())
-    }
-    fn can_write(&self, _: usize) -> bool {
-        true
-    }
-    fn open_checkpoint(&self) -> u64 {
-        self.0.open_checkpoint()
-    }
-}
 /// Bytes of a write carried out at a time.
 pub const PIECE: usize = 256 << 10;
 /// Bytes asked of the socket at a time.

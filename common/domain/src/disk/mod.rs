@@ -70,6 +70,7 @@
 //! keep (a restarted standby, a rejoining old primary) writes them straight into its image,
 //! marked `Resyncing` first.
 
+mod block;
 pub mod export;
 mod guest;
 pub mod image;
