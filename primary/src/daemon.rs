@@ -143,6 +143,7 @@ impl Daemon {
                     &mut export,
                     &mut disk,
                     domain,
+                    hsb_domain::xen::Ready::Running,
                     &clock,
                     signals,
                 )? {

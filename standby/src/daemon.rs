@@ -141,6 +141,7 @@ impl Daemon {
                     &mut export,
                     &mut dev,
                     domain,
+                    hsb_domain::xen::Ready::Restored,
                     &clock,
                     signals,
                 )? {

@@ -1,12 +1,22 @@
 //! A daemon whose Xen domain does not exist yet serves the domain's disk until it does: the
 //! guest's `phy:/dev/nbdN` (attached in dom0 to the daemon's NBD export) must exist before
 //! `xl create` (primary) or `xl restore -p` (standby), so the daemon starts first.
+//!
+//! A domain exists in xenstore from the start of its creation, long before its memory is
+//! built or restored. The toolstack adds its disks only after that (libxl's
+//! `domcreate_rebuild_done`), so the daemon waits for the disk's backend too: `InitWait` or
+//! later for a restored replica (its frontend connects when it runs), `Connected` for a
+//! running guest (whose vif, which output commit needs, is attached before it runs).
 
 use std::io;
 use std::time::Duration;
 
 use hsb_common::signals::{Request, SignalHandler};
 use hsb_common::time::Clock;
+
+use xen_sys::DomId;
+use xenstore_rs::unix::XsUnix;
+use xenstore_rs::Xs;
 
 use super::settings::{resolve, DomainRef};
 use crate::disk::export::{BlockDevice, NbdExport};
@@ -16,13 +26,63 @@ const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// How often the wait is logged again.
 const LOG_EVERY: Duration = Duration::from_secs(30);
 
-/// Serve `export` from `dev` until `domain` exists. Returns false when a signal asked the
-/// daemon to stop meanwhile (a reload is logged and otherwise waits for the daemon's loop).
+/// What the daemon waits for of its domain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// A replica restored paused (`xl restore -p`): a disk backend in `InitWait` or later.
+    Restored,
+    /// A running guest: a disk backend `Connected`.
+    Running,
+}
+
+/// Xenbus states.
+const INIT_WAIT: u32 = 2;
+const CONNECTED: u32 = 4;
+
+/// The highest state of the domain's disk backends in this dom0 (`None`: no disk yet).
+fn disk_backend_state(domid: DomId) -> Result<Option<u32>, String> {
+    let xs = XsUnix::new().map_err(|e| format!("cannot reach xenstore: {e}"))?;
+    let dir = format!("/local/domain/0/backend/vbd/{domid}");
+    let Ok(devs) = xs.directory(&dir) else {
+        return Ok(None);
+    };
+    Ok(devs
+        .iter()
+        .take(64)
+        .filter_map(|d| xs.read(&format!("{dir}/{d}/state")).ok())
+        .filter_map(|s| s.trim().parse::<u32>().ok())
+        .max())
+}
+
+/// Whether the domain is ready for the daemon, and if not what it waits for.
+fn ready(domain: &DomainRef, want: Ready) -> Result<DomId, String> {
+    let id = resolve(domain).map_err(|e| e.to_string())?;
+    let need = match want {
+        Ready::Restored => INIT_WAIT,
+        Ready::Running => CONNECTED,
+    };
+    match disk_backend_state(id)? {
+        Some(s) if s >= need && (want == Ready::Restored || s == CONNECTED) => Ok(id),
+        state => Err(format!(
+            "it exists (domain id {id}); its disk's backend is {}, waiting for {}",
+            state.map_or("not there yet".into(), |s| format!("in xenbus state {s}")),
+            match want {
+                Ready::Restored => "InitWait (the restore is complete)",
+                Ready::Running => "Connected (the guest runs)",
+            }
+        )),
+    }
+}
+
+/// Serve `export` from `dev` until `domain` exists and is ready (`want`). Returns false when
+/// a signal asked the daemon to stop meanwhile (a reload is logged and otherwise waits for the
+/// daemon's loop).
 pub fn serve_until_domain(
     poll: &mut mio::Poll,
     export: &mut NbdExport,
     dev: &mut dyn BlockDevice,
     domain: &DomainRef,
+    want: Ready,
     clock: &Clock,
     signals: &mut SignalHandler,
 ) -> io::Result<bool> {
@@ -44,7 +104,7 @@ pub fn serve_until_domain(
         if stop.is_some() {
             return false;
         }
-        match resolve(domain) {
+        match ready(domain, want) {
             Ok(id) => {
                 log::info!(
                     "{domain} exists (domain id {id}) after {:.1} s: attaching to it",
@@ -53,7 +113,10 @@ pub fn serve_until_domain(
                 false
             }
             Err(e) => {
-                last_err = e.to_string();
+                if e != last_err {
+                    next_log = now;
+                }
+                last_err = e;
                 if now >= next_log {
                     log::info!(
                         "waiting for {domain} ({last_err}); its disk is served meanwhile, for the domain's phy:/dev/nbdN"
