@@ -112,18 +112,7 @@ impl Daemon {
         signals: &mut SignalHandler,
     ) -> io::Result<Option<Daemon>> {
         let mut poll = Poll::new()?;
-        let mut listener = TcpListener::bind(s.listen).map_err(|e| {
-            io::Error::new(e.kind(), format!("replication address {}: {e}", s.listen))
-        })?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let clock = Clock::new();
-        let surface = Surface::bind(
-            (&s.control, s.control_group.as_ref()),
-            s.metrics_listen,
-            poll.registry(),
-            clock.now(),
-        )?;
         // A Xen replica's disk is served (reads only) before the replica is opened: its
         // `phy:/dev/nbdN` must exist before `xl restore -p`, so the replica may come after us.
         let mut early_nbd = None;
@@ -152,6 +141,19 @@ impl Daemon {
             }
             _ => None,
         };
+        // The sockets are bound after that wait, so no event of theirs is lost to it: the
+        // primary's connections are refused meanwhile (it retries), `status` finds no daemon.
+        let mut listener = TcpListener::bind(s.listen).map_err(|e| {
+            io::Error::new(e.kind(), format!("replication address {}: {e}", s.listen))
+        })?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let surface = Surface::bind(
+            (&s.control, s.control_group.as_ref()),
+            s.metrics_listen,
+            poll.registry(),
+            clock.now(),
+        )?;
         let replica =
             Rep::open(&s, xen_disk).map_err(|e| io::Error::other(format!("replica: {e}")))?;
         let nbd = match (&s.nbd_socket, replica.disk_ref()) {
