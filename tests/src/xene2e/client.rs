@@ -22,12 +22,18 @@ pub(super) struct ClientRun {
 }
 
 impl ClientRun {
+    /// The INCR client.
     pub(super) fn start(seconds: u64) -> Result<ClientRun, String> {
+        ClientRun::start_kind("client", seconds)
+    }
+
+    /// `client` (INCR, the value) or `putter` (PUT, the key's number).
+    pub(super) fn start_kind(kind: &str, seconds: u64) -> Result<ClientRun, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut child = Command::new("ip")
             .args(["netns", "exec", &ns()])
             .arg(exe)
-            .args(["client", GUEST_SERVICE, &seconds.to_string()])
+            .args([kind, GUEST_SERVICE, &seconds.to_string()])
             .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -136,6 +142,71 @@ pub(super) fn client(addr: &str, seconds: u64) -> ExitCode {
             break;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    ExitCode::SUCCESS
+}
+
+/// The PUT client (inside the namespace): `PUT kN vN` for N = 1, 2, ..., one at a time,
+/// reconnecting after errors (a key not acknowledged is sent again under the next number); the
+/// guest logs each record on its ext4 data disk and fsyncs it before answering `OK`. One line
+/// per request: `ok MICROS N` or `err MICROS`.
+pub(super) fn putter(addr: &str, seconds: u64) -> ExitCode {
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        eprintln!("putter: bad address {addr}");
+        return ExitCode::from(2);
+    };
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut out = std::io::stdout();
+    let mut conn: Conn = None;
+    let mut n = 0u64;
+    while Instant::now() < until {
+        n += 1;
+        let t = Instant::now();
+        let r = request(&mut conn, addr, format!("PUT k{n} v{n}\n").as_bytes());
+        let us = t.elapsed().as_micros();
+        let line = match r {
+            Ok(v) if v.starts_with("OK") => format!("ok {us} {n}\n"),
+            _ => {
+                conn = None;
+                std::thread::sleep(Duration::from_millis(200));
+                format!("err {us}\n")
+            }
+        };
+        if out
+            .write_all(line.as_bytes())
+            .and_then(|()| out.flush())
+            .is_err()
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ExitCode::SUCCESS
+}
+
+/// Look up keys `k1 ..= kN` (inside the namespace) with `GETK`: prints `have N`, `missing N`
+/// (the guest answered `NONE`) or `error N` per key, then `records COUNT` (`RECORDS`).
+pub(super) fn check_puts(addr: &str, last: u64) -> ExitCode {
+    let Ok(addr) = addr.parse::<SocketAddr>() else {
+        eprintln!("check-puts: bad address {addr}");
+        return ExitCode::from(2);
+    };
+    let mut conn: Conn = None;
+    for n in 1..=last {
+        let line = match request(&mut conn, addr, format!("GETK k{n}\n").as_bytes()) {
+            Ok(v) if v == format!("v{n}") => format!("have {n}"),
+            Ok(v) if v == "NONE" => format!("missing {n}"),
+            Ok(v) => format!("error {n} {v}"),
+            Err(e) => {
+                conn = None;
+                format!("error {n} {e}")
+            }
+        };
+        println!("{line}");
+    }
+    match request(&mut conn, addr, b"RECORDS\n") {
+        Ok(v) => println!("records {v}"),
+        Err(e) => println!("records error {e}"),
     }
     ExitCode::SUCCESS
 }

@@ -6,7 +6,14 @@ use std::process::Command;
 
 use super::{GUEST, GUEST_SERVICE, TCG_TIMING};
 
-pub(super) fn write_etc(dir: &Path, bin: &Path) -> Result<(), String> {
+/// The disk of the `disk` mode (`xen.disk`, served at `disk.nbd_socket`; attached in dom0 as
+/// `/dev/nbd0`, the guest's `xvdb`).
+pub(super) const PRIMARY_NBD: &str = "/run/hsb/guest.nbd";
+pub(super) const STANDBY_NBD: &str = "/run/hsb/replica.nbd";
+const DISK_SIZE: &str = "64MiB";
+
+/// The run's configuration; with `disk`, both daemons replicate the guest's data disk.
+pub(super) fn write_etc(dir: &Path, bin: &Path, disk: bool) -> Result<(), String> {
     let etc = dir.join("etc");
     std::fs::create_dir_all(&etc).map_err(|e| e.to_string())?;
     let key = etc.join("cluster.key");
@@ -39,6 +46,14 @@ pub(super) fn write_etc(dir: &Path, bin: &Path) -> Result<(), String> {
     );
     let write = |name: &str, text: &str| {
         std::fs::write(etc.join(name), text).map_err(|e| format!("{name}: {e}"))
+    };
+    let (primary, standby) = if disk {
+        (
+            format!("{primary}xen.disk = /var/lib/hsb/guest-disk.img\nxen.disk_size = {DISK_SIZE}\ndisk.nbd_socket = {PRIMARY_NBD}\n"),
+            format!("{standby}xen.disk = /var/lib/hsb/replica-disk.img\nxen.disk_size = {DISK_SIZE}\ndisk.nbd_socket = {STANDBY_NBD}\n"),
+        )
+    } else {
+        (primary, standby)
     };
     write("primary.conf", &primary)?;
     write("standby.conf", &standby)?;

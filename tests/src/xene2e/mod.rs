@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use hsb_tests::parse_status;
 
 mod client;
+mod disk;
 mod etc;
 mod remus;
 mod run;
 
-use client::{client, probe};
+use client::{check_puts, client, probe, putter};
 use remus::remus;
 use run::run;
 
@@ -184,6 +185,9 @@ enum Mode {
     All,
     /// Protect, host 1 isolated while alive (fence, failover), heal (step down).
     Isolate,
+    /// A guest with an ext4 data disk replicated by hsb (issue 14): protect, PUTs fsynced by
+    /// the guest, F1; every acknowledged PUT on the replica, its file system clean.
+    Disk,
 }
 
 struct KillOnDrop(Child);
@@ -207,11 +211,22 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    if args.first().map(String::as_str) == Some("client") {
+    if let Some(sub @ ("client" | "putter" | "check-puts")) = args.first().map(String::as_str) {
         return match (args.get(1), args.get(2).and_then(|s| s.parse().ok())) {
-            (Some(a), Some(secs)) => client(a, secs),
+            (Some(a), Some(n)) => match sub {
+                "client" => client(a, n),
+                "putter" => putter(a, n),
+                _ => check_puts(a, n),
+            },
             _ => {
-                eprintln!("usage: hsb-xen-e2e client ADDR SECONDS");
+                eprintln!(
+                    "usage: hsb-xen-e2e {sub} ADDR {}",
+                    if sub == "check-puts" {
+                        "LAST"
+                    } else {
+                        "SECONDS"
+                    }
+                );
                 ExitCode::from(2)
             }
         };
@@ -220,21 +235,27 @@ pub fn main() -> ExitCode {
         Mode::Smoke
     } else if args.iter().any(|a| a == "isolate") {
         Mode::Isolate
+    } else if args.iter().any(|a| a == "disk") {
+        Mode::Disk
     } else {
         Mode::All
     };
     let baseline = args.iter().any(|a| a == "remus");
     let keep = args.iter().any(|a| a == "--keep");
-    if let Some(bad) = args
-        .iter()
-        .find(|a| !matches!(a.as_str(), "smoke" | "all" | "isolate" | "remus" | "--keep"))
-    {
-        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|remus] [--keep]");
+    if let Some(bad) = args.iter().find(|a| {
+        !matches!(
+            a.as_str(),
+            "smoke" | "all" | "isolate" | "disk" | "remus" | "--keep"
+        )
+    }) {
+        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|disk|remus] [--keep]");
         return ExitCode::from(2);
     }
     let started = Instant::now();
     let result = if baseline {
         remus(keep).map_err(Fail::Run)
+    } else if mode == Mode::Disk {
+        disk::run_disk(keep)
     } else {
         run(mode, keep)
     };
@@ -249,6 +270,7 @@ pub fn main() -> ExitCode {
                 Mode::All => "hsb, all cases",
                 Mode::Smoke => "hsb, smoke",
                 Mode::Isolate => "hsb, host 1 isolated",
+                Mode::Disk => "hsb, a guest with a replicated ext4 disk",
             }
         },
         started.elapsed().as_secs_f64()

@@ -2,7 +2,7 @@
 //! while alive.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +12,13 @@ use super::client::{acked_between, after_kill, history_line, save_history, Clien
 use super::etc::write_etc;
 use super::{log, ns, num, on, rig, status, wait, Fail, KillOnDrop, Mode, Report, Rig, GUEST};
 
-pub(super) fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
+/// The run's directory (`target/xen-rig/e2e`, emptied), its configuration written, and the rig
+/// booted with the static binaries and that configuration on both hosts.
+pub(super) fn boot(
+    disk: bool,
+    keep: bool,
+    rep: &mut Report,
+) -> Result<(Rig, PathBuf, PathBuf), Fail> {
     let bin =
         PathBuf::from(std::env::var("HSB_BIN_DIR").map_err(|_| {
             "HSB_BIN_DIR must name the static hsb binaries (just static)".to_string()
@@ -23,19 +29,23 @@ pub(super) fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
     ));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    write_etc(&dir, &bin)?;
-    let mut rep = Report::default();
-
+    write_etc(&dir, &bin, disk)?;
     log("booting the rig (two Xen hosts under QEMU TCG)");
     let t = Instant::now();
     std::env::set_var("HSB_BIN_DIR", &bin);
     std::env::set_var("HSB_RIG_ETC", dir.join("etc"));
-    let _rig = Rig { keep };
+    let rig_guard = Rig { keep };
     rig(&["up"]).map_err(Fail::Rig)?;
     rep.add(format!(
         "rig up in {:.0} s (both hosts: Xen 4.17, Debian dom0)",
         t.elapsed().as_secs_f64()
     ));
+    Ok((rig_guard, dir, bin))
+}
+
+pub(super) fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
+    let mut rep = Report::default();
+    let (_rig, dir, bin) = boot(false, keep, &mut rep)?;
     let t = Instant::now();
     rig(&["guest-up", "1"]).map_err(Fail::Rig)?;
     rep.add(format!(
@@ -57,32 +67,7 @@ pub(super) fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
     }
 
     // The replica, made once by the toolstack.
-    let t = Instant::now();
-    on(1, &format!("xl save -c {GUEST} /var/tmp/guest.img"))?;
-    // Host 2 receives in the foreground of its console while host 1 sends from its own.
-    let recv = std::thread::spawn(|| {
-        on(
-            2,
-            "rm -f /var/tmp/guest.img; timeout 280 socat -u TCP-LISTEN:9100,reuseaddr CREATE:/var/tmp/guest.img && ls -l /var/tmp/guest.img",
-        )
-    });
-    std::thread::sleep(Duration::from_secs(5));
-    on(
-        1,
-        "socat -u OPEN:/var/tmp/guest.img TCP:10.98.0.2:9100,retry=20 && ls -l /var/tmp/guest.img && rm -f /var/tmp/guest.img",
-    )?;
-    let got = recv
-        .join()
-        .map_err(|_| "the receiving thread panicked".to_string())??;
-    log(&format!("image on host 2: {}", got.trim()));
-    on(
-        2,
-        &format!("xl restore -p /etc/xen/{GUEST}.cfg /var/tmp/guest.img && rm -f /var/tmp/guest.img && xl list"),
-    )?;
-    rep.add(format!(
-        "replica: xl save -c on host 1, copied, xl restore -p on host 2 in {:.0} s",
-        t.elapsed().as_secs_f64()
-    ));
+    make_replica(&mut rep, GUEST, &format!("/etc/xen/{GUEST}.cfg"))?;
 
     // The daemons.
     on(
@@ -93,40 +78,8 @@ pub(super) fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
         1,
         "mkdir -p /run/hsb; for m in ifb sch_plug sch_ingress cls_matchall act_mirred; do modprobe $m; done; HSB_LOG=info setsid hsb-primary run -c /etc/hsb/primary.conf >/var/log/hsb-primary.log 2>&1 </dev/null & sleep 2; tail -5 /var/log/hsb-primary.log",
     )?;
-    let mut witnesses = Vec::new();
-    for i in 1..=3 {
-        let logf =
-            std::fs::File::create(dir.join(format!("w{i}.log"))).map_err(|e| e.to_string())?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns()])
-            .arg(bin.join("hsb-witness"))
-            .args(["run", "-c"])
-            .arg(dir.join(format!("w{i}.conf")))
-            .env("HSB_LOG", "info")
-            .process_group(0)
-            .stdout(Stdio::null())
-            .stderr(logf)
-            .spawn()
-            .map_err(|e| format!("witness {i}: {e}"))?;
-        witnesses.push(KillOnDrop(child));
-    }
-    let t = Instant::now();
-    let st = wait(
-        "the first checkpoints applied on host 2",
-        Duration::from_secs(600),
-        Duration::from_secs(3),
-        || status(2, "hsb-standby").filter(|s| num(s, "checkpoints_applied") >= 3),
-    )
-    .map_err(|e| {
-        let p = on(1, "tail -20 /var/log/hsb-primary.log").unwrap_or_default();
-        let s = on(2, "tail -20 /var/log/hsb-standby.log").unwrap_or_default();
-        format!("{e}\n--- primary ---\n{p}\n--- standby ---\n{s}")
-    })?;
-    rep.add(format!(
-        "protected: full synchronisation and {} checkpoints applied after {:.0} s",
-        num(&st, "checkpoints_applied"),
-        t.elapsed().as_secs_f64()
-    ));
+    let witnesses = start_witnesses(&dir, &bin)?;
+    wait_protected(&mut rep)?;
 
     // Steady state with a client.
     let client = ClientRun::start(3600)?;
@@ -348,4 +301,80 @@ pub(super) fn isolate_host1(
         ));
     }
     Ok((ok, ops, cut))
+}
+
+/// The replica, made once by the toolstack: `xl save -c` of domain `name` on host 1, the image
+/// copied to host 2 over the replication network, `xl restore -p` there with config `cfg`.
+pub(super) fn make_replica(rep: &mut Report, name: &str, cfg: &str) -> Result<(), String> {
+    let t = Instant::now();
+    on(1, &format!("xl save -c {name} /var/tmp/guest.img"))?;
+    // Host 2 receives in the foreground of its console while host 1 sends from its own.
+    let recv = std::thread::spawn(|| {
+        on(
+            2,
+            "rm -f /var/tmp/guest.img; timeout 280 socat -u TCP-LISTEN:9100,reuseaddr CREATE:/var/tmp/guest.img && ls -l /var/tmp/guest.img",
+        )
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    on(
+        1,
+        "socat -u OPEN:/var/tmp/guest.img TCP:10.98.0.2:9100,retry=20 && ls -l /var/tmp/guest.img && rm -f /var/tmp/guest.img",
+    )?;
+    let got = recv
+        .join()
+        .map_err(|_| "the receiving thread panicked".to_string())??;
+    log(&format!("image on host 2: {}", got.trim()));
+    on(
+        2,
+        &format!("xl restore -p {cfg} /var/tmp/guest.img && rm -f /var/tmp/guest.img && xl list"),
+    )?;
+    rep.add(format!(
+        "replica: xl save -c on host 1, copied, xl restore -p on host 2 in {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// The three witnesses, in the rig's namespace (each on its own address).
+pub(super) fn start_witnesses(dir: &Path, bin: &Path) -> Result<Vec<KillOnDrop>, String> {
+    let mut witnesses = Vec::new();
+    for i in 1..=3 {
+        let logf =
+            std::fs::File::create(dir.join(format!("w{i}.log"))).map_err(|e| e.to_string())?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns()])
+            .arg(bin.join("hsb-witness"))
+            .args(["run", "-c"])
+            .arg(dir.join(format!("w{i}.conf")))
+            .env("HSB_LOG", "info")
+            .process_group(0)
+            .stdout(Stdio::null())
+            .stderr(logf)
+            .spawn()
+            .map_err(|e| format!("witness {i}: {e}"))?;
+        witnesses.push(KillOnDrop(child));
+    }
+    Ok(witnesses)
+}
+
+/// Wait (10 minutes at most) for the standby to have applied three checkpoints.
+pub(super) fn wait_protected(rep: &mut Report) -> Result<(), String> {
+    let t = Instant::now();
+    let st = wait(
+        "the first checkpoints applied on host 2",
+        Duration::from_secs(600),
+        Duration::from_secs(3),
+        || status(2, "hsb-standby").filter(|s| num(s, "checkpoints_applied") >= 3),
+    )
+    .map_err(|e| {
+        let p = on(1, "tail -20 /var/log/hsb-primary.log").unwrap_or_default();
+        let s = on(2, "tail -20 /var/log/hsb-standby.log").unwrap_or_default();
+        format!("{e}\n--- primary ---\n{p}\n--- standby ---\n{s}")
+    })?;
+    rep.add(format!(
+        "protected: full synchronisation and {} checkpoints applied after {:.0} s",
+        num(&st, "checkpoints_applied"),
+        t.elapsed().as_secs_f64()
+    ));
+    Ok(())
 }

@@ -1,0 +1,203 @@
+//! The `disk` mode (issue 14): a guest whose ext4 data disk hsb replicates. Its disk is served
+//! by hsb-primary's NBD export and attached in host 1's dom0 as `/dev/nbd0` (the guest's
+//! `xvdb`); host 2's hsb-standby serves the replica's disk the same way. The guest's service
+//! logs each `PUT` on that file system and fsyncs it before it answers. F1 (host 1 killed):
+//! every acknowledged `PUT` must be on the activated replica, and its file system must check
+//! clean.
+//!
+//! The order is the operator's (README, "Disks of a Xen guest"): both daemons first (they serve
+//! their disks while their domains do not exist yet), `nbd-client` on both hosts, the guest
+//! created under a setup name, the replica made from it (`xl save -c`, `xl restore -p`), and
+//! only then the guest renamed to the name hsb-primary waits for: hsb-primary must not
+//! checkpoint a guest the toolstack is saving.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::client::{after_kill, history_line, save_history, ClientRun};
+use super::etc::{PRIMARY_NBD, STANDBY_NBD};
+use super::run::{boot, make_replica, start_witnesses, wait_protected};
+use super::{log, ns, num, on, rig, status, wait, Fail, Report, GUEST, GUEST_SERVICE};
+
+/// The guest's name while the replica is made.
+const SETUP_NAME: &str = "hsb-setup";
+const DISK_CFG: &str = "/etc/xen/hsb-guest-disk.cfg";
+
+pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
+    let mut rep = Report::default();
+    let (_rig, dir, bin) = boot(true, keep, &mut rep)?;
+
+    // Both daemons, serving their disks until their domains exist.
+    on(
+        1,
+        "mkdir -p /run/hsb /var/lib/hsb; for m in ifb sch_plug sch_ingress cls_matchall act_mirred nbd; do modprobe $m; done; HSB_LOG=info setsid hsb-primary run -c /etc/hsb/primary.conf >/var/log/hsb-primary.log 2>&1 </dev/null & sleep 2; tail -3 /var/log/hsb-primary.log",
+    )?;
+    on(
+        2,
+        "mkdir -p /run/hsb /var/lib/hsb; modprobe nbd; HSB_LOG=info setsid hsb-standby run -c /etc/hsb/standby.conf >/var/log/hsb-standby.log 2>&1 </dev/null & sleep 2; tail -3 /var/log/hsb-standby.log",
+    )?;
+    // The kernel's NBD client on each host; the guest's file system made through hsb-primary.
+    let t = Instant::now();
+    on(
+        1,
+        &format!("nbd-client -unix {PRIMARY_NBD} /dev/nbd0 && mkfs.ext4 -q -F /dev/nbd0 && blockdev --getsize64 /dev/nbd0"),
+    )?;
+    on(
+        2,
+        &format!("nbd-client -unix {STANDBY_NBD} /dev/nbd0 && blockdev --getsize64 /dev/nbd0"),
+    )?;
+    rep.add(format!(
+        "disks: /dev/nbd0 attached to hsb-primary's export on host 1 (mkfs.ext4 through it) and to hsb-standby's on host 2 in {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
+    let t = Instant::now();
+    on(1, &format!("xl create {DISK_CFG} 'name=\"{SETUP_NAME}\"'")).map_err(Fail::Rig)?;
+    wait(
+        "the guest's service",
+        Duration::from_secs(300),
+        Duration::from_secs(2),
+        || {
+            rig(&["counter", "PING"])
+                .ok()
+                .filter(|r| r.trim() == "PONG")
+        },
+    )
+    .map_err(|e| {
+        let c = on(
+            1,
+            &format!("tail -20 /var/log/xen/console/guest-{SETUP_NAME}.log"),
+        )
+        .unwrap_or_default();
+        Fail::Rig(format!("{e}\n--- guest console ---\n{c}"))
+    })?;
+    rep.add(format!(
+        "guest (PVH, data disk xvdb = /dev/nbd0, ext4 on /data) answering on host 1 after {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
+    make_replica(&mut rep, SETUP_NAME, DISK_CFG)?;
+    on(1, &format!("xl rename {SETUP_NAME} {GUEST}"))?;
+    let witnesses = start_witnesses(&dir, &bin)?;
+    wait_protected(&mut rep)?;
+    let st = wait(
+        "the replica's disk at a checkpoint",
+        Duration::from_secs(300),
+        Duration::from_secs(3),
+        || status(2, "hsb-standby").filter(|s| num(s, "disk_applied_checkpoint") > 0),
+    )?;
+    rep.add(format!(
+        "the replica's disk: {} ({} disk writes applied)",
+        st.get("disk").cloned().unwrap_or_default(),
+        num(&st, "disk_applied_writes")
+    ));
+
+    // Clients: INCR (memory) and PUT (the disk, fsynced by the guest).
+    let incr = ClientRun::start(3600)?;
+    let puts = ClientRun::start_kind("putter", 3600)?;
+    std::thread::sleep(Duration::from_secs(40));
+    let p1 = status(1, "hsb-primary").unwrap_or_default();
+    rep.add(format!(
+        "steady state: {} PUTs acknowledged in 40 s; primary: {} NBD writes ({} KiB), {} flushes, last write in checkpoint {}, acked checkpoint {}",
+        puts.snapshot().iter().filter(|o| o.value.is_some()).count(),
+        num(&p1, "nbd_writes"),
+        num(&p1, "nbd_write_bytes") >> 10,
+        num(&p1, "nbd_flushes"),
+        p1.get("nbd_last_write_checkpoint").cloned().unwrap_or_default(),
+        p1.get("acked_checkpoint").cloned().unwrap_or_default(),
+    ));
+    let mut ok = true;
+
+    // F1: host 1 dies.
+    rig(&["kill", "1"])?;
+    let killed = Instant::now();
+    let active = wait(
+        "the standby's activation",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || status(2, "hsb-standby").filter(|s| s["state"] == "active"),
+    );
+    let decided = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(20));
+    let incr_ops = incr.stop();
+    let put_ops = puts.stop();
+    let (first_after, _) = after_kill(&put_ops, killed);
+    let f1_ok = active.is_ok() && first_after.is_some();
+    ok &= f1_ok;
+    rep.add(format!(
+        "F1 host 1 killed: standby {} after {:.1} s; first PUT acknowledged by the replica {:.1} s after the kill: {}",
+        if active.is_ok() { "activated" } else { "did NOT activate" },
+        decided.as_secs_f64(),
+        first_after.map_or(f64::NAN, |d| d.as_secs_f64()),
+        if f1_ok { "correct" } else { "WRONG" }
+    ));
+    if let Err(e) = active {
+        rep.add(format!(
+            "standby log:\n```\n{}```",
+            on(2, "tail -30 /var/log/hsb-standby.log").unwrap_or(e)
+        ));
+    }
+    let (line, hist_ok) = history_line("INCR client history", &incr_ops);
+    ok &= hist_ok;
+    rep.add(line);
+    save_history(&dir.join("history.txt"), &incr_ops, killed);
+
+    // Every acknowledged PUT on the replica, read through its service.
+    let acked: Vec<u64> = put_ops.iter().filter_map(|o| o.value).collect();
+    let last = put_ops.len() as u64 + 1;
+    let out = Command::new("timeout")
+        .arg("300")
+        .args(["ip", "netns", "exec", &ns()])
+        .arg(std::env::current_exe().map_err(|e| e.to_string())?)
+        .args(["check-puts", GUEST_SERVICE, &last.to_string()])
+        .output()
+        .map_err(|e| format!("check-puts: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let have = |n: u64| text.lines().any(|l| l == format!("have {n}"));
+    let missing: Vec<u64> = acked.iter().copied().filter(|&n| !have(n)).collect();
+    let records = text
+        .lines()
+        .find_map(|l| l.strip_prefix("records "))
+        .unwrap_or("?")
+        .to_string();
+    let puts_ok = !acked.is_empty() && missing.is_empty();
+    ok &= puts_ok;
+    rep.add(format!(
+        "PUTs: {} requests, {} acknowledged, {} of them missing on the replica{}; the replica's records file holds {records} records: {}",
+        put_ops.len(),
+        acked.len(),
+        missing.len(),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(" (first: {:?})", &missing[..missing.len().min(10)])
+        },
+        if puts_ok { "correct" } else { "WRONG" }
+    ));
+
+    // The replica's file system: the guest stopped, the journal replayed by a mount, then a
+    // full read-only check.
+    let fsck = on(
+        2,
+        &format!("xl destroy {GUEST}; mount /dev/nbd0 /mnt && ls -l /mnt && umount /mnt && e2fsck -fn /dev/nbd0; echo \"fsck-status $?\""),
+    )?;
+    let clean = fsck.lines().any(|l| l.trim() == "fsck-status 0");
+    ok &= clean;
+    rep.add(format!(
+        "the replica's file system after F1 (mount to replay the journal, then e2fsck -fn): {}\n```\n{}```",
+        if clean { "clean" } else { "NOT clean" },
+        fsck
+    ));
+    let s2 = status(2, "hsb-standby").unwrap_or_default();
+    rep.add(format!(
+        "standby: activated from checkpoint {}, its export: {} reads, {} writes ({} KiB), {} flushes, {} errors",
+        s2.get("activated_at").cloned().unwrap_or_default(),
+        num(&s2, "nbd_reads"),
+        num(&s2, "nbd_writes"),
+        num(&s2, "nbd_write_bytes") >> 10,
+        num(&s2, "nbd_flushes"),
+        num(&s2, "nbd_errors"),
+    ));
+    log("disk run done");
+    rep.ok = ok;
+    drop(witnesses);
+    Ok(rep)
+}
