@@ -67,6 +67,12 @@ fn ioctl_errors_are_typed() {
         e,
         Error::Xen(XenError::new("domctl pausedomain", errno::ENOTTY))
     );
+    // Only Xen's EINVAL (already on) means "on": any other failure is one.
+    let e = p.logdirty_ensure(1).expect_err("not privcmd");
+    assert_eq!(
+        e,
+        Error::Xen(XenError::new("domctl shadow_op", errno::ENOTTY))
+    );
     let e = p.maximum_gpfn(1).expect_err("not privcmd");
     assert!(e
         .to_string()

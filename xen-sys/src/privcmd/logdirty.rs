@@ -128,6 +128,18 @@ impl Privcmd {
         }
     }
 
+    /// Make sure log-dirty tracking is on, without disturbing it when it is: Xen refuses to
+    /// enable it twice (`EINVAL`, nothing changed). Returns whether it had been off and is on
+    /// now: another tool turned it off (libxc's save, as `xl save -c` or `xl migrate` runs it,
+    /// turns it off when it ends), so pages written meanwhile were not logged.
+    pub fn logdirty_ensure(&mut self, domid: DomId) -> Result<bool, Error> {
+        match self.shadow_op(domid, ShadowOp::EnableLogDirty, None, 0) {
+            Ok(_) => Ok(true),
+            Err(e) if e.errno() == Some(crate::sys::errno::EINVAL) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Stop log-dirty tracking.
     pub fn logdirty_off(&mut self, domid: DomId) -> Result<(), Error> {
         self.shadow_op(domid, ShadowOp::Off, None, 0).map(drop)

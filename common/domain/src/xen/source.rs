@@ -35,6 +35,8 @@ pub struct XenSource {
     suspend_requested: Option<Instant>,
     suspend_timeout: Duration,
     skipped_holes: u64,
+    /// Times log-dirty was found off and enabled again (see `take_dirty`).
+    logdirty_restarts: u64,
     /// The guest's replicated disk (`xen.disk`), reached through the NBD export.
     disk: Option<Disk>,
 }
@@ -73,6 +75,7 @@ impl XenSource {
             suspend_requested: None,
             suspend_timeout,
             skipped_holes: 0,
+            logdirty_restarts: 0,
             disk: None,
         })
     }
@@ -240,10 +243,24 @@ impl CheckpointSource for XenSource {
             return Err(err("take_dirty", "output list too small"));
         }
         let p2m = self.mem.p2m;
+        // Another tool may have turned log-dirty off (libxc's save does when it ends): then
+        // nothing written since was logged, and every page goes again.
+        let restarted = self
+            .xc
+            .logdirty_ensure(self.domid)
+            .map_err(|e| err("take_dirty", e))?;
+        if restarted {
+            self.logdirty_restarts += 1;
+            log::warn!(
+                "log-dirty tracking of domain {} had been turned off by another tool (xl save, migrate or remus?): enabled again, and every page goes in this checkpoint ({} times so far)",
+                self.domid,
+                self.logdirty_restarts
+            );
+        }
         self.xc
             .logdirty_clean(self.domid, &mut self.bitmap, p2m, true)
             .map_err(|e| err("take_dirty", e))?;
-        if full {
+        if full || restarted {
             out.extend_from_slice(&self.mem.populated);
             return Ok(());
         }
