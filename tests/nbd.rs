@@ -497,7 +497,8 @@ fn the_standby_serves_its_replicas_disk_read_only_until_activated() {
 
 /// A daemon configured for a Xen guest with a replicated disk whose domain does not exist
 /// (here: no Xen at all) serves the disk meanwhile, since the guest's `phy:/dev/nbdN` must
-/// exist before the domain is created: hsb-primary reads and writes, hsb-standby reads only.
+/// exist before the domain is created: hsb-primary reads and writes, hsb-standby reads only;
+/// each locks its memory first (a dom0 must not deadlock on its own disk's server).
 /// SIGTERM then stops it cleanly (exit status 0, the socket removed).
 #[test]
 fn a_daemon_serves_a_xen_guests_disk_while_the_domain_does_not_exist_yet() {
@@ -565,6 +566,10 @@ fn a_daemon_serves_a_xen_guests_disk_while_the_domain_does_not_exist_yet() {
         assert!(
             text.contains("waiting for domain 'hsb-no-such-guest'"),
             "{bin} says what it waits for\n{text}"
+        );
+        assert!(
+            text.contains("xen.disk: memory locked"),
+            "{bin} serving its dom0 a disk locks its memory first\n{text}"
         );
         daemon.signal("TERM");
         let mut child = daemon.child.take().expect("child");

@@ -136,6 +136,7 @@ impl Daemon {
             .and_then(|x| x.disk.as_ref().map(|d| (d, &x.domain)));
         let xen_disk = match (xen_disk_cfg, &s.nbd_socket) {
             (Some((cfg, domain)), Some(path)) => {
+                hsb_domain::xen::harden_for_serving_disk()?;
                 let mut disk = crate::disk::open_primary_disk(cfg, s.start_checkpoint, "xen.disk")?;
                 let mut export = NbdExport::bind(path, disk.size(), poll.registry())?;
                 if !hsb_domain::xen::serve_until_domain(

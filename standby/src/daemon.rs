@@ -122,6 +122,7 @@ impl Daemon {
             .and_then(|x| x.disk.as_ref().map(|d| (d, &x.domain)));
         let xen_disk = match (xen_disk_cfg, &s.nbd_socket) {
             (Some((cfg, domain)), Some(path)) => {
+                hsb_domain::xen::harden_for_serving_disk()?;
                 let mut disk = crate::disk::open_replica_disk(cfg, "xen.disk")?;
                 let mut export = NbdExport::bind(path, disk.size(), poll.registry())?;
                 let mut dev = ReadOnly(&mut disk);

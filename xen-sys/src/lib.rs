@@ -36,6 +36,7 @@ pub mod hvm_context;
 pub mod ioctl;
 pub mod netlink;
 pub mod privcmd;
+pub mod process;
 mod sys;
 
 pub use abi::DomId;

@@ -25,6 +25,10 @@ extern "C" {
     pub fn madvise(addr: *mut c_void, len: usize, advice: c_int) -> c_int;
     /// `int mlock(const void *addr, size_t len)`.
     pub fn mlock(addr: *const c_void, len: usize) -> c_int;
+    /// `int mlockall(int flags)`.
+    pub fn mlockall(flags: c_int) -> c_int;
+    /// `int prctl(int option, ...)`: always called here with four further `unsigned long`s.
+    pub fn prctl(option: c_int, ...) -> c_int;
     /// `int socket(int domain, int type, int protocol)`.
     pub fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int;
     /// `ssize_t send(int fd, const void *buf, size_t len, int flags)`.
@@ -49,6 +53,12 @@ pub const MAP_LOCKED: c_int = 0x2000;
 pub const MAP_FAILED: *mut c_void = usize::MAX as *mut c_void;
 /// `MADV_DONTFORK`.
 pub const MADV_DONTFORK: c_int = 10;
+/// `MCL_CURRENT`.
+pub const MCL_CURRENT: c_int = 1;
+/// `MCL_FUTURE`.
+pub const MCL_FUTURE: c_int = 2;
+/// `PR_SET_IO_FLUSHER` (Linux 5.6).
+pub const PR_SET_IO_FLUSHER: c_int = 57;
 /// `O_NONBLOCK`.
 pub const O_NONBLOCK: c_int = 0o4000;
 

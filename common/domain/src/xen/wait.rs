@@ -21,6 +21,25 @@ use xenstore_rs::Xs;
 use super::settings::{resolve, DomainRef};
 use crate::disk::export::{BlockDevice, NbdExport};
 
+/// Before a daemon serves its dom0 the guest's disk: lock its memory and mark it an I/O
+/// flusher, so that it never waits for memory only its own device's writeback could free (a
+/// deadlock of the whole dom0). Locking is required; the flusher mark (Linux 5.6) is logged
+/// when refused.
+pub fn harden_for_serving_disk() -> io::Result<()> {
+    xen_sys::process::lock_memory().map_err(|e| {
+        io::Error::other(format!(
+            "xen.disk: cannot lock this daemon's memory ({e}): a daemon serving its own dom0 a block device must never be paged out (run it as root, or raise its memory lock limit: LimitMEMLOCK=infinity)"
+        ))
+    })?;
+    match xen_sys::process::set_io_flusher() {
+        Ok(()) => log::info!("xen.disk: memory locked, marked an I/O flusher"),
+        Err(e) => log::warn!(
+            "xen.disk: memory locked, but not marked an I/O flusher ({e}; Linux 5.6 and CAP_SYS_RESOURCE needed): under memory pressure its allocations may wait on I/O"
+        ),
+    }
+    Ok(())
+}
+
 /// How often the domain is looked for.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
 /// How often the wait is logged again.
