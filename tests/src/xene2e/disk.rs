@@ -1,7 +1,9 @@
 //! The `disk` mode (issue 14): a guest whose ext4 data disk hsb replicates. Its disk is served
 //! by hsb-primary's NBD export and attached in host 1's dom0 as `/dev/nbd0` (the guest's
 //! `xvdb`); host 2's hsb-standby serves the replica's disk the same way. The guest's service
-//! logs each `PUT` on that file system and fsyncs it before it answers. F1 (host 1 killed):
+//! logs each `PUT` on that file system and fsyncs it before it answers. F2 (replication cut,
+//! healed): no failover, and the resynchronisation copies only the tracks that can differ. F1
+//! (host 1 killed):
 //! every acknowledged `PUT` must be on the activated replica, and its file system must check
 //! clean.
 //!
@@ -105,6 +107,55 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
         p1.get("acked_checkpoint").cloned().unwrap_or_default(),
     ));
     let mut ok = true;
+
+    // F2: the replication network cut for 30 s while the guest writes; then the heal, whose
+    // resynchronisation must copy only the disk's tracks that can differ.
+    let p0 = status(1, "hsb-primary").unwrap_or_default();
+    let s0 = status(2, "hsb-standby").unwrap_or_default();
+    rig(&["cut-repl"])?;
+    let cut = Instant::now();
+    std::thread::sleep(Duration::from_secs(30));
+    let s_cut = status(2, "hsb-standby").unwrap_or_default();
+    let served = puts
+        .snapshot()
+        .iter()
+        .filter(|o| o.value.is_some() && o.end >= cut + Duration::from_secs(10))
+        .count();
+    rig(&["heal-repl"])?;
+    let stayed = s_cut.get("state").map(String::as_str) != Some("active");
+    let t = Instant::now();
+    let healed = wait(
+        "a fresh full synchronisation after the heal",
+        Duration::from_secs(300),
+        Duration::from_secs(3),
+        || {
+            status(2, "hsb-standby").filter(|s| {
+                num(s, "full_syncs") > num(&s0, "full_syncs") && s["state"] == "replicating"
+            })
+        },
+    );
+    let p2 = status(1, "hsb-primary").unwrap_or_default();
+    let d = |k: &str| num(&p2, k).saturating_sub(num(&p0, k));
+    let size = num(&p2, "disk_size").max(1);
+    let copied = d("disk_resync_bytes");
+    let incremental = d("disk_resyncs") >= 1 && d("disk_full_copies") == 0 && copied < size / 2;
+    let f2_ok = stayed && served > 0 && healed.is_ok() && incremental;
+    ok &= f2_ok;
+    rep.add(format!(
+        "F2 replication cut 30 s: no failover: {stayed}; {served} PUTs acknowledged from host 1 in the last 20 s of the cut; heal: {} {:.0} s after it; the disk's resynchronisation copied {} KiB ({} tracks) of {} KiB ({:.1}%), {} full copies: {}",
+        if healed.is_ok() { "resynchronised" } else { "NOT resynchronised" },
+        t.elapsed().as_secs_f64(),
+        copied >> 10,
+        d("disk_resync_tracks"),
+        size >> 10,
+        copied as f64 * 100.0 / size as f64,
+        d("disk_full_copies"),
+        if f2_ok { "correct" } else { "WRONG" }
+    ));
+    if let Err(e) = healed {
+        rep.add(format!("heal: {e}"));
+    }
+    std::thread::sleep(Duration::from_secs(10));
 
     // F1: host 1 dies.
     rig(&["kill", "1"])?;

@@ -186,7 +186,8 @@ enum Mode {
     /// Protect, host 1 isolated while alive (fence, failover), heal (step down).
     Isolate,
     /// A guest with an ext4 data disk replicated by hsb (issue 14): protect, PUTs fsynced by
-    /// the guest, F1; every acknowledged PUT on the replica, its file system clean.
+    /// the guest, F2 with an incremental disk resync, F1; every acknowledged PUT on the
+    /// replica, its file system clean.
     Disk,
 }
 
