@@ -42,7 +42,7 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
     let t = Instant::now();
     on(
         1,
-        &format!("nbd-client -unix {PRIMARY_NBD} /dev/nbd0 && mkfs.ext4 -q -F /dev/nbd0 && blockdev --getsize64 /dev/nbd0"),
+        &format!("nbd-client -unix {PRIMARY_NBD} /dev/nbd0 && mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 /dev/nbd0 && blockdev --getsize64 /dev/nbd0"),
     )?;
     on(
         2,
