@@ -24,6 +24,17 @@ fn have_qemu_io(test: &str) -> bool {
 
 /// `qemu-io` on the export with `cmds`; its output, asserted successful and free of failures.
 fn qemu_io(sock: &Path, cmds: &[&str]) -> String {
+    let (ok, text) = qemu_io_any(sock, cmds);
+    assert!(
+        ok && !text.contains("failed") && !text.contains("error"),
+        "qemu-io {cmds:?}: {text}"
+    );
+    text
+}
+
+/// `qemu-io` on the export with `cmds`: whether it exited successfully, and its output (for
+/// commands that fail).
+fn qemu_io_any(sock: &Path, cmds: &[&str]) -> (bool, String) {
     let mut c = Command::new("qemu-io");
     c.args(["-f", "raw"]);
     for cmd in cmds {
@@ -36,11 +47,7 @@ fn qemu_io(sock: &Path, cmds: &[&str]) -> String {
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
-    assert!(
-        o.status.success() && !text.contains("failed") && !text.contains("error"),
-        "qemu-io {cmds:?}: {text}"
-    );
-    text
+    (o.status.success(), text)
 }
 
 /// A pair whose primary serves its guest's disk at the returned socket.
@@ -424,22 +431,6 @@ fn a_full_image_answers_enospc_through_the_export() {
     );
 }
 
-/// `qemu-io` on the export with `cmds`, its output whatever it says (for commands that fail).
-fn qemu_io_any(sock: &Path, cmds: &[&str]) -> String {
-    let mut c = Command::new("qemu-io");
-    c.args(["-f", "raw"]);
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    c.arg(format!("nbd+unix:///?socket={}", sock.display()));
-    let o = c.output().expect("run qemu-io");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 /// hsb-standby serves its replica's disk (`disk.nbd_socket`; a Xen replica's `phy:/dev/nbdN`
 /// goes through it): what the primary's guest wrote is read back from the replica once its
 /// checkpoint is acknowledged; a write is refused (`EPERM`, counted) and changes nothing while
@@ -470,7 +461,7 @@ fn the_standby_serves_its_replicas_disk_read_only_until_activated() {
         |s| num(s, "acked_checkpoint") >= last,
     );
     qemu_io(&standby_sock, &["read -P 0x5a 3M 1M", "read -P 0 4M 4k"]);
-    let out = qemu_io_any(&standby_sock, &["write -P 0x77 3M 4k"]);
+    let (_, out) = qemu_io_any(&standby_sock, &["write -P 0x77 3M 4k"]);
     assert!(
         out.contains("Operation not permitted"),
         "a write to a replica that is not activated is refused with EPERM: {out}"
@@ -558,7 +549,7 @@ fn a_daemon_serves_a_xen_guests_disk_while_the_domain_does_not_exist_yet() {
             assert_eq!(image_bytes(&image, 1 << 20, 64 << 10), vec![0x3c; 64 << 10]);
         } else {
             qemu_io(&sock, &["read -P 0 1M 64k"]);
-            let out = qemu_io_any(&sock, &["write -P 0x3c 1M 4k"]);
+            let (_, out) = qemu_io_any(&sock, &["write -P 0x3c 1M 4k"]);
             assert!(out.contains("Operation not permitted"), "{out}");
             assert_eq!(image_bytes(&image, 1 << 20, 4096), vec![0; 4096]);
         }

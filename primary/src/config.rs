@@ -269,24 +269,7 @@ impl Settings {
             Some(_) => None,
             None => hsb_domain::model::DiskSettings::from_config(c)?,
         };
-        let nbd_socket = Some(c.path("disk.nbd_socket")?).filter(|p| !p.as_os_str().is_empty());
-        let xen_disk = xen.as_ref().is_some_and(|x| x.disk.is_some());
-        if nbd_socket.is_some() && disk.is_none() && !xen_disk {
-            return Err(c.error_at(
-                "disk.nbd_socket",
-                if xen.is_some() {
-                    "expected a disk to serve: set xen.disk and xen.disk_size"
-                } else {
-                    "expected a disk to serve: model.disk_size is 0"
-                },
-            ));
-        }
-        if xen_disk && nbd_socket.is_none() {
-            return Err(c.error_at(
-                "xen.disk",
-                "a Xen guest reaches its replicated disk only through the NBD export: set disk.nbd_socket (and attach it in dom0 with nbd-client -unix)",
-            ));
-        }
+        let nbd_socket = hsb_domain::xen::nbd_socket(c, xen.as_ref(), disk.is_some())?;
         Ok(Settings {
             nbd_socket,
             disk,

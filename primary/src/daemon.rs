@@ -30,6 +30,7 @@ use crate::disk::DiskRepl;
 use crate::guest::{self, Fence, Guest, PlugOutput};
 use crate::repl;
 use hsb_domain::disk::export::{NbdExport, NBD_CONN, NBD_LISTEN};
+use hsb_domain::xen::Early;
 
 /// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
 /// heartbeats and witnesses are served between steps.
@@ -129,31 +130,17 @@ impl Daemon {
         let clock = Clock::new();
         // A Xen guest's replicated disk is served before the guest is opened: the guest's
         // `phy:/dev/nbdN` must exist before `xl create`, so the guest may come after us.
-        let mut early_nbd = None;
-        let xen_disk_cfg = s
-            .xen
-            .as_ref()
-            .and_then(|x| x.disk.as_ref().map(|d| (d, &x.domain)));
-        let xen_disk = match (xen_disk_cfg, &s.nbd_socket) {
-            (Some((cfg, domain)), Some(path)) => {
-                hsb_domain::xen::harden_for_serving_disk()?;
-                let mut disk = crate::disk::open_primary_disk(cfg, s.start_checkpoint, "xen.disk")?;
-                let mut export = NbdExport::bind(path, disk.size(), poll.registry())?;
-                if !hsb_domain::xen::serve_until_domain(
-                    &mut poll,
-                    &mut export,
-                    &mut disk,
-                    domain,
-                    hsb_domain::xen::Ready::Running,
-                    &clock,
-                    signals,
-                )? {
-                    return Ok(None);
-                }
-                early_nbd = Some(export);
-                Some(disk)
-            }
-            _ => None,
+        let (xen_disk, early_nbd) = match hsb_domain::xen::serve_disk_first(
+            &mut poll,
+            (s.xen.as_ref(), s.nbd_socket.as_deref()),
+            hsb_domain::xen::Ready::Running,
+            &clock,
+            signals,
+            |cfg| crate::disk::open_primary_disk(cfg, s.start_checkpoint, "xen.disk"),
+        )? {
+            Early::Stop => return Ok(None),
+            Early::NoDisk => (None, None),
+            Early::Served(de) => (Some(de.0), Some(de.1)),
         };
         let (mut dom, plug, service) = guest::open(&s, &poll, SERVICE_BASE, xen_disk)?;
         let pages = dom.source().max_pages();

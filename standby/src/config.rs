@@ -160,25 +160,10 @@ impl Settings {
             Some(_) => None,
             None => hsb_domain::model::DiskSettings::from_config(c)?,
         };
-        let nbd_socket = Some(c.path("disk.nbd_socket")?).filter(|p| !p.as_os_str().is_empty());
-        let xen_disk = xen.as_ref().is_some_and(|x| x.disk.is_some());
-        if nbd_socket.is_some() && disk.is_none() && !xen_disk {
-            return Err(c.error_at(
-                "disk.nbd_socket",
-                if xen.is_some() {
-                    "expected a disk to serve: set xen.disk and xen.disk_size"
-                } else {
-                    "expected a disk to serve: model.disk_size is 0"
-                },
-            ));
-        }
-        if xen_disk && nbd_socket.is_none() {
-            return Err(c.error_at(
-                "xen.disk",
-                "the replica's guest reaches its disk only through the NBD export: set disk.nbd_socket (and attach it in dom0 with nbd-client -unix before xl restore)",
-            ));
-        }
-        if xen_disk && !c.path("promote_config")?.as_os_str().is_empty() {
+        let nbd_socket = hsb_domain::xen::nbd_socket(c, xen.as_ref(), disk.is_some())?;
+        if xen.as_ref().is_some_and(|x| x.disk.is_some())
+            && !c.path("promote_config")?.as_os_str().is_empty()
+        {
             return Err(c.error_at(
                 "promote_config",
                 "a hand-over to hsb-primary would close the NBD export the activated guest's disk goes through (not implemented for xen.disk): leave promote_config empty; the activated replica keeps serving from hsb-standby",
@@ -266,7 +251,7 @@ mod tests {
         );
         let e = settings(xen).expect_err("no export");
         assert!(
-            e.contains("key 'xen.disk'") && e.contains("before xl restore"),
+            e.contains("key 'xen.disk'") && e.contains("xl restore -p"),
             "{e}"
         );
         let e = settings(&format!(

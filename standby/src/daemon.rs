@@ -23,8 +23,9 @@ use hsb_common::node_state::NodeState;
 use hsb_common::signals::SignalHandler;
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Receiver;
-use hsb_domain::disk::export::{NbdExport, ReadOnly, NBD_CONN, NBD_LISTEN};
+use hsb_domain::disk::export::{NbdExport, NBD_CONN, NBD_LISTEN};
 use hsb_domain::service::Service;
+use hsb_domain::xen::Early;
 use hsb_standby::config::{schema, Settings};
 use hsb_standby::node::{Effect, Event, FailoverConfig, NodeConfig, StandbyNode, SLOTS};
 
@@ -115,32 +116,17 @@ impl Daemon {
         let clock = Clock::new();
         // A Xen replica's disk is served (reads only) before the replica is opened: its
         // `phy:/dev/nbdN` must exist before `xl restore -p`, so the replica may come after us.
-        let mut early_nbd = None;
-        let xen_disk_cfg = s
-            .xen
-            .as_ref()
-            .and_then(|x| x.disk.as_ref().map(|d| (d, &x.domain)));
-        let xen_disk = match (xen_disk_cfg, &s.nbd_socket) {
-            (Some((cfg, domain)), Some(path)) => {
-                hsb_domain::xen::harden_for_serving_disk()?;
-                let mut disk = crate::disk::open_replica_disk(cfg, "xen.disk")?;
-                let mut export = NbdExport::bind(path, disk.size(), poll.registry())?;
-                let mut dev = ReadOnly(&mut disk);
-                if !hsb_domain::xen::serve_until_domain(
-                    &mut poll,
-                    &mut export,
-                    &mut dev,
-                    domain,
-                    hsb_domain::xen::Ready::Restored,
-                    &clock,
-                    signals,
-                )? {
-                    return Ok(None);
-                }
-                early_nbd = Some(export);
-                Some(disk)
-            }
-            _ => None,
+        let (xen_disk, early_nbd) = match hsb_domain::xen::serve_disk_first(
+            &mut poll,
+            (s.xen.as_ref(), s.nbd_socket.as_deref()),
+            hsb_domain::xen::Ready::Restored,
+            &clock,
+            signals,
+            |cfg| crate::disk::open_replica_disk(cfg, "xen.disk"),
+        )? {
+            Early::Stop => return Ok(None),
+            Early::NoDisk => (None, None),
+            Early::Served(de) => (Some(de.0), Some(de.1)),
         };
         // The sockets are bound after that wait, so no event of theirs is lost to it: the
         // primary's connections are refused meanwhile (it retries), `status` finds no daemon.

@@ -33,9 +33,9 @@ use crate::domain::DomainError;
 pub use info::{describe, info_command};
 pub use memory::MAX_POPULATED;
 pub use replica::XenReplica;
-pub use settings::{resolve, DomainRef, XenSettings, KEYS};
+pub use settings::{nbd_socket, resolve, DomainRef, XenSettings, KEYS};
 pub use source::XenSource;
-pub use wait::{harden_for_serving_disk, serve_until_domain, Ready};
+pub use wait::{serve_disk_first, Early, Ready};
 
 /// Frames per foreign-mapping chunk (64 MiB of address space each).
 pub const CHUNK_PFNS: u64 = 16384;

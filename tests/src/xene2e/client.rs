@@ -115,44 +115,41 @@ pub(super) fn request(conn: &mut Conn, addr: SocketAddr, req: &[u8]) -> std::io:
 /// The client loop (inside the namespace): INCR, one at a time, reconnecting after errors;
 /// one line per request: `ok MICROS VALUE` or `err MICROS`.
 pub(super) fn client(addr: &str, seconds: u64) -> ExitCode {
-    let Ok(addr) = addr.parse::<SocketAddr>() else {
-        eprintln!("client: bad address {addr}");
-        return ExitCode::from(2);
-    };
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let mut out = std::io::stdout();
-    let mut conn: Conn = None;
-    while Instant::now() < until {
-        let t = Instant::now();
-        let r = request(&mut conn, addr, b"INCR\n");
-        let us = t.elapsed().as_micros();
-        let line = match r {
-            Ok(v) if v.parse::<u64>().is_ok() => format!("ok {us} {v}\n"),
-            _ => {
-                conn = None;
-                std::thread::sleep(Duration::from_millis(200));
-                format!("err {us}\n")
-            }
-        };
-        if out
-            .write_all(line.as_bytes())
-            .and_then(|()| out.flush())
-            .is_err()
-        {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ExitCode::SUCCESS
+    request_loop(
+        "client",
+        addr,
+        seconds,
+        |_| "INCR\n".into(),
+        |r, _| r.parse::<u64>().is_ok().then(|| r.to_string()),
+    )
 }
 
 /// The PUT client (inside the namespace): `PUT kN vN` for N = 1, 2, ..., one at a time,
-/// reconnecting after errors (a key not acknowledged is sent again under the next number); the
-/// guest logs each record on its ext4 data disk and fsyncs it before answering `OK`. One line
-/// per request: `ok MICROS N` or `err MICROS`.
+/// reconnecting after errors (a key not acknowledged is not sent again: the next goes under the
+/// next number); the guest logs each record on its ext4 data disk and fsyncs it before
+/// answering `OK`. One line per request: `ok MICROS N` or `err MICROS`.
 pub(super) fn putter(addr: &str, seconds: u64) -> ExitCode {
+    request_loop(
+        "putter",
+        addr,
+        seconds,
+        |n| format!("PUT k{n} v{n}\n"),
+        |r, n| r.starts_with("OK").then(|| n.to_string()),
+    )
+}
+
+/// Requests `req(1)`, `req(2)`, ... one at a time for `seconds`, 50 ms apart, reconnecting
+/// after errors; one line per request: `ok MICROS WHAT` when `ok(reply, n)` gives WHAT, else
+/// `err MICROS`.
+fn request_loop(
+    name: &str,
+    addr: &str,
+    seconds: u64,
+    req: impl Fn(u64) -> String,
+    ok: impl Fn(&str, u64) -> Option<String>,
+) -> ExitCode {
     let Ok(addr) = addr.parse::<SocketAddr>() else {
-        eprintln!("putter: bad address {addr}");
+        eprintln!("{name}: bad address {addr}");
         return ExitCode::from(2);
     };
     let until = Instant::now() + Duration::from_secs(seconds);
@@ -162,11 +159,11 @@ pub(super) fn putter(addr: &str, seconds: u64) -> ExitCode {
     while Instant::now() < until {
         n += 1;
         let t = Instant::now();
-        let r = request(&mut conn, addr, format!("PUT k{n} v{n}\n").as_bytes());
+        let r = request(&mut conn, addr, req(n).as_bytes());
         let us = t.elapsed().as_micros();
-        let line = match r {
-            Ok(v) if v.starts_with("OK") => format!("ok {us} {n}\n"),
-            _ => {
+        let line = match r.ok().and_then(|r| ok(&r, n)) {
+            Some(what) => format!("ok {us} {what}\n"),
+            None => {
                 conn = None;
                 std::thread::sleep(Duration::from_millis(200));
                 format!("err {us}\n")

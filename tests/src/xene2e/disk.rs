@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use super::client::{after_kill, history_line, save_history, ClientRun};
 use super::etc::{PRIMARY_NBD, STANDBY_NBD};
-use super::run::{boot, make_replica, start_witnesses, wait_protected};
+use super::run::{boot, kill_host1, make_replica, start_witnesses, wait_protected};
 use super::{log, ns, num, on, rig, status, wait, Fail, Report, GUEST, GUEST_SERVICE};
 
 /// The guest's name while the replica is made.
@@ -158,16 +158,7 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
     std::thread::sleep(Duration::from_secs(10));
 
     // F1: host 1 dies.
-    rig(&["kill", "1"])?;
-    let killed = Instant::now();
-    let active = wait(
-        "the standby's activation",
-        Duration::from_secs(120),
-        Duration::from_secs(1),
-        || status(2, "hsb-standby").filter(|s| s["state"] == "active"),
-    );
-    let decided = killed.elapsed();
-    std::thread::sleep(Duration::from_secs(20));
+    let (killed, active, decided) = kill_host1()?;
     let incr_ops = incr.stop();
     let put_ops = puts.stop();
     let (first_after, _) = after_kill(&put_ops, killed);

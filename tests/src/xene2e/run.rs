@@ -1,6 +1,7 @@
 //! A run of hsb on the rig: protect the guest, then F2 and its heal, F1, or host 1 isolated
 //! while alive.
 
+use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -184,16 +185,7 @@ pub(super) fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
     std::thread::sleep(Duration::from_secs(5));
     let before_kill = client.snapshot();
     let last_acked = before_kill.iter().rev().find_map(|o| o.value);
-    rig(&["kill", "1"])?;
-    let killed = Instant::now();
-    let active = wait(
-        "the standby's activation",
-        Duration::from_secs(120),
-        Duration::from_secs(1),
-        || status(2, "hsb-standby").filter(|s| s["state"] == "active"),
-    );
-    let decided = killed.elapsed();
-    std::thread::sleep(Duration::from_secs(20));
+    let (killed, active, decided) = kill_host1()?;
     let ops = client.stop();
     let (first_after, after) = after_kill(&ops, killed);
     let f1_ok = active.is_ok() && first_after.is_some();
@@ -377,4 +369,25 @@ pub(super) fn wait_protected(rep: &mut Report) -> Result<(), String> {
         t.elapsed().as_secs_f64()
     ));
     Ok(())
+}
+
+/// When host 1 was killed, the standby's status once active (or why not), and how long that
+/// took.
+pub(super) type Killed = (Instant, Result<HashMap<String, String>, String>, Duration);
+
+/// F1: host 1 killed (QEMU quits). When, whether and how soon the standby activated (status
+/// polled every second through host 2's console, for at most 2 minutes), after 20 s more for
+/// the clients to be served by the replica.
+pub(super) fn kill_host1() -> Result<Killed, String> {
+    rig(&["kill", "1"])?;
+    let killed = Instant::now();
+    let active = wait(
+        "the standby's activation",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || status(2, "hsb-standby").filter(|s| s["state"] == "active"),
+    );
+    let decided = killed.elapsed();
+    std::thread::sleep(Duration::from_secs(20));
+    Ok((killed, active, decided))
 }

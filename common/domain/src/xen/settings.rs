@@ -100,6 +100,34 @@ impl XenSettings {
     }
 }
 
+/// `disk.nbd_socket`, checked against the disks there are: the model domain's (`model_disk`)
+/// or the Xen guest's (`xen.disk`, which needs it: the guest reaches its disk only there).
+pub fn nbd_socket(
+    c: &Config,
+    xen: Option<&XenSettings>,
+    model_disk: bool,
+) -> Result<Option<std::path::PathBuf>, ConfigError> {
+    let path = Some(c.path("disk.nbd_socket")?).filter(|p| !p.as_os_str().is_empty());
+    let xen_disk = xen.is_some_and(|x| x.disk.is_some());
+    if path.is_some() && !model_disk && !xen_disk {
+        return Err(c.error_at(
+            "disk.nbd_socket",
+            if xen.is_some() {
+                "expected a disk to serve: set xen.disk and xen.disk_size"
+            } else {
+                "expected a disk to serve: model.disk_size is 0"
+            },
+        ));
+    }
+    if xen_disk && path.is_none() {
+        return Err(c.error_at(
+            "xen.disk",
+            "a Xen guest reaches its replicated disk only through the NBD export: set disk.nbd_socket and attach it in dom0 with nbd-client -unix before the domain is created (xl create, or xl restore -p for the replica)",
+        ));
+    }
+    Ok(path)
+}
+
 /// The `xen.disk` keys (with `disk.journal_max`).
 fn disk_config(c: &Config) -> Result<Option<DiskConfig>, ConfigError> {
     let path = c.path("xen.disk")?;

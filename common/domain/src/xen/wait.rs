@@ -18,14 +18,17 @@ use xen_sys::DomId;
 use xenstore_rs::unix::XsUnix;
 use xenstore_rs::Xs;
 
-use super::settings::{resolve, DomainRef};
-use crate::disk::export::{BlockDevice, NbdExport};
+use std::path::Path;
+
+use super::settings::{resolve, DomainRef, XenSettings};
+use crate::disk::export::{BlockDevice, NbdExport, ReadOnly};
+use crate::disk::{Disk, DiskConfig};
 
 /// Before a daemon serves its dom0 the guest's disk: lock its memory and mark it an I/O
 /// flusher, so that it never waits for memory only its own device's writeback could free (a
 /// deadlock of the whole dom0). Locking is required; the flusher mark (Linux 5.6) is logged
 /// when refused.
-pub fn harden_for_serving_disk() -> io::Result<()> {
+fn harden_for_serving_disk() -> io::Result<()> {
     xen_sys::process::lock_memory().map_err(|e| {
         io::Error::other(format!(
             "xen.disk: cannot lock this daemon's memory ({e}): a daemon serving its own dom0 a block device must never be paged out (run it as root, or raise its memory lock limit: LimitMEMLOCK=infinity)"
@@ -93,10 +96,69 @@ fn ready(domain: &DomainRef, want: Ready) -> Result<DomId, String> {
     }
 }
 
+/// What [`serve_disk_first`] did.
+pub enum Early {
+    /// No Xen disk to serve first.
+    NoDisk,
+    /// A signal asked the daemon to stop while it waited.
+    Stop,
+    /// The domain is ready: its disk, and the export serving it.
+    Served(Box<(Disk, NbdExport)>),
+}
+
+/// A Xen guest's replicated disk (`xen.disk`, served at `disk.nbd_socket`) is served before
+/// the daemon opens its domain: the process hardened ([`harden_for_serving_disk`]), the disk
+/// opened with `open`, the export bound and served until the domain is ready (`want`); a
+/// replica's (`Ready::Restored`) reads only.
+pub fn serve_disk_first(
+    poll: &mut mio::Poll,
+    (xen, path): (Option<&XenSettings>, Option<&Path>),
+    want: Ready,
+    clock: &Clock,
+    signals: &mut SignalHandler,
+    open: impl FnOnce(&DiskConfig) -> io::Result<Disk>,
+) -> io::Result<Early> {
+    let (Some(x), Some(path)) = (xen, path) else {
+        return Ok(Early::NoDisk);
+    };
+    let Some(cfg) = &x.disk else {
+        return Ok(Early::NoDisk);
+    };
+    harden_for_serving_disk()?;
+    let mut disk = open(cfg)?;
+    let mut export = NbdExport::bind(path, disk.size(), poll.registry())?;
+    let ready = if want == Ready::Restored {
+        serve_until_domain(
+            poll,
+            &mut export,
+            &mut ReadOnly(&mut disk),
+            &x.domain,
+            want,
+            clock,
+            signals,
+        )?
+    } else {
+        serve_until_domain(
+            poll,
+            &mut export,
+            &mut disk,
+            &x.domain,
+            want,
+            clock,
+            signals,
+        )?
+    };
+    Ok(if ready {
+        Early::Served(Box::new((disk, export)))
+    } else {
+        Early::Stop
+    })
+}
+
 /// Serve `export` from `dev` until `domain` exists and is ready (`want`). Returns false when
 /// a signal asked the daemon to stop meanwhile (a reload is logged and otherwise waits for the
 /// daemon's loop).
-pub fn serve_until_domain(
+fn serve_until_domain(
     poll: &mut mio::Poll,
     export: &mut NbdExport,
     dev: &mut dyn BlockDevice,
