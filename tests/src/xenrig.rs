@@ -156,6 +156,36 @@ impl XenRig {
         self.call(&["guest-up", &n.to_string()]).map(|_| ())
     }
 
+    /// `xl create` of the guest with its data disk (`/etc/xen/hsb-guest-disk.cfg`: dom0's
+    /// `/dev/nbd0` as xvdb, ext4, mounted on /data, the counter's records in /data/records);
+    /// returns when its counter answers. The disk must be attached first ([`XenRig::disk_attach`]).
+    pub fn guest_up_disk(&self, n: u8) -> Result<(), String> {
+        self.call(&["guest-up", &n.to_string(), "disk"]).map(|_| ())
+    }
+
+    /// hsb-primary (model backend, replicating nowhere) in host `n`'s dom0 as the NBD server of a
+    /// fresh, empty image of `size` (e.g. `64MiB`) on `/run/hsb/guest.nbd`. Needs the daemons in
+    /// dom0 (`up` with a `bin_dir` holding `just static`'s binaries).
+    pub fn disk_serve(&self, n: u8, size: &str) -> Result<(), String> {
+        self.call(&["disk-serve", &n.to_string(), size]).map(|_| ())
+    }
+
+    /// `nbd-client -unix /run/hsb/guest.nbd /dev/nbd0` in host `n`'s dom0.
+    pub fn disk_attach(&self, n: u8) -> Result<(), String> {
+        self.call(&["disk-attach", &n.to_string()]).map(|_| ())
+    }
+
+    /// `nbd-client -d /dev/nbd0` in host `n`'s dom0.
+    pub fn disk_detach(&self, n: u8) -> Result<(), String> {
+        self.call(&["disk-detach", &n.to_string()]).map(|_| ())
+    }
+
+    /// `e2fsck -fy /dev/nbd0` in host `n`'s dom0 (the guest destroyed first), then the file
+    /// system's `/records`: the output, an error when e2fsck found errors it could not correct.
+    pub fn disk_check(&self, n: u8) -> Result<String, String> {
+        self.call(&["disk-check", &n.to_string()])
+    }
+
     /// One request to the guest's counter from the rig namespace; `None` when nothing answers.
     pub fn counter(&self, request: &str) -> Option<String> {
         let out = self.call(&["counter", request]).ok()?;

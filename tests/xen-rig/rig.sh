@@ -6,7 +6,13 @@
 #   rig.sh run [-t S] HOST CMD   run CMD in HOST's dom0 (1|2|host1|host2) in a subshell; prints its
 #                                output, returns its status (124 after S s, default 300: Ctrl-C sent)
 #   rig.sh push HOST SRC DST     copy a local file into HOST's dom0 (over the rig network)
-#   rig.sh guest-up HOST         xl create the guest on HOST, wait until its counter answers
+#   rig.sh guest-up HOST [disk|CFG]  xl create the guest on HOST (`disk`: hsb-guest-disk.cfg, its
+#                                data disk /dev/nbd0 as xvdb), wait until its counter answers
+#   rig.sh disk-serve HOST [SIZE]  hsb-primary (model backend) in HOST's dom0 as the NBD server of a
+#                                fresh, empty image (default 64MiB) on /run/hsb/guest.nbd
+#   rig.sh disk-attach HOST [SOCK [DEV]]  nbd-client -unix SOCK DEV (/run/hsb/guest.nbd, /dev/nbd0)
+#   rig.sh disk-detach HOST [DEV]  nbd-client -d DEV
+#   rig.sh disk-check HOST [DEV] e2fsck -fy DEV (its journal replayed), then DEV's /records
 #   rig.sh counter [REQ]         send REQ (default GET) to the guest's counter from the rig namespace
 #   rig.sh kill HOST             kill HOST's QEMU at once (monitor `quit`): a host crash
 #   rig.sh boot HOST             boot a killed host again (same disks: none; same addresses)
@@ -45,6 +51,12 @@ BOOT_TIMEOUT="${HSB_RIG_BOOT_TIMEOUT:-400}"
 RUN_TIMEOUT="${HSB_RIG_RUN_TIMEOUT:-300}"
 GUEST_IP=10.99.0.21
 GUEST_PORT=7000
+# The guest's data disk in dom0 (hsb-guest-disk.cfg: phy:/dev/nbd0) and the NBD socket it is served on.
+NBD_SOCK=/run/hsb/guest.nbd
+NBD_DEV=/dev/nbd0
+# disk-serve's files in dom0 (its own state file, key, image and sockets: a test's hsb-primary
+# and hsb-standby with their usual paths are not disturbed).
+NBD_DIR=/var/lib/hsb-rig/nbd
 MACHINE_IP=10.99.0.254
 CONSOLE="$here/console.py"
 T0=$(date +%s)
@@ -245,11 +257,16 @@ counter() { # REQ -> reply line(s)
 }
 cmd_counter() { counter "${1:-GET}"; }
 
-cmd_guest_up() { # HOST
-    local n t
+cmd_guest_up() { # HOST [disk|CFG]
+    local n t cfg=/etc/xen/hsb-guest.cfg
     n=$(host_n "${1:-}")
-    log "host$n: xl create /etc/xen/hsb-guest.cfg"
-    cmd_run "$n" "xl create /etc/xen/hsb-guest.cfg" || die "host$n: xl create failed"
+    case "${2:-}" in
+        "") ;;
+        disk) cfg=/etc/xen/hsb-guest-disk.cfg ;;
+        *) cfg=$2 ;;
+    esac
+    log "host$n: xl create $cfg"
+    cmd_run "$n" "xl create $cfg" || die "host$n: xl create failed"
     t=$(date +%s)
     while [ "$(counter PING)" != PONG ]; do
         if [ $(($(date +%s) - t)) -ge 300 ]; then
@@ -259,6 +276,60 @@ cmd_guest_up() { # HOST
         sleep 2
     done
     log "host$n: guest counter answers on $GUEST_IP:$GUEST_PORT ($(($(date +%s) - t))s after xl create returned)"
+}
+
+# ---------------------------------------------------------------- the guest's data disk (NBD)
+cmd_disk_serve() { # HOST [SIZE]: hsb-primary's NBD export of a fresh image, nothing else
+    local n size=${2:-64MiB}
+    n=$(host_n "${1:-}")
+    # A fresh image each time: a model domain started on an existing image zeroes its first MiB
+    # (the model's own PUT log), which is where ext4 keeps its superblock; and the state file of
+    # an earlier run refuses a second fresh start. The standby address is the machine's, where
+    # nothing listens: this primary replicates nowhere (its NBD writes are served all the same).
+    # The model's own workloads are off (model.disk_rate = 0 keeps it off the guest's blocks);
+    # its service (port 7090) must not be sent PUTs, which write into the disk's first MiB.
+    log "host$n: hsb-primary serving a fresh $size image on $NBD_SOCK (model backend, no standby)"
+    cmd_run -t 120 "$n" "command -v hsb-primary >/dev/null || { echo 'no hsb-primary in dom0: rig.sh up with HSB_BIN_DIR (just static)'; exit 1; }
+d=$NBD_DIR; mkdir -p \$d /run/hsb
+p=\$(cat \$d/pid 2>/dev/null); if [ -n \"\$p\" ] && grep -q hsb-primary /proc/\$p/cmdline 2>/dev/null; then
+  kill \$p; for i in \$(seq 50); do [ -d /proc/\$p ] || break; sleep 0.2; done; fi
+rm -f \$d/hsb.state \$d/disk.img \$d/disk.img.meta \$d/pid $NBD_SOCK
+[ -s \$d/cluster.key ] || hsb-primary keygen \$d/cluster.key >/dev/null
+printf '%s\n' 'node = nbd-host$n' 'backend = model' 'cluster_key = $NBD_DIR/cluster.key' 'standby = 10.98.0.254:7199' \
+  'state_file = $NBD_DIR/hsb.state' 'control = $NBD_DIR/primary.sock' 'model.disk = $NBD_DIR/disk.img' \
+  'model.disk_size = $size' 'model.disk_rate = 0' 'model.dirty_rate = 0' 'model.service = 127.0.0.1:7090' \
+  'witness_listen = 127.0.0.1:7391' 'disk.nbd_socket = $NBD_SOCK' >\$d/primary.conf
+setsid hsb-primary run -c \$d/primary.conf >\$d/primary.log 2>&1 </dev/null & echo \$! >\$d/pid
+for i in \$(seq 150); do [ -S $NBD_SOCK ] && break; sleep 0.2; done
+grep 'NBD export' \$d/primary.log || { tail -5 \$d/primary.log; exit 1; }" ||
+        die "host$n: hsb-primary did not serve $NBD_SOCK (log $NBD_DIR/primary.log there)"
+}
+
+cmd_disk_attach() { # HOST [SOCKET [DEV]]; HSB_RIG_NBD_OPTS adds nbd-client options (e.g. -nonetlink)
+    local n sock=${2:-$NBD_SOCK} dev=${3:-$NBD_DEV}
+    n=$(host_n "${1:-}")
+    cmd_run -t 90 "$n" "for i in \$(seq 150); do [ -S $sock ] && break; sleep 0.2; done
+timeout 60 nbd-client -unix $sock -N hsb ${HSB_RIG_NBD_OPTS:-} $dev || exit 1
+s=/sys/block/${dev#/dev/}/size
+for i in \$(seq 50); do [ \$(cat \$s) -gt 0 ] && break; sleep 0.2; done
+echo $dev: \$((\$(cat \$s) / 2048)) MiB; [ \$(cat \$s) -gt 0 ]" ||
+        die "host$n: nbd-client -unix $sock $dev failed"
+}
+
+cmd_disk_detach() { # HOST [DEV]
+    local n dev=${2:-$NBD_DEV}
+    n=$(host_n "${1:-}")
+    cmd_run -t 90 "$n" "timeout 60 nbd-client -d $dev" || die "host$n: nbd-client -d $dev failed"
+}
+
+cmd_disk_check() { # HOST [DEV]: e2fsck (exit 0 or 1: clean or corrected), then the records file
+    local n dev=${2:-$NBD_DEV}
+    n=$(host_n "${1:-}")
+    # Never under a running guest: blkback does not hold the device exclusively.
+    cmd_run -t 200 "$n" "xl list hsb-guest >/dev/null 2>&1 && { echo 'hsb-guest runs: xl destroy it first'; exit 2; }
+blockdev --flushbufs $dev; timeout 150 e2fsck -fy $dev; r=\$?
+echo e2fsck exit status \$r; [ \$r -le 1 ] || exit \$r
+echo '--- /records'; timeout 30 debugfs -R 'cat /records' $dev 2>/dev/null"
 }
 
 cmd_boot() { # HOST: boot a host again (after `kill`), e.g. to rejoin as the new standby
@@ -383,6 +454,10 @@ case "$cmd" in
     run) cmd_run "$@" ;;
     push) cmd_push "$@" ;;
     guest-up) cmd_guest_up "$@" ;;
+    disk-serve) cmd_disk_serve "$@" ;;
+    disk-attach) cmd_disk_attach "$@" ;;
+    disk-detach) cmd_disk_detach "$@" ;;
+    disk-check) cmd_disk_check "$@" ;;
     counter) cmd_counter "$@" ;;
     kill) cmd_kill "$@" ;;
     boot) cmd_boot "$@" ;;
