@@ -9,10 +9,13 @@ use std::ffi::c_ulong;
 use crate::error::{Error, XenError};
 use crate::sys;
 
-/// Lock every page of this process, present and future, in memory (`mlockall`).
+/// Lock this process's pages in memory as they are touched, present and future (`mlockall`
+/// with `MCL_ONFAULT`): what it uses is never paged out, and what it only reserved (staging
+/// sized for a whole guest, mostly never touched) is not made resident: locking all of it at
+/// once would take more than a small dom0 has (the rig's 512 MiB dom0 killed hsb-primary).
 pub fn lock_memory() -> Result<(), Error> {
     // SAFETY: mlockall takes flags only and touches no memory of ours; the flags are valid.
-    let r = unsafe { sys::mlockall(sys::MCL_CURRENT | sys::MCL_FUTURE) };
+    let r = unsafe { sys::mlockall(sys::MCL_CURRENT | sys::MCL_FUTURE | sys::MCL_ONFAULT) };
     if r != 0 {
         return Err(Error::Xen(XenError::new("mlockall", sys::last_errno())));
     }

@@ -57,6 +57,8 @@ pub const MADV_DONTFORK: c_int = 10;
 pub const MCL_CURRENT: c_int = 1;
 /// `MCL_FUTURE`.
 pub const MCL_FUTURE: c_int = 2;
+/// `MCL_ONFAULT` (Linux 4.4).
+pub const MCL_ONFAULT: c_int = 4;
 /// `PR_SET_IO_FLUSHER` (Linux 5.6).
 pub const PR_SET_IO_FLUSHER: c_int = 57;
 /// `O_NONBLOCK`.

@@ -35,7 +35,7 @@ fn harden_for_serving_disk() -> io::Result<()> {
         ))
     })?;
     match xen_sys::process::set_io_flusher() {
-        Ok(()) => log::info!("xen.disk: memory locked, marked an I/O flusher"),
+        Ok(()) => log::info!("xen.disk: memory locked as it is touched (mlockall, on fault), marked an I/O flusher"),
         Err(e) => log::warn!(
             "xen.disk: memory locked, but not marked an I/O flusher ({e}; Linux 5.6 and CAP_SYS_RESOURCE needed): under memory pressure its allocations may wait on I/O"
         ),
