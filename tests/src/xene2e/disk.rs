@@ -136,9 +136,11 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
     );
     let p2 = status(1, "hsb-primary").unwrap_or_default();
     let d = |k: &str| num(&p2, k).saturating_sub(num(&p0, k));
+    // (Cumulative: resynchronisations and full copies; of the last one: its tracks and bytes.)
     let size = num(&p2, "disk_size").max(1);
-    let copied = d("disk_resync_bytes");
-    let incremental = d("disk_resyncs") >= 1 && d("disk_full_copies") == 0 && copied < size / 2;
+    let copied = num(&p2, "disk_resync_bytes");
+    let incremental =
+        d("disk_resyncs") >= 1 && d("disk_full_copies") == 0 && copied > 0 && copied < size / 2;
     let f2_ok = stayed && served > 0 && healed.is_ok() && incremental;
     ok &= f2_ok;
     rep.add(format!(
@@ -146,7 +148,7 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
         if healed.is_ok() { "resynchronised" } else { "NOT resynchronised" },
         t.elapsed().as_secs_f64(),
         copied >> 10,
-        d("disk_resync_tracks"),
+        num(&p2, "disk_resync_tracks"),
         size >> 10,
         copied as f64 * 100.0 / size as f64,
         d("disk_full_copies"),
