@@ -16,6 +16,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hsb_tests::faults::Op;
+
 use super::client::{after_kill, history_line, save_history, ClientRun};
 use super::etc::{PRIMARY_NBD, STANDBY_NBD};
 use super::run::{boot, kill_host1, make_replica, start_witnesses, wait_protected};
@@ -185,23 +187,13 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
     save_history(&dir.join("history.txt"), &incr_ops, killed);
 
     // Every acknowledged PUT on the replica, read through its service.
-    let acked: Vec<u64> = put_ops.iter().filter_map(|o| o.value).collect();
-    let last = put_ops.len() as u64 + 1;
-    let out = Command::new("timeout")
-        .arg("300")
-        .args(["ip", "netns", "exec", &ns()])
-        .arg(std::env::current_exe().map_err(|e| e.to_string())?)
-        .args(["check-puts", GUEST_SERVICE, &last.to_string()])
-        .output()
-        .map_err(|e| format!("check-puts: {e}"))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let have = |n: u64| text.lines().any(|l| l == format!("have {n}"));
-    let missing: Vec<u64> = acked.iter().copied().filter(|&n| !have(n)).collect();
-    let records = text
-        .lines()
-        .find_map(|l| l.strip_prefix("records "))
-        .unwrap_or("?")
-        .to_string();
+    let PutCheck {
+        acked,
+        missing,
+        errors,
+        records,
+    } = check_puts(&put_ops)?;
+    let missing: Vec<u64> = missing.into_iter().chain(errors).collect();
     let puts_ok = !acked.is_empty() && missing.is_empty();
     ok &= puts_ok;
     rep.add(format!(
@@ -244,4 +236,52 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
     rep.ok = ok;
     drop(witnesses);
     Ok(rep)
+}
+
+/// What the serving copy says of the acknowledged PUTs of a client's history.
+pub(super) struct PutCheck {
+    /// The keys' numbers acknowledged.
+    pub acked: Vec<u64>,
+    /// Of them, the ones the service says it does not have.
+    pub missing: Vec<u64>,
+    /// Of them, the ones it answered with an error.
+    pub errors: Vec<u64>,
+    /// Its `RECORDS` answer.
+    pub records: String,
+}
+
+/// Look every acknowledged PUT of `ops` up in the serving copy (`GETK`, from the namespace).
+pub(super) fn check_puts(ops: &[Op]) -> Result<PutCheck, String> {
+    let acked: Vec<u64> = ops.iter().filter_map(|o| o.value).collect();
+    let last = ops.len() as u64 + 1;
+    let out = Command::new("timeout")
+        .arg("300")
+        .args(["ip", "netns", "exec", &ns()])
+        .arg(std::env::current_exe().map_err(|e| e.to_string())?)
+        .args(["check-puts", GUEST_SERVICE, &last.to_string()])
+        .output()
+        .map_err(|e| format!("check-puts: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let said = |what: &str, n: u64| text.lines().any(|l| l == format!("{what} {n}"));
+    let errors: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|&n| !said("have", n) && !said("missing", n))
+        .collect();
+    let missing = acked
+        .iter()
+        .copied()
+        .filter(|&n| said("missing", n))
+        .collect();
+    let records = text
+        .lines()
+        .find_map(|l| l.strip_prefix("records "))
+        .unwrap_or("?")
+        .to_string();
+    Ok(PutCheck {
+        acked,
+        missing,
+        errors,
+        records,
+    })
 }

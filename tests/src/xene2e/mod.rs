@@ -253,7 +253,9 @@ pub fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let started = Instant::now();
-    let result = if baseline {
+    let result = if baseline && mode == Mode::Disk {
+        remus::remus_disk(keep).map_err(Fail::Run)
+    } else if baseline {
         remus(keep).map_err(Fail::Run)
     } else if mode == Mode::Disk {
         disk::run_disk(keep)
@@ -264,7 +266,9 @@ pub fn main() -> ExitCode {
     let _ = writeln!(
         md,
         "# hsb on the two-host Xen rig ({}; {:.0} s)\n",
-        if baseline {
+        if baseline && mode == Mode::Disk {
+            "xl remus baseline, a guest with an ext4 data disk"
+        } else if baseline {
             "xl remus baseline"
         } else {
             match mode {

@@ -14,6 +14,13 @@ pub(super) fn remus_up(rep: &mut Report, keep: bool) -> Result<Rig, String> {
     let r = Rig { keep };
     rig(&["up"])?;
     rig(&["guest-up", "1"])?;
+    start_remus(rep, "", t)?;
+    Ok(r)
+}
+
+/// The receiver on host 2, then `xl remus` on host 1 with `flags` besides the usual ones; waits
+/// for the first checkpoint (`t`: when the run began).
+fn start_remus(rep: &mut Report, flags: &str, t: Instant) -> Result<(), String> {
     on(
         2,
         // Debug logging on the receiver, each line stamped (bash's EPOCHREALTIME), so the
@@ -23,7 +30,7 @@ pub(super) fn remus_up(rep: &mut Report, keep: bool) -> Result<Rig, String> {
     )?;
     on(
         1,
-        &format!("(xl -v remus -F -n -e -i 200 -s '' {GUEST} 'socat - TCP:10.98.0.2:8002' >/var/log/remus.log 2>&1 &); sleep 1"),
+        &format!("(xl -v remus -F -n {flags} -e -i 200 -s '' {GUEST} 'socat - TCP:10.98.0.2:8002' >/var/log/remus.log 2>&1 &); sleep 1"),
     )?;
     // The receiving domain appears when the stream starts; the first checkpoint (a full copy
     // of 128 MiB) took about 28 s here in the research runs: wait for the domain, then 45 s.
@@ -45,7 +52,7 @@ pub(super) fn remus_up(rep: &mut Report, keep: bool) -> Result<Rig, String> {
         "xl remus: rig, guest and (assumed) first checkpoint in {:.0} s",
         t.elapsed().as_secs_f64()
     ));
-    Ok(r)
+    Ok(())
 }
 
 /// Checkpoints per second of `xl remus` over the last `window` seconds of host 2's clock,
@@ -137,5 +144,94 @@ pub(super) fn remus(keep: bool) -> Result<Report, String> {
         ));
         let _ = hist_ok;
     }
+    Ok(rep)
+}
+
+/// The same guest with the same ext4 data disk under `xl remus` as Debian ships it: each host's
+/// disk a loop device over its own image, host 2's a copy of host 1's made before the guest
+/// starts (what an operator without DRBD can do). Without `-d` xl remus needs a DRBD disk; with
+/// `-d` it replicates memory only. F1: which acknowledged PUTs the replica has, and its file
+/// system.
+pub(super) fn remus_disk(keep: bool) -> Result<Report, String> {
+    let mut rep = Report {
+        ok: true,
+        ..Report::default()
+    };
+    std::env::remove_var("HSB_RIG_ETC");
+    let t = Instant::now();
+    let _rig = Rig { keep };
+    rig(&["up"])?;
+    let cfg = "/etc/xen/remus-disk.cfg";
+    let prep = format!(
+        "sed 's|phy:/dev/nbd0|phy:/dev/loop0|' /etc/xen/hsb-guest-disk.cfg >{cfg} && grep disk {cfg}"
+    );
+    on(
+        1,
+        &format!("{prep} && truncate -s 64M /var/tmp/disk.img && mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 /var/tmp/disk.img && losetup /dev/loop0 /var/tmp/disk.img"),
+    )?;
+    let recv = std::thread::spawn(|| {
+        on(
+            2,
+            "rm -f /var/tmp/disk.img; timeout 120 socat -u TCP-LISTEN:9101,reuseaddr CREATE:/var/tmp/disk.img && losetup /dev/loop0 /var/tmp/disk.img && ls -l /var/tmp/disk.img",
+        )
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    on(
+        1,
+        "socat -u OPEN:/var/tmp/disk.img TCP:10.98.0.2:9101,retry=20",
+    )?;
+    recv.join()
+        .map_err(|_| "the receiving thread panicked".to_string())??;
+    on(2, &prep)?;
+    rig(&["guest-up", "1", cfg])?;
+    rep.add(format!(
+        "the guest with its ext4 data disk (loop device over an image on each host, host 2's copied from host 1's before the guest started) answering after {:.0} s",
+        t.elapsed().as_secs_f64()
+    ));
+    // Without -d: xl remus must replicate the disk, which it can only with DRBD.
+    let out = on_quick(
+        1,
+        &format!("timeout 60 xl -v remus -F -n -e -i 200 -s '' {GUEST} 'socat - TCP:10.98.0.2:8003' 2>&1 | tail -5; echo \"exit ${{PIPESTATUS[0]}}\""),
+        90,
+    )
+    .unwrap_or_else(|e| e);
+    rep.add(format!(
+        "xl remus without -d (disk replication on, as Debian ships it: no DRBD):\n```\n{}```",
+        out.trim_end()
+    ));
+    on(1, &format!("xl list {GUEST}"))?;
+    start_remus(&mut rep, "-d", t)?;
+    let puts = ClientRun::start_kind("putter", 3600)?;
+    std::thread::sleep(Duration::from_secs(40));
+    rig(&["kill", "1"])?;
+    let killed = Instant::now();
+    std::thread::sleep(Duration::from_secs(40));
+    let ops = puts.stop();
+    let (first_after, _) = after_kill(&ops, killed);
+    rep.add(format!(
+        "xl remus -d F1 host 1 killed: first PUT acknowledged from host 2 {}",
+        first_after.map_or("never (40 s)".into(), |d| format!(
+            "{:.1} s after the kill",
+            d.as_secs_f64()
+        )),
+    ));
+    let c = super::disk::check_puts(&ops)?;
+    rep.add(format!(
+        "xl remus -d: of the {} acknowledged PUTs the replica has {}, is missing {}, and cannot say for {} (its service answering with an error or not at all); its records file: {}",
+        c.acked.len(),
+        c.acked.len() - c.missing.len() - c.errors.len(),
+        c.missing.len(),
+        c.errors.len(),
+        c.records
+    ));
+    let fsck = on(
+        2,
+        &format!("xl destroy {GUEST}; mount /dev/loop0 /mnt && ls -l /mnt && umount /mnt; e2fsck -fn /dev/loop0 2>&1 | tail -12; echo \"fsck-status ${{PIPESTATUS[0]}}\""),
+    )
+    .unwrap_or_else(|e| e);
+    rep.add(format!(
+        "xl remus -d: host 2's disk after F1 (mount, then e2fsck -fn):\n```\n{}```",
+        fsck.trim_end()
+    ));
     Ok(rep)
 }
