@@ -162,17 +162,18 @@ pub(super) fn remus_disk(keep: bool) -> Result<Report, String> {
     let _rig = Rig { keep };
     rig(&["up"])?;
     let cfg = "/etc/xen/remus-disk.cfg";
-    let prep = format!(
-        "sed 's|phy:/dev/nbd0|phy:/dev/loop0|' /etc/xen/hsb-guest-disk.cfg >{cfg} && grep disk {cfg}"
+    // The image as a loop device (the first free one), named in the guest's disk line.
+    let attach = format!(
+        "modprobe loop; dev=$(losetup -f --show /var/tmp/disk.img) && sed \"s|phy:/dev/nbd0|phy:$dev|\" /etc/xen/hsb-guest-disk.cfg >{cfg} && grep disk {cfg}"
     );
     on(
         1,
-        &format!("{prep} && truncate -s 64M /var/tmp/disk.img && mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 /var/tmp/disk.img && losetup /dev/loop0 /var/tmp/disk.img"),
+        &format!("truncate -s 64M /var/tmp/disk.img && mkfs.ext4 -q -F -E nodiscard,lazy_itable_init=0,lazy_journal_init=0 /var/tmp/disk.img && {attach}"),
     )?;
-    let recv = std::thread::spawn(|| {
+    let recv = std::thread::spawn(move || {
         on(
             2,
-            "rm -f /var/tmp/disk.img; timeout 120 socat -u TCP-LISTEN:9101,reuseaddr CREATE:/var/tmp/disk.img && losetup /dev/loop0 /var/tmp/disk.img && ls -l /var/tmp/disk.img",
+            "rm -f /var/tmp/disk.img; timeout 120 socat -u TCP-LISTEN:9101,reuseaddr CREATE:/var/tmp/disk.img && ls -l /var/tmp/disk.img",
         )
     });
     std::thread::sleep(Duration::from_secs(5));
@@ -182,7 +183,7 @@ pub(super) fn remus_disk(keep: bool) -> Result<Report, String> {
     )?;
     recv.join()
         .map_err(|_| "the receiving thread panicked".to_string())??;
-    on(2, &prep)?;
+    on(2, &attach)?;
     rig(&["guest-up", "1", cfg])?;
     rep.add(format!(
         "the guest with its ext4 data disk (loop device over an image on each host, host 2's copied from host 1's before the guest started) answering after {:.0} s",
@@ -226,7 +227,7 @@ pub(super) fn remus_disk(keep: bool) -> Result<Report, String> {
     ));
     let fsck = on(
         2,
-        &format!("xl destroy {GUEST}; mount /dev/loop0 /mnt && ls -l /mnt && umount /mnt; e2fsck -fn /dev/loop0 2>&1 | tail -12; echo \"fsck-status ${{PIPESTATUS[0]}}\""),
+        &format!("xl destroy {GUEST}; dev=$(losetup -j /var/tmp/disk.img | cut -d: -f1); mount $dev /mnt && ls -l /mnt && umount /mnt; e2fsck -fn $dev 2>&1 | tail -12; echo \"fsck-status ${{PIPESTATUS[0]}}\""),
     )
     .unwrap_or_else(|e| e);
     rep.add(format!(
