@@ -105,10 +105,12 @@ xen-rig-down:
 # Replica via xl save -c / restore -p, witnesses, a client history, F2 (replication cut, heal,
 # fresh full sync) and F1 (host 1 killed); `smoke`: F1 only; `isolate`: host 1 cut off while alive
 # (fence, failover, step down at the heal); `disk`: the guest with an ext4 data disk replicated by
-# hsb (PUTs fsynced by the guest, F2 with an incremental disk resync, F1, fsck); exit status 3
+# hsb (PUTs fsynced by the guest, F2 with an incremental disk resync, F1, fsck); `disk-bench`:
+# disk write throughput and latency through hsb's export, replicated and not; exit status 3
 # when the rig itself does not boot.
 # hsb on the two-host Xen rig (real Xen 4.17 under QEMU TCG); report in target/xen-rig/e2e-report.md.
 xen-e2e *args: static xen-rig-images
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target {{target}} -p hsb-tests --bin hsb-disk-bench
     cargo build --release -p hsb-tests --bin hsb-xen-e2e
     HSB_BIN_DIR=$PWD/target/{{target}}/release ./target/release/hsb-xen-e2e {{args}}
 

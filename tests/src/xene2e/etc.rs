@@ -11,6 +11,9 @@ use super::{GUEST, GUEST_SERVICE, TCG_TIMING};
 pub(super) const PRIMARY_NBD: &str = "/run/hsb/guest.nbd";
 pub(super) const STANDBY_NBD: &str = "/run/hsb/replica.nbd";
 const DISK_SIZE: &str = "64MiB";
+/// The disk benchmark's export, and its epoch.
+pub(super) const BENCH_NBD: &str = "/run/hsb/bench.nbd";
+pub(super) const BENCH_PERIOD: &str = "100ms";
 
 /// The run's configuration; with `disk`, both daemons replicate the guest's data disk.
 pub(super) fn write_etc(dir: &Path, bin: &Path, disk: bool) -> Result<(), String> {
@@ -57,6 +60,17 @@ pub(super) fn write_etc(dir: &Path, bin: &Path, disk: bool) -> Result<(), String
     };
     write("primary.conf", &primary)?;
     write("standby.conf", &standby)?;
+    // The disk benchmark's pair (`disk-bench`): the model backend (the hypervisor test double)
+    // replicating a 64 MiB disk that hsb-primary serves by NBD, on the rig's two dom0s.
+    let bench = "cluster_key = /etc/hsb/cluster.key\nbackend = model\nmodel.memory = 16MiB\nmodel.dirty_rate = 0\nmodel.disk_size = 64MiB\nmodel.disk_rate = 0\nstats_interval = 5s\n";
+    write(
+        "bench-primary.conf",
+        &format!("{bench}node = host1\nstandby = 10.98.0.2:7110\nstate_file = /var/lib/hsb/bench.state\ncontrol = /run/hsb/bench-primary.sock\nmodel.service = 127.0.0.1:7090\ndisk.nbd_socket = {BENCH_NBD}\ncheckpoint_period = {BENCH_PERIOD}\n"),
+    )?;
+    write(
+        "bench-standby.conf",
+        &format!("{bench}node = host2\nlisten = 10.98.0.2:7110\nstate_file = /var/lib/hsb/bench.state\ncontrol = /run/hsb/bench-standby.sock\nmodel.service = 127.0.0.1:7091\n"),
+    )?;
     for i in 1..=3 {
         let w = format!(
             "id = {i}\nnode = witness-{i}\ncluster_key = {}\nlisten = 10.99.0.10{i}:7400\nprimary = 10.99.0.1:7301\nstandby = 10.99.0.2:7300\nprobe = line {GUEST_SERVICE} PING PONG\nprobe_interval = 200ms\nprobe_timeout = 1s\nreport_interval = 300ms\nstate_file = {}\ncontrol = {}\nfailover.witnesses = 1,2,3\n{TCG_TIMING}",
@@ -71,6 +85,8 @@ pub(super) fn write_etc(dir: &Path, bin: &Path, disk: bool) -> Result<(), String
         ("hsb-primary", etc.join("primary.conf")),
         ("hsb-standby", etc.join("standby.conf")),
         ("hsb-witness", dir.join("w1.conf")),
+        ("hsb-primary", etc.join("bench-primary.conf")),
+        ("hsb-standby", etc.join("bench-standby.conf")),
     ] {
         let mut cmd = Command::new(bin.join(b));
         cmd.arg("check").arg("-c").arg(&f);

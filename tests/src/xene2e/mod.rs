@@ -11,6 +11,7 @@ use hsb_tests::parse_status;
 
 mod client;
 mod disk;
+mod diskbench;
 mod etc;
 mod remus;
 mod run;
@@ -185,6 +186,8 @@ enum Mode {
     All,
     /// Protect, host 1 isolated while alive (fence, failover), heal (step down).
     Isolate,
+    /// Disk write throughput and latency on the rig, replicated and not (issue 14's benchmark).
+    DiskBench,
     /// A guest with an ext4 data disk replicated by hsb (issue 14): protect, PUTs fsynced by
     /// the guest, F2 with an incremental disk resync, F1; every acknowledged PUT on the
     /// replica, its file system clean.
@@ -238,6 +241,8 @@ pub fn main() -> ExitCode {
         Mode::Isolate
     } else if args.iter().any(|a| a == "disk") {
         Mode::Disk
+    } else if args.iter().any(|a| a == "disk-bench") {
+        Mode::DiskBench
     } else {
         Mode::All
     };
@@ -246,10 +251,10 @@ pub fn main() -> ExitCode {
     if let Some(bad) = args.iter().find(|a| {
         !matches!(
             a.as_str(),
-            "smoke" | "all" | "isolate" | "disk" | "remus" | "--keep"
+            "smoke" | "all" | "isolate" | "disk" | "disk-bench" | "remus" | "--keep"
         )
     }) {
-        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|disk|remus] [--keep]");
+        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|disk|disk-bench|remus] [--keep]");
         return ExitCode::from(2);
     }
     let started = Instant::now();
@@ -259,6 +264,8 @@ pub fn main() -> ExitCode {
         remus(keep).map_err(Fail::Run)
     } else if mode == Mode::Disk {
         disk::run_disk(keep)
+    } else if mode == Mode::DiskBench {
+        diskbench::run_disk_bench(keep)
     } else {
         run(mode, keep)
     };
@@ -276,6 +283,7 @@ pub fn main() -> ExitCode {
                 Mode::Smoke => "hsb, smoke",
                 Mode::Isolate => "hsb, host 1 isolated",
                 Mode::Disk => "hsb, a guest with a replicated ext4 disk",
+                Mode::DiskBench => "hsb, disk write benchmark",
             }
         },
         started.elapsed().as_secs_f64()
