@@ -209,18 +209,23 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
         if puts_ok { "correct" } else { "WRONG" }
     ));
 
-    // The replica's file system: the guest stopped, the journal replayed by a mount, then a
-    // full read-only check.
-    let fsck = on(
-        2,
-        &format!("xl destroy {GUEST}; mount /dev/nbd0 /mnt && ls -l /mnt && umount /mnt && e2fsck -fn /dev/nbd0; echo \"fsck-status $?\""),
-    )?;
-    let clean = fsck.lines().any(|l| l.trim() == "fsck-status 0");
+    // The replica's disk itself: the guest stopped, the journal replayed by a mount, every
+    // acknowledged PUT in the records file there, then a full read-only check.
+    let d = disk_after(2, "/dev/nbd0")?;
+    let on_disk_missing: Vec<u64> = acked
+        .iter()
+        .copied()
+        .filter(|n| !d.keys.contains(n))
+        .collect();
+    let clean = d.clean && on_disk_missing.is_empty();
     ok &= clean;
     rep.add(format!(
-        "the replica's file system after F1 (mount to replay the journal, then e2fsck -fn): {}\n```\n{}```",
-        if clean { "clean" } else { "NOT clean" },
-        fsck
+        "the replica's disk after F1 (the guest destroyed; mounted, which replays the journal; then e2fsck -fn): {} records in /data/records, {} acknowledged PUTs missing there; file system {}: {}\n```\n{}```",
+        d.keys.len(),
+        on_disk_missing.len(),
+        if d.clean { "clean" } else { "NOT clean" },
+        if clean { "correct" } else { "WRONG" },
+        d.fsck
     ));
     let s2 = status(2, "hsb-standby").unwrap_or_default();
     rep.add(format!(
@@ -283,5 +288,37 @@ pub(super) fn check_puts(ops: &[Op]) -> Result<PutCheck, String> {
         missing,
         errors,
         records,
+    })
+}
+
+/// A guest's data disk read from dom0 once the guest is gone.
+pub(super) struct DiskAfter {
+    /// The PUT keys' numbers in its records file.
+    pub keys: std::collections::HashSet<u64>,
+    /// Whether `e2fsck -fn` found it clean (after the mount replayed the journal).
+    pub clean: bool,
+    /// The mount's listing and e2fsck's output.
+    pub fsck: String,
+}
+
+/// On host `n`: destroy the guest, mount `dev` (replaying the journal), read its records file,
+/// unmount, `e2fsck -fn`.
+pub(super) fn disk_after(n: u8, dev: &str) -> Result<DiskAfter, String> {
+    let out = on(
+        n,
+        &format!("xl destroy {GUEST} 2>/dev/null; mount {dev} /mnt && {{ ls -l /mnt; echo ---records; cat /mnt/records 2>&1; echo ---end; umount /mnt; }}; e2fsck -fn {dev} 2>&1 | tail -12; echo \"fsck-status ${{PIPESTATUS[0]}}\""),
+    )?;
+    // The listing, the records, e2fsck: the records apart from the rest.
+    let (listing, rest) = out.split_once("---records\n").unwrap_or((&out, ""));
+    let (records, fsck) = rest.split_once("---end").unwrap_or(("", rest));
+    let keys = records
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.strip_prefix('k')?.parse().ok())
+        .collect();
+    let fsck = format!("{listing}{}", fsck.trim_start_matches('\n'));
+    Ok(DiskAfter {
+        keys,
+        clean: out.lines().any(|l| l.trim() == "fsck-status 0"),
+        fsck,
     })
 }

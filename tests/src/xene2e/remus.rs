@@ -189,7 +189,12 @@ pub(super) fn remus_disk(keep: bool) -> Result<Report, String> {
         "the guest with its ext4 data disk (loop device over an image on each host, host 2's copied from host 1's before the guest started) answering after {:.0} s",
         t.elapsed().as_secs_f64()
     ));
-    // Without -d: xl remus must replicate the disk, which it can only with DRBD.
+    // Without -d: xl remus must replicate the disk, which it can only with DRBD. (A receiver
+    // listens, so what fails is the disk; whatever it created on host 2 is destroyed after.)
+    on(
+        2,
+        "(socat TCP-LISTEN:8003,reuseaddr EXEC:'xl migrate-receive -r -e',nofork >/var/log/remus-recv-nod.log 2>&1 &); sleep 1",
+    )?;
     let out = on_quick(
         1,
         &format!("timeout 60 xl -v remus -F -n -e -i 200 -s '' {GUEST} 'socat - TCP:10.98.0.2:8003' 2>&1 | tail -5; echo \"exit ${{PIPESTATUS[0]}}\""),
@@ -200,7 +205,18 @@ pub(super) fn remus_disk(keep: bool) -> Result<Report, String> {
         "xl remus without -d (disk replication on, as Debian ships it: no DRBD):\n```\n{}```",
         out.trim_end()
     ));
-    on(1, &format!("xl list {GUEST}"))?;
+    let after = on(
+        2,
+        &format!("sleep 5; pkill -f 'TCP-LISTEN:8003'; xl list {GUEST} >/dev/null 2>&1 && xl destroy {GUEST}; tail -3 /var/log/remus-recv-nod.log"),
+    )
+    .unwrap_or_default();
+    rep.add(format!(
+        "the receiver on host 2 meanwhile:\n```\n{}\n```\nthe guest on host 1 after it: `{}`",
+        after.trim_end(),
+        on(1, &format!("xl list {GUEST} | tail -1"))
+            .unwrap_or_default()
+            .trim()
+    ));
     start_remus(&mut rep, "-d", t)?;
     let puts = ClientRun::start_kind("putter", 3600)?;
     std::thread::sleep(Duration::from_secs(40));
@@ -225,14 +241,15 @@ pub(super) fn remus_disk(keep: bool) -> Result<Report, String> {
         c.errors.len(),
         c.records
     ));
-    let fsck = on(
-        2,
-        &format!("xl destroy {GUEST}; dev=$(losetup -j /var/tmp/disk.img | cut -d: -f1); mount $dev /mnt && ls -l /mnt && umount /mnt; e2fsck -fn $dev 2>&1 | tail -12; echo \"fsck-status ${{PIPESTATUS[0]}}\""),
-    )
-    .unwrap_or_else(|e| e);
+    let dev = on(2, "losetup -j /var/tmp/disk.img | cut -d: -f1")?;
+    let d = super::disk::disk_after(2, dev.trim())?;
+    let missing = c.acked.iter().filter(|n| !d.keys.contains(n)).count();
     rep.add(format!(
-        "xl remus -d: host 2's disk after F1 (mount, then e2fsck -fn):\n```\n{}```",
-        fsck.trim_end()
+        "xl remus -d: host 2's disk after F1 (the guest destroyed; mounted, which replays the journal; then e2fsck -fn): {} records in the records file, {missing} of the {} acknowledged PUTs missing there; file system {}\n```\n{}```",
+        d.keys.len(),
+        c.acked.len(),
+        if d.clean { "clean" } else { "NOT clean" },
+        d.fsck
     ));
     Ok(rep)
 }
