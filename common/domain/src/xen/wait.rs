@@ -9,16 +9,14 @@
 //! running guest (whose vif, which output commit needs, is attached before it runs).
 
 use std::io;
+use std::path::Path;
 use std::time::Duration;
 
 use hsb_common::signals::{Request, SignalHandler};
 use hsb_common::time::Clock;
-
 use xen_sys::DomId;
 use xenstore_rs::unix::XsUnix;
 use xenstore_rs::Xs;
-
-use std::path::Path;
 
 use super::settings::{resolve, DomainRef, XenSettings};
 use crate::disk::export::{BlockDevice, NbdExport, ReadOnly};
