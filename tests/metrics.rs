@@ -345,6 +345,11 @@ fn a_primary_exports_replication_metrics_and_notifies_systemd() {
         prom::find(&s, "hsb_primary_authority", &[]).is_empty(),
         "failover is off"
     );
+    // The model's disk (its workload writes it): written, none waited or failed; no export.
+    assert!(v("hsb_primary_disk_writes_total", &[]) > 0.0);
+    assert!(v("hsb_primary_disk_write_bytes_total", &[]) > 0.0);
+    assert_eq!(v("hsb_primary_disk_errors_total", &[]), 0.0);
+    assert!(prom::find(&s, "hsb_primary_nbd_client_connected", &[]).is_empty());
     // Off by default: the standby, without metrics_listen, says none in its status.
     assert!(!pair.standby.status().contains_key("metrics"));
 }

@@ -441,6 +441,7 @@ fn the_standby_serves_its_replicas_disk_read_only_until_activated() {
         return;
     }
     let d = TempDir::new("nbd-standby");
+    let metrics = hsb_tests::free_addr();
     let (sock, standby_sock) = (d.path("guest.nbd"), d.path("replica.nbd"));
     let mut pair = Pair::start(PairOpts {
         extra_primary: vec![
@@ -450,6 +451,7 @@ fn the_standby_serves_its_replicas_disk_read_only_until_activated() {
         extra_standby: vec![
             format!("disk.nbd_socket = {}", standby_sock.display()),
             "model.disk_rate = 0".into(),
+            format!("metrics_listen = {metrics}"),
         ],
         ..PairOpts::default()
     });
@@ -469,6 +471,27 @@ fn the_standby_serves_its_replicas_disk_read_only_until_activated() {
     let st = pair.standby.status();
     assert_eq!(num(&st, "nbd_errors"), 1, "{st:?}");
     assert_eq!(num(&st, "nbd_writes"), 0, "{st:?}");
+    // The same in the standby's metrics, beside what the checkpoints applied to its disk.
+    let text = hsb_tests::prom::scrape(metrics).expect("scrape the standby");
+    // (Checked by promtool and Prometheus's own parser.)
+    hsb_tests::prom::parse_checked(
+        "the_standby_serves_its_replicas_disk_read_only_until_activated",
+        &text,
+    );
+    let m = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(m("hsb_standby_nbd_errors_total"), 1.0, "{text}");
+    assert_eq!(m("hsb_standby_nbd_writes_total"), 0.0, "{text}");
+    assert!(m("hsb_standby_nbd_reads_total") >= 2.0, "{text}");
+    assert_eq!(m("hsb_standby_nbd_client_connected"), 0.0, "{text}");
+    assert!(
+        m("hsb_standby_disk_applied_bytes_total") >= f64::from(1 << 20),
+        "{text}"
+    );
     let image = pair.dir.path("standby.state.disk");
     assert_eq!(image_bytes(&image, 3 << 20, 4096), vec![0x5a; 4096]);
     pair.primary.kill9();

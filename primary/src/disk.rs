@@ -248,7 +248,7 @@ pub fn attach(dom: &mut ModelDomain, s: &Settings) -> io::Result<()> {
 }
 
 /// The guest's disk, if it has one (the model domain's or the Xen guest's).
-fn guest_disk(dom: &Guest) -> Option<&Disk> {
+pub(crate) fn guest_disk(dom: &Guest) -> Option<&Disk> {
     match dom {
         Guest::Model(d) => d.disk_ref(),
         Guest::Xen(x) => x.src.disk_ref(),

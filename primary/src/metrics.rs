@@ -1,7 +1,7 @@
 //! hsb-primary's Prometheus metrics (`metrics_listen`): replication (checkpoints, pauses and
 //! ack round trips as histograms, bytes, replica lag), the authority (protected-degraded with
 //! the replica lag beside it: issue 12), the standby's presence and the activation epoch,
-//! decisions by rule and action, frame errors by kind. Read from the node and the daemon at
+//! decisions by rule and action, frame errors by kind, the disk and its NBD export. Read from the node and the daemon at
 //! scrape time; nothing here is counted twice.
 
 use hsb_common::decision::primary::Mode;
@@ -188,6 +188,9 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             "model service: requests served",
             d.requests,
         );
+    }
+    if let Some(disk) = crate::disk::guest_disk(&d.dom) {
+        hsb_domain::disk::metrics::export(&mut e, "hsb_primary", disk, d.nbd.as_ref());
     }
     d.surface.finish_exposition(e)
 }

@@ -243,5 +243,8 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
             d.requests,
         );
     }
+    if let Some(disk) = d.replica.disk_ref() {
+        hsb_domain::disk::metrics::export(&mut e, "hsb_standby", disk, d.nbd.as_ref());
+    }
     d.surface.finish_exposition(e)
 }

@@ -175,6 +175,11 @@ impl NbdExport {
         })
     }
 
+    /// Whether a client is connected.
+    pub fn connected(&self) -> bool {
+        self.conn.is_some()
+    }
+
     /// Whether messages were left for the next turn (the loop must not sleep).
     pub fn has_more(&self) -> bool {
         self.more
@@ -467,37 +472,6 @@ impl NbdExport {
             }
         }
         false
-    }
-
-    /// Serve the export from `dev` with a loop of its own on `poll` (which holds only the
-    /// export's tokens), waking every `tick` to ask `go_on` whether to keep waiting: a daemon
-    /// whose Xen guest (or replica) does not exist yet serves its disk meanwhile, since the
-    /// guest's `phy:/dev/nbdN` must exist before the domain is created.
-    pub fn serve_while(
-        &mut self,
-        poll: &mut mio::Poll,
-        dev: &mut dyn BlockDevice,
-        tick: std::time::Duration,
-        mut go_on: impl FnMut() -> bool,
-    ) -> io::Result<()> {
-        let mut events = mio::Events::with_capacity(16);
-        while go_on() {
-            let timeout = if self.has_more() {
-                std::time::Duration::ZERO
-            } else {
-                tick
-            };
-            match poll.poll(&mut events, Some(timeout)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            if events.iter().any(|e| e.token() == NBD_LISTEN) {
-                self.accept(poll.registry());
-            }
-            self.pump(poll.registry(), Some(&mut *dev), false);
-        }
-        Ok(())
     }
 
     /// Status lines.

@@ -76,6 +76,7 @@ mod guest;
 pub mod image;
 pub mod journal;
 pub mod meta;
+pub mod metrics;
 pub mod nbd;
 mod replica;
 mod resync;

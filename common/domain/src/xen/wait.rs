@@ -19,7 +19,7 @@ use xenstore_rs::unix::XsUnix;
 use xenstore_rs::Xs;
 
 use super::settings::{resolve, DomainRef, XenSettings};
-use crate::disk::export::{BlockDevice, NbdExport, ReadOnly};
+use crate::disk::export::{BlockDevice, NbdExport, ReadOnly, NBD_LISTEN};
 use crate::disk::{Disk, DiskConfig};
 
 /// Before a daemon serves its dom0 the guest's disk: lock its memory and mark it an I/O
@@ -169,7 +169,7 @@ fn serve_until_domain(
     let mut next_log = t0;
     let mut stop = None;
     let mut last_err = String::new();
-    export.serve_while(poll, dev, LOOK_EVERY, || {
+    serve_while(export, poll, dev, LOOK_EVERY, || {
         let now = clock.now();
         for r in signals.take(now) {
             match r {
@@ -211,4 +211,35 @@ fn serve_until_domain(
         return Ok(false);
     }
     Ok(true)
+}
+
+/// Serve the export from `dev` with a loop of its own on `poll` (which holds only the
+/// export's tokens), waking every `tick` to ask `go_on` whether to keep waiting: a daemon
+/// whose Xen guest (or replica) does not exist yet serves its disk meanwhile, since the
+/// guest's `phy:/dev/nbdN` must exist before the domain is created.
+fn serve_while(
+    export: &mut NbdExport,
+    poll: &mut mio::Poll,
+    dev: &mut dyn BlockDevice,
+    tick: std::time::Duration,
+    mut go_on: impl FnMut() -> bool,
+) -> io::Result<()> {
+    let mut events = mio::Events::with_capacity(16);
+    while go_on() {
+        let timeout = if export.has_more() {
+            std::time::Duration::ZERO
+        } else {
+            tick
+        };
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        if events.iter().any(|e| e.token() == NBD_LISTEN) {
+            export.accept(poll.registry());
+        }
+        export.pump(poll.registry(), Some(&mut *dev), false);
+    }
+    Ok(())
 }
