@@ -301,7 +301,7 @@ fn map_config_files(root: &Path, hosts: &Path) {
     }
 }
 
-/// Heavy tests of this file (whole clusters) one at a time: the demo's timing is meant for a
+/// Heavy tests of this file (whole clusters, the tarball's build) one at a time: the demo's timing is meant for a
 /// machine that is not running another cluster beside it.
 static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -312,6 +312,9 @@ static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// check that they parse). Its `ini` blocks are the example files, verbatim.
 #[test]
 fn deploy_commands_run_host_by_host() {
+    // Heavy too (dist.sh builds the tarball and man pages): beside it, the demo's debug cluster
+    // once took a false failover in a CI rehearsal (2026-12-07).
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let deploy = doc("DEPLOY.md");
     let dir = TempDir::new("deploy");
     let tree = scratch_tree(&dir);
