@@ -152,16 +152,8 @@ impl Daemon {
             .source()
             .disk()
             .map(|d| DiskRepl::new(d.geometry(), clock.now()));
-        let nbd = match &s.nbd_socket {
-            None => None,
-            Some(_) if early_nbd.is_some() => early_nbd,
-            Some(path) => {
-                let size = dom.block_device().map(|d| d.size()).ok_or_else(|| {
-                    io::Error::other("disk.nbd_socket: the guest has no disk to serve")
-                })?;
-                Some(NbdExport::bind(path, size, poll.registry())?)
-            }
-        };
+        let size = dom.block_device().map(|d| d.size());
+        let nbd = NbdExport::for_disk(early_nbd, s.nbd_socket.as_deref(), size, poll.registry())?;
         if plug.is_some() && s.max_unacked > 1 {
             log::info!(
                 "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"

@@ -143,16 +143,8 @@ impl Daemon {
         )?;
         let replica =
             Rep::open(&s, xen_disk).map_err(|e| io::Error::other(format!("replica: {e}")))?;
-        let nbd = match (&s.nbd_socket, replica.disk_ref()) {
-            (Some(_), _) if early_nbd.is_some() => early_nbd,
-            (Some(path), Some(d)) => Some(NbdExport::bind(path, d.size(), poll.registry())?),
-            (Some(_), None) => {
-                return Err(io::Error::other(
-                    "disk.nbd_socket: the replica has no disk to serve",
-                ))
-            }
-            (None, _) => None,
-        };
+        let size = replica.disk_ref().map(|d| d.size());
+        let nbd = NbdExport::for_disk(early_nbd, s.nbd_socket.as_deref(), size, poll.registry())?;
         let (pfn_limit, max_pages) = replica.layout();
         let receiver = match &replica {
             Rep::Model(_) => Receiver::new(s.model_pages),

@@ -15,7 +15,7 @@ const O_DIRECT: i32 = 0o40000;
 const ALIGN: usize = 4096;
 
 /// A buffer with a window of `len` bytes aligned for `O_DIRECT` (at the returned offset),
-/// filled with a pattern. (Over-allocated: no unsafe.)
+/// filled with a pattern (over-allocated, so that no raw allocation is needed).
 fn aligned(len: usize) -> (Vec<u8>, usize) {
     let mut v = vec![0u8; len + ALIGN];
     let off = v.as_ptr().align_offset(ALIGN);

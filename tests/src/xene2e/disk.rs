@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use hsb_tests::faults::Op;
 
-use super::client::{after_kill, history_line, save_history, ClientRun};
+use super::client::{after_kill, ClientRun};
 use super::etc::{PRIMARY_NBD, STANDBY_NBD};
-use super::run::{boot, kill_host1, make_replica, start_witnesses, wait_protected};
+use super::run::{boot, f1_aftermath, kill_host1, make_replica, start_witnesses, wait_protected};
 use super::{log, ns, num, on, rig, status, wait, Fail, Report, GUEST, GUEST_SERVICE};
 
 /// The guest's name while the replica is made.
@@ -175,16 +175,14 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
         first_after.map_or(f64::NAN, |d| d.as_secs_f64()),
         if f1_ok { "correct" } else { "WRONG" }
     ));
-    if let Err(e) = active {
-        rep.add(format!(
-            "standby log:\n```\n{}```",
-            on(2, "tail -30 /var/log/hsb-standby.log").unwrap_or(e)
-        ));
-    }
-    let (line, hist_ok) = history_line("INCR client history", &incr_ops);
-    ok &= hist_ok;
-    rep.add(line);
-    save_history(&dir.join("history.txt"), &incr_ops, killed);
+    ok &= f1_aftermath(
+        &mut rep,
+        active,
+        "INCR client history",
+        &incr_ops,
+        &dir,
+        killed,
+    );
 
     // Every acknowledged PUT on the replica, read through its service.
     let PutCheck {

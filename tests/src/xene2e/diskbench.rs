@@ -9,20 +9,13 @@ use std::time::{Duration, Instant};
 
 use super::etc::{BENCH_NBD, BENCH_PERIOD};
 use super::run::boot;
-use super::{log, num, on, wait, Fail, Report};
-use hsb_tests::parse_status;
+use super::{log, num, on, status_of, wait, Fail, Report};
 
 /// MiB written per sequential pattern (and × 64 random 4 KiB writes).
 const MIB: u32 = 16;
 
 fn bench_status(n: u8, daemon: &str) -> Option<std::collections::HashMap<String, String>> {
-    let out = on(
-        n,
-        &format!("{daemon} status -c /etc/hsb/bench-{}.conf", &daemon[4..]),
-    )
-    .ok()?;
-    let st = parse_status(&out);
-    (st.len() > 1).then_some(st)
+    status_of(n, daemon, &format!("/etc/hsb/bench-{}.conf", &daemon[4..]))
 }
 
 /// `hsb-disk-bench`'s lines on host 1 for `dev`, as a table row each (`setting` first).

@@ -115,14 +115,12 @@ fn wait<T>(
 /// down: `status` answers with the daemon's health, so a degraded daemon, such as an activated
 /// replica without a standby of its own, exits 1 and still answers; 3, unreachable, is `None`).
 fn status(n: u8, daemon: &str) -> Option<std::collections::HashMap<String, String>> {
-    let out = on(
-        n,
-        &format!(
-            "{daemon} status -c /etc/hsb/{}.conf; echo \"health $?\"",
-            &daemon[4..]
-        ),
-    )
-    .ok()?;
+    status_of(n, daemon, &format!("/etc/hsb/{}.conf", &daemon[4..]))
+}
+
+/// [`status`] of the daemon configured by `conf`.
+fn status_of(n: u8, daemon: &str, conf: &str) -> Option<std::collections::HashMap<String, String>> {
+    let out = on(n, &format!("{daemon} status -c {conf}; echo \"health $?\"")).ok()?;
     let st = parse_status(&out);
     (st.len() > 1 && st.get("health").is_some_and(|h| h != "3")).then_some(st)
 }

@@ -199,16 +199,7 @@ pub(super) fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
         after,
         if f1_ok { "correct" } else { "WRONG" }
     ));
-    if let Err(e) = active {
-        rep.add(format!(
-            "standby log:\n```\n{}```",
-            on(2, "tail -30 /var/log/hsb-standby.log").unwrap_or(e)
-        ));
-    }
-    let (line, hist_ok) = history_line("client history", &ops);
-    ok &= hist_ok;
-    rep.add(line);
-    save_history(&dir.join("history.txt"), &ops, killed);
+    ok &= f1_aftermath(&mut rep, active, "client history", &ops, &dir, killed);
     rep.ok = ok;
     drop(witnesses);
     Ok(rep)
@@ -374,6 +365,28 @@ pub(super) fn wait_protected(rep: &mut Report) -> Result<(), String> {
 /// When host 1 was killed, the standby's status once active (or why not), and how long that
 /// took.
 pub(super) type Killed = (Instant, Result<HashMap<String, String>, String>, Duration);
+
+/// After F1: the standby's log when it did not activate; the INCR client's history (`name`),
+/// reported and saved in `dir`. Whether that history is right.
+pub(super) fn f1_aftermath(
+    rep: &mut Report,
+    active: Result<HashMap<String, String>, String>,
+    name: &str,
+    ops: &[Op],
+    dir: &Path,
+    killed: Instant,
+) -> bool {
+    if let Err(e) = active {
+        rep.add(format!(
+            "standby log:\n```\n{}```",
+            on(2, "tail -30 /var/log/hsb-standby.log").unwrap_or(e)
+        ));
+    }
+    let (line, hist_ok) = history_line(name, ops);
+    rep.add(line);
+    save_history(&dir.join("history.txt"), ops, killed);
+    hist_ok
+}
 
 /// F1: host 1 killed (QEMU quits). When, whether and how soon the standby activated (status
 /// polled every second through host 2's console, for at most 2 minutes), after 20 s more for

@@ -175,6 +175,23 @@ impl NbdExport {
         })
     }
 
+    /// A daemon's export (`disk.nbd_socket`, if set) of its guest's disk of `size` bytes (`None`:
+    /// no disk), or the one it served already while its Xen domain did not exist (`early`).
+    pub fn for_disk(
+        early: Option<NbdExport>,
+        path: Option<&Path>,
+        size: Option<u64>,
+        registry: &Registry,
+    ) -> io::Result<Option<NbdExport>> {
+        if early.is_some() {
+            return Ok(early);
+        }
+        let Some(path) = path else { return Ok(None) };
+        let size = size
+            .ok_or_else(|| io::Error::other("disk.nbd_socket: the guest has no disk to serve"))?;
+        NbdExport::bind(path, size, registry).map(Some)
+    }
+
     /// Whether a client is connected.
     pub fn connected(&self) -> bool {
         self.conn.is_some()

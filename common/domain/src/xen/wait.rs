@@ -59,6 +59,16 @@ pub enum Ready {
 const INIT_WAIT: u32 = 2;
 const CONNECTED: u32 = 4;
 
+impl Ready {
+    /// Whether a disk backend in xenbus state `state` is what the daemon waits for.
+    fn met_by(self, state: u32) -> bool {
+        match self {
+            Ready::Restored => state >= INIT_WAIT,
+            Ready::Running => state == CONNECTED,
+        }
+    }
+}
+
 /// The highest state of the domain's disk backends in this dom0 (`None`: no disk yet).
 fn disk_backend_state(domid: DomId) -> Result<Option<u32>, String> {
     let xs = XsUnix::new().map_err(|e| format!("cannot reach xenstore: {e}"))?;
@@ -77,12 +87,8 @@ fn disk_backend_state(domid: DomId) -> Result<Option<u32>, String> {
 /// Whether the domain is ready for the daemon, and if not what it waits for.
 fn ready(domain: &DomainRef, want: Ready) -> Result<DomId, String> {
     let id = resolve(domain).map_err(|e| e.to_string())?;
-    let need = match want {
-        Ready::Restored => INIT_WAIT,
-        Ready::Running => CONNECTED,
-    };
     match disk_backend_state(id)? {
-        Some(s) if s >= need && (want == Ready::Restored || s == CONNECTED) => Ok(id),
+        Some(s) if want.met_by(s) => Ok(id),
         state => Err(format!(
             "it exists (domain id {id}); its disk's backend is {}, waiting for {}",
             state.map_or("not there yet".into(), |s| format!("in xenbus state {s}")),
@@ -167,10 +173,12 @@ fn serve_until_domain(
 ) -> io::Result<bool> {
     let t0 = clock.now();
     let mut next_log = t0;
-    let mut stop = None;
     let mut last_err = String::new();
-    serve_while(export, poll, dev, LOOK_EVERY, || {
+    // A loop of its own on `poll`, which holds only the export's tokens yet.
+    let mut events = mio::Events::with_capacity(16);
+    loop {
         let now = clock.now();
+        let mut stop = None;
         for r in signals.take(now) {
             match r {
                 Request::Stop(name) => stop = Some(name),
@@ -180,8 +188,9 @@ fn serve_until_domain(
                 Request::Ignore(_) => {}
             }
         }
-        if stop.is_some() {
-            return false;
+        if let Some(name) = stop {
+            log::info!("{name}: stopping while waiting for {domain} ({last_err})");
+            return Ok(false);
         }
         match ready(domain, want) {
             Ok(id) => {
@@ -189,7 +198,7 @@ fn serve_until_domain(
                     "{domain} exists (domain id {id}) after {:.1} s: attaching to it",
                     now.since(t0).as_secs_f64()
                 );
-                false
+                return Ok(true);
             }
             Err(e) => {
                 if e != last_err {
@@ -202,34 +211,12 @@ fn serve_until_domain(
                     );
                     next_log = now.plus(LOG_EVERY);
                 }
-                true
             }
         }
-    })?;
-    if let Some(name) = stop {
-        log::info!("{name}: stopping while waiting for {domain} ({last_err})");
-        return Ok(false);
-    }
-    Ok(true)
-}
-
-/// Serve the export from `dev` with a loop of its own on `poll` (which holds only the
-/// export's tokens), waking every `tick` to ask `go_on` whether to keep waiting: a daemon
-/// whose Xen guest (or replica) does not exist yet serves its disk meanwhile, since the
-/// guest's `phy:/dev/nbdN` must exist before the domain is created.
-fn serve_while(
-    export: &mut NbdExport,
-    poll: &mut mio::Poll,
-    dev: &mut dyn BlockDevice,
-    tick: std::time::Duration,
-    mut go_on: impl FnMut() -> bool,
-) -> io::Result<()> {
-    let mut events = mio::Events::with_capacity(16);
-    while go_on() {
         let timeout = if export.has_more() {
-            std::time::Duration::ZERO
+            Duration::ZERO
         } else {
-            tick
+            LOOK_EVERY
         };
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
@@ -241,5 +228,4 @@ fn serve_while(
         }
         export.pump(poll.registry(), Some(&mut *dev), false);
     }
-    Ok(())
 }
