@@ -8,6 +8,7 @@ use std::time::Duration;
 use hsb_common::config::{Config, ConfigError, KeySpec, ValueKind};
 use hsb_common::decision::{self, WitnessId, MIN_PERIOD};
 use hsb_common::kit::shell::{reload_hook, reload_key, Reload};
+use hsb_domain::disk::export::Inherit;
 
 /// Longest reconnect delay: the backoff doubles up to this.
 pub const MAX_RECONNECT: Duration = Duration::from_secs(5);
@@ -26,6 +27,7 @@ static OWN: &[KeySpec] = &[
     KeySpec { key: "start_image", kind: ValueKind::Path, default: Some(""), help: "model domain image to start from, at start_epoch (written by a standby promoting itself); empty: a fresh domain" },
     KeySpec { key: "start_epoch", kind: ValueKind::Int { min: 1, max: u64::MAX }, default: Some("1"), help: "the activation epoch this primary starts in" },
     KeySpec { key: "start_forced", kind: ValueKind::Bool, default: Some("false"), help: "set by a standby promoting itself after an activation the operator forced (`activate --force`): output may leave on the operator's word until a witness-quorum lease or an ack gives the usual authority" },
+    KeySpec { key: "disk.nbd_inherit", kind: ValueKind::Str, default: Some(""), help: "set by a standby handing over (promote_config) with its guest's disk: LISTEN or LISTEN,CONN, the NBD export's listening socket and its client's connection, open across the exec; the export at disk.nbd_socket is taken over with the client's session (SOCKET.handover) instead of bound, and the kernel's nbd connection never closes; empty: bind disk.nbd_socket" },
     KeySpec { key: "start_checkpoint", kind: ValueKind::Int { min: 0, max: u64::MAX / 2 }, default: Some("0"), help: "the checkpoint this primary continues from: its first checkpoint is the next one (set by a standby promoting itself: checkpoint numbers never go back)" },
     KeySpec { key: "state_file", kind: ValueKind::Path, default: Some("/var/lib/hsb/hsb.state"), help: "this host's persistent state (newest epoch, its role in it, checkpoint numbers used, datagram incarnation), written durably before the daemon acts on it; the primary and standby configurations of one host must name the same file (a hand-over passes it on)" },
     KeySpec { key: "rejoin_config", kind: ValueKind::Path, default: Some(""), help: "after stepping down (a newer epoch is active), exec hsb-standby with this configuration, so this node rejoins as the standby and receives a full synchronisation; empty: stay paused" },
@@ -185,6 +187,8 @@ pub struct Settings {
     pub disk: Option<hsb_domain::model::DiskSettings>,
     /// The NBD export of the guest's disk (`disk.nbd_socket`), if served.
     pub nbd_socket: Option<PathBuf>,
+    /// The export's sockets, inherited from a standby handing over (`disk.nbd_inherit`).
+    pub nbd_inherit: Option<Inherit>,
     pub start_image: PathBuf,
     pub state_file: PathBuf,
     pub start_epoch: u64,
@@ -270,8 +274,17 @@ impl Settings {
             None => hsb_domain::model::DiskSettings::from_config(c)?,
         };
         let nbd_socket = hsb_domain::xen::nbd_socket(c, xen.as_ref(), disk.is_some())?;
+        let nbd_inherit = Inherit::parse(&c.str("disk.nbd_inherit")?)
+            .map_err(|e| c.error_at("disk.nbd_inherit", &e))?;
+        if nbd_inherit.is_some() && nbd_socket.is_none() {
+            return Err(c.error_at(
+                "disk.nbd_inherit",
+                "an inherited NBD export needs disk.nbd_socket, the path it serves",
+            ));
+        }
         Ok(Settings {
             nbd_socket,
+            nbd_inherit,
             disk,
             xen,
             start_image: c.path("start_image")?,
@@ -417,5 +430,27 @@ mod tests {
             e.contains("key 'disk.nbd_socket': expected a disk to serve: model.disk_size is 0"),
             "{e}"
         );
+    }
+
+    /// A standby's hand-over passes the export's sockets; they need the socket's path, and
+    /// anything but descriptor numbers is refused.
+    #[test]
+    fn an_inherited_export_names_its_descriptors_and_its_path() {
+        assert_eq!(settings("").expect("defaults").nbd_inherit, None);
+        let s = settings("disk.nbd_socket = /g.nbd\ndisk.nbd_inherit = 5,6\n").expect("inherit");
+        assert_eq!(
+            s.nbd_inherit,
+            Some(Inherit {
+                listen: 5,
+                conn: Some(6)
+            })
+        );
+        let e = settings("disk.nbd_inherit = 5\n").expect_err("no path");
+        assert!(
+            e.contains("key 'disk.nbd_inherit'") && e.contains("needs disk.nbd_socket"),
+            "{e}"
+        );
+        let e = settings("disk.nbd_socket = /g.nbd\ndisk.nbd_inherit = stdin\n").expect_err("bad");
+        assert!(e.contains("LISTEN or LISTEN,CONN"), "{e}");
     }
 }

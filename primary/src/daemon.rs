@@ -132,7 +132,7 @@ impl Daemon {
         // `phy:/dev/nbdN` must exist before `xl create`, so the guest may come after us.
         let (xen_disk, early_nbd) = match hsb_domain::xen::serve_disk_first(
             &mut poll,
-            (s.xen.as_ref(), s.nbd_socket.as_deref()),
+            (s.xen.as_ref(), s.nbd_socket.as_deref(), s.nbd_inherit),
             hsb_domain::xen::Ready::Running,
             &clock,
             signals,
@@ -153,7 +153,12 @@ impl Daemon {
             .disk()
             .map(|d| DiskRepl::new(d.geometry(), clock.now()));
         let size = dom.block_device().map(|d| d.size());
-        let nbd = NbdExport::for_disk(early_nbd, s.nbd_socket.as_deref(), size, poll.registry())?;
+        let nbd = NbdExport::for_disk(
+            early_nbd,
+            (s.nbd_socket.as_deref(), s.nbd_inherit),
+            size,
+            poll.registry(),
+        )?;
         if plug.is_some() && s.max_unacked > 1 {
             log::info!(
                 "output commit through sch_plug holds one epoch: max_unacked is 1 with backend xen"

@@ -161,14 +161,6 @@ impl Settings {
             None => hsb_domain::model::DiskSettings::from_config(c)?,
         };
         let nbd_socket = hsb_domain::xen::nbd_socket(c, xen.as_ref(), disk.is_some())?;
-        if xen.as_ref().is_some_and(|x| x.disk.is_some())
-            && !c.path("promote_config")?.as_os_str().is_empty()
-        {
-            return Err(c.error_at(
-                "promote_config",
-                "a hand-over to hsb-primary would close the NBD export the activated guest's disk goes through (not implemented for xen.disk): leave promote_config empty; the activated replica keeps serving from hsb-standby",
-            ));
-        }
         Ok(Settings {
             disk,
             nbd_socket,
@@ -238,7 +230,7 @@ mod tests {
     }
 
     #[test]
-    fn a_xen_replicas_disk_is_served_and_not_handed_over() {
+    fn a_xen_replicas_disk_is_served_and_handed_over_with_the_export() {
         let peers = "witness_peers = 1=127.0.0.1:1,2=127.0.0.1:2,3=127.0.0.1:3\n";
         let xen = &format!(
             "{peers}backend = xen\nxen.domain = g\nxen.disk = /g.img\nxen.disk_size = 64MiB\n"
@@ -254,14 +246,12 @@ mod tests {
             e.contains("key 'xen.disk'") && e.contains("xl restore -p"),
             "{e}"
         );
-        let e = settings(&format!(
+        // The hand-over keeps the device (the export's sockets go on in hsb-primary).
+        let s = settings(&format!(
             "{xen}disk.nbd_socket = /g.nbd\npromote_config = /p.conf\n"
         ))
-        .expect_err("hand-over");
-        assert!(
-            e.contains("key 'promote_config'") && e.contains("not implemented for xen.disk"),
-            "{e}"
-        );
+        .expect("a hand-over with the guest's disk");
+        assert_eq!(s.promote_config, std::path::Path::new("/p.conf"));
         let e = settings(&format!(
             "{peers}disk.nbd_socket = /g.nbd\nmodel.disk_size = 0\n"
         ))

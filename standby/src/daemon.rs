@@ -118,7 +118,7 @@ impl Daemon {
         // `phy:/dev/nbdN` must exist before `xl restore -p`, so the replica may come after us.
         let (xen_disk, early_nbd) = match hsb_domain::xen::serve_disk_first(
             &mut poll,
-            (s.xen.as_ref(), s.nbd_socket.as_deref()),
+            (s.xen.as_ref(), s.nbd_socket.as_deref(), None),
             hsb_domain::xen::Ready::Restored,
             &clock,
             signals,
@@ -144,7 +144,12 @@ impl Daemon {
         let replica =
             Rep::open(&s, xen_disk).map_err(|e| io::Error::other(format!("replica: {e}")))?;
         let size = replica.disk_ref().map(|d| d.size());
-        let nbd = NbdExport::for_disk(early_nbd, s.nbd_socket.as_deref(), size, poll.registry())?;
+        let nbd = NbdExport::for_disk(
+            early_nbd,
+            (s.nbd_socket.as_deref(), None),
+            size,
+            poll.registry(),
+        )?;
         let (pfn_limit, max_pages) = replica.layout();
         let receiver = match &replica {
             Rep::Model(_) => Receiver::new(s.model_pages),

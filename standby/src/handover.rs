@@ -16,8 +16,7 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
     use std::os::unix::process::CommandExt;
     // The disk stays with its image: the track table says exactly what it holds.
     d.persist_disk("hand-over to hsb-primary");
-    let s = &d.s;
-    let image = &s.promote_image;
+    let image = &d.s.promote_image;
     if let Some(dir) = image.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
@@ -37,6 +36,19 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
             return;
         }
     };
+    // The guest's disk goes on where it is: the image is this one's, and the export's
+    // sockets (the kernel's nbd connection in dom0) stay open across the exec.
+    let mut disk_args = disk_args(&d.s);
+    if let Some(n) = d.nbd.as_mut() {
+        match n.hand_over() {
+            Ok(inherit) => disk_args.push(format!("disk.nbd_inherit={}", inherit.value())),
+            Err(e) => {
+                log::error!("promote: {e}; staying hsb-standby");
+                return;
+            }
+        }
+    }
+    let s = &d.s;
     let primary = match std::env::current_exe() {
         Ok(p) => p.with_file_name("hsb-primary"),
         Err(e) => {
@@ -77,9 +89,32 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
         .arg(format!("state_file={}", s.state_file.display()))
         .arg("--set")
         .arg(format!("start_forced={forced}"))
+        .args(disk_args.iter().flat_map(|a| ["--set", a]))
         .exec();
     log::error!(
         "promote: exec {} failed: {e}; staying hsb-standby",
         primary.display()
     );
+    if let Some(n) = d.nbd.as_mut() {
+        n.keep_after_failed_exec();
+    }
+}
+
+/// The disk hsb-primary goes on with: this one's image and size (whatever `promote_config`
+/// says: the guest's disk is this image), and the export's socket.
+fn disk_args(s: &hsb_standby::config::Settings) -> Vec<String> {
+    let mut v = Vec::new();
+    let image = |v: &mut Vec<String>, prefix: &str, c: &hsb_domain::disk::DiskConfig| {
+        v.push(format!("{prefix}.disk={}", c.path.display()));
+        v.push(format!("{prefix}.disk_size={}", c.size));
+    };
+    if let Some(c) = s.xen.as_ref().and_then(|x| x.disk.as_ref()) {
+        image(&mut v, "xen", c);
+    } else if let Some(m) = &s.disk {
+        image(&mut v, "model", &m.disk);
+    }
+    if let Some(p) = &s.nbd_socket {
+        v.push(format!("disk.nbd_socket={}", p.display()));
+    }
+    v
 }

@@ -35,6 +35,9 @@ extern "C" {
     pub fn send(fd: c_int, buf: *const c_void, len: usize, flags: c_int) -> isize;
     /// `ssize_t recv(int fd, void *buf, size_t len, int flags)`.
     pub fn recv(fd: c_int, buf: *mut c_void, len: usize, flags: c_int) -> isize;
+    /// `int fcntl(int fd, int cmd, ...)`: called here with `F_GETFD` (no further argument) or
+    /// `F_SETFD` (one `int`).
+    pub fn fcntl(fd: c_int, cmd: c_int, ...) -> c_int;
 }
 
 /// `PROT_READ`.
@@ -61,6 +64,12 @@ pub const MCL_FUTURE: c_int = 2;
 pub const MCL_ONFAULT: c_int = 4;
 /// `PR_SET_IO_FLUSHER` (Linux 5.6).
 pub const PR_SET_IO_FLUSHER: c_int = 57;
+/// `F_GETFD`.
+pub const F_GETFD: c_int = 1;
+/// `F_SETFD`.
+pub const F_SETFD: c_int = 2;
+/// `FD_CLOEXEC`.
+pub const FD_CLOEXEC: c_int = 1;
 /// `O_NONBLOCK`.
 pub const O_NONBLOCK: c_int = 0o4000;
 

@@ -300,6 +300,15 @@ impl Server {
         }
     }
 
+    /// A session whose handshake another process did (the standby handing its export over to
+    /// the hsb-primary it execs): it goes on with the next request.
+    pub fn transmitting_already(export: Export) -> Server {
+        Server {
+            phase: Phase::Transmission,
+            ..Server::new(export)
+        }
+    }
+
     /// The newstyle greeting the server sends first.
     pub fn greeting(out: &mut Vec<u8>) {
         out.extend_from_slice(&NBDMAGIC.to_be_bytes());

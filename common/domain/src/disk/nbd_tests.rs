@@ -426,3 +426,25 @@ fn garbage_never_panics_and_stays_bounded() {
         assert!(out.len() <= 64 * (n + 1) + 200);
     }
 }
+
+/// A session taken over after an exec (`transmitting_already`) reads requests at once, as the
+/// session whose handshake it did not see: the same commands, the same answers.
+#[test]
+fn a_session_taken_over_goes_on_with_requests() {
+    let mut taken = Server::transmitting_already(Export {
+        name: "disk".into(),
+        size: SIZE,
+    });
+    assert!(taken.transmitting());
+    let mut input = request(0, CMD_READ, 7, 4096, 512);
+    input.extend(request(0, CMD_TRIM, 8, 0, 4096));
+    input.extend(request(0, CMD_DISC, 9, 0, 0));
+    let mut fresh = transmitting();
+    assert_eq!(run(&mut taken, &input), run(&mut fresh, &input));
+    let (evs, _, err) = run(&mut taken, &request(0, CMD_READ, 1, 0, 1));
+    assert_eq!(
+        (evs, err),
+        (vec!["end".to_string()], None),
+        "nothing after the end"
+    );
+}

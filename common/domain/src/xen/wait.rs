@@ -19,7 +19,7 @@ use xenstore_rs::unix::XsUnix;
 use xenstore_rs::Xs;
 
 use super::settings::{resolve, DomainRef, XenSettings};
-use crate::disk::export::{BlockDevice, NbdExport, ReadOnly, NBD_LISTEN};
+use crate::disk::export::{BlockDevice, Inherit, NbdExport, ReadOnly, NBD_LISTEN};
 use crate::disk::{Disk, DiskConfig};
 
 /// Before a daemon serves its dom0 the guest's disk: lock its memory and mark it an I/O
@@ -112,11 +112,12 @@ pub enum Early {
 
 /// A Xen guest's replicated disk (`xen.disk`, served at `disk.nbd_socket`) is served before
 /// the daemon opens its domain: the process hardened ([`harden_for_serving_disk`]), the disk
-/// opened with `open`, the export bound and served until the domain is ready (`want`); a
-/// replica's (`Ready::Restored`) reads only.
+/// opened with `open`, the export bound (or taken over: `inherit`, after a standby's
+/// hand-over) and served until the domain is ready (`want`); a replica's (`Ready::Restored`)
+/// reads only.
 pub fn serve_disk_first(
     poll: &mut mio::Poll,
-    (xen, path): (Option<&XenSettings>, Option<&Path>),
+    (xen, path, inherit): (Option<&XenSettings>, Option<&Path>, Option<Inherit>),
     want: Ready,
     clock: &Clock,
     signals: &mut SignalHandler,
@@ -130,7 +131,7 @@ pub fn serve_disk_first(
     };
     harden_for_serving_disk()?;
     let mut disk = open(cfg)?;
-    let mut export = NbdExport::bind(path, disk.size(), poll.registry())?;
+    let mut export = NbdExport::open(path, disk.size(), inherit, poll.registry())?;
     let ready = if want == Ready::Restored {
         serve_until_domain(
             poll,
