@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 use hsb_tests::faults::Op;
 
 use super::client::{after_kill, ClientRun};
-use super::etc::{PRIMARY_NBD, STANDBY_NBD};
+use super::etc::{PRIMARY_NBD, PROMOTE_CONF, STANDBY_NBD};
 use super::run::{boot, f1_aftermath, kill_host1, make_replica, start_witnesses, wait_protected};
-use super::{log, ns, num, on, rig, status, wait, Fail, Report, GUEST, GUEST_SERVICE};
+use super::{
+    log, ns, num, on, rig, status, status_of, wait, Fail, Report, GUEST, GUEST_SERVICE,
+};
 
 /// The guest's name while the replica is made.
 const SETUP_NAME: &str = "hsb-setup";
@@ -38,7 +40,7 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
     )?;
     on(
         2,
-        "mkdir -p /run/hsb /var/lib/hsb; modprobe nbd; HSB_LOG=info setsid hsb-standby run -c /etc/hsb/standby.conf >/var/log/hsb-standby.log 2>&1 </dev/null & sleep 2; tail -3 /var/log/hsb-standby.log",
+        "mkdir -p /run/hsb /var/lib/hsb; for m in ifb sch_plug sch_ingress cls_matchall act_mirred nbd; do modprobe $m; done; HSB_LOG=info setsid hsb-standby run -c /etc/hsb/standby.conf >/var/log/hsb-standby.log 2>&1 </dev/null & sleep 2; tail -3 /var/log/hsb-standby.log",
     )?;
     // The kernel's NBD client on each host; the guest's file system made through hsb-primary.
     let t = Instant::now();
@@ -161,10 +163,53 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
     }
     std::thread::sleep(Duration::from_secs(10));
 
-    // F1: host 1 dies.
-    let (killed, active, decided) = kill_host1()?;
+    // F1: host 1 dies. The activated standby hands over to hsb-primary (promote_config),
+    // which takes its NBD export over with the kernel's connection: the guest's disk never
+    // closes, and the guest goes on writing through the promoted primary.
+    let (killed, active, decided) = kill_host1(true)?;
+    let promoted = wait(
+        "the promoted hsb-primary on host 2",
+        Duration::from_secs(120),
+        Duration::from_secs(2),
+        || status_of(2, "hsb-primary", PROMOTE_CONF),
+    );
+    let since = Instant::now();
+    std::thread::sleep(Duration::from_secs(15));
     let incr_ops = incr.stop();
     let put_ops = puts.stop();
+    let promoted_st = status_of(2, "hsb-primary", PROMOTE_CONF).unwrap_or_default();
+    let after_handover = put_ops
+        .iter()
+        .filter(|o| o.value.is_some() && o.start >= since)
+        .count();
+    let writes = num(&promoted_st, "nbd_writes");
+    let kept = promoted.is_ok()
+        && num(&promoted_st, "nbd_connections") == 1
+        && promoted_st
+            .get("nbd_client")
+            .is_some_and(|c| c.starts_with("connected"))
+        && writes > 0
+        && after_handover > 0;
+    ok &= kept;
+    rep.add(format!(
+        "hand-over to hsb-primary (promote_config) with the disk: {}; its export: client {}, {} connections (1: taken over, not connected again), {} writes, {} flushes, {} errors; {after_handover} PUTs acknowledged in the 15 s after it answered (the guest's fsynced records go through it, its output leaves under the witnesses' leases): {}",
+        match &promoted {
+            Ok(s) => format!("hsb-primary answers on host 2 in state {}", s.get("state").map_or("?", String::as_str)),
+            Err(e) => e.clone(),
+        },
+        promoted_st.get("nbd_client").map_or("?", String::as_str),
+        num(&promoted_st, "nbd_connections"),
+        writes,
+        num(&promoted_st, "nbd_flushes"),
+        num(&promoted_st, "nbd_errors"),
+        if kept { "correct" } else { "WRONG" }
+    ));
+    if !kept {
+        rep.add(format!(
+            "host 2's log (hsb-standby, then hsb-primary):\n```\n{}```",
+            on(2, "grep -v DEBUG /var/log/hsb-standby.log | tail -40").unwrap_or_default()
+        ));
+    }
     let (first_after, _) = after_kill(&put_ops, killed);
     let f1_ok = active.is_ok() && first_after.is_some();
     ok &= f1_ok;
@@ -225,10 +270,11 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
         if clean { "correct" } else { "WRONG" },
         d.fsck
     ));
-    let s2 = status(2, "hsb-standby").unwrap_or_default();
+    let s2 = status_of(2, "hsb-primary", PROMOTE_CONF).unwrap_or_default();
     rep.add(format!(
-        "standby: activated from checkpoint {}, its export: {} reads, {} writes ({} KiB), {} flushes, {} errors",
-        s2.get("activated_at").cloned().unwrap_or_default(),
+        "host 2's hsb-primary (promoted, epoch {}, authority {}), its export: {} reads, {} writes ({} KiB), {} flushes, {} errors",
+        s2.get("epoch").cloned().unwrap_or_default(),
+        s2.get("authority").cloned().unwrap_or_default(),
         num(&s2, "nbd_reads"),
         num(&s2, "nbd_writes"),
         num(&s2, "nbd_write_bytes") >> 10,

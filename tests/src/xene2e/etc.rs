@@ -11,6 +11,9 @@ use super::{GUEST, GUEST_SERVICE, TCG_TIMING};
 pub(super) const PRIMARY_NBD: &str = "/run/hsb/guest.nbd";
 pub(super) const STANDBY_NBD: &str = "/run/hsb/replica.nbd";
 const DISK_SIZE: &str = "64MiB";
+/// Host 2's hsb-primary configuration in the `disk` mode: the activated standby hands the
+/// guest over to it (`promote_config`), with the disk's NBD export and its kernel connection.
+pub(super) const PROMOTE_CONF: &str = "/etc/hsb/promote.conf";
 /// The disk benchmark's export, and its epoch.
 pub(super) const BENCH_NBD: &str = "/run/hsb/bench.nbd";
 pub(super) const BENCH_PERIOD: &str = "100ms";
@@ -50,16 +53,23 @@ pub(super) fn write_etc(dir: &Path, bin: &Path, disk: bool) -> Result<(), String
     let write = |name: &str, text: &str| {
         std::fs::write(etc.join(name), text).map_err(|e| format!("{name}: {e}"))
     };
+    let replica_disk = format!("xen.disk = /var/lib/hsb/replica-disk.img\nxen.disk_size = {DISK_SIZE}\ndisk.nbd_socket = {STANDBY_NBD}\n");
     let (primary, standby) = if disk {
         (
             format!("{primary}xen.disk = /var/lib/hsb/guest-disk.img\nxen.disk_size = {DISK_SIZE}\ndisk.nbd_socket = {PRIMARY_NBD}\n"),
-            format!("{standby}xen.disk = /var/lib/hsb/replica-disk.img\nxen.disk_size = {DISK_SIZE}\ndisk.nbd_socket = {STANDBY_NBD}\n"),
+            format!("{standby}{replica_disk}promote_config = {PROMOTE_CONF}\n"),
         )
     } else {
         (primary, standby)
     };
     write("primary.conf", &primary)?;
     write("standby.conf", &standby)?;
+    // Host 2 as the primary after the hand-over: host 1 (dead) would be its standby, the
+    // witnesses reach it at the standby's witness address, as they know it.
+    write(
+        "promote.conf",
+        &format!("{common}node = host2-primary\nstandby = 10.98.0.1:7100\nheartbeat_peers = 10.98.0.1:7200\nwitness_listen = 10.99.0.2:7300\nstandby_witness = 10.99.0.1:7301\ncontrol = /run/hsb/promoted.sock\ncheckpoint_period = 200ms\nxen.output = plug\nxen.suspend_timeout = 5s\ndecision_log = /var/log/hsb-promoted.decisions\n{replica_disk}"),
+    )?;
     // The disk benchmark's pair (`disk-bench`): the model backend (the hypervisor test double)
     // replicating a 64 MiB disk that hsb-primary serves by NBD, on the rig's two dom0s.
     let bench = "cluster_key = /etc/hsb/cluster.key\nbackend = model\nmodel.memory = 16MiB\nmodel.dirty_rate = 0\nmodel.disk_size = 64MiB\nmodel.disk_rate = 0\nstats_interval = 5s\n";
@@ -84,6 +94,7 @@ pub(super) fn write_etc(dir: &Path, bin: &Path, disk: bool) -> Result<(), String
     for (b, f) in [
         ("hsb-primary", etc.join("primary.conf")),
         ("hsb-standby", etc.join("standby.conf")),
+        ("hsb-primary", etc.join("promote.conf")),
         ("hsb-witness", dir.join("w1.conf")),
         ("hsb-primary", etc.join("bench-primary.conf")),
         ("hsb-standby", etc.join("bench-standby.conf")),

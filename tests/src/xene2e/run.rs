@@ -11,7 +11,9 @@ use hsb_tests::faults::Op;
 
 use super::client::{acked_between, after_kill, history_line, save_history, ClientRun, Probe};
 use super::etc::write_etc;
-use super::{log, ns, num, on, rig, status, wait, Fail, KillOnDrop, Mode, Report, Rig, GUEST};
+use super::{
+    log, ns, num, on, rig, status, status_of, wait, Fail, KillOnDrop, Mode, Report, Rig, GUEST,
+};
 
 /// The run's directory (`target/xen-rig/e2e`, emptied), its configuration written, and the rig
 /// booted with the static binaries and that configuration on both hosts.
@@ -185,7 +187,7 @@ pub(super) fn run(mode: Mode, keep: bool) -> Result<Report, Fail> {
     std::thread::sleep(Duration::from_secs(5));
     let before_kill = client.snapshot();
     let last_acked = before_kill.iter().rev().find_map(|o| o.value);
-    let (killed, active, decided) = kill_host1()?;
+    let (killed, active, decided) = kill_host1(false)?;
     let ops = client.stop();
     let (first_after, after) = after_kill(&ops, killed);
     let f1_ok = active.is_ok() && first_after.is_some();
@@ -390,15 +392,24 @@ pub(super) fn f1_aftermath(
 
 /// F1: host 1 killed (QEMU quits). When, whether and how soon the standby activated (status
 /// polled every second through host 2's console, for at most 2 minutes), after 20 s more for
-/// the clients to be served by the replica.
-pub(super) fn kill_host1() -> Result<Killed, String> {
+/// the clients to be served by the replica. `promoted`: the standby hands over to hsb-primary
+/// once activated (`promote_config` = `PROMOTE_CONF`), whose status counts as the activation.
+pub(super) fn kill_host1(promoted: bool) -> Result<Killed, String> {
     rig(&["kill", "1"])?;
     let killed = Instant::now();
     let active = wait(
         "the standby's activation",
         Duration::from_secs(120),
         Duration::from_secs(1),
-        || status(2, "hsb-standby").filter(|s| s["state"] == "active"),
+        || {
+            status(2, "hsb-standby")
+                .filter(|s| s["state"] == "active")
+                .or_else(|| {
+                    promoted
+                        .then(|| status_of(2, "hsb-primary", super::etc::PROMOTE_CONF))
+                        .flatten()
+                })
+        },
     );
     let decided = killed.elapsed();
     std::thread::sleep(Duration::from_secs(20));
