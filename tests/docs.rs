@@ -472,3 +472,39 @@ fn the_demo_runs() {
     assert!(out.status.success(), "hsb-demo failed:\n{text}");
     assert!(text.contains("nothing acknowledged was lost"), "{text}");
 }
+
+/// A demo whose standby takes over before any fault says so, not "on a link cut" (a CI
+/// rehearsal, 2026-12-07: a debug primary stalled beside a heavy job was read as a crash before
+/// the cut, and the demo blamed the cut), and keeps its directory: the logs are the evidence.
+/// `HSB_DEMO_FREEZE_PRIMARY_MS` stops hsb-primary for a second, as a starved daemon stops.
+#[test]
+fn the_demo_names_a_takeover_before_any_fault_and_keeps_its_evidence() {
+    let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
+    let out = Command::new(bin("hsb-demo"))
+        .env("HSB_DEMO_FREEZE_PRIMARY_MS", "1000")
+        .env_remove("HSB_KEEP_TEST_DIRS")
+        .output()
+        .expect("hsb-demo");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a stopped primary did not fail the demo:\n{text}"
+    );
+    assert!(
+        text.contains("the standby took over with no fault injected"),
+        "{text}"
+    );
+    assert!(!text.contains("on a link cut"), "{text}");
+    let kept = text
+        .lines()
+        .find_map(|l| l.strip_prefix("evidence kept in "))
+        .unwrap_or_else(|| panic!("no directory kept:\n{text}"));
+    let kept = Path::new(kept.trim());
+    let decisions = std::fs::read_to_string(kept.join("standby.decisions")).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(kept);
+    assert!(
+        decisions.contains("\"action\":\"activate\""),
+        "the kept standby decision log has no activation:\n{text}"
+    );
+}

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
@@ -65,8 +65,15 @@ fn skip_unless_ci(ci: bool, test: &str, why: &str) {
 }
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
+static KEEP: AtomicBool = AtomicBool::new(false);
 
-/// A fresh temporary directory, removed on drop.
+/// Keep every temporary directory of this process from now on, as `HSB_KEEP_TEST_DIRS=1` does:
+/// a failed run's logs and decision logs are its evidence.
+pub fn keep_test_dirs() {
+    KEEP.store(true, Ordering::Relaxed);
+}
+
+/// A fresh temporary directory, removed on drop (unless kept: [`keep_test_dirs`]).
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
@@ -87,7 +94,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::env::var_os("HSB_KEEP_TEST_DIRS").is_none() {
+        if std::env::var_os("HSB_KEEP_TEST_DIRS").is_none() && !KEEP.load(Ordering::Relaxed) {
             let _ = std::fs::remove_dir_all(&self.0);
         }
     }
