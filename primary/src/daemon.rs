@@ -142,7 +142,9 @@ impl Daemon {
             Early::NoDisk => (None, None),
             Early::Served(de) => (Some(de.0), Some(de.1)),
         };
-        let (mut dom, plug, service) = guest::open(&s, &poll, SERVICE_BASE, xen_disk)?;
+        let mut early_nbd = early_nbd;
+        let (mut dom, plug, service) =
+            guest::open(&s, &poll, SERVICE_BASE, (xen_disk, early_nbd.as_mut()))?;
         let pages = dom.source().max_pages();
         let (mode, cache) = s.encode;
         let journal_max = s.disk_config().map_or(0, |d| d.journal_max);

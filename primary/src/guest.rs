@@ -13,7 +13,7 @@
 use std::process::Command;
 
 use hsb_common::time::Nanos;
-use hsb_domain::disk::export::BlockDevice;
+use hsb_domain::disk::export::{BlockDevice, NbdExport};
 use hsb_domain::disk::Disk;
 use hsb_domain::domain::{CheckpointSource, DomainError};
 use hsb_domain::model::ModelDomain;
@@ -314,13 +314,20 @@ impl std::fmt::Debug for PlugOutput {
     }
 }
 
-/// Open the guest named in the settings.
+/// Open the guest named in the settings, serving its disk (`disk`, through the export it is
+/// served by already) while its memory is mapped.
 pub fn open_xen(
     x: &hsb_domain::xen::XenSettings,
-    disk: Option<Disk>,
+    mut disk: Option<Disk>,
+    mut export: Option<(&mut NbdExport, &mio::Registry)>,
 ) -> Result<(Guest, Option<PlugOutput>), DomainError> {
     let domid = hsb_domain::xen::resolve(&x.domain)?;
-    let mut src = XenSource::open(domid, x.suspend_timeout)?;
+    let mut serve = || {
+        if let (Some((n, registry)), Some(d)) = (export.as_mut(), disk.as_mut()) {
+            n.pump(registry, Some(d), false);
+        }
+    };
+    let mut src = XenSource::open(domid, x.suspend_timeout, &mut serve)?;
     if let Some(d) = disk {
         src.attach_disk(d);
     }
@@ -346,18 +353,20 @@ pub fn open_xen(
 }
 
 /// Open the protected domain of the settings: a Xen guest (with its replicated disk, opened
-/// already) and its plug, or the model domain
+/// and served already by `export`, which goes on serving it while the guest is attached) and
+/// its plug, or the model domain
 /// (from the hand-over image when one is given, which is then set aside) and its service.
 pub fn open(
     s: &hsb_primary::config::Settings,
     poll: &mio::Poll,
     service_base: usize,
-    xen_disk: Option<Disk>,
+    (xen_disk, export): (Option<Disk>, Option<&mut NbdExport>),
 ) -> std::io::Result<(Guest, Option<PlugOutput>, Option<Service>)> {
     use std::io;
     if let Some(x) = &s.xen {
-        let (g, plug) =
-            open_xen(x, xen_disk).map_err(|e| io::Error::other(format!("xen backend: {e}")))?;
+        let export = export.map(|n| (n, poll.registry()));
+        let (g, plug) = open_xen(x, xen_disk, export)
+            .map_err(|e| io::Error::other(format!("xen backend: {e}")))?;
         return Ok((g, plug, None));
     }
     let dom = if s.start_image.as_os_str().is_empty() {

@@ -130,7 +130,7 @@ fn without_xen_opening_says_so() {
     if std::path::Path::new("/dev/xen/privcmd").exists() {
         return;
     }
-    let e = XenSource::open(1, Duration::from_secs(1)).unwrap_err();
+    let e = XenSource::open(1, Duration::from_secs(1), &mut || {}).unwrap_err();
     assert!(e.to_string().contains("not a Xen dom0"), "{e}");
     let e = XenReplica::open(1).unwrap_err();
     assert!(e.to_string().contains("not a Xen dom0"), "{e}");

@@ -21,9 +21,7 @@ use hsb_tests::faults::Op;
 use super::client::{after_kill, ClientRun};
 use super::etc::{PRIMARY_NBD, PROMOTE_CONF, STANDBY_NBD};
 use super::run::{boot, f1_aftermath, kill_host1, make_replica, start_witnesses, wait_protected};
-use super::{
-    log, ns, num, on, rig, status, status_of, wait, Fail, Report, GUEST, GUEST_SERVICE,
-};
+use super::{log, ns, num, on, rig, status, status_of, wait, Fail, Report, GUEST, GUEST_SERVICE};
 
 /// The guest's name while the replica is made.
 const SETUP_NAME: &str = "hsb-setup";

@@ -1,5 +1,8 @@
 //! All guest RAM of one domain, mapped once at start-up in chunks of [`CHUNK_PFNS`] frames:
 //! read-only on the primary, writable on the standby (where missing frames are populated).
+//! Mapping a large guest takes a while (seconds for many GiB; 6 s for the rig's small guest
+//! under TCG): the caller's `between` runs after each chunk, so a daemon goes on serving its
+//! guest's disk meanwhile (a running guest's I/O must not stall while hsb-primary attaches).
 
 use std::time::Instant;
 
@@ -26,6 +29,7 @@ impl GuestMemory {
         xc: &mut Privcmd,
         domid: DomId,
         prot: Prot,
+        between: &mut dyn FnMut(),
     ) -> Result<GuestMemory, DomainError> {
         let max = xc
             .maximum_gpfn(domid)
@@ -57,6 +61,7 @@ impl GuestMemory {
             );
             chunks.push((populated.len() > before).then_some(m));
             first = end;
+            between();
         }
         log::info!(
             "domain {domid}: {} of {p2m} guest frames are RAM, mapped {} in {} ms",

@@ -33,7 +33,8 @@ impl XenReplica {
                 format!("domain {domid} is running: the replica must be paused (xl restore -p)"),
             ));
         }
-        let mem = GuestMemory::map(&mut xc, domid, Prot::ReadWrite)?;
+        // (Paused: its disk's reads can wait for the mapping.)
+        let mem = GuestMemory::map(&mut xc, domid, Prot::ReadWrite, &mut || {})?;
         let hvm = xc
             .alloc_buf(MAX_HVM_CONTEXT)
             .map_err(|e| err("hvm context buffer", e))?;

@@ -53,11 +53,16 @@ impl std::fmt::Debug for XenSource {
 }
 
 impl XenSource {
-    /// Attach to running guest `domid`: map its RAM, enable log-dirty.
-    pub fn open(domid: DomId, suspend_timeout: Duration) -> Result<XenSource, DomainError> {
+    /// Attach to running guest `domid`: map its RAM (`between` runs after each chunk mapped:
+    /// the guest runs, and its disk must be served meanwhile), enable log-dirty.
+    pub fn open(
+        domid: DomId,
+        suspend_timeout: Duration,
+        between: &mut dyn FnMut(),
+    ) -> Result<XenSource, DomainError> {
         let (mut xc, _) = open_domain(domid)?;
         let xs = XsUnix::new().map_err(|e| err("open xenstore", e))?;
-        let mem = GuestMemory::map(&mut xc, domid, Prot::Read)?;
+        let mem = GuestMemory::map(&mut xc, domid, Prot::Read, between)?;
         let bitmap = xc
             .alloc_buf(mem.p2m.div_ceil(8) as usize)
             .map_err(|e| err("dirty bitmap", e))?;
