@@ -212,8 +212,8 @@ pub(super) fn run_disk(keep: bool) -> Result<Report, Fail> {
     let f1_ok = active.is_ok() && first_after.is_some();
     ok &= f1_ok;
     rep.add(format!(
-        "F1 host 1 killed: standby {} after {:.1} s; first PUT acknowledged by the replica {:.1} s after the kill: {}",
-        if active.is_ok() { "activated" } else { "did NOT activate" },
+        "F1 host 1 killed: standby {} after {:.1} s (seen when the promoted hsb-primary's status answers, once it has attached to the guest); first PUT acknowledged by the replica {:.1} s after the kill: {}",
+        if active.is_ok() { "activated and handed over" } else { "did NOT activate" },
         decided.as_secs_f64(),
         first_after.map_or(f64::NAN, |d| d.as_secs_f64()),
         if f1_ok { "correct" } else { "WRONG" }
