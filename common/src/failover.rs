@@ -23,7 +23,7 @@ fn help(key: &str) -> &'static str {
         "drift-ppm" => "clock drift allowance between hosts, parts per million (0 to 500000)",
         "drift-fixed" => "fixed allowance added to every lease margin (scheduling, delivery); at least 1ms",
         "ack-lease" => "how long an ack lets the primary release output; the standby waits this out before activating, so with its margin it is shorter than lease less its margin; primary: less its margin, longer than checkpoint_period",
-        "query-timeout" => "how long the standby waits for votes (at least 1ms, shorter than lease less its margin)",
+        "query-timeout" => "how long the standby waits for votes (at least 1ms, shorter than lease less its margin); while votes come later than that (a starved host, a slow path) the next query waits half again as long as the latest vote took, up to half the lease less its margin (status: query_wait_ms); late votes are never counted",
         "requery-min" => "shortest pause between two witness queries (at least 1ms)",
         "requery-max" => "longest pause between two witness queries (at least requery-min)",
         "report-fresh" => "witness reports older than this are ignored (at least 1ms; witness: at least twice report_interval)",

@@ -28,6 +28,9 @@ pub struct FailoverView {
     pub operator: Option<&'static str>,
     /// The heartbeat detector suspects the primary.
     pub suspected: bool,
+    /// How long the next witness query waits for its votes (longer than `query-timeout` while
+    /// the witnesses' answers come late).
+    pub query_wait: std::time::Duration,
     /// After activation: the authority's mode, by name.
     pub authority: Option<&'static str>,
     /// The activation's evidence, as one JSON line.
@@ -120,6 +123,7 @@ impl StandbyNode {
             maintenance: f.core.maintenance(),
             operator: f.core.operator().map(|a| a.name()),
             suspected: f.core.detector().suspected(),
+            query_wait: f.core.query_wait(),
             authority: f.authority.as_ref().map(|a| a.mode(now).name()),
             activation: f.activation.as_ref().map(|e| e.to_json_line()),
         })

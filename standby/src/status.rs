@@ -132,6 +132,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
                     .map_or("none".into(), |a| format!("{a} under way")),
             );
             kv("primary_suspected", v.suspected.to_string());
+            kv("query_wait_ms", v.query_wait.as_millis().to_string());
             kv("heartbeats", st.heartbeats.to_string());
             kv("heartbeat_replies", f.replies.to_string());
             kv("bad_datagrams", f.ep.rejected.to_string());

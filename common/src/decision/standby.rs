@@ -98,6 +98,13 @@ pub struct StandbyCore {
     reports: heapless::Vec<(WitnessReport, Nanos), MAX_WITNESSES>,
     query_seq: QueryId,
     query: Option<Query>,
+    /// How long a witness query waits for its votes: `query-timeout`, longer while the
+    /// witnesses' answers come late (a starved host, a slow path), at most
+    /// [`StandbyCore::query_wait_max`]; see [`StandbyCore::note_round_trip`].
+    query_wait: Duration,
+    /// The last query that ended (its number, when it was sent): a vote for it that comes
+    /// after it ended says how late the witnesses answer. It is never counted.
+    ended: Option<(QueryId, Nanos)>,
     next_query_at: Nanos,
     backoff: Duration,
     pending: Option<Box<Pending>>,
@@ -131,6 +138,7 @@ impl StandbyCore {
         StandbyCore {
             switchover_not_before: later(now, cfg.switchover_min_interval),
             backoff: cfg.requery_min,
+            query_wait: cfg.query_timeout,
             cfg,
             epoch,
             state: if replica.is_some() {
@@ -144,6 +152,7 @@ impl StandbyCore {
             reports: heapless::Vec::new(),
             query_seq: 0,
             query: None,
+            ended: None,
             next_query_at: now,
             pending: None,
             said: Said::default(),
@@ -158,6 +167,35 @@ impl StandbyCore {
             stream_at: None,
             alive_ok_at: None,
             last_step: now,
+        }
+    }
+
+    /// How long the next witness query waits for its votes (see `query_wait`).
+    pub fn query_wait(&self) -> Duration {
+        self.query_wait
+    }
+
+    /// The longest a query may wait: half of how long a vote is worth (the lease less its
+    /// margin), and never less than `query-timeout` (which the configuration keeps shorter
+    /// than a vote's worth). Votes are counted only while valid, measured from when the query
+    /// was sent, so waiting longer never makes a vote count that would not; it only gives
+    /// late answers the chance to arrive.
+    pub fn query_wait_max(&self) -> Duration {
+        let l = &self.cfg.lease;
+        let vote = l.duration.saturating_sub(l.margin(l.duration));
+        (vote / 2).max(self.cfg.query_timeout)
+    }
+
+    /// A witness answered `rtt` after its query was sent: the next query waits half again as
+    /// long as that, within `query-timeout ..= query_wait_max`. A late answer (`late`: its
+    /// query had ended) only lengthens the wait; the answers of a query that ended with votes
+    /// in set it (so it comes back to `query-timeout` once the answers are prompt again).
+    pub(super) fn note_round_trip(&mut self, rtt: Duration, late: bool) {
+        let want = rtt
+            .saturating_add(rtt / 2)
+            .clamp(self.cfg.query_timeout, self.query_wait_max());
+        if !late || want > self.query_wait {
+            self.query_wait = want;
         }
     }
 
@@ -313,6 +351,14 @@ impl StandbyCore {
                     if q.id == v.query && !q.votes.iter().any(|(x, _)| x.witness == v.witness) {
                         let _ = q.votes.push((v, now));
                         self.conclude(now, &mut out);
+                        return out;
+                    }
+                }
+                // Too late for the query it answers, which ended (and was withdrawn): not
+                // counted, but the next query waits long enough for such an answer.
+                if let Some((id, sent_at)) = self.ended {
+                    if id == v.query {
+                        self.note_round_trip(elapsed(now, sent_at), true);
                     }
                 }
             }
@@ -435,3 +481,6 @@ mod operator;
 mod pending;
 #[path = "standby_query.rs"]
 mod query;
+#[cfg(test)]
+#[path = "standby_query_tests.rs"]
+mod query_tests;

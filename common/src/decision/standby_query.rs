@@ -19,7 +19,7 @@ impl StandbyCore {
             id: self.query_seq,
             kind,
             sent_at: now,
-            deadline: later(now, self.cfg.query_timeout),
+            deadline: later(now, self.query_wait),
             votes: heapless::Vec::new(),
         });
         emit(
@@ -34,6 +34,7 @@ impl StandbyCore {
 
     pub(super) fn cancel_query(&mut self, out: &mut Actions<Action>) {
         if let Some(q) = self.query.take() {
+            self.ended(&q);
             emit(
                 out,
                 Action::Withdraw(Withdraw {
@@ -94,6 +95,7 @@ impl StandbyCore {
         let Some(q) = self.query.take() else {
             return;
         };
+        self.ended(&q);
         let withdraw = Withdraw {
             epoch: self.epoch.next(),
             query: q.id,
@@ -209,10 +211,20 @@ impl StandbyCore {
         }
     }
 
+    /// The query `q` ended: remember it (late answers to it are measured), and let the
+    /// round trips of the answers it had set how long the next one waits.
+    fn ended(&mut self, q: &Query) {
+        self.ended = Some((q.id, q.sent_at));
+        if let Some(rtt) = q.votes.iter().map(|(_, at)| elapsed(*at, q.sent_at)).max() {
+            self.note_round_trip(rtt, false);
+        }
+    }
+
     fn fail(&mut self, now: Nanos, out: &mut Actions<Action>) {
         let Some(q) = self.query.take() else {
             return;
         };
+        self.ended(&q);
         emit(
             out,
             Action::Withdraw(Withdraw {
