@@ -36,6 +36,13 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
             return;
         }
     };
+    let primary = match std::env::current_exe() {
+        Ok(p) => p.with_file_name("hsb-primary"),
+        Err(e) => {
+            log::error!("promote: cannot find this executable: {e}");
+            return;
+        }
+    };
     // The guest's disk goes on where it is: the image is this one's, and the export's
     // sockets (the kernel's nbd connection in dom0) stay open across the exec.
     let mut disk_args = disk_args(&d.s);
@@ -49,13 +56,6 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
         }
     }
     let s = &d.s;
-    let primary = match std::env::current_exe() {
-        Ok(p) => p.with_file_name("hsb-primary"),
-        Err(e) => {
-            log::error!("promote: cannot find this executable: {e}");
-            return;
-        }
-    };
     // Checkpoint numbers go on from the replica's: witnesses hold this epoch's stale mark
     // against them (rule 10: they never go back).
     log::warn!(

@@ -16,6 +16,7 @@ pub mod faults;
 pub mod guests;
 pub mod life;
 pub mod man;
+pub mod nbdclient;
 pub mod netns;
 pub mod nodecase;
 pub mod prom;
