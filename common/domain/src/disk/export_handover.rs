@@ -196,6 +196,7 @@ impl NbdExport {
         let (taken, (input, out)) = match conn {
             Ok(c) => c,
             Err(e) => {
+                let _ = std::fs::remove_file(&session);
                 log::error!(
                     "disk: NBD export at {}: the client's session is not taken over ({e}): its connection closes, and the client must connect again",
                     path.display()
@@ -360,5 +361,86 @@ mod tests {
         let crc = crc32fast::hash(&d);
         d.extend_from_slice(&crc.to_le_bytes());
         assert!(decode_session(&d).is_err());
+    }
+
+    /// In one process, as a new program after the exec sees them: a listener and a client's
+    /// connection left open without close-on-exec, and the session file beside the socket.
+    /// `file`: the session file's bytes (`None`: none written).
+    fn inherited(dir: &Path, file: Option<Vec<u8>>) -> (Inherit, std::os::unix::net::UnixStream) {
+        use std::os::fd::IntoRawFd;
+        let sock = dir.join("d.nbd");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).expect("bind");
+        let (ours, client) = std::os::unix::net::UnixStream::pair().expect("pair");
+        for fd in [listener.as_fd(), ours.as_fd()] {
+            xen_sys::process::keep_across_exec(fd, true).expect("keep across exec");
+        }
+        if let Some(b) = file {
+            std::fs::write(handover_path(&sock), b).expect("session file");
+        }
+        let inherit = Inherit {
+            listen: listener.into_raw_fd(),
+            conn: Some(ours.into_raw_fd()),
+        };
+        client
+            .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .expect("timeout");
+        (inherit, client)
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("hsb-handover-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
+    /// Taken over: the unsent replies reach the client first, then the unread request is
+    /// answered (a read past the end: EINVAL), on the same connection; the file is gone.
+    #[test]
+    fn a_session_is_taken_over_with_its_bytes() {
+        let dir = temp_dir("ok");
+        let mut unread = nbd::REQUEST_MAGIC.to_be_bytes().to_vec();
+        unread.extend_from_slice(&[0, 0, 0, 0]);
+        unread.extend_from_slice(&7u64.to_be_bytes());
+        unread.extend_from_slice(&(1u64 << 40).to_be_bytes());
+        unread.extend_from_slice(&512u32.to_be_bytes());
+        let (inherit, mut client) = inherited(&dir, Some(encode_session(&unread, b"unsent")));
+        let poll = mio::Poll::new().expect("poll");
+        let mut e = NbdExport::open(&dir.join("d.nbd"), 1 << 20, Some(inherit), poll.registry())
+            .expect("taken over");
+        assert!(e.connected());
+        assert!(!handover_path(&dir.join("d.nbd")).exists());
+        e.pump(poll.registry(), None, false);
+        let mut b = [0u8; 6 + nbd::REPLY_LEN];
+        client.read_exact(&mut b).expect("replies");
+        assert_eq!(&b[..6], b"unsent");
+        let mut want = Vec::new();
+        nbd::simple_reply(&mut want, 7, nbd::EINVAL);
+        assert_eq!(&b[6..], &want[..]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A missing or corrupt session file: the listener is still taken over, the client's
+    /// connection is closed (it sees the end, and can connect again), and the file is gone.
+    #[test]
+    fn a_session_that_cannot_be_read_is_closed_not_guessed() {
+        for (name, file) in [
+            ("missing", None),
+            ("corrupt", Some(b"HSBNBDS1 and then garbage".to_vec())),
+        ] {
+            let dir = temp_dir(name);
+            let (inherit, mut client) = inherited(&dir, file);
+            let poll = mio::Poll::new().expect("poll");
+            let e = NbdExport::open(&dir.join("d.nbd"), 1 << 20, Some(inherit), poll.registry())
+                .expect("the listener is taken over");
+            assert!(!e.connected(), "{name}");
+            let mut b = [0u8; 1];
+            assert!(
+                matches!(client.read(&mut b), Ok(0)),
+                "{name}: the client's connection is closed"
+            );
+            assert!(!handover_path(&dir.join("d.nbd")).exists(), "{name}");
+            let _ = std::fs::remove_dir_all(&dir);
+        }
     }
 }
