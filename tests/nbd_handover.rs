@@ -214,3 +214,62 @@ fn the_hand_over_keeps_the_nbd_clients_connection() {
 fn handover_path_exists(sock: &Path) -> bool {
     hsb_domain::disk::export::handover_path(sock).exists()
 }
+
+/// A `promote_config` hsb-primary refuses (here an unknown key) never replaces the activated
+/// standby: hsb-standby checks it first (`hsb-primary check` with the hand-over's settings),
+/// says why in its log, and serves on: its status answers, and its NBD client's connection
+/// goes on, now writable. (Without the check the exec'd hsb-primary would exit at once, and
+/// the guest's disk with it.)
+#[test]
+fn a_promote_config_hsb_primary_refuses_leaves_the_standby_serving() {
+    let d = TempDir::new("nbd-badpromote");
+    let (sock, standby_sock) = (d.path("guest.nbd"), d.path("replica.nbd"));
+    let mut pair = promoting_pair(
+        &d,
+        &sock,
+        vec![format!("disk.nbd_socket = {}", standby_sock.display())],
+        "no_such_key = 1\n",
+    );
+    let (mut s, _) = handshake(&standby_sock);
+    pair.primary
+        .wait_for("a checkpoint acked", Duration::from_secs(30), |s| {
+            num(s, "acked_checkpoint") >= 1
+        });
+    pair.primary.kill9();
+    let out = pair.standby.ctl("activate").expect("activate");
+    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+    let st = pair
+        .standby
+        .wait_for("the refusal logged", Duration::from_secs(30), |_| {
+            pair.standby.log_text().contains("refuses promote_config")
+        });
+    assert_eq!(
+        st.get("role").map(String::as_str),
+        Some("standby"),
+        "{st:?}"
+    );
+    assert_eq!(
+        st.get("state").map(String::as_str),
+        Some("active"),
+        "{st:?}"
+    );
+    let log = pair.standby.log_text();
+    assert!(
+        log.contains("no_such_key"),
+        "the check's reason is logged:\n{log}"
+    );
+    let mut w = request(1, 1, 4 << 20, 4);
+    w.extend_from_slice(b"kept");
+    s.write_all(&w).unwrap();
+    assert_eq!(
+        reply(&mut s, 1),
+        0,
+        "the activated standby's disk takes writes"
+    );
+    s.write_all(&request(0, 2, 4 << 20, 4)).unwrap();
+    assert_eq!(reply(&mut s, 2), 0);
+    let mut b = [0u8; 4];
+    s.read_exact(&mut b).unwrap();
+    assert_eq!(&b, b"kept");
+    assert!(pair.standby.alive(), "hsb-standby still runs");
+}

@@ -1,6 +1,8 @@
 //! Becoming the primary after an activation (with `promote_config`): the model domain's image
 //! is written and hsb-primary is exec'd in this epoch from the replica's checkpoint.
 
+use std::path::Path;
+
 use hsb_common::decision::Epoch;
 use hsb_common::time::Nanos;
 
@@ -43,12 +45,36 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
             return;
         }
     };
-    // The guest's disk goes on where it is: the image is this one's, and the export's
-    // sockets (the kernel's nbd connection in dom0) stay open across the exec.
-    let mut disk_args = disk_args(&d.s);
+    let s = &d.s;
+    // Checkpoint numbers go on from the replica's: witnesses hold this epoch's stale mark
+    // against them (rule 10: they never go back). The guest's disk goes on where it is: the
+    // image is this one's (`disk_args`).
+    let mut sets = vec![
+        if with_image {
+            format!("start_image={}", image.display())
+        } else {
+            "start_image=".to_string()
+        },
+        format!("start_epoch={}", epoch.0),
+        format!("start_checkpoint={ckpt}"),
+        format!("state_file={}", s.state_file.display()),
+        format!("start_forced={forced}"),
+    ];
+    sets.extend(disk_args(s));
+    // A configuration hsb-primary would refuse must not replace this process: it serves the
+    // activated guest (and its disk) on.
+    if let Err(e) = check(&primary, &s.promote_config, &sets) {
+        log::error!(
+            "promote: {} refuses promote_config {}: {e}; staying hsb-standby, serving the activated guest unprotected (fix the file; the hand-over is not tried again)",
+            primary.display(),
+            s.promote_config.display()
+        );
+        return;
+    }
+    // The export's sockets (the kernel's nbd connection in dom0) stay open across the exec.
     if let Some(n) = d.nbd.as_mut() {
         match n.hand_over() {
-            Ok(inherit) => disk_args.push(format!("disk.nbd_inherit={}", inherit.value())),
+            Ok(inherit) => sets.push(format!("disk.nbd_inherit={}", inherit.value())),
             Err(e) => {
                 log::error!("promote: {e}; staying hsb-standby");
                 return;
@@ -56,8 +82,6 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
         }
     }
     let s = &d.s;
-    // Checkpoint numbers go on from the replica's: witnesses hold this epoch's stale mark
-    // against them (rule 10: they never go back).
     log::warn!(
         "promoting: exec {} run -c {} in epoch {epoch} from {} (checkpoint {ckpt})",
         primary.display(),
@@ -75,21 +99,7 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
         .arg("run")
         .arg("-c")
         .arg(&s.promote_config)
-        .arg("--set")
-        .arg(if with_image {
-            format!("start_image={}", image.display())
-        } else {
-            "start_image=".to_string()
-        })
-        .arg("--set")
-        .arg(format!("start_epoch={}", epoch.0))
-        .arg("--set")
-        .arg(format!("start_checkpoint={ckpt}"))
-        .arg("--set")
-        .arg(format!("state_file={}", s.state_file.display()))
-        .arg("--set")
-        .arg(format!("start_forced={forced}"))
-        .args(disk_args.iter().flat_map(|a| ["--set", a]))
+        .args(sets.iter().flat_map(|a| ["--set", a.as_str()]))
         .exec();
     log::error!(
         "promote: exec {} failed: {e}; staying hsb-standby",
@@ -98,6 +108,49 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
     if let Some(n) = d.nbd.as_mut() {
         n.keep_after_failed_exec();
     }
+}
+
+/// How long `hsb-primary check` may take.
+const CHECK_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether hsb-primary accepts `config` with `sets` (`hsb-primary check`, bounded by
+/// [`CHECK_LIMIT`]); its complaint if not.
+fn check(primary: &Path, config: &Path, sets: &[String]) -> Result<(), String> {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(primary)
+        .arg("check")
+        .arg("-c")
+        .arg(config)
+        .args(sets.iter().flat_map(|a| ["--set", a.as_str()]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run its check: {e}"))?;
+    let t0 = std::time::Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(st)) => break st,
+            Ok(None) if t0.elapsed() < CHECK_LIMIT => {
+                std::thread::sleep(std::time::Duration::from_millis(5))
+            }
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("its check did not end in {CHECK_LIMIT:?}"));
+            }
+            Err(e) => return Err(format!("cannot wait for its check: {e}")),
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    let mut said = String::new();
+    if let Some(mut err) = child.stderr.take() {
+        let _ = (&mut err).take(4096).read_to_string(&mut said);
+    }
+    Err(format!("{} ({status})", said.trim()))
 }
 
 /// The disk hsb-primary goes on with: this one's image and size (whatever `promote_config`
