@@ -197,7 +197,7 @@ fn run(args: &[&str]) -> Result<(), String> {
 
 impl PlugOutput {
     /// Put `vif`'s guest traffic behind a fresh ifb with a `plug` root qdisc (starts holding).
-    pub fn setup(vif: &str, domid: u16) -> Result<PlugOutput, String> {
+    pub fn setup(vif: &str, domid: u16, between: &mut dyn FnMut()) -> Result<PlugOutput, String> {
         let ifb = format!("hsbifb{domid}");
         xen_sys::netlink::ifindex(vif).map_err(|e| format!("guest vif {vif}: {e}"))?;
         // Leftovers of an earlier run.
@@ -205,6 +205,7 @@ impl PlugOutput {
         let _ = run(&["ip", "link", "del", &ifb]);
         run(&["ip", "link", "add", "name", &ifb, "type", "ifb"])
             .map_err(|e| format!("{e} (is the ifb module loaded?)"))?;
+        between();
         let steps: [&[&str]; 4] = [
             &["ip", "link", "set", &ifb, "up"],
             &[
@@ -217,6 +218,7 @@ impl PlugOutput {
             ],
         ];
         for s in steps {
+            between();
             if let Err(e) = run(s) {
                 let _ = run(&["tc", "qdisc", "del", "dev", vif, "ingress"]);
                 let _ = run(&["ip", "link", "del", &ifb]);
@@ -315,7 +317,7 @@ impl std::fmt::Debug for PlugOutput {
 }
 
 /// Open the guest named in the settings, serving its disk (`disk`, through the export it is
-/// served by already) while its memory is mapped.
+/// served by already) while its memory is mapped and its plug set up.
 pub fn open_xen(
     x: &hsb_domain::xen::XenSettings,
     mut disk: Option<Disk>,
@@ -328,13 +330,10 @@ pub fn open_xen(
         }
     };
     let mut src = XenSource::open(domid, x.suspend_timeout, &mut serve)?;
-    if let Some(d) = disk {
-        src.attach_disk(d);
-    }
     let plug = if x.plug {
         let vif = x.vif.clone().unwrap_or_else(|| format!("vif{domid}.0"));
         Some(
-            PlugOutput::setup(&vif, domid).map_err(|detail| DomainError {
+            PlugOutput::setup(&vif, domid, &mut serve).map_err(|detail| DomainError {
                 op: "output commit",
                 detail,
             })?,
@@ -343,6 +342,9 @@ pub fn open_xen(
         log::warn!("xen.output = none: guest output is NOT held until acks; a failover may lose what clients saw");
         None
     };
+    if let Some(d) = disk {
+        src.attach_disk(d);
+    }
     Ok((
         Guest::Xen(Box::new(XenGuest {
             src,
