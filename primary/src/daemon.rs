@@ -130,7 +130,7 @@ impl Daemon {
         let clock = Clock::new();
         // A Xen guest's replicated disk is served before the guest is opened: the guest's
         // `phy:/dev/nbdN` must exist before `xl create`, so the guest may come after us.
-        let (xen_disk, early_nbd) = match hsb_domain::xen::serve_disk_first(
+        let (xen_disk, mut early_nbd) = match hsb_domain::xen::serve_disk_first(
             &mut poll,
             (s.xen.as_ref(), s.nbd_socket.as_deref(), s.nbd_inherit),
             hsb_domain::xen::Ready::Running,
@@ -142,7 +142,6 @@ impl Daemon {
             Early::NoDisk => (None, None),
             Early::Served(de) => (Some(de.0), Some(de.1)),
         };
-        let mut early_nbd = early_nbd;
         let (mut dom, plug, service) =
             guest::open(&s, &poll, SERVICE_BASE, (xen_disk, early_nbd.as_mut()))?;
         let pages = dom.source().max_pages();

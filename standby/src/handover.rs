@@ -81,7 +81,6 @@ pub fn hand_over(d: &mut Daemon, now: Nanos, epoch: Epoch, ckpt: u64, forced: bo
             }
         }
     }
-    let s = &d.s;
     log::warn!(
         "promoting: exec {} run -c {} in epoch {epoch} from {} (checkpoint {ckpt})",
         primary.display(),

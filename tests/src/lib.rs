@@ -258,6 +258,23 @@ pub fn num(s: &HashMap<String, String>, k: &str) -> u64 {
     s.get(k).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// `"key":<digits>` from a JSON line.
+pub fn json_u64(l: &str, key: &str) -> Option<u64> {
+    let pat = format!("\"{key}\":");
+    let rest = &l[l.find(&pat)? + pat.len()..];
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok()
+}
+
+/// `"key":"<text>"` from a JSON line.
+pub fn json_str<'a>(l: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":\"");
+    let rest = &l[l.find(&pat)? + pat.len()..];
+    Some(&rest[..rest.find('"')?])
+}
+
 /// A primary and a standby on loopback with the model domain.
 pub struct Pair {
     pub dir: TempDir,

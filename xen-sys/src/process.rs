@@ -54,9 +54,14 @@ pub fn keep_across_exec(fd: BorrowedFd<'_>, keep: bool) -> Result<(), Error> {
     } else {
         flags | sys::FD_CLOEXEC
     };
-    // SAFETY: F_SETFD takes one int of flags and touches no memory; `fd` is borrowed, so it
-    // is open for the whole call.
-    let r = unsafe { sys::fcntl(raw, sys::F_SETFD, flags) };
+    set_fd_flags(raw, flags)
+}
+
+fn set_fd_flags(fd: RawFd, flags: i32) -> Result<(), Error> {
+    // SAFETY: F_SETFD takes one int of flags and touches no memory; on a descriptor that is
+    // not open it fails with EBADF, which is returned. (The callers hold the descriptor open:
+    // borrowed, or just answered by F_GETFD and owned by nothing else in this process.)
+    let r = unsafe { sys::fcntl(fd, sys::F_SETFD, flags) };
     if r != 0 {
         return Err(Error::Xen(XenError::new(
             "fcntl F_SETFD",
@@ -107,16 +112,7 @@ pub fn take_inherited(fd: RawFd) -> Result<OwnedFd, Error> {
             what: "the descriptor is not a socket",
         });
     }
-    // SAFETY: F_SETFD takes one int of flags and touches no memory; `fd` is open (F_GETFD
-    // answered above) and nothing in this process closes it meanwhile (it owns no handle to
-    // it: std would have marked it close-on-exec).
-    let r = unsafe { sys::fcntl(fd, sys::F_SETFD, flags | sys::FD_CLOEXEC) };
-    if r != 0 {
-        return Err(Error::Xen(XenError::new(
-            "fcntl F_SETFD",
-            sys::last_errno(),
-        )));
-    }
+    set_fd_flags(fd, flags | sys::FD_CLOEXEC)?;
     // SAFETY: `fd` is open and no handle in this process owns it: it came open across the
     // exec without close-on-exec, which every descriptor opened here has, and it has that mark
     // from now on, so a second call for the same number is refused above. The returned

@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hsb_tests::cluster::{Cluster, ClusterOpts};
-use hsb_tests::Client;
+use hsb_tests::{json_str, json_u64, Client};
 
 use super::{met, ms2, pct, progress, table, Ctx, R};
 
@@ -76,23 +76,6 @@ fn line_ms(l: &str) -> Option<u64> {
     let (h, m, s, f) = (t.get(0..2)?, t.get(3..5)?, t.get(6..8)?, t.get(9..12)?);
     let n = |x: &str| x.parse::<u64>().ok();
     Some(((n(h)? * 60 + n(m)?) * 60 + n(s)?) * 1000 + n(f)?)
-}
-
-/// `"key":<digits>` from a JSON line.
-fn json_u64(l: &str, key: &str) -> Option<u64> {
-    let pat = format!("\"{key}\":");
-    let rest = &l[l.find(&pat)? + pat.len()..];
-    let end = rest
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-/// `"key":"<text>"` from a JSON line.
-fn json_str<'a>(l: &'a str, key: &str) -> Option<&'a str> {
-    let pat = format!("\"{key}\":\"");
-    let rest = &l[l.find(&pat)? + pat.len()..];
-    Some(&rest[..rest.find('"')?])
 }
 
 /// Read the standby's log lines after the kill (at `kill` ms since midnight).

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hsb_tests::cluster::{Cluster, ClusterOpts};
-use hsb_tests::{keep_test_dirs, num, Client};
+use hsb_tests::{json_u64, keep_test_dirs, num, Client};
 
 fn main() -> ExitCode {
     match demo() {
@@ -144,14 +144,7 @@ fn no_takeover(cl: &Cluster, when: &str) -> Result<(), String> {
     }
     let evidence = get(&s, "activation");
     show("standby's activation", &evidence);
-    let silent_ms = evidence
-        .find("\"silent_ns\":")
-        .and_then(|i| {
-            let rest = &evidence[i + 12..];
-            rest[..rest.find([',', '}']).unwrap_or(rest.len())]
-                .parse::<u64>()
-                .ok()
-        })
+    let silent_ms = json_u64(&evidence, "silent_ns")
         .map_or("?".to_string(), |ns| format!("{}", ns / 1_000_000));
     Err(format!(
         "the standby took over {when}: a false failover (the witnesses saw the primary's \

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hsb_tests::{free_addr, num, Client, Daemon, TempDir};
 
-use super::{json_str, json_u64, tally};
+use super::tally;
 use crate::bench::{ms2, pct, table, Ctx, R};
+use hsb_tests::{json_str, json_u64};
 
 /// Heartbeat loss experiment.
 const LOSS: f64 = 0.30;
