@@ -41,16 +41,9 @@ fn flushed_nbd_writes_are_on_the_activated_replicas_disk() {
         "a 16 MiB write through a 2 MiB journal waits: {st:?}"
     );
     assert_eq!(num(&st, "nbd_errors"), 0, "{st:?}");
-    let last = num(&st, "nbd_last_write_checkpoint");
-    assert!(last >= 1, "{st:?}");
-    pair.primary.wait_for(
-        "the last write's checkpoint acked",
-        Duration::from_secs(30),
-        |s| num(s, "acked_checkpoint") >= last,
-    );
-    pair.primary.kill9();
-    let out = pair.standby.ctl("activate").expect("activate");
-    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+    assert!(num(&st, "nbd_last_write_checkpoint") >= 1, "{st:?}");
+    wait_last_write_acked(&pair);
+    kill_primary_and_activate(&mut pair);
     let image = pair.dir.path("standby.state.disk");
     let mb = 1 << 20;
     assert_eq!(
@@ -279,12 +272,7 @@ fn the_standby_serves_its_replicas_disk_read_only_until_activated() {
         ..PairOpts::default()
     });
     qemu_io(&sock, &["write -P 0x5a 3M 1M", "flush"]);
-    let last = num(&pair.primary.status(), "nbd_last_write_checkpoint");
-    pair.primary.wait_for(
-        "the write's checkpoint acked",
-        Duration::from_secs(30),
-        |s| num(s, "acked_checkpoint") >= last,
-    );
+    wait_last_write_acked(&pair);
     qemu_io(&standby_sock, &["read -P 0x5a 3M 1M", "read -P 0 4M 4k"]);
     let (_, out) = qemu_io_any(&standby_sock, &["write -P 0x77 3M 4k"]);
     assert!(
@@ -317,9 +305,7 @@ fn the_standby_serves_its_replicas_disk_read_only_until_activated() {
     );
     let image = pair.dir.path("standby.state.disk");
     assert_eq!(image_bytes(&image, 3 << 20, 4096), vec![0x5a; 4096]);
-    pair.primary.kill9();
-    let out = pair.standby.ctl("activate").expect("activate");
-    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+    kill_primary_and_activate(&mut pair);
     qemu_io(
         &standby_sock,
         &["write -P 0x77 3M 4k", "flush", "read -P 0x77 3M 4k"],

@@ -27,15 +27,8 @@ fn after_a_hand_over_the_promoted_primary_serves_the_replicas_disk() {
         &format!("disk.nbd_socket = {}\n", promoted_sock.display()),
     );
     qemu_io(&sock, &["write -P 0x5a 5M 1M", "flush"]);
-    let last = num(&pair.primary.status(), "nbd_last_write_checkpoint");
-    pair.primary.wait_for(
-        "the write's checkpoint acked",
-        Duration::from_secs(30),
-        |s| num(s, "acked_checkpoint") >= last,
-    );
-    pair.primary.kill9();
-    let out = pair.standby.ctl("activate").expect("activate");
-    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+    wait_last_write_acked(&pair);
+    kill_primary_and_activate(&mut pair);
     let t = std::time::Instant::now();
     while UnixStream::connect(&promoted_sock).is_err() {
         assert!(
@@ -87,12 +80,7 @@ fn the_hand_over_keeps_the_nbd_clients_connection() {
         w.write_all(&req).unwrap();
         assert_eq!(reply(&mut w, i), 0);
     }
-    let last = num(&pair.primary.status(), "nbd_last_write_checkpoint");
-    pair.primary.wait_for(
-        "the writes' checkpoint acked",
-        Duration::from_secs(30),
-        |s| num(s, "acked_checkpoint") >= last,
-    );
+    wait_last_write_acked(&pair);
     // A client of the replica's disk reads it without a pause: 256 KiB reads, pipelined,
     // until told to stop; then a write, a read of it, and the end of the session.
     let (s, size) = handshake(&standby_sock);
@@ -163,9 +151,7 @@ fn the_hand_over_keeps_the_nbd_clients_connection() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    pair.primary.kill9();
-    let out = pair.standby.ctl("activate").expect("activate");
-    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+    kill_primary_and_activate(&mut pair);
     // The promoted primary (its own control socket) serves the client it took over.
     let t = std::time::Instant::now();
     let st = loop {
@@ -235,9 +221,7 @@ fn a_promote_config_hsb_primary_refuses_leaves_the_standby_serving() {
         .wait_for("a checkpoint acked", Duration::from_secs(30), |s| {
             num(s, "acked_checkpoint") >= 1
         });
-    pair.primary.kill9();
-    let out = pair.standby.ctl("activate").expect("activate");
-    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+    kill_primary_and_activate(&mut pair);
     let st = pair
         .standby
         .wait_for("the refusal logged", Duration::from_secs(30), |_| {

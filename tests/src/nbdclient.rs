@@ -160,3 +160,22 @@ pub fn promoting_pair(
     .expect("write promote_config");
     pair
 }
+
+/// Wait (at most 30 s) until the checkpoint of the primary's last NBD write is acknowledged;
+/// that checkpoint.
+pub fn wait_last_write_acked(pair: &Pair) -> u64 {
+    let last = crate::num(&pair.primary.status(), "nbd_last_write_checkpoint");
+    pair.primary.wait_for(
+        "the last write's checkpoint acknowledged",
+        Duration::from_secs(30),
+        |s| crate::num(s, "acked_checkpoint") >= last,
+    );
+    last
+}
+
+/// The primary killed with kill -9, the standby activated by the operator (asserted).
+pub fn kill_primary_and_activate(pair: &mut Pair) {
+    pair.primary.kill9();
+    let out = pair.standby.ctl("activate").expect("activate");
+    assert!(out.starts_with("activated"), "{out}\n{}", pair.logs());
+}
