@@ -293,6 +293,21 @@ impl Daemon {
         svc.pump(registry, &mut h);
     }
 
+    /// Take requests that were waiting for something other than output room (the disk's
+    /// activity-log record, whose sync just completed).
+    pub(crate) fn pump_service(&mut self) {
+        let fenced = self.node.is_fenced();
+        if let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) {
+            let mut h = Requests {
+                dom,
+                output: &mut self.output,
+                requests: &mut self.requests,
+                fenced,
+            };
+            svc.pump(self.poll.registry(), &mut h);
+        }
+    }
+
     pub(crate) fn on_service(&mut self, t: Token) {
         let fenced = self.node.is_fenced();
         if let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) {

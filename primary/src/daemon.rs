@@ -29,7 +29,7 @@ use hsb_primary::node::{Effect, Event, FailoverConfig, NodeConfig, PrimaryNode, 
 use crate::disk::DiskRepl;
 use crate::guest::{self, Fence, Guest, PlugOutput};
 use crate::repl;
-use hsb_domain::disk::export::{NbdExport, NBD_CONN, NBD_LISTEN};
+use hsb_domain::disk::export::{NbdExport, DISK_SYNC, NBD_CONN, NBD_LISTEN};
 use hsb_domain::xen::Early;
 
 /// Pages a pre-copy copies per step (64 MiB): one step per turn of the event loop, so
@@ -41,10 +41,15 @@ pub(crate) const SERVICE_BASE: usize = 1000;
 // The token plan (`kit::shell`): this daemon's own tokens stay off the kit's.
 const _: () = assert!(shell::own(REPL.0, 1) && shell::own(WITNESS_UDP.0, 1));
 const _: () = assert!(shell::own(SERVICE_BASE, config::MAX_CLIENTS + 1));
-const _: () = assert!(shell::own(NBD_LISTEN.0, 1) && shell::own(NBD_CONN.0, 1));
-// ... and each of its own sockets has a token of its own.
 const _: () =
-    assert!(REPL.0 < NBD_LISTEN.0 && NBD_LISTEN.0 < NBD_CONN.0 && NBD_CONN.0 < WITNESS_UDP.0);
+    assert!(shell::own(NBD_LISTEN.0, 1) && shell::own(NBD_CONN.0, 1) && shell::own(DISK_SYNC.0, 1));
+// ... and each of its own sockets has a token of its own.
+const _: () = assert!(
+    REPL.0 < NBD_LISTEN.0
+        && NBD_LISTEN.0 < NBD_CONN.0
+        && NBD_CONN.0 < DISK_SYNC.0
+        && DISK_SYNC.0 < WITNESS_UDP.0
+);
 /// How often a busy service address is tried again.
 pub(crate) const SERVICE_RETRY: Duration = Duration::from_millis(20);
 /// How often a Xen guest's suspend is polled.
@@ -144,6 +149,9 @@ impl Daemon {
         };
         let (mut dom, plug, service) =
             guest::open(&s, &poll, SERVICE_BASE, (xen_disk, early_nbd.as_mut()))?;
+        if let Some(d) = crate::disk::guest_disk_mut(&mut dom) {
+            d.use_ring(poll.registry(), DISK_SYNC);
+        }
         let pages = dom.source().max_pages();
         let (mode, cache) = s.encode;
         let journal_max = s.disk_config().map_or(0, |d| d.journal_max);
@@ -456,6 +464,9 @@ impl shell::Shell for Daemon {
                 }
             }
             self.nbd_turn();
+        } else if t == DISK_SYNC {
+            // A sync completed: `after_events` takes it in (`disk_upkeep`) and the export
+            // answers what waited for it (`nbd_turn`).
         }
     }
 

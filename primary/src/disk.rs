@@ -255,7 +255,7 @@ pub(crate) fn guest_disk(dom: &Guest) -> Option<&Disk> {
     }
 }
 
-fn guest_disk_mut(dom: &mut Guest) -> Option<&mut Disk> {
+pub(crate) fn guest_disk_mut(dom: &mut Guest) -> Option<&mut Disk> {
     match dom {
         Guest::Model(d) => d.disk_mut(),
         Guest::Xen(x) => x.src.disk_mut(),
@@ -424,9 +424,13 @@ impl Daemon {
         }
     }
 
-    /// The activity log's upkeep, every [`TICK`]; and the node hears when the open epoch's
+    /// Completed syncs taken in (every turn: cheap); the activity log's upkeep, every
+    /// [`TICK`]; and the node hears when the open epoch's
     /// journal is three quarters full.
     pub(crate) fn disk_upkeep(&mut self, now: Nanos) {
+        if guest_disk_mut(&mut self.dom).is_some_and(|d| d.poll_syncs()) {
+            self.pump_service();
+        }
         let (Some(repl), Some(disk)) = (self.disk.as_mut(), guest_disk_mut(&mut self.dom)) else {
             return;
         };

@@ -23,7 +23,7 @@ use hsb_common::node_state::NodeState;
 use hsb_common::signals::SignalHandler;
 use hsb_common::time::{Clock, Nanos};
 use hsb_domain::checkpoint::Receiver;
-use hsb_domain::disk::export::{NbdExport, NBD_CONN, NBD_LISTEN};
+use hsb_domain::disk::export::{NbdExport, DISK_SYNC, NBD_CONN, NBD_LISTEN};
 use hsb_domain::service::Service;
 use hsb_domain::xen::Early;
 use hsb_standby::config::{schema, Settings};
@@ -46,9 +46,15 @@ pub(crate) const CONN_BASE: usize = 100;
 pub(crate) const SERVICE_BASE: usize = 1000;
 // The token plan (`kit::shell`): this daemon's own tokens stay off the kit's and each other's.
 const _: () = assert!(shell::own(LISTENER.0, 1) && shell::own(WITNESS_UDP.0, 1));
-const _: () = assert!(shell::own(NBD_LISTEN.0, 1) && shell::own(NBD_CONN.0, 1));
+const _: () =
+    assert!(shell::own(NBD_LISTEN.0, 1) && shell::own(NBD_CONN.0, 1) && shell::own(DISK_SYNC.0, 1));
 const _: () = {
-    assert!(LISTENER.0 < NBD_LISTEN.0 && NBD_LISTEN.0 < NBD_CONN.0 && NBD_CONN.0 < WITNESS_UDP.0);
+    assert!(
+        LISTENER.0 < NBD_LISTEN.0
+            && NBD_LISTEN.0 < NBD_CONN.0
+            && NBD_CONN.0 < DISK_SYNC.0
+            && DISK_SYNC.0 < WITNESS_UDP.0
+    );
 };
 const _: () = assert!(shell::own(PING.0, 1) && shell::own(HEARTBEAT_BASE, HEARTBEAT_LINKS));
 const _: () = assert!(shell::own(CONN_BASE, SLOTS) && CONN_BASE + SLOTS <= SERVICE_BASE);
@@ -141,8 +147,11 @@ impl Daemon {
             poll.registry(),
             clock.now(),
         )?;
-        let replica =
+        let mut replica =
             Rep::open(&s, xen_disk).map_err(|e| io::Error::other(format!("replica: {e}")))?;
+        if let Some(d) = replica.disk() {
+            d.use_ring(poll.registry(), DISK_SYNC);
+        }
         let size = replica.disk_ref().map(|d| d.size());
         let nbd = NbdExport::for_disk(
             early_nbd,

@@ -186,9 +186,13 @@ impl Daemon {
         }
     }
 
-    /// The NBD export's turn: the replica's disk, reads only until the replica is activated
+    /// The NBD export's turn (after the disk's completed syncs are taken in, which wakes the
+    /// loop at `DISK_SYNC`): the replica's disk, reads only until the replica is activated
     /// (only checkpoints write it until then); nothing while the activated copy is fenced.
     pub(crate) fn nbd_turn(&mut self) {
+        if let Some(d) = self.replica.disk() {
+            let _ = d.poll_syncs();
+        }
         let Some(n) = self.nbd.as_mut() else { return };
         let active = self.node.activated().is_some();
         let fenced = active && !self.node.may_serve(self.clock.now());

@@ -16,6 +16,7 @@
 //! - [`hvm_context`]: a bounded parser of HVM context blobs.
 //! - [`evtchn`]: [`Evtchn`], binding and notifying event channels.
 //! - [`netlink`]: [`PlugQdisc`], output commit through the `plug` qdisc over rtnetlink.
+//! - [`uring`]: [`uring::SyncRing`], `fdatasync` through io_uring, for loops that must not block.
 //! - [`error`]: [`XenError`] and [`Error`].
 //!
 //! Target: x86_64 Linux dom0, Xen 4.17 to 4.22 (domctl interface versions 0x15 to 0x18).
@@ -38,6 +39,7 @@ pub mod netlink;
 pub mod privcmd;
 pub mod process;
 mod sys;
+pub mod uring;
 
 pub use abi::DomId;
 pub use buffer::{BufSource, HypercallBuf};

@@ -9,10 +9,13 @@ pub trait BlockDevice {
     fn size(&self) -> u64;
     /// Read `buf.len()` bytes at `offset`.
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError>;
-    /// A guest write (durable before it returns if `fua`).
+    /// A guest write (durable before it returns if `fua`: the export passes `false` and
+    /// flushes after it without waiting).
     fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError>;
-    /// Make every write so far durable.
-    fn flush(&mut self) -> Result<(), DiskError>;
+    /// Begin making every write so far durable: a ticket for [`BlockDevice::flush_done`].
+    fn start_flush(&mut self) -> Result<u64, DiskError>;
+    /// The flush of `ticket`: `None` while it is under way.
+    fn flush_done(&self, ticket: u64) -> Option<Result<(), DiskError>>;
     /// Whether a write of `len` bytes can be taken now (the journal has room).
     fn can_write(&self, len: usize) -> bool;
     /// The checkpoint the open epoch's writes belong to.
@@ -29,8 +32,11 @@ impl BlockDevice for Disk {
     fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
         Disk::write(self, offset, data, fua)
     }
-    fn flush(&mut self) -> Result<(), DiskError> {
-        Disk::flush(self)
+    fn start_flush(&mut self) -> Result<u64, DiskError> {
+        Disk::start_flush(self)
+    }
+    fn flush_done(&self, ticket: u64) -> Option<Result<(), DiskError>> {
+        Disk::flush_done(self, ticket)
     }
     fn can_write(&self, len: usize) -> bool {
         Disk::can_write(self, len)
@@ -55,8 +61,11 @@ impl BlockDevice for ReadOnly<'_> {
     fn write(&mut self, _: u64, _: &[u8], _: bool) -> Result<(), DiskError> {
         Err(DiskError::ReadOnly)
     }
-    fn flush(&mut self) -> Result<(), DiskError> {
-        Ok(())
+    fn start_flush(&mut self) -> Result<u64, DiskError> {
+        Ok(0)
+    }
+    fn flush_done(&self, _: u64) -> Option<Result<(), DiskError>> {
+        Some(Ok(()))
     }
     fn can_write(&self, _: usize) -> bool {
         true

@@ -10,7 +10,10 @@
 //! epoch's checkpoint, in the order the client issued it) and answered once it is in the local
 //! image. A write longer than [`PIECE`] is written a piece at a time, each piece a write of the
 //! epoch it lands in, and answered after the last. FUA writes and `NBD_CMD_FLUSH` are answered
-//! after `Disk::flush`; reads come from the image. When the journal cannot take the next piece
+//! once `Disk::start_flush`'s sync has completed: the loop goes on meanwhile (a ring's
+//! completion wakes it, [`DISK_SYNC`]), while the export takes no further request, so replies
+//! stay in order and a hand-over finds the command still at the front. Reads come from the
+//! image. When the journal cannot take the next piece
 //! (or a resynchronisation throttles writes) the export stops reading requests until a
 //! checkpoint has taken the epoch's writes (`nbd_waits`, logged). While the primary is fenced
 //! or its guest suspended, commands wait too. Memory: one message (at most 32 MiB and a
@@ -39,6 +42,8 @@ pub use handover::{handover_path, Inherit};
 pub const NBD_LISTEN: Token = Token(2);
 /// The client's token.
 pub const NBD_CONN: Token = Token(3);
+/// The disk's sync ring's token (`Disk::use_ring`), in both daemons.
+pub const DISK_SYNC: Token = Token(4);
 
 /// Bytes of a write carried out at a time.
 pub const PIECE: usize = 256 << 10;
@@ -82,6 +87,14 @@ struct Pending {
     used: usize,
 }
 
+/// A flush (or a FUA write's flush) whose sync is under way: its message stays at the front
+/// of the input until it is answered, and no further request is taken (replies stay in order).
+struct Flushing {
+    cookie: u64,
+    used: usize,
+    ticket: u64,
+}
+
 struct Conn {
     stream: UnixStream,
     proto: Server,
@@ -89,6 +102,7 @@ struct Conn {
     out: Vec<u8>,
     sent: usize,
     pending: Option<Pending>,
+    flushing: Option<Flushing>,
     /// Close once the output is written.
     closing: bool,
 }
@@ -240,6 +254,7 @@ impl NbdExport {
                 out,
                 sent: 0,
                 pending: None,
+                flushing: None,
                 closing: false,
             });
         }
@@ -286,6 +301,21 @@ impl NbdExport {
             }
             if c.out.len() - c.sent > OUT_HIGH {
                 return;
+            }
+            if let Some(f) = c.flushing.as_ref() {
+                if paused {
+                    return;
+                }
+                let done = match dev.as_deref() {
+                    Some(d) => d.flush_done(f.ticket),
+                    None => Some(Err(no_disk())),
+                };
+                let Some(r) = done else { return };
+                let (cookie, used) = (f.cookie, f.used);
+                c.flushing = None;
+                self.answer(cookie, r);
+                self.drain(used);
+                continue;
             }
             if c.pending.is_some() {
                 if paused || !self.carry_on(dev.as_deref_mut()) {
@@ -345,12 +375,23 @@ impl NbdExport {
                             }
                             Op::Flush => {
                                 self.stats.flushes += 1;
-                                let r = match dev.as_deref_mut() {
-                                    Some(d) => d.flush(),
-                                    None => Err(no_disk()),
-                                };
-                                self.answer(cookie, r);
-                                self.drain(used);
+                                match dev.as_deref_mut().map(|d| d.start_flush()) {
+                                    Some(Ok(ticket)) => {
+                                        c.flushing = Some(Flushing {
+                                            cookie,
+                                            used,
+                                            ticket,
+                                        })
+                                    }
+                                    Some(Err(e)) => {
+                                        self.answer(cookie, Err(e));
+                                        self.drain(used);
+                                    }
+                                    None => {
+                                        self.answer(cookie, Err(no_disk()));
+                                        self.drain(used);
+                                    }
+                                }
                             }
                         }
                     }
@@ -370,122 +411,6 @@ impl NbdExport {
         self.more = true;
     }
 
-    fn drain(&mut self, used: usize) {
-        if let Some(c) = self.conn.as_mut() {
-            c.input.drain(..used);
-        }
-    }
-
-    /// A command's simple reply.
-    fn answer(&mut self, cookie: u64, r: Result<(), DiskError>) {
-        let Some(c) = self.conn.as_mut() else { return };
-        let error = match r {
-            Ok(()) => 0,
-            Err(e) => {
-                self.stats.errors += 1;
-                if rate_limited(self.stats.errors) {
-                    log::error!("disk: NBD export: a command failed: {e}");
-                }
-                errno(&e)
-            }
-        };
-        nbd::simple_reply(&mut c.out, cookie, error);
-    }
-
-    fn read<'d>(
-        &mut self,
-        dev: Option<&(dyn BlockDevice + 'd)>,
-        cookie: u64,
-        offset: u64,
-        len: usize,
-    ) {
-        let Some(c) = self.conn.as_mut() else { return };
-        self.stats.reads += 1;
-        let at = c.out.len();
-        nbd::simple_reply(&mut c.out, cookie, 0);
-        c.out.resize(at + nbd::REPLY_LEN + len, 0);
-        let r = match dev {
-            Some(d) => d.read(offset, &mut c.out[at + nbd::REPLY_LEN..]),
-            None => Err(no_disk()),
-        };
-        if let Err(e) = r {
-            c.out.truncate(at);
-            self.answer(cookie, Err(e));
-        }
-    }
-
-    /// The pending write's next pieces; false when it must wait.
-    fn carry_on<'d>(&mut self, dev: Option<&mut (dyn BlockDevice + 'd)>) -> bool {
-        let Some(c) = self.conn.as_mut() else {
-            return false;
-        };
-        let Some(p) = c.pending.as_mut() else {
-            return true;
-        };
-        let Some(dev) = dev else {
-            let (cookie, used) = (p.cookie, p.used);
-            c.pending = None;
-            self.answer(cookie, Err(no_disk()));
-            self.drain(used);
-            return true;
-        };
-        let mut result = Ok(());
-        while p.done < p.len || p.len == 0 {
-            let n = (p.len - p.done).min(PIECE);
-            if !dev.can_write(n) {
-                return self.wait();
-            }
-            let data = if p.zeroes {
-                &self.zeroes[..n]
-            } else {
-                let at = nbd::REQUEST_LEN + p.done;
-                &c.input[at..at + n]
-            };
-            match dev.write(p.offset + p.done as u64, data, false) {
-                Ok(()) => p.done += n,
-                Err(e) if e.is_wait() => return self.wait(),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-            if p.len == 0 {
-                break;
-            }
-        }
-        if self.waiting {
-            self.waiting = false;
-            log::debug!("disk: NBD export: the waiting write goes on");
-        }
-        let (cookie, used, fua, len) = (p.cookie, p.used, p.fua, p.len);
-        c.pending = None;
-        if result.is_ok() {
-            self.stats.writes += 1;
-            self.stats.write_bytes += len as u64;
-            self.last_write_ckpt = Some(dev.open_checkpoint());
-            if fua {
-                result = dev.flush();
-            }
-        }
-        self.answer(cookie, result);
-        self.drain(used);
-        true
-    }
-
-    fn wait(&mut self) -> bool {
-        if !self.waiting {
-            self.waiting = true;
-            self.stats.waits += 1;
-            if rate_limited(self.stats.waits) {
-                log::info!(
-                    "disk: NBD export: a write waits for the next checkpoint to take the epoch's disk journal; no requests are read meanwhile ({} waits so far)",
-                    self.stats.waits
-                );
-            }
-        }
-        false
-    }
-
     /// Status lines.
     pub fn status(&self, kv: &mut dyn FnMut(&str, String)) {
         let st = &self.stats;
@@ -495,6 +420,9 @@ impl NbdExport {
             match (&self.conn, self.waiting) {
                 (None, _) => "none".into(),
                 (Some(_), true) => "connected, a write waits for the journal".into(),
+                (Some(c), false) if c.flushing.is_some() => {
+                    "connected, a flush waits for its sync".into()
+                }
                 (Some(_), false) => "connected".into(),
             },
         );
@@ -583,5 +511,7 @@ fn errno(e: &DiskError) -> u32 {
     }
 }
 
+#[path = "export_commands.rs"]
+mod commands;
 #[path = "export_handover.rs"]
 mod handover;

@@ -233,6 +233,7 @@ impl NbdExport {
             out,
             sent: 0,
             pending: None,
+            flushing: None,
             closing: false,
         });
         Ok(export)

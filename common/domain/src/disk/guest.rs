@@ -12,6 +12,7 @@ impl Disk {
     /// writes must never pass for later checkpoints of the lineage it came from); a torn or
     /// unknown disk starts a lineage of its own.
     pub fn start_primary(&mut self, first_ckpt: u64) -> Result<(), DiskError> {
+        self.settle();
         let r = self.start_primary_inner(first_ckpt);
         r.map_err(|e| self.failed(e))
     }
@@ -89,8 +90,9 @@ impl Disk {
     }
 
     /// A guest write of `data` at `offset`. Completes once it is in the image (durable too if
-    /// `fua`), is in the open epoch's journal while a standby is being fed, and is covered by
-    /// the activity log. A write that must wait ([`DiskError::is_wait`]) changes nothing.
+    /// `fua`, blocking until it is: the NBD export instead asks [`Disk::start_flush`]), is in
+    /// the open epoch's journal while a standby is being fed, and is covered by the activity
+    /// log. A write that must wait ([`DiskError::is_wait`]) changes nothing.
     pub fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
         let len = data.len() as u64;
         if !self.geo.contains(offset, len) {
@@ -113,16 +115,16 @@ impl Disk {
                 return Err(e);
             }
         }
-        if let Err(e) = self.heat(offset, len) {
-            return Err(self.failed(e));
+        match self.heat(offset, len) {
+            Ok(()) => {}
+            Err(DiskError::Syncing) => {
+                self.stats.waits += 1;
+                return Err(DiskError::Syncing);
+            }
+            Err(e) => return Err(self.failed(e)),
         }
         if let Err(e) = self.image.write_at(offset, data) {
             return Err(self.failed(e));
-        }
-        if fua {
-            if let Err(e) = self.image.sync() {
-                return Err(self.failed(e));
-            }
         }
         if self.journaling {
             self.journal.push(offset, data)?;
@@ -134,15 +136,24 @@ impl Disk {
         }
         self.stats.writes += 1;
         self.stats.bytes += len;
+        if fua {
+            self.flush()?;
+        }
         Ok(())
     }
 
-    /// Make every guest write so far durable (a guest's flush).
+    /// Make every guest write so far durable, blocking until it is (tests, and the rare
+    /// callers that may block; the daemons' guests flush with [`Disk::start_flush`]).
     pub fn flush(&mut self) -> Result<(), DiskError> {
-        self.image.sync().map_err(|e| self.failed(e))
+        self.settle();
+        let t = self.start_flush()?;
+        self.settle();
+        self.flush_done(t)
+            .unwrap_or_else(|| Err(DiskError::Invalid("a flush did not complete".into())))
     }
 
-    /// Persist the activity log with the extents of this write in it, if they are not.
+    /// Persist the activity log with the extents of this write in it, if they are not. With
+    /// a ring the record's sync runs while the write waits ([`DiskError::Syncing`]).
     fn heat(&mut self, offset: u64, len: u64) -> Result<(), DiskError> {
         if self.meta.role != Role::Primary {
             return Ok(());
@@ -151,45 +162,19 @@ impl Disk {
         if ex.clone().all(|e| self.al.get(e)) {
             return Ok(());
         }
+        self.sync_failure()?;
+        if self.record_in_flight() {
+            return Err(DiskError::Syncing);
+        }
         let mut al = self.al.clone();
         al.set_range(ex);
         let mut m = self.meta.clone();
         m.al = al.words().to_vec();
-        self.write_meta(m)?;
-        self.al = al;
+        self.write_record(m)?;
         self.stats.al_writes += 1;
-        Ok(())
-    }
-
-    /// Periodic upkeep of a primary's disk (about once a second): extents whose every write
-    /// is acknowledged leave the activity log, after an `fdatasync` of the image (only then is
-    /// their content the acknowledged one even across a power loss), and `base` moves up to the
-    /// acknowledged checkpoint. Does nothing when nothing would leave.
-    pub fn tick(&mut self) -> Result<(), DiskError> {
-        if self.meta.role != Role::Primary {
-            return Ok(());
+        if self.record_in_flight() {
+            return Err(DiskError::Syncing);
         }
-        let mut al = self.al.clone();
-        let mut cooled = 0;
-        for e in self.al.ones() {
-            if self.tracks.extent_lw(e) <= self.acked {
-                al.clear(e);
-                cooled += 1;
-            }
-        }
-        if cooled == 0 {
-            return Ok(());
-        }
-        if let Err(e) = self.image.sync() {
-            return Err(self.failed(e));
-        }
-        let mut m = self.meta.clone();
-        m.al = al.words().to_vec();
-        m.base = self.acked;
-        if let Err(e) = self.write_meta(m) {
-            return Err(self.failed(e));
-        }
-        self.al = al;
         Ok(())
     }
 
@@ -245,6 +230,13 @@ impl Disk {
     /// The journal is three quarters full: time to end the epoch early.
     pub fn journal_high(&self) -> bool {
         self.journaling && self.journal.cost() * 4 >= self.journal.limit() * 3
+    }
+
+    /// Whether a write of `len` bytes at `offset` would be taken now. If its extent must enter
+    /// the activity log first, the log's record is started (with a ring, its completion wakes
+    /// the loop; until then this says no). A failed disk says yes: the write reports why.
+    pub fn ready_for(&mut self, offset: u64, len: u64) -> bool {
+        self.can_write(len as usize) && self.heat(offset, len) != Err(DiskError::Syncing)
     }
 
     /// Whether a write of `len` bytes would be taken now.

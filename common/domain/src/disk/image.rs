@@ -115,6 +115,11 @@ impl Image {
             .map_err(|e| io_err("write", &self.path, e))
     }
 
+    /// The file, for a sync that does not block ([`super::Disk::start_flush`]).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
     /// Make every write so far durable (`fdatasync`).
     pub fn sync(&self) -> Result<(), DiskError> {
         self.file

@@ -277,6 +277,20 @@ impl MetaFile {
 
     /// Write `m` durably as the newest record (the table, if any, stops being believed).
     pub fn write(&mut self, m: &Meta) -> Result<(), DiskError> {
+        self.put(m)?;
+        self.file
+            .sync_data()
+            .map_err(|e| io_err("sync", &self.path, e))
+    }
+
+    /// The file, for a sync of a record [`MetaFile::put`] wrote.
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+
+    /// Write `m` as the newest record, not yet durable: a sync of [`MetaFile::file`] makes it
+    /// so. Until then, the record before it may be what survives a power loss.
+    pub fn put(&mut self, m: &Meta) -> Result<(), DiskError> {
         let mut body = Vec::with_capacity(512 + m.al.len() * 8);
         m.encode(&mut body)?;
         let seq = self.seq + 1;
@@ -289,9 +303,6 @@ impl MetaFile {
         self.file
             .write_all_at(&slot, (seq % 2) * SLOT)
             .map_err(|e| io_err("write", &self.path, e))?;
-        self.file
-            .sync_data()
-            .map_err(|e| io_err("sync", &self.path, e))?;
         self.seq = seq;
         Ok(())
     }

@@ -71,6 +71,7 @@
 //! marked `Resyncing` first.
 
 mod block;
+mod error;
 pub mod export;
 mod guest;
 pub mod image;
@@ -80,14 +81,15 @@ pub mod metrics;
 pub mod nbd;
 mod replica;
 mod resync;
+mod syncs;
 pub mod tracks;
 
-use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use hsb_common::msg::{DiskGen, DiskHello, DiskPlan};
 
+pub use error::DiskError;
 pub use image::{digest_of, Image};
 pub use journal::{Journal, PIECE_OVERHEAD};
 pub use meta::{Meta, MetaFile, Role, State, BLANK};
@@ -97,108 +99,6 @@ pub use tracks::{Bitmap, Geometry, Tracks, BLOCK};
 pub const MIN_JOURNAL: usize = 2 << 20;
 /// Rounds of a resynchronisation copy before guest writes wait for it to converge.
 pub const RESYNC_ROUNDS: u32 = 8;
-
-/// A disk failure or refusal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DiskError {
-    /// An I/O error on the image or a file beside it.
-    Io {
-        /// What was being done.
-        op: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// The error's kind.
-        kind: std::io::ErrorKind,
-        /// The error.
-        detail: String,
-    },
-    /// Outside the image.
-    Bounds {
-        /// Offset.
-        offset: u64,
-        /// Length.
-        len: u64,
-        /// Image size.
-        size: u64,
-    },
-    /// The open epoch's journal cannot take this write now: end the epoch or wait.
-    JournalFull {
-        /// Journal bytes the write needs.
-        need: usize,
-        /// Journal bytes left.
-        room: usize,
-    },
-    /// Larger than the journal can ever hold.
-    TooLarge {
-        /// Write length.
-        len: usize,
-        /// Journal limit.
-        max: usize,
-    },
-    /// A resynchronisation is catching up with the guest: writes wait.
-    Throttled,
-    /// A replica's disk before its activation takes no guest writes.
-    ReadOnly,
-    /// A configuration, metadata or protocol problem.
-    Invalid(String),
-}
-
-impl DiskError {
-    /// Whether the write may succeed later without anything being fixed (it waits).
-    pub fn is_wait(&self) -> bool {
-        matches!(self, DiskError::JournalFull { .. } | DiskError::Throttled)
-    }
-
-    /// Whether the image (or its file system) is out of space.
-    pub fn is_out_of_space(&self) -> bool {
-        match self {
-            DiskError::Io { kind, detail, .. } => {
-                *kind == std::io::ErrorKind::StorageFull
-                    || *kind == std::io::ErrorKind::FileTooLarge
-                    || detail.contains("No space left")
-                    || detail.contains("File too large")
-            }
-            _ => false,
-        }
-    }
-}
-
-impl fmt::Display for DiskError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DiskError::Io {
-                op, path, detail, ..
-            } => {
-                write!(f, "disk image {}: {op}: {detail}", path.display())?;
-                if self.is_out_of_space() {
-                    write!(f, " (out of space)")?;
-                }
-                Ok(())
-            }
-            DiskError::Bounds { offset, len, size } => write!(
-                f,
-                "disk write of {len} bytes at {offset} is beyond the image's {size} bytes"
-            ),
-            DiskError::JournalFull { need, room } => write!(
-                f,
-                "the epoch's disk journal is full ({need} bytes needed, {room} left)"
-            ),
-            DiskError::TooLarge { len, max } => write!(
-                f,
-                "a disk write of {len} bytes cannot fit a checkpoint (disk.journal_max is {max})"
-            ),
-            DiskError::Throttled => {
-                write!(f, "disk writes wait for the resynchronisation to converge")
-            }
-            DiskError::ReadOnly => {
-                f.write_str("the replica is not activated: only checkpoints write its disk")
-            }
-            DiskError::Invalid(s) => f.write_str(s),
-        }
-    }
-}
-
-impl std::error::Error for DiskError {}
 
 /// Where and how big.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -347,6 +247,7 @@ pub struct Disk {
     target: Option<Target>,
     stats: DiskStats,
     last_error: Option<String>,
+    syncs: syncs::Syncs,
 }
 
 fn new_gen() -> Result<DiskGen, DiskError> {
@@ -455,6 +356,7 @@ impl Disk {
             target: None,
             stats: DiskStats::default(),
             last_error: None,
+            syncs: syncs::Syncs::default(),
         })
     }
 
@@ -530,6 +432,10 @@ impl Disk {
 
     /// Write `m` as the newest record (errors are counted by the public caller).
     pub(super) fn write_meta(&mut self, m: Meta) -> Result<(), DiskError> {
+        debug_assert!(
+            !self.record_in_flight(),
+            "settle before a synchronous record"
+        );
         self.mf.write(&m)?;
         self.durable = m.clone();
         self.meta = m;
@@ -540,6 +446,10 @@ impl Disk {
     /// torn toward that lineage (from what it last claimed durably, never from this process's
     /// newer view, whose base may not be on the disk yet). Writes the marker if it does not.
     pub(super) fn mark_torn(&mut self, state: State, toward: DiskGen) -> Result<(), DiskError> {
+        debug_assert!(
+            !self.record_in_flight(),
+            "settle before a synchronous record"
+        );
         if self.durable.state != State::Clean && self.durable.toward == toward {
             return Ok(());
         }
@@ -570,6 +480,17 @@ pub fn status(disk: &Disk, kv: &mut dyn FnMut(&str, String)) {
     kv("disk_journal_bytes", disk.journal().bytes().to_string());
     kv("disk_activity_log_writes", st.al_writes.to_string());
     kv("disk_hot_extents", disk.hot_extents().to_string());
+    let (image, record, ring) = disk.sync_counts();
+    kv("disk_image_syncs", image.to_string());
+    kv("disk_record_syncs", record.to_string());
+    kv(
+        "disk_syncs",
+        if ring {
+            "io_uring (the loop never waits)".into()
+        } else {
+            "at once (the loop waits for each)".into()
+        },
+    );
     kv("disk_resyncs", st.resyncs.to_string());
     kv("disk_full_copies", st.full_copies.to_string());
     kv("disk_resync_planned_tracks", st.resync_planned.to_string());
@@ -578,4 +499,9 @@ pub fn status(disk: &Disk, kv: &mut dyn FnMut(&str, String)) {
 }
 
 #[cfg(test)]
+#[path = "syncs_tests.rs"]
+mod syncs_tests;
+#[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_common;

@@ -43,6 +43,7 @@ impl Disk {
     /// synchronisation that completes them is applied; without, they go straight into the
     /// image, marked `Resyncing` first.
     pub fn begin_resync(&mut self, plan: &DiskPlan, preserve: bool) -> Result<(), DiskError> {
+        self.settle();
         self.abort_resync();
         if plan.track as u64 != self.geo.track() {
             return Err(DiskError::Invalid(format!(
@@ -277,6 +278,7 @@ impl Disk {
     /// Activate the replica at checkpoint `at` (which it must hold): its lineage forks there and
     /// it becomes a primary's disk, guest writes belonging to checkpoint `at + 1` on.
     pub fn activate(&mut self, at: u64) -> Result<(), DiskError> {
+        self.settle();
         if self.applied != Some(at) {
             return Err(DiskError::Invalid(format!(
                 "the disk is not at checkpoint {at} (applied: {:?})",
@@ -303,6 +305,7 @@ impl Disk {
     /// stop), so the next process knows per track what it wrote: a replica at its last applied
     /// checkpoint, exactly; a primary at its last acknowledged one with its writes since.
     pub fn persist_table(&mut self) -> Result<(), DiskError> {
+        self.settle();
         let mut m = self.meta.clone();
         match m.role {
             Role::Replica => {

@@ -5,42 +5,7 @@ use super::*;
 use hsb_common::msg::{Fork, DISK_PIECE};
 use hsb_common::rng::SplitMix64;
 
-struct Tmp(PathBuf);
-
-impl Tmp {
-    fn new(tag: &str) -> Tmp {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "hsb-disk-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Tmp(p)
-    }
-    fn cfg(&self, name: &str, size: u64) -> DiskConfig {
-        DiskConfig {
-            path: self.0.join(name),
-            size,
-            journal_max: 4 << 20,
-        }
-    }
-}
-
-impl Drop for Tmp {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-const MB16: u64 = 16 << 20;
-
-fn primary(c: &DiskConfig, first: u64) -> Disk {
-    let mut d = Disk::open(c).unwrap();
-    d.start_primary(first).unwrap();
-    d
-}
+use super::tests_common::{on_disk, primary, Tmp, MB16};
 
 fn block(rng: &mut SplitMix64, n: usize) -> Vec<u8> {
     let mut b = vec![0u8; n];
@@ -439,14 +404,6 @@ fn the_activity_log_is_written_before_a_new_extent_and_cools_after_acks() {
     assert_eq!(p.stats().al_writes, 1, "extent 0 is already in the log");
     p.write((8 << 20) + 4096, &[1; 4096], false).unwrap();
     assert_eq!(p.stats().al_writes, 2);
-    let on_disk = |c: &DiskConfig| {
-        let (_, f) = MetaFile::open(&meta_path(&c.path), MB16 / 4096).unwrap();
-        let m = f.meta.unwrap();
-        (
-            Bitmap::from_words(m.al, 4).ones().collect::<Vec<_>>(),
-            m.base,
-        )
-    };
     assert_eq!(on_disk(&c), (vec![0, 2], 0));
     p.set_open(2);
     p.write((4 << 20) + 4096, &[1; 4096], false).unwrap();

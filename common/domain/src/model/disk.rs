@@ -176,6 +176,7 @@ pub(super) struct ModelDisk {
     scratch: Vec<u8>,
 }
 
+mod block_device;
 mod put_log;
 pub(super) use put_log::parse_record;
 pub use put_log::{put_log_bytes, put_log_records};
@@ -343,9 +344,15 @@ impl ModelDomain {
     }
 
     /// Whether a request can be taken now: a PUT's log record must be writable (a full
-    /// journal or a resynchronisation catching up makes requests wait).
-    pub fn can_take_request(&self) -> bool {
-        self.disk_ref().is_none_or(|d| d.can_write(BLOCK as usize))
+    /// journal, a resynchronisation catching up, or the activity log's record being synced
+    /// for the log's next block makes requests wait; that record is started here).
+    pub fn can_take_request(&mut self) -> bool {
+        let seq = self.read_u64(OFF_LOG_SEQ);
+        let Some(md) = self.disk.as_mut() else {
+            return true;
+        };
+        let block = (seq / RECORDS_PER_BLOCK) % md.layout.log_blocks;
+        md.disk.ready_for(block * BLOCK, BLOCK)
     }
 
     /// The first page of the page workload's region.
@@ -559,35 +566,6 @@ impl ModelDomain {
             owed -= wsize * 1_000_000;
         }
         self.write_u64(OFF_DCARRY, owed);
-    }
-}
-
-/// The model domain's disk as the NBD export serves it: a write also keeps the block CRC table
-/// in the domain's memory up to date ([`ModelDomain::block_write`]).
-impl crate::disk::export::BlockDevice for ModelDomain {
-    fn size(&self) -> u64 {
-        self.disk_ref().map_or(0, |d| d.size())
-    }
-    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), DiskError> {
-        match self.disk_ref() {
-            Some(d) => d.read(offset, buf),
-            None => Err(DiskError::Invalid("the guest has no disk".into())),
-        }
-    }
-    fn write(&mut self, offset: u64, data: &[u8], fua: bool) -> Result<(), DiskError> {
-        self.block_write(offset, data, fua)
-    }
-    fn flush(&mut self) -> Result<(), DiskError> {
-        match self.disk_mut() {
-            Some(d) => d.flush(),
-            None => Err(DiskError::Invalid("the guest has no disk".into())),
-        }
-    }
-    fn can_write(&self, len: usize) -> bool {
-        self.disk_ref().is_some_and(|d| d.can_write(len))
-    }
-    fn open_checkpoint(&self) -> u64 {
-        self.disk_ref().map_or(0, |d| d.open_checkpoint())
     }
 }
 
