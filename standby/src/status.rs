@@ -153,6 +153,7 @@ pub fn text(d: &Daemon, now: Nanos) -> String {
     if let Some(line) = d.surface.metrics_status() {
         kv("metrics", line);
     }
+    d.surface.turns.status(now, &mut kv);
     s
 }
 

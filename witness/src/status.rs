@@ -40,6 +40,7 @@ impl Daemon {
         if let Some(line) = self.surface.metrics_status() {
             kv("metrics", line);
         }
+        self.surface.turns.status(now, &mut kv);
         s
     }
 

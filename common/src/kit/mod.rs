@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod notify;
 pub mod shell;
 pub mod talk;
+pub mod turns;
 
 /// Push a node's effect onto its bounded list (`heapless::Vec`): more than the list holds in one
 /// step is a bug in the node (effects per step are bounded by design, ARCHITECTURE.md rule 6),

@@ -30,6 +30,7 @@ use crate::ctl::CtlServer;
 use crate::kit::http::MetricsServer;
 use crate::kit::metrics::{build_info, Exposition};
 use crate::kit::notify::Notifier;
+use crate::kit::turns::Turns;
 use crate::recorder::Recorder;
 use crate::signals::{Request, SignalHandler};
 use crate::time::Nanos;
@@ -43,6 +44,8 @@ pub struct Surface {
     pub ctl: CtlServer,
     pub metrics: Option<MetricsServer>,
     pub notify: Notifier,
+    /// How long the loop's turns take ([`super::turns`]).
+    pub turns: Turns,
     next_status: Nanos,
 }
 
@@ -96,6 +99,7 @@ impl Surface {
             ctl,
             metrics,
             notify: Notifier::from_env(),
+            turns: Turns::default(),
             next_status: now,
         })
     }
@@ -209,6 +213,16 @@ impl Surface {
             "notifications to systemd that could not be sent",
             self.notify.errors,
         );
+        e.counter(
+            "hsb_loop_long_turns_total",
+            "turns of the daemon's loop longer than 50 ms (nothing else ran meanwhile)",
+            self.turns.long,
+        );
+        e.gauge(
+            "hsb_loop_turn_max_seconds",
+            "the longest turn of the daemon's loop so far",
+            self.turns.max.as_secs_f64(),
+        );
         e.finish()
     }
 
@@ -271,10 +285,12 @@ pub fn run(d: &mut impl Shell, mut signals: SignalHandler) -> io::Result<()> {
             Err(e) => return Err(e),
         }
         let now = d.now();
+        let start = now;
         if signals_first(d, &events, &mut signals, now) {
             return Ok(());
         }
         d.before_events(now);
+        let before = d.now();
         for ev in events.iter() {
             let t = ev.token();
             let (surface, registry) = d.surface();
@@ -299,6 +315,15 @@ pub fn run(d: &mut impl Shell, mut signals: SignalHandler) -> io::Result<()> {
             d.surface().0.status(now, &summary);
         }
         d.after_events(now);
+        let end = d.now();
+        let parts = [
+            ("before events", before.since(start)),
+            ("events", now.since(before)),
+            ("after events", end.since(now)),
+        ];
+        if let Some(line) = d.surface().0.turns.record(end, &parts) {
+            log::warn!("{line}");
+        }
     }
 }
 
