@@ -275,40 +275,28 @@ impl Daemon {
         }
         let mut out = Vec::new();
         self.output.release(upto, |h| out.push(h));
-        let registry = self.poll.registry();
-        let fenced = self.node.is_fenced();
-        let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) else {
-            return;
-        };
-        let mut h = Requests {
-            dom,
-            output: &mut self.output,
-            requests: &mut self.requests,
-            fenced,
-        };
-        for held in out {
-            svc.send(registry, held.client, &held.data, &mut h);
-        }
-        // Room freed: take requests that were waiting.
-        svc.pump(registry, &mut h);
+        self.with_service(|svc, registry, h| {
+            for held in out {
+                svc.send(registry, held.client, &held.data, h);
+            }
+            // Room freed: take requests that were waiting.
+            svc.pump(registry, h);
+        });
     }
 
     /// Take requests that were waiting for something other than output room (the disk's
     /// activity-log record, whose sync just completed).
     pub(crate) fn pump_service(&mut self) {
-        let fenced = self.node.is_fenced();
-        if let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) {
-            let mut h = Requests {
-                dom,
-                output: &mut self.output,
-                requests: &mut self.requests,
-                fenced,
-            };
-            svc.pump(self.poll.registry(), &mut h);
-        }
+        self.with_service(|svc, registry, h| svc.pump(registry, h));
     }
 
     pub(crate) fn on_service(&mut self, t: Token) {
+        self.with_service(|svc, registry, h| svc.on_event(registry, t, h));
+    }
+
+    /// The model service and its requests' handler, when the guest is the model's and its
+    /// service is bound.
+    fn with_service(&mut self, f: impl FnOnce(&mut Service, &mio::Registry, &mut Requests<'_>)) {
         let fenced = self.node.is_fenced();
         if let (Some(svc), Some(dom)) = (self.service.as_mut(), self.dom.model()) {
             let mut h = Requests {
@@ -317,7 +305,7 @@ impl Daemon {
                 requests: &mut self.requests,
                 fenced,
             };
-            svc.on_event(self.poll.registry(), t, &mut h);
+            f(svc, self.poll.registry(), &mut h);
         }
     }
 

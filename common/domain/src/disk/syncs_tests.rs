@@ -7,10 +7,14 @@
 use super::tests_common::{on_disk, primary, Tmp, MB16};
 use super::*;
 
-/// A primary's disk with its syncs on a ring (`None`, and SKIPPED, where the kernel has no
-/// io_uring; under CI that fails).
-fn ringed(c: &DiskConfig, poll: &mio::Poll) -> Option<Disk> {
-    let mut d = primary(c, 1);
+/// A primary's disk of 16 MiB with its syncs on a ring, with its directory, configuration and
+/// the poll the ring is registered with (`None`, and SKIPPED, where the kernel has no io_uring;
+/// under CI that fails).
+fn ringed(tag: &str) -> Option<(Tmp, DiskConfig, mio::Poll, Disk)> {
+    let tmp = Tmp::new(tag);
+    let c = tmp.cfg("p.img", MB16);
+    let poll = mio::Poll::new().unwrap();
+    let mut d = primary(&c, 1);
     d.use_ring(poll.registry(), mio::Token(4));
     if !d.sync_counts().2 {
         assert!(
@@ -20,7 +24,7 @@ fn ringed(c: &DiskConfig, poll: &mio::Poll) -> Option<Disk> {
         eprintln!("SKIPPED: io_uring unavailable here");
         return None;
     }
-    Some(d)
+    Some((tmp, c, poll, d))
 }
 
 /// A guest write, waiting for the activity log's record if it must (as the export does).
@@ -33,10 +37,7 @@ fn write(p: &mut Disk, off: u64, data: &[u8]) {
 
 #[test]
 fn a_flush_is_answered_once_its_sync_is_taken_in_and_later_ones_share_the_next() {
-    let tmp = Tmp::new("ring-flush");
-    let c = tmp.cfg("p.img", MB16);
-    let poll = mio::Poll::new().unwrap();
-    let Some(mut p) = ringed(&c, &poll) else {
+    let Some((_tmp, _c, _poll, mut p)) = ringed("ring-flush") else {
         return;
     };
     write(&mut p, 0, &[1; 4096]);
@@ -65,10 +66,7 @@ fn a_flush_is_answered_once_its_sync_is_taken_in_and_later_ones_share_the_next()
 
 #[test]
 fn a_write_to_a_new_extent_waits_for_the_activity_logs_record_and_changes_nothing_meanwhile() {
-    let tmp = Tmp::new("ring-heat");
-    let c = tmp.cfg("p.img", MB16);
-    let poll = mio::Poll::new().unwrap();
-    let Some(mut p) = ringed(&c, &poll) else {
+    let Some((_tmp, c, _poll, mut p)) = ringed("ring-heat") else {
         return;
     };
     assert_eq!(p.write(4096, &[7; 4096], false), Err(DiskError::Syncing));
@@ -100,10 +98,7 @@ fn a_write_to_a_new_extent_waits_for_the_activity_logs_record_and_changes_nothin
 
 #[test]
 fn the_upkeep_cools_extents_only_once_its_record_is_durable_and_keeps_ones_written_meanwhile() {
-    let tmp = Tmp::new("ring-tick");
-    let c = tmp.cfg("p.img", MB16);
-    let poll = mio::Poll::new().unwrap();
-    let Some(mut p) = ringed(&c, &poll) else {
+    let Some((_tmp, c, _poll, mut p)) = ringed("ring-tick") else {
         return;
     };
     for off in [0, 4 << 20] {
@@ -136,10 +131,7 @@ fn the_upkeep_cools_extents_only_once_its_record_is_durable_and_keeps_ones_writt
 
 #[test]
 fn a_role_change_waits_for_the_record_in_flight() {
-    let tmp = Tmp::new("ring-settle");
-    let c = tmp.cfg("p.img", MB16);
-    let poll = mio::Poll::new().unwrap();
-    let Some(mut p) = ringed(&c, &poll) else {
+    let Some((_tmp, c, _poll, mut p)) = ringed("ring-settle") else {
         return;
     };
     assert_eq!(p.write(0, &[1; 4096], false), Err(DiskError::Syncing));
