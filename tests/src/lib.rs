@@ -23,6 +23,7 @@ pub mod prom;
 pub mod proxy;
 pub mod relay;
 pub mod sim;
+pub mod slowfs;
 pub mod soak;
 pub mod xenrig;
 
