@@ -68,18 +68,23 @@ fn kill9_with_disk_writes_in_flight_the_activated_disk_is_the_checkpoints() {
             })
         })
         .collect();
+    // ... and the workload has written more than 50 blocks (each write to an extent new to the
+    // activity log waits for its record's sync: a turn of this debug build's loop, which
+    // digests the whole disk at every checkpoint for the log).
     let t = std::time::Instant::now();
+    let mut st = pair.primary.status();
     while t.elapsed() < Duration::from_secs(2)
         || done.load(std::sync::atomic::Ordering::Relaxed) < 40
+        || num(&st, "disk_guest_writes") <= 50
     {
         assert!(
             t.elapsed() < Duration::from_secs(120),
-            "PUTs are not being acknowledged\n{}",
+            "PUTs are not being acknowledged, or the disk not written\n{st:?}\n{}",
             pair.logs()
         );
         std::thread::sleep(Duration::from_millis(20));
+        st = pair.primary.status();
     }
-    let st = pair.primary.status();
     assert!(num(&st, "disk_guest_writes") > 50, "{st:?}");
     assert!(num(&st, "disk_log_records") > 0, "{st:?}");
     // The primary dies with PUTs in flight and disk writes in its open epoch.

@@ -7,11 +7,12 @@
 //! served at `disk.nbd_socket` and written and flushed by `qemu-io` (Debian's qemu-utils).
 //! Needs root and /dev/fuse: skipped otherwise, and failed under CI.
 //!
-//! Not yet covered, and so kept out of the first test's way: the activity log's upkeep syncs
-//! the image every 5 s (`TICK` in primary/src/disk.rs), and a guest write that reaches the
-//! image while that sync is in flight is a `pwrite` in the loop; where the file system holds
-//! the file's inode lock for the whole fsync (FUSE does: `fuse_fsync`), that `pwrite` waits for
-//! the sync, and the loop with it. The second test, ignored, shows it.
+//! The second test covers the activity log's upkeep, which syncs the image every 5 s (`TICK` in
+//! primary/src/disk.rs): a guest write that came while that sync was in flight was a `pwrite`
+//! in the loop, and where the file system holds the file's inode lock for the whole fsync (FUSE
+//! does, `fuse_fsync`; so does btrfs) that `pwrite` waited for the sync, and the loop with it.
+//! Guest writes now wait for an image sync in flight outside the loop (`DiskError::Syncing`).
+//! The first test still keeps its runs between upkeeps: it is about the guest's own flushes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -314,12 +315,12 @@ fn a_slow_fsync_does_not_stop_the_primarys_heartbeats() {
     }
 }
 
-/// Known, not yet fixed: the guest writes to its disk just as the activity log's upkeep has
-/// begun its image sync (1 s here). On FUSE the kernel holds the image's inode lock for the
-/// whole fsync, so the primary's `pwrite` of that write, in its loop, waits for the sync: the
-/// heartbeats stop for most of a second, and the standby finds the primary silent.
+/// The guest writes to its disk just as the activity log's upkeep has begun its image sync
+/// (1 s here). On FUSE the kernel holds the image's inode lock for the whole fsync, so a
+/// `pwrite` of that write in the primary's loop would wait for the sync: the heartbeats would
+/// stop for most of a second, and the standby find the primary silent (it did, before guest
+/// writes waited for image syncs in flight outside the loop).
 #[test]
-#[ignore = "known: a guest write while the upkeep's image sync is in flight stalls the primary's loop on FUSE; run with --ignored"]
 fn a_guest_write_during_the_upkeeps_slow_sync_does_not_stop_the_heartbeats() {
     let test = "a_guest_write_during_the_upkeeps_slow_sync_does_not_stop_the_heartbeats";
     let Some(slow) = slow_cluster(test, 1000) else {

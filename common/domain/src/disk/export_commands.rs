@@ -67,9 +67,6 @@ impl NbdExport {
         let mut result = Ok(());
         while p.done < p.len || p.len == 0 {
             let n = (p.len - p.done).min(PIECE);
-            if !dev.can_write(n) {
-                return self.wait();
-            }
             let data = if p.zeroes {
                 &self.zeroes[..n]
             } else {

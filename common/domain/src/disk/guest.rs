@@ -105,6 +105,12 @@ impl Disk {
         if len == 0 {
             return Ok(());
         }
+        if self.image_sync_in_flight() {
+            // On some file systems (FUSE, btrfs) a write waits for the inode's lock, which a
+            // sync holds throughout: in the daemon's loop, that wait would be the sync's.
+            self.stats.waits += 1;
+            return Err(DiskError::Syncing);
+        }
         if self.source.as_ref().is_some_and(|s| s.throttled) {
             self.stats.waits += 1;
             return Err(DiskError::Throttled);
@@ -159,7 +165,9 @@ impl Disk {
             return Ok(());
         }
         let ex = self.geo.extents_of(offset, len);
-        if ex.clone().all(|e| self.al.get(e)) {
+        // In the log, and staying there: a record in flight may be taking extents out (the
+        // upkeep's); a write to one of those waits for it, then puts its extent back.
+        if ex.clone().all(|e| self.al.get(e) && self.stays_in_log(e)) {
             return Ok(());
         }
         self.sync_failure()?;
@@ -243,5 +251,6 @@ impl Disk {
     pub fn can_write(&self, len: usize) -> bool {
         !self.source.as_ref().is_some_and(|s| s.throttled)
             && (!self.journaling || self.journal.check(len).is_ok())
+            && !self.image_sync_in_flight()
     }
 }

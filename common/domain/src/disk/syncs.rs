@@ -46,8 +46,11 @@ pub(super) struct Syncs {
     /// The record written whose sync is in flight (adopted once it is durable).
     record: Option<Meta>,
     /// The activity log's upkeep waiting for image sync `ticket`: extents all of whose
-    /// writes are at or before `acked` then leave the log.
+    /// writes are at or before `upto` then leave the log.
     tick: Option<(u64, u64)>,
+    /// The open checkpoint at the last upkeep (`None` before the first): an extent written
+    /// since stays in the log, so a busy extent is not cooled and heated again every upkeep.
+    last_tick_open: Option<u64>,
     /// Counters: image syncs, record syncs.
     pub(super) image_syncs: u64,
     pub(super) record_syncs: u64,
@@ -119,6 +122,20 @@ impl Disk {
             Some(e) => Err(e.clone()),
             None => Ok(()),
         }
+    }
+
+    /// Whether an image sync is in flight: guest writes wait for it (a write may wait for the
+    /// inode's lock a sync holds, and the loop with it), as they do for a guest's flush.
+    pub(super) fn image_sync_in_flight(&self) -> bool {
+        self.syncs.begun > self.syncs.done
+    }
+
+    /// Whether extent `e` is in the log of the record in flight, if one is.
+    pub(super) fn stays_in_log(&self, e: u64) -> bool {
+        self.syncs.record.as_ref().is_none_or(|m| {
+            m.al.get((e / 64) as usize)
+                .is_some_and(|w| w >> (e % 64) & 1 == 1)
+        })
     }
 
     /// Whether a record's sync is in flight (a write to a new extent waits for it).
@@ -249,32 +266,34 @@ impl Disk {
     }
 
     /// Periodic upkeep of a primary's disk (about once a second): extents whose every write
-    /// is acknowledged leave the activity log, after an `fdatasync` of the image (only then is
-    /// their content the acknowledged one even across a power loss), and `base` moves up to the
-    /// acknowledged checkpoint. Does nothing when nothing would leave, or while the last
-    /// upkeep is under way.
+    /// is acknowledged, and not written since the last upkeep, leave the activity log, after
+    /// an `fdatasync` of the image (only then is their content the acknowledged one even across
+    /// a power loss), and `base` moves up to the checkpoint that covers. Does nothing when
+    /// nothing would leave, or while the last upkeep is under way.
     pub fn tick(&mut self) -> Result<(), DiskError> {
         if self.meta.role != Role::Primary || self.syncs.tick.is_some() {
             return Ok(());
         }
-        if !self
-            .al
-            .ones()
-            .any(|e| self.tracks.extent_lw(e) <= self.acked)
-        {
+        let upto = self.acked.min(
+            self.syncs
+                .last_tick_open
+                .map_or(u64::MAX, |o| o.saturating_sub(1)),
+        );
+        self.syncs.last_tick_open = Some(self.open);
+        if !self.al.ones().any(|e| self.tracks.extent_lw(e) <= upto) {
             return Ok(());
         }
         let ticket = self.start_flush()?;
-        self.syncs.tick = Some((ticket, self.acked));
+        self.syncs.tick = Some((ticket, upto));
         self.tick_on()
     }
 
     /// The upkeep's next step, once its image sync is done and no record is in flight: the
-    /// record without the extents whose writes are all at or before the acknowledged
-    /// checkpoint it planned with (a write since then is not covered by the sync: it belongs
-    /// to a later checkpoint, so its extent stays).
+    /// record without the extents whose writes are all at or before the checkpoint it planned
+    /// with (a write since then is not covered by the sync: it belongs to a later checkpoint,
+    /// so its extent stays).
     fn tick_on(&mut self) -> Result<(), DiskError> {
-        let Some((ticket, acked)) = self.syncs.tick else {
+        let Some((ticket, upto)) = self.syncs.tick else {
             return Ok(());
         };
         if self.record_in_flight() {
@@ -290,7 +309,7 @@ impl Disk {
         }
         let mut al = self.al.clone();
         for e in self.al.ones() {
-            if self.tracks.extent_lw(e) <= acked {
+            if self.tracks.extent_lw(e) <= upto {
                 al.clear(e);
             }
         }
@@ -299,7 +318,7 @@ impl Disk {
         }
         let mut m = self.meta.clone();
         m.al = al.words().to_vec();
-        m.base = acked;
+        m.base = upto;
         self.write_record(m).map_err(|e| self.failed(e))
     }
 }

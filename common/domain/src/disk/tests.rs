@@ -416,6 +416,17 @@ fn the_activity_log_is_written_before_a_new_extent_and_cools_after_acks() {
     );
     p.acked(2);
     p.tick().unwrap();
+    assert_eq!(
+        on_disk(&c),
+        (vec![1], 1),
+        "written since the last upkeep (checkpoint 2): it stays, so a busy extent is not cooled and heated again"
+    );
+    // Checkpoint 2 was open at that upkeep (a write of it may have come after): it leaves once
+    // an upkeep has passed with a later checkpoint open and no write to it since.
+    p.set_open(3);
+    p.tick().unwrap();
+    assert_eq!(on_disk(&c), (vec![1], 1));
+    p.tick().unwrap();
     assert_eq!(on_disk(&c), (vec![], 2));
     assert_eq!(p.hot_extents(), 0);
 }
