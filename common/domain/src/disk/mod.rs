@@ -58,8 +58,9 @@
 //! it wrote in epochs never acknowledged are copied back from the new primary. Extents leave the
 //! log once every write to them is acknowledged and durable and none came since the last upkeep
 //! ([`Disk::tick`], which syncs the image first; a busy extent is not cooled and heated again at
-//! every upkeep). The syncs run off the daemon's loop (`syncs.rs`). At a clean step-down or hand-over the exact table is persisted instead
-//! ([`Disk::persist_table`]): the report is then per track.
+//! every upkeep). The syncs run off the daemon's loop (`syncs.rs`). At a clean step-down or
+//! hand-over the exact table is persisted instead ([`Disk::persist_table`]): the report is then
+//! per track.
 //!
 //! **Resynchronisation** (after a reconnect, a standby restart, a rejoin after failover) sends
 //! only those tracks: the primary plans from the standby's report ([`Disk::plan`]), copies the
