@@ -26,7 +26,7 @@ pub fn export(e: &mut Exposition, prefix: &str, disk: &Disk, nbd: Option<&NbdExp
         "bytes of the guest's disk writes",
         st.bytes,
     );
-    c(e, "disk_waits_total", "guest disk writes that waited (the epoch's journal full, or a resynchronisation catching up)", st.waits);
+    c(e, "disk_waits_total", "guest disk writes that waited (the epoch's journal full, a resynchronisation catching up, or a sync in flight)", st.waits);
     c(
         e,
         "disk_errors_total",

@@ -134,7 +134,8 @@ pub struct DiskStats {
     pub writes: u64,
     /// Their bytes.
     pub bytes: u64,
-    /// Guest writes refused to wait (journal full, resynchronisation catching up).
+    /// Guest writes refused to wait (journal full, resynchronisation catching up, a sync in
+    /// flight).
     pub waits: u64,
     /// I/O errors.
     pub errors: u64,

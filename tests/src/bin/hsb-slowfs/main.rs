@@ -113,6 +113,23 @@ impl SlowFs {
         Ok(self.path(parent)?.join(name))
     }
 
+    /// `unlink` and `rmdir`: `remove` the backing entry.
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: fuser::ReplyEmpty,
+        remove: fn(&Path) -> std::io::Result<()>,
+    ) {
+        match self
+            .child(parent, name)
+            .and_then(|p| remove(&p).map_err(errno))
+        {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
     /// This file system's inode number for the backing file at `path`, as `m` describes it.
     fn ino_of(&self, path: &Path, m: &Metadata) -> u64 {
         let mut i = lock(&self.inodes);
