@@ -113,6 +113,24 @@ impl SlowFs {
         Ok(self.path(parent)?.join(name))
     }
 
+    /// `mknod` and `mkdir`: `create` the backing entry, and answer with its attributes.
+    fn make(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        reply: fuser::ReplyEntry,
+        create: impl FnOnce(&Path) -> std::io::Result<()>,
+    ) {
+        let r = self.child(parent, name).and_then(|p| {
+            create(&p).map_err(errno)?;
+            self.entry(&p)
+        });
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, fuser::Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
     /// `unlink` and `rmdir`: `remove` the backing entry.
     fn remove(
         &self,

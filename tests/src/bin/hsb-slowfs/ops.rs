@@ -67,19 +67,14 @@ impl Filesystem for SlowFs {
         if mode & S_IFMT != S_IFREG {
             return reply.error(Errno::EPERM);
         }
-        let r = self.child(parent, name).and_then(|p| {
+        self.make(parent, name, reply, |p| {
             OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(mode & !umask & 0o7777)
-                .open(&p)
-                .map_err(errno)?;
-            self.entry(&p)
+                .open(p)
+                .map(drop)
         });
-        match r {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn mkdir(
@@ -91,17 +86,11 @@ impl Filesystem for SlowFs {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = self.child(parent, name).and_then(|p| {
+        self.make(parent, name, reply, |p| {
             std::fs::DirBuilder::new()
                 .mode(mode & !umask & 0o7777)
-                .create(&p)
-                .map_err(errno)?;
-            self.entry(&p)
+                .create(p)
         });
-        match r {
-            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
-            Err(e) => reply.error(e),
-        }
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
