@@ -476,12 +476,14 @@ fn the_demo_runs() {
 /// A demo whose standby takes over before any fault says so, not "on a link cut" (a CI
 /// rehearsal, 2026-12-07: a debug primary stalled beside a heavy job was read as a crash before
 /// the cut, and the demo blamed the cut), and keeps its directory: the logs are the evidence.
-/// `HSB_DEMO_FREEZE_PRIMARY_MS` stops hsb-primary for a second, as a starved daemon stops.
+/// `HSB_DEMO_FREEZE_PRIMARY_MS` stops hsb-primary for three seconds, as a starved daemon stops
+/// (one second was not always enough for the witnesses' round under a full test run's load:
+/// the primary was back before the takeover).
 #[test]
 fn the_demo_names_a_takeover_before_any_fault_and_keeps_its_evidence() {
     let _one = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(bin("hsb-demo"))
-        .env("HSB_DEMO_FREEZE_PRIMARY_MS", "1000")
+        .env("HSB_DEMO_FREEZE_PRIMARY_MS", "3000")
         .env_remove("HSB_KEEP_TEST_DIRS")
         .output()
         .expect("hsb-demo");
