@@ -16,13 +16,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hsb_tests::cluster::{Cluster, ClusterOpts};
-use hsb_tests::nbdclient::{have_qemu_io, image_bytes};
+use hsb_tests::nbdclient::{have_qemu_io, image_bytes, qemu_io_within};
 use hsb_tests::slowfs::SlowFs;
 use hsb_tests::{num, parse_status};
 
@@ -77,26 +76,6 @@ fn slow_cluster(test: &str, fsync_ms: u64) -> Option<Slow> {
     }
     cl.wait_witnesses_ready();
     Some(Slow { cl, sock, fs })
-}
-
-/// `qemu-io` on the export, bounded in time (a stuck export ends it rather than hanging the
-/// test): whether it succeeded, and its output.
-fn qemu_io_within(secs: u32, sock: &Path, cmds: &[String]) -> (bool, String) {
-    let mut c = Command::new("timeout");
-    c.args([&secs.to_string(), "qemu-io", "-f", "raw"]);
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    c.arg(format!("nbd+unix:///?socket={}", sock.display()));
-    let o = c.output().expect("run qemu-io");
-    let text = format!(
-        "{}{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr),
-        o.status
-    );
-    let ok = o.status.success() && !text.contains("failed") && !text.contains("error");
-    (ok, text)
 }
 
 /// [`qemu_io_within`] 30 s, asserted successful.

@@ -34,19 +34,50 @@ pub fn qemu_io(sock: &Path, cmds: &[&str]) -> String {
 /// `qemu-io` on the export with `cmds`: whether it exited successfully, and its output (for
 /// commands that fail).
 pub fn qemu_io_any(sock: &Path, cmds: &[&str]) -> (bool, String) {
-    let mut c = Command::new("qemu-io");
-    c.args(["-f", "raw"]);
-    for cmd in cmds {
-        c.args(["-c", cmd]);
-    }
-    c.arg(format!("nbd+unix:///?socket={}", sock.display()));
-    let o = c.output().expect("run qemu-io");
+    let o = qemu_io_output(None, sock, cmds);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
     (o.status.success(), text)
+}
+
+/// `qemu-io` on the export with `cmds`, bounded in time (a stuck export ends it rather than
+/// hanging the test): whether it succeeded, free of failures, and its output with its exit
+/// status.
+pub fn qemu_io_within(secs: u32, sock: &Path, cmds: &[String]) -> (bool, String) {
+    let o = qemu_io_output(Some(secs), sock, cmds);
+    let text = format!(
+        "{}{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        o.status
+    );
+    let ok = o.status.success() && !text.contains("failed") && !text.contains("error");
+    (ok, text)
+}
+
+/// Run `qemu-io` on the export with `cmds` (under `timeout` when `within` seconds are given).
+fn qemu_io_output(
+    within: Option<u32>,
+    sock: &Path,
+    cmds: &[impl AsRef<str>],
+) -> std::process::Output {
+    let mut c = match within {
+        Some(secs) => {
+            let mut c = Command::new("timeout");
+            c.args([secs.to_string(), "qemu-io".into()]);
+            c
+        }
+        None => Command::new("qemu-io"),
+    };
+    c.args(["-f", "raw"]);
+    for cmd in cmds {
+        c.args(["-c", cmd.as_ref()]);
+    }
+    c.arg(format!("nbd+unix:///?socket={}", sock.display()));
+    c.output().expect("run qemu-io")
 }
 
 /// A pair whose primary serves its guest's disk at the returned socket.

@@ -375,20 +375,19 @@ impl NbdExport {
                             }
                             Op::Flush => {
                                 self.stats.flushes += 1;
-                                match dev.as_deref_mut().map(|d| d.start_flush()) {
-                                    Some(Ok(ticket)) => {
+                                let started = dev
+                                    .as_deref_mut()
+                                    .map_or_else(|| Err(no_disk()), |d| d.start_flush());
+                                match started {
+                                    Ok(ticket) => {
                                         c.flushing = Some(Flushing {
                                             cookie,
                                             used,
                                             ticket,
                                         })
                                     }
-                                    Some(Err(e)) => {
+                                    Err(e) => {
                                         self.answer(cookie, Err(e));
-                                        self.drain(used);
-                                    }
-                                    None => {
-                                        self.answer(cookie, Err(no_disk()));
                                         self.drain(used);
                                     }
                                 }

@@ -170,20 +170,15 @@ impl Disk {
     /// and `m` becomes the disk's record (and activity log) when it completes.
     pub(super) fn write_record(&mut self, m: Meta) -> Result<(), DiskError> {
         debug_assert!(self.syncs.record.is_none());
-        if self.syncs.ring.is_none() {
+        let Some(ring) = self.syncs.ring.as_mut() else {
             self.syncs.record_syncs += 1;
             self.write_meta(m)?;
             self.al = Bitmap::from_words(self.meta.al.clone(), self.geo.extents);
             return Ok(());
-        }
-        self.mf.put(&m)?;
-        let r = match self.syncs.ring.as_mut() {
-            Some(ring) => ring.datasync(self.mf.file(), META),
-            None => Ok(()),
         };
-        if let Err(e) = r {
-            return Err(io_err("sync", self.mf.path(), e));
-        }
+        self.mf.put(&m)?;
+        ring.datasync(self.mf.file(), META)
+            .map_err(|e| io_err("sync", self.mf.path(), e))?;
         self.syncs.record = Some(m);
         Ok(())
     }
