@@ -19,6 +19,7 @@ pub mod man;
 pub mod nbdclient;
 pub mod netns;
 pub mod nodecase;
+pub mod pagetrace;
 pub mod prom;
 pub mod proxy;
 pub mod relay;

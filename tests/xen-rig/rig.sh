@@ -6,6 +6,7 @@
 #   rig.sh run [-t S] HOST CMD   run CMD in HOST's dom0 (1|2|host1|host2) in a subshell; prints its
 #                                output, returns its status (124 after S s, default 300: Ctrl-C sent)
 #   rig.sh push HOST SRC DST     copy a local file into HOST's dom0 (over the rig network)
+#   rig.sh pull HOST SRC DST     copy a file of HOST's dom0 here (over the rig network)
 #   rig.sh guest-up HOST [disk|CFG]  xl create the guest on HOST (`disk`: hsb-guest-disk.cfg, its
 #                                data disk /dev/nbd0 as xvdb), wait until its counter answers
 #   rig.sh disk-serve HOST [SIZE]  hsb-primary (model backend) in HOST's dom0 as the NBD server of a
@@ -252,6 +253,28 @@ cmd_push() { # HOST SRC DST
     fi
 }
 
+cmd_pull() { # HOST SRC DST
+    local n src=${2:-} dst=${3:-} port
+    n=$(host_n "${1:-}")
+    [ -n "$src" ] && [ -n "$dst" ] || die "pull: usage: pull HOST SRC DST"
+    port=$((20000 + RANDOM % 20000))
+    rm -f "$dst.tmp"
+    nsx timeout 600 socat -u "TCP-LISTEN:$port,bind=$MACHINE_IP,reuseaddr" "CREATE:$dst.tmp" &
+    local lp=$!
+    sleep 0.5
+    local want
+    if want=$(cmd_run -t 600 "$n" "[ -f $src ] || { echo 'no file $src'; exit 1; }; socat -u FILE:$src TCP:$MACHINE_IP:$port,retry=10 && stat -c %s $src"); then
+        wait "$lp" 2>/dev/null || true
+        want=$(printf '%s' "$want" | tail -n1 | tr -d '\r')
+        [ "$(stat -c %s "$dst.tmp" 2>/dev/null)" = "$want" ] || die "pull from host$n: got $(stat -c %s "$dst.tmp" 2>/dev/null || echo no) bytes of $want"
+        mv "$dst.tmp" "$dst"
+        ls -l "$dst"
+    else
+        kill "$lp" 2>/dev/null || true
+        die "pull from host$n failed: $want"
+    fi
+}
+
 counter() { # REQ -> reply line(s)
     nsx timeout 10 socat -t 2 -T 5 - "TCP:$GUEST_IP:$GUEST_PORT,connect-timeout=3" <<<"$1" 2>/dev/null
 }
@@ -453,6 +476,7 @@ case "$cmd" in
     down) cmd_down ;;
     run) cmd_run "$@" ;;
     push) cmd_push "$@" ;;
+    pull) cmd_pull "$@" ;;
     guest-up) cmd_guest_up "$@" ;;
     disk-serve) cmd_disk_serve "$@" ;;
     disk-attach) cmd_disk_attach "$@" ;;

@@ -19,6 +19,7 @@ mod memory;
 mod pause;
 mod pipeline;
 mod stats;
+mod trace;
 
 use daemons::section_1b;
 use latency::section_3;
@@ -135,6 +136,13 @@ pub fn main() -> std::process::ExitCode {
         progress("9: disk replication");
         let cpu = Cpu::now();
         let text = disk::section_9().unwrap_or_else(failed("9. Disk replication"));
+        out.section(&text, cpu);
+    }
+    if run("11") {
+        progress("11: page encoding on recorded traces");
+        let cpu = Cpu::now();
+        let text =
+            trace::section_11().unwrap_or_else(failed("11. Page encoding on recorded traces"));
         out.section(&text, cpu);
     }
     out.emit(&format!(

@@ -20,6 +20,8 @@
 //! hsb-xen-e2e [smoke|all] [--keep]     smoke: protect + F1; all: protect + F2 + heal + F1
 //! hsb-xen-e2e isolate [--keep]         protect + host 1 isolated alive (fence, failover) + heal
 //! hsb-xen-e2e remus                    the same guest under `xl remus` (the baseline): F1, F2
+//! hsb-xen-e2e trace [N] [--keep]       record N (300) checkpoints' dirty pages of the guest
+//!                                      running redis, and replay them (tests/data)
 //! hsb-xen-e2e client ADDR SECONDS      (internal) the client, run inside the rig namespace
 //! hsb-xen-e2e probe ADDR SECONDS       (internal) the reply-time probe, likewise
 //! ```

@@ -15,6 +15,7 @@ mod diskbench;
 mod etc;
 mod remus;
 mod run;
+mod trace;
 
 use client::{check_puts, client, probe, putter};
 use remus::remus;
@@ -190,6 +191,8 @@ enum Mode {
     /// the guest, F2 with an incremental disk resync, F1; every acknowledged PUT on the
     /// replica, its file system clean.
     Disk,
+    /// A page trace of the guest running redis (issue 16.2), recorded and replayed.
+    Trace,
 }
 
 struct KillOnDrop(Child);
@@ -241,18 +244,22 @@ pub fn main() -> ExitCode {
         Mode::Disk
     } else if args.iter().any(|a| a == "disk-bench") {
         Mode::DiskBench
+    } else if args.iter().any(|a| a == "trace") {
+        Mode::Trace
     } else {
         Mode::All
     };
     let baseline = args.iter().any(|a| a == "remus");
     let keep = args.iter().any(|a| a == "--keep");
+    // `trace N`: how many checkpoints to record.
+    let count = args.iter().find_map(|a| a.parse::<u64>().ok());
     if let Some(bad) = args.iter().find(|a| {
         !matches!(
             a.as_str(),
-            "smoke" | "all" | "isolate" | "disk" | "disk-bench" | "remus" | "--keep"
-        )
+            "smoke" | "all" | "isolate" | "disk" | "disk-bench" | "trace" | "remus" | "--keep"
+        ) && (mode != Mode::Trace || !a.parse::<u64>().is_ok_and(|n| (2..=10_000).contains(&n)))
     }) {
-        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|disk|disk-bench|remus] [--keep]");
+        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|disk|disk-bench|trace [CHECKPOINTS, 2 to 10000]|remus] [--keep]");
         return ExitCode::from(2);
     }
     let started = Instant::now();
@@ -264,6 +271,8 @@ pub fn main() -> ExitCode {
         disk::run_disk(keep)
     } else if mode == Mode::DiskBench {
         diskbench::run_disk_bench(keep)
+    } else if mode == Mode::Trace {
+        trace::run_trace(keep, count.unwrap_or(300))
     } else {
         run(mode, keep)
     };
@@ -282,6 +291,7 @@ pub fn main() -> ExitCode {
                 Mode::Isolate => "hsb, host 1 isolated",
                 Mode::Disk => "hsb, a guest with a replicated ext4 disk",
                 Mode::DiskBench => "hsb, disk write benchmark",
+                Mode::Trace => "a page trace of the guest running redis",
             }
         },
         started.elapsed().as_secs_f64()

@@ -1,0 +1,191 @@
+//! `hsb-page-trace`: record a running Xen guest's dirty pages, checkpoint by checkpoint, the way
+//! hsb-primary takes them (cooperative suspend, log-dirty bitmap, pages read through a read-only
+//! mapping, resume), into a page trace (`hsb_tests::pagetrace`). A test tool for dom0: the trace
+//! is replayed through the real checkpoint path by `hsb-bench` section 11 and
+//! `tests/page_trace.rs`. `just xen-trace` records one on the Xen rig.
+//!
+//! ```text
+//! hsb-page-trace DOMAIN OUT [--checkpoints N] [--period MS] [--note TEXT]
+//! ```
+//!
+//! DOMAIN is a name or id; N checkpoints (default 300), one every MS milliseconds (default 200,
+//! the rig's checkpoint period under TCG) measured from one suspend to the next. It must not run
+//! beside hsb-primary or `xl remus` on the same guest (each owns the guest's log-dirty
+//! tracking). The guest is resumed on every path out; progress goes to stderr, a summary line to
+//! stdout. Exit status: 0 recorded, 1 failed (the file holds the checkpoints recorded before),
+//! 2 bad arguments.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use hsb_domain::domain::CheckpointSource;
+use hsb_domain::xen::{resolve, DomainRef, XenSource};
+use hsb_domain::PAGE_SIZE;
+use hsb_tests::pagetrace::{TraceCheckpoint, TraceHeader, TraceWriter};
+
+const USAGE: &str =
+    "usage: hsb-page-trace DOMAIN OUT [--checkpoints N] [--period MS] [--note TEXT]";
+/// Bounds on the arguments.
+const MAX_CHECKPOINTS: u64 = 100_000;
+const MAX_PERIOD_MS: u64 = 60_000;
+/// How long the guest has to reach its suspend point.
+const SUSPEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Args {
+    domain: DomainRef,
+    out: String,
+    checkpoints: u64,
+    period: Duration,
+    note: String,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut pos = Vec::new();
+    let (mut checkpoints, mut period_ms, mut note) = (300u64, 200u64, String::new());
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = |what: &str| {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("{a} needs {what}"))
+        };
+        match a.as_str() {
+            "--checkpoints" => {
+                checkpoints = value("a count")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (2..=MAX_CHECKPOINTS).contains(n))
+                    .ok_or(format!(
+                        "--checkpoints: a count from 2 to {MAX_CHECKPOINTS}"
+                    ))?;
+            }
+            "--period" => {
+                period_ms = value("milliseconds")?
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PERIOD_MS).contains(n))
+                    .ok_or(format!("--period: milliseconds from 1 to {MAX_PERIOD_MS}"))?;
+            }
+            "--note" => note = value("a text")?,
+            s if s.starts_with('-') => return Err(format!("unknown option '{s}'")),
+            _ => pos.push(a.clone()),
+        }
+    }
+    let [domain, out] = <[String; 2]>::try_from(pos)
+        .map_err(|p| format!("expected DOMAIN and OUT, got {} arguments", p.len()))?;
+    Ok(Args {
+        domain: match domain.parse() {
+            Ok(id) => DomainRef::Id(id),
+            Err(_) => DomainRef::Name(domain),
+        },
+        out,
+        checkpoints,
+        period: Duration::from_millis(period_ms),
+        note,
+    })
+}
+
+/// Suspend, take the dirty pages, resume: the guest is resumed whatever failed in between.
+fn take(src: &mut XenSource, c: &mut TraceCheckpoint) -> Result<(), String> {
+    src.suspend().map_err(|e| e.to_string())?;
+    c.pfns.clear();
+    let taken = src
+        .take_dirty(false, &mut c.pfns)
+        .and_then(|()| {
+            c.data.resize(c.pfns.len() * PAGE_SIZE, 0);
+            src.read_pages(&c.pfns, &mut c.data)
+        })
+        .map_err(|e| e.to_string());
+    let resumed = src.resume().map_err(|e| format!("resume: {e}"));
+    taken.and(resumed)
+}
+
+fn record(a: &Args) -> Result<String, String> {
+    let domid = resolve(&a.domain).map_err(|e| e.to_string())?;
+    let mut src = XenSource::open(domid, SUSPEND_TIMEOUT, &mut || {})
+        .map_err(|e| format!("attach to {}: {e}", a.domain))?;
+    let mut c = TraceCheckpoint {
+        pfns: Vec::with_capacity(src.max_pages() as usize),
+        ..TraceCheckpoint::default()
+    };
+    let header = TraceHeader {
+        pfn_limit: src.pages(),
+        ram_pages: src.max_pages(),
+        period_us: a.period.as_micros() as u64,
+        note: a.note.clone(),
+    };
+    let file = File::create(&a.out).map_err(|e| format!("create {}: {e}", a.out))?;
+    let mut w = TraceWriter::new(BufWriter::new(file), header).map_err(|e| e.to_string())?;
+    eprintln!(
+        "hsb-page-trace: {} (domain {domid}, {} RAM pages, frames below {}): {} checkpoints every {:?} into {}",
+        a.domain,
+        src.max_pages(),
+        src.pages(),
+        a.checkpoints,
+        a.period,
+        a.out
+    );
+    let started = Instant::now();
+    let mut last = started;
+    let (mut pages, mut pause_max) = (0u64, Duration::ZERO);
+    for i in 1..=a.checkpoints {
+        if let Some(wait) = (last + a.period).checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let t = Instant::now();
+        take(&mut src, &mut c).map_err(|e| format!("checkpoint {i}: {e}"))?;
+        let pause = t.elapsed();
+        c.interval_us = t.duration_since(last).as_micros() as u64;
+        c.pause_us = pause.as_micros() as u64;
+        last = t;
+        w.add(&c).map_err(|e| format!("checkpoint {i}: {e}"))?;
+        pages += c.pfns.len() as u64;
+        pause_max = pause_max.max(pause);
+        if i % 20 == 0 || i == a.checkpoints {
+            eprintln!(
+                "hsb-page-trace: {i}/{} checkpoints, {pages} pages, trace {:.1} MiB, longest pause {:.0} ms",
+                a.checkpoints,
+                w.written as f64 / 1048576.0,
+                pause_max.as_secs_f64() * 1e3
+            );
+        }
+    }
+    let written = w.written;
+    w.finish().map_err(|e| e.to_string())?;
+    Ok(format!(
+        "recorded {} checkpoints of {} over {:.1} s: {pages} dirty pages ({:.1} MiB) in a trace of {:.2} MiB ({})",
+        a.checkpoints,
+        a.domain,
+        started.elapsed().as_secs_f64(),
+        (pages * PAGE_SIZE as u64) as f64 / 1048576.0,
+        written as f64 / 1048576.0,
+        a.out
+    ))
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    let a = match parse(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("hsb-page-trace: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match record(&a) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hsb-page-trace: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
