@@ -116,9 +116,11 @@ xen-e2e *args: static xen-rig-images
 
 # The same guest under `xl remus` (the baseline) on the same rig: F1 and F2; `disk`: the guest
 # with the same ext4 data disk, F1 (xl remus as Debian ships it, without DRBD).
-# A page trace of the rig's guest running redis under load (issue 16.2): `just xen-trace [N]`
-# records N checkpoints (default 300) into target/xen-rig/trace/redis.hsbtrace and replays it;
-# copy it to tests/data/xen-rig-redis.hsbtrace to make it the test data.
+# A page trace of the rig's guest running redis under load (issue 16.2): `just xen-trace [N]
+# [bench|values=B] [period=MS]` records N checkpoints (default 300), one every MS ms (default
+# 200), with random values of up to B bytes (default 1024; `bench`: redis-benchmark instead)
+# into target/xen-rig/trace/ and replays it;
+# copy it to tests/data/ (xen-rig-*.hsbtrace) to keep it as test data (hsb-bench section 11).
 xen-trace *args: static xen-rig-images
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --target {{target}} -p hsb-tests --bin hsb-page-trace
     cargo build --release -p hsb-tests --bin hsb-xen-e2e

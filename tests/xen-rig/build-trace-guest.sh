@@ -32,14 +32,17 @@ cp /usr/bin/redis-check-rdb "$G/bin/redis-server"
 for lib in $(ldd /usr/bin/redis-check-rdb | grep -o '/[^ ]*'); do
     mkdir -p "$G$(dirname "$lib")"
     cp -L "$lib" "$G$lib"
+    # The initramfs stays in the guest's RAM: no symbols.
+    strip --strip-unneeded "$G$lib" 2>/dev/null || true
 done
+strip --strip-unneeded "$G/bin/redis-server"
 # The lib64 loader path the binary names.
 [ -e "$G/lib64/ld-linux-x86-64.so.2" ] || die "the dynamic loader was not copied"
 # Start redis before the counter when asked: no persistence (RAM only, like the counter).
 grep -q '^(while true; do /bin/hsb-guest-counter' "$G/init" || die "the guest's /init has changed: no counter line to start redis before"
 sed -i '/^(while true; do \/bin\/hsb-guest-counter/i\
 if grep -q "hsb.workload=redis" /proc/cmdline; then\
-    redis-server --bind 0.0.0.0 --port 6379 --protected-mode no --save "" --appendonly no --daemonize yes --logfile /tmp/redis.log \&\& echo "HSB-GUEST-WORKLOAD redis on port 6379"\
+    redis-server --bind 0.0.0.0 --port 6379 --protected-mode no --save "" --appendonly no --maxmemory 24mb --maxmemory-policy allkeys-lru --daemonize yes --logfile /tmp/redis.log \&\& echo "HSB-GUEST-WORKLOAD redis on port 6379"\
 fi' "$G/init"
 (cd "$G" && find . -print0 | cpio --null -o -H newc --quiet -R 0:0) >"$RIG/guest-redis-initrd.cpio"
 sed -e 's|guest-initrd.cpio|guest-redis-initrd.cpio|' \

@@ -216,6 +216,19 @@ pub fn main() -> ExitCode {
             }
         };
     }
+    if args.first().map(String::as_str) == Some("redis-load") {
+        return match (
+            args.get(1),
+            args.get(2).and_then(|s| s.parse().ok()),
+            args.get(3).and_then(|s| s.parse().ok()),
+        ) {
+            (Some(a), Some(secs), Some(bytes)) => trace::redis_load(a, secs, bytes),
+            _ => {
+                eprintln!("usage: hsb-xen-e2e redis-load ADDR SECONDS VALUE_BYTES");
+                ExitCode::from(2)
+            }
+        };
+    }
     if let Some(sub @ ("client" | "putter" | "check-puts")) = args.first().map(String::as_str) {
         return match (args.get(1), args.get(2).and_then(|s| s.parse().ok())) {
             (Some(a), Some(n)) => match sub {
@@ -253,13 +266,36 @@ pub fn main() -> ExitCode {
     let keep = args.iter().any(|a| a == "--keep");
     // `trace N`: how many checkpoints to record.
     let count = args.iter().find_map(|a| a.parse::<u64>().ok());
+    // `trace ... bench`: redis-benchmark's load; `trace ... values=B`: random values up to B;
+    // `trace ... period=MS`: a checkpoint every MS milliseconds.
+    let period = args
+        .iter()
+        .find_map(|a| a.strip_prefix("period=")?.parse().ok())
+        .unwrap_or(trace::PERIOD_MS);
+    let load = if args.iter().any(|a| a == "bench") {
+        trace::Load::Benchmark
+    } else {
+        trace::Load::Random(
+            args.iter()
+                .find_map(|a| a.strip_prefix("values=")?.parse().ok())
+                .unwrap_or(1024),
+        )
+    };
     if let Some(bad) = args.iter().find(|a| {
         !matches!(
             a.as_str(),
             "smoke" | "all" | "isolate" | "disk" | "disk-bench" | "trace" | "remus" | "--keep"
-        ) && (mode != Mode::Trace || !a.parse::<u64>().is_ok_and(|n| (2..=10_000).contains(&n)))
+        ) && (mode != Mode::Trace
+            || !(a.parse::<u64>().is_ok_and(|n| (2..=10_000).contains(&n))
+                || a.as_str() == "bench"
+                || a.strip_prefix("period=")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| (10..=10_000).contains(&v))
+                || a.strip_prefix("values=")
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .is_some_and(|v| (16..=65536).contains(&v))))
     }) {
-        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|disk|disk-bench|trace [CHECKPOINTS, 2 to 10000]|remus] [--keep]");
+        eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|disk|disk-bench|trace [CHECKPOINTS, 2 to 10000] [bench|values=BYTES, 16 to 65536] [period=MS, 10 to 10000]|remus] [--keep]");
         return ExitCode::from(2);
     }
     let started = Instant::now();
@@ -272,7 +308,7 @@ pub fn main() -> ExitCode {
     } else if mode == Mode::DiskBench {
         diskbench::run_disk_bench(keep)
     } else if mode == Mode::Trace {
-        trace::run_trace(keep, count.unwrap_or(300))
+        trace::run_trace(keep, count.unwrap_or(300), period, load)
     } else {
         run(mode, keep)
     };

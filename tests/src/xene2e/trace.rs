@@ -17,8 +17,8 @@ use super::run::boot;
 use super::{log, ns, rig, wait, Fail, KillOnDrop, Report, GUEST};
 
 const GUEST_IP: &str = "10.99.0.21";
-/// The rig's checkpoint period under TCG (`checkpoint_period` of the rig's primary).
-const PERIOD_MS: u64 = 200;
+/// The rig's checkpoint period under TCG (`checkpoint_period` of the rig's primary): the default.
+pub(super) const PERIOD_MS: u64 = 200;
 /// How long redis-benchmark runs before the recording starts.
 const WARM_UP: Duration = Duration::from_secs(30);
 /// redis-benchmark's requests: keys, hash fields and counters drawn from 100,000 (bounded
@@ -49,6 +49,15 @@ fn ns_cmd(program: &str) -> Command {
     c
 }
 
+/// Whether the guest's redis answers PING (from the rig's namespace).
+fn redis_answers() -> bool {
+    ns_cmd("redis-cli")
+        .args(["-h", GUEST_IP, "ping"])
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+}
+
 /// One replay's line of the report.
 fn line(what: &str, s: &ReplayStats, plain: &ReplayStats) -> String {
     format!(
@@ -62,7 +71,42 @@ fn line(what: &str, s: &ReplayStats, plain: &ReplayStats) -> String {
     )
 }
 
-pub(super) fn run_trace(keep: bool, checkpoints: u64) -> Result<Report, Fail> {
+/// The load on the guest's redis while a trace is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Load {
+    /// redis-benchmark (`BENCH_ARGS`): 64-byte values of one repeated letter.
+    Benchmark,
+    /// [`redis_load`]: random printable values of up to this many bytes.
+    Random(usize),
+}
+
+impl Load {
+    /// The trace's file name here, without the period and extension.
+    fn file(self) -> String {
+        match self {
+            Load::Benchmark => "redis-benchmark".into(),
+            Load::Random(b) => format!("redis-random-{b}"),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            Load::Benchmark => format!("redis-benchmark {}", BENCH_ARGS.join(" ")),
+            Load::Random(b) => format!(
+                "hsb-xen-e2e redis-load (4 connections: 40% SET of one of 20,000 keys to random printable values of {} to {b} bytes, 30% GET, 20% INCR, 10% HSET)",
+                b / 4
+            ),
+        }
+    }
+}
+
+/// Record `checkpoints` checkpoints, one every `period_ms`, under `load`.
+pub(super) fn run_trace(
+    keep: bool,
+    checkpoints: u64,
+    period_ms: u64,
+    load: Load,
+) -> Result<Report, Fail> {
     let mut rep = Report::default();
     let script = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -92,16 +136,7 @@ pub(super) fn run_trace(keep: bool, checkpoints: u64) -> Result<Report, Fail> {
         "redis in the guest to answer PING",
         Duration::from_secs(120),
         Duration::from_secs(1),
-        || {
-            let out = ns_cmd("redis-cli")
-                .args(["-h", GUEST_IP, "ping"])
-                .stderr(Stdio::null())
-                .output()
-                .ok()?;
-            String::from_utf8_lossy(&out.stdout)
-                .contains("PONG")
-                .then_some(())
-        },
+        || redis_answers().then_some(()),
     )
     .map_err(Fail::Rig)?;
     rep.add(format!(
@@ -109,24 +144,32 @@ pub(super) fn run_trace(keep: bool, checkpoints: u64) -> Result<Report, Fail> {
         t.elapsed().as_secs_f64()
     ));
     // The load runs for the warm-up and the recording, and stops by itself after that.
-    let secs = WARM_UP.as_secs() + checkpoints * (PERIOD_MS + 2_000) / 1000 + 120;
-    let logf = std::fs::File::create(dir.join("redis-benchmark.log")).map_err(|e| e.to_string())?;
-    let _load = KillOnDrop(
-        Command::new("ip")
-            .args(["netns", "exec", &ns(), "timeout", &secs.to_string()])
+    let secs = WARM_UP.as_secs() + checkpoints * (period_ms + 2_000) / 1000 + 120;
+    let logf = std::fs::File::create(dir.join("load.log")).map_err(|e| e.to_string())?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &ns(), "timeout", &secs.to_string()]);
+    match load {
+        Load::Benchmark => cmd
             .arg("redis-benchmark")
             .args(["-h", GUEST_IP])
-            .args(BENCH_ARGS)
-            .process_group(0)
+            .args(BENCH_ARGS),
+        Load::Random(b) => cmd
+            .arg(std::env::current_exe().map_err(|e| e.to_string())?)
+            .args([
+                "redis-load",
+                &format!("{GUEST_IP}:6379"),
+                &secs.to_string(),
+                &b.to_string(),
+            ]),
+    };
+    let _load = KillOnDrop(
+        cmd.process_group(0)
             .stdout(logf)
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("redis-benchmark: {e}"))?,
+            .map_err(|e| format!("the load: {e}"))?,
     );
-    log(&format!(
-        "redis-benchmark {}: warming up for {WARM_UP:?}",
-        BENCH_ARGS.join(" ")
-    ));
+    log(&format!("{}: warming up for {WARM_UP:?}", load.describe()));
     std::thread::sleep(WARM_UP);
     let keys = ns_cmd("redis-cli")
         .args(["-h", GUEST_IP, "dbsize"])
@@ -134,17 +177,17 @@ pub(super) fn run_trace(keep: bool, checkpoints: u64) -> Result<Report, Fail> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_default();
     let note = format!(
-        "Xen 4.17 rig under QEMU TCG, PVH guest of 128 MiB running redis-server 7.0 under redis-benchmark {} from the rig network ({keys} keys when recording began); {checkpoints} checkpoints, one every {PERIOD_MS} ms, cooperative suspend as hsb-primary takes them",
-        BENCH_ARGS.join(" ")
+        "Xen 4.17 rig under QEMU TCG, PVH guest of 128 MiB running redis-server 7.0 under {} from the rig network ({keys} keys when recording began); {checkpoints} checkpoints, one every {period_ms} ms, cooperative suspend as hsb-primary takes them",
+        load.describe()
     );
     let t = Instant::now();
     let out = rig(&[
         "run",
         "-t",
-        &(checkpoints * 5 + 120).to_string(),
+        &(checkpoints * (period_ms + 5_000) / 1000 + 120).to_string(),
         "1",
         &format!(
-            "hsb-page-trace {GUEST} /tmp/guest.trace --checkpoints {checkpoints} --period {PERIOD_MS} --note '{note}' 2>&1 | tail -n 3"
+            "hsb-page-trace {GUEST} /tmp/guest.trace --checkpoints {checkpoints} --period {period_ms} --note '{note}' 2>&1 | tail -n 3"
         ),
     ])?;
     rep.add(format!(
@@ -154,17 +197,30 @@ pub(super) fn run_trace(keep: bool, checkpoints: u64) -> Result<Report, Fail> {
     ));
     let traces = rd.join("trace");
     std::fs::create_dir_all(&traces).map_err(|e| e.to_string())?;
-    let file = traces.join("redis.hsbtrace");
+    let file = traces.join(format!("{}-{period_ms}ms.hsbtrace", load.file()));
     rig(&["pull", "1", "/tmp/guest.trace", &file.to_string_lossy()])?;
-    let bench_tail = std::fs::read_to_string(dir.join("redis-benchmark.log")).unwrap_or_default();
-    rep.add(format!(
-        "redis-benchmark's last lines: {}",
-        bench_tail
-            .rsplit('\r')
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("(none)")
-            .trim()
-    ));
+    let load_log = std::fs::read_to_string(dir.join("load.log")).unwrap_or_default();
+    let last = load_log
+        .rsplit(['\r', '\n'])
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("(none)")
+        .trim()
+        .to_string();
+    rep.add(format!("the load's last words: {last}"));
+    // A trace of a guest whose workload died (redis killed by the guest's OOM killer, say) is
+    // not a trace of that workload: the run fails.
+    if !redis_answers() {
+        return Err(Fail::Run(
+            "redis in the guest no longer answers PING after the recording: the trace is not of the workload (the guest's console log may say why)".into(),
+        ));
+    }
+    if load == Load::Benchmark {
+        // redis-benchmark's lines say nothing of errors: redis answering is the check.
+    } else if !last.contains(" err=0 ") {
+        return Err(Fail::Run(format!(
+            "the load had errors while the trace was recorded: {last}"
+        )));
+    }
     let read = |mode| -> Result<ReplayStats, String> {
         let f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
         replay(std::io::BufReader::new(f), mode, 0)
@@ -181,4 +237,135 @@ pub(super) fn run_trace(keep: bool, checkpoints: u64) -> Result<Report, Fail> {
     rep.add(line("encoded (encode = always)", &enc, &plain));
     rep.ok = true;
     Ok(rep)
+}
+
+/// Keys the load draws from.
+const KEYS: u64 = 20_000;
+
+/// `hsb-xen-e2e redis-load ADDR SECONDS VALUE_BYTES` (run in the rig's namespace): four
+/// connections to redis, each looping over SET of a key drawn from 20,000 with a value of
+/// random printable bytes (6 bits of entropy a byte, like encoded ids or text; up to
+/// VALUE_BYTES, a quarter of that at least), GET of such a key, INCR of one of 1,000 counters
+/// and HSET of a field of one of 10,000 hashes, until SECONDS have passed. Unlike
+/// redis-benchmark, whose values are a run of one letter, its values do not compress away.
+/// Prints `redis-load ops=N err=N secs=S` every 10 s and at the end.
+pub(super) fn redis_load(addr: &str, seconds: u64, value_bytes: usize) -> std::process::ExitCode {
+    use std::io::{BufRead, BufReader, Write};
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    let value_bytes = value_bytes.clamp(4, 1 << 20);
+    let counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0)]);
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let addr = addr.to_string();
+            let counts = Arc::clone(&counts);
+            std::thread::spawn(move || {
+                let mut rng = hsb_common::rng::SplitMix64::new(0x5eed + t);
+                while Instant::now() < deadline {
+                    let Ok(s) = std::net::TcpStream::connect(&addr) else {
+                        counts[1].fetch_add(1, Relaxed);
+                        std::thread::sleep(Duration::from_millis(200));
+                        continue;
+                    };
+                    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+                    let mut w = match s.try_clone() {
+                        Ok(w) => w,
+                        Err(_) => continue,
+                    };
+                    let mut r = BufReader::new(s);
+                    let mut line = String::new();
+                    while Instant::now() < deadline {
+                        let key = rng.below(KEYS);
+                        let args: Vec<Vec<u8>> = match rng.below(10) {
+                            0..=3 => {
+                                let lo = value_bytes / 4;
+                                let n = lo + rng.below((value_bytes - lo + 1) as u64) as usize;
+                                vec![
+                                    b"SET".to_vec(),
+                                    format!("key:{key}").into_bytes(),
+                                    printable(&mut rng, n),
+                                ]
+                            }
+                            4..=6 => vec![b"GET".to_vec(), format!("key:{key}").into_bytes()],
+                            7..=8 => vec![
+                                b"INCR".to_vec(),
+                                format!("counter:{}", key % 1000).into_bytes(),
+                            ],
+                            _ => vec![
+                                b"HSET".to_vec(),
+                                format!("user:{}", key % 10_000).into_bytes(),
+                                format!("f{}", key % 16).into_bytes(),
+                                printable(&mut rng, 16),
+                            ],
+                        };
+                        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+                        for a in &args {
+                            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                            req.extend_from_slice(a);
+                            req.extend_from_slice(b"\r\n");
+                        }
+                        line.clear();
+                        let ok = w.write_all(&req).is_ok()
+                            && r.read_line(&mut line).is_ok_and(|n| n > 0)
+                            && match line.as_bytes().first() {
+                                Some(b'+' | b':') => true,
+                                // A bulk reply: its bytes and CRLF follow (none for $-1).
+                                Some(b'$') => match line[1..].trim().parse::<i64>() {
+                                    Ok(n) if n >= 0 => {
+                                        let mut skip = vec![0u8; n as usize + 2];
+                                        std::io::Read::read_exact(&mut r, &mut skip).is_ok()
+                                    }
+                                    Ok(_) => true,
+                                    Err(_) => false,
+                                },
+                                _ => false,
+                            };
+                        if !ok {
+                            counts[1].fetch_add(1, Relaxed);
+                            break;
+                        }
+                        counts[0].fetch_add(1, Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let report = || {
+        println!(
+            "redis-load ops={} err={} secs={:.1}",
+            counts[0].load(Relaxed),
+            counts[1].load(Relaxed),
+            t.elapsed().as_secs_f64()
+        );
+    };
+    while Instant::now() < deadline {
+        std::thread::sleep(
+            Duration::from_secs(10).min(deadline.saturating_duration_since(Instant::now())),
+        );
+        report();
+    }
+    for h in threads {
+        let _ = h.join();
+    }
+    report();
+    std::process::ExitCode::SUCCESS
+}
+
+/// `n` random bytes from a 64-letter alphabet.
+fn printable(rng: &mut hsb_common::rng::SplitMix64, n: usize) -> Vec<u8> {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut v = Vec::with_capacity(n);
+    while v.len() < n {
+        let mut x = rng.next_u64();
+        for _ in 0..10 {
+            if v.len() == n {
+                break;
+            }
+            v.push(ALPHABET[(x & 63) as usize]);
+            x >>= 6;
+        }
+    }
+    v
 }
