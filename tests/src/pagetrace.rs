@@ -117,6 +117,63 @@ pub struct TraceCheckpoint {
     pub data: Vec<u8>,
 }
 
+/// The latest version of each page seen, at most `max` different pages (the guest's RAM: every
+/// dirty frame is a RAM frame), so that no input makes it grow past what its header declares.
+#[derive(Debug, Default)]
+pub struct Versions {
+    pages: HashMap<u64, Box<[u8]>>,
+    max: usize,
+}
+
+impl Versions {
+    /// No page yet; at most `max` different ones.
+    pub fn new(max: u64) -> Versions {
+        Versions {
+            pages: HashMap::new(),
+            max: usize::try_from(max).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// The latest version of page `pfn`.
+    pub fn get(&self, pfn: u64) -> Option<&[u8]> {
+        self.pages.get(&pfn).map(|p| &p[..])
+    }
+
+    /// Pages seen.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Whether no page was seen.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// Every page seen, ascending.
+    pub fn pfns(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.pages.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Keep `page` (4 KiB) as page `pfn`'s latest version; refused when it would be one page
+    /// more than `max`.
+    pub fn store(&mut self, pfn: u64, page: &[u8]) -> Result<(), String> {
+        if let Some(p) = self.pages.get_mut(&pfn) {
+            p.copy_from_slice(page);
+            return Ok(());
+        }
+        if self.pages.len() >= self.max {
+            return Err(format!(
+                "page {pfn:#x} would be one more than the guest's {} pages",
+                self.max
+            ));
+        }
+        self.pages.insert(pfn, page.into());
+        Ok(())
+    }
+}
+
 fn varint(v: u64, out: &mut Vec<u8>) {
     let mut b = [0u8; 10];
     let n = hsb_common::msg::write_varint(v, &mut b);
@@ -169,7 +226,7 @@ pub struct TraceWriter<W: Write> {
     out: W,
     header: TraceHeader,
     /// The last version written of every page (bounded by the guest's RAM).
-    pages: HashMap<u64, Box<[u8]>>,
+    pages: Versions,
     body: Vec<u8>,
     packed: Vec<u8>,
     blocks: u64,
@@ -204,8 +261,8 @@ impl<W: Write> TraceWriter<W> {
         out.write_all(MAGIC)?;
         let mut w = TraceWriter {
             out,
+            pages: Versions::new(header.ram_pages),
             header,
-            pages: HashMap::new(),
             body: Vec::new(),
             packed: Vec::new(),
             blocks: 0,
@@ -274,15 +331,12 @@ impl<W: Write> TraceWriter<W> {
         }
         let mut rec = vec![0u8; RECORD_ROOM];
         for (&pfn, page) in c.pfns.iter().zip(c.data.chunks_exact(PAGE_SIZE)) {
-            let prev = self.pages.get(&pfn).map(|p| &p[..]);
-            let (n, _) = page_codec::encode_page(page, prev, &mut rec);
+            let (n, _) = page_codec::encode_page(page, self.pages.get(pfn), &mut rec);
             self.body.extend_from_slice(&rec[..n]);
-            match self.pages.get_mut(&pfn) {
-                Some(p) => p.copy_from_slice(page),
-                None => {
-                    self.pages.insert(pfn, page.into());
-                }
-            }
+            self.pages.store(pfn, page).map_err(|why| TraceError::Bad {
+                block: self.blocks,
+                why,
+            })?;
         }
         self.body
             .extend_from_slice(&crc32fast::hash(&c.data).to_le_bytes());
@@ -315,7 +369,7 @@ impl<W: Write> TraceWriter<W> {
 pub struct TraceReader<R: Read> {
     input: R,
     header: TraceHeader,
-    pages: HashMap<u64, Box<[u8]>>,
+    pages: Versions,
     blocks: u64,
 }
 
@@ -355,7 +409,7 @@ impl<R: Read> TraceReader<R> {
                 period_us,
                 note,
             },
-            pages: HashMap::new(),
+            pages: Versions::new(ram_pages),
             blocks: 1,
         })
     }
@@ -445,7 +499,7 @@ impl<R: Read> TraceReader<R> {
                 Record::Sparse(ops) => page_codec::apply_ops(ops, page)
                     .map_err(|e| bad(format!("page {pfn:#x}: {}", e.why())))?,
                 Record::Delta(ops) => {
-                    let prev = self.pages.get(&pfn).ok_or_else(|| {
+                    let prev = self.pages.get(pfn).ok_or_else(|| {
                         bad(format!("page {pfn:#x}: a change to a page never seen"))
                     })?;
                     page.copy_from_slice(prev);
@@ -467,12 +521,7 @@ impl<R: Read> TraceReader<R> {
             ));
         }
         for (&pfn, page) in c.pfns.iter().zip(c.data.chunks_exact(PAGE_SIZE)) {
-            match self.pages.get_mut(&pfn) {
-                Some(p) => p.copy_from_slice(page),
-                None => {
-                    self.pages.insert(pfn, page.into());
-                }
-            }
+            self.pages.store(pfn, page).map_err(bad)?;
         }
         Ok(true)
     }

@@ -153,3 +153,35 @@ fn a_replay_lands_every_page_and_encoding_sends_fewer_bytes() {
     let small = replay(&file[..], CodecMode::Always, 1).expect("tiny cache");
     assert!(small.wire_bytes > enc.wire_bytes);
 }
+
+#[test]
+fn no_trace_holds_more_pages_than_its_guest_has() {
+    let mut v = Versions::new(2);
+    let page = vec![7u8; PAGE_SIZE];
+    assert!(v.store(1, &page).is_ok());
+    assert!(v.store(9, &page).is_ok());
+    assert!(
+        v.store(1, &page).is_ok(),
+        "a new version of a page it holds"
+    );
+    let e = v.store(5, &page).expect_err("a third page");
+    assert!(e.contains("one more than the guest's 2 pages"), "{e}");
+    assert_eq!(v.pfns(), vec![1, 9]);
+    // The writer refuses a checkpoint that would pass the guest's RAM pages in all.
+    let mut w = TraceWriter::new(
+        Vec::new(),
+        TraceHeader {
+            ram_pages: 3,
+            ..header()
+        },
+    )
+    .expect("writer");
+    let c = |pfns: Vec<u64>| TraceCheckpoint {
+        data: page.repeat(pfns.len()),
+        pfns,
+        ..TraceCheckpoint::default()
+    };
+    assert!(w.add(&c(vec![1, 2])).is_ok());
+    assert!(w.add(&c(vec![2, 3])).is_ok());
+    assert!(w.add(&c(vec![4])).is_err());
+}

@@ -113,6 +113,10 @@ struct RunResult {
     reply: Option<Pct>,
     cpu_primary: f64,
     cpu_standby: f64,
+    /// Loop turns over 50 ms in the window (`loop_long_turns`), primary and standby, and the
+    /// longest turn each had since it started, in ms (`loop_turn_max_ms`).
+    long_turns: (f64, f64),
+    turn_max: (f64, f64),
     /// The full synchronisation's log line and pause in ms.
     full_sync: Option<(f64, String)>,
 }
@@ -253,6 +257,17 @@ fn run(link: &Link, o: &RunOpts) -> R<RunResult> {
     let gib = (r.page_bytes * secs / GIB).max(1e-9);
     r.cpu_primary = tp1.saturating_sub(tp0) as f64 / TICKS / gib;
     r.cpu_standby = ts1.saturating_sub(ts0) as f64 / TICKS / gib;
+    r.long_turns = (
+        d(&p0, &p1, "loop_long_turns"),
+        d(&s0, &s1, "loop_long_turns"),
+    );
+    // `loop_turn_max_ms` has a decimal.
+    let max_ms = |s: &std::collections::HashMap<String, String>| {
+        s.get("loop_turn_max_ms")
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    r.turn_max = (max_ms(&p1), max_ms(&s1));
     let (a0, a1) = (num(&p0, "acked_checkpoint"), num(&p1, "acked_checkpoint"));
     r.pause = pauses(&primary.log_text(), a0, a1);
     r.reply = (!replies.is_empty()).then(|| pct(replies));
@@ -381,6 +396,10 @@ pub fn sections_7_8() -> R<String> {
                     p(r.pause),
                     p(r.reply),
                     format!("{:.2} / {:.2}", r.cpu_primary, r.cpu_standby),
+                    format!(
+                        "{:.0} / {:.0} ({:.1} / {:.1})",
+                        r.long_turns.0, r.long_turns.1, r.turn_max.0, r.turn_max.1
+                    ),
                 ]);
                 pair.push(r);
             }
@@ -394,7 +413,7 @@ pub fn sections_7_8() -> R<String> {
     }
     let _ = writeln!(
         s,
-        "Dirty rate twice the raw link's pages per second (so the link, not the workload, limits), measured over whole checkpoints: from a checkpoint applied by the standby to the first one applied {} s later, after {} s of warm-up following the first full synchronisation. Pages/s: dirty pages protected, i.e. applied by the standby; MiB/s of pages and on the wire (sealed frames: the primary's mean sealed checkpoint times checkpoints applied per second); link efficiency: bytes on the wire per second against the raw stream; ratio: pages against wire bytes; encoded: share of checkpoints the rule encoded; pause and reply (a sequential `INCR` client, output commit) p50 / p99 in ms; CPU: seconds of CPU per GiB of pages protected, primary / standby.\n",
+        "Dirty rate twice the raw link's pages per second (so the link, not the workload, limits), measured over whole checkpoints: from a checkpoint applied by the standby to the first one applied {} s later, after {} s of warm-up following the first full synchronisation. Pages/s: dirty pages protected, i.e. applied by the standby; MiB/s of pages and on the wire (sealed frames: the primary's mean sealed checkpoint times checkpoints applied per second); link efficiency: bytes on the wire per second against the raw stream; ratio: pages against wire bytes; encoded: share of checkpoints the rule encoded; pause and reply (a sequential `INCR` client, output commit) p50 / p99 in ms; CPU: seconds of CPU per GiB of pages protected, primary / standby; long turns: turns of each daemon's event loop over 50 ms in the window (a turn that long delays heartbeats and output), primary / standby, with the longest turn since the daemon started (the full synchronisation included) in ms.\n",
         WINDOW.as_secs(),
         WARMUP.as_secs()
     );
@@ -414,6 +433,7 @@ pub fn sections_7_8() -> R<String> {
             "pause ms",
             "reply ms",
             "CPU s/GiB P / S",
+            "long turns P / S (max ms)",
         ],
         &rows,
     ));

@@ -7,7 +7,6 @@
 //! it, and the primary's page cache is empty after it, as after any full synchronisation); the
 //! bytes of every later checkpoint are counted.
 
-use std::collections::HashMap;
 use std::io::Read;
 
 use hsb_common::frame::{Header, HEADER_LEN, MAX_BODY_LEN};
@@ -18,7 +17,7 @@ use hsb_domain::codec_policy::CodecMode;
 use hsb_domain::domain::{CheckpointSource, DomainError, Replica};
 use hsb_domain::PAGE_SIZE;
 
-use super::{TraceCheckpoint, TraceError, TraceReader};
+use super::{TraceCheckpoint, TraceError, TraceReader, Versions};
 
 /// The guest of a trace, at the checkpoint being replayed: every page version the trace has
 /// shown so far.
@@ -26,7 +25,7 @@ use super::{TraceCheckpoint, TraceError, TraceReader};
 pub struct TraceSource {
     pfn_limit: u64,
     ram_pages: u64,
-    pages: HashMap<u64, Box<[u8]>>,
+    pages: Versions,
     /// The checkpoint's dirty frames (what `take_dirty` hands out).
     dirty: Vec<u64>,
     checkpoints: u64,
@@ -42,33 +41,24 @@ impl TraceSource {
         TraceSource {
             pfn_limit,
             ram_pages,
-            pages: HashMap::new(),
+            pages: Versions::new(ram_pages),
             dirty: Vec::new(),
             checkpoints: 0,
         }
     }
 
     /// The guest as of checkpoint `c`: its pages written, its frames the dirty ones.
-    pub fn advance(&mut self, c: &TraceCheckpoint) {
+    pub fn advance(&mut self, c: &TraceCheckpoint) -> Result<(), String> {
         for (&pfn, page) in c.pfns.iter().zip(c.data.chunks_exact(PAGE_SIZE)) {
-            match self.pages.get_mut(&pfn) {
-                Some(p) => p.copy_from_slice(page),
-                None => {
-                    self.pages.insert(pfn, page.into());
-                }
-            }
+            self.pages.store(pfn, page)?;
         }
         self.dirty.clone_from(&c.pfns);
+        Ok(())
     }
 
     /// The current version of page `pfn`, if the trace has shown it.
     pub fn page(&self, pfn: u64) -> Option<&[u8]> {
-        self.pages.get(&pfn).map(|p| &p[..])
-    }
-
-    /// Frames the trace has shown so far.
-    pub fn known(&self) -> usize {
-        self.pages.len()
+        self.pages.get(pfn)
     }
 }
 
@@ -92,9 +82,7 @@ impl CheckpointSource for TraceSource {
     /// A full synchronisation carries every page seen so far; a checkpoint, its dirty ones.
     fn take_dirty(&mut self, full: bool, out: &mut Vec<u64>) -> Result<(), DomainError> {
         if full {
-            let mut all: Vec<u64> = self.pages.keys().copied().collect();
-            all.sort_unstable();
-            out.extend_from_slice(&all);
+            out.extend_from_slice(&self.pages.pfns());
         } else {
             out.extend_from_slice(&self.dirty);
         }
@@ -105,7 +93,7 @@ impl CheckpointSource for TraceSource {
         for (&pfn, d) in pfns.iter().zip(dst.chunks_exact_mut(PAGE_SIZE)) {
             let p = self
                 .pages
-                .get(&pfn)
+                .get(pfn)
                 .ok_or_else(|| refused("read_pages", format!("frame {pfn:#x} not in the trace")))?;
             d.copy_from_slice(p);
         }
@@ -124,25 +112,26 @@ impl CheckpointSource for TraceSource {
 
 /// A replica that holds only the pages written to it (a trace's guest is mostly never
 /// dirtied); a page never written reads as zeros.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SparseReplica {
     pfn_limit: u64,
-    pages: HashMap<u64, Box<[u8]>>,
+    pages: Versions,
     state: Vec<u8>,
 }
 
 impl SparseReplica {
-    /// An empty replica of `pfn_limit` frames.
-    pub fn new(pfn_limit: u64) -> SparseReplica {
+    /// An empty replica of `pfn_limit` frames, at most `ram_pages` of them written.
+    pub fn new(pfn_limit: u64, ram_pages: u64) -> SparseReplica {
         SparseReplica {
             pfn_limit,
-            ..SparseReplica::default()
+            pages: Versions::new(ram_pages),
+            state: Vec::new(),
         }
     }
 
     /// Page `pfn` as the replica holds it.
     pub fn page(&self, pfn: u64) -> Option<&[u8]> {
-        self.pages.get(&pfn).map(|p| &p[..])
+        self.pages.get(pfn)
     }
 }
 
@@ -159,19 +148,16 @@ impl Replica for SparseReplica {
                     format!("frame {pfn:#x} out of range"),
                 ));
             }
-            match self.pages.get_mut(&pfn) {
-                Some(p) => p.copy_from_slice(page),
-                None => {
-                    self.pages.insert(pfn, page.into());
-                }
-            }
+            self.pages
+                .store(pfn, page)
+                .map_err(|e| refused("write_pages", e))?;
         }
         Ok(())
     }
 
     fn read_back(&mut self, pfns: &[u64], dst: &mut [u8]) -> Result<(), DomainError> {
         for (&pfn, d) in pfns.iter().zip(dst.chunks_exact_mut(PAGE_SIZE)) {
-            match self.pages.get(&pfn) {
+            match self.pages.get(pfn) {
                 Some(p) => d.copy_from_slice(p),
                 None => d.fill(0),
             }
@@ -222,7 +208,7 @@ pub fn replay(input: impl Read, mode: CodecMode, cache_pages: u64) -> Result<Rep
     };
     let mut st = Staging::with_codec(h.ram_pages, mode, cache.min(h.ram_pages));
     let mut rx = Receiver::for_layout(h.pfn_limit, h.ram_pages, false);
-    let mut replica = SparseReplica::new(h.pfn_limit);
+    let mut replica = SparseReplica::new(h.pfn_limit, h.ram_pages);
     let k = ClusterKey::from_bytes([0x5a; 32]);
     let (ni, nr) = ([1u8; 16], [2u8; 16]);
     let mut stx = Session::new(&k, &ni, &nr, Side::Initiator);
@@ -233,7 +219,7 @@ pub fn replay(input: impl Read, mode: CodecMode, cache_pages: u64) -> Result<Rep
         .next_into(&mut c)
         .map_err(|e: TraceError| e.to_string())?
     {
-        src.advance(&c);
+        src.advance(&c)?;
         let ckpt = stats.checkpoints + 1;
         let full = ckpt == 1;
         st.capture(&mut src, ckpt, 1, full)
@@ -267,14 +253,12 @@ pub fn replay(input: impl Read, mode: CodecMode, cache_pages: u64) -> Result<Rep
             return Err(format!("checkpoint {ckpt} was not completed by its frames"));
         }
         st.acked(ckpt, hsb_common::time::Nanos(ckpt * 1_000_000));
-        let checked = if full { src.known() } else { c.pfns.len() };
-        let pfns: Vec<u64> = if full {
-            let mut all: Vec<u64> = Vec::new();
-            src.take_dirty(true, &mut all).map_err(|e| e.to_string())?;
-            all
+        let pfns = if full {
+            src.pages.pfns()
         } else {
             c.pfns.clone()
         };
+        let checked = pfns.len();
         for pfn in pfns {
             if replica.page(pfn) != src.page(pfn) {
                 return Err(format!(
