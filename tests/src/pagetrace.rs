@@ -230,6 +230,9 @@ pub struct TraceWriter<W: Write> {
     body: Vec<u8>,
     packed: Vec<u8>,
     blocks: u64,
+    /// A checkpoint failed half-written: the file and the versions kept may disagree, so
+    /// nothing more is written.
+    broken: bool,
     /// Bytes written so far.
     pub written: u64,
 }
@@ -266,6 +269,7 @@ impl<W: Write> TraceWriter<W> {
             body: Vec::new(),
             packed: Vec::new(),
             blocks: 0,
+            broken: false,
             written: MAGIC.len() as u64,
         };
         w.block(&[&h])?;
@@ -292,8 +296,15 @@ impl<W: Write> TraceWriter<W> {
         Ok(())
     }
 
-    /// Append one checkpoint: `pfns` ascending, `data` their pages.
+    /// Append one checkpoint: `pfns` ascending, `data` their pages. A checkpoint refused for
+    /// what it is leaves the trace as it was; after a failed write nothing more is accepted.
     pub fn add(&mut self, c: &TraceCheckpoint) -> Result<(), TraceError> {
+        if self.broken {
+            return Err(TraceError::Bad {
+                block: self.blocks,
+                why: "an earlier checkpoint failed half-written".into(),
+            });
+        }
         let bad = |why: String| TraceError::Bad {
             block: self.blocks,
             why,
@@ -320,6 +331,18 @@ impl<W: Write> TraceWriter<W> {
         if let Some(&p) = c.pfns.last().filter(|&&p| p >= self.header.pfn_limit) {
             return Err(bad(format!("frame {p} is past the guest's frames")));
         }
+        let new = c
+            .pfns
+            .iter()
+            .filter(|&&p| self.pages.get(p).is_none())
+            .count();
+        if (self.pages.len() + new) as u64 > self.header.ram_pages {
+            return Err(bad(format!(
+                "{new} pages never seen before, more than the guest's {} RAM pages in all",
+                self.header.ram_pages
+            )));
+        }
+        self.broken = true;
         self.body.clear();
         varint(c.interval_us, &mut self.body);
         varint(c.pause_us, &mut self.body);
@@ -342,7 +365,7 @@ impl<W: Write> TraceWriter<W> {
             .extend_from_slice(&crc32fast::hash(&c.data).to_le_bytes());
         self.packed
             .resize(page_codec::compressed_room(self.body.len()), 0);
-        match page_codec::compress(&self.body, &mut self.packed) {
+        let r = match page_codec::compress(&self.body, &mut self.packed) {
             Some(n) => {
                 let packed = std::mem::take(&mut self.packed);
                 let r = self.block(&[&[LZ4], &packed[..n]]);
@@ -355,7 +378,9 @@ impl<W: Write> TraceWriter<W> {
                 self.body = body;
                 r
             }
-        }
+        };
+        self.broken = r.is_err();
+        r
     }
 
     /// Flush and return the output.

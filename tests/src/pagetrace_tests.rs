@@ -183,5 +183,19 @@ fn no_trace_holds_more_pages_than_its_guest_has() {
     };
     assert!(w.add(&c(vec![1, 2])).is_ok());
     assert!(w.add(&c(vec![2, 3])).is_ok());
-    assert!(w.add(&c(vec![4])).is_err());
+    let e = w.add(&c(vec![3, 4])).expect_err("a fourth page");
+    assert!(
+        e.to_string().contains("more than the guest's 3 RAM pages"),
+        "{e}"
+    );
+    // Refused for what it is, the checkpoint left the trace as it was.
+    assert!(w.add(&c(vec![1, 3])).is_ok());
+    let file = w.finish().expect("finish");
+    let mut r = TraceReader::new(&file[..]).expect("reader");
+    let mut got = TraceCheckpoint::default();
+    let mut n = 0;
+    while r.next_into(&mut got).expect("every checkpoint reads back") {
+        n += 1;
+    }
+    assert_eq!(n, 3);
 }
