@@ -187,7 +187,7 @@ pub(super) fn run_trace(
         &(checkpoints * (period_ms + 5_000) / 1000 + 120).to_string(),
         "1",
         &format!(
-            "hsb-page-trace {GUEST} /tmp/guest.trace --checkpoints {checkpoints} --period {period_ms} --note '{note}' 2>&1 | tail -n 3"
+            "hsb-page-trace {GUEST} /tmp/guest.trace --checkpoints {checkpoints} --period {period_ms} --note '{note}' >/tmp/page-trace.out 2>&1; rc=$?; tail -n 3 /tmp/page-trace.out; exit $rc"
         ),
     ])?;
     rep.add(format!(
