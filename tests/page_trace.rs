@@ -102,3 +102,61 @@ fn the_recorder_says_what_is_wrong_with_its_command_line_and_its_host() {
     assert!(err.contains("xenstore") || err.contains("privcmd"), "{err}");
     assert!(!out.exists());
 }
+
+#[test]
+fn the_recorders_replay_says_what_link_a_traced_guest_needs() {
+    let trace = traces().remove(0);
+    let o = Command::new(hsb_tests::bin("hsb-page-trace"))
+        .arg("replay")
+        .arg(&trace)
+        .output()
+        .expect("run hsb-page-trace replay");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{out} {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    for want in [
+        "trace: ",
+        "checkpoints: ",
+        "plain: ",
+        "encoded (encode = always",
+        "Mbit/s",
+        "fewer bytes",
+        "checked on the replica",
+    ] {
+        assert!(out.contains(want), "no '{want}' in:\n{out}");
+    }
+    // Not a trace, a cut trace, no file: a clear error naming the file, exit 1; no argument: 2.
+    let dir = hsb_tests::TempDir::new("page-trace-replay");
+    let cut = dir.path("cut.hsbtrace");
+    let bytes = std::fs::read(&trace).expect("read the trace");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write a cut trace");
+    for (file, why) in [
+        (
+            std::path::PathBuf::from("Cargo.toml"),
+            "not an hsb page trace",
+        ),
+        (cut, "ends inside block"),
+        (dir.path("none"), "No such file"),
+    ] {
+        let o = Command::new(hsb_tests::bin("hsb-page-trace"))
+            .arg("replay")
+            .arg(&file)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("run hsb-page-trace replay");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(
+            err.contains(why) && err.contains(&*file.to_string_lossy()),
+            "{err}"
+        );
+    }
+    let o = Command::new(hsb_tests::bin("hsb-page-trace"))
+        .arg("replay")
+        .output()
+        .expect("run hsb-page-trace replay");
+    assert_eq!(o.status.code(), Some(2));
+}
