@@ -5,9 +5,11 @@
 //! syncs of a primary's disk run in the kernel while the loop goes on:
 //!
 //! - **a guest's flush** (`NBD_CMD_FLUSH`, or a FUA write): [`Disk::start_flush`] hands out a
-//!   ticket, [`Disk::flush_done`] answers for it once an image sync that began after the
-//!   ticket was handed out has completed (one sync at a time; flushes asked meanwhile share
-//!   the next);
+//!   ticket, [`Disk::flush_done`] answers for it once its image sync has completed: a sync of
+//!   its own, or the one in flight when it was asked. No write reaches the image while an image
+//!   sync is in flight (guest writes wait, [`DiskError::Syncing`]; the standby's replica writes
+//!   happen only where no image sync is ever begun), so the sync in flight covers every write
+//!   completed before the flush;
 //! - **the activity log's record** before a write to a new extent: the record is written, its
 //!   sync started, and the write waits ([`DiskError::Syncing`]) until the record is durable;
 //! - **the activity log's upkeep** ([`Disk::tick`]): the image sync, then the record without
@@ -39,8 +41,6 @@ pub(super) struct Syncs {
     /// Image syncs begun, and completed.
     begun: u64,
     done: u64,
-    /// A flush was asked while a sync was in flight: the next one follows it.
-    again: bool,
     /// The first image sync that failed (every flush after it fails).
     failed: Option<DiskError>,
     /// The record written whose sync is in flight (adopted once it is durable).
@@ -91,7 +91,8 @@ impl Disk {
     }
 
     /// A guest's flush: a ticket for [`Disk::flush_done`], which answers once every write
-    /// completed before this call is durable.
+    /// completed before this call is durable. While an image sync is in flight no write
+    /// completes (see the module documentation), so that sync is the flush's.
     pub fn start_flush(&mut self) -> Result<u64, DiskError> {
         self.sync_failure()?;
         if self.syncs.ring.is_none() {
@@ -100,9 +101,8 @@ impl Disk {
             self.image_synced(r);
             return Ok(self.syncs.begun);
         }
-        if self.syncs.begun > self.syncs.done {
-            self.syncs.again = true;
-            return Ok(self.syncs.begun + 1);
+        if self.image_sync_in_flight() {
+            return Ok(self.syncs.begun);
         }
         self.begin_image_sync()?;
         Ok(self.syncs.begun)
@@ -125,7 +125,9 @@ impl Disk {
     }
 
     /// Whether an image sync is in flight: guest writes wait for it (a write may wait for the
-    /// inode's lock a sync holds, and the loop with it), as they do for a guest's flush.
+    /// inode's lock a sync holds, and the loop with it), as they do for a guest's flush. That
+    /// wait is also what lets a flush asked meanwhile share the sync in flight
+    /// ([`Disk::start_flush`]): no write may reach the image until it completes.
     pub(super) fn image_sync_in_flight(&self) -> bool {
         self.syncs.begun > self.syncs.done
     }
@@ -152,7 +154,6 @@ impl Disk {
             return Err(self.failed(e));
         }
         self.syncs.begun += 1;
-        self.syncs.again = false;
         Ok(())
     }
 
@@ -204,8 +205,8 @@ impl Disk {
         }
     }
 
-    /// Completed syncs taken in, and what waited for them carried on (a flush asked meanwhile
-    /// begins, the activity log's upkeep goes on). Cheap when nothing completed: call it
+    /// Completed syncs taken in, and what waited for them carried on (the activity log's
+    /// upkeep goes on). Cheap when nothing completed: call it
     /// whenever the loop wakes. Returns whether a sync completed (what waited may go on).
     pub fn poll_syncs(&mut self) -> bool {
         let mut image = None;
@@ -223,11 +224,6 @@ impl Disk {
         if let Some(r) = image {
             let path = self.image.path().to_path_buf();
             self.image_synced(r.map_err(|e| io_err("sync", &path, e)));
-            if self.syncs.again && self.syncs.failed.is_none() {
-                if let Err(e) = self.begin_image_sync() {
-                    self.syncs.failed.get_or_insert(e);
-                }
-            }
         }
         if let Some(r) = record {
             self.record_synced(r);

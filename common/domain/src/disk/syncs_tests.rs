@@ -36,32 +36,45 @@ fn write(p: &mut Disk, off: u64, data: &[u8]) {
 }
 
 #[test]
-fn a_flush_is_answered_once_its_sync_is_taken_in_and_later_ones_share_the_next() {
+fn a_flush_is_answered_once_its_sync_is_taken_in_and_flushes_asked_meanwhile_share_it() {
     let Some((_tmp, _c, _poll, mut p)) = ringed("ring-flush") else {
         return;
     };
     write(&mut p, 0, &[1; 4096]);
+    let before = p.sync_counts().0;
     let t1 = p.start_flush().unwrap();
     assert_eq!(
         p.flush_done(t1),
         None,
         "not before the loop takes the sync in"
     );
+    // No write completes while the sync runs, so it covers every write before a flush asked
+    // meanwhile: those flushes share it, and no second sync follows.
+    assert_eq!(p.write(0, &[2; 4096], false), Err(DiskError::Syncing));
     let t2 = p.start_flush().unwrap();
     let t3 = p.start_flush().unwrap();
-    assert_eq!((t2, t3), (t1 + 1, t1 + 1), "asked meanwhile: the next sync");
+    assert_eq!((t2, t3), (t1, t1), "asked meanwhile: the sync in flight");
     while p.flush_done(t1).is_none() {
         p.poll_syncs();
     }
-    assert_eq!(p.flush_done(t1), Some(Ok(())));
-    p.settle();
     assert_eq!(p.flush_done(t3), Some(Ok(())));
-    let before = p.sync_counts().0;
+    p.settle();
+    assert_eq!(
+        p.sync_counts().0,
+        before + 1,
+        "one sync for the three flushes"
+    );
+    write(&mut p, 0, &[3; 4096]);
     let t4 = p.start_flush().unwrap();
     assert_eq!(t4, t3 + 1, "nothing in flight: a sync of its own");
+    assert_eq!(
+        p.flush_done(t4),
+        None,
+        "a write since: not covered by the last sync"
+    );
     p.settle();
     assert_eq!(p.flush_done(t4), Some(Ok(())));
-    assert_eq!(p.sync_counts().0, before + 1);
+    assert_eq!(p.sync_counts().0, before + 2);
 }
 
 #[test]
