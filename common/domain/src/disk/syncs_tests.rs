@@ -1,5 +1,5 @@
 //! The syncs that do not block the loop (`syncs`): a flush answers only once its sync has
-//! completed and been taken in, flushes asked meanwhile share the next sync, a write to a new
+//! completed and been taken in, flushes asked meanwhile share that sync, a write to a new
 //! extent waits for the activity log's record, and the log's upkeep cools extents only when
 //! its record is durable. With the ring the tests take completions in by hand (`settle`, or
 //! `wait` then `poll_syncs`), as the loop does when the ring's descriptor is readable.
