@@ -292,6 +292,10 @@ pub fn run(d: &mut impl Shell, mut signals: SignalHandler) -> io::Result<()> {
         d.before_events(now);
         let before = d.now();
         for ev in events.iter() {
+            // Each event at the time it is handled: after a long one (a standby applying a
+            // large checkpoint) the heartbeats that waited in their socket are heard now, not
+            // at the turn's start, which would read as that long a silence. Times never go back.
+            let now = d.now();
             let t = ev.token();
             let (surface, registry) = d.surface();
             if surface.ctl.owns(t) {
