@@ -303,7 +303,7 @@ impl Daemon {
                 });
             }
         };
-        // Stepped at the loop's time, like every other event of this turn (the decision log's
+        // Stepped at this event's time, as the loop hands it to every event (the decision log's
         // times never go back); the node counts the primary as heard when applying ended.
         let took = self.clock.now().since(t0);
         self.feed(
