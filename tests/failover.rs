@@ -227,7 +227,10 @@ fn fenced_primary_regains_authority_through_acks() {
 /// query and no timeout stretched for `hb-calm` (a crash soon after used to be detected only
 /// after twice the timeout). Bug (2026-12-07): when the heartbeat socket's readiness came in
 /// the same batch of events as the long apply, its heartbeats were stamped with the turn's
-/// start time, and the tick after read the apply's length as silence (failed 1 run in 4).
+/// start time, and the tick after read the apply's length as silence (failed 1 run in 4); and
+/// a suspicion raised before the replica came (a primary slow during its pre-copy, under load)
+/// was acted on as the replica was applied, before the heartbeats that waited meanwhile were
+/// heard (the Applied event is now stepped after them, when applying ended).
 #[test]
 fn a_long_apply_is_no_heartbeat_silence() {
     let cl = Cluster::start(ClusterOpts {

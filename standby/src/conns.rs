@@ -303,11 +303,16 @@ impl Daemon {
                 });
             }
         };
-        // Stepped at this event's time, as the loop hands it to every event (the decision log's
-        // times never go back); the node counts the primary as heard when applying ended.
-        let took = self.clock.now().since(t0);
+        // Stepped when applying ended (never before this event's time: the decision log's
+        // times never go back), after the heartbeats that waited in their socket meanwhile: a
+        // suspicion from before a long apply (a resync and a large full synchronisation can
+        // take hundreds of milliseconds) is not acted on as the replica comes, before they are
+        // heard.
+        let end = self.clock.now().max(now);
+        let took = end.since(t0);
+        self.drain_heartbeats(end);
         self.feed(
-            now,
+            end,
             Event::Applied {
                 slot: i,
                 ckpt,

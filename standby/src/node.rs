@@ -270,9 +270,10 @@ impl StandbyNode {
         fx: &mut Effects,
     ) {
         self.applied = Some(ckpt);
-        // Applying takes a while for a large checkpoint; its primary was not silent meanwhile.
+        // Applying takes a while for a large checkpoint; its primary was not silent meanwhile
+        // (the event comes when applying ended).
         if let Some(s) = self.slots[i].as_mut() {
-            s.heard = now.plus(took);
+            s.heard = now;
         }
         let st = &mut self.stats;
         st.apply.record(took);

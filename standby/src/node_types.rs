@@ -236,7 +236,8 @@ pub enum Event {
         /// stream gets through, however slowly, even while no frame completes.
         bytes: u64,
     },
-    /// A checkpoint of the live session on `slot` was applied.
+    /// A checkpoint of the live session on `slot` was applied; the event's time is when
+    /// applying ended.
     Applied {
         /// The slot.
         slot: usize,
