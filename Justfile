@@ -114,8 +114,6 @@ xen-e2e *args: static xen-rig-images
     cargo build --release -p hsb-tests --bin hsb-xen-e2e
     HSB_BIN_DIR=$PWD/target/{{target}}/release ./target/release/hsb-xen-e2e {{args}}
 
-# The same guest under `xl remus` (the baseline) on the same rig: F1 and F2; `disk`: the guest
-# with the same ext4 data disk, F1 (xl remus as Debian ships it, without DRBD).
 # A page trace of the rig's guest running redis under load (issue 16.2): `just xen-trace [N]
 # [bench|values=B] [period=MS]` records N checkpoints (default 300), one every MS ms (default
 # 200), with random values of up to B bytes (default 1024; `bench`: redis-benchmark instead)
@@ -126,6 +124,8 @@ xen-trace *args: static xen-rig-images
     cargo build --release -p hsb-tests --bin hsb-xen-e2e
     HSB_BIN_DIR=$PWD/target/{{target}}/release ./target/release/hsb-xen-e2e trace {{args}}
 
+# The same guest under `xl remus` (the baseline) on the same rig: F1 and F2; `disk`: the guest
+# with the same ext4 data disk, F1 (xl remus as Debian ships it, without DRBD).
 xen-e2e-remus *args: static xen-rig-images
     cargo build --release -p hsb-tests --bin hsb-xen-e2e
     HSB_BIN_DIR=$PWD/target/{{target}}/release ./target/release/hsb-xen-e2e remus {{args}}
