@@ -101,12 +101,7 @@ impl Disk {
 
     /// A block copy of the resynchronisation (whole tracks).
     pub fn resync_write(&mut self, offset: u64, data: &[u8]) -> Result<(), DiskError> {
-        // No image write while an image sync is in flight: a flush asked meanwhile shares that
-        // sync (`Disk::start_flush`). A replica taking checkpoints begins none.
-        debug_assert!(
-            !self.image_sync_in_flight(),
-            "an image write during an image sync"
-        );
+        self.debug_assert_no_image_sync();
         let geo = self.geo;
         let len = data.len() as u64;
         let aligned = offset.is_multiple_of(geo.track())
@@ -174,12 +169,7 @@ impl Disk {
         ckpt: u64,
         writes: impl Iterator<Item = (u64, &'a [u8])>,
     ) -> Result<(), DiskError> {
-        // No image write while an image sync is in flight: a flush asked meanwhile shares that
-        // sync (`Disk::start_flush`). A replica taking checkpoints begins none.
-        debug_assert!(
-            !self.image_sync_in_flight(),
-            "an image write during an image sync"
-        );
+        self.debug_assert_no_image_sync();
         let geo = self.geo;
         if let Some(t) = self.target.as_ref() {
             if t.plan.ckpt != ckpt {
@@ -266,12 +256,7 @@ impl Disk {
 
     /// Copy the staged resynchronisation tracks into the image.
     fn copy_staged(&mut self) -> Result<(), DiskError> {
-        // No image write while an image sync is in flight: a flush asked meanwhile shares that
-        // sync (`Disk::start_flush`). A replica taking checkpoints begins none.
-        debug_assert!(
-            !self.image_sync_in_flight(),
-            "an image write during an image sync"
-        );
+        self.debug_assert_no_image_sync();
         let geo = self.geo;
         let Some(t) = self.target.as_mut() else {
             return Ok(());

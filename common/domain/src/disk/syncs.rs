@@ -132,6 +132,16 @@ impl Disk {
         self.syncs.begun > self.syncs.done
     }
 
+    /// Before an image write that does not wait for an image sync (the replica's): none may
+    /// be in flight, since a flush asked meanwhile shares it ([`Disk::start_flush`]). A replica
+    /// taking checkpoints begins none.
+    pub(super) fn debug_assert_no_image_sync(&self) {
+        debug_assert!(
+            !self.image_sync_in_flight(),
+            "an image write during an image sync"
+        );
+    }
+
     /// Whether extent `e` is in the log of the record in flight, if one is.
     pub(super) fn stays_in_log(&self, e: u64) -> bool {
         self.syncs.record.as_ref().is_none_or(|m| {
