@@ -8,19 +8,12 @@
 use std::process::Command;
 
 use hsb_domain::codec_policy::CodecMode;
-use hsb_tests::pagetrace::{replay, TraceReader};
+use hsb_tests::pagetrace::{header_of, kept, replay_file};
 
 /// The traces kept as test data: at least the rig's redis at its 200 ms checkpoint period (a
 /// trace at 2 s periods is 5 times the size, so it is measured, not kept: BENCHMARKS.md).
 fn traces() -> Vec<std::path::PathBuf> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-    let mut v: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "hsbtrace"))
-        .collect();
-    v.sort();
+    let v = kept().unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<_> = v.iter().filter_map(|p| p.file_name()?.to_str()).collect();
     assert!(
         names.contains(&"xen-rig-redis-random-200ms.hsbtrace"),
@@ -29,24 +22,17 @@ fn traces() -> Vec<std::path::PathBuf> {
     v
 }
 
-fn open(p: &std::path::Path) -> std::io::BufReader<std::fs::File> {
-    std::io::BufReader::new(
-        std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-    )
-}
-
 #[test]
 fn the_rig_traces_are_a_real_guest_of_a_few_hundred_checkpoints() {
     for p in traces() {
-        let r = TraceReader::new(open(&p)).expect("the trace's header");
-        let h = r.header();
+        let h = header_of(&p).expect("the trace's header");
         // 128 MiB of RAM and a few special pages (PVH: xenstore, console, ...).
         assert!(
             (32768..33024).contains(&h.ram_pages),
             "a 128 MiB guest: {h:?}"
         );
         assert!(h.note.contains("redis"), "{h:?}");
-        let plain = replay(open(&p), CodecMode::Never, 0).expect("plain replay");
+        let plain = replay_file(&p, CodecMode::Never, 0).expect("plain replay");
         assert!(plain.checkpoints >= 200, "{}: {plain:?}", p.display());
         assert!(
             plain.pages > plain.checkpoints * 10,
@@ -59,25 +45,34 @@ fn the_rig_traces_are_a_real_guest_of_a_few_hundred_checkpoints() {
 #[test]
 fn every_page_of_the_rig_traces_lands_exactly_encoded_or_not() {
     for p in traces() {
-        let plain = replay(open(&p), CodecMode::Never, 0).expect("plain replay");
-        let enc = replay(open(&p), CodecMode::Always, 0).expect("encoded replay");
+        let plain = replay_file(&p, CodecMode::Never, 0).expect("plain replay");
+        let enc = replay_file(&p, CodecMode::Always, 0).expect("encoded replay");
         assert_eq!(plain.pages_checked, enc.pages_checked);
         assert_eq!(enc.encoded, enc.checkpoints - 1);
         assert!(enc.wire_bytes < plain.wire_bytes, "{enc:?} {plain:?}");
     }
 }
 
+/// `hsb-page-trace ARGS`, run from the tests crate's directory: its exit code, stdout and
+/// stderr.
+fn page_trace<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (Option<i32>, String, String) {
+    let o = Command::new(hsb_tests::bin("hsb-page-trace"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run hsb-page-trace");
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
 #[test]
 fn the_recorder_says_what_is_wrong_with_its_command_line_and_its_host() {
     let run = |args: &[&str]| {
-        let o = Command::new(hsb_tests::bin("hsb-page-trace"))
-            .args(args)
-            .output()
-            .expect("run hsb-page-trace");
-        (
-            o.status.code(),
-            String::from_utf8_lossy(&o.stderr).into_owned(),
-        )
+        let (code, _, err) = page_trace(args);
+        (code, err)
     };
     let (code, err) = run(&["guest"]);
     assert_eq!(code, Some(2), "{err}");
@@ -106,17 +101,8 @@ fn the_recorder_says_what_is_wrong_with_its_command_line_and_its_host() {
 #[test]
 fn the_recorders_replay_says_what_link_a_traced_guest_needs() {
     let trace = traces().remove(0);
-    let o = Command::new(hsb_tests::bin("hsb-page-trace"))
-        .arg("replay")
-        .arg(&trace)
-        .output()
-        .expect("run hsb-page-trace replay");
-    let out = String::from_utf8_lossy(&o.stdout);
-    assert!(
-        o.status.success(),
-        "{out} {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    let (code, out, err) = page_trace(&[std::ffi::OsStr::new("replay"), trace.as_os_str()]);
+    assert_eq!(code, Some(0), "{out} {err}");
     for want in [
         "trace: ",
         "checkpoints: ",
@@ -141,22 +127,12 @@ fn the_recorders_replay_says_what_link_a_traced_guest_needs() {
         (cut, "ends inside block"),
         (dir.path("none"), "No such file"),
     ] {
-        let o = Command::new(hsb_tests::bin("hsb-page-trace"))
-            .arg("replay")
-            .arg(&file)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("run hsb-page-trace replay");
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{err}");
+        let (code, _, err) = page_trace(&[std::ffi::OsStr::new("replay"), file.as_os_str()]);
+        assert_eq!(code, Some(1), "{err}");
         assert!(
             err.contains(why) && err.contains(&*file.to_string_lossy()),
             "{err}"
         );
     }
-    let o = Command::new(hsb_tests::bin("hsb-page-trace"))
-        .arg("replay")
-        .output()
-        .expect("run hsb-page-trace replay");
-    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(page_trace(&["replay"]).0, Some(2));
 }

@@ -41,7 +41,7 @@ pub const MAX_PFN_LIMIT: u64 = 1 << 22;
 const MAX_NOTE: usize = 4096;
 
 mod replay;
-pub use replay::{replay, ReplayStats, SparseReplica, TraceSource};
+pub use replay::{header_of, kept, replay, replay_file, ReplayStats, SparseReplica, TraceSource};
 
 const PLAIN: u8 = 0;
 const LZ4: u8 = 1;

@@ -43,6 +43,15 @@ fn checkpoints(n: u64) -> Vec<TraceCheckpoint> {
     out
 }
 
+/// A checkpoint of `pfns` whose pages are all `byte`.
+fn same_pages(byte: u8, pfns: Vec<u64>) -> TraceCheckpoint {
+    TraceCheckpoint {
+        data: vec![byte; pfns.len() * PAGE_SIZE],
+        pfns,
+        ..TraceCheckpoint::default()
+    }
+}
+
 fn written(cs: &[TraceCheckpoint]) -> Vec<u8> {
     let mut w = TraceWriter::new(Vec::new(), header()).expect("writer");
     for c in cs {
@@ -115,12 +124,7 @@ fn a_damaged_trace_is_refused_with_where_and_why() {
 #[test]
 fn the_writer_refuses_what_a_reader_could_not_take() {
     let mut w = TraceWriter::new(Vec::new(), header()).expect("writer");
-    let page = vec![1u8; PAGE_SIZE];
-    let c = |pfns: Vec<u64>| TraceCheckpoint {
-        data: page.repeat(pfns.len()),
-        pfns,
-        ..TraceCheckpoint::default()
-    };
+    let c = |pfns| same_pages(1, pfns);
     assert!(w.add(&c(vec![5, 5])).is_err());
     assert!(w.add(&c(vec![7, 3])).is_err());
     assert!(w.add(&c(vec![4096])).is_err());
@@ -176,11 +180,7 @@ fn no_trace_holds_more_pages_than_its_guest_has() {
         },
     )
     .expect("writer");
-    let c = |pfns: Vec<u64>| TraceCheckpoint {
-        data: page.repeat(pfns.len()),
-        pfns,
-        ..TraceCheckpoint::default()
-    };
+    let c = |pfns| same_pages(7, pfns);
     assert!(w.add(&c(vec![1, 2])).is_ok());
     assert!(w.add(&c(vec![2, 3])).is_ok());
     let e = w.add(&c(vec![3, 4])).expect_err("a fourth page");

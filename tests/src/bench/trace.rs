@@ -1,39 +1,23 @@
 //! Section 11 of `hsb-bench`: page encoding on recorded traces of real guests (issue 16.2).
 //!
 //! Each trace in `tests/data/*.hsbtrace` (recorded on the Xen rig by `just xen-trace`) is
-//! replayed through the real checkpoint path (`hsb_tests::pagetrace::replay`: `Staging` capture
+//! replayed through the real checkpoint path (`hsb_tests::pagetrace::replay_file`: `Staging` capture
 //! and seal, `Session`, `Receiver`, every page checked on the replica) plain, encoded with the
 //! primary's default page cache, and encoded without deltas (no cache: zero pages, sparse
 //! records and LZ4 only). Bytes on the wire are every frame of the checkpoints after the first
 //! (the first stands for the full synchronisation), headers, CRC and MAC included.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use hsb_domain::codec_policy::CodecMode;
-use hsb_tests::pagetrace::{replay, ReplayStats, TraceReader};
+use hsb_tests::pagetrace::{header_of, kept, replay_file, ReplayStats};
 
 use super::{met, progress, table, R};
 
-/// The traces kept as test data.
-pub fn traces() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "hsbtrace"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 fn timed(path: &Path, mode: CodecMode, cache: u64) -> R<(ReplayStats, f64)> {
-    let f = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let t = Instant::now();
-    let s = replay(std::io::BufReader::new(f), mode, cache)?;
+    let s = replay_file(path, mode, cache)?;
     Ok((s, t.elapsed().as_secs_f64()))
 }
 
@@ -45,17 +29,13 @@ pub fn section_11() -> R<String> {
          the checkpoints after the first (which stands for the full synchronisation). The replay time covers \
          reading the trace, capture, seal, open, decode and apply on one core.\n\n",
     );
-    let traces = traces();
+    let traces = kept()?;
     if traces.is_empty() {
         return Err("no trace in tests/data (just xen-trace records one)".into());
     }
     for path in traces {
         progress(&format!("11: replaying {}", path.display()));
-        let note = std::fs::File::open(&path)
-            .ok()
-            .and_then(|f| TraceReader::new(std::io::BufReader::new(f)).ok())
-            .map(|r| r.header().note.clone())
-            .unwrap_or_default();
+        let note = header_of(&path)?.note;
         let (plain, tp) = timed(&path, CodecMode::Never, 0)?;
         let (enc, te) = timed(&path, CodecMode::Always, 0)?;
         let (nodelta, tn) = timed(&path, CodecMode::Always, 1)?;

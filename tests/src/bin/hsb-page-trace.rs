@@ -22,6 +22,7 @@
 
 use std::fs::File;
 use std::io::BufWriter;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,7 @@ use hsb_domain::codec_policy::CodecMode;
 use hsb_domain::domain::CheckpointSource;
 use hsb_domain::xen::{resolve, DomainRef, XenSource};
 use hsb_domain::PAGE_SIZE;
-use hsb_tests::pagetrace::{self, TraceCheckpoint, TraceHeader, TraceReader, TraceWriter};
+use hsb_tests::pagetrace::{self, TraceCheckpoint, TraceHeader, TraceWriter};
 
 const USAGE: &str = "usage: hsb-page-trace DOMAIN OUT [--checkpoints N] [--period MS] [--note TEXT]\n       hsb-page-trace replay TRACE";
 /// Bounds on the arguments.
@@ -172,18 +173,10 @@ fn record(a: &Args) -> Result<String, String> {
 
 /// `replay TRACE`: the trace's checkpoints plain and encoded, and the link they need.
 fn replay(path: &str) -> Result<String, String> {
-    let open = || -> Result<_, String> {
-        let f = File::open(path).map_err(|e| format!("{path}: {e}"))?;
-        Ok(std::io::BufReader::new(f))
-    };
-    let header = TraceReader::new(open()?)
-        .map_err(|e| format!("{path}: {e}"))?
-        .header()
-        .clone();
-    let plain =
-        pagetrace::replay(open()?, CodecMode::Never, 0).map_err(|e| format!("{path}: {e}"))?;
-    let enc =
-        pagetrace::replay(open()?, CodecMode::Always, 0).map_err(|e| format!("{path}: {e}"))?;
+    let path = Path::new(path);
+    let header = pagetrace::header_of(path)?;
+    let plain = pagetrace::replay_file(path, CodecMode::Never, 0)?;
+    let enc = pagetrace::replay_file(path, CodecMode::Always, 0)?;
     let secs = (plain.span_us as f64 / 1e6).max(1e-6);
     let mib = |b: u64| b as f64 / 1048576.0;
     let rate = |b: u64| {

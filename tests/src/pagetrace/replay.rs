@@ -7,7 +7,9 @@
 //! it, and the primary's page cache is empty after it, as after any full synchronisation); the
 //! bytes of every later checkpoint are counted.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
 
 use hsb_common::frame::{Header, HEADER_LEN, MAX_BODY_LEN};
 use hsb_common::key::ClusterKey;
@@ -17,7 +19,7 @@ use hsb_domain::codec_policy::CodecMode;
 use hsb_domain::domain::{CheckpointSource, DomainError, Replica};
 use hsb_domain::PAGE_SIZE;
 
-use super::{TraceCheckpoint, TraceError, TraceReader, Versions};
+use super::{TraceCheckpoint, TraceError, TraceHeader, TraceReader, Versions};
 
 /// The guest of a trace, at the checkpoint being replayed: every page version the trace has
 /// shown so far.
@@ -285,4 +287,35 @@ pub fn replay(input: impl Read, mode: CodecMode, cache_pages: u64) -> Result<Rep
         ));
     }
     Ok(stats)
+}
+
+/// The traces kept as test data (`tests/data/*.hsbtrace`), in name order.
+pub fn kept() -> Result<Vec<PathBuf>, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "hsbtrace"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+fn open(path: &Path) -> Result<BufReader<File>, String> {
+    File::open(path)
+        .map(BufReader::new)
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The header of the trace in file `path`; an error names the file.
+pub fn header_of(path: &Path) -> Result<TraceHeader, String> {
+    TraceReader::new(open(path)?)
+        .map(|r| r.header().clone())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// [`replay`] of the trace in file `path`; an error names the file.
+pub fn replay_file(path: &Path, mode: CodecMode, cache_pages: u64) -> Result<ReplayStats, String> {
+    replay(open(path)?, mode, cache_pages).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hsb_domain::codec_policy::CodecMode;
-use hsb_tests::pagetrace::{replay, ReplayStats};
+use hsb_tests::pagetrace::{replay_file, ReplayStats};
 
 use super::run::boot;
 use super::{log, ns, rig, wait, Fail, KillOnDrop, Report, GUEST};
@@ -221,12 +221,8 @@ pub(super) fn run_trace(
             "the load had errors while the trace was recorded: {last}"
         )));
     }
-    let read = |mode| -> Result<ReplayStats, String> {
-        let f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
-        replay(std::io::BufReader::new(f), mode, 0)
-    };
-    let plain = read(CodecMode::Never)?;
-    let enc = read(CodecMode::Always)?;
+    let plain = replay_file(&file, CodecMode::Never, 0)?;
+    let enc = replay_file(&file, CodecMode::Always, 0)?;
     let size = std::fs::metadata(&file).map_or(0, |m| m.len());
     rep.add(format!(
         "trace {} ({:.2} MiB); replayed through Staging, Session and Receiver, every page checked on the replica",
