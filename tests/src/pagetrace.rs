@@ -196,19 +196,12 @@ impl<'a> Cursor<'a> {
     }
 
     fn varint(&mut self, what: &str) -> Result<u64, TraceError> {
-        let mut v = 0u64;
-        for shift in (0..64).step_by(7) {
-            let byte = *self
-                .b
-                .get(self.pos)
-                .ok_or_else(|| self.bad(format!("{what}: the block ends in a number")))?;
-            self.pos += 1;
-            v |= u64::from(byte & 0x7f) << shift;
-            if byte & 0x80 == 0 {
-                return Ok(v);
-            }
-        }
-        Err(self.bad(format!("{what}: a number longer than 64 bits")))
+        page_codec::read_varint(self.b, &mut self.pos).map_err(|e| {
+            self.bad(match e {
+                page_codec::CodecError::Truncated => format!("{what}: the block ends in a number"),
+                _ => format!("{what}: a number longer than 64 bits"),
+            })
+        })
     }
 
     fn bytes(&mut self, n: usize, what: &str) -> Result<&'a [u8], TraceError> {

@@ -212,7 +212,8 @@ pub fn encode_page(page: &[u8], previous: Option<&[u8]>, out: &mut [u8]) -> (usi
     (MAX_RECORD, RecordKind::Raw)
 }
 
-fn read_varint(b: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
+/// Read the varint (`msg::write_varint`'s form) at `*pos` in `b`, moving `*pos` past it.
+pub fn read_varint(b: &[u8], pos: &mut usize) -> Result<u64, CodecError> {
     let mut v = 0u64;
     for shift in (0..64).step_by(7) {
         let byte = *b.get(*pos).ok_or(CodecError::Truncated)?;
