@@ -264,20 +264,29 @@ pub fn main() -> ExitCode {
     };
     let baseline = args.iter().any(|a| a == "remus");
     let keep = args.iter().any(|a| a == "--keep");
-    // `trace N`: how many checkpoints to record.
-    let count = args.iter().find_map(|a| a.parse::<u64>().ok());
-    // `trace ... bench`: redis-benchmark's load; `trace ... values=B`: random values up to B;
-    // `trace ... period=MS`: a checkpoint every MS milliseconds.
-    let period = args
+    // `trace [N] [bench|values=B] [period=MS]`: each read once, within its bounds.
+    let topts: Vec<trace::TraceArg> = args.iter().filter_map(|a| trace::trace_arg(a)).collect();
+    let count = topts.iter().find_map(|t| match t {
+        trace::TraceArg::Count(n) => Some(*n),
+        _ => None,
+    });
+    let period = topts
         .iter()
-        .find_map(|a| a.strip_prefix("period=")?.parse().ok())
+        .find_map(|t| match t {
+            trace::TraceArg::Period(ms) => Some(*ms),
+            _ => None,
+        })
         .unwrap_or(trace::PERIOD_MS);
-    let load = if args.iter().any(|a| a == "bench") {
+    let load = if topts.iter().any(|t| matches!(t, trace::TraceArg::Bench)) {
         trace::Load::Benchmark
     } else {
         trace::Load::Random(
-            args.iter()
-                .find_map(|a| a.strip_prefix("values=")?.parse().ok())
+            topts
+                .iter()
+                .find_map(|t| match t {
+                    trace::TraceArg::Values(b) => Some(*b),
+                    _ => None,
+                })
                 .unwrap_or(1024),
         )
     };
@@ -285,15 +294,7 @@ pub fn main() -> ExitCode {
         !matches!(
             a.as_str(),
             "smoke" | "all" | "isolate" | "disk" | "disk-bench" | "trace" | "remus" | "--keep"
-        ) && (mode != Mode::Trace
-            || !(a.parse::<u64>().is_ok_and(|n| (2..=10_000).contains(&n))
-                || a.as_str() == "bench"
-                || a.strip_prefix("period=")
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .is_some_and(|v| (10..=10_000).contains(&v))
-                || a.strip_prefix("values=")
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .is_some_and(|v| (16..=65536).contains(&v))))
+        ) && (mode != Mode::Trace || trace::trace_arg(a).is_none())
     }) {
         eprintln!("hsb-xen-e2e: unknown argument '{bad}'; usage: hsb-xen-e2e [smoke|all|isolate|disk|disk-bench|trace [CHECKPOINTS, 2 to 10000] [bench|values=BYTES, 16 to 65536] [period=MS, 10 to 10000]|remus] [--keep]");
         return ExitCode::from(2);

@@ -71,6 +71,44 @@ fn line(what: &str, s: &ReplayStats, plain: &ReplayStats) -> String {
     )
 }
 
+/// One argument of `trace`, within its bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TraceArg {
+    /// Checkpoints to record (2 to 10,000).
+    Count(u64),
+    /// `bench`: redis-benchmark's load.
+    Bench,
+    /// `values=B`: random values of up to B bytes (16 to 65,536).
+    Values(usize),
+    /// `period=MS`: a checkpoint every MS milliseconds (10 to 10,000).
+    Period(u64),
+}
+
+/// `a` as an argument of `trace`, if it is one (and within its bounds).
+pub(super) fn trace_arg(a: &str) -> Option<TraceArg> {
+    if a == "bench" {
+        return Some(TraceArg::Bench);
+    }
+    if let Some(v) = a.strip_prefix("values=") {
+        return v
+            .parse()
+            .ok()
+            .filter(|b| (16..=65536).contains(b))
+            .map(TraceArg::Values);
+    }
+    if let Some(v) = a.strip_prefix("period=") {
+        return v
+            .parse()
+            .ok()
+            .filter(|ms| (10..=10_000).contains(ms))
+            .map(TraceArg::Period);
+    }
+    a.parse()
+        .ok()
+        .filter(|n| (2..=10_000).contains(n))
+        .map(TraceArg::Count)
+}
+
 /// The load on the guest's redis while a trace is recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Load {
@@ -146,8 +184,8 @@ pub(super) fn run_trace(
     // The load runs for the warm-up and the recording, and stops by itself after that.
     let secs = WARM_UP.as_secs() + checkpoints * (period_ms + 2_000) / 1000 + 120;
     let logf = std::fs::File::create(dir.join("load.log")).map_err(|e| e.to_string())?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", &ns(), "timeout", &secs.to_string()]);
+    let mut cmd = ns_cmd("timeout");
+    cmd.arg(secs.to_string());
     match load {
         Load::Benchmark => cmd
             .arg("redis-benchmark")
