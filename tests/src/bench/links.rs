@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use hsb_tests::netns::{self, Host, Net, Topology};
 use hsb_tests::{num, Client, Daemon, TempDir};
 
+use super::stats::fnum;
 use super::{pct, progress, table, Ctx, Pct, GIB, MIB, R};
 
 mod raw;
@@ -262,12 +263,7 @@ fn run(link: &Link, o: &RunOpts) -> R<RunResult> {
         d(&s0, &s1, "loop_long_turns"),
     );
     // `loop_turn_max_ms` has a decimal.
-    let max_ms = |s: &std::collections::HashMap<String, String>| {
-        s.get("loop_turn_max_ms")
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    r.turn_max = (max_ms(&p1), max_ms(&s1));
+    r.turn_max = (fnum(&p1, "loop_turn_max_ms"), fnum(&s1, "loop_turn_max_ms"));
     let (a0, a1) = (num(&p0, "acked_checkpoint"), num(&p1, "acked_checkpoint"));
     r.pause = pauses(&primary.log_text(), a0, a1);
     r.reply = (!replies.is_empty()).then(|| pct(replies));
