@@ -373,6 +373,16 @@ fn a_daemon_serves_a_xen_guests_disk_while_the_domain_does_not_exist_yet() {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // That probe was the export's one client: until the export has seen it go, qemu-io
+        // would be refused as a second one (the CI rehearsal's "EOF before the initial magic").
+        while !daemon.log_text().contains("disk: NBD export: client gone") {
+            assert!(
+                t.elapsed() < Duration::from_secs(30) && daemon.alive(),
+                "{bin} does not notice its probe client leave\n{}",
+                daemon.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
         if writable {
             qemu_io(
                 &sock,
