@@ -361,6 +361,19 @@ pub(super) fn wait_protected(rep: &mut Report) -> Result<(), String> {
         num(&st, "checkpoints_applied"),
         t.elapsed().as_secs_f64()
     ));
+    // The guest's pause for it (issue 16.3), in the primary's own words: the full
+    // synchronisation's line and, when pre-copied, the rounds before it.
+    let lines = on(
+        1,
+        "grep -m2 -e ': pre-copy:' -e ': full synchronisation, .*pause' /var/log/hsb-primary.log",
+    )
+    .unwrap_or_default();
+    for l in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let said = l.split_once("checkpoint ").map_or(l, |(_, r)| r);
+        rep.add(format!(
+            "full synchronisation (primary's log): checkpoint {said}"
+        ));
+    }
     Ok(())
 }
 
