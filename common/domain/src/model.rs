@@ -311,20 +311,7 @@ impl ModelDomain {
             let mut rng = SplitMix64::new(self.cpu.rng);
             let page = pfn as usize * PAGE_SIZE;
             let page = &mut self.mem[page..page + PAGE_SIZE];
-            match self.pattern {
-                WritePattern::Counters => {
-                    let v = rng.next_u64();
-                    let off = (v % (PAGE_SIZE as u64 / 8)) as usize * 8;
-                    page[off..off + 8].copy_from_slice(&v.to_le_bytes());
-                }
-                WritePattern::Lines(n) => {
-                    for _ in 0..n {
-                        let off = rng.below((PAGE_SIZE / 64) as u64) as usize * 64;
-                        rng.fill(&mut page[off..off + 64]);
-                    }
-                }
-                WritePattern::Pages => rng.fill(page),
-            }
+            self.pattern.write(page, &mut rng);
             self.cpu.rng = rng.state();
             self.mark(pfn);
             self.cpu.writes += 1;

@@ -124,3 +124,35 @@ fn replica_rejects_bad_input() {
     assert!(r.load_state(&[1, 2, 3]).is_err());
     assert!(!r.formatted());
 }
+
+#[test]
+fn whole_pages_leave_nothing_to_save() {
+    // `pages` is made from a pool (cheap to write), yet neither a delta against the page's
+    // previous version nor LZ4 over a frame's worth of pages finds anything to save.
+    let pattern = WritePattern::Pages;
+    let mut rng = SplitMix64::new(9);
+    let mut frame = vec![0u8; 64 * PAGE_SIZE];
+    let mut out = vec![0u8; crate::page_codec::RECORD_ROOM];
+    for p in frame.chunks_exact_mut(PAGE_SIZE) {
+        pattern.write(p, &mut rng);
+        let before = p.to_vec();
+        pattern.write(p, &mut rng);
+        let (_, kind) = crate::page_codec::encode_page(p, Some(&before), &mut out);
+        assert_eq!(kind, crate::page_codec::RecordKind::Raw, "no delta pays");
+        let same = p.iter().zip(&before).filter(|(a, b)| a == b).count();
+        assert!(same < PAGE_SIZE / 64, "{same} bytes unchanged");
+    }
+    let mut packed = vec![0u8; crate::page_codec::compressed_room(frame.len())];
+    assert_eq!(
+        crate::page_codec::compress(&frame, &mut packed),
+        None,
+        "LZ4 saves nothing"
+    );
+    let raw = lz4_flex::block::compress(&frame);
+    assert!(
+        raw.len() >= frame.len(),
+        "LZ4: {} of {}",
+        raw.len(),
+        frame.len()
+    );
+}
