@@ -6,13 +6,13 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, ExitCode, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hsb_tests::faults::{check_history, Op};
 
-use super::{log, ns, GUEST_SERVICE};
+use super::{log, ns_cmd, ns_cmd_within, GUEST_SERVICE};
 
 /// The client: a child in the rig namespace whose stdout lines the parent timestamps.
 pub(super) struct ClientRun {
@@ -30,9 +30,7 @@ impl ClientRun {
     /// `client` (INCR, the value) or `putter` (PUT, the key's number).
     pub(super) fn start_kind(kind: &str, seconds: u64) -> Result<ClientRun, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &ns()])
-            .arg(exe)
+        let mut child = ns_cmd(exe)
             .args([kind, GUEST_SERVICE, &seconds.to_string()])
             .process_group(0)
             .stdout(Stdio::piped())
@@ -273,10 +271,7 @@ impl Probe {
     /// Run the probe in the rig namespace for `seconds`.
     pub(super) fn run(seconds: u64) -> Result<Probe, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let out = Command::new("timeout")
-            .arg((seconds + 60).to_string())
-            .args(["ip", "netns", "exec", &ns()])
-            .arg(exe)
+        let out = ns_cmd_within(seconds + 60, exe)
             .args(["probe", GUEST_SERVICE, &seconds.to_string()])
             .stderr(Stdio::inherit())
             .output()

@@ -13,7 +13,6 @@
 //! only then the guest renamed to the name hsb-primary waits for: hsb-primary must not
 //! checkpoint a guest the toolstack is saving.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use hsb_tests::faults::Op;
@@ -21,7 +20,9 @@ use hsb_tests::faults::Op;
 use super::client::{after_kill, ClientRun};
 use super::etc::{PRIMARY_NBD, PROMOTE_CONF, STANDBY_NBD};
 use super::run::{boot, f1_aftermath, kill_host1, make_replica, start_witnesses, wait_protected};
-use super::{log, ns, num, on, rig, status, status_of, wait, Fail, Report, GUEST, GUEST_SERVICE};
+use super::{
+    log, ns_cmd_within, num, on, rig, status, status_of, wait, Fail, Report, GUEST, GUEST_SERVICE,
+};
 
 /// The guest's name while the replica is made.
 const SETUP_NAME: &str = "hsb-setup";
@@ -301,10 +302,7 @@ pub(super) struct PutCheck {
 pub(super) fn check_puts(ops: &[Op]) -> Result<PutCheck, String> {
     let acked: Vec<u64> = ops.iter().filter_map(|o| o.value).collect();
     let last = ops.len() as u64 + 1;
-    let out = Command::new("timeout")
-        .arg("300")
-        .args(["ip", "netns", "exec", &ns()])
-        .arg(std::env::current_exe().map_err(|e| e.to_string())?)
+    let out = ns_cmd_within(300, std::env::current_exe().map_err(|e| e.to_string())?)
         .args(["check-puts", GUEST_SERVICE, &last.to_string()])
         .output()
         .map_err(|e| format!("check-puts: {e}"))?;

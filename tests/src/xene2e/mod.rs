@@ -25,6 +25,22 @@ use run::run;
 fn ns() -> String {
     std::env::var("HSB_RIG_NS").unwrap_or_else(|_| "hsb-rig".into())
 }
+
+/// `program`, to be run in the rig's namespace (`ip netns exec`).
+fn ns_cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", &ns()]).arg(program);
+    c
+}
+
+/// `program` in the rig's namespace, killed after `secs` (`timeout`).
+fn ns_cmd_within(secs: u64, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("timeout");
+    c.arg(secs.to_string())
+        .args(["ip", "netns", "exec", &ns()])
+        .arg(program);
+    c
+}
 const GUEST: &str = "hsb-guest";
 const GUEST_SERVICE: &str = "10.99.0.21:7000";
 

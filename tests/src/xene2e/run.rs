@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use hsb_tests::faults::Op;
@@ -12,7 +12,7 @@ use hsb_tests::faults::Op;
 use super::client::{acked_between, after_kill, history_line, save_history, ClientRun, Probe};
 use super::etc::write_etc;
 use super::{
-    log, ns, num, on, rig, status, status_of, wait, Fail, KillOnDrop, Mode, Report, Rig, GUEST,
+    log, ns_cmd, num, on, rig, status, status_of, wait, Fail, KillOnDrop, Mode, Report, Rig, GUEST,
 };
 
 /// The run's directory (`target/xen-rig/e2e`, emptied), its configuration written, and the rig
@@ -326,9 +326,7 @@ pub(super) fn start_witnesses(dir: &Path, bin: &Path) -> Result<Vec<KillOnDrop>,
     for i in 1..=3 {
         let logf =
             std::fs::File::create(dir.join(format!("w{i}.log"))).map_err(|e| e.to_string())?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns()])
-            .arg(bin.join("hsb-witness"))
+        let child = ns_cmd(bin.join("hsb-witness"))
             .args(["run", "-c"])
             .arg(dir.join(format!("w{i}.conf")))
             .env("HSB_LOG", "info")

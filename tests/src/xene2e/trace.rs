@@ -14,7 +14,7 @@ use hsb_domain::codec_policy::CodecMode;
 use hsb_tests::pagetrace::{replay_file, ReplayStats};
 
 use super::run::boot;
-use super::{log, ns, rig, wait, Fail, KillOnDrop, Report, GUEST};
+use super::{log, ns_cmd, rig, wait, Fail, KillOnDrop, Report, GUEST};
 
 const GUEST_IP: &str = "10.99.0.21";
 /// The rig's checkpoint period under TCG (`checkpoint_period` of the rig's primary): the default.
@@ -41,12 +41,6 @@ fn rig_dir() -> PathBuf {
         || PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/xen-rig")),
         PathBuf::from,
     )
-}
-
-fn ns_cmd(program: &str) -> Command {
-    let mut c = Command::new("ip");
-    c.args(["netns", "exec", &ns(), program]);
-    c
 }
 
 /// Whether the guest's redis answers PING (from the rig's namespace).
