@@ -17,8 +17,10 @@
 //! the rig's checkpoint period under TCG) measured from one suspend to the next. It must not run
 //! beside hsb-primary or `xl remus` on the same guest (each owns the guest's log-dirty
 //! tracking). The guest is resumed on every path out; progress goes to stderr, a summary line to
-//! stdout. Exit status: 0 recorded, 1 failed (the file holds the checkpoints recorded before),
-//! 2 bad arguments.
+//! stdout. `SIGINT` (Ctrl-C), `SIGTERM` or `SIGQUIT` stop the recording after the checkpoint
+//! under way: the guest runs again, its log-dirty tracking is switched off and the trace is
+//! complete with the checkpoints taken so far. Exit status: 0 recorded (also when stopped so),
+//! 1 failed (the file holds the checkpoints recorded before), 2 bad arguments.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -26,6 +28,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use hsb_common::signals::{Request, SignalSource};
 use hsb_domain::codec_policy::CodecMode;
 use hsb_domain::domain::CheckpointSource;
 use hsb_domain::xen::{resolve, DomainRef, XenSource};
@@ -38,6 +41,8 @@ const MAX_CHECKPOINTS: u64 = 100_000;
 const MAX_PERIOD_MS: u64 = 60_000;
 /// How long the guest has to reach its suspend point.
 const SUSPEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between two looks at the signals while waiting for the next checkpoint.
+const SIGNAL_LOOK: Duration = Duration::from_millis(50);
 
 struct Args {
     domain: DomainRef,
@@ -108,7 +113,19 @@ fn take(src: &mut XenSource, c: &mut TraceCheckpoint) -> Result<(), String> {
     taken.and(resumed)
 }
 
+/// The stop signal received since the last look, if any (the others are ignored here).
+fn stop_asked(signals: &mut SignalSource) -> Option<&'static str> {
+    signals.take().into_iter().find_map(|r| match r {
+        Request::Stop(name) => Some(name),
+        _ => None,
+    })
+}
+
 fn record(a: &Args) -> Result<String, String> {
+    // Before the guest is touched: from here a stop signal waits for the checkpoint under way
+    // (a process killed between suspend and resume would leave the guest suspended).
+    let mut signals =
+        SignalSource::install().map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let domid = resolve(&a.domain).map_err(|e| e.to_string())?;
     let mut src = XenSource::open(domid, SUSPEND_TIMEOUT, &mut || {})
         .map_err(|e| format!("attach to {}: {e}", a.domain))?;
@@ -136,9 +153,19 @@ fn record(a: &Args) -> Result<String, String> {
     let started = Instant::now();
     let mut last = started;
     let (mut pages, mut pause_max) = (0u64, Duration::ZERO);
+    let (mut taken, mut stopped) = (0u64, None);
     for i in 1..=a.checkpoints {
-        if let Some(wait) = (last + a.period).checked_duration_since(Instant::now()) {
-            std::thread::sleep(wait);
+        while let Some(wait) = (last + a.period).checked_duration_since(Instant::now()) {
+            stopped = stopped.or_else(|| stop_asked(&mut signals));
+            if stopped.is_some() {
+                break;
+            }
+            std::thread::sleep(wait.min(SIGNAL_LOOK));
+        }
+        stopped = stopped.or_else(|| stop_asked(&mut signals));
+        if let Some(sig) = stopped {
+            eprintln!("hsb-page-trace: {sig}: stopping after {taken} checkpoints");
+            break;
         }
         let t = Instant::now();
         take(&mut src, &mut c).map_err(|e| format!("checkpoint {i}: {e}"))?;
@@ -147,6 +174,7 @@ fn record(a: &Args) -> Result<String, String> {
         c.pause_us = pause.as_micros() as u64;
         last = t;
         w.add(&c).map_err(|e| format!("checkpoint {i}: {e}"))?;
+        taken = i;
         pages += c.pfns.len() as u64;
         pause_max = pause_max.max(pause);
         if i % 20 == 0 || i == a.checkpoints {
@@ -161,9 +189,12 @@ fn record(a: &Args) -> Result<String, String> {
     let written = w.written;
     w.finish().map_err(|e| e.to_string())?;
     Ok(format!(
-        "recorded {} checkpoints of {} over {:.1} s: {pages} dirty pages ({:.1} MiB) in a trace of {:.2} MiB ({})",
-        a.checkpoints,
+        "recorded {taken} checkpoints of {}{} over {:.1} s: {pages} dirty pages ({:.1} MiB) in a trace of {:.2} MiB ({})",
         a.domain,
+        stopped.map_or(String::new(), |sig| format!(
+            " (stopped by {sig}; {} asked)",
+            a.checkpoints
+        )),
         started.elapsed().as_secs_f64(),
         (pages * PAGE_SIZE as u64) as f64 / 1048576.0,
         written as f64 / 1048576.0,

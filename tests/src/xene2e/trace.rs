@@ -6,7 +6,7 @@
 //! is one such recording, kept as test data.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -253,6 +253,7 @@ pub(super) fn run_trace(
             "the load had errors while the trace was recorded: {last}"
         )));
     }
+    interrupted(&mut rep, &traces)?;
     let plain = replay_file(&file, CodecMode::Never, 0)?;
     let enc = replay_file(&file, CodecMode::Always, 0)?;
     let size = std::fs::metadata(&file).map_or(0, |m| m.len());
@@ -265,6 +266,43 @@ pub(super) fn run_trace(
     rep.add(line("encoded (encode = always)", &enc, &plain));
     rep.ok = true;
     Ok(rep)
+}
+
+/// Ctrl-C in the middle of a recording (`SIGINT` 5 s into it, 20 checkpoints a second, so
+/// likely while the guest is suspended): the recorder stops after the checkpoint under way, the
+/// guest runs on (redis answers), and the trace holds whole checkpoints only.
+fn interrupted(rep: &mut Report, traces: &Path) -> Result<(), Fail> {
+    let out = rig(&[
+        "run",
+        "-t",
+        "120",
+        "1",
+        &format!(
+            "hsb-page-trace {GUEST} /tmp/stopped.trace --checkpoints 10000 --period 50 >/tmp/stopped.out 2>&1 & p=$!; sleep 5; kill -INT $p; wait $p; rc=$?; tail -n 2 /tmp/stopped.out; exit $rc"
+        ),
+    ])
+    .map_err(|e| Fail::Run(format!("a recording stopped with SIGINT: {e}")))?;
+    if !out.contains("stopped by SIGINT") {
+        return Err(Fail::Run(format!(
+            "a recording stopped with SIGINT did not say so: {}",
+            out.trim()
+        )));
+    }
+    if !redis_answers() {
+        return Err(Fail::Run(
+            "after a recording stopped with SIGINT, redis in the guest no longer answers PING (the guest was left suspended?)".into(),
+        ));
+    }
+    let file = traces.join("stopped-by-sigint.hsbtrace");
+    rig(&["pull", "1", "/tmp/stopped.trace", &file.to_string_lossy()])?;
+    let r = replay_file(&file, CodecMode::Never, 0)
+        .map_err(|e| Fail::Run(format!("the trace of a recording stopped with SIGINT: {e}")))?;
+    rep.add(format!(
+        "a recording stopped with SIGINT 5 s in: exit 0, the guest answers, its trace whole ({} checkpoints, every page checked):\n```\n{}\n```",
+        r.checkpoints,
+        out.trim()
+    ));
+    Ok(())
 }
 
 /// Keys the load draws from.
