@@ -94,6 +94,12 @@ pub const RATIO_MAX_PCT: u64 = 90;
 pub const PROBE_EVERY_MIN: u32 = 64;
 /// See [`PROBE_EVERY_MIN`].
 pub const PROBE_EVERY_MAX: u32 = 512;
+/// A try of the other codec also comes once the checkpoints since the last try took this long,
+/// summed from the start of each one's sealing to its ack (they overlap when several are in
+/// flight, so it may come sooner): on a saturated slow link a plain checkpoint can take half a
+/// second, so 512 of them would leave a guest that starts writing pages that encode well
+/// waiting minutes for the rule to notice.
+pub const PROBE_AFTER_NS: u64 = 30_000_000_000;
 /// Checkpoints per try of encoding (one more: the first after plain ones starts with a cold
 /// cache), and per try of plain pages (fewer: on a slow link each plain checkpoint is long, and
 /// the next ones grow while it is sent).
@@ -116,6 +122,8 @@ pub struct CodecPolicy {
     since_probe: u32,
     /// Checkpoints between tries now.
     probe_every: u32,
+    /// Nanoseconds the checkpoints since the last try took (see [`PROBE_AFTER_NS`]).
+    since_probe_ns: u64,
     /// Checkpoints left in the current try.
     probe_left: u32,
     /// The codec of the last non-small checkpoint.
@@ -149,6 +157,7 @@ impl CodecPolicy {
             best: Codec::Plain,
             since_probe: 0,
             probe_every: PROBE_EVERY_MIN,
+            since_probe_ns: 0,
             probe_left: 0,
             last: Codec::Plain,
             stale: [false; 2],
@@ -205,10 +214,12 @@ impl CodecPolicy {
             self.best = best;
             self.probe_every = PROBE_EVERY_MIN;
             self.since_probe = 0;
+            self.since_probe_ns = 0;
         }
         self.since_probe += 1;
-        if self.since_probe >= self.probe_every {
+        if self.since_probe >= self.probe_every || self.since_probe_ns >= PROBE_AFTER_NS {
             self.since_probe = 0;
+            self.since_probe_ns = 0;
             self.probe_every = (self.probe_every * 2).min(PROBE_EVERY_MAX);
             self.probe_left = match self.best {
                 Codec::Plain => PROBE_LEN + 1,
@@ -239,6 +250,7 @@ impl CodecPolicy {
     /// What a checkpoint decided by `choice` cost: `page_bytes` of pages sealed into
     /// `wire_bytes`, `ns` from the start of its sealing to its ack.
     pub fn observe(&mut self, choice: Choice, page_bytes: u64, wire_bytes: u64, ns: u64) {
+        self.since_probe_ns = self.since_probe_ns.saturating_add(ns);
         if !choice.measured || page_bytes == 0 {
             return;
         }
@@ -284,6 +296,51 @@ mod tests {
             p.observe(c, BIG, w, cost(c.codec));
         }
         enc
+    }
+
+    #[test]
+    fn a_slow_link_tries_again_within_the_time_bound() {
+        // Random pages on a saturated slow link: plain, each checkpoint 600 ms, and tries of
+        // encoding spaced out to 512 checkpoints (5 minutes) by the count alone.
+        let mut p = CodecPolicy::new(CodecMode::Auto);
+        let slow = |c| match c {
+            Codec::Plain => 600_000_000,
+            Codec::Encoded => 650_000_000,
+        };
+        run_sized(&mut p, 3000, BIG + 100, slow);
+        assert_eq!(p.probe_every, PROBE_EVERY_MAX);
+        // To the end of a try, so that the count between tries starts from nothing.
+        let mut in_try = false;
+        loop {
+            let c = p.choose(BIG);
+            let enc = c.codec == Codec::Encoded;
+            p.observe(c, BIG, BIG + 100, slow(c.codec));
+            if enc {
+                in_try = true;
+            } else if in_try {
+                break;
+            }
+        }
+        // The guest starts writing pages that encode to a quarter, which then ship in a quarter
+        // of the time: the rule notices within about 30 s of checkpoints, not 512 of them.
+        let mut n = 0;
+        while p.choose(BIG).codec != Codec::Encoded {
+            let c = Choice {
+                codec: Codec::Plain,
+                measured: true,
+            };
+            p.observe(c, BIG, BIG, 600_000_000);
+            n += 1;
+            assert!(
+                n <= 60,
+                "no try of encoding after {n} checkpoints of 600 ms"
+            );
+        }
+        let enc = run(&mut p, 40, |c| match c {
+            Codec::Plain => 600_000_000,
+            Codec::Encoded => 150_000_000,
+        });
+        assert!(enc >= 35, "{enc} of 40 encoded after the try");
     }
 
     #[test]
