@@ -155,14 +155,16 @@ fn record(a: &Args) -> Result<String, String> {
     let (mut pages, mut pause_max) = (0u64, Duration::ZERO);
     let (mut taken, mut stopped) = (0u64, None);
     for i in 1..=a.checkpoints {
-        while let Some(wait) = (last + a.period).checked_duration_since(Instant::now()) {
-            stopped = stopped.or_else(|| stop_asked(&mut signals));
-            if stopped.is_some() {
-                break;
+        // Until the next checkpoint is due, or a stop signal came.
+        stopped = loop {
+            if let Some(sig) = stop_asked(&mut signals) {
+                break Some(sig);
             }
-            std::thread::sleep(wait.min(SIGNAL_LOOK));
-        }
-        stopped = stopped.or_else(|| stop_asked(&mut signals));
+            match (last + a.period).checked_duration_since(Instant::now()) {
+                Some(wait) => std::thread::sleep(wait.min(SIGNAL_LOOK)),
+                None => break None,
+            }
+        };
         if let Some(sig) = stopped {
             eprintln!("hsb-page-trace: {sig}: stopping after {taken} checkpoints");
             break;
