@@ -35,10 +35,8 @@ fn ns_cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
 
 /// `program` in the rig's namespace, killed after `secs` (`timeout`).
 fn ns_cmd_within(secs: u64, program: impl AsRef<std::ffi::OsStr>) -> Command {
-    let mut c = Command::new("timeout");
-    c.arg(secs.to_string())
-        .args(["ip", "netns", "exec", &ns()])
-        .arg(program);
+    let mut c = ns_cmd("timeout");
+    c.arg(secs.to_string()).arg(program);
     c
 }
 const GUEST: &str = "hsb-guest";
@@ -280,32 +278,6 @@ pub fn main() -> ExitCode {
     };
     let baseline = args.iter().any(|a| a == "remus");
     let keep = args.iter().any(|a| a == "--keep");
-    // `trace [N] [bench|values=B] [period=MS]`: each read once, within its bounds.
-    let topts: Vec<trace::TraceArg> = args.iter().filter_map(|a| trace::trace_arg(a)).collect();
-    let count = topts.iter().find_map(|t| match t {
-        trace::TraceArg::Count(n) => Some(*n),
-        _ => None,
-    });
-    let period = topts
-        .iter()
-        .find_map(|t| match t {
-            trace::TraceArg::Period(ms) => Some(*ms),
-            _ => None,
-        })
-        .unwrap_or(trace::PERIOD_MS);
-    let load = if topts.iter().any(|t| matches!(t, trace::TraceArg::Bench)) {
-        trace::Load::Benchmark
-    } else {
-        trace::Load::Random(
-            topts
-                .iter()
-                .find_map(|t| match t {
-                    trace::TraceArg::Values(b) => Some(*b),
-                    _ => None,
-                })
-                .unwrap_or(1024),
-        )
-    };
     if let Some(bad) = args.iter().find(|a| {
         !matches!(
             a.as_str(),
@@ -325,7 +297,8 @@ pub fn main() -> ExitCode {
     } else if mode == Mode::DiskBench {
         diskbench::run_disk_bench(keep)
     } else if mode == Mode::Trace {
-        trace::run_trace(keep, count.unwrap_or(300), period, load)
+        let t = trace::TraceOpts::from_args(&args);
+        trace::run_trace(keep, t.checkpoints, t.period_ms, t.load)
     } else {
         run(mode, keep)
     };

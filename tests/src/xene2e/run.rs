@@ -367,10 +367,9 @@ pub(super) fn wait_protected(rep: &mut Report) -> Result<(), String> {
     )
     .unwrap_or_default();
     for l in lines.lines().filter(|l| !l.trim().is_empty()) {
-        let said = l.split_once("checkpoint ").map_or(l, |(_, r)| r);
-        rep.add(format!(
-            "full synchronisation (primary's log): checkpoint {said}"
-        ));
+        // From "checkpoint N: ...", without the log line's stamp and level.
+        let said = l.find("checkpoint ").map_or(l, |i| &l[i..]);
+        rep.add(format!("full synchronisation (primary's log): {said}"));
     }
     Ok(())
 }

@@ -14,7 +14,7 @@ use hsb_domain::codec_policy::CodecMode;
 use hsb_tests::pagetrace::{replay_file, ReplayStats};
 
 use super::run::boot;
-use super::{log, ns_cmd, rig, wait, Fail, KillOnDrop, Report, GUEST};
+use super::{log, ns_cmd, ns_cmd_within, rig, wait, Fail, KillOnDrop, Report, GUEST};
 
 const GUEST_IP: &str = "10.99.0.21";
 /// The rig's checkpoint period under TCG (`checkpoint_period` of the rig's primary): the default.
@@ -84,23 +84,49 @@ pub(super) fn trace_arg(a: &str) -> Option<TraceArg> {
         return Some(TraceArg::Bench);
     }
     if let Some(v) = a.strip_prefix("values=") {
-        return v
-            .parse()
-            .ok()
-            .filter(|b| (16..=65536).contains(b))
-            .map(TraceArg::Values);
+        return within(v, 16, 65536).map(TraceArg::Values);
     }
     if let Some(v) = a.strip_prefix("period=") {
-        return v
-            .parse()
-            .ok()
-            .filter(|ms| (10..=10_000).contains(ms))
-            .map(TraceArg::Period);
+        return within(v, 10, 10_000).map(TraceArg::Period);
     }
-    a.parse()
-        .ok()
-        .filter(|n| (2..=10_000).contains(n))
-        .map(TraceArg::Count)
+    within(a, 2, 10_000).map(TraceArg::Count)
+}
+
+/// `v` as a number from `lo` to `hi`.
+fn within<T: std::str::FromStr + PartialOrd>(v: &str, lo: T, hi: T) -> Option<T> {
+    v.parse().ok().filter(|x| (lo..=hi).contains(x))
+}
+
+/// What `trace [N] [bench|values=B] [period=MS]` asks (the first of each kind counts), with
+/// the defaults for the rest.
+pub(super) struct TraceOpts {
+    pub(super) checkpoints: u64,
+    pub(super) period_ms: u64,
+    pub(super) load: Load,
+}
+
+impl TraceOpts {
+    /// From the command line's arguments; those that are not `trace`'s are left alone.
+    pub(super) fn from_args(args: &[String]) -> TraceOpts {
+        let (mut count, mut period, mut values, mut bench) = (None, None, None, false);
+        for t in args.iter().filter_map(|a| trace_arg(a)) {
+            match t {
+                TraceArg::Count(n) => _ = count.get_or_insert(n),
+                TraceArg::Period(ms) => _ = period.get_or_insert(ms),
+                TraceArg::Values(b) => _ = values.get_or_insert(b),
+                TraceArg::Bench => bench = true,
+            }
+        }
+        TraceOpts {
+            checkpoints: count.unwrap_or(300),
+            period_ms: period.unwrap_or(PERIOD_MS),
+            load: if bench {
+                Load::Benchmark
+            } else {
+                Load::Random(values.unwrap_or(1024))
+            },
+        }
+    }
 }
 
 /// The load on the guest's redis while a trace is recorded.
@@ -178,21 +204,22 @@ pub(super) fn run_trace(
     // The load runs for the warm-up and the recording, and stops by itself after that.
     let secs = WARM_UP.as_secs() + checkpoints * (period_ms + 2_000) / 1000 + 120;
     let logf = std::fs::File::create(dir.join("load.log")).map_err(|e| e.to_string())?;
-    let mut cmd = ns_cmd("timeout");
-    cmd.arg(secs.to_string());
-    match load {
-        Load::Benchmark => cmd
-            .arg("redis-benchmark")
-            .args(["-h", GUEST_IP])
-            .args(BENCH_ARGS),
-        Load::Random(b) => cmd
-            .arg(std::env::current_exe().map_err(|e| e.to_string())?)
-            .args([
+    let mut cmd = match load {
+        Load::Benchmark => {
+            let mut c = ns_cmd_within(secs, "redis-benchmark");
+            c.args(["-h", GUEST_IP]).args(BENCH_ARGS);
+            c
+        }
+        Load::Random(b) => {
+            let mut c = ns_cmd_within(secs, std::env::current_exe().map_err(|e| e.to_string())?);
+            c.args([
                 "redis-load",
                 &format!("{GUEST_IP}:6379"),
                 &secs.to_string(),
                 &b.to_string(),
-            ]),
+            ]);
+            c
+        }
     };
     let _load = KillOnDrop(
         cmd.process_group(0)
@@ -434,4 +461,49 @@ fn printable(rng: &mut hsb_common::rng::SplitMix64, n: usize) -> Vec<u8> {
         }
     }
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_arguments_are_read_within_their_bounds_and_the_first_counts() {
+        assert_eq!(trace_arg("bench"), Some(TraceArg::Bench));
+        assert_eq!(trace_arg("2"), Some(TraceArg::Count(2)));
+        assert_eq!(trace_arg("10000"), Some(TraceArg::Count(10_000)));
+        assert_eq!(trace_arg("values=16"), Some(TraceArg::Values(16)));
+        assert_eq!(trace_arg("period=10000"), Some(TraceArg::Period(10_000)));
+        for bad in [
+            "1",
+            "10001",
+            "values=15",
+            "values=65537",
+            "period=9",
+            "period=x",
+            "trace",
+        ] {
+            assert_eq!(trace_arg(bad), None, "{bad}");
+        }
+        let args = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let t = TraceOpts::from_args(&args(&["trace", "--keep"]));
+        assert_eq!(
+            (t.checkpoints, t.period_ms, t.load),
+            (300, PERIOD_MS, Load::Random(1024))
+        );
+        let t = TraceOpts::from_args(&args(&[
+            "trace",
+            "50",
+            "60",
+            "period=400",
+            "values=64",
+            "values=99",
+        ]));
+        assert_eq!(
+            (t.checkpoints, t.period_ms, t.load),
+            (50, 400, Load::Random(64))
+        );
+        let t = TraceOpts::from_args(&args(&["trace", "values=64", "bench"]));
+        assert_eq!(t.load, Load::Benchmark);
+    }
 }
